@@ -1,0 +1,338 @@
+// buildGateway(config): the public TLS app and the admin app, wired to one
+// audit writer and one metrics registry, not yet listening. Tests build it
+// and talk to it over real sockets; server.ts owns the process around it.
+//
+// Every request passes the gate (one onRequest hook) in this order:
+// method and framing -> canonical path -> token -> policy -> listing and
+// file-type guard -> durable access record. Only then is it proxied.
+import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import type { Socket } from 'node:net'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
+import type { Config } from './config/schema.js'
+import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
+import { installFrontDoor } from './tls/front-door.js'
+import { tlsProfileOptions } from './tls/profiles.js'
+import { authenticate, registerJwt, type Identity } from './auth/jwt.js'
+import { canonicalPath } from './policy/canonical-path.js'
+import { compileRules, decide, scopesOf } from './policy/rules.js'
+import { checkFileRequest } from './policy/listing-guard.js'
+import { registerUpstream } from './proxy/upstream.js'
+import { AuditWriter, type AuditRecord } from './audit/writer.js'
+import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
+import { loggerOptions } from './logging.js'
+
+interface RequestState {
+  started: bigint
+  path?: string
+  extension?: string
+  identity?: Identity
+  rule?: string
+  /** The access record is durable and the request goes to the NAS. */
+  fetch: boolean
+  bytes: number
+  upstreamError?: string
+}
+
+declare module 'fastify' {
+  interface FastifyRequest { ng: RequestState }
+}
+
+export interface Gateway {
+  app: FastifyInstance
+  admin: FastifyInstance | null
+  metrics: GatewayMetrics
+  audit: AuditWriter
+  close: () => Promise<void>
+}
+
+export interface GatewayOptions {
+  /** A pino logger to use instead of one built from config.log (tests pass a sink). */
+  logger?: FastifyBaseLogger
+}
+
+const READ_METHODS = new Set(['GET', 'HEAD'])
+
+function elapsedMs (since: bigint): number {
+  return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
+}
+
+function wwwAuthenticate (err: NasguardError, required?: string[]): string | undefined {
+  if (err.statusCode === 401) {
+    const desc = err.message.replace(/["\\]/g, '')
+    return `Bearer realm="nasguard", error="invalid_token", error_description="${desc}"`
+  }
+  if (err.code === Errors.InsufficientScope.spec.code || err.code === Errors.NoRule.spec.code) {
+    return `Bearer realm="nasguard", error="insufficient_scope"${required ? `, scope="${required.join(' ')}"` : ''}`
+  }
+  return undefined
+}
+
+export async function buildGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {
+  const metrics = new GatewayMetrics()
+  const audit = await AuditWriter.open({
+    dir: config.audit.dir,
+    durability: config.audit.durability,
+    batchMs: config.audit.batchMs,
+    onBatch: (n, ms) => {
+      metrics.auditBatchSize.observe(n)
+      metrics.auditWriteSeconds.observe(ms / 1000)
+    }
+  })
+  const rules = compileRules(config.policy)
+  const extensions = new Set(config.files.extensions)
+  const tlsOptions = {
+    cert: readFileSync(config.tls.cert),
+    key: readFileSync(config.tls.key),
+    ...tlsProfileOptions(config.tls.profile)
+  }
+  const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
+
+  let log: FastifyBaseLogger
+  const serverFactory = (handler: FastifyServerFactoryHandler): HttpsServer => {
+    const server = createHttpsServer(tlsOptions, handler)
+    server.headersTimeout = config.limits.headersTimeoutMs
+    server.requestTimeout = config.limits.headersTimeoutMs * 3
+    server.keepAliveTimeout = config.limits.keepAliveTimeoutMs
+    installFrontDoor(server, {
+      firstByteTimeoutMs: config.limits.headersTimeoutMs,
+      onPlaintext: (socket) => {
+        metrics.plaintextOnTls.inc()
+        metrics.refusals.inc({ reason: Errors.PlaintextOnTlsPort.spec.reason })
+        log.warn({ remoteAddress: socket.remoteAddress }, 'plain HTTP sent to the TLS port: answered 400 and closed')
+        recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: Errors.PlaintextOnTlsPort.spec.code })
+      }
+    })
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      metrics.tlsHandshakeFailures.inc()
+      log.debug({ remoteAddress: socket.remoteAddress, code: err.code }, 'TLS handshake failed')
+    })
+    return server
+  }
+
+  const app = Fastify({
+    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.log.level) }),
+    serverFactory,
+    genReqId: () => randomUUID(),
+    // Fastify's own request lines would log the URL, which holds a recording name.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
+    return503OnClosing: true,
+    // A malformed request (bad framing, CL+TE, oversized headers) never
+    // reaches a route: answer it on the socket in our error shape.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (socket.writable && !socket.destroyed) {
+        const body = JSON.stringify({ error: Errors.BadRequest.spec.code, message: 'the request could not be parsed' })
+        socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nStrict-Transport-Security: ${hsts}\r\n\r\n${body}`)
+      }
+      socket.destroy()
+      if (err.code === 'ECONNRESET' || err.code === 'HPE_HEADER_OVERFLOW' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return
+      metrics.refusals.inc({ reason: Errors.BadRequest.spec.reason })
+      log.info({ code: err.code, remoteAddress: socket.remoteAddress }, 'unparsable request refused')
+      recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: `${Errors.BadRequest.spec.code}:${err.code ?? 'parse'}` })
+    },
+    frameworkErrors: (error, request, reply) => {
+      const err = new Errors.BadPath('the URL could not be parsed')
+      void error
+      refuse(request, reply, err)
+    }
+  })
+  log = app.log
+
+  function recordRefusal (r: Omit<AuditRecord, 'event' | 'time'>): void {
+    const record: AuditRecord = { event: 'refusal', time: new Date().toISOString(), ...r }
+    audit.append(record).then(
+      () => metrics.auditRecords.inc({ event: 'refusal' }),
+      (err: Error) => {
+        metrics.auditFailures.inc({ event: 'refusal' })
+        log.error({ reqId: r.requestId, code: (err as NodeJS.ErrnoException).code }, 'audit record for a refusal could not be written')
+      })
+  }
+
+  function refuse (request: FastifyRequest, reply: FastifyReply, err: NasguardError, required?: string[]): void {
+    const spec = specFor(err.code)
+    const state = request.ng as RequestState | null
+    if (!state?.fetch || err.code === Errors.UpstreamListing.spec.code) {
+      metrics.refusals.inc({ reason: spec?.reason ?? 'other' })
+    }
+    if (!state?.fetch) {
+      const path = state?.path ?? request.url.slice(0, 2048)
+      recordRefusal({
+        requestId: request.id,
+        clientIp: request.ip,
+        method: request.method,
+        path,
+        subject: state?.identity?.subject,
+        jti: state?.identity?.jti,
+        rule: state?.rule,
+        status: err.statusCode,
+        reason: err.code,
+        userAgent: request.headers['user-agent']?.slice(0, 256)
+      })
+    }
+    const challenge = wwwAuthenticate(err, required)
+    if (challenge) reply.header('www-authenticate', challenge)
+    if (err.statusCode === 405) reply.header('allow', 'GET, HEAD')
+    reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err))
+  }
+
+  app.decorateRequest('ng', null as unknown as RequestState)
+
+  app.setErrorHandler((error, request, reply) => {
+    if (isNasguardError(error) && specFor(error.code)) {
+      refuse(request, reply, error, (error as NasguardError & { required?: string[] }).required)
+      return
+    }
+    const e = error as NodeJS.ErrnoException & { statusCode?: number }
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      refuse(request, reply, new Errors.BadRequest('refused by the request parser'))
+      return
+    }
+    // Log the error, never the request: its URL holds a recording name.
+    request.log.error({ err: { type: e.name, code: e.code, stack: e.stack } }, 'unexpected error')
+    refuse(request, reply, new Errors.Internal())
+  })
+
+  app.setNotFoundHandler((request, reply) => { refuse(request, reply, new Errors.NoRule()) })
+
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('strict-transport-security', hsts)
+    reply.header('x-content-type-options', 'nosniff')
+    reply.header('cache-control', 'no-store')
+    reply.header('referrer-policy', 'no-referrer')
+    reply.header('content-security-policy', "default-src 'none'; sandbox")
+    reply.header('x-request-id', request.id)
+  })
+
+  function onFinished (request: FastifyRequest, reply: FastifyReply): void {
+    const state = request.ng
+    const headersSent = reply.raw.headersSent
+    const status = headersSent ? reply.statusCode : 0
+    const outcome = state.upstreamError ? 'upstream-error' : reply.raw.writableFinished ? 'complete' : 'aborted'
+    const durationMs = elapsedMs(state.started)
+    metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted' })
+    metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
+    if (state.fetch) {
+      metrics.activeStreams.dec()
+      metrics.bytesSent.inc(state.bytes)
+      const record: AuditRecord = {
+        event: 'fetch',
+        time: new Date().toISOString(),
+        requestId: request.id,
+        clientIp: request.ip,
+        method: request.method,
+        path: state.path,
+        range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
+        subject: state.identity?.subject,
+        jti: state.identity?.jti,
+        rule: state.rule,
+        status,
+        bytes: state.bytes,
+        durationMs,
+        outcome,
+        userAgent: request.headers['user-agent']?.slice(0, 256)
+      }
+      audit.append(record).then(
+        () => metrics.auditRecords.inc({ event: 'fetch' }),
+        (err: Error) => {
+          metrics.auditFailures.inc({ event: 'fetch' })
+          request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'audit completion record could not be written')
+        })
+    }
+    request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome }, 'request')
+  }
+
+  app.addHook('onRequest', async (request, reply) => {
+    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0 }
+    request.ng = state
+    reply.raw.once('close', () => onFinished(request, reply))
+
+    if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
+    const h = request.headers
+    if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
+      throw new Errors.BadRequest('a GET or HEAD request carries no body')
+    }
+    if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
+
+    const canonical = canonicalPath(request.url, config.limits.maxPathLength)
+    if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
+    state.path = canonical.path
+
+    state.identity = await authenticate(request)
+
+    const decision = decide(rules, request.method, canonical.segments, scopesOf(state.identity.claims))
+    if (!decision.allow) {
+      if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
+      if (decision.reason === 'no_rule') throw new Errors.NoRule()
+      const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }
+      err.required = decision.required
+      throw err
+    }
+    state.rule = decision.rule
+
+    const file = checkFileRequest(canonical.segments, extensions)
+    if (!file.ok) {
+      if (file.reason === 'directory') throw new Errors.Directory()
+      if (file.reason === 'hidden') throw new Errors.HiddenPath()
+      throw new Errors.FileType()
+    }
+    state.extension = file.extension
+
+    // No byte of a recording leaves before this record is on disk.
+    try {
+      await audit.append({
+        event: 'access',
+        time: new Date().toISOString(),
+        requestId: request.id,
+        clientIp: request.ip,
+        method: request.method,
+        path: state.path,
+        range: typeof h.range === 'string' ? h.range.slice(0, 256) : undefined,
+        subject: state.identity.subject,
+        jti: state.identity.jti,
+        rule: state.rule,
+        userAgent: h['user-agent']?.slice(0, 256)
+      })
+      metrics.auditRecords.inc({ event: 'access' })
+    } catch (err) {
+      metrics.auditFailures.inc({ event: 'access' })
+      request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'access record could not be written: request refused')
+      throw new Errors.AuditUnavailable()
+    }
+    state.fetch = true
+    metrics.activeStreams.inc()
+  })
+
+  await registerJwt(app, config.auth.jwt)
+  await registerUpstream(app, config.upstream, {
+    target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
+    onBody: (request, n) => { request.ng.bytes += n },
+    onUpstreamError: (request, kind) => {
+      request.ng.upstreamError = kind
+      metrics.upstreamErrors.inc({ kind })
+    }
+  })
+
+  const admin = config.admin.enabled ? buildAdmin(metrics, app.log) : null
+
+  return {
+    app,
+    admin,
+    metrics,
+    audit,
+    close: async () => {
+      await Promise.all([app.close(), admin?.close()])
+      await audit.close()
+    }
+  }
+}
+
+function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger): FastifyInstance {
+  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) })
+  admin.get('/metrics', async (_request, reply) => {
+    reply.type(metrics.registry.contentType)
+    return metrics.registry.metrics()
+  })
+  admin.get('/healthz', async () => ({ status: 'ok' }))
+  return admin
+}

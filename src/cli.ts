@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+// nasguard <start | demo | config check | token issue>
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { ConfigError, loadConfig } from './config/load.js'
+import { closeOnSignals, runDemo, startGateway } from './server.js'
+import { issueToken, parseTtl } from './auth/tokens.js'
+
+const USAGE = `usage:
+  nasguard start [--config FILE]      run the gateway (no config: the demo)
+  nasguard demo                       run the demo: embedded NAS, local CA, demo token
+  nasguard config check FILE          validate a config file without starting
+  nasguard token issue --config FILE --sub S --scope "a b" [--ttl 15m]
+                                      print a signed token (with a jti)
+Every config key can be set by a NASGUARD_* variable, e.g. NASGUARD_LISTEN_PORT.`
+
+class UsageError extends Error {}
+
+function args (argv: string[], options: NonNullable<ParseArgsConfig['options']>): Record<string, string | boolean | undefined> {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+async function main (argv: string[]): Promise<number> {
+  const [cmd, sub, ...rest] = argv
+  if (cmd === 'start') {
+    const v = args(sub ? [sub, ...rest] : [], { config: { type: 'string', short: 'c' } })
+    const file = (v.config as string | undefined) ?? process.env.NASGUARD_CONFIG
+    if (!file) {
+      await runDemo()
+      return -1
+    }
+    const config = loadConfig({ file, env: process.env })
+    const running = await startGateway(config)
+    closeOnSignals(running)
+    running.gateway.app.log.info({ url: running.url, admin: running.adminUrl }, 'nasguard listening')
+    return -1
+  }
+  if (cmd === 'demo') {
+    await runDemo()
+    return -1
+  }
+  if (cmd === 'config' && sub === 'check') {
+    const file = rest[0]
+    if (!file) throw new UsageError('config check needs a FILE')
+    const c = loadConfig({ file, env: process.env })
+    process.stdout.write(`config OK: ${file}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
+    return 0
+  }
+  if (cmd === 'token' && sub === 'issue') {
+    const v = args(rest, { config: { type: 'string', short: 'c' }, sub: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string', default: '15m' } })
+    if (!v.config || !v.sub || !v.scope) throw new UsageError('token issue needs --config, --sub and --scope')
+    const c = loadConfig({ file: v.config as string, env: process.env })
+    const { token, jti, exp } = issueToken(c.auth.jwt, { sub: v.sub as string, scope: v.scope as string, ttlSeconds: parseTtl(v.ttl as string) })
+    process.stdout.write(token + '\n')
+    process.stderr.write(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
+    return 0
+  }
+  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE + '\n')
+    return cmd === undefined ? 2 : 0
+  }
+  throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')}`)
+}
+
+main(process.argv.slice(2)).then((code) => {
+  if (code >= 0) process.exitCode = code
+}, (err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(err.message + '\n')
+    process.exitCode = 1
+  } else if (err instanceof UsageError) {
+    process.stderr.write(`nasguard: ${err.message}\n\n${USAGE}\n`)
+    process.exitCode = 2
+  } else {
+    process.stderr.write(`nasguard: ${(err as Error).message}\n`)
+    process.exitCode = 1
+  }
+})

@@ -1,0 +1,270 @@
+// Loading: YAML file, then NASGUARD_* environment overrides, then schema
+// validation with defaults, then the checks a schema cannot express. The
+// result is frozen. Every failure names the key (and the env variable when
+// that is where the value came from) and says what is wrong.
+import { readFileSync } from 'node:fs'
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { Ajv, type ErrorObject } from 'ajv'
+import { parse as parseYaml, YAMLParseError } from 'yaml'
+import { ConfigSchema, HMAC_ALGORITHMS, type Config } from './schema.js'
+import { isKnownExtension } from '../policy/file-types.js'
+import { compileGlob } from '../policy/rules.js'
+
+export interface ConfigProblem { key: string, reason: string }
+
+export class ConfigError extends Error {
+  readonly problems: ConfigProblem[]
+  constructor (problems: ConfigProblem[]) {
+    super(problems.map((p) => `config error at ${p.key}: ${p.reason}`).join('\n'))
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json }
+type JsonObject = { [k: string]: Json }
+
+const ENV_PREFIX = 'NASGUARD_'
+
+/** listen.port -> NASGUARD_LISTEN_PORT; auth.jwt.secretFile -> NASGUARD_AUTH_JWT_SECRET_FILE */
+export function envName (path: string[]): string {
+  return ENV_PREFIX + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')
+}
+
+interface SchemaNode { type?: string, properties?: Record<string, SchemaNode> }
+
+interface EnvKey { path: string[], type: string }
+
+/** Every settable key, derived from the schema so the env names can't drift. */
+function envKeys (node: SchemaNode, path: string[] = []): EnvKey[] {
+  if (node.type === 'object' && node.properties) {
+    return Object.entries(node.properties).flatMap(([k, v]) => envKeys(v, [...path, k]))
+  }
+  return [{ path, type: node.type ?? 'string' }]
+}
+
+const ENV_KEYS = envKeys(ConfigSchema as unknown as SchemaNode)
+
+function parseEnvValue (name: string, key: string, type: string, raw: string): Json {
+  switch (type) {
+    case 'integer':
+    case 'number':
+      if (!/^-?\d+(\.\d+)?$/.test(raw.trim())) throw new ConfigError([{ key, reason: `${name} must be a number, got ${JSON.stringify(raw)}` }])
+      return Number(raw)
+    case 'boolean':
+      if (raw !== 'true' && raw !== 'false') throw new ConfigError([{ key, reason: `${name} must be true or false, got ${JSON.stringify(raw)}` }])
+      return raw === 'true'
+    case 'array':
+    case 'object':
+      try {
+        return JSON.parse(raw) as Json
+      } catch {
+        if (type === 'array' && !raw.trim().startsWith('[')) return raw.split(',').map((s) => s.trim()).filter(Boolean)
+        throw new ConfigError([{ key, reason: `${name} must be JSON` }])
+      }
+    default:
+      return raw
+  }
+}
+
+function applyEnv (raw: JsonObject, env: NodeJS.ProcessEnv): void {
+  for (const { path, type } of ENV_KEYS) {
+    const name = envName(path)
+    const value = env[name]
+    if (value === undefined) continue
+    let node: JsonObject = raw
+    for (const seg of path.slice(0, -1)) {
+      const next = node[seg]
+      if (next === undefined || next === null || typeof next !== 'object' || Array.isArray(next)) node[seg] = {}
+      node = node[seg] as JsonObject
+    }
+    node[path[path.length - 1]] = parseEnvValue(name, path.join('.'), type, value)
+  }
+  const known = new Set(ENV_KEYS.map((k) => envName(k.path)))
+  const unknown = Object.keys(env).filter((k) => k.startsWith(ENV_PREFIX) && !known.has(k) && k !== 'NASGUARD_CONFIG')
+  if (unknown.length > 0) {
+    throw new ConfigError(unknown.map((k) => ({ key: k, reason: 'unknown environment variable (no such config key)' })))
+  }
+}
+
+function keyOf (err: ErrorObject): string {
+  const segs = err.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+  if (err.keyword === 'required') segs.push((err.params as { missingProperty: string }).missingProperty)
+  if (err.keyword === 'additionalProperties') segs.push((err.params as { additionalProperty: string }).additionalProperty)
+  let out = ''
+  for (const s of segs) out += /^\d+$/.test(s) ? `[${s}]` : (out ? '.' : '') + s
+  return out || '(root)'
+}
+
+function reasonOf (err: ErrorObject): string {
+  switch (err.keyword) {
+    case 'required': return 'is required'
+    case 'additionalProperties': return 'unknown key (check the spelling)'
+    case 'enum': return `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
+    case 'anyOf': return 'is not one of the allowed values'
+    case 'pattern': return `has an invalid format (must match ${(err.params as { pattern: string }).pattern})`
+    default: return err.message ?? 'is invalid'
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: false })
+const validate = ajv.compile(ConfigSchema)
+
+function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
+  // A union of literals reports one error per branch; keep the anyOf summary
+  // and drop the per-branch noise, and report each key once.
+  const anyOfPaths = new Set(errors.filter((e) => e.keyword === 'anyOf').map((e) => e.instancePath))
+  const seen = new Set<string>()
+  const out: ConfigProblem[] = []
+  for (const e of errors) {
+    if (e.keyword !== 'anyOf' && anyOfPaths.has(e.instancePath)) continue
+    const p = { key: keyOf(e), reason: reasonOf(e) }
+    const id = p.key + '\0' + p.reason
+    if (!seen.has(id)) { seen.add(id); out.push(p) }
+  }
+  return out
+}
+
+const FILE_KEYS: Array<[string, (c: Config) => string | undefined, (c: Config, v: string) => void]> = [
+  ['tls.cert', (c) => c.tls.cert, (c, v) => { c.tls.cert = v }],
+  ['tls.key', (c) => c.tls.key, (c, v) => { c.tls.key = v }],
+  ['upstream.passwordFile', (c) => c.upstream.passwordFile, (c, v) => { c.upstream.passwordFile = v }],
+  ['upstream.caFile', (c) => c.upstream.caFile, (c, v) => { c.upstream.caFile = v }],
+  ['auth.jwt.secretFile', (c) => c.auth.jwt.secretFile, (c, v) => { c.auth.jwt.secretFile = v }],
+  ['auth.jwt.publicKeyFile', (c) => c.auth.jwt.publicKeyFile, (c, v) => { c.auth.jwt.publicKeyFile = v }],
+  ['auth.jwt.privateKeyFile', (c) => c.auth.jwt.privateKeyFile, (c, v) => { c.auth.jwt.privateKeyFile = v }],
+  ['audit.dir', (c) => c.audit.dir, (c, v) => { c.audit.dir = v }]
+]
+
+const MIN_HMAC_BYTES: Record<string, number> = { HS256: 32, HS384: 48, HS512: 64 }
+
+function semanticProblems (c: Config): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  let url: URL | undefined
+  try {
+    url = new URL(c.upstream.url)
+  } catch {
+    problems.push({ key: 'upstream.url', reason: `is not a URL: ${JSON.stringify(c.upstream.url)}` })
+  }
+  if (url) {
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') problems.push({ key: 'upstream.url', reason: 'must be http:// or https://' })
+    if (url.pathname !== '/' || url.search || url.hash) problems.push({ key: 'upstream.url', reason: 'must be an origin only (no path, query or fragment): paths reach the NAS exactly as authorized' })
+    if (url.username || url.password) problems.push({ key: 'upstream.url', reason: 'must not carry credentials; use upstream.username and upstream.passwordFile' })
+  }
+  if (c.upstream.password && c.upstream.passwordFile) problems.push({ key: 'upstream.password', reason: 'set password or passwordFile, not both' })
+  if ((c.upstream.password || c.upstream.passwordFile) && !c.upstream.username) problems.push({ key: 'upstream.username', reason: 'is required when a password is set' })
+
+  const jwt = c.auth.jwt
+  const sources = (['secret', 'secretFile', 'publicKeyFile'] as const).filter((k) => jwt[k] !== undefined)
+  if (sources.length !== 1) {
+    problems.push({ key: 'auth.jwt', reason: `set exactly one of secret, secretFile or publicKeyFile (found ${sources.length === 0 ? 'none' : sources.join(', ')})` })
+  } else {
+    const hmac = sources[0] !== 'publicKeyFile'
+    if (!jwt.algorithms) {
+      if (hmac) jwt.algorithms = ['HS256']
+      else problems.push({ key: 'auth.jwt.algorithms', reason: 'is required with publicKeyFile: pin the algorithm(s) your issuer signs with' })
+    }
+    for (const alg of jwt.algorithms ?? []) {
+      const isHmac = (HMAC_ALGORITHMS as readonly string[]).includes(alg)
+      if (hmac && !isHmac) problems.push({ key: 'auth.jwt.algorithms', reason: `${alg} needs a public key, but an HMAC secret is configured` })
+      if (!hmac && isHmac) problems.push({ key: 'auth.jwt.algorithms', reason: `${alg} is an HMAC algorithm, but a public key is configured (key confusion)` })
+    }
+  }
+
+  c.policy.forEach((rule, i) => {
+    try {
+      compileGlob(rule.path)
+    } catch (err) {
+      problems.push({ key: `policy[${i}].path`, reason: (err as Error).message })
+    }
+  })
+  const names = new Set<string>()
+  c.policy.forEach((rule, i) => {
+    if (names.has(rule.name)) problems.push({ key: `policy[${i}].name`, reason: `duplicate rule name ${JSON.stringify(rule.name)}` })
+    names.add(rule.name)
+  })
+  c.files.extensions.forEach((ext, i) => {
+    if (!isKnownExtension(ext)) problems.push({ key: `files.extensions[${i}]`, reason: `${ext} is not a known recording type` })
+  })
+  return problems
+}
+
+/** Reads each file the config names, so `config check` catches a missing key file too. */
+function fileProblems (c: Config): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  for (const [key, get] of FILE_KEYS) {
+    const file = get(c)
+    if (!file || key === 'audit.dir') continue
+    try {
+      readFileSync(file)
+    } catch (err) {
+      problems.push({ key, reason: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` })
+    }
+  }
+  const jwt = c.auth.jwt
+  const secret = jwt.secret ?? (jwt.secretFile && problems.every((p) => p.key !== 'auth.jwt.secretFile') ? readSecretFile(jwt.secretFile) : undefined)
+  if (secret !== undefined) {
+    for (const alg of jwt.algorithms ?? []) {
+      const min = MIN_HMAC_BYTES[alg]
+      if (min && Buffer.byteLength(secret) < min) {
+        problems.push({ key: jwt.secret !== undefined ? 'auth.jwt.secret' : 'auth.jwt.secretFile', reason: `an ${alg} secret must be at least ${min} bytes (got ${Buffer.byteLength(secret)})` })
+      }
+    }
+  }
+  return problems
+}
+
+export function readSecretFile (file: string): string {
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+}
+
+export interface LoadOptions {
+  /** YAML file; relative paths inside it are resolved against its directory. */
+  file?: string
+  /** Used instead of a file (tests, demo). Relative paths resolve against baseDir. */
+  object?: unknown
+  baseDir?: string
+  env?: NodeJS.ProcessEnv
+}
+
+export function loadConfig (opts: LoadOptions): Readonly<Config> {
+  let raw: JsonObject = {}
+  let baseDir = opts.baseDir ?? process.cwd()
+  if (opts.file) {
+    let text: string
+    try {
+      text = readFileSync(opts.file, 'utf8')
+    } catch (err) {
+      throw new ConfigError([{ key: '(file)', reason: `cannot read ${opts.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }])
+    }
+    try {
+      raw = (parseYaml(text) ?? {}) as JsonObject
+    } catch (err) {
+      const where = err instanceof YAMLParseError && err.linePos ? ` line ${err.linePos[0].line}` : ''
+      throw new ConfigError([{ key: '(file)', reason: `${opts.file}${where} is not valid YAML: ${(err as Error).message.split('\n')[0]}` }])
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([{ key: '(root)', reason: 'must be a YAML mapping' }])
+    baseDir = dirname(resolve(opts.file))
+  } else if (opts.object !== undefined) {
+    raw = structuredClone(opts.object) as JsonObject
+  }
+  applyEnv(raw, opts.env ?? {})
+  if (!validate(raw)) throw new ConfigError(schemaProblems(validate.errors ?? []))
+  const config = raw as unknown as Config
+  for (const [, get, set] of FILE_KEYS) {
+    const v = get(config)
+    if (v !== undefined && !isAbsolute(v)) set(config, resolve(baseDir, v))
+  }
+  const problems = semanticProblems(config)
+  if (problems.length === 0) problems.push(...fileProblems(config))
+  if (problems.length > 0) throw new ConfigError(problems)
+  return deepFreeze(config)
+}
+
+function deepFreeze<T> (o: T): Readonly<T> {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v)
+    Object.freeze(o)
+  }
+  return o
+}

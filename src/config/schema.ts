@@ -1,0 +1,112 @@
+// The config schema. Every key's default and caveat is documented here, once;
+// the README and deploy/nasguard.example.yaml follow it. Unknown keys are
+// errors (a typo must not silently fall back to a default).
+import { Type, type Static } from '@sinclair/typebox'
+
+const strict = { additionalProperties: false } as const
+
+export const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const
+export const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
+
+export const PolicyRuleSchema = Type.Object({
+  /** Shown in the audit record and the metrics label; keep it short and stable. */
+  name: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' }),
+  /** A path glob: `*` is one segment (or part of it), `**` is any number of segments. */
+  path: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/' }),
+  /** Methods this rule allows. Default GET and HEAD. */
+  methods: Type.Array(Type.Union([Type.Literal('GET'), Type.Literal('HEAD')]), { minItems: 1, uniqueItems: true, default: ['GET', 'HEAD'] }),
+  /** The token needs any one of these scopes. */
+  scopes: Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' }), { minItems: 1 })
+}, strict)
+
+export const ConfigSchema = Type.Object({
+  listen: Type.Object({
+    /** Address of the public TLS listener. Default 0.0.0.0. */
+    host: Type.String({ default: '0.0.0.0', minLength: 1 }),
+    /** Default 8443. */
+    port: Type.Integer({ default: 8443, minimum: 0, maximum: 65535 })
+  }, { ...strict, default: {} }),
+  tls: Type.Object({
+    /** PEM certificate, optionally followed by its intermediates. */
+    cert: Type.String({ minLength: 1 }),
+    /** PEM private key; should be mode 0600. */
+    key: Type.String({ minLength: 1 }),
+    /** intermediate: TLS 1.2 + 1.3 with Mozilla's intermediate AEAD ciphers (default). modern: TLS 1.3 only. */
+    profile: Type.Union([Type.Literal('intermediate'), Type.Literal('modern')], { default: 'intermediate' }),
+    /** Strict-Transport-Security max-age in seconds. Default two years. */
+    hstsMaxAge: Type.Integer({ default: 63072000, minimum: 0 })
+  }, strict),
+  upstream: Type.Object({
+    /** The NAS origin, http:// or https://, no path. */
+    url: Type.String({ minLength: 1 }),
+    /** Basic-auth user the gateway presents to the NAS. */
+    username: Type.Optional(Type.String({ minLength: 1 })),
+    /** Basic-auth password, inline. Prefer passwordFile. */
+    password: Type.Optional(Type.String({ minLength: 1 })),
+    /** File holding the Basic-auth password (trailing newline ignored). */
+    passwordFile: Type.Optional(Type.String({ minLength: 1 })),
+    /** Time allowed for the NAS's response headers, and between body chunks. Default 30000. */
+    timeoutMs: Type.Integer({ default: 30000, minimum: 1, maximum: 600000 }),
+    /** Time allowed to open a connection to the NAS. Default 5000. */
+    connectTimeoutMs: Type.Integer({ default: 5000, minimum: 1, maximum: 600000 }),
+    /** Keep-alive pool size towards the NAS. Default 64. */
+    connections: Type.Integer({ default: 64, minimum: 1, maximum: 4096 }),
+    /** For an https NAS: a CA file to trust instead of the system store. */
+    caFile: Type.Optional(Type.String({ minLength: 1 }))
+  }, strict),
+  auth: Type.Object({
+    jwt: Type.Object({
+      /** Inline HMAC secret (at least 32 bytes for HS256). Prefer secretFile. */
+      secret: Type.Optional(Type.String({ minLength: 1 })),
+      /** File holding the HMAC secret. */
+      secretFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** PEM public key for RS*, PS*, ES* or EdDSA tokens. */
+      publicKeyFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** PEM private key, used only by `nasguard token issue`; the gateway never reads it. */
+      privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** Accepted algorithms, pinned. Default HS256 with a secret; required with a public key. */
+      algorithms: Type.Optional(Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })),
+      /** Required `iss` value, when set. */
+      issuer: Type.Optional(Type.String({ minLength: 1 })),
+      /** Required `aud` value, when set. */
+      audience: Type.Optional(Type.String({ minLength: 1 })),
+      /** Clock skew allowed on exp/nbf, seconds. Default 30. */
+      clockToleranceSec: Type.Integer({ default: 30, minimum: 0, maximum: 300 })
+    }, strict)
+  }, strict),
+  policy: Type.Array(PolicyRuleSchema, { minItems: 1 }),
+  files: Type.Object({
+    /** Extensions served; anything else is refused before the NAS is asked. Default .wav, .mp3. */
+    extensions: Type.Array(Type.String({ pattern: '^\\.[a-z0-9]{1,10}$' }), { minItems: 1, uniqueItems: true, default: ['.wav', '.mp3'] })
+  }, { ...strict, default: {} }),
+  audit: Type.Object({
+    /** Directory of the audit trail; created 0700, files 0600. */
+    dir: Type.String({ minLength: 1 }),
+    /** strict: fsync before the response starts (default). batched: fsync at most every batchMs (a crash can lose that window). */
+    durability: Type.Union([Type.Literal('strict'), Type.Literal('batched')], { default: 'strict' }),
+    /** With durability: batched, the longest a record waits for fsync. Default 100. */
+    batchMs: Type.Integer({ default: 100, minimum: 1, maximum: 10000 })
+  }, strict),
+  admin: Type.Object({
+    /** Serve /metrics and /healthz. Default true. */
+    enabled: Type.Boolean({ default: true }),
+    /** Default 127.0.0.1: keep it off the public network. */
+    host: Type.String({ default: '127.0.0.1', minLength: 1 }),
+    /** Default 9464. */
+    port: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 })
+  }, { ...strict, default: {} }),
+  log: Type.Object({
+    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' })
+  }, { ...strict, default: {} }),
+  limits: Type.Object({
+    /** Longest request path accepted, in bytes. Default 1024. */
+    maxPathLength: Type.Integer({ default: 1024, minimum: 16, maximum: 8192 }),
+    /** Time a client has to send its request headers, ms. Default 10000. */
+    headersTimeoutMs: Type.Integer({ default: 10000, minimum: 100, maximum: 120000 }),
+    /** Idle keep-alive connections are closed after this, ms. Default 5000. */
+    keepAliveTimeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 120000 })
+  }, { ...strict, default: {} })
+}, strict)
+
+export type Config = Static<typeof ConfigSchema>
+export type PolicyRuleConfig = Static<typeof PolicyRuleSchema>

@@ -1,0 +1,110 @@
+// The one catalogue of error codes nasguard answers with. Every refusal a
+// client can see is built here, so codes stay unique and documented
+// (test/errors.test.ts checks both). Bodies are always
+// { "error": CODE, "message": ... }.
+import createError from '@fastify/error'
+
+export interface ErrorSpec {
+  code: string
+  status: number
+  message: string
+  /** Metric label for refusals; bounded, never a path or subject. */
+  reason: string
+  /** What an operator should know; rendered into the README table. */
+  doc: string
+}
+
+export interface NasguardError extends Error {
+  code: string
+  statusCode: number
+}
+
+/** `new Errors.X(detail?)`: the detail fills the message's %s. */
+export type NasguardErrorConstructor = (new (detail?: string) => NasguardError) & { spec: ErrorSpec }
+
+function define (code: string, status: number, message: string, reason: string, doc: string): NasguardErrorConstructor {
+  const Ctor = createError(code, message, status) as unknown as NasguardErrorConstructor
+  Ctor.spec = { code, status, message, reason, doc }
+  return Ctor
+}
+
+export const Errors = {
+  PlaintextOnTlsPort: define('NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT', 400,
+    'plain HTTP was sent to the TLS port; use https://', 'plaintext_on_tls_port',
+    'A client spoke plain HTTP to the TLS listener. Answered on the raw socket, then the connection is closed.'),
+  BadPath: define('NASGUARD_ERR_BAD_PATH', 400,
+    'the request path is not canonical: %s', 'bad_path',
+    'The path was ambiguous (dot segments, encoded separators, control characters, invalid UTF-8, ...). Never forwarded.'),
+  BadRequest: define('NASGUARD_ERR_BAD_REQUEST', 400,
+    'the request is malformed: %s', 'bad_request',
+    'A request the gateway refuses to forward: a body on GET/HEAD, an Upgrade, ambiguous framing.'),
+  TokenMissing: define('NASGUARD_ERR_TOKEN_MISSING', 401,
+    'a Bearer token is required in the Authorization header', 'token_missing',
+    'No Authorization: Bearer header was sent.'),
+  TokenExpired: define('NASGUARD_ERR_TOKEN_EXPIRED', 401,
+    'the token has expired', 'token_expired',
+    'The token exp is in the past.'),
+  TokenInvalid: define('NASGUARD_ERR_TOKEN_INVALID', 401,
+    'the token is not valid: %s', 'token_invalid',
+    'Bad signature, wrong algorithm, malformed token, missing exp, wrong iss/aud, or not yet valid.'),
+  NoRule: define('NASGUARD_ERR_NO_RULE', 403,
+    'no policy rule allows this request', 'no_rule',
+    'Deny by default: no rule matches this path and method.'),
+  InsufficientScope: define('NASGUARD_ERR_INSUFFICIENT_SCOPE', 403,
+    'the token lacks a scope this path requires', 'insufficient_scope',
+    'A rule matches the path, but the token holds none of its scopes.'),
+  Directory: define('NASGUARD_ERR_DIRECTORY', 403,
+    'directory listings are never served', 'directory',
+    'The path is directory-shaped (trailing slash, or no file extension).'),
+  HiddenPath: define('NASGUARD_ERR_HIDDEN_PATH', 403,
+    'hidden files and folders are never served', 'hidden',
+    'A path segment starts with a dot (.env, .private, ...).'),
+  FileType: define('NASGUARD_ERR_FILE_TYPE', 403,
+    'this file type is not served', 'file_type',
+    'The file extension is not in files.extensions.'),
+  MethodNotAllowed: define('NASGUARD_ERR_METHOD_NOT_ALLOWED', 405,
+    'method not allowed', 'method',
+    'Only GET and HEAD are served unless a rule allows another method.'),
+  NotFound: define('NASGUARD_ERR_NOT_FOUND', 404,
+    'no such recording', 'not_found',
+    'The NAS answered 404.'),
+  RangeNotSatisfiable: define('NASGUARD_ERR_RANGE_NOT_SATISFIABLE', 416,
+    'the requested range is not satisfiable', 'range',
+    'The NAS answered 416 to the Range header.'),
+  UpstreamListing: define('NASGUARD_ERR_UPSTREAM_LISTING', 502,
+    'the NAS answered with something that is not a recording', 'upstream_listing',
+    'The NAS sent HTML or another non-audio body (a directory listing, an error page) or a redirect. Nothing of it reaches the client.'),
+  UpstreamUnreachable: define('NASGUARD_ERR_UPSTREAM_UNREACHABLE', 502,
+    'the NAS could not be reached', 'upstream_unreachable',
+    'Connection refused, reset or DNS failure towards upstream.url.'),
+  UpstreamError: define('NASGUARD_ERR_UPSTREAM_ERROR', 502,
+    'the NAS answered with an error', 'upstream_error',
+    'The NAS answered 5xx, 401/403 (check upstream credentials) or another unexpected status.'),
+  UpstreamTimeout: define('NASGUARD_ERR_UPSTREAM_TIMEOUT', 504,
+    'the NAS did not answer in time', 'upstream_timeout',
+    'No response headers within upstream.timeoutMs.'),
+  AuditUnavailable: define('NASGUARD_ERR_AUDIT_UNAVAILABLE', 503,
+    'the audit trail cannot be written; nothing is served unaudited', 'audit_unavailable',
+    'The access record could not be made durable (disk full, permissions, I/O error).'),
+  Internal: define('NASGUARD_ERR_INTERNAL', 500,
+    'internal error', 'internal',
+    'A bug: the request id in the log line ties it to the cause.')
+} as const
+
+export type ErrorName = keyof typeof Errors
+
+export function isNasguardError (err: unknown): err is NasguardError {
+  return err instanceof Error && typeof (err as NasguardError).code === 'string' &&
+    (err as NasguardError).code.startsWith('NASGUARD_ERR_')
+}
+
+const byCode = new Map<string, ErrorSpec>(Object.values(Errors).map((E) => [E.spec.code, E.spec]))
+
+export function specFor (code: string): ErrorSpec | undefined {
+  return byCode.get(code)
+}
+
+/** Body for a refusal: exactly { error, message }. */
+export function errorBody (err: NasguardError): { error: string, message: string } {
+  return { error: err.code, message: err.message }
+}

@@ -1,0 +1,21 @@
+// App logs: pino JSON with a request id. They never hold tokens,
+// Authorization headers, grants or recording paths (paths hold phone
+// numbers): request logging is off, nothing logs a URL, and the serializers
+// and redaction below are a second line in case something tries.
+import type { FastifyServerOptions } from 'fastify'
+
+export const REDACT_PATHS = [
+  'req.headers.authorization', 'req.headers.cookie', 'req.url', 'req.query',
+  'headers.authorization', 'headers.cookie', 'authorization', 'token', 'grant', 'url', 'path'
+]
+
+export function loggerOptions (level: string): NonNullable<Exclude<FastifyServerOptions['logger'], boolean>> {
+  return {
+    level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: {
+      req: (req: { method?: string, ip?: string }) => ({ method: req.method, remoteAddress: req.ip }),
+      res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode })
+    }
+  }
+}

@@ -1,0 +1,111 @@
+// Metric definitions. One registry per gateway instance (tests build many).
+// Labels are bounded: method, status class, reason codes from
+// src/errors.ts, upstream error kinds. Never a path, a subject or an IP.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export type StatusClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx'
+
+export function statusClass (status: number): StatusClass {
+  if (status >= 500) return '5xx'
+  if (status >= 400) return '4xx'
+  if (status >= 300) return '3xx'
+  if (status >= 200) return '2xx'
+  return '1xx'
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT'])
+
+/** Methods outside the standard set are folded into OTHER to keep the label bounded. */
+export function methodLabel (method: string): string {
+  return KNOWN_METHODS.has(method) ? method : 'OTHER'
+}
+
+export class GatewayMetrics {
+  readonly registry: Registry
+  readonly requests: Counter<'method' | 'status_class'>
+  readonly bytesSent: Counter
+  readonly refusals: Counter<'reason'>
+  readonly upstreamErrors: Counter<'kind'>
+  readonly plaintextOnTls: Counter
+  readonly tlsHandshakeFailures: Counter
+  readonly activeStreams: Gauge
+  readonly requestDuration: Histogram<'status_class'>
+  readonly auditRecords: Counter<'event'>
+  readonly auditFailures: Counter<'event'>
+  readonly auditBatchSize: Histogram
+  readonly auditWriteSeconds: Histogram
+
+  constructor (opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry = new Registry()]
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'nasguard_' })
+    this.requests = new Counter({
+      name: 'nasguard_http_requests_total',
+      help: 'Requests answered on the TLS listener, by method and status class.',
+      labelNames: ['method', 'status_class'],
+      registers
+    })
+    this.bytesSent = new Counter({
+      name: 'nasguard_http_response_body_bytes_total',
+      help: 'Recording bytes handed to clients.',
+      registers
+    })
+    this.refusals = new Counter({
+      name: 'nasguard_refusals_total',
+      help: 'Requests refused by the gateway, by reason code.',
+      labelNames: ['reason'],
+      registers
+    })
+    this.upstreamErrors = new Counter({
+      name: 'nasguard_upstream_errors_total',
+      help: 'Failures talking to the NAS, by kind.',
+      labelNames: ['kind'],
+      registers
+    })
+    this.plaintextOnTls = new Counter({
+      name: 'nasguard_tls_plaintext_requests_total',
+      help: 'Plain HTTP requests sent to the TLS port (answered 400, never proxied).',
+      registers
+    })
+    this.tlsHandshakeFailures = new Counter({
+      name: 'nasguard_tls_handshake_failures_total',
+      help: 'TLS handshakes that failed.',
+      registers
+    })
+    this.activeStreams = new Gauge({
+      name: 'nasguard_active_streams',
+      help: 'Recording responses currently streaming.',
+      registers
+    })
+    this.requestDuration = new Histogram({
+      name: 'nasguard_http_request_duration_seconds',
+      help: 'Time from request to the end of the response.',
+      labelNames: ['status_class'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers
+    })
+    this.auditRecords = new Counter({
+      name: 'nasguard_audit_records_total',
+      help: 'Audit records written, by event.',
+      labelNames: ['event'],
+      registers
+    })
+    this.auditFailures = new Counter({
+      name: 'nasguard_audit_failures_total',
+      help: 'Audit records that could not be written, by event.',
+      labelNames: ['event'],
+      registers
+    })
+    this.auditBatchSize = new Histogram({
+      name: 'nasguard_audit_batch_records',
+      help: 'Records per audit write (group commit).',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers
+    })
+    this.auditWriteSeconds = new Histogram({
+      name: 'nasguard_audit_write_duration_seconds',
+      help: 'Time to write and sync one audit group.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers
+    })
+  }
+}

@@ -1,0 +1,176 @@
+// The way to the NAS: @fastify/http-proxy over one keep-alive undici pool.
+// Headers cross in both directions through allow-lists, which strips the
+// hop-by-hop set (RFC 9110 §7.6.1: Connection, Keep-Alive, TE, Trailer,
+// Transfer-Encoding, Upgrade, Proxy-*) and whatever Connection names, and
+// also the client's Authorization and cookies, which the NAS must never see.
+// The NAS answer is checked before a byte of its body is passed on.
+import { readFileSync } from 'node:fs'
+import httpProxy from '@fastify/http-proxy'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { Pool } from 'undici'
+import type { Readable } from 'node:stream'
+import type { Config } from '../config/schema.js'
+import { readSecretFile } from '../config/load.js'
+import { Errors, type NasguardError } from '../errors.js'
+import { contentTypeFor } from '../policy/file-types.js'
+
+/** Request headers that may reach the NAS (conditional and range requests). */
+const REQUEST_HEADERS = ['range', 'if-range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'] as const
+/** NAS response headers that may reach the client. Content-Type is set from the extension. */
+const RESPONSE_HEADERS = ['content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified'] as const
+
+/** What the gateway decided about a request, filled in by the gate. */
+export interface ProxyTarget { path: string, extension: string }
+
+export interface UpstreamHooks {
+  target: (request: FastifyRequest) => ProxyTarget
+  /** Called for every body chunk passed on to the client. */
+  onBody: (request: FastifyRequest, bytes: number) => void
+  /** The NAS failed or answered something that is not passed on; kind is a bounded label. */
+  onUpstreamError: (request: FastifyRequest, kind: string) => void
+}
+
+function basicAuth (cfg: Config['upstream']): string | undefined {
+  if (!cfg.username) return undefined
+  const password = cfg.password ?? (cfg.passwordFile ? readSecretFile(cfg.passwordFile) : '')
+  return 'Basic ' + Buffer.from(`${cfg.username}:${password}`).toString('base64')
+}
+
+export function createPool (cfg: Config['upstream']): Pool {
+  const url = new URL(cfg.url)
+  return new Pool(url.origin, {
+    connections: cfg.connections,
+    pipelining: 1,
+    keepAliveTimeout: 4000,
+    headersTimeout: cfg.timeoutMs,
+    bodyTimeout: cfg.timeoutMs,
+    connect: {
+      timeout: cfg.connectTimeoutMs,
+      // reply-from would disable certificate checks on its own pools; this
+      // pool is ours and checks them.
+      rejectUnauthorized: true,
+      ...(cfg.caFile ? { ca: readFileSync(cfg.caFile) } : {})
+    }
+  })
+}
+
+/** Audio, or a generic binary type, is what a recording looks like. Listings are HTML, JSON or XML. */
+function looksLikeRecording (contentType: string | string[] | undefined): boolean {
+  if (contentType === undefined) return true
+  const ct = String(contentType).split(';')[0].trim().toLowerCase()
+  return ct === '' || ct.startsWith('audio/') || ct === 'application/octet-stream'
+}
+
+function clearUpstreamHeaders (reply: FastifyReply): void {
+  for (const h of RESPONSE_HEADERS) reply.removeHeader(h)
+}
+
+function classify (error: NasguardError & { cause?: { code?: string } }): { err: NasguardError, kind: string } {
+  const code = error.cause?.code ?? error.code
+  switch (code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'FST_REPLY_FROM_GATEWAY_TIMEOUT':
+      return { err: new Errors.UpstreamTimeout(), kind: 'timeout' }
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return { err: new Errors.UpstreamTimeout(), kind: 'connect_timeout' }
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_CLOSED':
+      return { err: new Errors.UpstreamUnreachable(), kind: 'unreachable' }
+    default:
+      if (/^(ERR_TLS|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED|ERR_SSL)/.test(String(code))) return { err: new Errors.UpstreamUnreachable(), kind: 'tls' }
+      return { err: new Errors.UpstreamError(), kind: 'other' }
+  }
+}
+
+export async function registerUpstream (app: FastifyInstance, cfg: Config['upstream'], hooks: UpstreamHooks): Promise<void> {
+  const pool = createPool(cfg)
+  const authorization = basicAuth(cfg)
+  app.addHook('onClose', async () => { await pool.close() })
+
+  const refuse = (request: FastifyRequest, reply: FastifyReply, stream: Readable, err: NasguardError, kind: string | null): void => {
+    stream.destroy()
+    clearUpstreamHeaders(reply)
+    if (kind) hooks.onUpstreamError(request, kind)
+    reply.send(err)
+  }
+
+  // The plugin's types assume an http server; ours is https.
+  await app.register(httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>, {
+    upstream: cfg.url,
+    undici: pool as never,
+    disableRequestLogging: true,
+    httpMethods: ['GET', 'HEAD'],
+    proxyPayloads: false,
+    internalRewriteLocationHeader: false,
+    // The gate already produced the canonical path; that exact string goes
+    // to the NAS, and no query string with it.
+    handler: (request: FastifyRequest, reply: FastifyReply, _dest: string, options: object) =>
+      reply.from(hooks.target(request).path, options),
+    replyOptions: {
+      queryString: () => '',
+      // Retrying is the client's call; a retry would also be a second NAS
+      // fetch under one audit record.
+      retryDelay: () => null,
+      rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, string | string[] | undefined>) => {
+        const out: Record<string, string | string[] | undefined> = { host: headers.host, 'x-request-id': request.id, 'user-agent': 'nasguard' }
+        for (const h of REQUEST_HEADERS) if (headers[h] !== undefined) out[h] = headers[h]
+        if (authorization) out.authorization = authorization
+        return out
+      },
+      rewriteHeaders: (headers: Record<string, string | string[] | undefined>) => {
+        const out: Record<string, string | string[] | undefined> = {}
+        for (const h of RESPONSE_HEADERS) if (headers[h] !== undefined) out[h] = headers[h]
+        return out
+      },
+      onResponse: (request: FastifyRequest, reply: FastifyReply, res: { statusCode: number, headers: Record<string, string | string[] | undefined>, stream: Readable }) => {
+        const { statusCode: status, headers, stream } = res
+        if (status === 200 || status === 206) {
+          if (!looksLikeRecording(headers['content-type'])) {
+            refuse(request, reply, stream, new Errors.UpstreamListing(), 'listing')
+            return
+          }
+          reply.header('content-type', contentTypeFor(hooks.target(request).extension))
+          stream.on('data', (chunk: Buffer) => hooks.onBody(request, chunk.length))
+          // A NAS that fails mid-body: Fastify cuts the response; the audit
+          // outcome must say whose fault it was.
+          stream.once('error', () => hooks.onUpstreamError(request, 'body'))
+          reply.send(stream)
+          return
+        }
+        if (status === 304) {
+          stream.destroy()
+          reply.send()
+          return
+        }
+        if (status === 404 || status === 410) {
+          refuse(request, reply, stream, new Errors.NotFound(), null)
+          return
+        }
+        if (status === 416) {
+          stream.destroy()
+          reply.removeHeader('content-length')
+          reply.send(new Errors.RangeNotSatisfiable())
+          return
+        }
+        if (status >= 300 && status < 400) {
+          refuse(request, reply, stream, new Errors.UpstreamListing(), 'redirect')
+          return
+        }
+        refuse(request, reply, stream, new Errors.UpstreamError(), status === 401 || status === 403 ? 'auth' : `status_${Math.floor(status / 100)}xx`)
+      },
+      onError: (reply: FastifyReply, { error }: { error: NasguardError & { cause?: { code?: string } } }) => {
+        const { err, kind } = classify(error)
+        hooks.onUpstreamError(reply.request, kind)
+        reply.send(err)
+      }
+    }
+  })
+}

@@ -1,0 +1,89 @@
+// The process around the gateway: listen, close gracefully on signals, and
+// the demo that `npm start` runs when no config is given.
+import { randomBytes } from 'node:crypto'
+import { join, resolve } from 'node:path'
+import closeWithGrace from 'close-with-grace'
+import type { FastifyBaseLogger } from 'fastify'
+import { buildGateway, type Gateway } from './app.js'
+import { loadConfig } from './config/load.js'
+import type { Config } from './config/schema.js'
+import { ensureLocalCertificates } from './tls/certificates.js'
+import { ensureDemoRecordings } from './demo/recordings.js'
+import { startDemoNas } from './demo/nas.js'
+import { issueToken } from './auth/tokens.js'
+
+export interface RunningGateway { gateway: Gateway, url: string, adminUrl: string | null }
+
+function urlOf (address: string, scheme: string): string {
+  const u = new URL(address.replace(/^https?:/, scheme))
+  return u.origin
+}
+
+export async function startGateway (config: Readonly<Config>, opts: { logger?: FastifyBaseLogger } = {}): Promise<RunningGateway> {
+  const gateway = await buildGateway(config, opts)
+  const address = await gateway.app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}` })
+  let adminUrl: string | null = null
+  if (gateway.admin) adminUrl = urlOf(await gateway.admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` }), 'http:')
+  return { gateway, url: urlOf(address, 'https:'), adminUrl }
+}
+
+/** Graceful close on SIGINT/SIGTERM: stop accepting, let streams finish (up to 10 s), flush the audit trail. */
+export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}): void {
+  closeWithGrace({ delay: 10000 }, async ({ signal, err }) => {
+    const log = running.gateway.app.log
+    if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')
+    else log.info({ signal }, 'closing')
+    await running.gateway.close()
+    await extra()
+  })
+}
+
+export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const cwd = process.cwd()
+  const dataDir = resolve(cwd, '.nasguard-demo')
+  const certs = ensureLocalCertificates(resolve(cwd, 'certs'), ['localhost', '127.0.0.1', '::1'])
+  const recordings = ensureDemoRecordings(join(dataDir, 'nas'))
+  const nas = await startDemoNas(join(dataDir, 'nas'))
+  const secret = randomBytes(32).toString('hex')
+  const config = loadConfig({
+    object: {
+      listen: { host: '127.0.0.1', port: 8443 },
+      tls: { cert: certs.serverCert, key: certs.serverKey },
+      upstream: { url: nas.url },
+      auth: { jwt: { secret, algorithms: ['HS256'] } },
+      policy: [{ name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] }],
+      audit: { dir: join(dataDir, 'audit') },
+      admin: { host: '127.0.0.1', port: 9464 }
+    },
+    env
+  })
+  const running = await startGateway(config)
+  closeOnSignals(running, async () => { await nas.app.close() })
+  const { token } = issueToken(config.auth.jwt, { sub: 'demo-user', scope: 'recordings:read', ttlSeconds: 3600 })
+  const base = running.url.replace('127.0.0.1', 'localhost')
+  const file = (recordings.find((r) => r.path.endsWith('.wav')) ?? recordings[0]).path
+  const dir = file.slice(0, file.lastIndexOf('/') + 1)
+  const ca = certs.caCert
+  const line = '='.repeat(78)
+  process.stdout.write([
+    '', line,
+    '  nasguard DEMO MODE: synthetic recordings, a throw-away signing secret,',
+    '  loopback only. For real use: nasguard start --config FILE (see README).',
+    line,
+    `  gateway   ${base}   (in front of the demo NAS at ${nas.url})`,
+    `  metrics   ${running.adminUrl ?? '(admin off)'}/metrics`,
+    `  audit     ${config.audit.dir}/audit.jsonl`,
+    `  CA        ${ca}`,
+    '',
+    '  Demo token (sub demo-user, scope recordings:read, valid 1 hour):',
+    `  TOKEN=${token}`,
+    '',
+    '  1) No token: 401',
+    `     curl -i --cacert ${ca} ${base}${file}`,
+    '  2) With the token: the recording',
+    `     curl --cacert ${ca} -H "Authorization: Bearer $TOKEN" -o call.wav ${base}${file}`,
+    '  3) A directory, even with the token: 403, no listing',
+    `     curl -i --cacert ${ca} -H "Authorization: Bearer $TOKEN" ${base}${dir}`,
+    line, ''
+  ].join('\n'))
+}

@@ -195,13 +195,14 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.setNotFoundHandler((request, reply) => { refuse(request, reply, new Errors.NoRule()) })
 
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('strict-transport-security', hsts)
     reply.header('x-content-type-options', 'nosniff')
     reply.header('cache-control', 'no-store')
     reply.header('referrer-policy', 'no-referrer')
     reply.header('content-security-policy', "default-src 'none'; sandbox")
     reply.header('x-request-id', request.id)
+    done(null, payload)
   })
 
   function onFinished (request: FastifyRequest, reply: FastifyReply): void {

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { Pool } from 'undici'
-import type { Readable } from 'node:stream'
+import { pipeline, Transform, type Readable } from 'node:stream'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/load.js'
 import { Errors, type NasguardError } from '../errors.js'
@@ -138,11 +138,23 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
             return
           }
           reply.header('content-type', contentTypeFor(hooks.target(request).extension))
-          stream.on('data', (chunk: Buffer) => hooks.onBody(request, chunk.length))
-          // A NAS that fails mid-body: Fastify cuts the response; the audit
-          // outcome must say whose fault it was.
-          stream.once('error', () => hooks.onUpstreamError(request, 'body'))
-          reply.send(stream)
+          // Count what passes without putting the NAS stream into flowing
+          // mode before Fastify pipes it. Destroying the counter (client
+          // abort) destroys the NAS stream, which cancels the upstream request.
+          const counted = new Transform({
+            transform (chunk: Buffer, _enc, cb) {
+              hooks.onBody(request, chunk.length)
+              cb(null, chunk)
+            }
+          })
+          // A NAS that fails mid-body (reset, body timeout): the response is
+          // cut, and the audit outcome must say whose fault it was. Errors we
+          // cause ourselves by tearing down after a client abort don't count.
+          stream.once('error', (err: NodeJS.ErrnoException) => {
+            if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE' && err.code !== 'UND_ERR_ABORTED') hooks.onUpstreamError(request, 'body')
+          })
+          pipeline(stream, counted, () => {})
+          reply.send(counted)
           return
         }
         if (status === 304) {

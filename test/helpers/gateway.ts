@@ -1,0 +1,249 @@
+// Test harness: real certificates, a stub NAS that counts what reaches it,
+// a gateway on real sockets, signed tokens, and captured logs and audit lines.
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
+import { connect as netConnect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import { createSigner } from 'fast-jwt'
+import { pino } from 'pino'
+import { buildGateway, type Gateway } from '../../src/app.js'
+import { loadConfig } from '../../src/config/load.js'
+import { createCa, issueServerCert, writeKeyFile } from '../../src/tls/certificates.js'
+import { toneWav } from '../../src/demo/recordings.js'
+import { loggerOptions } from '../../src/logging.js'
+
+export interface Teardown { teardown: (fn: () => unknown) => void }
+
+export const SECRET = 'test-secret-that-is-at-least-32-bytes-long!'
+
+let certCache: { dir: string, ca: string, cert: string, key: string } | undefined
+
+/** A CA and a localhost server certificate, made once per test process. */
+export function testCerts (): { dir: string, ca: string, cert: string, key: string } {
+  if (certCache) return certCache
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-certs-'))
+  const ca = createCa('nasguard test CA')
+  const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
+  const paths = { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') }
+  writeKeyFile(join(dir, 'ca.key'), ca.keyPem)
+  writeKeyFile(paths.key, server.keyPem)
+  writeKeyFile(paths.cert, server.certPem)
+  writeKeyFile(paths.ca, ca.certPem)
+  certCache = paths
+  return paths
+}
+
+export interface NasRequest { method: string, url: string, headers: IncomingMessage['headers'] }
+
+export type NasHandler = (req: IncomingMessage, res: ServerResponse) => void
+
+export interface StubNas {
+  url: string
+  port: number
+  server: Server
+  /** Every request that reached the NAS, in order. */
+  requests: NasRequest[]
+  /** Replace the behaviour for the next requests. */
+  handle: (h: NasHandler) => void
+}
+
+export const RECORDING = toneWav(440, 0.5)
+
+/** Serves RECORDING for any path, with Range support, like a plain file server. */
+export const serveRecording: NasHandler = (req, res) => {
+  const body = RECORDING
+  const range = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''))
+  const headers: Record<string, string | number> = { 'content-type': 'audio/wav', 'accept-ranges': 'bytes', etag: '"rec-1"', server: 'StubNAS/1.0', 'x-powered-by': 'php', 'set-cookie': 'nas=1' }
+  if (range) {
+    const start = Number(range[1])
+    const end = range[2] ? Math.min(Number(range[2]), body.length - 1) : body.length - 1
+    if (start >= body.length) {
+      res.writeHead(416, { 'content-range': `bytes */${body.length}` })
+      res.end()
+      return
+    }
+    res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${body.length}`, 'content-length': end - start + 1 })
+    res.end(req.method === 'HEAD' ? undefined : body.subarray(start, end + 1))
+    return
+  }
+  res.writeHead(200, { ...headers, 'content-length': body.length })
+  res.end(req.method === 'HEAD' ? undefined : body)
+}
+
+export async function startStubNas (t: Teardown, handler: NasHandler = serveRecording): Promise<StubNas> {
+  let current = handler
+  const requests: NasRequest[] = []
+  const server = createServer((req, res) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+    current(req, res)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as { port: number }).port
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  return { url: `http://127.0.0.1:${port}`, port, server, requests, handle: (h) => { current = h } }
+}
+
+export interface TestGateway {
+  gateway: Gateway
+  port: number
+  url: string
+  adminUrl: string
+  auditDir: string
+  /** Raw log lines the gateway wrote. */
+  logs: string[]
+  auditRecords: () => Array<Record<string, unknown>>
+  token: (claims?: Record<string, unknown>) => string
+}
+
+export const DEFAULT_POLICY = [
+  { name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] },
+  { name: 'stockholm', path: '/stockholm/**', scopes: ['recordings:read:stockholm'] }
+]
+
+export interface GatewayOverrides {
+  upstream?: Record<string, unknown>
+  auth?: Record<string, unknown>
+  policy?: unknown[]
+  files?: Record<string, unknown>
+  audit?: Record<string, unknown>
+  limits?: Record<string, unknown>
+  tls?: Record<string, unknown>
+}
+
+export async function startTestGateway (t: Teardown, nas: { url: string }, o: GatewayOverrides = {}): Promise<TestGateway> {
+  const certs = testCerts()
+  const auditDir = mkdtempSync(join(tmpdir(), 'nasguard-audit-'))
+  const config = loadConfig({
+    object: {
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: { cert: certs.cert, key: certs.key, ...o.tls },
+      upstream: { url: nas.url, timeoutMs: 2000, ...o.upstream },
+      auth: { jwt: o.auth ?? { secret: SECRET } },
+      policy: o.policy ?? DEFAULT_POLICY,
+      files: o.files ?? {},
+      audit: { dir: auditDir, ...o.audit },
+      admin: { host: '127.0.0.1', port: 0 },
+      limits: o.limits ?? {}
+    }
+  })
+  const logs: string[] = []
+  const sink = new Writable({ write (chunk: Buffer, _enc, cb) { logs.push(...chunk.toString().split('\n').filter(Boolean)); cb() } })
+  const logger = pino({ ...loggerOptions('debug') } as pino.LoggerOptions, sink)
+  const gateway = await buildGateway(config, { logger })
+  await gateway.app.listen({ host: '127.0.0.1', port: 0 })
+  await gateway.admin!.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => gateway.close())
+  const port = (gateway.app.server.address() as { port: number }).port
+  const adminPort = (gateway.admin!.server.address() as { port: number }).port
+  const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
+  return {
+    gateway,
+    port,
+    url: `https://localhost:${port}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    auditDir,
+    logs,
+    auditRecords: () => {
+      const f = join(auditDir, 'audit.jsonl')
+      if (!existsSync(f)) return []
+      return readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+    },
+    token: (claims = {}) => sign({ sub: 'alice', scope: 'recordings:read', jti: 'jti-' + Math.random().toString(36).slice(2), exp: Math.floor(Date.now() / 1000) + 600, ...claims })
+  }
+}
+
+export interface Response { status: number, headers: IncomingMessage['headers'], body: Buffer }
+
+/** One HTTPS request over a fresh TLS connection, trusting the test CA. */
+export function get (gw: { port: number }, path: string, opts: { headers?: Record<string, string>, method?: string } = {}): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({
+      host: '127.0.0.1',
+      servername: 'localhost',
+      port: gw.port,
+      path,
+      method: opts.method ?? 'GET',
+      headers: opts.headers,
+      ca: readFileSync(testCerts().ca),
+      agent: false
+    }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+export function bearer (token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` }
+}
+
+/**
+ * Writes raw bytes over TLS (no client-side URL or header normalisation) and
+ * returns everything the server sent until it closed the connection or the
+ * first response was complete.
+ */
+export function rawTls (gw: { port: number }, payload: string | Buffer, opts: { untilClose?: boolean } = {}): Promise<{ text: string, closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const tlsOpts: ConnectionOptions = { host: '127.0.0.1', port: gw.port, servername: 'localhost', ca: readFileSync(testCerts().ca) }
+    const socket = tlsConnect(tlsOpts, () => { socket.write(payload) })
+    let text = ''
+    let done = false
+    const finish = (closed: boolean): void => {
+      if (done) return
+      done = true
+      socket.destroy()
+      resolve({ text, closed })
+    }
+    socket.on('data', (c: Buffer) => {
+      text += c.toString('latin1')
+      if (!opts.untilClose && responseComplete(text)) finish(false)
+    })
+    socket.on('end', () => finish(true))
+    socket.on('close', () => finish(true))
+    socket.on('error', (err) => { if (!done) { done = true; reject(err) } })
+  })
+}
+
+/** Plain TCP to the TLS port, as the leaked NAS's clients did. */
+export function rawPlain (gw: { port: number }, payload: string): Promise<{ text: string, closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: '127.0.0.1', port: gw.port }, () => { socket.write(payload) })
+    let text = ''
+    socket.on('data', (c: Buffer) => { text += c.toString('latin1') })
+    socket.on('close', () => resolve({ text, closed: true }))
+    socket.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'ECONNRESET') resolve({ text, closed: true }); else reject(err) })
+  })
+}
+
+function responseComplete (text: string): boolean {
+  const headEnd = text.indexOf('\r\n\r\n')
+  if (headEnd === -1) return false
+  const m = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, headEnd))
+  return m !== null && text.length - headEnd - 4 >= Number(m[1])
+}
+
+export function statusOf (text: string): number {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(text)
+  return m ? Number(m[1]) : 0
+}
+
+/** Parses a Prometheus text exposition into { 'name{labels}': value }. */
+export async function scrape (adminUrl: string): Promise<Map<string, number>> {
+  const res = await fetch(adminUrl + '/metrics')
+  const text = await res.text()
+  const out = new Map<string, number>()
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue
+    const i = line.lastIndexOf(' ')
+    out.set(line.slice(0, i), Number(line.slice(i + 1)))
+  }
+  return out
+}

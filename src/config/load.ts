@@ -101,13 +101,16 @@ function reasonOf (err: ErrorObject): string {
     case 'required': return 'is required'
     case 'additionalProperties': return 'unknown key (check the spelling)'
     case 'enum': return `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
-    case 'anyOf': return 'is not one of the allowed values'
+    case 'anyOf': {
+      const options = Array.isArray(err.schema) ? (err.schema as Array<{ const?: unknown }>).map((o) => o.const).filter((v) => v !== undefined) : []
+      return options.length > 0 ? `must be one of: ${options.join(', ')} (got ${JSON.stringify(err.data)})` : 'is not one of the allowed values'
+    }
     case 'pattern': return `has an invalid format (must match ${(err.params as { pattern: string }).pattern})`
     default: return err.message ?? 'is invalid'
   }
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: false })
+const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: false, verbose: true })
 const validate = ajv.compile(ConfigSchema)
 
 function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {

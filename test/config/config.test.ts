@@ -1,0 +1,127 @@
+import t from 'tap'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ConfigError, envName, loadConfig } from '../../src/config/load.js'
+import { testCerts } from '../helpers/gateway.js'
+
+const certs = testCerts()
+const SECRET = 'x'.repeat(32)
+
+function base (): Record<string, any> {
+  return {
+    tls: { cert: certs.cert, key: certs.key },
+    upstream: { url: 'http://127.0.0.1:9' },
+    auth: { jwt: { secret: SECRET } },
+    policy: [{ name: 'r', path: '/medicall/**', scopes: ['recordings:read'] }],
+    audit: { dir: '/tmp/nasguard-audit' }
+  }
+}
+
+function problems (object: unknown, env: NodeJS.ProcessEnv = {}): Array<{ key: string, reason: string }> {
+  try {
+    loadConfig({ object, env })
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems
+    throw err
+  }
+  return []
+}
+
+t.test('defaults are filled in and the result is frozen', async (t) => {
+  const c = loadConfig({ object: base() })
+  t.equal(c.listen.port, 8443)
+  t.equal(c.listen.host, '0.0.0.0')
+  t.equal(c.tls.profile, 'intermediate')
+  t.equal(c.admin.host, '127.0.0.1')
+  t.equal(c.audit.durability, 'strict')
+  t.same(c.files.extensions, ['.wav', '.mp3'])
+  t.same(c.policy[0].methods, ['GET', 'HEAD'])
+  t.same(c.auth.jwt.algorithms, ['HS256'])
+  t.ok(Object.isFrozen(c) && Object.isFrozen(c.listen) && Object.isFrozen(c.policy[0]))
+})
+
+t.test('each bad value is refused naming its key and the reason', async (t) => {
+  const table: Array<[string, (c: Record<string, any>) => void, string, RegExp]> = [
+    ['port not a number', (c) => { c.listen = { port: 'abc' } }, 'listen.port', /integer/],
+    ['port out of range', (c) => { c.listen = { port: 70000 } }, 'listen.port', /<= 65535/],
+    ['typo in a key', (c) => { c.listen = { prot: 1 } }, 'listen.prot', /unknown key/],
+    ['missing upstream', (c) => { delete c.upstream }, 'upstream', /required/],
+    ['upstream not a URL', (c) => { c.upstream.url = 'nas.lan' }, 'upstream.url', /not a URL/],
+    ['upstream with a path', (c) => { c.upstream.url = 'http://nas/share' }, 'upstream.url', /origin only/],
+    ['upstream ftp', (c) => { c.upstream.url = 'ftp://nas' }, 'upstream.url', /http/],
+    ['credentials in the URL', (c) => { c.upstream.url = 'http://u:p@nas' }, 'upstream.url', /credentials/],
+    ['password without user', (c) => { c.upstream.password = 'p' }, 'upstream.username', /required/],
+    ['bad profile', (c) => { c.tls.profile = 'old' }, 'tls.profile', /must be one of: intermediate, modern \(got "old"\)/],
+    ['missing cert file', (c) => { c.tls.cert = '/nonexistent/server.crt' }, 'tls.cert', /cannot read.*ENOENT/],
+    ['no jwt key', (c) => { c.auth.jwt = {} }, 'auth.jwt', /exactly one/],
+    ['two jwt keys', (c) => { c.auth.jwt.secretFile = '/x' }, 'auth.jwt', /exactly one/],
+    ['short HMAC secret', (c) => { c.auth.jwt.secret = 'short' }, 'auth.jwt.secret', /at least 32 bytes/],
+    ['RS256 with a secret', (c) => { c.auth.jwt.algorithms = ['RS256'] }, 'auth.jwt.algorithms', /needs a public key/],
+    ['HS256 with a public key', (c) => { c.auth.jwt = { publicKeyFile: certs.cert, algorithms: ['HS256'] } }, 'auth.jwt.algorithms', /key confusion/],
+    ['public key without algorithms', (c) => { c.auth.jwt = { publicKeyFile: certs.cert } }, 'auth.jwt.algorithms', /required/],
+    ['alg none', (c) => { c.auth.jwt.algorithms = ['none'] }, 'auth.jwt.algorithms[0]', /must be one of: HS256.*EdDSA/],
+    ['empty policy', (c) => { c.policy = [] }, 'policy', /fewer than 1/],
+    ['rule without scopes', (c) => { c.policy[0].scopes = [] }, 'policy[0].scopes', /fewer than 1/],
+    ['rule path relative', (c) => { c.policy[0].path = 'medicall/**' }, 'policy[0].path', /format/],
+    ['rule path with ..', (c) => { c.policy[0].path = '/medicall/../x' }, 'policy[0].path', /dot segments/],
+    ['rule method POST', (c) => { c.policy[0].methods = ['POST'] }, 'policy[0].methods[0]', /must be one of: GET, HEAD/],
+    ['duplicate rule names', (c) => { c.policy.push({ ...c.policy[0] }) }, 'policy[1].name', /duplicate/],
+    ['unknown extension', (c) => { c.files = { extensions: ['.exe'] } }, 'files.extensions[0]', /not a known recording type/],
+    ['bad durability', (c) => { c.audit.durability = 'none' }, 'audit.durability', /must be one of: strict, batched/]
+  ]
+  for (const [name, mutate, key, reason] of table) {
+    const c = base()
+    mutate(c)
+    const ps = problems(c)
+    const p = ps.find((x) => x.key === key)
+    t.ok(p, `${name}: names ${key} (got ${JSON.stringify(ps)})`)
+    if (p) t.match(p.reason, reason, name)
+  }
+})
+
+t.test('every key can be set from NASGUARD_* variables, with type checks', async (t) => {
+  t.equal(envName(['auth', 'jwt', 'secretFile']), 'NASGUARD_AUTH_JWT_SECRET_FILE')
+  const c = loadConfig({
+    object: base(),
+    env: {
+      NASGUARD_LISTEN_PORT: '9443',
+      NASGUARD_UPSTREAM_URL: 'https://nas.example:8443',
+      NASGUARD_UPSTREAM_TIMEOUT_MS: '1234',
+      NASGUARD_ADMIN_ENABLED: 'false',
+      NASGUARD_FILES_EXTENSIONS: '.wav,.ogg',
+      NASGUARD_POLICY: JSON.stringify([{ name: 'env', path: '/x/**', scopes: ['s'] }])
+    }
+  })
+  t.equal(c.listen.port, 9443)
+  t.equal(c.upstream.url, 'https://nas.example:8443')
+  t.equal(c.upstream.timeoutMs, 1234)
+  t.equal(c.admin.enabled, false)
+  t.same(c.files.extensions, ['.wav', '.ogg'])
+  t.equal(c.policy[0].name, 'env')
+
+  t.match(problems(base(), { NASGUARD_LISTEN_PORT: 'eighty' }), [{ key: 'listen.port', reason: /NASGUARD_LISTEN_PORT must be a number/ }])
+  t.match(problems(base(), { NASGUARD_ADMIN_ENABLED: 'yes' }), [{ key: 'admin.enabled', reason: /true or false/ }])
+  t.match(problems(base(), { NASGUARD_LISTEN_PROT: '1' }), [{ key: 'NASGUARD_LISTEN_PROT', reason: /unknown environment variable/ }])
+})
+
+t.test('YAML files: relative paths resolve against the file, YAML errors name the line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-cfg-'))
+  writeFileSync(join(dir, 'jwt.secret'), SECRET + '\n')
+  const file = join(dir, 'nasguard.yaml')
+  writeFileSync(file, [
+    'tls:', `  cert: ${certs.cert}`, `  key: ${certs.key}`,
+    'upstream: { url: "http://127.0.0.1:9" }',
+    'auth: { jwt: { secretFile: jwt.secret } }',
+    'policy:', '  - { name: r, path: /medicall/**, scopes: [recordings:read] }',
+    'audit: { dir: audit }'
+  ].join('\n'))
+  const c = loadConfig({ file })
+  t.equal(c.auth.jwt.secretFile, join(dir, 'jwt.secret'))
+  t.equal(c.audit.dir, join(dir, 'audit'))
+
+  const bad = join(dir, 'bad.yaml')
+  writeFileSync(bad, 'listen:\n  port: [1,\n')
+  t.throws(() => loadConfig({ file: bad }), /config error at \(file\): .*bad\.yaml line \d+ is not valid YAML/)
+  t.throws(() => loadConfig({ file: join(dir, 'missing.yaml') }), /cannot read .*missing\.yaml: ENOENT/)
+})

@@ -64,7 +64,7 @@ export const Errors = {
     'The file extension is not in files.extensions.'),
   MethodNotAllowed: define('NASGUARD_ERR_METHOD_NOT_ALLOWED', 405,
     'method not allowed', 'method',
-    'Only GET and HEAD are served unless a rule allows another method.'),
+    'Only GET and HEAD are served, and only those a matching rule lists.'),
   NotFound: define('NASGUARD_ERR_NOT_FOUND', 404,
     'no such recording', 'not_found',
     'The NAS answered 404.'),

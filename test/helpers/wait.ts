@@ -1,0 +1,60 @@
+// Small helpers for tests that wait on conditions nothing emits (an audit
+// line written after the response closed, a gauge going back to 0).
+import { request as httpsRequest } from 'node:https'
+import type { IncomingMessage } from 'node:http'
+import { readFileSync } from 'node:fs'
+import { testCerts } from './gateway.js'
+
+/**
+ * Polls `probe` until it returns something other than undefined, at most
+ * `tries` times, `intervalMs` apart. Throws with `what` when it never does.
+ */
+export async function waitFor<T> (what: string, probe: () => T | undefined | Promise<T | undefined>, opts: { tries?: number, intervalMs?: number } = {}): Promise<T> {
+  const tries = opts.tries ?? 100
+  const intervalMs = opts.intervalMs ?? 20
+  for (let i = 0; i < tries; i++) {
+    const v = await probe()
+    if (v !== undefined) return v
+    await new Promise((resolve) => setTimeout(resolve, intervalMs))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+export interface LooseResponse {
+  status: number
+  headers: IncomingMessage['headers']
+  body: Buffer
+  /** The response body arrived in full (IncomingMessage.complete). */
+  complete: boolean
+  /** The error the response or request emitted, if any (a cut response). */
+  error?: NodeJS.ErrnoException
+}
+
+/**
+ * Like get(), but a response that is cut short resolves (with complete:
+ * false and the error) instead of rejecting, so a test can look at it.
+ */
+export function getLoose (gw: { port: number }, path: string, opts: { headers?: Record<string, string>, method?: string } = {}): Promise<LooseResponse> {
+  return new Promise((resolve, reject) => {
+    let responded = false
+    const req = httpsRequest({
+      host: '127.0.0.1',
+      servername: 'localhost',
+      port: gw.port,
+      path,
+      method: opts.method ?? 'GET',
+      headers: opts.headers,
+      ca: readFileSync(testCerts().ca),
+      agent: false
+    }, (res) => {
+      responded = true
+      const chunks: Buffer[] = []
+      let error: NodeJS.ErrnoException | undefined
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('error', (err: NodeJS.ErrnoException) => { error = err })
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), complete: res.complete, error }))
+    })
+    req.on('error', (err) => { if (!responded) reject(err) })
+    req.end()
+  })
+}

@@ -138,6 +138,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   })
   log = app.log
+  if (audit.startupError) {
+    log.error({ code: audit.startupError.code, file: audit.file }, 'the audit file cannot be opened: recording requests get 503 until it can')
+  }
 
   function recordRefusal (r: Omit<AuditRecord, 'event' | 'time'>): void {
     const record: AuditRecord = { event: 'refusal', time: new Date().toISOString(), ...r }

@@ -61,17 +61,32 @@ export class AuditWriter {
     this.file = join(opts.dir, AUDIT_FILE)
   }
 
+  /**
+   * Creates the directory (a failure there is a config error and throws) and
+   * tries to open the file. A file that cannot be opened now does not stop
+   * the start: every access is refused with 503 until it can (fail-closed,
+   * and recovering by itself), and the error is in `startupError`.
+   */
   static async open (opts: AuditWriterOptions): Promise<AuditWriter> {
     const w = new AuditWriter(opts)
     await fsp.mkdir(opts.dir, { recursive: true, mode: 0o700 })
-    await w.openFile()
+    try {
+      await w.openFile()
+    } catch (err) {
+      w.startupError = err as NodeJS.ErrnoException
+    }
     return w
   }
 
+  startupError: NodeJS.ErrnoException | null = null
+
   private async openFile (): Promise<fsp.FileHandle> {
     if (this.handle) return this.handle
-    const h = await fsp.open(this.file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o600)
+    // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
+    // trail (or have its target's mode changed by the chmod below).
+    const h = await fsp.open(this.file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
     try {
+      if (!(await h.stat()).isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
       await h.chmod(0o600)
       // Make the new directory entry itself durable.
       const d = await fsp.open(this.opts.dir, 'r')

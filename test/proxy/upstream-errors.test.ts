@@ -1,0 +1,190 @@
+// When the NAS fails, the client gets a gateway error in the gateway's own
+// shape (never the NAS's page), the NAS is asked once (no retries), and the
+// gateway keeps serving.
+import t, { type Test } from 'tap'
+import { createServer } from 'node:net'
+import { RECORDING, bearer, get, serveRecording, scrape, startStubNas, startTestGateway, type StubNas, type TestGateway } from '../helpers/gateway.js'
+import { getLoose, waitFor } from '../helpers/wait.js'
+
+const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+
+function errorCode (body: Buffer): string {
+  return (JSON.parse(body.toString()) as { error: string }).error
+}
+
+/** A following good request is served, and reaches the NAS exactly once more. */
+async function stillServes (t: Test, gw: TestGateway, nas: StubNas): Promise<void> {
+  nas.handle(serveRecording)
+  const before = nas.requests.length
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 200, 'the gateway keeps serving')
+  t.ok(res.body.equals(RECORDING), 'and the body is whole')
+  t.equal(nas.requests.length, before + 1)
+}
+
+t.test('NAS unreachable (nothing listens on its port): 502 UPSTREAM_UNREACHABLE', async (t) => {
+  // Take a free port, then close it: connecting to it is refused.
+  const probe = createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const port = (probe.address() as { port: number }).port
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+
+  const gw = await startTestGateway(t, { url: `http://127.0.0.1:${port}` })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 502)
+  t.match(res.headers['content-type'], /^application\/json/)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_UNREACHABLE')
+
+  // The NAS comes back on the same port: the gateway serves again.
+  const nas = await startStubNasOn(t, port)
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS that never sends headers: 504 UPSTREAM_TIMEOUT', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 300 } })
+  nas.handle(() => { /* never answer */ })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 504)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_TIMEOUT')
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS 500: 502 UPSTREAM_ERROR, NAS body not passed', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((_req, res) => { res.writeHead(500, { 'content-type': 'text/html' }); res.end('<h1>NAS-INTERNAL-TRACE</h1>') })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 502)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_ERROR')
+  t.notOk(res.body.toString().includes('NAS-INTERNAL-TRACE'))
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS 503 with Retry-After: 502, and still asked only once', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((_req, res) => { res.writeHead(503, { 'retry-after': '0', 'content-type': 'text/plain' }); res.end('busy') })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 502)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_ERROR')
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS 404: 404 NOT_FOUND, NAS body not passed', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((_req, res) => { res.writeHead(404, { 'content-type': 'text/html', 'content-length': 24 }); res.end('<p>NAS-404-PAGE-XYZ</p>\n') })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 404)
+  t.match(res.headers['content-type'], /^application\/json/)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_NOT_FOUND')
+  t.notOk(res.body.toString().includes('NAS-404-PAGE-XYZ'), 'the NAS page is not passed on')
+  t.equal(nas.requests.length, 1)
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS 401 (gateway credentials wrong): 502 UPSTREAM_ERROR', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((_req, res) => { res.writeHead(401, { 'www-authenticate': 'Basic realm="NAS"', 'content-type': 'text/plain' }); res.end('NAS-LOGIN') })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 502)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_ERROR')
+  t.equal(res.headers['www-authenticate'], undefined, 'the NAS challenge is not passed on')
+  t.notOk(res.body.toString().includes('NAS-LOGIN'))
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS that resets the connection before answering: 502 UNREACHABLE, asked once', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((req) => { req.socket.destroy() })
+  const res = await get(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 502)
+  t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_UNREACHABLE')
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS that dies mid-body: the client sees a cut response, audit says upstream-error', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((req, res) => {
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 100000 })
+    res.write(Buffer.alloc(1000, 1), () => { req.socket.destroy() })
+  })
+  const res = await getLoose(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 200, 'the headers had already gone out')
+  t.equal(res.headers['content-length'], '100000')
+  t.equal(res.complete, false, 'the response is incomplete')
+  t.ok(res.body.length < 100000, `the client got fewer bytes than announced (${res.body.length})`)
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  const requestId = res.headers['x-request-id']
+  t.type(requestId, 'string')
+  const fetch = await waitFor('the fetch audit record', () =>
+    gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === requestId))
+  t.equal(fetch.outcome, 'upstream-error')
+  t.equal(fetch.status, 200)
+  t.ok((fetch.bytes as number) <= 1000, 'bytes counts at most what the NAS sent')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS that dies mid-body on a chunked response: the client still sees it cut, not ended', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  nas.handle((req, res) => {
+    // No content-length: the client can only tell a cut from an end by the
+    // gateway not sending the last chunk.
+    res.writeHead(200, { 'content-type': 'audio/wav' })
+    res.write(Buffer.alloc(1000, 1), () => { req.socket.destroy() })
+  })
+  const res = await getLoose(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 200)
+  t.equal(res.headers['content-length'], undefined)
+  t.equal(res.complete, false, 'the response is not terminated as if it were whole')
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  const requestId = res.headers['x-request-id']
+  const fetch = await waitFor('the fetch audit record', () =>
+    gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === requestId))
+  t.equal(fetch.outcome, 'upstream-error')
+  await stillServes(t, gw, nas)
+})
+
+t.test('NAS that stalls mid-body past timeoutMs: cut response, audit upstream-error, counted as kind body', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 300 } })
+  nas.handle((_req, res) => {
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 100000 })
+    res.write(Buffer.alloc(1000, 1))
+    // ...and nothing more.
+  })
+  const before = await scrape(gw.adminUrl)
+  const res = await getLoose(gw, PATH, { headers: bearer(gw.token()) })
+  t.equal(res.status, 200)
+  t.equal(res.complete, false, 'the response is incomplete')
+  t.equal(nas.requests.length, 1, 'asked once, not retried')
+  const requestId = res.headers['x-request-id']
+  const fetch = await waitFor('the fetch audit record', () =>
+    gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === requestId))
+  t.equal(fetch.outcome, 'upstream-error')
+  const after = await scrape(gw.adminUrl)
+  const key = 'nasguard_upstream_errors_total{kind="body"}'
+  t.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), 1, 'one mid-body NAS failure counted')
+  await stillServes(t, gw, nas)
+})
+
+/** A stub NAS on a given port (the one the gateway was pointed at). */
+async function startStubNasOn (t: { teardown: (fn: () => unknown) => void }, port: number): Promise<StubNas> {
+  const nas = await startStubNas(t)
+  await new Promise<void>((resolve) => nas.server.close(() => resolve()))
+  await new Promise<void>((resolve, reject) => {
+    nas.server.once('error', reject)
+    nas.server.listen(port, '127.0.0.1', () => { nas.server.removeListener('error', reject); resolve() })
+  })
+  return { ...nas, port, url: `http://127.0.0.1:${port}` }
+}

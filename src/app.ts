@@ -131,10 +131,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       log.info({ code: err.code, remoteAddress: socket.remoteAddress }, 'unparsable request refused')
       recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: `${Errors.BadRequest.spec.code}:${err.code ?? 'parse'}` })
     },
-    frameworkErrors: (error, request, reply) => {
-      const err = new Errors.BadPath('the URL could not be parsed')
-      void error
-      refuse(request, reply, err)
+    // Fastify answers these (e.g. an undecodable URL) outside the hooks, so
+    // the request is tracked and the headers are set here.
+    frameworkErrors: (_error, request, reply) => {
+      track(request, reply)
+      setResponseHeaders(request, reply)
+      refuse(request, reply, new Errors.BadPath('the URL could not be parsed'))
     }
   })
   log = app.log
@@ -198,15 +200,27 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.setNotFoundHandler((request, reply) => { refuse(request, reply, new Errors.NoRule()) })
 
-  app.addHook('onSend', (request, reply, payload, done) => {
+  function setResponseHeaders (request: FastifyRequest, reply: FastifyReply): void {
     reply.header('strict-transport-security', hsts)
     reply.header('x-content-type-options', 'nosniff')
     reply.header('cache-control', 'no-store')
     reply.header('referrer-policy', 'no-referrer')
     reply.header('content-security-policy', "default-src 'none'; sandbox")
     reply.header('x-request-id', request.id)
+  }
+
+  app.addHook('onSend', (request, reply, payload, done) => {
+    setResponseHeaders(request, reply)
     done(null, payload)
   })
+
+  /** Per-request state, and the one place a finished response is counted, audited and logged. */
+  function track (request: FastifyRequest, reply: FastifyReply): RequestState {
+    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0 }
+    request.ng = state
+    reply.raw.once('close', () => onFinished(request, reply))
+    return state
+  }
 
   function onFinished (request: FastifyRequest, reply: FastifyReply): void {
     const state = request.ng
@@ -247,9 +261,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   }
 
   app.addHook('onRequest', async (request, reply) => {
-    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0 }
-    request.ng = state
-    reply.raw.once('close', () => onFinished(request, reply))
+    const state = track(request, reply)
 
     if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
     const h = request.headers

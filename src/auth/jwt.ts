@@ -15,10 +15,11 @@ export interface Identity {
   claims: Record<string, unknown>
 }
 
-export function verificationKey (jwt: Config['auth']['jwt']): string {
+/** A secret string, or { public } for a public key (the gateway never signs, so it holds no private key). */
+export function verificationKey (jwt: Config['auth']['jwt']): string | { public: string } {
   if (jwt.secret !== undefined) return jwt.secret
   if (jwt.secretFile !== undefined) return readSecretFile(jwt.secretFile)
-  if (jwt.publicKeyFile !== undefined) return readFileSync(jwt.publicKeyFile, 'utf8')
+  if (jwt.publicKeyFile !== undefined) return { public: readFileSync(jwt.publicKeyFile, 'utf8') }
   throw new Error('auth.jwt has no key')
 }
 

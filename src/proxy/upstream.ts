@@ -54,11 +54,15 @@ export function createPool (cfg: Config['upstream']): Pool {
   })
 }
 
-/** Audio, or a generic binary type, is what a recording looks like. Listings are HTML, JSON or XML. */
+/**
+ * Audio, or a generic binary type, is what a recording looks like. Listings
+ * are HTML, JSON or XML; an answer that does not say what it is gets no
+ * benefit of the doubt.
+ */
 function looksLikeRecording (contentType: string | string[] | undefined): boolean {
-  if (contentType === undefined) return true
-  const ct = String(contentType).split(';')[0].trim().toLowerCase()
-  return ct === '' || ct.startsWith('audio/') || ct === 'application/octet-stream'
+  if (typeof contentType !== 'string') return false
+  const ct = contentType.split(';')[0].trim().toLowerCase()
+  return ct.startsWith('audio/') || ct === 'application/octet-stream'
 }
 
 function clearUpstreamHeaders (reply: FastifyReply): void {

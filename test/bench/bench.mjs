@@ -4,7 +4,8 @@
 // Baseline: nginx as a TLS reverse proxy without auth when nginx is
 // installed, else the bare NAS over plain HTTP. Needs wrk (Debian: wrk).
 // Not part of npm test: it measures, it does not assert.
-import { spawn, spawnSync } from 'node:child_process'
+import { execFile, spawn, spawnSync } from 'node:child_process'
+import { promisify } from 'node:util'
 import { createServer } from 'node:http'
 import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -67,18 +68,21 @@ http { access_log off; client_body_temp_path ${dir}/nginx; proxy_temp_path ${dir
 
 const token = createSigner({ key: secret, algorithm: 'HS256' })({ sub: 'bench', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
 
+// The NAS runs in this process: child tools must run asynchronously.
+const run = promisify(execFile)
+
 async function waitUp (url, headers) {
   for (let i = 0; i < 100; i++) {
-    const r = spawnSync('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', ...headers.flatMap((h) => ['-H', h]), url], { encoding: 'utf8' })
+    const r = await run('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', ...headers.flatMap((h) => ['-H', h]), url]).catch(() => ({ stdout: '' }))
     if (r.stdout === '200') return
     await new Promise((res) => setTimeout(res, 100))
   }
   throw new Error(`${url} did not come up`)
 }
 
-function wrk (t) {
+async function wrk (t) {
   const args = ['-t2', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', ...(t.auth ? ['-H', `Authorization: Bearer ${token}`] : []), t.url]
-  const out = spawnSync('wrk', args, { encoding: 'utf8' }).stdout
+  const { stdout: out } = await run('wrk', args)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
   const p50 = /50%\s+([\d.]+\w+)/.exec(out)?.[1]
   const p99 = /99%\s+([\d.]+\w+)/.exec(out)?.[1]
@@ -90,7 +94,7 @@ try {
   for (const t of targets) await waitUp(t.url, t.auth ? [`Authorization: Bearer ${token}`] : [])
   const results = Object.fromEntries(targets.map((t) => [t.name, []]))
   for (let r = 0; r < ROUNDS; r++) {
-    for (const t of targets) results[t.name].push(wrk(t))
+    for (const t of targets) results[t.name].push(await wrk(t))
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
   const base = median(results[targets[1].name].map((x) => x.rps))

@@ -2,7 +2,7 @@
 // a gateway on real sockets, signed tokens, and captured logs and audit lines.
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { request as httpsRequest } from 'node:https'
+import { request as httpsRequest, type RequestOptions } from 'node:https'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -158,19 +158,26 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
 
 export interface Response { status: number, headers: IncomingMessage['headers'], body: Buffer }
 
+export interface RequestOpts { headers?: Record<string, string>, method?: string }
+
+/** Options for one HTTPS request over a fresh TLS connection, trusting the test CA. */
+export function requestOptions (gw: { port: number }, path: string, opts: RequestOpts = {}): RequestOptions {
+  return {
+    host: '127.0.0.1',
+    servername: 'localhost',
+    port: gw.port,
+    path,
+    method: opts.method ?? 'GET',
+    headers: opts.headers,
+    ca: readFileSync(testCerts().ca),
+    agent: false
+  }
+}
+
 /** One HTTPS request over a fresh TLS connection, trusting the test CA. */
-export function get (gw: { port: number }, path: string, opts: { headers?: Record<string, string>, method?: string } = {}): Promise<Response> {
+export function get (gw: { port: number }, path: string, opts: RequestOpts = {}): Promise<Response> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({
-      host: '127.0.0.1',
-      servername: 'localhost',
-      port: gw.port,
-      path,
-      method: opts.method ?? 'GET',
-      headers: opts.headers,
-      ca: readFileSync(testCerts().ca),
-      agent: false
-    }, (res) => {
+    const req = httpsRequest(requestOptions(gw, path, opts), (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))

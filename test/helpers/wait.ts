@@ -2,8 +2,7 @@
 // line written after the response closed, a gauge going back to 0).
 import { request as httpsRequest } from 'node:https'
 import type { IncomingMessage } from 'node:http'
-import { readFileSync } from 'node:fs'
-import { testCerts } from './gateway.js'
+import { requestOptions, type RequestOpts } from './gateway.js'
 
 /**
  * Polls `probe` until it returns something other than undefined, at most
@@ -34,19 +33,10 @@ export interface LooseResponse {
  * Like get(), but a response that is cut short resolves (with complete:
  * false and the error) instead of rejecting, so a test can look at it.
  */
-export function getLoose (gw: { port: number }, path: string, opts: { headers?: Record<string, string>, method?: string } = {}): Promise<LooseResponse> {
+export function getLoose (gw: { port: number }, path: string, opts: RequestOpts = {}): Promise<LooseResponse> {
   return new Promise((resolve, reject) => {
     let responded = false
-    const req = httpsRequest({
-      host: '127.0.0.1',
-      servername: 'localhost',
-      port: gw.port,
-      path,
-      method: opts.method ?? 'GET',
-      headers: opts.headers,
-      ca: readFileSync(testCerts().ca),
-      agent: false
-    }, (res) => {
+    const req = httpsRequest(requestOptions(gw, path, opts), (res) => {
       responded = true
       const chunks: Buffer[] = []
       let error: NodeJS.ErrnoException | undefined

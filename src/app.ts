@@ -320,7 +320,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
 
   await registerJwt(app, config.auth.jwt)
-  await registerUpstream(app, config.upstream, {
+  const upstream = await registerUpstream(app, config.upstream, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
     onUpstreamError: (request, kind) => {
@@ -331,16 +331,19 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   const admin = config.admin.enabled ? buildAdmin(metrics, app.log) : null
 
-  return {
-    app,
-    admin,
-    metrics,
-    audit,
-    close: async () => {
+  // Stop accepting, let requests in flight finish, then release the NAS
+  // pool and flush the audit trail. Safe to call more than once.
+  let closing: Promise<void> | undefined
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
       await Promise.all([app.close(), admin?.close()])
+      await upstream.close()
       await audit.close()
-    }
+    })()
+    return closing
   }
+
+  return { app, admin, metrics, audit, close }
 }
 
 function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger): FastifyInstance {

@@ -94,10 +94,14 @@ function classify (error: NasguardError & { cause?: { code?: string } }): { err:
   }
 }
 
-export async function registerUpstream (app: FastifyInstance, cfg: Config['upstream'], hooks: UpstreamHooks): Promise<void> {
+/**
+ * Registers the proxy routes. The returned close() is for after the app has
+ * closed: closing the pool in an onClose hook would cut requests still in
+ * flight on keep-alive connections (plugins close before the server does).
+ */
+export async function registerUpstream (app: FastifyInstance, cfg: Config['upstream'], hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
   const pool = createPool(cfg)
   const authorization = basicAuth(cfg)
-  app.addHook('onClose', async () => { await pool.close() })
 
   const refuse = (request: FastifyRequest, reply: FastifyReply, stream: Readable, err: NasguardError, kind: string | null): void => {
     stream.destroy()
@@ -189,4 +193,5 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
       }
     }
   })
+  return { close: () => pool.close() }
 }

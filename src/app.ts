@@ -6,17 +6,15 @@
 // method and framing -> canonical path -> token -> policy -> listing and
 // file-type guard -> durable access record. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
+import type { Http2SecureServer } from 'node:http2'
 import type { Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
-import { installFrontDoor } from './tls/front-door.js'
-import { tlsProfileOptions } from './tls/profiles.js'
+import { createTlsServer, type TlsServer } from './tls/server.js'
 import { authenticate, registerJwt, type Identity } from './auth/jwt.js'
 import { canonicalPath } from './policy/canonical-path.js'
-import { compileRules, decide, scopesOf } from './policy/rules.js'
+import { compileRules, decide } from './policy/rules.js'
 import { checkFileRequest } from './policy/listing-guard.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
@@ -32,6 +30,8 @@ interface RequestState {
   /** The access record is durable and the request goes to the NAS. */
   fetch: boolean
   bytes: number
+  /** The response was sent in full. */
+  finished: boolean
   upstreamError?: string
 }
 
@@ -45,6 +45,8 @@ export interface Gateway {
   metrics: GatewayMetrics
   audit: AuditWriter
   close: () => Promise<void>
+  /** Re-reads tls.cert and tls.key (SIGHUP, or the file watcher); false when the new pair was refused. */
+  reloadCertificate: () => boolean
 }
 
 export interface GatewayOptions {
@@ -82,38 +84,42 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   const rules = compileRules(config.policy)
   const extensions = new Set(config.files.extensions)
-  const tlsOptions = {
-    cert: readFileSync(config.tls.cert),
-    key: readFileSync(config.tls.key),
-    ...tlsProfileOptions(config.tls.profile)
-  }
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
 
   let log: FastifyBaseLogger
-  const serverFactory = (handler: FastifyServerFactoryHandler): HttpsServer => {
-    const server = createHttpsServer(tlsOptions, handler)
-    server.headersTimeout = config.limits.headersTimeoutMs
-    server.requestTimeout = config.limits.headersTimeoutMs * 3
-    server.keepAliveTimeout = config.limits.keepAliveTimeoutMs
-    installFrontDoor(server, {
-      firstByteTimeoutMs: config.limits.headersTimeoutMs,
+  let tls: TlsServer | undefined
+  const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
+    tls = createTlsServer(config, handler as never, {
       onPlaintext: (socket) => {
         metrics.plaintextOnTls.inc()
         metrics.refusals.inc({ reason: Errors.PlaintextOnTlsPort.spec.reason })
         log.warn({ remoteAddress: socket.remoteAddress }, 'plain HTTP sent to the TLS port: answered 400 and closed')
         recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: Errors.PlaintextOnTlsPort.spec.code })
+      },
+      onHandshakeFailure: (reason, socket) => {
+        metrics.tlsHandshakeFailures.inc({ reason })
+        log.debug({ remoteAddress: socket.remoteAddress, reason }, 'TLS handshake failed')
+      },
+      onCertificate: (m) => {
+        metrics.certificateExpiry.set({ cert: 'server' }, m.expiresAt)
+        metrics.tlsReloads.inc({ result: 'ok' }, 0)
+        log?.info({ fingerprint256: m.fingerprint256, expires: new Date(m.expiresAt * 1000).toISOString() }, 'server certificate in use')
+      },
+      onReloadFailure: (err) => {
+        metrics.tlsReloads.inc({ result: 'failed' })
+        log.error({ reason: err.message }, 'certificate reload refused: the previous certificate stays in use')
       }
     })
-    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-      metrics.tlsHandshakeFailures.inc()
-      log.debug({ remoteAddress: socket.remoteAddress, code: err.code }, 'TLS handshake failed')
-    })
-    return server
+    return tls.server
   }
 
+  // The raw request and response are Node's HTTP/2 compatibility objects
+  // (HTTP/1.1 clients get the usual ones); the app uses the API they share,
+  // so it is typed as the default server.
   const app = Fastify({
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.log.level) }),
     serverFactory,
+    http2: true,
     genReqId: () => randomUUID(),
     // Fastify's own request lines would log the URL, which holds a recording name.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -133,12 +139,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     },
     // Fastify answers these (e.g. an undecodable URL) outside the hooks, so
     // the request is tracked and the headers are set here.
-    frameworkErrors: (_error, request, reply) => {
+    frameworkErrors: (_error: Error, request: FastifyRequest, reply: FastifyReply) => {
       track(request, reply)
       setResponseHeaders(request, reply)
       refuse(request, reply, new Errors.BadPath('the URL could not be parsed'))
     }
-  })
+  } as never) as unknown as FastifyInstance
   log = app.log
   if (audit.startupError) {
     log.error({ code: audit.startupError.code, file: audit.file }, 'the audit file cannot be opened: recording requests get 503 until it can')
@@ -183,6 +189,14 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.decorateRequest('ng', null as unknown as RequestState)
 
+  // HTTP/2 sessions stay open across requests: tell them to go away (streams
+  // in flight finish) so that closing the server can complete.
+  app.addHook('preClose', (done) => {
+    tls?.stopWatching()
+    tls?.closeSessions()
+    done()
+  })
+
   app.setErrorHandler((error, request, reply) => {
     if (isNasguardError(error) && specFor(error.code)) {
       refuse(request, reply, error, (error as NasguardError & { required?: string[] }).required)
@@ -216,8 +230,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** Per-request state, and the one place a finished response is counted, audited and logged. */
   function track (request: FastifyRequest, reply: FastifyReply): RequestState {
-    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0 }
+    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0, finished: false }
     request.ng = state
+    // 'finish' then 'close' for a complete response (HTTP/1.1 and HTTP/2
+    // alike); 'close' alone when the client went away first.
+    reply.raw.once('finish', () => { state.finished = true })
     reply.raw.once('close', () => onFinished(request, reply))
     return state
   }
@@ -226,7 +243,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const state = request.ng
     const headersSent = reply.raw.headersSent
     const status = headersSent ? reply.statusCode : 0
-    const outcome = state.upstreamError ? 'upstream-error' : reply.raw.writableFinished ? 'complete' : 'aborted'
+    const outcome = state.upstreamError ? 'upstream-error' : state.finished ? 'complete' : 'aborted'
     const durationMs = elapsedMs(state.started)
     metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted' })
     metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
@@ -242,6 +259,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         path: state.path,
         range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
         subject: state.identity?.subject,
+        auth: state.identity?.method,
         jti: state.identity?.jti,
         rule: state.rule,
         status,
@@ -274,9 +292,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
     state.path = canonical.path
 
-    state.identity = await authenticate(request)
+    state.identity = await authenticate(request, config.tls.clientAuth !== 'off')
 
-    const decision = decide(rules, request.method, canonical.segments, scopesOf(state.identity.claims))
+    const decision = decide(rules, request.method, canonical.segments, state.identity.grantee)
     if (!decision.allow) {
       if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
       if (decision.reason === 'no_rule') throw new Errors.NoRule()
@@ -305,6 +323,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         path: state.path,
         range: typeof h.range === 'string' ? h.range.slice(0, 256) : undefined,
         subject: state.identity.subject,
+        auth: state.identity.method,
         jti: state.identity.jti,
         rule: state.rule,
         userAgent: h['user-agent']?.slice(0, 256)
@@ -343,7 +362,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return closing
   }
 
-  return { app, admin, metrics, audit, close }
+  return { app, admin, metrics, audit, close, reloadCertificate: () => tls?.reload() ?? false }
 }
 
 function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger): FastifyInstance {

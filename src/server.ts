@@ -29,6 +29,8 @@ export async function startGateway (config: Readonly<Config>, opts: { logger?: F
 
 /** Graceful close on SIGINT/SIGTERM: stop accepting, let streams finish (up to 10 s), flush the audit trail. */
 export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}): void {
+  // SIGHUP: reload the certificate (the file watcher does the same on change).
+  process.on('SIGHUP', () => { running.gateway.reloadCertificate() })
   closeWithGrace({ delay: 10000 }, async ({ signal, err }) => {
     const log = running.gateway.app.log
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')

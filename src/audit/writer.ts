@@ -22,6 +22,8 @@ export interface AuditRecord {
   path?: string
   range?: string
   subject?: string
+  /** How the subject was authenticated: a bearer token or a client certificate. */
+  auth?: 'jwt' | 'mtls'
   jti?: string
   rule?: string
   status?: number

@@ -8,11 +8,17 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/load.js'
 import { Errors } from '../errors.js'
+import { scopesOf, type Grantee } from '../policy/rules.js'
+import type { TLSSocket } from 'node:tls'
 
 export interface Identity {
+  /** jwt: a bearer token; mtls: a verified client certificate. */
+  method: 'jwt' | 'mtls'
+  /** The token's sub, or the certificate's `CN=name`. */
   subject: string
   jti?: string
-  claims: Record<string, unknown>
+  /** What policy rules are matched against. */
+  grantee: Grantee
 }
 
 /** A secret string, or { public } for a public key (the gateway never signs, so it holds no private key). */
@@ -53,8 +59,26 @@ function describe (err: { code?: string, message?: string }): string {
   return 'verification failed'
 }
 
-export async function authenticate (request: FastifyRequest): Promise<Identity> {
+/**
+ * The client certificate of this request's connection, when one was sent:
+ * `CN=name` if it verified, otherwise the refusal. A certificate that does
+ * not verify (unknown CA, expired, revoked) is refused even next to a valid
+ * token: whoever holds it is not who they claim to be.
+ */
+function clientCertificate (request: FastifyRequest): string | undefined {
+  const socket = request.raw.socket as TLSSocket | undefined
+  const cert = socket?.getPeerCertificate?.()
+  if (!cert || Object.keys(cert).length === 0) return undefined
+  if (!socket?.authorized) throw new Errors.ClientCertInvalid(String(socket?.authorizationError ?? 'not verified').replace(/^Error: /, ''))
+  const cn = cert.subject?.CN
+  if (typeof cn !== 'string' || cn === '') throw new Errors.ClientCertInvalid('no single CN in the subject')
+  return `CN=${cn}`
+}
+
+export async function authenticate (request: FastifyRequest, clientCerts: boolean): Promise<Identity> {
+  const cert = clientCerts ? clientCertificate(request) : undefined
   const h = request.headers.authorization
+  if (h === undefined && cert) return { method: 'mtls', subject: cert, grantee: { cert } }
   if (typeof h !== 'string' || !/^Bearer [A-Za-z0-9\-_.~+/]+=*$/.test(h)) {
     throw new Errors.TokenMissing()
   }
@@ -69,5 +93,5 @@ export async function authenticate (request: FastifyRequest): Promise<Identity> 
   if (typeof claims.exp !== 'number') throw new Errors.TokenInvalid('bad exp claim')
   const subject = typeof claims.sub === 'string' ? claims.sub : ''
   if (!subject) throw new Errors.TokenInvalid('a required claim is missing')
-  return { subject, jti: typeof claims.jti === 'string' ? claims.jti : undefined, claims }
+  return { method: 'jwt', subject, jti: typeof claims.jti === 'string' ? claims.jti : undefined, grantee: { scopes: scopesOf(claims) } }
 }

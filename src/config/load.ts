@@ -131,6 +131,8 @@ function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
 const FILE_KEYS: Array<[string, (c: Config) => string | undefined, (c: Config, v: string) => void]> = [
   ['tls.cert', (c) => c.tls.cert, (c, v) => { c.tls.cert = v }],
   ['tls.key', (c) => c.tls.key, (c, v) => { c.tls.key = v }],
+  ['tls.clientCa', (c) => c.tls.clientCa, (c, v) => { c.tls.clientCa = v }],
+  ['tls.clientCrl', (c) => c.tls.clientCrl, (c, v) => { c.tls.clientCrl = v }],
   ['upstream.passwordFile', (c) => c.upstream.passwordFile, (c, v) => { c.upstream.passwordFile = v }],
   ['upstream.caFile', (c) => c.upstream.caFile, (c, v) => { c.upstream.caFile = v }],
   ['auth.jwt.secretFile', (c) => c.auth.jwt.secretFile, (c, v) => { c.auth.jwt.secretFile = v }],
@@ -174,7 +176,10 @@ function semanticProblems (c: Config): ConfigProblem[] {
     }
   }
 
+  if (c.tls.clientAuth !== 'off' && !c.tls.clientCa) problems.push({ key: 'tls.clientCa', reason: `is required with clientAuth: ${c.tls.clientAuth}` })
   c.policy.forEach((rule, i) => {
+    if (!rule.scopes && !rule.certs) problems.push({ key: `policy[${i}]`, reason: 'needs scopes, certs, or both' })
+    if (rule.certs && c.tls.clientAuth === 'off') problems.push({ key: `policy[${i}].certs`, reason: 'client certificates are off (set tls.clientAuth)' })
     try {
       compileGlob(rule.path)
     } catch (err) {

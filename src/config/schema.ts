@@ -16,7 +16,9 @@ export const PolicyRuleSchema = Type.Object({
   /** Methods this rule allows. Default GET and HEAD. */
   methods: Type.Array(Type.Union([Type.Literal('GET'), Type.Literal('HEAD')]), { minItems: 1, uniqueItems: true, default: ['GET', 'HEAD'] }),
   /** The token needs any one of these scopes. */
-  scopes: Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' }), { minItems: 1 })
+  scopes: Type.Optional(Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' }), { minItems: 1 })),
+  /** Or a verified client certificate whose subject is one of these, as `CN=name` (needs tls.clientAuth). */
+  certs: Type.Optional(Type.Array(Type.String({ pattern: '^CN=[^,/]{1,64}$' }), { minItems: 1 }))
 }, strict)
 
 export const ConfigSchema = Type.Object({
@@ -34,7 +36,13 @@ export const ConfigSchema = Type.Object({
     /** intermediate: TLS 1.2 + 1.3 with Mozilla's intermediate AEAD ciphers (default). modern: TLS 1.3 only. */
     profile: Type.Union([Type.Literal('intermediate'), Type.Literal('modern')], { default: 'intermediate' }),
     /** Strict-Transport-Security max-age in seconds. Default two years. */
-    hstsMaxAge: Type.Integer({ default: 63072000, minimum: 0 })
+    hstsMaxAge: Type.Integer({ default: 63072000, minimum: 0 }),
+    /** Client certificates. off (default) | optional: asked for, and a rule's `certs` can grant with one | require: no handshake without a valid one. */
+    clientAuth: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('require')], { default: 'off' }),
+    /** PEM CA(s) that client certificates must chain to. Required unless clientAuth is off. */
+    clientCa: Type.Optional(Type.String({ minLength: 1 })),
+    /** PEM CRL(s) of that CA: a revoked client certificate is refused. */
+    clientCrl: Type.Optional(Type.String({ minLength: 1 }))
   }, strict),
   upstream: Type.Object({
     /** The NAS origin, http:// or https://, no path. */

@@ -27,7 +27,9 @@ export class GatewayMetrics {
   readonly refusals: Counter<'reason'>
   readonly upstreamErrors: Counter<'kind'>
   readonly plaintextOnTls: Counter
-  readonly tlsHandshakeFailures: Counter
+  readonly tlsHandshakeFailures: Counter<'reason'>
+  readonly certificateExpiry: Gauge<'cert'>
+  readonly tlsReloads: Counter<'result'>
   readonly activeStreams: Gauge
   readonly requestDuration: Histogram<'status_class'>
   readonly auditRecords: Counter<'event'>
@@ -68,7 +70,20 @@ export class GatewayMetrics {
     })
     this.tlsHandshakeFailures = new Counter({
       name: 'nasguard_tls_handshake_failures_total',
-      help: 'TLS handshakes that failed.',
+      help: 'TLS handshakes that failed, by reason (protocol_version, no_shared_cipher, client_certificate, malformed, reset, other).',
+      labelNames: ['reason'],
+      registers
+    })
+    this.certificateExpiry = new Gauge({
+      name: 'nasguard_tls_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of the certificate in use, as a Unix timestamp.',
+      labelNames: ['cert'],
+      registers
+    })
+    this.tlsReloads = new Counter({
+      name: 'nasguard_tls_certificate_reloads_total',
+      help: 'Certificate reloads, by result (ok, failed: the old certificate stays).',
+      labelNames: ['result'],
       registers
     })
     this.activeStreams = new Gauge({

@@ -54,11 +54,16 @@ export interface PolicyRule {
   glob: CompiledGlob
   methods: ReadonlySet<string>
   scopes: readonly string[]
+  /** Client certificate subjects (`CN=name`) this rule grants to. */
+  certs: ReadonlySet<string>
 }
 
 export function compileRules (rules: readonly PolicyRuleConfig[]): PolicyRule[] {
-  return rules.map((r) => ({ name: r.name, glob: compileGlob(r.path), methods: new Set(r.methods), scopes: r.scopes }))
+  return rules.map((r) => ({ name: r.name, glob: compileGlob(r.path), methods: new Set(r.methods), scopes: r.scopes ?? [], certs: new Set(r.certs ?? []) }))
 }
+
+/** Who is asking: the scopes of a token, or the subject of a verified client certificate. */
+export type Grantee = { scopes: ReadonlySet<string> } | { cert: string }
 
 export type Decision =
   | { allow: true, rule: string }
@@ -66,12 +71,17 @@ export type Decision =
   | { allow: false, reason: 'method' }
   | { allow: false, reason: 'insufficient_scope', required: string[] }
 
-export function decide (rules: readonly PolicyRule[], method: string, segments: string[], scopes: ReadonlySet<string>): Decision {
+function grants (rule: PolicyRule, who: Grantee): boolean {
+  if ('cert' in who) return rule.certs.has(who.cert)
+  return rule.scopes.some((s) => who.scopes.has(s))
+}
+
+export function decide (rules: readonly PolicyRule[], method: string, segments: string[], who: Grantee): Decision {
   const onPath = rules.filter((r) => globMatches(r.glob, segments))
   if (onPath.length === 0) return { allow: false, reason: 'no_rule' }
   const forMethod = onPath.filter((r) => r.methods.has(method))
   if (forMethod.length === 0) return { allow: false, reason: 'method' }
-  const granting = forMethod.find((r) => r.scopes.some((s) => scopes.has(s)))
+  const granting = forMethod.find((r) => grants(r, who))
   if (granting) return { allow: true, rule: granting.name }
   return { allow: false, reason: 'insufficient_scope', required: [...new Set(forMethod.flatMap((r) => r.scopes))] }
 }

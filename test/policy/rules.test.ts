@@ -30,13 +30,20 @@ t.test('decide: deny by default, any-of scopes, methods, required scopes reporte
     { name: 'all', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] },
     { name: 'sthlm', path: '/medicall/stockholm/**', methods: ['GET'], scopes: ['recordings:read:stockholm', 'admin'] }
   ])
-  t.same(decide(rules, 'GET', segs('/medicall/a.wav'), new Set(['recordings:read'])), { allow: true, rule: 'all' })
-  t.same(decide(rules, 'GET', segs('/medicall/stockholm/a.wav'), new Set(['admin'])), { allow: true, rule: 'sthlm' })
-  t.same(decide(rules, 'HEAD', segs('/medicall/stockholm/a.wav'), new Set(['admin'])), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
-  t.same(decide(rules, 'GET', segs('/other/a.wav'), new Set(['recordings:read', 'admin'])), { allow: false, reason: 'no_rule' })
-  t.same(decide(rules, 'GET', segs('/medicall/a.wav'), new Set(['recordings:read:stockholm'])), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
-  t.same(decide(rules, 'PUT', segs('/medicall/a.wav'), new Set(['recordings:read'])), { allow: false, reason: 'method' })
-  t.same(decide(rules, 'GET', segs('/medicall/a.wav'), new Set()), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
+  t.same(decide(rules, 'GET', segs('/medicall/a.wav'), { scopes: new Set(['recordings:read']) }), { allow: true, rule: 'all' })
+  t.same(decide(rules, 'GET', segs('/medicall/stockholm/a.wav'), { scopes: new Set(['admin']) }), { allow: true, rule: 'sthlm' })
+  t.same(decide(rules, 'HEAD', segs('/medicall/stockholm/a.wav'), { scopes: new Set(['admin']) }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
+  t.same(decide(rules, 'GET', segs('/other/a.wav'), { scopes: new Set(['recordings:read', 'admin']) }), { allow: false, reason: 'no_rule' })
+  t.same(decide(rules, 'GET', segs('/medicall/a.wav'), { scopes: new Set(['recordings:read:stockholm']) }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
+  t.same(decide(rules, 'PUT', segs('/medicall/a.wav'), { scopes: new Set(['recordings:read']) }), { allow: false, reason: 'method' })
+  t.same(decide(rules, 'GET', segs('/medicall/a.wav'), { scopes: new Set() }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
+  const withCerts = compileRules([
+    { name: 'app', path: '/medicall/**', methods: ['GET'], certs: ['CN=callcenter-app-1'] },
+    { name: 'people', path: '/medicall/**', methods: ['GET'], scopes: ['recordings:read'] }
+  ])
+  t.same(decide(withCerts, 'GET', segs('/medicall/a.wav'), { cert: 'CN=callcenter-app-1' }), { allow: true, rule: 'app' })
+  t.same(decide(withCerts, 'GET', segs('/medicall/a.wav'), { cert: 'CN=callcenter-app-2' }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
+  t.same(decide(withCerts, 'GET', segs('/medicall/a.wav'), { scopes: new Set(['CN=callcenter-app-1']) }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] }, 'a scope that looks like a cert subject grants nothing')
 })
 
 t.test('scopes come from scope (string) and scp (array or string), exactly', async (t) => {

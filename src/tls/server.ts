@@ -1,0 +1,161 @@
+// The public TLS server: HTTP/2 with HTTP/1.1 fallback (ALPN h2, http/1.1),
+// the plaintext sniffer in front, optional client certificates, and
+// certificate reload without a restart: new handshakes get the new
+// certificate, connections already open keep theirs.
+import { X509Certificate, createPrivateKey } from 'node:crypto'
+import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type SecureServerOptions } from 'node:http2'
+import type { Socket } from 'node:net'
+import { basename, dirname } from 'node:path'
+import type { TLSSocket } from 'node:tls'
+import type { Config } from '../config/schema.js'
+import { installFrontDoor } from './front-door.js'
+import { tlsProfileOptions } from './profiles.js'
+
+export interface CertificateMaterial {
+  cert: Buffer
+  key: Buffer
+  /** notAfter of the leaf, seconds since the epoch. */
+  expiresAt: number
+  fingerprint256: string
+}
+
+/**
+ * Reads and checks a certificate and key pair: both parse, the key belongs
+ * to the leaf, and the leaf is currently valid. Throws with the reason.
+ */
+export function loadCertificate (certFile: string, keyFile: string, now = Date.now()): CertificateMaterial {
+  const cert = readFileSync(certFile)
+  const key = readFileSync(keyFile)
+  let leaf: X509Certificate
+  try {
+    leaf = new X509Certificate(cert)
+  } catch (err) {
+    throw new Error(`${certFile} is not a PEM certificate (${(err as Error).message})`)
+  }
+  let privateKey
+  try {
+    privateKey = createPrivateKey(key)
+  } catch (err) {
+    throw new Error(`${keyFile} is not a PEM private key (${(err as Error).message})`)
+  }
+  if (!leaf.checkPrivateKey(privateKey)) throw new Error(`${keyFile} does not belong to the certificate in ${certFile}`)
+  const notBefore = Date.parse(leaf.validFrom)
+  const notAfter = Date.parse(leaf.validTo)
+  if (now < notBefore) throw new Error(`the certificate in ${certFile} is not valid before ${leaf.validFrom}`)
+  if (now > notAfter) throw new Error(`the certificate in ${certFile} expired on ${leaf.validTo}`)
+  return { cert, key, expiresAt: Math.floor(notAfter / 1000), fingerprint256: leaf.fingerprint256 }
+}
+
+export interface TlsServerHooks {
+  onPlaintext: (socket: Socket) => void
+  onHandshakeFailure: (reason: string, socket: Socket) => void
+  onCertificate: (material: CertificateMaterial) => void
+  onReloadFailure: (err: Error) => void
+}
+
+export interface TlsServer {
+  server: Http2SecureServer
+  /** Re-reads tls.cert and tls.key; keeps the current pair if the new one is broken. */
+  reload: () => boolean
+  /** Sends GOAWAY to every HTTP/2 session so close() can finish; streams in flight complete. */
+  closeSessions: () => void
+  stopWatching: () => void
+}
+
+/** A bounded label for a failed handshake. */
+export function handshakeFailureReason (err: NodeJS.ErrnoException): string {
+  const code = err.code ?? ''
+  if (/VERSION|PROTOCOL/.test(code)) return 'protocol_version'
+  if (/CIPHER|NO_SHARED/.test(code)) return 'no_shared_cipher'
+  if (/CERT|CERTIFICATE|PEER_DID_NOT_RETURN/.test(code)) return 'client_certificate'
+  if (/ECONNRESET|EPIPE|ETIMEDOUT/.test(code) || /socket hang up/i.test(err.message)) return 'reset'
+  if (/WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|RECORD/.test(code)) return 'malformed'
+  return 'other'
+}
+
+export function createTlsServer (config: Readonly<Config>, handler: (req: Http2ServerRequest, res: Http2ServerResponse) => void, hooks: TlsServerHooks): TlsServer {
+  const t = config.tls
+  const initial = loadCertificate(t.cert, t.key)
+  hooks.onCertificate(initial)
+  const clientCa = t.clientAuth !== 'off' && t.clientCa ? readFileSync(t.clientCa) : undefined
+  const crl = t.clientCrl ? readFileSync(t.clientCrl) : undefined
+  const base: SecureServerOptions = {
+    ...tlsProfileOptions(t.profile),
+    allowHTTP1: true,
+    ALPNProtocols: ['h2', 'http/1.1'],
+    requestCert: t.clientAuth !== 'off',
+    // optional: the handshake succeeds without a certificate, and the
+    // request is then judged on its token; a certificate that is sent but
+    // does not verify is refused by the gate.
+    rejectUnauthorized: t.clientAuth === 'require',
+    ...(clientCa ? { ca: clientCa } : {}),
+    ...(crl ? { crl } : {}),
+    settings: { maxConcurrentStreams: 100 }
+  }
+  const server = createSecureServer({ ...base, cert: initial.cert, key: initial.key }, handler)
+
+  // HTTP/1.1 on this server: slow clients are cut off.
+  const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number }
+  h1.headersTimeout = config.limits.headersTimeoutMs
+  h1.requestTimeout = config.limits.headersTimeoutMs * 3
+  h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs
+
+  const sessions = new Set<Http2Session>()
+  server.on('session', (session: Http2Session) => {
+    sessions.add(session)
+    session.once('close', () => sessions.delete(session))
+    // An idle HTTP/2 connection is closed like an idle keep-alive one.
+    session.setTimeout(config.limits.keepAliveTimeoutMs * 12, () => session.close())
+  })
+
+  installFrontDoor(server, { firstByteTimeoutMs: config.limits.headersTimeoutMs, onPlaintext: hooks.onPlaintext })
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    hooks.onHandshakeFailure(handshakeFailureReason(err), socket)
+  })
+
+  const reload = (): boolean => {
+    let next: CertificateMaterial
+    try {
+      next = loadCertificate(t.cert, t.key)
+    } catch (err) {
+      hooks.onReloadFailure(err as Error)
+      return false
+    }
+    server.setSecureContext({ ...base, cert: next.cert, key: next.key })
+    hooks.onCertificate(next)
+    return true
+  }
+
+  // Watch the directories, not the files: certificate renewals usually
+  // replace the file (rename), which a file watch would lose.
+  const watchers: FSWatcher[] = []
+  let debounce: NodeJS.Timeout | null = null
+  const names = new Set([basename(t.cert), basename(t.key)])
+  for (const dir of new Set([dirname(t.cert), dirname(t.key)])) {
+    try {
+      const w = watch(dir, (_event, file) => {
+        if (file && !names.has(file.toString())) return
+        if (debounce) clearTimeout(debounce)
+        // Writers update cert and key one after the other: wait for both.
+        debounce = setTimeout(() => { debounce = null; reload() }, 200)
+        debounce.unref()
+      })
+      w.on('error', () => {})
+      w.unref()
+      watchers.push(w)
+    } catch {
+      // A directory that cannot be watched still reloads on SIGHUP.
+    }
+  }
+
+  return {
+    server,
+    reload,
+    closeSessions: () => { for (const s of sessions) s.close() },
+    stopWatching: () => {
+      for (const w of watchers) w.close()
+      if (debounce) clearTimeout(debounce)
+    }
+  }
+}

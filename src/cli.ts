@@ -4,6 +4,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { ConfigError, loadConfig } from './config/load.js'
 import { closeOnSignals, runDemo, startGateway } from './server.js'
 import { issueToken, parseTtl } from './auth/tokens.js'
+import { CertCommandError, certClient, certInit, certRevoke, showCertificate } from './tls/cert-commands.js'
+import { readFileSync } from 'node:fs'
 
 const USAGE = `usage:
   nasguard start [--config FILE]      run the gateway (no config: the demo)
@@ -11,6 +13,13 @@ const USAGE = `usage:
   nasguard config check FILE          validate a config file without starting
   nasguard token issue --config FILE --sub S --scope "a b" [--ttl 15m]
                                       print a signed token (with a jti)
+  nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--force]
+                                      a local CA and a server certificate for those names/IPs
+  nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--force]
+                                      a client certificate (and a PKCS#12 bundle) signed by the CA
+  nasguard cert revoke --cert FILE | --serial HEX [--dir certs]
+                                      add to the CA's revocation list (certs/ca.crl)
+  nasguard cert show [FILE]           subject, names, issuer, validity, SHA-256; warns within 30 days
 Every config key can be set by a NASGUARD_* variable, e.g. NASGUARD_LISTEN_PORT.`
 
 class UsageError extends Error {}
@@ -58,6 +67,30 @@ async function main (argv: string[]): Promise<number> {
     process.stderr.write(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
     return 0
   }
+  if (cmd === 'cert') {
+    if (sub === 'init') {
+      const v = args(rest, { host: { type: 'string', multiple: true }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '397' }, force: { type: 'boolean', default: false } })
+      process.stdout.write(certInit({ dir: v.dir as string, hosts: (v.host as unknown as string[] | undefined) ?? [], days: Number(v.days), force: v.force as boolean }) + '\n')
+      return 0
+    }
+    if (sub === 'client') {
+      const v = args(rest, { name: { type: 'string' }, out: { type: 'string' }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '365' }, p12: { type: 'boolean', default: false }, 'password-file': { type: 'string' }, force: { type: 'boolean', default: false } })
+      if (!v.name || !v.out) throw new UsageError('cert client needs --name and --out')
+      const pwFile = v['password-file'] as string | undefined
+      const password = pwFile ? readFileSync(pwFile, 'utf8').replace(/\r?\n$/, '') : undefined
+      process.stdout.write(certClient({ dir: v.dir as string, name: v.name as string, out: v.out as string, days: Number(v.days), p12: v.p12 as boolean, password, force: v.force as boolean }) + '\n')
+      return 0
+    }
+    if (sub === 'revoke') {
+      const v = args(rest, { cert: { type: 'string' }, serial: { type: 'string' }, dir: { type: 'string', default: 'certs' } })
+      process.stdout.write(certRevoke({ dir: v.dir as string, certFile: v.cert as string | undefined, serial: v.serial as string | undefined }) + '\n')
+      return 0
+    }
+    if (sub === 'show') {
+      process.stdout.write(showCertificate(rest[0] ?? 'certs/server.crt') + '\n')
+      return 0
+    }
+  }
   if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     process.stdout.write(USAGE + '\n')
     return cmd === undefined ? 2 : 0
@@ -70,6 +103,9 @@ main(process.argv.slice(2)).then((code) => {
 }, (err: unknown) => {
   if (err instanceof ConfigError) {
     process.stderr.write(err.message + '\n')
+    process.exitCode = 1
+  } else if (err instanceof CertCommandError) {
+    process.stderr.write(`nasguard: ${err.message}\n`)
     process.exitCode = 1
   } else if (err instanceof UsageError) {
     process.stderr.write(`nasguard: ${err.message}\n\n${USAGE}\n`)

@@ -123,3 +123,142 @@ export function ensureLocalCertificates (dir: string, hosts: string[]): CertPath
   writeFileSync(p.serverCert, server.certPem, { mode: 0o644 })
   return { ...p, created: true }
 }
+
+/** An intermediate CA signed by `parent` (for chains, and for tests of bring-your-own chains). */
+export function issueIntermediateCa (parent: KeyAndCert, commonName: string, days = 1825): KeyAndCert {
+  const parentCert = forge.pki.certificateFromPem(parent.certPem)
+  const parentKey = forge.pki.privateKeyFromPem(parent.keyPem) as forge.pki.rsa.PrivateKey
+  const keys = rsaKeyPair()
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = keys.publicKey
+  cert.serialNumber = serialNumber()
+  validity(cert, days)
+  cert.setSubject([{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'nasguard local CA' }])
+  cert.setIssuer(parentCert.subject.attributes)
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
+    { name: 'subjectKeyIdentifier' },
+    { name: 'authorityKeyIdentifier', keyIdentifier: parentCert.generateSubjectKeyIdentifier().getBytes() }
+  ])
+  cert.sign(parentKey, forge.md.sha256.create())
+  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert) }
+}
+
+/** A client certificate (extendedKeyUsage clientAuth) with subject CN=name. */
+export function issueClientCert (ca: KeyAndCert, name: string, days = 365): KeyAndCert & { serial: string } {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error('a client name is 1-64 letters, digits, dots, dashes or underscores')
+  const caCert = forge.pki.certificateFromPem(ca.certPem)
+  const caKey = forge.pki.privateKeyFromPem(ca.keyPem) as forge.pki.rsa.PrivateKey
+  const keys = rsaKeyPair()
+  const cert = forge.pki.createCertificate()
+  cert.publicKey = keys.publicKey
+  cert.serialNumber = serialNumber()
+  validity(cert, days)
+  cert.setSubject([{ name: 'commonName', value: name }])
+  cert.setIssuer(caCert.subject.attributes)
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false, critical: true },
+    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    { name: 'extKeyUsage', clientAuth: true },
+    { name: 'subjectKeyIdentifier' },
+    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() }
+  ])
+  cert.sign(caKey, forge.md.sha256.create())
+  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert), serial: cert.serialNumber }
+}
+
+/**
+ * A PKCS#12 bundle (key, certificate and the CA) for browsers and Java/.NET
+ * clients, encrypted with AES-256 under the password.
+ */
+export function toPkcs12 (client: KeyAndCert, caCertPem: string, password: string, friendlyName: string): Buffer {
+  const p12 = forge.pkcs12.toPkcs12Asn1(
+    forge.pki.privateKeyFromPem(client.keyPem),
+    [forge.pki.certificateFromPem(client.certPem), forge.pki.certificateFromPem(caCertPem)],
+    password,
+    { algorithm: 'aes256', friendlyName, generateLocalKeyId: true }
+  )
+  return Buffer.from(forge.asn1.toDer(p12).getBytes(), 'binary')
+}
+
+export interface RevokedEntry { serial: string, revokedAt: string }
+
+/**
+ * A CRL (RFC 5280 §5, v2, no extensions) signed by the CA, listing the
+ * revoked serials. node-forge has no CRL builder, so the ASN.1 is put
+ * together here with its primitives.
+ */
+export function buildCrl (ca: KeyAndCert, revoked: RevokedEntry[], days = 365, now = new Date()): string {
+  const { asn1 } = forge
+  const caCert = forge.pki.certificateFromPem(ca.certPem)
+  const caKey = forge.pki.privateKeyFromPem(ca.keyPem) as forge.pki.rsa.PrivateKey
+  const C = asn1.Class.UNIVERSAL
+  const T = asn1.Type
+  const sha256WithRsa = asn1.create(C, T.SEQUENCE, true, [
+    asn1.create(C, T.OID, false, asn1.oidToDer(forge.pki.oids.sha256WithRSAEncryption).getBytes()),
+    asn1.create(C, T.NULL, false, '')
+  ])
+  const time = (d: Date): forge.asn1.Asn1 => asn1.create(C, T.UTCTIME, false, asn1.dateToUtcTime(d))
+  const entries = revoked.map((r) => asn1.create(C, T.SEQUENCE, true, [
+    asn1.create(C, T.INTEGER, false, forge.util.hexToBytes(r.serial.length % 2 ? '0' + r.serial : r.serial)),
+    time(new Date(r.revokedAt))
+  ]))
+  const tbs = asn1.create(C, T.SEQUENCE, true, [
+    asn1.create(C, T.INTEGER, false, String.fromCharCode(1)), // v2
+    sha256WithRsa,
+    forge.pki.distinguishedNameToAsn1(caCert.subject),
+    time(now),
+    time(new Date(now.getTime() + days * DAY_MS)),
+    ...(entries.length > 0 ? [asn1.create(C, T.SEQUENCE, true, entries)] : [])
+  ])
+  const md = forge.md.sha256.create()
+  md.update(asn1.toDer(tbs).getBytes())
+  const signature = caKey.sign(md)
+  const crl = asn1.create(C, T.SEQUENCE, true, [
+    tbs,
+    asn1.create(C, T.SEQUENCE, true, [
+      asn1.create(C, T.OID, false, asn1.oidToDer(forge.pki.oids.sha256WithRSAEncryption).getBytes()),
+      asn1.create(C, T.NULL, false, '')
+    ]),
+    asn1.create(C, T.BITSTRING, false, String.fromCharCode(0) + signature)
+  ])
+  const der = asn1.toDer(crl).getBytes()
+  const b64 = Buffer.from(der, 'binary').toString('base64').replace(/.{64}/g, '$&\n')
+  return `-----BEGIN X509 CRL-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END X509 CRL-----\n`
+}
+
+export interface CertificateSummary {
+  subject: string
+  issuer: string
+  dns: string[]
+  ips: string[]
+  notBefore: string
+  notAfter: string
+  daysLeft: number
+  fingerprint256: string
+  serial: string
+  isCa: boolean
+}
+
+/** Every certificate in a PEM file (a chain file gives several), leaf first. */
+export function describeCertificates (pem: string, now = Date.now()): CertificateSummary[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  if (blocks.length === 0) throw new Error('no PEM certificate found')
+  return blocks.map((b) => {
+    const x = new X509Certificate(b)
+    const sans = (x.subjectAltName ?? '').split(', ').filter(Boolean)
+    return {
+      subject: x.subject.replace(/\n/g, ', '),
+      issuer: x.issuer.replace(/\n/g, ', '),
+      dns: sans.filter((s) => s.startsWith('DNS:')).map((s) => s.slice(4)),
+      ips: sans.filter((s) => s.startsWith('IP Address:')).map((s) => s.slice(11)),
+      notBefore: new Date(x.validFrom).toISOString(),
+      notAfter: new Date(x.validTo).toISOString(),
+      daysLeft: Math.floor((Date.parse(x.validTo) - now) / DAY_MS),
+      fingerprint256: x.fingerprint256,
+      serial: x.serialNumber,
+      isCa: x.ca
+    }
+  })
+}

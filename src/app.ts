@@ -32,6 +32,8 @@ interface RequestState {
   bytes: number
   /** The response was sent in full. */
   finished: boolean
+  /** The response is over (sent, or the client went away). */
+  closed: boolean
   upstreamError?: string
 }
 
@@ -80,6 +82,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     onBatch: (n, ms) => {
       metrics.auditBatchSize.observe(n)
       metrics.auditWriteSeconds.observe(ms / 1000)
+    },
+    onSyncError: (err) => {
+      metrics.auditFailures.inc({ event: 'sync' })
+      log.error({ code: (err as NodeJS.ErrnoException).code }, 'audit fsync failed (batched mode): records acknowledged since the last sync may be lost')
     }
   })
   const rules = compileRules(config.policy)
@@ -127,7 +133,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     // A malformed request (bad framing, CL+TE, oversized headers) never
     // reaches a route: answer it on the socket in our error shape.
     clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
-      if (socket.writable && !socket.destroyed) {
+      // Node's own rule: answer only if no response has started on this
+      // connection, so no client gets a 400 spliced into another response.
+      const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+      if (socket.writable && !socket.destroyed && !inFlight?.headersSent) {
         const body = JSON.stringify({ error: Errors.BadRequest.spec.code, message: 'the request could not be parsed' })
         socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nStrict-Transport-Security: ${hsts}\r\n\r\n${body}`)
       }
@@ -167,7 +176,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       metrics.refusals.inc({ reason: spec?.reason ?? 'other' })
     }
     if (!state?.fetch) {
-      const path = state?.path ?? request.url.slice(0, 2048)
+      // The raw path without its query: a query may carry a grant, which is kept nowhere.
+      const path = state?.path ?? request.url.split('?', 1)[0].slice(0, 2048)
       recordRefusal({
         requestId: request.id,
         clientIp: request.ip,
@@ -230,7 +240,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** Per-request state, and the one place a finished response is counted, audited and logged. */
   function track (request: FastifyRequest, reply: FastifyReply): RequestState {
-    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0, finished: false }
+    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0, finished: false, closed: false }
     request.ng = state
     // 'finish' then 'close' for a complete response (HTTP/1.1 and HTTP/2
     // alike); 'close' alone when the client went away first.
@@ -239,8 +249,37 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return state
   }
 
+  /** The completion record of a fetch whose access record is on disk. */
+  function recordCompletion (request: FastifyRequest, state: RequestState, status: number, outcome: 'complete' | 'aborted' | 'upstream-error', durationMs: number): void {
+    const record: AuditRecord = {
+      event: 'fetch',
+      time: new Date().toISOString(),
+      requestId: request.id,
+      clientIp: request.ip,
+      method: request.method,
+      path: state.path,
+      range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
+      subject: state.identity?.subject,
+      auth: state.identity?.method,
+      jti: state.identity?.jti,
+      rule: state.rule,
+      status,
+      bytes: state.bytes,
+      durationMs,
+      outcome,
+      userAgent: request.headers['user-agent']?.slice(0, 256)
+    }
+    audit.append(record).then(
+      () => metrics.auditRecords.inc({ event: 'fetch' }),
+      (err: Error) => {
+        metrics.auditFailures.inc({ event: 'fetch' })
+        request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'audit completion record could not be written')
+      })
+  }
+
   function onFinished (request: FastifyRequest, reply: FastifyReply): void {
     const state = request.ng
+    state.closed = true
     const headersSent = reply.raw.headersSent
     const status = headersSent ? reply.statusCode : 0
     const outcome = state.upstreamError ? 'upstream-error' : state.finished ? 'complete' : 'aborted'
@@ -250,30 +289,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (state.fetch) {
       metrics.activeStreams.dec()
       metrics.bytesSent.inc(state.bytes)
-      const record: AuditRecord = {
-        event: 'fetch',
-        time: new Date().toISOString(),
-        requestId: request.id,
-        clientIp: request.ip,
-        method: request.method,
-        path: state.path,
-        range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
-        subject: state.identity?.subject,
-        auth: state.identity?.method,
-        jti: state.identity?.jti,
-        rule: state.rule,
-        status,
-        bytes: state.bytes,
-        durationMs,
-        outcome,
-        userAgent: request.headers['user-agent']?.slice(0, 256)
-      }
-      audit.append(record).then(
-        () => metrics.auditRecords.inc({ event: 'fetch' }),
-        (err: Error) => {
-          metrics.auditFailures.inc({ event: 'fetch' })
-          request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'audit completion record could not be written')
-        })
+      recordCompletion(request, state, status, outcome, durationMs)
     }
     request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome }, 'request')
   }
@@ -334,12 +350,19 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'access record could not be written: request refused')
       throw new Errors.AuditUnavailable()
     }
+    if (state.closed) {
+      // The client left while the access record was being written: the
+      // trail gets its completion, and the NAS is not asked.
+      recordCompletion(request, state, 0, 'aborted', elapsedMs(state.started))
+      reply.hijack()
+      return
+    }
     state.fetch = true
     metrics.activeStreams.inc()
   })
 
   await registerJwt(app, config.auth.jwt)
-  const upstream = await registerUpstream(app, config.upstream, {
+  const upstream = await registerUpstream(app, config.upstream, config.limits.sendTimeoutMs, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
     onUpstreamError: (request, kind) => {

@@ -14,6 +14,14 @@ export function loggerOptions (level: string): NonNullable<Exclude<FastifyServer
     level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     serializers: {
+      // Error messages can quote a request URL (Fastify's do): keep the type,
+      // the code and the stack frames, never the message.
+      err: (err: { name?: string, type?: string, code?: string, stack?: string }) => ({
+        type: err.type ?? err.name ?? 'Error',
+        code: err.code,
+        message: `(message withheld: ${err.code ?? err.type ?? err.name ?? 'error'})`,
+        stack: typeof err.stack === 'string' ? err.stack.split('\n').slice(1).join('\n') : ''
+      }),
       req: (req: { method?: string, ip?: string }) => ({ method: req.method, remoteAddress: req.ip }),
       res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode })
     }

@@ -158,7 +158,14 @@ export class AuditWriter {
     if (this.syncTimer) return
     this.syncTimer = setTimeout(() => {
       this.syncTimer = null
-      this.handle?.datasync().catch((err: Error) => this.opts.onSyncError?.(err))
+      const h = this.handle
+      h?.datasync().catch((err: Error) => {
+        // After a failed fsync the kernel may report later ones as clean:
+        // reopen, and say so.
+        if (this.handle === h) this.handle = null
+        void h.close().catch(() => {})
+        this.opts.onSyncError?.(err)
+      })
     }, this.opts.batchMs)
     this.syncTimer.unref()
   }

@@ -112,7 +112,9 @@ export const ConfigSchema = Type.Object({
     /** Time a client has to send its request headers, ms. Default 10000. */
     headersTimeoutMs: Type.Integer({ default: 10000, minimum: 100, maximum: 120000 }),
     /** Idle keep-alive connections are closed after this, ms. Default 5000. */
-    keepAliveTimeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 120000 })
+    keepAliveTimeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 120000 }),
+    /** A client that reads nothing of a recording for this long is cut off (its NAS request too), ms. Default 60000. */
+    sendTimeoutMs: Type.Integer({ default: 60000, minimum: 100, maximum: 3600000 })
   }, { ...strict, default: {} })
 }, strict)
 

@@ -36,9 +36,25 @@ function basicAuth (cfg: Config['upstream']): string | undefined {
   return 'Basic ' + Buffer.from(`${cfg.username}:${password}`).toString('base64')
 }
 
-export function createPool (cfg: Config['upstream']): Pool {
+/**
+ * The NAS pool. reply-from sends requests without an abort signal, so a
+ * client that leaves before the NAS answers would still have its request
+ * sent and waited for. Each request is tied here, by its x-request-id, to
+ * a signal that fires when the client goes away.
+ */
+export class AbortablePool extends Pool {
+  readonly signals = new Map<string, AbortSignal>()
+
+  override request (opts: Parameters<Pool['request']>[0], callback?: unknown): never {
+    const id = (opts.headers as Record<string, string> | undefined)?.['x-request-id']
+    const signal = id ? this.signals.get(id) : undefined
+    return (super.request as (o: unknown, cb?: unknown) => never)(signal ? { ...opts, signal } : opts, callback)
+  }
+}
+
+export function createPool (cfg: Config['upstream']): AbortablePool {
   const url = new URL(cfg.url)
-  return new Pool(url.origin, {
+  return new AbortablePool(url.origin, {
     connections: cfg.connections,
     pipelining: 1,
     keepAliveTimeout: 4000,
@@ -99,7 +115,7 @@ function classify (error: NasguardError & { cause?: { code?: string } }): { err:
  * closed: closing the pool in an onClose hook would cut requests still in
  * flight on keep-alive connections (plugins close before the server does).
  */
-export async function registerUpstream (app: FastifyInstance, cfg: Config['upstream'], hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
+export async function registerUpstream (app: FastifyInstance, cfg: Config['upstream'], sendTimeoutMs: number, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
   const pool = createPool(cfg)
   const authorization = basicAuth(cfg)
 
@@ -120,8 +136,15 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
     internalRewriteLocationHeader: false,
     // The gate already produced the canonical path; that exact string goes
     // to the NAS, and no query string with it.
-    handler: (request: FastifyRequest, reply: FastifyReply, _dest: string, options: object) =>
-      reply.from(hooks.target(request).path, options),
+    handler: (request: FastifyRequest, reply: FastifyReply, _dest: string, options: object) => {
+      const abort = new AbortController()
+      pool.signals.set(request.id, abort.signal)
+      reply.raw.once('close', () => {
+        pool.signals.delete(request.id)
+        abort.abort()
+      })
+      return reply.from(hooks.target(request).path, options)
+    },
     replyOptions: {
       queryString: () => '',
       // Retrying is the client's call; a retry would also be a second NAS
@@ -140,6 +163,12 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
       },
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: { statusCode: number, headers: Record<string, string | string[] | undefined>, stream: Readable }) => {
         const { statusCode: status, headers, stream } = res
+        // reply-from may already have answered (a NAS status it could not
+        // set goes to onError and then still arrives here).
+        if (reply.sent) {
+          stream.destroy()
+          return
+        }
         if (status === 200 || status === 206) {
           if (!looksLikeRecording(headers['content-type'])) {
             refuse(request, reply, stream, new Errors.UpstreamListing(), 'listing')
@@ -159,9 +188,13 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
           // cut, and the audit outcome must say whose fault it was. Errors we
           // cause ourselves by tearing down after a client abort don't count.
           stream.once('error', (err: NodeJS.ErrnoException) => {
-            if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE' && err.code !== 'UND_ERR_ABORTED') hooks.onUpstreamError(request, 'body')
+            const ours = err.name === 'AbortError' || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || err.code === 'UND_ERR_ABORTED'
+            if (!ours) hooks.onUpstreamError(request, 'body')
           })
           pipeline(stream, counted, () => {})
+          // A client that stops reading would hold a NAS connection for good
+          // (undici's body timeout sleeps under backpressure): cut it off.
+          reply.raw.setTimeout(sendTimeoutMs, () => { reply.raw.destroy() })
           reply.send(counted)
           return
         }

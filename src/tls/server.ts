@@ -83,6 +83,9 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   const base: SecureServerOptions = {
     ...tlsProfileOptions(t.profile),
     allowHTTP1: true,
+    // A client that starts a handshake and stalls is cut off as fast as one
+    // that sends nothing.
+    handshakeTimeout: config.limits.headersTimeoutMs,
     ALPNProtocols: ['h2', 'http/1.1'],
     requestCert: t.clientAuth !== 'off',
     // optional: the handshake succeeds without a certificate, and the

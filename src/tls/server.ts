@@ -78,8 +78,12 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   const t = config.tls
   const initial = loadCertificate(t.cert, t.key)
   hooks.onCertificate(initial)
-  const clientCa = t.clientAuth !== 'off' && t.clientCa ? readFileSync(t.clientCa) : undefined
-  const crl = t.clientCrl ? readFileSync(t.clientCrl) : undefined
+  // Client CA and CRL are read again on every reload, so a new revocation
+  // list (nasguard cert revoke) takes effect without a restart.
+  const clientTrust = (): Pick<SecureServerOptions, 'ca' | 'crl'> => ({
+    ...(t.clientAuth !== 'off' && t.clientCa ? { ca: readFileSync(t.clientCa) } : {}),
+    ...(t.clientAuth !== 'off' && t.clientCrl ? { crl: readFileSync(t.clientCrl) } : {})
+  })
   const base: SecureServerOptions = {
     ...tlsProfileOptions(t.profile),
     allowHTTP1: true,
@@ -92,11 +96,9 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     // request is then judged on its token; a certificate that is sent but
     // does not verify is refused by the gate.
     rejectUnauthorized: t.clientAuth === 'require',
-    ...(clientCa ? { ca: clientCa } : {}),
-    ...(crl ? { crl } : {}),
     settings: { maxConcurrentStreams: 100 }
   }
-  const server = createSecureServer({ ...base, cert: initial.cert, key: initial.key }, handler)
+  const server = createSecureServer({ ...base, ...clientTrust(), cert: initial.cert, key: initial.key }, handler)
 
   // HTTP/1.1 on this server: slow clients are cut off.
   const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number }
@@ -119,13 +121,15 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
 
   const reload = (): boolean => {
     let next: CertificateMaterial
+    let trust: Pick<SecureServerOptions, 'ca' | 'crl'>
     try {
       next = loadCertificate(t.cert, t.key)
+      trust = clientTrust()
+      server.setSecureContext({ ...base, ...trust, cert: next.cert, key: next.key })
     } catch (err) {
       hooks.onReloadFailure(err as Error)
       return false
     }
-    server.setSecureContext({ ...base, cert: next.cert, key: next.key })
     hooks.onCertificate(next)
     return true
   }
@@ -134,8 +138,9 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   // replace the file (rename), which a file watch would lose.
   const watchers: FSWatcher[] = []
   let debounce: NodeJS.Timeout | null = null
-  const names = new Set([basename(t.cert), basename(t.key)])
-  for (const dir of new Set([dirname(t.cert), dirname(t.key)])) {
+  const files = [t.cert, t.key, ...(t.clientAuth !== 'off' ? [t.clientCa, t.clientCrl] : [])].filter((f): f is string => !!f)
+  const names = new Set(files.map((f) => basename(f)))
+  for (const dir of new Set(files.map((f) => dirname(f)))) {
     try {
       const w = watch(dir, (_event, file) => {
         if (file && !names.has(file.toString())) return

@@ -13,9 +13,9 @@ const USAGE = `usage:
   nasguard config check FILE          validate a config file without starting
   nasguard token issue --config FILE --sub S --scope "a b" [--ttl 15m]
                                       print a signed token (with a jti)
-  nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--force]
+  nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--crl-url URL] [--force]
                                       a local CA and a server certificate for those names/IPs
-  nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--force]
+  nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--crl-url URL] [--force]
                                       a client certificate (and a PKCS#12 bundle) signed by the CA
   nasguard cert revoke --cert FILE | --serial HEX [--dir certs]
                                       add to the CA's revocation list (certs/ca.crl)
@@ -69,16 +69,16 @@ async function main (argv: string[]): Promise<number> {
   }
   if (cmd === 'cert') {
     if (sub === 'init') {
-      const v = args(rest, { host: { type: 'string', multiple: true }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '397' }, force: { type: 'boolean', default: false } })
-      process.stdout.write(certInit({ dir: v.dir as string, hosts: (v.host as unknown as string[] | undefined) ?? [], days: Number(v.days), force: v.force as boolean }) + '\n')
+      const v = args(rest, { host: { type: 'string', multiple: true }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '397' }, force: { type: 'boolean', default: false }, 'crl-url': { type: 'string' } })
+      process.stdout.write(certInit({ dir: v.dir as string, hosts: (v.host as unknown as string[] | undefined) ?? [], days: Number(v.days), force: v.force as boolean, crlUrl: v['crl-url'] as string | undefined }) + '\n')
       return 0
     }
     if (sub === 'client') {
-      const v = args(rest, { name: { type: 'string' }, out: { type: 'string' }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '365' }, p12: { type: 'boolean', default: false }, 'password-file': { type: 'string' }, force: { type: 'boolean', default: false } })
+      const v = args(rest, { name: { type: 'string' }, out: { type: 'string' }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '365' }, p12: { type: 'boolean', default: false }, 'password-file': { type: 'string' }, force: { type: 'boolean', default: false }, 'crl-url': { type: 'string' } })
       if (!v.name || !v.out) throw new UsageError('cert client needs --name and --out')
       const pwFile = v['password-file'] as string | undefined
       const password = pwFile ? readFileSync(pwFile, 'utf8').replace(/\r?\n$/, '') : undefined
-      process.stdout.write(certClient({ dir: v.dir as string, name: v.name as string, out: v.out as string, days: Number(v.days), p12: v.p12 as boolean, password, force: v.force as boolean }) + '\n')
+      process.stdout.write(certClient({ dir: v.dir as string, name: v.name as string, out: v.out as string, days: Number(v.days), p12: v.p12 as boolean, password, force: v.force as boolean, crlUrl: v['crl-url'] as string | undefined }) + '\n')
       return 0
     }
     if (sub === 'revoke') {

@@ -35,7 +35,7 @@ function writeCrl (dir: string, ca: KeyAndCert, revoked: RevokedEntry[]): string
   return file
 }
 
-export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean }): string {
+export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean, crlUrl?: string }): string {
   if (opts.hosts.length === 0) throw new CertCommandError('cert init needs at least one --host')
   if (opts.days < 1 || opts.days > MAX_SERVER_CERT_DAYS) throw new CertCommandError(`--days must be 1 to ${MAX_SERVER_CERT_DAYS}`)
   for (const h of opts.hosts) {
@@ -49,7 +49,12 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
   const ca = createCa('nasguard local CA')
   writeKeyFile(p.caKey, ca.keyPem)
   writeFileSync(p.caCert, ca.certPem, { mode: 0o644 })
-  const server = issueServerCert(ca, opts.hosts, opts.days)
+  let server: KeyAndCert
+  try {
+    server = issueServerCert(ca, opts.hosts, opts.days, { crlUrl: opts.crlUrl })
+  } catch (err) {
+    throw new CertCommandError((err as Error).message)
+  }
   writeKeyFile(p.serverKey, server.keyPem)
   writeFileSync(p.serverCert, server.certPem, { mode: 0o644 })
   const crl = writeCrl(opts.dir, ca, [])
@@ -62,7 +67,7 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
   ].join('\n')
 }
 
-export function certClient (opts: { dir: string, name: string, out: string, days: number, p12: boolean, password?: string, force: boolean }): string {
+export function certClient (opts: { dir: string, name: string, out: string, days: number, p12: boolean, password?: string, force: boolean, crlUrl?: string }): string {
   const ca = readCa(opts.dir)
   if (opts.p12 && !opts.password) throw new CertCommandError('--p12 needs --password-file')
   const crt = join(opts.out, `${opts.name}.crt`)
@@ -71,7 +76,7 @@ export function certClient (opts: { dir: string, name: string, out: string, days
   refuseOverwrite(opts.p12 ? [crt, key, p12] : [crt, key], opts.force)
   let client
   try {
-    client = issueClientCert(ca, opts.name, opts.days)
+    client = issueClientCert(ca, opts.name, opts.days, { crlUrl: opts.crlUrl })
   } catch (err) {
     throw new CertCommandError((err as Error).message)
   }

@@ -49,7 +49,16 @@ export function createCa (commonName: string, days = 3650): KeyAndCert {
   return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert) }
 }
 
-export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SERVER_CERT_DAYS): KeyAndCert {
+/** Where clients can fetch the CA's revocation list (a cRLDistributionPoints extension, RFC 5280 §4.2.1.13). */
+export interface IssueOptions { crlUrl?: string }
+
+function crlDistributionPoint (crlUrl: string | undefined): object[] {
+  if (!crlUrl) return []
+  if (!/^https?:\/\/[^\s]+$/.test(crlUrl)) throw new Error(`not an http(s) URL: ${crlUrl}`)
+  return [{ name: 'cRLDistributionPoints', altNames: [{ type: 6, value: crlUrl }] }]
+}
+
+export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SERVER_CERT_DAYS, opts: IssueOptions = {}): KeyAndCert {
   if (hosts.length === 0) throw new Error('a server certificate needs at least one host')
   if (days > MAX_SERVER_CERT_DAYS) throw new Error(`a server certificate is valid at most ${MAX_SERVER_CERT_DAYS} days`)
   const caCert = forge.pki.certificateFromPem(ca.certPem)
@@ -68,7 +77,8 @@ export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SER
     // DNS names are type 2, IP addresses type 7 (RFC 5280 §4.2.1.6).
     { name: 'subjectAltName', altNames: hosts.map((h) => isIP(h) ? { type: 7, ip: h } : { type: 2, value: h }) },
     { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() }
+    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
+    ...crlDistributionPoint(opts.crlUrl)
   ])
   cert.sign(caKey as forge.pki.rsa.PrivateKey, forge.md.sha256.create())
   return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert) }
@@ -146,7 +156,7 @@ export function issueIntermediateCa (parent: KeyAndCert, commonName: string, day
 }
 
 /** A client certificate (extendedKeyUsage clientAuth) with subject CN=name. */
-export function issueClientCert (ca: KeyAndCert, name: string, days = 365): KeyAndCert & { serial: string } {
+export function issueClientCert (ca: KeyAndCert, name: string, days = 365, opts: IssueOptions = {}): KeyAndCert & { serial: string } {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error('a client name is 1-64 letters, digits, dots, dashes or underscores')
   const caCert = forge.pki.certificateFromPem(ca.certPem)
   const caKey = forge.pki.privateKeyFromPem(ca.keyPem) as forge.pki.rsa.PrivateKey
@@ -162,7 +172,8 @@ export function issueClientCert (ca: KeyAndCert, name: string, days = 365): KeyA
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     { name: 'extKeyUsage', clientAuth: true },
     { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() }
+    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
+    ...crlDistributionPoint(opts.crlUrl)
   ])
   cert.sign(caKey, forge.md.sha256.create())
   return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert), serial: cert.serialNumber }

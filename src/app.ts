@@ -108,7 +108,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       },
       onCertificate: (m) => {
         metrics.certificateExpiry.set({ cert: 'server' }, m.expiresAt)
-        metrics.tlsReloads.inc({ result: 'ok' }, 0)
+        // The first call is the start, not a reload.
+        metrics.tlsReloads.inc({ result: 'ok' }, tls ? 1 : 0)
         log?.info({ fingerprint256: m.fingerprint256, expires: new Date(m.expiresAt * 1000).toISOString() }, 'server certificate in use')
       },
       onReloadFailure: (err) => {

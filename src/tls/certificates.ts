@@ -41,7 +41,8 @@ export function createCa (commonName: string, days = 3650): KeyAndCert {
   cert.setSubject(subject)
   cert.setIssuer(subject)
   cert.setExtensions([
-    { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
+    // One intermediate may sit under the root (issueIntermediateCa).
+    { name: 'basicConstraints', cA: true, pathLenConstraint: 1, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
     { name: 'subjectKeyIdentifier' }
   ])

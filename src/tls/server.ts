@@ -116,7 +116,11 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
 
   installFrontDoor(server, { firstByteTimeoutMs: config.limits.headersTimeoutMs, onPlaintext: hooks.onPlaintext })
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-    hooks.onHandshakeFailure(handshakeFailureReason(err), socket)
+    // A client certificate that fails verification under `require` is not a
+    // handshake error in OpenSSL's eyes: Node destroys the socket afterwards,
+    // and the error seen here is a reset.
+    const reason = t.clientAuth !== 'off' && socket.authorizationError ? 'client_certificate' : handshakeFailureReason(err)
+    hooks.onHandshakeFailure(reason, socket)
   })
 
   const reload = (): boolean => {

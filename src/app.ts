@@ -12,9 +12,15 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
 import { createTlsServer, type TlsServer } from './tls/server.js'
-import { authenticate, registerJwt, type Identity } from './auth/jwt.js'
+import { Authenticator, type Identity } from './auth/identity.js'
+import { JwksCache } from './auth/keys.js'
+import { Denylist } from './auth/revocation.js'
+import { GrantSigner } from './auth/grants.js'
+import { readSecretFile } from './config/secrets.js'
+import { join } from 'node:path'
+import { Type, type Static } from '@sinclair/typebox'
 import { canonicalPath } from './policy/canonical-path.js'
-import { compileRules, decide } from './policy/rules.js'
+import { claimsUsed, compileRules, decide, type Grantee } from './policy/rules.js'
 import { checkFileRequest } from './policy/listing-guard.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
@@ -58,6 +64,14 @@ export interface GatewayOptions {
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
 
+/** Where playback grants are minted (POST, with a token that may read the path). */
+export const GRANTS_PATH = '/_nasguard/grants'
+
+const GrantRequest = Type.Object({
+  path: Type.String({ minLength: 1, maxLength: 8192 }),
+  ttlSec: Type.Optional(Type.Integer({ minimum: 1 }))
+}, { additionalProperties: false })
+
 function elapsedMs (since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
 }
@@ -90,6 +104,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   const rules = compileRules(config.policy)
   const extensions = new Set(config.files.extensions)
+  const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
+  const stopDenylist = denylist.watch(config.auth.revocation.pollMs)
+  const g = config.auth.grants
+  const grants = new GrantSigner(g.secret ?? (g.secretFile ? readSecretFile(g.secretFile) : undefined))
+  const jwksCfg = config.auth.jwt.jwks
+  const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined })
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
 
   let log: FastifyBaseLogger
@@ -194,7 +214,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
     const challenge = wwwAuthenticate(err, required)
     if (challenge) reply.header('www-authenticate', challenge)
-    if (err.statusCode === 405) reply.header('allow', 'GET, HEAD')
+    if (err.statusCode === 405) reply.header('allow', request.url.split('?', 1)[0] === GRANTS_PATH ? 'POST' : 'GET, HEAD')
     reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err))
   }
 
@@ -298,8 +318,16 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   app.addHook('onRequest', async (request, reply) => {
     const state = track(request, reply)
 
-    if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
     const h = request.headers
+    if (request.url.split('?', 1)[0] === GRANTS_PATH) {
+      // The one route that takes a body: its own checks are in the handler.
+      if (request.method !== 'POST') throw new Errors.MethodNotAllowed()
+      if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
+      state.path = GRANTS_PATH
+      state.identity = await authenticator.authenticate(request, GRANTS_PATH)
+      return
+    }
+    if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
     if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
       throw new Errors.BadRequest('a GET or HEAD request carries no body')
     }
@@ -309,25 +337,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
     state.path = canonical.path
 
-    state.identity = await authenticate(request, config.tls.clientAuth !== 'off')
-
-    const decision = decide(rules, request.method, canonical.segments, state.identity.grantee)
-    if (!decision.allow) {
-      if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
-      if (decision.reason === 'no_rule') throw new Errors.NoRule()
-      const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }
-      err.required = decision.required
-      throw err
-    }
-    state.rule = decision.rule
-
-    const file = checkFileRequest(canonical.segments, extensions)
-    if (!file.ok) {
-      if (file.reason === 'directory') throw new Errors.Directory()
-      if (file.reason === 'hidden') throw new Errors.HiddenPath()
-      throw new Errors.FileType()
-    }
-    state.extension = file.extension
+    state.identity = await authenticator.authenticate(request, canonical.path)
+    const { rule, extension } = authorize(request.method, canonical.segments, state.identity.grantee)
+    state.rule = rule
+    state.extension = extension
 
     // No byte of a recording leaves before this record is on disk.
     try {
@@ -362,7 +375,71 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     metrics.activeStreams.inc()
   })
 
-  await registerJwt(app, config.auth.jwt)
+  /** Policy, then the listing and file-type guard: the rule that allows this, and the file's type. */
+  function authorize (method: string, segments: string[], grantee: Grantee): { rule: string, extension: string } {
+    const decision = decide(rules, method, segments, grantee)
+    if (!decision.allow) {
+      if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
+      if (decision.reason === 'no_rule') throw new Errors.NoRule()
+      const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }
+      err.required = decision.required
+      throw err
+    }
+    const file = checkFileRequest(segments, extensions)
+    if (!file.ok) {
+      if (file.reason === 'directory') throw new Errors.Directory()
+      if (file.reason === 'hidden') throw new Errors.HiddenPath()
+      throw new Errors.FileType()
+    }
+    return { rule: decision.rule, extension: file.extension }
+  }
+
+  app.post<{ Body: Static<typeof GrantRequest> }>(GRANTS_PATH, { bodyLimit: 4096, schema: { body: GrantRequest } }, async (request, reply) => {
+    const identity = request.ng.identity as Identity
+    const canonical = canonicalPath(request.body.path, config.limits.maxPathLength)
+    if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
+    const { rule } = authorize('GET', canonical.segments, identity.grantee)
+    const used = claimsUsed(rules.find((r) => r.name === rule)!.glob)
+    const now = Math.floor(Date.now() / 1000)
+    const ttl = Math.min(request.body.ttlSec ?? g.ttlSec, g.ttlSec)
+    // A grant never outlives the token it was minted from.
+    const exp = Math.min(now + ttl, identity.exp ?? Number.MAX_SAFE_INTEGER)
+    const value = grants.sign({
+      p: canonical.path,
+      s: identity.subject,
+      r: rule,
+      i: now,
+      e: exp,
+      ...(identity.jti ? { j: identity.jti } : {}),
+      ...(g.bindIp ? { a: request.ip } : {}),
+      ...(used.length > 0 ? { c: Object.fromEntries(used.map((n) => [n, String(identity.claims?.[n])])) } : {})
+    })
+    try {
+      await audit.append({
+        event: 'grant',
+        time: new Date().toISOString(),
+        requestId: request.id,
+        clientIp: request.ip,
+        method: 'GET',
+        path: canonical.path,
+        subject: identity.subject,
+        auth: identity.method,
+        jti: identity.jti,
+        rule,
+        grantExpiresAt: new Date(exp * 1000).toISOString(),
+        userAgent: request.headers['user-agent']?.slice(0, 256)
+      })
+      metrics.auditRecords.inc({ event: 'grant' })
+    } catch (err) {
+      metrics.auditFailures.inc({ event: 'grant' })
+      request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'grant record could not be written: grant refused')
+      throw new Errors.AuditUnavailable()
+    }
+    reply.code(201)
+    return { url: `${canonical.path}?grant=${value}`, expiresAt: new Date(exp * 1000).toISOString() }
+  })
+
+  await authenticator.register(app)
   const upstream = await registerUpstream(app, config.upstream, config.limits.sendTimeoutMs, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
@@ -381,6 +458,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     closing ??= (async () => {
       await Promise.all([app.close(), admin?.close()])
       await upstream.close()
+      stopDenylist()
       await audit.close()
     })()
     return closing

@@ -11,7 +11,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs'
 import { join } from 'node:path'
 
-export type AuditEvent = 'access' | 'fetch' | 'refusal'
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant'
 
 export interface AuditRecord {
   event: AuditEvent
@@ -23,7 +23,9 @@ export interface AuditRecord {
   range?: string
   subject?: string
   /** How the subject was authenticated: a bearer token or a client certificate. */
-  auth?: 'jwt' | 'mtls'
+  auth?: 'jwt' | 'mtls' | 'grant'
+  /** event grant: when the grant lapses (the grant value itself is kept nowhere). */
+  grantExpiresAt?: string
   jti?: string
   rule?: string
   status?: number

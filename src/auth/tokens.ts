@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createSigner } from 'fast-jwt'
 import type { Config } from '../config/schema.js'
-import { readSecretFile } from '../config/load.js'
+import { readSecretFile } from '../config/secrets.js'
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
 

@@ -8,6 +8,7 @@ import { Ajv, type ErrorObject } from 'ajv'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { ConfigSchema, HMAC_ALGORITHMS, type Config } from './schema.js'
 import { isKnownExtension } from '../policy/file-types.js'
+import { readSecretFile } from './secrets.js'
 import { compileGlob } from '../policy/rules.js'
 
 export interface ConfigProblem { key: string, reason: string }
@@ -138,10 +139,40 @@ const FILE_KEYS: Array<[string, (c: Config) => string | undefined, (c: Config, v
   ['auth.jwt.secretFile', (c) => c.auth.jwt.secretFile, (c, v) => { c.auth.jwt.secretFile = v }],
   ['auth.jwt.publicKeyFile', (c) => c.auth.jwt.publicKeyFile, (c, v) => { c.auth.jwt.publicKeyFile = v }],
   ['auth.jwt.privateKeyFile', (c) => c.auth.jwt.privateKeyFile, (c, v) => { c.auth.jwt.privateKeyFile = v }],
+  ['auth.grants.secretFile', (c) => c.auth.grants.secretFile, (c, v) => { c.auth.grants.secretFile = v }],
+  ['auth.revocation.file', (c) => c.auth.revocation.file, (c, v) => { c.auth.revocation.file = v }],
   ['audit.dir', (c) => c.audit.dir, (c, v) => { c.audit.dir = v }]
 ]
 
+/** Files named inside auth.jwt.keys[]: [key, get, set] like FILE_KEYS. */
+function keyListFiles (c: Config): typeof FILE_KEYS {
+  return (c.auth.jwt.keys ?? []).flatMap((k, i) => (['secretFile', 'publicKeyFile'] as const).map((f): (typeof FILE_KEYS)[number] =>
+    [`auth.jwt.keys[${i}].${f}`, () => k[f], (_c, v) => { k[f] = v }]))
+}
+
+/** Paths that are written, not read, at start (they may not exist yet). */
+const WRITTEN_FILES = new Set(['audit.dir', 'auth.revocation.file'])
+
 const MIN_HMAC_BYTES: Record<string, number> = { HS256: 32, HS384: 48, HS512: 64 }
+
+function algorithmProblems (key: string, hmac: boolean, algorithms: readonly string[]): ConfigProblem[] {
+  const out: ConfigProblem[] = []
+  for (const alg of algorithms) {
+    const isHmac = (HMAC_ALGORITHMS as readonly string[]).includes(alg)
+    if (hmac && !isHmac) out.push({ key: `${key}.algorithms`, reason: `${alg} needs a public key, but an HMAC secret is configured` })
+    if (!hmac && isHmac) out.push({ key: `${key}.algorithms`, reason: `${alg} is an HMAC algorithm, but a public key is configured (key confusion)` })
+  }
+  return out
+}
+
+function secretLengthProblems (key: string, secret: string, algorithms: readonly string[]): ConfigProblem[] {
+  const out: ConfigProblem[] = []
+  for (const alg of algorithms) {
+    const min = MIN_HMAC_BYTES[alg]
+    if (min && Buffer.byteLength(secret) < min) out.push({ key, reason: `an ${alg} secret must be at least ${min} bytes (got ${Buffer.byteLength(secret)})` })
+  }
+  return out
+}
 
 function semanticProblems (c: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = []
@@ -160,21 +191,32 @@ function semanticProblems (c: Config): ConfigProblem[] {
   if ((c.upstream.password || c.upstream.passwordFile) && !c.upstream.username) problems.push({ key: 'upstream.username', reason: 'is required when a password is set' })
 
   const jwt = c.auth.jwt
-  const sources = (['secret', 'secretFile', 'publicKeyFile'] as const).filter((k) => jwt[k] !== undefined)
-  if (sources.length !== 1) {
-    problems.push({ key: 'auth.jwt', reason: `set exactly one of secret, secretFile or publicKeyFile (found ${sources.length === 0 ? 'none' : sources.join(', ')})` })
-  } else {
-    const hmac = sources[0] !== 'publicKeyFile'
+  const top = (['secret', 'secretFile', 'publicKeyFile'] as const).filter((k) => jwt[k] !== undefined)
+  if (top.length > 1) problems.push({ key: 'auth.jwt', reason: `set one of secret, secretFile or publicKeyFile, not several (found ${top.join(', ')})` })
+  if (top.length === 0 && !jwt.keys && !jwt.jwks) problems.push({ key: 'auth.jwt', reason: 'no verification key: set secret, secretFile or publicKeyFile, keys, or jwks' })
+  if (top.length === 0 && jwt.algorithms) problems.push({ key: 'auth.jwt.algorithms', reason: 'pins the top-level key, and there is none' })
+  if (top.length === 1) {
     if (!jwt.algorithms) {
-      if (hmac) jwt.algorithms = ['HS256']
+      if (top[0] !== 'publicKeyFile') jwt.algorithms = ['HS256']
       else problems.push({ key: 'auth.jwt.algorithms', reason: 'is required with publicKeyFile: pin the algorithm(s) your issuer signs with' })
     }
-    for (const alg of jwt.algorithms ?? []) {
-      const isHmac = (HMAC_ALGORITHMS as readonly string[]).includes(alg)
-      if (hmac && !isHmac) problems.push({ key: 'auth.jwt.algorithms', reason: `${alg} needs a public key, but an HMAC secret is configured` })
-      if (!hmac && isHmac) problems.push({ key: 'auth.jwt.algorithms', reason: `${alg} is an HMAC algorithm, but a public key is configured (key confusion)` })
+    problems.push(...algorithmProblems('auth.jwt', top[0] !== 'publicKeyFile', jwt.algorithms ?? []))
+  }
+  jwt.keys?.forEach((k, i) => {
+    const src = (['secret', 'secretFile', 'publicKeyFile'] as const).filter((f) => k[f] !== undefined)
+    if (src.length !== 1) problems.push({ key: `auth.jwt.keys[${i}]`, reason: `set exactly one of secret, secretFile or publicKeyFile (found ${src.length === 0 ? 'none' : src.join(', ')})` })
+    else problems.push(...algorithmProblems(`auth.jwt.keys[${i}]`, src[0] !== 'publicKeyFile', k.algorithms))
+  })
+  const kids = (jwt.keys ?? []).map((k) => k.kid).filter((k) => k !== undefined)
+  if (new Set(kids).size !== kids.length) problems.push({ key: 'auth.jwt.keys', reason: 'two keys share a kid' })
+  if (jwt.jwks) {
+    let u: URL | undefined
+    try { u = new URL(jwt.jwks.url) } catch { problems.push({ key: 'auth.jwt.jwks.url', reason: 'is not a URL' }) }
+    if (u && u.protocol !== 'https:' && !(u.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname))) {
+      problems.push({ key: 'auth.jwt.jwks.url', reason: 'must be https:// (http:// only on loopback): keys fetched in clear could be swapped' })
     }
   }
+  if (c.auth.grants.secret !== undefined && c.auth.grants.secretFile !== undefined) problems.push({ key: 'auth.grants', reason: 'set secret or secretFile, not both' })
 
   if (c.tls.clientAuth !== 'off' && !c.tls.clientCa) problems.push({ key: 'tls.clientCa', reason: `is required with clientAuth: ${c.tls.clientAuth}` })
   c.policy.forEach((rule, i) => {
@@ -200,31 +242,31 @@ function semanticProblems (c: Config): ConfigProblem[] {
 /** Reads each file the config names, so `config check` catches a missing key file too. */
 function fileProblems (c: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = []
-  for (const [key, get] of FILE_KEYS) {
+  for (const [key, get] of [...FILE_KEYS, ...keyListFiles(c)]) {
     const file = get(c)
-    if (!file || key === 'audit.dir') continue
+    if (!file || WRITTEN_FILES.has(key)) continue
     try {
       readFileSync(file)
     } catch (err) {
       problems.push({ key, reason: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` })
     }
   }
+  const unreadable = new Set(problems.map((p) => p.key))
+  const secretOf = (key: string, k: { secret?: string, secretFile?: string }): string | undefined =>
+    k.secret ?? (k.secretFile !== undefined && !unreadable.has(`${key}.secretFile`) ? readSecretFile(k.secretFile) : undefined)
   const jwt = c.auth.jwt
-  const secret = jwt.secret ?? (jwt.secretFile && problems.every((p) => p.key !== 'auth.jwt.secretFile') ? readSecretFile(jwt.secretFile) : undefined)
-  if (secret !== undefined) {
-    for (const alg of jwt.algorithms ?? []) {
-      const min = MIN_HMAC_BYTES[alg]
-      if (min && Buffer.byteLength(secret) < min) {
-        problems.push({ key: jwt.secret !== undefined ? 'auth.jwt.secret' : 'auth.jwt.secretFile', reason: `an ${alg} secret must be at least ${min} bytes (got ${Buffer.byteLength(secret)})` })
-      }
-    }
-  }
+  const top = secretOf('auth.jwt', jwt)
+  if (top !== undefined) problems.push(...secretLengthProblems(jwt.secret !== undefined ? 'auth.jwt.secret' : 'auth.jwt.secretFile', top, jwt.algorithms ?? []))
+  jwt.keys?.forEach((k, i) => {
+    const s = secretOf(`auth.jwt.keys[${i}]`, k)
+    if (s !== undefined) problems.push(...secretLengthProblems(`auth.jwt.keys[${i}].${k.secret !== undefined ? 'secret' : 'secretFile'}`, s, k.algorithms))
+  })
+  const grantSecret = secretOf('auth.grants', c.auth.grants)
+  if (grantSecret !== undefined && Buffer.byteLength(grantSecret) < 32) problems.push({ key: c.auth.grants.secret !== undefined ? 'auth.grants.secret' : 'auth.grants.secretFile', reason: 'a grant key must be at least 32 bytes' })
   return problems
 }
 
-export function readSecretFile (file: string): string {
-  return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
-}
+export { readSecretFile }
 
 export interface LoadOptions {
   /** YAML file; relative paths inside it are resolved against its directory. */
@@ -259,7 +301,7 @@ export function loadConfig (opts: LoadOptions): Readonly<Config> {
   applyEnv(raw, opts.env ?? {})
   if (!validate(raw)) throw new ConfigError(schemaProblems(validate.errors ?? []))
   const config = raw as unknown as Config
-  for (const [, get, set] of FILE_KEYS) {
+  for (const [, get, set] of [...FILE_KEYS, ...keyListFiles(config)]) {
     const v = get(config)
     if (v !== undefined && !isAbsolute(v)) set(config, resolve(baseDir, v))
   }

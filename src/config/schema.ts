@@ -6,7 +6,9 @@ import { Type, type Static } from '@sinclair/typebox'
 const strict = { additionalProperties: false } as const
 
 export const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const
-export const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
+export const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'EdDSA'] as const
+
+const AlgorithmList = Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })
 
 export const PolicyRuleSchema = Type.Object({
   /** Shown in the audit record and the metrics label; keep it short and stable. */
@@ -64,7 +66,7 @@ export const ConfigSchema = Type.Object({
   }, strict),
   auth: Type.Object({
     jwt: Type.Object({
-      /** Inline HMAC secret (at least 32 bytes for HS256). Prefer secretFile. */
+      /** Inline HMAC secret (at least as long as the hash: 32 bytes for HS256). Prefer secretFile. */
       secret: Type.Optional(Type.String({ minLength: 1 })),
       /** File holding the HMAC secret. */
       secretFile: Type.Optional(Type.String({ minLength: 1 })),
@@ -72,15 +74,53 @@ export const ConfigSchema = Type.Object({
       publicKeyFile: Type.Optional(Type.String({ minLength: 1 })),
       /** PEM private key, used only by `nasguard token issue`; the gateway never reads it. */
       privateKeyFile: Type.Optional(Type.String({ minLength: 1 })),
-      /** Accepted algorithms, pinned. Default HS256 with a secret; required with a public key. */
-      algorithms: Type.Optional(Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })),
+      /** Algorithms pinned to the key above. Default HS256 with a secret; required with a public key. */
+      algorithms: Type.Optional(AlgorithmList),
+      /** More keys, each pinned to its algorithms; tokens pick one by `kid`. */
+      keys: Type.Optional(Type.Array(Type.Object({
+        kid: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+        algorithms: AlgorithmList,
+        secret: Type.Optional(Type.String({ minLength: 1 })),
+        secretFile: Type.Optional(Type.String({ minLength: 1 })),
+        publicKeyFile: Type.Optional(Type.String({ minLength: 1 }))
+      }, strict), { minItems: 1 })),
+      /** Keys published by your identity provider as a JWK Set. */
+      jwks: Type.Optional(Type.Object({
+        /** https:// URL of the JWK Set (http:// only for loopback). */
+        url: Type.String({ minLength: 1 }),
+        /** Algorithms accepted from this set (pinned: a key's own `alg` must be one of them too). */
+        algorithms: Type.Array(Type.Union(PUBLIC_KEY_ALGORITHMS.map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true }),
+        /** How long a fetched set is used before it is fetched again, seconds. Default 600. */
+        cacheTtlSec: Type.Integer({ default: 600, minimum: 10, maximum: 86400 }),
+        /** A token with an unknown kid refetches the set at most this often, seconds. Default 30. */
+        minRefreshIntervalSec: Type.Integer({ default: 30, minimum: 1, maximum: 3600 }),
+        /** Fetch timeout, ms. Default 5000. */
+        timeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 60000 })
+      }, strict)),
       /** Required `iss` value, when set. */
       issuer: Type.Optional(Type.String({ minLength: 1 })),
       /** Required `aud` value, when set. */
       audience: Type.Optional(Type.String({ minLength: 1 })),
       /** Clock skew allowed on exp/nbf, seconds. Default 30. */
-      clockToleranceSec: Type.Integer({ default: 30, minimum: 0, maximum: 300 })
-    }, strict)
+      clockToleranceSec: Type.Integer({ default: 30, minimum: 0, maximum: 300 }),
+      /** Longest token lifetime accepted (exp minus iat, or minus now), seconds. Default 86400. Also how long revocations are kept. */
+      maxLifetimeSec: Type.Integer({ default: 86400, minimum: 60, maximum: 31 * 86400 })
+    }, strict),
+    revocation: Type.Object({
+      /** The denylist `nasguard token revoke` writes. Default: revoked.jsonl in audit.dir. */
+      file: Type.Optional(Type.String({ minLength: 1 })),
+      /** How often the gateway looks for new entries, ms. Default 250. */
+      pollMs: Type.Integer({ default: 250, minimum: 50, maximum: 1000 })
+    }, { ...strict, default: {} }),
+    grants: Type.Object({
+      /** HMAC key for playback grants (>= 32 bytes), kept apart from the JWT keys. Default: random per start (grants then die with the process). */
+      secret: Type.Optional(Type.String({ minLength: 32 })),
+      secretFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** Lifetime of a grant, seconds. Default 300. */
+      ttlSec: Type.Integer({ default: 300, minimum: 10, maximum: 3600 }),
+      /** Bind each grant to the client IP that asked for it. Default false (mobile clients change address). */
+      bindIp: Type.Boolean({ default: false })
+    }, { ...strict, default: {} })
   }, strict),
   policy: Type.Array(PolicyRuleSchema, { minItems: 1 }),
   files: Type.Object({

@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { Pool } from 'undici'
 import { pipeline, Transform, type Readable } from 'node:stream'
 import type { Config } from '../config/schema.js'
-import { readSecretFile } from '../config/load.js'
+import { readSecretFile } from '../config/secrets.js'
 import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 

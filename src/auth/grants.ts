@@ -1,0 +1,74 @@
+// Playback grants: for browser <audio> players, which cannot send an
+// Authorization header. A holder of a token that may read a path asks for a
+// grant; the grant rides in the URL's `grant` parameter. It is an HMAC over
+// the path, the subject, the rule that allowed it, its expiry and
+// (optionally) the client IP, under a key kept apart from the JWT keys. The
+// grant value is never logged or audited.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+
+export interface GrantClaims {
+  /** canonical path */
+  p: string
+  /** subject */
+  s: string
+  /** rule that allowed it */
+  r: string
+  /** issued at, expires at (seconds) */
+  i: number
+  e: number
+  /** the token's jti, so revoking the token revokes its grants */
+  j?: string
+  /** bound client IP */
+  a?: string
+  /** claim values the rule's path uses ({sub}, {region}) */
+  c?: Record<string, string>
+}
+
+const b64 = (b: Buffer): string => b.toString('base64url')
+
+export class GrantSigner {
+  private readonly key: Buffer
+
+  constructor (key?: string) {
+    this.key = key ? Buffer.from(key) : randomBytes(32)
+  }
+
+  private mac (payload: string): Buffer {
+    return createHmac('sha256', this.key).update('nasguard-grant-v1.').update(payload).digest()
+  }
+
+  sign (claims: GrantClaims): string {
+    const payload = b64(Buffer.from(JSON.stringify(claims)))
+    return `${payload}.${b64(this.mac(payload))}`
+  }
+
+  /**
+   * The grant's claims when the signature holds, it has not expired, and it
+   * was made for this path (and this IP, when bound); otherwise the reason.
+   */
+  verify (grant: string, path: string, ip: string, now = Math.floor(Date.now() / 1000)): { ok: true, claims: GrantClaims } | { ok: false, reason: string } {
+    const m = /^([A-Za-z0-9_-]{1,4096})\.([A-Za-z0-9_-]{43})$/.exec(grant)
+    if (!m) return { ok: false, reason: 'malformed grant' }
+    const expected = this.mac(m[1])
+    const given = Buffer.from(m[2], 'base64url')
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'bad grant signature' }
+    let c: GrantClaims
+    try {
+      c = JSON.parse(Buffer.from(m[1], 'base64url').toString('utf8')) as GrantClaims
+    } catch {
+      return { ok: false, reason: 'malformed grant' }
+    }
+    if (typeof c.e !== 'number' || c.e < now) return { ok: false, reason: 'grant expired' }
+    if (c.p !== path) return { ok: false, reason: 'grant is for another path' }
+    if (c.a !== undefined && c.a !== ip) return { ok: false, reason: 'grant is bound to another client address' }
+    return { ok: true, claims: c }
+  }
+}
+
+/** The `grant` query parameter, if the URL carries exactly one. */
+export function grantFromUrl (url: string): string | undefined {
+  const q = url.indexOf('?')
+  if (q === -1) return undefined
+  const values = new URLSearchParams(url.slice(q + 1)).getAll('grant')
+  return values.length === 1 ? values[0] : undefined
+}

@@ -1,0 +1,172 @@
+// Who is asking. In this order: a client certificate that was sent must
+// verify; then a Bearer token from the Authorization header (never from a
+// cookie or query); else a playback grant in the `grant` query parameter;
+// else a verified client certificate alone. Anything else is a 401.
+//
+// Tokens are verified by @fastify/jwt (fast-jwt underneath). The key comes
+// from the token's alg and kid, and only from configured keys or the
+// configured JWK Set: every key is pinned to its algorithms, `none` is never
+// one of them, and keys a token brings itself (jwk, jku, x5u, x5c) are never
+// looked at. exp and sub are required; iss, aud, nbf and the longest lifetime
+// are checked; the denylist is checked after every verification.
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { TLSSocket } from 'node:tls'
+import type { Config } from '../config/schema.js'
+import { Errors, isNasguardError } from '../errors.js'
+import { scopesOf, type Grantee } from '../policy/rules.js'
+import { JwksCache, staticKeys, type VerificationKey } from './keys.js'
+import type { Denylist } from './revocation.js'
+import { grantFromUrl, type GrantSigner } from './grants.js'
+
+export interface Identity {
+  /** jwt: a bearer token; mtls: a verified client certificate; grant: a playback grant. */
+  method: 'jwt' | 'mtls' | 'grant'
+  /** The token's sub, or the certificate's `CN=name`. */
+  subject: string
+  jti?: string
+  /** Token expiry (seconds), when there is a token. */
+  exp?: number
+  /** The token's claims (for grants minted from it). */
+  claims?: Record<string, unknown>
+  /** What policy rules are matched against. */
+  grantee: Grantee
+}
+
+/** One short, fixed description per failure: it is sent to the client. */
+function describe (err: { code?: string, message?: string }): string {
+  const m = err.message ?? ''
+  if (/algorithm/i.test(m)) return 'algorithm not allowed'
+  if (/signature/i.test(m)) return 'bad signature'
+  if (/malformed|invalid token|not a valid|decode/i.test(m)) return 'malformed token'
+  if (/required claim|missing/i.test(m)) return 'a required claim is missing'
+  if (/iss/.test(m)) return 'wrong issuer'
+  if (/aud/.test(m)) return 'wrong audience'
+  if (/not active|nbf/i.test(m)) return 'token not yet valid'
+  if (/exp/.test(m)) return 'bad exp claim'
+  return 'verification failed'
+}
+
+/**
+ * The client certificate of this request's connection, when one was sent:
+ * `CN=name` if it verified, otherwise the refusal. A certificate that does
+ * not verify (unknown CA, expired, revoked) is refused even next to a valid
+ * token: whoever holds it is not who they claim to be.
+ */
+function clientCertificate (request: FastifyRequest): string | undefined {
+  const socket = request.raw.socket as TLSSocket | undefined
+  const cert = socket?.getPeerCertificate?.()
+  if (!cert || Object.keys(cert).length === 0) return undefined
+  if (!socket?.authorized) throw new Errors.ClientCertInvalid(String(socket?.authorizationError ?? 'not verified').replace(/^Error: /, ''))
+  const cn = cert.subject?.CN
+  if (typeof cn !== 'string' || cn === '') throw new Errors.ClientCertInvalid('no single CN in the subject')
+  return `CN=${cn}`
+}
+
+export interface AuthenticatorDeps {
+  denylist: Denylist
+  grants: GrantSigner
+  jwks?: JwksCache
+}
+
+export class Authenticator {
+  private readonly statics: VerificationKey[]
+  private readonly algorithms: string[]
+  readonly jwks?: JwksCache
+
+  constructor (private readonly config: Readonly<Config>, private readonly deps: AuthenticatorDeps) {
+    this.statics = staticKeys(config.auth.jwt)
+    this.jwks = deps.jwks
+    const algs = new Set<string>()
+    for (const k of this.statics) for (const a of k.algorithms) algs.add(a)
+    for (const a of config.auth.jwt.jwks?.algorithms ?? []) algs.add(a)
+    this.algorithms = [...algs]
+  }
+
+  /** The key a token's header selects, or the refusal. */
+  private async keyFor (header: Record<string, unknown>): Promise<string> {
+    // RFC 7515 §4.1.11: an extension the recipient does not understand must
+    // be refused. nasguard understands none.
+    if (header.crit !== undefined) throw new Errors.TokenInvalid('unsupported critical header')
+    const alg = header.alg
+    const kid = header.kid
+    if (typeof alg !== 'string' || !this.algorithms.includes(alg)) throw new Errors.TokenInvalid('algorithm not allowed')
+    if (kid !== undefined && typeof kid !== 'string') throw new Errors.TokenInvalid('malformed token')
+    if (kid !== undefined) {
+      const exact = this.statics.find((k) => k.kid === kid && k.algorithms.has(alg))
+      if (exact) return exact.material
+      if (this.jwks) {
+        const k = await this.jwks.get(kid)
+        if (k?.algorithms.has(alg)) return k.material
+      }
+    }
+    const unnamed = this.statics.find((k) => k.kid === undefined && k.algorithms.has(alg))
+    if (unnamed) return unnamed.material
+    throw new Errors.TokenInvalid('no key for this token')
+  }
+
+  async register (app: FastifyInstance): Promise<void> {
+    const jwt = this.config.auth.jwt
+    await app.register(fastifyJwt, {
+      // The key is chosen from the token's header (alg, kid), so the secret
+      // callback needs the complete decoded token.
+      decode: { complete: true },
+      secret: (_request: FastifyRequest, token: { header?: Record<string, unknown> }) => this.keyFor(token?.header ?? {}),
+      verify: {
+        algorithms: this.algorithms as never,
+        requiredClaims: ['exp'],
+        allowedIss: jwt.issuer,
+        allowedAud: jwt.audience,
+        clockTolerance: jwt.clockToleranceSec * 1000,
+        // Failed verifications are cheap to redo; caching them only helps an
+        // attacker fill memory.
+        errorCacheTTL: 0
+      }
+    } as never)
+    if (this.jwks) await this.jwks.prime()
+  }
+
+  private async bearer (request: FastifyRequest): Promise<Identity> {
+    const h = request.headers.authorization
+    if (typeof h !== 'string' || !/^Bearer [A-Za-z0-9\-_.~+/]+=*$/.test(h)) throw new Errors.TokenMissing()
+    let claims: Record<string, unknown>
+    try {
+      claims = await request.jwtVerify<Record<string, unknown>>()
+    } catch (err) {
+      if (isNasguardError(err)) throw err
+      const e = err as { code?: string, message?: string }
+      if (e.code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') throw new Errors.TokenExpired()
+      throw new Errors.TokenInvalid(describe(e))
+    }
+    const now = Math.floor(Date.now() / 1000)
+    if (typeof claims.exp !== 'number') throw new Errors.TokenInvalid('bad exp claim')
+    const iat = typeof claims.iat === 'number' ? claims.iat : undefined
+    const max = this.config.auth.jwt.maxLifetimeSec
+    if (claims.exp - (iat ?? now) > max || claims.exp - now > max) throw new Errors.TokenInvalid('token lifetime longer than allowed')
+    const subject = typeof claims.sub === 'string' ? claims.sub : ''
+    if (!subject) throw new Errors.TokenInvalid('a required claim is missing')
+    const jti = typeof claims.jti === 'string' ? claims.jti : undefined
+    const revoked = this.deps.denylist.check({ sub: subject, jti, iat }, now)
+    if (revoked) throw new Errors.TokenInvalid(revoked)
+    return { method: 'jwt', subject, jti, exp: claims.exp, claims, grantee: { scopes: scopesOf(claims), claims } }
+  }
+
+  private grant (value: string, path: string, ip: string): Identity {
+    const v = this.deps.grants.verify(value, path, ip)
+    if (!v.ok) throw new Errors.GrantInvalid(v.reason)
+    const c = v.claims
+    const revoked = this.deps.denylist.check({ sub: c.s, jti: c.j, iat: c.i })
+    if (revoked) throw new Errors.GrantInvalid(revoked)
+    return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, claims: c.c } }
+  }
+
+  /** @param path the canonical path (a grant is checked against it) */
+  async authenticate (request: FastifyRequest, path: string): Promise<Identity> {
+    const cert = this.config.tls.clientAuth !== 'off' ? clientCertificate(request) : undefined
+    if (request.headers.authorization !== undefined) return this.bearer(request)
+    const grant = grantFromUrl(request.url)
+    if (grant !== undefined) return this.grant(grant, path, request.ip)
+    if (cert) return { method: 'mtls', subject: cert, grantee: { cert } }
+    throw new Errors.TokenMissing()
+  }
+}

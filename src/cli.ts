@@ -3,7 +3,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { ConfigError, loadConfig } from './config/load.js'
 import { closeOnSignals, runDemo, startGateway } from './server.js'
-import { issueToken, parseTtl } from './auth/tokens.js'
+import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
+import { addRevocation, type RevocationEntry } from './auth/revocation.js'
+import { join } from 'node:path'
 import { CertCommandError, certClient, certInit, certRevoke, showCertificate } from './tls/cert-commands.js'
 import { readFileSync } from 'node:fs'
 
@@ -11,8 +13,10 @@ const USAGE = `usage:
   nasguard start [--config FILE]      run the gateway (no config: the demo)
   nasguard demo                       run the demo: embedded NAS, local CA, demo token
   nasguard config check FILE          validate a config file without starting
-  nasguard token issue --config FILE --sub S --scope "a b" [--ttl 15m]
+  nasguard token issue --config FILE --sub S --scope "a b" [--ttl 15m] [--kid K]
                                       print a signed token (with a jti)
+  nasguard token revoke --config FILE --jti J | --sub S [--issued-before T]
+                                      add to the denylist; running gateways apply it within a second
   nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--crl-url URL] [--force]
                                       a local CA and a server certificate for those names/IPs
   nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--crl-url URL] [--force]
@@ -58,11 +62,29 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(`config OK: ${file}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
     return 0
   }
+  if (cmd === 'token' && sub === 'revoke') {
+    const v = args(rest, { config: { type: 'string', short: 'c' }, jti: { type: 'string' }, sub: { type: 'string' }, 'issued-before': { type: 'string' } })
+    if (!v.config || (!v.jti === !v.sub)) throw new UsageError('token revoke needs --config and one of --jti or --sub')
+    const c = loadConfig({ file: v.config as string, env: process.env })
+    const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
+    const now = Math.floor(Date.now() / 1000)
+    const max = c.auth.jwt.maxLifetimeSec
+    let entry: RevocationEntry
+    if (v.jti) {
+      entry = { type: 'jti', jti: v.jti as string, expiresAt: now + max, at: now }
+    } else {
+      const before = parseTime((v['issued-before'] as string | undefined) ?? 'now')
+      entry = { type: 'sub', sub: v.sub as string, issuedBefore: before, expiresAt: Math.max(before, now) + max, at: now }
+    }
+    const n = addRevocation(file, entry)
+    process.stdout.write(`revoked ${v.jti ? `token ${v.jti as string}` : `every token and grant of ${v.sub as string} issued before ${new Date((entry as { issuedBefore: number }).issuedBefore * 1000).toISOString()}`}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
+    return 0
+  }
   if (cmd === 'token' && sub === 'issue') {
-    const v = args(rest, { config: { type: 'string', short: 'c' }, sub: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string', default: '15m' } })
+    const v = args(rest, { config: { type: 'string', short: 'c' }, sub: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string', default: '15m' }, kid: { type: 'string' } })
     if (!v.config || !v.sub || !v.scope) throw new UsageError('token issue needs --config, --sub and --scope')
     const c = loadConfig({ file: v.config as string, env: process.env })
-    const { token, jti, exp } = issueToken(c.auth.jwt, { sub: v.sub as string, scope: v.scope as string, ttlSeconds: parseTtl(v.ttl as string) })
+    const { token, jti, exp } = issueToken(c.auth.jwt, { sub: v.sub as string, scope: v.scope as string, ttlSeconds: parseTtl(v.ttl as string), kid: v.kid as string | undefined })
     process.stdout.write(token + '\n')
     process.stderr.write(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
     return 0

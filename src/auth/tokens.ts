@@ -15,19 +15,33 @@ export function parseTtl (ttl: string): number {
   return Number(m[1]) * UNITS[m[2]]
 }
 
-export interface TokenRequest { sub: string, scope: string, ttlSeconds: number, claims?: Record<string, unknown> }
+export interface TokenRequest { sub: string, scope: string, ttlSeconds: number, kid?: string, claims?: Record<string, unknown> }
+
+/** The key and algorithm tokens are signed with: the top-level key, or the keys[] entry named by kid. */
+function signingKey (jwt: Config['auth']['jwt'], kid?: string): { key: string, algorithm: string, kid?: string } {
+  if (kid !== undefined) {
+    const k = jwt.keys?.find((x) => x.kid === kid)
+    if (!k) throw new Error(`no key with kid ${JSON.stringify(kid)} in auth.jwt.keys`)
+    const secret = k.secret ?? (k.secretFile !== undefined ? readSecretFile(k.secretFile) : undefined)
+    if (secret === undefined) throw new Error(`key ${kid} is a public key: tokens for it are issued by whoever holds its private key`)
+    return { key: secret, algorithm: k.algorithms[0], kid }
+  }
+  const algorithm = (jwt.algorithms ?? ['HS256'])[0]
+  if (jwt.secret !== undefined) return { key: jwt.secret, algorithm }
+  if (jwt.secretFile !== undefined) return { key: readSecretFile(jwt.secretFile), algorithm }
+  if (jwt.privateKeyFile !== undefined) return { key: readFileSync(jwt.privateKeyFile, 'utf8'), algorithm }
+  const first = jwt.keys?.find((x) => x.secret !== undefined || x.secretFile !== undefined)
+  if (first) return { key: first.secret ?? readSecretFile(first.secretFile as string), algorithm: first.algorithms[0], kid: first.kid }
+  throw new Error('nothing to sign with: set auth.jwt.secret/secretFile, auth.jwt.privateKeyFile, or an HMAC entry in auth.jwt.keys')
+}
 
 export function issueToken (jwt: Config['auth']['jwt'], req: TokenRequest): { token: string, jti: string, exp: number } {
-  const algorithm = (jwt.algorithms ?? ['HS256'])[0]
-  let key: string
-  if (jwt.secret !== undefined) key = jwt.secret
-  else if (jwt.secretFile !== undefined) key = readSecretFile(jwt.secretFile)
-  else if (jwt.privateKeyFile !== undefined) key = readFileSync(jwt.privateKeyFile, 'utf8')
-  else throw new Error('auth.jwt.privateKeyFile is needed to issue tokens when the gateway verifies with a public key')
+  const { key, algorithm, kid } = signingKey(jwt, req.kid)
+  if (req.ttlSeconds > jwt.maxLifetimeSec) throw new Error(`ttl ${req.ttlSeconds}s is longer than auth.jwt.maxLifetimeSec (${jwt.maxLifetimeSec}s): the gateway would refuse the token`)
   const jti = randomUUID()
   const now = Math.floor(Date.now() / 1000)
   const exp = now + req.ttlSeconds
-  const sign = createSigner({ key, algorithm: algorithm as never })
+  const sign = createSigner({ key, algorithm: algorithm as never, ...(kid ? { kid } : {}) })
   const token = sign({
     ...req.claims,
     sub: req.sub,
@@ -38,4 +52,13 @@ export function issueToken (jwt: Config['auth']['jwt'], req: TokenRequest): { to
     ...(jwt.audience ? { aud: jwt.audience } : {})
   })
   return { token, jti, exp }
+}
+
+/** '2026-11-21T10:00:00Z', an epoch in seconds, or 'now'. */
+export function parseTime (t: string): number {
+  if (t === 'now') return Math.floor(Date.now() / 1000)
+  if (/^\d{9,11}$/.test(t)) return Number(t)
+  const ms = Date.parse(t)
+  if (Number.isNaN(ms)) throw new Error(`invalid time ${JSON.stringify(t)}: use ISO 8601 (2026-11-21T10:00:00Z), epoch seconds, or now`)
+  return Math.floor(ms / 1000)
 }

@@ -22,6 +22,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { canonicalPath } from './policy/canonical-path.js'
 import { claimsUsed, compileRules, decide, type Grantee } from './policy/rules.js'
 import { checkFileRequest } from './policy/listing-guard.js'
+import { checkRange } from './policy/range.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
@@ -147,6 +148,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.log.level) }),
     serverFactory,
     http2: true,
+    // Request bodies (the grants endpoint) are validated, never repaired:
+    // unknown keys and wrong types are refused, not stripped or coerced.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
     genReqId: () => randomUUID(),
     // Fastify's own request lines would log the URL, which holds a recording name.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'reqId' }),
@@ -341,6 +345,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const { rule, extension } = authorize(request.method, canonical.segments, state.identity.grantee)
     state.rule = rule
     state.extension = extension
+    const range = checkRange(h.range, config.limits.maxRanges)
+    if (!range.ok) throw new Errors.BadRange(range.reason)
 
     // No byte of a recording leaves before this record is on disk.
     try {
@@ -396,6 +402,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.post<{ Body: Static<typeof GrantRequest> }>(GRANTS_PATH, { bodyLimit: 4096, schema: { body: GrantRequest } }, async (request, reply) => {
     const identity = request.ng.identity as Identity
+    // A grant opens one recording; it never mints others.
+    if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')
     const canonical = canonicalPath(request.body.path, config.limits.maxPathLength)
     if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
     const { rule } = authorize('GET', canonical.segments, identity.grantee)
@@ -411,6 +419,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       i: now,
       e: exp,
       ...(identity.jti ? { j: identity.jti } : {}),
+      ...(identity.iat !== undefined ? { t: identity.iat } : {}),
       ...(g.bindIp ? { a: request.ip } : {}),
       ...(used.length > 0 ? { c: Object.fromEntries(used.map((n) => [n, String(identity.claims?.[n])])) } : {})
     })
@@ -440,7 +449,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
 
   await authenticator.register(app)
-  const upstream = await registerUpstream(app, config.upstream, config.limits.sendTimeoutMs, {
+  const upstream = await registerUpstream(app, { upstream: config.upstream, sendTimeoutMs: config.limits.sendTimeoutMs, checkMagic: config.files.checkMagic }, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
     onUpstreamError: (request, kind) => {

@@ -18,6 +18,8 @@ export interface GrantClaims {
   e: number
   /** the token's jti, so revoking the token revokes its grants */
   j?: string
+  /** the token's iat: revoking the subject's tokens issued before T revokes their grants too */
+  t?: number
   /** bound client IP */
   a?: string
   /** claim values the rule's path uses ({sub}, {region}) */

@@ -25,8 +25,9 @@ export interface Identity {
   /** The token's sub, or the certificate's `CN=name`. */
   subject: string
   jti?: string
-  /** Token expiry (seconds), when there is a token. */
+  /** Token expiry and issue time (seconds), when there is a token. */
   exp?: number
+  iat?: number
   /** The token's claims (for grants minted from it). */
   claims?: Record<string, unknown>
   /** What policy rules are matched against. */
@@ -148,14 +149,16 @@ export class Authenticator {
     const jti = typeof claims.jti === 'string' ? claims.jti : undefined
     const revoked = this.deps.denylist.check({ sub: subject, jti, iat }, now)
     if (revoked) throw new Errors.TokenInvalid(revoked)
-    return { method: 'jwt', subject, jti, exp: claims.exp, claims, grantee: { scopes: scopesOf(claims), claims } }
+    return { method: 'jwt', subject, jti, exp: claims.exp, iat, claims, grantee: { scopes: scopesOf(claims), claims } }
   }
 
   private grant (value: string, path: string, ip: string): Identity {
     const v = this.deps.grants.verify(value, path, ip)
     if (!v.ok) throw new Errors.GrantInvalid(v.reason)
     const c = v.claims
-    const revoked = this.deps.denylist.check({ sub: c.s, jti: c.j, iat: c.i })
+    // A grant is as revoked as the token it came from: judge it by the
+    // earlier of its own and its token's issue time.
+    const revoked = this.deps.denylist.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
     return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, claims: c.c } }
   }

@@ -125,7 +125,9 @@ export const ConfigSchema = Type.Object({
   policy: Type.Array(PolicyRuleSchema, { minItems: 1 }),
   files: Type.Object({
     /** Extensions served; anything else is refused before the NAS is asked. Default .wav, .mp3. */
-    extensions: Type.Array(Type.String({ pattern: '^\\.[a-z0-9]{1,10}$' }), { minItems: 1, uniqueItems: true, default: ['.wav', '.mp3'] })
+    extensions: Type.Array(Type.String({ pattern: '^\\.[a-z0-9]{1,10}$' }), { minItems: 1, uniqueItems: true, default: ['.wav', '.mp3'] }),
+    /** Check the first bytes of each answer against the type (RIFF/WAVE, ID3 or MPEG sync, OggS, ...); cut the stream before any byte is sent when they differ. Default false. */
+    checkMagic: Type.Boolean({ default: false })
   }, { ...strict, default: {} }),
   audit: Type.Object({
     /** Directory of the audit trail; created 0700, files 0600. */
@@ -153,6 +155,8 @@ export const ConfigSchema = Type.Object({
     headersTimeoutMs: Type.Integer({ default: 10000, minimum: 100, maximum: 120000 }),
     /** Idle keep-alive connections are closed after this, ms. Default 5000. */
     keepAliveTimeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 120000 }),
+    /** Byte ranges accepted in one Range header. Default 1 (players ask for one). */
+    maxRanges: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** A client that reads nothing of a recording for this long is cut off (its NAS request too), ms. Default 60000. */
     sendTimeoutMs: Type.Integer({ default: 60000, minimum: 100, maximum: 3600000 })
   }, { ...strict, default: {} })

@@ -13,5 +13,7 @@ export function checkFileRequest (segments: readonly string[], extensions: Reado
   const ext = extensionOf(last)
   if (ext === '') return { ok: false, reason: 'directory' }
   if (!extensions.has(ext)) return { ok: false, reason: 'file_type' }
+  // index.wav and friends: what a web server answers for a directory.
+  if (/^index\./i.test(last)) return { ok: false, reason: 'file_type' }
   return { ok: true, extension: ext }
 }

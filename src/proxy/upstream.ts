@@ -13,6 +13,8 @@ import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
 import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
+import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
+import { rangeStartsAtZero } from '../policy/range.js'
 
 /** Request headers that may reach the NAS (conditional and range requests). */
 const REQUEST_HEADERS = ['range', 'if-range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'] as const
@@ -115,7 +117,39 @@ function classify (error: NasguardError & { cause?: { code?: string } }): { err:
  * closed: closing the pool in an onClose hook would cut requests still in
  * flight on keep-alive connections (plugins close before the server does).
  */
-export async function registerUpstream (app: FastifyInstance, cfg: Config['upstream'], sendTimeoutMs: number, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
+export interface UpstreamOptions {
+  upstream: Config['upstream']
+  sendTimeoutMs: number
+  /** Check each recording's first bytes against its type before sending any. */
+  checkMagic: boolean
+}
+
+/** Reads at least n bytes (fewer if the stream ends first) and puts them back. */
+function peek (stream: Readable, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let len = 0
+    const done = (): void => {
+      stream.off('readable', onReadable)
+      stream.off('end', done)
+      stream.off('error', reject)
+      const head = Buffer.concat(chunks)
+      if (head.length > 0) stream.unshift(head)
+      resolve(head)
+    }
+    const onReadable = (): void => {
+      let c: Buffer | null
+      while (len < n && (c = stream.read() as Buffer | null) !== null) { chunks.push(c); len += c.length }
+      if (len >= n) done()
+    }
+    stream.on('readable', onReadable)
+    stream.once('end', done)
+    stream.once('error', reject)
+  })
+}
+
+export async function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
+  const { upstream: cfg, sendTimeoutMs } = opts
   const pool = createPool(cfg)
   const authorization = basicAuth(cfg)
 
@@ -124,6 +158,32 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
     clearUpstreamHeaders(reply)
     if (kind) hooks.onUpstreamError(request, kind)
     reply.send(err)
+  }
+
+  /** Streams a checked recording to the client, counting bytes and watching for a stalled reader. */
+  const sendRecording = (request: FastifyRequest, reply: FastifyReply, stream: Readable, extension: string): void => {
+    reply.header('content-type', contentTypeFor(extension))
+    // Count what passes without putting the NAS stream into flowing
+    // mode before Fastify pipes it. Destroying the counter (client
+    // abort) destroys the NAS stream, which cancels the upstream request.
+    const counted = new Transform({
+      transform (chunk: Buffer, _enc, cb) {
+        hooks.onBody(request, chunk.length)
+        cb(null, chunk)
+      }
+    })
+    // A NAS that fails mid-body (reset, body timeout): the response is
+    // cut, and the audit outcome must say whose fault it was. Errors we
+    // cause ourselves by tearing down after a client abort don't count.
+    stream.once('error', (err: NodeJS.ErrnoException) => {
+      const ours = err.name === 'AbortError' || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || err.code === 'UND_ERR_ABORTED'
+      if (!ours) hooks.onUpstreamError(request, 'body')
+    })
+    pipeline(stream, counted, () => {})
+    // A client that stops reading would hold a NAS connection for good
+    // (undici's body timeout sleeps under backpressure): cut it off.
+    reply.raw.setTimeout(sendTimeoutMs, () => { reply.raw.destroy() })
+    reply.send(counted)
   }
 
   // The plugin's types assume an http server; ours is https.
@@ -174,28 +234,24 @@ export async function registerUpstream (app: FastifyInstance, cfg: Config['upstr
             refuse(request, reply, stream, new Errors.UpstreamListing(), 'listing')
             return
           }
-          reply.header('content-type', contentTypeFor(hooks.target(request).extension))
-          // Count what passes without putting the NAS stream into flowing
-          // mode before Fastify pipes it. Destroying the counter (client
-          // abort) destroys the NAS stream, which cancels the upstream request.
-          const counted = new Transform({
-            transform (chunk: Buffer, _enc, cb) {
-              hooks.onBody(request, chunk.length)
-              cb(null, chunk)
-            }
-          })
-          // A NAS that fails mid-body (reset, body timeout): the response is
-          // cut, and the audit outcome must say whose fault it was. Errors we
-          // cause ourselves by tearing down after a client abort don't count.
-          stream.once('error', (err: NodeJS.ErrnoException) => {
-            const ours = err.name === 'AbortError' || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || err.code === 'UND_ERR_ABORTED'
-            if (!ours) hooks.onUpstreamError(request, 'body')
-          })
-          pipeline(stream, counted, () => {})
-          // A client that stops reading would hold a NAS connection for good
-          // (undici's body timeout sleeps under backpressure): cut it off.
-          reply.raw.setTimeout(sendTimeoutMs, () => { reply.raw.destroy() })
-          reply.send(counted)
+          const { extension } = hooks.target(request)
+          // The first bytes can only be judged when the answer starts at the
+          // file's first byte (a 200, or a range from 0); mid-file ranges of
+          // a file whose head passed are served as they are.
+          if (opts.checkMagic && request.method === 'GET' && (status === 200 || rangeStartsAtZero(request.headers.range as string | undefined))) {
+            peek(stream, MAGIC_BYTES).then((head) => {
+              if (reply.sent) { stream.destroy(); return }
+              if (!magicMatches(extension, head)) {
+                refuse(request, reply, stream, new Errors.UpstreamListing(), 'magic')
+                return
+              }
+              sendRecording(request, reply, stream, extension)
+            }, () => {
+              if (!reply.sent) refuse(request, reply, stream, new Errors.UpstreamError(), 'body')
+            })
+            return
+          }
+          sendRecording(request, reply, stream, extension)
           return
         }
         if (status === 304) {

@@ -106,7 +106,10 @@ export const DEFAULT_POLICY = [
 
 export interface GatewayOverrides {
   upstream?: Record<string, unknown>
+  /** Replaces auth.jwt (the name is kept for existing callers). */
   auth?: Record<string, unknown>
+  /** Other auth sections (revocation, grants), merged into auth next to jwt. */
+  authExtra?: Record<string, unknown>
   policy?: unknown[]
   files?: Record<string, unknown>
   audit?: Record<string, unknown>
@@ -122,7 +125,7 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
       listen: { host: '127.0.0.1', port: 0 },
       tls: { cert: certs.cert, key: certs.key, ...o.tls },
       upstream: { url: nas.url, timeoutMs: 2000, ...o.upstream },
-      auth: { jwt: o.auth ?? { secret: SECRET } },
+      auth: { ...o.authExtra, jwt: o.auth ?? { secret: SECRET } },
       policy: o.policy ?? DEFAULT_POLICY,
       files: o.files ?? {},
       audit: { dir: auditDir, ...o.audit },

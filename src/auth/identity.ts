@@ -115,7 +115,9 @@ export class Authenticator {
       secret: (_request: FastifyRequest, token: { header?: Record<string, unknown> }) => this.keyFor(token?.header ?? {}),
       verify: {
         algorithms: this.algorithms as never,
-        requiredClaims: ['exp'],
+        // A configured issuer or audience is required, not just checked when
+        // present: fast-jwt skips the comparison for an absent claim.
+        requiredClaims: ['exp', ...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
         allowedIss: jwt.issuer,
         allowedAud: jwt.audience,
         clockTolerance: jwt.clockToleranceSec * 1000,

@@ -223,6 +223,10 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
       },
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: { statusCode: number, headers: Record<string, string | string[] | undefined>, stream: Readable }) => {
         const { statusCode: status, headers, stream } = res
+        // Whatever happens to the NAS stream from here (destroyed by a
+        // refusal, aborted with the client) must not become an unhandled
+        // 'error' event; the cases that matter have listeners of their own.
+        stream.on('error', () => {})
         // reply-from may already have answered (a NAS status it could not
         // set goes to onError and then still arrives here).
         if (reply.sent) {

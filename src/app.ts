@@ -17,7 +17,9 @@ import { JwksCache } from './auth/keys.js'
 import { Denylist } from './auth/revocation.js'
 import { GrantSigner } from './auth/grants.js'
 import { readSecretFile } from './config/secrets.js'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
+import { hostname } from 'node:os'
+import { loadAuditKey } from './audit/key.js'
 import { Type, type Static } from '@sinclair/typebox'
 import { canonicalPath } from './policy/canonical-path.js'
 import { claimsUsed, compileRules, decide, type Grantee } from './policy/rules.js'
@@ -65,6 +67,21 @@ export interface GatewayOptions {
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
 
+/** Where the audit key lives unless configured: audit.key beside (not inside) the audit directory. */
+export function auditKeyFile (config: Readonly<Config>): string {
+  return config.audit.keyFile ?? join(dirname(config.audit.dir), `${basename(config.audit.dir)}.key`)
+}
+
+/**
+ * The client address for the audit record: request.ip (which is the
+ * X-Forwarded-For client only when the socket peer is a trusted proxy), and
+ * the peer itself when the two differ.
+ */
+function clientOf (request: FastifyRequest): { clientIp: string, peerIp?: string } {
+  const peer = request.socket?.remoteAddress
+  return peer && peer !== request.ip ? { clientIp: request.ip, peerIp: peer } : { clientIp: request.ip }
+}
+
 /** Where playback grants are minted (POST, with a token that may read the path). */
 export const GRANTS_PATH = '/_nasguard/grants'
 
@@ -94,6 +111,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     dir: config.audit.dir,
     durability: config.audit.durability,
     batchMs: config.audit.batchMs,
+    key: loadAuditKey(auditKeyFile(config), true),
+    instance: config.audit.instance ?? hostname(),
+    rotateBytes: config.audit.rotateBytes,
     onBatch: (n, ms) => {
       metrics.auditBatchSize.observe(n)
       metrics.auditWriteSeconds.observe(ms / 1000)
@@ -148,6 +168,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     ...(opts.logger ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.log.level) }),
     serverFactory,
     http2: true,
+    // X-Forwarded-For is believed only from the configured proxies.
+    trustProxy: config.listen.trustedProxies.length > 0 ? [...config.listen.trustedProxies] : false,
     // Request bodies (the grants endpoint) are validated, never repaired:
     // unknown keys and wrong types are refused, not stripped or coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
@@ -205,7 +227,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       const path = state?.path ?? request.url.split('?', 1)[0].slice(0, 2048)
       recordRefusal({
         requestId: request.id,
-        clientIp: request.ip,
+        ...clientOf(request),
         method: request.method,
         path,
         subject: state?.identity?.subject,
@@ -275,12 +297,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   }
 
   /** The completion record of a fetch whose access record is on disk. */
-  function recordCompletion (request: FastifyRequest, state: RequestState, status: number, outcome: 'complete' | 'aborted' | 'upstream-error', durationMs: number): void {
+  function recordCompletion (request: FastifyRequest, state: RequestState, status: number, outcome: 'complete' | 'client-aborted' | 'upstream-error', durationMs: number): void {
     const record: AuditRecord = {
       event: 'fetch',
       time: new Date().toISOString(),
       requestId: request.id,
-      clientIp: request.ip,
+      ...clientOf(request),
       method: request.method,
       path: state.path,
       range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
@@ -307,7 +329,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     state.closed = true
     const headersSent = reply.raw.headersSent
     const status = headersSent ? reply.statusCode : 0
-    const outcome = state.upstreamError ? 'upstream-error' : state.finished ? 'complete' : 'aborted'
+    const outcome = state.upstreamError ? 'upstream-error' : state.finished ? 'complete' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
     metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted' })
     metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
@@ -354,7 +376,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         event: 'access',
         time: new Date().toISOString(),
         requestId: request.id,
-        clientIp: request.ip,
+        ...clientOf(request),
         method: request.method,
         path: state.path,
         range: typeof h.range === 'string' ? h.range.slice(0, 256) : undefined,
@@ -373,7 +395,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (state.closed) {
       // The client left while the access record was being written: the
       // trail gets its completion, and the NAS is not asked.
-      recordCompletion(request, state, 0, 'aborted', elapsedMs(state.started))
+      recordCompletion(request, state, 0, 'client-aborted', elapsedMs(state.started))
       reply.hijack()
       return
     }
@@ -428,7 +450,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         event: 'grant',
         time: new Date().toISOString(),
         requestId: request.id,
-        clientIp: request.ip,
+        ...clientOf(request),
         method: 'GET',
         path: canonical.path,
         subject: identity.subject,

@@ -1,54 +1,99 @@
-// The audit trail: one JSON line per event in <dir>/audit.jsonl, the one
-// place recording paths are kept (0600, in a 0700 directory).
+// The audit trail: the one place recording paths are kept (files 0600 in a
+// 0700 directory). Records go to <dir>/audit.jsonl, sealed into a chain
+// (src/audit/chain.ts), and rotate by size and by UTC day into
+// audit-<first seq>.jsonl; the chain runs on across files and restarts.
 //
 // Appends that arrive while a write is in flight are grouped into the next
-// write, and in strict mode one fdatasync covers the whole group before any of
-// its callers is told the records are durable (group commit). A failed write
-// rejects every record of its group: callers decide whether that is fatal
-// (an access record: the request is refused) or only counted and logged (a
-// completion record). The writer keeps going, so it recovers on its own when
-// the disk does.
+// write, and in strict mode one fdatasync covers the whole group before any
+// of its callers is told the records are durable (group commit). A failed
+// write rejects every record of its group and is rolled back (sequence and
+// file length), so the chain never holds a record nobody was told about.
+// The writer keeps going, so it recovers by itself when the disk does.
 import { promises as fsp, constants as fsc } from 'node:fs'
 import { join } from 'node:path'
+import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 
-export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant'
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery'
 
 export interface AuditRecord {
   event: AuditEvent
   time: string
-  requestId: string
-  clientIp: string
+  requestId?: string
+  clientIp?: string
+  /** The socket peer, when clientIp came from X-Forwarded-For of a trusted proxy. */
+  peerIp?: string
   method?: string
   path?: string
   range?: string
   subject?: string
-  /** How the subject was authenticated: a bearer token or a client certificate. */
+  /** How the subject was authenticated: a bearer token, a client certificate, a playback grant. */
   auth?: 'jwt' | 'mtls' | 'grant'
-  /** event grant: when the grant lapses (the grant value itself is kept nowhere). */
-  grantExpiresAt?: string
   jti?: string
   rule?: string
   status?: number
   bytes?: number
   durationMs?: number
-  outcome?: 'complete' | 'aborted' | 'upstream-error'
+  outcome?: 'complete' | 'client-aborted' | 'upstream-error'
   reason?: string
   userAgent?: string
+  /** event grant: when the grant lapses (the grant value itself is kept nowhere). */
+  grantExpiresAt?: string
+  /** event recovery: bytes of a torn last line dropped at start (never acknowledged to anyone). */
+  droppedBytes?: number
 }
 
 export interface AuditWriterOptions {
   dir: string
   durability: 'strict' | 'batched'
   batchMs: number
+  /** HMAC key of the chain. */
+  key: Buffer
+  /** Names this writer in every record (one chain per directory). */
+  instance: string
+  /** Rotate when the active file would pass this size. */
+  rotateBytes: number
   /** Called once per written group; used for metrics. */
   onBatch?: (records: number, ms: number) => void
   /** batched mode: a deferred fsync failed (records already acknowledged may be lost). */
   onSyncError?: (err: Error) => void
+  /** Tests: runs before each fsync (to stall it). */
+  beforeSync?: () => Promise<void>
 }
 
-interface Pending { line: string, resolve: () => void, reject: (err: Error) => void }
+interface Pending { record: AuditRecord, resolve: () => void, reject: (err: Error) => void }
 
 export const AUDIT_FILE = 'audit.jsonl'
+export const HEAD_FILE = 'audit.head'
+export const ARCHIVE = /^audit-(\d{12})\.jsonl$/
+
+export function archiveName (firstSeq: number): string {
+  return `audit-${String(firstSeq).padStart(12, '0')}.jsonl`
+}
+
+const TAIL_READ = 256 * 1024
+
+/** The last complete line of a file and what follows it (a torn line), read from its end. */
+async function tailOf (h: fsp.FileHandle): Promise<{ size: number, last: string | null, tornBytes: number }> {
+  const { size } = await h.stat()
+  if (size === 0) return { size, last: null, tornBytes: 0 }
+  const len = Math.min(size, TAIL_READ)
+  const buf = Buffer.alloc(len)
+  await h.read(buf, 0, len, size - len)
+  const text = buf.toString('utf8')
+  const lastNl = text.lastIndexOf('\n')
+  const tornBytes = lastNl === -1 ? Buffer.byteLength(text) : Buffer.byteLength(text.slice(lastNl + 1))
+  if (lastNl === -1) return { size, last: null, tornBytes }
+  const before = text.lastIndexOf('\n', lastNl - 1)
+  return { size, last: text.slice(before + 1, lastNl), tornBytes }
+}
+
+async function firstLineOf (h: fsp.FileHandle): Promise<string | null> {
+  const buf = Buffer.alloc(64 * 1024)
+  const { bytesRead } = await h.read(buf, 0, buf.length, 0)
+  const text = buf.subarray(0, bytesRead).toString('utf8')
+  const nl = text.indexOf('\n')
+  return nl === -1 ? null : text.slice(0, nl)
+}
 
 export class AuditWriter {
   private readonly opts: AuditWriterOptions
@@ -56,9 +101,18 @@ export class AuditWriter {
   private queue: Pending[] = []
   private writing = false
   private closed = false
-  private tornTail = false
   private syncTimer: NodeJS.Timeout | null = null
+  private headTimer: NodeJS.Timeout | null = null
+  // Chain state: the last record on disk.
+  private seq = 0
+  private prev = GENESIS
+  private activeBytes = 0
+  private activeFirstSeq = 0
+  private activeDay = ''
   readonly file: string
+  startupError: NodeJS.ErrnoException | null = null
+  /** Records dropped from a torn tail at start (see the recovery record). */
+  recoveredBytes = 0
 
   private constructor (opts: AuditWriterOptions) {
     this.opts = opts
@@ -82,19 +136,20 @@ export class AuditWriter {
     return w
   }
 
-  startupError: NodeJS.ErrnoException | null = null
+  get lastSeq (): number {
+    return this.seq
+  }
 
   private async openFile (): Promise<fsp.FileHandle> {
     if (this.handle) return this.handle
     // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
     // trail (or have its target's mode changed by the chmod below).
-    const h = await fsp.open(this.file, fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
+    const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
     try {
       if (!(await h.stat()).isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
       await h.chmod(0o600)
-      // Make the new directory entry itself durable.
-      const d = await fsp.open(this.opts.dir, 'r')
-      try { await d.sync() } finally { await d.close() }
+      await this.resume(h)
+      await this.syncDir()
     } catch (err) {
       await h.close()
       throw err
@@ -103,13 +158,74 @@ export class AuditWriter {
     return h
   }
 
+  private async syncDir (): Promise<void> {
+    const d = await fsp.open(this.opts.dir, 'r')
+    try { await d.sync() } finally { await d.close() }
+  }
+
+  /** Picks the chain up where it stopped: in this file, or in the newest archive. */
+  private async resume (h: fsp.FileHandle): Promise<void> {
+    const tail = await tailOf(h)
+    let last = tail.last
+    if (tail.tornBytes > 0) {
+      // A line cut by a crash was never acknowledged to anyone: drop it,
+      // and say so in the trail.
+      await h.truncate(tail.size - tail.tornBytes)
+      await h.sync()
+      this.recoveredBytes = tail.tornBytes
+    }
+    this.activeBytes = tail.size - tail.tornBytes
+    if (last === null && this.activeBytes === 0) {
+      const archives = (await fsp.readdir(this.opts.dir)).filter((f) => ARCHIVE.test(f)).sort()
+      const newest = archives[archives.length - 1]
+      if (newest) {
+        const a = await fsp.open(join(this.opts.dir, newest), 'r')
+        try { last = (await tailOf(a)).last } finally { await a.close() }
+      }
+    }
+    if (last !== null) {
+      const opened = openLine(last, this.opts.key)
+      if (!opened.ok) throw Object.assign(new Error(`the last audit record cannot be read (${opened.reason}): run nasguard audit verify`), { code: 'EAUDITCHAIN' })
+      this.seq = opened.value.record.seq
+      this.prev = opened.value.hash
+    }
+    if (this.activeBytes > 0) {
+      const first = await firstLineOf(h)
+      const opened = first ? openLine(first, this.opts.key) : null
+      if (opened?.ok) {
+        this.activeFirstSeq = opened.value.record.seq
+        this.activeDay = String(opened.value.record.time ?? '').slice(0, 10)
+      }
+    }
+    if (this.recoveredBytes > 0) {
+      this.queue.unshift({ record: { event: 'recovery', time: new Date().toISOString(), droppedBytes: this.recoveredBytes }, resolve: () => {}, reject: () => {} })
+      setImmediate(() => { void this.drain() })
+    }
+  }
+
   /** Resolves when the record is durable (strict) or written to the OS (batched). */
   append (record: AuditRecord): Promise<void> {
     if (this.closed) return Promise.reject(new Error('audit writer is closed'))
     return new Promise((resolve, reject) => {
-      this.queue.push({ line: JSON.stringify(record) + '\n', resolve, reject })
+      this.queue.push({ record, resolve, reject })
       if (!this.writing) setImmediate(() => { void this.drain() })
     })
+  }
+
+  private async rotateIfDue (incoming: number): Promise<void> {
+    const today = new Date().toISOString().slice(0, 10)
+    const bySize = this.activeBytes > 0 && this.activeBytes + incoming > this.opts.rotateBytes
+    const byDay = this.activeBytes > 0 && this.activeDay !== '' && this.activeDay !== today
+    if (!bySize && !byDay) return
+    const h = this.handle
+    this.handle = null
+    if (h) { await h.sync(); await h.close() }
+    await fsp.rename(this.file, join(this.opts.dir, archiveName(this.activeFirstSeq)))
+    this.activeBytes = 0
+    this.activeFirstSeq = 0
+    this.activeDay = ''
+    await this.openFile()
+    await this.writeHead()
   }
 
   private async drain (): Promise<void> {
@@ -118,10 +234,23 @@ export class AuditWriter {
     const group = this.queue
     this.queue = []
     const started = process.hrtime.bigint()
+    const before = { seq: this.seq, prev: this.prev, bytes: this.activeBytes, first: this.activeFirstSeq, day: this.activeDay }
     try {
-      const h = await this.openFile()
-      const text = (this.tornTail ? '\n' : '') + group.map((p) => p.line).join('')
-      const buf = Buffer.from(text, 'utf8')
+      let h = await this.openFile()
+      const lines: string[] = []
+      for (const p of group) {
+        const line = seal({ ...p.record, instance: this.opts.instance }, this.seq + 1, this.prev, this.opts.key)
+        lines.push(line)
+        this.seq++
+        this.prev = lineHash(line)
+      }
+      const buf = Buffer.from(lines.join('\n') + '\n', 'utf8')
+      await this.rotateIfDue(buf.length)
+      h = await this.openFile()
+      if (this.activeBytes === 0) {
+        this.activeFirstSeq = before.seq + 1
+        this.activeDay = group[0].record.time.slice(0, 10)
+      }
       let off = 0
       try {
         while (off < buf.length) {
@@ -129,20 +258,27 @@ export class AuditWriter {
           off += bytesWritten
         }
       } catch (err) {
-        // A partial line may be on disk: start the next group on a new line.
-        if (off > 0) this.tornTail = true
+        // Take back a partial line so the next group starts clean.
+        if (off > 0) await h.truncate(before.bytes).catch(() => {})
         throw err
       }
-      this.tornTail = false
+      this.activeBytes += buf.length
       if (this.opts.durability === 'strict') {
+        await this.opts.beforeSync?.()
         await h.datasync()
         for (const p of group) p.resolve()
       } else {
         for (const p of group) p.resolve()
         this.scheduleSync()
       }
+      this.scheduleHead()
       this.opts.onBatch?.(group.length, Number(process.hrtime.bigint() - started) / 1e6)
     } catch (err) {
+      this.seq = before.seq
+      this.prev = before.prev
+      this.activeBytes = before.bytes
+      this.activeFirstSeq = before.first
+      this.activeDay = before.day
       // Drop the handle so the next group reopens the file (it may have been
       // removed, or the disk remounted).
       const h = this.handle
@@ -172,7 +308,28 @@ export class AuditWriter {
     this.syncTimer.unref()
   }
 
-  /** Waits for queued records, syncs, and closes the file. */
+  private scheduleHead (): void {
+    if (this.headTimer) return
+    this.headTimer = setTimeout(() => {
+      this.headTimer = null
+      void this.writeHead().catch(() => {})
+    }, 1000)
+    this.headTimer.unref()
+  }
+
+  /**
+   * audit.head: the newest sequence number and hash, sealed with the key, so
+   * that `audit verify` notices records deleted from the end of the trail.
+   */
+  private async writeHead (): Promise<void> {
+    if (this.seq === 0) return
+    const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.prev }, this.seq, this.prev, this.opts.key)
+    const tmp = join(this.opts.dir, `${HEAD_FILE}.tmp`)
+    await fsp.writeFile(tmp, line + '\n', { mode: 0o600 })
+    await fsp.rename(tmp, join(this.opts.dir, HEAD_FILE))
+  }
+
+  /** Waits for queued records, syncs, records the head, and closes the file. */
   async close (): Promise<void> {
     while (this.writing || this.queue.length > 0) {
       await new Promise((resolve) => setImmediate(resolve))
@@ -180,11 +337,13 @@ export class AuditWriter {
     }
     this.closed = true
     if (this.syncTimer) clearTimeout(this.syncTimer)
+    if (this.headTimer) clearTimeout(this.headTimer)
     const h = this.handle
     this.handle = null
     if (h) {
       await h.datasync().catch(() => {})
       await h.close()
+      await this.writeHead().catch(() => {})
     }
   }
 }

@@ -141,6 +141,7 @@ const FILE_KEYS: Array<[string, (c: Config) => string | undefined, (c: Config, v
   ['auth.jwt.privateKeyFile', (c) => c.auth.jwt.privateKeyFile, (c, v) => { c.auth.jwt.privateKeyFile = v }],
   ['auth.grants.secretFile', (c) => c.auth.grants.secretFile, (c, v) => { c.auth.grants.secretFile = v }],
   ['auth.revocation.file', (c) => c.auth.revocation.file, (c, v) => { c.auth.revocation.file = v }],
+  ['audit.keyFile', (c) => c.audit.keyFile, (c, v) => { c.audit.keyFile = v }],
   ['audit.dir', (c) => c.audit.dir, (c, v) => { c.audit.dir = v }]
 ]
 
@@ -151,7 +152,7 @@ function keyListFiles (c: Config): typeof FILE_KEYS {
 }
 
 /** Paths that are written, not read, at start (they may not exist yet). */
-const WRITTEN_FILES = new Set(['audit.dir', 'auth.revocation.file'])
+const WRITTEN_FILES = new Set(['audit.dir', 'auth.revocation.file', 'audit.keyFile'])
 
 const MIN_HMAC_BYTES: Record<string, number> = { HS256: 32, HS384: 48, HS512: 64 }
 

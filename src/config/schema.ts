@@ -28,7 +28,9 @@ export const ConfigSchema = Type.Object({
     /** Address of the public TLS listener. Default 0.0.0.0. */
     host: Type.String({ default: '0.0.0.0', minLength: 1 }),
     /** Default 8443. */
-    port: Type.Integer({ default: 8443, minimum: 0, maximum: 65535 })
+    port: Type.Integer({ default: 8443, minimum: 0, maximum: 65535 }),
+    /** Proxies (IPs or CIDRs) whose X-Forwarded-For names the client. Default none: the socket peer is the client. */
+    trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] })
   }, { ...strict, default: {} }),
   tls: Type.Object({
     /** PEM certificate, optionally followed by its intermediates. */
@@ -135,7 +137,13 @@ export const ConfigSchema = Type.Object({
     /** strict: fsync before the response starts (default). batched: fsync at most every batchMs (a crash can lose that window). */
     durability: Type.Union([Type.Literal('strict'), Type.Literal('batched')], { default: 'strict' }),
     /** With durability: batched, the longest a record waits for fsync. Default 100. */
-    batchMs: Type.Integer({ default: 100, minimum: 1, maximum: 10000 })
+    batchMs: Type.Integer({ default: 100, minimum: 1, maximum: 10000 }),
+    /** HMAC key of the chain (made on first start if missing). Default: audit.key beside the audit directory. Keep it out of reach of whoever can write the trail. */
+    keyFile: Type.Optional(Type.String({ minLength: 1 })),
+    /** Names this gateway in every record. Default: the host name. */
+    instance: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._-]+$' })),
+    /** Rotate audit.jsonl past this size, bytes (and at each UTC day). Default 64 MiB. */
+    rotateBytes: Type.Integer({ default: 64 * 1024 * 1024, minimum: 4096 })
   }, strict),
   admin: Type.Object({
     /** Serve /metrics and /healthz. Default true. */

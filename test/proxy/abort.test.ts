@@ -53,7 +53,7 @@ t.test('client abort cancels the upstream request; audit says aborted', async (t
 
   const fetch = await waitFor('the fetch audit record', () =>
     gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === client.requestId))
-  t.equal(fetch.outcome, 'aborted')
+  t.equal(fetch.outcome, 'client-aborted')
   t.equal(fetch.status, 200)
   t.type(fetch.bytes, 'number')
 

@@ -1,0 +1,50 @@
+// The audit trail's tamper evidence. Every line is one JSON record that
+// carries a sequence number, the SHA-256 of the previous line, and an
+// HMAC-SHA256 over its own content under the audit key (kept apart from the
+// JWT keys). Editing a record breaks its MAC; deleting, inserting or
+// reordering records breaks the sequence and the hash chain; without the
+// key none of it can be repaired. Pure functions.
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+
+export const GENESIS = '0'.repeat(64)
+
+export function lineHash (line: string): string {
+  return createHash('sha256').update(line).digest('hex')
+}
+
+function mac (key: Buffer, body: string): string {
+  return createHmac('sha256', key).update(body).digest('hex')
+}
+
+/**
+ * The line for a record: `{...record, seq, prev, mac}` without the newline.
+ * The MAC covers the JSON text up to (not including) the mac field.
+ */
+export function seal (record: object, seq: number, prev: string, key: Buffer): string {
+  const body = JSON.stringify({ ...record, seq, prev })
+  return `${body.slice(0, -1)},"mac":"${mac(key, body)}"}`
+}
+
+export interface OpenedLine {
+  record: Record<string, unknown> & { seq: number, prev: string }
+  hash: string
+}
+
+const MAC_SUFFIX = /,"mac":"([0-9a-f]{64})"\}$/
+
+/** A line's record if its MAC holds; why not otherwise. */
+export function open (line: string, key: Buffer): { ok: true, value: OpenedLine } | { ok: false, reason: 'unparsable' | 'bad-mac' } {
+  const m = MAC_SUFFIX.exec(line)
+  if (!m) return { ok: false, reason: 'unparsable' }
+  const body = line.slice(0, m.index) + '}'
+  let record: OpenedLine['record']
+  try {
+    record = JSON.parse(body) as OpenedLine['record']
+  } catch {
+    return { ok: false, reason: 'unparsable' }
+  }
+  if (typeof record.seq !== 'number' || typeof record.prev !== 'string') return { ok: false, reason: 'unparsable' }
+  const expected = Buffer.from(mac(key, body), 'hex')
+  if (!timingSafeEqual(expected, Buffer.from(m[1], 'hex'))) return { ok: false, reason: 'bad-mac' }
+  return { ok: true, value: { record, hash: lineHash(line) } }
+}

@@ -7,7 +7,7 @@
 // file-type guard -> durable access record. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
-import type { Socket } from 'node:net'
+import { connect as connectTcp, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
@@ -480,7 +480,26 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   })
 
-  const admin = config.admin.enabled ? buildAdmin(metrics, app.log) : null
+  metrics.setAuditAvailability(() => audit.healthy)
+
+  /** /readyz: the NAS answers a TCP connection, the audit trail is writable, the certificate is valid. */
+  const nasUrl = new URL(config.upstream.url)
+  const readiness = async (): Promise<{ ready: boolean, checks: Record<string, string> }> => {
+    const nas = await new Promise<string>((resolve) => {
+      const s = connectTcp({ host: nasUrl.hostname.replace(/^\[|\]$/g, ''), port: Number(nasUrl.port || (nasUrl.protocol === 'https:' ? 443 : 80)), timeout: 2000 })
+      s.once('connect', () => { s.destroy(); resolve('ok') })
+      s.once('timeout', () => { s.destroy(); resolve('timeout') })
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
+    })
+    const expiry = tls?.expiresAt ?? 0
+    const checks = {
+      nas,
+      audit: audit.healthy ? 'ok' : `failing${audit.startupError ? ` (${audit.startupError.code ?? 'error'})` : ''}`,
+      certificate: expiry * 1000 > Date.now() ? 'ok' : 'expired'
+    }
+    return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+  }
+  const admin = config.admin.enabled ? buildAdmin(metrics, app.log, readiness) : null
 
   // Stop accepting, let requests in flight finish, then release the NAS
   // pool and flush the audit trail. Safe to call more than once.
@@ -498,12 +517,17 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   return { app, admin, metrics, audit, close, reloadCertificate: () => tls?.reload() ?? false }
 }
 
-function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger): FastifyInstance {
+function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger, readiness: () => Promise<{ ready: boolean, checks: Record<string, string> }>): FastifyInstance {
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) })
   admin.get('/metrics', async (_request, reply) => {
     reply.type(metrics.registry.contentType)
     return metrics.registry.metrics()
   })
   admin.get('/healthz', async () => ({ status: 'ok' }))
+  admin.get('/readyz', async (_request, reply) => {
+    const r = await readiness()
+    reply.code(r.ready ? 200 : 503)
+    return { status: r.ready ? 'ready' : 'not ready', checks: r.checks }
+  })
   return admin
 }

@@ -5,7 +5,10 @@ import { ConfigError, loadConfig } from './config/load.js'
 import { closeOnSignals, runDemo, startGateway } from './server.js'
 import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
 import { addRevocation, type RevocationEntry } from './auth/revocation.js'
-import { join } from 'node:path'
+import { basename, dirname, join, resolve as resolvePath } from 'node:path'
+import { auditSearch, auditSummary, auditVerify } from './audit/commands.js'
+import { loadAuditKey } from './audit/key.js'
+import { auditKeyFile } from './app.js'
 import { CertCommandError, certClient, certInit, certRevoke, showCertificate } from './tls/cert-commands.js'
 import { readFileSync } from 'node:fs'
 
@@ -17,6 +20,12 @@ const USAGE = `usage:
                                       print a signed token (with a jti)
   nasguard token revoke --config FILE --jti J | --sub S [--issued-before T]
                                       add to the denylist; running gateways apply it within a second
+  nasguard audit verify [--config FILE | --dir D [--key-file K]]
+                                      check the audit chain: exit 1 on the first edit, deletion,
+                                      insertion, reordering or missing file
+  nasguard audit search [--config FILE | --dir D] [--sub S] [--path-prefix P] [--since T] [--until T] [--event E] [--json]
+  nasguard audit summary [--config FILE | --dir D] [--since T] [--until T] [--json]
+                                      per subject: files, fetches, bytes, first and last access
   nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--crl-url URL] [--force]
                                       a local CA and a server certificate for those names/IPs
   nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--crl-url URL] [--force]
@@ -88,6 +97,33 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(token + '\n')
     process.stderr.write(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
     return 0
+  }
+  if (cmd === 'audit' && (sub === 'verify' || sub === 'search' || sub === 'summary')) {
+    const v = args(rest, {
+      config: { type: 'string', short: 'c' }, dir: { type: 'string' }, 'key-file': { type: 'string' },
+      sub: { type: 'string' }, 'path-prefix': { type: 'string' }, since: { type: 'string' }, until: { type: 'string' }, event: { type: 'string' }, json: { type: 'boolean', default: false }
+    })
+    let dir = v.dir as string | undefined
+    let keyFile = v['key-file'] as string | undefined
+    if (v.config) {
+      const c = loadConfig({ file: v.config as string, env: process.env })
+      dir ??= c.audit.dir
+      keyFile ??= auditKeyFile(c)
+    }
+    if (!dir) throw new UsageError(`audit ${sub} needs --config or --dir`)
+    keyFile ??= join(dirname(resolvePath(dir)), `${basename(resolvePath(dir))}.key`)
+    const loc = { dir, key: loadAuditKey(keyFile, false) }
+    const out = (s: string): void => { process.stdout.write(s) }
+    const err = (s: string): void => { process.stderr.write(s) }
+    if (sub === 'verify') return auditVerify(loc, out)
+    const f = {
+      sub: v.sub as string | undefined,
+      pathPrefix: v['path-prefix'] as string | undefined,
+      since: v.since ? parseTime(v.since as string) * 1000 : undefined,
+      until: v.until ? parseTime(v.until as string) * 1000 : undefined,
+      event: v.event as string | undefined
+    }
+    return sub === 'search' ? auditSearch(loc, f, v.json as boolean, out, err) : auditSummary(loc, f, v.json as boolean, out, err)
   }
   if (cmd === 'cert') {
     if (sub === 'init') {

@@ -111,6 +111,8 @@ export class AuditWriter {
   private activeDay = ''
   readonly file: string
   startupError: NodeJS.ErrnoException | null = null
+  /** The last write (or the start) succeeded; false from a failure until the next success. */
+  healthy = true
   /** Records dropped from a torn tail at start (see the recovery record). */
   recoveredBytes = 0
 
@@ -132,6 +134,7 @@ export class AuditWriter {
       await w.openFile()
     } catch (err) {
       w.startupError = err as NodeJS.ErrnoException
+      w.healthy = false
     }
     return w
   }
@@ -271,9 +274,11 @@ export class AuditWriter {
         for (const p of group) p.resolve()
         this.scheduleSync()
       }
+      this.healthy = true
       this.scheduleHead()
       this.opts.onBatch?.(group.length, Number(process.hrtime.bigint() - started) / 1e6)
     } catch (err) {
+      this.healthy = false
       this.seq = before.seq
       this.prev = before.prev
       this.activeBytes = before.bytes

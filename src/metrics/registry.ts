@@ -35,7 +35,14 @@ export class GatewayMetrics {
   readonly auditRecords: Counter<'event'>
   readonly auditFailures: Counter<'event'>
   readonly auditBatchSize: Histogram
+  readonly auditAvailable: Gauge
+  private auditHealthy: () => boolean = () => true
   readonly auditWriteSeconds: Histogram
+
+  /** Where nasguard_audit_available reads its value at scrape time. */
+  setAuditAvailability (fn: () => boolean): void {
+    this.auditHealthy = fn
+  }
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry = new Registry()]
@@ -109,6 +116,13 @@ export class GatewayMetrics {
       help: 'Audit records that could not be written, by event.',
       labelNames: ['event'],
       registers
+    })
+    const self = this
+    this.auditAvailable = new Gauge({
+      name: 'nasguard_audit_available',
+      help: '1 when the last audit write succeeded; 0 while recording requests are refused with 503.',
+      registers,
+      collect () { this.set(self.auditHealthy() ? 1 : 0) }
     })
     this.auditBatchSize = new Histogram({
       name: 'nasguard_audit_batch_records',

@@ -56,6 +56,8 @@ export interface TlsServerHooks {
 
 export interface TlsServer {
   server: Http2SecureServer
+  /** notAfter of the certificate in use (seconds). */
+  readonly expiresAt: number
   /** Re-reads tls.cert and tls.key; keeps the current pair if the new one is broken. */
   reload: () => boolean
   /** Sends GOAWAY to every HTTP/2 session so close() can finish; streams in flight complete. */
@@ -77,6 +79,7 @@ export function handshakeFailureReason (err: NodeJS.ErrnoException): string {
 export function createTlsServer (config: Readonly<Config>, handler: (req: Http2ServerRequest, res: Http2ServerResponse) => void, hooks: TlsServerHooks): TlsServer {
   const t = config.tls
   const initial = loadCertificate(t.cert, t.key)
+  let expiresAt = initial.expiresAt
   hooks.onCertificate(initial)
   // Client CA and CRL are read again on every reload, so a new revocation
   // list (nasguard cert revoke) takes effect without a restart.
@@ -134,6 +137,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
       hooks.onReloadFailure(err as Error)
       return false
     }
+    expiresAt = next.expiresAt
     hooks.onCertificate(next)
     return true
   }
@@ -163,6 +167,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
 
   return {
     server,
+    get expiresAt () { return expiresAt },
     reload,
     closeSessions: () => { for (const s of sessions) s.close() },
     stopWatching: () => {

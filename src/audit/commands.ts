@@ -1,0 +1,89 @@
+// `nasguard audit verify | search | summary`: for investigators. Every
+// command walks the whole chain and verifies it; search and summary say so
+// when what they read was not intact.
+import { walkTrail, type VerifyReport } from './verify.js'
+
+export interface TrailLocation { dir: string, key: Buffer }
+
+function problemsText (r: VerifyReport): string {
+  const lines: string[] = []
+  if (r.problems.length > 0) {
+    lines.push(`TAMPERING: ${r.problems.length} problem(s); the first: ${r.problems[0].message}`)
+    for (const p of r.problems.slice(1, 20)) lines.push(`  also: ${p.message}`)
+    if (r.problems.length > 20) lines.push(`  … and ${r.problems.length - 20} more`)
+  }
+  if (r.truncatedTail) lines.push(`note: ${r.truncatedTail.file} ends in a truncated record (${r.truncatedTail.bytes} bytes): a crash while writing, not tampering; it was never acknowledged`)
+  return lines.join('\n')
+}
+
+export async function auditVerify (loc: TrailLocation, out: (s: string) => void): Promise<number> {
+  const r = await walkTrail(loc.dir, loc.key)
+  if (r.files.length === 0) { out(`no audit files in ${loc.dir}\n`); return 1 }
+  out(`${r.records} records in ${r.files.length} file(s), seq 1..${r.lastSeq}, ${loc.dir}\n`)
+  const text = problemsText(r)
+  if (text) out(text + '\n')
+  if (r.problems.length === 0) out('chain intact\n')
+  return r.problems.length > 0 ? 1 : 0
+}
+
+export interface SearchFilter { sub?: string, pathPrefix?: string, since?: number, until?: number, event?: string }
+
+function matches (r: Record<string, unknown>, f: SearchFilter): boolean {
+  if (f.event && r.event !== f.event) return false
+  if (f.sub !== undefined && r.subject !== f.sub) return false
+  if (f.pathPrefix !== undefined && !(typeof r.path === 'string' && r.path.startsWith(f.pathPrefix))) return false
+  if (f.since !== undefined || f.until !== undefined) {
+    const t = Date.parse(String(r.time))
+    if (f.since !== undefined && t < f.since) return false
+    if (f.until !== undefined && t > f.until) return false
+  }
+  return true
+}
+
+export async function auditSearch (loc: TrailLocation, f: SearchFilter, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  let n = 0
+  const r = await walkTrail(loc.dir, loc.key, (rec) => {
+    if (rec.event === 'recovery' || !matches(rec, f)) return
+    n++
+    if (json) {
+      const { mac: _m, prev: _p, ...rest } = rec as Record<string, unknown>
+      out(JSON.stringify(rest) + '\n')
+    } else {
+      out([rec.time, rec.event, rec.subject ?? '-', rec.status ?? '-', rec.outcome ?? rec.reason ?? '-', rec.bytes ?? '-', rec.path ?? '-'].join('\t') + '\n')
+    }
+  })
+  err(`${n} match(es) in ${r.records} verified records\n`)
+  const text = problemsText(r)
+  if (text) err(text + '\n')
+  return r.problems.length > 0 ? 1 : 0
+}
+
+interface SubjectSummary { files: Set<string>, fetches: number, bytes: number, first: string, last: string, refusals: number }
+
+export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const by = new Map<string, SubjectSummary>()
+  const r = await walkTrail(loc.dir, loc.key, (rec) => {
+    if (typeof rec.subject !== 'string' || !matches(rec, { ...f, event: undefined })) return
+    let s = by.get(rec.subject)
+    if (!s) { s = { files: new Set(), fetches: 0, bytes: 0, first: String(rec.time), last: String(rec.time), refusals: 0 }; by.set(rec.subject, s) }
+    if (rec.event === 'fetch') {
+      s.fetches++
+      s.bytes += typeof rec.bytes === 'number' ? rec.bytes : 0
+      if (typeof rec.path === 'string' && typeof rec.bytes === 'number' && rec.bytes > 0) s.files.add(rec.path)
+    }
+    if (rec.event === 'refusal') s.refusals++
+    if (String(rec.time) < s.first) s.first = String(rec.time)
+    if (String(rec.time) > s.last) s.last = String(rec.time)
+  })
+  const rows = [...by].sort((a, b) => b[1].bytes - a[1].bytes)
+  if (json) {
+    for (const [subject, s] of rows) out(JSON.stringify({ subject, files: s.files.size, fetches: s.fetches, bytes: s.bytes, refusals: s.refusals, first: s.first, last: s.last }) + '\n')
+  } else {
+    out(['subject', 'files', 'fetches', 'bytes', 'refusals', 'first', 'last'].join('\t') + '\n')
+    for (const [subject, s] of rows) out([subject, s.files.size, s.fetches, s.bytes, s.refusals, s.first, s.last].join('\t') + '\n')
+  }
+  err(`${rows.length} subject(s) in ${r.records} verified records\n`)
+  const text = problemsText(r)
+  if (text) err(text + '\n')
+  return r.problems.length > 0 ? 1 : 0
+}

@@ -43,6 +43,8 @@ interface RequestState {
   finished: boolean
   /** The response is over (sent, or the client went away). */
   closed: boolean
+  /** The rule whose scopes the request lacked (policy denials by rule). */
+  deniedBy?: string
   upstreamError?: string
 }
 
@@ -139,7 +141,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     tls = createTlsServer(config, handler as never, {
       onPlaintext: (socket) => {
         metrics.plaintextOnTls.inc()
-        metrics.refusals.inc({ reason: Errors.PlaintextOnTlsPort.spec.reason })
+        metrics.refuse(Errors.PlaintextOnTlsPort.spec.reason)
         log.warn({ remoteAddress: socket.remoteAddress }, 'plain HTTP sent to the TLS port: answered 400 and closed')
         recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: Errors.PlaintextOnTlsPort.spec.code })
       },
@@ -189,7 +191,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       }
       socket.destroy()
       if (err.code === 'ECONNRESET' || err.code === 'HPE_HEADER_OVERFLOW' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return
-      metrics.refusals.inc({ reason: Errors.BadRequest.spec.reason })
+      metrics.refuse(Errors.BadRequest.spec.reason)
       log.info({ code: err.code, remoteAddress: socket.remoteAddress }, 'unparsable request refused')
       recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: `${Errors.BadRequest.spec.code}:${err.code ?? 'parse'}` })
     },
@@ -220,7 +222,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const spec = specFor(err.code)
     const state = request.ng as RequestState | null
     if (!state?.fetch || err.code === Errors.UpstreamListing.spec.code) {
-      metrics.refusals.inc({ reason: spec?.reason ?? 'other' })
+      metrics.refuse(spec?.reason ?? 'other')
+      if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
     }
     if (!state?.fetch) {
       // The raw path without its query: a query may carry a grant, which is kept nowhere.
@@ -282,6 +285,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.addHook('onSend', (request, reply, payload, done) => {
     setResponseHeaders(request, reply)
+    const state = request.ng as RequestState | null
+    if (state) metrics.timeToFirstByte.observe({ status_class: statusClass(reply.statusCode) }, elapsedMs(state.started) / 1000)
     done(null, payload)
   })
 
@@ -331,7 +336,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const status = headersSent ? reply.statusCode : 0
     const outcome = state.upstreamError ? 'upstream-error' : state.finished ? 'complete' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
-    metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted' })
+    metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted', rule: state.rule ?? 'none' })
     metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
     if (state.fetch) {
       metrics.activeStreams.dec()
@@ -364,7 +369,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     state.path = canonical.path
 
     state.identity = await authenticator.authenticate(request, canonical.path)
-    const { rule, extension } = authorize(request.method, canonical.segments, state.identity.grantee)
+    const { rule, extension } = authorize(request.method, canonical.segments, state.identity.grantee, state)
     state.rule = rule
     state.extension = extension
     const range = checkRange(h.range, config.limits.maxRanges)
@@ -404,9 +409,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
 
   /** Policy, then the listing and file-type guard: the rule that allows this, and the file's type. */
-  function authorize (method: string, segments: string[], grantee: Grantee): { rule: string, extension: string } {
+  function authorize (method: string, segments: string[], grantee: Grantee, state?: RequestState): { rule: string, extension: string } {
     const decision = decide(rules, method, segments, grantee)
     if (!decision.allow) {
+      if (state && decision.reason === 'insufficient_scope') state.deniedBy = decision.rule
       if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
       if (decision.reason === 'no_rule') throw new Errors.NoRule()
       const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }
@@ -428,7 +434,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')
     const canonical = canonicalPath(request.body.path, config.limits.maxPathLength)
     if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
-    const { rule } = authorize('GET', canonical.segments, identity.grantee)
+    const { rule } = authorize('GET', canonical.segments, identity.grantee, request.ng)
     const used = claimsUsed(rules.find((r) => r.name === rule)!.glob)
     const now = Math.floor(Date.now() / 1000)
     const ttl = Math.min(request.body.ttlSec ?? g.ttlSec, g.ttlSec)
@@ -474,6 +480,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const upstream = await registerUpstream(app, { upstream: config.upstream, sendTimeoutMs: config.limits.sendTimeoutMs, checkMagic: config.files.checkMagic }, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
+    onUpstreamResponse: (_request, seconds) => { metrics.upstreamLatency.observe(seconds) },
     onUpstreamError: (request, kind) => {
       request.ng.upstreamError = kind
       metrics.upstreamErrors.inc({ kind })

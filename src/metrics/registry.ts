@@ -20,11 +20,31 @@ export function methodLabel (method: string): string {
   return KNOWN_METHODS.has(method) ? method : 'OTHER'
 }
 
+/** Refusal classes for dashboards and alerts: what kind of attack or mistake a reason is. */
+export function refusalClass (reason: string): string {
+  switch (reason) {
+    case 'bad_path': return 'traversal'
+    case 'directory': case 'hidden': case 'upstream_listing': return 'listing'
+    case 'file_type': return 'file_type'
+    case 'range_refused': return 'range'
+    case 'plaintext_on_tls_port': return 'plaintext'
+    case 'bad_request': return 'smuggling'
+    case 'token_missing': case 'token_expired': case 'token_invalid': case 'grant_invalid': case 'client_cert_invalid': return 'auth'
+    case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
+    case 'audit_unavailable': return 'audit'
+    default: return 'other'
+  }
+}
+
 export class GatewayMetrics {
   readonly registry: Registry
-  readonly requests: Counter<'method' | 'status_class'>
+  readonly requests: Counter<'method' | 'status_class' | 'rule'>
   readonly bytesSent: Counter
-  readonly refusals: Counter<'reason'>
+  readonly refusals: Counter<'reason' | 'class'>
+  readonly authFailures: Counter<'reason'>
+  readonly policyDenials: Counter<'rule'>
+  readonly timeToFirstByte: Histogram<'status_class'>
+  readonly upstreamLatency: Histogram
   readonly upstreamErrors: Counter<'kind'>
   readonly plaintextOnTls: Counter
   readonly tlsHandshakeFailures: Counter<'reason'>
@@ -39,6 +59,13 @@ export class GatewayMetrics {
   private auditHealthy: () => boolean = () => true
   readonly auditWriteSeconds: Histogram
 
+  /** Counts a refusal under its reason and class (and as an auth failure when it is one). */
+  refuse (reason: string): void {
+    const cls = refusalClass(reason)
+    this.refusals.inc({ reason, class: cls })
+    if (cls === 'auth') this.authFailures.inc({ reason })
+  }
+
   /** Where nasguard_audit_available reads its value at scrape time. */
   setAuditAvailability (fn: () => boolean): void {
     this.auditHealthy = fn
@@ -49,8 +76,8 @@ export class GatewayMetrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'nasguard_' })
     this.requests = new Counter({
       name: 'nasguard_http_requests_total',
-      help: 'Requests answered on the TLS listener, by method and status class.',
-      labelNames: ['method', 'status_class'],
+      help: 'Requests answered on the TLS listener, by method, status class and the policy rule that matched (none when refused before).',
+      labelNames: ['method', 'status_class', 'rule'],
       registers
     })
     this.bytesSent = new Counter({
@@ -60,8 +87,33 @@ export class GatewayMetrics {
     })
     this.refusals = new Counter({
       name: 'nasguard_refusals_total',
-      help: 'Requests refused by the gateway, by reason code.',
+      help: 'Requests refused by the gateway, by reason code and class (traversal, listing, file_type, range, plaintext, smuggling, auth, policy, audit).',
+      labelNames: ['reason', 'class'],
+      registers
+    })
+    this.authFailures = new Counter({
+      name: 'nasguard_auth_failures_total',
+      help: 'Requests refused with 401, by reason.',
       labelNames: ['reason'],
+      registers
+    })
+    this.policyDenials = new Counter({
+      name: 'nasguard_policy_denials_total',
+      help: 'Requests refused by policy with 403/405, by the rule that matched the path (none: no rule did).',
+      labelNames: ['rule'],
+      registers
+    })
+    this.timeToFirstByte = new Histogram({
+      name: 'nasguard_http_time_to_first_byte_seconds',
+      help: 'Time from the request to its response headers.',
+      labelNames: ['status_class'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers
+    })
+    this.upstreamLatency = new Histogram({
+      name: 'nasguard_upstream_response_seconds',
+      help: 'Time from asking the NAS to its response headers.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers
     })
     this.upstreamErrors = new Counter({

@@ -123,7 +123,7 @@ export type Decision =
   | { allow: true, rule: string }
   | { allow: false, reason: 'no_rule' }
   | { allow: false, reason: 'method' }
-  | { allow: false, reason: 'insufficient_scope', required: string[] }
+  | { allow: false, reason: 'insufficient_scope', required: string[], rule: string }
 
 function grants (rule: PolicyRule, who: Grantee): boolean {
   if ('cert' in who) return rule.certs.has(who.cert)
@@ -143,7 +143,7 @@ export function decide (rules: readonly PolicyRule[], method: string, segments: 
   if (forMethod.length === 0) return { allow: false, reason: 'method' }
   const granting = forMethod.find((r) => grants(r, who))
   if (granting) return { allow: true, rule: granting.name }
-  return { allow: false, reason: 'insufficient_scope', required: [...new Set(forMethod.flatMap((r) => r.scopes))] }
+  return { allow: false, reason: 'insufficient_scope', required: [...new Set(forMethod.flatMap((r) => r.scopes))], rule: forMethod[0].name }
 }
 
 /** Scopes from `scope` (space-separated string) and `scp` (array or string). Other shapes count for nothing. */

@@ -28,6 +28,8 @@ export interface UpstreamHooks {
   target: (request: FastifyRequest) => ProxyTarget
   /** Called for every body chunk passed on to the client. */
   onBody: (request: FastifyRequest, bytes: number) => void
+  /** The NAS's response headers arrived this many seconds after it was asked. */
+  onUpstreamResponse: (request: FastifyRequest, seconds: number) => void
   /** The NAS failed or answered something that is not passed on; kind is a bounded label. */
   onUpstreamError: (request: FastifyRequest, kind: string) => void
 }
@@ -150,6 +152,7 @@ function peek (stream: Readable, n: number): Promise<Buffer> {
 
 export async function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
   const { upstream: cfg, sendTimeoutMs } = opts
+  const asked = new WeakMap<FastifyRequest, bigint>()
   const pool = createPool(cfg)
   const authorization = basicAuth(cfg)
 
@@ -199,6 +202,7 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     handler: (request: FastifyRequest, reply: FastifyReply, _dest: string, options: object) => {
       const abort = new AbortController()
       pool.signals.set(request.id, abort.signal)
+      asked.set(request, process.hrtime.bigint())
       reply.raw.once('close', () => {
         pool.signals.delete(request.id)
         abort.abort()
@@ -223,6 +227,8 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
       },
       onResponse: (request: FastifyRequest, reply: FastifyReply, res: { statusCode: number, headers: Record<string, string | string[] | undefined>, stream: Readable }) => {
         const { statusCode: status, headers, stream } = res
+        const t0 = asked.get(request)
+        if (t0 !== undefined) hooks.onUpstreamResponse(request, Number(process.hrtime.bigint() - t0) / 1e9)
         // Whatever happens to the NAS stream from here (destroyed by a
         // refusal, aborted with the client) must not become an unhandled
         // 'error' event; the cases that matter have listeners of their own.

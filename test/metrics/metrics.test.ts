@@ -8,8 +8,25 @@ const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
 
 type Metrics = Map<string, number>
 
+/**
+ * The change of a metric between two scrapes, summed over every series whose
+ * labels include the ones in `key` (`name{a="x"}` matches `name{a="x",b="y"}`).
+ */
 function delta (before: Metrics, after: Metrics, key: string): number {
-  return (after.get(key) ?? 0) - (before.get(key) ?? 0)
+  const m = /^([^{]+)(?:\{(.*)\})?$/.exec(key)
+  const name = m?.[1] ?? key
+  const want = (m?.[2] ?? '').split(/,(?=[a-z_]+=")/).filter(Boolean)
+  const sum = (metrics: Metrics): number => {
+    let total = 0
+    for (const [k, v] of metrics) {
+      const km = /^([^{]+)(?:\{(.*)\})?$/.exec(k)
+      if (km?.[1] !== name) continue
+      const have = (km[2] ?? '').split(/,(?=[a-z_]+=")/)
+      if (want.every((w) => have.includes(w))) total += v
+    }
+    return total
+  }
+  return sum(after) - sum(before)
 }
 
 t.test('a scripted scenario moves each counter by exactly what happened', async (t) => {
@@ -53,7 +70,16 @@ t.test('a scripted scenario moves each counter by exactly what happened', async 
     ['nasguard_refusals_total{reason="plaintext_on_tls_port"}', 1],
     ['nasguard_tls_plaintext_requests_total', 1],
     ['nasguard_upstream_errors_total{kind="unreachable"}', 1],
-    ['nasguard_http_response_body_bytes_total', 2 * RECORDING.length]
+    ['nasguard_http_response_body_bytes_total', 2 * RECORDING.length],
+    ['nasguard_http_requests_total{status_class="2xx",rule="recordings"}', 2],
+    ['nasguard_refusals_total{class="auth"}', 1],
+    ['nasguard_refusals_total{class="policy"}', 1],
+    ['nasguard_refusals_total{class="listing"}', 1],
+    ['nasguard_refusals_total{class="plaintext"}', 1],
+    ['nasguard_auth_failures_total{reason="token_missing"}', 1],
+    ['nasguard_policy_denials_total{rule="recordings"}', 1],
+    ['nasguard_upstream_response_seconds_count', 2],
+    ['nasguard_http_time_to_first_byte_seconds_count', 6]
   ]
   for (const [key, want] of expected) t.equal(delta(before, after, key), want, key)
 

@@ -73,7 +73,12 @@ export class GatewayMetrics {
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry = new Registry()]
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'nasguard_' })
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'nasguard_' })
+      // prom-client names these gauges *_total, which Prometheus reserves for
+      // counters (promtool check metrics flags them): leave them out.
+      for (const m of ['active_handles_total', 'active_requests_total', 'active_resources_total']) this.registry.removeSingleMetric(`nasguard_nodejs_${m}`)
+    }
     this.requests = new Counter({
       name: 'nasguard_http_requests_total',
       help: 'Requests answered on the TLS listener, by method, status class and the policy rule that matched (none when refused before).',

@@ -5,7 +5,7 @@
 // Every request passes the gate (one onRequest hook) in this order:
 // method and framing -> canonical path -> token -> policy -> listing and
 // file-type guard -> durable access record. Only then is it proxied.
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
 import { connect as connectTcp, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
@@ -506,7 +506,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
     return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
   }
-  const admin = config.admin.enabled ? buildAdmin(metrics, app.log, readiness) : null
+  const admin = config.admin.enabled ? buildAdmin(metrics, app.log, readiness, adminCredential(config)) : null
 
   // Stop accepting, let requests in flight finish, then release the NAS
   // pool and flush the audit trail. Safe to call more than once.
@@ -524,8 +524,28 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   return { app, admin, metrics, audit, close, reloadCertificate: () => tls?.reload() ?? false }
 }
 
-function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger, readiness: () => Promise<{ ready: boolean, checks: Record<string, string> }>): FastifyInstance {
+/** The Authorization header value the admin listener expects, if it is protected. */
+function adminCredential (config: Readonly<Config>): string | undefined {
+  if (config.admin.tokenFile) return `Bearer ${readSecretFile(config.admin.tokenFile)}`
+  const b = config.admin.basicAuth
+  if (b) return 'Basic ' + Buffer.from(`${b.username}:${readSecretFile(b.passwordFile)}`).toString('base64')
+  return undefined
+}
+
+function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger, readiness: () => Promise<{ ready: boolean, checks: Record<string, string> }>, credential?: string): FastifyInstance {
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) })
+  if (credential) {
+    const expected = createHash('sha256').update(credential).digest()
+    admin.addHook('onRequest', async (request, reply) => {
+      if (request.url === '/healthz') return
+      // Compare digests: equal length, constant time.
+      const given = createHash('sha256').update(String(request.headers.authorization ?? '')).digest()
+      if (!timingSafeEqual(given, expected)) {
+        reply.code(401).header('www-authenticate', credential.startsWith('Basic') ? 'Basic realm="nasguard-admin"' : 'Bearer realm="nasguard-admin"')
+        return reply.send({ error: 'NASGUARD_ERR_TOKEN_MISSING', message: 'the admin listener needs its credential' })
+      }
+    })
+  }
   admin.get('/metrics', async (_request, reply) => {
     reply.type(metrics.registry.contentType)
     return metrics.registry.metrics()

@@ -142,6 +142,8 @@ const FILE_KEYS: Array<[string, (c: Config) => string | undefined, (c: Config, v
   ['auth.grants.secretFile', (c) => c.auth.grants.secretFile, (c, v) => { c.auth.grants.secretFile = v }],
   ['auth.revocation.file', (c) => c.auth.revocation.file, (c, v) => { c.auth.revocation.file = v }],
   ['audit.keyFile', (c) => c.audit.keyFile, (c, v) => { c.audit.keyFile = v }],
+  ['admin.tokenFile', (c) => c.admin.tokenFile, (c, v) => { c.admin.tokenFile = v }],
+  ['admin.basicAuth.passwordFile', (c) => c.admin.basicAuth?.passwordFile, (c, v) => { if (c.admin.basicAuth) c.admin.basicAuth.passwordFile = v }],
   ['audit.dir', (c) => c.audit.dir, (c, v) => { c.audit.dir = v }]
 ]
 
@@ -217,6 +219,7 @@ function semanticProblems (c: Config): ConfigProblem[] {
       problems.push({ key: 'auth.jwt.jwks.url', reason: 'must be https:// (http:// only on loopback): keys fetched in clear could be swapped' })
     }
   }
+  if (c.admin.tokenFile !== undefined && c.admin.basicAuth !== undefined) problems.push({ key: 'admin', reason: 'set tokenFile or basicAuth, not both' })
   if (c.auth.grants.secret !== undefined && c.auth.grants.secretFile !== undefined) problems.push({ key: 'auth.grants', reason: 'set secret or secretFile, not both' })
 
   if (c.tls.clientAuth !== 'off' && !c.tls.clientCa) problems.push({ key: 'tls.clientCa', reason: `is required with clientAuth: ${c.tls.clientAuth}` })

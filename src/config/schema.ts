@@ -151,7 +151,11 @@ export const ConfigSchema = Type.Object({
     /** Default 127.0.0.1: keep it off the public network. */
     host: Type.String({ default: '127.0.0.1', minLength: 1 }),
     /** Default 9464. */
-    port: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 })
+    port: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
+    /** Require `Authorization: Bearer <token>` on /metrics and /readyz (file holding the token, >= 16 bytes). */
+    tokenFile: Type.Optional(Type.String({ minLength: 1 })),
+    /** Or Basic auth on /metrics and /readyz. /healthz stays open either way (it says nothing). */
+    basicAuth: Type.Optional(Type.Object({ username: Type.String({ minLength: 1 }), passwordFile: Type.String({ minLength: 1 }) }, strict))
   }, { ...strict, default: {} }),
   log: Type.Object({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' })

@@ -15,6 +15,7 @@ import { loadConfig } from '../../src/config/load.js'
 import { createCa, issueServerCert, writeKeyFile } from '../../src/tls/certificates.js'
 import { toneWav } from '../../src/demo/recordings.js'
 import { loggerOptions } from '../../src/logging.js'
+import { trailFiles } from '../../src/audit/verify.js'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -115,6 +116,7 @@ export interface GatewayOverrides {
   audit?: Record<string, unknown>
   limits?: Record<string, unknown>
   tls?: Record<string, unknown>
+  admin?: Record<string, unknown>
 }
 
 export async function startTestGateway (t: Teardown, nas: { url: string }, o: GatewayOverrides = {}): Promise<TestGateway> {
@@ -129,7 +131,7 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
       policy: o.policy ?? DEFAULT_POLICY,
       files: o.files ?? {},
       audit: { dir: auditDir, ...o.audit },
-      admin: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0, ...o.admin },
       limits: o.limits ?? {}
     }
   })
@@ -150,10 +152,10 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
     adminUrl: `http://127.0.0.1:${adminPort}`,
     auditDir,
     logs,
+    // Every file of the trail in chain order: rotated archives, then audit.jsonl.
     auditRecords: () => {
-      const f = join(auditDir, 'audit.jsonl')
-      if (!existsSync(f)) return []
-      return readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+      if (!existsSync(auditDir)) return []
+      return trailFiles(auditDir).flatMap((f) => readFileSync(join(auditDir, f), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>))
     },
     token: (claims = {}) => sign({ sub: 'alice', scope: 'recordings:read', jti: 'jti-' + Math.random().toString(36).slice(2), exp: Math.floor(Date.now() / 1000) + 600, ...claims })
   }

@@ -6,13 +6,13 @@
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { bearer, get, rawPlain, startStubNas, startTestGateway } from '../helpers/gateway.js'
+import { bearer, get, rawPlain, startStubNas, startTestGateway, type Teardown } from '../helpers/gateway.js'
 
 const PROMTOOL = spawnSync('sh', ['-c', 'command -v promtool']).stdout.toString().trim()
 if (!PROMTOOL && process.env.CI) t.fail('promtool is not installed, and CI should have installed it (.ci/run)')
 const skip = PROMTOOL ? false : 'promtool is not installed here (apt-get install prometheus)'
 
-async function liveScrape (t: Parameters<Parameters<typeof t.test>[1]>[0]): Promise<string> {
+async function liveScrape (t: Teardown): Promise<string> {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas)
   await get(gw, '/medicall/a.wav', { headers: bearer(gw.token()) })

@@ -9,9 +9,11 @@ export const REDACT_PATHS = [
   'headers.authorization', 'headers.cookie', 'authorization', 'token', 'grant', 'url', 'path'
 ]
 
-export function loggerOptions (level: string): NonNullable<Exclude<FastifyServerOptions['logger'], boolean>> {
+/** JSON lines; readable colours only when a person is watching (stdout is a terminal). */
+export function loggerOptions (level: string, tty = process.stdout.isTTY === true): NonNullable<Exclude<FastifyServerOptions['logger'], boolean>> {
   return {
     level,
+    ...(tty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } } } : {}),
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     serializers: {
       // Error messages can quote a request URL (Fastify's do): keep the type,

@@ -137,7 +137,7 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
   })
   const logs: string[] = []
   const sink = new Writable({ write (chunk: Buffer, _enc, cb) { logs.push(...chunk.toString().split('\n').filter(Boolean)); cb() } })
-  const logger = pino({ ...loggerOptions('debug') } as pino.LoggerOptions, sink)
+  const logger = pino({ ...loggerOptions('debug', false) } as pino.LoggerOptions, sink)
   const gateway = await buildGateway(config, { logger })
   await gateway.app.listen({ host: '127.0.0.1', port: 0 })
   await gateway.admin!.listen({ host: '127.0.0.1', port: 0 })

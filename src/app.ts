@@ -109,6 +109,10 @@ function wwwAuthenticate (err: NasguardError, required?: string[]): string | und
 
 export async function buildGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {
   const metrics = new GatewayMetrics()
+  metrics.initialise(
+    Object.values(Errors).map((E) => E.spec.reason).filter((r) => r !== 'not_found' && r !== 'range' && r !== 'internal'),
+    ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'auth', 'status_5xx', 'body', 'tls', 'other'],
+    ['protocol_version', 'no_shared_cipher', 'client_certificate', 'malformed', 'reset', 'other'])
   const audit = await AuditWriter.open({
     dir: config.audit.dir,
     durability: config.audit.durability,

@@ -60,10 +60,22 @@ export class GatewayMetrics {
   readonly auditWriteSeconds: Histogram
 
   /** Counts a refusal under its reason and class (and as an auth failure when it is one). */
-  refuse (reason: string): void {
+  refuse (reason: string, n = 1): void {
     const cls = refusalClass(reason)
-    this.refusals.inc({ reason, class: cls })
-    if (cls === 'auth') this.authFailures.inc({ reason })
+    this.refusals.inc({ reason, class: cls }, n)
+    if (cls === 'auth') this.authFailures.inc({ reason }, n)
+  }
+
+  /**
+   * Exports every known label value at 0 from the start: Prometheus'
+   * increase() needs a sample before the first event, or a first attack
+   * would never fire an alert.
+   */
+  initialise (reasons: string[], upstreamKinds: string[], handshakeReasons: string[]): void {
+    for (const r of reasons) this.refuse(r, 0)
+    for (const k of upstreamKinds) this.upstreamErrors.inc({ kind: k }, 0)
+    for (const r of handshakeReasons) this.tlsHandshakeFailures.inc({ reason: r }, 0)
+    for (const e of ['access', 'fetch', 'refusal', 'grant']) { this.auditRecords.inc({ event: e }, 0); this.auditFailures.inc({ event: e }, 0) }
   }
 
   /** Where nasguard_audit_available reads its value at scrape time. */

@@ -37,6 +37,15 @@ Every config key can be set by a NASGUARD_* variable, e.g. NASGUARD_LISTEN_PORT.
 
 class UsageError extends Error {}
 
+/** Like parseTime, to the millisecond: audit records carry milliseconds. */
+function parseTimeMs (t: string): number {
+  if (/^\d{9,11}$/.test(t)) return Number(t) * 1000
+  if (t === 'now') return Date.now()
+  const ms = Date.parse(t)
+  if (Number.isNaN(ms)) throw new UsageError(`invalid time ${JSON.stringify(t)}: use ISO 8601 (2026-11-21T10:00:00Z), epoch seconds, or now`)
+  return ms
+}
+
 function args (argv: string[], options: NonNullable<ParseArgsConfig['options']>): Record<string, string | boolean | undefined> {
   try {
     return parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>
@@ -119,8 +128,8 @@ async function main (argv: string[]): Promise<number> {
     const f = {
       sub: v.sub as string | undefined,
       pathPrefix: v['path-prefix'] as string | undefined,
-      since: v.since ? parseTime(v.since as string) * 1000 : undefined,
-      until: v.until ? parseTime(v.until as string) * 1000 : undefined,
+      since: v.since ? parseTimeMs(v.since as string) : undefined,
+      until: v.until ? parseTimeMs(v.until as string) : undefined,
       event: v.event as string | undefined
     }
     return sub === 'search' ? auditSearch(loc, f, v.json as boolean, out, err) : auditSummary(loc, f, v.json as boolean, out, err)

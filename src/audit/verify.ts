@@ -62,6 +62,7 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
   const gaps: Array<{ problem: Problem, from: number, to: number }> = []
   let expectedSeq = 1
   let prevHash = GENESIS
+  let prevUnknown = false
   for (let fi = 0; fi < files.length; fi++) {
     const file = files[fi]
     const path = join(dir, file)
@@ -90,6 +91,16 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
           report.truncatedTail = { file, bytes: Buffer.byteLength(line) }
           continue
         }
+        // An edited record still says which seq it claims: step past it, and
+        // let the next record's link to it (made over the original) go.
+        if (opened.reason === 'bad-mac') {
+          const claimed = Number(/"seq":(\d+)/.exec(line)?.[1])
+          if (claimed === expectedSeq) {
+            seen.add(claimed)
+            expectedSeq = claimed + 1
+            prevUnknown = true
+          }
+        }
         report.problems.push({
           kind: opened.reason === 'bad-mac' ? 'edited' : 'corrupt',
           file,
@@ -114,10 +125,11 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
         gaps.push({ problem, from: expectedSeq, to: seq - 1 })
       } else if (seq < expectedSeq) {
         report.problems.push({ kind: 'reordered', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} comes after seq ${expectedSeq - 1} (records were reordered)` })
-      } else if (record.prev !== prevHash) {
+      } else if (record.prev !== prevHash && !prevUnknown) {
         report.problems.push({ kind: 'edited', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} does not follow the record before it (the chain was rewritten)` })
       }
       seen.add(seq)
+      prevUnknown = false
       if (seq >= expectedSeq) {
         expectedSeq = seq + 1
         prevHash = hash

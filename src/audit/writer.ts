@@ -106,6 +106,9 @@ export class AuditWriter {
   // Chain state: the last record on disk.
   private seq = 0
   private prev = GENESIS
+  // The last record known durable (audit.head never names a later one).
+  private durableSeq = 0
+  private durablePrev = GENESIS
   private activeBytes = 0
   private activeFirstSeq = 0
   private activeDay = ''
@@ -143,21 +146,32 @@ export class AuditWriter {
     return this.seq
   }
 
-  private async openFile (): Promise<fsp.FileHandle> {
+  /**
+   * Opens audit.jsonl. With resume (a start, or a reopen after a failure)
+   * the chain state is read back from disk; after a rotation it is already
+   * known and the new file is empty.
+   */
+  private async openFile (resume = true): Promise<fsp.FileHandle> {
     if (this.handle) return this.handle
     // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
     // trail (or have its target's mode changed by the chmod below).
     const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
+    let dropped = 0
     try {
       if (!(await h.stat()).isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
       await h.chmod(0o600)
-      await this.resume(h)
+      dropped = resume ? await this.resume(h) : 0
       await this.syncDir()
     } catch (err) {
       await h.close()
       throw err
     }
     this.handle = h
+    if (dropped > 0) {
+      // Said in the trail itself, as the next record.
+      this.queue.unshift({ record: { event: 'recovery', time: new Date().toISOString(), droppedBytes: dropped }, resolve: () => {}, reject: () => {} })
+      if (!this.writing) setImmediate(() => { void this.drain() })
+    }
     return h
   }
 
@@ -166,8 +180,9 @@ export class AuditWriter {
     try { await d.sync() } finally { await d.close() }
   }
 
-  /** Picks the chain up where it stopped: in this file, or in the newest archive. */
-  private async resume (h: fsp.FileHandle): Promise<void> {
+  /** Picks the chain up where it stopped: in this file, or in the newest archive. Returns the bytes of a torn line dropped. */
+  private async resume (h: fsp.FileHandle): Promise<number> {
+    let dropped = 0
     const tail = await tailOf(h)
     let last = tail.last
     if (tail.tornBytes > 0) {
@@ -175,7 +190,8 @@ export class AuditWriter {
       // and say so in the trail.
       await h.truncate(tail.size - tail.tornBytes)
       await h.sync()
-      this.recoveredBytes = tail.tornBytes
+      dropped = tail.tornBytes
+      this.recoveredBytes += dropped
     }
     this.activeBytes = tail.size - tail.tornBytes
     if (last === null && this.activeBytes === 0) {
@@ -200,10 +216,9 @@ export class AuditWriter {
         this.activeDay = String(opened.value.record.time ?? '').slice(0, 10)
       }
     }
-    if (this.recoveredBytes > 0) {
-      this.queue.unshift({ record: { event: 'recovery', time: new Date().toISOString(), droppedBytes: this.recoveredBytes }, resolve: () => {}, reject: () => {} })
-      setImmediate(() => { void this.drain() })
-    }
+    this.durableSeq = this.seq
+    this.durablePrev = this.prev
+    return dropped
   }
 
   /** Resolves when the record is durable (strict) or written to the OS (batched). */
@@ -227,7 +242,9 @@ export class AuditWriter {
     this.activeBytes = 0
     this.activeFirstSeq = 0
     this.activeDay = ''
-    await this.openFile()
+    // The chain state is in memory (and already covers the group being
+    // written): the new, empty file must not reset it from the archive.
+    await this.openFile(false)
     await this.writeHead()
   }
 
@@ -267,10 +284,21 @@ export class AuditWriter {
       }
       this.activeBytes += buf.length
       if (this.opts.durability === 'strict') {
-        await this.opts.beforeSync?.()
-        await h.datasync()
+        try {
+          await this.opts.beforeSync?.()
+          await h.datasync()
+        } catch (err) {
+          // Nobody will be told these records exist: take them back off the
+          // file, so a reopen does not pick them up into the chain.
+          await h.truncate(before.bytes).catch(() => {})
+          throw err
+        }
+        this.durableSeq = this.seq
+        this.durablePrev = this.prev
         for (const p of group) p.resolve()
       } else {
+        this.durableSeq = this.seq
+        this.durablePrev = this.prev
         for (const p of group) p.resolve()
         this.scheduleSync()
       }
@@ -327,8 +355,8 @@ export class AuditWriter {
    * that `audit verify` notices records deleted from the end of the trail.
    */
   private async writeHead (): Promise<void> {
-    if (this.seq === 0) return
-    const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.prev }, this.seq, this.prev, this.opts.key)
+    if (this.durableSeq === 0) return
+    const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.durablePrev }, this.durableSeq, this.durablePrev, this.opts.key)
     const tmp = join(this.opts.dir, `${HEAD_FILE}.tmp`)
     await fsp.writeFile(tmp, line + '\n', { mode: 0o600 })
     await fsp.rename(tmp, join(this.opts.dir, HEAD_FILE))

@@ -38,20 +38,25 @@ const nas = createServer((req, res) => {
 await new Promise((r) => nas.listen(0, '127.0.0.1', r))
 const nasPort = nas.address().port
 
-writeFileSync(join(dir, 'nasguard.yaml'), [
-  'listen: { host: 127.0.0.1, port: 18443 }',
+// Two nasguard instances, identical but for audit durability: strict (the
+// default, fsync before the response starts) and batched (fsync every
+// 100 ms). There is no "audit off" mode to compare with, by design.
+const gwConfig = (name, port, adminPort, durability) => writeFileSync(join(dir, `${name}.yaml`), [
+  `listen: { host: 127.0.0.1, port: ${port} }`,
   'tls: { cert: server.crt, key: server.key }',
   `upstream: { url: "http://127.0.0.1:${nasPort}" }`,
   'auth: { jwt: { secretFile: jwt.secret } }',
   'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
-  'audit: { dir: audit, durability: strict }',
-  'admin: { port: 19464 }',
+  `audit: { dir: audit-${name}, durability: ${durability} }`,
+  `admin: { port: ${adminPort} }`,
   'log: { level: warn }'
 ].join('\n'))
-const gw = spawn(process.execPath, [resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.yaml')], { stdio: ['ignore', 'ignore', 'inherit'] })
+gwConfig('strict', 18443, 19464, 'strict')
+gwConfig('batched', 18445, 19465, 'batched')
+const gws = ['strict', 'batched'].map((n) => spawn(process.execPath, [resolve('dist/cli.js'), 'start', '--config', join(dir, `${n}.yaml`)], { stdio: ['ignore', 'ignore', 'inherit'] }))
 
 let nginx = null
-const targets = [{ name: 'nasguard', url: 'https://127.0.0.1:18443/medicall/2016/01/01/083012_46701234567.wav', auth: true }]
+const targets = [{ name: 'nasguard (strict audit)', url: 'https://127.0.0.1:18443/medicall/2016/01/01/083012_46701234567.wav', auth: true }]
 if (have('nginx')) {
   mkdirSync(join(dir, 'nginx'), { recursive: true })
   writeFileSync(join(dir, 'nginx.conf'), `worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log; daemon off;
@@ -65,6 +70,8 @@ http { access_log off; client_body_temp_path ${dir}/nginx; proxy_temp_path ${dir
 } else {
   targets.push({ name: 'bare NAS (plain HTTP)', url: `http://127.0.0.1:${nasPort}/medicall/x.wav`, auth: false })
 }
+
+targets.splice(1, 0, { name: 'nasguard (batched audit)', url: 'https://127.0.0.1:18445/medicall/2016/01/01/083012_46701234567.wav', auth: true })
 
 const token = createSigner({ key: secret, algorithm: 'HS256' })({ sub: 'bench', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
 
@@ -97,15 +104,25 @@ try {
     for (const t of targets) results[t.name].push(await wrk(t))
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-  const base = median(results[targets[1].name].map((x) => x.rps))
+  const base = median(results[targets.find((t) => !t.name.startsWith('nasguard')).name].map((x) => x.rps))
   console.log(`64 KB recordings, ${CONNECTIONS} keep-alive connections, ${ROUNDS} interleaved rounds of ${SECONDS}s, ${new Date().toISOString()}`)
   for (const t of targets) {
     const rs = results[t.name]
     const m = median(rs.map((x) => x.rps))
-    console.log(`${t.name.padEnd(28)} median ${m.toFixed(0).padStart(7)} req/s  (${rs.map((x) => x.rps.toFixed(0)).join(', ')})  p50 ${rs.map((x) => x.p50).join('/')}  p99 ${rs.map((x) => x.p99).join('/')}  non-2xx ${rs.reduce((a, x) => a + x.non2xx, 0)}  ratio ${(m / base).toFixed(2)}x`)
+    console.log(`${t.name.padEnd(30)} median ${m.toFixed(0).padStart(7)} req/s  (${rs.map((x) => x.rps.toFixed(0)).join(', ')})  p50 ${rs.map((x) => x.p50).join('/')}  p99 ${rs.map((x) => x.p99).join('/')}  non-2xx ${rs.reduce((a, x) => a + x.non2xx, 0)}  ratio ${(m / base).toFixed(2)}x`)
+  }
+  const strict = median(results[targets[0].name].map((x) => x.rps))
+  const batched = median(results[targets[1].name].map((x) => x.rps))
+  console.log(`strict audit / batched audit: ${(strict / batched).toFixed(2)}x`)
+  for (const [n, port] of [['strict', 19464], ['batched', 19465]]) {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    const v = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
+    const sum = v('nasguard_audit_batch_records_sum')
+    const count = v('nasguard_audit_batch_records_count')
+    console.log(`${n}: ${sum} audit records in ${count} writes, ${(sum / count).toFixed(1)} records per write (group commit)`)
   }
 } finally {
-  gw.kill('SIGTERM')
+  for (const g of gws) g.kill('SIGTERM')
   nginx?.kill('SIGTERM')
   nas.close()
   nas.closeAllConnections()

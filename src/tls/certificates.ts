@@ -31,23 +31,42 @@ function validity (cert: forge.pki.Certificate, days: number): void {
   cert.validity.notAfter = new Date(now + days * DAY_MS)
 }
 
-export function createCa (commonName: string, days = 3650): KeyAndCert {
+type Subject = forge.pki.CertificateField[]
+
+/**
+ * A new key pair and a certificate for it, signed by `issuer` (or by itself
+ * when there is none), with the issuer's key identifier when signed by a CA.
+ */
+function signCertificate (subject: Subject, days: number, extensions: object[], issuer?: KeyAndCert): KeyAndCert & { serial: string } {
   const keys = rsaKeyPair()
   const cert = forge.pki.createCertificate()
   cert.publicKey = keys.publicKey
   cert.serialNumber = serialNumber()
   validity(cert, days)
-  const subject = [{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'nasguard local CA' }]
   cert.setSubject(subject)
-  cert.setIssuer(subject)
-  cert.setExtensions([
-    // One intermediate may sit under the root (issueIntermediateCa).
-    { name: 'basicConstraints', cA: true, pathLenConstraint: 1, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-    { name: 'subjectKeyIdentifier' }
-  ])
-  cert.sign(keys.privateKey, forge.md.sha256.create())
-  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert) }
+  let signer = keys.privateKey
+  if (issuer) {
+    const issuerCert = forge.pki.certificateFromPem(issuer.certPem)
+    signer = forge.pki.privateKeyFromPem(issuer.keyPem) as forge.pki.rsa.PrivateKey
+    cert.setIssuer(issuerCert.subject.attributes)
+    extensions = [...extensions, { name: 'authorityKeyIdentifier', keyIdentifier: issuerCert.generateSubjectKeyIdentifier().getBytes() }]
+  } else {
+    cert.setIssuer(subject)
+  }
+  // forge writes computed values into the extension objects: give it copies.
+  cert.setExtensions([...extensions, { name: 'subjectKeyIdentifier' }].map((e) => ({ ...e })))
+  cert.sign(signer, forge.md.sha256.create())
+  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert), serial: cert.serialNumber }
+}
+
+const CA_USAGE = { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true }
+const LEAF_USAGE = { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true }
+const caSubject = (commonName: string): Subject => [{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'nasguard local CA' }]
+
+export function createCa (commonName: string, days = 3650): KeyAndCert {
+  // One intermediate may sit under the root (issueIntermediateCa).
+  const { keyPem, certPem } = signCertificate(caSubject(commonName), days, [{ name: 'basicConstraints', cA: true, pathLenConstraint: 1, critical: true }, CA_USAGE])
+  return { keyPem, certPem }
 }
 
 /** Where clients can fetch the CA's revocation list (a cRLDistributionPoints extension, RFC 5280 §4.2.1.13). */
@@ -62,27 +81,15 @@ function crlDistributionPoint (crlUrl: string | undefined): object[] {
 export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SERVER_CERT_DAYS, opts: IssueOptions = {}): KeyAndCert {
   if (hosts.length === 0) throw new Error('a server certificate needs at least one host')
   if (days > MAX_SERVER_CERT_DAYS) throw new Error(`a server certificate is valid at most ${MAX_SERVER_CERT_DAYS} days`)
-  const caCert = forge.pki.certificateFromPem(ca.certPem)
-  const caKey = forge.pki.privateKeyFromPem(ca.keyPem)
-  const keys = rsaKeyPair()
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = keys.publicKey
-  cert.serialNumber = serialNumber()
-  validity(cert, days)
-  cert.setSubject([{ name: 'commonName', value: hosts[0] }])
-  cert.setIssuer(caCert.subject.attributes)
-  cert.setExtensions([
+  const { keyPem, certPem } = signCertificate([{ name: 'commonName', value: hosts[0] }], days, [
     { name: 'basicConstraints', cA: false, critical: true },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    LEAF_USAGE,
     { name: 'extKeyUsage', serverAuth: true },
     // DNS names are type 2, IP addresses type 7 (RFC 5280 §4.2.1.6).
     { name: 'subjectAltName', altNames: hosts.map((h) => isIP(h) ? { type: 7, ip: h } : { type: 2, value: h }) },
-    { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
     ...crlDistributionPoint(opts.crlUrl)
-  ])
-  cert.sign(caKey as forge.pki.rsa.PrivateKey, forge.md.sha256.create())
-  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert) }
+  ], ca)
+  return { keyPem, certPem }
 }
 
 export function writeKeyFile (file: string, pem: string): void {
@@ -137,47 +144,19 @@ export function ensureLocalCertificates (dir: string, hosts: string[]): CertPath
 
 /** An intermediate CA signed by `parent` (for chains, and for tests of bring-your-own chains). */
 export function issueIntermediateCa (parent: KeyAndCert, commonName: string, days = 1825): KeyAndCert {
-  const parentCert = forge.pki.certificateFromPem(parent.certPem)
-  const parentKey = forge.pki.privateKeyFromPem(parent.keyPem) as forge.pki.rsa.PrivateKey
-  const keys = rsaKeyPair()
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = keys.publicKey
-  cert.serialNumber = serialNumber()
-  validity(cert, days)
-  cert.setSubject([{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'nasguard local CA' }])
-  cert.setIssuer(parentCert.subject.attributes)
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-    { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: parentCert.generateSubjectKeyIdentifier().getBytes() }
-  ])
-  cert.sign(parentKey, forge.md.sha256.create())
-  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert) }
+  const { keyPem, certPem } = signCertificate(caSubject(commonName), days, [{ name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true }, CA_USAGE], parent)
+  return { keyPem, certPem }
 }
 
 /** A client certificate (extendedKeyUsage clientAuth) with subject CN=name. */
 export function issueClientCert (ca: KeyAndCert, name: string, days = 365, opts: IssueOptions = {}): KeyAndCert & { serial: string } {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error('a client name is 1-64 letters, digits, dots, dashes or underscores')
-  const caCert = forge.pki.certificateFromPem(ca.certPem)
-  const caKey = forge.pki.privateKeyFromPem(ca.keyPem) as forge.pki.rsa.PrivateKey
-  const keys = rsaKeyPair()
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = keys.publicKey
-  cert.serialNumber = serialNumber()
-  validity(cert, days)
-  cert.setSubject([{ name: 'commonName', value: name }])
-  cert.setIssuer(caCert.subject.attributes)
-  cert.setExtensions([
+  return signCertificate([{ name: 'commonName', value: name }], days, [
     { name: 'basicConstraints', cA: false, critical: true },
-    { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+    LEAF_USAGE,
     { name: 'extKeyUsage', clientAuth: true },
-    { name: 'subjectKeyIdentifier' },
-    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
     ...crlDistributionPoint(opts.crlUrl)
-  ])
-  cert.sign(caKey, forge.md.sha256.create())
-  return { keyPem: forge.pki.privateKeyToPem(keys.privateKey), certPem: forge.pki.certificateToPem(cert), serial: cert.serialNumber }
+  ], ca)
 }
 
 /**

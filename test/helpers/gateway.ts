@@ -117,6 +117,7 @@ export interface GatewayOverrides {
   limits?: Record<string, unknown>
   tls?: Record<string, unknown>
   admin?: Record<string, unknown>
+  listen?: Record<string, unknown>
 }
 
 export async function startTestGateway (t: Teardown, nas: { url: string }, o: GatewayOverrides = {}): Promise<TestGateway> {
@@ -124,7 +125,7 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
   const auditDir = mkdtempSync(join(tmpdir(), 'nasguard-audit-'))
   const config = loadConfig({
     object: {
-      listen: { host: '127.0.0.1', port: 0 },
+      listen: { host: '127.0.0.1', port: 0, ...o.listen },
       tls: { cert: certs.cert, key: certs.key, ...o.tls },
       upstream: { url: nas.url, timeoutMs: 2000, ...o.upstream },
       auth: { ...o.authExtra, jwt: o.auth ?? { secret: SECRET } },

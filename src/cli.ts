@@ -165,6 +165,12 @@ async function main (argv: string[]): Promise<number> {
   throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')}`)
 }
 
+// `nasguard audit search ... | head`: a reader that stops early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
+
 main(process.argv.slice(2)).then((code) => {
   if (code >= 0) process.exitCode = code
 }, (err: unknown) => {

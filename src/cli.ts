@@ -66,7 +66,7 @@ async function main (argv: string[]): Promise<number> {
     const config = loadConfig({ file, env: process.env })
     const running = await startGateway(config)
     closeOnSignals(running)
-    running.gateway.app.log.info({ url: running.url, admin: running.adminUrl }, 'nasguard listening')
+    running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
     return -1
   }
   if (cmd === 'demo') {

@@ -31,7 +31,8 @@ export async function startGateway (config: Readonly<Config>, opts: { logger?: F
 export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}): void {
   // SIGHUP: reload the certificate (the file watcher does the same on change).
   process.on('SIGHUP', () => { running.gateway.reloadCertificate() })
-  closeWithGrace({ delay: 10000 }, async ({ signal, err }) => {
+  // SIGHUP means reload here, not close (close-with-grace closes on it by default).
+  closeWithGrace({ delay: 10000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     const log = running.gateway.app.log
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')
     else log.info({ signal }, 'closing')

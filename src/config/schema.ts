@@ -46,7 +46,9 @@ export const ConfigSchema = Type.Object({
     /** PEM CA(s) that client certificates must chain to. Required unless clientAuth is off. */
     clientCa: Type.Optional(Type.String({ minLength: 1 })),
     /** PEM CRL(s) of that CA: a revoked client certificate is refused. */
-    clientCrl: Type.Optional(Type.String({ minLength: 1 }))
+    clientCrl: Type.Optional(Type.String({ minLength: 1 })),
+    /** Reload when cert, key, CA or CRL files change (SIGHUP always reloads). Turn off where file events don't arrive (some network file systems). Default true. */
+    watch: Type.Boolean({ default: true })
   }, strict),
   upstream: Type.Object({
     /** The NAS origin, http:// or https://, no path. */

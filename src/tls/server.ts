@@ -148,7 +148,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   let debounce: NodeJS.Timeout | null = null
   const files = [t.cert, t.key, ...(t.clientAuth !== 'off' ? [t.clientCa, t.clientCrl] : [])].filter((f): f is string => !!f)
   const names = new Set(files.map((f) => basename(f)))
-  for (const dir of new Set(files.map((f) => dirname(f)))) {
+  for (const dir of t.watch ? new Set(files.map((f) => dirname(f))) : []) {
     try {
       const w = watch(dir, (_event, file) => {
         if (file && !names.has(file.toString())) return

@@ -85,7 +85,8 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       pending = next.done ? null : next.value
       lineNo++
       const isLast = fi === files.length - 1 && next.done === true
-      const opened = openLine(line, key)
+      // Verify alone reads only the chain fields; search and summary need the record.
+      const opened = openLine(line, key, onRecord !== undefined)
       if (!opened.ok) {
         if (isLast && !endsWithNewline) {
           report.truncatedTail = { file, bytes: Buffer.byteLength(line) }

@@ -88,7 +88,9 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       // Verify alone reads only the chain fields; search and summary need the record.
       const opened = openLine(line, key, onRecord !== undefined)
       if (!opened.ok) {
-        if (isLast && !endsWithNewline) {
+        // Only an unparsable fragment at the very end is a crash; a complete
+        // line with a wrong MAC is an edit, newline or not.
+        if (isLast && !endsWithNewline && opened.reason === 'unparsable') {
           report.truncatedTail = { file, bytes: Buffer.byteLength(line) }
           continue
         }
@@ -152,6 +154,9 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
     }
   }
   const headPath = join(dir, HEAD_FILE)
+  if (!existsSync(headPath) && report.records > 0) {
+    report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 0, message: `${HEAD_FILE} is missing: records may have been removed from the end of the trail` })
+  }
   if (existsSync(headPath)) {
     const opened = openLine(readFileSync(headPath, 'utf8').trim(), key)
     if (!opened.ok) {

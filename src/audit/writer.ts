@@ -167,6 +167,7 @@ export class AuditWriter {
       throw err
     }
     this.handle = h
+    if (resume && this.durableSeq > 0) { this.headWritten = true; void this.writeHead().catch(() => { this.headWritten = false }) }
     if (dropped > 0) {
       // Said in the trail itself, as the next record.
       this.queue.unshift({ record: { event: 'recovery', time: new Date().toISOString(), droppedBytes: dropped }, resolve: () => {}, reject: () => {} })
@@ -237,7 +238,7 @@ export class AuditWriter {
     if (!bySize && !byDay) return
     const h = this.handle
     this.handle = null
-    if (h) { await h.sync(); await h.close() }
+    if (h) { try { await h.sync() } finally { await h.close() } }
     await fsp.rename(this.file, join(this.opts.dir, archiveName(this.activeFirstSeq)))
     this.activeBytes = 0
     this.activeFirstSeq = 0
@@ -254,9 +255,11 @@ export class AuditWriter {
     const group = this.queue
     this.queue = []
     const started = process.hrtime.bigint()
-    const before = { seq: this.seq, prev: this.prev, bytes: this.activeBytes, first: this.activeFirstSeq, day: this.activeDay }
+    let before: { seq: number, prev: string, bytes: number, first: number, day: string } | undefined
     try {
+      // Opening may resume the chain from disk: take the "before" state after it.
       let h = await this.openFile()
+      before = { seq: this.seq, prev: this.prev, bytes: this.activeBytes, first: this.activeFirstSeq, day: this.activeDay }
       const lines: string[] = []
       for (const p of group) {
         const line = seal({ ...p.record, instance: this.opts.instance }, this.seq + 1, this.prev, this.opts.key)
@@ -267,9 +270,16 @@ export class AuditWriter {
       const buf = Buffer.from(lines.join('\n') + '\n', 'utf8')
       await this.rotateIfDue(buf.length)
       h = await this.openFile()
-      if (this.activeBytes === 0) {
+      // The length to roll back to is that of the file actually written
+      // (after a reopen or a rotation it is not what memory said before).
+      const startSize = (await h.stat()).size
+      if (startSize === 0) {
         this.activeFirstSeq = before.seq + 1
         this.activeDay = group[0].record.time.slice(0, 10)
+      }
+      const takeBack = async (): Promise<void> => {
+        const size = (await h.stat()).size
+        if (size > startSize) await h.truncate(startSize)
       }
       let off = 0
       try {
@@ -279,10 +289,10 @@ export class AuditWriter {
         }
       } catch (err) {
         // Take back a partial line so the next group starts clean.
-        if (off > 0) await h.truncate(before.bytes).catch(() => {})
+        await takeBack().catch(() => {})
         throw err
       }
-      this.activeBytes += buf.length
+      this.activeBytes = startSize + buf.length
       if (this.opts.durability === 'strict') {
         try {
           await this.opts.beforeSync?.()
@@ -290,15 +300,13 @@ export class AuditWriter {
         } catch (err) {
           // Nobody will be told these records exist: take them back off the
           // file, so a reopen does not pick them up into the chain.
-          await h.truncate(before.bytes).catch(() => {})
+          await takeBack().catch(() => {})
           throw err
         }
         this.durableSeq = this.seq
         this.durablePrev = this.prev
         for (const p of group) p.resolve()
       } else {
-        this.durableSeq = this.seq
-        this.durablePrev = this.prev
         for (const p of group) p.resolve()
         this.scheduleSync()
       }
@@ -307,13 +315,15 @@ export class AuditWriter {
       this.opts.onBatch?.(group.length, Number(process.hrtime.bigint() - started) / 1e6)
     } catch (err) {
       this.healthy = false
-      this.seq = before.seq
-      this.prev = before.prev
-      this.activeBytes = before.bytes
-      this.activeFirstSeq = before.first
-      this.activeDay = before.day
-      // Drop the handle so the next group reopens the file (it may have been
-      // removed, or the disk remounted).
+      if (before) {
+        this.seq = before.seq
+        this.prev = before.prev
+        this.activeBytes = before.bytes
+        this.activeFirstSeq = before.first
+        this.activeDay = before.day
+      }
+      // Drop the handle so the next group reopens the file and resumes the
+      // chain from what is really on disk.
       const h = this.handle
       this.handle = null
       if (h) await h.close().catch(() => {})
@@ -330,7 +340,12 @@ export class AuditWriter {
     this.syncTimer = setTimeout(() => {
       this.syncTimer = null
       const h = this.handle
-      h?.datasync().catch((err: Error) => {
+      const seq = this.seq
+      const prev = this.prev
+      h?.datasync().then(() => {
+        // Only now are these records durable (audit.head may name them).
+        if (seq > this.durableSeq) { this.durableSeq = seq; this.durablePrev = prev }
+      }, (err: Error) => {
         // After a failed fsync the kernel may report later ones as clean:
         // reopen, and say so.
         if (this.handle === h) this.handle = null
@@ -341,7 +356,16 @@ export class AuditWriter {
     this.syncTimer.unref()
   }
 
+  private headWritten = false
+
   private scheduleHead (): void {
+    // The first head goes out at once, so a trail is never without one for
+    // longer than its first write: verify treats a missing head as removal.
+    if (!this.headWritten && this.durableSeq > 0) {
+      this.headWritten = true
+      void this.writeHead().catch(() => { this.headWritten = false })
+      return
+    }
     if (this.headTimer) return
     this.headTimer = setTimeout(() => {
       this.headTimer = null
@@ -354,10 +378,19 @@ export class AuditWriter {
    * audit.head: the newest sequence number and hash, sealed with the key, so
    * that `audit verify` notices records deleted from the end of the trail.
    */
-  private async writeHead (): Promise<void> {
+  private headChain: Promise<void> = Promise.resolve()
+
+  /** Head writes run one after another (timer, rotation and close may ask at once). */
+  private writeHead (): Promise<void> {
+    const next = this.headChain.then(() => this.writeHeadNow())
+    this.headChain = next.catch(() => {})
+    return next
+  }
+
+  private async writeHeadNow (): Promise<void> {
     if (this.durableSeq === 0) return
     const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.durablePrev }, this.durableSeq, this.durablePrev, this.opts.key)
-    const tmp = join(this.opts.dir, `${HEAD_FILE}.tmp`)
+    const tmp = join(this.opts.dir, `${HEAD_FILE}.${process.pid}.tmp`)
     await fsp.writeFile(tmp, line + '\n', { mode: 0o600 })
     await fsp.rename(tmp, join(this.opts.dir, HEAD_FILE))
   }

@@ -38,9 +38,3 @@ export function checkRange (header: string | string[] | undefined, maxRanges: nu
   }
   return { ok: true, count: specs.length }
 }
-
-/** Whether the answer to this Range starts at the first byte of the file (magic bytes can be checked). */
-export function rangeStartsAtZero (header: string | undefined): boolean {
-  if (header === undefined) return true
-  return /^bytes=0-/i.test(header.trim())
-}

@@ -8,13 +8,12 @@ import { readFileSync } from 'node:fs'
 import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { Pool } from 'undici'
-import { pipeline, Transform, type Readable } from 'node:stream'
+import { pipeline, Readable, Transform } from 'node:stream'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
 import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
-import { rangeStartsAtZero } from '../policy/range.js'
 
 /** Request headers that may reach the NAS (conditional and range requests). */
 const REQUEST_HEADERS = ['range', 'if-range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'] as const
@@ -126,26 +125,36 @@ export interface UpstreamOptions {
   checkMagic: boolean
 }
 
-/** Reads at least n bytes (fewer if the stream ends first) and puts them back. */
-function peek (stream: Readable, n: number): Promise<Buffer> {
+/**
+ * Reads at least n bytes (fewer if the stream ends first). Returns them and
+ * the stream to send: the same one with the bytes put back, or, when it has
+ * already ended, a new one holding just those bytes.
+ */
+function peek (stream: Readable, n: number): Promise<{ head: Buffer, body: Readable }> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let len = 0
+    let ended = false
     const done = (): void => {
       stream.off('readable', onReadable)
-      stream.off('end', done)
+      stream.off('end', onEnd)
       stream.off('error', reject)
       const head = Buffer.concat(chunks)
+      if (ended) {
+        resolve({ head, body: Readable.from(head.length > 0 ? [head] : []) })
+        return
+      }
       if (head.length > 0) stream.unshift(head)
-      resolve(head)
+      resolve({ head, body: stream })
     }
+    const onEnd = (): void => { ended = true; done() }
     const onReadable = (): void => {
       let c: Buffer | null
       while (len < n && (c = stream.read() as Buffer | null) !== null) { chunks.push(c); len += c.length }
       if (len >= n) done()
     }
     stream.on('readable', onReadable)
-    stream.once('end', done)
+    stream.once('end', onEnd)
     stream.once('error', reject)
   })
 }
@@ -248,14 +257,18 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
           // The first bytes can only be judged when the answer starts at the
           // file's first byte (a 200, or a range from 0); mid-file ranges of
           // a file whose head passed are served as they are.
-          if (opts.checkMagic && request.method === 'GET' && (status === 200 || rangeStartsAtZero(request.headers.range as string | undefined))) {
-            peek(stream, MAGIC_BYTES).then((head) => {
+          // Whether the answer starts at the file's first byte is read from
+          // the NAS's answer (200, or a Content-Range from byte 0), not from
+          // what the client asked: `bytes=-N` or `bytes=00-` start there too.
+          const fromZero = status === 200 || /^bytes 0-/.test(String(headers['content-range'] ?? ''))
+          if (opts.checkMagic && request.method === 'GET' && fromZero) {
+            peek(stream, MAGIC_BYTES).then(({ head, body }) => {
               if (reply.sent) { stream.destroy(); return }
               if (!magicMatches(extension, head)) {
                 refuse(request, reply, stream, new Errors.UpstreamListing(), 'magic')
                 return
               }
-              sendRecording(request, reply, stream, extension)
+              sendRecording(request, reply, body, extension)
             }, () => {
               if (!reply.sent) refuse(request, reply, stream, new Errors.UpstreamError(), 'body')
             })

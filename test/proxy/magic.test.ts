@@ -55,3 +55,26 @@ t.test('a range that does not start at byte 0 is not judged by its first bytes',
   const start = await get(gw, '/medicall/a.wav', { headers: { ...bearer(gw.token()), range: 'bytes=0-99' } })
   t.equal(start.status, 206, 'a range from 0 is checked and passes')
 })
+
+t.test('with checkMagic, a range that starts at byte 0 in disguise is checked too, and a tiny body is judged, not crashed on', async (t) => {
+  const html = Buffer.from('<html><body>Index of /medicall: 46709999999.wav</body></html>')
+  const nas = await startStubNas(t, (req, res) => {
+    // A NAS that honours ranges over an HTML body it labels audio.
+    const m = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ''))
+    if (!m) { answer(html)(res); return }
+    const start = m[1] === '' ? Math.max(0, html.length - Number(m[2])) : Number(m[1])
+    const end = m[1] === '' || m[2] === '' ? html.length - 1 : Number(m[2])
+    res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': `bytes ${start}-${end}/${html.length}`, 'content-length': end - start + 1 })
+    res.end(html.subarray(start, end + 1))
+  })
+  const gw = await startTestGateway(t, nas, { files: { extensions: ['.wav', '.mp3'], checkMagic: true } })
+  for (const range of ['bytes=-100000', 'bytes=00-', 'bytes=0-10']) {
+    const res = await get(gw, '/medicall/c.wav', { headers: { ...bearer(gw.token()), range } })
+    t.equal(res.status, 502, `${range}: the answer starts at byte 0, so it is checked`)
+    t.notOk(res.body.includes(Buffer.from('Index of')), `${range}: none of the listing`)
+  }
+  nas.handle((_req, res) => answer(Buffer.from('ID3\x04\x00', 'latin1'), 'audio/mpeg')(res))
+  const tiny = await get(gw, '/medicall/t.mp3', { headers: bearer(gw.token()) })
+  t.equal(tiny.status, 200, 'a 5-byte MP3 with an ID3 start is served, not a 500')
+  t.equal(tiny.body.length, 5)
+})

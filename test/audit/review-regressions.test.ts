@@ -1,0 +1,57 @@
+// Regressions from the second review of the audit writer and verifier.
+import t from 'tap'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditWriterOptions } from '../../src/audit/writer.js'
+import { walkTrail } from '../../src/audit/verify.js'
+
+const key = Buffer.from('r'.repeat(64))
+const opts = (dir: string, extra: Partial<AuditWriterOptions> = {}): AuditWriterOptions => ({ dir, durability: 'strict', batchMs: 100, key, instance: 't', rotateBytes: 1 << 26, ...extra })
+const rec = (i: number): { event: 'access', time: string, requestId: string } => ({ event: 'access', time: new Date().toISOString(), requestId: `r${i}` })
+
+t.test('a failed sync right after a failed open does not wipe acknowledged records', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-wipe-'))
+  const w1 = await AuditWriter.open(opts(dir))
+  for (let i = 1; i <= 20; i++) await w1.append(rec(i))
+  await w1.close()
+  const size = readFileSync(join(dir, AUDIT_FILE)).length
+  // The first group after a restart fails at its fsync.
+  let fail = true
+  const w2 = await AuditWriter.open(opts(dir, { beforeSync: async () => { if (fail) { fail = false; throw new Error('EIO (simulated)') } } }))
+  await t.rejects(w2.append(rec(21)), /EIO/)
+  await w2.append(rec(22))
+  await w2.close()
+  t.ok(readFileSync(join(dir, AUDIT_FILE)).length > size, 'the file kept its records and grew')
+  const r = await walkTrail(dir, key)
+  t.same(r.problems, [], 'the chain is intact')
+  t.equal(r.records, 21, 'twenty acknowledged records plus the one after the failure')
+})
+
+t.test('verify: a removed audit.head, and an edited last line without its newline, are tampering', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-tail-'))
+  const w = await AuditWriter.open(opts(dir))
+  for (let i = 1; i <= 10; i++) await w.append(rec(i))
+  await w.close()
+  const file = join(dir, AUDIT_FILE)
+  const lines = readFileSync(file, 'utf8').trimEnd().split('\n')
+
+  const a = join(dir, 'a'); mkdirSync(a)
+  writeFileSync(join(a, AUDIT_FILE), lines.slice(0, 7).join('\n') + '\n')
+  const ra = await walkTrail(a, key)
+  t.match(ra.problems.map((p) => p.kind), ['missing-tail'], 'last records and the head removed: reported')
+
+  const b = join(dir, 'b'); mkdirSync(b)
+  writeFileSync(join(b, AUDIT_FILE), [...lines.slice(0, 9), lines[9].replace('"r10"', '"rX0"')].join('\n'))
+  writeFileSync(join(b, HEAD_FILE), readFileSync(join(dir, HEAD_FILE)))
+  const rb = await walkTrail(b, key)
+  t.ok(rb.problems.some((p) => p.kind === 'edited'), 'an edited last line is an edit, not a crash')
+  t.notOk(rb.truncatedTail)
+
+  const c = join(dir, 'c'); mkdirSync(c)
+  writeFileSync(join(c, AUDIT_FILE), lines.join('\n') + '\n' + lines[0].slice(0, 40))
+  writeFileSync(join(c, HEAD_FILE), readFileSync(join(dir, HEAD_FILE)))
+  const rc = await walkTrail(c, key)
+  t.same(rc.problems, [], 'a torn fragment at the end is still a crash')
+  t.ok(rc.truncatedTail)
+})

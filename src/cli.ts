@@ -86,10 +86,12 @@ async function main (argv: string[]): Promise<number> {
     const c = loadConfig({ file: v.config as string, env: process.env })
     const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
     const now = Math.floor(Date.now() / 1000)
-    const max = c.auth.jwt.maxLifetimeSec
+    // No token that could match outlives this: exp <= iat + maxLifetimeSec,
+    // and exp is honoured up to clockToleranceSec late.
+    const max = c.auth.jwt.maxLifetimeSec + c.auth.jwt.clockToleranceSec
     let entry: RevocationEntry
     if (v.jti) {
-      entry = { type: 'jti', jti: v.jti as string, expiresAt: now + max, at: now }
+      entry = { type: 'jti', jti: v.jti as string, expiresAt: now + c.auth.jwt.clockToleranceSec + max, at: now }
     } else {
       const before = parseTime((v['issued-before'] as string | undefined) ?? 'now')
       entry = { type: 'sub', sub: v.sub as string, issuedBefore: before, expiresAt: Math.max(before, now) + max, at: now }

@@ -143,9 +143,14 @@ export class Authenticator {
     }
     const now = Math.floor(Date.now() / 1000)
     if (typeof claims.exp !== 'number') throw new Errors.TokenInvalid('bad exp claim')
-    const iat = typeof claims.iat === 'number' ? claims.iat : undefined
+    // iat is required: it bounds exp (exp - iat <= maxLifetimeSec), which is
+    // what lets a revocation lapse safely after maxLifetimeSec.
+    if (typeof claims.iat !== 'number') throw new Errors.TokenInvalid('a required claim is missing')
+    const iat = claims.iat
+    const tolerance = this.config.auth.jwt.clockToleranceSec
+    if (iat > now + tolerance) throw new Errors.TokenInvalid('token issued in the future')
     const max = this.config.auth.jwt.maxLifetimeSec
-    if (claims.exp - (iat ?? now) > max || claims.exp - now > max) throw new Errors.TokenInvalid('token lifetime longer than allowed')
+    if (claims.exp - iat > max) throw new Errors.TokenInvalid('token lifetime longer than allowed')
     const subject = typeof claims.sub === 'string' ? claims.sub : ''
     if (!subject) throw new Errors.TokenInvalid('a required claim is missing')
     const jti = typeof claims.jti === 'string' ? claims.jti : undefined

@@ -505,6 +505,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const expiry = tls?.expiresAt ?? 0
     const checks = {
       nas,
+      revocation: denylist.loadError ? `unreadable (${denylist.loadError})` : 'ok',
       audit: audit.healthy ? 'ok' : `failing${audit.startupError ? ` (${audit.startupError.code ?? 'error'})` : ''}`,
       certificate: expiry * 1000 > Date.now() ? 'ok' : 'expired'
     }

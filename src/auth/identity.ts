@@ -154,6 +154,8 @@ export class Authenticator {
     const subject = typeof claims.sub === 'string' ? claims.sub : ''
     if (!subject) throw new Errors.TokenInvalid('a required claim is missing')
     const jti = typeof claims.jti === 'string' ? claims.jti : undefined
+    // A denylist that exists but cannot be read could hide any revocation.
+    if (this.deps.denylist.loadError) throw new Errors.RevocationUnavailable()
     const revoked = this.deps.denylist.check({ sub: subject, jti, iat }, now)
     if (revoked) throw new Errors.TokenInvalid(revoked)
     return { method: 'jwt', subject, jti, exp: claims.exp, iat, claims, grantee: { scopes: scopesOf(claims), claims } }

@@ -3,7 +3,7 @@
 // (by jti) or every token of a subject issued before a time; it lapses once
 // no token it could match can still be valid (maxLifetimeSec after it was
 // written or after issuedBefore), so the list stays short.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unwatchFile, watchFile, writeSync, type Stats } from 'node:fs'
+import { closeSync, fchmodSync, fchownSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, unwatchFile, watchFile, writeSync, type Stats } from 'node:fs'
 import { dirname } from 'node:path'
 
 export type RevocationEntry =
@@ -107,22 +107,56 @@ export class Denylist {
  * of it.
  */
 export function addRevocation (file: string, entry: RevocationEntry, now = Math.floor(Date.now() / 1000)): number {
-  let existing: RevocationEntry[] = []
-  try {
-    existing = parse(readFileSync(file, 'utf8'))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  const kept = [...existing.filter((e) => e.expiresAt >= now), entry]
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
-  const tmp = `${file}.${process.pid}.tmp`
-  const fd = openSync(tmp, 'w', 0o600)
+  const unlock = lock(`${file}.lock`)
   try {
-    writeSync(fd, kept.map((e) => JSON.stringify(e)).join('\n') + '\n')
-    fsyncSync(fd)
+    let existing: RevocationEntry[] = []
+    let owner: Stats | undefined
+    try {
+      existing = parse(readFileSync(file, 'utf8'))
+      owner = statSync(file)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    const kept = [...existing.filter((e) => e.expiresAt >= now), entry]
+    const tmp = `${file}.${process.pid}.tmp`
+    const fd = openSync(tmp, 'w', 0o600)
+    try {
+      writeSync(fd, kept.map((e) => JSON.stringify(e)).join('\n') + '\n')
+      // Keep the file readable by whoever could read it before (the
+      // gateway's user), whoever runs this command.
+      if (owner) {
+        try { fchownSync(fd, owner.uid, owner.gid) } catch { /* not root: the owner is us anyway */ }
+        fchmodSync(fd, owner.mode & 0o777)
+      }
+      fsyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+    renameSync(tmp, file)
+    return kept.length
   } finally {
-    closeSync(fd)
+    unlock()
   }
-  renameSync(tmp, file)
-  return kept.length
+}
+
+/**
+ * An exclusive lock file, so two revocations at once do not lose one
+ * another's entries. A lock older than 30 s is a crashed writer's.
+ */
+function lock (path: string): () => void {
+  const deadline = Date.now() + 10000
+  for (;;) {
+    try {
+      closeSync(openSync(path, 'wx', 0o600))
+      return () => { try { unlinkSync(path) } catch { /* already gone */ } }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      try {
+        if (Date.now() - statSync(path).mtimeMs > 30000) { unlinkSync(path); continue }
+      } catch { continue }
+      if (Date.now() > deadline) throw new Error(`${path} is held by another revocation; try again`)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
+    }
+  }
 }

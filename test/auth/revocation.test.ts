@@ -265,3 +265,48 @@ t.test('several gateways sharing the denylist (as workers do) all honour a new e
     t.equal((await get(gw, PATH, { headers: bearer(keep) })).status, 200, `${name} gateway: the other token still works`)
   }
 })
+
+t.test('an unreadable denylist fails closed and shows in /readyz; concurrent revocations keep every entry', async (t) => {
+  const { mkdtempSync, writeFileSync, chmodSync, readFileSync: read } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join: j } = await import('node:path')
+  const { addRevocation } = await import('../../src/auth/revocation.js')
+  const { startStubNas: nasOf, startTestGateway: gwOf, get: fetchOf, bearer: auth } = await import('../helpers/gateway.js')
+  const { waitFor: until } = await import('../helpers/wait.js')
+  const dir = mkdtempSync(j(tmpdir(), 'nasguard-denyread-'))
+  const file = j(dir, 'revoked.jsonl')
+  writeFileSync(file, '')
+  const nas = await nasOf(t)
+  const gw = await gwOf(t, nas, { authExtra: { revocation: { file, pollMs: 50 } } })
+  t.equal((await fetchOf(gw, '/medicall/a.wav', { headers: auth(gw.token()) })).status, 200)
+  // A directory where the file was: it exists, and cannot be read as a list.
+  const { rmSync, mkdirSync } = await import('node:fs')
+  rmSync(file)
+  mkdirSync(file)
+  const refused = await until('the gateway to notice', async () => {
+    const r = await fetchOf(gw, '/medicall/a.wav', { headers: auth(gw.token()) })
+    return r.status === 503 ? r : undefined
+  })
+  t.equal(JSON.parse(refused.body.toString()).error, 'NASGUARD_ERR_REVOCATION_UNAVAILABLE')
+  const ready = await fetch(gw.adminUrl + '/readyz')
+  t.equal(ready.status, 503)
+  t.match((await ready.json() as { checks: { revocation: string } }).checks.revocation, /^unreadable/)
+  rmSync(file, { recursive: true })
+
+  // Two processes revoking at once (as two operators would) lose nothing.
+  const shared = j(dir, 'shared.jsonl')
+  const now = Math.floor(Date.now() / 1000)
+  const { spawn } = await import('node:child_process')
+  const { resolve: abs } = await import('node:path')
+  const mod = abs('dist/auth/revocation.js')
+  const script = (w: number): string => `import('${mod}').then(({ addRevocation }) => { for (let i = 0; i < 150; i++) addRevocation(${JSON.stringify(shared)}, { type: 'jti', jti: 'w${w}-' + i, expiresAt: ${now + 3600}, at: ${now} }) })`
+  await Promise.all([0, 1].map((w) => new Promise<void>((res, rej) => {
+    const c = spawn(process.execPath, ['-e', script(w)], { stdio: 'inherit' })
+    c.on('exit', (code) => code === 0 ? res() : rej(new Error(`writer ${w} exited ${code ?? 'null'}`)))
+  })))
+  t.equal(read(shared, 'utf8').trim().split('\n').length, 300, 'all 300 entries from two processes kept')
+  chmodSync(shared, 0o640)
+  addRevocation(shared, { type: 'jti', jti: 'mode', expiresAt: now + 3600, at: now })
+  const { statSync } = await import('node:fs')
+  t.equal(statSync(shared).mode & 0o777, 0o640, 'the file keeps the mode it had')
+})

@@ -10,7 +10,7 @@ t.test('tokens without iat, or issued in the future, are refused', async (t) => 
   const now = Math.floor(Date.now() / 1000)
   const noIat = createSigner({ key: SECRET, algorithm: 'HS256', noTimestamp: true })
   // fast-jwt sets iat from clockTimestamp (ms).
-  const issuedAt = (sec: number): ReturnType<typeof createSigner> => createSigner({ key: SECRET, algorithm: 'HS256', clockTimestamp: sec * 1000 })
+  const issuedAt = (sec: number): ((payload: Record<string, unknown>) => string) => createSigner({ key: SECRET, algorithm: 'HS256', clockTimestamp: sec * 1000 })
   const table: Array<[string, string, number]> = [
     ['no iat', noIat({ sub: 'alice', scope: 'recordings:read', exp: now + 600 }), 401],
     ['iat an hour ahead', issuedAt(now + 3600)({ sub: 'alice', scope: 'recordings:read', exp: now + 4000 }), 401],

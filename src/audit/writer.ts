@@ -64,6 +64,7 @@ interface Pending { record: AuditRecord, resolve: () => void, reject: (err: Erro
 
 export const AUDIT_FILE = 'audit.jsonl'
 export const HEAD_FILE = 'audit.head'
+export const LOCK_FILE = 'audit.lock'
 export const ARCHIVE = /^audit-(\d{12})\.jsonl$/
 
 export function archiveName (firstSeq: number): string {
@@ -133,6 +134,7 @@ export class AuditWriter {
   static async open (opts: AuditWriterOptions): Promise<AuditWriter> {
     const w = new AuditWriter(opts)
     await fsp.mkdir(opts.dir, { recursive: true, mode: 0o700 })
+    await w.takeLock()
     try {
       await w.openFile()
     } catch (err) {
@@ -140,6 +142,34 @@ export class AuditWriter {
       w.healthy = false
     }
     return w
+  }
+
+  private lockFile = ''
+
+  /**
+   * One writer per directory (two would interleave sequence numbers): an
+   * exclusive audit.lock holding the writer's pid. A lock whose process is
+   * gone (kill -9) is taken over.
+   */
+  private async takeLock (): Promise<void> {
+    const file = join(this.opts.dir, LOCK_FILE)
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await fsp.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 })
+        this.lockFile = file
+        return
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim())
+      let alive = pid === process.pid
+      if (!alive && Number.isInteger(pid) && pid > 0) {
+        try { process.kill(pid, 0); alive = true } catch (err) { alive = (err as NodeJS.ErrnoException).code === 'EPERM' }
+      }
+      if (alive) throw Object.assign(new Error(`another process (pid ${pid}) writes to the audit trail in ${this.opts.dir}: one writer per directory`), { code: 'EAUDITLOCKED' })
+      await fsp.unlink(file).catch(() => {})
+    }
+    throw Object.assign(new Error(`cannot take ${file}`), { code: 'EAUDITLOCKED' })
   }
 
   get lastSeq (): number {
@@ -411,5 +441,6 @@ export class AuditWriter {
       await h.close()
       await this.writeHead().catch(() => {})
     }
+    if (this.lockFile) await fsp.unlink(this.lockFile).catch(() => {})
   }
 }

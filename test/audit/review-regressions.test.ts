@@ -55,3 +55,22 @@ t.test('verify: a removed audit.head, and an edited last line without its newlin
   t.same(rc.problems, [], 'a torn fragment at the end is still a crash')
   t.ok(rc.truncatedTail)
 })
+
+t.test('one writer per audit directory: a second is refused while the first lives; a dead one\'s lock is taken over', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-lock-'))
+  const w1 = await AuditWriter.open(opts(dir))
+  await w1.append(rec(1))
+  await t.rejects(AuditWriter.open(opts(dir)), /another process|one writer per directory/, 'refused while the first is open')
+  await w1.close()
+  const w2 = await AuditWriter.open(opts(dir))
+  await w2.append(rec(2))
+  await w2.close()
+  // A lock left by a process that died (kill -9): pid 2^22+1 does not exist.
+  writeFileSync(join(dir, 'audit.lock'), '4194305\n')
+  const w3 = await AuditWriter.open(opts(dir))
+  await w3.append(rec(3))
+  await w3.close()
+  const r = await walkTrail(dir, key)
+  t.same(r.problems, [])
+  t.equal(r.records, 3)
+})

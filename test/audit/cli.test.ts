@@ -2,31 +2,17 @@
 // the built CLI (npm run build first) in a child process, against a trail a
 // real gateway wrote, and against a large rotated trail sealed by hand.
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { RECORDING, bearer, get, startStubNas, startTestGateway, testCerts, type Response } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
 import { GENESIS, lineHash, seal } from '../../src/audit/chain.js'
 import { AUDIT_FILE, HEAD_FILE, archiveName } from '../../src/audit/writer.js'
 import { walkTrail } from '../../src/audit/verify.js'
+import { runCli } from '../helpers/process.js'
 
-const CLI = resolve('dist/cli.js')
-
-interface Run { status: number | null, stdout: string, stderr: string }
-
-function cli (args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    child.on('error', reject)
-    child.on('close', (status) => resolve({ status, stdout, stderr }))
-  })
-}
+const cli = runCli
 
 function jsonLines (s: string): Array<Record<string, unknown>> {
   return s.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)

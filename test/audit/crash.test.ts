@@ -7,7 +7,6 @@ import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createSigner } from 'fast-jwt'
@@ -16,6 +15,7 @@ import { waitFor } from '../helpers/wait.js'
 import { walkTrail } from '../../src/audit/verify.js'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { lineHash, seal } from '../../src/audit/chain.js'
+import { freePort, runCli } from '../helpers/process.js'
 
 const CLI = resolve('dist/cli.js')
 const SECRET = 'crash-test-secret-that-is-long-enough-0123456789'
@@ -23,28 +23,7 @@ const CLIENTS = 8
 const PER_CLIENT = 60
 const KILL_AFTER = 100
 
-function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
-function cli (args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    child.on('error', reject)
-    child.on('close', (status) => resolve({ status, stdout, stderr }))
-  })
-}
 
 interface Gw { child: ChildProcess, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>, output: () => string }
 
@@ -136,7 +115,7 @@ t.test('kill -9 under load: every response seen has its access record; the trail
   t.comment(`${responses} responses seen, ${nas.requests.length} NAS requests, ${errors} clients cut off`)
 
   // The trail, as the crash left it.
-  const verify = await cli(['audit', 'verify', '--dir', auditDir])
+  const verify = await runCli(['audit', 'verify', '--dir', auditDir])
   t.equal(verify.status, 0, 'audit verify after the crash:\n' + verify.stdout + verify.stderr)
   t.match(verify.stdout, /chain intact/)
   const torn = /note: (\S+) ends in a truncated record \((\d+) bytes\)/.exec(verify.stdout)
@@ -159,7 +138,7 @@ t.test('kill -9 under load: every response seen has its access record; the trail
     const half = seal({ event: 'access', time: new Date().toISOString(), requestId: 'never-acknowledged', path: '/medicall/2016/09/09/000000_46700000000.wav' }, afterCrash.lastSeq + 1, lineHash(lines[lines.length - 1]), key).slice(0, 100)
     appendFileSync(f, half)
     tornBytes = Buffer.byteLength(half)
-    const v = await cli(['audit', 'verify', '--dir', auditDir])
+    const v = await runCli(['audit', 'verify', '--dir', auditDir])
     t.equal(v.status, 0, 'a torn tail is not tampering:\n' + v.stdout)
     t.match(v.stdout, `note: audit.jsonl ends in a truncated record (${tornBytes} bytes)`)
   }
@@ -184,7 +163,7 @@ t.test('kill -9 under load: every response seen has its access record; the trail
   t.equal(records.indexOf(recoveries[0]), afterCrash.records, 'right after the last record before the crash')
   t.notOk(records.some((r) => r.requestId === 'never-acknowledged'), 'the torn record is gone')
   t.ok(records.some((r) => r.event === 'fetch' && r.requestId === res.headers['x-request-id'] && r.outcome === 'complete'), 'the new fetch is recorded')
-  const final = await cli(['audit', 'verify', '--dir', auditDir])
+  const final = await runCli(['audit', 'verify', '--dir', auditDir])
   t.equal(final.status, 0, final.stdout + final.stderr)
   t.match(final.stdout, /chain intact/)
   t.equal(readFileSync(join(auditDir, 'audit.jsonl'), 'utf8').endsWith('\n'), true)

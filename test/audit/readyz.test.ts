@@ -3,10 +3,10 @@
 // follows the audit writer.
 import t from 'tap'
 import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { bearer, get, scrape, startStubNas, startTestGateway } from '../helpers/gateway.js'
+import { freePort } from '../helpers/process.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
 
@@ -17,16 +17,6 @@ async function readyz (adminUrl: string): Promise<Ready> {
   return { status: res.status, body: await res.json() as Ready['body'] }
 }
 
-function closedPort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 t.test('a healthy gateway is ready', async (t) => {
   const nas = await startStubNas(t)
@@ -73,7 +63,7 @@ t.test('an audit trail that cannot be written: not ready, gauge 0; writable agai
 })
 
 t.test('a NAS that does not answer: not ready, with the reason under checks.nas', async (t) => {
-  const port = await closedPort()
+  const port = await freePort()
   const gw = await startTestGateway(t, { url: `http://127.0.0.1:${port}` })
   const r = await readyz(gw.adminUrl)
   t.equal(r.status, 503)

@@ -212,14 +212,43 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     log.error({ code: audit.startupError.code, file: audit.file }, 'the audit file cannot be opened: recording requests get 503 until it can')
   }
 
+  /**
+   * Writes a record and counts it. Resolves false when it could not be
+   * written, after counting and logging that (nothing is dropped silently);
+   * the caller decides whether that refuses the request.
+   */
+  async function writeAudit (record: AuditRecord, logger: FastifyBaseLogger): Promise<boolean> {
+    try {
+      await audit.append(record)
+      metrics.auditRecords.inc({ event: record.event })
+      return true
+    } catch (err) {
+      metrics.auditFailures.inc({ event: record.event })
+      logger.error({ reqId: record.requestId, event: record.event, code: (err as NodeJS.ErrnoException).code }, 'audit record could not be written')
+      return false
+    }
+  }
+
+  /** What every audit record of a request says about it: who, from where, what. */
+  function requestFields (request: FastifyRequest): Omit<AuditRecord, 'event' | 'time'> {
+    const state = request.ng as RequestState | null
+    return {
+      requestId: request.id,
+      ...clientOf(request),
+      method: request.method,
+      // Without its query: a query may carry a grant, which is kept nowhere.
+      path: state?.path ?? request.url.split('?', 1)[0].slice(0, 2048),
+      range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
+      subject: state?.identity?.subject,
+      auth: state?.identity?.method,
+      jti: state?.identity?.jti,
+      rule: state?.rule,
+      userAgent: request.headers['user-agent']?.slice(0, 256)
+    }
+  }
+
   function recordRefusal (r: Omit<AuditRecord, 'event' | 'time'>): void {
-    const record: AuditRecord = { event: 'refusal', time: new Date().toISOString(), ...r }
-    audit.append(record).then(
-      () => metrics.auditRecords.inc({ event: 'refusal' }),
-      (err: Error) => {
-        metrics.auditFailures.inc({ event: 'refusal' })
-        log.error({ reqId: r.requestId, code: (err as NodeJS.ErrnoException).code }, 'audit record for a refusal could not be written')
-      })
+    void writeAudit({ event: 'refusal', time: new Date().toISOString(), ...r }, log)
   }
 
   function refuse (request: FastifyRequest, reply: FastifyReply, err: NasguardError, required?: string[]): void {
@@ -230,20 +259,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
     }
     if (!state?.fetch) {
-      // The raw path without its query: a query may carry a grant, which is kept nowhere.
-      const path = state?.path ?? request.url.split('?', 1)[0].slice(0, 2048)
-      recordRefusal({
-        requestId: request.id,
-        ...clientOf(request),
-        method: request.method,
-        path,
-        subject: state?.identity?.subject,
-        jti: state?.identity?.jti,
-        rule: state?.rule,
-        status: err.statusCode,
-        reason: err.code,
-        userAgent: request.headers['user-agent']?.slice(0, 256)
-      })
+      recordRefusal({ ...requestFields(request), range: undefined, auth: undefined, status: err.statusCode, reason: err.code })
     }
     const challenge = wwwAuthenticate(err, required)
     if (challenge) reply.header('www-authenticate', challenge)
@@ -307,30 +323,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** The completion record of a fetch whose access record is on disk. */
   function recordCompletion (request: FastifyRequest, state: RequestState, status: number, outcome: 'complete' | 'client-aborted' | 'upstream-error', durationMs: number): void {
-    const record: AuditRecord = {
-      event: 'fetch',
-      time: new Date().toISOString(),
-      requestId: request.id,
-      ...clientOf(request),
-      method: request.method,
-      path: state.path,
-      range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
-      subject: state.identity?.subject,
-      auth: state.identity?.method,
-      jti: state.identity?.jti,
-      rule: state.rule,
-      status,
-      bytes: state.bytes,
-      durationMs,
-      outcome,
-      userAgent: request.headers['user-agent']?.slice(0, 256)
-    }
-    audit.append(record).then(
-      () => metrics.auditRecords.inc({ event: 'fetch' }),
-      (err: Error) => {
-        metrics.auditFailures.inc({ event: 'fetch' })
-        request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'audit completion record could not be written')
-      })
+    void writeAudit({ event: 'fetch', time: new Date().toISOString(), ...requestFields(request), status, bytes: state.bytes, durationMs, outcome }, request.log)
   }
 
   function onFinished (request: FastifyRequest, reply: FastifyReply): void {
@@ -380,25 +373,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (!range.ok) throw new Errors.BadRange(range.reason)
 
     // No byte of a recording leaves before this record is on disk.
-    try {
-      await audit.append({
-        event: 'access',
-        time: new Date().toISOString(),
-        requestId: request.id,
-        ...clientOf(request),
-        method: request.method,
-        path: state.path,
-        range: typeof h.range === 'string' ? h.range.slice(0, 256) : undefined,
-        subject: state.identity.subject,
-        auth: state.identity.method,
-        jti: state.identity.jti,
-        rule: state.rule,
-        userAgent: h['user-agent']?.slice(0, 256)
-      })
-      metrics.auditRecords.inc({ event: 'access' })
-    } catch (err) {
-      metrics.auditFailures.inc({ event: 'access' })
-      request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'access record could not be written: request refused')
+    if (!await writeAudit({ event: 'access', time: new Date().toISOString(), ...requestFields(request) }, request.log)) {
       throw new Errors.AuditUnavailable()
     }
     if (state.closed) {
@@ -455,25 +430,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       ...(g.bindIp ? { a: request.ip } : {}),
       ...(used.length > 0 ? { c: Object.fromEntries(used.map((n) => [n, String(identity.claims?.[n])])) } : {})
     })
-    try {
-      await audit.append({
-        event: 'grant',
-        time: new Date().toISOString(),
-        requestId: request.id,
-        ...clientOf(request),
-        method: 'GET',
-        path: canonical.path,
-        subject: identity.subject,
-        auth: identity.method,
-        jti: identity.jti,
-        rule,
-        grantExpiresAt: new Date(exp * 1000).toISOString(),
-        userAgent: request.headers['user-agent']?.slice(0, 256)
-      })
-      metrics.auditRecords.inc({ event: 'grant' })
-    } catch (err) {
-      metrics.auditFailures.inc({ event: 'grant' })
-      request.log.error({ code: (err as NodeJS.ErrnoException).code }, 'grant record could not be written: grant refused')
+    const granted = { ...requestFields(request), method: 'GET', path: canonical.path, range: undefined, rule, grantExpiresAt: new Date(exp * 1000).toISOString() }
+    if (!await writeAudit({ event: 'grant', time: new Date().toISOString(), ...granted }, request.log)) {
       throw new Errors.AuditUnavailable()
     }
     reply.code(201)

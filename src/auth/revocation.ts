@@ -95,10 +95,6 @@ export class Denylist {
     if (s && s.expiresAt >= now && (t.iat === undefined || t.iat < s.issuedBefore)) return 'subject revoked'
     return null
   }
-
-  get size (): number {
-    return this.jtis.size + this.subs.size
-  }
 }
 
 /**

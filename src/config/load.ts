@@ -32,7 +32,7 @@ export function envName (path: string[]): string {
   return ENV_PREFIX + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')
 }
 
-interface SchemaNode { type?: string, properties?: Record<string, SchemaNode> }
+interface SchemaNode { type?: string, anyOf?: unknown[], properties?: Record<string, SchemaNode> }
 
 interface EnvKey { path: string[], type: string }
 
@@ -41,7 +41,8 @@ function envKeys (node: SchemaNode, path: string[] = []): EnvKey[] {
   if (node.type === 'object' && node.properties) {
     return Object.entries(node.properties).flatMap(([k, v]) => envKeys(v, [...path, k]))
   }
-  return [{ path, type: node.type ?? 'string' }]
+  // A union (e.g. workers: 2 | "auto"): a number when it reads as one.
+  return [{ path, type: node.type ?? (node.anyOf ? 'union' : 'string') }]
 }
 
 const ENV_KEYS = envKeys(ConfigSchema as unknown as SchemaNode)
@@ -63,6 +64,8 @@ function parseEnvValue (name: string, key: string, type: string, raw: string): J
         if (type === 'array' && !raw.trim().startsWith('[')) return raw.split(',').map((s) => s.trim()).filter(Boolean)
         throw new ConfigError([{ key, reason: `${name} must be JSON` }])
       }
+    case 'union':
+      return /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
     default:
       return raw
   }

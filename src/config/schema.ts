@@ -162,6 +162,8 @@ export const ConfigSchema = Type.Object({
   log: Type.Object({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' })
   }, { ...strict, default: {} }),
+  /** Worker processes (node:cluster) sharing the listener: a number, or "auto" for one per core. Default 1 (one process). */
+  workers: Type.Union([Type.Integer({ minimum: 1, maximum: 64 }), Type.Literal('auto')], { default: 1 }),
   limits: Type.Object({
     /** Longest request path accepted, in bytes. Default 1024. */
     maxPathLength: Type.Integer({ default: 1024, minimum: 16, maximum: 8192 }),

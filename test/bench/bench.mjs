@@ -1,129 +1,276 @@
 #!/usr/bin/env node
-// npm run bench: nasguard (TLS, JWT, policy, strict audit, metrics: all on,
-// as shipped) against a baseline in the same run, in interleaved rounds.
-// Baseline: nginx as a TLS reverse proxy without auth when nginx is
-// installed, else the bare NAS over plain HTTP. Needs wrk (Debian: wrk).
-// Not part of npm test: it measures, it does not assert.
-import { execFile, spawn, spawnSync } from 'node:child_process'
+// npm run bench [-- W1 W2 W3 W4 W5]: nasguard beside nginx and Caddy, in one run.
+//
+// - The NAS: nginx serving a fixture tree when installed, else a Node static server.
+// - nasguard as shipped: TLS, JWT, policy, strict audit, metrics, info logs to a file.
+// - Peers, when installed: nginx + auth_request to a small JWT validator,
+//   nginx without auth, Caddy + forward_auth to the same validator.
+// - Workloads run in interleaved rounds (A, B, C, A, B, C, ...); medians are printed
+//   with each target's ratio to nginx + auth_request.
+//
+// Not part of npm test: it measures, it does not assert. Needs wrk.
+// Settings (env): BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_WORKERS (cores),
+// BENCH_W4_SECONDS (600), BENCH_W4_READERS (1000), BENCH_W4_RATE (bytes/s per reader, 32768),
+// BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
+// BENCH_COMPARE (another checkout, built: adds "nasguard (compare)" from its dist/cli.js),
+// BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy), BENCH_OUT (results JSON file).
+import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
-import { createServer } from 'node:http'
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdtempSync, writeFileSync, mkdirSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs'
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { createSigner } from 'fast-jwt'
 import { createCa, issueServerCert, writeKeyFile } from '../../dist/tls/certificates.js'
+import { have, rssMb, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 8)
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32)
-const SIZE = 64 * 1024
+const here = fileURLToPath(new URL('.', import.meta.url))
+const env = process.env
+const ROUNDS = Number(env.BENCH_ROUNDS ?? 3)
+const SECONDS = Number(env.BENCH_SECONDS ?? 8)
+const WORKERS = Number(env.BENCH_WORKERS ?? availableParallelism())
+const W4_SECONDS = Number(env.BENCH_W4_SECONDS ?? 600)
+const W4_READERS = Number(env.BENCH_W4_READERS ?? 1000)
+const W4_RATE = Number(env.BENCH_W4_RATE ?? 32768)
+const selected = process.argv.slice(2).filter((a) => /^W[1-5]$/.test(a))
+const WANT = new Set(selected.length ? selected : ['W1', 'W2', 'W3', 'W5', 'W4'])
+const PEERS = new Set((env.BENCH_PEERS ?? 'nginx-auth,nginx,caddy').split(','))
 
-function have (cmd) { return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0 }
 if (!have('wrk')) { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2) }
+const run = promisify(execFile)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
+// ---- fixtures and credentials ------------------------------------------
 const dir = mkdtempSync(join(tmpdir(), 'nasguard-bench-'))
+const root = join(dir, 'nas')
+const SMALL = '/medicall/2016/01/01/083012_46701234567.wav'
+const LARGE = '/medicall/2016/01/02/101500_46709876543.wav'
+const HUGE = '/medicall/2019/02/18/140000_46705550000.wav'
+const HUGE_BYTES = 256 * 1024 * 1024
+function wavFile (path, bytes) {
+  const file = join(root, path)
+  mkdirSync(resolve(file, '..'), { recursive: true })
+  const h = Buffer.alloc(44)
+  h.write('RIFF', 0); h.writeUInt32LE(bytes - 8, 4); h.write('WAVEfmt ', 8); h.writeUInt32LE(16, 16)
+  h.writeUInt16LE(1, 20); h.writeUInt16LE(1, 22); h.writeUInt32LE(8000, 24); h.writeUInt32LE(16000, 28)
+  h.writeUInt16LE(2, 32); h.writeUInt16LE(16, 34); h.write('data', 36); h.writeUInt32LE(bytes - 44, 40)
+  const fd = openSync(file, 'w')
+  writeSync(fd, h)
+  const block = Buffer.alloc(1024 * 1024)
+  for (let i = 0; i < block.length; i += 2) block.writeInt16LE(Math.round(Math.sin(i / 7) * 9000), i)
+  for (let off = 44; off < bytes; off += block.length) writeSync(fd, block, 0, Math.min(block.length, bytes - off), off)
+  ftruncateSync(fd, bytes)
+  closeSync(fd)
+}
+wavFile(SMALL, 64 * 1024)
+wavFile(LARGE, 48 * 1024 * 1024)
+wavFile(HUGE, HUGE_BYTES)
+
 const ca = createCa('bench CA')
 const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
-writeKeyFile(join(dir, 'server.key'), server.keyPem)
-writeFileSync(join(dir, 'server.crt'), server.certPem)
-const secret = 'b'.repeat(48)
-writeFileSync(join(dir, 'jwt.secret'), secret)
+const cert = join(dir, 'server.crt')
+const key = join(dir, 'server.key')
+writeKeyFile(key, server.keyPem)
+writeFileSync(cert, server.certPem)
+const secretFile = join(dir, 'jwt.secret')
+writeFileSync(secretFile, 'b'.repeat(48))
+const token = createSigner({ key: 'b'.repeat(48), algorithm: 'HS256' })({ sub: 'bench', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 6 * 3600 })
 
-// The NAS: a 64 KB recording from memory, keep-alive.
-const body = Buffer.alloc(SIZE, 0x42)
-const nas = createServer((req, res) => {
-  res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': body.length })
-  res.end(body)
+const rangeScript = join(dir, 'range.lua')
+writeFileSync(rangeScript, `math.randomseed(os.time())
+request = function()
+  local off = math.random(0, ${HUGE_BYTES / 65536 - 1}) * 65536
+  wrk.headers["Range"] = "bytes=" .. off .. "-" .. (off + 65535)
+  return wrk.format(nil, nil)
+end
+`)
+
+// ---- processes -----------------------------------------------------------
+const NAS_PORT = 18080
+const VALIDATOR_PORT = 18081
+const procs = []
+const targets = []
+function deepMerge (base, over) {
+  const out = { ...base }
+  for (const [k, v] of Object.entries(over ?? {})) {
+    if (v === null) delete out[k]
+    else if (typeof v === 'object' && !Array.isArray(v) && typeof out[k] === 'object') out[k] = deepMerge(out[k], v)
+    else out[k] = v
+  }
+  return out
+}
+const nasguardConfig = (name, port, adminPort) => ({
+  listen: { host: '127.0.0.1', port },
+  tls: { cert, key },
+  upstream: { url: `http://127.0.0.1:${NAS_PORT}` },
+  auth: { jwt: { secretFile, algorithms: ['HS256'] } },
+  policy: [{ name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] }],
+  audit: { dir: join(dir, `audit-${name}`) },
+  admin: { host: '127.0.0.1', port: adminPort },
+  workers: WORKERS
 })
-await new Promise((r) => nas.listen(0, '127.0.0.1', r))
-const nasPort = nas.address().port
 
-// Two nasguard instances, identical but for audit durability: strict (the
-// default, fsync before the response starts) and batched (fsync every
-// 100 ms). There is no "audit off" mode to compare with, by design.
-const gwConfig = (name, port, adminPort, durability) => writeFileSync(join(dir, `${name}.yaml`), [
-  `listen: { host: 127.0.0.1, port: ${port} }`,
-  'tls: { cert: server.crt, key: server.key }',
-  `upstream: { url: "http://127.0.0.1:${nasPort}" }`,
-  'auth: { jwt: { secretFile: jwt.secret } }',
-  'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
-  `audit: { dir: audit-${name}, durability: ${durability} }`,
-  `admin: { port: ${adminPort} }`,
-  'log: { level: warn }'
-].join('\n'))
-gwConfig('strict', 18443, 19464, 'strict')
-gwConfig('batched', 18445, 19465, 'batched')
-const gws = ['strict', 'batched'].map((n) => spawn(process.execPath, [resolve('dist/cli.js'), 'start', '--config', join(dir, `${n}.yaml`)], { stdio: ['ignore', 'ignore', 'inherit'] }))
-
-let nginx = null
-const targets = [{ name: 'nasguard (strict audit)', url: 'https://127.0.0.1:18443/medicall/2016/01/01/083012_46701234567.wav', auth: true }]
-if (have('nginx')) {
-  mkdirSync(join(dir, 'nginx'), { recursive: true })
-  writeFileSync(join(dir, 'nginx.conf'), `worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log; daemon off;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path ${dir}/nginx; proxy_temp_path ${dir}/nginx; fastcgi_temp_path ${dir}/nginx; uwsgi_temp_path ${dir}/nginx; scgi_temp_path ${dir}/nginx;
-  upstream nas { server 127.0.0.1:${nasPort}; keepalive 64; }
-  server { listen 127.0.0.1:18444 ssl; ssl_certificate ${dir}/server.crt; ssl_certificate_key ${dir}/server.key; ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://nas; proxy_http_version 1.1; proxy_set_header Connection ""; } } }`)
-  nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
-  targets.push({ name: 'nginx-tls-proxy (no auth)', url: 'https://127.0.0.1:18444/medicall/2016/01/01/083012_46701234567.wav', auth: false })
-} else {
-  targets.push({ name: 'bare NAS (plain HTTP)', url: `http://127.0.0.1:${nasPort}/medicall/x.wav`, auth: false })
+const nas = await startNas(dir, root, NAS_PORT)
+procs.push(nas)
+function addNasguard (name, label, port, adminPort, cli, overrides) {
+  const p = startNasguard(dir, { name, cli, config: deepMerge(nasguardConfig(name, port, adminPort), overrides) })
+  procs.push(p)
+  targets.push({ name: label, port, auth: true, proc: p, nasguard: true, adminPort })
 }
+addNasguard('nasguard', 'nasguard', 18443, 19464, 'dist/cli.js')
+if (env.BENCH_VARIANT) addNasguard('variant', 'nasguard (variant)', 18444, 19465, 'dist/cli.js', JSON.parse(env.BENCH_VARIANT))
+if (env.BENCH_COMPARE) addNasguard('compare', 'nasguard (compare)', 18445, 19466, join(env.BENCH_COMPARE, 'dist/cli.js'), JSON.parse(env.BENCH_COMPARE_OVERRIDES ?? '{}'))
+const needValidator = (PEERS.has('nginx-auth') && have('nginx')) || (PEERS.has('caddy') && have('caddy'))
+let validator
+if (needValidator) { validator = startValidator(dir, VALIDATOR_PORT, secretFile); procs.push(validator) }
+const withValidator = (p) => ({ ...p, pids: () => [...p.pids(), ...validator.pids()] })
+if (have('nginx') && PEERS.has('nginx-auth')) {
+  const p = startNginxPeer(dir, { name: 'nginx-auth', port: 18446, workers: WORKERS, nasPort: NAS_PORT, validatorPort: VALIDATOR_PORT, cert, key })
+  procs.push(p)
+  targets.push({ name: 'nginx+auth_request', port: 18446, auth: true, proc: withValidator(p), base: true })
+}
+if (have('nginx') && PEERS.has('nginx')) {
+  const p = startNginxPeer(dir, { name: 'nginx-noauth', port: 18447, workers: WORKERS, nasPort: NAS_PORT, cert, key })
+  procs.push(p)
+  targets.push({ name: 'nginx (no auth)', port: 18447, auth: false, proc: p })
+}
+if (have('caddy') && PEERS.has('caddy')) {
+  const p = startCaddy(dir, { port: 18448, workers: WORKERS, nasPort: NAS_PORT, validatorPort: VALIDATOR_PORT, cert, key })
+  procs.push(p)
+  targets.push({ name: 'caddy+forward_auth', port: 18448, auth: true, proc: withValidator(p) })
+}
+const baseTarget = targets.find((t) => t.base) ?? targets.find((t) => !t.nasguard) ?? targets[0]
 
-targets.splice(1, 0, { name: 'nasguard (batched audit)', url: 'https://127.0.0.1:18445/medicall/2016/01/01/083012_46701234567.wav', auth: true })
-
-const token = createSigner({ key: secret, algorithm: 'HS256' })({ sub: 'bench', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
-
-// The NAS runs in this process: child tools must run asynchronously.
-const run = promisify(execFile)
-
-async function waitUp (url, headers) {
-  for (let i = 0; i < 100; i++) {
-    const r = await run('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', ...headers.flatMap((h) => ['-H', h]), url]).catch(() => ({ stdout: '' }))
+// ---- measuring -----------------------------------------------------------
+const authHeader = `Authorization: Bearer ${token}`
+async function waitUp (t) {
+  for (let i = 0; i < 300; i++) {
+    const r = await run('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', ...(t.auth ? ['-H', authHeader] : []), `https://127.0.0.1:${t.port}${SMALL}`]).catch(() => ({ stdout: '' }))
     if (r.stdout === '200') return
-    await new Promise((res) => setTimeout(res, 100))
+    await sleep(100)
   }
-  throw new Error(`${url} did not come up`)
+  throw new Error(`${t.name} did not come up (logs in ${dir})`)
 }
 
-async function wrk (t) {
-  const args = ['-t2', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', ...(t.auth ? ['-H', `Authorization: Bearer ${token}`] : []), t.url]
-  const { stdout: out } = await run('wrk', args)
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
-  const p50 = /50%\s+([\d.]+\w+)/.exec(out)?.[1]
-  const p99 = /99%\s+([\d.]+\w+)/.exec(out)?.[1]
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
-  return { rps, p50, p99, non2xx }
+const UNITS = { us: 0.001, ms: 1, s: 1000, m: 60000 }
+const toMs = (s) => { const m = /([\d.]+)(us|ms|s|m)/.exec(s ?? ''); return m ? Number(m[1]) * UNITS[m[2]] : NaN }
+const BYTES = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 }
+const toMB = (s) => { const m = /([\d.]+)(B|KB|MB|GB)/.exec(s ?? ''); return m ? Number(m[1]) * BYTES[m[2]] / 1024 ** 2 : NaN }
+
+async function wrk (t, w, seconds) {
+  const args = ['-t2', `-c${w.connections}`, `-d${seconds}s`, '--timeout', '10s', '--latency',
+    ...(t.auth ? ['-H', authHeader] : []), ...(w.headers ?? []).flatMap((h) => ['-H', h]),
+    ...(w.script ? ['-s', w.script] : []), `https://127.0.0.1:${t.port}${w.path}`]
+  let peak = 0
+  const sampler = setInterval(() => { peak = Math.max(peak, rssMb(t.proc.pids())) }, 250)
+  try {
+    const { stdout: out } = await run('wrk', args)
+    return {
+      rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+      mbps: toMB(/Transfer\/sec:\s+(\S+)/.exec(out)?.[1]),
+      p50: toMs(/50%\s+(\S+)/.exec(out)?.[1]),
+      p99: toMs(/99%\s+(\S+)/.exec(out)?.[1]),
+      non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+      errors: (/Socket errors: (.*)/.exec(out)?.[1] ?? '').trim(),
+      rssMb: peak
+    }
+  } finally { clearInterval(sampler) }
 }
 
+const median = (xs) => { const s = [...xs].filter((x) => !Number.isNaN(x)).sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : NaN }
+const WORKLOADS = {
+  W1: { title: 'W1: 64 KB recordings, 32 keep-alive connections', path: SMALL, connections: 32 },
+  W2: { title: 'W2: 48 MB streams, 4 connections', path: LARGE, connections: 4 },
+  W3: { title: 'W3: random 64 KB Range reads inside a 256 MB file, 16 connections', path: HUGE, connections: 16, script: rangeScript },
+  W5: { title: 'W5: a new TLS connection per request (Connection: close), 32 connections', path: SMALL, connections: 32, headers: ['Connection: close'] }
+}
+
+async function runWorkload (id) {
+  const w = WORKLOADS[id]
+  for (const t of targets) await wrk(t, w, 1) // warm-up, not counted
+  const rounds = Object.fromEntries(targets.map((t) => [t.name, []]))
+  for (let r = 0; r < ROUNDS; r++) for (const t of targets) rounds[t.name].push(await wrk(t, w, SECONDS))
+  const rows = targets.map((t) => {
+    const rs = rounds[t.name]
+    return {
+      target: t.name,
+      rps: median(rs.map((x) => x.rps)),
+      mbps: median(rs.map((x) => x.mbps)),
+      p50: median(rs.map((x) => x.p50)),
+      p99: median(rs.map((x) => x.p99)),
+      rssMb: Math.max(...rs.map((x) => x.rssMb)),
+      non2xx: rs.reduce((a, x) => a + x.non2xx, 0),
+      errors: rs.map((x) => x.errors).filter(Boolean).join('; '),
+      rounds: rs.map((x) => Math.round(x.rps))
+    }
+  })
+  const base = rows.find((r) => r.target === baseTarget.name)
+  for (const r of rows) {
+    r.ratio = r.rps / base.rps
+    r.p99Ratio = r.p99 / base.p99
+  }
+  console.log(`\n${w.title}; ${ROUNDS} interleaved rounds of ${SECONDS} s; ratios to ${baseTarget.name}`)
+  console.log('target                    req/s     MB/s   p50 ms   p99 ms  peak RSS MB  ratio  p99 ratio  rounds (req/s)')
+  for (const r of rows) {
+    console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x  ${r.rounds.join(', ')}` +
+      `${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
+  }
+  return { id, title: w.title, rows }
+}
+
+/** W4: slow readers against one target; RSS of its processes sampled every 2 s. */
+async function runW4 (t) {
+  const samples = []
+  const child = spawn(process.execPath, [join(here, 'slow-readers.mjs'), `https://127.0.0.1:${t.port}${LARGE}`, t.auth ? token : '', String(W4_READERS), String(W4_SECONDS), String(W4_RATE)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let last = {}
+  child.stdout.on('data', (b) => { for (const l of b.toString().split('\n').filter(Boolean)) last = JSON.parse(l) })
+  const started = Date.now()
+  const sampler = setInterval(() => samples.push({ s: (Date.now() - started) / 1000, rss: rssMb(t.proc.pids()), streaming: last.streaming ?? 0 }), 2000)
+  await new Promise((r) => child.once('exit', r))
+  clearInterval(sampler)
+  const after = samples.filter((x) => x.s >= 60) // after the ramp-up minute
+  const half = Math.floor(after.length / 2)
+  const peakOf = (xs) => Math.max(...xs.map((x) => x.rss))
+  const row = {
+    target: t.name,
+    peakRssMb: peakOf(samples),
+    firstHalfPeakMb: after.length ? peakOf(after.slice(0, half)) : NaN,
+    secondHalfPeakMb: after.length ? peakOf(after.slice(half)) : NaN,
+    streamingAtEnd: last.streaming,
+    bytes: last.bytes,
+    errors: last.errors,
+    statuses: last.statuses,
+    series: samples.filter((_, i) => i % 15 === 0).map((x) => [Math.round(x.s), Math.round(x.rss), x.streaming])
+  }
+  console.log(`${t.name.padEnd(22)} peak RSS ${row.peakRssMb.toFixed(0)} MB; peak in the first/second half after minute 1: ${row.firstHalfPeakMb.toFixed(0)}/${row.secondHalfPeakMb.toFixed(0)} MB; ` +
+    `streaming at the end ${row.streamingAtEnd}/${W4_READERS}; ${(row.bytes / 1024 ** 2).toFixed(0)} MB read; errors ${row.errors}; statuses ${JSON.stringify(row.statuses)}`)
+  console.log(`  [s, RSS MB, streaming] every 30 s: ${JSON.stringify(row.series)}`)
+  return row
+}
+
+const results = { date: new Date().toISOString(), machine: `${cpus().length} x ${cpus()[0]?.model}, ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, node ${process.version}`, workers: WORKERS, nas: nas.kind, workloads: [] }
 try {
-  for (const t of targets) await waitUp(t.url, t.auth ? [`Authorization: Bearer ${token}`] : [])
-  const results = Object.fromEntries(targets.map((t) => [t.name, []]))
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const t of targets) results[t.name].push(await wrk(t))
+  for (const t of targets) await waitUp(t)
+  console.log(`nasguard bench ${results.date}; ${results.machine}; workers ${WORKERS} (nasguard and nginx; GOMAXPROCS for Caddy); NAS: ${nas.kind}; files in ${dir}`)
+  console.log(`targets: ${targets.map((t) => t.name).join(', ')}`)
+  for (const id of ['W1', 'W2', 'W3', 'W5']) if (WANT.has(id)) results.workloads.push(await runWorkload(id))
+  if (WANT.has('W4')) {
+    console.log(`\nW4: ${W4_READERS} concurrent slow readers (${(W4_RATE / 1024).toFixed(0)} KB/s each) of a 48 MB recording for ${W4_SECONDS} s`)
+    const w4targets = targets.filter((t) => t.nasguard || env.BENCH_W4_PEERS)
+    const rows = []
+    for (const t of w4targets) rows.push(await runW4(t))
+    results.workloads.push({ id: 'W4', rows })
   }
-  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-  const base = median(results[targets.find((t) => !t.name.startsWith('nasguard')).name].map((x) => x.rps))
-  console.log(`64 KB recordings, ${CONNECTIONS} keep-alive connections, ${ROUNDS} interleaved rounds of ${SECONDS}s, ${new Date().toISOString()}`)
-  for (const t of targets) {
-    const rs = results[t.name]
-    const m = median(rs.map((x) => x.rps))
-    console.log(`${t.name.padEnd(30)} median ${m.toFixed(0).padStart(7)} req/s  (${rs.map((x) => x.rps.toFixed(0)).join(', ')})  p50 ${rs.map((x) => x.p50).join('/')}  p99 ${rs.map((x) => x.p99).join('/')}  non-2xx ${rs.reduce((a, x) => a + x.non2xx, 0)}  ratio ${(m / base).toFixed(2)}x`)
-  }
-  const strict = median(results[targets[0].name].map((x) => x.rps))
-  const batched = median(results[targets[1].name].map((x) => x.rps))
-  console.log(`strict audit / batched audit: ${(strict / batched).toFixed(2)}x`)
-  for (const [n, port] of [['strict', 19464], ['batched', 19465]]) {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+  for (const t of targets.filter((x) => x.nasguard)) {
+    const text = await (await fetch(`http://127.0.0.1:${t.adminPort}/metrics`)).text().catch(() => '')
     const v = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN)
     const sum = v('nasguard_audit_batch_records_sum')
     const count = v('nasguard_audit_batch_records_count')
-    console.log(`${n}: ${sum} audit records in ${count} writes, ${(sum / count).toFixed(1)} records per write (group commit)`)
+    console.log(`${t.name}: ${sum} audit records in ${count} writes (${(sum / count).toFixed(1)} records per fsync)`)
   }
+  const out = env.BENCH_OUT ?? join(dir, 'results.json')
+  writeFileSync(out, JSON.stringify(results, null, 2))
+  console.log(`results: ${out}`)
 } finally {
-  for (const g of gws) g.kill('SIGTERM')
-  nginx?.kill('SIGTERM')
-  nas.close()
-  nas.closeAllConnections()
+  for (const p of procs.reverse()) p.stop()
 }

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// npm run bench:profile [-- W1|W2|W3|W5]: one nasguard process (workers: 1)
+// under `node --cpu-prof`, loaded by wrk for BENCH_SECONDS (15), then the
+// profile summed by self time: the top functions, and a coarse split by
+// where the time goes (TLS, audit, HTTP parsing, proxying, GC...).
+// The .cpuprofile file is kept (open it in Chrome DevTools for the flame chart).
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createSigner } from 'fast-jwt'
+import { createCa, issueServerCert, writeKeyFile } from '../../dist/tls/certificates.js'
+import { startNas } from './lib/peers.mjs'
+
+const run = promisify(execFile)
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 15)
+const workload = process.argv.slice(2).find((a) => /^W[1-5]$/.test(a)) ?? 'W1'
+const dir = mkdtempSync(join(tmpdir(), 'nasguard-profile-'))
+const root = join(dir, 'nas')
+const small = '/medicall/2016/01/01/083012_46701234567.wav'
+const large = '/medicall/2016/01/02/101500_46709876543.wav'
+for (const [p, size] of [[small, 64 * 1024], [large, 48 * 1024 * 1024]]) {
+  mkdirSync(resolve(join(root, p), '..'), { recursive: true })
+  const fd = openSync(join(root, p), 'w')
+  const h = Buffer.alloc(44); h.write('RIFF', 0); h.write('WAVEfmt ', 8)
+  writeSync(fd, h)
+  writeSync(fd, Buffer.alloc(size - 44, 1))
+  closeSync(fd)
+}
+const ca = createCa('profile CA')
+const server = issueServerCert(ca, ['127.0.0.1'])
+writeKeyFile(join(dir, 'server.key'), server.keyPem)
+writeFileSync(join(dir, 'server.crt'), server.certPem)
+writeFileSync(join(dir, 'jwt.secret'), 'p'.repeat(48))
+const token = createSigner({ key: 'p'.repeat(48), algorithm: 'HS256' })({ sub: 'profile', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
+const nas = await startNas(dir, root, 18090)
+writeFileSync(join(dir, 'nasguard.json'), JSON.stringify({
+  listen: { host: '127.0.0.1', port: 18490 },
+  tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key') },
+  upstream: { url: 'http://127.0.0.1:18090' },
+  auth: { jwt: { secretFile: join(dir, 'jwt.secret'), algorithms: ['HS256'] } },
+  policy: [{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }],
+  audit: { dir: join(dir, 'audit') },
+  admin: { port: 19490 },
+  workers: 1
+}))
+const profDir = join(dir, 'prof')
+const log = openSync(join(dir, 'nasguard.log'), 'a')
+const gw = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profDir, resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.json')], { stdio: ['ignore', log, log] })
+const url = `https://127.0.0.1:18490${workload === 'W2' ? large : small}`
+for (let i = 0; i < 100; i++) {
+  const r = await run('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: Bearer ${token}`, url]).catch(() => ({ stdout: '' }))
+  if (r.stdout === '200') break
+  await sleep(100)
+}
+const conns = { W1: 32, W2: 4, W3: 16, W5: 32 }[workload]
+const extra = workload === 'W5' ? ['-H', 'Connection: close'] : workload === 'W3' ? ['-H', 'Range: bytes=4096-69631'] : []
+const { stdout } = await run('wrk', ['-t2', `-c${conns}`, `-d${SECONDS}s`, '-H', `Authorization: Bearer ${token}`, ...extra, url])
+console.log(stdout.split('\n').filter((l) => /Requests\/sec|Transfer|Non-2xx/.test(l)).join('\n'))
+gw.kill('SIGTERM')
+await new Promise((r) => gw.once('exit', r))
+nas.stop()
+
+const file = join(profDir, readdirSync(profDir).find((f) => f.endsWith('.cpuprofile')))
+const prof = JSON.parse(readFileSync(file, 'utf8'))
+const byId = new Map(prof.nodes.map((n) => [n.id, n]))
+const self = new Map()
+const dt = prof.timeDeltas
+let total = 0
+for (let i = 0; i < prof.samples.length; i++) {
+  const n = byId.get(prof.samples[i])
+  const us = dt[i] ?? 0
+  total += us
+  self.set(n, (self.get(n) ?? 0) + us)
+}
+const label = (n) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/(dist|src)\//, '$1/')}:${n.callFrame.lineNumber + 1}`
+const byLabel = new Map()
+for (const [n, us] of self) byLabel.set(label(n), (byLabel.get(label(n)) ?? 0) + us)
+const idle = [...self].filter(([n]) => n.callFrame.functionName === '(idle)').reduce((a, [, us]) => a + us, 0)
+console.log(`\nprofile ${file}: ${(total / 1e6).toFixed(1)} s sampled, ${(100 - idle / total * 100).toFixed(0)}% busy`)
+console.log('top self time:')
+for (const [l, us] of [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${l}`)
+
+// Coarse split: charge each sample to the first frame (from the leaf up) that names a known area.
+const parent = new Map()
+for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n)
+const AREAS = [
+  ['TLS write/encrypt', (f) => /writev|writeGeneric|writeBuffer|_writeGeneric|TLSWrap|tls_wrap/.test(f.functionName) || /_tls_wrap/.test(f.url)],
+  ['audit (seal, write, fsync)', (f) => /\/audit\//.test(f.url)],
+  ['JWT verification', (f) => /fast-jwt|\/auth\//.test(f.url)],
+  ['metrics', (f) => /prom-client|\/metrics\//.test(f.url)],
+  ['logging (pino)', (f) => /pino|sonic-boom/.test(f.url)],
+  ['undici (NAS client)', (f) => /undici/.test(f.url)],
+  ['proxy (reply-from, upstream)', (f) => /reply-from|http-proxy|\/proxy\//.test(f.url)],
+  ['fastify core', (f) => /node_modules\/fastify\/|find-my-way|avvio|light-my-request/.test(f.url)],
+  ['node http/http2 server', (f) => /node:_http|node:internal\/http2|_http_/.test(f.url)],
+  ['streams', (f) => /internal\/streams/.test(f.url)],
+  ['GC', (f) => f.functionName === '(garbage collector)'],
+  ['idle', (f) => f.functionName === '(idle)']
+]
+const areas = new Map()
+for (const [n, us] of self) {
+  let area = 'other'
+  for (let m = n; m; m = parent.get(m.id)) {
+    const hit = AREAS.find(([, test]) => test(m.callFrame))
+    if (hit) { area = hit[0]; break }
+  }
+  areas.set(area, (areas.get(area) ?? 0) + us)
+}
+console.log('\nby area (self time charged to the nearest known caller):')
+for (const [a, us] of [...areas].sort((x, y) => y[1] - x[1])) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${a}`)

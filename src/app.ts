@@ -58,6 +58,8 @@ export interface Gateway {
   metrics: GatewayMetrics
   audit: AuditWriter
   close: () => Promise<void>
+  /** What /readyz reports: the NAS, the audit trail, the denylist, the certificate. */
+  readiness: () => Promise<Readiness>
   /** Re-reads tls.cert and tls.key (SIGHUP, or the file watcher); false when the new pair was refused. */
   reloadCertificate: () => boolean
 }
@@ -65,7 +67,17 @@ export interface Gateway {
 export interface GatewayOptions {
   /** A pino logger to use instead of one built from config.log (tests pass a sink). */
   logger?: FastifyBaseLogger
+  /** Where this process's audit chain is written, when not audit.dir itself (a worker's own chain). */
+  auditDir?: string
+  /** The playback-grant key, when the caller shares one (workers); else auth.grants or a random one. */
+  grantsSecret?: string
+  /** TLS session ticket keys (48 bytes), when shared (workers); else Node makes its own. */
+  ticketKeys?: Buffer
+  /** Serve the admin listener from this gateway (false in workers: the primary serves it). Default true. */
+  admin?: boolean
 }
+
+export interface Readiness { ready: boolean, checks: Record<string, string> }
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
 
@@ -114,7 +126,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'auth', 'status_5xx', 'body', 'tls', 'other'],
     ['protocol_version', 'no_shared_cipher', 'client_certificate', 'malformed', 'reset', 'other'])
   const audit = await AuditWriter.open({
-    dir: config.audit.dir,
+    dir: opts.auditDir ?? config.audit.dir,
     durability: config.audit.durability,
     batchMs: config.audit.batchMs,
     key: loadAuditKey(auditKeyFile(config), true),
@@ -134,7 +146,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
   const stopDenylist = denylist.watch(config.auth.revocation.pollMs)
   const g = config.auth.grants
-  const grants = new GrantSigner(g.secret ?? (g.secretFile ? readSecretFile(g.secretFile) : undefined))
+  const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config))
   const jwksCfg = config.auth.jwt.jwks
   const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined })
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
@@ -143,6 +155,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   let tls: TlsServer | undefined
   const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
     tls = createTlsServer(config, handler as never, {
+      ticketKeys: opts.ticketKeys,
       onPlaintext: (socket) => {
         metrics.plaintextOnTls.inc()
         metrics.refuse(Errors.PlaintextOnTlsPort.spec.reason)
@@ -453,7 +466,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** /readyz: the NAS answers a TCP connection, the audit trail is writable, the certificate is valid. */
   const nasUrl = new URL(config.upstream.url)
-  const readiness = async (): Promise<{ ready: boolean, checks: Record<string, string> }> => {
+  const readiness = async (): Promise<Readiness> => {
     const nas = await new Promise<string>((resolve) => {
       const s = connectTcp({ host: nasUrl.hostname.replace(/^\[|\]$/g, ''), port: Number(nasUrl.port || (nasUrl.protocol === 'https:' ? 443 : 80)), timeout: 2000 })
       s.once('connect', () => { s.destroy(); resolve('ok') })
@@ -469,7 +482,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
     return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
   }
-  const admin = config.admin.enabled ? buildAdmin(metrics, app.log, readiness, adminCredential(config)) : null
+  const admin = config.admin.enabled && opts.admin !== false
+    ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
+    : null
 
   // Stop accepting, let requests in flight finish, then release the NAS
   // pool and flush the audit trail. Safe to call more than once.
@@ -484,18 +499,27 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return closing
   }
 
-  return { app, admin, metrics, audit, close, reloadCertificate: () => tls?.reload() ?? false }
+  return { app, admin, metrics, audit, close, readiness, reloadCertificate: () => tls?.reload() ?? false }
+}
+
+/** The configured playback-grant key, if any (else each gateway makes a random one). */
+export function grantsSecret (config: Readonly<Config>): string | undefined {
+  const g = config.auth.grants
+  return g.secret ?? (g.secretFile ? readSecretFile(g.secretFile) : undefined)
 }
 
 /** The Authorization header value the admin listener expects, if it is protected. */
-function adminCredential (config: Readonly<Config>): string | undefined {
+export function adminCredential (config: Readonly<Config>): string | undefined {
   if (config.admin.tokenFile) return `Bearer ${readSecretFile(config.admin.tokenFile)}`
   const b = config.admin.basicAuth
   if (b) return 'Basic ' + Buffer.from(`${b.username}:${readSecretFile(b.passwordFile)}`).toString('base64')
   return undefined
 }
 
-function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger, readiness: () => Promise<{ ready: boolean, checks: Record<string, string> }>, credential?: string): FastifyInstance {
+/** What /metrics serves: one gateway's registry, or the workers' aggregated by the primary. */
+export interface MetricsSource { contentType: string, text: () => Promise<string> }
+
+export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, readiness: () => Promise<Readiness>, credential?: string): FastifyInstance {
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) })
   if (credential) {
     const expected = createHash('sha256').update(credential).digest()
@@ -510,8 +534,8 @@ function buildAdmin (metrics: GatewayMetrics, logger: FastifyBaseLogger, readine
     })
   }
   admin.get('/metrics', async (_request, reply) => {
-    reply.type(metrics.registry.contentType)
-    return metrics.registry.metrics()
+    reply.type(metrics.contentType)
+    return await metrics.text()
   })
   admin.get('/healthz', async () => ({ status: 'ok' }))
   admin.get('/readyz', async (_request, reply) => {

@@ -11,6 +11,8 @@ import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './app.js'
 import { CertCommandError, certClient, certInit, certRevoke, showCertificate } from './tls/cert-commands.js'
 import { readFileSync } from 'node:fs'
+import cluster from 'node:cluster'
+import { runPrimary, runWorker, workerCount } from './cluster.js'
 
 const USAGE = `usage:
   nasguard start [--config FILE]      run the gateway (no config: the demo)
@@ -55,6 +57,11 @@ function args (argv: string[], options: NonNullable<ParseArgsConfig['options']>)
 }
 
 async function main (argv: string[]): Promise<number> {
+  // A worker of `workers: N`: its config comes from the primary.
+  if (cluster.isWorker) {
+    await runWorker()
+    return -1
+  }
   const [cmd, sub, ...rest] = argv
   if (cmd === 'start') {
     const v = args(sub ? [sub, ...rest] : [], { config: { type: 'string', short: 'c' } })
@@ -64,6 +71,10 @@ async function main (argv: string[]): Promise<number> {
       return -1
     }
     const config = loadConfig({ file, env: process.env })
+    if (workerCount(config) > 1) {
+      await runPrimary(config)
+      return -1
+    }
     const running = await startGateway(config)
     closeOnSignals(running)
     running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')

@@ -3,8 +3,7 @@
 import { randomBytes } from 'node:crypto'
 import { join, resolve } from 'node:path'
 import closeWithGrace from 'close-with-grace'
-import type { FastifyBaseLogger } from 'fastify'
-import { buildGateway, type Gateway } from './app.js'
+import { buildGateway, type Gateway, type GatewayOptions } from './app.js'
 import { loadConfig } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { ensureLocalCertificates } from './tls/certificates.js'
@@ -19,7 +18,7 @@ function urlOf (address: string, scheme: string): string {
   return u.origin
 }
 
-export async function startGateway (config: Readonly<Config>, opts: { logger?: FastifyBaseLogger } = {}): Promise<RunningGateway> {
+export async function startGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<RunningGateway> {
   const gateway = await buildGateway(config, opts)
   const address = await gateway.app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}` })
   let adminUrl: string | null = null

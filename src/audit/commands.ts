@@ -1,9 +1,56 @@
 // `nasguard audit verify | search | summary`: for investigators. Every
 // command walks the whole chain and verifies it; search and summary say so
 // when what they read was not intact.
-import { walkTrail, type VerifyReport } from './verify.js'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { chainDirs, CHAINS_FILE, readChains } from './chains.js'
+import { trailFiles, walkTrail, type Problem, type VerifyReport } from './verify.js'
 
 export interface TrailLocation { dir: string, key: Buffer }
+
+interface ChainReport { name: string, report: VerifyReport }
+
+/**
+ * Walks every chain of a trail: audit.dir itself (one process), and each
+ * worker-<i> chain (workers), checked against the sealed list of chains.
+ * Returns the chains' reports and one report merging them.
+ */
+async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
+  const listed = readChains(loc.dir, loc.key)
+  const present = chainDirs(loc.dir)
+  const problems: Problem[] = []
+  const names = new Set(present)
+  if (listed?.ok === false) problems.push({ kind: 'corrupt', file: CHAINS_FILE, line: 0, message: listed.reason })
+  if (listed?.ok) {
+    for (const c of listed.chains) {
+      names.add(c)
+      if (!existsSync(join(loc.dir, c)) || trailFiles(join(loc.dir, c)).length === 0) {
+        problems.push({ kind: 'missing-file', file: c, line: 0, message: `chain ${c} is listed in ${CHAINS_FILE} but its files are gone` })
+      }
+    }
+    for (const c of present) {
+      if (!listed.chains.includes(c)) problems.push({ kind: 'inserted', file: c, line: 0, message: `chain ${c} is not listed in ${CHAINS_FILE}` })
+    }
+  } else if (listed === undefined && present.length > 0) {
+    problems.push({ kind: 'missing-file', file: CHAINS_FILE, line: 0, message: `${CHAINS_FILE} is missing: the list of worker chains cannot be checked` })
+  }
+  const chains: ChainReport[] = []
+  if (existsSync(loc.dir) && (trailFiles(loc.dir).length > 0 || names.size === 0)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord) })
+  for (const name of [...names].sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))) {
+    if (!existsSync(join(loc.dir, name))) continue
+    chains.push({ name, report: await walkTrail(join(loc.dir, name), loc.key, onRecord) })
+  }
+  const prefix = (name: string, s: string): string => (name === '.' ? s : `${name}/${s}`)
+  const merged: VerifyReport = {
+    files: chains.flatMap((c) => c.report.files.map((f) => prefix(c.name, f))),
+    records: chains.reduce((a, c) => a + c.report.records, 0),
+    lastSeq: Math.max(0, ...chains.map((c) => c.report.lastSeq)),
+    problems: [...problems, ...chains.flatMap((c) => c.report.problems.map((p) => ({ ...p, file: prefix(c.name, p.file), message: c.name === '.' ? p.message : `${c.name}: ${p.message}` })))]
+  }
+  const torn = chains.find((c) => c.report.truncatedTail)
+  if (torn?.report.truncatedTail) merged.truncatedTail = { ...torn.report.truncatedTail, file: prefix(torn.name, torn.report.truncatedTail.file) }
+  return { chains, merged }
+}
 
 function problemsText (r: VerifyReport): string {
   const lines: string[] = []
@@ -17,9 +64,14 @@ function problemsText (r: VerifyReport): string {
 }
 
 export async function auditVerify (loc: TrailLocation, out: (s: string) => void): Promise<number> {
-  const r = await walkTrail(loc.dir, loc.key)
-  if (r.files.length === 0) { out(`no audit files in ${loc.dir}\n`); return 1 }
-  out(`${r.records} records in ${r.files.length} file(s), seq 1..${r.lastSeq}, ${loc.dir}\n`)
+  const { chains, merged: r } = await walkAll(loc)
+  if (r.files.length === 0 && r.problems.length === 0) { out(`no audit files in ${loc.dir}\n`); return 1 }
+  if (chains.length === 1 && chains[0].name === '.') {
+    out(`${r.records} records in ${r.files.length} file(s), seq 1..${r.lastSeq}, ${loc.dir}\n`)
+  } else {
+    out(`${r.records} records in ${chains.length} chain(s), ${r.files.length} file(s), ${loc.dir}\n`)
+    for (const c of chains) out(`  ${c.name === '.' ? '(single process)' : c.name}: ${c.report.records} records in ${c.report.files.length} file(s), seq 1..${c.report.lastSeq}\n`)
+  }
   const text = problemsText(r)
   if (text) out(text + '\n')
   if (r.problems.length === 0) out('chain intact\n')
@@ -42,7 +94,7 @@ function matches (r: Record<string, unknown>, f: SearchFilter): boolean {
 
 export async function auditSearch (loc: TrailLocation, f: SearchFilter, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   let n = 0
-  const r = await walkTrail(loc.dir, loc.key, (rec) => {
+  const { merged: r } = await walkAll(loc, (rec) => {
     if (rec.event === 'recovery' || !matches(rec, f)) return
     n++
     if (json) {
@@ -62,7 +114,7 @@ interface SubjectSummary { files: Set<string>, fetches: number, bytes: number, f
 
 export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const by = new Map<string, SubjectSummary>()
-  const r = await walkTrail(loc.dir, loc.key, (rec) => {
+  const { merged: r } = await walkAll(loc, (rec) => {
     if (typeof rec.subject !== 'string' || !matches(rec, { ...f, event: undefined })) return
     let s = by.get(rec.subject)
     if (!s) { s = { files: new Set(), fetches: 0, bytes: 0, first: String(rec.time), last: String(rec.time), refusals: 0 }; by.set(rec.subject, s) }

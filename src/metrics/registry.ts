@@ -154,6 +154,8 @@ export class GatewayMetrics {
       name: 'nasguard_tls_certificate_expiry_timestamp_seconds',
       help: 'notAfter of the certificate in use, as a Unix timestamp.',
       labelNames: ['cert'],
+      // Workers: the earliest expiry any of them serves.
+      aggregator: 'min',
       registers
     })
     this.tlsReloads = new Counter({
@@ -191,6 +193,8 @@ export class GatewayMetrics {
       name: 'nasguard_audit_available',
       help: '1 when the last audit write succeeded; 0 while recording requests are refused with 503.',
       registers,
+      // Workers: 0 when any worker's chain is failing.
+      aggregator: 'min',
       collect () { this.set(self.auditHealthy() ? 1 : 0) }
     })
     this.auditBatchSize = new Histogram({

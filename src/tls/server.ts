@@ -52,6 +52,8 @@ export interface TlsServerHooks {
   onHandshakeFailure: (reason: string, socket: Socket) => void
   onCertificate: (material: CertificateMaterial) => void
   onReloadFailure: (err: Error) => void
+  /** Session ticket keys shared by all workers, so a ticket from one resumes on another. */
+  ticketKeys?: Buffer
 }
 
 export interface TlsServer {
@@ -99,7 +101,8 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     // request is then judged on its token; a certificate that is sent but
     // does not verify is refused by the gate.
     rejectUnauthorized: t.clientAuth === 'require',
-    settings: { maxConcurrentStreams: 100 }
+    settings: { maxConcurrentStreams: 100 },
+    ...(hooks.ticketKeys ? { ticketKeys: hooks.ticketKeys } : {})
   }
   const server = createSecureServer({ ...base, ...clientTrust(), cert: initial.cert, key: initial.key }, handler)
 

@@ -1,0 +1,51 @@
+// With workers, the trail is several chains: <audit.dir>/worker-<i>, one per
+// worker. audit.chains lists every chain ever written there, sealed with the
+// audit key, so that `audit verify` reports a chain that was removed whole
+// (a deletion no single chain can show).
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+export const CHAINS_FILE = 'audit.chains'
+const CHAIN_DIR = /^worker-\d+$/
+
+function seal (key: Buffer, chains: string[]): string {
+  return createHmac('sha256', key).update('nasguard-chains-v1.').update(JSON.stringify(chains)).digest('hex')
+}
+
+export type ChainList = { ok: true, chains: string[] } | { ok: false, reason: string }
+
+/** The sealed list, if there is one: undefined when absent. */
+export function readChains (dir: string, key: Buffer): ChainList | undefined {
+  const file = join(dir, CHAINS_FILE)
+  if (!existsSync(file)) return undefined
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8')) as { chains?: unknown, mac?: unknown }
+    if (!Array.isArray(v.chains) || !v.chains.every((c) => typeof c === 'string' && CHAIN_DIR.test(c)) || typeof v.mac !== 'string') {
+      return { ok: false, reason: `${CHAINS_FILE} is malformed` }
+    }
+    const want = Buffer.from(seal(key, v.chains as string[]), 'hex')
+    const got = Buffer.from(v.mac, 'hex')
+    if (got.length !== want.length || !timingSafeEqual(got, want)) return { ok: false, reason: `${CHAINS_FILE} does not carry a valid MAC (edited, or another key)` }
+    return { ok: true, chains: v.chains as string[] }
+  } catch {
+    return { ok: false, reason: `${CHAINS_FILE} is not readable JSON` }
+  }
+}
+
+/** Adds chains to the sealed list (it only grows), atomically. */
+export function recordChains (dir: string, key: Buffer, add: string[]): void {
+  const current = readChains(dir, key)
+  if (current && !current.ok) throw new Error(`${join(dir, CHAINS_FILE)}: ${current.reason}; refusing to start (check the trail with nasguard audit verify)`)
+  const chains = [...new Set([...(current?.chains ?? []), ...add])].sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))
+  const tmp = join(dir, `${CHAINS_FILE}.tmp`)
+  writeFileSync(tmp, JSON.stringify({ chains, mac: seal(key, chains) }) + '\n', { mode: 0o600 })
+  renameSync(tmp, join(dir, CHAINS_FILE))
+}
+
+/** Worker chain directories present under dir. */
+export function chainDirs (dir: string): string[] {
+  if (!existsSync(dir)) return []
+  return readdirSync(dir).filter((f) => CHAIN_DIR.test(f) && statSync(join(dir, f)).isDirectory())
+    .sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))
+}

@@ -28,7 +28,7 @@ import { loadAuditKey } from './audit/key.js'
 import { recordChains } from './audit/chains.js'
 import type { Config } from './config/schema.js'
 import { loggerOptions } from './logging.js'
-import { closeOnSignals, startGateway } from './server.js'
+import { closeOnSignals, startGateway, type RunningGateway } from './server.js'
 
 export function workerCount (config: Readonly<Config>): number {
   return config.workers === 'auto' ? availableParallelism() : config.workers
@@ -62,13 +62,20 @@ export async function runWorker (): Promise<void> {
   })
   const { config, index } = init
   const logger = pino({ ...loggerOptions(config.log.level), base: { pid: process.pid, worker: index } })
-  const running = await startGateway(config, {
-    logger,
-    auditDir: workerChainDir(config, index),
-    grantsSecret: init.grantsSecret,
-    ticketKeys: Buffer.from(init.ticketKeys, 'base64'),
-    admin: false
-  })
+  let running: RunningGateway
+  try {
+    running = await startGateway(config, {
+      logger,
+      auditDir: workerChainDir(config, index),
+      grantsSecret: init.grantsSecret,
+      ticketKeys: Buffer.from(init.ticketKeys, 'base64'),
+      admin: false
+    })
+  } catch (err) {
+    // The IPC channel would keep this process alive: exit, and the primary sees it.
+    process.stderr.write(`nasguard worker ${index}: ${(err as Error).message}\n`, () => process.exit(1))
+    return
+  }
   // The primary's /metrics asks every worker for its registry.
   // (Constructing one installs prom-client's worker-side listener.)
   AggregatorRegistry.setRegistries([running.gateway.metrics.registry])

@@ -1,0 +1,206 @@
+// workers: 2 through the real CLI: one listener shared by two processes,
+// and everything they must share shared correctly (audit chains, metrics,
+// grants, session tickets, revocation), a dead worker restarted, and a
+// removed worker chain reported by `audit verify`.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { connect, type TLSSocket } from 'node:tls'
+import { request as httpsRequest } from 'node:https'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createSigner } from 'fast-jwt'
+import { SECRET, bearer, get, requestOptions, scrape, startStubNas, testCerts } from '../helpers/gateway.js'
+import { waitFor } from '../helpers/wait.js'
+import { CLI, freePort, runCli } from '../helpers/process.js'
+
+const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
+const token = (claims: Record<string, unknown> = {}): string => sign({ sub: 'alice', scope: 'recordings:read', jti: 'j-' + Math.random().toString(36).slice(2), exp: Math.floor(Date.now() / 1000) + 600, ...claims })
+
+/** Pids of the primary's children (the workers), from /proc. */
+function childPids (ppid: number): number[] {
+  const out: number[] = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d))
+    } catch {}
+  }
+  return out.sort()
+}
+
+function post (port: number, path: string, body: string, headers: Record<string, string>): Promise<{ status: number, body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ ...requestOptions({ port }, path, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' } }) }, (res) => {
+      let b = ''
+      res.on('data', (c: Buffer) => { b += c.toString() })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }))
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+/** A TLS connection: whether it resumed the session it was given, and the session it ends with. */
+function handshake (port: number, session?: Buffer): Promise<{ reused: boolean, session?: Buffer }> {
+  return new Promise((resolve, reject) => {
+    let latest: Buffer | undefined
+    let reused = false
+    const s: TLSSocket = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: readFileSync(testCerts().ca), session, ALPNProtocols: ['http/1.1'] }, () => {
+      reused = s.isSessionReused()
+      // TLS 1.3 tickets arrive after the handshake: a request makes the server send them.
+      s.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
+    })
+    s.on('session', (b: Buffer) => { latest = b })
+    s.on('data', () => {})
+    s.on('error', reject)
+    s.on('close', () => resolve({ reused, session: latest }))
+  })
+}
+
+t.test('workers: 2 share the listener, the keys, the metrics and the audit trail', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
+  const certs = testCerts()
+  writeFileSync(join(dir, 'jwt.secret'), SECRET)
+  const nas = await startStubNas(t)
+  const port = await freePort()
+  const adminPort = await freePort()
+  const admin = `http://127.0.0.1:${adminPort}`
+  writeFileSync(join(dir, 'g.yaml'), [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `tls: { cert: ${certs.cert}, key: ${certs.key} }`,
+    `upstream: { url: "${nas.url}" }`,
+    'auth: { jwt: { secretFile: jwt.secret }, revocation: { pollMs: 50 } }',
+    'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
+    'audit: { dir: audit }',
+    `admin: { host: 127.0.0.1, port: ${adminPort} }`,
+    'workers: 2',
+    'log: { level: error }'
+  ].join('\n'))
+  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const ok = (await waitFor('the workers to listen', async () => {
+    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? r : undefined
+  }, { tries: 200, intervalMs: 50 }))
+  t.match(await ok.json(), { status: 'ready', checks: { workers: 'ok', audit: 'ok', nas: 'ok' } }, '/readyz asks every worker')
+  const workers = childPids(child.pid as number)
+  t.equal(workers.length, 2, 'two worker processes')
+
+  // Every request on its own connection: the primary deals them out.
+  let served = 0
+  for (let i = 0; i < 24; i++) {
+    const r = await get({ port }, PATH, { headers: bearer(token()) })
+    t.equal(r.status, 200)
+    served++
+  }
+  t.equal(nas.requests.length, served, 'every request reached the NAS once')
+
+  // Metrics: the workers' counters summed by the primary.
+  const m = await scrape(admin)
+  t.equal(m.get('nasguard_http_requests_total{method="GET",status_class="2xx",rule="r"}'), served, 'requests summed across workers')
+  t.equal(m.get('nasguard_audit_available'), 1)
+
+  // A grant minted on one connection opens the recording on any worker.
+  const minted = await post(port, '/_nasguard/grants', JSON.stringify({ path: PATH }), bearer(token()))
+  t.equal(minted.status, 201)
+  const grantUrl = (JSON.parse(minted.body) as { url: string }).url
+  for (let i = 0; i < 8; i++) t.equal((await get({ port }, grantUrl)).status, 200, `grant on connection ${i + 1}`)
+
+  // TLS session tickets: one key for all workers, so every resumption works.
+  const first = await handshake(port)
+  t.ok(first.session, 'a session ticket was issued')
+  let session = first.session
+  for (let i = 0; i < 8; i++) {
+    const h = await handshake(port, session)
+    t.ok(h.reused, `resumed on connection ${i + 1}`)
+    session = h.session ?? session
+  }
+
+  // Revocation: every worker reads the same denylist.
+  const revoked = token({ sub: 'mallory' })
+  t.equal((await get({ port }, PATH, { headers: bearer(revoked) })).status, 200)
+  const rv = await runCli(['token', 'revoke', '--config', join(dir, 'g.yaml'), '--sub', 'mallory'])
+  t.equal(rv.status, 0, rv.stderr)
+  // Each worker polls on its own: wait until a run of connections (both workers) refuses.
+  await waitFor('the revocation in every worker', async () => {
+    for (let i = 0; i < 4; i++) if ((await get({ port }, PATH, { headers: bearer(revoked) })).status !== 401) return undefined
+    return true
+  }, { tries: 100, intervalMs: 50 })
+  for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(revoked) })).status, 401, `revoked on connection ${i + 1}`)
+
+  // A worker killed outright is replaced; service goes on.
+  process.kill(workers[0], 'SIGKILL')
+  const replaced = await waitFor('a replacement worker', async () => {
+    const now = childPids(child.pid as number)
+    if (now.length !== 2 || now.includes(workers[0])) return undefined
+    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? now : undefined
+  }, { tries: 200, intervalMs: 50 })
+  t.notOk(replaced.includes(workers[0]), 'the dead worker is gone')
+  for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, `served after the restart ${i + 1}`)
+
+  child.kill('SIGTERM')
+  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0, 'SIGTERM: the primary and its workers exit cleanly')
+  t.same(childPids(child.pid as number), [], 'no worker left behind')
+
+  // The trail: one chain per worker, each intact, both used.
+  const v = await runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
+  t.equal(v.status, 0, v.stdout + v.stderr)
+  t.match(v.stdout, /in 2 chain\(s\)/)
+  for (const w of ['worker-0', 'worker-1']) {
+    const n = Number(new RegExp(`${w}: (\\d+) records`).exec(v.stdout)?.[1])
+    t.ok(n > 0, `${w} wrote records (${n})`)
+  }
+  const found = await runCli(['audit', 'search', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key'), '--event', 'access', '--json'])
+  t.equal(found.status, 0)
+  const access = found.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string })
+  t.ok(access.length >= served + 8, 'search reads every chain')
+
+  // A chain removed whole is reported: audit.chains still lists it.
+  rmSync(join(dir, 'audit', 'worker-1'), { recursive: true })
+  const gone = await runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
+  t.equal(gone.status, 1)
+  t.match(gone.stdout, /chain worker-1 is listed in audit.chains but its files are gone/)
+  // And the list cannot just be edited to match.
+  writeFileSync(join(dir, 'audit', 'audit.chains'), JSON.stringify({ chains: ['worker-0'], mac: '00'.repeat(32) }))
+  const edited = await runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
+  t.equal(edited.status, 1)
+  t.match(edited.stdout, /audit.chains does not carry a valid MAC/)
+  rmSync(join(dir, 'audit', 'audit.chains'))
+  const listless = await runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
+  t.equal(listless.status, 1)
+  t.match(listless.stdout, /audit.chains is missing/)
+})
+
+t.test('workers: a worker that cannot start stops the gateway with an error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
+  const certs = testCerts()
+  writeFileSync(join(dir, 'jwt.secret'), SECRET)
+  const busy = await freePort()
+  // Something else holds the port: the workers' listen fails.
+  const { createServer } = await import('node:net')
+  const squatter = createServer().listen(busy, '127.0.0.1')
+  t.teardown(() => { squatter.close() })
+  writeFileSync(join(dir, 'g.yaml'), [
+    `listen: { host: 127.0.0.1, port: ${busy} }`,
+    `tls: { cert: ${certs.cert}, key: ${certs.key} }`,
+    'upstream: { url: "http://127.0.0.1:9" }',
+    'auth: { jwt: { secretFile: jwt.secret } }',
+    'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
+    'audit: { dir: audit }',
+    'admin: { enabled: false }',
+    'workers: 2',
+    'log: { level: fatal }'
+  ].join('\n'))
+  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let stderr = ''
+  child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+  const code = await new Promise((resolve) => child.once('exit', resolve))
+  t.equal(code, 1, 'exit 1')
+  t.match(stderr, /worker \d exited during start/)
+  t.same(childPids(child.pid as number), [], 'no worker left behind')
+})

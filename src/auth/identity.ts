@@ -73,6 +73,8 @@ export interface AuthenticatorDeps {
 export class Authenticator {
   private readonly statics: VerificationKey[]
   private readonly algorithms: string[]
+  /** Verified tokens: exact token string -> claims, until when they may be reused. */
+  private readonly verified = new Map<string, { claims: Record<string, unknown>, until: number }>()
   readonly jwks?: JwksCache
 
   constructor (private readonly config: Readonly<Config>, private readonly deps: AuthenticatorDeps) {
@@ -132,6 +134,17 @@ export class Authenticator {
   private async bearer (request: FastifyRequest): Promise<Identity> {
     const h = request.headers.authorization
     if (typeof h !== 'string' || !/^Bearer [A-Za-z0-9\-_.~+/]+=*$/.test(h)) throw new Errors.TokenMissing()
+    const now = Math.floor(Date.now() / 1000)
+    const token = h.slice(7)
+    const cached = this.verified.get(token)
+    const claims = cached !== undefined && cached.until > Date.now() ? cached.claims : await this.verify(request, token)
+    // Whether verified now or remembered, revocation is checked below, every time.
+    return this.identity(claims, now)
+  }
+
+  /** Signature and claims; a token that passes is remembered (until its exp, at most cacheTtlSec). */
+  private async verify (request: FastifyRequest, token: string): Promise<Record<string, unknown>> {
+    this.verified.delete(token)
     let claims: Record<string, unknown>
     try {
       claims = await request.jwtVerify<Record<string, unknown>>()
@@ -142,6 +155,19 @@ export class Authenticator {
       throw new Errors.TokenInvalid(describe(e))
     }
     const now = Math.floor(Date.now() / 1000)
+    this.checkClaims(claims, now)
+    const jwt = this.config.auth.jwt
+    if (jwt.cacheSize > 0) {
+      // Bounded: the oldest entry goes first.
+      if (this.verified.size >= jwt.cacheSize) this.verified.delete(this.verified.keys().next().value as string)
+      const until = Math.min(Date.now() + jwt.cacheTtlSec * 1000, ((claims.exp as number) + jwt.clockToleranceSec) * 1000)
+      this.verified.set(token, { claims: Object.freeze(claims), until })
+    }
+    return claims
+  }
+
+  /** The checks on a verified token's claims that fast-jwt does not make. */
+  private checkClaims (claims: Record<string, unknown>, now: number): void {
     if (typeof claims.exp !== 'number') throw new Errors.TokenInvalid('bad exp claim')
     // iat is required: it bounds exp (exp - iat <= maxLifetimeSec), which is
     // what lets a revocation lapse safely after maxLifetimeSec.
@@ -151,14 +177,18 @@ export class Authenticator {
     if (iat > now + tolerance) throw new Errors.TokenInvalid('token issued in the future')
     const max = this.config.auth.jwt.maxLifetimeSec
     if (claims.exp - iat > max) throw new Errors.TokenInvalid('token lifetime longer than allowed')
-    const subject = typeof claims.sub === 'string' ? claims.sub : ''
-    if (!subject) throw new Errors.TokenInvalid('a required claim is missing')
+    if (typeof claims.sub !== 'string' || claims.sub === '') throw new Errors.TokenInvalid('a required claim is missing')
+  }
+
+  private identity (claims: Record<string, unknown>, now: number): Identity {
+    const iat = claims.iat as number
+    const subject = claims.sub as string
     const jti = typeof claims.jti === 'string' ? claims.jti : undefined
     // A denylist that exists but cannot be read could hide any revocation.
     if (this.deps.denylist.loadError) throw new Errors.RevocationUnavailable()
     const revoked = this.deps.denylist.check({ sub: subject, jti, iat }, now)
     if (revoked) throw new Errors.TokenInvalid(revoked)
-    return { method: 'jwt', subject, jti, exp: claims.exp, iat, claims, grantee: { scopes: scopesOf(claims), claims } }
+    return { method: 'jwt', subject, jti, exp: claims.exp as number, iat, claims, grantee: { scopes: scopesOf(claims), claims } }
   }
 
   private grant (value: string, path: string, ip: string): Identity {

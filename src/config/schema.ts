@@ -63,8 +63,10 @@ export const ConfigSchema = Type.Object({
     timeoutMs: Type.Integer({ default: 30000, minimum: 1, maximum: 600000 }),
     /** Time allowed to open a connection to the NAS. Default 5000. */
     connectTimeoutMs: Type.Integer({ default: 5000, minimum: 1, maximum: 600000 }),
-    /** Keep-alive pool size towards the NAS. Default 64. */
-    connections: Type.Integer({ default: 64, minimum: 1, maximum: 4096 }),
+    /** Most connections open to the NAS (per worker): every stream in flight holds one, so this caps concurrent players; more wait. Default 1024. */
+    connections: Type.Integer({ default: 1024, minimum: 1, maximum: 16384 }),
+    /** HTTP/1.1 requests in flight per NAS connection. Default 1 (no pipelining: a slow stream would hold up the ones queued behind it). */
+    pipelining: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** For an https NAS: a CA file to trust instead of the system store. */
     caFile: Type.Optional(Type.String({ minLength: 1 }))
   }, strict),
@@ -108,7 +110,11 @@ export const ConfigSchema = Type.Object({
       /** Clock skew allowed on exp/nbf, seconds. Default 30. */
       clockToleranceSec: Type.Integer({ default: 30, minimum: 0, maximum: 300 }),
       /** Longest token lifetime accepted (exp minus iat, or minus now), seconds. Default 86400. Also how long revocations are kept. */
-      maxLifetimeSec: Type.Integer({ default: 86400, minimum: 60, maximum: 31 * 86400 })
+      maxLifetimeSec: Type.Integer({ default: 86400, minimum: 60, maximum: 31 * 86400 }),
+      /** Verified tokens remembered (exact token string -> claims), so a client's next request skips the signature check. 0: off. Default 10000. Revocation is still checked on every request. */
+      cacheSize: Type.Integer({ default: 10000, minimum: 0, maximum: 1000000 }),
+      /** How long a verified token is remembered at most (never past its exp). A key removed from a JWK Set stops working for cached tokens after this. Default 60. */
+      cacheTtlSec: Type.Integer({ default: 60, minimum: 1, maximum: 3600 })
     }, strict),
     revocation: Type.Object({
       /** The denylist `nasguard token revoke` writes. Default: revoked.jsonl in audit.dir. */

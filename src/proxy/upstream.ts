@@ -71,7 +71,7 @@ export function createPool (cfg: Config['upstream']): AbortablePool {
   const url = new URL(cfg.url)
   return new AbortablePool(url.origin, {
     connections: cfg.connections,
-    pipelining: 1,
+    pipelining: cfg.pipelining,
     keepAliveTimeout: 4000,
     headersTimeout: cfg.timeoutMs,
     bodyTimeout: cfg.timeoutMs,

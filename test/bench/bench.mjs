@@ -112,13 +112,18 @@ const nasguardConfig = (name, port, adminPort) => ({
 
 const nas = await startNas(dir, root, NAS_PORT)
 procs.push(nas)
-function addNasguard (name, label, port, adminPort, cli, overrides) {
-  const p = startNasguard(dir, { name, cli, config: deepMerge(nasguardConfig(name, port, adminPort), overrides) })
+function addNasguard (name, label, port, adminPort, cli, overrides, extraEnv) {
+  const p = startNasguard(dir, { name, cli, config: deepMerge(nasguardConfig(name, port, adminPort), overrides), env: extraEnv })
   procs.push(p)
   targets.push({ name: label, port, auth: true, proc: p, nasguard: true, adminPort })
 }
 addNasguard('nasguard', 'nasguard', 18443, 19464, 'dist/cli.js')
 if (env.BENCH_VARIANT) addNasguard('variant', 'nasguard (variant)', 18444, 19465, 'dist/cli.js', JSON.parse(env.BENCH_VARIANT))
+// BENCH_VARIANTS='{"label": {config overrides, "env": {...}}, ...}': several variants in one run.
+Object.entries(JSON.parse(env.BENCH_VARIANTS ?? '{}')).forEach(([label, o], i) => {
+  const { env: extraEnv, ...overrides } = o
+  addNasguard(`v${i}`, `ng ${label}`, 18500 + i, 19500 + i, 'dist/cli.js', overrides, extraEnv)
+})
 if (env.BENCH_COMPARE) addNasguard('compare', 'nasguard (compare)', 18445, 19466, join(env.BENCH_COMPARE, 'dist/cli.js'), JSON.parse(env.BENCH_COMPARE_OVERRIDES ?? '{}'))
 const needValidator = (PEERS.has('nginx-auth') && have('nginx')) || (PEERS.has('caddy') && have('caddy'))
 let validator

@@ -149,10 +149,10 @@ https://127.0.0.1:${port} {
 }
 
 /** nasguard as shipped: `nasguard start --config`, its log to a file as a service manager would keep it. */
-export function startNasguard (dir, { name, cli, config }) {
+export function startNasguard (dir, { name, cli, config, env }) {
   const file = join(dir, `${name}.json`)
   writeFileSync(file, JSON.stringify(config, null, 2))
   const log = openSync(join(dir, `${name}.log`), 'a')
-  const child = spawn(process.execPath, [resolve(cli), 'start', '--config', file], { stdio: ['ignore', log, log] })
+  const child = spawn(process.execPath, [resolve(cli), 'start', '--config', file], { stdio: ['ignore', log, log], env: { ...process.env, ...env } })
   return tracked(name, [child])
 }

@@ -5,7 +5,7 @@
 // Every request passes the gate (one onRequest hook) in this order:
 // method and framing -> canonical path -> token -> policy -> listing and
 // file-type guard -> durable access record. Only then is it proxied.
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
 import { connect as connectTcp, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
@@ -16,8 +16,7 @@ import { Authenticator, type Identity } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { Denylist } from './auth/revocation.js'
 import { GrantSigner } from './auth/grants.js'
-import { readSecretFile } from './config/secrets.js'
-import { basename, dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { hostname } from 'node:os'
 import { loadAuditKey } from './audit/key.js'
 import { Type, type Static } from '@sinclair/typebox'
@@ -28,7 +27,12 @@ import { checkRange } from './policy/range.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
-import { loggerOptions } from './logging.js'
+import { createLogger } from './logging.js'
+import { adminCredential, buildAdmin, type Readiness } from './admin.js'
+import { auditKeyFile, grantsSecret } from './config/derived.js'
+
+export { auditKeyFile, grantsSecret } from './config/derived.js'
+export type { Readiness } from './admin.js'
 
 interface RequestState {
   started: bigint
@@ -77,14 +81,8 @@ export interface GatewayOptions {
   admin?: boolean
 }
 
-export interface Readiness { ready: boolean, checks: Record<string, string> }
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
-
-/** Where the audit key lives unless configured: audit.key beside (not inside) the audit directory. */
-export function auditKeyFile (config: Readonly<Config>): string {
-  return config.audit.keyFile ?? join(dirname(config.audit.dir), `${basename(config.audit.dir)}.key`)
-}
 
 /**
  * The client address for the audit record: request.ip (which is the
@@ -184,7 +182,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   // (HTTP/1.1 clients get the usual ones); the app uses the API they share,
   // so it is typed as the default server.
   const app = Fastify({
-    ...(opts.logger ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.log.level) }),
+    loggerInstance: opts.logger ?? createLogger(config.log.level),
     serverFactory,
     http2: true,
     // X-Forwarded-For is believed only from the configured proxies.
@@ -500,48 +498,4 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   }
 
   return { app, admin, metrics, audit, close, readiness, reloadCertificate: () => tls?.reload() ?? false }
-}
-
-/** The configured playback-grant key, if any (else each gateway makes a random one). */
-export function grantsSecret (config: Readonly<Config>): string | undefined {
-  const g = config.auth.grants
-  return g.secret ?? (g.secretFile ? readSecretFile(g.secretFile) : undefined)
-}
-
-/** The Authorization header value the admin listener expects, if it is protected. */
-export function adminCredential (config: Readonly<Config>): string | undefined {
-  if (config.admin.tokenFile) return `Bearer ${readSecretFile(config.admin.tokenFile)}`
-  const b = config.admin.basicAuth
-  if (b) return 'Basic ' + Buffer.from(`${b.username}:${readSecretFile(b.passwordFile)}`).toString('base64')
-  return undefined
-}
-
-/** What /metrics serves: one gateway's registry, or the workers' aggregated by the primary. */
-export interface MetricsSource { contentType: string, text: () => Promise<string> }
-
-export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, readiness: () => Promise<Readiness>, credential?: string): FastifyInstance {
-  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) })
-  if (credential) {
-    const expected = createHash('sha256').update(credential).digest()
-    admin.addHook('onRequest', async (request, reply) => {
-      if (request.url === '/healthz') return
-      // Compare digests: equal length, constant time.
-      const given = createHash('sha256').update(String(request.headers.authorization ?? '')).digest()
-      if (!timingSafeEqual(given, expected)) {
-        reply.code(401).header('www-authenticate', credential.startsWith('Basic') ? 'Basic realm="nasguard-admin"' : 'Bearer realm="nasguard-admin"')
-        return reply.send({ error: 'NASGUARD_ERR_TOKEN_MISSING', message: 'the admin listener needs its credential' })
-      }
-    })
-  }
-  admin.get('/metrics', async (_request, reply) => {
-    reply.type(metrics.contentType)
-    return await metrics.text()
-  })
-  admin.get('/healthz', async () => ({ status: 'ok' }))
-  admin.get('/readyz', async (_request, reply) => {
-    const r = await readiness()
-    reply.code(r.ready ? 200 : 503)
-    return { status: r.ready ? 'ready' : 'not ready', checks: r.checks }
-  })
-  return admin
 }

@@ -2,17 +2,14 @@
 // nasguard <start | demo | config check | token issue>
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { ConfigError, loadConfig } from './config/load.js'
-import { closeOnSignals, runDemo, startGateway } from './server.js'
 import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
 import { addRevocation, type RevocationEntry } from './auth/revocation.js'
 import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import { auditSearch, auditSummary, auditVerify } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
-import { auditKeyFile } from './app.js'
-import { CertCommandError, certClient, certInit, certRevoke, showCertificate } from './tls/cert-commands.js'
+import { auditKeyFile } from './config/derived.js'
 import { readFileSync } from 'node:fs'
 import cluster from 'node:cluster'
-import { runPrimary, runWorker, workerCount } from './cluster.js'
 
 const USAGE = `usage:
   nasguard start [--config FILE]      run the gateway (no config: the demo)
@@ -59,6 +56,7 @@ function args (argv: string[], options: NonNullable<ParseArgsConfig['options']>)
 async function main (argv: string[]): Promise<number> {
   // A worker of `workers: N`: its config comes from the primary.
   if (cluster.isWorker) {
+    const { runWorker } = await import('./worker.js')
     await runWorker()
     return -1
   }
@@ -67,20 +65,25 @@ async function main (argv: string[]): Promise<number> {
     const v = args(sub ? [sub, ...rest] : [], { config: { type: 'string', short: 'c' } })
     const file = (v.config as string | undefined) ?? process.env.NASGUARD_CONFIG
     if (!file) {
+      const { runDemo } = await import('./server.js')
       await runDemo()
       return -1
     }
     const config = loadConfig({ file, env: process.env })
+    // Loaded on demand: a primary needs neither the app nor node-forge.
+    const { runPrimary, workerCount } = await import('./cluster.js')
     if (workerCount(config) > 1) {
       await runPrimary(config)
       return -1
     }
+    const { closeOnSignals, startGateway } = await import('./server.js')
     const running = await startGateway(config)
     closeOnSignals(running)
     running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
     return -1
   }
   if (cmd === 'demo') {
+    const { runDemo } = await import('./server.js')
     await runDemo()
     return -1
   }
@@ -148,6 +151,7 @@ async function main (argv: string[]): Promise<number> {
     return sub === 'search' ? auditSearch(loc, f, v.json as boolean, out, err) : auditSummary(loc, f, v.json as boolean, out, err)
   }
   if (cmd === 'cert') {
+    const { certClient, certInit, certRevoke, showCertificate } = await import('./tls/cert-commands.js')
     if (sub === 'init') {
       const v = args(rest, { host: { type: 'string', multiple: true }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '397' }, force: { type: 'boolean', default: false }, 'crl-url': { type: 'string' } })
       process.stdout.write(certInit({ dir: v.dir as string, hosts: (v.host as unknown as string[] | undefined) ?? [], days: Number(v.days), force: v.force as boolean, crlUrl: v['crl-url'] as string | undefined }) + '\n')
@@ -190,8 +194,8 @@ main(process.argv.slice(2)).then((code) => {
   if (err instanceof ConfigError) {
     process.stderr.write(err.message + '\n')
     process.exitCode = 1
-  } else if (err instanceof CertCommandError) {
-    process.stderr.write(`nasguard: ${err.message}\n`)
+  } else if ((err as Error).name === 'CertCommandError') {
+    process.stderr.write(`nasguard: ${(err as Error).message}\n`)
     process.exitCode = 1
   } else if (err instanceof UsageError) {
     process.stderr.write(`nasguard: ${err.message}\n\n${USAGE}\n`)

@@ -21,14 +21,13 @@ import { mkdirSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import closeWithGrace from 'close-with-grace'
-import pino from 'pino'
 import { AggregatorRegistry } from 'prom-client'
-import { adminCredential, auditKeyFile, buildAdmin, grantsSecret, type Readiness } from './app.js'
+import { adminCredential, buildAdmin, type Readiness } from './admin.js'
+import { auditKeyFile, grantsSecret } from './config/derived.js'
 import { loadAuditKey } from './audit/key.js'
 import { recordChains } from './audit/chains.js'
 import type { Config } from './config/schema.js'
-import { loggerOptions } from './logging.js'
-import { closeOnSignals, startGateway, type RunningGateway } from './server.js'
+import { createLogger } from './logging.js'
 
 export function workerCount (config: Readonly<Config>): number {
   return config.workers === 'auto' ? availableParallelism() : config.workers
@@ -39,56 +38,15 @@ export function workerChainDir (config: Readonly<Config>, index: number): string
   return join(config.audit.dir, `worker-${index}`)
 }
 
-interface HelloMessage { nasguard: 'hello' }
-interface InitMessage { nasguard: 'init', index: number, config: Config, grantsSecret: string, ticketKeys: string }
-interface ReadyMessage { nasguard: 'ready', index: number, url: string }
-interface ReadinessRequest { nasguard: 'readiness?', id: number }
-interface ReadinessReply { nasguard: 'readiness', id: number, result: Readiness }
+export interface HelloMessage { nasguard: 'hello' }
+export interface InitMessage { nasguard: 'init', index: number, config: Config, grantsSecret: string, ticketKeys: string }
+export interface ReadyMessage { nasguard: 'ready', index: number, url: string }
+export interface ReadinessRequest { nasguard: 'readiness?', id: number }
+export interface ReadinessReply { nasguard: 'readiness', id: number, result: Readiness }
 type Message = HelloMessage | InitMessage | ReadyMessage | ReadinessRequest | ReadinessReply
 
-function isMessage (m: unknown): m is Message {
+export function isMessage (m: unknown): m is Message {
   return typeof m === 'object' && m !== null && typeof (m as { nasguard?: unknown }).nasguard === 'string'
-}
-
-/** In a worker: wait for the primary's init, start the gateway on the shared listener, report ready. */
-export async function runWorker (): Promise<void> {
-  const init = await new Promise<InitMessage>((resolve) => {
-    const onMessage = (m: unknown): void => {
-      if (isMessage(m) && m.nasguard === 'init') { process.off('message', onMessage); resolve(m) }
-    }
-    process.on('message', onMessage)
-    // Messages sent before a listener exists are lost: ask only now.
-    process.send?.({ nasguard: 'hello' } satisfies HelloMessage)
-  })
-  const { config, index } = init
-  const logger = pino({ ...loggerOptions(config.log.level), base: { pid: process.pid, worker: index } })
-  let running: RunningGateway
-  try {
-    running = await startGateway(config, {
-      logger,
-      auditDir: workerChainDir(config, index),
-      grantsSecret: init.grantsSecret,
-      ticketKeys: Buffer.from(init.ticketKeys, 'base64'),
-      admin: false
-    })
-  } catch (err) {
-    // The IPC channel would keep this process alive: exit, and the primary sees it.
-    process.stderr.write(`nasguard worker ${index}: ${(err as Error).message}\n`, () => process.exit(1))
-    return
-  }
-  // The primary's /metrics asks every worker for its registry.
-  // (Constructing one installs prom-client's worker-side listener.)
-  AggregatorRegistry.setRegistries([running.gateway.metrics.registry])
-  void new AggregatorRegistry()
-  process.on('message', (m: unknown) => {
-    if (!isMessage(m) || m.nasguard !== 'readiness?') return
-    const id = m.id
-    running.gateway.readiness().then((result) => {
-      process.send?.({ nasguard: 'readiness', id, result } satisfies ReadinessReply)
-    }, () => {})
-  })
-  closeOnSignals(running)
-  process.send?.({ nasguard: 'ready', index, url: running.url } satisfies ReadyMessage)
 }
 
 /**
@@ -98,7 +56,7 @@ export async function runWorker (): Promise<void> {
  */
 export async function runPrimary (config: Readonly<Config>): Promise<{ url: string, adminUrl: string | null }> {
   const count = workerCount(config)
-  const log = pino({ ...loggerOptions(config.log.level), base: { pid: process.pid, role: 'primary' } })
+  const log = createLogger(config.log.level, { role: 'primary' })
   // Made here once: the workers must not race to create the audit key.
   loadAuditKey(auditKeyFile(config), true)
   mkdirSync(config.audit.dir, { recursive: true, mode: 0o700 })

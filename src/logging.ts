@@ -2,7 +2,9 @@
 // Authorization headers, grants or recording paths (paths hold phone
 // numbers): request logging is off, nothing logs a URL, and the serializers
 // and redaction below are a second line in case something tries.
+import { hostname } from 'node:os'
 import type { FastifyServerOptions } from 'fastify'
+import pino from 'pino'
 
 export const REDACT_PATHS = [
   'req.headers.authorization', 'req.headers.cookie', 'req.url', 'req.query',
@@ -28,4 +30,17 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
       res: (res: { statusCode?: number }) => ({ statusCode: res.statusCode })
     }
   }
+}
+
+/**
+ * The process logger. On a terminal, pino-pretty; otherwise JSON lines to
+ * stdout through an asynchronous destination: a log line does not block
+ * the request that wrote it, lines written while one is in flight go out
+ * together, and what is buffered is flushed when the process exits.
+ */
+export function createLogger (level: string, bindings: Record<string, unknown> = {}): pino.Logger {
+  const opts = loggerOptions(level) as pino.LoggerOptions
+  const base = { pid: process.pid, hostname: hostname(), ...bindings }
+  if (process.stdout.isTTY === true) return pino({ ...opts, base })
+  return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false }))
 }

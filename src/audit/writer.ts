@@ -99,6 +99,8 @@ async function firstLineOf (h: fsp.FileHandle): Promise<string | null> {
 export class AuditWriter {
   private readonly opts: AuditWriterOptions
   private handle: fsp.FileHandle | null = null
+  /** The file's size after the last group written through this handle (saves an fstat per group). */
+  private sizeAfter: { handle: fsp.FileHandle, size: number } | null = null
   private queue: Pending[] = []
   private writing = false
   private closed = false
@@ -302,7 +304,9 @@ export class AuditWriter {
       h = await this.openFile()
       // The length to roll back to is that of the file actually written
       // (after a reopen or a rotation it is not what memory said before).
-      const startSize = (await h.stat()).size
+      // Known from our own last write on this very handle; otherwise asked.
+      const startSize = this.sizeAfter?.handle === h ? this.sizeAfter.size : (await h.stat()).size
+      this.sizeAfter = null
       if (startSize === 0) {
         this.activeFirstSeq = before.seq + 1
         this.activeDay = group[0].record.time.slice(0, 10)
@@ -340,6 +344,7 @@ export class AuditWriter {
         for (const p of group) p.resolve()
         this.scheduleSync()
       }
+      this.sizeAfter = { handle: h, size: startSize + buf.length }
       this.healthy = true
       this.scheduleHead()
       this.opts.onBatch?.(group.length, Number(process.hrtime.bigint() - started) / 1e6)

@@ -13,7 +13,9 @@ import {
   issueServerCert, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry
 } from './certificates.js'
 
-export class CertCommandError extends Error {}
+export class CertCommandError extends Error {
+  override name = 'CertCommandError'
+}
 
 const EXPIRY_WARNING_DAYS = 30
 

@@ -1,0 +1,17 @@
+// Values derived from the config that more than one process needs (the
+// gateway, the workers' primary, the CLI): kept apart from the app so that
+// reading them loads nothing else.
+import { basename, dirname, join } from 'node:path'
+import type { Config } from './schema.js'
+import { readSecretFile } from './secrets.js'
+
+/** Where the audit key lives unless configured: audit.key beside (not inside) the audit directory. */
+export function auditKeyFile (config: Readonly<Config>): string {
+  return config.audit.keyFile ?? join(dirname(config.audit.dir), `${basename(config.audit.dir)}.key`)
+}
+
+/** The configured playback-grant key, if any (else each gateway makes a random one). */
+export function grantsSecret (config: Readonly<Config>): string | undefined {
+  const g = config.auth.grants
+  return g.secret ?? (g.secretFile ? readSecretFile(g.secretFile) : undefined)
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench [-- W1 W2 W3 W4 W5]: nasguard beside nginx and Caddy, in one run.
+// npm run bench [-- W1 W2 W3 W4 W5 W5r]: nasguard beside nginx and Caddy, in one run.
 //
 // - The NAS: nginx serving a fixture tree when installed, else a Node static server.
 // - nasguard as shipped: TLS, JWT, policy, strict audit, metrics, info logs to a file.
@@ -32,8 +32,8 @@ const WORKERS = Number(env.BENCH_WORKERS ?? availableParallelism())
 const W4_SECONDS = Number(env.BENCH_W4_SECONDS ?? 600)
 const W4_READERS = Number(env.BENCH_W4_READERS ?? 1000)
 const W4_RATE = Number(env.BENCH_W4_RATE ?? 32768)
-const selected = process.argv.slice(2).filter((a) => /^W[1-5]$/.test(a))
-const WANT = new Set(selected.length ? selected : ['W1', 'W2', 'W3', 'W5', 'W4'])
+const selected = process.argv.slice(2).filter((a) => /^W([1-4]|5r?)$/.test(a))
+const WANT = new Set(selected.length ? selected : ['W1', 'W2', 'W3', 'W5', 'W5r', 'W4'])
 const PEERS = new Set((env.BENCH_PEERS ?? 'nginx-auth,nginx,caddy').split(','))
 
 if (!have('wrk')) { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2) }
@@ -162,7 +162,20 @@ const toMs = (s) => { const m = /([\d.]+)(us|ms|s|m)/.exec(s ?? ''); return m ? 
 const BYTES = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 }
 const toMB = (s) => { const m = /([\d.]+)(B|KB|MB|GB)/.exec(s ?? ''); return m ? Number(m[1]) * BYTES[m[2]] / 1024 ** 2 : NaN }
 
+/** W5r: a Node client that resumes TLS sessions (wrk never does). */
+async function resuming (t, w, seconds) {
+  let peak = 0
+  const sampler = setInterval(() => { peak = Math.max(peak, rssMb(t.proc.pids())) }, 250)
+  try {
+    const { stdout } = await run(process.execPath, [join(here, 'handshakes.mjs'), String(t.port), w.path, t.auth ? token : '', String(w.connections), String(seconds)])
+    const r = JSON.parse(stdout)
+    const non2xx = Object.entries(r.statuses).filter(([k]) => !k.startsWith('2')).reduce((a, [, n]) => a + n, 0)
+    return { rps: r.rps, mbps: NaN, p50: NaN, p99: NaN, non2xx, errors: r.errors ? `${r.errors} errors` : '', rssMb: peak, resumed: r.resumedShare }
+  } finally { clearInterval(sampler) }
+}
+
 async function wrk (t, w, seconds) {
+  if (w.client === 'resuming') return resuming(t, w, seconds)
   const args = ['-t2', `-c${w.connections}`, `-d${seconds}s`, '--timeout', '10s', '--latency',
     ...(t.auth ? ['-H', authHeader] : []), ...(w.headers ?? []).flatMap((h) => ['-H', h]),
     ...(w.script ? ['-s', w.script] : []), `https://127.0.0.1:${t.port}${w.path}`]
@@ -187,7 +200,8 @@ const WORKLOADS = {
   W1: { title: 'W1: 64 KB recordings, 32 keep-alive connections', path: SMALL, connections: 32 },
   W2: { title: 'W2: 48 MB streams, 4 connections', path: LARGE, connections: 4 },
   W3: { title: 'W3: random 64 KB Range reads inside a 256 MB file, 16 connections', path: HUGE, connections: 16, script: rangeScript },
-  W5: { title: 'W5: a new TLS connection per request (Connection: close), 32 connections', path: SMALL, connections: 32, headers: ['Connection: close'] }
+  W5: { title: 'W5: a new TLS connection per request (Connection: close), 32 connections', path: SMALL, connections: 32, headers: ['Connection: close'] },
+  W5r: { title: 'W5r: as W5, but each connection resumes the last session (a Node client, 16 loops)', path: SMALL, connections: 16, client: 'resuming' }
 }
 
 async function runWorkload (id) {
@@ -206,7 +220,8 @@ async function runWorkload (id) {
       rssMb: Math.max(...rs.map((x) => x.rssMb)),
       non2xx: rs.reduce((a, x) => a + x.non2xx, 0),
       errors: rs.map((x) => x.errors).filter(Boolean).join('; '),
-      rounds: rs.map((x) => Math.round(x.rps))
+      rounds: rs.map((x) => Math.round(x.rps)),
+      ...(rs[0].resumed !== undefined ? { resumed: median(rs.map((x) => x.resumed)) } : {})
     }
   })
   const base = rows.find((r) => r.target === baseTarget.name)
@@ -218,7 +233,7 @@ async function runWorkload (id) {
   console.log('target                    req/s     MB/s   p50 ms   p99 ms  peak RSS MB  ratio  p99 ratio  rounds (req/s)')
   for (const r of rows) {
     console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x  ${r.rounds.join(', ')}` +
-      `${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
+      `${r.resumed !== undefined ? `  resumed ${(r.resumed * 100).toFixed(0)}%` : ''}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
   }
   return { id, title: w.title, rows }
 }
@@ -258,7 +273,7 @@ try {
   for (const t of targets) await waitUp(t)
   console.log(`nasguard bench ${results.date}; ${results.machine}; workers ${WORKERS} (nasguard and nginx; GOMAXPROCS for Caddy); NAS: ${nas.kind}; files in ${dir}`)
   console.log(`targets: ${targets.map((t) => t.name).join(', ')}`)
-  for (const id of ['W1', 'W2', 'W3', 'W5']) if (WANT.has(id)) results.workloads.push(await runWorkload(id))
+  for (const id of ['W1', 'W2', 'W3', 'W5', 'W5r']) if (WANT.has(id)) results.workloads.push(await runWorkload(id))
   if (WANT.has('W4')) {
     console.log(`\nW4: ${W4_READERS} concurrent slow readers (${(W4_RATE / 1024).toFixed(0)} KB/s each) of a 48 MB recording for ${W4_SECONDS} s`)
     const w4targets = targets.filter((t) => t.nasguard || env.BENCH_W4_PEERS)

@@ -106,8 +106,10 @@ function reasonOf (err: ErrorObject): string {
     case 'additionalProperties': return 'unknown key (check the spelling)'
     case 'enum': return `must be one of ${(err.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
     case 'anyOf': {
-      const options = Array.isArray(err.schema) ? (err.schema as Array<{ const?: unknown }>).map((o) => o.const).filter((v) => v !== undefined) : []
-      return options.length > 0 ? `must be one of: ${options.join(', ')} (got ${JSON.stringify(err.data)})` : 'is not one of the allowed values'
+      const branches = Array.isArray(err.schema) ? err.schema as Array<{ const?: unknown, type?: string, minimum?: number, maximum?: number }> : []
+      // Each branch said in words: a literal, or a number range (workers: 1..64 or "auto").
+      const options = branches.map((o) => o.const !== undefined ? String(o.const) : o.type === 'integer' ? `an integer from ${o.minimum ?? '-∞'} to ${o.maximum ?? '∞'}` : undefined).filter((v) => v !== undefined)
+      return options.length > 0 ? `must be ${branches.some((o) => o.const === undefined) ? 'either' : 'one of:'} ${options.join(options.length === 2 && branches.some((o) => o.const === undefined) ? ' or ' : ', ')} (got ${JSON.stringify(err.data)})` : 'is not one of the allowed values'
     }
     case 'pattern': return `has an invalid format (must match ${(err.params as { pattern: string }).pattern})`
     default: return err.message ?? 'is invalid'

@@ -77,7 +77,11 @@ t.test('each bad value is refused naming its key and the reason', async (t) => {
     ['rule method POST', (c) => { c.policy[0].methods = ['POST'] }, 'policy[0].methods[0]', /must be one of: GET, HEAD/],
     ['duplicate rule names', (c) => { c.policy.push({ ...c.policy[0] }) }, 'policy[1].name', /duplicate/],
     ['unknown extension', (c) => { c.files = { extensions: ['.exe'] } }, 'files.extensions[0]', /not a known recording type/],
-    ['bad durability', (c) => { c.audit.durability = 'none' }, 'audit.durability', /must be one of: strict, batched/]
+    ['bad durability', (c) => { c.audit.durability = 'none' }, 'audit.durability', /must be one of: strict, batched/],
+    ['workers 0', (c) => { c.workers = 0 }, 'workers', /must be either an integer from 1 to 64 or auto \(got 0\)/],
+    ['workers as a word', (c) => { c.workers = 'many' }, 'workers', /must be either an integer from 1 to 64 or auto \(got "many"\)/],
+    ['NAS pipelining 0', (c) => { c.upstream.pipelining = 0 }, 'upstream.pipelining', /must be >= 1/],
+    ['token cache negative', (c) => { c.auth.jwt.cacheSize = -1 }, 'auth.jwt.cacheSize', /must be >= 0/]
   ]
   for (const [name, mutate, key, reason] of table) {
     const c = base()
@@ -108,6 +112,10 @@ t.test('every key can be set from NASGUARD_* variables, with type checks', async
   t.equal(c.admin.enabled, false)
   t.same(c.files.extensions, ['.wav', '.ogg'])
   t.equal(c.policy[0].name, 'env')
+  t.equal(c.workers, 1, 'workers: one process unless asked')
+  t.equal(loadConfig({ object: base(), env: { NASGUARD_WORKERS: 'auto' } }).workers, 'auto')
+  t.equal(loadConfig({ object: base(), env: { NASGUARD_WORKERS: '4' } }).workers, 4, 'a number from the environment is a number')
+  t.match(problems(base(), { NASGUARD_WORKERS: 'lots' }), [{ key: 'workers', reason: /an integer from 1 to 64 or auto/ }])
 
   t.match(problems(base(), { NASGUARD_LISTEN_PORT: 'eighty' }), [{ key: 'listen.port', reason: /NASGUARD_LISTEN_PORT must be a number/ }])
   t.match(problems(base(), { NASGUARD_ADMIN_ENABLED: 'yes' }), [{ key: 'admin.enabled', reason: /true or false/ }])

@@ -17,6 +17,8 @@ import { JwksCache } from './auth/keys.js'
 import { Denylist } from './auth/revocation.js'
 import { GrantSigner } from './auth/grants.js'
 import { join } from 'node:path'
+import { existsSync } from 'node:fs'
+import { CHAINS_FILE, recordChains } from './audit/chains.js'
 import { hostname } from 'node:os'
 import { loadAuditKey } from './audit/key.js'
 import { Type, type Static } from '@sinclair/typebox'
@@ -123,11 +125,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     Object.values(Errors).map((E) => E.spec.reason).filter((r) => r !== 'not_found' && r !== 'range' && r !== 'internal'),
     ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'auth', 'status_5xx', 'body', 'tls', 'other'],
     ['protocol_version', 'no_shared_cipher', 'client_certificate', 'malformed', 'reset', 'other'])
+  const auditKey = loadAuditKey(auditKeyFile(config), true)
   const audit = await AuditWriter.open({
     dir: opts.auditDir ?? config.audit.dir,
     durability: config.audit.durability,
     batchMs: config.audit.batchMs,
-    key: loadAuditKey(auditKeyFile(config), true),
+    key: auditKey,
     instance: config.audit.instance ?? hostname(),
     rotateBytes: config.audit.rotateBytes,
     onBatch: (n, ms) => {
@@ -219,6 +222,15 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   } as never) as unknown as FastifyInstance
   log = app.log
+  // A single process writing in an audit.dir that workers used before: its
+  // trail joins the sealed list of chains, so its removal is reported too.
+  if (!opts.auditDir && !audit.startupError && existsSync(join(config.audit.dir, CHAINS_FILE))) {
+    try {
+      recordChains(config.audit.dir, auditKey, ['.'])
+    } catch (err) {
+      log.error({ reason: (err as Error).message }, 'the list of audit chains could not be updated')
+    }
+  }
   if (audit.startupError) {
     log.error({ code: audit.startupError.code, file: audit.file }, 'the audit file cannot be opened: recording requests get 503 until it can')
   }

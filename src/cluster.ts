@@ -17,15 +17,17 @@
 //   on (certificate reload). A worker that dies is restarted.
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import closeWithGrace from 'close-with-grace'
-import { AggregatorRegistry } from 'prom-client'
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
 import { auditKeyFile, grantsSecret } from './config/derived.js'
 import { loadAuditKey } from './audit/key.js'
 import { recordChains } from './audit/chains.js'
+import { trailFiles } from './audit/verify.js'
+import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
 import { createLogger } from './logging.js'
 
@@ -43,11 +45,25 @@ export interface InitMessage { nasguard: 'init', index: number, config: Config, 
 export interface ReadyMessage { nasguard: 'ready', index: number, url: string }
 export interface ReadinessRequest { nasguard: 'readiness?', id: number }
 export interface ReadinessReply { nasguard: 'readiness', id: number, result: Readiness }
-type Message = HelloMessage | InitMessage | ReadyMessage | ReadinessRequest | ReadinessReply
+export interface MetricsRequest { nasguard: 'metrics?', id: number }
+export interface MetricsReply { nasguard: 'metrics', id: number, metrics: Array<MetricObjectWithValues<MetricValue<string>>> }
+export interface ShutdownMessage { nasguard: 'shutdown' }
+/** What a worker sends the primary. */
+export type WorkerReply = ReadyMessage | ReadinessReply | MetricsReply
+type Message = HelloMessage | InitMessage | ReadyMessage | ReadinessRequest | ReadinessReply | MetricsRequest | MetricsReply | ShutdownMessage
 
 export function isMessage (m: unknown): m is Message {
   return typeof m === 'object' && m !== null && typeof (m as { nasguard?: unknown }).nasguard === 'string'
 }
+
+/** A worker that died within this long of starting counts towards the back-off. */
+const STABLE_MS = 30000
+/** A worker that is not listening after this long is given up on. */
+const START_TIMEOUT_MS = 60000
+/** How long workers get to finish their streams when closing. */
+const CLOSE_GRACE_MS = 15000
+
+interface Slot { index: number, worker: Worker, ready: boolean, readyAt: number }
 
 /**
  * In the primary: make the shared keys, start the workers, serve the admin
@@ -56,103 +72,156 @@ export function isMessage (m: unknown): m is Message {
  */
 export async function runPrimary (config: Readonly<Config>): Promise<{ url: string, adminUrl: string | null }> {
   const count = workerCount(config)
-  const log = createLogger(config.log.level, { role: 'primary' })
+  // Synchronous log writes: the workers and the primary share stdout.
+  const log = createLogger(config.log.level, { role: 'primary' }, { sync: true })
+  let closing = false
+  const slots = new Map<number, Slot>()
+  // Passed on to ready workers only (a starting worker reads the files anyway).
+  process.on('SIGHUP', () => { for (const s of slots.values()) if (s.ready && s.worker.isConnected()) s.worker.process.kill('SIGHUP') })
+
   // Made here once: the workers must not race to create the audit key.
-  loadAuditKey(auditKeyFile(config), true)
+  const auditKey = loadAuditKey(auditKeyFile(config), true)
   mkdirSync(config.audit.dir, { recursive: true, mode: 0o700 })
-  recordChains(config.audit.dir, loadAuditKey(auditKeyFile(config), false), Array.from({ length: count }, (_, i) => `worker-${i}`))
+  // A trail written by a single process in audit.dir is a chain of the list
+  // too, so that deleting it once workers run is reported as well.
+  if (trailFiles(config.audit.dir).length > 0 || existsSync(join(config.audit.dir, HEAD_FILE))) recordChains(config.audit.dir, auditKey, ['.'])
+  // Every worker's chain exists (an empty audit.jsonl) and is listed before
+  // any worker starts: a worker stopped at any point of its start leaves
+  // neither an unlisted chain nor a listed one without files.
+  for (let i = 0; i < count; i++) {
+    const chain = workerChainDir(config, i)
+    mkdirSync(chain, { recursive: true, mode: 0o700 })
+    closeSync(openSync(join(chain, AUDIT_FILE), 'a', 0o600))
+  }
+  recordChains(config.audit.dir, auditKey, Array.from({ length: count }, (_, i) => `worker-${i}`))
   const grants = grantsSecret(config) ?? randomBytes(32).toString('hex')
   const ticketKeys = randomBytes(48).toString('base64')
-
-  const byIndex = new Map<number, Worker>()
-  const ready = new Set<number>()
-  let closing = false
-  let started = false
   const restarts = new Map<number, number>()
 
+  const send = (w: Worker, m: Message): boolean => {
+    if (!w.isConnected()) return false
+    w.send(m, undefined, {}, () => {})
+    return true
+  }
+
+  /** Starts worker `index`; resolves with its URL once it listens, rejects if it exits or hangs first. */
   const fork = (index: number): Promise<string> => new Promise((resolve, reject) => {
     const w = cluster.fork()
-    byIndex.set(index, w)
+    const slot: Slot = { index, worker: w, ready: false, readyAt: 0 }
+    slots.set(index, slot)
+    let settled = false
+    const timer = setTimeout(() => {
+      if (settled) return
+      settled = true
+      reject(new Error(`worker ${index} did not start listening within ${START_TIMEOUT_MS / 1000} s`))
+      w.process.kill('SIGKILL')
+    }, START_TIMEOUT_MS)
+    timer.unref()
+    // A send racing the worker's exit must not throw in the primary.
+    w.on('error', () => {})
     w.on('message', (m: unknown) => {
-      if (isMessage(m) && m.nasguard === 'hello') {
-        w.send({ nasguard: 'init', index, config: config as Config, grantsSecret: grants, ticketKeys } satisfies InitMessage)
-      }
-      if (isMessage(m) && m.nasguard === 'ready') {
-        ready.add(index)
-        restarts.set(index, 0)
+      if (!isMessage(m)) return
+      if (m.nasguard === 'hello') send(w, { nasguard: 'init', index, config: config as Config, grantsSecret: grants, ticketKeys })
+      if (m.nasguard === 'ready' && !settled) {
+        settled = true
+        clearTimeout(timer)
+        slot.ready = true
+        slot.readyAt = Date.now()
         resolve(m.url)
       }
     })
     w.once('exit', (code, signal) => {
-      ready.delete(index)
+      slot.ready = false
+      clearTimeout(timer)
       if (closing) return
-      if (!started) {
+      if (!settled) {
+        settled = true
         reject(new Error(`worker ${index} exited during start (${signal ?? `code ${code}`}); its error is above`))
         return
       }
-      const n = (restarts.get(index) ?? 0) + 1
+      // Back-off grows for a worker that keeps dying soon after it started.
+      const n = slot.readyAt > 0 && Date.now() - slot.readyAt > STABLE_MS ? 1 : (restarts.get(index) ?? 0) + 1
       restarts.set(index, n)
       const delay = Math.min(30000, 250 * 2 ** Math.min(n, 7))
       log.error({ worker: index, code, signal, restartInMs: delay }, 'worker died: restarting it')
-      setTimeout(() => { if (!closing) fork(index).catch(() => {}) }, delay).unref()
+      setTimeout(() => {
+        if (closing) return
+        fork(index).catch((err: Error) => { log.error({ worker: index, reason: err.message }, 'worker restart failed') })
+      }, delay).unref()
     })
   })
 
+  /** Asks every worker to close (IPC, not a second signal), then waits for them to exit. */
   const stopWorkers = async (): Promise<void> => {
     closing = true
-    const exits = [...byIndex.values()].filter((w) => !w.isDead()).map((w) => new Promise<void>((resolve) => {
-      w.once('exit', () => resolve())
-      w.process.kill('SIGTERM')
+    const exits = [...slots.values()].filter((s) => !s.worker.isDead()).map((s) => new Promise<void>((resolve) => {
+      s.worker.once('exit', () => resolve())
+      // A worker not yet serving has nothing to finish: stop it outright.
+      if (!s.ready || !send(s.worker, { nasguard: 'shutdown' })) s.worker.process.kill('SIGTERM')
+      setTimeout(() => { if (!s.worker.isDead()) s.worker.process.kill('SIGKILL') }, CLOSE_GRACE_MS).unref()
     }))
     await Promise.all(exits)
   }
 
-  let url: string
-  try {
-    const urls = await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
-    url = urls[0]
-    started = true
-  } catch (err) {
-    await stopWorkers()
-    throw err
-  }
-
-  // Readiness: every worker's own checks, and all of them up.
-  let nextId = 0
-  const pending = new Map<number, (r: Readiness) => void>()
-  cluster.on('message', (_w: Worker, m: unknown) => {
-    if (isMessage(m) && m.nasguard === 'readiness') pending.get(m.id)?.(m.result)
-  })
-  const ask = (w: Worker): Promise<Readiness> => new Promise((resolve) => {
-    const id = ++nextId
-    const timer = setTimeout(() => { pending.delete(id); resolve({ ready: false, checks: { worker: 'no answer' } }) }, 3000)
-    pending.set(id, (r) => { clearTimeout(timer); pending.delete(id); resolve(r) })
-    w.send({ nasguard: 'readiness?', id } satisfies ReadinessRequest)
-  })
-  const readiness = async (): Promise<Readiness> => {
-    const live = [...byIndex.entries()].filter(([i, w]) => ready.has(i) && !w.isDead())
-    const answers = await Promise.all(live.map(([, w]) => ask(w)))
-    const checks: Record<string, string> = { workers: live.length === count ? 'ok' : `${live.length}/${count} running` }
-    for (const a of answers) {
-      for (const [k, v] of Object.entries(a.checks)) if (checks[k] === undefined || checks[k] === 'ok') checks[k] = v
-    }
-    return { ready: live.length === count && answers.every((a) => a.ready), checks }
-  }
-
-  const aggregator = new AggregatorRegistry()
-  const admin = config.admin.enabled
-    ? buildAdmin({ contentType: aggregator.contentType, text: async () => await aggregator.clusterMetrics() }, log, readiness, adminCredential(config))
-    : null
-  let adminUrl: string | null = null
-  if (admin) adminUrl = new URL(await admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` })).origin
-
-  process.on('SIGHUP', () => { for (const w of byIndex.values()) if (!w.isDead()) w.process.kill('SIGHUP') })
-  closeWithGrace({ delay: 15000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  // From here on a signal closes the workers gracefully, also while they start.
+  let admin: ReturnType<typeof buildAdmin> | null = null
+  const grace = closeWithGrace({ delay: CLOSE_GRACE_MS + 2000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error in the primary, closing')
     else log.info({ signal }, 'closing the workers')
     await stopWorkers()
     await admin?.close()
   })
+
+  let url: string
+  try {
+    const urls = await Promise.all(Array.from({ length: count }, (_, i) => fork(i)))
+    url = urls[0]
+  } catch (err) {
+    // A failed start ends with its error and exit code 1, not a graceful 0.
+    grace.uninstall()
+    await stopWorkers()
+    throw err
+  }
+
+  // Requests to the ready workers, answered by id (readiness, metrics).
+  let nextId = 0
+  const pending = new Map<number, (m: ReadinessReply | MetricsReply) => void>()
+  cluster.on('message', (_w: Worker, m: unknown) => {
+    if (isMessage(m) && (m.nasguard === 'readiness' || m.nasguard === 'metrics')) pending.get(m.id)?.(m)
+  })
+  const ask = <T extends ReadinessReply | MetricsReply>(w: Worker, kind: 'readiness?' | 'metrics?'): Promise<T | undefined> => new Promise((resolve) => {
+    const id = ++nextId
+    const timer = setTimeout(() => { pending.delete(id); resolve(undefined) }, 3000)
+    pending.set(id, (r) => { clearTimeout(timer); pending.delete(id); resolve(r as T) })
+    if (!send(w, { nasguard: kind, id })) { clearTimeout(timer); pending.delete(id); resolve(undefined) }
+  })
+  const live = (): Slot[] => [...slots.values()].filter((s) => s.ready && s.worker.isConnected())
+
+  const readiness = async (): Promise<Readiness> => {
+    const up = live()
+    const answers = await Promise.all(up.map((s) => ask<ReadinessReply>(s.worker, 'readiness?')))
+    const checks: Record<string, string> = { workers: up.length === count ? 'ok' : `${up.length}/${count} running` }
+    for (const a of answers) {
+      const c = a?.result.checks ?? { worker: 'no answer' }
+      for (const [k, v] of Object.entries(c)) if (checks[k] === undefined || checks[k] === 'ok') checks[k] = v
+    }
+    return { ready: up.length === count && answers.every((a) => a?.result.ready === true), checks }
+  }
+
+  // /metrics: the ready workers' registries, summed (prom-client's
+  // aggregation; gauges say how they combine). A worker that restarted
+  // starts its counters from zero, which Prometheus reads as a reset.
+  const metricsText = async (): Promise<string> => {
+    const replies = await Promise.all(live().map((s) => ask<MetricsReply>(s.worker, 'metrics?')))
+    return await AggregatorRegistry.aggregate(replies.filter((r): r is MetricsReply => r !== undefined).map((r) => r.metrics)).metrics()
+  }
+
+  admin = config.admin.enabled
+    ? buildAdmin({ contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE, text: metricsText }, log, readiness, adminCredential(config))
+    : null
+  let adminUrl: string | null = null
+  if (admin) adminUrl = new URL(await admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` })).origin
+
   log.info({ address: url, admin: adminUrl, workers: count }, 'nasguard listening')
   return { url, adminUrl }
 }

@@ -34,13 +34,14 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
 
 /**
  * The process logger. On a terminal, pino-pretty; otherwise JSON lines to
- * stdout through an asynchronous destination: a log line does not block
+ * stdout, by default through an asynchronous destination: a log line does not block
  * the request that wrote it, lines written while one is in flight go out
  * together, and what is buffered is flushed when the process exits.
  */
-export function createLogger (level: string, bindings: Record<string, unknown> = {}): pino.Logger {
+export function createLogger (level: string, bindings: Record<string, unknown> = {}, { sync = false } = {}): pino.Logger {
   const opts = loggerOptions(level) as pino.LoggerOptions
   const base = { pid: process.pid, hostname: hostname(), ...bindings }
-  if (process.stdout.isTTY === true) return pino({ ...opts, base })
+  // sync: for processes sharing stdout (workers), where only whole-line writes stay whole.
+  if (process.stdout.isTTY === true || sync) return pino({ ...opts, base })
   return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false }))
 }

@@ -33,18 +33,31 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
   return { gateway, url: urlOf(address, 'https:'), adminUrl }
 }
 
-/** Graceful close on SIGINT/SIGTERM: stop accepting, let streams finish (up to 10 s), flush the audit trail. */
-export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}): void {
-  // SIGHUP: reload the certificate (the file watcher does the same on change).
+/**
+ * Graceful close on SIGINT/SIGTERM: stop accepting, let streams finish (up
+ * to 10 s), flush the audit trail. SIGHUP reloads the certificate.
+ *
+ * One process: a second signal while closing exits at once (a second
+ * Ctrl-C means it). A worker is asked to close twice as a rule (Ctrl-C and
+ * systemd signal the whole group, and its primary asks over IPC), so with
+ * `worker` it handles SIGINT/SIGTERM itself and closes once, gracefully; a
+ * forced stop is the primary's business (a worker exits with its primary).
+ */
+export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean } = {}): { close: () => void } {
   process.on('SIGHUP', () => { running.gateway.reloadCertificate() })
+  let closing = false
   // SIGHUP means reload here, not close (close-with-grace closes on it by default).
-  closeWithGrace({ delay: 10000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  const grace = closeWithGrace({ delay: 10000, skip: opts.worker ? ['SIGHUP', 'SIGINT', 'SIGTERM'] : ['SIGHUP'] }, async ({ signal, err }) => {
+    closing = true
     const log = running.gateway.app.log
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')
     else log.info({ signal }, 'closing')
     await running.gateway.close()
     await extra()
   })
+  const close = (): void => { if (!closing) { closing = true; void grace.close() } }
+  if (opts.worker) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, close)
+  return { close }
 }
 
 export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<void> {

@@ -1,13 +1,21 @@
 // A worker of `workers: N`: waits for the primary's init message (config
 // and shared keys), starts the gateway on the shared listener with its own
-// audit chain, and answers the primary's metrics and readiness requests.
-import { AggregatorRegistry } from 'prom-client'
-import { isMessage, workerChainDir, type HelloMessage, type InitMessage, type ReadinessReply, type ReadyMessage } from './cluster.js'
+// audit chain, and answers the primary: metrics, readiness, shutdown.
+import { isMessage, workerChainDir, type HelloMessage, type InitMessage, type WorkerReply } from './cluster.js'
 import { createLogger } from './logging.js'
 import { closeOnSignals, startGateway, type RunningGateway } from './server.js'
 
+function reply (m: WorkerReply): void {
+  // The primary may be gone (then this process is about to exit too).
+  if (process.connected) process.send?.(m, undefined, {}, () => {})
+}
+
 /** In a worker: wait for the primary's init, start the gateway on the shared listener, report ready. */
 export async function runWorker (): Promise<void> {
+  // Until the gateway is up, a SIGHUP (a certificate renewal) must not kill
+  // this process: the new certificate is read at start anyway.
+  const early = (): void => {}
+  process.on('SIGHUP', early)
   const init = await new Promise<InitMessage>((resolve) => {
     const onMessage = (m: unknown): void => {
       if (isMessage(m) && m.nasguard === 'init') { process.off('message', onMessage); resolve(m) }
@@ -17,7 +25,9 @@ export async function runWorker (): Promise<void> {
     process.send?.({ nasguard: 'hello' } satisfies HelloMessage)
   })
   const { config, index } = init
-  const logger = createLogger(config.log.level, { worker: index })
+  // Synchronous log writes: the workers and the primary share stdout, and
+  // only whole-line writes keep their lines from interleaving.
+  const logger = createLogger(config.log.level, { worker: index }, { sync: true })
   let running: RunningGateway
   try {
     running = await startGateway(config, {
@@ -32,17 +42,19 @@ export async function runWorker (): Promise<void> {
     process.stderr.write(`nasguard worker ${index}: ${(err as Error).message}\n`, () => process.exit(1))
     return
   }
-  // The primary's /metrics asks every worker for its registry.
-  // (Constructing one installs prom-client's worker-side listener.)
-  AggregatorRegistry.setRegistries([running.gateway.metrics.registry])
-  void new AggregatorRegistry()
+  const closer = closeOnSignals(running, async () => {}, { worker: true })
+  process.off('SIGHUP', early)
   process.on('message', (m: unknown) => {
-    if (!isMessage(m) || m.nasguard !== 'readiness?') return
-    const id = m.id
-    running.gateway.readiness().then((result) => {
-      process.send?.({ nasguard: 'readiness', id, result } satisfies ReadinessReply)
-    }, () => {})
+    if (!isMessage(m)) return
+    if (m.nasguard === 'shutdown') {
+      closer.close()
+    } else if (m.nasguard === 'readiness?') {
+      const id = m.id
+      running.gateway.readiness().then((result) => { reply({ nasguard: 'readiness', id, result }) }, () => {})
+    } else if (m.nasguard === 'metrics?') {
+      const id = m.id
+      running.gateway.metrics.registry.getMetricsAsJSON().then((metrics) => { reply({ nasguard: 'metrics', id, metrics }) }, () => {})
+    }
   })
-  closeOnSignals(running)
-  process.send?.({ nasguard: 'ready', index, url: running.url } satisfies ReadyMessage)
+  reply({ nasguard: 'ready', index, url: running.url })
 }

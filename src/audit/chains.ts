@@ -3,11 +3,14 @@
 // audit key, so that `audit verify` reports a chain that was removed whole
 // (a deletion no single chain can show).
 import { createHmac, timingSafeEqual } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 
 export const CHAINS_FILE = 'audit.chains'
 const CHAIN_DIR = /^worker-\d+$/
+/** A listed chain: a worker's directory, or `.` for the trail a single process wrote in audit.dir itself. */
+const CHAIN_NAME = /^(worker-\d+|\.)$/
+const order = (c: string): number => (c === '.' ? -1 : Number(c.slice(7)))
 
 function seal (key: Buffer, chains: string[]): string {
   return createHmac('sha256', key).update('nasguard-chains-v1.').update(JSON.stringify(chains)).digest('hex')
@@ -21,7 +24,7 @@ export function readChains (dir: string, key: Buffer): ChainList | undefined {
   if (!existsSync(file)) return undefined
   try {
     const v = JSON.parse(readFileSync(file, 'utf8')) as { chains?: unknown, mac?: unknown }
-    if (!Array.isArray(v.chains) || !v.chains.every((c) => typeof c === 'string' && CHAIN_DIR.test(c)) || typeof v.mac !== 'string') {
+    if (!Array.isArray(v.chains) || !v.chains.every((c) => typeof c === 'string' && CHAIN_NAME.test(c)) || typeof v.mac !== 'string') {
       return { ok: false, reason: `${CHAINS_FILE} is malformed` }
     }
     const want = Buffer.from(seal(key, v.chains as string[]), 'hex')
@@ -37,15 +40,25 @@ export function readChains (dir: string, key: Buffer): ChainList | undefined {
 export function recordChains (dir: string, key: Buffer, add: string[]): void {
   const current = readChains(dir, key)
   if (current && !current.ok) throw new Error(`${join(dir, CHAINS_FILE)}: ${current.reason}; refusing to start (check the trail with nasguard audit verify)`)
-  const chains = [...new Set([...(current?.chains ?? []), ...add])].sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))
+  const chains = [...new Set([...(current?.chains ?? []), ...add])].sort((a, b) => order(a) - order(b))
+  if (current && chains.length === current.chains.length) return
+  // Durable like the trail: the file, then the rename in the directory.
   const tmp = join(dir, `${CHAINS_FILE}.tmp`)
-  writeFileSync(tmp, JSON.stringify({ chains, mac: seal(key, chains) }) + '\n', { mode: 0o600 })
+  const fd = openSync(tmp, 'w', 0o600)
+  try {
+    writeSync(fd, JSON.stringify({ chains, mac: seal(key, chains) }) + '\n')
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
   renameSync(tmp, join(dir, CHAINS_FILE))
+  const d = openSync(dir, 'r')
+  try { fsyncSync(d) } finally { closeSync(d) }
 }
 
 /** Worker chain directories present under dir. */
 export function chainDirs (dir: string): string[] {
   if (!existsSync(dir)) return []
   return readdirSync(dir).filter((f) => CHAIN_DIR.test(f) && statSync(join(dir, f)).isDirectory())
-    .sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))
+    .sort((a, b) => order(a) - order(b))
 }

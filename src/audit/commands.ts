@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { chainDirs, CHAINS_FILE, readChains } from './chains.js'
 import { trailFiles, walkTrail, type Problem, type VerifyReport } from './verify.js'
+import { AUDIT_FILE, HEAD_FILE } from './writer.js'
 
 export interface TrailLocation { dir: string, key: Buffer }
 
@@ -20,14 +21,22 @@ async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknow
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []
   const names = new Set(present)
+  const topLevel = existsSync(loc.dir) && (trailFiles(loc.dir).length > 0 || existsSync(join(loc.dir, HEAD_FILE)))
   if (listed?.ok === false) problems.push({ kind: 'corrupt', file: CHAINS_FILE, line: 0, message: listed.reason })
   if (listed?.ok) {
     for (const c of listed.chains) {
+      if (c === '.') {
+        if (!existsSync(loc.dir) || trailFiles(loc.dir).length === 0) {
+          problems.push({ kind: 'missing-file', file: AUDIT_FILE, line: 0, message: `the single-process trail in ${loc.dir} is listed in ${CHAINS_FILE} but its files are gone` })
+        }
+        continue
+      }
       names.add(c)
       if (!existsSync(join(loc.dir, c)) || trailFiles(join(loc.dir, c)).length === 0) {
         problems.push({ kind: 'missing-file', file: c, line: 0, message: `chain ${c} is listed in ${CHAINS_FILE} but its files are gone` })
       }
     }
+    if (topLevel && !listed.chains.includes('.')) problems.push({ kind: 'inserted', file: AUDIT_FILE, line: 0, message: `a single-process trail in ${loc.dir} is not listed in ${CHAINS_FILE}` })
     for (const c of present) {
       if (!listed.chains.includes(c)) problems.push({ kind: 'inserted', file: c, line: 0, message: `chain ${c} is not listed in ${CHAINS_FILE}` })
     }
@@ -35,7 +44,9 @@ async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknow
     problems.push({ kind: 'missing-file', file: CHAINS_FILE, line: 0, message: `${CHAINS_FILE} is missing: the list of worker chains cannot be checked` })
   }
   const chains: ChainReport[] = []
-  if (existsSync(loc.dir) && (trailFiles(loc.dir).length > 0 || names.size === 0)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord) })
+  if (topLevel || names.size === 0 || (listed?.ok === true && listed.chains.includes('.'))) {
+    if (existsSync(loc.dir)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord) })
+  }
   for (const name of [...names].sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))) {
     if (!existsSync(join(loc.dir, name))) continue
     chains.push({ name, report: await walkTrail(join(loc.dir, name), loc.key, onRecord) })

@@ -200,7 +200,13 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     // A NAS that fails mid-body (reset, body timeout): the response is
     // cut, and the audit outcome must say whose fault it was. Errors we
     // cause ourselves by tearing down after a client abort don't count.
+    // Only the recording is counted: once the NAS stream is over, what is
+    // written (an HTTP/2 error body goes through write) is not.
+    const restore = (): void => { raw.write = write }
+    stream.once('end', restore)
+    stream.once('close', restore)
     stream.once('error', (err: NodeJS.ErrnoException) => {
+      restore()
       const ours = err.name === 'AbortError' || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || err.code === 'UND_ERR_ABORTED'
       if (!ours) hooks.onUpstreamError(request, 'body')
     })

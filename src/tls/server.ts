@@ -2,7 +2,7 @@
 // the plaintext sniffer in front, optional client certificates, and
 // certificate reload without a restart: new handshakes get the new
 // certificate, connections already open keep theirs.
-import { X509Certificate, createPrivateKey } from 'node:crypto'
+import { X509Certificate, createHmac, createPrivateKey } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type SecureServerOptions } from 'node:http2'
 import type { Socket } from 'node:net'
@@ -52,7 +52,7 @@ export interface TlsServerHooks {
   onHandshakeFailure: (reason: string, socket: Socket) => void
   onCertificate: (material: CertificateMaterial) => void
   onReloadFailure: (err: Error) => void
-  /** Session ticket keys shared by all workers, so a ticket from one resumes on another. */
+  /** A secret shared by all workers, from which their session ticket keys are derived, so a ticket from one resumes on another. */
   ticketKeys?: Buffer
 }
 
@@ -101,10 +101,21 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     // request is then judged on its token; a certificate that is sent but
     // does not verify is refused by the gate.
     rejectUnauthorized: t.clientAuth === 'require',
-    settings: { maxConcurrentStreams: 100 },
-    ...(hooks.ticketKeys ? { ticketKeys: hooks.ticketKeys } : {})
+    settings: { maxConcurrentStreams: 100 }
   }
-  const server = createSecureServer({ ...base, ...clientTrust(), cert: initial.cert, key: initial.key }, handler)
+  // Shared ticket keys (workers) are derived from the files in use, so that
+  // every worker arrives at the same keys and a reload (a new certificate,
+  // CA or CRL: a revoked client certificate) makes every earlier ticket
+  // useless, as Node's own fresh keys per context do for one process: a
+  // resumed session is not checked against the CRL again.
+  const tickets = (m: CertificateMaterial, trust: Pick<SecureServerOptions, 'ca' | 'crl'>): Pick<SecureServerOptions, 'ticketKeys'> => {
+    if (!hooks.ticketKeys) return {}
+    const h = createHmac('sha512', hooks.ticketKeys).update(m.cert).update('\0').update(m.key)
+    for (const part of [trust.ca, trust.crl]) h.update('\0').update(part === undefined ? '' : Buffer.isBuffer(part) ? part : String(part))
+    return { ticketKeys: h.digest().subarray(0, 48) }
+  }
+  const initialTrust = clientTrust()
+  const server = createSecureServer({ ...base, ...initialTrust, ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, handler)
 
   // HTTP/1.1 on this server: slow clients are cut off.
   const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number }
@@ -135,7 +146,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     try {
       next = loadCertificate(t.cert, t.key)
       trust = clientTrust()
-      server.setSecureContext({ ...base, ...trust, cert: next.cert, key: next.key })
+      server.setSecureContext({ ...base, ...trust, ...tickets(next, trust), cert: next.cert, key: next.key })
     } catch (err) {
       hooks.onReloadFailure(err as Error)
       return false

@@ -4,7 +4,7 @@
 // removed worker chain reported by `audit verify`.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, type TLSSocket } from 'node:tls'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
@@ -15,6 +15,8 @@ import { waitFor } from '../helpers/wait.js'
 import { CLI, freePort, runCli } from '../helpers/process.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+// The gateway as an operator runs it: not under tap's process hooks (NODE_OPTIONS).
+const CLEAN_ENV = { PATH: process.env.PATH }
 const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
 const token = (claims: Record<string, unknown> = {}): string => sign({ sub: 'alice', scope: 'recordings:read', jti: 'j-' + Math.random().toString(36).slice(2), exp: Math.floor(Date.now() / 1000) + 600, ...claims })
 
@@ -79,7 +81,7 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
     'workers: 2',
     'log: { level: error }'
   ].join('\n'))
-  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const ok = (await waitFor('the workers to listen', async () => {
     const r = await fetch(`${admin}/readyz`).catch(() => undefined)
@@ -120,7 +122,8 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
   }
 
   // Revocation: every worker reads the same denylist.
-  const revoked = token({ sub: 'mallory' })
+  // Issued a few seconds ago: `--sub` revokes tokens issued before the revocation.
+  const revoked = token({ sub: 'mallory', iat: Math.floor(Date.now() / 1000) - 5 })
   t.equal((await get({ port }, PATH, { headers: bearer(revoked) })).status, 200)
   const rv = await runCli(['token', 'revoke', '--config', join(dir, 'g.yaml'), '--sub', 'mallory'])
   t.equal(rv.status, 0, rv.stderr)
@@ -133,6 +136,10 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
 
   // A worker killed outright is replaced; service goes on.
   process.kill(workers[0], 'SIGKILL')
+  // While one worker is gone or starting, /metrics still answers (the ready workers' sum).
+  const during = await fetch(`${admin}/metrics`)
+  t.equal(during.status, 200, '/metrics answers while a worker is being replaced')
+  await during.text()
   const replaced = await waitFor('a replacement worker', async () => {
     const now = childPids(child.pid as number)
     if (now.length !== 2 || now.includes(workers[0])) return undefined
@@ -142,9 +149,14 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
   t.notOk(replaced.includes(workers[0]), 'the dead worker is gone')
   for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, `served after the restart ${i + 1}`)
 
-  child.kill('SIGTERM')
-  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0, 'SIGTERM: the primary and its workers exit cleanly')
+  // As systemd (KillMode=control-group) and Ctrl-C do: every process of
+  // the group gets the signal at once. Each worker still closes gracefully
+  // (the primary tells them over IPC, not with a second signal).
+  const group = [child.pid as number, ...childPids(child.pid as number)]
+  for (const pid of group) process.kill(pid, 'SIGTERM')
+  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0, 'SIGTERM to the whole group: the primary exits cleanly')
   t.same(childPids(child.pid as number), [], 'no worker left behind')
+  for (const w of ['worker-0', 'worker-1']) t.notOk(existsSync(join(dir, 'audit', w, 'audit.lock')), `${w} closed its trail (its lock is released)`)
 
   // The trail: one chain per worker, each intact, both used.
   const v = await runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
@@ -195,7 +207,7 @@ t.test('workers: a worker that cannot start stops the gateway with an error', as
     'workers: 2',
     'log: { level: fatal }'
   ].join('\n'))
-  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'pipe'], env: CLEAN_ENV })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   let stderr = ''
   child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
@@ -203,4 +215,50 @@ t.test('workers: a worker that cannot start stops the gateway with an error', as
   t.equal(code, 1, 'exit 1')
   t.match(stderr, /worker \d exited during start/)
   t.same(childPids(child.pid as number), [], 'no worker left behind')
+  // A start that failed leaves the trail consistent: every listed chain
+  // exists (empty), so verify raises no false alarm.
+  const v = await runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
+  t.equal(v.status, 0, v.stdout + v.stderr)
+  t.match(v.stdout, /worker-0: 0 records/)
+})
+
+t.test('workers after a single process: its trail is a listed chain, and removing it is reported', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
+  const certs = testCerts()
+  writeFileSync(join(dir, 'jwt.secret'), SECRET)
+  const nas = await startStubNas(t)
+  const port = await freePort()
+  const config = (workers: number): string => {
+    const file = join(dir, `g${workers}.yaml`)
+    writeFileSync(file, [
+      `listen: { host: 127.0.0.1, port: ${port} }`,
+      `tls: { cert: ${certs.cert}, key: ${certs.key} }`,
+      `upstream: { url: "${nas.url}" }`,
+      'auth: { jwt: { secretFile: jwt.secret } }',
+      'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
+      'audit: { dir: audit, keyFile: audit.key }',
+      'admin: { enabled: false }',
+      `workers: ${workers}`,
+      'log: { level: error }'
+    ].join('\n'))
+    return file
+  }
+  const run = async (workers: number): Promise<void> => {
+    const child = spawn(process.execPath, [CLI, 'start', '--config', config(workers)], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
+    t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+    await waitFor('the gateway', async () => ((await get({ port }, PATH, { headers: bearer(token()) }).catch(() => undefined))?.status === 200 ? true : undefined), { tries: 200, intervalMs: 50 })
+    for (let i = 0; i < 4; i++) t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200)
+    child.kill('SIGTERM')
+    t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0)
+  }
+  await run(1)
+  await run(2)
+  const verify = (): ReturnType<typeof runCli> => runCli(['audit', 'verify', '--dir', join(dir, 'audit'), '--key-file', join(dir, 'audit.key')])
+  const ok = await verify()
+  t.equal(ok.status, 0, ok.stdout)
+  t.match(ok.stdout, /\(single process\): \d+ records/, 'the single-process trail is one of the chains')
+  for (const f of readdirSync(join(dir, 'audit'))) if (/^audit(-\d+)?\.jsonl$|^audit\.head$/.test(f)) rmSync(join(dir, 'audit', f))
+  const gone = await verify()
+  t.equal(gone.status, 1, 'its removal is reported')
+  t.match(gone.stdout, /single-process trail .* is listed in audit.chains but its files are gone/)
 })

@@ -25,7 +25,7 @@ import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } fro
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
 import { auditKeyFile, grantsSecret } from './config/derived.js'
 import { loadAuditKey } from './audit/key.js'
-import { recordChains } from './audit/chains.js'
+import { chainName, recordChains } from './audit/chains.js'
 import { trailFiles } from './audit/verify.js'
 import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
@@ -37,7 +37,7 @@ export function workerCount (config: Readonly<Config>): number {
 
 /** The directory of worker i's audit chain. */
 export function workerChainDir (config: Readonly<Config>, index: number): string {
-  return join(config.audit.dir, `worker-${index}`)
+  return join(config.audit.dir, chainName(index))
 }
 
 export interface HelloMessage { nasguard: 'hello' }
@@ -93,7 +93,7 @@ export async function runPrimary (config: Readonly<Config>): Promise<{ url: stri
     mkdirSync(chain, { recursive: true, mode: 0o700 })
     closeSync(openSync(join(chain, AUDIT_FILE), 'a', 0o600))
   }
-  recordChains(config.audit.dir, auditKey, Array.from({ length: count }, (_, i) => `worker-${i}`))
+  recordChains(config.audit.dir, auditKey, Array.from({ length: count }, (_, i) => chainName(i)))
   const grants = grantsSecret(config) ?? randomBytes(32).toString('hex')
   const ticketKeys = randomBytes(48).toString('base64')
   const restarts = new Map<number, number>()

@@ -10,7 +10,17 @@ export const CHAINS_FILE = 'audit.chains'
 const CHAIN_DIR = /^worker-\d+$/
 /** A listed chain: a worker's directory, or `.` for the trail a single process wrote in audit.dir itself. */
 const CHAIN_NAME = /^(worker-\d+|\.)$/
-const order = (c: string): number => (c === '.' ? -1 : Number(c.slice(7)))
+
+/** Worker i's chain, a directory under audit.dir. */
+export function chainName (index: number): string {
+  return `worker-${index}`
+}
+
+/** Chains in order: `.` first, then the workers by number. */
+export function byChainOrder (a: string, b: string): number {
+  const n = (c: string): number => (c === '.' ? -1 : Number(c.slice(7)))
+  return n(a) - n(b)
+}
 
 function seal (key: Buffer, chains: string[]): string {
   return createHmac('sha256', key).update('nasguard-chains-v1.').update(JSON.stringify(chains)).digest('hex')
@@ -40,7 +50,7 @@ export function readChains (dir: string, key: Buffer): ChainList | undefined {
 export function recordChains (dir: string, key: Buffer, add: string[]): void {
   const current = readChains(dir, key)
   if (current && !current.ok) throw new Error(`${join(dir, CHAINS_FILE)}: ${current.reason}; refusing to start (check the trail with nasguard audit verify)`)
-  const chains = [...new Set([...(current?.chains ?? []), ...add])].sort((a, b) => order(a) - order(b))
+  const chains = [...new Set([...(current?.chains ?? []), ...add])].sort(byChainOrder)
   if (current && chains.length === current.chains.length) return
   // Durable like the trail: the file, then the rename in the directory.
   const tmp = join(dir, `${CHAINS_FILE}.tmp`)
@@ -60,5 +70,5 @@ export function recordChains (dir: string, key: Buffer, add: string[]): void {
 export function chainDirs (dir: string): string[] {
   if (!existsSync(dir)) return []
   return readdirSync(dir).filter((f) => CHAIN_DIR.test(f) && statSync(join(dir, f)).isDirectory())
-    .sort((a, b) => order(a) - order(b))
+    .sort(byChainOrder)
 }

@@ -3,7 +3,7 @@
 // when what they read was not intact.
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { chainDirs, CHAINS_FILE, readChains } from './chains.js'
+import { byChainOrder, chainDirs, CHAINS_FILE, readChains } from './chains.js'
 import { trailFiles, walkTrail, type Problem, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, HEAD_FILE } from './writer.js'
 
@@ -47,7 +47,7 @@ async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknow
   if (topLevel || names.size === 0 || (listed?.ok === true && listed.chains.includes('.'))) {
     if (existsSync(loc.dir)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord) })
   }
-  for (const name of [...names].sort((a, b) => Number(a.slice(7)) - Number(b.slice(7)))) {
+  for (const name of [...names].sort(byChainOrder)) {
     if (!existsSync(join(loc.dir, name))) continue
     chains.push({ name, report: await walkTrail(join(loc.dir, name), loc.key, onRecord) })
   }

@@ -137,13 +137,13 @@ export class Authenticator {
     const now = Math.floor(Date.now() / 1000)
     const token = h.slice(7)
     const cached = this.verified.get(token)
-    const claims = cached !== undefined && cached.until > Date.now() ? cached.claims : await this.verify(request, token)
+    const claims = cached !== undefined && cached.until > Date.now() ? cached.claims : await this.verify(request, token, now)
     // Whether verified now or remembered, revocation is checked below, every time.
     return this.identity(claims, now)
   }
 
   /** Signature and claims; a token that passes is remembered (until its exp, at most cacheTtlSec). */
-  private async verify (request: FastifyRequest, token: string): Promise<Record<string, unknown>> {
+  private async verify (request: FastifyRequest, token: string, now: number): Promise<Record<string, unknown>> {
     this.verified.delete(token)
     let claims: Record<string, unknown>
     try {
@@ -154,7 +154,6 @@ export class Authenticator {
       if (e.code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') throw new Errors.TokenExpired()
       throw new Errors.TokenInvalid(describe(e))
     }
-    const now = Math.floor(Date.now() / 1000)
     this.checkClaims(claims, now)
     const jwt = this.config.auth.jwt
     if (jwt.cacheSize > 0) {

@@ -14,14 +14,12 @@
 // BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
 // BENCH_COMPARE (another checkout, built: adds "nasguard (compare)" from its dist/cli.js),
 // BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy), BENCH_OUT (results JSON file).
-import { execFile, spawn } from 'node:child_process'
-import { promisify } from 'node:util'
-import { mkdtempSync, writeFileSync, mkdirSync, openSync, writeSync, closeSync, ftruncateSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createSigner } from 'fast-jwt'
-import { createCa, issueServerCert, writeKeyFile } from '../../dist/tls/certificates.js'
+import { FILES, SIZES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
 import { have, rssMb, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
@@ -37,44 +35,13 @@ const WANT = new Set(selected.length ? selected : ['W1', 'W2', 'W3', 'W5', 'W5r'
 const PEERS = new Set((env.BENCH_PEERS ?? 'nginx-auth,nginx,caddy').split(','))
 
 if (!have('wrk')) { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2) }
-const run = promisify(execFile)
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 // ---- fixtures and credentials ------------------------------------------
 const dir = mkdtempSync(join(tmpdir(), 'nasguard-bench-'))
-const root = join(dir, 'nas')
-const SMALL = '/medicall/2016/01/01/083012_46701234567.wav'
-const LARGE = '/medicall/2016/01/02/101500_46709876543.wav'
-const HUGE = '/medicall/2019/02/18/140000_46705550000.wav'
-const HUGE_BYTES = 256 * 1024 * 1024
-function wavFile (path, bytes) {
-  const file = join(root, path)
-  mkdirSync(resolve(file, '..'), { recursive: true })
-  const h = Buffer.alloc(44)
-  h.write('RIFF', 0); h.writeUInt32LE(bytes - 8, 4); h.write('WAVEfmt ', 8); h.writeUInt32LE(16, 16)
-  h.writeUInt16LE(1, 20); h.writeUInt16LE(1, 22); h.writeUInt32LE(8000, 24); h.writeUInt32LE(16000, 28)
-  h.writeUInt16LE(2, 32); h.writeUInt16LE(16, 34); h.write('data', 36); h.writeUInt32LE(bytes - 44, 40)
-  const fd = openSync(file, 'w')
-  writeSync(fd, h)
-  const block = Buffer.alloc(1024 * 1024)
-  for (let i = 0; i < block.length; i += 2) block.writeInt16LE(Math.round(Math.sin(i / 7) * 9000), i)
-  for (let off = 44; off < bytes; off += block.length) writeSync(fd, block, 0, Math.min(block.length, bytes - off), off)
-  ftruncateSync(fd, bytes)
-  closeSync(fd)
-}
-wavFile(SMALL, 64 * 1024)
-wavFile(LARGE, 48 * 1024 * 1024)
-wavFile(HUGE, HUGE_BYTES)
-
-const ca = createCa('bench CA')
-const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
-const cert = join(dir, 'server.crt')
-const key = join(dir, 'server.key')
-writeKeyFile(key, server.keyPem)
-writeFileSync(cert, server.certPem)
-const secretFile = join(dir, 'jwt.secret')
-writeFileSync(secretFile, 'b'.repeat(48))
-const token = createSigner({ key: 'b'.repeat(48), algorithm: 'HS256' })({ sub: 'bench', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 6 * 3600 })
+const root = writeFixtures(dir, ['small', 'large', 'huge'])
+const { small: SMALL, large: LARGE, huge: HUGE } = FILES
+const HUGE_BYTES = SIZES.huge
+const { cert, key, secretFile, token } = credentials(dir)
 
 const rangeScript = join(dir, 'range.lua')
 writeFileSync(rangeScript, `math.randomseed(os.time())
@@ -148,13 +115,8 @@ const baseTarget = targets.find((t) => t.base) ?? targets.find((t) => !t.nasguar
 
 // ---- measuring -----------------------------------------------------------
 const authHeader = `Authorization: Bearer ${token}`
-async function waitUp (t) {
-  for (let i = 0; i < 300; i++) {
-    const r = await run('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', ...(t.auth ? ['-H', authHeader] : []), `https://127.0.0.1:${t.port}${SMALL}`]).catch(() => ({ stdout: '' }))
-    if (r.stdout === '200') return
-    await sleep(100)
-  }
-  throw new Error(`${t.name} did not come up (logs in ${dir})`)
+function waitUp (t) {
+  return waitFor200(`https://127.0.0.1:${t.port}${SMALL}`, t.auth ? token : undefined, `${t.name} (logs in ${dir})`)
 }
 
 const UNITS = { us: 0.001, ms: 1, s: 1000, m: 60000 }

@@ -4,43 +4,25 @@
 // profile summed by self time: the top functions, and a coarse split by
 // where the time goes (TLS, audit, HTTP parsing, proxying, GC...).
 // The .cpuprofile file is kept (open it in Chrome DevTools for the flame chart).
-import { execFile, spawn } from 'node:child_process'
-import { promisify } from 'node:util'
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync, openSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { createSigner } from 'fast-jwt'
-import { createCa, issueServerCert, writeKeyFile } from '../../dist/tls/certificates.js'
 import { startNas } from './lib/peers.mjs'
+import { FILES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
 
-const run = promisify(execFile)
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15)
 const workload = process.argv.slice(2).find((a) => /^W[1-5]$/.test(a)) ?? 'W1'
 const dir = mkdtempSync(join(tmpdir(), 'nasguard-profile-'))
-const root = join(dir, 'nas')
-const small = '/medicall/2016/01/01/083012_46701234567.wav'
-const large = '/medicall/2016/01/02/101500_46709876543.wav'
-for (const [p, size] of [[small, 64 * 1024], [large, 48 * 1024 * 1024]]) {
-  mkdirSync(resolve(join(root, p), '..'), { recursive: true })
-  const fd = openSync(join(root, p), 'w')
-  const h = Buffer.alloc(44); h.write('RIFF', 0); h.write('WAVEfmt ', 8)
-  writeSync(fd, h)
-  writeSync(fd, Buffer.alloc(size - 44, 1))
-  closeSync(fd)
-}
-const ca = createCa('profile CA')
-const server = issueServerCert(ca, ['127.0.0.1'])
-writeKeyFile(join(dir, 'server.key'), server.keyPem)
-writeFileSync(join(dir, 'server.crt'), server.certPem)
-writeFileSync(join(dir, 'jwt.secret'), 'p'.repeat(48))
-const token = createSigner({ key: 'p'.repeat(48), algorithm: 'HS256' })({ sub: 'profile', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
+const root = writeFixtures(dir, ['small', 'large'])
+const { small, large } = FILES
+const { cert, key, secretFile, token } = credentials(dir)
 const nas = await startNas(dir, root, 18090)
 writeFileSync(join(dir, 'nasguard.json'), JSON.stringify({
   listen: { host: '127.0.0.1', port: 18490 },
-  tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key') },
+  tls: { cert, key },
   upstream: { url: 'http://127.0.0.1:18090' },
-  auth: { jwt: { secretFile: join(dir, 'jwt.secret'), algorithms: ['HS256'] } },
+  auth: { jwt: { secretFile, algorithms: ['HS256'] } },
   policy: [{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }],
   audit: { dir: join(dir, 'audit') },
   admin: { port: 19490 },
@@ -50,11 +32,7 @@ const profDir = join(dir, 'prof')
 const log = openSync(join(dir, 'nasguard.log'), 'a')
 const gw = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profDir, resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.json')], { stdio: ['ignore', log, log] })
 const url = `https://127.0.0.1:18490${workload === 'W2' ? large : small}`
-for (let i = 0; i < 100; i++) {
-  const r = await run('curl', ['-sk', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: Bearer ${token}`, url]).catch(() => ({ stdout: '' }))
-  if (r.stdout === '200') break
-  await sleep(100)
-}
+await waitFor200(url, token, 'nasguard')
 const conns = { W1: 32, W2: 4, W3: 16, W5: 32 }[workload]
 const extra = workload === 'W5' ? ['-H', 'Connection: close'] : workload === 'W3' ? ['-H', 'Range: bytes=4096-69631'] : []
 const { stdout } = await run('wrk', ['-t2', `-c${conns}`, `-d${SECONDS}s`, '-H', `Authorization: Bearer ${token}`, ...extra, url])

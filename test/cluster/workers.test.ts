@@ -20,6 +20,30 @@ const CLEAN_ENV = { PATH: process.env.PATH }
 const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
 const token = (claims: Record<string, unknown> = {}): string => sign({ sub: 'alice', scope: 'recordings:read', jti: 'j-' + Math.random().toString(36).slice(2), exp: Math.floor(Date.now() / 1000) + 600, ...claims })
 
+/**
+ * A gateway config in dir (with jwt.secret beside it): the test's port,
+ * NAS and workers; `extra` lines replace the defaults of the same key.
+ */
+function writeConfig (dir: string, o: { port: number, nas: string, workers: number, file?: string, extra?: string[] }): string {
+  const certs = testCerts()
+  writeFileSync(join(dir, 'jwt.secret'), SECRET)
+  const lines = new Map([
+    ['listen', `listen: { host: 127.0.0.1, port: ${o.port} }`],
+    ['tls', `tls: { cert: ${certs.cert}, key: ${certs.key} }`],
+    ['upstream', `upstream: { url: "${o.nas}" }`],
+    ['auth', 'auth: { jwt: { secretFile: jwt.secret } }'],
+    ['policy', 'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]'],
+    ['audit', 'audit: { dir: audit }'],
+    ['admin', 'admin: { enabled: false }'],
+    ['workers', `workers: ${o.workers}`],
+    ['log', 'log: { level: error }']
+  ])
+  for (const l of o.extra ?? []) lines.set(l.slice(0, l.indexOf(':')), l)
+  const file = join(dir, o.file ?? 'g.yaml')
+  writeFileSync(file, [...lines.values()].join('\n'))
+  return file
+}
+
 /** Pids of the primary's children (the workers), from /proc. */
 function childPids (ppid: number): number[] {
   const out: number[] = []
@@ -64,23 +88,11 @@ function handshake (port: number, session?: Buffer): Promise<{ reused: boolean, 
 
 t.test('workers: 2 share the listener, the keys, the metrics and the audit trail', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
-  const certs = testCerts()
-  writeFileSync(join(dir, 'jwt.secret'), SECRET)
   const nas = await startStubNas(t)
   const port = await freePort()
   const adminPort = await freePort()
   const admin = `http://127.0.0.1:${adminPort}`
-  writeFileSync(join(dir, 'g.yaml'), [
-    `listen: { host: 127.0.0.1, port: ${port} }`,
-    `tls: { cert: ${certs.cert}, key: ${certs.key} }`,
-    `upstream: { url: "${nas.url}" }`,
-    'auth: { jwt: { secretFile: jwt.secret }, revocation: { pollMs: 50 } }',
-    'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
-    'audit: { dir: audit }',
-    `admin: { host: 127.0.0.1, port: ${adminPort} }`,
-    'workers: 2',
-    'log: { level: error }'
-  ].join('\n'))
+  writeConfig(dir, { port, nas: nas.url, workers: 2, extra: ['auth: { jwt: { secretFile: jwt.secret }, revocation: { pollMs: 50 } }', `admin: { host: 127.0.0.1, port: ${adminPort} }`] })
   const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const ok = (await waitFor('the workers to listen', async () => {
@@ -189,24 +201,12 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
 
 t.test('workers: a worker that cannot start stops the gateway with an error', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
-  const certs = testCerts()
-  writeFileSync(join(dir, 'jwt.secret'), SECRET)
   const busy = await freePort()
   // Something else holds the port: the workers' listen fails.
   const { createServer } = await import('node:net')
   const squatter = createServer().listen(busy, '127.0.0.1')
   t.teardown(() => { squatter.close() })
-  writeFileSync(join(dir, 'g.yaml'), [
-    `listen: { host: 127.0.0.1, port: ${busy} }`,
-    `tls: { cert: ${certs.cert}, key: ${certs.key} }`,
-    'upstream: { url: "http://127.0.0.1:9" }',
-    'auth: { jwt: { secretFile: jwt.secret } }',
-    'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
-    'audit: { dir: audit }',
-    'admin: { enabled: false }',
-    'workers: 2',
-    'log: { level: fatal }'
-  ].join('\n'))
+  writeConfig(dir, { port: busy, nas: 'http://127.0.0.1:9', workers: 2, extra: ['log: { level: fatal }'] })
   const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'pipe'], env: CLEAN_ENV })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   let stderr = ''
@@ -224,25 +224,9 @@ t.test('workers: a worker that cannot start stops the gateway with an error', as
 
 t.test('workers after a single process: its trail is a listed chain, and removing it is reported', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
-  const certs = testCerts()
-  writeFileSync(join(dir, 'jwt.secret'), SECRET)
   const nas = await startStubNas(t)
   const port = await freePort()
-  const config = (workers: number): string => {
-    const file = join(dir, `g${workers}.yaml`)
-    writeFileSync(file, [
-      `listen: { host: 127.0.0.1, port: ${port} }`,
-      `tls: { cert: ${certs.cert}, key: ${certs.key} }`,
-      `upstream: { url: "${nas.url}" }`,
-      'auth: { jwt: { secretFile: jwt.secret } }',
-      'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
-      'audit: { dir: audit, keyFile: audit.key }',
-      'admin: { enabled: false }',
-      `workers: ${workers}`,
-      'log: { level: error }'
-    ].join('\n'))
-    return file
-  }
+  const config = (workers: number): string => writeConfig(dir, { port, nas: nas.url, workers, file: `g${workers}.yaml`, extra: ['audit: { dir: audit, keyFile: audit.key }'] })
   const run = async (workers: number): Promise<void> => {
     const child = spawn(process.execPath, [CLI, 'start', '--config', config(workers)], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
     t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })

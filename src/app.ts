@@ -23,11 +23,13 @@ import { hostname } from 'node:os'
 import { loadAuditKey } from './audit/key.js'
 import { Type, type Static } from '@sinclair/typebox'
 import { canonicalPath } from './policy/canonical-path.js'
-import { claimsUsed, compileRules, decide, type Grantee } from './policy/rules.js'
+import { claimsUsed, compileRules, decide, grantingScopes, type Grantee } from './policy/rules.js'
+import { pathHazard } from './policy/file-system.js'
 import { checkFileRequest } from './policy/listing-guard.js'
 import { checkRange } from './policy/range.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
+import { redactTokens, refusedTarget } from './audit/record-bounds.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
 import { createLogger } from './logging.js'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
@@ -123,7 +125,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const metrics = new GatewayMetrics()
   metrics.initialise(
     Object.values(Errors).map((E) => E.spec.reason).filter((r) => r !== 'not_found' && r !== 'range' && r !== 'internal'),
-    ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'auth', 'status_5xx', 'body', 'tls', 'other'],
+    ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other'],
     ['protocol_version', 'no_shared_cipher', 'client_certificate', 'malformed', 'reset', 'other'])
   const auditKey = loadAuditKey(auditKeyFile(config), true)
   const audit = await AuditWriter.open({
@@ -147,7 +149,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
   const stopDenylist = denylist.watch(config.auth.revocation.pollMs)
   const g = config.auth.grants
-  const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config))
+  const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
   const jwksCfg = config.auth.jwt.jwks
   const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined })
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
@@ -259,8 +261,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       requestId: request.id,
       ...clientOf(request),
       method: request.method,
-      // Without its query: a query may carry a grant, which is kept nowhere.
-      path: state?.path ?? request.url.split('?', 1)[0].slice(0, 2048),
+      // A refused target keeps no query, path parameters or token-shaped
+      // runs: a grant may ride in any of them, and is kept nowhere.
+      path: state?.path ?? refusedTarget(request.url),
       range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
       subject: state?.identity?.subject,
       auth: state?.identity?.method,
@@ -282,7 +285,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
     }
     if (!state?.fetch) {
-      recordRefusal({ ...requestFields(request), range: undefined, auth: undefined, status: err.statusCode, reason: err.code })
+      const fields = requestFields(request)
+      recordRefusal({ ...fields, path: fields.path === undefined ? undefined : redactTokens(fields.path), range: undefined, auth: undefined, status: err.statusCode, reason: err.code })
     }
     const challenge = wwwAuthenticate(err, required)
     if (challenge) reply.header('www-authenticate', challenge)
@@ -379,13 +383,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       return
     }
     if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
-    if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) {
-      throw new Errors.BadRequest('a GET or HEAD request carries no body')
-    }
-    if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
+    checkFraming(request)
 
-    const canonical = canonicalPath(request.url, config.limits.maxPathLength)
-    if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
+    const canonical = canonicalRequestPath(request.url)
     state.path = canonical.path
 
     state.identity = await authenticator.authenticate(request, canonical.path)
@@ -410,13 +410,40 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     metrics.activeStreams.inc()
   })
 
+  /**
+   * A GET or HEAD that the NAS and the gateway read the same way: no body
+   * (HTTP/2: the headers end the stream, as browsers, curl and Node send
+   * them; a body without content-length is otherwise invisible here), no
+   * upgrade, and an HTTP/1.1 Host (RFC 9112 §3.2).
+   */
+  function checkFraming (request: FastifyRequest): void {
+    const h = request.headers
+    const raw = request.raw as typeof request.raw & { stream?: { endAfterHeaders: boolean } }
+    if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0') || raw.stream?.endAfterHeaders === false) {
+      throw new Errors.BadRequest('a GET or HEAD request carries no body')
+    }
+    if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
+    if (raw.httpVersion === '1.1' && h.host === undefined) throw new Errors.BadRequest('an HTTP/1.1 request needs a Host header')
+    if (raw.stream && h[':authority'] === undefined && h.host === undefined) throw new Errors.BadRequest('an HTTP/2 request needs :authority')
+  }
+
+  /** The canonical path, refused when ambiguous or when the NAS would resolve it to another name. */
+  function canonicalRequestPath (url: string): { path: string, segments: string[] } {
+    const canonical = canonicalPath(url, config.limits.maxPathLength)
+    if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
+    const hazard = pathHazard(config.upstream.fileSystem, canonical.segments)
+    if (hazard !== undefined) throw new Errors.BadPath(hazard)
+    return canonical
+  }
+
   /** Policy, then the listing and file-type guard: the rule that allows this, and the file's type. */
   function authorize (method: string, segments: string[], grantee: Grantee, state?: RequestState): { rule: string, extension: string } {
-    const decision = decide(rules, method, segments, grantee)
+    const decision = decide(rules, method, segments, grantee, config.upstream.fileSystem)
     if (!decision.allow) {
       if (state && decision.reason === 'insufficient_scope') state.deniedBy = decision.rule
       if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
       if (decision.reason === 'no_rule') throw new Errors.NoRule()
+      if (decision.reason === 'case_variant') throw new Errors.BadPath('a case variant of a name a rule matches (the NAS folds case)')
       const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }
       err.required = decision.required
       throw err
@@ -434,10 +461,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const identity = request.ng.identity as Identity
     // A grant opens one recording; it never mints others.
     if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')
-    const canonical = canonicalPath(request.body.path, config.limits.maxPathLength)
-    if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
+    const canonical = canonicalRequestPath(request.body.path)
     const { rule } = authorize('GET', canonical.segments, identity.grantee, request.ng)
-    const used = claimsUsed(rules.find((r) => r.name === rule)!.glob)
+    const granting = rules.find((r) => r.name === rule)!
+    const used = claimsUsed(granting.glob)
+    // What the rule granted to now: the grant works only while it still does.
+    const basis = 'cert' in identity.grantee ? { m: identity.grantee.cert } : 'scopes' in identity.grantee ? { g: grantingScopes(granting, identity.grantee.scopes) } : {}
     const now = Math.floor(Date.now() / 1000)
     const ttl = Math.min(request.body.ttlSec ?? g.ttlSec, g.ttlSec)
     // A grant never outlives the token it was minted from.
@@ -451,6 +480,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       ...(identity.jti ? { j: identity.jti } : {}),
       ...(identity.iat !== undefined ? { t: identity.iat } : {}),
       ...(g.bindIp ? { a: request.ip } : {}),
+      ...basis,
       ...(used.length > 0 ? { c: Object.fromEntries(used.map((n) => [n, String(identity.claims?.[n])])) } : {})
     })
     const granted = { ...requestFields(request), method: 'GET', path: canonical.path, range: undefined, rule, grantExpiresAt: new Date(exp * 1000).toISOString() }

@@ -12,6 +12,7 @@
 import { promises as fsp, constants as fsc } from 'node:fs'
 import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
+import { boundRecord } from './record-bounds.js'
 
 export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery'
 
@@ -40,6 +41,10 @@ export interface AuditRecord {
   grantExpiresAt?: string
   /** event recovery: bytes of a torn last line dropped at start (never acknowledged to anyone). */
   droppedBytes?: number
+  /** event refusal: how many requests the record stands for, when nothing tells them apart (HTTP/2 streams reset by the protocol layer on one connection). */
+  count?: number
+  /** Fields whose value was cut to its bound (src/audit/record-bounds.ts): the value kept is a prefix. */
+  truncated?: string[]
 }
 
 export interface AuditWriterOptions {
@@ -258,7 +263,7 @@ export class AuditWriter {
   append (record: AuditRecord): Promise<void> {
     if (this.closed) return Promise.reject(new Error('audit writer is closed'))
     return new Promise((resolve, reject) => {
-      this.queue.push({ record, resolve, reject })
+      this.queue.push({ record: boundRecord(record), resolve, reject })
       if (!this.writing) setImmediate(() => { void this.drain() })
     })
   }

@@ -22,6 +22,10 @@ export interface GrantClaims {
   t?: number
   /** bound client IP */
   a?: string
+  /** the token scopes the rule granted to when the grant was minted */
+  g?: string[]
+  /** or the client certificate (`CN=name`) it granted to */
+  m?: string
   /** claim values the rule's path uses ({sub}, {region}) */
   c?: Record<string, string>
 }
@@ -31,7 +35,8 @@ const b64 = (b: Buffer): string => b.toString('base64url')
 export class GrantSigner {
   private readonly key: Buffer
 
-  constructor (key?: string) {
+  /** @param bindIp every grant must carry a client address (auth.grants.bindIp) */
+  constructor (key?: string, private readonly bindIp = false) {
     this.key = key ? Buffer.from(key) : randomBytes(32)
   }
 
@@ -62,6 +67,9 @@ export class GrantSigner {
     }
     if (typeof c.e !== 'number' || c.e < now) return { ok: false, reason: 'grant expired' }
     if (c.p !== path) return { ok: false, reason: 'grant is for another path' }
+    // A grant minted before bindIp was turned on carries no address: it would
+    // work from anywhere, which is what bindIp forbids.
+    if (this.bindIp && c.a === undefined) return { ok: false, reason: 'grant is not bound to a client address' }
     if (c.a !== undefined && c.a !== ip) return { ok: false, reason: 'grant is bound to another client address' }
     return { ok: true, claims: c }
   }

@@ -198,7 +198,8 @@ export class Authenticator {
     // earlier of its own and its token's issue time.
     const revoked = this.deps.denylist.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
-    return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, claims: c.c } }
+    const basis = c.m !== undefined ? { cert: c.m } : { scopes: new Set(Array.isArray(c.g) ? c.g : []) }
+    return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, basis, claims: c.c } }
   }
 
   /** @param path the canonical path (a grant is checked against it) */

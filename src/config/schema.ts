@@ -68,7 +68,15 @@ export const ConfigSchema = Type.Object({
     /** HTTP/1.1 requests in flight per NAS connection. Default 1 (no pipelining: a slow stream would hold up the ones queued behind it). */
     pipelining: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** For an https NAS: a CA file to trust instead of the system store. */
-    caFile: Type.Optional(Type.String({ minLength: 1 }))
+    caFile: Type.Optional(Type.String({ minLength: 1 })),
+    /**
+     * How the NAS resolves names. folding (default): like SMB/NTFS shares and
+     * most NAS boxes (case-insensitive, trailing dots and spaces ignored, 8.3
+     * short names, `:stream` suffixes): such names are refused and rules and
+     * claims match by case folding. posix: names are exact bytes; only for a
+     * NAS known to be case-sensitive and literal.
+     */
+    fileSystem: Type.Union([Type.Literal('folding'), Type.Literal('posix')], { default: 'folding' })
   }, strict),
   auth: Type.Object({
     jwt: Type.Object({

@@ -2,11 +2,14 @@
 // matches is refused whatever the token holds. Pure functions over the
 // decoded segments produced by canonicalPath.
 import type { PolicyRuleConfig } from '../config/schema.js'
+import { foldName, foldingHazard, type FileSystemMode } from './file-system.js'
 
+// Literals and patterns carry a second form for NAS file systems that fold
+// names: the folded literal, and a pattern over folded segments.
 type SegmentMatcher =
   | { kind: 'any-depth' }
-  | { kind: 'literal', value: string }
-  | { kind: 'pattern', re: RegExp }
+  | { kind: 'literal', value: string, folded: string }
+  | { kind: 'pattern', re: RegExp, foldedRe: RegExp }
   | { kind: 'claim', name: string }
 
 /** Claims a rule path may name: `{sub}`, `{region}`, ... (a whole segment). */
@@ -34,8 +37,9 @@ export function compileGlob (glob: string): CompiledGlob {
     const claim = CLAIM_SEGMENT.exec(p)
     if (claim) return { kind: 'claim', name: claim[1] }
     if (/[{}]/.test(p)) throw new Error('a claim must be a whole segment, like /home/{sub}/**')
-    if (!p.includes('*')) return { kind: 'literal', value: p }
-    return { kind: 'pattern', re: new RegExp('^(?!\\.)' + p.split('*').map(escapeRe).join('[^/]*') + '$') }
+    if (!p.includes('*')) return { kind: 'literal', value: p, folded: foldName(p) }
+    const re = (parts: string[]): RegExp => new RegExp('^(?!\\.)' + parts.map(escapeRe).join('[^/]*') + '$', 'u')
+    return { kind: 'pattern', re: re(p.split('*')), foldedRe: re(p.split('*').map(foldName)) }
   })
   return { source: glob, segments }
 }
@@ -44,41 +48,53 @@ export function compileGlob (glob: string): CompiledGlob {
  * A claim value usable as one path segment, or undefined. A value that could
  * reach another segment or look like a pattern never matches: '/', '\\',
  * '..' and other dot-led names, '*', '%' (encodings), control characters,
- * and anything Unicode normalisation would change.
+ * and anything Unicode normalisation would change. On a NAS that folds
+ * names, neither does a value that is not its own fold (`ALICE`, `alıce`)
+ * or that the NAS would resolve to another name (`alice.`, `alice `,
+ * `ALICE~1`): it would open the tree of the user whose value it folds onto.
  */
-export function claimSegment (v: unknown): string | undefined {
+export function claimSegment (v: unknown, mode: FileSystemMode = 'posix'): string | undefined {
   if (typeof v !== 'string' || v === '' || v.length > 255) return undefined
   if (/[/\\*%?#\x00-\x1f\x7f-\x9f]/.test(v) || v.startsWith('.') || v.includes('..')) return undefined
   if (v !== v.normalize('NFKC')) return undefined
+  if (mode === 'folding' && (v !== foldName(v) || foldingHazard(v) !== undefined)) return undefined
   return v
 }
 
 type Claims = Readonly<Record<string, unknown>>
 
-function matchFrom (g: SegmentMatcher[], gi: number, s: string[], si: number, claims?: Claims): boolean {
+/** A request's segments as matched: exact bytes, or (folding) their fold keys. */
+interface Subject { segments: readonly string[], folded?: readonly string[], claims?: Claims }
+
+function segmentMatches (m: Exclude<SegmentMatcher, { kind: 'any-depth' }>, x: Subject, i: number): boolean {
+  const f = x.folded
+  if (m.kind === 'literal') return f ? m.folded === f[i] : m.value === x.segments[i]
+  if (m.kind === 'pattern') return f ? m.foldedRe.test(f[i]) : m.re.test(x.segments[i])
+  const v = x.claims ? claimSegment(x.claims[m.name], f ? 'folding' : 'posix') : undefined
+  return v !== undefined && v === (f ? f[i] : x.segments[i])
+}
+
+function matchFrom (g: SegmentMatcher[], gi: number, x: Subject, si: number): boolean {
+  const s = x.segments
   if (gi === g.length) return si === s.length
   const m = g[gi]
   if (m.kind === 'any-depth') {
     for (let k = si; k <= s.length; k++) {
       if (k > si && s[k - 1].startsWith('.')) return false
-      if (matchFrom(g, gi + 1, s, k, claims)) return true
+      if (matchFrom(g, gi + 1, x, k)) return true
     }
     return false
   }
-  if (si === s.length) return false
-  let ok: boolean
-  if (m.kind === 'literal') ok = m.value === s[si]
-  else if (m.kind === 'pattern') ok = m.re.test(s[si])
-  else {
-    const v = claims ? claimSegment(claims[m.name]) : undefined
-    ok = v !== undefined && v === s[si]
-  }
-  return ok && matchFrom(g, gi + 1, s, si + 1, claims)
+  return si < s.length && segmentMatches(m, x, si) && matchFrom(g, gi + 1, x, si + 1)
 }
 
-/** Without claims, a rule with a `{claim}` segment matches nothing. */
-export function globMatches (glob: CompiledGlob, segments: string[], claims?: Claims): boolean {
-  return matchFrom(glob.segments, 0, segments, 0, claims)
+/**
+ * Without claims, a rule with a `{claim}` segment matches nothing. With
+ * `folded` (the segments' fold keys), names match as a folding NAS resolves
+ * them.
+ */
+export function globMatches (glob: CompiledGlob, segments: readonly string[], claims?: Claims, folded?: readonly string[]): boolean {
+  return matchFrom(glob.segments, 0, { segments, folded, claims }, 0)
 }
 
 /** The claim names a glob's `{claim}` segments use. */
@@ -99,14 +115,18 @@ export function compileRules (rules: readonly PolicyRuleConfig[]): PolicyRule[] 
   return rules.map((r) => ({ name: r.name, glob: compileGlob(r.path), methods: new Set(r.methods), scopes: r.scopes ?? [], certs: new Set(r.certs ?? []) }))
 }
 
+/** What a rule grants to: a token's scopes, or a verified client certificate. */
+export type Basis = { scopes: ReadonlySet<string> } | { cert: string }
+
 /**
  * Who is asking: a token (its scopes, and its claims for `{claim}` paths),
- * a verified client certificate, or a playback grant (minted under a rule).
+ * a verified client certificate, or a playback grant: minted under a rule,
+ * on the basis of the scopes or certificate that rule granted to then.
  */
 export type Grantee =
   | { scopes: ReadonlySet<string>, claims?: Claims }
   | { cert: string }
-  | { grantRule: string, claims?: Claims }
+  | { grantRule: string, basis: Basis, claims?: Claims }
 
 /**
  * A rule scope matches a token scope exactly, or, when it ends in `:*`, any
@@ -122,23 +142,39 @@ export function scopeMatches (ruleScope: string, tokenScope: string): boolean {
 export type Decision =
   | { allow: true, rule: string }
   | { allow: false, reason: 'no_rule' }
+  | { allow: false, reason: 'case_variant' }
   | { allow: false, reason: 'method' }
   | { allow: false, reason: 'insufficient_scope', required: string[], rule: string }
 
-function grants (rule: PolicyRule, who: Grantee): boolean {
-  if ('cert' in who) return rule.certs.has(who.cert)
-  if ('grantRule' in who) return rule.name === who.grantRule
-  for (const rs of rule.scopes) {
-    if (!rs.endsWith(':*')) { if (who.scopes.has(rs)) return true; continue }
-    for (const ts of who.scopes) if (scopeMatches(rs, ts)) return true
-  }
-  return false
+/** The token scopes the rule grants to (empty when none does). */
+export function grantingScopes (rule: PolicyRule, scopes: ReadonlySet<string>): string[] {
+  return [...scopes].filter((ts) => rule.scopes.some((rs) => scopeMatches(rs, ts)))
 }
 
-export function decide (rules: readonly PolicyRule[], method: string, segments: string[], who: Grantee): Decision {
+/**
+ * A grant keeps working only while its rule still grants to what it was
+ * minted on: the same rule name is not enough once the rule's scopes or
+ * certificates changed.
+ */
+function grants (rule: PolicyRule, who: Grantee): boolean {
+  if ('grantRule' in who) return rule.name === who.grantRule && grants(rule, who.basis)
+  if ('cert' in who) return rule.certs.has(who.cert)
+  return grantingScopes(rule, who.scopes).length > 0
+}
+
+/**
+ * Which rule allows this request. On a NAS that folds names (mode
+ * `folding`), rules match by fold key, so every spelling the NAS resolves
+ * to one file meets the same rules; a spelling that meets a rule only
+ * through folding (`/MEDICALL/...` for `/medicall/**`, `/home/ALICE/` for
+ * `{sub}` alice) is refused as a case variant rather than judged.
+ */
+export function decide (rules: readonly PolicyRule[], method: string, segments: readonly string[], who: Grantee, mode: FileSystemMode = 'posix'): Decision {
   const claims = 'cert' in who ? undefined : who.claims
-  const onPath = rules.filter((r) => globMatches(r.glob, segments, claims))
+  const folded = mode === 'folding' ? segments.map(foldName) : undefined
+  const onPath = rules.filter((r) => globMatches(r.glob, segments, claims, folded))
   if (onPath.length === 0) return { allow: false, reason: 'no_rule' }
+  if (folded && onPath.some((r) => !globMatches(r.glob, segments, claims))) return { allow: false, reason: 'case_variant' }
   const forMethod = onPath.filter((r) => r.methods.has(method))
   if (forMethod.length === 0) return { allow: false, reason: 'method' }
   const granting = forMethod.find((r) => grants(r, who))

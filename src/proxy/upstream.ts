@@ -9,12 +9,14 @@ import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { Pool } from 'undici'
 import { EventEmitter } from 'node:events'
-import { Readable } from 'node:stream'
+import type { Readable } from 'node:stream'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
 import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
+import { checkPartialAnswer } from './content-range.js'
+import { HeadCheck, peek } from './head-check.js'
 
 /** Request headers that may reach the NAS (conditional and range requests). */
 const REQUEST_HEADERS = ['range', 'if-range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'] as const
@@ -137,45 +139,12 @@ export interface UpstreamOptions {
   checkMagic: boolean
 }
 
-/**
- * Reads at least n bytes (fewer if the stream ends first). Returns them and
- * the stream to send: the same one with the bytes put back, or, when it has
- * already ended, a new one holding just those bytes.
- */
-function peek (stream: Readable, n: number): Promise<{ head: Buffer, body: Readable }> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let len = 0
-    let ended = false
-    const done = (): void => {
-      stream.off('readable', onReadable)
-      stream.off('end', onEnd)
-      stream.off('error', reject)
-      const head = Buffer.concat(chunks)
-      if (ended) {
-        resolve({ head, body: Readable.from(head.length > 0 ? [head] : []) })
-        return
-      }
-      if (head.length > 0) stream.unshift(head)
-      resolve({ head, body: stream })
-    }
-    const onEnd = (): void => { ended = true; done() }
-    const onReadable = (): void => {
-      let c: Buffer | null
-      while (len < n && (c = stream.read() as Buffer | null) !== null) { chunks.push(c); len += c.length }
-      if (len >= n) done()
-    }
-    stream.on('readable', onReadable)
-    stream.once('end', onEnd)
-    stream.once('error', reject)
-  })
-}
-
 export async function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
   const { upstream: cfg, sendTimeoutMs } = opts
   const asked = new WeakMap<FastifyRequest, bigint>()
   const pool = createPool(cfg)
   const authorization = basicAuth(cfg)
+  const heads = new HeadCheck((o) => pool.request(o), { 'user-agent': 'nasguard', ...(authorization ? { authorization } : {}) })
 
   const refuse = (request: FastifyRequest, reply: FastifyReply, stream: Readable, err: NasguardError, kind: string | null): void => {
     stream.destroy()
@@ -214,6 +183,37 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     // (undici's body timeout sleeps under backpressure): cut it off.
     reply.raw.setTimeout(sendTimeoutMs, () => { reply.raw.destroy() })
     reply.send(stream)
+  }
+
+  /**
+   * files.checkMagic: the first bytes of the file must match its type before
+   * a byte is sent. An answer from byte 0 that holds them (or the whole
+   * file) is judged as it streams; any other (a seek, a short probe such as
+   * `bytes=0-1`) is judged by the file's head, fetched once per version.
+   */
+  const checkHead = (request: FastifyRequest, reply: FastifyReply, stream: Readable, start: number, whole: boolean, headers: Record<string, string | string[] | undefined>): void => {
+    const { extension, path } = hooks.target(request)
+    const fail = (kind: string): void => {
+      if (!reply.sent) refuse(request, reply, stream, kind === 'magic' ? new Errors.UpstreamListing() : new Errors.UpstreamError(), kind)
+    }
+    const judged = (ok: boolean, body: Readable): void => {
+      if (reply.sent) { stream.destroy(); return }
+      if (!ok) fail('magic')
+      else sendRecording(request, reply, body, extension)
+    }
+    const fromHead = (body: Readable): void => {
+      const etag = typeof headers.etag === 'string' ? headers.etag : undefined
+      const lastModified = typeof headers['last-modified'] === 'string' ? headers['last-modified'] : undefined
+      heads.judge({ path, extension, etag, lastModified }, pool.signals.get(request.id)).then((verdict) => {
+        if (verdict === 'ok' || verdict === 'mismatch') judged(verdict === 'ok', body)
+        else fail('body')
+      }, () => fail('body'))
+    }
+    if (start !== 0) { fromHead(stream); return }
+    peek(stream, MAGIC_BYTES).then(({ head, body, ended }) => {
+      if (head.length >= MAGIC_BYTES || (ended && whole)) judged(magicMatches(extension, head, ended && whole), body)
+      else fromHead(body)
+    }, () => fail('body'))
   }
 
   // The plugin's types assume an http server; ours is https.
@@ -274,28 +274,23 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
             refuse(request, reply, stream, new Errors.UpstreamListing(), 'listing')
             return
           }
-          const { extension } = hooks.target(request)
-          // The first bytes can only be judged when the answer starts at the
-          // file's first byte (a 200, or a range from 0); mid-file ranges of
-          // a file whose head passed are served as they are.
-          // Whether the answer starts at the file's first byte is read from
-          // the NAS's answer (200, or a Content-Range from byte 0), not from
-          // what the client asked: `bytes=-N` or `bytes=00-` start there too.
-          const fromZero = status === 200 || /^bytes 0-/.test(String(headers['content-range'] ?? ''))
-          if (opts.checkMagic && request.method === 'GET' && fromZero) {
-            peek(stream, MAGIC_BYTES).then(({ head, body }) => {
-              if (reply.sent) { stream.destroy(); return }
-              if (!magicMatches(extension, head)) {
-                refuse(request, reply, stream, new Errors.UpstreamListing(), 'magic')
-                return
-              }
-              sendRecording(request, reply, body, extension)
-            }, () => {
-              if (!reply.sent) refuse(request, reply, stream, new Errors.UpstreamError(), 'body')
-            })
+          let start = 0
+          let whole = true
+          if (status === 206) {
+            const answer = checkPartialAnswer(request.headers.range, headers['content-range'], headers['content-length'])
+            if (!answer.ok) {
+              request.log.warn({ reason: answer.reason }, 'the NAS answered another range than was asked for')
+              refuse(request, reply, stream, new Errors.UpstreamError(), 'range')
+              return
+            }
+            start = answer.span.start
+            whole = answer.span.end + 1 === answer.span.total
+          }
+          if (opts.checkMagic && request.method === 'GET') {
+            checkHead(request, reply, stream, start, whole, headers)
             return
           }
-          sendRecording(request, reply, stream, extension)
+          sendRecording(request, reply, stream, hooks.target(request).extension)
           return
         }
         if (status === 304) {

@@ -205,7 +205,7 @@ t.test('using a grant is refused: other path, tampered, foreign key, expired, ot
   const { url, grant } = await mint(t, gw, gw.token({ sub: 'alice', jti: 'jti-use' }))
   const [payload, mac] = grant.split('.')
   const signer = new GrantSigner(GRANT_SECRET)
-  const base: GrantClaims = { p: PATH, s: 'alice', r: 'recordings', i: now() - 10, e: now() + 60 }
+  const base: GrantClaims = { p: PATH, s: 'alice', r: 'recordings', i: now() - 10, e: now() + 60, g: ['recordings:read'] }
 
   // Controls: the grant works, and so does one this test signs, so the refusals below are about what was changed.
   t.equal((await get(gw, url)).status, 200, 'control: the minted grant works')

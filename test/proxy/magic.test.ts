@@ -4,6 +4,7 @@ import t from 'tap'
 import type { ServerResponse } from 'node:http'
 import { toneMp3 } from '../../src/demo/recordings.js'
 import { RECORDING, bearer, get, startStubNas, startTestGateway } from '../helpers/gateway.js'
+import { fetchAs } from '../helpers/protocols.js'
 
 function answer (body: Buffer, type = 'audio/wav'): (res: ServerResponse) => void {
   return (res) => {
@@ -46,14 +47,49 @@ t.test('without checkMagic (the default) the same HTML labelled audio passes: th
   t.equal(res.status, 200)
 })
 
-t.test('a range that does not start at byte 0 is not judged by its first bytes', async (t) => {
+t.test('a range that does not start at byte 0 is judged by the file\'s head, fetched once per version', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas, { files: { extensions: ['.wav'], checkMagic: true } })
-  const mid = await get(gw, '/medicall/a.wav', { headers: { ...bearer(gw.token()), range: 'bytes=1000-1999' } })
-  t.equal(mid.status, 206)
-  t.ok(mid.body.equals(RECORDING.subarray(1000, 2000)))
-  const start = await get(gw, '/medicall/a.wav', { headers: { ...bearer(gw.token()), range: 'bytes=0-99' } })
-  t.equal(start.status, 206, 'a range from 0 is checked and passes')
+  for (const proto of ['h1', 'h2'] as const) {
+    const before = nas.requests.length
+    const mid = await fetchAs(proto, gw, '/medicall/a.wav', { ...bearer(gw.token()), range: 'bytes=1000-1999' })
+    t.equal(mid.status, 206, `${proto}: a mid-file range of a real recording is served`)
+    t.ok(mid.body.equals(RECORDING.subarray(1000, 2000)), `${proto}: the right bytes`)
+    const start = await fetchAs(proto, gw, '/medicall/a.wav', { ...bearer(gw.token()), range: 'bytes=0-99' })
+    t.equal(start.status, 206, `${proto}: a short range from 0 is judged by the head and passes`)
+    t.ok(start.body.equals(RECORDING.subarray(0, 100)), `${proto}: its bytes`)
+    const heads = nas.requests.slice(before).filter((r) => r.headers.range === 'bytes=0-4095')
+    t.equal(heads.length, proto === 'h1' ? 1 : 0, `${proto}: the head was fetched once for this ETag (${heads.length})`)
+  }
+})
+
+t.test('a mid-file range of a file that is not its type is refused before a byte is sent (h1 and h2)', async (t) => {
+  const doc = Buffer.from('Patient journal, call from +46701234567. '.repeat(200))
+  let etag = '"doc-1"'
+  const nas = await startStubNas(t, (req, res) => {
+    const m = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''))
+    const start = m ? Number(m[1]) : 0
+    const end = m && m[2] !== '' ? Math.min(Number(m[2]), doc.length - 1) : doc.length - 1
+    const h = { 'content-type': 'audio/wav', etag, 'accept-ranges': 'bytes' }
+    if (!m) { res.writeHead(200, { ...h, 'content-length': doc.length }); res.end(doc); return }
+    res.writeHead(206, { ...h, 'content-range': `bytes ${start}-${end}/${doc.length}`, 'content-length': end - start + 1 })
+    res.end(doc.subarray(start, end + 1))
+  })
+  const gw = await startTestGateway(t, nas, { files: { extensions: ['.wav'], checkMagic: true } })
+  for (const proto of ['h1', 'h2'] as const) {
+    for (const range of ['bytes=1-', 'bytes=100-199', 'bytes=0-1', 'bytes=4000-']) {
+      const res = await fetchAs(proto, gw, '/medicall/journal.wav', { ...bearer(gw.token()), range })
+      t.equal(res.status, 502, `${proto} ${range}: 502`)
+      t.notOk(res.body.includes(Buffer.from('Patient')), `${proto} ${range}: none of the document`)
+      t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_LISTING', `${proto} ${range}: named as not a recording`)
+    }
+  }
+  // A new version of the file is judged again, not by the old verdict.
+  etag = '"doc-2"'
+  const before = nas.requests.length
+  const again = await fetchAs('h1', gw, '/medicall/journal.wav', { ...bearer(gw.token()), range: 'bytes=1-' })
+  t.equal(again.status, 502)
+  t.equal(nas.requests.slice(before).filter((r) => r.headers.range === 'bytes=0-4095').length, 1, 'a new ETag fetches the head again')
 })
 
 t.test('with checkMagic, a range that starts at byte 0 in disguise is checked too, and a tiny body is judged, not crashed on', async (t) => {

@@ -1,0 +1,71 @@
+// What an audit record may hold. Field values come from clients (a token's
+// sub and jti, the User-Agent, a refused request line): each is cut to a
+// bound and the cut is named in `truncated`, so a 12 KB claim cannot make a
+// 24 KB line and a reader knows the value is a prefix. Token-shaped runs
+// (JWTs and playback grants are base64url JSON: `eyJ...`) are removed from
+// the free-text fields a client fills, so a grant put into a path or a
+// header is never stored. Pure.
+import type { AuditRecord } from './writer.js'
+
+/** Longest value kept per string field, in UTF-16 code units. */
+export const FIELD_BOUNDS: Readonly<Record<string, number>> = {
+  time: 32,
+  requestId: 64,
+  clientIp: 64,
+  peerIp: 64,
+  method: 16,
+  path: 4096,
+  range: 256,
+  subject: 256,
+  auth: 8,
+  jti: 128,
+  rule: 64,
+  outcome: 16,
+  reason: 256,
+  userAgent: 256,
+  grantExpiresAt: 32,
+  instance: 128
+}
+const DEFAULT_BOUND = 256
+
+// `eyJ` is base64 of `{"`: the start of every JWT segment and grant payload,
+// also when percent-encoded.
+const TOKEN = /(?:e|%65)(?:y|%79)(?:J|%4a)(?:[A-Za-z0-9_\-.~+/=]|%[0-9A-Fa-f]{2})*/gi
+
+export function redactTokens (s: string): string {
+  return s.replace(TOKEN, '[token removed]')
+}
+
+/**
+ * A request target as a refusal record keeps it: no query (a grant rides
+ * there), no path parameters (`;grant=...`), no token-shaped runs.
+ */
+export function refusedTarget (url: string): string {
+  const path = url.split('?', 1)[0]
+  const semi = path.indexOf(';')
+  return redactTokens(semi === -1 ? path : path.slice(0, semi) + ';[parameters removed]')
+}
+
+function cut (s: string, max: number): string {
+  // Never leave half of a surrogate pair at the end.
+  const end = /[\uD800-\uDBFF]/.test(s.charAt(max - 1)) ? max - 1 : max
+  return s.slice(0, end)
+}
+
+/** The record with every string field within its bound, and `truncated` naming the fields that were cut. */
+export function boundRecord<T extends AuditRecord> (record: T): T {
+  let out: T | undefined
+  const truncated: string[] = []
+  for (const [k, v] of Object.entries(record)) {
+    if (typeof v !== 'string') continue
+    const clean = k === 'userAgent' ? redactTokens(v) : v
+    const max = FIELD_BOUNDS[k] ?? DEFAULT_BOUND
+    if (clean === v && v.length <= max) continue
+    out ??= { ...record }
+    const fields = out as unknown as Record<string, unknown>
+    fields[k] = clean.length > max ? cut(clean, max) : clean
+    if (clean.length > max) truncated.push(k)
+  }
+  if (!out) return record
+  return truncated.length > 0 ? { ...out, truncated } : out
+}

@@ -1,0 +1,48 @@
+// How the NAS resolves a name, and what that means for the gate. Most NAS
+// shares (SMB/CIFS, NTFS, Samba with case-insensitive shares) do not serve a
+// name byte for byte: they fold case, drop trailing dots and spaces, answer
+// to 8.3 short names (PRIVAT~1 for .private) and to NTFS stream suffixes
+// (a.wav::$DATA). A rule that holds for the exact bytes must hold for every
+// name the NAS would resolve to the same file. Under `folding`, names whose
+// meaning depends on those resolutions are refused, and names are compared
+// by a case fold that is at least as broad as the NAS's. Pure.
+
+export type FileSystemMode = 'posix' | 'folding'
+
+/**
+ * A case-insensitive comparison key, at least as broad as an NTFS upcase
+ * table: compatibility forms folded (NFKC), then full upper then lower case
+ * (`ı`, `ſ` and the Kelvin sign meet their ASCII letters; `ß` meets `ss`).
+ */
+export function foldName (name: string): string {
+  return name.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC')
+}
+
+// DOS device names, with or without an extension: Windows servers open the
+// device, not a file.
+const DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(\..*)?$/i
+// Characters Windows never has in a name; `<`, `>` and `"` are wildcards to
+// the NT file APIs, and `:` names a stream.
+const RESERVED = /[<>:"|?*\\]/
+
+/**
+ * Why a folding NAS would resolve this segment to something else than its
+ * bytes say, or undefined when it would not.
+ */
+export function foldingHazard (segment: string): string | undefined {
+  if (/~[0-9]/.test(segment)) return 'an 8.3 short-name shape (~digit)'
+  if (/[. ]$/.test(segment)) return 'a trailing dot or space'
+  if (RESERVED.test(segment)) return 'a stream name (:) or a character Windows reserves'
+  if (DEVICE.test(segment)) return 'a DOS device name'
+  return undefined
+}
+
+/** The first hazardous segment's reason under this mode, or undefined. */
+export function pathHazard (mode: FileSystemMode, segments: readonly string[]): string | undefined {
+  if (mode === 'posix') return undefined
+  for (const s of segments) {
+    const h = foldingHazard(s)
+    if (h !== undefined) return `a name the NAS resolves differently: ${h}`
+  }
+  return undefined
+}

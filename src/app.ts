@@ -12,6 +12,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
 import { createTlsServer, type TlsServer } from './tls/server.js'
+import { rawAnswer } from './tls/raw-answer.js'
 import { Authenticator, type Identity } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { Denylist } from './auth/revocation.js'
@@ -106,6 +107,12 @@ const GrantRequest = Type.Object({
   ttlSec: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
 
+/** Method and target of the request line at the start of what a client sent, when it is one. */
+function requestLine (raw: Buffer | undefined): { method: string, target: string } | undefined {
+  const m = raw ? /^([A-Z]{1,16}) ([^\s]{1,8192}) HTTP\/1\.[01]\r?\n/.exec(raw.subarray(0, 8300).toString('latin1')) : null
+  return m ? { method: m[1], target: m[2] } : undefined
+}
+
 function elapsedMs (since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
 }
@@ -151,7 +158,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const g = config.auth.grants
   const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
   const jwksCfg = config.auth.jwt.jwks
-  const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined })
+  const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined, clientCrls: () => tls?.clientCrls })
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
 
   let log: FastifyBaseLogger
@@ -178,6 +185,19 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       onReloadFailure: (err) => {
         metrics.tlsReloads.inc({ result: 'failed' })
         log.error({ reason: err.message }, 'certificate reload refused: the previous certificate stays in use')
+      },
+      onProtocolResets: (count, remoteAddress) => {
+        metrics.refuse(Errors.ProtocolReset.spec.reason, count)
+        log.warn({ remoteAddress, streams: count }, 'HTTP/2 streams reset by the protocol layer (malformed header block): refused before any of it reached the gateway')
+        recordRefusal({ requestId: randomUUID(), clientIp: remoteAddress ?? '', status: Errors.ProtocolReset.spec.status, reason: Errors.ProtocolReset.spec.code, count })
+      },
+      onConnect: (req) => {
+        const err = new Errors.MethodNotAllowed()
+        metrics.refuse(Errors.MethodNotAllowed.spec.reason)
+        log.info({ remoteAddress: req.remoteAddress }, 'CONNECT refused')
+        const target = req.url ?? String(req.headers[':authority'] ?? '')
+        recordRefusal({ requestId: randomUUID(), clientIp: req.remoteAddress ?? '', method: 'CONNECT', path: refusedTarget(target), status: err.statusCode, reason: err.code, userAgent: req.headers['user-agent'] })
+        return { status: err.statusCode, body: errorBody(err), headers: { allow: 'GET, HEAD', 'strict-transport-security': hsts } }
       }
     })
     return tls.server
@@ -201,19 +221,28 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return503OnClosing: true,
     // A malformed request (bad framing, CL+TE, oversized headers) never
     // reaches a route: answer it on the socket in our error shape.
-    clientErrorHandler: (err: NodeJS.ErrnoException, socket: Socket) => {
+    clientErrorHandler: (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+      const refusal = tooLarge ? new Errors.HeadersTooLarge() : new Errors.BadRequest('the request could not be parsed')
       // Node's own rule: answer only if no response has started on this
       // connection, so no client gets a 400 spliced into another response.
       const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
       if (socket.writable && !socket.destroyed && !inFlight?.headersSent) {
-        const body = JSON.stringify({ error: Errors.BadRequest.spec.code, message: 'the request could not be parsed' })
-        socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nStrict-Transport-Security: ${hsts}\r\n\r\n${body}`)
+        socket.end(rawAnswer(refusal.statusCode, errorBody(refusal), { 'Strict-Transport-Security': hsts }))
       }
       socket.destroy()
-      if (err.code === 'ECONNRESET' || err.code === 'HPE_HEADER_OVERFLOW' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return
-      metrics.refuse(Errors.BadRequest.spec.reason)
-      log.info({ code: err.code, remoteAddress: socket.remoteAddress }, 'unparsable request refused')
-      recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: `${Errors.BadRequest.spec.code}:${err.code ?? 'parse'}` })
+      // A reset or a slow client (cut off by the timeouts) sent no request to refuse.
+      if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return
+      metrics.refuse(specFor(refusal.code)?.reason ?? 'other')
+      log.info({ code: err.code, remoteAddress: socket.remoteAddress }, tooLarge ? 'request headers too large: refused' : 'unparsable request refused')
+      const line = requestLine(err.rawPacket)
+      recordRefusal({
+        requestId: randomUUID(),
+        clientIp: socket.remoteAddress ?? '',
+        ...(line ? { method: line.method, path: refusedTarget(line.target) } : {}),
+        status: refusal.statusCode,
+        reason: tooLarge ? refusal.code : `${refusal.code}:${err.code ?? 'parse'}`
+      })
     },
     // Fastify answers these (e.g. an undecodable URL) outside the hooks, so
     // the request is tracked and the headers are set here.

@@ -11,7 +11,9 @@
 // are checked; the denylist is checked after every verification.
 import fastifyJwt from '@fastify/jwt'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { TLSSocket } from 'node:tls'
+import { X509Certificate } from 'node:crypto'
+import type { PeerCertificate, TLSSocket } from 'node:tls'
+import type { ClientCrls } from '../tls/client-crl.js'
 import type { Config } from '../config/schema.js'
 import { Errors, isNasguardError } from '../errors.js'
 import { scopesOf, type Grantee } from '../policy/rules.js'
@@ -48,17 +50,41 @@ function describe (err: { code?: string, message?: string }): string {
   return 'verification failed'
 }
 
+/** The verified chain a client sent, leaf first, up to its trust anchor. */
+function peerChain (socket: TLSSocket): X509Certificate[] {
+  const out: X509Certificate[] = []
+  const seen = new Set<string>()
+  for (let c: PeerCertificate | undefined = socket.getPeerCertificate(true); c?.raw && !seen.has(c.fingerprint256); c = (c as PeerCertificate & { issuerCertificate?: PeerCertificate }).issuerCertificate) {
+    seen.add(c.fingerprint256)
+    out.push(new X509Certificate(c.raw))
+  }
+  return out
+}
+
+/** Revocation verdicts per connection and CRL set (a reload brings a new set). */
+const revocationVerdicts = new WeakMap<TLSSocket, { crls: ClientCrls, why: string | undefined }>()
+
+function revocation (socket: TLSSocket, crls: ClientCrls): string | undefined {
+  const known = revocationVerdicts.get(socket)
+  if (known?.crls === crls) return known.why
+  const why = crls.check(peerChain(socket))
+  revocationVerdicts.set(socket, { crls, why })
+  return why
+}
+
 /**
  * The client certificate of this request's connection, when one was sent:
  * `CN=name` if it verified, otherwise the refusal. A certificate that does
  * not verify (unknown CA, expired, revoked) is refused even next to a valid
  * token: whoever holds it is not who they claim to be.
  */
-function clientCertificate (request: FastifyRequest): string | undefined {
+function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefined): string | undefined {
   const socket = request.raw.socket as TLSSocket | undefined
   const cert = socket?.getPeerCertificate?.()
-  if (!cert || Object.keys(cert).length === 0) return undefined
-  if (!socket?.authorized) throw new Errors.ClientCertInvalid(String(socket?.authorizationError ?? 'not verified').replace(/^Error: /, ''))
+  if (!socket || !cert || Object.keys(cert).length === 0) return undefined
+  if (!socket.authorized) throw new Errors.ClientCertInvalid(String(socket.authorizationError ?? 'not verified').replace(/^Error: /, ''))
+  const revoked = crls ? revocation(socket, crls) : undefined
+  if (revoked !== undefined) throw new Errors.ClientCertInvalid(revoked)
   const cn = cert.subject?.CN
   if (typeof cn !== 'string' || cn === '') throw new Errors.ClientCertInvalid('no single CN in the subject')
   return `CN=${cn}`
@@ -68,6 +94,8 @@ export interface AuthenticatorDeps {
   denylist: Denylist
   grants: GrantSigner
   jwks?: JwksCache
+  /** The CRLs the gate applies to client certificates (clientAuth optional), as loaded now. */
+  clientCrls?: () => ClientCrls | undefined
 }
 
 export class Authenticator {
@@ -204,7 +232,7 @@ export class Authenticator {
 
   /** @param path the canonical path (a grant is checked against it) */
   async authenticate (request: FastifyRequest, path: string): Promise<Identity> {
-    const cert = this.config.tls.clientAuth !== 'off' ? clientCertificate(request) : undefined
+    const cert = this.config.tls.clientAuth !== 'off' ? clientCertificate(request, this.deps.clientCrls?.()) : undefined
     if (request.headers.authorization !== undefined) return this.bearer(request)
     const grant = grantFromUrl(request.url)
     if (grant !== undefined) return this.grant(grant, path, request.ip)

@@ -28,7 +28,7 @@ export function refusalClass (reason: string): string {
     case 'file_type': return 'file_type'
     case 'range_refused': return 'range'
     case 'plaintext_on_tls_port': return 'plaintext'
-    case 'bad_request': return 'smuggling'
+    case 'bad_request': case 'headers_too_large': case 'protocol_reset': return 'smuggling'
     case 'token_missing': case 'token_expired': case 'token_invalid': case 'grant_invalid': case 'client_cert_invalid': return 'auth'
     case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
     case 'audit_unavailable': return 'audit'

@@ -6,6 +6,7 @@
 // never proxied or logged.
 import type { Server as NetServer, Socket } from 'node:net'
 import { Errors } from '../errors.js'
+import { rawAnswer } from './raw-answer.js'
 
 const TLS_HANDSHAKE_RECORD = 0x16
 
@@ -15,17 +16,7 @@ export interface FrontDoorOptions {
   onPlaintext: (socket: Socket) => void
 }
 
-function plaintextAnswer (): string {
-  const E = Errors.PlaintextOnTlsPort
-  const body = JSON.stringify({ error: E.spec.code, message: E.spec.message }) + '\n'
-  return 'HTTP/1.1 400 Bad Request\r\n' +
-    'Content-Type: application/json\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Cache-Control: no-store\r\n' +
-    'Connection: close\r\n\r\n' + body
-}
-
-const ANSWER = plaintextAnswer()
+const ANSWER = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.code, message: Errors.PlaintextOnTlsPort.spec.message })
 
 /**
  * Puts the sniffer in front of a TLS server's own connection handling. The

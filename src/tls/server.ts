@@ -5,12 +5,17 @@
 import { X509Certificate, createHmac, createPrivateKey } from 'node:crypto'
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type SecureServerOptions } from 'node:http2'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { basename, dirname } from 'node:path'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/schema.js'
 import { installFrontDoor } from './front-door.js'
 import { tlsProfileOptions } from './profiles.js'
+import { ClientCrls } from './client-crl.js'
+import { SessionWatch } from './h2-sessions.js'
+import { rawAnswer } from './raw-answer.js'
 
 export interface CertificateMaterial {
   cert: Buffer
@@ -52,6 +57,13 @@ export interface TlsServerHooks {
   onHandshakeFailure: (reason: string, socket: Socket) => void
   onCertificate: (material: CertificateMaterial) => void
   onReloadFailure: (err: Error) => void
+  /** HTTP/2 streams of one connection reset by the protocol layer before the gateway saw them. */
+  onProtocolResets: (count: number, remoteAddress: string | undefined) => void
+  /**
+   * A CONNECT request (HTTP/1.1 or HTTP/2), which never reaches the app:
+   * returns the refusal to send (status, body, extra headers).
+   */
+  onConnect: (request: { url?: string, headers: IncomingHttpHeaders, remoteAddress?: string }) => { status: number, body: { error: string, message: string }, headers: Record<string, string> }
   /** A secret shared by all workers, from which their session ticket keys are derived, so a ticket from one resumes on another. */
   ticketKeys?: Buffer
 }
@@ -62,6 +74,8 @@ export interface TlsServer {
   readonly expiresAt: number
   /** Re-reads tls.cert and tls.key; keeps the current pair if the new one is broken. */
   reload: () => boolean
+  /** Under clientAuth optional: the CRLs the gate applies (OpenSSL verifies the chain only). */
+  readonly clientCrls: ClientCrls | undefined
   /** Sends GOAWAY to every HTTP/2 session so close() can finish; streams in flight complete. */
   closeSessions: () => void
   stopWatching: () => void
@@ -84,10 +98,17 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   let expiresAt = initial.expiresAt
   hooks.onCertificate(initial)
   // Client CA and CRL are read again on every reload, so a new revocation
-  // list (nasguard cert revoke) takes effect without a restart.
-  const clientTrust = (): Pick<SecureServerOptions, 'ca' | 'crl'> => ({
-    ...(t.clientAuth !== 'off' && t.clientCa ? { ca: readFileSync(t.clientCa) } : {}),
-    ...(t.clientAuth !== 'off' && t.clientCrl ? { crl: readFileSync(t.clientCrl) } : {})
+  // list (nasguard cert revoke) takes effect without a restart. Under
+  // optional the CRL is applied by the gate (src/tls/client-crl.ts says why).
+  interface Trust { ca?: Buffer, crl?: Buffer, crls?: ClientCrls }
+  const clientTrust = (): Trust => {
+    const ca = t.clientAuth !== 'off' && t.clientCa ? readFileSync(t.clientCa) : undefined
+    const crl = t.clientAuth !== 'off' && t.clientCrl ? readFileSync(t.clientCrl) : undefined
+    return { ca, crl, crls: t.clientAuth === 'optional' && ca && crl ? ClientCrls.load(ca, crl) : undefined }
+  }
+  const openSslTrust = (trust: Trust): Pick<SecureServerOptions, 'ca' | 'crl'> => ({
+    ...(trust.ca ? { ca: trust.ca } : {}),
+    ...(trust.crl && !trust.crls ? { crl: trust.crl } : {})
   })
   const base: SecureServerOptions = {
     ...tlsProfileOptions(t.profile),
@@ -108,14 +129,15 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   // CA or CRL: a revoked client certificate) makes every earlier ticket
   // useless, as Node's own fresh keys per context do for one process: a
   // resumed session is not checked against the CRL again.
-  const tickets = (m: CertificateMaterial, trust: Pick<SecureServerOptions, 'ca' | 'crl'>): Pick<SecureServerOptions, 'ticketKeys'> => {
+  const tickets = (m: CertificateMaterial, trust: Trust): Pick<SecureServerOptions, 'ticketKeys'> => {
     if (!hooks.ticketKeys) return {}
     const h = createHmac('sha512', hooks.ticketKeys).update(m.cert).update('\0').update(m.key)
     for (const part of [trust.ca, trust.crl]) h.update('\0').update(part === undefined ? '' : Buffer.isBuffer(part) ? part : String(part))
     return { ticketKeys: h.digest().subarray(0, 48) }
   }
   const initialTrust = clientTrust()
-  const server = createSecureServer({ ...base, ...initialTrust, ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, handler)
+  let clientCrls = initialTrust.crls
+  const server = createSecureServer({ ...base, ...openSslTrust(initialTrust), ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, handler)
 
   // HTTP/1.1 on this server: slow clients are cut off.
   const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number }
@@ -123,12 +145,25 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   h1.requestTimeout = config.limits.headersTimeoutMs * 3
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs
 
-  const sessions = new Set<Http2Session>()
+  const sessions = new SessionWatch({ onProtocolResets: hooks.onProtocolResets })
   server.on('session', (session: Http2Session) => {
     sessions.add(session)
-    session.once('close', () => sessions.delete(session))
     // An idle HTTP/2 connection is closed like an idle keep-alive one.
-    session.setTimeout(config.limits.keepAliveTimeoutMs * 12, () => session.close())
+    session.setTimeout(config.limits.keepAliveTimeoutMs * 12, () => sessions.retire(session))
+  })
+
+  // CONNECT never reaches the app (Node emits it apart): refused here, in
+  // the app's words. HTTP/1.1 gives the socket; HTTP/2 a request and response.
+  server.on('connect', (req: { url?: string, headers: IncomingHttpHeaders, socket?: Socket }, second: Duplex | Http2ServerResponse) => {
+    const answer = hooks.onConnect({ url: req.url, headers: req.headers, remoteAddress: req.socket?.remoteAddress })
+    if ('writeHead' in second) {
+      second.writeHead(answer.status, { 'content-type': 'application/json; charset=utf-8', ...answer.headers })
+      second.end(JSON.stringify(answer.body))
+      return
+    }
+    second.on('error', () => {})
+    second.end(rawAnswer(answer.status, answer.body, answer.headers))
+    setTimeout(() => second.destroy(), 2000).unref()
   })
 
   installFrontDoor(server, { firstByteTimeoutMs: config.limits.headersTimeoutMs, onPlaintext: hooks.onPlaintext })
@@ -142,16 +177,17 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
 
   const reload = (): boolean => {
     let next: CertificateMaterial
-    let trust: Pick<SecureServerOptions, 'ca' | 'crl'>
+    let trust: Trust
     try {
       next = loadCertificate(t.cert, t.key)
       trust = clientTrust()
-      server.setSecureContext({ ...base, ...trust, ...tickets(next, trust), cert: next.cert, key: next.key })
+      server.setSecureContext({ ...base, ...openSslTrust(trust), ...tickets(next, trust), cert: next.cert, key: next.key })
     } catch (err) {
       hooks.onReloadFailure(err as Error)
       return false
     }
     expiresAt = next.expiresAt
+    clientCrls = trust.crls
     hooks.onCertificate(next)
     return true
   }
@@ -182,8 +218,9 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   return {
     server,
     get expiresAt () { return expiresAt },
+    get clientCrls () { return clientCrls },
     reload,
-    closeSessions: () => { for (const s of sessions) s.close() },
+    closeSessions: () => { sessions.retireAll() },
     stopWatching: () => {
       for (const w of watchers) w.close()
       if (debounce) clearTimeout(debounce)

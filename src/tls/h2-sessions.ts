@@ -1,0 +1,75 @@
+// The HTTP/2 sessions of the public listener. Two things Node's HTTP/2 layer
+// does out of the gateway's sight are made visible here:
+// - Streams that nghttp2 resets before any of their headers reach
+//   JavaScript (an upper-case or connection-specific header name, a
+//   repeated pseudo-header, more headers than maxHeaderListPairs): the
+//   session's last processed stream id runs ahead of the streams the
+//   gateway was given, and the difference is those streams. They carry
+//   nothing that tells them apart, so they are counted per connection.
+// - A session that sent an error GOAWAY stops reading its socket and never
+//   closes on its own; close() would wait for it for ever. A session with
+//   no stream open is destroyed instead of closed.
+import type { Http2Session, ServerHttp2Stream } from 'node:http2'
+
+export interface SessionWatchHooks {
+  /** `count` streams of one connection were reset by the protocol layer. */
+  onProtocolResets: (count: number, remoteAddress: string | undefined) => void
+}
+
+interface Tracked {
+  /** Highest client stream id the gateway was given (-1: none yet). */
+  lastSeen: number
+  open: number
+  remoteAddress: string | undefined
+}
+
+export class SessionWatch {
+  private readonly sessions = new Map<Http2Session, Tracked>()
+
+  constructor (private readonly hooks: SessionWatchHooks) {}
+
+  add (session: Http2Session): void {
+    const t: Tracked = { lastSeen: -1, open: 0, remoteAddress: session.socket?.remoteAddress }
+    this.sessions.set(session, t)
+    session.on('stream', (stream: ServerHttp2Stream) => {
+      // Client stream ids are odd and increasing: ids skipped since the last
+      // stream the gateway saw were processed, and reset, below it.
+      const id = stream.id ?? t.lastSeen
+      this.settle(t, id - 2)
+      t.lastSeen = id
+      t.open++
+      stream.once('close', () => {
+        t.open--
+        if (t.open === 0 && session.closed && !session.destroyed) session.destroy()
+      })
+    })
+    // Still readable here: the socket closes before the session is torn down.
+    session.socket?.prependListener('close', () => this.settle(t, lastProcessed(session)))
+    session.once('close', () => this.sessions.delete(session))
+  }
+
+  /** Ends a session: at once when no stream is open, else after its streams (GOAWAY). */
+  retire (session: Http2Session): void {
+    const t = this.sessions.get(session)
+    if (t) this.settle(t, lastProcessed(session))
+    if (!t || t.open === 0) session.destroy()
+    else session.close()
+  }
+
+  retireAll (): void {
+    for (const s of [...this.sessions.keys()]) this.retire(s)
+  }
+
+  private settle (t: Tracked, upTo: number | undefined): void {
+    if (upTo === undefined || upTo <= t.lastSeen) return
+    const count = Math.floor((upTo - t.lastSeen) / 2)
+    t.lastSeen = upTo
+    if (count > 0) this.hooks.onProtocolResets(count, t.remoteAddress)
+  }
+}
+
+function lastProcessed (session: Http2Session): number | undefined {
+  if (session.destroyed) return undefined
+  const id = session.state?.lastProcStreamID
+  return typeof id === 'number' ? id : undefined
+}

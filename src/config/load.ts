@@ -10,6 +10,7 @@ import { ConfigSchema, HMAC_ALGORITHMS, type Config } from './schema.js'
 import { isKnownExtension } from '../policy/file-types.js'
 import { readSecretFile } from './secrets.js'
 import { compileGlob } from '../policy/rules.js'
+import { foldName } from '../policy/file-system.js'
 
 export interface ConfigProblem { key: string, reason: string }
 
@@ -238,9 +239,17 @@ function semanticProblems (c: Config): ConfigProblem[] {
     }
   })
   const names = new Set<string>()
+  const trees = new Map<string, number>()
   c.policy.forEach((rule, i) => {
     if (names.has(rule.name)) problems.push({ key: `policy[${i}].name`, reason: `duplicate rule name ${JSON.stringify(rule.name)}` })
     names.add(rule.name)
+    // On a folding NAS two spellings of one path are one tree: rules that
+    // differ only in case would judge the same files two ways.
+    const j = trees.get(foldName(rule.path))
+    if (c.upstream.fileSystem === 'folding' && j !== undefined && c.policy[j].path !== rule.path) {
+      problems.push({ key: `policy[${i}].path`, reason: `names the same tree as policy[${j}].path (${JSON.stringify(c.policy[j].path)}) on a NAS that folds case (upstream.fileSystem: folding)` })
+    }
+    trees.set(foldName(rule.path), i)
   })
   c.files.extensions.forEach((ext, i) => {
     if (!isKnownExtension(ext)) problems.push({ key: `files.extensions[${i}]`, reason: `${ext} is not a known recording type` })

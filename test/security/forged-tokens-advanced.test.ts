@@ -46,7 +46,7 @@ interface Attack {
   gw: GwName
   token: string
   path?: string
-  status: 401 | 403
+  status: 400 | 401 | 403
   code: string
   /** 403 insufficient_scope: the scope="..." the challenge must name. */
   scope?: string

@@ -107,6 +107,15 @@ const GrantRequest = Type.Object({
   ttlSec: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
 
+/** Request headers accepted, names and values together (Node's own HTTP/1.1 limit). */
+const MAX_HEADER_BYTES = 16 * 1024
+
+function headerBytes (raw: string[]): number {
+  let n = 0
+  for (const s of raw) n += s.length
+  return n
+}
+
 /** Method and target of the request line at the start of what a client sent, when it is one. */
 function requestLine (raw: Buffer | undefined): { method: string, target: string } | undefined {
   const m = raw ? /^([A-Z]{1,16}) ([^\s]{1,8192}) HTTP\/1\.[01]\r?\n/.exec(raw.subarray(0, 8300).toString('latin1')) : null
@@ -163,6 +172,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   let log: FastifyBaseLogger
   let tls: TlsServer | undefined
+  const refusedSockets = new WeakSet<Socket>()
   const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
     tls = createTlsServer(config, handler as never, {
       ticketKeys: opts.ticketKeys,
@@ -222,6 +232,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     // A malformed request (bad framing, CL+TE, oversized headers) never
     // reaches a route: answer it on the socket in our error shape.
     clientErrorHandler: (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
+      // One refusal per connection: errors that follow the first (the
+      // socket torn down under the parser) are not requests.
+      if (refusedSockets.has(socket)) return
+      refusedSockets.add(socket)
+      const remoteAddress = socket.remoteAddress
       const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
       const refusal = tooLarge ? new Errors.HeadersTooLarge() : new Errors.BadRequest('the request could not be parsed')
       // Node's own rule: answer only if no response has started on this
@@ -229,16 +244,22 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
       if (socket.writable && !socket.destroyed && !inFlight?.headersSent) {
         socket.end(rawAnswer(refusal.statusCode, errorBody(refusal), { 'Strict-Transport-Security': hsts }))
+        // The rest of the request is read and dropped, so the client reads
+        // the answer instead of a reset; then the socket goes for good.
+        socket.on('error', () => {})
+        socket.resume()
+        setTimeout(() => socket.destroy(), 2000).unref()
+      } else {
+        socket.destroy()
       }
-      socket.destroy()
       // A reset or a slow client (cut off by the timeouts) sent no request to refuse.
       if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return
       metrics.refuse(specFor(refusal.code)?.reason ?? 'other')
-      log.info({ code: err.code, remoteAddress: socket.remoteAddress }, tooLarge ? 'request headers too large: refused' : 'unparsable request refused')
+      log.info({ code: err.code, remoteAddress }, tooLarge ? 'request headers too large: refused' : 'unparsable request refused')
       const line = requestLine(err.rawPacket)
       recordRefusal({
         requestId: randomUUID(),
-        clientIp: socket.remoteAddress ?? '',
+        clientIp: remoteAddress ?? '',
         ...(line ? { method: line.method, path: refusedTarget(line.target) } : {}),
         status: refusal.statusCode,
         reason: tooLarge ? refusal.code : `${refusal.code}:${err.code ?? 'parse'}`
@@ -293,12 +314,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       // A refused target keeps no query, path parameters or token-shaped
       // runs: a grant may ride in any of them, and is kept nowhere.
       path: state?.path ?? refusedTarget(request.url),
-      range: typeof request.headers.range === 'string' ? request.headers.range.slice(0, 256) : undefined,
+      range: typeof request.headers.range === 'string' ? request.headers.range : undefined,
       subject: state?.identity?.subject,
       auth: state?.identity?.method,
       jti: state?.identity?.jti,
       rule: state?.rule,
-      userAgent: request.headers['user-agent']?.slice(0, 256)
+      userAgent: request.headers['user-agent']
     }
   }
 
@@ -401,6 +422,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.addHook('onRequest', async (request, reply) => {
     const state = track(request, reply)
+    // Node parses up to 128 KiB of HTTP/1.1 headers (tls/server.ts), so an
+    // oversized request is refused here, where it can be audited in full.
+    if (headerBytes(request.raw.rawHeaders) > MAX_HEADER_BYTES) throw new Errors.HeadersTooLarge()
 
     const h = request.headers
     if (request.url.split('?', 1)[0] === GRANTS_PATH) {
@@ -443,7 +467,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
    * A GET or HEAD that the NAS and the gateway read the same way: no body
    * (HTTP/2: the headers end the stream, as browsers, curl and Node send
    * them; a body without content-length is otherwise invisible here), no
-   * upgrade, and an HTTP/1.1 Host (RFC 9112 §3.2).
+   * upgrade, and an HTTP/1.1 Host (RFC 9112 §3.2; Node's HTTP/2 layer itself
+   * resets a stream with neither :authority nor host).
    */
   function checkFraming (request: FastifyRequest): void {
     const h = request.headers
@@ -453,7 +478,6 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
     if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
     if (raw.httpVersion === '1.1' && h.host === undefined) throw new Errors.BadRequest('an HTTP/1.1 request needs a Host header')
-    if (raw.stream && h[':authority'] === undefined && h.host === undefined) throw new Errors.BadRequest('an HTTP/2 request needs :authority')
   }
 
   /** The canonical path, refused when ambiguous or when the NAS would resolve it to another name. */

@@ -18,9 +18,9 @@ export function foldName (name: string): string {
   return name.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC')
 }
 
-// DOS device names, with or without an extension: Windows servers open the
-// device, not a file.
-const DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(\..*)?$/i
+// DOS device names, alone or followed by spaces or an extension (`NUL`,
+// `con.wav`, `nul .wav`): Windows servers open the device, not a file.
+const DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:[ .]|$)/i
 // Characters Windows never has in a name; `<`, `>` and `"` are wildcards to
 // the NT file APIs, and `:` names a stream.
 const RESERVED = /[<>:"|?*\\]/

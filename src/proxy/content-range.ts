@@ -45,7 +45,8 @@ export function checkPartialAnswer (range: string | string[] | undefined, conten
   if (!span) return { ok: false, reason: 'missing or malformed Content-Range' }
   if (contentLength !== undefined && Number(contentLength) !== span.end - span.start + 1) return { ok: false, reason: 'Content-Length does not match Content-Range' }
   const asked = requestedSpans(range, span.total)
-  const same = (a: { start: number | undefined, end: number | undefined }): boolean => a.start === span.start && (a.end === undefined || a.end === span.end)
+  // Without the file's size an open-ended span cannot be checked: refused.
+  const same = (a: { start: number | undefined, end: number | undefined }): boolean => a.start === span.start && a.end === span.end
   const hull = asked.length > 1 && span.start === Math.min(...asked.map((a) => a.start ?? Infinity)) && span.end === Math.max(...asked.map((a) => a.end ?? -Infinity))
   if (!asked.some(same) && !hull) return { ok: false, reason: 'Content-Range is not the span that was asked for' }
   return { ok: true, span }

@@ -194,7 +194,9 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
   const checkHead = (request: FastifyRequest, reply: FastifyReply, stream: Readable, start: number, whole: boolean, headers: Record<string, string | string[] | undefined>): void => {
     const { extension, path } = hooks.target(request)
     const fail = (kind: string): void => {
-      if (!reply.sent) refuse(request, reply, stream, kind === 'magic' ? new Errors.UpstreamListing() : new Errors.UpstreamError(), kind)
+      // A client that left while the head was fetched is no NAS failure.
+      if (reply.sent || pool.signals.get(request.id)?.aborted === true || reply.raw.destroyed) { stream.destroy(); return }
+      refuse(request, reply, stream, kind === 'magic' ? new Errors.UpstreamListing() : new Errors.UpstreamError(), kind)
     }
     const judged = (ok: boolean, body: Readable): void => {
       if (reply.sent) { stream.destroy(); return }

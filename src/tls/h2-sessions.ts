@@ -43,15 +43,22 @@ export class SessionWatch {
         if (t.open === 0 && session.closed && !session.destroyed) session.destroy()
       })
     })
-    // Still readable here: the socket closes before the session is torn down.
-    session.socket?.prependListener('close', () => this.settle(t, lastProcessed(session)))
+    // Every way a session ends (a GOAWAY from the client, its socket closing,
+    // an error, retire()) goes through destroy(), and its state is gone once
+    // destroy() has run: the count is settled just before. No event fires
+    // early enough on every path (the socket's 'close' comes after a GOAWAY
+    // has already torn the session down).
+    const destroy = session.destroy.bind(session)
+    session.destroy = (...args: Parameters<Http2Session['destroy']>) => {
+      this.settle(t, lastProcessed(session))
+      destroy(...args)
+    }
     session.once('close', () => this.sessions.delete(session))
   }
 
   /** Ends a session: at once when no stream is open, else after its streams (GOAWAY). */
   retire (session: Http2Session): void {
     const t = this.sessions.get(session)
-    if (t) this.settle(t, lastProcessed(session))
     if (!t || t.open === 0) session.destroy()
     else session.close()
   }

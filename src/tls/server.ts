@@ -139,8 +139,12 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   let clientCrls = initialTrust.crls
   const server = createSecureServer({ ...base, ...openSslTrust(initialTrust), ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, handler)
 
-  // HTTP/1.1 on this server: slow clients are cut off.
-  const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number }
+  // HTTP/1.1 on this server: slow clients are cut off, and headers up to
+  // 128 KiB are parsed so that the gate refuses those over 16 KiB with the
+  // request in hand (431, audited with its path) instead of Node's parser
+  // refusing them blind.
+  const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number, maxHeaderSize: number }
+  h1.maxHeaderSize = 128 * 1024
   h1.headersTimeout = config.limits.headersTimeoutMs
   h1.requestTimeout = config.limits.headersTimeoutMs * 3
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs

@@ -142,3 +142,22 @@ t.test('YAML files: relative paths resolve against the file, YAML errors name th
   t.throws(() => loadConfig({ file: bad }), /config error at \(file\): .*bad\.yaml line \d+ is not valid YAML/)
   t.throws(() => loadConfig({ file: join(dir, 'missing.yaml') }), /cannot read .*missing\.yaml: ENOENT/)
 })
+
+t.test('upstream.fileSystem: folding by default, posix on request, nothing else', async (t) => {
+  t.equal(loadConfig({ object: base() }).upstream.fileSystem, 'folding', 'folding is the default')
+  const posix = base()
+  posix.upstream.fileSystem = 'posix'
+  t.equal(loadConfig({ object: posix }).upstream.fileSystem, 'posix')
+  const folding = base()
+  folding.upstream.fileSystem = 'folding'
+  t.equal(loadConfig({ object: folding }).upstream.fileSystem, 'folding')
+  for (const bad of ['ntfs', 'FOLDING', '', 1, true]) {
+    const c = base()
+    c.upstream.fileSystem = bad
+    t.throws(() => loadConfig({ object: c }), ConfigError, `${JSON.stringify(bad)}: a ConfigError`)
+    const ps = problems(c)
+    const p = ps.find((x) => x.key === 'upstream.fileSystem')
+    t.ok(p, `${JSON.stringify(bad)}: names upstream.fileSystem (got ${JSON.stringify(ps)})`)
+    if (typeof bad === 'string' && p) t.match(p.reason, /folding.*posix|posix.*folding/, `${JSON.stringify(bad)}: the reason lists the modes (${p.reason})`)
+  }
+})

@@ -320,3 +320,102 @@ t.test('the file watcher picks up a new CRL by itself', async (t) => {
   }, { tries: 100, intervalMs: 50 })
   t.equal(status, 401, 'refused once the watcher reloaded the CRL')
 })
+
+t.test('clientAuth: optional with a CRL: every bad certificate gets its 401 over HTTP/1.1 and HTTP/2, never a reset', async (t) => {
+  // An impostor CA with the trusted CA's very name: with a CRL loaded,
+  // OpenSSL failed the whole handshake on its certificates (a TCP reset
+  // instead of the documented 401). The gate applies the CRL now.
+  const sameNameCa = createCa('nasguard client CA')
+  const lookalike = issueClientCert(sameNameCa, 'callcenter-app-1')
+  const h2request = (gw: { port: number }, path: string, client: KeyAndCert, headers: Record<string, string> = {}): Promise<Outcome> => new Promise((resolve) => {
+    const session = http2Connect(`https://localhost:${gw.port}`, { ca: readFileSync(testCerts().ca), cert: client.certPem, key: client.keyPem })
+    const fail = (err: NodeJS.ErrnoException): void => { session.destroy(); resolve({ ok: false, code: err.code, message: err.message }) }
+    session.on('error', fail)
+    const stream = session.request({ ':path': path, ...headers })
+    let status = 0
+    let responseHeaders: Record<string, unknown> = {}
+    const chunks: Buffer[] = []
+    stream.on('response', (h) => { status = Number(h[':status']); responseHeaders = { ...h } })
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('end', () => {
+      session.close()
+      // A stream that ends without response headers: the connection went away (a refused handshake under TLS 1.3).
+      if (status === 0) resolve({ ok: false, code: 'NO_RESPONSE', message: 'the stream ended without a response' })
+      else resolve({ ok: true, status, headers: responseHeaders, body: Buffer.concat(chunks) })
+    })
+    stream.on('error', fail)
+    stream.end()
+  })
+  const send = (proto: 'h1' | 'h2', gw: { port: number }, path: string, client: KeyAndCert, headers: Record<string, string> = {}): Promise<Outcome> =>
+    proto === 'h1' ? request(gw, path, { client, headers }) : h2request(gw, path, client, headers)
+
+  t.test('an impostor CA with the trusted CA\'s name, a revoked certificate: 401, with and without a token', async (t) => {
+    const nas = await startStubNas(t)
+    const gw = await startTestGateway(t, nas, { tls: { clientAuth: 'optional', clientCa: caFile, clientCrl: crlFile }, policy: POLICY })
+    const table: Array<{ what: string, client: KeyAndCert, path: string, token: boolean, message?: RegExp }> = [
+      { what: 'same-name impostor CA', client: lookalike, path: '/machine/a.wav', token: false },
+      { what: 'same-name impostor CA, with a valid token', client: lookalike, path: '/medicall/a.wav', token: true },
+      { what: 'unknown CA', client: impostor, path: '/machine/a.wav', token: false },
+      { what: 'revoked', client: revoked, path: '/machine/a.wav', token: false, message: /certificate revoked/ },
+      { what: 'revoked, with a valid token', client: revoked, path: '/medicall/a.wav', token: true, message: /certificate revoked/ }
+    ]
+    for (const proto of ['h1', 'h2'] as const) {
+      for (const row of table) {
+        const label = `${proto} ${row.what}`
+        const r = await send(proto, gw, row.path, row.client, row.token ? bearer(gw.token()) : {})
+        t.match(r, { ok: true, status: 401 }, `${label}: 401 (${r.ok ? r.status : `${r.code ?? ''} ${r.message}`})`)
+        t.equal(json(r).error, 'NASGUARD_ERR_CLIENT_CERT_INVALID', `${label}: NASGUARD_ERR_CLIENT_CERT_INVALID`)
+        if (row.message) t.match(String(json(r).message), row.message, `${label}: the message says why`)
+      }
+    }
+    t.equal(nas.requests.length, 0, 'no refused certificate reached the NAS')
+
+    for (const proto of ['h1', 'h2'] as const) {
+      const ok = await send(proto, gw, '/machine/a.wav', app1)
+      t.match(ok, { ok: true, status: 200 }, `${proto} control: the valid certificate gets 200 on its rule`)
+      if (ok.ok) t.ok(ok.body.equals(RECORDING), `${proto}: the recording`)
+    }
+    t.equal(nas.requests.length, 2)
+  })
+
+  t.test('an expired CRL: a valid certificate is refused 401', async (t) => {
+    const nas = await startStubNas(t)
+    const ca = createCa('expired-CRL client CA')
+    const client = issueClientCert(ca, 'callcenter-app-1')
+    const d = mkdtempSync(join(tmpdir(), 'nasguard-mtls-expired-crl-'))
+    const caF = join(d, 'ca.crt')
+    const crlF = join(d, 'ca.crl')
+    writeFileSync(caF, ca.certPem)
+    // Issued 30 days ago, valid for 1 day: its nextUpdate is 29 days past.
+    writeFileSync(crlF, buildCrl(ca, [], 1, new Date(Date.now() - 30 * 24 * 3600 * 1000)))
+    const gw = await startTestGateway(t, nas, { tls: { clientAuth: 'optional', clientCa: caF, clientCrl: crlF }, policy: POLICY })
+    for (const proto of ['h1', 'h2'] as const) {
+      for (const [path, token] of [['/machine/a.wav', false], ['/medicall/a.wav', true]] as const) {
+        const label = `${proto} ${path}${token ? ' with a token' : ''}`
+        const r = await send(proto, gw, path, client, token ? bearer(gw.token()) : {})
+        t.match(r, { ok: true, status: 401 }, `${label}: 401 (${r.ok ? r.status : `${r.code ?? ''} ${r.message}`})`)
+        t.equal(json(r).error, 'NASGUARD_ERR_CLIENT_CERT_INVALID', `${label}: NASGUARD_ERR_CLIENT_CERT_INVALID`)
+        t.match(String(json(r).message), /CRL has expired/, `${label}: the message says why`)
+      }
+    }
+    t.equal(nas.requests.length, 0, 'nothing reached the NAS')
+
+    // Control: the same CA with a current CRL.
+    writeFileSync(crlF, buildCrl(ca, []))
+    t.equal(gw.gateway.reloadCertificate(), true, 'reload accepted')
+    t.match(await send('h1', gw, '/machine/a.wav', client), { ok: true, status: 200 }, 'control: with a current CRL the certificate gets 200')
+  })
+
+  t.test('clientAuth: require: a revoked certificate is still refused at the handshake (h1 and h2)', async (t) => {
+    const nas = await startStubNas(t)
+    const gw = await startTestGateway(t, nas, { tls: { clientAuth: 'require', clientCa: caFile, clientCrl: crlFile }, policy: POLICY })
+    for (const proto of ['h1', 'h2'] as const) {
+      for (const [what, client] of [['revoked', revoked], ['same-name impostor CA', lookalike]] as const) {
+        const r = await send(proto, gw, '/machine/a.wav', client, bearer(gw.token()))
+        t.equal(r.ok, false, `${proto} ${what}: no response, the handshake was refused (${r.ok ? r.status : r.code})`)
+      }
+    }
+    t.equal(nas.requests.length, 0)
+    t.match(await send('h2', gw, '/machine/a.wav', app1), { ok: true, status: 200 }, 'control: the valid certificate over h2')
+  })
+})

@@ -6,9 +6,8 @@
 // User-Agent) is ever stored in the audit trail.
 import t, { type Test } from 'tap'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
-import { bearer, requestOptions, startStubNas, startTestGateway, type Response, type TestGateway } from '../helpers/gateway.js'
+import { bearer, post, startStubNas, startTestGateway, type Response, type TestGateway } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs, type Protocol } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -17,20 +16,6 @@ const GRANT_SECRET = 'grant-secret-'.padEnd(48, 'x')
 const KB12 = 12 * 1024
 const MAX_LINE = 4096
 
-function post (gw: { port: number }, path: string, body: object, headers: Record<string, string>): Promise<Response> {
-  const payload = JSON.stringify(body)
-  const h = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)), ...headers }
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(requestOptions(gw, path, { method: 'POST', headers: h }), (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(payload)
-  })
-}
 
 function errorOf (res: Response): unknown {
   try {

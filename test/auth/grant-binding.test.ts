@@ -6,9 +6,8 @@
 // the grants minted before, without the NAS being asked. Over HTTP/1.1 and
 // HTTP/2.
 import t, { type Test } from 'tap'
-import { request as httpsRequest } from 'node:https'
 import { GrantSigner, type GrantClaims } from '../../src/auth/grants.js'
-import { RECORDING, bearer, requestOptions, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { RECORDING, bearer, post, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 
 const GRANTS = '/_nasguard/grants'
@@ -20,20 +19,6 @@ function now (): number {
   return Math.floor(Date.now() / 1000)
 }
 
-function post (gw: { port: number }, path: string, body: object, headers: Record<string, string>): Promise<Response> {
-  const payload = JSON.stringify(body)
-  const h = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)), ...headers }
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(requestOptions(gw, path, { method: 'POST', headers: h }), (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(payload)
-  })
-}
 
 function json (res: Response): Record<string, unknown> {
   try {

@@ -6,12 +6,11 @@
 // audited.
 import t, { type Test } from 'tap'
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
-import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GrantSigner, type GrantClaims } from '../../src/auth/grants.js'
 import { addRevocation } from '../../src/auth/revocation.js'
-import { RECORDING, bearer, get, requestOptions, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { RECORDING, bearer, get, post, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
 
 const GRANTS = '/_nasguard/grants'
@@ -24,21 +23,6 @@ function now (): number {
   return Math.floor(Date.now() / 1000)
 }
 
-function post (gw: { port: number }, path: string, body: string | object | undefined, headers: Record<string, string> = {}): Promise<Response> {
-  const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)
-  const h: Record<string, string> = { ...(typeof body === 'object' ? { 'content-type': 'application/json' } : {}), ...headers }
-  if (payload !== undefined) h['content-length'] = String(Buffer.byteLength(payload))
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(requestOptions(gw, path, { method: 'POST', headers: h }), (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(payload)
-  })
-}
 
 function json (res: Response): Record<string, unknown> {
   return JSON.parse(res.body.toString()) as Record<string, unknown>

@@ -194,6 +194,23 @@ export function get (gw: { port: number }, path: string, opts: RequestOpts = {})
   })
 }
 
+/** One HTTPS/1.1 POST on a fresh connection: an object body goes as JSON, a string as it is. */
+export function post (gw: { port: number }, path: string, body: string | object | undefined, headers: Record<string, string> = {}): Promise<Response> {
+  const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)
+  const h: Record<string, string> = { ...(typeof body === 'object' ? { 'content-type': 'application/json' } : {}), ...headers }
+  if (payload !== undefined) h['content-length'] = String(Buffer.byteLength(payload))
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(requestOptions(gw, path, { method: 'POST', headers: h }), (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
 export function bearer (token: string): Record<string, string> {
   return { authorization: `Bearer ${token}` }
 }

@@ -20,8 +20,19 @@ interface Tracked {
   /** Highest client stream id the gateway was given (-1: none yet). */
   lastSeen: number
   open: number
+  /** Streams counted as reset so far. */
+  counted: number
   remoteAddress: string | undefined
+  bytesRead: () => number
 }
+
+/**
+ * The fewest bytes a client sends per stream it opens: a frame header (9)
+ * and a header block of at least one byte. A client may skip stream ids, so
+ * ids alone could claim a billion resets for one request; what it sent
+ * bounds what it can have had reset.
+ */
+const MIN_BYTES_PER_STREAM = 10
 
 export class SessionWatch {
   private readonly sessions = new Map<Http2Session, Tracked>()
@@ -29,7 +40,8 @@ export class SessionWatch {
   constructor (private readonly hooks: SessionWatchHooks) {}
 
   add (session: Http2Session): void {
-    const t: Tracked = { lastSeen: -1, open: 0, remoteAddress: session.socket?.remoteAddress }
+    const socket = session.socket
+    const t: Tracked = { lastSeen: -1, open: 0, counted: 0, remoteAddress: socket?.remoteAddress, bytesRead: () => socket?.bytesRead ?? 0 }
     this.sessions.set(session, t)
     session.on('stream', (stream: ServerHttp2Stream) => {
       // Client stream ids are odd and increasing: ids skipped since the last
@@ -43,16 +55,17 @@ export class SessionWatch {
         if (t.open === 0 && session.closed && !session.destroyed) session.destroy()
       })
     })
-    // Every way a session ends (a GOAWAY from the client, its socket closing,
-    // an error, retire()) goes through destroy(), and its state is gone once
-    // destroy() has run: the count is settled just before. No event fires
-    // early enough on every path (the socket's 'close' comes after a GOAWAY
-    // has already torn the session down).
+    // A session that ends by destroy() (a GOAWAY from the client, an error,
+    // retire()) has no state left once it has run: the count is settled just
+    // before. (The socket's 'close' comes too late on those paths.)
     const destroy = session.destroy.bind(session)
     session.destroy = (...args: Parameters<Http2Session['destroy']>) => {
       this.settle(t, lastProcessed(session))
       destroy(...args)
     }
+    // A client that drops its connection ends the session without destroy()
+    // being called on it: its socket's 'close' comes first, state intact.
+    socket?.prependListener('close', () => this.settle(t, lastProcessed(session)))
     session.once('close', () => this.sessions.delete(session))
   }
 
@@ -69,9 +82,12 @@ export class SessionWatch {
 
   private settle (t: Tracked, upTo: number | undefined): void {
     if (upTo === undefined || upTo <= t.lastSeen) return
-    const count = Math.floor((upTo - t.lastSeen) / 2)
+    const skipped = Math.floor((upTo - t.lastSeen) / 2)
     t.lastSeen = upTo
-    if (count > 0) this.hooks.onProtocolResets(count, t.remoteAddress)
+    const count = Math.min(skipped, Math.floor(t.bytesRead() / MIN_BYTES_PER_STREAM) - t.counted)
+    if (count <= 0) return
+    t.counted += count
+    this.hooks.onProtocolResets(count, t.remoteAddress)
   }
 }
 

@@ -66,6 +66,10 @@ export interface H2RawOptions {
    * node:http2 keeps the socket open after an error GOAWAY until the peer closes.
    */
   awaitClose?: boolean
+  /** The first stream's id (odd); the others follow it by 2. Default 1. */
+  firstStreamId?: number
+  /** How the client leaves at the end: a GOAWAY then FIN (default), a bare FIN, or a reset. */
+  hangUp?: 'goaway' | 'fin' | 'reset'
 }
 
 export const H2_ERROR = {
@@ -194,7 +198,8 @@ function parseJson (body: Buffer): Record<string, unknown> | undefined {
  */
 export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: H2RawOptions = {}): Promise<H2ConnResult> {
   const timeoutMs = opts.timeoutMs ?? 10000
-  const streams: H2StreamResult[] = requests.map((_, i) => ({ id: 2 * i + 1, sent: false, ended: false, headers: {}, body: Buffer.alloc(0) }))
+  const first = opts.firstStreamId ?? 1
+  const streams: H2StreamResult[] = requests.map((_, i) => ({ id: first + 2 * i, sent: false, ended: false, headers: {}, body: Buffer.alloc(0) }))
   const byId = new Map(streams.map((s) => [s.id, s]))
   const chunks = new Map<number, Buffer[]>()
   const result: H2ConnResult = { streams, closed: false, timedOut: false }
@@ -226,7 +231,12 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
         const json = parseJson(s.body)
         if (json) s.json = json
       }
-      if (socket && !result.closed && socket.writable) {
+      if (socket && opts.hangUp === 'reset') {
+        socket.destroy()
+      } else if (socket && opts.hangUp === 'fin' && !result.closed && socket.writable) {
+        const sock = socket
+        sock.end(() => sock.destroy())
+      } else if (socket && !result.closed && socket.writable) {
         const goaway = Buffer.alloc(8)
         goaway.writeUInt32BE(0, 0)
         goaway.writeUInt32BE(H2_ERROR.NO_ERROR, 4)

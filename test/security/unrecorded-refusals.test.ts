@@ -242,6 +242,34 @@ t.test('HTTP/2 streams reset by nghttp2: counted, logged and audited per connect
   t.equal(nas.requests.length, 0, 'the NAS has still seen nothing')
 })
 
+t.test('HTTP/2: reset streams are counted however the client leaves (GOAWAY, bare FIN, reset)', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const bad = (): H2StreamRequest => ({ headers: authorized(gw, [['X-Up', '1']]) })
+  let expected = 0
+  for (const hangUp of ['goaway', 'fin', 'reset'] as const) {
+    const res = await h2Raw(gw, [bad(), bad(), bad(), bad(), bad()], { hangUp })
+    t.same(res.streams.map((s) => s.rstCode), Array(5).fill(H2_ERROR.PROTOCOL_ERROR), `${hangUp}: five streams reset`)
+    expected += 5
+    const now = await resetsSettled(gw, { metric: expected, audited: expected, logged: expected })
+    t.equal(now.metric, expected, `${hangUp}: refusals{reason="protocol_reset"} counts them (${now.metric})`)
+    t.equal(now.audited, expected, `${hangUp}: audited (${now.audited})`)
+  }
+  t.equal(nas.requests.length, 0, 'nothing reached the NAS')
+})
+
+t.test('HTTP/2: a client that skips stream ids cannot make its reset count up', async (t) => {
+  // Stream ids may grow by more than 2; one served request on id 2^31-3
+  // must not be audited as a billion reset streams.
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const res = await h2Raw(gw, [{ headers: authorized(gw) }], { firstStreamId: 0x7ffffffd })
+  t.equal(res.streams[0].status, 200, 'the request on a far stream id is served')
+  const now = await resetsSettled(gw, { metric: 1, audited: 1, logged: 1 }, 20, 50)
+  t.ok(now.metric < 1000, `the count stays bounded by what the client sent (${now.metric})`)
+  t.ok(now.audited < 1000, `so do the records (${now.audited})`)
+})
+
 t.test('HTTP/2: good and reset streams on one connection', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas)

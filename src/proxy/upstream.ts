@@ -160,9 +160,21 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     // it: no stream stage of our own in between (a Transform per response
     // cost more than the rest of the bookkeeping). Fastify destroys the NAS
     // stream when the client goes away, which cancels the upstream request.
+    // Never more than the length the answer declared (a chunked 206 is
+    // given its span's length): a NAS that sends more is cut, not passed on.
     const raw = reply.raw as unknown as { write: (chunk: Buffer, ...rest: unknown[]) => boolean }
     const write = raw.write
+    const declared = Number(reply.getHeader('content-length'))
+    let written = 0
     raw.write = function (chunk: Buffer, ...rest: unknown[]): boolean {
+      written += chunk.length
+      if (written > declared) {
+        restore()
+        hooks.onUpstreamError(request, 'range')
+        stream.destroy()
+        reply.raw.destroy()
+        return false
+      }
       hooks.onBody(request, chunk.length)
       return write.call(this, chunk, ...rest)
     }
@@ -287,6 +299,7 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
             }
             start = answer.span.start
             whole = answer.span.end + 1 === answer.span.total
+            if (headers['content-length'] === undefined) reply.header('content-length', String(answer.span.end - answer.span.start + 1))
           }
           if (opts.checkMagic && request.method === 'GET') {
             checkHead(request, reply, stream, start, whole, headers)

@@ -119,3 +119,46 @@ t.test('correct 206s and a 200 full answer to a Range request are served', async
   t.equal(nas.requests.length, controls.length * PROTOCOLS.length)
   t.equal((await scrape(gw.adminUrl)).get(RANGE_ERRORS) ?? 0, before, 'no range error counted')
 })
+
+t.test('a chunked 206 is held to its span: bytes past it are cut, never passed on (h1 and h2)', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  // The span asked for, then more: what a NAS whose Content-Range lies would send.
+  const overlong: NasHandler = (_req, res) => {
+    res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': `bytes 100-199/${N}` })
+    res.write(RECORDING.subarray(100, 200))
+    setImmediate(() => res.end(marked(20000)))
+  }
+  const exact: NasHandler = (_req, res) => {
+    res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': `bytes 100-199/${N}` })
+    res.end(RECORDING.subarray(100, 200))
+  }
+  for (const proto of PROTOCOLS) {
+    nas.handle(overlong)
+    const before = (await scrape(gw.adminUrl)).get(RANGE_ERRORS) ?? 0
+    let body: Buffer = Buffer.alloc(0)
+    let id: unknown
+    try {
+      const res = await fetchAs(proto, gw, PATH, { ...bearer(gw.token()), range: 'bytes=100-199' })
+      body = res.body
+      id = res.headers['x-request-id']
+    } catch {
+      // The cut may surface as a reset: what matters is what arrived and what was recorded.
+    }
+    t.notOk(body.includes(MARK), `${proto}: no byte past the span reached the client`)
+    t.ok(body.length <= 100, `${proto}: at most the span's 100 bytes (${body.length})`)
+    const after = await waitFor(`${proto}: the range error`, async () => {
+      const v = (await scrape(gw.adminUrl)).get(RANGE_ERRORS) ?? 0
+      return v > before ? v : undefined
+    })
+    t.equal(after, before + 1, `${proto}: upstream_errors{kind="range"} +1`)
+    const fetch = await waitFor(`${proto}: the fetch record`, () => gw.auditRecords().filter((r) => r.event === 'fetch' && (id === undefined || r.requestId === id)).at(-1))
+    t.equal(fetch.outcome, 'upstream-error', `${proto}: audited as an upstream error`)
+
+    nas.handle(exact)
+    const ok = await fetchAs(proto, gw, PATH, { ...bearer(gw.token()), range: 'bytes=100-199' })
+    t.equal(ok.status, 206, `${proto}: a chunked 206 of the right length is served`)
+    t.ok(ok.body.equals(RECORDING.subarray(100, 200)), `${proto}: its bytes`)
+    t.equal(ok.headers['content-length'], '100', `${proto}: with the span's length declared`)
+  }
+})

@@ -9,7 +9,7 @@ import { foldName, foldingHazard, type FileSystemMode } from './file-system.js'
 type SegmentMatcher =
   | { kind: 'any-depth' }
   | { kind: 'literal', value: string, folded: string }
-  | { kind: 'pattern', re: RegExp, foldedRe: RegExp }
+  | { kind: 'pattern', parts: string[], foldedParts: string[] }
   | { kind: 'claim', name: string }
 
 /** Claims a rule path may name: `{sub}`, `{region}`, ... (a whole segment). */
@@ -17,8 +17,24 @@ const CLAIM_SEGMENT = /^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$/
 
 export interface CompiledGlob { source: string, segments: SegmentMatcher[] }
 
-function escapeRe (s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+/**
+ * A segment against a `*` pattern (split at its stars), without a regular
+ * expression: the parts between the stars are found left to right, which is
+ * exact for `*` alone and linear, where a regex with several `[^/]*` would
+ * backtrack polynomially on a crafted segment. A pattern never matches a
+ * hidden (dot-led) name.
+ */
+function wildcardMatches (parts: readonly string[], s: string): boolean {
+  const first = parts[0]
+  const last = parts[parts.length - 1]
+  if (s.startsWith('.') || !s.startsWith(first)) return false
+  let pos = first.length
+  for (let i = 1; i < parts.length - 1; i++) {
+    const at = s.indexOf(parts[i], pos)
+    if (at === -1) return false
+    pos = at + parts[i].length
+  }
+  return s.length - last.length >= pos && s.endsWith(last)
 }
 
 /**
@@ -38,8 +54,7 @@ export function compileGlob (glob: string): CompiledGlob {
     if (claim) return { kind: 'claim', name: claim[1] }
     if (/[{}]/.test(p)) throw new Error('a claim must be a whole segment, like /home/{sub}/**')
     if (!p.includes('*')) return { kind: 'literal', value: p, folded: foldName(p) }
-    const re = (parts: string[]): RegExp => new RegExp('^(?!\\.)' + parts.map(escapeRe).join('[^/]*') + '$', 'u')
-    return { kind: 'pattern', re: re(p.split('*')), foldedRe: re(p.split('*').map(foldName)) }
+    return { kind: 'pattern', parts: p.split('*'), foldedParts: p.split('*').map(foldName) }
   })
   return { source: glob, segments }
 }
@@ -69,7 +84,7 @@ interface Subject { segments: readonly string[], folded?: readonly string[], cla
 function segmentMatches (m: Exclude<SegmentMatcher, { kind: 'any-depth' }>, x: Subject, i: number): boolean {
   const f = x.folded
   if (m.kind === 'literal') return f ? m.folded === f[i] : m.value === x.segments[i]
-  if (m.kind === 'pattern') return f ? m.foldedRe.test(f[i]) : m.re.test(x.segments[i])
+  if (m.kind === 'pattern') return f ? wildcardMatches(m.foldedParts, f[i]) : wildcardMatches(m.parts, x.segments[i])
   const v = x.claims ? claimSegment(x.claims[m.name], f ? 'folding' : 'posix') : undefined
   return v !== undefined && v === (f ? f[i] : x.segments[i])
 }

@@ -160,3 +160,26 @@ t.test('globMatches with fold keys: literals, patterns and claims compare folded
     t.equal(globMatches(g, segs(path), claims, fold(path)), folded, `${glob} ~ ${path} ${JSON.stringify(claims)}: folded ${String(folded)}`)
   }
 })
+
+t.test('patterns with several * match exactly, without backtracking on crafted segments', async (t) => {
+  const g = compileGlob('/medicall/*_*_*_*.wav')
+  const table: Array<[string, boolean]> = [
+    ['/medicall/a_b_c_d.wav', true],
+    ['/medicall/____.wav', true],
+    ['/medicall/2016_01_01_0830.wav', true],
+    ['/medicall/a_b_c.wav', false],
+    ['/medicall/a_b_c_d.mp3', false],
+    ['/medicall/.a_b_c_d.wav', false],
+    ['/medicall/a_b_c_d.wav.wav', true],
+    ['/medicall/wav', false]
+  ]
+  for (const [path, expected] of table) t.equal(globMatches(g, segs(path)), expected, `${path}: ${expected}`)
+  t.equal(globMatches(compileGlob('/a/x*y*x'), segs('/a/xyx')), true, 'overlapping parts: xyx ~ x*y*x')
+  t.equal(globMatches(compileGlob('/a/x*y*x'), segs('/a/xy')), false, 'overlapping parts: xy !~ x*y*x')
+  t.equal(globMatches(compileGlob('/a/ab*ba'), segs('/a/aba')), false, 'prefix and suffix may not share bytes')
+  // A regex per star ([^/]*_[^/]*_...) takes minutes on this (polynomial
+  // backtracking); the scan is linear. The run's timeout is the bound.
+  const crafted = '_'.repeat(1000) + 'x.mp3'
+  t.equal(globMatches(g, ['medicall', crafted]), false, 'a 1000-underscore segment is judged at once')
+  t.equal(globMatches(g, ['medicall', crafted], undefined, ['medicall', crafted]), false, 'and so is its folded form')
+})

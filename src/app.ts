@@ -519,7 +519,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const granting = rules.find((r) => r.name === rule)!
     const used = claimsUsed(granting.glob)
     // What the rule granted to now: the grant works only while it still does.
-    const basis = 'cert' in identity.grantee ? { m: identity.grantee.cert } : 'scopes' in identity.grantee ? { g: grantingScopes(granting, identity.grantee.scopes) } : {}
+    const basis = 'cert' in identity.grantee ? { m: identity.grantee.cert, n: identity.certSerial } : 'scopes' in identity.grantee ? { g: grantingScopes(granting, identity.grantee.scopes) } : {}
     const now = Math.floor(Date.now() / 1000)
     const ttl = Math.min(request.body.ttlSec ?? g.ttlSec, g.ttlSec)
     // A grant never outlives the token it was minted from.

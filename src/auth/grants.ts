@@ -26,6 +26,8 @@ export interface GrantClaims {
   g?: string[]
   /** or the client certificate (`CN=name`) it granted to */
   m?: string
+  /** and that certificate's serial number (hex): revoking it revokes the grant */
+  n?: string
   /** claim values the rule's path uses ({sub}, {region}) */
   c?: Record<string, string>
 }

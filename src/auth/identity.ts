@@ -30,6 +30,8 @@ export interface Identity {
   /** Token expiry and issue time (seconds), when there is a token. */
   exp?: number
   iat?: number
+  /** The client certificate's serial number (hex), for mtls. */
+  certSerial?: string
   /** The token's claims (for grants minted from it). */
   claims?: Record<string, unknown>
   /** What policy rules are matched against. */
@@ -78,7 +80,7 @@ function revocation (socket: TLSSocket, crls: ClientCrls): string | undefined {
  * not verify (unknown CA, expired, revoked) is refused even next to a valid
  * token: whoever holds it is not who they claim to be.
  */
-function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefined): string | undefined {
+function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefined): { subject: string, serial: string } | undefined {
   const socket = request.raw.socket as TLSSocket | undefined
   const cert = socket?.getPeerCertificate?.()
   if (!socket || !cert || Object.keys(cert).length === 0) return undefined
@@ -87,7 +89,7 @@ function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefine
   if (revoked !== undefined) throw new Errors.ClientCertInvalid(revoked)
   const cn = cert.subject?.CN
   if (typeof cn !== 'string' || cn === '') throw new Errors.ClientCertInvalid('no single CN in the subject')
-  return `CN=${cn}`
+  return { subject: `CN=${cn}`, serial: cert.serialNumber }
 }
 
 export interface AuthenticatorDeps {
@@ -226,6 +228,8 @@ export class Authenticator {
     // earlier of its own and its token's issue time.
     const revoked = this.deps.denylist.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
+    // A grant minted with a client certificate dies with that certificate.
+    if (c.n !== undefined && this.deps.clientCrls?.()?.lists(c.n) === true) throw new Errors.GrantInvalid('the client certificate it was minted with is revoked')
     const basis = c.m !== undefined ? { cert: c.m } : { scopes: new Set(Array.isArray(c.g) ? c.g : []) }
     return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, basis, claims: c.c } }
   }
@@ -236,7 +240,7 @@ export class Authenticator {
     if (request.headers.authorization !== undefined) return this.bearer(request)
     const grant = grantFromUrl(request.url)
     if (grant !== undefined) return this.grant(grant, path, request.ip)
-    if (cert) return { method: 'mtls', subject: cert, grantee: { cert } }
+    if (cert) return { method: 'mtls', subject: cert.subject, certSerial: cert.serial, grantee: { cert: cert.subject } }
     throw new Errors.TokenMissing()
   }
 }

@@ -68,6 +68,12 @@ export class ClientCrls {
     return new ClientCrls(ders.map((d) => parseCrl(d, cas)))
   }
 
+  /** Whether a CRL lists this serial number (hex), whoever issued it: a grant minted with a certificate keeps only its serial. */
+  lists (serial: string): boolean {
+    const key = serialKey(serial)
+    return this.crls.some((c) => c.revoked.has(key))
+  }
+
   /**
    * Why a verified chain (leaf first, up to its trust anchor) is revoked or
    * cannot be checked, or undefined when every certificate below the anchor

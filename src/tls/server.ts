@@ -74,7 +74,7 @@ export interface TlsServer {
   readonly expiresAt: number
   /** Re-reads tls.cert and tls.key; keeps the current pair if the new one is broken. */
   reload: () => boolean
-  /** Under clientAuth optional: the CRLs the gate applies (OpenSSL verifies the chain only). */
+  /** The client CRLs as the gate applies them (under optional OpenSSL verifies the chain only). */
   readonly clientCrls: ClientCrls | undefined
   /** Sends GOAWAY to every HTTP/2 session so close() can finish; streams in flight complete. */
   closeSessions: () => void
@@ -99,16 +99,18 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   hooks.onCertificate(initial)
   // Client CA and CRL are read again on every reload, so a new revocation
   // list (nasguard cert revoke) takes effect without a restart. Under
-  // optional the CRL is applied by the gate (src/tls/client-crl.ts says why).
+  // optional the CRL is applied by the gate (src/tls/client-crl.ts says why);
+  // under require OpenSSL applies it at the handshake, and the gate holds it
+  // too, for grants minted with a certificate revoked since.
   interface Trust { ca?: Buffer, crl?: Buffer, crls?: ClientCrls }
   const clientTrust = (): Trust => {
     const ca = t.clientAuth !== 'off' && t.clientCa ? readFileSync(t.clientCa) : undefined
     const crl = t.clientAuth !== 'off' && t.clientCrl ? readFileSync(t.clientCrl) : undefined
-    return { ca, crl, crls: t.clientAuth === 'optional' && ca && crl ? ClientCrls.load(ca, crl) : undefined }
+    return { ca, crl, crls: ca && crl ? ClientCrls.load(ca, crl) : undefined }
   }
   const openSslTrust = (trust: Trust): Pick<SecureServerOptions, 'ca' | 'crl'> => ({
     ...(trust.ca ? { ca: trust.ca } : {}),
-    ...(trust.crl && !trust.crls ? { crl: trust.crl } : {})
+    ...(trust.crl && t.clientAuth === 'require' ? { crl: trust.crl } : {})
   })
   const base: SecureServerOptions = {
     ...tlsProfileOptions(t.profile),

@@ -14,6 +14,7 @@ import { ConfigError, loadConfig } from '../../src/config/load.js'
 import { buildCrl, createCa, issueClientCert, type KeyAndCert } from '../../src/tls/certificates.js'
 import { DEFAULT_POLICY, RECORDING, SECRET, bearer, scrape, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
+import { fetchAs } from '../helpers/protocols.js'
 
 const POLICY = [
   { name: 'machine', path: '/machine/**', certs: ['CN=callcenter-app-1'] },
@@ -418,4 +419,53 @@ t.test('clientAuth: optional with a CRL: every bad certificate gets its 401 over
     t.equal(nas.requests.length, 0)
     t.match(await send('h2', gw, '/machine/a.wav', app1), { ok: true, status: 200 }, 'control: the valid certificate over h2')
   })
+})
+
+/** POST /_nasguard/grants with a client certificate and no token: a grant minted on the certificate. */
+function mintWithCertificate (gw: { port: number }, path: string, client: KeyAndCert): Promise<{ status: number, body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const payload = JSON.stringify({ path })
+    const req = httpsRequest({
+      host: '127.0.0.1', servername: 'localhost', port: gw.port, path: '/_nasguard/grants', method: 'POST', agent: false,
+      ca: readFileSync(testCerts().ca), cert: client.certPem, key: client.keyPem,
+      headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) }
+    }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown> }))
+    })
+    req.on('error', reject)
+    req.end(payload)
+  })
+}
+
+t.test('a grant minted with a client certificate dies when the certificate is revoked (optional and require, h1 and h2)', async (t) => {
+  for (const mode of ['optional', 'require'] as const) {
+    const d = mkdtempSync(join(tmpdir(), 'nasguard-mtls-grant-'))
+    const ca = join(d, 'ca.crt')
+    const crl = join(d, 'ca.crl')
+    const holder = issueClientCert(clientCa, 'callcenter-app-1')
+    writeFileSync(ca, clientCa.certPem)
+    writeFileSync(crl, buildCrl(clientCa, []))
+    const nas = await startStubNas(t)
+    const gw = await startTestGateway(t, nas, { tls: { clientAuth: mode, clientCa: ca, clientCrl: crl, watch: false }, policy: POLICY })
+    const minted = await mintWithCertificate(gw, '/machine/a.wav', holder)
+    t.equal(minted.status, 201, `${mode}: a grant is minted on the certificate`)
+    const url = String(minted.body.url)
+    // Under require every connection needs a valid certificate: another one carries the grant.
+    const carrier = mode === 'require' ? { client: app2 } : {}
+    const before = await request(gw, url, carrier)
+    t.match(before, { ok: true, status: 200 }, `${mode}: the grant works`)
+    writeFileSync(crl, buildCrl(clientCa, [{ serial: holder.serial, revokedAt: new Date().toISOString() }]))
+    t.equal(gw.gateway.reloadCertificate(), true, `${mode}: the new CRL is loaded`)
+    const served = nas.requests.length
+    const h1 = await request(gw, url, carrier)
+    t.match(h1, { ok: true, status: 401 }, `${mode} h1: the grant is refused once its certificate is revoked`)
+    t.equal(json(h1).error, 'NASGUARD_ERR_GRANT_INVALID', `${mode} h1: GRANT_INVALID`)
+    if (mode === 'optional') {
+      const h2 = await fetchAs('h2', gw, url)
+      t.equal(h2.status, 401, `${mode} h2: refused too`)
+    }
+    t.equal(nas.requests.length, served, `${mode}: the NAS was not asked`)
+  }
 })

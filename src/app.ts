@@ -11,7 +11,7 @@ import { connect as connectTcp, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
-import { createTlsServer, type TlsServer } from './tls/server.js'
+import { HEADER_LIMITS, createTlsServer, type TlsServer } from './tls/server.js'
 import { rawAnswer } from './tls/raw-answer.js'
 import { Authenticator, type Identity } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
@@ -107,13 +107,12 @@ const GrantRequest = Type.Object({
   ttlSec: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
 
-/** Request headers accepted, names and values together (Node's own HTTP/1.1 limit). */
-const MAX_HEADER_BYTES = 16 * 1024
-
-function headerBytes (raw: string[]): number {
+/** Whether the request's headers pass HEADER_LIMITS (raw: names and values, alternating). */
+function headersWithinLimits (raw: string[]): boolean {
+  if (raw.length > 2 * HEADER_LIMITS.fields) return false
   let n = 0
   for (const s of raw) n += s.length
-  return n
+  return n <= HEADER_LIMITS.bytes
 }
 
 /** Method and target of the request line at the start of what a client sent, when it is one. */
@@ -422,9 +421,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   app.addHook('onRequest', async (request, reply) => {
     const state = track(request, reply)
-    // Node parses up to 128 KiB of HTTP/1.1 headers (tls/server.ts), so an
+    // Node parses more HTTP/1.1 headers than HEADER_LIMITS (tls/server.ts), so an
     // oversized request is refused here, where it can be audited in full.
-    if (headerBytes(request.raw.rawHeaders) > MAX_HEADER_BYTES) throw new Errors.HeadersTooLarge()
+    if (!headersWithinLimits(request.raw.rawHeaders)) throw new Errors.HeadersTooLarge()
 
     const h = request.headers
     if (request.url.split('?', 1)[0] === GRANTS_PATH) {

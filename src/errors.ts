@@ -40,7 +40,7 @@ export const Errors = {
     'A request the gateway refuses to forward: a body on GET/HEAD, an Upgrade, ambiguous framing.'),
   HeadersTooLarge: define('NASGUARD_ERR_HEADERS_TOO_LARGE', 431,
     'the request headers are too large', 'headers_too_large',
-    'Request headers over 16 KiB, such as an oversized token. Audited with method and path; over 128 KiB (HTTP/1.1 parser limit) answered on the socket and audited with the client address only.'),
+    'Request headers over 16 KiB (such as an oversized token) or over 128 fields. Audited with method and path; over 128 KiB (HTTP/1.1 parser limit) answered on the socket and audited with the client address only.'),
   ProtocolReset: define('NASGUARD_ERR_PROTOCOL_RESET', 400,
     'the HTTP/2 stream was reset by the protocol layer', 'protocol_reset',
     'An HTTP/2 request that the protocol layer reset before any of it reached the gateway (an upper-case or connection-specific header, a repeated pseudo-header, more than 128 headers). Counted and audited per connection: nothing identifies the request.'),

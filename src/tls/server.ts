@@ -52,6 +52,15 @@ export function loadCertificate (certFile: string, keyFile: string, now = Date.n
   return { cert, key, expiresAt: Math.floor(notAfter / 1000), fingerprint256: leaf.fingerprint256 }
 }
 
+/**
+ * Request header limits the gate enforces (431 with the request in hand):
+ * bytes of names and values together, and fields. The HTTP/1.1 parser is
+ * let past them (more bytes, one more field) so that the gate sees what
+ * went over: Node drops fields past maxHeadersCount without a word. Over
+ * HTTP/2, Node resets a stream with more than 128 fields itself.
+ */
+export const HEADER_LIMITS = { bytes: 16 * 1024, fields: 128 } as const
+
 export interface TlsServerHooks {
   onPlaintext: (socket: Socket) => void
   onHandshakeFailure: (reason: string, socket: Socket) => void
@@ -145,8 +154,9 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   // 128 KiB are parsed so that the gate refuses those over 16 KiB with the
   // request in hand (431, audited with its path) instead of Node's parser
   // refusing them blind.
-  const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number, maxHeaderSize: number }
+  const h1 = server as unknown as { headersTimeout: number, requestTimeout: number, keepAliveTimeout: number, maxHeaderSize: number, maxHeadersCount: number }
   h1.maxHeaderSize = 128 * 1024
+  h1.maxHeadersCount = HEADER_LIMITS.fields + 1
   h1.headersTimeout = config.limits.headersTimeoutMs
   h1.requestTimeout = config.limits.headersTimeoutMs * 3
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs

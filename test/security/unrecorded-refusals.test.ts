@@ -321,3 +321,24 @@ t.test('HTTP/2: an oversized header field gets a GOAWAY; the stuck session is fo
   clearTimeout(timer)
   t.equal(outcome, 'closed', 'the gateway closes: no session holds it open')
 })
+
+t.test('more than 128 header fields: 431 over HTTP/1.1 too (Node would drop fields past its count without a word)', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const filler = (n: number): string => Array.from({ length: n }, (_, i) => `x${i}: y\r\n`).join('')
+  const rows: Array<{ name: string, fields: number, status: number }> = [
+    { name: '100 extra fields', fields: 100, status: 200 },
+    { name: '130 extra fields', fields: 130, status: 431 },
+    { name: '2100 tiny fields (past Node\'s 2000)', fields: 2100, status: 431 }
+  ]
+  for (const row of rows) {
+    const before = nas.requests.length
+    const res = await rawTls(gw, `GET ${PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${gw.token()}\r\n${filler(row.fields)}Connection: close\r\n\r\n`)
+    const answer = parseRaw(res.text)
+    t.equal(answer.status, row.status, `${row.name}: ${row.status}`)
+    if (row.status === 431) {
+      t.equal(answer.json?.error, 'NASGUARD_ERR_HEADERS_TOO_LARGE', `${row.name}: HEADERS_TOO_LARGE`)
+      t.equal(nas.requests.length, before, `${row.name}: nothing reached the NAS`)
+    }
+  }
+})

@@ -7,7 +7,7 @@
 // file-type guard -> durable access record. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
-import { connect as connectTcp, type Socket } from 'node:net'
+import { connect as connectTcp, isIP, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
@@ -41,6 +41,8 @@ export type { Readiness } from './admin.js'
 
 interface RequestState {
   started: bigint
+  /** Who sent it, read when it arrived (an HTTP/2 stream has no socket once it is closed). */
+  client: { clientIp: string, peerIp?: string }
   path?: string
   extension?: string
   identity?: Identity
@@ -92,11 +94,13 @@ const READ_METHODS = new Set(['GET', 'HEAD'])
 /**
  * The client address for the audit record: request.ip (which is the
  * X-Forwarded-For client only when the socket peer is a trusted proxy), and
- * the peer itself when the two differ.
+ * the peer itself when the two differ. A forwarded value that is not an IP
+ * address is not believed: the peer stands for the client.
  */
 function clientOf (request: FastifyRequest): { clientIp: string, peerIp?: string } {
   const peer = request.socket?.remoteAddress
-  return peer && peer !== request.ip ? { clientIp: request.ip, peerIp: peer } : { clientIp: request.ip }
+  const ip = isIP(request.ip) !== 0 ? request.ip : peer ?? ''
+  return peer && peer !== ip ? { clientIp: ip, peerIp: peer } : { clientIp: ip }
 }
 
 /** Where playback grants are minted (POST, with a token that may read the path). */
@@ -308,7 +312,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const state = request.ng as RequestState | null
     return {
       requestId: request.id,
-      ...clientOf(request),
+      ...(state?.client ?? clientOf(request)),
       method: request.method,
       // A refused target keeps no query, path parameters or token-shaped
       // runs: a grant may ride in any of them, and is kept nowhere.
@@ -388,7 +392,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** Per-request state, and the one place a finished response is counted, audited and logged. */
   function track (request: FastifyRequest, reply: FastifyReply): RequestState {
-    const state: RequestState = { started: process.hrtime.bigint(), fetch: false, bytes: 0, finished: false, closed: false }
+    const state: RequestState = { started: process.hrtime.bigint(), client: clientOf(request), fetch: false, bytes: 0, finished: false, closed: false }
     request.ng = state
     // 'finish' then 'close' for a complete response (HTTP/1.1 and HTTP/2
     // alike); 'close' alone when the client went away first.

@@ -30,7 +30,9 @@ const RESERVED = /[<>:"|?*\\]/
  * bytes say, or undefined when it would not.
  */
 export function foldingHazard (segment: string): string | undefined {
-  if (/~[0-9]/.test(segment)) return 'an 8.3 short-name shape (~digit)'
+  // Windows short names are NAME~N; Samba's mangled names put any
+  // character after the ~ (PRIVAT~A): a ~ followed by anything is refused.
+  if (/~./.test(segment)) return 'an 8.3 or mangled short-name shape (~)'
   if (/[. ]$/.test(segment)) return 'a trailing dot or space'
   if (RESERVED.test(segment)) return 'a stream name (:) or a character Windows reserves'
   if (DEVICE.test(segment)) return 'a DOS device name'

@@ -1,6 +1,7 @@
 // X-Forwarded-For names the client in the audit record only when the
 // connection comes from a configured trusted proxy.
 import t from 'tap'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { bearer, get, startStubNas, startTestGateway } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -26,4 +27,22 @@ t.test('from a trusted proxy the forwarded client is recorded, with the proxy as
   t.equal(fetch.clientIp, '203.0.113.7')
   t.equal(fetch.peerIp, '127.0.0.1')
   t.equal(gw.auditRecords().find((r) => r.event === 'access')?.clientIp, '203.0.113.7')
+})
+
+t.test('a forwarded value that is not an IP address is not believed, over HTTP/1.1 and HTTP/2', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { listen: { trustedProxies: ['127.0.0.1/32'] } })
+  const forged = ['not-an-ip<script>', 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2ln', '203.0.113.7 ' + 'x'.repeat(500)]
+  for (const proto of PROTOCOLS) {
+    for (const value of forged) {
+      const res = await fetchAs(proto, gw, PATH, { ...bearer(gw.token()), 'x-forwarded-for': value })
+      t.equal(res.status, 200, `${proto}: served`)
+      const id = res.headers['x-request-id']
+      const fetch = await waitFor('the fetch record', () => gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === id))
+      t.equal(fetch.clientIp, '127.0.0.1', `${proto} ${value.slice(0, 20)}: the peer stands for the client`)
+      t.notOk('peerIp' in fetch, `${proto}: no second address`)
+    }
+  }
+  const trail = JSON.stringify(gw.auditRecords())
+  t.notOk(trail.includes('<script>') || trail.includes('eyJzdWIi'), 'the forged values are recorded nowhere')
 })

@@ -49,6 +49,9 @@ const ROWS: Row[] = [
   { path: '/medicall/stockholm/PRIVAT~1/x.wav', claims: stockholm, status: 400, codes: [BAD_PATH] },
   { path: '/medicall/stockholm/privat~1/x.wav', claims: stockholm, status: 400, codes: [BAD_PATH] },
   { path: '/medicall/STOCKH~1/PRIVAT~1/X.WAV', claims: stockholm, status: 400, codes: [BAD_PATH] },
+  // Samba mangles names with any character after the ~ (mangle_hash2.c).
+  { path: '/medicall/stockholm/PRIVAT~A/x.wav', claims: stockholm, status: 400, codes: [BAD_PATH] },
+  { path: '/medicall/stockholm/P1X2Q3~Z/x.wav', claims: stockholm, status: 400, codes: [BAD_PATH] },
   // The hidden folder in another case. No rule's ** reaches a dot-led
   // segment, so the policy refuses before the listing guard: either is a 403.
   { path: '/medicall/stockholm/.PRIVATE/x.wav', claims: stockholm, status: 403, codes: [HIDDEN, NO_RULE] },

@@ -120,10 +120,10 @@ t.test('decide (folding): rules match by case fold; a match only through folding
 })
 
 t.test('claimSegment (folding): a claim value must be its own fold and free of folding hazards', async (t) => {
-  const usable = ['alice', 'bob', 'carol-1', 'alice.smith', 'a~b', '42', '\u00E4rla', 'stockholm_annex']
+  const usable = ['alice', 'bob', 'carol-1', 'alice.smith', '42', '\u00E4rla', 'stockholm_annex']
   const refused = [
     'ALICE', 'Alice', 'al\u0131ce', '\u017Fam', 'stra\u00DFe', '\u212Aista',
-    'alice.', 'alice ', 'ALICE~1', 'alice~1', 'con', 'nul', 'com1', 'lpt1.x', 'a:b', 'a<b', 'a>b', 'a"b', 'a|b',
+    'alice.', 'alice ', 'ALICE~1', 'alice~1', 'a~b', 'con', 'nul', 'com1', 'lpt1.x', 'a:b', 'a<b', 'a>b', 'a"b', 'a|b',
     // refused in any mode
     '', '.alice', 'a/b', 'a\\b', 'a*b', 'a%2e', 'a?b', 'a#b', 'a..b', 'a\u0000b', 'e\u0301', 'x'.repeat(256), 42, undefined, null, ['alice']
   ]

@@ -13,6 +13,8 @@ import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
 import { HEADER_LIMITS, createTlsServer, type TlsServer } from './tls/server.js'
 import { rawAnswer } from './tls/raw-answer.js'
+import { closeWithConnection } from './tls/pipelined.js'
+import type { ServerResponse } from 'node:http'
 import { Authenticator, type Identity } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { Denylist } from './auth/revocation.js'
@@ -398,6 +400,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     // alike); 'close' alone when the client went away first.
     reply.raw.once('finish', () => { state.finished = true })
     reply.raw.once('close', () => onFinished(request, reply))
+    const raw = request.raw as typeof request.raw & { stream?: unknown }
+    if (raw.stream === undefined && raw.socket) closeWithConnection(raw.socket, reply.raw as unknown as ServerResponse)
     return state
   }
 

@@ -110,7 +110,9 @@ async function main (argv: string[]): Promise<number> {
       const before = parseTime((v['issued-before'] as string | undefined) ?? 'now')
       entry = { type: 'sub', sub: v.sub as string, issuedBefore: before, expiresAt: Math.max(before, now) + max, at: now }
     }
-    const n = addRevocation(file, entry)
+    // A damaged denylist is rewritten with what it still holds: say so, as
+    // revocations in the damaged part are lost and may need to be redone.
+    const n = addRevocation(file, entry, now, { warn: (m) => process.stderr.write(`warning: ${m}\n`) })
     process.stdout.write(`revoked ${v.jti ? `token ${v.jti as string}` : `every token and grant of ${v.sub as string} issued before ${new Date((entry as { issuedBefore: number }).issuedBefore * 1000).toISOString()}`}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
     return 0
   }

@@ -5,6 +5,7 @@
 // replaced atomically. npm test builds dist/ first (run `npm run build`).
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -63,8 +64,9 @@ async function setup (t: Teardown): Promise<Setup> {
   return { nas, gw, file, denyDir, config }
 }
 
+/** The entries of the denylist, without its header line (checked on its own below). */
 function lines (file: string): Array<Record<string, unknown>> {
-  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.type !== 'header')
 }
 
 function challenge (res: { headers: Record<string, unknown> }): string {
@@ -237,6 +239,9 @@ t.test('the denylist file is replaced atomically: a new inode each time, mode 06
   t.same(readdirSync(denyDir), ['revoked.jsonl'], 'only the denylist is in its directory: no *.tmp left behind')
   const entries = lines(file)
   t.same(entries.map((e) => e.jti), ['jti-atomic-0', 'jti-atomic-1', 'jti-atomic-2', 'jti-atomic-3', 'jti-atomic-lib'], 'every line is whole JSON, every entry kept')
+  const text = readFileSync(file, 'utf8')
+  const body = text.slice(text.indexOf('\n') + 1)
+  t.same(JSON.parse(text.slice(0, text.indexOf('\n'))), { type: 'header', version: 1, entries: 5, sha256: createHash('sha256').update(body).digest('hex') }, 'the first line is a header counting the entries, with the SHA-256 of their lines')
   for (const tok of tokens) await until401(gw, tok, 'every revoked token to be refused')
 })
 
@@ -267,7 +272,7 @@ t.test('several gateways sharing the denylist (as workers do) all honour a new e
 })
 
 t.test('an unreadable denylist fails closed and shows in /readyz; concurrent revocations keep every entry', async (t) => {
-  const { mkdtempSync, writeFileSync, chmodSync, readFileSync: read } = await import('node:fs')
+  const { mkdtempSync, chmodSync, readFileSync: read } = await import('node:fs')
   const { tmpdir } = await import('node:os')
   const { join: j } = await import('node:path')
   const { addRevocation } = await import('../../src/auth/revocation.js')
@@ -275,7 +280,9 @@ t.test('an unreadable denylist fails closed and shows in /readyz; concurrent rev
   const { waitFor: until } = await import('../helpers/wait.js')
   const dir = mkdtempSync(j(tmpdir(), 'nasguard-denyread-'))
   const file = j(dir, 'revoked.jsonl')
-  writeFileSync(file, '')
+  // A valid empty list (an empty file is a damaged one: see denylist-faults.test.ts).
+  const { writeDenylist } = await import('../../src/auth/revocation.js')
+  writeDenylist(file, [])
   const nas = await nasOf(t)
   const gw = await gwOf(t, nas, { authExtra: { revocation: { file, pollMs: 50 } } })
   t.equal((await fetchOf(gw, '/medicall/a.wav', { headers: auth(gw.token()) })).status, 200)
@@ -304,7 +311,9 @@ t.test('an unreadable denylist fails closed and shows in /readyz; concurrent rev
     const c = spawn(process.execPath, ['-e', script(w)], { stdio: 'inherit' })
     c.on('exit', (code) => code === 0 ? res() : rej(new Error(`writer ${w} exited ${code ?? 'null'}`)))
   })))
-  t.equal(read(shared, 'utf8').trim().split('\n').length, 300, 'all 300 entries from two processes kept')
+  const written = read(shared, 'utf8').trim().split('\n')
+  t.match(JSON.parse(written[0]), { type: 'header', entries: 300 }, 'the header counts them')
+  t.equal(written.length - 1, 300, 'all 300 entries from two processes kept')
   chmodSync(shared, 0o640)
   addRevocation(shared, { type: 'jti', jti: 'mode', expiresAt: now + 3600, at: now })
   const { statSync } = await import('node:fs')

@@ -51,9 +51,8 @@ interface RequestState {
   rule?: string
   /** The access record is durable and the request goes to the NAS. */
   fetch: boolean
+  /** Body bytes handed to the response (queued); see delivered(). */
   bytes: number
-  /** The response was sent in full. */
-  finished: boolean
   /** The response is over (sent, or the client went away). */
   closed: boolean
   /** The rule whose scopes the request lacked (policy denials by rule). */
@@ -168,7 +167,6 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const rules = compileRules(config.policy)
   const extensions = new Set(config.files.extensions)
   const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
-  const stopDenylist = denylist.watch(config.auth.revocation.pollMs)
   const g = config.auth.grants
   const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
   const jwksCfg = config.auth.jwt.jwks
@@ -279,6 +277,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   } as never) as unknown as FastifyInstance
   log = app.log
+  const stopDenylist = denylist.watch(config.auth.revocation.pollMs, (problem) => {
+    // Once per change: the file is polled every pollMs, the log is not.
+    if (problem) log.error({ file: denylist.file, problem }, 'the revocation denylist is not valid: every token request is refused (503) until it is')
+    else log.warn({ file: denylist.file }, 'the revocation denylist is valid again')
+  })
   // A single process writing in an audit.dir that workers used before: its
   // trail joins the sealed list of chains, so its removal is reported too.
   if (!opts.auditDir && !audit.startupError && existsSync(join(config.audit.dir, CHAINS_FILE))) {
@@ -394,11 +397,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** Per-request state, and the one place a finished response is counted, audited and logged. */
   function track (request: FastifyRequest, reply: FastifyReply): RequestState {
-    const state: RequestState = { started: process.hrtime.bigint(), client: clientOf(request), fetch: false, bytes: 0, finished: false, closed: false }
+    const state: RequestState = { started: process.hrtime.bigint(), client: clientOf(request), fetch: false, bytes: 0, closed: false }
     request.ng = state
-    // 'finish' then 'close' for a complete response (HTTP/1.1 and HTTP/2
-    // alike); 'close' alone when the client went away first.
-    reply.raw.once('finish', () => { state.finished = true })
     reply.raw.once('close', () => onFinished(request, reply))
     const raw = request.raw as typeof request.raw & { stream?: unknown }
     if (raw.stream === undefined && raw.socket) closeWithConnection(raw.socket, reply.raw as unknown as ServerResponse)
@@ -410,12 +410,31 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     void writeAudit({ event: 'fetch', time: new Date().toISOString(), ...requestFields(request), status, bytes: state.bytes, durationMs, outcome }, request.log)
   }
 
+  /**
+   * Whether the response was handed over in full, and how many body bytes
+   * left the gateway. Node's HTTP/2 compatibility response emits 'finish'
+   * when its stream closes for any reason (a reset after 1 MB of 500, a
+   * window never opened): only writableFinished says the last byte was
+   * written without error. What was queued but never written (still in the
+   * stream's or the socket's buffer when it closed, or in a pipelined
+   * response that never got the socket) was not delivered.
+   */
+  function delivery (request: FastifyRequest, reply: FastifyReply): { complete: boolean, bytes: number } {
+    const state = request.ng
+    if (reply.raw.writableFinished) return { complete: true, bytes: state.bytes }
+    const raw = request.raw as typeof request.raw & { stream?: { bufferSize: number } }
+    const pending = raw.stream ? raw.stream.bufferSize : (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : state.bytes
+    return { complete: false, bytes: Math.max(0, state.bytes - pending) }
+  }
+
   function onFinished (request: FastifyRequest, reply: FastifyReply): void {
     const state = request.ng
     state.closed = true
     const headersSent = reply.raw.headersSent
     const status = headersSent ? reply.statusCode : 0
-    const outcome = state.upstreamError ? 'upstream-error' : state.finished ? 'complete' : 'client-aborted'
+    const { complete, bytes } = delivery(request, reply)
+    state.bytes = bytes
+    const outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
     metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted', rule: state.rule ?? 'none' })
     metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
@@ -576,7 +595,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const expiry = tls?.expiresAt ?? 0
     const checks = {
       nas,
-      revocation: denylist.loadError ? `unreadable (${denylist.loadError})` : 'ok',
+      revocation: denylist.loadError ? `failing (${denylist.loadError})` : 'ok',
       audit: audit.healthy ? 'ok' : `failing${audit.startupError ? ` (${audit.startupError.code ?? 'error'})` : ''}`,
       certificate: expiry * 1000 > Date.now() ? 'ok' : 'expired'
     }

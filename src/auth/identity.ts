@@ -221,6 +221,8 @@ export class Authenticator {
   }
 
   private grant (value: string, path: string, ip: string): Identity {
+    // As for tokens: a denylist that is not valid could hide the revocation of the grant's token.
+    if (this.deps.denylist.loadError) throw new Errors.RevocationUnavailable()
     const v = this.deps.grants.verify(value, path, ip)
     if (!v.ok) throw new Errors.GrantInvalid(v.reason)
     const c = v.claims

@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { Denylist, addRevocation, serializeDenylist, writeDenylist, type RevocationEntry } from '../../src/auth/revocation.js'
-import { RECORDING, SECRET, bearer, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { RECORDING, SECRET, bearer, post, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -342,26 +342,51 @@ function bigList (n: number, prefix: string): RevocationEntry[] {
   return out
 }
 
-/** The longest the event loop was held while `during` ran: a 1 ms histogram, and the widest gap between 1 ms ticks. */
-async function blocking<T> (during: () => Promise<T>): Promise<{ value: T, histogramMaxMs: number, gapMaxMs: number, ticks: number }> {
+interface Blocking<T> {
+  value: T
+  /** monitorEventLoopDelay's max (1 ms resolution). */
+  histogramMaxMs: number
+  /** The widest wall-clock gap between two ticks of a 1 ms timer. */
+  gapMaxMs: number
+  /**
+   * The most CPU time the process used within one such gap. On a loaded
+   * machine the wall-clock gaps also count time the process was not
+   * scheduled at all; the CPU time is what the code held the loop for
+   * (over-counted, if anything: GC and thread-pool threads add to it).
+   */
+  cpuGapMaxMs: number
+  ticks: number
+}
+
+/** How long the event loop was held while `during` ran. */
+async function blocking<T> (during: () => Promise<T>): Promise<Blocking<T>> {
   const h = monitorEventLoopDelay({ resolution: 1 })
   h.enable()
   let last = performance.now()
+  let lastCpu = process.cpuUsage()
   let gapMaxMs = 0
+  let cpuGapMaxMs = 0
   let ticks = 0
   const timer = setInterval(() => {
     const at = performance.now()
+    const cpu = process.cpuUsage(lastCpu)
     gapMaxMs = Math.max(gapMaxMs, at - last)
+    cpuGapMaxMs = Math.max(cpuGapMaxMs, (cpu.user + cpu.system) / 1000)
     last = at
+    lastCpu = process.cpuUsage()
     ticks++
   }, 1)
   try {
     const value = await during()
-    return { value, histogramMaxMs: h.max / 1e6, gapMaxMs, ticks }
+    return { value, histogramMaxMs: h.max / 1e6, gapMaxMs, cpuGapMaxMs, ticks }
   } finally {
     clearInterval(timer)
     h.disable()
   }
+}
+
+function describe (m: Blocking<unknown>): string {
+  return `${m.ticks} ticks of a 1 ms timer ran meanwhile; longest block: ${m.histogramMaxMs.toFixed(1)} ms (event-loop delay histogram), ${m.gapMaxMs.toFixed(1)} ms (widest timer gap), ${m.cpuGapMaxMs.toFixed(1)} ms of CPU within one gap`
 }
 
 const BIG = 100000
@@ -382,10 +407,14 @@ t.test(`a ${BIG}-entry denylist is reloaded without blocking the event loop for 
   t.equal(d.check({ sub: 'x', jti: 'jti-unit-99998' }), 'token revoked', 'the last jti entry is in force')
   t.equal(d.check({ sub: 'user-unit-99999', iat: now() - 10 }), 'subject revoked', 'the last sub entry is in force')
   t.equal(d.check({ sub: 'x', jti: 'small' }), null, 'the old list is gone')
-  t.comment(`Denylist.reload of ${BIG} entries: ${ms.toFixed(1)} ms in all, ${m.ticks} ticks of a 1 ms timer ran meanwhile; longest block: ${m.histogramMaxMs.toFixed(1)} ms (histogram), ${m.gapMaxMs.toFixed(1)} ms (timer gap)`)
-  t.ok(m.ticks >= 10, `the event loop kept turning during the load (${m.ticks} ticks)`)
-  t.ok(m.histogramMaxMs < MAX_BLOCK_MS, `longest event-loop block ${m.histogramMaxMs.toFixed(1)} ms < ${MAX_BLOCK_MS} ms (histogram)`)
-  t.ok(m.gapMaxMs < MAX_BLOCK_MS, `longest gap between 1 ms ticks ${m.gapMaxMs.toFixed(1)} ms < ${MAX_BLOCK_MS} ms`)
+  t.comment(`Denylist.reload of ${BIG} entries: ${ms.toFixed(1)} ms in all, ${describe(m)}`)
+  // The wall-clock maxima are reported above; asserted is what the code
+  // controls: the load is sliced (the loop keeps turning) and no slice holds
+  // the loop for MAX_BLOCK_MS of CPU. A busy machine (tap runs test files
+  // in parallel) stretches wall-clock gaps with time the process was not
+  // running at all.
+  t.ok(m.ticks >= 20, `the event loop kept turning during the load (${m.ticks} ticks)`)
+  t.ok(m.cpuGapMaxMs < MAX_BLOCK_MS, `longest event-loop block ${m.cpuGapMaxMs.toFixed(1)} ms of CPU < ${MAX_BLOCK_MS} ms`)
 
   // Through a gateway: a revoked token is never served while it reloads.
   const { nas, gw, file: gwFile } = await setup(t)
@@ -401,8 +430,8 @@ t.test(`a ${BIG}-entry denylist is reloaded without blocking the event loop for 
     if (r.status !== 401) throw new Error(`the revoked token got ${r.status} during the reload`)
     return (await fetchAs('h2', gw, PATH, bearer(last))).status === 401 ? true : undefined
   }, { tries: 400, intervalMs: 5 }))
-  t.comment(`gateway reload of ${BIG + 1} entries under requests: longest block ${g.histogramMaxMs.toFixed(1)} ms (histogram), ${g.gapMaxMs.toFixed(1)} ms (timer gap)`)
-  t.ok(g.histogramMaxMs < MAX_BLOCK_MS, `gateway: longest event-loop block ${g.histogramMaxMs.toFixed(1)} ms < ${MAX_BLOCK_MS} ms`)
+  t.comment(`gateway reload of ${BIG + 1} entries under requests: ${describe(g)}`)
+  t.ok(g.cpuGapMaxMs < MAX_BLOCK_MS, `gateway: longest event-loop block ${g.cpuGapMaxMs.toFixed(1)} ms of CPU < ${MAX_BLOCK_MS} ms`)
   t.same(await readyz(gw), { status: 200, revocation: 'ok' })
   const n = nas.requests.length
   for (const proto of PROTOCOLS) {
@@ -435,4 +464,23 @@ t.test('nasguard token revoke over a damaged denylist rewrites it valid and warn
   d.load()
   t.equal(d.loadError, null, 'the file is valid again')
   for (const id of ['kept-1', 'kept-2', 'jti-new']) t.equal(d.check({ sub: 'x', jti: id }), 'token revoked', id)
+})
+
+t.test('a playback grant fails closed too while the denylist is not valid (h1 and h2)', async (t) => {
+  const { nas, gw, file } = await setup(t)
+  addRevocation(file, jti('someone-else'))
+  const token = gw.token({ jti: 'grant-holder' })
+  const minted = await post(gw, '/_nasguard/grants', { path: PATH }, bearer(token))
+  t.equal(minted.status, 201, 'a grant is minted')
+  const url = String((JSON.parse(minted.body.toString()) as { url: string }).url)
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, url)).status, 200, `${proto}: the grant works`)
+  appendFileSync(file, '{"type":"jti","jt')
+  await untilReady(gw, 'the torn denylist to show in /readyz', (r) => r.status === 503)
+  const served = nas.requests.length
+  for (const proto of PROTOCOLS) {
+    const res = await fetchAs(proto, gw, url)
+    t.equal(res.status, 503, `${proto}: the grant gets 503 while the denylist is torn`)
+    t.equal(errorOf(res.body), 'NASGUARD_ERR_REVOCATION_UNAVAILABLE', `${proto}: REVOCATION_UNAVAILABLE`)
+  }
+  t.equal(nas.requests.length, served, 'the NAS was not asked')
 })

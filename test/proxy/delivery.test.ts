@@ -1,0 +1,88 @@
+// The completion record says what reached the client: `complete` only when
+// the last byte was written without error, and `bytes` what left the
+// gateway, not what was queued. Node's HTTP/2 compatibility response emits
+// 'finish' whenever its stream closes, so a player that resets the stream
+// after 1 MB (an <audio> element seeking), a client that never opens its
+// window, and a stream the gateway cut used to be audited as `complete`
+// with every queued byte. Over HTTP/1.1 and HTTP/2.
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { connect as http2Connect, constants } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
+import type { ServerResponse } from 'node:http'
+import { bearer, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
+import { waitFor } from '../helpers/wait.js'
+
+const CA = readFileSync(testCerts().ca)
+const SIZE = 64 * 1024 * 1024
+const CHUNK = Buffer.alloc(64 * 1024, 0x41)
+const MB = 1024 * 1024
+
+/** Reads until `stopAt` bytes (or the end), then resets (h2) or closes (h1); resolves with what arrived. */
+function download (proto: 'h1' | 'h2', gw: TestGateway, path: string, stopAt: number): Promise<{ got: number, id: string }> {
+  const headers = bearer(gw.token())
+  if (proto === 'h1') {
+    return new Promise((resolve) => {
+      let got = 0
+      let id = ''
+      const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: gw.port, path, headers, ca: CA, agent: false }, (res) => {
+        id = String(res.headers['x-request-id'])
+        res.on('data', (c: Buffer) => { got += c.length; if (got >= stopAt) req.destroy() })
+        res.on('end', () => resolve({ got, id }))
+        res.on('close', () => resolve({ got, id }))
+        res.on('error', () => resolve({ got, id }))
+      })
+      req.on('error', () => resolve({ got, id }))
+      req.on('close', () => resolve({ got, id }))
+      req.end()
+    })
+  }
+  return new Promise((resolve) => {
+    const session = http2Connect(`https://localhost:${gw.port}`, { ca: CA })
+    session.on('error', () => {})
+    const stream = session.request({ ':path': path, ...headers })
+    let got = 0
+    let id = ''
+    stream.on('response', (h) => { id = String(h['x-request-id']) })
+    stream.on('data', (c: Buffer) => { got += c.length; if (got >= stopAt) stream.close(constants.NGHTTP2_CANCEL) })
+    stream.on('error', () => {})
+    stream.on('close', () => { session.close(); resolve({ got, id }) })
+    stream.end()
+  })
+}
+
+async function fetchRecord (gw: TestGateway, id: string): Promise<Record<string, unknown>> {
+  return await waitFor(`the fetch record of ${id}`, () => gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === id), { tries: 300, intervalMs: 50 })
+}
+
+t.test('what the completion record says about downloads that did not finish', async (t) => {
+  const nas = await startStubNas(t, (req, res: ServerResponse) => {
+    const small = req.url?.includes('small')
+    const size = small ? 2 * MB : SIZE
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': size })
+    let sent = 0
+    const pump = (): void => {
+      while (sent < size && !res.destroyed) {
+        sent += CHUNK.length
+        if (!res.write(CHUNK)) return
+      }
+      if (sent >= size) res.end()
+    }
+    res.on('drain', pump)
+    pump()
+  })
+  const gw = await startTestGateway(t, nas, { limits: { sendTimeoutMs: 500 } })
+
+  for (const proto of ['h1', 'h2'] as const) {
+    const whole = await download(proto, gw, '/medicall/small.wav', Infinity)
+    t.equal(whole.got, 2 * MB, `${proto}: a whole download arrives`)
+    const done = await fetchRecord(gw, whole.id)
+    t.match(done, { outcome: 'complete', bytes: 2 * MB, clientIp: '127.0.0.1' }, `${proto}: audited complete, every byte, with the client address`)
+
+    const cut = await download(proto, gw, '/medicall/big.wav', MB)
+    const rec = await fetchRecord(gw, cut.id)
+    t.equal(rec.outcome, 'client-aborted', `${proto}: a download left after ${cut.got} bytes is not complete`)
+    t.ok(Number(rec.bytes) <= cut.got + MB, `${proto}: bytes recorded (${String(rec.bytes)}) are about what arrived (${cut.got}), not what was queued`)
+    t.equal(rec.clientIp, '127.0.0.1', `${proto}: the completion names the client`)
+  }
+})

@@ -30,7 +30,7 @@ import { claimsUsed, compileRules, decide, grantingScopes, type Grantee } from '
 import { pathHazard } from './policy/file-system.js'
 import { checkFileRequest } from './policy/listing-guard.js'
 import { checkRange } from './policy/range.js'
-import { registerUpstream } from './proxy/upstream.js'
+import { registerUpstream, upstreamRefusal } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
 import { redactTokens, refusedTarget } from './audit/record-bounds.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
@@ -365,6 +365,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   app.setErrorHandler((error, request, reply) => {
     if (isNasguardError(error) && specFor(error.code)) {
       refuse(request, reply, error, (error as NasguardError & { required?: string[] }).required)
+      return
+    }
+    // The NAS's body failed before a byte was sent (it stalled after its headers).
+    const upstream = upstreamRefusal(error)
+    if (upstream) {
+      refuse(request, reply, upstream)
       return
     }
     const e = error as NodeJS.ErrnoException & { statusCode?: number }

@@ -9,6 +9,7 @@ import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { Pool } from 'undici'
 import { EventEmitter } from 'node:events'
+import { constants as http2Constants } from 'node:http2'
 import type { Readable } from 'node:stream'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
@@ -128,6 +129,30 @@ function classify (error: NasguardError & { cause?: { code?: string } }): { err:
 }
 
 /**
+ * The refusal for an error of the NAS's body stream that reached the app
+ * before any byte was sent (a NAS that stalls after its headers: 504, not a
+ * bug), or undefined when the error did not come from the NAS.
+ */
+export function upstreamRefusal (error: unknown): NasguardError | undefined {
+  const e = error as NasguardError & { cause?: { code?: string } }
+  const code = String(e?.cause?.code ?? e?.code ?? '')
+  if (!/^(UND_ERR_|E[A-Z]+$)/.test(code) || code === 'UND_ERR_ABORTED') return undefined
+  return classify(e).err
+}
+
+/**
+ * Ends a response that cannot be completed (the NAS failed mid-body, or sent
+ * more than it declared). HTTP/1.1 closes the connection; an HTTP/2 stream
+ * is reset with INTERNAL_ERROR, because a bare destroy resets it with
+ * NO_ERROR, which a client cannot tell from a complete body.
+ */
+export function cutResponse (reply: FastifyReply): void {
+  const stream = (reply.raw as unknown as { stream?: { destroyed: boolean, close: (code: number) => void } }).stream
+  if (stream && !stream.destroyed) stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR)
+  else reply.raw.destroy()
+}
+
+/**
  * Registers the proxy routes. The returned close() is for after the app has
  * closed: closing the pool in an onClose hook would cut requests still in
  * flight on keep-alive connections (plugins close before the server does).
@@ -172,7 +197,7 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
         restore()
         hooks.onUpstreamError(request, 'range')
         stream.destroy()
-        reply.raw.destroy()
+        cutResponse(reply)
         return false
       }
       hooks.onBody(request, chunk.length)
@@ -189,7 +214,12 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     stream.once('error', (err: NodeJS.ErrnoException) => {
       restore()
       const ours = err.name === 'AbortError' || err.code === 'ERR_STREAM_PREMATURE_CLOSE' || err.code === 'UND_ERR_ABORTED'
-      if (!ours) hooks.onUpstreamError(request, 'body')
+      if (ours) return
+      // A NAS that stops sending is a timeout; any other failure mid-body a body error.
+      const { kind } = classify(err as unknown as Parameters<typeof classify>[0])
+      hooks.onUpstreamError(request, kind === 'timeout' ? 'timeout' : 'body')
+      // Once bytes are out, the client must see a cut, not an end.
+      if (reply.raw.headersSent) cutResponse(reply)
     })
     // A client that stops reading would hold a NAS connection for good
     // (undici's body timeout sleeps under backpressure): cut it off.

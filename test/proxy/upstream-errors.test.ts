@@ -3,7 +3,9 @@
 // gateway keeps serving.
 import t, { type Test } from 'tap'
 import { createServer } from 'node:net'
-import { RECORDING, bearer, get, serveRecording, scrape, startStubNas, startTestGateway, type StubNas, type TestGateway } from '../helpers/gateway.js'
+import { RECORDING, bearer, get, serveRecording, scrape, startStubNas, startTestGateway, type NasHandler, type StubNas, type TestGateway } from '../helpers/gateway.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
+import { H2_ERROR, baseHeaders, h2Raw } from '../helpers/h2-raw.js'
 import { getLoose, waitFor } from '../helpers/wait.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
@@ -155,7 +157,7 @@ t.test('NAS that dies mid-body on a chunked response: the client still sees it c
   await stillServes(t, gw, nas)
 })
 
-t.test('NAS that stalls mid-body past timeoutMs: cut response, audit upstream-error, counted as kind body', async (t) => {
+t.test('NAS that stalls mid-body past timeoutMs: cut response, audit upstream-error, counted as a timeout', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 300 } })
   nas.handle((_req, res) => {
@@ -173,8 +175,8 @@ t.test('NAS that stalls mid-body past timeoutMs: cut response, audit upstream-er
     gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === requestId))
   t.equal(fetch.outcome, 'upstream-error')
   const after = await scrape(gw.adminUrl)
-  const key = 'nasguard_upstream_errors_total{kind="body"}'
-  t.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), 1, 'one mid-body NAS failure counted')
+  const key = 'nasguard_upstream_errors_total{kind="timeout"}'
+  t.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), 1, 'one NAS timeout counted')
   await stillServes(t, gw, nas)
 })
 
@@ -188,3 +190,48 @@ async function startStubNasOn (t: { teardown: (fn: () => unknown) => void }, por
   })
   return { ...nas, port, url: `http://127.0.0.1:${port}` }
 }
+
+t.test('NAS that stalls after its headers: 504 UPSTREAM_TIMEOUT, counted as a timeout, not logged as a bug (h1 and h2)', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 300 } })
+  nas.handle((_req, res) => {
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 100000 })
+    res.flushHeaders()
+    // ...and no byte of the body.
+  })
+  for (const proto of PROTOCOLS) {
+    const before = await scrape(gw.adminUrl)
+    const res = await fetchAs(proto, gw, PATH, bearer(gw.token()))
+    t.equal(res.status, 504, `${proto}: 504`)
+    t.equal(errorCode(res.body), 'NASGUARD_ERR_UPSTREAM_TIMEOUT', `${proto}: UPSTREAM_TIMEOUT`)
+    const after = await scrape(gw.adminUrl)
+    const key = 'nasguard_upstream_errors_total{kind="timeout"}'
+    t.equal((after.get(key) ?? 0) - (before.get(key) ?? 0), 1, `${proto}: counted as a timeout`)
+    const fetch = await waitFor('the fetch audit record', () => gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === res.headers['x-request-id']))
+    t.match(fetch, { status: 504, outcome: 'upstream-error' }, `${proto}: audited`)
+  }
+  t.notOk(gw.logs.some((l) => l.includes('unexpected error')), 'no "unexpected error" (bug) log line')
+})
+
+t.test('over HTTP/2 a stream the NAS fails mid-body is reset with INTERNAL_ERROR, not NO_ERROR', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 300 } })
+  const cases: Array<[string, NasHandler]> = [
+    ['the NAS dies', (req, res) => {
+      res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 100000 })
+      res.write(Buffer.alloc(1000, 1), () => { req.socket.destroy() })
+    }],
+    ['the NAS stalls', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 100000 })
+      res.write(Buffer.alloc(1000, 1))
+    }]
+  ]
+  for (const [what, handler] of cases) {
+    nas.handle(handler)
+    const res = await h2Raw(gw, [{ headers: baseHeaders(PATH, [['authorization', `Bearer ${gw.token()}`]]) }])
+    const s = res.streams[0]
+    t.equal(s.status, 200, `${what}: the headers had gone out`)
+    t.ok(s.body.length < 100000, `${what}: a short body (${s.body.length})`)
+    t.equal(s.rstCode, H2_ERROR.INTERNAL_ERROR, `${what}: RST_STREAM INTERNAL_ERROR (got ${String(s.rstCode)})`)
+  }
+})

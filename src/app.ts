@@ -34,7 +34,7 @@ import { registerUpstream, upstreamRefusal } from './proxy/upstream.js'
 import { AuditWriter, type AuditRecord } from './audit/writer.js'
 import { redactTokens, refusedTarget } from './audit/record-bounds.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
-import { createLogger } from './logging.js'
+import { LogThrottle, createLogger } from './logging.js'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
 import { auditKeyFile, grantsSecret } from './config/derived.js'
 
@@ -307,10 +307,13 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       return true
     } catch (err) {
       metrics.auditFailures.inc({ event: record.event })
-      logger.error({ reqId: record.requestId, event: record.event, code: (err as NodeJS.ErrnoException).code }, 'audit record could not be written')
+      auditFailureLog.line((repeated) => {
+        logger.error({ reqId: record.requestId, event: record.event, code: (err as NodeJS.ErrnoException).code, ...(repeated > 0 ? { repeated } : {}) }, 'audit record could not be written')
+      })
       return false
     }
   }
+  const auditFailureLog = new LogThrottle()
 
   /** What every audit record of a request says about it: who, from where, what. */
   function requestFields (request: FastifyRequest): Omit<AuditRecord, 'event' | 'time'> {
@@ -592,6 +595,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   /** /readyz: the NAS answers a TCP connection, the audit trail is writable, the certificate is valid. */
   const nasUrl = new URL(config.upstream.url)
   const readiness = async (): Promise<Readiness> => {
+    // A trail that failed is tried again here, with a record of the check:
+    // otherwise only a request could clear the failure, and a load balancer
+    // that routes by readiness sends none to a gateway it thinks is down.
+    if (!audit.healthy) await writeAudit({ event: 'check', time: new Date().toISOString(), reason: 'readiness re-check after an audit failure' }, log)
     const nas = await new Promise<string>((resolve) => {
       const s = connectTcp({ host: nasUrl.hostname.replace(/^\[|\]$/g, ''), port: Number(nasUrl.port || (nasUrl.protocol === 'https:' ? 443 : 80)), timeout: 2000 })
       s.once('connect', () => { s.destroy(); resolve('ok') })

@@ -45,3 +45,28 @@ export function createLogger (level: string, bindings: Record<string, unknown> =
   if (process.stdout.isTTY === true || sync) return pino({ ...opts, base })
   return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false }))
 }
+
+/**
+ * A log line that may repeat in a storm (one per failed audit record on a
+ * full disk: 48,000 lines in 20 s) goes out at most once per interval; the
+ * next one says how many it stands for (`repeated`). What each line is about
+ * is still counted in full by its metric.
+ */
+export class LogThrottle {
+  private last = -Infinity
+  private held = 0
+
+  constructor (private readonly intervalMs = 1000) {}
+
+  /** Calls emit(repeated) when a line is due: repeated counts the lines held back since the last one. */
+  line (emit: (repeated: number) => void, now = Date.now()): void {
+    if (now - this.last < this.intervalMs) {
+      this.held++
+      return
+    }
+    const repeated = this.held
+    this.last = now
+    this.held = 0
+    emit(repeated)
+  }
+}

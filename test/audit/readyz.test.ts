@@ -2,7 +2,7 @@
 // trail is writable and the certificate is valid; nasguard_audit_available
 // follows the audit writer.
 import t from 'tap'
-import { mkdirSync, mkdtempSync, rmdirSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { bearer, get, scrape, startStubNas, startTestGateway } from '../helpers/gateway.js'
@@ -60,6 +60,26 @@ t.test('an audit trail that cannot be written: not ready, gauge 0; writable agai
   t.equal(ready.status, 200)
   t.same(ready.body, { status: 'ready', checks: { nas: 'ok', revocation: 'ok', audit: 'ok', certificate: 'ok' } })
   t.equal((await scrape(gw.adminUrl)).get('nasguard_audit_available'), 1)
+})
+
+t.test('a trail that can be written again makes /readyz ready by itself, with no request in between', async (t) => {
+  const nas = await startStubNas(t)
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-readyz-'))
+  mkdirSync(join(dir, 'audit.jsonl'))
+  const gw = await startTestGateway(t, nas, { audit: { dir } })
+  t.equal((await readyz(gw.adminUrl)).status, 503, 'not ready while the trail cannot be written')
+  t.equal((await readyz(gw.adminUrl)).status, 503, 'still not ready: the re-check fails too')
+  rmdirSync(join(dir, 'audit.jsonl'))
+  const ready = await readyz(gw.adminUrl)
+  t.equal(ready.status, 200, 'ready again: /readyz re-checked the trail itself')
+  t.equal(ready.body.checks.audit, 'ok')
+  t.equal(nas.requests.length, 0, 'no request was needed')
+  const records = (): Array<Record<string, unknown>> => readFileSync(join(dir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const checks = records().filter((r) => r.event === 'check')
+  t.equal(checks.length, 1, 'the successful re-check is one record in the trail')
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_audit_available'), 1)
+  t.equal((await readyz(gw.adminUrl)).status, 200)
+  t.equal(records().filter((r) => r.event === 'check').length, 1, 'a healthy trail is not written to by /readyz')
 })
 
 t.test('a NAS that does not answer: not ready, with the reason under checks.nas', async (t) => {

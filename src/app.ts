@@ -147,7 +147,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     Object.values(Errors).map((E) => E.spec.reason).filter((r) => r !== 'not_found' && r !== 'range' && r !== 'internal'),
     ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other'],
     ['protocol_version', 'no_shared_cipher', 'client_certificate', 'malformed', 'reset', 'other'])
-  const auditKey = loadAuditKey(auditKeyFile(config), true)
+  const auditKey = loadAuditKey(auditKeyFile(config), config.audit.dir)
   const audit = await AuditWriter.open({
     dir: opts.auditDir ?? config.audit.dir,
     durability: config.audit.durability,

@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from './config/load.js'
 import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
 import { addRevocation, type RevocationEntry } from './auth/revocation.js'
 import { basename, dirname, join, resolve as resolvePath } from 'node:path'
-import { auditSearch, auditSummary, auditVerify } from './audit/commands.js'
+import { auditNewKey, auditSearch, auditSummary, auditVerify } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
 import { readFileSync } from 'node:fs'
@@ -25,6 +25,9 @@ const USAGE = `usage:
   nasguard audit search [--config FILE | --dir D] [--sub S] [--path-prefix P] [--since T] [--until T] [--event E] [--json]
   nasguard audit summary [--config FILE | --dir D] [--since T] [--until T] [--json]
                                       per subject: files, fetches, bytes, first and last access
+  nasguard audit new-key --config FILE
+                                      after losing the audit key: set the old trail aside
+                                      (retired-<time>/), make a new key, record it
   nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--crl-url URL] [--force]
                                       a local CA and a server certificate for those names/IPs
   nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--crl-url URL] [--force]
@@ -125,6 +128,12 @@ async function main (argv: string[]): Promise<number> {
     process.stderr.write(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
     return 0
   }
+  if (cmd === 'audit' && sub === 'new-key') {
+    const v = args(rest, { config: { type: 'string', short: 'c' } })
+    if (!v.config) throw new UsageError('audit new-key needs --config')
+    const c = loadConfig({ file: v.config as string, env: process.env })
+    return await auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, (s) => { process.stdout.write(s) })
+  }
   if (cmd === 'audit' && (sub === 'verify' || sub === 'search' || sub === 'summary')) {
     const v = args(rest, {
       config: { type: 'string', short: 'c' }, dir: { type: 'string' }, 'key-file': { type: 'string' },
@@ -139,7 +148,7 @@ async function main (argv: string[]): Promise<number> {
     }
     if (!dir) throw new UsageError(`audit ${sub} needs --config or --dir`)
     keyFile ??= join(dirname(resolvePath(dir)), `${basename(resolvePath(dir))}.key`)
-    const loc = { dir, key: loadAuditKey(keyFile, false) }
+    const loc = { dir, key: loadAuditKey(keyFile) }
     const out = (s: string): void => { process.stdout.write(s) }
     const err = (s: string): void => { process.stderr.write(s) }
     if (sub === 'verify') return auditVerify(loc, out)

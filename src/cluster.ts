@@ -80,7 +80,7 @@ export async function runPrimary (config: Readonly<Config>): Promise<{ url: stri
   process.on('SIGHUP', () => { for (const s of slots.values()) if (s.ready && s.worker.isConnected()) s.worker.process.kill('SIGHUP') })
 
   // Made here once: the workers must not race to create the audit key.
-  const auditKey = loadAuditKey(auditKeyFile(config), true)
+  const auditKey = loadAuditKey(auditKeyFile(config), config.audit.dir)
   mkdirSync(config.audit.dir, { recursive: true, mode: 0o700 })
   // A trail written by a single process in audit.dir is a chain of the list
   // too, so that deleting it once workers run is reported as well.

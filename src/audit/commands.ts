@@ -1,11 +1,13 @@
 // `nasguard audit verify | search | summary`: for investigators. Every
 // command walks the whole chain and verifies it; search and summary say so
 // when what they read was not intact.
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, renameSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join } from 'node:path'
+import { createKey, trailEntries } from './key.js'
 import { byChainOrder, chainDirs, CHAINS_FILE, readChains } from './chains.js'
 import { trailFiles, walkTrail, type Problem, type VerifyReport } from './verify.js'
-import { AUDIT_FILE, HEAD_FILE } from './writer.js'
+import { AUDIT_FILE, AuditWriter, HEAD_FILE } from './writer.js'
 
 export interface TrailLocation { dir: string, key: Buffer }
 
@@ -149,4 +151,34 @@ export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: b
   const text = problemsText(r)
   if (text) err(text + '\n')
   return r.problems.length > 0 ? 1 : 0
+}
+
+/**
+ * `nasguard audit new-key`: the deliberate way to a new audit key once the
+ * old one is lost. The trail sealed with the old key is moved, whole, into
+ * retired-<time>/ inside the audit directory (it cannot be verified without
+ * that key, and is kept for whoever finds it), a new key is made, and the
+ * new chain's first record says so. Refused while the key exists.
+ */
+export async function auditNewKey (dir: string, keyFile: string, instance: string | undefined, out: (s: string) => void): Promise<number> {
+  if (existsSync(keyFile)) throw new Error(`the audit key ${keyFile} exists: a new one would make the trail unverifiable; nothing was changed`)
+  const entries = trailEntries(dir)
+  const retired = `retired-${new Date().toISOString().replace(/[:.]/g, '-')}`
+  if (entries.length > 0) {
+    mkdirSync(join(dir, retired), { mode: 0o700 })
+    for (const e of entries) renameSync(join(dir, e), join(dir, retired, e))
+  }
+  const key = createKey(keyFile)
+  const writer = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key, instance: instance ?? hostname(), rotateBytes: 64 * 1024 * 1024 })
+  try {
+    await writer.append({
+      event: 'new-key',
+      time: new Date().toISOString(),
+      reason: entries.length > 0 ? `a new audit key; the trail sealed with the lost one (${entries.length} entries) is in ${retired}` : 'a new audit key; there was no trail'
+    })
+  } finally {
+    await writer.close()
+  }
+  out(`new audit key ${keyFile}\n${entries.length > 0 ? `the old trail (${entries.join(', ')}) is in ${join(dir, retired)}\n` : ''}the new chain starts with a new-key record\n`)
+  return 0
 }

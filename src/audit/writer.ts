@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 import { boundRecord } from './record-bounds.js'
 
-export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check'
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'new-key'
 
 export interface AuditRecord {
   event: AuditEvent

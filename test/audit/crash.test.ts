@@ -121,7 +121,7 @@ t.test('kill -9 under load: every response seen has its access record; the trail
   const torn = /note: (\S+) ends in a truncated record \((\d+) bytes\)/.exec(verify.stdout)
   t.comment(torn ? `torn tail: ${torn[0]}` : 'no torn tail')
 
-  const key = loadAuditKey(`${auditDir}.key`, false)
+  const key = loadAuditKey(`${auditDir}.key`)
   const access = new Set<string>()
   const afterCrash = await walkTrail(auditDir, key, (r) => { if (r.event === 'access') access.add(String(r.requestId)) })
   t.same(afterCrash.problems, [])

@@ -30,8 +30,8 @@ import { claimsUsed, compileRules, decide, grantingScopes, type Grantee } from '
 import { pathHazard } from './policy/file-system.js'
 import { checkFileRequest } from './policy/listing-guard.js'
 import { checkRange } from './policy/range.js'
-import { registerUpstream, upstreamRefusal } from './proxy/upstream.js'
-import { AuditWriter, type AuditRecord } from './audit/writer.js'
+import { cutResponse, registerUpstream, upstreamRefusal } from './proxy/upstream.js'
+import { AuditWriter, type AuditRecord, type Outcome } from './audit/writer.js'
 import { redactTokens, refusedTarget } from './audit/record-bounds.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
 import { LogThrottle, createLogger } from './logging.js'
@@ -55,6 +55,8 @@ interface RequestState {
   bytes: number
   /** The response is over (sent, or the client went away). */
   closed: boolean
+  /** Cut by the drain deadline of a shutdown. */
+  shutdown?: boolean
   /** The rule whose scopes the request lacked (policy denials by rule). */
   deniedBy?: string
   upstreamError?: string
@@ -72,6 +74,8 @@ export interface Gateway {
   close: () => Promise<void>
   /** What /readyz reports: the NAS, the audit trail, the denylist, the certificate. */
   readiness: () => Promise<Readiness>
+  /** How long close() lets downloads in flight go on before it cuts them (limits.drainTimeoutMs). */
+  drainTimeoutMs: number
   /** Re-reads tls.cert and tls.key (SIGHUP, or the file watcher); false when the new pair was refused. */
   reloadCertificate: () => boolean
 }
@@ -174,6 +178,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
 
   let log: FastifyBaseLogger
+  /** Responses of fetches in flight (access record written, not yet completed). */
+  const fetching = new Set<FastifyReply>()
   let tls: TlsServer | undefined
   const refusedSockets = new WeakSet<Socket>()
   const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
@@ -415,7 +421,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   }
 
   /** The completion record of a fetch whose access record is on disk. */
-  function recordCompletion (request: FastifyRequest, state: RequestState, status: number, outcome: 'complete' | 'client-aborted' | 'upstream-error', durationMs: number): void {
+  function recordCompletion (request: FastifyRequest, state: RequestState, status: number, outcome: Outcome, durationMs: number): void {
     void writeAudit({ event: 'fetch', time: new Date().toISOString(), ...requestFields(request), status, bytes: state.bytes, durationMs, outcome }, request.log)
   }
 
@@ -430,8 +436,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
    */
   function delivery (request: FastifyRequest, reply: FastifyReply): { complete: boolean, bytes: number } {
     const state = request.ng
-    if (reply.raw.writableFinished) return { complete: true, bytes: state.bytes }
-    const raw = request.raw as typeof request.raw & { stream?: { bufferSize: number } }
+    const raw = request.raw as typeof request.raw & { stream?: { bufferSize: number, rstCode?: number } }
+    // A stream reset with an error code (by the client, or by the gateway's
+    // own cut, which ends the writable side first) is not complete either.
+    const reset = raw.stream?.rstCode !== undefined && raw.stream.rstCode !== 0
+    if (reply.raw.writableFinished && !reset) return { complete: true, bytes: state.bytes }
     const pending = raw.stream ? raw.stream.bufferSize : (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : state.bytes
     return { complete: false, bytes: Math.max(0, state.bytes - pending) }
   }
@@ -443,11 +452,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const status = headersSent ? reply.statusCode : 0
     const { complete, bytes } = delivery(request, reply)
     state.bytes = bytes
-    const outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : 'client-aborted'
+    const outcome: Outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
     metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted', rule: state.rule ?? 'none' })
     metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
     if (state.fetch) {
+      fetching.delete(reply)
       metrics.activeStreams.dec()
       metrics.bytesSent.inc(state.bytes)
       recordCompletion(request, state, status, outcome, durationMs)
@@ -495,6 +505,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       return
     }
     state.fetch = true
+    fetching.add(reply)
     metrics.activeStreams.inc()
   })
 
@@ -618,12 +629,28 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
     : null
 
-  // Stop accepting, let requests in flight finish, then release the NAS
-  // pool and flush the audit trail. Safe to call more than once.
+  // Stop accepting, let downloads in flight finish for limits.drainTimeoutMs,
+  // cut what is left (its completion records say `shutdown`), then release
+  // the NAS pool and flush the audit trail and its lock. Safe to call more
+  // than once.
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await Promise.all([app.close(), admin?.close()])
+      const closed = Promise.all([app.close(), admin?.close()])
+      let deadline: NodeJS.Timeout | undefined
+      const drained = await Promise.race([
+        closed.then(() => true),
+        new Promise<false>((resolve) => { deadline = setTimeout(() => resolve(false), config.limits.drainTimeoutMs) })
+      ])
+      clearTimeout(deadline)
+      if (!drained) {
+        log.warn({ streams: fetching.size }, 'drain deadline passed: cutting the downloads still in flight')
+        for (const reply of [...fetching]) {
+          reply.request.ng.shutdown = true
+          cutResponse(reply)
+        }
+        await closed
+      }
       await upstream.close()
       stopDenylist()
       await audit.close()
@@ -631,5 +658,5 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return closing
   }
 
-  return { app, admin, metrics, audit, close, readiness, reloadCertificate: () => tls?.reload() ?? false }
+  return { app, admin, metrics, audit, close, readiness, drainTimeoutMs: config.limits.drainTimeoutMs, reloadCertificate: () => tls?.reload() ?? false }
 }

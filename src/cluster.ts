@@ -60,8 +60,8 @@ export function isMessage (m: unknown): m is Message {
 const STABLE_MS = 30000
 /** A worker that is not listening after this long is given up on. */
 const START_TIMEOUT_MS = 60000
-/** How long workers get to finish their streams when closing. */
-const CLOSE_GRACE_MS = 15000
+/** How long a worker gets beyond its drain deadline to cut, record and flush before it is killed. */
+const CLOSE_MARGIN_MS = 10000
 
 interface Slot { index: number, worker: Worker, ready: boolean, readyAt: number }
 
@@ -158,14 +158,14 @@ export async function runPrimary (config: Readonly<Config>): Promise<{ url: stri
       s.worker.once('exit', () => resolve())
       // A worker not yet serving has nothing to finish: stop it outright.
       if (!s.ready || !send(s.worker, { nasguard: 'shutdown' })) s.worker.process.kill('SIGTERM')
-      setTimeout(() => { if (!s.worker.isDead()) s.worker.process.kill('SIGKILL') }, CLOSE_GRACE_MS).unref()
+      setTimeout(() => { if (!s.worker.isDead()) s.worker.process.kill('SIGKILL') }, config.limits.drainTimeoutMs + CLOSE_MARGIN_MS).unref()
     }))
     await Promise.all(exits)
   }
 
   // From here on a signal closes the workers gracefully, also while they start.
   let admin: ReturnType<typeof buildAdmin> | null = null
-  const grace = closeWithGrace({ delay: CLOSE_GRACE_MS + 2000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  const grace = closeWithGrace({ delay: config.limits.drainTimeoutMs + CLOSE_MARGIN_MS + 2000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error in the primary, closing')
     else log.info({ signal }, 'closing the workers')
     await stopWorkers()

@@ -35,7 +35,8 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
 
 /**
  * Graceful close on SIGINT/SIGTERM: stop accepting, let streams finish (up
- * to 10 s), flush the audit trail. SIGHUP reloads the certificate.
+ * to limits.drainTimeoutMs, then cut them), flush the audit trail, exit 0.
+ * SIGHUP reloads the certificate.
  *
  * One process: a second signal while closing exits at once (a second
  * Ctrl-C means it). A worker is asked to close twice as a rule (Ctrl-C and
@@ -46,8 +47,11 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
 export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean } = {}): { close: () => void } {
   process.on('SIGHUP', () => { running.gateway.reloadCertificate() })
   let closing = false
-  // SIGHUP means reload here, not close (close-with-grace closes on it by default).
-  const grace = closeWithGrace({ delay: 10000, skip: opts.worker ? ['SIGHUP', 'SIGINT', 'SIGTERM'] : ['SIGHUP'] }, async ({ signal, err }) => {
+  // SIGHUP means reload here, not close (close-with-grace closes on it by
+  // default). The gateway's close() cuts what is left at its drain deadline
+  // and then flushes the trail: the grace delay only backs that up.
+  const delay = running.gateway.drainTimeoutMs + 10000
+  const grace = closeWithGrace({ delay, skip: opts.worker ? ['SIGHUP', 'SIGINT', 'SIGTERM'] : ['SIGHUP'] }, async ({ signal, err }) => {
     closing = true
     const log = running.gateway.app.log
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')

@@ -16,6 +16,9 @@ import { boundRecord } from './record-bounds.js'
 
 export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'new-key'
 
+/** How a fetch ended: in full; the client left; the NAS failed; the gateway shut down (the drain deadline passed). */
+export type Outcome = 'complete' | 'client-aborted' | 'upstream-error' | 'shutdown'
+
 export interface AuditRecord {
   event: AuditEvent
   time: string
@@ -34,7 +37,7 @@ export interface AuditRecord {
   status?: number
   bytes?: number
   durationMs?: number
-  outcome?: 'complete' | 'client-aborted' | 'upstream-error'
+  outcome?: Outcome
   reason?: string
   userAgent?: string
   /** event grant: when the grant lapses (the grant value itself is kept nowhere). */

@@ -187,6 +187,8 @@ export const ConfigSchema = Type.Object({
     keepAliveTimeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 120000 }),
     /** Byte ranges accepted in one Range header. Default 1 (players ask for one). */
     maxRanges: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
+    /** On SIGTERM/SIGINT, how long downloads in flight may go on before they are cut (completion records say `shutdown`), ms. Default 10000. */
+    drainTimeoutMs: Type.Integer({ default: 10000, minimum: 0, maximum: 600000 }),
     /** A client that reads nothing of a recording for this long is cut off (its NAS request too), ms. Default 60000. */
     sendTimeoutMs: Type.Integer({ default: 60000, minimum: 100, maximum: 3600000 })
   }, { ...strict, default: {} })

@@ -7,6 +7,7 @@
 // security tests use this one to show which request would reach which file.
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { listenOnLoopback } from './gateway.js'
 
 export interface FoldingNasRequest { method: string, url: string, headers: IncomingMessage['headers'] }
 
@@ -290,13 +291,6 @@ export async function startFoldingNas (t: { teardown: (fn: () => unknown) => voi
     res.writeHead(200, { ...headers, 'content-length': body.length })
     res.end(head ? undefined : body)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  let closed: Promise<void> | undefined
-  const close = (): Promise<void> => {
-    closed ??= new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) })
-    return closed
-  }
-  t.teardown(close)
+  const { port, close } = await listenOnLoopback(t, server)
   return { url: `http://127.0.0.1:${port}`, port, requests, served, close }
 }

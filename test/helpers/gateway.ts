@@ -75,6 +75,22 @@ export const serveRecording: NasHandler = (req, res) => {
   res.end(req.method === 'HEAD' ? undefined : body)
 }
 
+/**
+ * Listens on a free loopback port and closes in teardown (all connections
+ * too); close() may also be called earlier, and more than once.
+ */
+export async function listenOnLoopback (t: Teardown, server: Server): Promise<{ port: number, close: () => Promise<void> }> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as { port: number }).port
+  let closed: Promise<void> | undefined
+  const close = (): Promise<void> => {
+    closed ??= new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) })
+    return closed
+  }
+  t.teardown(close)
+  return { port, close }
+}
+
 export async function startStubNas (t: Teardown, handler: NasHandler = serveRecording): Promise<StubNas> {
   let current = handler
   const requests: NasRequest[] = []
@@ -82,9 +98,7 @@ export async function startStubNas (t: Teardown, handler: NasHandler = serveReco
     requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
     current(req, res)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const { port } = await listenOnLoopback(t, server)
   return { url: `http://127.0.0.1:${port}`, port, server, requests, handle: (h) => { current = h } }
 }
 

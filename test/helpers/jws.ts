@@ -3,7 +3,7 @@
 // JWK Sets, attacker key servers and the like.
 import { constants, createHmac, sign, type KeyLike } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { Teardown } from './gateway.js'
+import { listenOnLoopback, type Teardown } from './gateway.js'
 
 export function b64url (v: string | Buffer): string {
   return Buffer.from(v).toString('base64url')
@@ -69,14 +69,7 @@ export async function startCountingServer (t: Teardown, handler: (req: IncomingM
     requests.push({ method: req.method ?? '', url: req.url ?? '' })
     current(req, res)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  let closed: Promise<void> | undefined
-  const close = (): Promise<void> => {
-    closed ??= new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) })
-    return closed
-  }
-  t.teardown(close)
+  const { port, close } = await listenOnLoopback(t, server)
   return { url: `http://127.0.0.1:${port}`, server, requests, handle: (h) => { current = h }, close }
 }
 

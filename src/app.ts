@@ -247,7 +247,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       refusedSockets.add(socket)
       const remoteAddress = socket.remoteAddress
       const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
-      const refusal = tooLarge ? new Errors.HeadersTooLarge() : new Errors.BadRequest('the request could not be parsed')
+      const slow = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      const refusal = tooLarge ? new Errors.HeadersTooLarge() : slow ? new Errors.RequestTimeout() : new Errors.BadRequest('the request could not be parsed')
       // Node's own rule: answer only if no response has started on this
       // connection, so no client gets a 400 spliced into another response.
       const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
@@ -261,17 +262,17 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       } else {
         socket.destroy()
       }
-      // A reset or a slow client (cut off by the timeouts) sent no request to refuse.
-      if (err.code === 'ECONNRESET' || err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return
+      // A reset sent no request to refuse.
+      if (err.code === 'ECONNRESET') return
       metrics.refuse(specFor(refusal.code)?.reason ?? 'other')
-      log.info({ code: err.code, remoteAddress }, tooLarge ? 'request headers too large: refused' : 'unparsable request refused')
+      log.info({ code: err.code, remoteAddress }, tooLarge ? 'request headers too large: refused' : slow ? 'request headers too slow: refused' : 'unparsable request refused')
       const line = requestLine(err.rawPacket)
       recordRefusal({
         requestId: randomUUID(),
         clientIp: remoteAddress ?? '',
         ...(line ? { method: line.method, path: refusedTarget(line.target) } : {}),
         status: refusal.statusCode,
-        reason: tooLarge ? refusal.code : `${refusal.code}:${err.code ?? 'parse'}`
+        reason: tooLarge || slow ? refusal.code : `${refusal.code}:${err.code ?? 'parse'}`
       })
     },
     // Fastify answers these (e.g. an undecodable URL) outside the hooks, so

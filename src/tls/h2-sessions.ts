@@ -9,6 +9,9 @@
 // - A session that sent an error GOAWAY stops reading its socket and never
 //   closes on its own; close() would wait for it for ever. A session with
 //   no stream open is destroyed instead of closed.
+// - Idleness is judged by requests, not frames: a client that only sends
+//   PINGs keeps a session's socket busy, and Node's session timeout with
+//   it; a session with no stream open for idleMs is retired.
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 
 export interface SessionWatchHooks {
@@ -20,6 +23,8 @@ interface Tracked {
   /** Highest client stream id the gateway was given (-1: none yet). */
   lastSeen: number
   open: number
+  /** Runs while no stream is open. */
+  idle?: NodeJS.Timeout
   /** Streams counted as reset so far. */
   counted: number
   remoteAddress: string | undefined
@@ -37,7 +42,14 @@ const MIN_BYTES_PER_STREAM = 10
 export class SessionWatch {
   private readonly sessions = new Map<Http2Session, Tracked>()
 
-  constructor (private readonly hooks: SessionWatchHooks) {}
+  /** @param idleMs a session with no stream open for this long is retired */
+  constructor (private readonly hooks: SessionWatchHooks, private readonly idleMs: number) {}
+
+  private idleFrom (session: Http2Session, t: Tracked): void {
+    clearTimeout(t.idle)
+    t.idle = setTimeout(() => this.retire(session), this.idleMs)
+    t.idle.unref()
+  }
 
   add (session: Http2Session): void {
     const socket = session.socket
@@ -50,9 +62,12 @@ export class SessionWatch {
       this.settle(t, id - 2)
       t.lastSeen = id
       t.open++
+      clearTimeout(t.idle)
       stream.once('close', () => {
         t.open--
-        if (t.open === 0 && session.closed && !session.destroyed) session.destroy()
+        if (t.open > 0) return
+        if (session.closed && !session.destroyed) session.destroy()
+        else this.idleFrom(session, t)
       })
     })
     // A session that ends by destroy() (a GOAWAY from the client, an error,
@@ -66,7 +81,11 @@ export class SessionWatch {
     // A client that drops its connection ends the session without destroy()
     // being called on it: its socket's 'close' comes first, state intact.
     socket?.prependListener('close', () => this.settle(t, lastProcessed(session)))
-    session.once('close', () => this.sessions.delete(session))
+    session.once('close', () => {
+      clearTimeout(t.idle)
+      this.sessions.delete(session)
+    })
+    this.idleFrom(session, t)
   }
 
   /** Ends a session: at once when no stream is open, else after its streams (GOAWAY). */

@@ -165,12 +165,8 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   h1.requestTimeout = config.limits.headersTimeoutMs * 3
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs
 
-  const sessions = new SessionWatch({ onProtocolResets: hooks.onProtocolResets })
-  server.on('session', (session: Http2Session) => {
-    sessions.add(session)
-    // An idle HTTP/2 connection is closed like an idle keep-alive one.
-    session.setTimeout(config.limits.keepAliveTimeoutMs * 12, () => sessions.retire(session))
-  })
+  const sessions = new SessionWatch({ onProtocolResets: hooks.onProtocolResets }, config.limits.keepAliveTimeoutMs)
+  server.on('session', (session: Http2Session) => { sessions.add(session) })
 
   // CONNECT never reaches the app (Node emits it apart): refused here, in
   // the app's words. HTTP/1.1 gives the socket; HTTP/2 a request and response.

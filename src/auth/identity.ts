@@ -238,7 +238,9 @@ export class Authenticator {
 
   /** @param path the canonical path (a grant is checked against it) */
   async authenticate (request: FastifyRequest, path: string): Promise<Identity> {
-    const cert = this.config.tls.clientAuth !== 'off' ? clientCertificate(request, this.deps.clientCrls?.()) : undefined
+    // Under require OpenSSL applied the CRL at the handshake; under optional the gate does (src/tls/client-crl.ts).
+    const mode = this.config.tls.clientAuth
+    const cert = mode !== 'off' ? clientCertificate(request, mode === 'optional' ? this.deps.clientCrls?.() : undefined) : undefined
     if (request.headers.authorization !== undefined) return this.bearer(request)
     const grant = grantFromUrl(request.url)
     if (grant !== undefined) return this.grant(grant, path, request.ip)

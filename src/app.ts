@@ -31,12 +31,15 @@ import { pathHazard } from './policy/file-system.js'
 import { checkFileRequest } from './policy/listing-guard.js'
 import { checkRange } from './policy/range.js'
 import { cutResponse, registerUpstream, upstreamRefusal } from './proxy/upstream.js'
+import { Admission, type Ticket } from './proxy/admission.js'
+import { SendWatch } from './proxy/send-watch.js'
+import { RefusalTally } from './limits/refusal-tally.js'
 import { AuditWriter, type AuditRecord, type Outcome } from './audit/writer.js'
 import { redactTokens, refusedTarget } from './audit/record-bounds.js'
 import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
 import { LogThrottle, createLogger } from './logging.js'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
-import { auditKeyFile, grantsSecret } from './config/derived.js'
+import { auditKeyFile, grantsSecret, processShare } from './config/derived.js'
 
 export { auditKeyFile, grantsSecret } from './config/derived.js'
 export type { Readiness } from './admin.js'
@@ -57,6 +60,10 @@ interface RequestState {
   closed: boolean
   /** Cut by the drain deadline of a shutdown. */
   shutdown?: boolean
+  /** Cut because the client took the recording too slowly (limits.minSendRate). */
+  tooSlow?: boolean
+  /** Its NAS connection, within the client's share (released when the response is over). */
+  ticket?: Ticket
   /** The rule whose scopes the request lacked (policy denials by rule). */
   deniedBy?: string
   upstreamError?: string
@@ -95,6 +102,8 @@ export interface GatewayOptions {
 
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
+/** Refusal reason of a connection closed at accept (limits.clientConnections): no HTTP answer is possible. */
+const CLIENT_CONNECTIONS = 'client_connections'
 
 /**
  * The client address for the audit record: request.ip (which is the
@@ -151,6 +160,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     Object.values(Errors).map((E) => E.spec.reason).filter((r) => r !== 'not_found' && r !== 'range' && r !== 'internal'),
     ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other'],
     ['protocol_version', 'no_shared_cipher', 'client_certificate', 'malformed', 'reset', 'other'])
+  metrics.refuse(CLIENT_CONNECTIONS, 0)
   const auditKey = loadAuditKey(auditKeyFile(config), config.audit.dir)
   const audit = await AuditWriter.open({
     dir: opts.auditDir ?? config.audit.dir,
@@ -176,6 +186,18 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const jwksCfg = config.auth.jwt.jwks
   const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined, clientCrls: () => tls?.clientCrls })
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
+  const admission = new Admission({
+    connections: processShare(config, config.upstream.connections),
+    queueTimeoutMs: config.upstream.queueTimeoutMs,
+    clientFetches: processShare(config, config.limits.clientFetches)
+  })
+  metrics.setUpstreamUse({ inUse: () => admission.active, queued: () => admission.waiting })
+  const sendWatch = new SendWatch({ windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate })
+  // One record and one line a second per address, however many connections it opens.
+  const connectionRefusals = new RefusalTally((address, count) => {
+    log.warn({ remoteAddress: address, connections: count }, 'connections over limits.clientConnections closed at accept')
+    recordRefusal({ requestId: randomUUID(), clientIp: address, status: 0, reason: CLIENT_CONNECTIONS, count })
+  })
 
   let log: FastifyBaseLogger
   /** Responses of fetches in flight (access record written, not yet completed). */
@@ -190,6 +212,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         metrics.refuse(Errors.PlaintextOnTlsPort.spec.reason)
         log.warn({ remoteAddress: socket.remoteAddress }, 'plain HTTP sent to the TLS port: answered 400 and closed')
         recordRefusal({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: Errors.PlaintextOnTlsPort.spec.code })
+      },
+      onClientConnectionsRefused: (socket) => {
+        metrics.refuse(CLIENT_CONNECTIONS)
+        connectionRefusals.note(socket.remoteAddress ?? '')
       },
       onHandshakeFailure: (reason, socket) => {
         metrics.tlsHandshakeFailures.inc({ reason })
@@ -358,6 +384,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
     const challenge = wwwAuthenticate(err, required)
     if (challenge) reply.header('www-authenticate', challenge)
+    if (spec?.retryAfterSec !== undefined) reply.header('retry-after', String(spec.retryAfterSec))
     if (err.statusCode === 405) reply.header('allow', request.url.split('?', 1)[0] === GRANTS_PATH ? 'POST' : 'GET, HEAD')
     reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err))
   }
@@ -437,13 +464,38 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
    */
   function delivery (request: FastifyRequest, reply: FastifyReply): { complete: boolean, bytes: number } {
     const state = request.ng
-    const raw = request.raw as typeof request.raw & { stream?: { bufferSize: number, rstCode?: number } }
+    const raw = request.raw as typeof request.raw & { stream?: { rstCode?: number } }
     // A stream reset with an error code (by the client, or by the gateway's
     // own cut, which ends the writable side first) is not complete either.
     const reset = raw.stream?.rstCode !== undefined && raw.stream.rstCode !== 0
     if (reply.raw.writableFinished && !reset) return { complete: true, bytes: state.bytes }
-    const pending = raw.stream ? raw.stream.bufferSize : (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : state.bytes
-    return { complete: false, bytes: Math.max(0, state.bytes - pending) }
+    return { complete: false, bytes: Math.max(0, state.bytes - (backlog(request, reply) ?? state.bytes)) }
+  }
+
+  /**
+   * Bytes written for the client that it has not taken: in its HTTP/2
+   * stream's buffer, or its connection's. Undefined for a pipelined
+   * HTTP/1.1 response still queued behind another (it has no socket yet).
+   */
+  function backlog (request: FastifyRequest, reply: FastifyReply): number | undefined {
+    const raw = request.raw as typeof request.raw & { stream?: { bufferSize: number } }
+    if (raw.stream) return raw.stream.bufferSize
+    return (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : undefined
+  }
+
+  /** Slow readers: the response is cut once the client takes too little of it (limits.minSendRate). */
+  function watchDelivery (request: FastifyRequest, reply: FastifyReply): void {
+    const state = request.ng
+    sendWatch.add(reply, {
+      delivered: () => state.bytes - (backlog(request, reply) ?? state.bytes),
+      // A queued pipelined response waits on the one before it, not on its client.
+      backlog: () => backlog(request, reply) ?? 0,
+      cut: (reason) => {
+        state.tooSlow = true
+        metrics.slowClients.inc({ reason })
+        cutResponse(reply)
+      }
+    })
   }
 
   function onFinished (request: FastifyRequest, reply: FastifyReply): void {
@@ -453,12 +505,14 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const status = headersSent ? reply.statusCode : 0
     const { complete, bytes } = delivery(request, reply)
     state.bytes = bytes
-    const outcome: Outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : 'client-aborted'
+    state.ticket?.release()
+    const outcome: Outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : state.tooSlow ? 'client-too-slow' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
     metrics.requests.inc({ method: methodLabel(request.method), status_class: headersSent ? statusClass(status) : 'aborted', rule: state.rule ?? 'none' })
     metrics.requestDuration.observe({ status_class: headersSent ? statusClass(status) : 'aborted' }, durationMs / 1000)
     if (state.fetch) {
       fetching.delete(reply)
+      sendWatch.delete(reply)
       metrics.activeStreams.dec()
       metrics.bytesSent.inc(state.bytes)
       recordCompletion(request, state, status, outcome, durationMs)
@@ -494,6 +548,15 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const range = checkRange(h.range, config.limits.maxRanges)
     if (!range.ok) throw new Errors.BadRange(range.reason)
 
+    // A NAS connection within the client's share: or 429 / 503 now, never a hang.
+    state.ticket = admission.admit(state.client.clientIp)
+    if (state.ticket.ready) await state.ticket.ready
+    if (state.closed) {
+      // The client left while it waited: nothing was recorded, nothing is fetched.
+      reply.hijack()
+      return
+    }
+
     // No byte of a recording leaves before this record is on disk.
     if (!await writeAudit({ event: 'access', time: new Date().toISOString(), ...requestFields(request) }, request.log)) {
       throw new Errors.AuditUnavailable()
@@ -508,6 +571,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     state.fetch = true
     fetching.add(reply)
     metrics.activeStreams.inc()
+    watchDelivery(request, reply)
   })
 
   /**
@@ -592,7 +656,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
 
   await authenticator.register(app)
-  const upstream = await registerUpstream(app, { upstream: config.upstream, sendTimeoutMs: config.limits.sendTimeoutMs, checkMagic: config.files.checkMagic }, {
+  const upstream = await registerUpstream(app, { upstream: config.upstream, connections: processShare(config, config.upstream.connections), checkMagic: config.files.checkMagic }, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
     onUpstreamResponse: (_request, seconds) => { metrics.upstreamLatency.observe(seconds) },
@@ -653,6 +717,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         await closed
       }
       await upstream.close()
+      connectionRefusals.flush()
       stopDenylist()
       await audit.close()
     })()

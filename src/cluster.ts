@@ -18,12 +18,11 @@
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
-import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import closeWithGrace from 'close-with-grace'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
-import { auditKeyFile, grantsSecret } from './config/derived.js'
+import { auditKeyFile, grantsSecret, workerCount } from './config/derived.js'
 import { loadAuditKey } from './audit/key.js'
 import { chainName, recordChains } from './audit/chains.js'
 import { trailFiles } from './audit/verify.js'
@@ -31,9 +30,7 @@ import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
 import { createLogger } from './logging.js'
 
-export function workerCount (config: Readonly<Config>): number {
-  return config.workers === 'auto' ? availableParallelism() : config.workers
-}
+export { workerCount } from './config/derived.js'
 
 /** The directory of worker i's audit chain. */
 export function workerChainDir (config: Readonly<Config>, index: number): string {

@@ -12,6 +12,8 @@ export interface ErrorSpec {
   reason: string
   /** What an operator should know; rendered into the README table. */
   doc: string
+  /** Sent as Retry-After, in seconds, with this refusal. */
+  retryAfterSec?: number
 }
 
 export interface NasguardError extends Error {
@@ -22,9 +24,9 @@ export interface NasguardError extends Error {
 /** `new Errors.X(detail?)`: the detail fills the message's %s. */
 export type NasguardErrorConstructor = (new (detail?: string) => NasguardError) & { spec: ErrorSpec }
 
-function define (code: string, status: number, message: string, reason: string, doc: string): NasguardErrorConstructor {
+function define (code: string, status: number, message: string, reason: string, doc: string, retryAfterSec?: number): NasguardErrorConstructor {
   const Ctor = createError(code, message, status) as unknown as NasguardErrorConstructor
-  Ctor.spec = { code, status, message, reason, doc }
+  Ctor.spec = { code, status, message, reason, doc, ...(retryAfterSec !== undefined ? { retryAfterSec } : {}) }
   return Ctor
 }
 
@@ -101,6 +103,12 @@ export const Errors = {
   UpstreamTimeout: define('NASGUARD_ERR_UPSTREAM_TIMEOUT', 504,
     'the NAS did not answer in time', 'upstream_timeout',
     'No answer within upstream.timeoutMs (or no connection within connectTimeoutMs).'),
+  UpstreamBusy: define('NASGUARD_ERR_UPSTREAM_BUSY', 503,
+    'every NAS connection is in use; try again shortly', 'upstream_busy',
+    'No NAS connection came free within upstream.queueTimeoutMs (upstream.connections are all streaming). Sent with Retry-After; the NAS is not asked.', 2),
+  ClientBusy: define('NASGUARD_ERR_CLIENT_BUSY', 429,
+    'this client has too many downloads in flight', 'client_busy',
+    'The client address already has limits.clientFetches downloads in flight. Sent with Retry-After; the NAS is not asked.', 5),
   RevocationUnavailable: define('NASGUARD_ERR_REVOCATION_UNAVAILABLE', 503,
     'the revocation list cannot be read or is damaged; no token is accepted until it is valid', 'revocation_unavailable',
     'auth.revocation.file cannot be read, or is not a valid denylist (corrupt, torn, truncated, emptied, or deleted after it existed): fail closed, logged, shown in /readyz.'),

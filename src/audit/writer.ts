@@ -17,7 +17,7 @@ import { boundRecord } from './record-bounds.js'
 export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'new-key'
 
 /** How a fetch ended: in full; the client left; the NAS failed; the gateway shut down (the drain deadline passed). */
-export type Outcome = 'complete' | 'client-aborted' | 'upstream-error' | 'shutdown'
+export type Outcome = 'complete' | 'client-aborted' | 'client-too-slow' | 'upstream-error' | 'shutdown'
 
 export interface AuditRecord {
   event: AuditEvent

@@ -63,8 +63,15 @@ export const ConfigSchema = Type.Object({
     timeoutMs: Type.Integer({ default: 30000, minimum: 1, maximum: 600000 }),
     /** Time allowed to open a connection to the NAS. Default 5000. */
     connectTimeoutMs: Type.Integer({ default: 5000, minimum: 1, maximum: 600000 }),
-    /** Most connections open to the NAS (per worker): every stream in flight holds one, so this caps concurrent players; more wait. Default 1024. */
-    connections: Type.Integer({ default: 1024, minimum: 1, maximum: 16384 }),
+    /**
+     * NAS connections the gateway may hold for downloads (with workers, each
+     * takes its share, rounded up): every download in flight holds one, so
+     * this caps concurrent players; more wait in line. Default 128: a small
+     * NAS resets connections it cannot serve, a queue does not.
+     */
+    connections: Type.Integer({ default: 128, minimum: 1, maximum: 16384 }),
+    /** How long a download may wait for a free NAS connection before it gets 503 with Retry-After, ms. Default 3000. */
+    queueTimeoutMs: Type.Integer({ default: 3000, minimum: 1, maximum: 600000 }),
     /** HTTP/1.1 requests in flight per NAS connection. Default 1 (no pipelining: a slow stream would hold up the ones queued behind it). */
     pipelining: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** For an https NAS: a CA file to trust instead of the system store. */
@@ -189,8 +196,14 @@ export const ConfigSchema = Type.Object({
     maxRanges: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** On SIGTERM/SIGINT, how long downloads in flight may go on before they are cut (completion records say `shutdown`), ms. Default 10000. */
     drainTimeoutMs: Type.Integer({ default: 10000, minimum: 0, maximum: 600000 }),
-    /** A client that reads nothing of a recording for this long is cut off (its NAS request too), ms. Default 60000. */
-    sendTimeoutMs: Type.Integer({ default: 60000, minimum: 100, maximum: 3600000 })
+    /** A client that takes nothing of a recording for this long, while bytes wait for it, is cut off (its NAS request too); also the window of minSendRate, ms. Default 30000. */
+    sendTimeoutMs: Type.Integer({ default: 30000, minimum: 100, maximum: 3600000 }),
+    /** A client that takes fewer bytes a second than this, over any window of sendTimeoutMs, is cut off too; 0 cuts only clients that take nothing. Default 1024. */
+    minSendRate: Type.Integer({ default: 1024, minimum: 0, maximum: 1073741824 }),
+    /** Connections one client address may hold open (with workers, each takes its share); more are closed at accept. Default 256. */
+    clientConnections: Type.Integer({ default: 256, minimum: 1, maximum: 1000000 }),
+    /** Downloads one client address may have in flight (with workers, each takes its share); more get 429 with Retry-After. Default 64. */
+    clientFetches: Type.Integer({ default: 64, minimum: 1, maximum: 1000000 })
   }, { ...strict, default: {} })
 }, strict)
 

@@ -32,6 +32,7 @@ export function refusalClass (reason: string): string {
     case 'token_missing': case 'token_expired': case 'token_invalid': case 'grant_invalid': case 'client_cert_invalid': return 'auth'
     case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
     case 'audit_unavailable': return 'audit'
+    case 'upstream_busy': case 'client_busy': case 'client_connections': return 'capacity'
     default: return 'other'
   }
 }
@@ -51,12 +52,16 @@ export class GatewayMetrics {
   readonly certificateExpiry: Gauge<'cert'>
   readonly tlsReloads: Counter<'result'>
   readonly activeStreams: Gauge
+  readonly upstreamInUse: Gauge
+  readonly upstreamQueue: Gauge
+  readonly slowClients: Counter<'reason'>
   readonly requestDuration: Histogram<'status_class'>
   readonly auditRecords: Counter<'event'>
   readonly auditFailures: Counter<'event'>
   readonly auditBatchSize: Histogram
   readonly auditAvailable: Gauge
   private auditHealthy: () => boolean = () => true
+  private upstreamUse = { inUse: () => 0, queued: () => 0 }
   readonly auditWriteSeconds: Histogram
 
   /** Counts a refusal under its reason and class (and as an auth failure when it is one). */
@@ -75,7 +80,13 @@ export class GatewayMetrics {
     for (const r of reasons) this.refuse(r, 0)
     for (const k of upstreamKinds) this.upstreamErrors.inc({ kind: k }, 0)
     for (const r of handshakeReasons) this.tlsHandshakeFailures.inc({ reason: r }, 0)
+    for (const r of ['stalled', 'too_slow']) this.slowClients.inc({ reason: r }, 0)
     for (const e of ['access', 'fetch', 'refusal', 'grant']) { this.auditRecords.inc({ event: e }, 0); this.auditFailures.inc({ event: e }, 0) }
+  }
+
+  /** Where the NAS connection gauges read their values at scrape time. */
+  setUpstreamUse (use: { inUse: () => number, queued: () => number }): void {
+    this.upstreamUse = use
   }
 
   /** Where nasguard_audit_available reads its value at scrape time. */
@@ -85,6 +96,7 @@ export class GatewayMetrics {
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry = new Registry()]
+    const self = this
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry, prefix: 'nasguard_' })
       // prom-client names these gauges *_total, which Prometheus reserves for
@@ -169,6 +181,24 @@ export class GatewayMetrics {
       help: 'Recording responses currently streaming.',
       registers
     })
+    this.upstreamInUse = new Gauge({
+      name: 'nasguard_upstream_connections_in_use',
+      help: 'NAS connections held by downloads (at most upstream.connections).',
+      registers,
+      collect () { this.set(self.upstreamUse.inUse()) }
+    })
+    this.upstreamQueue = new Gauge({
+      name: 'nasguard_upstream_queue',
+      help: 'Downloads waiting for a NAS connection (each waits at most upstream.queueTimeoutMs, then gets 503).',
+      registers,
+      collect () { this.set(self.upstreamUse.queued()) }
+    })
+    this.slowClients = new Counter({
+      name: 'nasguard_slow_clients_total',
+      help: 'Downloads cut because the client took less than limits.minSendRate over limits.sendTimeoutMs (too_slow), or nothing at all (stalled).',
+      labelNames: ['reason'],
+      registers
+    })
     this.requestDuration = new Histogram({
       name: 'nasguard_http_request_duration_seconds',
       help: 'Time from request to the end of the response.',
@@ -188,7 +218,6 @@ export class GatewayMetrics {
       labelNames: ['event'],
       registers
     })
-    const self = this
     this.auditAvailable = new Gauge({
       name: 'nasguard_audit_available',
       help: '1 when the last audit write succeeded; 0 while recording requests are refused with 503.',

@@ -24,6 +24,9 @@ const REQUEST_HEADERS = ['range', 'if-range', 'if-match', 'if-none-match', 'if-m
 /** NAS response headers that may reach the client. Content-Type is set from the extension. */
 const RESPONSE_HEADERS = ['content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified'] as const
 
+/** NAS failures that are retried once, before any byte was sent: a reset connection. */
+const RESETS = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+
 /** What the gateway decided about a request, filled in by the gate. */
 export interface ProxyTarget { path: string, extension: string }
 
@@ -70,10 +73,15 @@ export class AbortablePool extends Pool {
   }
 }
 
-export function createPool (cfg: Config['upstream']): AbortablePool {
+/**
+ * The pool for `downloads` NAS connections (the admission's share), and an
+ * eighth more for the short head checks a download may need on the side:
+ * undici would otherwise queue those behind the downloads, without bound.
+ */
+export function createPool (cfg: Config['upstream'], downloads: number): AbortablePool {
   const url = new URL(cfg.url)
   return new AbortablePool(url.origin, {
-    connections: cfg.connections,
+    connections: downloads + Math.ceil(downloads / 8),
     pipelining: cfg.pipelining,
     keepAliveTimeout: 4000,
     headersTimeout: cfg.timeoutMs,
@@ -159,15 +167,16 @@ export function cutResponse (reply: FastifyReply): void {
  */
 export interface UpstreamOptions {
   upstream: Config['upstream']
-  sendTimeoutMs: number
+  /** NAS connections this process may use for downloads (Admission holds them to it). */
+  connections: number
   /** Check each recording's first bytes against its type before sending any. */
   checkMagic: boolean
 }
 
 export async function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
-  const { upstream: cfg, sendTimeoutMs } = opts
+  const { upstream: cfg } = opts
   const asked = new WeakMap<FastifyRequest, bigint>()
-  const pool = createPool(cfg)
+  const pool = createPool(cfg, opts.connections)
   const authorization = basicAuth(cfg)
   const heads = new HeadCheck((o) => pool.request(o), { 'user-agent': 'nasguard', ...(authorization ? { authorization } : {}) })
 
@@ -178,7 +187,7 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     reply.send(err)
   }
 
-  /** Streams a checked recording to the client, counting bytes and watching for a stalled reader. */
+  /** Streams a checked recording to the client, counting bytes (slow readers are the app's SendWatch's). */
   const sendRecording = (request: FastifyRequest, reply: FastifyReply, stream: Readable, extension: string): void => {
     reply.header('content-type', contentTypeFor(extension))
     // Count what is handed to the response, where Fastify's pipe writes
@@ -221,9 +230,6 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
       // Once bytes are out, the client must see a cut, not an end.
       if (reply.raw.headersSent) cutResponse(reply)
     })
-    // A client that stops reading would hold a NAS connection for good
-    // (undici's body timeout sleeps under backpressure): cut it off.
-    reply.raw.setTimeout(sendTimeoutMs, () => { reply.raw.destroy() })
     reply.send(stream)
   }
 
@@ -285,9 +291,16 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
     },
     replyOptions: {
       queryString: () => '',
-      // Retrying is the client's call; a retry would also be a second NAS
-      // fetch under one audit record.
-      retryDelay: () => null,
+      // A NAS that resets a connection before it answers (a small NAS
+      // shedding load, a keep-alive connection it closed as it was reused)
+      // is asked once more: nothing was sent to the client yet, and the
+      // method is safe. Any other failure is the client's to retry.
+      retriesCount: 1,
+      retryDelay: ({ err, req, attempt }: { err?: { code?: string }, req: { headers?: Record<string, string> }, attempt: number }) => {
+        if (attempt > 0 || !err || !RESETS.has(err.code ?? '')) return null
+        const id = req.headers?.['x-request-id']
+        return id !== undefined && pool.signals.get(id)?.aborted !== true ? 1 : null
+      },
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, string | string[] | undefined>) => {
         const out: Record<string, string | string[] | undefined> = { host: headers.host, 'x-request-id': request.id, 'user-agent': 'nasguard' }
         for (const h of REQUEST_HEADERS) if (headers[h] !== undefined) out[h] = headers[h]

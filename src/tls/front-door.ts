@@ -14,6 +14,9 @@ export interface FrontDoorOptions {
   /** A connection that sends nothing is closed after this. */
   firstByteTimeoutMs: number
   onPlaintext: (socket: Socket) => void
+  /** Whether the connection may be served (per-client caps); a refused one is closed at once. */
+  admit: (socket: Socket) => boolean
+  onRefused: (socket: Socket) => void
 }
 
 const ANSWER = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.code, message: Errors.PlaintextOnTlsPort.spec.message })
@@ -26,6 +29,11 @@ export function installFrontDoor (server: NetServer, opts: FrontDoorOptions): vo
   const tlsListeners = server.listeners('connection') as Array<(socket: Socket) => void>
   server.removeAllListeners('connection')
   server.on('connection', (socket: Socket) => {
+    if (!opts.admit(socket)) {
+      opts.onRefused(socket)
+      socket.destroy()
+      return
+    }
     const onEarlyError = (): void => { socket.destroy() }
     socket.on('error', onEarlyError)
     const timer = setTimeout(() => socket.destroy(), opts.firstByteTimeoutMs)

@@ -12,6 +12,9 @@ import { basename, dirname } from 'node:path'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/schema.js'
 import { installFrontDoor } from './front-door.js'
+import { ConnectionCaps } from './connection-caps.js'
+import { closeIdleFirstConnections } from './first-request.js'
+import { processShare } from '../config/derived.js'
 import { tlsProfileOptions } from './profiles.js'
 import { ClientCrls } from './client-crl.js'
 import { SessionWatch } from './h2-sessions.js'
@@ -63,6 +66,8 @@ export const HEADER_LIMITS = { bytes: 16 * 1024, fields: 128 } as const
 
 export interface TlsServerHooks {
   onPlaintext: (socket: Socket) => void
+  /** A connection closed at accept: its address holds limits.clientConnections already. */
+  onClientConnectionsRefused: (socket: Socket) => void
   onHandshakeFailure: (reason: string, socket: Socket) => void
   onCertificate: (material: CertificateMaterial) => void
   onReloadFailure: (err: Error) => void
@@ -182,7 +187,14 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     setTimeout(() => second.destroy(), 2000).unref()
   })
 
-  installFrontDoor(server, { firstByteTimeoutMs: config.limits.headersTimeoutMs, onPlaintext: hooks.onPlaintext })
+  const caps = new ConnectionCaps(processShare(config, config.limits.clientConnections))
+  installFrontDoor(server, {
+    firstByteTimeoutMs: config.limits.headersTimeoutMs,
+    onPlaintext: hooks.onPlaintext,
+    admit: (socket) => caps.take(socket),
+    onRefused: hooks.onClientConnectionsRefused
+  })
+  closeIdleFirstConnections(server, config.limits.headersTimeoutMs)
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     // A client certificate that fails verification under `require` is not a
     // handshake error in OpenSSL's eyes: Node destroys the socket afterwards,

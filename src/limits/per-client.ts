@@ -1,0 +1,25 @@
+// How many of something (connections, downloads) each client address holds,
+// against a cap. Addresses at zero are forgotten, so the map holds only the
+// clients with something open.
+export class PerClientCount {
+  private readonly counts = new Map<string, number>()
+
+  constructor (readonly cap: number) {}
+
+  /** Counts one more for the client; false (and nothing counted) when it is at the cap. */
+  take (client: string): boolean {
+    const n = this.counts.get(client) ?? 0
+    if (n >= this.cap) return false
+    this.counts.set(client, n + 1)
+    return true
+  }
+
+  give (client: string): void {
+    const n = (this.counts.get(client) ?? 1) - 1
+    if (n > 0) this.counts.set(client, n)
+    else this.counts.delete(client)
+  }
+
+  /** Clients holding at least one. */
+  get clients (): number { return this.counts.size }
+}

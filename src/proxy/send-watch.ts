@@ -1,0 +1,90 @@
+// Slow readers. A client that takes a recording slower than
+// limits.minSendRate bytes a second, over any window of limits.sendTimeoutMs,
+// or takes nothing at all for that long, is cut off, and its NAS request with
+// it: otherwise a reader taking 5 bytes a second holds a NAS connection and
+// the response's buffers for days.
+//
+// Only time in which the client had bytes waiting counts against it: a
+// response waiting on a slow NAS is the NAS's business (upstream.timeoutMs).
+// One timer serves every response in flight.
+
+export interface Watched {
+  /** Body bytes the client has taken so far. */
+  delivered: () => number
+  /** Bytes written for the client that it has not taken yet. */
+  backlog: () => number
+  /** The client is too slow: end the response. */
+  cut: (reason: 'stalled' | 'too_slow') => void
+}
+
+interface Entry { watched: Watched, samples: Array<{ at: number, delivered: number }> }
+
+export interface SendWatchLimits {
+  /** The window, ms (limits.sendTimeoutMs). */
+  windowMs: number
+  /** Bytes a second the client must take over each window (0: only a client that takes nothing is cut). */
+  minBytesPerSec: number
+}
+
+export class SendWatch {
+  private readonly entries = new Map<object, Entry>()
+  private timer: NodeJS.Timeout | undefined
+  /** How often responses are looked at: the cut comes at most this long after the window. */
+  private readonly tickMs: number
+  /** How far apart kept samples are: a handful per response, whatever the window. */
+  private readonly sampleMs: number
+
+  constructor (private readonly limits: SendWatchLimits, private readonly now: () => number = Date.now) {
+    this.tickMs = Math.max(25, Math.min(1000, Math.floor(limits.windowMs / 4)))
+    this.sampleMs = Math.max(this.tickMs, Math.floor(limits.windowMs / 16))
+  }
+
+  get size (): number { return this.entries.size }
+
+  add (key: object, watched: Watched): void {
+    this.entries.set(key, { watched, samples: [{ at: this.now(), delivered: watched.delivered() }] })
+    if (!this.timer) {
+      this.timer = setInterval(() => this.tick(), this.tickMs)
+      this.timer.unref()
+    }
+  }
+
+  delete (key: object): void {
+    this.entries.delete(key)
+    if (this.entries.size === 0 && this.timer) {
+      clearInterval(this.timer)
+      this.timer = undefined
+    }
+  }
+
+  /** Looks at every response once; exported for tests that drive the clock. */
+  tick (): void {
+    const now = this.now()
+    for (const [key, entry] of this.entries) {
+      const reason = this.judge(entry, now)
+      if (reason) {
+        this.delete(key)
+        entry.watched.cut(reason)
+      }
+    }
+  }
+
+  private judge (entry: Entry, now: number): 'stalled' | 'too_slow' | undefined {
+    const delivered = entry.watched.delivered()
+    const { samples } = entry
+    // Nothing waits for the client: it keeps up. The window starts again.
+    if (entry.watched.backlog() === 0) {
+      samples.length = 0
+      samples.push({ at: now, delivered })
+      return undefined
+    }
+    if (now - samples[samples.length - 1].at >= this.sampleMs) samples.push({ at: now, delivered })
+    const from = now - this.limits.windowMs
+    while (samples.length > 1 && samples[1].at <= from) samples.shift()
+    const first = samples[0]
+    if (first.at > from) return undefined
+    const taken = delivered - first.delivered
+    if (taken <= 0) return 'stalled'
+    return taken < this.limits.minBytesPerSec * (now - first.at) / 1000 ? 'too_slow' : undefined
+  }
+}

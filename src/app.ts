@@ -4,7 +4,8 @@
 //
 // Every request passes the gate (one onRequest hook) in this order:
 // method and framing -> canonical path -> token -> policy -> listing and
-// file-type guard -> durable access record. Only then is it proxied.
+// file-type guard -> range -> admission (a NAS connection within the
+// client's share) -> durable access record. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
 import { connect as connectTcp, isIP, type Socket } from 'node:net'

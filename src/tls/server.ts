@@ -13,7 +13,6 @@ import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/schema.js'
 import { installFrontDoor } from './front-door.js'
 import { ConnectionCaps } from './connection-caps.js'
-import { closeIdleFirstConnections } from './first-request.js'
 import { processShare } from '../config/derived.js'
 import { tlsProfileOptions } from './profiles.js'
 import { ClientCrls } from './client-crl.js'
@@ -194,7 +193,6 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     admit: (socket) => caps.take(socket),
     onRefused: hooks.onClientConnectionsRefused
   })
-  closeIdleFirstConnections(server, config.limits.headersTimeoutMs)
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     // A client certificate that fails verification under `require` is not a
     // handshake error in OpenSSL's eyes: Node destroys the socket afterwards,

@@ -1,41 +1,19 @@
 #!/usr/bin/env node
-// nasguard <start | demo | config check | token issue>
-import { parseArgs, type ParseArgsConfig } from 'node:util'
+// The nasguard command line (commander). Exit codes, for every command:
+// 0 ok, 1 failure (a bad config, a broken chain, an expired certificate),
+// 2 usage error. --help and --version exit 0. Every command that takes
+// --config also reads NASGUARD_CONFIG.
+import { readFileSync } from 'node:fs'
+import { basename, dirname, join, resolve as resolvePath } from 'node:path'
+import cluster from 'node:cluster'
+import { Command, CommanderError, Option } from 'commander'
 import { ConfigError, loadConfig } from './config/load.js'
+import type { Config } from './config/schema.js'
 import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
 import { addRevocation, type RevocationEntry } from './auth/revocation.js'
-import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import { auditNewKey, auditSearch, auditSummary, auditVerify } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
-import { readFileSync } from 'node:fs'
-import cluster from 'node:cluster'
-
-const USAGE = `usage:
-  nasguard start [--config FILE]      run the gateway (no config: the demo)
-  nasguard demo                       run the demo: embedded NAS, local CA, demo token
-  nasguard config check FILE          validate a config file without starting
-  nasguard token issue --config FILE --sub S --scope "a b" [--ttl 15m] [--kid K]
-                                      print a signed token (with a jti)
-  nasguard token revoke --config FILE --jti J | --sub S [--issued-before T]
-                                      add to the denylist; running gateways apply it within a second
-  nasguard audit verify [--config FILE | --dir D [--key-file K]]
-                                      check the audit chain: exit 1 on the first edit, deletion,
-                                      insertion, reordering or missing file
-  nasguard audit search [--config FILE | --dir D] [--sub S] [--path-prefix P] [--since T] [--until T] [--event E] [--json]
-  nasguard audit summary [--config FILE | --dir D] [--since T] [--until T] [--json]
-                                      per subject: files, fetches, bytes, first and last access
-  nasguard audit new-key --config FILE
-                                      after losing the audit key: set the old trail aside
-                                      (retired-<time>/), make a new key, record it
-  nasguard cert init --host H [--host H2 ...] [--dir certs] [--days 397] [--crl-url URL] [--force]
-                                      a local CA and a server certificate for those names/IPs
-  nasguard cert client --name N --out DIR [--dir certs] [--days 365] [--p12 --password-file F] [--crl-url URL] [--force]
-                                      a client certificate (and a PKCS#12 bundle) signed by the CA
-  nasguard cert revoke --cert FILE | --serial HEX [--dir certs]
-                                      add to the CA's revocation list (certs/ca.crl)
-  nasguard cert show [FILE]           subject, names, issuer, validity, SHA-256; warns within 30 days
-Every config key can be set by a NASGUARD_* variable, e.g. NASGUARD_LISTEN_PORT.`
 
 class UsageError extends Error {}
 
@@ -48,171 +26,257 @@ function parseTimeMs (t: string): number {
   return ms
 }
 
-function args (argv: string[], options: NonNullable<ParseArgsConfig['options']>): Record<string, string | boolean | undefined> {
-  try {
-    return parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values as Record<string, string | boolean | undefined>
-  } catch (err) {
-    throw new UsageError((err as Error).message)
+const out = (s: string): void => { process.stdout.write(s) }
+const err = (s: string): void => { process.stderr.write(s) }
+
+/** --config FILE, or NASGUARD_CONFIG. */
+const configOption = (required: boolean): Option => {
+  const o = new Option('-c, --config <file>', 'the config file').env('NASGUARD_CONFIG')
+  return required ? o.makeOptionMandatory() : o
+}
+
+const load = (file: string): Readonly<Config> => loadConfig({ file, env: process.env })
+
+/** Runs an action and keeps its exit code (a long-running one returns nothing). */
+function action<A extends unknown[]> (fn: (...a: A) => Promise<number | undefined> | number | undefined): (...a: A) => Promise<void> {
+  return async (...a: A) => {
+    const code = await fn(...a)
+    if (code !== undefined) process.exitCode = code
   }
 }
 
-async function main (argv: string[]): Promise<number> {
+function version (): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  return pkg.version
+}
+
+function buildProgram (): Command {
+  const program = new Command('nasguard')
+    .description('A TLS, JWT and audit gateway in front of a NAS full of sensitive recordings.\nEvery config key can also be set by a NASGUARD_* variable, e.g. NASGUARD_LISTEN_PORT.')
+    .version(version(), '-V, --version')
+    .showHelpAfterError('(nasguard --help lists the commands)')
+    .exitOverride()
+
+  program.command('start').description('run the gateway (no config: the demo)')
+    .addOption(configOption(false))
+    .action(action(async (o: { config?: string }) => {
+      if (!o.config) {
+        const { runDemo } = await import('./server.js')
+        await runDemo()
+        return undefined
+      }
+      const config = load(o.config)
+      // Loaded on demand: a primary needs neither the app nor node-forge.
+      const { runPrimary, workerCount } = await import('./cluster.js')
+      if (workerCount(config) > 1) {
+        await runPrimary(config)
+        return undefined
+      }
+      const { closeOnSignals, startGateway } = await import('./server.js')
+      const running = await startGateway(config)
+      closeOnSignals(running)
+      running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
+      return undefined
+    }))
+
+  program.command('demo').description('run the demo: embedded NAS, local CA, demo token')
+    .action(action(async () => {
+      const { runDemo } = await import('./server.js')
+      await runDemo()
+      return undefined
+    }))
+
+  const config = program.command('config').description('configuration files')
+  config.command('check').description('validate a config file without starting')
+    .argument('[file]', 'the config file (or --config, or NASGUARD_CONFIG)')
+    .addOption(configOption(false))
+    .action(action((file: string | undefined, o: { config?: string }) => {
+      const f = file ?? o.config
+      if (!f) throw new UsageError('config check needs a FILE (or --config, or NASGUARD_CONFIG)')
+      const c = load(f)
+      out(`config OK: ${f}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
+      return 0
+    }))
+
+  const token = program.command('token').description('tokens and the revocation denylist')
+  token.command('issue').description('print a signed token (with a jti)')
+    .addOption(configOption(true))
+    .requiredOption('--sub <subject>', 'the subject (sub claim)')
+    .requiredOption('--scope <scopes>', 'space-separated scopes, e.g. "recordings:read"')
+    .option('--ttl <duration>', 'lifetime, e.g. 15m, 8h', '15m')
+    .option('--kid <kid>', 'the key id to sign with')
+    .action(action((o: { config: string, sub: string, scope: string, ttl: string, kid?: string }) => {
+      const c = load(o.config)
+      const { token, jti, exp } = issueToken(c.auth.jwt, { sub: o.sub, scope: o.scope, ttlSeconds: parseTtl(o.ttl), kid: o.kid })
+      out(token + '\n')
+      err(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
+      return 0
+    }))
+  token.command('revoke').description('add to the denylist; running gateways apply it within a second')
+    .addOption(configOption(true))
+    .option('--jti <jti>', 'one token')
+    .option('--sub <subject>', 'every token and grant of a subject')
+    .option('--issued-before <time>', 'with --sub: issued before this (ISO 8601, epoch seconds, now)', 'now')
+    .action(action((o: { config: string, jti?: string, sub?: string, issuedBefore: string }) => {
+      if (!o.jti === !o.sub) throw new UsageError('token revoke needs one of --jti or --sub')
+      return revoke(load(o.config), o)
+    }))
+
+  const audit = program.command('audit').description('the audit trail')
+  const trail = (cmd: Command): Command => cmd
+    .addOption(configOption(false))
+    .option('--dir <dir>', 'the audit directory (instead of --config)')
+    .option('--key-file <file>', 'with --dir: the audit key (default: <dir>.key beside it)')
+  const filters = (cmd: Command): Command => cmd
+    .option('--sub <subject>', 'only this subject')
+    .option('--path-prefix <prefix>', 'only paths under this prefix')
+    .option('--since <time>', 'from this time (ISO 8601, epoch seconds, now)')
+    .option('--until <time>', 'up to this time')
+    .option('--event <event>', 'only this event (access, fetch, refusal, grant, ...)')
+    .option('--json', 'JSON lines', false)
+  trail(audit.command('verify').description('check the audit chain: exit 1 on the first edit, deletion, insertion, reordering or missing file'))
+    .action(action((o: TrailOptions) => auditVerify(trailOf(o, 'verify'), out)))
+  filters(trail(audit.command('search').description('records matching the filters')))
+    .action(action((o: TrailOptions & FilterOptions) => auditSearch(trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
+  filters(trail(audit.command('summary').description('per subject: files, fetches, bytes, first and last access')))
+    .action(action((o: TrailOptions & FilterOptions) => auditSummary(trailOf(o, 'summary'), filtersOf(o), o.json, out, err)))
+  audit.command('new-key').description('after losing the audit key: set the old trail aside (retired-<time>/), make a new key, record it')
+    .addOption(configOption(true))
+    .action(action(async (o: { config: string }) => {
+      const c = load(o.config)
+      return await auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, out)
+    }))
+
+  certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))
+  return program
+}
+
+function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): number {
+  const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
+  const now = Math.floor(Date.now() / 1000)
+  // No token that could match outlives this: exp <= iat + maxLifetimeSec,
+  // and exp is honoured up to clockToleranceSec late.
+  const max = c.auth.jwt.maxLifetimeSec + c.auth.jwt.clockToleranceSec
+  let entry: RevocationEntry
+  if (o.jti) {
+    entry = { type: 'jti', jti: o.jti, expiresAt: now + c.auth.jwt.clockToleranceSec + max, at: now }
+  } else {
+    const before = parseTime(o.issuedBefore)
+    entry = { type: 'sub', sub: o.sub as string, issuedBefore: before, expiresAt: Math.max(before, now) + max, at: now }
+  }
+  // A damaged denylist is rewritten with what it still holds: say so, as
+  // revocations in the damaged part are lost and may need to be redone.
+  const n = addRevocation(file, entry, now, { warn: (m) => err(`warning: ${m}\n`) })
+  const what = o.jti ? `token ${o.jti}` : `every token and grant of ${o.sub as string} issued before ${new Date((entry as { issuedBefore: number }).issuedBefore * 1000).toISOString()}`
+  out(`revoked ${what}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
+  return 0
+}
+
+interface TrailOptions { config?: string, dir?: string, keyFile?: string }
+interface FilterOptions { sub?: string, pathPrefix?: string, since?: string, until?: string, event?: string, json: boolean }
+
+function trailOf (o: TrailOptions, command: string): { dir: string, key: Buffer } {
+  let dir = o.dir
+  let keyFile = o.keyFile
+  if (o.config) {
+    const c = load(o.config)
+    dir ??= c.audit.dir
+    keyFile ??= auditKeyFile(c)
+  }
+  if (!dir) throw new UsageError(`audit ${command} needs --config (or NASGUARD_CONFIG) or --dir`)
+  keyFile ??= join(dirname(resolvePath(dir)), `${basename(resolvePath(dir))}.key`)
+  return { dir, key: loadAuditKey(keyFile) }
+}
+
+function filtersOf (o: FilterOptions): { sub?: string, pathPrefix?: string, since?: number, until?: number, event?: string } {
+  return {
+    sub: o.sub,
+    pathPrefix: o.pathPrefix,
+    since: o.since ? parseTimeMs(o.since) : undefined,
+    until: o.until ? parseTimeMs(o.until) : undefined,
+    event: o.event
+  }
+}
+
+function certCommands (cert: Command): void {
+  const commands = async (): Promise<typeof import('./tls/cert-commands.js')> => await import('./tls/cert-commands.js')
+  const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+  cert.command('init').description('a local CA and a server certificate for those names/IPs')
+    .requiredOption('--host <name>', 'a DNS name or IP address (repeat for more)', collect)
+    .option('--dir <dir>', 'where the CA and certificates live', 'certs')
+    .option('--days <n>', 'server certificate lifetime (at most 397)', '397')
+    .option('--crl-url <url>', 'CRL distribution point to put in certificates')
+    .option('--force', 'overwrite an existing CA and certificate', false)
+    .action(action(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean }) => {
+      out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, crlUrl: o.crlUrl }) + '\n')
+      return 0
+    }))
+  cert.command('client').description('a client certificate (and a PKCS#12 bundle) signed by the CA')
+    .requiredOption('--name <cn>', 'the certificate CN (what policy rules grant: certs: [CN=name])')
+    .requiredOption('--out <dir>', 'where to write it')
+    .option('--dir <dir>', 'the CA directory', 'certs')
+    .option('--days <n>', 'lifetime', '365')
+    .option('--p12', 'also write a PKCS#12 bundle (needs --password-file)', false)
+    .option('--password-file <file>', 'the PKCS#12 password')
+    .option('--crl-url <url>', 'CRL distribution point')
+    .option('--force', 'overwrite existing files', false)
+    .action(action(async (o: { name: string, out: string, dir: string, days: string, p12: boolean, passwordFile?: string, crlUrl?: string, force: boolean }) => {
+      const password = o.passwordFile ? readFileSync(o.passwordFile, 'utf8').replace(/\r?\n$/, '') : undefined
+      out((await commands()).certClient({ dir: o.dir, name: o.name, out: o.out, days: Number(o.days), p12: o.p12, password, force: o.force, crlUrl: o.crlUrl }) + '\n')
+      return 0
+    }))
+  cert.command('revoke').description("add to the CA's revocation list (certs/ca.crl)")
+    .option('--cert <file>', 'the certificate to revoke')
+    .option('--serial <hex>', 'or its serial number')
+    .option('--dir <dir>', 'the CA directory', 'certs')
+    .action(action(async (o: { cert?: string, serial?: string, dir: string }) => {
+      out((await commands()).certRevoke({ dir: o.dir, certFile: o.cert, serial: o.serial }) + '\n')
+      return 0
+    }))
+  cert.command('show').description('subject, names, issuer, validity, SHA-256; warns within 30 days, exit 1 when expired or not yet valid')
+    .argument('[file]', 'a PEM certificate (or chain)', 'certs/server.crt')
+    .action(action(async (file: string) => {
+      const c = await commands()
+      out(c.showCertificate(file) + '\n')
+      return c.certificateOutOfDate(file) ? 1 : 0
+    }))
+}
+
+/** The exit code for an error that reached the top. */
+function failure (e: unknown): number {
+  if (e instanceof CommanderError) {
+    // --help and --version end here too, having printed what was asked.
+    return e.exitCode === 0 ? 0 : 2
+  }
+  if (e instanceof UsageError) {
+    err(`nasguard: ${e.message}\n(nasguard --help lists the commands)\n`)
+    return 2
+  }
+  if (e instanceof ConfigError) err(e.message + '\n')
+  else err(`nasguard: ${(e as Error).message}\n`)
+  return 1
+}
+
+// `nasguard audit search ... | head`: a reader that stops early is not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0)
+  throw e
+})
+
+async function main (argv: string[]): Promise<void> {
   // A worker of `workers: N`: its config comes from the primary.
   if (cluster.isWorker) {
     const { runWorker } = await import('./worker.js')
     await runWorker()
-    return -1
+    return
   }
-  const [cmd, sub, ...rest] = argv
-  if (cmd === 'start') {
-    const v = args(sub ? [sub, ...rest] : [], { config: { type: 'string', short: 'c' } })
-    const file = (v.config as string | undefined) ?? process.env.NASGUARD_CONFIG
-    if (!file) {
-      const { runDemo } = await import('./server.js')
-      await runDemo()
-      return -1
-    }
-    const config = loadConfig({ file, env: process.env })
-    // Loaded on demand: a primary needs neither the app nor node-forge.
-    const { runPrimary, workerCount } = await import('./cluster.js')
-    if (workerCount(config) > 1) {
-      await runPrimary(config)
-      return -1
-    }
-    const { closeOnSignals, startGateway } = await import('./server.js')
-    const running = await startGateway(config)
-    closeOnSignals(running)
-    running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
-    return -1
+  const program = buildProgram()
+  if (argv.length === 0) {
+    program.outputHelp({ error: true })
+    process.exitCode = 2
+    return
   }
-  if (cmd === 'demo') {
-    const { runDemo } = await import('./server.js')
-    await runDemo()
-    return -1
-  }
-  if (cmd === 'config' && sub === 'check') {
-    const file = rest[0]
-    if (!file) throw new UsageError('config check needs a FILE')
-    const c = loadConfig({ file, env: process.env })
-    process.stdout.write(`config OK: ${file}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
-    return 0
-  }
-  if (cmd === 'token' && sub === 'revoke') {
-    const v = args(rest, { config: { type: 'string', short: 'c' }, jti: { type: 'string' }, sub: { type: 'string' }, 'issued-before': { type: 'string' } })
-    if (!v.config || (!v.jti === !v.sub)) throw new UsageError('token revoke needs --config and one of --jti or --sub')
-    const c = loadConfig({ file: v.config as string, env: process.env })
-    const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
-    const now = Math.floor(Date.now() / 1000)
-    // No token that could match outlives this: exp <= iat + maxLifetimeSec,
-    // and exp is honoured up to clockToleranceSec late.
-    const max = c.auth.jwt.maxLifetimeSec + c.auth.jwt.clockToleranceSec
-    let entry: RevocationEntry
-    if (v.jti) {
-      entry = { type: 'jti', jti: v.jti as string, expiresAt: now + c.auth.jwt.clockToleranceSec + max, at: now }
-    } else {
-      const before = parseTime((v['issued-before'] as string | undefined) ?? 'now')
-      entry = { type: 'sub', sub: v.sub as string, issuedBefore: before, expiresAt: Math.max(before, now) + max, at: now }
-    }
-    // A damaged denylist is rewritten with what it still holds: say so, as
-    // revocations in the damaged part are lost and may need to be redone.
-    const n = addRevocation(file, entry, now, { warn: (m) => process.stderr.write(`warning: ${m}\n`) })
-    process.stdout.write(`revoked ${v.jti ? `token ${v.jti as string}` : `every token and grant of ${v.sub as string} issued before ${new Date((entry as { issuedBefore: number }).issuedBefore * 1000).toISOString()}`}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
-    return 0
-  }
-  if (cmd === 'token' && sub === 'issue') {
-    const v = args(rest, { config: { type: 'string', short: 'c' }, sub: { type: 'string' }, scope: { type: 'string' }, ttl: { type: 'string', default: '15m' }, kid: { type: 'string' } })
-    if (!v.config || !v.sub || !v.scope) throw new UsageError('token issue needs --config, --sub and --scope')
-    const c = loadConfig({ file: v.config as string, env: process.env })
-    const { token, jti, exp } = issueToken(c.auth.jwt, { sub: v.sub as string, scope: v.scope as string, ttlSeconds: parseTtl(v.ttl as string), kid: v.kid as string | undefined })
-    process.stdout.write(token + '\n')
-    process.stderr.write(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
-    return 0
-  }
-  if (cmd === 'audit' && sub === 'new-key') {
-    const v = args(rest, { config: { type: 'string', short: 'c' } })
-    if (!v.config) throw new UsageError('audit new-key needs --config')
-    const c = loadConfig({ file: v.config as string, env: process.env })
-    return await auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, (s) => { process.stdout.write(s) })
-  }
-  if (cmd === 'audit' && (sub === 'verify' || sub === 'search' || sub === 'summary')) {
-    const v = args(rest, {
-      config: { type: 'string', short: 'c' }, dir: { type: 'string' }, 'key-file': { type: 'string' },
-      sub: { type: 'string' }, 'path-prefix': { type: 'string' }, since: { type: 'string' }, until: { type: 'string' }, event: { type: 'string' }, json: { type: 'boolean', default: false }
-    })
-    let dir = v.dir as string | undefined
-    let keyFile = v['key-file'] as string | undefined
-    if (v.config) {
-      const c = loadConfig({ file: v.config as string, env: process.env })
-      dir ??= c.audit.dir
-      keyFile ??= auditKeyFile(c)
-    }
-    if (!dir) throw new UsageError(`audit ${sub} needs --config or --dir`)
-    keyFile ??= join(dirname(resolvePath(dir)), `${basename(resolvePath(dir))}.key`)
-    const loc = { dir, key: loadAuditKey(keyFile) }
-    const out = (s: string): void => { process.stdout.write(s) }
-    const err = (s: string): void => { process.stderr.write(s) }
-    if (sub === 'verify') return auditVerify(loc, out)
-    const f = {
-      sub: v.sub as string | undefined,
-      pathPrefix: v['path-prefix'] as string | undefined,
-      since: v.since ? parseTimeMs(v.since as string) : undefined,
-      until: v.until ? parseTimeMs(v.until as string) : undefined,
-      event: v.event as string | undefined
-    }
-    return sub === 'search' ? auditSearch(loc, f, v.json as boolean, out, err) : auditSummary(loc, f, v.json as boolean, out, err)
-  }
-  if (cmd === 'cert') {
-    const { certClient, certInit, certRevoke, showCertificate } = await import('./tls/cert-commands.js')
-    if (sub === 'init') {
-      const v = args(rest, { host: { type: 'string', multiple: true }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '397' }, force: { type: 'boolean', default: false }, 'crl-url': { type: 'string' } })
-      process.stdout.write(certInit({ dir: v.dir as string, hosts: (v.host as unknown as string[] | undefined) ?? [], days: Number(v.days), force: v.force as boolean, crlUrl: v['crl-url'] as string | undefined }) + '\n')
-      return 0
-    }
-    if (sub === 'client') {
-      const v = args(rest, { name: { type: 'string' }, out: { type: 'string' }, dir: { type: 'string', default: 'certs' }, days: { type: 'string', default: '365' }, p12: { type: 'boolean', default: false }, 'password-file': { type: 'string' }, force: { type: 'boolean', default: false }, 'crl-url': { type: 'string' } })
-      if (!v.name || !v.out) throw new UsageError('cert client needs --name and --out')
-      const pwFile = v['password-file'] as string | undefined
-      const password = pwFile ? readFileSync(pwFile, 'utf8').replace(/\r?\n$/, '') : undefined
-      process.stdout.write(certClient({ dir: v.dir as string, name: v.name as string, out: v.out as string, days: Number(v.days), p12: v.p12 as boolean, password, force: v.force as boolean, crlUrl: v['crl-url'] as string | undefined }) + '\n')
-      return 0
-    }
-    if (sub === 'revoke') {
-      const v = args(rest, { cert: { type: 'string' }, serial: { type: 'string' }, dir: { type: 'string', default: 'certs' } })
-      process.stdout.write(certRevoke({ dir: v.dir as string, certFile: v.cert as string | undefined, serial: v.serial as string | undefined }) + '\n')
-      return 0
-    }
-    if (sub === 'show') {
-      process.stdout.write(showCertificate(rest[0] ?? 'certs/server.crt') + '\n')
-      return 0
-    }
-  }
-  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(USAGE + '\n')
-    return cmd === undefined ? 2 : 0
-  }
-  throw new UsageError(`unknown command: ${[cmd, sub].filter(Boolean).join(' ')}`)
+  await program.parseAsync(argv, { from: 'user' })
 }
 
-// `nasguard audit search ... | head`: a reader that stops early is not an error.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(0)
-  throw err
-})
-
-main(process.argv.slice(2)).then((code) => {
-  if (code >= 0) process.exitCode = code
-}, (err: unknown) => {
-  if (err instanceof ConfigError) {
-    process.stderr.write(err.message + '\n')
-    process.exitCode = 1
-  } else if ((err as Error).name === 'CertCommandError') {
-    process.stderr.write(`nasguard: ${(err as Error).message}\n`)
-    process.exitCode = 1
-  } else if (err instanceof UsageError) {
-    process.stderr.write(`nasguard: ${err.message}\n\n${USAGE}\n`)
-    process.exitCode = 2
-  } else {
-    process.stderr.write(`nasguard: ${(err as Error).message}\n`)
-    process.exitCode = 1
-  }
-})
+main(process.argv.slice(2)).catch((e: unknown) => { process.exitCode = failure(e) })

@@ -130,3 +130,8 @@ export function showCertificate (file: string, now = Date.now()): string {
     return lines.join('\n')
   }).join('\n')
 }
+
+/** Whether any certificate in the file is outside its validity (expired, or not yet valid): `cert show` then exits 1. */
+export function certificateOutOfDate (file: string, now = Date.now()): boolean {
+  return describeCertificates(readFileSync(file, 'utf8'), now).some((s) => Date.parse(s.notAfter) < now || Date.parse(s.notBefore) > now)
+}

@@ -59,32 +59,17 @@ function buildProgram (): Command {
 
   program.command('start').description('run the gateway (no config: the demo)')
     .addOption(configOption(false))
-    .action(action(async (o: { config?: string }) => {
+    .action(async (o: { config?: string }) => {
       if (!o.config) {
-        const { runDemo } = await import('./server.js')
-        await runDemo()
-        return undefined
+        await started(demo)
+        return
       }
       const config = load(o.config)
-      // Loaded on demand: a primary needs neither the app nor node-forge.
-      const { runPrimary, workerCount } = await import('./cluster.js')
-      if (workerCount(config) > 1) {
-        await runPrimary(config)
-        return undefined
-      }
-      const { closeOnSignals, startGateway } = await import('./server.js')
-      const running = await startGateway(config)
-      closeOnSignals(running)
-      running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
-      return undefined
-    }))
+      await started(async () => { await start(config) })
+    })
 
   program.command('demo').description('run the demo: embedded NAS, local CA, demo token')
-    .action(action(async () => {
-      const { runDemo } = await import('./server.js')
-      await runDemo()
-      return undefined
-    }))
+    .action(async () => { await started(demo) })
 
   const config = program.command('config').description('configuration files')
   config.command('check').description('validate a config file without starting')
@@ -151,6 +136,33 @@ function buildProgram (): Command {
   return program
 }
 
+/** Runs a start; one that fails ends the process with 1, whatever listeners or handles it left open. */
+async function started (fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn()
+  } catch (e) {
+    process.stderr.write(`nasguard: ${(e as Error).message}\n`, () => process.exit(1))
+  }
+}
+
+async function demo (): Promise<void> {
+  const { runDemo } = await import('./server.js')
+  await runDemo()
+}
+
+async function start (config: Readonly<Config>): Promise<void> {
+  // Loaded on demand: a primary needs neither the app nor node-forge.
+  const { runPrimary, workerCount } = await import('./cluster.js')
+  if (workerCount(config) > 1) {
+    await runPrimary(config)
+    return
+  }
+  const { closeOnSignals, startGateway } = await import('./server.js')
+  const running = await startGateway(config)
+  closeOnSignals(running)
+  running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
+}
+
 function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): number {
   const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
   const now = Math.floor(Date.now() / 1000)
@@ -206,9 +218,26 @@ function certCommands (cert: Command): void {
     .option('--dir <dir>', 'where the CA and certificates live', 'certs')
     .option('--days <n>', 'server certificate lifetime (at most 397)', '397')
     .option('--crl-url <url>', 'CRL distribution point to put in certificates')
-    .option('--force', 'overwrite an existing CA and certificate', false)
-    .action(action(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean }) => {
-      out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, crlUrl: o.crlUrl }) + '\n')
+    .option('--force', 'overwrite an existing server certificate (and, with --new-ca, the CA)', false)
+    .option('--new-ca', 'with --force: replace an existing CA (every client certificate it issued stops working; to renew the server certificate, use cert renew)', false)
+    .action(action(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean, newCa: boolean }) => {
+      out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, newCa: o.newCa, crlUrl: o.crlUrl }) + '\n')
+      return 0
+    }))
+  cert.command('renew').description('a new server certificate signed by the existing CA (same names unless --host); replaces server.crt/.key atomically')
+    .option('--dir <dir>', 'the CA directory', 'certs')
+    .option('--days <n>', 'lifetime (at most 397)', '397')
+    .option('--host <name>', 'a DNS name or IP address (repeat for more; default: the names of the current server.crt)', collect)
+    .option('--crl-url <url>', 'CRL distribution point (default: the current certificate\'s)')
+    .action(action(async (o: { dir: string, days: string, host?: string[], crlUrl?: string }) => {
+      out((await commands()).certRenew({ dir: o.dir, hosts: o.host ?? [], days: Number(o.days), crlUrl: o.crlUrl }) + '\n')
+      return 0
+    }))
+  cert.command('crl').description('re-sign the revocation list (certs/ca.crl) with the same entries and a new nextUpdate')
+    .option('--dir <dir>', 'the CA directory', 'certs')
+    .option('--days <n>', 'until nextUpdate (past it, every client certificate is refused)', '365')
+    .action(action(async (o: { dir: string, days: string }) => {
+      out((await commands()).certCrl({ dir: o.dir, days: Number(o.days) }) + '\n')
       return 0
     }))
   cert.command('client').description('a client certificate (and a PKCS#12 bundle) signed by the CA')

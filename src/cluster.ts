@@ -29,6 +29,7 @@ import { trailFiles } from './audit/verify.js'
 import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
 import { createLogger } from './logging.js'
+import { listen } from './listen.js'
 
 export { workerCount } from './config/derived.js'
 
@@ -217,7 +218,17 @@ export async function runPrimary (config: Readonly<Config>): Promise<{ url: stri
     ? buildAdmin({ contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE, text: metricsText }, log, readiness, adminCredential(config))
     : null
   let adminUrl: string | null = null
-  if (admin) adminUrl = new URL(await admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` })).origin
+  if (admin) {
+    const listener = admin
+    try {
+      adminUrl = new URL(await listen('admin', config.admin, () => listener.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` }))).origin
+    } catch (err) {
+      // As for a worker that cannot listen: the start fails, the workers go.
+      grace.uninstall()
+      await stopWorkers()
+      throw err
+    }
+  }
 
   log.info({ address: url, admin: adminUrl, workers: count }, 'nasguard listening')
   return { url, adminUrl }

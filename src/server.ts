@@ -11,6 +11,7 @@ import { ensureLocalCertificates } from './tls/certificates.js'
 import { ensureDemoRecordings } from './demo/recordings.js'
 import { startDemoNas } from './demo/nas.js'
 import { issueToken } from './auth/tokens.js'
+import { listen } from './listen.js'
 
 export interface RunningGateway { gateway: Gateway, url: string, adminUrl: string | null }
 
@@ -27,10 +28,21 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
   // socket and the client's TLS socket on long recordings (bench W2).
   setDefaultHighWaterMark(false, STREAM_HIGH_WATER_MARK)
   const gateway = await buildGateway(config, opts)
-  const address = await gateway.app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}` })
-  let adminUrl: string | null = null
-  if (gateway.admin) adminUrl = urlOf(await gateway.admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` }), 'http:')
-  return { gateway, url: urlOf(address, 'https:'), adminUrl }
+  // Every listener or none: a gateway serving without its admin listener
+  // has no metrics and no readiness, and a failure to listen is a failed
+  // start (exit 1), with what was opened closed again.
+  try {
+    const address = await listen('gateway', config.listen, () => gateway.app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}` }))
+    let adminUrl: string | null = null
+    if (gateway.admin) {
+      const admin = gateway.admin
+      adminUrl = urlOf(await listen('admin', config.admin, () => admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` })), 'http:')
+    }
+    return { gateway, url: urlOf(address, 'https:'), adminUrl }
+  } catch (err) {
+    await gateway.close()
+    throw err
+  }
 }
 
 /**

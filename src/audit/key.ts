@@ -7,7 +7,8 @@
 // old trail aside and records that it did. Keep the key where whoever can
 // write the audit directory cannot read it.
 import { randomBytes } from 'node:crypto'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync, writeSync } from 'node:fs'
+import { handOver, makeDir, ownerFor } from '../files/ownership.js'
 import { dirname, join } from 'node:path'
 
 /** Names in an audit directory that belong to a trail (a chain's files, its list, workers' chains). */
@@ -44,11 +45,15 @@ export function loadAuditKey (file: string, createFor?: string): Buffer {
 
 /** Writes a new key; refuses when one exists (O_EXCL: two processes starting at once must not each make their own). */
 export function createKey (file: string): Buffer {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+  makeDir(dirname(file))
+  const owner = ownerFor(file)
   const key = randomBytes(32).toString('hex')
   try {
     const fd = openSync(file, 'wx', 0o600)
-    try { writeSync(fd, key + '\n') } finally { closeSync(fd) }
+    try {
+      handOver(fd, owner)
+      writeSync(fd, key + '\n')
+    } finally { closeSync(fd) }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readKey(file)
     throw err

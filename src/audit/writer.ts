@@ -10,11 +10,12 @@
 // file length), so the chain never holds a record nobody was told about.
 // The writer keeps going, so it recovers by itself when the disk does.
 import { promises as fsp, constants as fsc } from 'node:fs'
+import { makeDir, ownerFor } from '../files/ownership.js'
 import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 import { boundRecord } from './record-bounds.js'
 
-export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'new-key'
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune'
 
 /** How a fetch ended: in full; the client left; the NAS failed; the gateway shut down (the drain deadline passed). */
 export type Outcome = 'complete' | 'client-aborted' | 'client-too-slow' | 'upstream-error' | 'shutdown'
@@ -143,7 +144,7 @@ export class AuditWriter {
    */
   static async open (opts: AuditWriterOptions): Promise<AuditWriter> {
     const w = new AuditWriter(opts)
-    await fsp.mkdir(opts.dir, { recursive: true, mode: 0o700 })
+    makeDir(opts.dir)
     await w.takeLock()
     try {
       await w.openFile()
@@ -195,10 +196,13 @@ export class AuditWriter {
     if (this.handle) return this.handle
     // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
     // trail (or have its target's mode changed by the chmod below).
+    // Run as root (the CLI's new-key), a new file goes to the directory's owner (files/ownership.ts).
+    const owner = ownerFor(this.file)
     const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
     let dropped = 0
     try {
       if (!(await h.stat()).isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
+      if (owner) await h.chown(owner.uid, owner.gid)
       await h.chmod(0o600)
       dropped = resume ? await this.resume(h) : 0
       await this.syncDir()
@@ -434,7 +438,9 @@ export class AuditWriter {
     if (this.durableSeq === 0) return
     const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.durablePrev }, this.durableSeq, this.durablePrev, this.opts.key)
     const tmp = join(this.opts.dir, `${HEAD_FILE}.${process.pid}.tmp`)
+    const owner = ownerFor(join(this.opts.dir, HEAD_FILE))
     await fsp.writeFile(tmp, line + '\n', { mode: 0o600 })
+    if (owner) await fsp.chown(tmp, owner.uid, owner.gid)
     await fsp.rename(tmp, join(this.opts.dir, HEAD_FILE))
   }
 

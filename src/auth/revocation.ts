@@ -12,7 +12,8 @@
 // with a line skipped, or an old copy, could hide exactly the revocation
 // that mattered.
 import { createHash, type Hash } from 'node:crypto'
-import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, unwatchFile, watchFile, writeSync, type Stats } from 'node:fs'
+import { closeSync, fchmodSync, fstatSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, unwatchFile, watchFile, writeSync, type Stats } from 'node:fs'
+import { handOver, makeDir, ownerFor } from '../files/ownership.js'
 import { open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
@@ -338,16 +339,10 @@ export function serializeDenylist (entries: readonly RevocationEntry[]): Buffer 
  * same lock as addRevocation. The one writer of the file format.
  */
 export function writeDenylist (file: string, entries: readonly RevocationEntry[]): void {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+  makeDir(dirname(file))
   const unlock = lock(`${file}.lock`)
   try {
-    let owner: Stats | undefined
-    try {
-      owner = statSync(file)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    }
-    replace(file, entries, owner)
+    replace(file, entries)
   } finally {
     unlock()
   }
@@ -362,14 +357,12 @@ export function writeDenylist (file: string, entries: readonly RevocationEntry[]
  * warn says so.
  */
 export function addRevocation (file: string, entry: RevocationEntry, now = Math.floor(Date.now() / 1000), opts: { warn?: (message: string) => void } = {}): number {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+  makeDir(dirname(file))
   const unlock = lock(`${file}.lock`)
   try {
     let existing: RevocationEntry[] = []
-    let owner: Stats | undefined
     try {
       const buf = readFileSync(file)
-      owner = statSync(file)
       const v = runSync(validate(buf, (e) => existing.push(e)))
       if (!v.ok) {
         existing = salvage(buf)
@@ -379,7 +372,7 @@ export function addRevocation (file: string, entry: RevocationEntry, now = Math.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
     const kept = [...existing.filter((e) => e.expiresAt >= now), entry]
-    replace(file, kept, owner)
+    replace(file, kept)
     return kept.length
   } finally {
     unlock()
@@ -402,18 +395,23 @@ function salvage (buf: Buffer): RevocationEntry[] {
 }
 
 /** Writes a temp file, fsyncs it, renames it over the file and fsyncs the directory. The caller holds the lock. */
-function replace (file: string, entries: readonly RevocationEntry[], owner: Stats | undefined): void {
+function replace (file: string, entries: readonly RevocationEntry[]): void {
+  // Keep the file readable by the gateway's user, whoever runs this command
+  // (files/ownership.ts), and its mode as it was.
+  const owner = ownerFor(file)
+  let mode = 0o600
+  try {
+    mode = statSync(file).mode & 0o777
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
   const tmp = `${file}.${process.pid}.tmp`
   const fd = openSync(tmp, 'w', 0o600)
   try {
     try {
       writeSync(fd, serializeDenylist(entries))
-      // Keep the file readable by whoever could read it before (the
-      // gateway's user), whoever runs this command.
-      if (owner) {
-        try { fchownSync(fd, owner.uid, owner.gid) } catch { /* not root: the owner is us anyway */ }
-        fchmodSync(fd, owner.mode & 0o777)
-      }
+      fchmodSync(fd, mode)
+      handOver(fd, owner)
       fsyncSync(fd)
     } finally {
       closeSync(fd)

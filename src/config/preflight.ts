@@ -1,0 +1,99 @@
+// What `start` needs beyond a config that loads, checked without listening,
+// so that `config check` refuses what `start` would refuse: the certificate
+// and key parse, match and are valid now; the client CA and CRL parse;
+// audit.dir is (or can be made) a writable directory; the audit key is not
+// missing beside a trail sealed with it; the two listeners do not clash.
+// `start` runs the same checks first, so the two cannot drift apart.
+import { accessSync, constants, readFileSync, statSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { dirname } from 'node:path'
+import type { Config } from './schema.js'
+import type { ConfigProblem } from './load.js'
+import { auditKeyFile } from './derived.js'
+import { loadCertificate } from '../tls/server.js'
+import { ClientCrls } from '../tls/client-crl.js'
+import { trailEntries } from '../audit/key.js'
+
+const reasonOf = (err: unknown): string => (err as NodeJS.ErrnoException).code && !(err as Error).message.includes(String((err as NodeJS.ErrnoException).code))
+  ? `${(err as NodeJS.ErrnoException).code}: ${(err as Error).message}`
+  : (err as Error).message
+
+export function startProblems (c: Readonly<Config>): ConfigProblem[] {
+  return [...certificateProblems(c), ...auditProblems(c), ...listenerProblems(c)]
+}
+
+function certificateProblems (c: Readonly<Config>): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  try {
+    loadCertificate(c.tls.cert, c.tls.key)
+  } catch (err) {
+    problems.push({ key: 'tls.cert', reason: reasonOf(err) })
+  }
+  if (c.tls.clientAuth !== 'off' && c.tls.clientCa && c.tls.clientCrl) {
+    try {
+      ClientCrls.load(readFileSync(c.tls.clientCa), readFileSync(c.tls.clientCrl))
+    } catch (err) {
+      problems.push({ key: 'tls.clientCrl', reason: reasonOf(err) })
+    }
+  }
+  return problems
+}
+
+/** The nearest directory that exists at or above `dir`. */
+function existingAncestor (dir: string): string {
+  for (let p = dir; ; p = dirname(p)) {
+    try {
+      statSync(p)
+      return p
+    } catch {
+      if (dirname(p) === p) return p
+    }
+  }
+}
+
+function auditProblems (c: Readonly<Config>): ConfigProblem[] {
+  const dir = c.audit.dir
+  const at = existingAncestor(dir)
+  if (!statSync(at).isDirectory()) {
+    return [{ key: 'audit.dir', reason: at === dir ? `${dir} is not a directory` : `${dir} cannot be made: ${at} is not a directory` }]
+  }
+  try {
+    accessSync(at, constants.W_OK | constants.X_OK)
+  } catch {
+    return [{ key: 'audit.dir', reason: at === dir ? `${dir} is not writable by this user` : `${dir} cannot be made: ${at} is not writable by this user` }]
+  }
+  const keyFile = auditKeyFile(c)
+  try {
+    statSync(keyFile)
+  } catch {
+    if (at === dir && trailEntries(dir).length > 0) {
+      return [{ key: 'audit.keyFile', reason: `${keyFile} is missing, but ${dir} holds a trail sealed with it: restore it from your backup, or start a new chain with nasguard audit new-key` }]
+    }
+  }
+  return []
+}
+
+function listenerProblems (c: Readonly<Config>): ConfigProblem[] {
+  if (!c.admin.enabled || c.admin.port === 0 || c.admin.port !== c.listen.port) return []
+  const any = (h: string): boolean => h === '0.0.0.0' || h === '::'
+  if (c.admin.host !== c.listen.host && !any(c.admin.host) && !any(c.listen.host)) return []
+  return [{ key: 'admin.port', reason: `${c.admin.host}:${c.admin.port} is also the gateway's listen address (listen.host ${c.listen.host}, listen.port ${c.listen.port})` }]
+}
+
+/** Ports another process holds now: a warning for `config check` (the running gateway holds its own), an error for `start`. */
+export async function portsInUse (c: Readonly<Config>): Promise<ConfigProblem[]> {
+  const ports: Array<[string, string, number]> = [['listen.port', c.listen.host, c.listen.port]]
+  if (c.admin.enabled) ports.push(['admin.port', c.admin.host, c.admin.port])
+  const problems: ConfigProblem[] = []
+  for (const [key, host, port] of ports) {
+    if (port === 0) continue
+    const code = await new Promise<string | undefined>((resolve) => {
+      const s = createServer()
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
+      s.listen(port, host, () => s.close(() => resolve(undefined)))
+    })
+    if (code === 'EADDRINUSE') problems.push({ key, reason: `${host}:${port} is in use by another process` })
+    else if (code !== undefined) problems.push({ key, reason: `cannot listen on ${host}:${port}: ${code}` })
+  }
+  return problems
+}

@@ -1,0 +1,89 @@
+// `config check` runs every check `start` runs, without listening, and
+// `start` refuses the same configs: each case below is refused by both,
+// with the key and the reason, exit 1.
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { createCa, issueServerCert } from '../../src/tls/certificates.js'
+import { testCerts } from '../helpers/gateway.js'
+import { freePort } from '../helpers/process.js'
+
+const CLI = resolve('dist/cli.js')
+
+function cli (args: string[]): { status: number | null, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, encoding: 'utf8', timeout: 60000 })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+async function writeConfig (dir: string, o: { cert?: string, key?: string, auditDir?: string, adminPort?: number, port?: number } = {}): Promise<string> {
+  const certs = testCerts()
+  writeFileSync(join(dir, 'jwt.secret'), 's'.repeat(40) + '\n')
+  const port = o.port ?? await freePort()
+  const file = join(dir, 'nasguard.yaml')
+  writeFileSync(file, [
+    `listen: { host: 127.0.0.1, port: ${port} }`,
+    `tls: { cert: ${o.cert ?? certs.cert}, key: ${o.key ?? certs.key} }`,
+    'upstream: { url: "http://127.0.0.1:9" }',
+    'auth: { jwt: { secretFile: jwt.secret } }',
+    'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]',
+    `audit: { dir: ${o.auditDir ?? 'audit'} }`,
+    `admin: { host: 127.0.0.1, port: ${o.adminPort ?? await freePort()} }`
+  ].join('\n'))
+  return file
+}
+
+t.test('configs that start refuses: config check refuses them too, naming the key', async (t) => {
+  const cases: Array<[string, (dir: string) => Promise<string>, RegExp]> = [
+    ['a key that belongs to another certificate', async (dir) => {
+      const other = issueServerCert(createCa('other CA'), ['localhost'])
+      writeFileSync(join(dir, 'other.key'), other.keyPem)
+      return await writeConfig(dir, { key: join(dir, 'other.key') })
+    }, /config error at tls\.cert: .*does not belong to the certificate/],
+    ['a certificate file that is not PEM', async (dir) => {
+      writeFileSync(join(dir, 'bad.crt'), 'not a certificate\n')
+      return await writeConfig(dir, { cert: join(dir, 'bad.crt') })
+    }, /config error at tls\.cert: .*is not a PEM certificate/],
+    ['audit.dir is a file', async (dir) => {
+      writeFileSync(join(dir, 'audit-file'), 'x')
+      return await writeConfig(dir, { auditDir: join(dir, 'audit-file') })
+    }, /config error at audit\.dir: .*audit-file is not a directory/],
+    ['audit.dir under a file', async (dir) => {
+      writeFileSync(join(dir, 'plain'), 'x')
+      return await writeConfig(dir, { auditDir: join(dir, 'plain', 'audit') })
+    }, /config error at audit\.dir: .*cannot be made: .*plain is not a directory/],
+    ['the audit key missing beside a trail', async (dir) => {
+      mkdirSync(join(dir, 'audit'))
+      writeFileSync(join(dir, 'audit', 'audit.jsonl'), '{"seq":1}\n')
+      return await writeConfig(dir)
+    }, /config error at audit\.keyFile: .*missing, but .* holds a trail/],
+    ['the admin listener on the gateway\'s port', async (dir) => {
+      const port = await freePort()
+      return await writeConfig(dir, { port, adminPort: port })
+    }, /config error at admin\.port: .*also the gateway's listen address/]
+  ]
+  for (const [name, make, message] of cases) {
+    const dir = mkdtempSync(join(tmpdir(), 'nasguard-preflight-'))
+    const file = await make(dir)
+    const check = cli(['config', 'check', file])
+    t.equal(check.status, 1, `${name}: config check exits 1`)
+    t.match(check.stderr, message, `${name}: config check says why`)
+    const start = cli(['start', '--config', file])
+    t.equal(start.status, 1, `${name}: start exits 1 too`)
+    t.match(start.stderr, message, `${name}: with the same reason`)
+  }
+})
+
+t.test('a port in use is a warning for config check (the running gateway holds it), exit 0', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-preflight-'))
+  const held = createServer()
+  await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { held.close() })
+  const port = (held.address() as { port: number }).port
+  const check = cli(['config', 'check', await writeConfig(dir, { port })])
+  t.equal(check.status, 0, check.stderr)
+  t.match(check.stderr, new RegExp(`warning: config at listen\\.port: 127\\.0\\.0\\.1:${port} is in use`))
+  t.match(check.stdout, /config OK/)
+})

@@ -63,6 +63,8 @@ interface RequestState {
   shutdown?: boolean
   /** Cut because the client took the recording too slowly (limits.minSendRate). */
   tooSlow?: boolean
+  /** Body bytes the client had taken when the gateway cut the response. */
+  deliveredAtCut?: number
   /** Its NAS connection, within the client's share (released when the response is over). */
   ticket?: Ticket
   /** The rule whose scopes the request lacked (policy denials by rule). */
@@ -227,6 +229,19 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         // The first call is the start, not a reload.
         metrics.tlsReloads.inc({ result: 'ok' }, tls ? 1 : 0)
         log?.info({ fingerprint256: m.fingerprint256, expires: new Date(m.expiresAt * 1000).toISOString() }, 'server certificate in use')
+      },
+      onClientCrl: (nextUpdate) => {
+        if (nextUpdate === undefined) {
+          metrics.crlNextUpdate.remove({ crl: 'client' })
+          return
+        }
+        metrics.crlNextUpdate.set({ crl: 'client' }, nextUpdate)
+        const at = new Date(nextUpdate * 1000).toISOString()
+        // Deferred: at start this runs while the logger is being built.
+        queueMicrotask(() => {
+          if (nextUpdate * 1000 < Date.now()) log?.error({ nextUpdate: at }, 'tls.clientCrl has expired: every client certificate is refused until it is re-signed (nasguard cert crl)')
+          else log?.info({ nextUpdate: at }, 'client CRL in use')
+        })
       },
       onReloadFailure: (err) => {
         metrics.tlsReloads.inc({ result: 'failed' })
@@ -484,17 +499,29 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : undefined
   }
 
+  /**
+   * Cuts a response the gateway gives up on (a slow reader, the drain
+   * deadline). Over HTTP/2 what was delivered is read first: once the stream
+   * is destroyed its buffer reads empty, and the record would count every
+   * byte ever queued. (An HTTP/1.1 socket still counts what it holds.)
+   */
+  function cut (request: FastifyRequest, reply: FastifyReply): void {
+    const state = request.ng
+    if ((request.raw as { stream?: unknown }).stream !== undefined) state.deliveredAtCut = Math.max(0, state.bytes - (backlog(request, reply) ?? state.bytes))
+    cutResponse(reply)
+  }
+
   /** Slow readers: the response is cut once the client takes too little of it (limits.minSendRate). */
   function watchDelivery (request: FastifyRequest, reply: FastifyReply): void {
     const state = request.ng
     sendWatch.add(reply, {
-      delivered: () => state.bytes - (backlog(request, reply) ?? state.bytes),
+      delivered: () => Math.max(0, state.bytes - (backlog(request, reply) ?? state.bytes)),
       // A queued pipelined response waits on the one before it, not on its client.
       backlog: () => backlog(request, reply) ?? 0,
       cut: (reason) => {
         state.tooSlow = true
         metrics.slowClients.inc({ reason })
-        cutResponse(reply)
+        cut(request, reply)
       }
     })
   }
@@ -505,7 +532,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const headersSent = reply.raw.headersSent
     const status = headersSent ? reply.statusCode : 0
     const { complete, bytes } = delivery(request, reply)
-    state.bytes = bytes
+    state.bytes = Math.min(bytes, state.deliveredAtCut ?? bytes)
     state.ticket?.release()
     const outcome: Outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : state.tooSlow ? 'client-too-slow' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
@@ -687,7 +714,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       nas,
       revocation: denylist.loadError ? `failing (${denylist.loadError})` : 'ok',
       audit: audit.healthy ? 'ok' : `failing${audit.startupError ? ` (${audit.startupError.code ?? 'error'})` : ''}`,
-      certificate: expiry * 1000 > Date.now() ? 'ok' : 'expired'
+      certificate: expiry * 1000 > Date.now() ? 'ok' : 'expired',
+      // An expired CRL refuses every client certificate (OpenSSL under
+      // require, the gate under optional): not ready until it is re-signed.
+      ...(config.tls.clientAuth !== 'off' && config.tls.clientCrl ? { crl: tls?.clientCrls?.expired() === true ? 'expired' : 'ok' } : {})
     }
     return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
   }
@@ -713,7 +743,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
         log.warn({ streams: fetching.size }, 'drain deadline passed: cutting the downloads still in flight')
         for (const reply of [...fetching]) {
           reply.request.ng.shutdown = true
-          cutResponse(reply)
+          cut(reply.request, reply)
         }
         await closed
       }

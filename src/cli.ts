@@ -14,6 +14,7 @@ import { addRevocation, type RevocationEntry } from './auth/revocation.js'
 import { auditNewKey, auditSearch, auditSummary, auditVerify } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
+import { portsInUse, startProblems } from './config/preflight.js'
 
 class UsageError extends Error {}
 
@@ -75,10 +76,14 @@ function buildProgram (): Command {
   config.command('check').description('validate a config file without starting')
     .argument('[file]', 'the config file (or --config, or NASGUARD_CONFIG)')
     .addOption(configOption(false))
-    .action(action((file: string | undefined, o: { config?: string }) => {
+    .action(action(async (file: string | undefined, o: { config?: string }) => {
       const f = file ?? o.config
       if (!f) throw new UsageError('config check needs a FILE (or --config, or NASGUARD_CONFIG)')
       const c = load(f)
+      const problems = startProblems(c)
+      if (problems.length > 0) throw new ConfigError(problems)
+      // The running gateway holds its own ports: a warning, not an error.
+      for (const p of await portsInUse(c)) err(`warning: config at ${p.key}: ${p.reason} (expected if this config's gateway is running)\n`)
       out(`config OK: ${f}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
       return 0
     }))
@@ -131,6 +136,15 @@ function buildProgram (): Command {
       const c = load(o.config)
       return await auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, out)
     }))
+  trail(audit.command('prune').description('remove rotated audit files whose every record is older than --before; a sealed checkpoint (audit.pruned) and a prune record keep verify passing'))
+    .requiredOption('--before <time>', 'the cut-off (ISO 8601, epoch seconds)')
+    .option('--dry-run', 'list what would be removed, remove nothing', false)
+    .action(action(async (o: TrailOptions & { before: string, dryRun: boolean }) => {
+      const before = parseTimeMs(o.before)
+      const c = o.config ? load(o.config) : undefined
+      const { auditPrune } = await import('./audit/prune.js')
+      return await auditPrune(trailOf(o, 'prune'), { before, dryRun: o.dryRun, instance: c?.audit.instance, rotateBytes: c?.audit.rotateBytes }, out, err)
+    }))
 
   certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))
   return program
@@ -151,6 +165,9 @@ async function demo (): Promise<void> {
 }
 
 async function start (config: Readonly<Config>): Promise<void> {
+  // What config check checks, start refuses (config/preflight.ts).
+  const problems = startProblems(config)
+  if (problems.length > 0) throw new ConfigError(problems)
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')
   if (workerCount(config) > 1) {

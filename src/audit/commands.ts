@@ -1,24 +1,25 @@
 // `nasguard audit verify | search | summary`: for investigators. Every
 // command walks the whole chain and verifies it; search and summary say so
 // when what they read was not intact.
-import { existsSync, mkdirSync, renameSync } from 'node:fs'
+import { existsSync, renameSync } from 'node:fs'
+import { makeDir } from '../files/ownership.js'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { createKey, trailEntries } from './key.js'
 import { byChainOrder, chainDirs, CHAINS_FILE, readChains } from './chains.js'
-import { trailFiles, walkTrail, type Problem, type VerifyReport } from './verify.js'
+import { CHECKPOINT_FILE as CHECKPOINT_NAME, trailFiles, walkTrail, type Checkpoint, type Problem, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter, HEAD_FILE } from './writer.js'
 
 export interface TrailLocation { dir: string, key: Buffer }
 
-interface ChainReport { name: string, report: VerifyReport }
+export interface ChainReport { name: string, report: VerifyReport }
 
 /**
  * Walks every chain of a trail: audit.dir itself (one process), and each
  * worker-<i> chain (workers), checked against the sealed list of chains.
  * Returns the chains' reports and one report merging them.
  */
-async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
+export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
   const listed = readChains(loc.dir, loc.key)
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []
@@ -47,16 +48,17 @@ async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknow
   }
   const chains: ChainReport[] = []
   if (topLevel || names.size === 0 || (listed?.ok === true && listed.chains.includes('.'))) {
-    if (existsSync(loc.dir)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord) })
+    if (existsSync(loc.dir)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord, opts) })
   }
   for (const name of [...names].sort(byChainOrder)) {
     if (!existsSync(join(loc.dir, name))) continue
-    chains.push({ name, report: await walkTrail(join(loc.dir, name), loc.key, onRecord) })
+    chains.push({ name, report: await walkTrail(join(loc.dir, name), loc.key, onRecord, opts) })
   }
   const prefix = (name: string, s: string): string => (name === '.' ? s : `${name}/${s}`)
   const merged: VerifyReport = {
     files: chains.flatMap((c) => c.report.files.map((f) => prefix(c.name, f))),
     records: chains.reduce((a, c) => a + c.report.records, 0),
+    firstSeq: chains.length > 0 ? Math.min(...chains.map((c) => c.report.firstSeq)) : 0,
     lastSeq: Math.max(0, ...chains.map((c) => c.report.lastSeq)),
     problems: [...problems, ...chains.flatMap((c) => c.report.problems.map((p) => ({ ...p, file: prefix(c.name, p.file), message: c.name === '.' ? p.message : `${c.name}: ${p.message}` })))]
   }
@@ -65,7 +67,7 @@ async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknow
   return { chains, merged }
 }
 
-function problemsText (r: VerifyReport): string {
+export function problemsText (r: VerifyReport): string {
   const lines: string[] = []
   if (r.problems.length > 0) {
     lines.push(`TAMPERING: ${r.problems.length} problem(s); the first: ${r.problems[0].message}`)
@@ -76,14 +78,33 @@ function problemsText (r: VerifyReport): string {
   return lines.join('\n')
 }
 
+/** Where a pruned chain's records start (1 when it was never pruned). */
+function firstOf (r: VerifyReport): number {
+  return r.pruned && r.firstSeq > 0 ? r.firstSeq : 1
+}
+
+/** What verify says about a chain's prune checkpoint: when, what went, and an interrupted prune. */
+export function prunedText (r: VerifyReport, indent = ''): string {
+  const cp: Checkpoint | undefined = r.pruned
+  if (!cp) return ''
+  const lines = [`${indent}records before seq ${cp.seq} were pruned on ${cp.time.slice(0, 10)} (${cp.time}; audit prune --before ${cp.before} removed ${cp.records} record(s) in ${cp.files} file(s)); ${CHECKPOINT_NAME} holds the sealed checkpoint`]
+  if (r.firstSeq > 0 && r.firstSeq < cp.seq) lines.push(`${indent}note: records ${r.firstSeq}..${cp.seq - 1} are still here: a prune was interrupted before it removed their files; run audit prune --before ${cp.before} again to finish it`)
+  if ((r.lastPrune?.keptFrom ?? 0) < cp.seq) lines.push(`${indent}note: the prune of ${cp.time} left no prune record in the chain (interrupted); run audit prune again to write it`)
+  return lines.join('\n') + '\n'
+}
+
 export async function auditVerify (loc: TrailLocation, out: (s: string) => void): Promise<number> {
   const { chains, merged: r } = await walkAll(loc)
   if (r.files.length === 0 && r.problems.length === 0) { out(`no audit files in ${loc.dir}\n`); return 1 }
   if (chains.length === 1 && chains[0].name === '.') {
-    out(`${r.records} records in ${r.files.length} file(s), seq 1..${r.lastSeq}, ${loc.dir}\n`)
+    out(`${r.records} records in ${r.files.length} file(s), seq ${firstOf(chains[0].report)}..${r.lastSeq}, ${loc.dir}\n`)
+    out(prunedText(chains[0].report))
   } else {
     out(`${r.records} records in ${chains.length} chain(s), ${r.files.length} file(s), ${loc.dir}\n`)
-    for (const c of chains) out(`  ${c.name === '.' ? '(single process)' : c.name}: ${c.report.records} records in ${c.report.files.length} file(s), seq 1..${c.report.lastSeq}\n`)
+    for (const c of chains) {
+      out(`  ${c.name === '.' ? '(single process)' : c.name}: ${c.report.records} records in ${c.report.files.length} file(s), seq ${firstOf(c.report)}..${c.report.lastSeq}\n`)
+      out(prunedText(c.report, '    '))
+    }
   }
   const text = problemsText(r)
   if (text) out(text + '\n')
@@ -162,10 +183,11 @@ export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: b
  */
 export async function auditNewKey (dir: string, keyFile: string, instance: string | undefined, out: (s: string) => void): Promise<number> {
   if (existsSync(keyFile)) throw new Error(`the audit key ${keyFile} exists: a new one would make the trail unverifiable; nothing was changed`)
-  const entries = trailEntries(dir)
+  // A prune checkpoint belongs to the old trail (sealed with the lost key) and goes with it.
+  const entries = [...trailEntries(dir), ...(existsSync(join(dir, CHECKPOINT_NAME)) ? [CHECKPOINT_NAME] : [])]
   const retired = `retired-${new Date().toISOString().replace(/[:.]/g, '-')}`
   if (entries.length > 0) {
-    mkdirSync(join(dir, retired), { mode: 0o700 })
+    makeDir(join(dir, retired))
     for (const e of entries) renameSync(join(dir, e), join(dir, retired, e))
   }
   const key = createKey(keyFile)

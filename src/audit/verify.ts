@@ -2,6 +2,12 @@
 // sequence and previous-hash checked. `nasguard audit verify` reports what
 // it finds; `audit search` and `audit summary` read through the same walk,
 // so what they print comes from a verified chain.
+//
+// A trail pruned by `nasguard audit prune` starts after seq 1: audit.pruned,
+// a line sealed like audit.head, names the first seq kept and the hash its
+// record must carry as prev (that of the last record pruned). With a valid
+// checkpoint the trail may start there (or earlier: files an interrupted
+// prune had not removed yet); anything else missing is still a removal.
 import { closeSync, createReadStream, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -15,10 +21,61 @@ export interface Problem { kind: ProblemKind, file: string, line: number, seq?: 
 export interface VerifyReport {
   files: string[]
   records: number
+  /** The first seq read (0 when none). */
+  firstSeq: number
   lastSeq: number
   problems: Problem[]
   /** A last line cut by a crash: reported, and not tampering. */
   truncatedTail?: { file: string, bytes: number }
+  /** The valid prune checkpoint of this chain, if it has one. */
+  pruned?: Checkpoint
+  /** The newest prune record read in the chain: its seq, and the first seq it kept. */
+  lastPrune?: { seq: number, keptFrom: number }
+  /** With fileStats: per file, in trail order. */
+  fileStats?: FileStat[]
+}
+
+/** What one file of the trail holds (records whose MAC holds). */
+export interface FileStat {
+  file: string
+  records: number
+  firstSeq: number
+  lastSeq: number
+  /** SHA-256 of the file's last record line: the prev of the record after it. */
+  lastHash: string
+  /** The newest record time, in ms; NaN when a record's time cannot be read. */
+  newest: number
+}
+
+/** The prune checkpoint of a chain, beside audit.head. */
+export const CHECKPOINT_FILE = 'audit.pruned'
+/** The event of the checkpoint line: one no record of the chain carries, so no record or head can pass for it. */
+export const CHECKPOINT_EVENT = 'prune-checkpoint'
+
+/** Records before `seq` were pruned; the record at `seq` carries `prev`. `time`: when; `before`: the cut-off; records and files: what that prune removed. */
+export interface Checkpoint { seq: number, prev: string, time: string, before: string, records: number, files: number }
+
+export type CheckpointRead = { ok: true, checkpoint: Checkpoint } | { ok: false, reason: string }
+
+/** The chain's checkpoint, if there is one (undefined when absent), checked against the key. */
+export function readCheckpoint (dir: string, key: Buffer): CheckpointRead | undefined {
+  let text: string
+  try {
+    text = readFileSync(join(dir, CHECKPOINT_FILE), 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    return { ok: false, reason: `${CHECKPOINT_FILE} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})` }
+  }
+  const opened = openLine(text.trim(), key)
+  if (!opened.ok) {
+    return { ok: false, reason: opened.reason === 'bad-mac' ? `${CHECKPOINT_FILE} was edited or forged (its MAC does not match its content under this key)` : `${CHECKPOINT_FILE} is not a sealed checkpoint` }
+  }
+  const r = opened.value.record
+  const count = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0
+  if (r.event !== CHECKPOINT_EVENT || typeof r.time !== 'string' || typeof r.before !== 'string' || !count(r.records) || !count(r.files) || !Number.isInteger(r.seq) || r.seq < 2) {
+    return { ok: false, reason: `${CHECKPOINT_FILE} is sealed, but is not a prune checkpoint (another sealed line was put in its place)` }
+  }
+  return { ok: true, checkpoint: { seq: r.seq, prev: r.prev, time: r.time, before: r.before, records: r.records, files: r.files } }
 }
 
 function lastByte (path: string): number {
@@ -55,16 +112,28 @@ class SeqSet {
  * returns what was wrong. Gaps whose missing records turn up later are
  * reordered records; a sequence number seen twice is an inserted record.
  */
-export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void): Promise<VerifyReport> {
+export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean } = {}): Promise<VerifyReport> {
   const files = trailFiles(dir)
-  const report: VerifyReport = { files, records: 0, lastSeq: 0, problems: [] }
+  const report: VerifyReport = { files, records: 0, firstSeq: 0, lastSeq: 0, problems: [] }
   const seen = new SeqSet()
   const gaps: Array<{ problem: Problem, from: number, to: number }> = []
   let expectedSeq = 1
   let prevHash = GENESIS
   let prevUnknown = false
+  const read = readCheckpoint(dir, key)
+  if (read?.ok === false) report.problems.push({ kind: 'edited', file: CHECKPOINT_FILE, line: 1, message: `${read.reason}: records missing from the start of the trail cannot be told from pruned ones` })
+  const cp = read?.ok === true ? read.checkpoint : undefined
+  if (cp) {
+    report.pruned = cp
+    // Nothing kept at all would still be a removal (see below).
+    report.lastSeq = cp.seq - 1
+  }
+  const full = onRecord !== undefined || opts.fileStats === true
+  if (opts.fileStats) report.fileStats = []
   for (let fi = 0; fi < files.length; fi++) {
     const file = files[fi]
+    const stat: FileStat = { file, records: 0, firstSeq: 0, lastSeq: 0, lastHash: '', newest: -Infinity }
+    report.fileStats?.push(stat)
     const path = join(dir, file)
     const endsWithNewline = lastByte(path) !== -1 ? lastByte(path) === 0x0a : true
     const rl = createInterface({ input: createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 }), crlfDelay: Infinity })
@@ -85,8 +154,8 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       pending = next.done ? null : next.value
       lineNo++
       const isLast = fi === files.length - 1 && next.done === true
-      // Verify alone reads only the chain fields; search and summary need the record.
-      const opened = openLine(line, key, onRecord !== undefined)
+      // Verify alone reads only the chain fields; search, summary and prune need the record.
+      const opened = openLine(line, key, full)
       if (!opened.ok) {
         // Only an unparsable fragment at the very end is a crash; a complete
         // line with a wrong MAC is an edit, newline or not.
@@ -116,10 +185,21 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       }
       const { record, hash } = opened.value
       const seq = record.seq
+      const firstOfTrail = report.firstSeq === 0
+      if (firstOfTrail) {
+        report.firstSeq = seq
+        // A pruned trail starts at the checkpoint, or before it (files an
+        // interrupted prune had yet to remove: their first record's
+        // predecessor is gone, so its prev cannot be checked).
+        if (cp && seq > 1 && seq <= cp.seq) { expectedSeq = seq; prevUnknown = seq < cp.seq }
+        if (cp && seq > cp.seq) expectedSeq = cp.seq
+      }
       if (seen.has(seq)) {
         report.problems.push({ kind: 'inserted', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} appears a second time (a copy was inserted)` })
       } else if (seq > expectedSeq) {
-        const problem: Problem = firstInFile && fi > 0
+        const problem: Problem = firstOfTrail && cp
+          ? { kind: 'missing-file', file, line: lineNo, seq, message: `the trail starts at seq ${seq}, but ${CHECKPOINT_FILE} says only records before seq ${cp.seq} were pruned: records ${cp.seq}..${seq - 1} are missing (a file of the trail was removed)` }
+          : firstInFile && fi > 0
           ? { kind: 'missing-file', file, line: lineNo, seq, message: `records seq ${expectedSeq}..${seq - 1} are missing before ${file} (a file of the trail was removed)` }
           : fi === 0 && firstInFile
             ? { kind: 'missing-file', file, line: lineNo, seq, message: `the trail starts at seq ${seq}: records 1..${seq - 1} are missing (older files removed)` }
@@ -128,8 +208,25 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
         gaps.push({ problem, from: expectedSeq, to: seq - 1 })
       } else if (seq < expectedSeq) {
         report.problems.push({ kind: 'reordered', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} comes after seq ${expectedSeq - 1} (records were reordered)` })
-      } else if (record.prev !== prevHash && !prevUnknown) {
+      } else if (cp && seq === cp.seq && record.prev !== cp.prev) {
+        report.problems.push({ kind: 'edited', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} does not follow the last pruned record named by ${CHECKPOINT_FILE} (the checkpoint is not this trail's)` })
+      } else if (record.prev !== prevHash && !prevUnknown && !(cp && seq === cp.seq && firstOfTrail)) {
         report.problems.push({ kind: 'edited', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} does not follow the record before it (the chain was rewritten)` })
+      }
+      // A prune record (the pattern cannot occur inside a JSON string
+      // value). Read whole even when only the chain fields are: it is rare.
+      if (line.includes('"event":"prune"')) {
+        let r: Record<string, unknown> = record
+        if (!full) { try { r = JSON.parse(line) as Record<string, unknown> } catch { r = {} } }
+        if (r.event === 'prune' && typeof r.keptFrom === 'number' && seq > (report.lastPrune?.seq ?? 0)) report.lastPrune = { seq, keptFrom: r.keptFrom }
+      }
+      if (report.fileStats) {
+        if (stat.records === 0) stat.firstSeq = seq
+        stat.records++
+        stat.lastSeq = seq
+        stat.lastHash = hash
+        const t = typeof record.time === 'string' ? Date.parse(record.time) : NaN
+        stat.newest = Number.isNaN(t) || Number.isNaN(stat.newest) ? NaN : Math.max(stat.newest, t)
       }
       seen.add(seq)
       prevUnknown = false
@@ -151,6 +248,20 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
     if (filled && g.problem.kind === 'deleted') {
       g.problem.kind = 'reordered'
       g.problem.message = `${g.problem.file}:${g.problem.line}: record seq ${g.problem.seq ?? '?'} comes before seq ${g.from}..${g.to} (records were reordered)`
+    }
+  }
+  if (cp && report.lastSeq < cp.seq) {
+    report.problems.push({ kind: 'missing-tail', file: CHECKPOINT_FILE, line: 1, seq: cp.seq, message: `${CHECKPOINT_FILE} says records from seq ${cp.seq} on were kept, but the trail holds none of them (its files were removed)` })
+  }
+  // Every prune leaves a record in the chain after its checkpoint was
+  // written: a checkpoint older than that record was put back, and a
+  // missing one was removed.
+  if (report.lastPrune && report.lastPrune.keptFrom > 1) {
+    const { seq, keptFrom } = report.lastPrune
+    if (read === undefined) {
+      report.problems.push({ kind: 'missing-file', file: CHECKPOINT_FILE, line: 0, message: `${CHECKPOINT_FILE} is missing, but record seq ${seq} says records before seq ${keptFrom} were pruned: the checkpoint was removed` })
+    } else if (cp && cp.seq < keptFrom) {
+      report.problems.push({ kind: 'edited', file: CHECKPOINT_FILE, line: 1, message: `${CHECKPOINT_FILE} names seq ${cp.seq}, but record seq ${seq} says a later prune kept records from seq ${keptFrom} on: an old checkpoint was put back` })
     }
   }
   const headPath = join(dir, HEAD_FILE)

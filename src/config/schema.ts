@@ -196,8 +196,8 @@ export const ConfigSchema = Type.Object({
     maxRanges: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** On SIGTERM/SIGINT, how long downloads in flight may go on before they are cut (completion records say `shutdown`), ms. Default 10000. */
     drainTimeoutMs: Type.Integer({ default: 10000, minimum: 0, maximum: 600000 }),
-    /** A client that takes nothing of a recording for this long, while bytes wait for it, is cut off (its NAS request too); also the window of minSendRate, ms. Default 30000. */
-    sendTimeoutMs: Type.Integer({ default: 30000, minimum: 100, maximum: 3600000 }),
+    /** A client that takes nothing of a recording for this long, while bytes wait for it, is cut off (its NAS request too); also the window of minSendRate, ms. Default 60000. */
+    sendTimeoutMs: Type.Integer({ default: 60000, minimum: 100, maximum: 3600000 }),
     /** A client that takes fewer bytes a second than this, over any window of sendTimeoutMs, is cut off too; 0 cuts only clients that take nothing. Default 1024. */
     minSendRate: Type.Integer({ default: 1024, minimum: 0, maximum: 1073741824 }),
     /** Connections one client address may hold open (with workers, each takes its share); more are closed at accept. Default 256. */

@@ -51,6 +51,7 @@ export class GatewayMetrics {
   readonly tlsHandshakeFailures: Counter<'reason'>
   readonly certificateExpiry: Gauge<'cert'>
   readonly tlsReloads: Counter<'result'>
+  readonly crlNextUpdate: Gauge<'crl'>
   readonly activeStreams: Gauge
   readonly upstreamInUse: Gauge
   readonly upstreamQueue: Gauge
@@ -167,6 +168,14 @@ export class GatewayMetrics {
       help: 'notAfter of the certificate in use, as a Unix timestamp.',
       labelNames: ['cert'],
       // Workers: the earliest expiry any of them serves.
+      aggregator: 'min',
+      registers
+    })
+    this.crlNextUpdate = new Gauge({
+      name: 'nasguard_tls_crl_next_update_timestamp_seconds',
+      help: 'nextUpdate of the client CRL in use (tls.clientCrl; the earliest when it holds several), as a Unix timestamp. Past it every client certificate is refused: re-sign it (nasguard cert crl). Absent without a CRL.',
+      labelNames: ['crl'],
+      // Workers: the earliest any of them holds.
       aggregator: 'min',
       registers
     })

@@ -4,20 +4,28 @@
 //   server.crt/.key     the gateway's certificate (key 0600)
 //   ca.crl              the CA's revocation list (for tls.clientCrl)
 //   revoked.json        what ca.crl is built from
-import { X509Certificate } from 'node:crypto'
+// What a running gateway reads (server.crt/.key, ca.crl) is replaced
+// atomically (temporary file, then rename), so its watcher never loads half
+// a file; the CA itself is never replaced but by `cert init --force --new-ca`.
+import { X509Certificate, createPrivateKey } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import {
-  MAX_SERVER_CERT_DAYS, buildCrl, certPaths, createCa, describeCertificates, issueClientCert,
-  issueServerCert, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry
+  MAX_SERVER_CERT_DAYS, buildCrl, certPaths, createCa, crlUrls, describeCertificates, issueClientCert,
+  issueServerCert, replaceFiles, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry
 } from './certificates.js'
+import { ClientCrls } from './client-crl.js'
 
 export class CertCommandError extends Error {
   override name = 'CertCommandError'
 }
 
 const EXPIRY_WARNING_DAYS = 30
+const DAY_MS = 24 * 60 * 60 * 1000
+/** Default lifetime of ca.crl: past its nextUpdate every client certificate is refused. */
+export const CRL_DAYS = 365
+const MAX_CRL_DAYS = 3650
 
 function readCa (dir: string): KeyAndCert {
   const p = certPaths(dir)
@@ -30,23 +38,42 @@ function refuseOverwrite (files: string[], force: boolean): void {
   if (present.length > 0 && !force) throw new CertCommandError(`refusing to overwrite ${present.join(', ')} (use --force)`)
 }
 
-function writeCrl (dir: string, ca: KeyAndCert, revoked: RevokedEntry[]): string {
+/** Writes ca.crl (atomically: a gateway may be watching it) and revoked.json; returns the CRL's path and nextUpdate. */
+function writeCrl (dir: string, ca: KeyAndCert, revoked: RevokedEntry[], days = CRL_DAYS, now = new Date()): { file: string, nextUpdate: Date } {
   const file = join(dir, 'ca.crl')
-  writeFileSync(file, buildCrl(ca, revoked), { mode: 0o644 })
-  writeFileSync(join(dir, 'revoked.json'), JSON.stringify(revoked, null, 2) + '\n', { mode: 0o644 })
-  return file
+  replaceFiles([
+    { file: join(dir, 'revoked.json'), data: JSON.stringify(revoked, null, 2) + '\n', mode: 0o644 },
+    { file, data: buildCrl(ca, revoked, days, now), mode: 0o644 }
+  ])
+  // UTCTime holds whole seconds.
+  return { file, nextUpdate: new Date(Math.floor((now.getTime() + days * DAY_MS) / 1000) * 1000) }
 }
 
-export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean, crlUrl?: string }): string {
-  if (opts.hosts.length === 0) throw new CertCommandError('cert init needs at least one --host')
-  if (opts.days < 1 || opts.days > MAX_SERVER_CERT_DAYS) throw new CertCommandError(`--days must be 1 to ${MAX_SERVER_CERT_DAYS}`)
-  for (const h of opts.hosts) {
+function checkServerDays (days: number): void {
+  if (!Number.isInteger(days) || days < 1 || days > MAX_SERVER_CERT_DAYS) throw new CertCommandError(`--days must be 1 to ${MAX_SERVER_CERT_DAYS}`)
+}
+
+function checkHosts (hosts: string[]): void {
+  for (const h of hosts) {
     if (!isIP(h) && !/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(h)) {
       throw new CertCommandError(`--host ${JSON.stringify(h)} is neither a DNS name nor an IP address`)
     }
   }
+}
+
+export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean, newCa?: boolean, crlUrl?: string }): string {
+  if (opts.hosts.length === 0) throw new CertCommandError('cert init needs at least one --host')
+  checkServerDays(opts.days)
+  checkHosts(opts.hosts)
   const p = certPaths(opts.dir)
   refuseOverwrite([p.caCert, p.caKey, p.serverCert, p.serverKey], opts.force)
+  const caFiles = [p.caCert, p.caKey].filter((f) => existsSync(f))
+  if (caFiles.length > 0 && !opts.newCa) {
+    throw new CertCommandError(
+      `refusing to replace the CA (${caFiles.join(', ')}): a new CA invalidates every client certificate it issued, ` +
+      'and every client that trusts ca.crt would refuse the gateway. To renew the server certificate under the same CA, ' +
+      `run nasguard cert renew --dir ${opts.dir}; to replace the CA anyway, add --new-ca`)
+  }
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 })
   const ca = createCa('nasguard local CA')
   writeKeyFile(p.caKey, ca.keyPem)
@@ -61,9 +88,9 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
   writeFileSync(p.serverCert, server.certPem, { mode: 0o644 })
   const crl = writeCrl(opts.dir, ca, [])
   return [
-    `CA:          ${p.caCert} (key ${p.caKey}, 0600)`,
+    `CA:          ${p.caCert} (key ${p.caKey}, 0600)${caFiles.length > 0 ? ', a NEW CA: clients must trust it, and client certificates of the old one are no longer accepted' : ''}`,
     `server:      ${p.serverCert} (key ${p.serverKey}, 0600), valid ${opts.days} days`,
-    `revocations: ${crl}`,
+    `revocations: ${crl.file}, valid until ${crl.nextUpdate.toISOString()} (refresh it with nasguard cert crl)`,
     '',
     showCertificate(p.serverCert)
   ].join('\n')
@@ -100,11 +127,118 @@ export function certRevoke (opts: { dir: string, certFile?: string, serial?: str
   let serial = opts.serial?.toLowerCase()
   if (opts.certFile) serial = new X509Certificate(readFileSync(opts.certFile)).serialNumber.toLowerCase()
   if (!serial || !/^[0-9a-f]+$/.test(serial)) throw new CertCommandError('cert revoke needs --cert FILE or --serial HEX')
-  const listFile = join(opts.dir, 'revoked.json')
-  const revoked: RevokedEntry[] = existsSync(listFile) ? JSON.parse(readFileSync(listFile, 'utf8')) as RevokedEntry[] : []
-  if (!revoked.some((r) => r.serial === serial)) revoked.push({ serial, revokedAt: new Date().toISOString() })
+  const { revoked } = revocations(opts.dir, ca)
+  const wanted = serial.replace(/^0+(?=.)/, '')
+  if (!revoked.some((r) => r.serial.toLowerCase().replace(/^0+(?=.)/, '') === wanted)) revoked.push({ serial, revokedAt: new Date().toISOString() })
   const crl = writeCrl(opts.dir, ca, revoked)
-  return `revoked serial ${serial}; ${crl} now lists ${revoked.length} certificate(s). A gateway with tls.clientCrl pointing at it reloads it by itself.`
+  return `revoked serial ${serial}; ${crl.file} now lists ${revoked.length} certificate(s), valid until ${crl.nextUpdate.toISOString()}. A gateway with tls.clientCrl pointing at it reloads it by itself.`
+}
+
+/**
+ * The revocations of the CA in `dir`: revoked.json, and whatever the
+ * current ca.crl lists besides (a revocation is never dropped because
+ * revoked.json was lost or edited), with the current CRL's nextUpdate.
+ */
+function revocations (dir: string, ca: KeyAndCert): { revoked: RevokedEntry[], previous?: { nextUpdate?: number } } {
+  const listFile = join(dir, 'revoked.json')
+  const crlFile = join(dir, 'ca.crl')
+  let revoked: RevokedEntry[] = []
+  if (existsSync(listFile)) {
+    try {
+      revoked = JSON.parse(readFileSync(listFile, 'utf8')) as RevokedEntry[]
+      if (!Array.isArray(revoked) || !revoked.every((r) => typeof r?.serial === 'string' && /^[0-9a-f]+$/i.test(r.serial) && !Number.isNaN(Date.parse(r.revokedAt)))) throw new Error('not a list of { serial, revokedAt }')
+    } catch (err) {
+      throw new CertCommandError(`${listFile}: ${(err as Error).message}`)
+    }
+  }
+  if (!existsSync(crlFile)) return { revoked }
+  let crls
+  try {
+    crls = ClientCrls.load(Buffer.from(ca.certPem), readFileSync(crlFile)).summaries()
+  } catch (err) {
+    throw new CertCommandError(`${crlFile}: ${(err as Error).message}; move it aside to rebuild it from ${listFile} alone`)
+  }
+  const key = (serial: string): string => serial.toLowerCase().replace(/^0+(?=.)/, '')
+  const known = new Set(revoked.map((r) => key(r.serial)))
+  for (const e of crls.flatMap((c) => c.entries)) {
+    if (known.has(key(e.serial))) continue
+    known.add(key(e.serial))
+    revoked.push({ serial: e.serial, revokedAt: e.revokedAt })
+  }
+  const next = crls.map((c) => c.nextUpdate).filter((n): n is number => n !== undefined)
+  return { revoked, previous: { nextUpdate: next.length > 0 ? Math.min(...next) : undefined } }
+}
+
+/**
+ * A new server certificate (and key) for the same names, or --host, signed
+ * by the CA already in the directory: clients that trust ca.crt accept it,
+ * and client certificates issued by the CA stay valid. The pair replaces
+ * server.crt and server.key atomically, so a running gateway's watcher
+ * picks it up whole.
+ */
+export function certRenew (opts: { dir: string, hosts: string[], days: number, crlUrl?: string }): string {
+  checkServerDays(opts.days)
+  const ca = readCa(opts.dir)
+  const p = certPaths(opts.dir)
+  const current = existsSync(p.serverCert) ? readFileSync(p.serverCert, 'utf8') : undefined
+  let hosts = opts.hosts
+  let crlUrl = opts.crlUrl
+  if (current !== undefined) {
+    try {
+      if (hosts.length === 0) hosts = serverNames(current)
+      crlUrl ??= crlUrls(current)[0]
+    } catch (err) {
+      throw new CertCommandError(`${p.serverCert}: ${(err as Error).message} (give the names with --host)`)
+    }
+  }
+  if (hosts.length === 0) throw new CertCommandError(current === undefined ? `no ${p.serverCert}: give the names with --host` : `${p.serverCert} names no DNS name or IP address: give them with --host`)
+  checkHosts(hosts)
+  const caCert = new X509Certificate(ca.certPem)
+  let server: KeyAndCert
+  try {
+    if (!caCert.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error(`${p.caKey} does not belong to ${p.caCert}`)
+    server = issueServerCert(ca, hosts, opts.days, { crlUrl })
+  } catch (err) {
+    throw new CertCommandError((err as Error).message)
+  }
+  replaceFiles([
+    { file: p.serverKey, data: server.keyPem, mode: 0o600 },
+    { file: p.serverCert, data: server.certPem, mode: 0o644 }
+  ])
+  const previous = current === undefined ? undefined : new X509Certificate(current)
+  const lines = [
+    `server:   ${p.serverCert} (key ${p.serverKey}, 0600): a new certificate and key for ${hosts.join(', ')}, valid ${opts.days} days`,
+    `signed by the CA in ${p.caCert} (unchanged: clients that trust it accept the new certificate, and client certificates it issued stay valid)`
+  ]
+  if (previous) {
+    lines.push(`replaced: the certificate valid until ${new Date(previous.validTo).toISOString()} (SHA-256 ${previous.fingerprint256})`)
+    if (!previous.checkIssued(caCert) || !previous.verify(caCert.publicKey)) lines.push(`note:     the replaced certificate was issued by ${previous.issuer.replace(/\n/g, ', ')}, not by this CA: clients must trust ${p.caCert}`)
+  }
+  if (crlUrl) lines.push(`CRL distribution point: ${crlUrl}`)
+  const newLeaf = new X509Certificate(server.certPem)
+  if (Date.parse(caCert.validTo) < Date.parse(newLeaf.validTo)) lines.push(`WARNING:  the CA expires on ${new Date(caCert.validTo).toISOString()}, before this certificate; clients will refuse it from then on`)
+  lines.push('A gateway whose tls.cert and tls.key are these files reloads them by itself (tls.watch), or on SIGHUP.', '', showCertificate(p.serverCert))
+  return lines.join('\n')
+}
+
+/**
+ * Re-signs ca.crl with the entries it already has (revoked.json, and any
+ * the current ca.crl lists besides) and a fresh thisUpdate/nextUpdate:
+ * past its nextUpdate a CRL makes every client certificate be refused.
+ */
+export function certCrl (opts: { dir: string, days: number }): string {
+  if (!Number.isInteger(opts.days) || opts.days < 1 || opts.days > MAX_CRL_DAYS) throw new CertCommandError(`--days must be 1 to ${MAX_CRL_DAYS}`)
+  const ca = readCa(opts.dir)
+  const { revoked, previous } = revocations(opts.dir, ca)
+  const now = new Date()
+  const crl = writeCrl(opts.dir, ca, revoked, opts.days, now)
+  const was = previous?.nextUpdate === undefined
+    ? ''
+    : ` (it was valid until ${new Date(previous.nextUpdate).toISOString()}${previous.nextUpdate < now.getTime() ? ': EXPIRED, every client certificate was being refused' : ''})`
+  return [
+    `re-signed ${crl.file}${was}: ${revoked.length} revoked certificate(s), valid until ${crl.nextUpdate.toISOString()} (${opts.days} days).`,
+    'A gateway with tls.clientCrl pointing at it reloads it by itself. Run this again before then (nasguard_tls_crl_next_update_timestamp_seconds shows when).'
+  ].join('\n')
 }
 
 export function showCertificate (file: string, now = Date.now()): string {

@@ -25,7 +25,14 @@ const HASHES: Readonly<Record<string, string | null>> = {
   '1.3.101.112': null
 }
 
-interface IssuerCrl { ca: X509Certificate, revoked: ReadonlySet<string>, thisUpdate: number, nextUpdate?: number }
+interface IssuerCrl {
+  ca: X509Certificate
+  revoked: ReadonlySet<string>
+  /** The entries as listed: serial (hex, lower case) and revocation date. */
+  entries: ReadonlyArray<{ serial: string, revokedAt: string }>
+  thisUpdate: number
+  nextUpdate?: number
+}
 
 function pemBlocks (pem: Buffer | string, label: string): Buffer[] {
   const re = new RegExp(`-----BEGIN ${label}-----([^-]+)-----END ${label}-----`, 'g')
@@ -52,9 +59,13 @@ function parseCrl (der: Buffer, cas: X509Certificate[]): IssuerCrl {
   }
   const ca = cas.find(signedBy)
   if (!ca) throw new Error('a CRL is not signed by any CA in tls.clientCa')
-  const revoked = new Set((crl.tbsCertList.revokedCertificates ?? []).map((r) => serialKey(Buffer.from(r.userCertificate).toString('hex'))))
   const time = (t: { getTime: () => Date } | undefined): number | undefined => t === undefined ? undefined : t.getTime().getTime()
-  return { ca, revoked, thisUpdate: time(crl.tbsCertList.thisUpdate) ?? 0, nextUpdate: time(crl.tbsCertList.nextUpdate) }
+  const entries = (crl.tbsCertList.revokedCertificates ?? []).map((r) => ({
+    serial: Buffer.from(r.userCertificate).toString('hex').replace(/^(00)+(?=.)/, ''),
+    revokedAt: new Date(time(r.revocationDate) ?? 0).toISOString()
+  }))
+  const revoked = new Set(entries.map((e) => serialKey(e.serial)))
+  return { ca, revoked, entries, thisUpdate: time(crl.tbsCertList.thisUpdate) ?? 0, nextUpdate: time(crl.tbsCertList.nextUpdate) }
 }
 
 export class ClientCrls {
@@ -66,6 +77,27 @@ export class ClientCrls {
     const ders = pemBlocks(crlPem, 'X509 CRL')
     if (ders.length === 0) throw new Error('no PEM CRL (-----BEGIN X509 CRL-----) in tls.clientCrl')
     return new ClientCrls(ders.map((d) => parseCrl(d, cas)))
+  }
+
+  /**
+   * The earliest nextUpdate of the CRLs (ms since the epoch), or undefined
+   * when none has one. Past it, OpenSSL (under require) and check() (under
+   * optional) refuse every client certificate the CRL covers.
+   */
+  get nextUpdate (): number | undefined {
+    const times = this.crls.map((c) => c.nextUpdate).filter((n): n is number => n !== undefined)
+    return times.length > 0 ? Math.min(...times) : undefined
+  }
+
+  /** Whether a CRL is past its nextUpdate. */
+  expired (now = Date.now()): boolean {
+    const next = this.nextUpdate
+    return next !== undefined && next < now
+  }
+
+  /** What each CRL says: its issuer, its entries and its validity (cert crl re-signs from it). */
+  summaries (): Array<{ issuer: X509Certificate, entries: ReadonlyArray<{ serial: string, revokedAt: string }>, thisUpdate: number, nextUpdate?: number }> {
+    return this.crls.map((c) => ({ issuer: c.ca, entries: c.entries, thisUpdate: c.thisUpdate, nextUpdate: c.nextUpdate }))
   }
 
   /** Whether a CRL lists this serial number (hex), whoever issued it: a grant minted with a certificate keeps only its serial. */

@@ -70,6 +70,12 @@ export interface TlsServerHooks {
   onHandshakeFailure: (reason: string, socket: Socket) => void
   onCertificate: (material: CertificateMaterial) => void
   onReloadFailure: (err: Error) => void
+  /**
+   * The client CRLs (tls.clientCrl) in use, at start and after each reload:
+   * their earliest nextUpdate in seconds since the epoch, or undefined when
+   * none is configured or none has one.
+   */
+  onClientCrl?: (nextUpdate: number | undefined) => void
   /** HTTP/2 streams of one connection reset by the protocol layer before the gateway saw them. */
   onProtocolResets: (count: number, remoteAddress: string | undefined) => void
   /**
@@ -150,8 +156,13 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     for (const part of [trust.ca, trust.crl]) h.update('\0').update(part === undefined ? '' : Buffer.isBuffer(part) ? part : String(part))
     return { ticketKeys: h.digest().subarray(0, 48) }
   }
+  const crlNextUpdate = (crls: ClientCrls | undefined): number | undefined => {
+    const next = crls?.nextUpdate
+    return next === undefined ? undefined : Math.floor(next / 1000)
+  }
   const initialTrust = clientTrust()
   let clientCrls = initialTrust.crls
+  hooks.onClientCrl?.(crlNextUpdate(clientCrls))
   const server = createSecureServer({ ...base, ...openSslTrust(initialTrust), ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, handler)
 
   // HTTP/1.1 on this server: slow clients are cut off, and headers up to
@@ -215,6 +226,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     expiresAt = next.expiresAt
     clientCrls = trust.crls
     hooks.onCertificate(next)
+    hooks.onClientCrl?.(crlNextUpdate(clientCrls))
     return true
   }
 

@@ -112,7 +112,7 @@ t.test('cert init: a CA, a server certificate for the names and IPs, a CRL; refu
   t.same([...after.keys()].sort(), [...before.keys()].sort(), 'no file added or removed')
   for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `${f} unchanged`)
 
-  const forced = cli(['cert', 'init', '--host', 'nas-gw.example.se', '--dir', dir, '--force'], work)
+  const forced = cli(['cert', 'init', '--host', 'nas-gw.example.se', '--dir', dir, '--force', '--new-ca'], work)
   t.equal(forced.status, 0, 'init --force exits 0: ' + forced.stderr)
   for (const f of ['ca.crt', 'ca.key', 'server.crt', 'server.key']) {
     t.notOk(readFileSync(join(dir, f)).equals(before.get(f) as Buffer), `--force replaced ${f}`)

@@ -1,0 +1,174 @@
+// `nasguard cert renew`: a new server certificate from the CA already in
+// --dir, so that nothing that trusts the CA (browsers, machine clients) and
+// no client certificate it issued notices; a running gateway serves it
+// without a restart. And `cert init --force` no longer replaces the CA by
+// accident: that takes --new-ca. Run through the built CLI (dist/cli.js,
+// `npm run build` first) against a gateway on real sockets.
+import t from 'tap'
+import { X509Certificate, createPrivateKey } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import { request as httpsRequest } from 'node:https'
+import { connect as tlsConnect } from 'node:tls'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import forge from 'node-forge'
+import { DEFAULT_POLICY, scrape, startStubNas, startTestGateway } from '../helpers/gateway.js'
+import { runCli } from '../helpers/process.js'
+import { certClient, certInit } from '../../src/tls/cert-commands.js'
+import { waitFor } from '../helpers/wait.js'
+
+const DAY_MS = 24 * 60 * 60 * 1000
+const POLICY = [{ name: 'machine', path: '/machine/**', certs: ['CN=callcenter-app-1'] }, ...DEFAULT_POLICY]
+
+const tmp = (prefix: string): string => mkdtempSync(join(tmpdir(), prefix))
+const x509 = (file: string): X509Certificate => new X509Certificate(readFileSync(file))
+const mode = (file: string): number => statSync(file).mode & 0o777
+
+/** Every file of the directory with its bytes. */
+function snapshot (dir: string): Map<string, Buffer> {
+  return new Map(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))]))
+}
+
+/** The fingerprint of the server certificate a new TLS connection is shown, trusting only `ca`. */
+function peerFingerprint (port: number, ca: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca, ALPNProtocols: ['http/1.1'] }, () => {
+      const fp = socket.getPeerCertificate().fingerprint256
+      socket.end()
+      resolve(fp)
+    })
+    socket.on('error', reject)
+  })
+}
+
+/** GET on a new TLS connection trusting only `ca`, with a client certificate: the status, or the error code. */
+function getWithClient (port: number, path: string, ca: Buffer, client: { cert: Buffer, key: Buffer }): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, path, ca, cert: client.cert, key: client.key, agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+      res.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
+    })
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
+    req.end()
+  })
+}
+
+t.test('cert renew keeps the CA: old clients and client certificates work, the running gateway serves the new certificate', async (t) => {
+  const work = tmp('nasguard-renew-')
+  const dir = join(work, 'certs')
+  const clients = join(work, 'clients')
+  // Set up with the functions behind cert init and cert client (each CLI run
+  // costs seconds on a loaded machine); what is under test runs the CLI.
+  certInit({ dir, hosts: ['localhost', '127.0.0.1'], days: 30, force: false })
+  certClient({ dir, name: 'callcenter-app-1', out: clients, days: 365, p12: false, force: false })
+  const clientPair = { cert: readFileSync(join(clients, 'callcenter-app-1.crt')), key: readFileSync(join(clients, 'callcenter-app-1.key')) }
+
+  // What a client had before the renewal: the CA certificate, and its own certificate.
+  const trustedCa = readFileSync(join(dir, 'ca.crt'))
+  const caKeyBefore = readFileSync(join(dir, 'ca.key'))
+  const oldServer = x509(join(dir, 'server.crt'))
+
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, {
+    tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), clientAuth: 'require', clientCa: join(dir, 'ca.crt'), clientCrl: join(dir, 'ca.crl') },
+    policy: POLICY
+  })
+  t.equal(await peerFingerprint(gw.port, trustedCa), oldServer.fingerprint256, 'before: the gateway serves the first certificate')
+  t.equal(await getWithClient(gw.port, '/machine/a.wav', trustedCa, clientPair), 200, 'before: the client certificate opens its rule')
+
+  const r = await runCli(['cert', 'renew', '--dir', dir])
+  t.equal(r.status, 0, 'cert renew exits 0: ' + r.stderr)
+  t.match(r.stdout, /new certificate and key for localhost, 127\.0\.0\.1, valid 397 days/, 'it says what it made')
+  t.match(r.stdout, /signed by the CA in .*ca\.crt \(unchanged/, 'and that the CA is kept')
+  t.match(r.stdout, /replaced: the certificate valid until/, 'and what it replaced')
+
+  t.ok(readFileSync(join(dir, 'ca.crt')).equals(trustedCa), 'ca.crt is unchanged')
+  t.ok(readFileSync(join(dir, 'ca.key')).equals(caKeyBefore), 'ca.key is unchanged')
+  const newServer = x509(join(dir, 'server.crt'))
+  t.not(newServer.fingerprint256, oldServer.fingerprint256, 'server.crt is a new certificate')
+  t.not(newServer.serialNumber, oldServer.serialNumber, 'with a new serial')
+  t.ok(newServer.verify(new X509Certificate(trustedCa).publicKey), 'signed by the same CA key')
+  t.ok(newServer.checkIssued(new X509Certificate(trustedCa)), 'naming the same CA as issuer')
+  t.equal(newServer.subject, oldServer.subject, 'same subject')
+  t.equal(newServer.subjectAltName, oldServer.subjectAltName, 'same names (DNS and IP)')
+  t.ok(Date.parse(newServer.validTo) > Date.parse(oldServer.validTo) + 300 * DAY_MS, 'valid for --days (397 by default), not the 30 of the first one')
+  t.ok(newServer.checkPrivateKey(createPrivateKey(readFileSync(join(dir, 'server.key')))), 'server.key belongs to the new certificate')
+  t.equal(mode(join(dir, 'server.key')), 0o600, 'server.key is 0600')
+  t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left behind')
+
+  // The running gateway's watcher loads the new pair: no restart.
+  const served = await waitFor('the gateway to serve the renewed certificate', async () => {
+    const fp = await peerFingerprint(gw.port, trustedCa)
+    return fp === newServer.fingerprint256 ? fp : undefined
+  }, { tries: 200, intervalMs: 50 })
+  t.equal(served, newServer.fingerprint256, 'a client trusting the old ca.crt accepts the renewed certificate')
+  t.equal(await getWithClient(gw.port, '/machine/a.wav', trustedCa, clientPair), 200, 'the client certificate issued before the renewal still opens its rule')
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_tls_certificate_expiry_timestamp_seconds{cert="server"}'), Math.floor(Date.parse(newServer.validTo) / 1000), 'the expiry gauge shows the renewed certificate')
+})
+
+t.test('cert renew: --host and --days, the CRL distribution point kept, refusals', async (t) => {
+  const work = tmp('nasguard-renew-')
+  const dir = join(work, 'certs')
+  certInit({ dir, hosts: ['nas-gw.example.se', '::1'], days: 397, force: false, crlUrl: 'http://pki.lan/nasguard.crl' })
+  const ca = x509(join(dir, 'ca.crt'))
+
+  const same = await runCli(['cert', 'renew', '--dir', dir, '--days', '90'])
+  t.equal(same.status, 0, same.stderr)
+  const renewed = x509(join(dir, 'server.crt'))
+  t.equal(renewed.checkHost('nas-gw.example.se'), 'nas-gw.example.se', 'the DNS name carried over')
+  t.equal(renewed.checkIP('::1'), '::1', 'the IPv6 address carried over')
+  t.match(same.stdout, /for nas-gw\.example\.se, ::1,/, 'named as they were given')
+  const days = (Date.parse(renewed.validTo) - Date.now()) / DAY_MS
+  t.ok(days > 89 && days <= 90, `--days 90 (${days.toFixed(2)})`)
+  const crlDp = forge.pki.certificateFromPem(readFileSync(join(dir, 'server.crt'), 'utf8')).getExtension('cRLDistributionPoints') as { value: string } | undefined
+  t.ok(crlDp?.value.includes('http://pki.lan/nasguard.crl'), 'the CRL distribution point carried over')
+
+  const other = await runCli(['cert', 'renew', '--dir', dir, '--host', 'nas-gw2.example.se', '--host', '10.0.0.7'])
+  t.equal(other.status, 0, other.stderr)
+  const moved = x509(join(dir, 'server.crt'))
+  t.match(moved.subject, /^CN=nas-gw2\.example\.se$/m, '--host: the first name is the CN')
+  t.equal(moved.checkIP('10.0.0.7'), '10.0.0.7', '--host: the IP')
+  t.equal(moved.checkHost('nas-gw.example.se'), undefined, '--host replaces the names')
+  t.ok(moved.verify(ca.publicKey), 'still the same CA')
+
+  const before = snapshot(dir)
+  const tooLong = await runCli(['cert', 'renew', '--dir', dir, '--days', '398'])
+  t.equal(tooLong.status, 1, '--days 398 exits 1')
+  t.match(tooLong.stderr, /--days must be 1 to 397/)
+  const badHost = await runCli(['cert', 'renew', '--dir', dir, '--host', 'not a host'])
+  t.equal(badHost.status, 1, 'a bad --host exits 1')
+  t.match(badHost.stderr, /neither a DNS name nor an IP address/)
+  const after = snapshot(dir)
+  for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `a refused renew leaves ${f} alone`)
+
+  const noCa = await runCli(['cert', 'renew', '--dir', join(work, 'empty')])
+  t.equal(noCa.status, 1, 'no CA: exit 1')
+  t.match(noCa.stderr, /no CA in .*empty: run nasguard cert init first/)
+  t.notOk(existsSync(join(work, 'empty', 'server.crt')), 'nothing written without a CA')
+})
+
+t.test('cert init --force refuses to replace the CA without --new-ca', async (t) => {
+  const work = tmp('nasguard-renew-')
+  const dir = join(work, 'certs')
+  certInit({ dir, hosts: ['localhost'], days: 397, force: false })
+  const before = snapshot(dir)
+
+  const forced = await runCli(['cert', 'init', '--host', 'localhost', '--dir', dir, '--force'])
+  t.equal(forced.status, 1, 'init --force over an existing CA exits 1')
+  t.match(forced.stderr, /refusing to replace the CA/, 'it refuses')
+  t.match(forced.stderr, /invalidates every client certificate/, 'and says why')
+  t.match(forced.stderr, /nasguard cert renew/, 'and points at cert renew')
+  t.match(forced.stderr, /--new-ca/, 'and at --new-ca')
+  t.notMatch(forced.stderr, /\n\s+at /, 'no stack trace')
+  const after = snapshot(dir)
+  t.same([...after.keys()].sort(), [...before.keys()].sort(), 'no file added or removed')
+  for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `${f} unchanged`)
+
+  const replaced = await runCli(['cert', 'init', '--host', 'localhost', '--dir', dir, '--force', '--new-ca'])
+  t.equal(replaced.status, 0, 'init --force --new-ca exits 0: ' + replaced.stderr)
+  t.match(replaced.stdout, /a NEW CA/, 'it says the CA is new')
+  for (const f of ['ca.crt', 'ca.key', 'server.crt', 'server.key']) t.notOk(readFileSync(join(dir, f)).equals(before.get(f) as Buffer), `--new-ca replaced ${f}`)
+  t.equal(mode(join(dir, 'ca.key')), 0o600, 'the new ca.key is 0600')
+  t.ok(x509(join(dir, 'server.crt')).verify(x509(join(dir, 'ca.crt')).publicKey), 'the server certificate is signed by the new CA')
+})

@@ -8,7 +8,7 @@
 // client's share) -> durable access record. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
-import { connect as connectTcp, isIP, type Socket } from 'node:net'
+import { isIP, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
@@ -67,6 +67,8 @@ interface RequestState {
   deliveredAtCut?: number
   /** Its NAS connection, within the client's share (released when the response is over). */
   ticket?: Ticket
+  /** The refusal's code, for the request's log line. */
+  refused?: string
   /** The rule whose scopes the request lacked (policy denials by rule). */
   deniedBy?: string
   upstreamError?: string
@@ -105,6 +107,22 @@ export interface GatewayOptions {
 
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
+/** What an upstream failure kind means, for the log line an operator reads. */
+const UPSTREAM_FAILURES: Record<string, string> = {
+  auth: 'the NAS refused the gateway (401/403): check upstream.username and upstream.password / passwordFile',
+  status_5xx: 'the NAS answered with a server error (5xx)',
+  status_4xx: 'the NAS answered with an unexpected client error (4xx)',
+  unreachable: 'the NAS could not be reached (refused, reset, or no route)',
+  timeout: 'the NAS did not answer within upstream.timeoutMs',
+  connect_timeout: 'no connection to the NAS within upstream.connectTimeoutMs',
+  tls: 'the TLS handshake with the NAS failed (check upstream.caFile and its certificate)',
+  listing: 'the NAS answered with something that is not a recording (a listing or an error page)',
+  redirect: 'the NAS answered with a redirect',
+  magic: 'the file does not look like its type (files.checkMagic)',
+  range: 'the NAS answered another range than was asked for',
+  body: 'the NAS failed in the middle of a body'
+}
+
 /** Refusal reason of a connection closed at accept (limits.clientConnections): no HTTP answer is possible. */
 const CLIENT_CONNECTIONS = 'client_connections'
 
@@ -363,6 +381,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   }
   const auditFailureLog = new LogThrottle()
+  const upstreamFailureLog = new LogThrottle()
 
   /** What every audit record of a request says about it: who, from where, what. */
   function requestFields (request: FastifyRequest): Omit<AuditRecord, 'event' | 'time'> {
@@ -390,6 +409,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   function refuse (request: FastifyRequest, reply: FastifyReply, err: NasguardError, required?: string[]): void {
     const spec = specFor(err.code)
     const state = request.ng as RequestState | null
+    if (state) state.refused = err.code
     if (!state?.fetch || err.code === Errors.UpstreamListing.spec.code) {
       metrics.refuse(spec?.reason ?? 'other')
       if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
@@ -545,7 +565,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       metrics.bytesSent.inc(state.bytes)
       recordCompletion(request, state, status, outcome, durationMs)
     }
-    request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome }, 'request')
+    // The request id comes with the logger; never the path or a token.
+    request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, 'request')
   }
 
   app.addHook('onRequest', async (request, reply) => {
@@ -691,24 +712,24 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     onUpstreamError: (request, kind) => {
       request.ng.upstreamError = kind
       metrics.upstreamErrors.inc({ kind })
+      // Why the NAS failed, at most once a second (the metric counts each).
+      upstreamFailureLog.line((repeated) => {
+        request.log.warn({ kind, ...(repeated > 0 ? { repeated } : {}) }, UPSTREAM_FAILURES[kind] ?? 'the NAS request failed')
+      })
     }
   })
 
   metrics.setAuditAvailability(() => audit.healthy)
 
-  /** /readyz: the NAS answers a TCP connection, the audit trail is writable, the certificate is valid. */
-  const nasUrl = new URL(config.upstream.url)
+  /** /readyz: the NAS answers an authenticated HEAD, the audit trail is writable, the denylist is valid, the certificate (and CRL) are current. */
   const readiness = async (): Promise<Readiness> => {
     // A trail that failed is tried again here, with a record of the check:
     // otherwise only a request could clear the failure, and a load balancer
     // that routes by readiness sends none to a gateway it thinks is down.
     if (!audit.healthy) await writeAudit({ event: 'check', time: new Date().toISOString(), reason: 'readiness re-check after an audit failure' }, log)
-    const nas = await new Promise<string>((resolve) => {
-      const s = connectTcp({ host: nasUrl.hostname.replace(/^\[|\]$/g, ''), port: Number(nasUrl.port || (nasUrl.protocol === 'https:' ? 443 : 80)), timeout: 2000 })
-      s.once('connect', () => { s.destroy(); resolve('ok') })
-      s.once('timeout', () => { s.destroy(); resolve('timeout') })
-      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
-    })
+    // An authenticated HEAD, not a TCP connect: a NAS that refuses the
+    // gateway's password answers every download 502 while its port is open.
+    const nas = await upstream.check()
     const expiry = tls?.expiresAt ?? 0
     const checks = {
       nas,

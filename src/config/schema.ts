@@ -70,6 +70,8 @@ export const ConfigSchema = Type.Object({
      * NAS resets connections it cannot serve, a queue does not.
      */
     connections: Type.Integer({ default: 128, minimum: 1, maximum: 16384 }),
+    /** What /readyz asks the NAS for (HEAD, with the gateway's credentials): any answer but a 401 or a 5xx is ready. Default "/". */
+    healthPath: Type.String({ default: '/', pattern: '^/' }),
     /** How long a download may wait for a free NAS connection before it gets 503 with Retry-After, ms. Default 3000. */
     queueTimeoutMs: Type.Integer({ default: 3000, minimum: 1, maximum: 600000 }),
     /** HTTP/1.1 requests in flight per NAS connection. Default 1 (no pipelining: a slow stream would hold up the ones queued behind it). */

@@ -173,7 +173,7 @@ export interface UpstreamOptions {
   checkMagic: boolean
 }
 
-export async function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): Promise<{ close: () => Promise<void> }> {
+export async function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): Promise<{ close: () => Promise<void>, check: () => Promise<string> }> {
   const { upstream: cfg } = opts
   const asked = new WeakMap<FastifyRequest, bigint>()
   const pool = createPool(cfg, opts.connections)
@@ -379,5 +379,32 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
       }
     }
   })
-  return { close: () => pool.close() }
+  return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization) }
+}
+
+/** The user-agent of /readyz's HEAD, so that NAS logs tell health checks from downloads. */
+export const READINESS_USER_AGENT = 'nasguard (readiness check)'
+
+/**
+ * /readyz's look at the NAS: an authenticated HEAD of upstream.healthPath
+ * through the pool, as a download would go. 'ok' when the NAS answers and
+ * takes the credentials (a 403 or 404 for a path is still an answer); else
+ * why not: a 401 (wrong credentials), a 5xx, or the error that stopped it.
+ */
+async function checkNas (pool: Pool, cfg: Config['upstream'], authorization: string | undefined): Promise<string> {
+  try {
+    const { statusCode, body } = await pool.request({
+      method: 'HEAD',
+      path: cfg.healthPath,
+      headers: { 'user-agent': READINESS_USER_AGENT, ...(authorization ? { authorization } : {}) },
+      headersTimeout: Math.min(cfg.timeoutMs, 5000),
+      bodyTimeout: Math.min(cfg.timeoutMs, 5000)
+    })
+    body.resume()
+    if (statusCode === 401) return `credentials refused (401): check upstream.username and upstream.password${cfg.username ? '' : ' (none are configured)'}`
+    if (statusCode >= 500) return `failing (${statusCode})`
+    return 'ok'
+  } catch (err) {
+    return classify(err as Parameters<typeof classify>[0]).kind + ` (${(err as { code?: string }).code ?? 'error'})`
+  }
 }

@@ -1,5 +1,6 @@
 // Test harness: real certificates, a stub NAS that counts what reaches it,
 // a gateway on real sockets, signed tokens, and captured logs and audit lines.
+import { READINESS_USER_AGENT } from '../../src/proxy/upstream.js'
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { request as httpsRequest, type RequestOptions } from 'node:https'
@@ -46,13 +47,16 @@ export interface StubNas {
   url: string
   port: number
   server: Server
-  /** Every request that reached the NAS, in order. */
+  /** Every request the gateway forwarded to the NAS, in order (not /readyz's health checks). */
   requests: NasRequest[]
+  /** /readyz's health checks (user-agent READINESS_USER_AGENT), apart. */
+  checks: NasRequest[]
   /** Replace the behaviour for the next requests. */
   handle: (h: NasHandler) => void
 }
 
 export const RECORDING = toneWav(440, 0.5)
+export { READINESS_USER_AGENT }
 
 /** Serves RECORDING for any path, with Range support, like a plain file server. */
 export const serveRecording: NasHandler = (req, res) => {
@@ -94,12 +98,15 @@ export async function listenOnLoopback (t: Teardown, server: Server): Promise<{ 
 export async function startStubNas (t: Teardown, handler: NasHandler = serveRecording): Promise<StubNas> {
   let current = handler
   const requests: NasRequest[] = []
+  const checks: NasRequest[] = []
   const server = createServer((req, res) => {
-    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+    const seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers }
+    if (req.headers['user-agent'] === READINESS_USER_AGENT) checks.push(seen)
+    else requests.push(seen)
     current(req, res)
   })
   const { port } = await listenOnLoopback(t, server)
-  return { url: `http://127.0.0.1:${port}`, port, server, requests, handle: (h) => { current = h } }
+  return { url: `http://127.0.0.1:${port}`, port, server, requests, checks, handle: (h) => { current = h } }
 }
 
 export interface TestGateway {

@@ -41,6 +41,7 @@ import { GatewayMetrics, methodLabel, statusClass } from './metrics/registry.js'
 import { LogThrottle, createLogger } from './logging.js'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
 import { auditKeyFile, grantsSecret, processShare } from './config/derived.js'
+import { RELOADABLE, changedKeys, type ReloadResult } from './config/reload.js'
 
 export { auditKeyFile, grantsSecret } from './config/derived.js'
 export type { Readiness } from './admin.js'
@@ -90,6 +91,8 @@ export interface Gateway {
   drainTimeoutMs: number
   /** Re-reads tls.cert and tls.key (SIGHUP, or the file watcher); false when the new pair was refused. */
   reloadCertificate: () => boolean
+  /** Applies a new, checked config: the policy, extensions and per-request limits now; the rest is reported as needing a restart. */
+  reloadConfig: (next: Readonly<Config>) => ReloadResult
 }
 
 export interface GatewayOptions {
@@ -107,6 +110,11 @@ export interface GatewayOptions {
 
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
+
+/** The settings a request reads afresh, which a config reload replaces whole. */
+function liveSettings (c: Readonly<Config>): { rules: ReturnType<typeof compileRules>, extensions: Set<string>, maxPathLength: number, maxRanges: number } {
+  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges }
+}
 /** What an upstream failure kind means, for the log line an operator reads. */
 const UPSTREAM_FAILURES: Record<string, string> = {
   auth: 'the NAS refused the gateway (401/403): check upstream.username and upstream.password / passwordFile',
@@ -199,8 +207,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       log.error({ code: (err as NodeJS.ErrnoException).code }, 'audit fsync failed (batched mode): records acknowledged since the last sync may be lost')
     }
   })
-  const rules = compileRules(config.policy)
-  const extensions = new Set(config.files.extensions)
+  // What a config reload may change in place (config/reload.ts).
+  let live = liveSettings(config)
   const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
   const g = config.auth.grants
   const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
@@ -594,10 +602,21 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const { rule, extension } = authorize(request.method, canonical.segments, state.identity.grantee, state)
     state.rule = rule
     state.extension = extension
-    const range = checkRange(h.range, config.limits.maxRanges)
+    const range = checkRange(h.range, live.maxRanges)
     if (!range.ok) throw new Errors.BadRange(range.reason)
 
+    // A pipelined HTTP/1.1 request waits for the responses before it: it
+    // takes no NAS connection (and is not judged as a reader) until its
+    // response owns the connection.
+    const queued = reply.raw as unknown as ServerResponse
+    if ((request.raw as { stream?: unknown }).stream === undefined && !queued.socket && !state.closed) {
+      await new Promise<void>((resolve) => { queued.once('socket', () => resolve()); queued.once('close', () => resolve()) })
+    }
     // A NAS connection within the client's share: or 429 / 503 now, never a hang.
+    if (state.closed) {
+      reply.hijack()
+      return
+    }
     state.ticket = admission.admit(state.client.clientIp)
     if (state.ticket.ready) await state.ticket.ready
     if (state.closed) {
@@ -642,7 +661,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** The canonical path, refused when ambiguous or when the NAS would resolve it to another name. */
   function canonicalRequestPath (url: string): { path: string, segments: string[] } {
-    const canonical = canonicalPath(url, config.limits.maxPathLength)
+    const canonical = canonicalPath(url, live.maxPathLength)
     if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
     const hazard = pathHazard(config.upstream.fileSystem, canonical.segments)
     if (hazard !== undefined) throw new Errors.BadPath(hazard)
@@ -651,7 +670,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
 
   /** Policy, then the listing and file-type guard: the rule that allows this, and the file's type. */
   function authorize (method: string, segments: string[], grantee: Grantee, state?: RequestState): { rule: string, extension: string } {
-    const decision = decide(rules, method, segments, grantee, config.upstream.fileSystem)
+    const decision = decide(live.rules, method, segments, grantee, config.upstream.fileSystem)
     if (!decision.allow) {
       if (state && decision.reason === 'insufficient_scope') state.deniedBy = decision.rule
       if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
@@ -661,7 +680,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       err.required = decision.required
       throw err
     }
-    const file = checkFileRequest(segments, extensions)
+    const file = checkFileRequest(segments, live.extensions)
     if (!file.ok) {
       if (file.reason === 'directory') throw new Errors.Directory()
       if (file.reason === 'hidden') throw new Errors.HiddenPath()
@@ -676,7 +695,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')
     const canonical = canonicalRequestPath(request.body.path)
     const { rule } = authorize('GET', canonical.segments, identity.grantee, request.ng)
-    const granting = rules.find((r) => r.name === rule)!
+    const granting = live.rules.find((r) => r.name === rule)!
     const used = claimsUsed(granting.glob)
     // What the rule granted to now: the grant works only while it still does.
     const basis = 'cert' in identity.grantee ? { m: identity.grantee.cert, n: identity.certSerial } : 'scopes' in identity.grantee ? { g: grantingScopes(granting, identity.grantee.scopes) } : {}
@@ -766,7 +785,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
           reply.request.ng.shutdown = true
           cut(reply.request, reply)
         }
+        // Connections that still do not close (a client that stopped
+        // reading its socket) are destroyed a moment later.
+        const stragglers = setTimeout(() => tls?.destroyConnections(), 1000)
         await closed
+        clearTimeout(stragglers)
       }
       await upstream.close()
       connectionRefusals.flush()
@@ -776,5 +799,16 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     return closing
   }
 
-  return { app, admin, metrics, audit, close, readiness, drainTimeoutMs: config.limits.drainTimeoutMs, reloadCertificate: () => tls?.reload() ?? false }
+  /** Applies what can change in place; reports the rest as needing a restart. */
+  const reloadConfig = (next: Readonly<Config>): ReloadResult => {
+    const changed = changedKeys(config, next)
+    const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k))
+    live = liveSettings(next)
+    const restart = changed.filter((k) => !applied.includes(k))
+    metrics.configReloads.inc({ result: 'ok' })
+    log.info({ applied, ...(restart.length > 0 ? { restart } : {}) }, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded')
+    return { applied, restart }
+  }
+
+  return { app, admin, metrics, audit, close, readiness, drainTimeoutMs: config.limits.drainTimeoutMs, reloadCertificate: () => tls?.reload() ?? false, reloadConfig }
 }

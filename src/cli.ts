@@ -65,8 +65,9 @@ function buildProgram (): Command {
         await started(demo)
         return
       }
-      const config = load(o.config)
-      await started(async () => { await start(config) })
+      const file = o.config
+      const config = load(file)
+      await started(async () => { await start(config, file) })
     })
 
   program.command('demo').description('run the demo: embedded NAS, local CA, demo token')
@@ -164,19 +165,19 @@ async function demo (): Promise<void> {
   await runDemo()
 }
 
-async function start (config: Readonly<Config>): Promise<void> {
+async function start (config: Readonly<Config>, file: string): Promise<void> {
   // What config check checks, start refuses (config/preflight.ts).
   const problems = startProblems(config)
   if (problems.length > 0) throw new ConfigError(problems)
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')
   if (workerCount(config) > 1) {
-    await runPrimary(config)
+    await runPrimary(config, file)
     return
   }
   const { closeOnSignals, startGateway } = await import('./server.js')
   const running = await startGateway(config)
-  closeOnSignals(running)
+  closeOnSignals(running, async () => {}, { configFile: file, watchConfig: config.tls.watch })
   running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
 }
 

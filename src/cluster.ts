@@ -39,7 +39,8 @@ export function workerChainDir (config: Readonly<Config>, index: number): string
 }
 
 export interface HelloMessage { nasguard: 'hello' }
-export interface InitMessage { nasguard: 'init', index: number, config: Config, grantsSecret: string, ticketKeys: string }
+/** configFile: where a worker reloads its config from on SIGHUP (or when the file changes). */
+export interface InitMessage { nasguard: 'init', index: number, config: Config, configFile?: string, grantsSecret: string, ticketKeys: string }
 export interface ReadyMessage { nasguard: 'ready', index: number, url: string }
 export interface ReadinessRequest { nasguard: 'readiness?', id: number }
 export interface ReadinessReply { nasguard: 'readiness', id: number, result: Readiness }
@@ -68,7 +69,7 @@ interface Slot { index: number, worker: Worker, ready: boolean, readyAt: number 
  * listener, restart workers that die, and close them all on a signal.
  * Resolves once every worker is listening; rejects if one fails to start.
  */
-export async function runPrimary (config: Readonly<Config>): Promise<{ url: string, adminUrl: string | null }> {
+export async function runPrimary (config: Readonly<Config>, configFile?: string): Promise<{ url: string, adminUrl: string | null }> {
   const count = workerCount(config)
   // Synchronous log writes: the workers and the primary share stdout.
   const log = createLogger(config.log.level, { role: 'primary' }, { sync: true })
@@ -119,7 +120,7 @@ export async function runPrimary (config: Readonly<Config>): Promise<{ url: stri
     w.on('error', () => {})
     w.on('message', (m: unknown) => {
       if (!isMessage(m)) return
-      if (m.nasguard === 'hello') send(w, { nasguard: 'init', index, config: config as Config, grantsSecret: grants, ticketKeys })
+      if (m.nasguard === 'hello') send(w, { nasguard: 'init', index, config: config as Config, configFile, grantsSecret: grants, ticketKeys })
       if (m.nasguard === 'ready' && !settled) {
         settled = true
         clearTimeout(timer)

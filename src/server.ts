@@ -12,6 +12,8 @@ import { ensureDemoRecordings } from './demo/recordings.js'
 import { startDemoNas } from './demo/nas.js'
 import { issueToken } from './auth/tokens.js'
 import { listen } from './listen.js'
+import { reloadable } from './config/reload.js'
+import { watchFiles } from './files/watch.js'
 
 export interface RunningGateway { gateway: Gateway, url: string, adminUrl: string | null }
 
@@ -56,8 +58,13 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
  * `worker` it handles SIGINT/SIGTERM itself and closes once, gracefully; a
  * forced stop is the primary's business (a worker exits with its primary).
  */
-export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean } = {}): { close: () => void } {
-  process.on('SIGHUP', () => { running.gateway.reloadCertificate() })
+export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean, configFile?: string, watchConfig?: boolean } = {}): { close: () => void } {
+  const reload = (): void => {
+    if (opts.configFile) reloadConfigFile(running.gateway, opts.configFile)
+    running.gateway.reloadCertificate()
+  }
+  process.on('SIGHUP', reload)
+  const stopWatching = opts.configFile && opts.watchConfig === true ? watchFiles([opts.configFile], () => { if (opts.configFile) reloadConfigFile(running.gateway, opts.configFile) }) : () => {}
   let closing = false
   // SIGHUP means reload here, not close (close-with-grace closes on it by
   // default). The gateway's close() cuts what is left at its drain deadline
@@ -65,6 +72,7 @@ export function closeOnSignals (running: RunningGateway, extra: () => Promise<vo
   const delay = running.gateway.drainTimeoutMs + 10000
   const grace = closeWithGrace({ delay, skip: opts.worker ? ['SIGHUP', 'SIGINT', 'SIGTERM'] : ['SIGHUP'] }, async ({ signal, err }) => {
     closing = true
+    stopWatching()
     const log = running.gateway.app.log
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')
     else log.info({ signal }, 'closing')
@@ -74,6 +82,17 @@ export function closeOnSignals (running: RunningGateway, extra: () => Promise<vo
   const close = (): void => { if (!closing) { closing = true; void grace.close() } }
   if (opts.worker) for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, close)
   return { close }
+}
+
+/** Loads the config file again and applies it, or logs why it was refused (the running config stays). */
+export function reloadConfigFile (gateway: Gateway, file: string): void {
+  const next = reloadable(file)
+  if ('error' in next) {
+    gateway.metrics.configReloads.inc({ result: 'failed' })
+    gateway.app.log.error({ file, reason: next.error }, 'config reload refused: the running config stays')
+    return
+  }
+  gateway.reloadConfig(next.config)
 }
 
 export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<void> {

@@ -42,7 +42,7 @@ export async function runWorker (): Promise<void> {
     process.stderr.write(`nasguard worker ${index}: ${(err as Error).message}\n`, () => process.exit(1))
     return
   }
-  const closer = closeOnSignals(running, async () => {}, { worker: true })
+  const closer = closeOnSignals(running, async () => {}, { worker: true, configFile: init.configFile, watchConfig: config.tls.watch })
   process.off('SIGHUP', early)
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return

@@ -51,6 +51,7 @@ export class GatewayMetrics {
   readonly tlsHandshakeFailures: Counter<'reason'>
   readonly certificateExpiry: Gauge<'cert'>
   readonly tlsReloads: Counter<'result'>
+  readonly configReloads: Counter<'result'>
   readonly crlNextUpdate: Gauge<'crl'>
   readonly activeStreams: Gauge
   readonly upstreamInUse: Gauge
@@ -82,6 +83,7 @@ export class GatewayMetrics {
     for (const k of upstreamKinds) this.upstreamErrors.inc({ kind: k }, 0)
     for (const r of handshakeReasons) this.tlsHandshakeFailures.inc({ reason: r }, 0)
     for (const r of ['stalled', 'too_slow']) this.slowClients.inc({ reason: r }, 0)
+    for (const r of ['ok', 'failed']) this.configReloads.inc({ result: r }, 0)
     for (const e of ['access', 'fetch', 'refusal', 'grant']) { this.auditRecords.inc({ event: e }, 0); this.auditFailures.inc({ event: e }, 0) }
   }
 
@@ -182,6 +184,12 @@ export class GatewayMetrics {
     this.tlsReloads = new Counter({
       name: 'nasguard_tls_certificate_reloads_total',
       help: 'Certificate reloads, by result (ok, failed: the old certificate stays).',
+      labelNames: ['result'],
+      registers
+    })
+    this.configReloads = new Counter({
+      name: 'nasguard_config_reloads_total',
+      help: 'Config reloads (SIGHUP, or the file changing), by result (ok; failed: the running config stays).',
       labelNames: ['result'],
       registers
     })

@@ -17,7 +17,14 @@ export interface Watched {
   cut: (reason: 'stalled' | 'too_slow') => void
 }
 
-interface Entry { watched: Watched, samples: Array<{ at: number, delivered: number }> }
+interface Entry {
+  watched: Watched
+  samples: Array<{ at: number, delivered: number }>
+  /** What was delivered at the last look, and whether bytes were waiting then. */
+  last: { delivered: number, behind: boolean }
+  /** The largest step of progress seen while the client was behind (the kernel's wake-up quantum). */
+  step: number
+}
 
 export interface SendWatchLimits {
   /** The window, ms (limits.sendTimeoutMs). */
@@ -42,7 +49,8 @@ export class SendWatch {
   get size (): number { return this.entries.size }
 
   add (key: object, watched: Watched): void {
-    this.entries.set(key, { watched, samples: [{ at: this.now(), delivered: watched.delivered() }] })
+    const delivered = watched.delivered()
+    this.entries.set(key, { watched, samples: [{ at: this.now(), delivered }], last: { delivered, behind: false }, step: 0 })
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), this.tickMs)
       this.timer.unref()
@@ -69,17 +77,34 @@ export class SendWatch {
     }
   }
 
+  /**
+   * The window a client is judged over. Progress is seen in steps (HTTP/1.1:
+   * the kernel wakes the writer once a third of the socket's send buffer is
+   * free; HTTP/2: a write completes): a client that has shown steps of S
+   * bytes while behind gets the time S takes at minSendRate, up to five
+   * windows, before it counts as taking nothing.
+   */
+  private windowFor (entry: Entry): number {
+    const w = this.limits.windowMs
+    if (this.limits.minBytesPerSec === 0) return w
+    return Math.min(5 * w, Math.max(w, entry.step * 1000 / this.limits.minBytesPerSec))
+  }
+
   private judge (entry: Entry, now: number): 'stalled' | 'too_slow' | undefined {
     const delivered = entry.watched.delivered()
     const { samples } = entry
+    const behind = entry.watched.backlog() > 0
+    // A step taken while the client was behind (not the first fill of the buffers).
+    if (entry.last.behind && delivered > entry.last.delivered) entry.step = Math.max(entry.step, delivered - entry.last.delivered)
+    entry.last = { delivered, behind }
     // Nothing waits for the client: it keeps up. The window starts again.
-    if (entry.watched.backlog() === 0) {
+    if (!behind) {
       samples.length = 0
       samples.push({ at: now, delivered })
       return undefined
     }
     if (now - samples[samples.length - 1].at >= this.sampleMs) samples.push({ at: now, delivered })
-    const from = now - this.limits.windowMs
+    const from = now - this.windowFor(entry)
     while (samples.length > 1 && samples[1].at <= from) samples.shift()
     const first = samples[0]
     if (first.at > from) return undefined

@@ -9,7 +9,6 @@ import httpProxy from '@fastify/http-proxy'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { Pool } from 'undici'
 import { EventEmitter } from 'node:events'
-import { constants as http2Constants } from 'node:http2'
 import type { Readable } from 'node:stream'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
@@ -149,15 +148,22 @@ export function upstreamRefusal (error: unknown): NasguardError | undefined {
 }
 
 /**
- * Ends a response that cannot be completed (the NAS failed mid-body, or sent
- * more than it declared). HTTP/1.1 closes the connection; an HTTP/2 stream
- * is reset with INTERNAL_ERROR, because a bare destroy resets it with
- * NO_ERROR, which a client cannot tell from a complete body.
+ * Ends a response that cannot be completed (the NAS failed mid-body, it sent
+ * more than it declared, a slow reader, the drain deadline). HTTP/1.1 closes
+ * the connection. An HTTP/2 stream is destroyed with an error, which resets
+ * it with INTERNAL_ERROR (a bare destroy says NO_ERROR, which a client cannot
+ * tell from a complete body) and frees it at once: stream.close() would wait
+ * to write its RST_STREAM, which never happens on a socket the client no
+ * longer reads, and the stream, its NAS connection and its record with it.
  */
 export function cutResponse (reply: FastifyReply): void {
-  const stream = (reply.raw as unknown as { stream?: { destroyed: boolean, close: (code: number) => void } }).stream
-  if (stream && !stream.destroyed) stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR)
-  else reply.raw.destroy()
+  const stream = (reply.raw as unknown as { stream?: { destroyed: boolean, on: (e: 'error', l: () => void) => void, destroy: (err: Error) => void } }).stream
+  if (stream && !stream.destroyed) {
+    stream.on('error', () => {})
+    stream.destroy(Object.assign(new Error('cut by the gateway'), { code: 'NASGUARD_CUT' }))
+  } else {
+    reply.raw.destroy()
+  }
 }
 
 /**
@@ -298,8 +304,9 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
       retriesCount: 1,
       retryDelay: ({ err, req, attempt }: { err?: { code?: string }, req: { headers?: Record<string, string> }, attempt: number }) => {
         if (attempt > 0 || !err || !RESETS.has(err.code ?? '')) return null
-        const id = req.headers?.['x-request-id']
-        return id !== undefined && pool.signals.get(id)?.aborted !== true ? 1 : null
+        // Only while the client is there: its signal is gone once it left.
+        const signal = req.headers?.['x-request-id'] === undefined ? undefined : pool.signals.get(req.headers['x-request-id'])
+        return signal !== undefined && !signal.aborted ? 1 : null
       },
       rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, string | string[] | undefined>) => {
         const out: Record<string, string | string[] | undefined> = { host: headers.host, 'x-request-id': request.id, 'user-agent': 'nasguard' }

@@ -3,15 +3,15 @@
 // certificate reload without a restart: new handshakes get the new
 // certificate, connections already open keep theirs.
 import { X509Certificate, createHmac, createPrivateKey } from 'node:crypto'
-import { readFileSync, watch, type FSWatcher } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type SecureServerOptions } from 'node:http2'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { basename, dirname } from 'node:path'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/schema.js'
 import { installFrontDoor } from './front-door.js'
+import { watchFiles } from '../files/watch.js'
 import { ConnectionCaps } from './connection-caps.js'
 import { processShare } from '../config/derived.js'
 import { tlsProfileOptions } from './profiles.js'
@@ -97,6 +97,12 @@ export interface TlsServer {
   readonly clientCrls: ClientCrls | undefined
   /** Sends GOAWAY to every HTTP/2 session so close() can finish; streams in flight complete. */
   closeSessions: () => void
+  /**
+   * Destroys every TLS connection still open (the end of a drain): an HTTP/2
+   * session whose client stopped reading never finishes closing by itself,
+   * its last frames unwritten, and the server's close() would wait for it.
+   */
+  destroyConnections: () => void
   stopWatching: () => void
 }
 
@@ -181,6 +187,11 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs
 
   const sessions = new SessionWatch({ onProtocolResets: hooks.onProtocolResets }, config.limits.keepAliveTimeoutMs)
+  const connections = new Set<TLSSocket>()
+  server.on('secureConnection', (socket: TLSSocket) => {
+    connections.add(socket)
+    socket.once('close', () => connections.delete(socket))
+  })
   server.on('session', (session: Http2Session) => { sessions.add(session) })
 
   // CONNECT never reaches the app (Node emits it apart): refused here, in
@@ -230,28 +241,9 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     return true
   }
 
-  // Watch the directories, not the files: certificate renewals usually
-  // replace the file (rename), which a file watch would lose.
-  const watchers: FSWatcher[] = []
-  let debounce: NodeJS.Timeout | null = null
+  // Writers update cert and key one after the other: one reload for both.
   const files = [t.cert, t.key, ...(t.clientAuth !== 'off' ? [t.clientCa, t.clientCrl] : [])].filter((f): f is string => !!f)
-  const names = new Set(files.map((f) => basename(f)))
-  for (const dir of t.watch ? new Set(files.map((f) => dirname(f))) : []) {
-    try {
-      const w = watch(dir, (_event, file) => {
-        if (file && !names.has(file.toString())) return
-        if (debounce) clearTimeout(debounce)
-        // Writers update cert and key one after the other: wait for both.
-        debounce = setTimeout(() => { debounce = null; reload() }, 200)
-        debounce.unref()
-      })
-      w.on('error', () => {})
-      w.unref()
-      watchers.push(w)
-    } catch {
-      // A directory that cannot be watched still reloads on SIGHUP.
-    }
-  }
+  const stopWatching = t.watch ? watchFiles(files, () => { reload() }) : () => {}
 
   return {
     server,
@@ -259,9 +251,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     get clientCrls () { return clientCrls },
     reload,
     closeSessions: () => { sessions.retireAll() },
-    stopWatching: () => {
-      for (const w of watchers) w.close()
-      if (debounce) clearTimeout(debounce)
-    }
+    destroyConnections: () => { for (const c of [...connections]) c.destroy() },
+    stopWatching
   }
 }

@@ -1,0 +1,32 @@
+// Watching files that operators replace: the directories are watched, not
+// the files, because renewals and editors usually replace a file (write a
+// new one, rename it over the old), which a watch on the file would lose.
+// Changes that come together (a certificate and its key) are taken as one.
+import { watch, type FSWatcher } from 'node:fs'
+import { basename, dirname } from 'node:path'
+
+/** Calls onChange (at most once per burst of changes) when any of the files changes; returns stop(). */
+export function watchFiles (files: readonly string[], onChange: () => void, settleMs = 200): () => void {
+  const watchers: FSWatcher[] = []
+  let debounce: NodeJS.Timeout | null = null
+  const names = new Set(files.map((f) => basename(f)))
+  for (const dir of new Set(files.map((f) => dirname(f)))) {
+    try {
+      const w = watch(dir, (_event, file) => {
+        if (file && !names.has(file.toString())) return
+        if (debounce) clearTimeout(debounce)
+        debounce = setTimeout(() => { debounce = null; onChange() }, settleMs)
+        debounce.unref()
+      })
+      w.on('error', () => {})
+      w.unref()
+      watchers.push(w)
+    } catch {
+      // A directory that cannot be watched still reloads on SIGHUP.
+    }
+  }
+  return () => {
+    for (const w of watchers) w.close()
+    if (debounce) clearTimeout(debounce)
+  }
+}

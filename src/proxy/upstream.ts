@@ -62,12 +62,20 @@ export class UpstreamSignal extends EventEmitter {
   }
 }
 
+function gone (): UpstreamSignal {
+  const s = new UpstreamSignal()
+  s.abort()
+  return s
+}
+
 export class AbortablePool extends Pool {
   readonly signals = new Map<string, UpstreamSignal>()
 
   override request (opts: Parameters<Pool['request']>[0], callback?: unknown): never {
     const id = (opts.headers as Record<string, string> | undefined)?.['x-request-id']
-    const signal = id ? this.signals.get(id) : undefined
+    // A request for a client that has left (a retry scheduled just before
+    // it went) goes out already aborted.
+    const signal = id ? this.signals.get(id) ?? gone() : undefined
     return (super.request as (o: unknown, cb?: unknown) => never)(signal ? { ...opts, signal } : opts, callback)
   }
 }
@@ -289,9 +297,12 @@ export async function registerUpstream (app: FastifyInstance, opts: UpstreamOpti
       const signal = new UpstreamSignal()
       pool.signals.set(request.id, signal)
       asked.set(request, process.hrtime.bigint())
+      // Over HTTP/2 a stream the client reset also reads writableFinished:
+      // its reset code says it was not complete.
       reply.raw.once('close', () => {
         pool.signals.delete(request.id)
-        if (!reply.raw.writableFinished) signal.abort()
+        const rst = (reply.raw as unknown as { stream?: { rstCode?: number } }).stream?.rstCode
+        if (!reply.raw.writableFinished || (rst !== undefined && rst !== 0)) signal.abort()
       })
       return reply.from(hooks.target(request).path, options)
     },

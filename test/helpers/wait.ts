@@ -4,16 +4,21 @@ import { request as httpsRequest } from 'node:https'
 import type { IncomingMessage } from 'node:http'
 import { requestOptions, type RequestOpts } from './gateway.js'
 
+/** No wait is bounded by less than this: a busy 2-core machine is slow, and only a failure waits it out. */
+export const WAIT_FLOOR_MS = 30000
+
 /**
- * Polls `probe` until it returns something other than undefined, at most
- * `tries` times, `intervalMs` apart. Throws with `what` when it never does.
+ * Polls `probe` until it returns something other than undefined, every
+ * `intervalMs`, for `tries` × `intervalMs` or WAIT_FLOOR_MS, whichever is
+ * longer. Throws with `what` when it never does.
  */
 export async function waitFor<T> (what: string, probe: () => T | undefined | Promise<T | undefined>, opts: { tries?: number, intervalMs?: number } = {}): Promise<T> {
-  const tries = opts.tries ?? 100
   const intervalMs = opts.intervalMs ?? 20
-  for (let i = 0; i < tries; i++) {
+  const deadline = Date.now() + Math.max((opts.tries ?? 100) * intervalMs, WAIT_FLOOR_MS)
+  for (;;) {
     const v = await probe()
     if (v !== undefined) return v
+    if (Date.now() > deadline) break
     await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }
   throw new Error(`timed out waiting for ${what}`)

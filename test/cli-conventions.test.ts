@@ -33,8 +33,8 @@ function writeConfig (dir: string): string {
 
 const COMMANDS = [
   [], ['start'], ['demo'], ['config'], ['config', 'check'], ['token'], ['token', 'issue'], ['token', 'revoke'],
-  ['audit'], ['audit', 'verify'], ['audit', 'search'], ['audit', 'summary'], ['audit', 'new-key'],
-  ['cert'], ['cert', 'init'], ['cert', 'client'], ['cert', 'revoke'], ['cert', 'show']
+  ['audit'], ['audit', 'verify'], ['audit', 'search'], ['audit', 'summary'], ['audit', 'new-key'], ['audit', 'prune'],
+  ['cert'], ['cert', 'init'], ['cert', 'client'], ['cert', 'revoke'], ['cert', 'show'], ['cert', 'renew'], ['cert', 'crl']
 ]
 
 t.test('--help on every command exits 0 with that command\'s usage, and does nothing else', async (t) => {

@@ -7,8 +7,9 @@
 // What a running gateway reads (server.crt/.key, ca.crl) is replaced
 // atomically (temporary file, then rename), so its watcher never loads half
 // a file; the CA itself is never replaced but by `cert init --force --new-ca`.
+import { makeDir } from '../files/ownership.js'
 import { X509Certificate, createPrivateKey } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import {
@@ -74,7 +75,7 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
       'and every client that trusts ca.crt would refuse the gateway. To renew the server certificate under the same CA, ' +
       `run nasguard cert renew --dir ${opts.dir}; to replace the CA anyway, add --new-ca`)
   }
-  mkdirSync(opts.dir, { recursive: true, mode: 0o700 })
+  makeDir(opts.dir)
   const ca = createCa('nasguard local CA')
   writeKeyFile(p.caKey, ca.keyPem)
   writeFileSync(p.caCert, ca.certPem, { mode: 0o644 })
@@ -109,7 +110,7 @@ export function certClient (opts: { dir: string, name: string, out: string, days
   } catch (err) {
     throw new CertCommandError((err as Error).message)
   }
-  mkdirSync(opts.out, { recursive: true, mode: 0o700 })
+  makeDir(opts.out)
   writeKeyFile(key, client.keyPem)
   writeFileSync(crt, client.certPem, { mode: 0o644 })
   const lines = [`client certificate: ${crt} (key ${key}, 0600), subject CN=${opts.name}, serial ${client.serial}`]

@@ -92,3 +92,20 @@ t.test('as root, token revoke and audit new-key leave files the gateway\'s user 
   const second = await readinessAsNobody(file, adminPort)
   t.match(second, { checks: { revocation: 'ok', audit: 'ok' } }, 'and starts on the key and trail root made')
 })
+
+t.test('as root, cert init and cert renew leave keys the gateway\'s user can read', { skip: root ? false : 'needs root' }, async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'nasguard-owner-certs-'))
+  chmodSync(base, 0o755)
+  const certs = join(base, 'certs')
+  mkdirSync(certs, { mode: 0o700 })
+  chownSync(certs, NOBODY, NOBODY)
+  const init = await runCli(['cert', 'init', '--host', 'localhost', '--dir', certs])
+  t.equal(init.status, 0, init.stderr)
+  const renew = await runCli(['cert', 'renew', '--dir', certs])
+  t.equal(renew.status, 0, renew.stderr)
+  for (const f of ['ca.key', 'server.key']) {
+    t.equal(statSync(join(certs, f)).uid, NOBODY, `${f} belongs to the owner of its directory`)
+    t.equal(statSync(join(certs, f)).mode & 0o777, 0o600, `${f} is still 0600`)
+  }
+  t.equal(statSync(join(certs, 'server.crt')).mode & 0o777, 0o644, 'the certificate is readable by all')
+})

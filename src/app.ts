@@ -769,6 +769,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   // cut what is left (its completion records say `shutdown`), then release
   // the NAS pool and flush the audit trail and its lock. Safe to call more
   // than once.
+  let drainTimeoutMs = config.limits.drainTimeoutMs
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= (async () => {
@@ -776,7 +777,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       let deadline: NodeJS.Timeout | undefined
       const drained = await Promise.race([
         closed.then(() => true),
-        new Promise<false>((resolve) => { deadline = setTimeout(() => resolve(false), config.limits.drainTimeoutMs) })
+        new Promise<false>((resolve) => { deadline = setTimeout(() => resolve(false), drainTimeoutMs) })
       ])
       clearTimeout(deadline)
       if (!drained) {
@@ -804,11 +805,14 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     const changed = changedKeys(config, next)
     const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k))
     live = liveSettings(next)
+    admission.setLimits({ queueTimeoutMs: next.upstream.queueTimeoutMs, clientFetches: processShare(next, next.limits.clientFetches) })
+    sendWatch.setLimits({ windowMs: next.limits.sendTimeoutMs, minBytesPerSec: next.limits.minSendRate })
+    drainTimeoutMs = next.limits.drainTimeoutMs
     const restart = changed.filter((k) => !applied.includes(k))
     metrics.configReloads.inc({ result: 'ok' })
     log.info({ applied, ...(restart.length > 0 ? { restart } : {}) }, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded')
     return { applied, restart }
   }
 
-  return { app, admin, metrics, audit, close, readiness, drainTimeoutMs: config.limits.drainTimeoutMs, reloadCertificate: () => tls?.reload() ?? false, reloadConfig }
+  return { app, admin, metrics, audit, close, readiness, get drainTimeoutMs () { return drainTimeoutMs }, reloadCertificate: () => tls?.reload() ?? false, reloadConfig }
 }

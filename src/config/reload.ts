@@ -8,7 +8,11 @@ import { loadConfig } from './load.js'
 import { startProblems } from './preflight.js'
 
 /** The keys a reload applies without a restart. */
-export const RELOADABLE = ['policy', 'files.extensions', 'limits.maxPathLength', 'limits.maxRanges'] as const
+export const RELOADABLE = [
+  'policy', 'files.extensions',
+  'limits.maxPathLength', 'limits.maxRanges', 'limits.clientFetches', 'limits.sendTimeoutMs', 'limits.minSendRate', 'limits.drainTimeoutMs',
+  'upstream.queueTimeoutMs'
+] as const
 
 /** Dotted paths of the leaves that differ between two configs (arrays compare whole). */
 export function changedKeys (a: unknown, b: unknown, at = ''): string[] {

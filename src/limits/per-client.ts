@@ -4,7 +4,8 @@
 export class PerClientCount {
   private readonly counts = new Map<string, number>()
 
-  constructor (readonly cap: number) {}
+  /** The cap may be changed (a config reload); clients above a lowered cap keep what they hold. */
+  constructor (public cap: number) {}
 
   /** Counts one more for the client; false (and nothing counted) when it is at the cap. */
   take (client: string): boolean {

@@ -34,8 +34,14 @@ export class Admission {
   private readonly queue: Waiter[] = []
   private readonly perClient: PerClientCount
 
-  constructor (private readonly limits: AdmissionLimits) {
+  constructor (private limits: AdmissionLimits) {
     this.perClient = new PerClientCount(limits.clientFetches)
+  }
+
+  /** A config reload: new waits and client caps apply from now; the NAS connection count needs a restart (the pool is sized at start). */
+  setLimits (limits: Omit<AdmissionLimits, 'connections'>): void {
+    this.limits = { ...limits, connections: this.limits.connections }
+    this.perClient.cap = limits.clientFetches
   }
 
   /** Fetches holding a NAS connection. */

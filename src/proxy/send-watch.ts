@@ -37,13 +37,25 @@ export class SendWatch {
   private readonly entries = new Map<object, Entry>()
   private timer: NodeJS.Timeout | undefined
   /** How often responses are looked at: the cut comes at most this long after the window. */
-  private readonly tickMs: number
+  private tickMs: number
   /** How far apart kept samples are: a handful per response, whatever the window. */
-  private readonly sampleMs: number
+  private sampleMs: number
 
-  constructor (private readonly limits: SendWatchLimits, private readonly now: () => number = Date.now) {
+  constructor (private limits: SendWatchLimits, private readonly now: () => number = Date.now) {
     this.tickMs = Math.max(25, Math.min(1000, Math.floor(limits.windowMs / 4)))
     this.sampleMs = Math.max(this.tickMs, Math.floor(limits.windowMs / 16))
+  }
+
+  /** A config reload: the new window and rate apply to every response from the next look. */
+  setLimits (limits: SendWatchLimits): void {
+    this.limits = limits
+    this.tickMs = Math.max(25, Math.min(1000, Math.floor(limits.windowMs / 4)))
+    this.sampleMs = Math.max(this.tickMs, Math.floor(limits.windowMs / 16))
+    if (this.timer) {
+      clearInterval(this.timer)
+      this.timer = setInterval(() => this.tick(), this.tickMs)
+      this.timer.unref()
+    }
   }
 
   get size (): number { return this.entries.size }

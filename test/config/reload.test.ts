@@ -105,4 +105,10 @@ t.test('with tls.watch, a changed config file is applied without a signal; resta
   t.pass('applied without a signal')
   await waitFor('the restart note', () => /"restart":\["audit.batchMs"\]/.test(gw.output()) ? true : undefined, { tries: 100, intervalMs: 100 })
   t.pass('audit.batchMs is reported as needing a restart')
+  // A limit: paths longer than limits.maxPathLength are refused from the next request.
+  const long = `/medicall/${'a'.repeat(60)}.wav`
+  t.equal(await status(o.port, long), 200, 'a 75-byte path is served')
+  replaceFile(file, config({ ...o, stockholm: true }) + '\nlimits: { maxPathLength: 40 }\n')
+  await waitFor('the new limit', async () => (await status(o.port, long)) === 400 ? true : undefined, { tries: 300, intervalMs: 100 })
+  t.pass('limits.maxPathLength applied without a restart')
 })

@@ -4,6 +4,10 @@
 // huge header lists, HEADERS + CONTINUATION, HEADERS then DATA), and reports
 // exactly what the server answered on the wire: per stream the response
 // headers, the body, RST_STREAM; per connection GOAWAY and whether it closed.
+// For flow-control tests it also leaves windows and socket reading under the
+// test's control: windows opened wide or not at all (then granted by hand),
+// the TCP socket read at a bounded rate or not at all, and an AbortSignal
+// to end a connection that will never end by itself.
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
@@ -39,6 +43,8 @@ export interface H2StreamResult {
   /** Trailers (a header block after the response headers), if any. */
   trailers?: Record<string, string>
   body: Buffer
+  /** DATA payload bytes received on the stream (counted with `discardBody` too). */
+  bytes: number
   /** The RST_STREAM error code the server sent, if any. */
   rstCode?: number
   /** The body parsed as JSON when it is a JSON object. */
@@ -53,6 +59,8 @@ export interface H2ConnResult {
   closed: boolean
   /** The safety timeout fired before everything ended. */
   timedOut: boolean
+  /** `signal` was aborted before everything ended. */
+  aborted: boolean
 }
 
 export interface H2RawOptions {
@@ -70,6 +78,30 @@ export interface H2RawOptions {
   firstStreamId?: number
   /** How the client leaves at the end: a GOAWAY then FIN (default), a bare FIN, or a reset. */
   hangUp?: 'goaway' | 'fin' | 'reset'
+  /**
+   * Flow control. 'default': the 65535-byte stream windows of RFC 9113,
+   * refilled as DATA arrives, and 8 MB more on the connection. 'wide':
+   * SETTINGS_INITIAL_WINDOW_SIZE and the connection window at 2^31-1, so flow
+   * control never holds the server back. 'none': SETTINGS_INITIAL_WINDOW_SIZE
+   * 0 and stream windows never refilled (only `streamWindowGrant` opens them);
+   * the connection window is opened wide.
+   */
+  windows?: 'default' | 'wide' | 'none'
+  /** Every `everyMs` from the connection on, a WINDOW_UPDATE of `bytes` on each stream not ended. */
+  streamWindowGrant?: { bytes: number, everyMs: number }
+  /**
+   * How fast the client reads its TCP socket, in bytes a second (it pauses the
+   * socket whenever it is ahead of the rate). 0: it stops reading once every
+   * stream's response headers arrived (or it ended), for good; the result then
+   * comes only from `timeoutMs` or `signal`. Default: as fast as bytes come.
+   */
+  readRate?: number
+  /** Aborting it ends the connection (as `hangUp` says) and resolves with what arrived so far. */
+  signal?: AbortSignal
+  /** Keep no body (`body` stays empty, `bytes` still counts): for big downloads. */
+  discardBody?: boolean
+  /** Called when a stream's final response headers arrive, with its result (which stays live: `bytes`, `ended`). */
+  onResponse?: (stream: H2StreamResult) => void
 }
 
 export const H2_ERROR = {
@@ -108,6 +140,9 @@ const hpack = createRequire(import.meta.url)('hpack.js') as {
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
 const MAX_FRAME = 16384
 const CONN_WINDOW_BOOST = 8 * 1024 * 1024
+const MAX_WINDOW = 0x7fffffff
+const DEFAULT_WINDOW = 65535
+const SETTINGS_INITIAL_WINDOW_SIZE = 0x4
 
 const T = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 }
 const F = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 }
@@ -199,10 +234,11 @@ function parseJson (body: Buffer): Record<string, unknown> | undefined {
 export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: H2RawOptions = {}): Promise<H2ConnResult> {
   const timeoutMs = opts.timeoutMs ?? 10000
   const first = opts.firstStreamId ?? 1
-  const streams: H2StreamResult[] = requests.map((_, i) => ({ id: first + 2 * i, sent: false, ended: false, headers: {}, body: Buffer.alloc(0) }))
+  const windows = opts.windows ?? 'default'
+  const streams: H2StreamResult[] = requests.map((_, i) => ({ id: first + 2 * i, sent: false, ended: false, headers: {}, body: Buffer.alloc(0), bytes: 0 }))
   const byId = new Map(streams.map((s) => [s.id, s]))
   const chunks = new Map<number, Buffer[]>()
-  const result: H2ConnResult = { streams, closed: false, timedOut: false }
+  const result: H2ConnResult = { streams, closed: false, timedOut: false, aborted: false }
 
   return new Promise((resolve, reject) => {
     const decompressor = hpack.decompressor.create({ table: { size: 4096 } })
@@ -215,8 +251,14 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
     let inbuf: Buffer = Buffer.alloc(0)
     let block: { streamId: number, endStream: boolean, parts: Buffer[] } | undefined
     let nextToSend = 0
+    let readBytes = 0
+    let readStart = 0
+    let resumeTimer: NodeJS.Timeout | undefined
+    let grantTimer: NodeJS.Timeout | undefined
 
     const timer = setTimeout(() => { result.timedOut = true; finish() }, timeoutMs)
+    const onAbort = (): void => { result.aborted = true; finish() }
+    opts.signal?.addEventListener('abort', onAbort, { once: true })
 
     function write (buf: Buffer): void {
       if (socket && !done && !result.closed && socket.writable) socket.write(buf)
@@ -226,12 +268,15 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
       if (done) return
       done = true
       clearTimeout(timer)
+      clearTimeout(resumeTimer)
+      clearInterval(grantTimer)
+      opts.signal?.removeEventListener('abort', onAbort)
       for (const s of streams) {
         s.body = Buffer.concat(chunks.get(s.id) ?? [])
         const json = parseJson(s.body)
         if (json) s.json = json
       }
-      if (socket && opts.hangUp === 'reset') {
+      if (socket && (opts.hangUp === 'reset' || !connected)) {
         socket.destroy()
       } else if (socket && opts.hangUp === 'fin' && !result.closed && socket.writable) {
         const sock = socket
@@ -281,6 +326,7 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
       } else if (s.status === undefined && Object.keys(s.headers).length === 0) {
         s.headers = fields
         s.status = status
+        opts.onResponse?.(s)
       } else {
         s.trailers = fields
       }
@@ -292,14 +338,17 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
         case T.DATA: {
           let data = payload
           if (flags & F.PADDED) data = payload.subarray(1, payload.length - payload[0])
-          const list = chunks.get(streamId)
-          if (list) list.push(data)
-          else chunks.set(streamId, [data])
           const s = byId.get(streamId)
+          if (s) s.bytes += payload.length
+          if (!opts.discardBody) {
+            const list = chunks.get(streamId)
+            if (list) list.push(data)
+            else chunks.set(streamId, [data])
+          }
           if (flags & F.END_STREAM && s) s.ended = true
           if (payload.length > 0) {
             write(windowUpdate(0, payload.length))
-            if (s && !s.ended) write(windowUpdate(streamId, payload.length))
+            if (s && !s.ended && windows !== 'none') write(windowUpdate(streamId, payload.length))
           }
           break
         }
@@ -367,6 +416,25 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
         onFrame(type, flags, streamId, payload)
       }
       check()
+      throttle()
+    }
+
+    /** readRate: pause the socket while the client is ahead of its rate (for good at 0). */
+    function throttle (): void {
+      const rate = opts.readRate
+      if (rate === undefined || done || !socket) return
+      if (rate === 0) {
+        if (streams.every((s) => s.status !== undefined || s.ended)) socket.pause()
+        return
+      }
+      const ahead = readBytes - rate * (Date.now() - readStart) / 1000
+      if (ahead > 0 && resumeTimer === undefined) {
+        socket.pause()
+        resumeTimer = setTimeout(() => {
+          resumeTimer = undefined
+          if (!done) socket!.resume()
+        }, Math.ceil(ahead / rate * 1000))
+      }
     }
 
     function onClosed (): void {
@@ -390,12 +458,27 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
         return
       }
       connected = true
-      write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0), windowUpdate(0, CONN_WINDOW_BOOST)]))
+      readStart = Date.now()
+      const initialWindow = windows === 'wide' ? MAX_WINDOW : windows === 'none' ? 0 : undefined
+      const settings = Buffer.alloc(initialWindow === undefined ? 0 : 6)
+      if (initialWindow !== undefined) {
+        settings.writeUInt16BE(SETTINGS_INITIAL_WINDOW_SIZE, 0)
+        settings.writeUInt32BE(initialWindow, 2)
+      }
+      const connBoost = windows === 'default' ? CONN_WINDOW_BOOST : MAX_WINDOW - DEFAULT_WINDOW
+      write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0, settings), windowUpdate(0, connBoost)]))
+      const grant = opts.streamWindowGrant
+      if (grant) {
+        grantTimer = setInterval(() => {
+          for (const s of streams) if (s.sent && !s.ended) write(windowUpdate(s.id, grant.bytes))
+        }, grant.everyMs)
+      }
       sendNext()
       check()
     })
     socket.on('data', (chunk: Buffer) => {
       if (done) return
+      readBytes += chunk.length
       try {
         onData(chunk)
       } catch (err) {

@@ -14,6 +14,7 @@ import { addRevocation, type RevocationEntry } from './auth/revocation.js'
 import { auditNewKey, auditSearch, auditSummary, auditVerify } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
+import { refuseForeignOwner } from './files/ownership.js'
 import { portsInUse, startProblems } from './config/preflight.js'
 
 class UsageError extends Error {}
@@ -135,6 +136,7 @@ function buildProgram (): Command {
     .addOption(configOption(true))
     .action(action(async (o: { config: string }) => {
       const c = load(o.config)
+      refuseForeignOwner([c.audit.dir, dirname(auditKeyFile(c))], 'audit new-key')
       return await auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, out)
     }))
   trail(audit.command('prune').description('remove rotated audit files whose every record is older than --before; a sealed checkpoint (audit.pruned) and a prune record keep verify passing'))
@@ -144,7 +146,9 @@ function buildProgram (): Command {
       const before = parseTimeMs(o.before)
       const c = o.config ? load(o.config) : undefined
       const { auditPrune } = await import('./audit/prune.js')
-      return await auditPrune(trailOf(o, 'prune'), { before, dryRun: o.dryRun, instance: c?.audit.instance, rotateBytes: c?.audit.rotateBytes }, out, err)
+      const trail = trailOf(o, 'prune')
+      if (!o.dryRun) refuseForeignOwner([trail.dir], 'audit prune')
+      return await auditPrune(trail, { before, dryRun: o.dryRun, instance: c?.audit.instance, rotateBytes: c?.audit.rotateBytes }, out, err)
     }))
 
   certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))
@@ -183,6 +187,7 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
 
 function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): number {
   const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
+  refuseForeignOwner([dirname(file)], 'token revoke')
   const now = Math.floor(Date.now() / 1000)
   // No token that could match outlives this: exp <= iat + maxLifetimeSec,
   // and exp is honoured up to clockToleranceSec late.
@@ -239,6 +244,7 @@ function certCommands (cert: Command): void {
     .option('--force', 'overwrite an existing server certificate (and, with --new-ca, the CA)', false)
     .option('--new-ca', 'with --force: replace an existing CA (every client certificate it issued stops working; to renew the server certificate, use cert renew)', false)
     .action(action(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean, newCa: boolean }) => {
+      refuseForeignOwner([o.dir], 'cert init')
       out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, newCa: o.newCa, crlUrl: o.crlUrl }) + '\n')
       return 0
     }))
@@ -248,6 +254,7 @@ function certCommands (cert: Command): void {
     .option('--host <name>', 'a DNS name or IP address (repeat for more; default: the names of the current server.crt)', collect)
     .option('--crl-url <url>', 'CRL distribution point (default: the current certificate\'s)')
     .action(action(async (o: { dir: string, days: string, host?: string[], crlUrl?: string }) => {
+      refuseForeignOwner([o.dir], 'cert renew')
       out((await commands()).certRenew({ dir: o.dir, hosts: o.host ?? [], days: Number(o.days), crlUrl: o.crlUrl }) + '\n')
       return 0
     }))
@@ -255,6 +262,7 @@ function certCommands (cert: Command): void {
     .option('--dir <dir>', 'the CA directory', 'certs')
     .option('--days <n>', 'until nextUpdate (past it, every client certificate is refused)', '365')
     .action(action(async (o: { dir: string, days: string }) => {
+      refuseForeignOwner([o.dir], 'cert crl')
       out((await commands()).certCrl({ dir: o.dir, days: Number(o.days) }) + '\n')
       return 0
     }))
@@ -269,6 +277,7 @@ function certCommands (cert: Command): void {
     .option('--force', 'overwrite existing files', false)
     .action(action(async (o: { name: string, out: string, dir: string, days: string, p12: boolean, passwordFile?: string, crlUrl?: string, force: boolean }) => {
       const password = o.passwordFile ? readFileSync(o.passwordFile, 'utf8').replace(/\r?\n$/, '') : undefined
+      refuseForeignOwner([o.dir, o.out], 'cert client')
       out((await commands()).certClient({ dir: o.dir, name: o.name, out: o.out, days: Number(o.days), p12: o.p12, password, force: o.force, crlUrl: o.crlUrl }) + '\n')
       return 0
     }))
@@ -277,6 +286,7 @@ function certCommands (cert: Command): void {
     .option('--serial <hex>', 'or its serial number')
     .option('--dir <dir>', 'the CA directory', 'certs')
     .action(action(async (o: { cert?: string, serial?: string, dir: string }) => {
+      refuseForeignOwner([o.dir], 'cert revoke')
       out((await commands()).certRevoke({ dir: o.dir, certFile: o.cert, serial: o.serial }) + '\n')
       return 0
     }))

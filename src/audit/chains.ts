@@ -4,7 +4,6 @@
 // (a deletion no single chain can show).
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs'
-import { handOver, ownerFor } from '../files/ownership.js'
 import { join } from 'node:path'
 
 export const CHAINS_FILE = 'audit.chains'
@@ -55,10 +54,8 @@ export function recordChains (dir: string, key: Buffer, add: string[]): void {
   if (current && chains.length === current.chains.length) return
   // Durable like the trail: the file, then the rename in the directory.
   const tmp = join(dir, `${CHAINS_FILE}.tmp`)
-  const owner = ownerFor(join(dir, CHAINS_FILE))
   const fd = openSync(tmp, 'w', 0o600)
   try {
-    handOver(fd, owner)
     writeSync(fd, JSON.stringify({ chains, mac: seal(key, chains) }) + '\n')
     fsyncSync(fd)
   } finally {

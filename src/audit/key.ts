@@ -8,7 +8,7 @@
 // write the audit directory cannot read it.
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync, writeSync } from 'node:fs'
-import { handOver, makeDir, ownerFor } from '../files/ownership.js'
+import { makeDir } from '../files/ownership.js'
 import { dirname, join } from 'node:path'
 
 /** Names in an audit directory that belong to a trail (a chain's files, its list, workers' chains). */
@@ -46,14 +46,10 @@ export function loadAuditKey (file: string, createFor?: string): Buffer {
 /** Writes a new key; refuses when one exists (O_EXCL: two processes starting at once must not each make their own). */
 export function createKey (file: string): Buffer {
   makeDir(dirname(file))
-  const owner = ownerFor(file)
   const key = randomBytes(32).toString('hex')
   try {
     const fd = openSync(file, 'wx', 0o600)
-    try {
-      handOver(fd, owner)
-      writeSync(fd, key + '\n')
-    } finally { closeSync(fd) }
+    try { writeSync(fd, key + '\n') } finally { closeSync(fd) }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readKey(file)
     throw err

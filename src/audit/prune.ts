@@ -25,7 +25,6 @@
 import { closeSync, fsyncSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
-import { handOver, ownerFor } from '../files/ownership.js'
 import { seal } from './chain.js'
 import { problemsText, walkAll, type TrailLocation } from './commands.js'
 import { CHECKPOINT_EVENT, CHECKPOINT_FILE, readCheckpoint, type Checkpoint, type FileStat, type VerifyReport } from './verify.js'
@@ -118,10 +117,8 @@ function writeCheckpoint (dir: string, key: Buffer, cp: Checkpoint, instance: st
   const line = seal({ event: CHECKPOINT_EVENT, time: cp.time, instance, before: cp.before, records: cp.records, files: cp.files }, cp.seq, cp.prev, key)
   const file = join(dir, CHECKPOINT_FILE)
   const tmp = join(dir, `${CHECKPOINT_FILE}.${process.pid}.tmp`)
-  const owner = ownerFor(file)
   const fd = openSync(tmp, 'w', 0o600)
   try {
-    handOver(fd, owner)
     writeSync(fd, line + '\n')
     fsyncSync(fd)
   } finally {

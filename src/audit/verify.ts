@@ -272,6 +272,10 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
     const opened = openLine(readFileSync(headPath, 'utf8').trim(), key)
     if (!opened.ok) {
       report.problems.push({ kind: 'edited', file: HEAD_FILE, line: 1, message: `${HEAD_FILE} was edited` })
+    } else if (opened.value.record.event !== 'head') {
+      // A record line or a checkpoint is sealed with the same key: copied
+      // over the head, it would make any seq look like the end.
+      report.problems.push({ kind: 'edited', file: HEAD_FILE, line: 1, message: `${HEAD_FILE} holds a ${String(opened.value.record.event)} line, not a head: it was replaced` })
     } else if (opened.value.record.seq > report.lastSeq) {
       report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 1, seq: opened.value.record.seq, message: `the trail ends at seq ${report.lastSeq}, but ${HEAD_FILE} records seq ${opened.value.record.seq}: records ${report.lastSeq + 1}..${opened.value.record.seq} were removed from the end` })
     }

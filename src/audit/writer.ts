@@ -10,7 +10,7 @@
 // file length), so the chain never holds a record nobody was told about.
 // The writer keeps going, so it recovers by itself when the disk does.
 import { promises as fsp, constants as fsc } from 'node:fs'
-import { makeDir, ownerFor } from '../files/ownership.js'
+import { makeDir } from '../files/ownership.js'
 import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 import { boundRecord } from './record-bounds.js'
@@ -196,13 +196,10 @@ export class AuditWriter {
     if (this.handle) return this.handle
     // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
     // trail (or have its target's mode changed by the chmod below).
-    // Run as root (the CLI's new-key), a new file goes to the directory's owner (files/ownership.ts).
-    const owner = ownerFor(this.file)
     const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
     let dropped = 0
     try {
       if (!(await h.stat()).isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
-      if (owner) await h.chown(owner.uid, owner.gid)
       await h.chmod(0o600)
       dropped = resume ? await this.resume(h) : 0
       await this.syncDir()
@@ -438,9 +435,7 @@ export class AuditWriter {
     if (this.durableSeq === 0) return
     const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.durablePrev }, this.durableSeq, this.durablePrev, this.opts.key)
     const tmp = join(this.opts.dir, `${HEAD_FILE}.${process.pid}.tmp`)
-    const owner = ownerFor(join(this.opts.dir, HEAD_FILE))
     await fsp.writeFile(tmp, line + '\n', { mode: 0o600 })
-    if (owner) await fsp.chown(tmp, owner.uid, owner.gid)
     await fsp.rename(tmp, join(this.opts.dir, HEAD_FILE))
   }
 
@@ -456,7 +451,14 @@ export class AuditWriter {
     const h = this.handle
     this.handle = null
     if (h) {
-      await h.datasync().catch(() => {})
+      // Batched mode: what the last sync made durable is the whole trail,
+      // and the head must say so (else the last records could be removed
+      // unnoticed).
+      const synced = await h.datasync().then(() => true, () => false)
+      if (synced) {
+        this.durableSeq = this.seq
+        this.durablePrev = this.prev
+      }
       await h.close()
       await this.writeHead().catch(() => {})
     }

@@ -13,7 +13,7 @@
 // that mattered.
 import { createHash, type Hash } from 'node:crypto'
 import { closeSync, fchmodSync, fstatSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, unwatchFile, watchFile, writeSync, type Stats } from 'node:fs'
-import { handOver, makeDir, ownerFor } from '../files/ownership.js'
+import { makeDir } from '../files/ownership.js'
 import { open } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { setImmediate as nextTurn } from 'node:timers/promises'
@@ -396,9 +396,8 @@ function salvage (buf: Buffer): RevocationEntry[] {
 
 /** Writes a temp file, fsyncs it, renames it over the file and fsyncs the directory. The caller holds the lock. */
 function replace (file: string, entries: readonly RevocationEntry[]): void {
-  // Keep the file readable by the gateway's user, whoever runs this command
-  // (files/ownership.ts), and its mode as it was.
-  const owner = ownerFor(file)
+  // Keep its mode as it was. (Run as root in a directory another user owns,
+  // the CLI refuses first: cli.ts, files/ownership.ts.)
   let mode = 0o600
   try {
     mode = statSync(file).mode & 0o777
@@ -411,7 +410,6 @@ function replace (file: string, entries: readonly RevocationEntry[]): void {
     try {
       writeSync(fd, serializeDenylist(entries))
       fchmodSync(fd, mode)
-      handOver(fd, owner)
       fsyncSync(fd)
     } finally {
       closeSync(fd)

@@ -418,3 +418,31 @@ t.test('a failed write is rolled back: the chain holds no record nobody was told
   t.same(ids, ['req-1', 'req-3'])
   t.same(r.problems, [], 'the chain is intact after the rollback')
 })
+
+t.test('audit.head must be a head: a record line copied over it does not hide records removed from the end', async (t) => {
+  const dir = tempDir(t)
+  const w = await openWriter(dir)
+  for (let i = 0; i < 10; i++) await w.append(rec(i))
+  await w.close()
+  const ls = lines(join(dir, AUDIT_FILE))
+  // Records 8..10 removed, and the line of record 7 (sealed with the key) put in as the head.
+  writeFileSync(join(dir, AUDIT_FILE), ls.slice(0, 7).join('\n') + '\n')
+  writeFileSync(join(dir, HEAD_FILE), ls[6] + '\n')
+  const r = await walkTrail(dir, KEY)
+  t.ok(r.problems.some((p) => p.file === HEAD_FILE && /not a head: it was replaced/.test(p.message)), 'reported')
+})
+
+t.test('batched durability: close() leaves a head that names the last record', async (t) => {
+  const dir = tempDir(t)
+  const w = await openWriter(dir, { durability: 'batched', batchMs: 60000 })
+  for (let i = 0; i < 25; i++) await w.append(rec(i))
+  await w.close()
+  const head = openLine(readFileSync(join(dir, HEAD_FILE), 'utf8').trim(), KEY)
+  t.ok(head.ok)
+  if (head.ok) t.equal(head.value.record.seq, 25, 'the head names seq 25')
+  // So removing the last two records shows.
+  const ls = lines(join(dir, AUDIT_FILE))
+  writeFileSync(join(dir, AUDIT_FILE), ls.slice(0, 23).join('\n') + '\n')
+  const r = await walkTrail(dir, KEY)
+  t.ok(r.problems.some((p) => p.kind === 'missing-tail'), 'records removed from the end are reported')
+})

@@ -1,25 +1,34 @@
-// Run as root, the CLI leaves the files it writes usable by the gateway's
-// user: `token revoke` once made a root-owned 0600 denylist, and a gateway
-// running as its service user then answered 503 to every request while the
-// CLI had printed success. Here the gateway runs as nobody, the CLI as root.
+// Run as root, the CLI never leaves files the gateway's user cannot use:
+// `token revoke` as root once made a root-owned 0600 denylist, and a
+// gateway running as its service user then answered 503 to every request
+// while the CLI had printed success. As root in a directory another user
+// owns, every command that writes refuses and names the user to run it as
+// (handing files over by chown was red-teamed: root follows the links that
+// user plants); run as that user, the gateway (also as that user) uses what
+// it wrote. Here that user is nobody.
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, chownSync, copyFileSync, existsSync, lchownSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { get as httpGet } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { testCerts } from '../helpers/gateway.js'
-import { CLI, freePort, runCli } from '../helpers/process.js'
+import { CLI, freePort } from '../helpers/process.js'
 
 const NOBODY = 65534
 const root = process.getuid?.() === 0
 
-function readyz (port: number): Promise<{ status: number, body: Record<string, unknown> } | undefined> {
+function cli (args: string[], as?: number): { status: number | null, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, encoding: 'utf8', timeout: 60000, ...(as !== undefined ? { uid: as, gid: as, cwd: '/' } : {}) })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+function readyz (port: number): Promise<Record<string, unknown> | undefined> {
   return new Promise((resolve) => {
     const req = httpGet({ host: '127.0.0.1', port, path: '/readyz' }, (res) => {
       let b = ''
       res.on('data', (c: Buffer) => { b += c.toString() })
-      res.on('end', () => { try { resolve({ status: res.statusCode ?? 0, body: JSON.parse(b) as Record<string, unknown> }) } catch { resolve(undefined) } })
+      res.on('end', () => { try { resolve(JSON.parse(b) as Record<string, unknown>) } catch { resolve(undefined) } })
     })
     req.on('error', () => resolve(undefined))
   })
@@ -27,14 +36,14 @@ function readyz (port: number): Promise<{ status: number, body: Record<string, u
 
 /** Starts the gateway as nobody and returns its readiness once it answers, then stops it. */
 async function readinessAsNobody (file: string, adminPort: number): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { uid: NOBODY, gid: NOBODY, env: { PATH: process.env.PATH }, stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { uid: NOBODY, gid: NOBODY, cwd: '/', env: { PATH: process.env.PATH }, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()))
   try {
     for (let i = 0; i < 600; i++) {
       const r = await readyz(adminPort)
-      if (r) return r.body
+      if (r) return r
       if (child.exitCode !== null) throw new Error(`the gateway exited: ${stderr}`)
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
@@ -45,10 +54,9 @@ async function readinessAsNobody (file: string, adminPort: number): Promise<Reco
   }
 }
 
-t.test('as root, token revoke and audit new-key leave files the gateway\'s user can use', { skip: root ? false : 'needs root (the CLI must run as root, the gateway as nobody)' }, async (t) => {
+t.test('as root in the service user\'s directory, writing commands refuse and say whom to run as; as that user they work', { skip: root ? false : 'needs root (the CLI as root and as nobody)' }, async (t) => {
   const base = mkdtempSync(join(tmpdir(), 'nasguard-owner-'))
   chmodSync(base, 0o755)
-  // The service user's state directory; audit.dir inside it does not exist yet.
   const state = join(base, 'state')
   mkdirSync(state, { mode: 0o700 })
   chownSync(state, NOBODY, NOBODY)
@@ -71,41 +79,39 @@ t.test('as root, token revoke and audit new-key leave files the gateway\'s user 
     `admin: { host: 127.0.0.1, port: ${adminPort} }`
   ].join('\n'))
 
-  const revoke = await runCli(['token', 'revoke', '--config', file, '--jti', 'stolen-1'])
-  t.equal(revoke.status, 0, revoke.stderr)
-  for (const made of [join(state, 'audit'), join(state, 'audit', 'revoked.jsonl')]) {
-    t.equal(statSync(made).uid, NOBODY, `${made} belongs to the gateway's user`)
-  }
-  t.equal(statSync(join(state, 'audit', 'revoked.jsonl')).mode & 0o777, 0o600, 'and is still 0600')
-  const first = await readinessAsNobody(file, adminPort)
-  t.match(first, { checks: { revocation: 'ok', audit: 'ok' } }, 'the gateway, as nobody, reads the denylist root wrote')
+  // A link the directory's owner planted where root would write is never followed.
+  const victim = join(base, 'victim')
+  writeFileSync(victim, 'untouched\n', { mode: 0o600 })
+  mkdirSync(join(state, 'audit'), { mode: 0o700 })
+  chownSync(join(state, 'audit'), NOBODY, NOBODY)
+  symlinkSync(victim, join(state, 'audit', 'revoked.jsonl'))
+  lchownSync(join(state, 'audit', 'revoked.jsonl'), NOBODY, NOBODY)
 
-  // A second revoke keeps the owner; the key is lost and remade by root.
-  t.equal((await runCli(['token', 'revoke', '--config', file, '--sub', 'mallory'])).status, 0)
-  t.equal(statSync(join(state, 'audit', 'revoked.jsonl')).uid, NOBODY)
-  unlinkSync(join(state, 'audit.key'))
-  const newKey = await runCli(['audit', 'new-key', '--config', file])
-  t.equal(newKey.status, 0, newKey.stderr)
-  for (const made of ['audit.key', 'audit/audit.jsonl', 'audit/audit.head']) {
-    t.equal(statSync(join(state, made)).uid, NOBODY, `${made} belongs to the gateway's user`)
+  const asRoot = cli(['token', 'revoke', '--config', file, '--jti', 'stolen-1'])
+  t.equal(asRoot.status, 1, 'root is refused')
+  t.match(asRoot.stderr, /belongs to nobody \(uid 65534\), not root: run this as that user, e\.g\. sudo -u nobody nasguard token revoke/)
+  t.equal(readFileSync(victim, 'utf8'), 'untouched\n', 'nothing was written through the planted link')
+  t.equal(statSync(victim).uid, 0, 'nor handed over')
+  for (const args of [['audit', 'new-key', '--config', file], ['cert', 'init', '--host', 'localhost', '--dir', join(state, 'certs')]]) {
+    const r = cli(args)
+    t.equal(r.status, 1, `${args.slice(0, 2).join(' ')} as root is refused`)
+    t.match(r.stderr, /sudo -u nobody/)
   }
-  const second = await readinessAsNobody(file, adminPort)
-  t.match(second, { checks: { revocation: 'ok', audit: 'ok' } }, 'and starts on the key and trail root made')
+  t.notOk(existsSync(join(state, 'certs')), 'cert init made nothing')
+
+  // As the service user, the same commands work, and the gateway uses what they wrote.
+  const planted = join(state, 'audit', 'revoked.jsonl')
+  spawnSync('rm', ['-f', planted])
+  const asNobody = cli(['token', 'revoke', '--config', file, '--jti', 'stolen-1'], NOBODY)
+  t.equal(asNobody.status, 0, asNobody.stderr)
+  t.equal(statSync(planted).uid, NOBODY, 'the denylist belongs to the service user')
+  const ready = await readinessAsNobody(file, adminPort)
+  t.match(ready, { checks: { revocation: 'ok', audit: 'ok' } }, 'the gateway, as nobody, reads it')
 })
 
-t.test('as root, cert init and cert renew leave keys the gateway\'s user can read', { skip: root ? false : 'needs root' }, async (t) => {
-  const base = mkdtempSync(join(tmpdir(), 'nasguard-owner-certs-'))
-  chmodSync(base, 0o755)
-  const certs = join(base, 'certs')
-  mkdirSync(certs, { mode: 0o700 })
-  chownSync(certs, NOBODY, NOBODY)
-  const init = await runCli(['cert', 'init', '--host', 'localhost', '--dir', certs])
-  t.equal(init.status, 0, init.stderr)
-  const renew = await runCli(['cert', 'renew', '--dir', certs])
-  t.equal(renew.status, 0, renew.stderr)
-  for (const f of ['ca.key', 'server.key']) {
-    t.equal(statSync(join(certs, f)).uid, NOBODY, `${f} belongs to the owner of its directory`)
-    t.equal(statSync(join(certs, f)).mode & 0o777, 0o600, `${f} is still 0600`)
-  }
-  t.equal(statSync(join(certs, 'server.crt')).mode & 0o777, 0o644, 'the certificate is readable by all')
+t.test('as root in root\'s own directories, the commands work as before', { skip: root ? false : 'needs root' }, async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'nasguard-owner-root-'))
+  const r = cli(['cert', 'init', '--host', 'localhost', '--dir', join(base, 'certs')])
+  t.equal(r.status, 0, r.stderr)
+  t.equal(statSync(join(base, 'certs', 'server.key')).mode & 0o777, 0o600)
 })

@@ -1,7 +1,7 @@
 // `nasguard audit verify | search | summary`: for investigators. Every
 // command walks the whole chain and verifies it; search and summary say so
 // when what they read was not intact.
-import { existsSync, renameSync } from 'node:fs'
+import { existsSync, lstatSync, readFileSync, renameSync } from 'node:fs'
 import { makeDir } from '../files/ownership.js'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
@@ -50,9 +50,19 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
   if (topLevel || names.size === 0 || (listed?.ok === true && listed.chains.includes('.'))) {
     if (existsSync(loc.dir)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord, opts) })
   }
+  // Every chain is checked against itself only, so a chain replaced by a
+  // copy of another (or a link to it) would verify: each must be a
+  // directory of its own, and no two may start with the same record.
+  const firsts = new Map<string, string>()
   for (const name of [...names].sort(byChainOrder)) {
-    if (!existsSync(join(loc.dir, name))) continue
-    chains.push({ name, report: await walkTrail(join(loc.dir, name), loc.key, onRecord, opts) })
+    const dir = join(loc.dir, name)
+    if (!existsSync(dir)) continue
+    if (lstatSync(dir).isSymbolicLink()) problems.push({ kind: 'inserted', file: name, line: 0, message: `chain ${name} is a symbolic link, not a chain of its own` })
+    const first = firstLine(dir)
+    const twin = first === undefined ? undefined : firsts.get(first)
+    if (twin !== undefined) problems.push({ kind: 'inserted', file: name, line: 0, message: `chain ${name} starts with the same record as chain ${twin}: it is a copy, and its own records are gone` })
+    else if (first !== undefined) firsts.set(first, name)
+    chains.push({ name, report: await walkTrail(dir, loc.key, onRecord, opts) })
   }
   const prefix = (name: string, s: string): string => (name === '.' ? s : `${name}/${s}`)
   const merged: VerifyReport = {
@@ -65,6 +75,15 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
   const torn = chains.find((c) => c.report.truncatedTail)
   if (torn?.report.truncatedTail) merged.truncatedTail = { ...torn.report.truncatedTail, file: prefix(torn.name, torn.report.truncatedTail.file) }
   return { chains, merged }
+}
+
+/** The first line of a chain's oldest file, if any. */
+function firstLine (dir: string): string | undefined {
+  const files = trailFiles(dir)
+  if (files.length === 0) return undefined
+  const text = readFileSync(join(dir, files[0]), 'utf8')
+  const end = text.indexOf('\n')
+  return end > 0 ? text.slice(0, end) : undefined
 }
 
 export function problemsText (r: VerifyReport): string {

@@ -355,6 +355,13 @@ interface Blocking<T> {
    * (over-counted, if anything: GC and thread-pool threads add to it).
    */
   cpuGapMaxMs: number
+  /**
+   * The longest the loop was held, gap by gap: the smaller of the gap's wall
+   * time (which counts time the process was not scheduled) and its CPU time
+   * (which counts GC and thread-pool threads running beside the loop). Each
+   * over-counts one way; the block is no more than either.
+   */
+  blockMaxMs: number
   ticks: number
 }
 
@@ -366,19 +373,21 @@ async function blocking<T> (during: () => Promise<T>): Promise<Blocking<T>> {
   let lastCpu = process.cpuUsage()
   let gapMaxMs = 0
   let cpuGapMaxMs = 0
+  let blockMaxMs = 0
   let ticks = 0
   const timer = setInterval(() => {
     const at = performance.now()
     const cpu = process.cpuUsage(lastCpu)
     gapMaxMs = Math.max(gapMaxMs, at - last)
     cpuGapMaxMs = Math.max(cpuGapMaxMs, (cpu.user + cpu.system) / 1000)
+    blockMaxMs = Math.max(blockMaxMs, Math.min(at - last, (cpu.user + cpu.system) / 1000))
     last = at
     lastCpu = process.cpuUsage()
     ticks++
   }, 1)
   try {
     const value = await during()
-    return { value, histogramMaxMs: h.max / 1e6, gapMaxMs, cpuGapMaxMs, ticks }
+    return { value, histogramMaxMs: h.max / 1e6, gapMaxMs, cpuGapMaxMs, blockMaxMs, ticks }
   } finally {
     clearInterval(timer)
     h.disable()
@@ -414,7 +423,7 @@ t.test(`a ${BIG}-entry denylist is reloaded without blocking the event loop for 
   // in parallel) stretches wall-clock gaps with time the process was not
   // running at all.
   t.ok(m.ticks >= 20, `the event loop kept turning during the load (${m.ticks} ticks)`)
-  t.ok(m.cpuGapMaxMs < MAX_BLOCK_MS, `longest event-loop block ${m.cpuGapMaxMs.toFixed(1)} ms of CPU < ${MAX_BLOCK_MS} ms`)
+  t.ok(m.blockMaxMs < MAX_BLOCK_MS, `longest event-loop block ${m.blockMaxMs.toFixed(1)} ms < ${MAX_BLOCK_MS} ms`)
 
   // Through a gateway: a revoked token is never served while it reloads.
   const { nas, gw, file: gwFile } = await setup(t)
@@ -431,7 +440,7 @@ t.test(`a ${BIG}-entry denylist is reloaded without blocking the event loop for 
     return (await fetchAs('h2', gw, PATH, bearer(last))).status === 401 ? true : undefined
   }, { tries: 400, intervalMs: 5 }))
   t.comment(`gateway reload of ${BIG + 1} entries under requests: ${describe(g)}`)
-  t.ok(g.cpuGapMaxMs < MAX_BLOCK_MS, `gateway: longest event-loop block ${g.cpuGapMaxMs.toFixed(1)} ms of CPU < ${MAX_BLOCK_MS} ms`)
+  t.ok(g.blockMaxMs < MAX_BLOCK_MS, `gateway: longest event-loop block ${g.blockMaxMs.toFixed(1)} ms < ${MAX_BLOCK_MS} ms`)
   t.same(await readyz(gw), { status: 200, revocation: 'ok' })
   const n = nas.requests.length
   for (const proto of PROTOCOLS) {

@@ -117,8 +117,13 @@ function reasonOf (err: ErrorObject): string {
   }
 }
 
-const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: false, verbose: true })
-const validate = ajv.compile(ConfigSchema)
+// Compiled on first use: a command that loads no config (--help, --version)
+// does not pay for it.
+let compiled: ReturnType<Ajv['compile']> | undefined
+function validator (): ReturnType<Ajv['compile']> {
+  compiled ??= new Ajv({ allErrors: true, useDefaults: true, coerceTypes: false, strict: false, verbose: true }).compile(ConfigSchema)
+  return compiled
+}
 
 function schemaProblems (errors: ErrorObject[]): ConfigProblem[] {
   // A union of literals reports one error per branch; keep the anyOf summary
@@ -317,6 +322,7 @@ export function loadConfig (opts: LoadOptions): Readonly<Config> {
     raw = structuredClone(opts.object) as JsonObject
   }
   applyEnv(raw, opts.env ?? {})
+  const validate = validator()
   if (!validate(raw)) throw new ConfigError(schemaProblems(validate.errors ?? []))
   const config = raw as unknown as Config
   for (const [, get, set] of [...FILE_KEYS, ...keyListFiles(config)]) {

@@ -73,11 +73,10 @@ for (const workers of [1, 2]) {
     replaceFile(file, config({ ...o, stockholm: true }))
     gw.child.kill('SIGHUP')
     // Every worker must have it: several requests, on new connections.
-    await waitFor('the new rule in every process', async () => {
+    t.ok(await waitFor('the new rule in every process', async () => {
       const all = await Promise.all(Array.from({ length: 6 }, async () => await status(o.port, '/stockholm/a.wav')))
       return all.every((s) => s === 200) ? true : undefined
-    }, { tries: 300, intervalMs: 100 })
-    t.pass('the new rule serves /stockholm')
+    }, { tries: 300, intervalMs: 100 }), 'the new rule serves /stockholm')
     t.match(gw.output(), /"applied":\["policy"\]/, 'the log says what was applied')
 
     replaceFile(file, config({ ...o, stockholm: false, broken: true }))
@@ -101,14 +100,11 @@ t.test('with tls.watch, a changed config file is applied without a signal; resta
   const gw = await startCli(t, file, o.adminPort)
   t.equal(await status(o.port, '/stockholm/a.wav'), 403)
   replaceFile(file, config({ ...o, stockholm: true }).replace(`port: ${o.adminPort}`, `port: ${o.adminPort}, enabled: true`).replace('audit: { dir: audit }', 'audit: { dir: audit, batchMs: 50 }'))
-  await waitFor('the new rule', async () => (await status(o.port, '/stockholm/a.wav')) === 200 ? true : undefined, { tries: 300, intervalMs: 100 })
-  t.pass('applied without a signal')
-  await waitFor('the restart note', () => /"restart":\["audit.batchMs"\]/.test(gw.output()) ? true : undefined, { tries: 100, intervalMs: 100 })
-  t.pass('audit.batchMs is reported as needing a restart')
+  t.ok(await waitFor('the new rule', async () => (await status(o.port, '/stockholm/a.wav')) === 200 ? true : undefined, { tries: 300, intervalMs: 100 }), 'applied without a signal')
+  t.ok(await waitFor('the restart note', () => /"restart":\["audit.batchMs"\]/.test(gw.output()) ? true : undefined, { tries: 100, intervalMs: 100 }), 'audit.batchMs is reported as needing a restart')
   // A limit: paths longer than limits.maxPathLength are refused from the next request.
   const long = `/medicall/${'a'.repeat(60)}.wav`
   t.equal(await status(o.port, long), 200, 'a 75-byte path is served')
   replaceFile(file, config({ ...o, stockholm: true }) + '\nlimits: { maxPathLength: 40 }\n')
-  await waitFor('the new limit', async () => (await status(o.port, long)) === 400 ? true : undefined, { tries: 300, intervalMs: 100 })
-  t.pass('limits.maxPathLength applied without a restart')
+  t.ok(await waitFor('the new limit', async () => (await status(o.port, long)) === 400 ? true : undefined, { tries: 300, intervalMs: 100 }), 'limits.maxPathLength applied without a restart')
 })

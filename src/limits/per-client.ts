@@ -20,7 +20,4 @@ export class PerClientCount {
     if (n > 0) this.counts.set(client, n)
     else this.counts.delete(client)
   }
-
-  /** Clients holding at least one. */
-  get clients (): number { return this.counts.size }
 }

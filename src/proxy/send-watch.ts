@@ -58,8 +58,6 @@ export class SendWatch {
     }
   }
 
-  get size (): number { return this.entries.size }
-
   add (key: object, watched: Watched): void {
     const delivered = watched.delivered()
     this.entries.set(key, { watched, samples: [{ at: this.now(), delivered }], last: { delivered, behind: false }, step: 0 })

@@ -22,7 +22,7 @@ import { Denylist } from './auth/revocation.js'
 import { GrantSigner } from './auth/grants.js'
 import { join } from 'node:path'
 import { existsSync } from 'node:fs'
-import { CHAINS_FILE, recordChains } from './audit/chains.js'
+import { chainKey, CHAINS_FILE, recordChains } from './audit/chains.js'
 import { hostname } from 'node:os'
 import { loadAuditKey } from './audit/key.js'
 import { Type, type Static } from '@sinclair/typebox'
@@ -98,8 +98,8 @@ export interface Gateway {
 export interface GatewayOptions {
   /** A pino logger to use instead of one built from config.log (tests pass a sink). */
   logger?: FastifyBaseLogger
-  /** Where this process's audit chain is written, when not audit.dir itself (a worker's own chain). */
-  auditDir?: string
+  /** This process's audit chain when not audit.dir itself: a worker's, worker-<i>, a directory under audit.dir sealed with its own key (src/audit/chains.ts). */
+  auditChain?: string
   /** The playback-grant key, when the caller shares one (workers); else auth.grants or a random one. */
   grantsSecret?: string
   /** TLS session ticket keys (48 bytes), when shared (workers); else Node makes its own. */
@@ -192,10 +192,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   metrics.refuse(CLIENT_CONNECTIONS, 0)
   const auditKey = loadAuditKey(auditKeyFile(config), config.audit.dir)
   const audit = await AuditWriter.open({
-    dir: opts.auditDir ?? config.audit.dir,
+    dir: opts.auditChain === undefined ? config.audit.dir : join(config.audit.dir, opts.auditChain),
     durability: config.audit.durability,
     batchMs: config.audit.batchMs,
-    key: auditKey,
+    key: chainKey(auditKey, opts.auditChain ?? '.'),
     instance: config.audit.instance ?? hostname(),
     rotateBytes: config.audit.rotateBytes,
     onBatch: (n, ms) => {
@@ -359,7 +359,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   // A single process writing in an audit.dir that workers used before: its
   // trail joins the sealed list of chains, so its removal is reported too.
-  if (!opts.auditDir && !audit.startupError && existsSync(join(config.audit.dir, CHAINS_FILE))) {
+  if (opts.auditChain === undefined && !audit.startupError && existsSync(join(config.audit.dir, CHAINS_FILE))) {
     try {
       recordChains(config.audit.dir, auditKey, ['.'])
     } catch (err) {
@@ -738,7 +738,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   })
 
-  metrics.setAuditAvailability(() => audit.healthy)
+  metrics.setAuditState({ healthy: () => audit.healthy, chain: opts.auditChain ?? '.', sequence: () => audit.lastSeq })
 
   /** /readyz: the NAS answers an authenticated HEAD, the audit trail is writable, the denylist is valid, the certificate (and CRL) are current. */
   const readiness = async (): Promise<Readiness> => {

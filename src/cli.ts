@@ -11,7 +11,7 @@ import { ConfigError, loadConfig } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
 import { addRevocation, type RevocationEntry } from './auth/revocation.js'
-import { auditNewKey, auditSearch, auditSummary, auditVerify } from './audit/commands.js'
+import { auditNewKey, auditSearch, auditSummary, auditVerify, parseAnchor, type ChainAnchor } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
 import { refuseForeignOwner } from './files/ownership.js'
@@ -26,6 +26,12 @@ function parseTimeMs (t: string): number {
   const ms = Date.parse(t)
   if (Number.isNaN(ms)) throw new UsageError(`invalid time ${JSON.stringify(t)}: use ISO 8601 (2026-11-21T10:00:00Z), epoch seconds, or now`)
   return ms
+}
+
+function anchorOf (text: string): ChainAnchor {
+  const a = parseAnchor(text)
+  if (!a) throw new UsageError(`invalid --anchor ${JSON.stringify(text)}: use [chain@]seq:hash as audit verify prints it (worker-0@1234:<64 hex digits>)`)
+  return a
 }
 
 const out = (s: string): void => { process.stdout.write(s) }
@@ -127,7 +133,8 @@ function buildProgram (): Command {
     .option('--event <event>', 'only this event (access, fetch, refusal, grant, ...)')
     .option('--json', 'JSON lines', false)
   trail(audit.command('verify').description('check the audit chain: exit 1 on the first edit, deletion, insertion, reordering or missing file'))
-    .action(action((o: TrailOptions) => auditVerify(trailOf(o, 'verify'), out)))
+    .option('--anchor <anchor...>', 'a [chain@]seq:hash an earlier verify printed, kept off this host: the trail must still hold that record (a rollback does not)')
+    .action(action((o: TrailOptions & { anchor?: string[] }) => auditVerify(trailOf(o, 'verify'), out, (o.anchor ?? []).map(anchorOf))))
   filters(trail(audit.command('search').description('records matching the filters')))
     .action(action((o: TrailOptions & FilterOptions) => auditSearch(trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
   filters(trail(audit.command('summary').description('per subject: files, fetches, bytes, first and last access')))

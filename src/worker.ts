@@ -1,7 +1,8 @@
 // A worker of `workers: N`: waits for the primary's init message (config
 // and shared keys), starts the gateway on the shared listener with its own
 // audit chain, and answers the primary: metrics, readiness, shutdown.
-import { isMessage, workerChainDir, type HelloMessage, type InitMessage, type WorkerReply } from './cluster.js'
+import { chainName } from './audit/chains.js'
+import { isMessage, type HelloMessage, type InitMessage, type WorkerReply } from './cluster.js'
 import { createLogger } from './logging.js'
 import { closeOnSignals, startGateway, type RunningGateway } from './server.js'
 
@@ -32,7 +33,7 @@ export async function runWorker (): Promise<void> {
   try {
     running = await startGateway(config, {
       logger,
-      auditDir: workerChainDir(config, index),
+      auditChain: chainName(index),
       grantsSecret: init.grantsSecret,
       ticketKeys: Buffer.from(init.ticketKeys, 'base64'),
       admin: false

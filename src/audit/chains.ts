@@ -16,6 +16,18 @@ export function chainName (index: number): string {
   return `worker-${index}`
 }
 
+/**
+ * The key a chain is sealed with. The single-process trail (`.`) uses the
+ * audit key itself; worker-<i> uses a key derived from it and the chain's
+ * name. A chain's records, head and checkpoint then verify only under their
+ * own name: a chain moved, swapped or copied to another worker's name does
+ * not verify there.
+ */
+export function chainKey (key: Buffer, name: string): Buffer {
+  if (name === '.') return key
+  return createHmac('sha256', key).update('nasguard-chain-v1.').update(name).digest()
+}
+
 /** Chains in order: `.` first, then the workers by number. */
 export function byChainOrder (a: string, b: string): number {
   const n = (c: string): number => (c === '.' ? -1 : Number(c.slice(7)))

@@ -6,20 +6,33 @@ import { makeDir } from '../files/ownership.js'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { createKey, trailEntries } from './key.js'
-import { byChainOrder, chainDirs, CHAINS_FILE, readChains } from './chains.js'
-import { CHECKPOINT_FILE as CHECKPOINT_NAME, trailFiles, walkTrail, type Checkpoint, type Problem, type VerifyReport } from './verify.js'
+import { byChainOrder, chainDirs, chainKey, CHAINS_FILE, readChains } from './chains.js'
+import { CHECKPOINT_FILE as CHECKPOINT_NAME, trailFiles, walkTrail, type Anchor, type Checkpoint, type Problem, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter, HEAD_FILE } from './writer.js'
 
 export interface TrailLocation { dir: string, key: Buffer }
 
 export interface ChainReport { name: string, report: VerifyReport }
 
+/** An anchor (src/audit/verify.ts) of one chain: `.` or worker-<i>. */
+export interface ChainAnchor extends Anchor { chain: string }
+
+/** `[chain@]seq:hash`, as auditVerify prints it; undefined when malformed. */
+export function parseAnchor (text: string): ChainAnchor | undefined {
+  const m = /^(?:(\.|worker-\d{1,6})@)?(\d{1,15}):([0-9a-f]{64})$/.exec(text.trim())
+  return m ? { chain: m[1] ?? '.', seq: Number(m[2]), hash: m[3] } : undefined
+}
+
+const anchorText = (chain: string, r: VerifyReport): string => `${chain === '.' ? '' : `${chain}@`}${r.lastSeq}:${r.lastHash}`
+
 /**
  * Walks every chain of a trail: audit.dir itself (one process), and each
  * worker-<i> chain (workers), checked against the sealed list of chains.
  * Returns the chains' reports and one report merging them.
  */
-export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
+export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[] } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
+  const anchorsOf = (chain: string): Anchor[] => (opts.anchors ?? []).filter((a) => a.chain === chain)
+  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord, { fileStats: opts.fileStats, anchors: anchorsOf(name) })
   const listed = readChains(loc.dir, loc.key)
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []
@@ -48,7 +61,7 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
   }
   const chains: ChainReport[] = []
   if (topLevel || names.size === 0 || (listed?.ok === true && listed.chains.includes('.'))) {
-    if (existsSync(loc.dir)) chains.push({ name: '.', report: await walkTrail(loc.dir, loc.key, onRecord, opts) })
+    if (existsSync(loc.dir)) chains.push({ name: '.', report: await walk(loc.dir, '.') })
   }
   // Every chain is checked against itself only, so a chain replaced by a
   // copy of another (or a link to it) would verify: each must be a
@@ -62,10 +75,14 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
     const twin = first === undefined ? undefined : firsts.get(first)
     if (twin !== undefined) problems.push({ kind: 'inserted', file: name, line: 0, message: `chain ${name} starts with the same record as chain ${twin}: it is a copy, and its own records are gone` })
     else if (first !== undefined) firsts.set(first, name)
-    chains.push({ name, report: await walkTrail(dir, loc.key, onRecord, opts) })
+    chains.push({ name, report: await walk(dir, name) })
+  }
+  for (const a of opts.anchors ?? []) {
+    if (!chains.some((c) => c.name === a.chain)) problems.push({ kind: 'missing-file', file: a.chain, line: 0, seq: a.seq, message: `an anchor names chain ${a.chain} at seq ${a.seq}, but the trail has no such chain: it was removed` })
   }
   const prefix = (name: string, s: string): string => (name === '.' ? s : `${name}/${s}`)
   const merged: VerifyReport = {
+    lastHash: '',
     files: chains.flatMap((c) => c.report.files.map((f) => prefix(c.name, f))),
     records: chains.reduce((a, c) => a + c.report.records, 0),
     firstSeq: chains.length > 0 ? Math.min(...chains.map((c) => c.report.firstSeq)) : 0,
@@ -112,8 +129,8 @@ export function prunedText (r: VerifyReport, indent = ''): string {
   return lines.join('\n') + '\n'
 }
 
-export async function auditVerify (loc: TrailLocation, out: (s: string) => void): Promise<number> {
-  const { chains, merged: r } = await walkAll(loc)
+export async function auditVerify (loc: TrailLocation, out: (s: string) => void, anchors: ChainAnchor[] = []): Promise<number> {
+  const { chains, merged: r } = await walkAll(loc, undefined, { anchors })
   if (r.files.length === 0 && r.problems.length === 0) { out(`no audit files in ${loc.dir}\n`); return 1 }
   if (chains.length === 1 && chains[0].name === '.') {
     out(`${r.records} records in ${r.files.length} file(s), seq ${firstOf(chains[0].report)}..${r.lastSeq}, ${loc.dir}\n`)
@@ -127,7 +144,13 @@ export async function auditVerify (loc: TrailLocation, out: (s: string) => void)
   }
   const text = problemsText(r)
   if (text) out(text + '\n')
-  if (r.problems.length === 0) out('chain intact\n')
+  if (r.problems.length === 0) {
+    out(`chain intact${anchors.length > 0 ? `, and it holds the ${anchors.length} anchored record(s)` : ''}\n`)
+    // Kept off this host, they let a later verify see a rollback: an older
+    // genuine audit.head put back and the records after it cut off.
+    const held = chains.filter((c) => c.report.lastHash !== '')
+    if (held.length > 0) out(`anchors (keep them off this host; pass them back with --anchor): ${held.map((c) => anchorText(c.name, c.report)).join(' ')}\n`)
+  }
   return r.problems.length > 0 ? 1 : 0
 }
 

@@ -26,6 +26,7 @@ import { closeSync, fsyncSync, openSync, renameSync, statSync, unlinkSync, write
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { seal } from './chain.js'
+import { chainKey } from './chains.js'
 import { problemsText, walkAll, type TrailLocation } from './commands.js'
 import { CHECKPOINT_EVENT, CHECKPOINT_FILE, readCheckpoint, type Checkpoint, type FileStat, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter, type AuditRecord } from './writer.js'
@@ -182,7 +183,7 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
     try {
       // Every lock first: all chains or none.
       for (const p of work) {
-        const w = await AuditWriter.open({ dir: p.dir, durability: 'strict', batchMs: 100, key: loc.key, instance, rotateBytes: o.rotateBytes ?? 64 * 1024 * 1024 })
+        const w = await AuditWriter.open({ dir: p.dir, durability: 'strict', batchMs: 100, key: chainKey(loc.key, p.name), instance, rotateBytes: o.rotateBytes ?? 64 * 1024 * 1024 })
         writers.set(p, w)
         if (w.startupError) throw new Refused(`cannot open ${join(p.dir, AUDIT_FILE)} to record the prune (${w.startupError.message})`)
       }
@@ -192,7 +193,7 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
         for (const f of p.remove) {
           if (fileId(join(p.dir, f.file)) !== p.ids.get(f.file)) throw new Refused(`${label(p, f.file)} changed while prune was reading the trail`)
         }
-        const read = readCheckpoint(p.dir, loc.key)
+        const read = readCheckpoint(p.dir, chainKey(loc.key, p.name))
         if (!sameCheckpoint(read?.ok === true ? read.checkpoint : undefined, p.current)) throw new Refused(`${label(p, CHECKPOINT_FILE)} changed while prune was reading the trail`)
       }
     } catch (e) {
@@ -206,7 +207,7 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
     }
 
     for (const p of work) {
-      if (p.next) writeCheckpoint(p.dir, loc.key, p.next, instance)
+      if (p.next) writeCheckpoint(p.dir, chainKey(loc.key, p.name), p.next, instance)
       for (const f of p.remove) {
         unlinkSync(join(p.dir, f.file))
         out(`removed ${label(p, f.file)}: ${describe(f)}\n`)

@@ -24,6 +24,8 @@ export interface VerifyReport {
   /** The first seq read (0 when none). */
   firstSeq: number
   lastSeq: number
+  /** The hash of the record at lastSeq (an anchor to keep off the host), '' when none was read. */
+  lastHash: string
   problems: Problem[]
   /** A last line cut by a crash: reported, and not tampering. */
   truncatedTail?: { file: string, bytes: number }
@@ -97,6 +99,14 @@ export function trailFiles (dir: string): string[] {
   return [...archives, ...(existsSync(join(dir, AUDIT_FILE)) ? [AUDIT_FILE] : [])]
 }
 
+/**
+ * A record's seq and line hash, as `audit verify` printed it, kept off the
+ * host (a ticket, a log server, a printout). The trail must still hold that
+ * record: a trail cut back to an older genuine audit.head verifies on its
+ * own, but not against an anchor taken after the cut records.
+ */
+export interface Anchor { seq: number, hash: string }
+
 /** A growable bit set of sequence numbers seen. */
 class SeqSet {
   private bits = new Uint8Array(1 << 16)
@@ -112,9 +122,10 @@ class SeqSet {
  * returns what was wrong. Gaps whose missing records turn up later are
  * reordered records; a sequence number seen twice is an inserted record.
  */
-export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean } = {}): Promise<VerifyReport> {
+export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: Anchor[] } = {}): Promise<VerifyReport> {
   const files = trailFiles(dir)
-  const report: VerifyReport = { files, records: 0, firstSeq: 0, lastSeq: 0, problems: [] }
+  const report: VerifyReport = { files, records: 0, firstSeq: 0, lastSeq: 0, lastHash: '', problems: [] }
+  const anchors = new Map((opts.anchors ?? []).map((a) => [a.seq, a.hash]))
   const seen = new SeqSet()
   const gaps: Array<{ problem: Problem, from: number, to: number }> = []
   let expectedSeq = 1
@@ -228,12 +239,17 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
         const t = typeof record.time === 'string' ? Date.parse(record.time) : NaN
         stat.newest = Number.isNaN(t) || Number.isNaN(stat.newest) ? NaN : Math.max(stat.newest, t)
       }
+      const anchored = anchors.get(seq)
+      if (anchored !== undefined && anchored !== hash) {
+        report.problems.push({ kind: 'edited', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} is not the record anchored as ${anchored.slice(0, 16)}…: the trail was cut back and written again from there` })
+      }
       seen.add(seq)
       prevUnknown = false
       if (seq >= expectedSeq) {
         expectedSeq = seq + 1
         prevHash = hash
       }
+      if (seq >= report.lastSeq) report.lastHash = hash
       report.records++
       report.lastSeq = Math.max(report.lastSeq, seq)
       firstInFile = false
@@ -263,6 +279,9 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
     } else if (cp && cp.seq < keptFrom) {
       report.problems.push({ kind: 'edited', file: CHECKPOINT_FILE, line: 1, message: `${CHECKPOINT_FILE} names seq ${cp.seq}, but record seq ${seq} says a later prune kept records from seq ${keptFrom} on: an old checkpoint was put back` })
     }
+  }
+  for (const seq of anchors.keys()) {
+    if (seq > report.lastSeq) report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 0, seq, message: `the trail ends at seq ${report.lastSeq}, but an anchor says record seq ${seq} was written: records ${report.lastSeq + 1}..${seq} were removed from the end (the trail was rolled back)` })
   }
   const headPath = join(dir, HEAD_FILE)
   if (!existsSync(headPath) && report.records > 0) {

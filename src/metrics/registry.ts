@@ -62,7 +62,9 @@ export class GatewayMetrics {
   readonly auditFailures: Counter<'event'>
   readonly auditBatchSize: Histogram
   readonly auditAvailable: Gauge
+  readonly auditSequence: Gauge<'chain'>
   private auditHealthy: () => boolean = () => true
+  private auditChain: { chain: string, sequence: () => number } | undefined
   private upstreamUse = { inUse: () => 0, queued: () => 0 }
   readonly auditWriteSeconds: Histogram
 
@@ -92,9 +94,10 @@ export class GatewayMetrics {
     this.upstreamUse = use
   }
 
-  /** Where nasguard_audit_available reads its value at scrape time. */
-  setAuditAvailability (fn: () => boolean): void {
-    this.auditHealthy = fn
+  /** Where nasguard_audit_available and nasguard_audit_sequence read their values at scrape time; chain: `.` or worker-<i>. */
+  setAuditState (state: { healthy: () => boolean, chain: string, sequence: () => number }): void {
+    this.auditHealthy = state.healthy
+    this.auditChain = state
   }
 
   constructor (opts: { defaultMetrics?: boolean } = {}) {
@@ -242,6 +245,16 @@ export class GatewayMetrics {
       // Workers: 0 when any worker's chain is failing.
       aggregator: 'min',
       collect () { this.set(self.auditHealthy() ? 1 : 0) }
+    })
+    this.auditSequence = new Gauge({
+      name: 'nasguard_audit_sequence',
+      help: 'The sequence number of the newest audit record, per chain. Kept by Prometheus off this host, it only grows: a fall means the trail was rolled back (or a new key started a new chain).',
+      labelNames: ['chain'],
+      registers,
+      collect () {
+        const c = self.auditChain
+        if (c) this.set({ chain: c.chain }, c.sequence())
+      }
     })
     this.auditBatchSize = new Histogram({
       name: 'nasguard_audit_batch_records',

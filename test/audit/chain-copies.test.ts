@@ -1,12 +1,13 @@
 // Worker chains are each checked against themselves: a chain replaced by a
-// copy of another, or by a link to it, would verify and hide its own
-// records. verify must report both.
+// copy of another, or by a link to it, or two chains swapped, would verify
+// and hide or misattribute records. Each chain is sealed under a key bound
+// to its name (chainKey), and verify must report all of these.
 import t from 'tap'
-import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdtempSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, type AuditRecord } from '../../src/audit/writer.js'
-import { recordChains } from '../../src/audit/chains.js'
+import { chainKey, recordChains } from '../../src/audit/chains.js'
 import { walkAll } from '../../src/audit/commands.js'
 
 const KEY = Buffer.from('k'.repeat(64))
@@ -18,7 +19,7 @@ function rec (who: string, i: number): AuditRecord {
 async function trail (): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-chains-'))
   for (const [i, who] of ['alice', 'mallory'].entries()) {
-    const w = await AuditWriter.open({ dir: join(dir, `worker-${i}`), durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+    const w = await AuditWriter.open({ dir: join(dir, `worker-${i}`), durability: 'strict', batchMs: 100, key: chainKey(KEY, `worker-${i}`), instance: 'gateway', rotateBytes: 1 << 20 })
     for (let n = 0; n < 5; n++) await w.append(rec(who, n))
     await w.close()
   }
@@ -45,4 +46,31 @@ t.test('a chain replaced by a link to another is reported', async (t) => {
   symlinkSync(join(dir, 'worker-0'), join(dir, 'worker-1'))
   const { merged } = await walkAll({ dir, key: KEY })
   t.ok(merged.problems.some((p) => /chain worker-1 is a symbolic link/.test(p.message)))
+})
+
+t.test('two chains swapped are reported: a chain verifies only under its own name', async (t) => {
+  const dir = await trail()
+  renameSync(join(dir, 'worker-0'), join(dir, 'swap'))
+  renameSync(join(dir, 'worker-1'), join(dir, 'worker-0'))
+  renameSync(join(dir, 'swap'), join(dir, 'worker-1'))
+  const { merged } = await walkAll({ dir, key: KEY })
+  t.ok(merged.problems.some((p) => /^worker-0: /.test(p.message)), 'worker-0 reported')
+  t.ok(merged.problems.some((p) => /^worker-1: /.test(p.message)), 'worker-1 reported')
+})
+
+t.test('one chain\'s head copied over another\'s is reported', async (t) => {
+  const dir = await trail()
+  copyFileSync(join(dir, 'worker-0', 'audit.head'), join(dir, 'worker-1', 'audit.head'))
+  const { merged } = await walkAll({ dir, key: KEY })
+  t.ok(merged.problems.some((p) => /^worker-1: .*audit\.head/.test(p.message)), JSON.stringify(merged.problems))
+})
+
+t.test('a chain sealed with the audit key itself (not its own) is reported', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-chains-'))
+  const w = await AuditWriter.open({ dir: join(dir, 'worker-0'), durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+  await w.append(rec('alice', 0))
+  await w.close()
+  recordChains(dir, KEY, ['worker-0'])
+  const { merged } = await walkAll({ dir, key: KEY })
+  t.ok(merged.problems.some((p) => /^worker-0: /.test(p.message)))
 })

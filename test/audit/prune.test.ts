@@ -9,7 +9,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unl
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { seal } from '../../src/audit/chain.js'
-import { recordChains } from '../../src/audit/chains.js'
+import { chainKey, recordChains } from '../../src/audit/chains.js'
 import { AuditWriter, ARCHIVE, AUDIT_FILE, HEAD_FILE, archiveName, type AuditRecord } from '../../src/audit/writer.js'
 import { trailFiles } from '../../src/audit/verify.js'
 import { runCli } from '../helpers/process.js'
@@ -38,9 +38,9 @@ function rec (i: number, time: string): AuditRecord {
 }
 
 /** A closed trail: for each epoch, n records with times at its hour (+ i ms). */
-async function writeTrail (dir: string, epochs: Array<{ hour: number, n: number }>, instance = 'prune-test'): Promise<void> {
+async function writeTrail (dir: string, epochs: Array<{ hour: number, n: number }>, instance = 'prune-test', chain = '.'): Promise<void> {
   // batched: what is written is the same, without an fsync per record.
-  const w = await AuditWriter.open({ dir, durability: 'batched', batchMs: 10, key: KEY, instance, rotateBytes: 4096 })
+  const w = await AuditWriter.open({ dir, durability: 'batched', batchMs: 10, key: chainKey(KEY, chain), instance, rotateBytes: 4096 })
   let i = 0
   for (const e of epochs) for (let k = 0; k < e.n; k++) { i++; await w.append(rec(i, at(e.hour * HOUR + k))) }
   await w.close()
@@ -348,13 +348,13 @@ t.test('a running gateway (the audit lock held): prune refuses and changes nothi
 t.test('workers: every chain is pruned, each with its checkpoint; verify checks each', async (t) => {
   const { dir } = newTrail(t)
   const chains = ['worker-0', 'worker-1']
-  for (const c of chains) await writeTrail(join(dir, c), [{ hour: 0, n: OLD + chains.indexOf(c) * 5 }, { hour: 2, n: NEW }], `prune-test-${c}`)
+  for (const c of chains) await writeTrail(join(dir, c), [{ hour: 0, n: OLD + chains.indexOf(c) * 5 }, { hour: 2, n: NEW }], `prune-test-${c}`, c)
   recordChains(dir, KEY, chains)
   const gone = Object.fromEntries(chains.map((c) => [c, expectedRemoved(join(dir, c), CUT)]))
 
   await t.test('a lock held on one chain: nothing is pruned anywhere', async (t) => {
     const copy = copyOf(t, dir)
-    const holder = await AuditWriter.open({ dir: join(copy, 'worker-1'), durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 4096 })
+    const holder = await AuditWriter.open({ dir: join(copy, 'worker-1'), durability: 'strict', batchMs: 100, key: chainKey(KEY, 'worker-1'), instance: 'gateway', rotateBytes: 4096 })
     let r
     try {
       r = await prune(copy, CUT)

@@ -1,0 +1,109 @@
+// A rollback: someone without the key puts back an older genuine
+// audit.head and cuts the trail back to it. The trail then verifies on its
+// own (every line is genuine, and the head matches its end); only an anchor
+// kept off the host tells. `audit verify` prints anchors, and takes them
+// back with --anchor. Run through the built CLI (npm run build first).
+import t, { type Test } from 'tap'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditRecord } from '../../src/audit/writer.js'
+import { chainKey, recordChains } from '../../src/audit/chains.js'
+import { runCli } from '../helpers/process.js'
+
+const KEY_TEXT = 'r'.repeat(64)
+const KEY = Buffer.from(KEY_TEXT)
+
+function rec (i: number): AuditRecord {
+  return { event: 'access', time: new Date().toISOString(), requestId: `req-${i}`, subject: 'alice', method: 'GET', path: '/medicall/x.wav', clientIp: '127.0.0.1' }
+}
+
+async function append (dir: string, n: number, chain = '.'): Promise<void> {
+  const w = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: chainKey(KEY, chain), instance: 'gateway', rotateBytes: 1 << 20 })
+  for (let i = 0; i < n; i++) await w.append(rec(i))
+  await w.close()
+}
+
+function newTrail (t: Test): string {
+  const base = mkdtempSync(join(tmpdir(), 'nasguard-rollback-'))
+  t.teardown(() => rmSync(base, { recursive: true, force: true }))
+  writeFileSync(join(base, 'audit.key'), KEY_TEXT + '\n', { mode: 0o600 })
+  return join(base, 'audit')
+}
+
+async function verify (dir: string, ...anchors: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> {
+  return await runCli(['audit', 'verify', '--dir', dir, ...(anchors.length > 0 ? ['--anchor', ...anchors] : [])])
+}
+
+function anchorsOf (stdout: string): string[] {
+  const m = /^anchors \(keep them off this host; pass them back with --anchor\): (.+)$/m.exec(stdout)
+  return m ? m[1].split(' ') : []
+}
+
+/** The first n lines of the trail's live file, as a cut back to an older head leaves it. */
+function cutTo (dir: string, lines: number): void {
+  const file = join(dir, AUDIT_FILE)
+  writeFileSync(file, readFileSync(file, 'utf8').split('\n').slice(0, lines).map((l) => l + '\n').join(''))
+}
+
+t.test('a trail cut back to an older genuine head: verify alone passes, the anchor catches it', async (t) => {
+  const dir = newTrail(t)
+  await append(dir, 10)
+  const oldHead = join(dir, '..', 'old-head')
+  copyFileSync(join(dir, HEAD_FILE), oldHead)
+  await append(dir, 10)
+
+  const before = await verify(dir)
+  t.equal(before.status, 0, before.stdout + before.stderr)
+  const anchors = anchorsOf(before.stdout)
+  t.equal(anchors.length, 1)
+  t.match(anchors[0], /^20:[0-9a-f]{64}$/)
+  const held = await verify(dir, ...anchors)
+  t.equal(held.status, 0, held.stdout + held.stderr)
+  t.match(held.stdout, /chain intact, and it holds the 1 anchored record\(s\)/)
+
+  // The rollback: records 11..20 cut off, the head of seq 10 put back.
+  cutTo(dir, 10)
+  copyFileSync(oldHead, join(dir, HEAD_FILE))
+  const blind = await verify(dir)
+  t.equal(blind.status, 0, 'without an anchor the cut trail verifies: this is why anchors exist')
+  const caught = await verify(dir, ...anchors)
+  t.equal(caught.status, 1, caught.stdout)
+  t.match(caught.stdout, /the trail ends at seq 10, but an anchor says record seq 20 was written: records 11\.\.20 were removed from the end \(the trail was rolled back\)/)
+
+  // The gateway then went on writing: seq 20 exists again, but is another record.
+  await append(dir, 12)
+  const rewritten = await verify(dir, ...anchors)
+  t.equal(rewritten.status, 1, rewritten.stdout)
+  t.match(rewritten.stdout, /record seq 20 is not the record anchored as [0-9a-f]{16}…: the trail was cut back and written again from there/)
+})
+
+t.test('worker chains: one anchor each, and a chain the trail no longer has is reported', async (t) => {
+  const dir = newTrail(t)
+  await append(join(dir, 'worker-0'), 4, 'worker-0')
+  await append(join(dir, 'worker-1'), 6, 'worker-1')
+  recordChains(dir, KEY, ['worker-0', 'worker-1'])
+  const r = await verify(dir)
+  t.equal(r.status, 0, r.stdout + r.stderr)
+  const anchors = anchorsOf(r.stdout)
+  t.same(anchors.map((a) => a.split(':')[0]), ['worker-0@4', 'worker-1@6'])
+  t.equal((await verify(dir, ...anchors)).status, 0)
+  const w2 = anchors[1].replace('worker-1@', 'worker-2@')
+  const gone = await verify(dir, w2)
+  t.equal(gone.status, 1)
+  t.match(gone.stdout, /an anchor names chain worker-2 at seq 6, but the trail has no such chain/)
+  // worker-1's anchor checked against worker-0: not its record.
+  const crossed = await verify(dir, anchors[1].replace('worker-1@', 'worker-0@'))
+  t.equal(crossed.status, 1)
+  t.match(crossed.stdout, /worker-0: the trail ends at seq 4, but an anchor says record seq 6 was written/)
+})
+
+t.test('a malformed anchor is a usage error (exit 2) naming the format', async (t) => {
+  const dir = newTrail(t)
+  await append(dir, 2)
+  for (const bad of ['20', '20:abc', 'worker-x@1:' + '0'.repeat(64), '-1:' + '0'.repeat(64)]) {
+    const r = await verify(dir, bad)
+    t.equal(r.status, 2, bad)
+    t.match(r.stderr, /invalid --anchor .*: use \[chain@\]seq:hash/, bad)
+  }
+})

@@ -68,12 +68,18 @@ export function closeOnSignals (running: RunningGateway, extra: () => Promise<vo
   let closing = false
   // SIGHUP means reload here, not close (close-with-grace closes on it by
   // default). The gateway's close() cuts what is left at its drain deadline
-  // and then flushes the trail: the grace delay only backs that up.
-  const delay = running.gateway.drainTimeoutMs + 10000
-  const grace = closeWithGrace({ delay, skip: opts.worker ? ['SIGHUP', 'SIGINT', 'SIGTERM'] : ['SIGHUP'] }, async ({ signal, err }) => {
+  // and then flushes the trail. The backstop behind it is set when the close
+  // starts, from the drain deadline then in force (a reload may have changed
+  // it), so close-with-grace's own timer (fixed at start) is off.
+  const grace = closeWithGrace({ delay: null, skip: opts.worker ? ['SIGHUP', 'SIGINT', 'SIGTERM'] : ['SIGHUP'] }, async ({ signal, err }) => {
     closing = true
     stopWatching()
     const log = running.gateway.app.log
+    const backstop = running.gateway.drainTimeoutMs + 10000
+    setTimeout(() => {
+      log.error({ timeoutMs: backstop }, 'the close did not finish within the drain deadline plus 10 s: exiting')
+      process.exit(1)
+    }, backstop)
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')
     else log.info({ signal }, 'closing')
     await running.gateway.close()

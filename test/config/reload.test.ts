@@ -9,14 +9,14 @@ import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
-import { startStubNas, testCerts } from '../helpers/gateway.js'
+import { RECORDING, startStubNas, testCerts } from '../helpers/gateway.js'
 import { CLI, freePort } from '../helpers/process.js'
 import { waitFor } from '../helpers/wait.js'
 
 const SECRET = 's'.repeat(40)
 const token = createSigner({ key: SECRET, algorithm: 'HS256' })({ sub: 'alice', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
 
-function config (o: { port: number, adminPort: number, nas: string, stockholm: boolean, workers: number, watch: boolean, broken?: boolean }): string {
+function config (o: { port: number, adminPort: number, nas: string, stockholm: boolean, workers: number, watch: boolean, broken?: boolean, drainTimeoutMs?: number }): string {
   const certs = testCerts()
   return [
     `listen: { host: 127.0.0.1, port: ${o.port} }`,
@@ -29,7 +29,8 @@ function config (o: { port: number, adminPort: number, nas: string, stockholm: b
     ...(o.broken ? ['  - { name: broken, path: /x/**, scopes: [] , bogus: 1 }'] : []),
     'audit: { dir: audit }',
     `admin: { host: 127.0.0.1, port: ${o.adminPort} }`,
-    `workers: ${o.workers}`
+    `workers: ${o.workers}`,
+    ...(o.drainTimeoutMs === undefined ? [] : [`limits: { drainTimeoutMs: ${o.drainTimeoutMs} }`])
   ].join('\n')
 }
 
@@ -107,4 +108,37 @@ t.test('with tls.watch, a changed config file is applied without a signal; resta
   t.equal(await status(o.port, long), 200, 'a 75-byte path is served')
   replaceFile(file, config({ ...o, stockholm: true }) + '\nlimits: { maxPathLength: 40 }\n')
   t.ok(await waitFor('the new limit', async () => (await status(o.port, long)) === 400 ? true : undefined, { tries: 300, intervalMs: 100 }), 'limits.maxPathLength applied without a restart')
+})
+
+t.test('a SIGHUP that lengthens limits.drainTimeoutMs lengthens the close\'s backstop too', async (t) => {
+  // A download the NAS never finishes: the close must wait for the drain
+  // deadline in force when it starts (12 s, after the reload), not for the
+  // backstop set from the start's (0.1 s + 10 s), which would exit 1 first.
+  const nas = await startStubNas(t, (req, res) => {
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': String(RECORDING.length * 100) })
+    if (req.method === 'HEAD') res.end()
+    else res.write(RECORDING)
+  })
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
+  const file = join(dir, 'nasguard.yaml')
+  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 1, watch: false, drainTimeoutMs: 100 }
+  writeFileSync(file, config(o))
+  const gw = await startCli(t, file, o.adminPort)
+  replaceFile(file, config({ ...o, drainTimeoutMs: 12000 }))
+  gw.child.kill('SIGHUP')
+  t.ok(await waitFor('the reload applied', async () => /"applied":\[[^\]]*"limits\.drainTimeoutMs"/.test(gw.output()) ? true : undefined, { tries: 300, intervalMs: 100 }))
+  const downloading = new Promise<void>((resolve) => {
+    const req = request({ host: '127.0.0.1', port: o.port, path: '/medicall/a.wav', servername: 'localhost', ca: readFileSync(testCerts().ca), headers: { authorization: `Bearer ${token}` }, agent: false }, (res) => {
+      res.once('data', () => resolve())
+      res.on('error', () => {})
+    })
+    req.on('error', () => {})
+    req.end()
+  })
+  await downloading
+  const exited = new Promise<number | null>((resolve) => gw.child.once('exit', (code) => resolve(code)))
+  gw.child.kill('SIGTERM')
+  t.equal(await exited, 0, gw.output())
+  t.notMatch(gw.output(), /killed by timeout|did not finish within/)
+  t.match(gw.output(), /closing/)
 })

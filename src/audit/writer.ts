@@ -9,7 +9,8 @@
 // write rejects every record of its group and is rolled back (sequence and
 // file length), so the chain never holds a record nobody was told about.
 // The writer keeps going, so it recovers by itself when the disk does.
-import { promises as fsp, constants as fsc } from 'node:fs'
+import { promises as fsp, constants as fsc, readlinkSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { makeDir } from '../files/ownership.js'
 import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
@@ -105,6 +106,13 @@ async function firstLineOf (h: fsp.FileHandle): Promise<string | null> {
   return nl === -1 ? null : text.slice(0, nl)
 }
 
+/** Where a pid means something: `host=<name> pidns=<namespace>` (Linux; the namespace is empty elsewhere). */
+function lockOwner (): string {
+  let ns = ''
+  try { ns = readlinkSync('/proc/self/ns/pid') } catch {}
+  return `host=${hostname().replace(/\s/g, '_')} pidns=${ns.replace(/\s/g, '_')}`
+}
+
 export class AuditWriter {
   private readonly opts: AuditWriterOptions
   private handle: fsp.FileHandle | null = null
@@ -159,20 +167,27 @@ export class AuditWriter {
 
   /**
    * One writer per directory (two would interleave sequence numbers): an
-   * exclusive audit.lock holding the writer's pid. A lock whose process is
-   * gone (kill -9) is taken over.
+   * exclusive audit.lock holding the writer's pid, host and pid namespace.
+   * A lock whose process is gone (kill -9) is taken over, but only when that
+   * can be told: a lock from another host or container sharing the directory
+   * names a pid this process cannot see, and is never taken over.
    */
   private async takeLock (): Promise<void> {
     const file = join(this.opts.dir, LOCK_FILE)
+    const self = lockOwner()
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await fsp.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 })
+        await fsp.writeFile(file, `${process.pid} ${self}\n`, { flag: 'wx', mode: 0o600 })
         this.lockFile = file
         return
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
       }
-      const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim())
+      const [pidText, ...owner] = (await fsp.readFile(file, 'utf8').catch(() => '')).trim().split(' ')
+      const pid = Number(pidText)
+      if (owner.length > 0 && owner.join(' ') !== self) {
+        throw Object.assign(new Error(`another process (pid ${pid}, ${owner.join(' ')}) holds ${file}: a gateway on another host or in another container sharing this directory; one writer per directory. If none runs there, remove ${file}`), { code: 'EAUDITLOCKED' })
+      }
       let alive = pid === process.pid
       if (!alive && Number.isInteger(pid) && pid > 0) {
         try { process.kill(pid, 0); alive = true } catch (err) { alive = (err as NodeJS.ErrnoException).code === 'EPERM' }

@@ -1,7 +1,7 @@
 // Regressions from the second review of the audit writer and verifier.
 import t from 'tap'
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditWriterOptions } from '../../src/audit/writer.js'
 import { walkTrail } from '../../src/audit/verify.js'
@@ -69,8 +69,27 @@ t.test('one writer per audit directory: a second is refused while the first live
   writeFileSync(join(dir, 'audit.lock'), '4194305\n')
   const w3 = await AuditWriter.open(opts(dir))
   await w3.append(rec(3))
+  // The same dead pid, with this host and pid namespace named: taken over too.
+  const self = readFileSync(join(dir, 'audit.lock'), 'utf8').split(' ').slice(1).join(' ')
   await w3.close()
+  writeFileSync(join(dir, 'audit.lock'), `4194305 ${self}`)
+  const w4 = await AuditWriter.open(opts(dir))
+  await w4.append(rec(4))
+  await w4.close()
   const r = await walkTrail(dir, key)
   t.same(r.problems, [])
-  t.equal(r.records, 3)
+  t.equal(r.records, 4)
+})
+
+t.test('a lock from another host or container sharing the directory is never taken over: its pid means nothing here', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-lock-'))
+  const w = await AuditWriter.open(opts(dir))
+  await w.append(rec(1))
+  await w.close()
+  for (const owner of ['host=other-box pidns=pid:[4026531836]', `host=${hostname()} pidns=pid:[1]`]) {
+    // pid 2^22+1 does not exist here; in that other namespace it may be the gateway.
+    writeFileSync(join(dir, 'audit.lock'), `4194305 ${owner}\n`)
+    await t.rejects(AuditWriter.open(opts(dir)), { code: 'EAUDITLOCKED', message: /another process \(pid 4194305, host=.*\) holds .*audit\.lock: a gateway on another host or in another container.*If none runs there, remove/ }, owner)
+    t.ok(existsSync(join(dir, 'audit.lock')), 'the lock stays')
+  }
 })

@@ -7,15 +7,18 @@ import { readFileSync } from 'node:fs'
 import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import cluster from 'node:cluster'
 import { Command, CommanderError, Option } from 'commander'
-import { ConfigError, loadConfig } from './config/load.js'
 import type { Config } from './config/schema.js'
-import { issueToken, parseTime, parseTtl } from './auth/tokens.js'
-import { addRevocation, type RevocationEntry } from './auth/revocation.js'
-import { auditNewKey, auditSearch, auditSummary, auditVerify, parseAnchor, type ChainAnchor } from './audit/commands.js'
+import type { RevocationEntry } from './auth/revocation.js'
+import type { ChainAnchor } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
 import { refuseForeignOwner } from './files/ownership.js'
-import { portsInUse, startProblems } from './config/preflight.js'
+
+// Only commander and small modules load at start: each command imports what
+// it needs (the config schema, fast-jwt, x509, fastify) when it runs, so
+// --help, --version and the audit commands start in a fraction of the time.
+const audits = async (): Promise<typeof import('./audit/commands.js')> => await import('./audit/commands.js')
+const tokens = async (): Promise<typeof import('./auth/tokens.js')> => await import('./auth/tokens.js')
 
 class UsageError extends Error {}
 
@@ -28,8 +31,8 @@ function parseTimeMs (t: string): number {
   return ms
 }
 
-function anchorOf (text: string): ChainAnchor {
-  const a = parseAnchor(text)
+async function anchorOf (text: string): Promise<ChainAnchor> {
+  const a = (await audits()).parseAnchor(text)
   if (!a) throw new UsageError(`invalid --anchor ${JSON.stringify(text)}: use [chain@]seq:hash as audit verify prints it (worker-0@1234:<64 hex digits>)`)
   return a
 }
@@ -43,7 +46,15 @@ const configOption = (required: boolean): Option => {
   return required ? o.makeOptionMandatory() : o
 }
 
-const load = (file: string): Readonly<Config> => loadConfig({ file, env: process.env })
+const load = async (file: string): Promise<Readonly<Config>> => (await import('./config/load.js')).loadConfig({ file, env: process.env })
+
+/** What start checks before listening (and config check without listening); throws a ConfigError. */
+async function preflight (c: Readonly<Config>): Promise<typeof import('./config/preflight.js')> {
+  const checks = await import('./config/preflight.js')
+  const problems = checks.startProblems(c)
+  if (problems.length > 0) throw new (await import('./config/load.js')).ConfigError(problems)
+  return checks
+}
 
 /** Runs an action and keeps its exit code (a long-running one returns nothing). */
 function action<A extends unknown[]> (fn: (...a: A) => Promise<number | undefined> | number | undefined): (...a: A) => Promise<void> {
@@ -73,7 +84,7 @@ function buildProgram (): Command {
         return
       }
       const file = o.config
-      const config = load(file)
+      const config = await load(file)
       await started(async () => { await start(config, file) })
     })
 
@@ -87,9 +98,8 @@ function buildProgram (): Command {
     .action(action(async (file: string | undefined, o: { config?: string }) => {
       const f = file ?? o.config
       if (!f) throw new UsageError('config check needs a FILE (or --config, or NASGUARD_CONFIG)')
-      const c = load(f)
-      const problems = startProblems(c)
-      if (problems.length > 0) throw new ConfigError(problems)
+      const c = await load(f)
+      const { portsInUse } = await preflight(c)
       // The running gateway holds its own ports: a warning, not an error.
       for (const p of await portsInUse(c)) err(`warning: config at ${p.key}: ${p.reason} (expected if this config's gateway is running)\n`)
       out(`config OK: ${f}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
@@ -103,8 +113,9 @@ function buildProgram (): Command {
     .requiredOption('--scope <scopes>', 'space-separated scopes, e.g. "recordings:read"')
     .option('--ttl <duration>', 'lifetime, e.g. 15m, 8h', '15m')
     .option('--kid <kid>', 'the key id to sign with')
-    .action(action((o: { config: string, sub: string, scope: string, ttl: string, kid?: string }) => {
-      const c = load(o.config)
+    .action(action(async (o: { config: string, sub: string, scope: string, ttl: string, kid?: string }) => {
+      const c = await load(o.config)
+      const { issueToken, parseTtl } = await tokens()
       const { token, jti, exp } = issueToken(c.auth.jwt, { sub: o.sub, scope: o.scope, ttlSeconds: parseTtl(o.ttl), kid: o.kid })
       out(token + '\n')
       err(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
@@ -115,9 +126,9 @@ function buildProgram (): Command {
     .option('--jti <jti>', 'one token')
     .option('--sub <subject>', 'every token and grant of a subject')
     .option('--issued-before <time>', 'with --sub: issued before this (ISO 8601, epoch seconds, now)', 'now')
-    .action(action((o: { config: string, jti?: string, sub?: string, issuedBefore: string }) => {
+    .action(action(async (o: { config: string, jti?: string, sub?: string, issuedBefore: string }) => {
       if (!o.jti === !o.sub) throw new UsageError('token revoke needs one of --jti or --sub')
-      return revoke(load(o.config), o)
+      return await revoke(await load(o.config), o)
     }))
 
   const audit = program.command('audit').description('the audit trail')
@@ -134,26 +145,26 @@ function buildProgram (): Command {
     .option('--json', 'JSON lines', false)
   trail(audit.command('verify').description('check the audit chain: exit 1 on the first edit, deletion, insertion, reordering or missing file'))
     .option('--anchor <anchor...>', 'a [chain@]seq:hash an earlier verify printed, kept off this host: the trail must still hold that record (a rollback does not)')
-    .action(action((o: TrailOptions & { anchor?: string[] }) => auditVerify(trailOf(o, 'verify'), out, (o.anchor ?? []).map(anchorOf))))
+    .action(action(async (o: TrailOptions & { anchor?: string[] }) => await (await audits()).auditVerify(await trailOf(o, 'verify'), out, await Promise.all((o.anchor ?? []).map(anchorOf)))))
   filters(trail(audit.command('search').description('records matching the filters')))
-    .action(action((o: TrailOptions & FilterOptions) => auditSearch(trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
+    .action(action(async (o: TrailOptions & FilterOptions) => await (await audits()).auditSearch(await trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
   filters(trail(audit.command('summary').description('per subject: files, fetches, bytes, first and last access')))
-    .action(action((o: TrailOptions & FilterOptions) => auditSummary(trailOf(o, 'summary'), filtersOf(o), o.json, out, err)))
+    .action(action(async (o: TrailOptions & FilterOptions) => await (await audits()).auditSummary(await trailOf(o, 'summary'), filtersOf(o), o.json, out, err)))
   audit.command('new-key').description('after losing the audit key: set the old trail aside (retired-<time>/), make a new key, record it')
     .addOption(configOption(true))
     .action(action(async (o: { config: string }) => {
-      const c = load(o.config)
+      const c = await load(o.config)
       refuseForeignOwner([c.audit.dir, dirname(auditKeyFile(c))], 'audit new-key')
-      return await auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, out)
+      return await (await audits()).auditNewKey(c.audit.dir, auditKeyFile(c), c.audit.instance, out)
     }))
   trail(audit.command('prune').description('remove rotated audit files whose every record is older than --before; a sealed checkpoint (audit.pruned) and a prune record keep verify passing'))
     .requiredOption('--before <time>', 'the cut-off (ISO 8601, epoch seconds)')
     .option('--dry-run', 'list what would be removed, remove nothing', false)
     .action(action(async (o: TrailOptions & { before: string, dryRun: boolean }) => {
       const before = parseTimeMs(o.before)
-      const c = o.config ? load(o.config) : undefined
+      const c = o.config ? await load(o.config) : undefined
       const { auditPrune } = await import('./audit/prune.js')
-      const trail = trailOf(o, 'prune')
+      const trail = await trailOf(o, 'prune')
       if (!o.dryRun) refuseForeignOwner([trail.dir], 'audit prune')
       return await auditPrune(trail, { before, dryRun: o.dryRun, instance: c?.audit.instance, rotateBytes: c?.audit.rotateBytes }, out, err)
     }))
@@ -178,8 +189,7 @@ async function demo (): Promise<void> {
 
 async function start (config: Readonly<Config>, file: string): Promise<void> {
   // What config check checks, start refuses (config/preflight.ts).
-  const problems = startProblems(config)
-  if (problems.length > 0) throw new ConfigError(problems)
+  await preflight(config)
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')
   if (workerCount(config) > 1) {
@@ -192,7 +202,9 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
   running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
 }
 
-function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): number {
+async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): Promise<number> {
+  const { parseTime } = await tokens()
+  const { addRevocation } = await import('./auth/revocation.js')
   const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
   refuseForeignOwner([dirname(file)], 'token revoke')
   const now = Math.floor(Date.now() / 1000)
@@ -217,11 +229,11 @@ function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBef
 interface TrailOptions { config?: string, dir?: string, keyFile?: string }
 interface FilterOptions { sub?: string, pathPrefix?: string, since?: string, until?: string, event?: string, json: boolean }
 
-function trailOf (o: TrailOptions, command: string): { dir: string, key: Buffer } {
+async function trailOf (o: TrailOptions, command: string): Promise<{ dir: string, key: Buffer }> {
   let dir = o.dir
   let keyFile = o.keyFile
   if (o.config) {
-    const c = load(o.config)
+    const c = await load(o.config)
     dir ??= c.audit.dir
     keyFile ??= auditKeyFile(c)
   }
@@ -316,7 +328,8 @@ function failure (e: unknown): number {
     err(`nasguard: ${e.message}\n(nasguard --help lists the commands)\n`)
     return 2
   }
-  if (e instanceof ConfigError) err(e.message + '\n')
+  // A ConfigError (src/config/load.ts, loaded only by the commands that read a config) names its keys itself.
+  if ((e as Error).name === 'ConfigError') err((e as Error).message + '\n')
   else err(`nasguard: ${(e as Error).message}\n`)
   return 1
 }

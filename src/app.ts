@@ -2,17 +2,15 @@
 // audit writer and one metrics registry, not yet listening. Tests build it
 // and talk to it over real sockets; server.ts owns the process around it.
 //
-// Every request passes the gate (one onRequest hook) in this order:
-// method and framing -> canonical path -> token -> policy -> listing and
-// file-type guard -> range -> admission (a NAS connection within the
-// client's share) -> durable access record. Only then is it proxied.
+// Every request passes the gate (one onRequest hook): the stages declared in
+// src/gate/stages.ts, in that order. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
 import { isIP, type Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors, errorBody, isNasguardError, specFor, type NasguardError } from './errors.js'
-import { HEADER_LIMITS, createTlsServer, type TlsServer } from './tls/server.js'
+import { createTlsServer, type TlsServer } from './tls/server.js'
 import { rawAnswer } from './tls/raw-answer.js'
 import { closeWithConnection } from './tls/pipelined.js'
 import type { ServerResponse } from 'node:http'
@@ -26,13 +24,16 @@ import { chainKey, CHAINS_FILE, recordChains } from './audit/chains.js'
 import { hostname } from 'node:os'
 import { loadAuditKey } from './audit/key.js'
 import { Type, type Static } from '@sinclair/typebox'
-import { canonicalPath } from './policy/canonical-path.js'
-import { claimsUsed, compileRules, decide, grantingScopes, type Grantee } from './policy/rules.js'
-import { pathHazard } from './policy/file-system.js'
-import { checkFileRequest } from './policy/listing-guard.js'
-import { checkRange } from './policy/range.js'
+import { claimsUsed, compileRules, grantingScopes } from './policy/rules.js'
+import { GRANTS_GATE, RECORDING_GATE, runGate } from './gate/stages.js'
+import { GRANTS_PATH } from './gate/paths.js'
+import { requestFields as gateFields } from './gate/record-fields.js'
+import { canonicalTarget } from './gate/canonical-path.js'
+import { authorize } from './gate/policy.js'
+import { guardFile } from './gate/file-guard.js'
+import type { GateContext, GateRequest, LiveSettings, RequestState } from './gate/state.js'
 import { cutResponse, registerUpstream, upstreamRefusal } from './proxy/upstream.js'
-import { Admission, type Ticket } from './proxy/admission.js'
+import { Admission } from './proxy/admission.js'
 import { SendWatch } from './proxy/send-watch.js'
 import { RefusalTally } from './limits/refusal-tally.js'
 import { AuditWriter, type AuditRecord, type Outcome } from './audit/writer.js'
@@ -44,36 +45,8 @@ import { auditKeyFile, grantsSecret, processShare } from './config/derived.js'
 import { RELOADABLE, changedKeys, type ReloadResult } from './config/reload.js'
 
 export { auditKeyFile, grantsSecret } from './config/derived.js'
+export { GRANTS_PATH } from './gate/paths.js'
 export type { Readiness } from './admin.js'
-
-interface RequestState {
-  started: bigint
-  /** Who sent it, read when it arrived (an HTTP/2 stream has no socket once it is closed). */
-  client: { clientIp: string, peerIp?: string }
-  path?: string
-  extension?: string
-  identity?: Identity
-  rule?: string
-  /** The access record is durable and the request goes to the NAS. */
-  fetch: boolean
-  /** Body bytes handed to the response (queued); see delivered(). */
-  bytes: number
-  /** The response is over (sent, or the client went away). */
-  closed: boolean
-  /** Cut by the drain deadline of a shutdown. */
-  shutdown?: boolean
-  /** Cut because the client took the recording too slowly (limits.minSendRate). */
-  tooSlow?: boolean
-  /** Body bytes the client had taken when the gateway cut the response. */
-  deliveredAtCut?: number
-  /** Its NAS connection, within the client's share (released when the response is over). */
-  ticket?: Ticket
-  /** The refusal's code, for the request's log line. */
-  refused?: string
-  /** The rule whose scopes the request lacked (policy denials by rule). */
-  deniedBy?: string
-  upstreamError?: string
-}
 
 declare module 'fastify' {
   interface FastifyRequest { ng: RequestState }
@@ -108,11 +81,8 @@ export interface GatewayOptions {
   admin?: boolean
 }
 
-
-const READ_METHODS = new Set(['GET', 'HEAD'])
-
 /** The settings a request reads afresh, which a config reload replaces whole. */
-function liveSettings (c: Readonly<Config>): { rules: ReturnType<typeof compileRules>, extensions: Set<string>, maxPathLength: number, maxRanges: number } {
+function liveSettings (c: Readonly<Config>): LiveSettings {
   return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges }
 }
 /** What an upstream failure kind means, for the log line an operator reads. */
@@ -146,21 +116,10 @@ function clientOf (request: FastifyRequest): { clientIp: string, peerIp?: string
   return peer && peer !== ip ? { clientIp: ip, peerIp: peer } : { clientIp: ip }
 }
 
-/** Where playback grants are minted (POST, with a token that may read the path). */
-export const GRANTS_PATH = '/_nasguard/grants'
-
 const GrantRequest = Type.Object({
   path: Type.String({ minLength: 1, maxLength: 8192 }),
   ttlSec: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
-
-/** Whether the request's headers pass HEADER_LIMITS (raw: names and values, alternating). */
-function headersWithinLimits (raw: string[]): boolean {
-  if (raw.length > 2 * HEADER_LIMITS.fields) return false
-  let n = 0
-  for (const s of raw) n += s.length
-  return n <= HEADER_LIMITS.bytes
-}
 
 /** Method and target of the request line at the start of what a client sent, when it is one. */
 function requestLine (raw: Buffer | undefined): { method: string, target: string } | undefined {
@@ -196,6 +155,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     durability: config.audit.durability,
     batchMs: config.audit.batchMs,
     key: chainKey(auditKey, opts.auditChain ?? '.'),
+    legacyKey: opts.auditChain === undefined ? undefined : auditKey,
     instance: config.audit.instance ?? hostname(),
     rotateBytes: config.audit.rotateBytes,
     onBatch: (n, ms) => {
@@ -391,23 +351,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const auditFailureLog = new LogThrottle()
   const upstreamFailureLog = new LogThrottle()
 
-  /** What every audit record of a request says about it: who, from where, what. */
+  /** What every audit record of a request says about it (src/gate/record-fields.ts). */
   function requestFields (request: FastifyRequest): Omit<AuditRecord, 'event' | 'time'> {
     const state = request.ng as RequestState | null
-    return {
-      requestId: request.id,
-      ...(state?.client ?? clientOf(request)),
-      method: request.method,
-      // A refused target keeps no query, path parameters or token-shaped
-      // runs: a grant may ride in any of them, and is kept nowhere.
-      path: state?.path ?? refusedTarget(request.url),
-      range: typeof request.headers.range === 'string' ? request.headers.range : undefined,
-      subject: state?.identity?.subject,
-      auth: state?.identity?.method,
-      jti: state?.identity?.jti,
-      rule: state?.rule,
-      userAgent: request.headers['user-agent']
-    }
+    return gateFields(request, state ?? { started: 0n, client: clientOf(request), fetch: false, bytes: 0, closed: false })
   }
 
   function recordRefusal (r: Omit<AuditRecord, 'event' | 'time'>): void {
@@ -577,62 +524,42 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, 'request')
   }
 
+  const gate: GateContext = {
+    live: () => live,
+    fileSystem: config.upstream.fileSystem,
+    admission,
+    record: async (r) => await writeAudit(r, log)
+  }
+
+  /** The request as the gate's stages see it (src/gate/state.ts). */
+  function gateRequest (request: FastifyRequest, reply: FastifyReply): GateRequest {
+    const raw = request.raw as typeof request.raw & { stream?: { endAfterHeaders: boolean } }
+    return {
+      id: request.id,
+      method: request.method,
+      url: request.url,
+      headers: request.headers,
+      rawHeaders: raw.rawHeaders,
+      httpVersion: raw.httpVersion,
+      endAfterHeaders: raw.stream?.endAfterHeaders,
+      authenticate: async (path) => await authenticator.authenticate(request, path),
+      turn: async () => {
+        const queued = reply.raw as unknown as ServerResponse
+        if (raw.stream !== undefined || queued.socket || request.ng.closed) return
+        await new Promise<void>((resolve) => { queued.once('socket', () => resolve()); queued.once('close', () => resolve()) })
+      }
+    }
+  }
+
   app.addHook('onRequest', async (request, reply) => {
     const state = track(request, reply)
-    // Node parses more HTTP/1.1 headers than HEADER_LIMITS (tls/server.ts), so an
-    // oversized request is refused here, where it can be audited in full.
-    if (!headersWithinLimits(request.raw.rawHeaders)) throw new Errors.HeadersTooLarge()
-
-    const h = request.headers
-    if (request.url.split('?', 1)[0] === GRANTS_PATH) {
-      // The one route that takes a body: its own checks are in the handler.
-      if (request.method !== 'POST') throw new Errors.MethodNotAllowed()
-      if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
-      state.path = GRANTS_PATH
-      state.identity = await authenticator.authenticate(request, GRANTS_PATH)
-      return
-    }
-    if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
-    checkFraming(request)
-
-    const canonical = canonicalRequestPath(request.url)
-    state.path = canonical.path
-
-    state.identity = await authenticator.authenticate(request, canonical.path)
-    const { rule, extension } = authorize(request.method, canonical.segments, state.identity.grantee, state)
-    state.rule = rule
-    state.extension = extension
-    const range = checkRange(h.range, live.maxRanges)
-    if (!range.ok) throw new Errors.BadRange(range.reason)
-
-    // A pipelined HTTP/1.1 request waits for the responses before it: it
-    // takes no NAS connection (and is not judged as a reader) until its
-    // response owns the connection.
-    const queued = reply.raw as unknown as ServerResponse
-    if ((request.raw as { stream?: unknown }).stream === undefined && !queued.socket && !state.closed) {
-      await new Promise<void>((resolve) => { queued.once('socket', () => resolve()); queued.once('close', () => resolve()) })
-    }
-    // A NAS connection within the client's share: or 429 / 503 now, never a hang.
-    if (state.closed) {
-      reply.hijack()
-      return
-    }
-    state.ticket = admission.admit(state.client.clientIp)
-    if (state.ticket.ready) await state.ticket.ready
-    if (state.closed) {
-      // The client left while it waited: nothing was recorded, nothing is fetched.
-      reply.hijack()
-      return
-    }
-
-    // No byte of a recording leaves before this record is on disk.
-    if (!await writeAudit({ event: 'access', time: new Date().toISOString(), ...requestFields(request) }, request.log)) {
-      throw new Errors.AuditUnavailable()
-    }
-    if (state.closed) {
-      // The client left while the access record was being written: the
-      // trail gets its completion, and the NAS is not asked.
-      recordCompletion(request, state, 0, 'client-aborted', elapsedMs(state.started))
+    const grants = request.url.split('?', 1)[0] === GRANTS_PATH
+    const passed = await runGate(grants ? GRANTS_GATE : RECORDING_GATE, gateRequest(request, reply), state, gate)
+    if (grants) return
+    if (passed === 'gone') {
+      // The client left: before its access record, nothing was recorded and
+      // nothing is fetched; after it, the trail gets its completion.
+      if (state.accessRecorded) recordCompletion(request, state, 0, 'client-aborted', elapsedMs(state.started))
       reply.hijack()
       return
     }
@@ -642,59 +569,20 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     watchDelivery(request, reply)
   })
 
-  /**
-   * A GET or HEAD that the NAS and the gateway read the same way: no body
-   * (HTTP/2: the headers end the stream, as browsers, curl and Node send
-   * them; a body without content-length is otherwise invisible here), no
-   * upgrade, and an HTTP/1.1 Host (RFC 9112 §3.2; Node's HTTP/2 layer itself
-   * resets a stream with neither :authority nor host).
-   */
-  function checkFraming (request: FastifyRequest): void {
-    const h = request.headers
-    const raw = request.raw as typeof request.raw & { stream?: { endAfterHeaders: boolean } }
-    if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0') || raw.stream?.endAfterHeaders === false) {
-      throw new Errors.BadRequest('a GET or HEAD request carries no body')
-    }
-    if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
-    if (raw.httpVersion === '1.1' && h.host === undefined) throw new Errors.BadRequest('an HTTP/1.1 request needs a Host header')
-  }
-
-  /** The canonical path, refused when ambiguous or when the NAS would resolve it to another name. */
-  function canonicalRequestPath (url: string): { path: string, segments: string[] } {
-    const canonical = canonicalPath(url, live.maxPathLength)
-    if (!canonical.ok) throw new Errors.BadPath(canonical.reason)
-    const hazard = pathHazard(config.upstream.fileSystem, canonical.segments)
-    if (hazard !== undefined) throw new Errors.BadPath(hazard)
-    return canonical
-  }
-
-  /** Policy, then the listing and file-type guard: the rule that allows this, and the file's type. */
-  function authorize (method: string, segments: string[], grantee: Grantee, state?: RequestState): { rule: string, extension: string } {
-    const decision = decide(live.rules, method, segments, grantee, config.upstream.fileSystem)
-    if (!decision.allow) {
-      if (state && decision.reason === 'insufficient_scope') state.deniedBy = decision.rule
-      if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
-      if (decision.reason === 'no_rule') throw new Errors.NoRule()
-      if (decision.reason === 'case_variant') throw new Errors.BadPath('a case variant of a name a rule matches (the NAS folds case)')
-      const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }
-      err.required = decision.required
-      throw err
-    }
-    const file = checkFileRequest(segments, live.extensions)
-    if (!file.ok) {
-      if (file.reason === 'directory') throw new Errors.Directory()
-      if (file.reason === 'hidden') throw new Errors.HiddenPath()
-      throw new Errors.FileType()
-    }
-    return { rule: decision.rule, extension: file.extension }
-  }
-
   app.post<{ Body: Static<typeof GrantRequest> }>(GRANTS_PATH, { bodyLimit: 4096, schema: { body: GrantRequest } }, async (request, reply) => {
     const identity = request.ng.identity as Identity
     // A grant opens one recording; it never mints others.
     if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')
-    const canonical = canonicalRequestPath(request.body.path)
-    const { rule } = authorize('GET', canonical.segments, identity.grantee, request.ng)
+    // The path it opens passes the recording gate's own stages, as a GET would.
+    const target: RequestState = { ...request.ng, path: undefined, segments: undefined, rule: undefined }
+    const asGet = { ...gateRequest(request, reply), method: 'GET', url: request.body.path }
+    try {
+      for (const stage of [canonicalTarget, authorize, guardFile]) void stage(asGet, target, gate)
+    } finally {
+      request.ng.deniedBy = target.deniedBy
+    }
+    const canonical = { path: target.path as string }
+    const rule = target.rule as string
     const granting = live.rules.find((r) => r.name === rule)!
     const used = claimsUsed(granting.glob)
     // What the rule granted to now: the grant works only while it still does.
@@ -738,7 +626,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     }
   })
 
-  metrics.setAuditState({ healthy: () => audit.healthy, chain: opts.auditChain ?? '.', sequence: () => audit.lastSeq })
+  metrics.setAuditState({ healthy: () => audit.healthy, chain: opts.auditChain ?? '.', sequence: () => audit.durableLastSeq })
 
   /** /readyz: the NAS answers an authenticated HEAD, the audit trail is writable, the denylist is valid, the certificate (and CRL) are current. */
   const readiness = async (): Promise<Readiness> => {

@@ -31,10 +31,17 @@ function parseTimeMs (t: string): number {
   return ms
 }
 
-async function anchorOf (text: string): Promise<ChainAnchor> {
-  const a = (await audits()).parseAnchor(text)
-  if (!a) throw new UsageError(`invalid --anchor ${JSON.stringify(text)}: use [chain@]seq:hash as audit verify prints it (worker-0@1234:<64 hex digits>)`)
-  return a
+/** --anchor values: each [chain@]seq:hash, and no two for one record with different hashes. */
+async function anchorsOf (texts: string[] = []): Promise<ChainAnchor[]> {
+  const { conflictingAnchors, parseAnchor } = await audits()
+  const anchors = texts.map((text) => {
+    const a = parseAnchor(text)
+    if (!a) throw new UsageError(`invalid --anchor ${JSON.stringify(text)}: use [chain@]seq:hash as audit verify prints it (worker-0@1234:<64 hex digits>, seq from 1)`)
+    return a
+  })
+  const clash = conflictingAnchors(anchors)
+  if (clash) throw new UsageError(`two --anchor values for ${clash[0].chain}@${clash[0].seq} with different hashes: they cannot both be this trail's record; check where each came from`)
+  return anchors
 }
 
 const out = (s: string): void => { process.stdout.write(s) }
@@ -145,7 +152,7 @@ function buildProgram (): Command {
     .option('--json', 'JSON lines', false)
   trail(audit.command('verify').description('check the audit chain: exit 1 on the first edit, deletion, insertion, reordering or missing file'))
     .option('--anchor <anchor...>', 'a [chain@]seq:hash an earlier verify printed, kept off this host: the trail must still hold that record (a rollback does not)')
-    .action(action(async (o: TrailOptions & { anchor?: string[] }) => await (await audits()).auditVerify(await trailOf(o, 'verify'), out, await Promise.all((o.anchor ?? []).map(anchorOf)))))
+    .action(action(async (o: TrailOptions & { anchor?: string[] }) => await (await audits()).auditVerify(await trailOf(o, 'verify'), out, await anchorsOf(o.anchor))))
   filters(trail(audit.command('search').description('records matching the filters')))
     .action(action(async (o: TrailOptions & FilterOptions) => await (await audits()).auditSearch(await trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
   filters(trail(audit.command('summary').description('per subject: files, fetches, bytes, first and last access')))
@@ -160,13 +167,15 @@ function buildProgram (): Command {
   trail(audit.command('prune').description('remove rotated audit files whose every record is older than --before; a sealed checkpoint (audit.pruned) and a prune record keep verify passing'))
     .requiredOption('--before <time>', 'the cut-off (ISO 8601, epoch seconds)')
     .option('--dry-run', 'list what would be removed, remove nothing', false)
-    .action(action(async (o: TrailOptions & { before: string, dryRun: boolean }) => {
+    .option('--anchor <anchor...>', 'as for verify: the trail must hold these records first (a rolled-back trail is not pruned)')
+    .action(action(async (o: TrailOptions & { before: string, dryRun: boolean, anchor?: string[] }) => {
       const before = parseTimeMs(o.before)
+      const anchors = await anchorsOf(o.anchor)
       const c = o.config ? await load(o.config) : undefined
       const { auditPrune } = await import('./audit/prune.js')
       const trail = await trailOf(o, 'prune')
       if (!o.dryRun) refuseForeignOwner([trail.dir], 'audit prune')
-      return await auditPrune(trail, { before, dryRun: o.dryRun, instance: c?.audit.instance, rotateBytes: c?.audit.rotateBytes }, out, err)
+      return await auditPrune(trail, { before, dryRun: o.dryRun, instance: c?.audit.instance, rotateBytes: c?.audit.rotateBytes, anchors }, out, err)
     }))
 
   certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))

@@ -20,7 +20,19 @@ export interface ChainAnchor extends Anchor { chain: string }
 /** `[chain@]seq:hash`, as auditVerify prints it; undefined when malformed. */
 export function parseAnchor (text: string): ChainAnchor | undefined {
   const m = /^(?:(\.|worker-\d{1,6})@)?(\d{1,15}):([0-9a-f]{64})$/.exec(text.trim())
-  return m ? { chain: m[1] ?? '.', seq: Number(m[2]), hash: m[3] } : undefined
+  return m && Number(m[2]) > 0 ? { chain: m[1] ?? '.', seq: Number(m[2]), hash: m[3] } : undefined
+}
+
+/** Two anchors for one record with different hashes: the first such pair (they cannot both be this trail's). */
+export function conflictingAnchors (anchors: ChainAnchor[]): [ChainAnchor, ChainAnchor] | undefined {
+  const seen = new Map<string, ChainAnchor>()
+  for (const a of anchors) {
+    const k = `${a.chain}@${a.seq}`
+    const b = seen.get(k)
+    if (b && b.hash !== a.hash) return [b, a]
+    seen.set(k, a)
+  }
+  return undefined
 }
 
 const anchorText = (chain: string, r: VerifyReport): string => `${chain === '.' ? '' : `${chain}@`}${r.lastSeq}:${r.lastHash}`
@@ -32,7 +44,8 @@ const anchorText = (chain: string, r: VerifyReport): string => `${chain === '.' 
  */
 export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[] } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
   const anchorsOf = (chain: string): Anchor[] => (opts.anchors ?? []).filter((a) => a.chain === chain)
-  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord, { fileStats: opts.fileStats, anchors: anchorsOf(name) })
+  // A worker chain may start with records sealed with the audit key itself (written before chain keys).
+  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord, { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: name === '.' ? undefined : loc.key })
   const listed = readChains(loc.dir, loc.key)
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []

@@ -27,8 +27,8 @@ import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { seal } from './chain.js'
 import { chainKey } from './chains.js'
-import { problemsText, walkAll, type TrailLocation } from './commands.js'
-import { CHECKPOINT_EVENT, CHECKPOINT_FILE, readCheckpoint, type Checkpoint, type FileStat, type VerifyReport } from './verify.js'
+import { problemsText, walkAll, type ChainAnchor, type TrailLocation } from './commands.js'
+import { CHECKPOINT_EVENT, CHECKPOINT_FILE, readChainCheckpoint, type Checkpoint, type FileStat, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter, type AuditRecord } from './writer.js'
 
 export interface PruneOptions {
@@ -39,6 +39,8 @@ export interface PruneOptions {
   instance?: string
   /** audit.rotateBytes (default 64 MiB). */
   rotateBytes?: number
+  /** Anchors kept off the host (audit verify --anchor): a trail that does not hold them is not pruned. */
+  anchors?: ChainAnchor[]
 }
 
 /** The record a prune leaves in the chain. keptFrom: the first seq kept (the checkpoint's). */
@@ -149,7 +151,7 @@ const describe = (f: FileStat): string => `seq ${f.firstSeq}..${f.lastSeq} (${f.
 export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const cutoff = new Date(o.before).toISOString()
   const instance = o.instance ?? hostname()
-  const { chains, merged } = await walkAll(loc, undefined, { fileStats: true })
+  const { chains, merged } = await walkAll(loc, undefined, { fileStats: true, anchors: o.anchors })
   if (merged.files.length === 0 && merged.problems.length === 0) { err(`no audit files in ${loc.dir}\n`); return 1 }
   if (merged.problems.length > 0) {
     err(`${problemsText(merged)}\naudit prune refuses: the trail does not verify, and what it would remove may be evidence; nothing was pruned (see nasguard audit verify)\n`)
@@ -183,7 +185,7 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
     try {
       // Every lock first: all chains or none.
       for (const p of work) {
-        const w = await AuditWriter.open({ dir: p.dir, durability: 'strict', batchMs: 100, key: chainKey(loc.key, p.name), instance, rotateBytes: o.rotateBytes ?? 64 * 1024 * 1024 })
+        const w = await AuditWriter.open({ dir: p.dir, durability: 'strict', batchMs: 100, key: chainKey(loc.key, p.name), legacyKey: p.name === '.' ? undefined : loc.key, instance, rotateBytes: o.rotateBytes ?? 64 * 1024 * 1024 })
         writers.set(p, w)
         if (w.startupError) throw new Refused(`cannot open ${join(p.dir, AUDIT_FILE)} to record the prune (${w.startupError.message})`)
       }
@@ -193,7 +195,7 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
         for (const f of p.remove) {
           if (fileId(join(p.dir, f.file)) !== p.ids.get(f.file)) throw new Refused(`${label(p, f.file)} changed while prune was reading the trail`)
         }
-        const read = readCheckpoint(p.dir, chainKey(loc.key, p.name))
+        const read = readChainCheckpoint(p.dir, chainKey(loc.key, p.name), p.name === '.' ? undefined : loc.key)
         if (!sameCheckpoint(read?.ok === true ? read.checkpoint : undefined, p.current)) throw new Refused(`${label(p, CHECKPOINT_FILE)} changed while prune was reading the trail`)
       }
     } catch (e) {

@@ -99,6 +99,14 @@ export function trailFiles (dir: string): string[] {
   return [...archives, ...(existsSync(join(dir, AUDIT_FILE)) ? [AUDIT_FILE] : [])]
 }
 
+/** The chain's checkpoint, sealed with its key, or with the legacy key (a prune run before the upgrade to chain keys). */
+export function readChainCheckpoint (dir: string, key: Buffer, legacyKey?: Buffer): CheckpointRead | undefined {
+  const read = readCheckpoint(dir, key)
+  if (read?.ok !== false || !legacyKey) return read
+  const old = readCheckpoint(dir, legacyKey)
+  return old?.ok === true ? old : read
+}
+
 /**
  * A record's seq and line hash, as `audit verify` printed it, kept off the
  * host (a ticket, a log server, a printout). The trail must still hold that
@@ -122,16 +130,17 @@ class SeqSet {
  * returns what was wrong. Gaps whose missing records turn up later are
  * reordered records; a sequence number seen twice is an inserted record.
  */
-export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: Anchor[] } = {}): Promise<VerifyReport> {
+export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: Anchor[], legacyKey?: Buffer } = {}): Promise<VerifyReport> {
   const files = trailFiles(dir)
   const report: VerifyReport = { files, records: 0, firstSeq: 0, lastSeq: 0, lastHash: '', problems: [] }
   const anchors = new Map((opts.anchors ?? []).map((a) => [a.seq, a.hash]))
+  let legacy = opts.legacyKey
   const seen = new SeqSet()
   const gaps: Array<{ problem: Problem, from: number, to: number }> = []
   let expectedSeq = 1
   let prevHash = GENESIS
   let prevUnknown = false
-  const read = readCheckpoint(dir, key)
+  const read = readChainCheckpoint(dir, key, opts.legacyKey)
   if (read?.ok === false) report.problems.push({ kind: 'edited', file: CHECKPOINT_FILE, line: 1, message: `${read.reason}: records missing from the start of the trail cannot be told from pruned ones` })
   const cp = read?.ok === true ? read.checkpoint : undefined
   if (cp) {
@@ -166,7 +175,11 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       lineNo++
       const isLast = fi === files.length - 1 && next.done === true
       // Verify alone reads only the chain fields; search, summary and prune need the record.
-      const opened = openLine(line, key, full)
+      let opened = openLine(line, key, full)
+      // A worker chain from before chain keys: records sealed with the audit
+      // key itself, but only before the first record sealed with the chain's.
+      if (!opened.ok && opened.reason === 'bad-mac' && legacy) opened = openLine(line, legacy, full)
+      else if (opened.ok) legacy = undefined
       if (!opened.ok) {
         // Only an unparsable fragment at the very end is a crash; a complete
         // line with a wrong MAC is an edit, newline or not.
@@ -240,6 +253,7 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
         stat.newest = Number.isNaN(t) || Number.isNaN(stat.newest) ? NaN : Math.max(stat.newest, t)
       }
       const anchored = anchors.get(seq)
+      if (anchored !== undefined) anchors.delete(seq)
       if (anchored !== undefined && anchored !== hash) {
         report.problems.push({ kind: 'edited', file, line: lineNo, seq, message: `${file}:${lineNo}: record seq ${seq} is not the record anchored as ${anchored.slice(0, 16)}…: the trail was cut back and written again from there` })
       }
@@ -280,15 +294,29 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       report.problems.push({ kind: 'edited', file: CHECKPOINT_FILE, line: 1, message: `${CHECKPOINT_FILE} names seq ${cp.seq}, but record seq ${seq} says a later prune kept records from seq ${keptFrom} on: an old checkpoint was put back` })
     }
   }
-  for (const seq of anchors.keys()) {
-    if (seq > report.lastSeq) report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 0, seq, message: `the trail ends at seq ${report.lastSeq}, but an anchor says record seq ${seq} was written: records ${report.lastSeq + 1}..${seq} were removed from the end (the trail was rolled back)` })
+  // Anchors whose record was not read: past the end (a rollback), the last
+  // pruned record (checked against the checkpoint), or gone otherwise. An
+  // anchor that cannot be checked is never counted as held.
+  for (const [seq, hash] of anchors) {
+    if (seq > report.lastSeq) {
+      report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 0, seq, message: `the trail ends at seq ${report.lastSeq}, but an anchor says record seq ${seq} was written: records ${report.lastSeq + 1}..${seq} were removed from the end (the trail was rolled back)` })
+    } else if (cp && seq === cp.seq - 1) {
+      if (hash !== cp.prev) report.problems.push({ kind: 'edited', file: CHECKPOINT_FILE, line: 1, seq, message: `the last pruned record, seq ${seq}, is not the record anchored as ${hash.slice(0, 16)}…: the trail was cut back and written again before it was pruned` })
+    } else if (cp && seq < cp.seq) {
+      report.problems.push({ kind: 'missing-file', file: CHECKPOINT_FILE, line: 0, seq, message: `an anchor names seq ${seq}, but records before seq ${cp.seq} were pruned: it cannot be checked (use an anchor taken after the prune, or seq ${cp.seq - 1})` })
+    } else {
+      report.problems.push({ kind: 'deleted', file: HEAD_FILE, line: 0, seq, message: `an anchor names record seq ${seq}, which the trail does not hold` })
+    }
   }
   const headPath = join(dir, HEAD_FILE)
   if (!existsSync(headPath) && report.records > 0) {
     report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 0, message: `${HEAD_FILE} is missing: records may have been removed from the end of the trail` })
   }
   if (existsSync(headPath)) {
-    const opened = openLine(readFileSync(headPath, 'utf8').trim(), key)
+    const headLine = readFileSync(headPath, 'utf8').trim()
+    let opened = openLine(headLine, key)
+    // The head of a chain with no record sealed with its own key yet (written before the upgrade).
+    if (!opened.ok && opened.reason === 'bad-mac' && legacy) opened = openLine(headLine, legacy)
     if (!opened.ok) {
       report.problems.push({ kind: 'edited', file: HEAD_FILE, line: 1, message: `${HEAD_FILE} was edited` })
     } else if (opened.value.record.event !== 'head') {

@@ -9,8 +9,8 @@
 // write rejects every record of its group and is rolled back (sequence and
 // file length), so the chain never holds a record nobody was told about.
 // The writer keeps going, so it recovers by itself when the disk does.
-import { promises as fsp, constants as fsc, readlinkSync } from 'node:fs'
-import { hostname } from 'node:os'
+import { promises as fsp, constants as fsc } from 'node:fs'
+import { releaseLock, takeLock } from './lock.js'
 import { makeDir } from '../files/ownership.js'
 import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
@@ -58,6 +58,12 @@ export interface AuditWriterOptions {
   batchMs: number
   /** HMAC key of the chain. */
   key: Buffer
+  /**
+   * A worker chain written before chains had keys of their own was sealed
+   * with the audit key itself: its records up to now may be sealed with
+   * this; every new record uses key (src/audit/chains.ts).
+   */
+  legacyKey?: Buffer
   /** Names this writer in every record (one chain per directory). */
   instance: string
   /** Rotate when the active file would pass this size. */
@@ -74,7 +80,6 @@ interface Pending { record: AuditRecord, resolve: () => void, reject: (err: Erro
 
 export const AUDIT_FILE = 'audit.jsonl'
 export const HEAD_FILE = 'audit.head'
-export const LOCK_FILE = 'audit.lock'
 export const ARCHIVE = /^audit-(\d{12})\.jsonl$/
 
 export function archiveName (firstSeq: number): string {
@@ -104,13 +109,6 @@ async function firstLineOf (h: fsp.FileHandle): Promise<string | null> {
   const text = buf.subarray(0, bytesRead).toString('utf8')
   const nl = text.indexOf('\n')
   return nl === -1 ? null : text.slice(0, nl)
-}
-
-/** Where a pid means something: `host=<name> pidns=<namespace>` (Linux; the namespace is empty elsewhere). */
-function lockOwner (): string {
-  let ns = ''
-  try { ns = readlinkSync('/proc/self/ns/pid') } catch {}
-  return `host=${hostname().replace(/\s/g, '_')} pidns=${ns.replace(/\s/g, '_')}`
 }
 
 export class AuditWriter {
@@ -153,7 +151,7 @@ export class AuditWriter {
   static async open (opts: AuditWriterOptions): Promise<AuditWriter> {
     const w = new AuditWriter(opts)
     makeDir(opts.dir)
-    await w.takeLock()
+    w.lock = await takeLock(w.opts.dir)
     try {
       await w.openFile()
     } catch (err) {
@@ -163,43 +161,15 @@ export class AuditWriter {
     return w
   }
 
-  private lockFile = ''
-
-  /**
-   * One writer per directory (two would interleave sequence numbers): an
-   * exclusive audit.lock holding the writer's pid, host and pid namespace.
-   * A lock whose process is gone (kill -9) is taken over, but only when that
-   * can be told: a lock from another host or container sharing the directory
-   * names a pid this process cannot see, and is never taken over.
-   */
-  private async takeLock (): Promise<void> {
-    const file = join(this.opts.dir, LOCK_FILE)
-    const self = lockOwner()
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await fsp.writeFile(file, `${process.pid} ${self}\n`, { flag: 'wx', mode: 0o600 })
-        this.lockFile = file
-        return
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
-      const [pidText, ...owner] = (await fsp.readFile(file, 'utf8').catch(() => '')).trim().split(' ')
-      const pid = Number(pidText)
-      if (owner.length > 0 && owner.join(' ') !== self) {
-        throw Object.assign(new Error(`another process (pid ${pid}, ${owner.join(' ')}) holds ${file}: a gateway on another host or in another container sharing this directory; one writer per directory. If none runs there, remove ${file}`), { code: 'EAUDITLOCKED' })
-      }
-      let alive = pid === process.pid
-      if (!alive && Number.isInteger(pid) && pid > 0) {
-        try { process.kill(pid, 0); alive = true } catch (err) { alive = (err as NodeJS.ErrnoException).code === 'EPERM' }
-      }
-      if (alive) throw Object.assign(new Error(`another process (pid ${pid}) writes to the audit trail in ${this.opts.dir}: one writer per directory`), { code: 'EAUDITLOCKED' })
-      await fsp.unlink(file).catch(() => {})
-    }
-    throw Object.assign(new Error(`cannot take ${file}`), { code: 'EAUDITLOCKED' })
-  }
+  private lock: { file: string, text: string } | undefined
 
   get lastSeq (): number {
     return this.seq
+  }
+
+  /** The newest seq on disk (fsync'd): it never goes back, unlike lastSeq when a write fails. */
+  get durableLastSeq (): number {
+    return this.durableSeq
   }
 
   /**
@@ -237,6 +207,13 @@ export class AuditWriter {
     try { await d.sync() } finally { await d.close() }
   }
 
+  /** A line of this chain: sealed with its key, or with the legacy key (written before the upgrade). */
+  private openOwn (line: string): ReturnType<typeof openLine> {
+    const opened = openLine(line, this.opts.key)
+    if (opened.ok || opened.reason !== 'bad-mac' || !this.opts.legacyKey) return opened
+    return openLine(line, this.opts.legacyKey)
+  }
+
   /** Picks the chain up where it stopped: in this file, or in the newest archive. Returns the bytes of a torn line dropped. */
   private async resume (h: fsp.FileHandle): Promise<number> {
     let dropped = 0
@@ -260,14 +237,14 @@ export class AuditWriter {
       }
     }
     if (last !== null) {
-      const opened = openLine(last, this.opts.key)
+      const opened = this.openOwn(last)
       if (!opened.ok) throw Object.assign(new Error(`the last audit record cannot be read (${opened.reason}): run nasguard audit verify`), { code: 'EAUDITCHAIN' })
       this.seq = opened.value.record.seq
       this.prev = opened.value.hash
     }
     if (this.activeBytes > 0) {
       const first = await firstLineOf(h)
-      const opened = first ? openLine(first, this.opts.key) : null
+      const opened = first ? this.openOwn(first) : null
       if (opened?.ok) {
         this.activeFirstSeq = opened.value.record.seq
         this.activeDay = String(opened.value.record.time ?? '').slice(0, 10)
@@ -477,6 +454,6 @@ export class AuditWriter {
       await h.close()
       await this.writeHead().catch(() => {})
     }
-    if (this.lockFile) await fsp.unlink(this.lockFile).catch(() => {})
+    if (this.lock) await releaseLock(this.lock)
   }
 }

@@ -65,12 +65,33 @@ t.test('one chain\'s head copied over another\'s is reported', async (t) => {
   t.ok(merged.problems.some((p) => /^worker-1: .*audit\.head/.test(p.message)), JSON.stringify(merged.problems))
 })
 
-t.test('a chain sealed with the audit key itself (not its own) is reported', async (t) => {
+t.test('a worker chain written before chain keys (sealed with the audit key) upgrades in place: the gateway goes on writing it, verify passes', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-chains-'))
-  const w = await AuditWriter.open({ dir: join(dir, 'worker-0'), durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
-  await w.append(rec('alice', 0))
+  const old = await AuditWriter.open({ dir: join(dir, 'worker-0'), durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+  for (let n = 0; n < 3; n++) await old.append(rec('alice', n))
+  await old.close()
+  recordChains(dir, KEY, ['worker-0'])
+  t.same((await walkAll({ dir, key: KEY })).merged.problems, [], 'the old chain verifies as it is')
+  const upgraded = await AuditWriter.open({ dir: join(dir, 'worker-0'), durability: 'strict', batchMs: 100, key: chainKey(KEY, 'worker-0'), legacyKey: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+  t.equal(upgraded.startupError, null)
+  t.ok(upgraded.healthy)
+  for (let n = 3; n < 6; n++) await upgraded.append(rec('alice', n))
+  await upgraded.close()
+  const { merged } = await walkAll({ dir, key: KEY })
+  t.same(merged.problems, [])
+  t.equal(merged.records, 6)
+})
+
+t.test('a record sealed with the audit key after one sealed with the chain key is an edit', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-chains-'))
+  const w = await AuditWriter.open({ dir: join(dir, 'worker-0'), durability: 'strict', batchMs: 100, key: chainKey(KEY, 'worker-0'), instance: 'gateway', rotateBytes: 1 << 20 })
+  for (let n = 0; n < 2; n++) await w.append(rec('alice', n))
   await w.close()
+  // Only a holder of the key could write this; the rule still holds: legacy records come first or not at all.
+  const late = await AuditWriter.open({ dir: join(dir, 'worker-0'), durability: 'strict', batchMs: 100, key: KEY, legacyKey: chainKey(KEY, 'worker-0'), instance: 'gateway', rotateBytes: 1 << 20 })
+  await late.append(rec('mallory', 0))
+  await late.close()
   recordChains(dir, KEY, ['worker-0'])
   const { merged } = await walkAll({ dir, key: KEY })
-  t.ok(merged.problems.some((p) => /^worker-0: /.test(p.message)))
+  t.ok(merged.problems.some((p) => /worker-0: audit\.jsonl:3: the record was edited/.test(p.message)), JSON.stringify(merged.problems))
 })

@@ -1,6 +1,7 @@
 // Regressions from the second review of the audit writer and verifier.
 import t from 'tap'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
+import { execFile, execFileSync } from 'node:child_process'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditWriterOptions } from '../../src/audit/writer.js'
@@ -92,4 +93,46 @@ t.test('a lock from another host or container sharing the directory is never tak
     await t.rejects(AuditWriter.open(opts(dir)), { code: 'EAUDITLOCKED', message: /another process \(pid 4194305, host=.*\) holds .*audit\.lock: a gateway on another host or in another container.*If none runs there, remove/ }, owner)
     t.ok(existsSync(join(dir, 'audit.lock')), 'the lock stays')
   }
+})
+
+t.test('a lock that is not a regular file (a FIFO, a link) is refused at once, never read', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-lock-'))
+  execFileSync('mkfifo', [join(dir, 'audit.lock')])
+  await t.rejects(AuditWriter.open(opts(dir)), { code: 'EAUDITLOCKED', message: /audit\.lock is not a regular file/ }, 'a FIFO: refused, no hang')
+  unlinkSync(join(dir, 'audit.lock'))
+  symlinkSync('/dev/zero', join(dir, 'audit.lock'))
+  await t.rejects(AuditWriter.open(opts(dir)), { code: 'EAUDITLOCKED', message: /audit\.lock cannot be read as a lock \(ELOOP\)/ }, 'a link: refused, not followed')
+  unlinkSync(join(dir, 'audit.lock'))
+  writeFileSync(join(dir, 'audit.lock'), '123  456\n')
+  await t.rejects(AuditWriter.open(opts(dir)), { code: 'EAUDITLOCKED', message: /does not hold a lock line/ }, 'garbage: refused with what it is')
+})
+
+t.test('processes racing for a stale lock: exactly one takes it, every time', async (t) => {
+  const script = `import { takeLock } from ${JSON.stringify(new URL('../../dist/audit/lock.js', import.meta.url).href)}
+try { await takeLock(process.argv[1]); console.log('took'); setTimeout(() => {}, 1500) } catch (e) { console.log(e.code) }`
+  for (let round = 0; round < 4; round++) {
+    const dir = mkdtempSync(join(tmpdir(), 'nasguard-lock-race-'))
+    // Left by a process that died (pid 2^22+1 does not exist), or none at all.
+    if (round % 2 === 0) writeFileSync(join(dir, 'audit.lock'), '4194305\n')
+    const outcomes = await Promise.all(Array.from({ length: 4 }, async () => await new Promise<string>((resolve) => {
+      execFile(process.execPath, ['--input-type=module', '-e', script, dir], (_err, stdout) => resolve(stdout.trim()))
+    })))
+    t.equal(outcomes.filter((o) => o === 'took').length, 1, `round ${round}: ${outcomes.join(',')}`)
+    t.same(outcomes.filter((o) => o !== 'took'), ['EAUDITLOCKED', 'EAUDITLOCKED', 'EAUDITLOCKED'])
+  }
+})
+
+t.test('the durable sequence (what nasguard_audit_sequence reports) never goes back on a failed write', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-durable-'))
+  let fail = false
+  const w = await AuditWriter.open(opts(dir, { beforeSync: async () => { if (fail) throw Object.assign(new Error('no space'), { code: 'ENOSPC' }) } }))
+  for (let i = 0; i < 5; i++) await w.append(rec(i))
+  t.equal(w.durableLastSeq, 5)
+  fail = true
+  await t.rejects(w.append(rec(6)))
+  t.equal(w.durableLastSeq, 5, 'still 5')
+  fail = false
+  await w.append(rec(7))
+  t.equal(w.durableLastSeq, 6)
+  await w.close()
 })

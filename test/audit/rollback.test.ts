@@ -107,3 +107,58 @@ t.test('a malformed anchor is a usage error (exit 2) naming the format', async (
     t.match(r.stderr, /invalid --anchor .*: use \[chain@\]seq:hash/, bad)
   }
 })
+
+t.test('anchors and prune: the last pruned record is checked against the checkpoint; an older one cannot be, and is never counted as held', async (t) => {
+  const dir = newTrail(t)
+  await append(dir, 10)
+  const before = anchorsOf((await verify(dir)).stdout)[0]
+  // Rotate: record 11 goes to a new file, so the first ten can be pruned.
+  const w = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 })
+  await w.append(rec(11))
+  await w.close()
+  const pruned = await runCli(['audit', 'prune', '--dir', dir, '--before', new Date(Date.now() + 60_000).toISOString()])
+  t.equal(pruned.status, 0, pruned.stdout + pruned.stderr)
+  t.match(pruned.stdout, /removed audit-/)
+  const intact = await verify(dir)
+  t.equal(intact.status, 0, intact.stdout)
+  const cut = Number(/records before seq (\d+) were pruned/.exec(intact.stdout)?.[1])
+  t.equal(cut, 11, intact.stdout)
+  t.match(before, /^10:/)
+  t.equal((await verify(dir, before)).status, 0, 'the last pruned record, checked against the checkpoint')
+  const forged = await verify(dir, `10:${'0'.repeat(64)}`)
+  t.equal(forged.status, 1)
+  t.match(forged.stdout, /the last pruned record, seq 10, is not the record anchored/)
+  const old = await verify(dir, `1:${'0'.repeat(64)}`)
+  t.equal(old.status, 1, 'an anchor in the pruned range cannot be checked: not counted as held')
+  t.match(old.stdout, /an anchor names seq 1, but records before seq \d+ were pruned: it cannot be checked/)
+})
+
+t.test('prune --anchor: a rolled-back trail is not pruned (so the evidence stays)', async (t) => {
+  const dir = newTrail(t)
+  await append(dir, 6)
+  const oldHead = join(dir, '..', 'old-head')
+  copyFileSync(join(dir, HEAD_FILE), oldHead)
+  await append(dir, 4)
+  const anchor = anchorsOf((await verify(dir)).stdout)[0]
+  cutTo(dir, 6)
+  copyFileSync(oldHead, join(dir, HEAD_FILE))
+  await append(dir, 6)
+  const r = await runCli(['audit', 'prune', '--dir', dir, '--before', new Date(Date.now() + 60_000).toISOString(), '--anchor', anchor])
+  t.equal(r.status, 1, r.stdout + r.stderr)
+  t.match(r.stderr, /is not the record anchored as/)
+  t.match(r.stderr, /nothing was pruned/)
+})
+
+t.test('two anchors for one record with different hashes, or seq 0: a usage error', async (t) => {
+  const dir = newTrail(t)
+  await append(dir, 5)
+  const real = anchorsOf((await verify(dir)).stdout)[0]
+  for (const args of [[`5:${'f'.repeat(64)}`, real], [real, `5:${'f'.repeat(64)}`]]) {
+    const r = await verify(dir, ...args)
+    t.equal(r.status, 2, args.join(' '))
+    t.match(r.stderr, /two --anchor values for \.@5 with different hashes/)
+  }
+  const zero = await verify(dir, `0:${'0'.repeat(64)}`)
+  t.equal(zero.status, 2)
+  t.equal((await verify(dir, real, real)).status, 0, 'the same anchor twice is fine')
+})

@@ -1,0 +1,103 @@
+// One writer per audit directory (two would interleave sequence numbers):
+// audit.lock names the writer's pid, host and pid namespace. It is made
+// whole and at once (written under a temporary name, then linked: never seen
+// empty or half-written). A lock whose process is gone (kill -9) is taken
+// over, by whichever process manages to move that very file aside; a lock
+// from another host or container sharing the directory names a pid this
+// process cannot see, and is never taken over. A lock in the old format
+// (a pid alone) is judged as this host's.
+import { randomBytes } from 'node:crypto'
+import { constants as fsc, promises as fsp, readlinkSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
+
+const LOCK_FILE = 'audit.lock'
+const LOCK_LINE = /^(\d{1,10})(?: (host=\S+ pidns=\S*))?\n?$/
+
+/** Where a pid means something: `host=<name> pidns=<namespace>` (Linux; the namespace is empty elsewhere). */
+function lockOwner (): string {
+  let ns = ''
+  try { ns = readlinkSync('/proc/self/ns/pid') } catch {}
+  return `host=${hostname().replace(/\s/g, '_')} pidns=${ns.replace(/\s/g, '_')}`
+}
+
+const locked = (message: string): Error => Object.assign(new Error(message), { code: 'EAUDITLOCKED' })
+
+/** The lock's text, without following a link or blocking on a FIFO; undefined when it is gone. */
+async function readLock (file: string): Promise<string | undefined> {
+  let h: fsp.FileHandle
+  try {
+    h = await fsp.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return undefined
+    throw locked(`${file} cannot be read as a lock (${code ?? 'error'}): if no gateway writes this trail, remove it`)
+  }
+  try {
+    if (!(await h.stat()).isFile()) throw locked(`${file} is not a regular file: if no gateway writes this trail, remove it`)
+    const buf = Buffer.alloc(512)
+    const { bytesRead } = await h.read(buf, 0, buf.length, 0)
+    return buf.subarray(0, bytesRead).toString('latin1')
+  } finally {
+    await h.close()
+  }
+}
+
+/** Why a lock's holder may still be writing (an error to throw), or undefined when it is gone. */
+function holderAlive (file: string, text: string, self: string): Error | undefined {
+  const m = LOCK_LINE.exec(text)
+  if (!m) return locked(`${file} does not hold a lock line (pid host=… pidns=…): if no gateway writes this trail, remove it`)
+  const pid = Number(m[1])
+  if (m[2] !== undefined && m[2] !== self) {
+    return locked(`another process (pid ${pid}, ${m[2]}) holds ${file}: a gateway on another host or in another container sharing this directory; one writer per directory. If none runs there, remove ${file}`)
+  }
+  let alive = pid === process.pid
+  if (!alive && pid > 0) {
+    try { process.kill(pid, 0); alive = true } catch (err) { alive = (err as NodeJS.ErrnoException).code === 'EPERM' }
+  }
+  return alive ? locked(`another process (pid ${pid}) writes to the audit trail in ${join(file, '..')}: one writer per directory`) : undefined
+}
+
+/** Takes dir's lock; returns what release needs. Throws EAUDITLOCKED while another writer holds it. */
+export async function takeLock (dir: string): Promise<{ file: string, text: string }> {
+  const file = join(dir, LOCK_FILE)
+  const self = lockOwner()
+  const text = `${process.pid} ${self}\n`
+  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}`
+  await fsp.writeFile(tmp, text, { flag: 'wx', mode: 0o600 })
+  try {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        await fsp.link(tmp, file)
+        return { file, text }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      const held = await readLock(file)
+      if (held === undefined) continue
+      const busy = holderAlive(file, held, self)
+      if (busy) throw busy
+      // Stale. Of several processes that judged it so, only the one whose
+      // rename moves this very file goes on; one that moved a fresh lock
+      // instead (made meanwhile by another) puts it back.
+      const aside = `${file}.stale.${process.pid}.${randomBytes(6).toString('hex')}`
+      try {
+        await fsp.rename(file, aside)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+        throw err
+      }
+      const moved = await fsp.readFile(aside, 'latin1').catch(() => '')
+      if (moved !== held) await fsp.link(aside, file).catch(() => {})
+      await fsp.unlink(aside).catch(() => {})
+    }
+    throw locked(`cannot take ${file}`)
+  } finally {
+    await fsp.unlink(tmp).catch(() => {})
+  }
+}
+
+/** Releases a lock taken by takeLock, if it is still this one. */
+export async function releaseLock (lock: { file: string, text: string }): Promise<void> {
+  if (await readLock(lock.file).catch(() => undefined) === lock.text) await fsp.unlink(lock.file).catch(() => {})
+}

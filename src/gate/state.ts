@@ -1,0 +1,84 @@
+// What the gate's stages read and write: the request as the gate sees it
+// (plain data and two effects, so that a stage can be run without sockets),
+// the per-request state, and what the stages share.
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Identity } from '../auth/identity.js'
+import type { FileSystemMode } from '../policy/file-system.js'
+import type { PolicyRule } from '../policy/rules.js'
+import type { Admission, Ticket } from '../proxy/admission.js'
+import type { AuditRecord } from '../audit/writer.js'
+
+/** A request as the gate sees it. */
+export interface GateRequest {
+  id: string
+  method: string
+  /** The target as sent (path and query). */
+  url: string
+  headers: IncomingHttpHeaders
+  /** Names and values, alternating, as sent. */
+  rawHeaders: string[]
+  httpVersion: string
+  /** HTTP/2 only: false when the headers did not end the stream (a body follows). */
+  endAfterHeaders?: boolean
+  /** Who the request is for: the token, grant or certificate it carries, checked (throws a catalogued error). */
+  authenticate: (path: string) => Promise<Identity>
+  /** Resolves when the response may use the connection (a pipelined HTTP/1.1 request waits for the ones before it), or the client left. */
+  turn: () => Promise<void>
+}
+
+export interface RequestState {
+  started: bigint
+  /** Who sent it, read when it arrived (an HTTP/2 stream has no socket once it is closed). */
+  client: { clientIp: string, peerIp?: string }
+  path?: string
+  /** The canonical path's segments (the canonical-path stage). */
+  segments?: string[]
+  extension?: string
+  identity?: Identity
+  rule?: string
+  /** The access record is on disk (the last stage passed). */
+  accessRecorded?: boolean
+  /** The access record is durable and the request goes to the NAS. */
+  fetch: boolean
+  /** Body bytes handed to the response (queued); see delivered(). */
+  bytes: number
+  /** The response is over (sent, or the client went away). */
+  closed: boolean
+  /** Cut by the drain deadline of a shutdown. */
+  shutdown?: boolean
+  /** Cut because the client took the recording too slowly (limits.minSendRate). */
+  tooSlow?: boolean
+  /** Body bytes the client had taken when the gateway cut the response. */
+  deliveredAtCut?: number
+  /** Its NAS connection, within the client's share (released when the response is over). */
+  ticket?: Ticket
+  /** The refusal's code, for the request's log line. */
+  refused?: string
+  /** The rule whose scopes the request lacked (policy denials by rule). */
+  deniedBy?: string
+  upstreamError?: string
+}
+
+/** The settings a request reads afresh, which a config reload replaces whole. */
+export interface LiveSettings {
+  rules: PolicyRule[]
+  extensions: Set<string>
+  maxPathLength: number
+  maxRanges: number
+}
+
+/** What the stages share: the live settings and the gateway's own parts. */
+export interface GateContext {
+  live: () => LiveSettings
+  fileSystem: FileSystemMode
+  admission: Admission
+  /** Writes an audit record; false when it could not be written (counted and logged already). */
+  record: (r: AuditRecord) => Promise<boolean>
+}
+
+/**
+ * A stage: passes (returns) or throws a catalogued error (src/errors.ts).
+ * It may find the client gone (state.closed) after it awaited something:
+ * the gate then stops there.
+ */
+export type Stage = (request: GateRequest, state: RequestState, ctx: GateContext) => void | Promise<void>

@@ -1,0 +1,217 @@
+// Each stage of the gate on its own, without sockets: what it passes, what
+// it refuses (and with which catalogued error), and what it leaves in the
+// request state. The same stages are attacked through real sockets in
+// test/security/.
+import t from 'tap'
+import { Errors } from '../../src/errors.js'
+import { compileRules } from '../../src/policy/rules.js'
+import { Admission } from '../../src/proxy/admission.js'
+import { methodAndFraming } from '../../src/gate/framing.js'
+import { canonicalTarget } from '../../src/gate/canonical-path.js'
+import { identify } from '../../src/gate/identity.js'
+import { authorize } from '../../src/gate/policy.js'
+import { guardFile } from '../../src/gate/file-guard.js'
+import { checkRangeHeader } from '../../src/gate/range.js'
+import { admit } from '../../src/gate/admission.js'
+import { recordAccess } from '../../src/gate/access-record.js'
+import { grantsMethod } from '../../src/gate/grants-method.js'
+import { RECORDING_GATE, runGate } from '../../src/gate/stages.js'
+import type { GateContext, GateRequest, RequestState } from '../../src/gate/state.js'
+import type { AuditRecord } from '../../src/audit/writer.js'
+import type { Identity } from '../../src/auth/identity.js'
+
+const ALICE: Identity = { method: 'jwt', subject: 'alice', jti: 'j1', grantee: { scopes: new Set(['recordings:read']) } }
+
+function request (o: Partial<GateRequest> = {}): GateRequest {
+  return {
+    id: 'req-1',
+    method: 'GET',
+    url: '/medicall/2016/01/01/083012_46701234567.wav',
+    headers: { host: 'gw' },
+    rawHeaders: ['Host', 'gw'],
+    httpVersion: '1.1',
+    authenticate: async () => ALICE,
+    turn: async () => {},
+    ...o
+  }
+}
+
+function state (o: Partial<RequestState> = {}): RequestState {
+  return { started: 0n, client: { clientIp: '192.0.2.1' }, fetch: false, bytes: 0, closed: false, ...o }
+}
+
+function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?: 'posix' | 'folding', clientFetches?: number } = {}): GateContext {
+  const live = {
+    rules: compileRules([
+      { name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] },
+      { name: 'stockholm', path: '/stockholm/**', methods: ['GET'], scopes: ['recordings:read:stockholm'] }
+    ] as never),
+    extensions: new Set(['.wav', '.mp3']),
+    maxPathLength: 256,
+    maxRanges: 1
+  }
+  return {
+    live: () => live,
+    fileSystem: o.fileSystem ?? 'posix',
+    admission: new Admission({ connections: 4, queueTimeoutMs: 1000, clientFetches: o.clientFetches ?? 2 }),
+    record: async (r) => { o.records?.push(r); return o.recordOk ?? true }
+  }
+}
+
+/** A stage's refusal: its code, or 'passed'. */
+async function outcome (run: () => void | Promise<void>): Promise<string> {
+  try {
+    await run()
+    return 'passed'
+  } catch (err) {
+    return (err as { code?: string }).code ?? String(err)
+  }
+}
+
+t.test('method and framing', async (t) => {
+  const bigHeaders = Array.from({ length: 129 }, (_, i) => [`x-${i}`, 'v']).flat()
+  const cases: Array<[string, Partial<GateRequest>, string]> = [
+    ['a GET', {}, 'passed'],
+    ['a HEAD', { method: 'HEAD' }, 'passed'],
+    ['a POST', { method: 'POST' }, Errors.MethodNotAllowed.spec.code],
+    ['a PUT', { method: 'PUT' }, Errors.MethodNotAllowed.spec.code],
+    ['Transfer-Encoding', { headers: { host: 'gw', 'transfer-encoding': 'chunked' } }, Errors.BadRequest.spec.code],
+    ['a Content-Length body', { headers: { host: 'gw', 'content-length': '5' } }, Errors.BadRequest.spec.code],
+    ['Content-Length: 0', { headers: { host: 'gw', 'content-length': '0' } }, 'passed'],
+    ['an HTTP/2 stream left open for a body', { httpVersion: '2.0', headers: {}, endAfterHeaders: false }, Errors.BadRequest.spec.code],
+    ['an HTTP/2 stream ended by its headers, no host', { httpVersion: '2.0', headers: {}, endAfterHeaders: true }, 'passed'],
+    ['Upgrade', { headers: { host: 'gw', upgrade: 'websocket' } }, Errors.BadRequest.spec.code],
+    ['HTTP/1.1 without Host', { headers: {} }, Errors.BadRequest.spec.code],
+    ['HTTP/1.0 without Host', { headers: {}, httpVersion: '1.0' }, 'passed'],
+    ['129 header fields', { rawHeaders: bigHeaders }, Errors.HeadersTooLarge.spec.code],
+    ['17 KiB of headers', { rawHeaders: ['authorization', 'x'.repeat(17 * 1024)] }, Errors.HeadersTooLarge.spec.code]
+  ]
+  for (const [name, o, want] of cases) t.equal(await outcome(() => methodAndFraming(request(o), state(), context())), want, name)
+})
+
+t.test('canonical path', async (t) => {
+  const s = state()
+  canonicalTarget(request({ url: '/medicall/2016/a%20b.wav?x=1' }), s, context())
+  t.equal(s.path, '/medicall/2016/a%20b.wav', 'the canonical path, without the query')
+  t.same(s.segments, ['medicall', '2016', 'a b.wav'])
+  const cases: Array<[string, string, 'posix' | 'folding', string]> = [
+    ['dot segments', '/medicall/../etc/passwd.wav', 'posix', Errors.BadPath.spec.code],
+    ['an encoded slash', '/medicall%2f..%2fx.wav', 'posix', Errors.BadPath.spec.code],
+    ['a backslash', '/medicall\\x.wav', 'posix', Errors.BadPath.spec.code],
+    ['too long', `/medicall/${'a'.repeat(300)}.wav`, 'posix', Errors.BadPath.spec.code],
+    ['a trailing dot on a folding NAS', '/medicall/a.wav.', 'folding', Errors.BadPath.spec.code],
+    ['::$DATA on a folding NAS', '/medicall/a.wav::$DATA', 'folding', Errors.BadPath.spec.code],
+    ['an 8.3 short name on a folding NAS', '/medicall/RECORD~1.WAV', 'folding', Errors.BadPath.spec.code],
+    ['a plain name on a folding NAS', '/medicall/a.wav', 'folding', 'passed']
+  ]
+  for (const [name, url, fs, want] of cases) t.equal(await outcome(() => canonicalTarget(request({ url }), state(), context({ fileSystem: fs }))), want, name)
+})
+
+t.test('identity: the request\'s credential, verified; a refusal passes through', async (t) => {
+  const s = state({ path: '/medicall/a.wav' })
+  let asked = ''
+  await identify(request({ authenticate: async (p) => { asked = p; return ALICE } }), s, context())
+  t.equal(asked, '/medicall/a.wav', 'checked for the canonical path')
+  t.equal(s.identity, ALICE)
+  t.equal(await outcome(() => identify(request({ authenticate: async () => { throw new Errors.TokenMissing() } }), state({ path: '/x' }), context())), Errors.TokenMissing.spec.code)
+})
+
+t.test('policy', async (t) => {
+  const ok = state({ identity: ALICE, segments: ['medicall', 'a.wav'] })
+  authorize(request(), ok, context())
+  t.equal(ok.rule, 'recordings')
+  const denied = state({ identity: ALICE, segments: ['stockholm', 'a.wav'] })
+  let err: unknown
+  try { authorize(request(), denied, context()) } catch (e) { err = e }
+  t.equal((err as { code: string }).code, Errors.InsufficientScope.spec.code)
+  t.same((err as { required: string[] }).required, ['recordings:read:stockholm'], 'names the scopes needed')
+  t.equal(denied.deniedBy, 'stockholm', 'the rule whose scopes were missing')
+  t.equal(denied.rule, undefined)
+  const cases: Array<[string, Partial<GateRequest>, string[], string]> = [
+    ['no rule', {}, ['finance', 'a.wav'], Errors.NoRule.spec.code],
+    ['a method the rule does not allow', { method: 'HEAD' }, ['stockholm', 'a.wav'], Errors.MethodNotAllowed.spec.code]
+  ]
+  for (const [name, o, segments, want] of cases) t.equal(await outcome(() => authorize(request(o), state({ identity: ALICE, segments }), context())), want, name)
+  t.equal(await outcome(() => authorize(request(), state({ segments: ['medicall', 'a.wav'] }), context())), Errors.Internal.spec.code, 'no identity: never allowed')
+})
+
+t.test('listing and file-type guard', async (t) => {
+  const s = state({ segments: ['medicall', 'a.WAV'] })
+  guardFile(request(), s, context())
+  t.equal(s.extension, '.wav')
+  const cases: Array<[string, string[], string]> = [
+    ['a directory (trailing slash)', ['medicall', '2016', ''], Errors.Directory.spec.code],
+    ['no extension', ['medicall', '2016'], Errors.Directory.spec.code],
+    ['a hidden name', ['medicall', '.secret.wav'], Errors.HiddenPath.spec.code],
+    ['a type outside files.extensions', ['medicall', 'a.exe'], Errors.FileType.spec.code]
+  ]
+  for (const [name, segments, want] of cases) t.equal(await outcome(() => guardFile(request(), state({ segments }), context())), want, name)
+})
+
+t.test('range', async (t) => {
+  const cases: Array<[string, string | undefined, string]> = [
+    ['none', undefined, 'passed'],
+    ['one range', 'bytes=0-99', 'passed'],
+    ['two ranges over limits.maxRanges', 'bytes=0-1,5-9', Errors.BadRange.spec.code],
+    ['not bytes', 'items=0-1', Errors.BadRange.spec.code],
+    ['malformed', 'bytes=x-y', Errors.BadRange.spec.code]
+  ]
+  for (const [name, range, want] of cases) t.equal(await outcome(() => checkRangeHeader(request({ headers: { host: 'gw', ...(range ? { range } : {}) } }), state(), context())), want, name)
+})
+
+t.test('admission: waits its turn, takes a NAS connection within the client\'s share', async (t) => {
+  const ctx = context({ clientFetches: 2 })
+  let turned = false
+  const first = state()
+  await admit(request({ turn: async () => { turned = true } }), first, ctx)
+  t.ok(turned, 'a pipelined request waits for the responses before it')
+  t.ok(first.ticket, 'a NAS connection')
+  await admit(request(), state(), ctx)
+  t.equal(await outcome(() => admit(request(), state(), ctx)), Errors.ClientBusy.spec.code, 'a third from the same client: 429')
+  t.equal(await outcome(() => admit(request(), state({ client: { clientIp: '192.0.2.2' } }), ctx)), 'passed', 'another client is not held back')
+  const gone = state()
+  await admit(request({ turn: async () => { gone.closed = true } }), gone, ctx)
+  t.equal(gone.ticket, undefined, 'a client that left while it waited takes no connection')
+  first.ticket?.release()
+  t.equal(await outcome(() => admit(request(), state(), ctx)), 'passed', 'released: the client may fetch again')
+})
+
+t.test('access record: on disk first, or 503', async (t) => {
+  const records: AuditRecord[] = []
+  const s = state({ path: '/medicall/a.wav', identity: ALICE, rule: 'recordings' })
+  await recordAccess(request({ headers: { host: 'gw', range: 'bytes=0-9', 'user-agent': 'ua' } }), s, context({ records }))
+  t.ok(s.accessRecorded)
+  t.match(records[0], { event: 'access', requestId: 'req-1', clientIp: '192.0.2.1', method: 'GET', path: '/medicall/a.wav', range: 'bytes=0-9', subject: 'alice', auth: 'jwt', jti: 'j1', rule: 'recordings', userAgent: 'ua' })
+  const failed = state({ path: '/medicall/a.wav' })
+  t.equal(await outcome(() => recordAccess(request(), failed, context({ recordOk: false }))), Errors.AuditUnavailable.spec.code)
+  t.notOk(failed.accessRecorded)
+})
+
+t.test('the grants endpoint\'s first stage: POST only', async (t) => {
+  const s = state()
+  grantsMethod(request({ method: 'POST' }), s, context())
+  t.equal(s.path, '/_nasguard/grants')
+  t.equal(await outcome(() => grantsMethod(request({ method: 'GET' }), state(), context())), Errors.MethodNotAllowed.spec.code)
+  t.equal(await outcome(() => grantsMethod(request({ method: 'POST', headers: { upgrade: 'h2c' } }), state(), context())), Errors.BadRequest.spec.code)
+})
+
+t.test('runGate: every stage in order; the first refusal stops it; a client that left stops it', async (t) => {
+  const records: AuditRecord[] = []
+  const s = state()
+  t.equal(await runGate(RECORDING_GATE, request(), s, context({ records })), 'passed')
+  t.equal(s.rule, 'recordings')
+  t.equal(s.extension, '.wav')
+  t.ok(s.ticket)
+  t.equal(records.length, 1, 'the access record, last')
+
+  const none: AuditRecord[] = []
+  let authenticated = false
+  await t.rejects(runGate(RECORDING_GATE, request({ url: '/medicall/../x.wav', authenticate: async () => { authenticated = true; return ALICE } }), state(), context({ records: none })), { code: Errors.BadPath.spec.code })
+  t.notOk(authenticated, 'no stage after the refusal ran')
+  t.equal(none.length, 0)
+
+  const left = state()
+  t.equal(await runGate(RECORDING_GATE, request({ authenticate: async () => { left.closed = true; return ALICE } }), left, context({ records: none })), 'gone')
+  t.equal(left.rule, undefined, 'nothing after the stage the client left in')
+  t.equal(none.length, 0, 'no access record')
+})

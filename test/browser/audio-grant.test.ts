@@ -29,14 +29,6 @@ function serveLong (req: IncomingMessage, res: ServerResponse): void {
   res.end(req.method === 'HEAD' ? undefined : LONG.subarray(start, end + 1))
 }
 
-/** The part of HTMLAudioElement the page script uses (the tests compile without the DOM library). */
-interface AudioElement {
-  duration: number
-  currentTime: number
-  error: { code: number, message: string } | null
-  play: () => Promise<void>
-  addEventListener: (ev: string, fn: () => void, opts: { once: boolean }) => void
-}
 
 if (!CHROMIUM && process.env.CI) t.fail('chromium is not installed, and CI should have installed it (.ci/run)')
 
@@ -60,11 +52,13 @@ t.test('an <audio> element plays a recording through a grant URL, and seeking se
   const context = await browser.newContext({ ignoreHTTPSErrors: true })
   const page = await context.newPage()
   await page.setContent(`<audio id="player" preload="auto" src="${gw.url}${minted.url}"></audio>`)
-  const result = await page.evaluate(async () => {
-    const a = (globalThis as unknown as { document: { getElementById: (id: string) => AudioElement } }).document.getElementById('player')
-    const once = (ev: string): Promise<void> => new Promise((resolve, reject) => {
+  // Plain JavaScript, as the page runs it: a function would be serialised
+  // as the test's transpiler emitted it (helpers such as __name included).
+  const result = await page.evaluate(`(async () => {
+    const a = document.getElementById('player')
+    const once = (ev) => new Promise((resolve, reject) => {
       a.addEventListener(ev, () => resolve(), { once: true })
-      a.addEventListener('error', () => reject(new Error(`media error ${a.error?.code ?? '?'}: ${a.error?.message ?? ''}`)), { once: true })
+      a.addEventListener('error', () => reject(new Error('media error ' + (a.error ? a.error.code + ': ' + a.error.message : '?'))), { once: true })
     })
     const playing = once('playing')
     await a.play()
@@ -73,7 +67,7 @@ t.test('an <audio> element plays a recording through a grant URL, and seeking se
     a.currentTime = a.duration - 5
     await seeked
     return { duration: a.duration, currentTime: a.currentTime }
-  })
+  })()`) as { duration: number, currentTime: number }
   t.ok(Math.abs(result.duration - 600) < 1, `the player read the whole file's length (${result.duration} s)`)
   t.ok(result.currentTime > 590, `the seek landed near the end (${result.currentTime} s)`)
 

@@ -1,0 +1,137 @@
+// A response from the gate to its end: the per-request state, the
+// downloads in flight, slow readers cut off (limits.minSendRate), and the
+// one place a finished response is counted, audited and logged, with what
+// the client actually took.
+import type { ServerResponse } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Outcome } from '../audit/writer.js'
+import type { RequestState } from '../gate/state.js'
+import { methodLabel, statusClass, type GatewayMetrics } from '../metrics/registry.js'
+import { SendWatch } from '../proxy/send-watch.js'
+import { cutResponse } from '../proxy/upstream.js'
+import { closeWithConnection } from '../tls/pipelined.js'
+import { clientOf, type Records } from './records.js'
+
+export function elapsedMs (since: bigint): number {
+  return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
+}
+
+type RawRequest = FastifyRequest['raw'] & { stream?: { rstCode?: number, bufferSize: number } }
+
+/**
+ * Bytes written for the client that it has not taken: in its HTTP/2
+ * stream's buffer, or its connection's. Undefined for a pipelined
+ * HTTP/1.1 response still queued behind another (it has no socket yet).
+ */
+function backlog (request: FastifyRequest, reply: FastifyReply): number | undefined {
+  const raw = request.raw as RawRequest
+  if (raw.stream) return raw.stream.bufferSize
+  return (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : undefined
+}
+
+/** Body bytes the client has taken so far. */
+function taken (request: FastifyRequest, reply: FastifyReply): number {
+  const bytes = request.ng.bytes
+  return Math.max(0, bytes - (backlog(request, reply) ?? bytes))
+}
+
+/**
+ * Whether the response was handed over in full, and how many body bytes
+ * left the gateway. Node's HTTP/2 compatibility response emits 'finish'
+ * when its stream closes for any reason (a reset after 1 MB of 500, a
+ * window never opened): only writableFinished says the last byte was
+ * written without error. What was queued but never written (still in the
+ * stream's or the socket's buffer when it closed, or in a pipelined
+ * response that never got the socket) was not delivered.
+ */
+function delivery (request: FastifyRequest, reply: FastifyReply): { complete: boolean, bytes: number } {
+  const raw = request.raw as RawRequest
+  // A stream reset with an error code (by the client, or by the gateway's
+  // own cut, which ends the writable side first) is not complete either.
+  const reset = raw.stream?.rstCode !== undefined && raw.stream.rstCode !== 0
+  if (reply.raw.writableFinished && !reset) return { complete: true, bytes: request.ng.bytes }
+  return { complete: false, bytes: taken(request, reply) }
+}
+
+export class Deliveries {
+  /** Responses of fetches in flight (access record written, not yet completed). */
+  private readonly fetching = new Set<FastifyReply>()
+  readonly sendWatch: SendWatch
+
+  constructor (private readonly metrics: GatewayMetrics, private readonly records: Records, limits: { windowMs: number, minBytesPerSec: number }) {
+    this.sendWatch = new SendWatch(limits)
+  }
+
+  get inFlight (): number { return this.fetching.size }
+
+  /** Per-request state; the response's end is counted, audited and logged once. */
+  track (request: FastifyRequest, reply: FastifyReply): RequestState {
+    const state: RequestState = { started: process.hrtime.bigint(), client: clientOf(request), fetch: false, bytes: 0, closed: false }
+    request.ng = state
+    reply.raw.once('close', () => this.finished(request, reply))
+    const raw = request.raw as RawRequest
+    if (raw.stream === undefined && raw.socket) closeWithConnection(raw.socket, reply.raw as unknown as ServerResponse)
+    return state
+  }
+
+  /** The gate passed: the fetch is in flight, and its client is watched for taking it too slowly. */
+  start (request: FastifyRequest, reply: FastifyReply): void {
+    const state = request.ng
+    state.fetch = true
+    this.fetching.add(reply)
+    this.metrics.activeStreams.inc()
+    this.sendWatch.add(reply, {
+      delivered: () => taken(request, reply),
+      // A queued pipelined response waits on the one before it, not on its client.
+      backlog: () => backlog(request, reply) ?? 0,
+      cut: (reason) => {
+        state.tooSlow = true
+        this.metrics.slowClients.inc({ reason })
+        this.cut(request, reply)
+      }
+    })
+  }
+
+  /** The drain deadline passed: every download still in flight is cut (outcome shutdown). */
+  cutAll (): void {
+    for (const reply of [...this.fetching]) {
+      reply.request.ng.shutdown = true
+      this.cut(reply.request, reply)
+    }
+  }
+
+  /**
+   * Cuts a response the gateway gives up on (a slow reader, the drain
+   * deadline). Over HTTP/2 what was delivered is read first: once the stream
+   * is destroyed its buffer reads empty, and the record would count every
+   * byte ever queued. (An HTTP/1.1 socket still counts what it holds.)
+   */
+  private cut (request: FastifyRequest, reply: FastifyReply): void {
+    if ((request.raw as RawRequest).stream !== undefined) request.ng.deliveredAtCut = taken(request, reply)
+    cutResponse(reply)
+  }
+
+  private finished (request: FastifyRequest, reply: FastifyReply): void {
+    const state = request.ng
+    state.closed = true
+    const headersSent = reply.raw.headersSent
+    const status = headersSent ? reply.statusCode : 0
+    const { complete, bytes } = delivery(request, reply)
+    state.bytes = Math.min(bytes, state.deliveredAtCut ?? bytes)
+    state.ticket?.release()
+    const outcome: Outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : state.tooSlow ? 'client-too-slow' : 'client-aborted'
+    const durationMs = elapsedMs(state.started)
+    const statusLabel = headersSent ? statusClass(status) : 'aborted'
+    this.metrics.requests.inc({ method: methodLabel(request.method), status_class: statusLabel, rule: state.rule ?? 'none' })
+    this.metrics.requestDuration.observe({ status_class: statusLabel }, durationMs / 1000)
+    if (state.fetch) {
+      this.fetching.delete(reply)
+      this.sendWatch.delete(reply)
+      this.metrics.activeStreams.dec()
+      this.metrics.bytesSent.inc(state.bytes)
+      this.records.completion(request, status, outcome, durationMs)
+    }
+    // The request id comes with the logger; never the path or a token.
+    request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, 'request')
+  }
+}

@@ -1,0 +1,93 @@
+// Writing a request's audit records, and answering a refusal. Nothing is
+// dropped silently: a record that cannot be written is counted and logged
+// (at most once a second), and the caller decides whether that refuses the
+// request.
+import { isIP } from 'node:net'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
+import type { AuditRecord, AuditWriter } from '../audit/writer.js'
+import { redactTokens } from '../audit/record-bounds.js'
+import { Errors, errorBody, specFor, type NasguardError } from '../errors.js'
+import { requestFields } from '../gate/record-fields.js'
+import { GRANTS_PATH } from '../gate/paths.js'
+import type { RequestState } from '../gate/state.js'
+import { LogThrottle } from '../logging.js'
+import type { GatewayMetrics } from '../metrics/registry.js'
+
+/**
+ * The client address for the audit record: request.ip (which is the
+ * X-Forwarded-For client only when the socket peer is a trusted proxy), and
+ * the peer itself when the two differ. A forwarded value that is not an IP
+ * address is not believed: the peer stands for the client.
+ */
+export function clientOf (request: FastifyRequest): { clientIp: string, peerIp?: string } {
+  const peer = request.socket?.remoteAddress
+  const ip = isIP(request.ip) !== 0 ? request.ip : peer ?? ''
+  return peer && peer !== ip ? { clientIp: ip, peerIp: peer } : { clientIp: ip }
+}
+
+function wwwAuthenticate (err: NasguardError, required?: string[]): string | undefined {
+  if (err.statusCode === 401) {
+    const desc = err.message.replace(/["\\]/g, '')
+    return `Bearer realm="nasguard", error="invalid_token", error_description="${desc}"`
+  }
+  if (err.code === Errors.InsufficientScope.spec.code || err.code === Errors.NoRule.spec.code) {
+    return `Bearer realm="nasguard", error="insufficient_scope"${required ? `, scope="${required.join(' ')}"` : ''}`
+  }
+  return undefined
+}
+
+export class Records {
+  private readonly failures = new LogThrottle()
+
+  constructor (private readonly audit: AuditWriter, private readonly metrics: GatewayMetrics, private readonly log: () => FastifyBaseLogger) {}
+
+  /** Writes a record and counts it; false when it could not be written (counted and logged). */
+  async write (record: AuditRecord, logger: FastifyBaseLogger = this.log()): Promise<boolean> {
+    try {
+      await this.audit.append(record)
+      this.metrics.auditRecords.inc({ event: record.event })
+      return true
+    } catch (err) {
+      this.metrics.auditFailures.inc({ event: record.event })
+      this.failures.line((repeated) => {
+        logger.error({ reqId: record.requestId, event: record.event, code: (err as NodeJS.ErrnoException).code, ...(repeated > 0 ? { repeated } : {}) }, 'audit record could not be written')
+      })
+      return false
+    }
+  }
+
+  /** What every audit record of a request says about it (src/gate/record-fields.ts). */
+  fields (request: FastifyRequest): Omit<AuditRecord, 'event' | 'time'> {
+    const state = request.ng as RequestState | null
+    return requestFields(request, state ?? { started: 0n, client: clientOf(request), fetch: false, bytes: 0, closed: false })
+  }
+
+  refusal (r: Omit<AuditRecord, 'event' | 'time'>): void {
+    void this.write({ event: 'refusal', time: new Date().toISOString(), ...r })
+  }
+
+  /** The completion record of a fetch whose access record is on disk. */
+  completion (request: FastifyRequest, status: number, outcome: NonNullable<AuditRecord['outcome']>, durationMs: number): void {
+    void this.write({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, durationMs, outcome }, request.log)
+  }
+
+  /** Answers a refusal: counted, audited (unless the fetch's own records say it), with its challenge and headers. */
+  refuse (request: FastifyRequest, reply: FastifyReply, err: NasguardError, required?: string[]): void {
+    const spec = specFor(err.code)
+    const state = request.ng as RequestState | null
+    if (state) state.refused = err.code
+    if (!state?.fetch || err.code === Errors.UpstreamListing.spec.code) {
+      this.metrics.refuse(spec?.reason ?? 'other')
+      if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') this.metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
+    }
+    if (!state?.fetch) {
+      const fields = this.fields(request)
+      this.refusal({ ...fields, path: fields.path === undefined ? undefined : redactTokens(fields.path), range: undefined, auth: undefined, status: err.statusCode, reason: err.code })
+    }
+    const challenge = wwwAuthenticate(err, required)
+    if (challenge) reply.header('www-authenticate', challenge)
+    if (spec?.retryAfterSec !== undefined) reply.header('retry-after', String(spec.retryAfterSec))
+    if (err.statusCode === 405) reply.header('allow', request.url.split('?', 1)[0] === GRANTS_PATH ? 'POST' : 'GET, HEAD')
+    reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err))
+  }
+}

@@ -46,13 +46,24 @@ function cutTo (dir: string, lines: number): void {
   writeFileSync(file, readFileSync(file, 'utf8').split('\n').slice(0, lines).map((l) => l + '\n').join(''))
 }
 
-t.test('a trail cut back to an older genuine head: verify alone passes, the anchor catches it', async (t) => {
+/** A trail of kept and then later records, and rollback(): the later ones cut off and the head of the kept ones put back. */
+async function rollbackable (t: Test, kept: number, later: number): Promise<{ dir: string, rollback: () => void }> {
   const dir = newTrail(t)
-  await append(dir, 10)
+  await append(dir, kept)
   const oldHead = join(dir, '..', 'old-head')
   copyFileSync(join(dir, HEAD_FILE), oldHead)
-  await append(dir, 10)
+  await append(dir, later)
+  return {
+    dir,
+    rollback: () => {
+      cutTo(dir, kept)
+      copyFileSync(oldHead, join(dir, HEAD_FILE))
+    }
+  }
+}
 
+t.test('a trail cut back to an older genuine head: verify alone passes, the anchor catches it', async (t) => {
+  const { dir, rollback } = await rollbackable(t, 10, 10)
   const before = await verify(dir)
   t.equal(before.status, 0, before.stdout + before.stderr)
   const anchors = anchorsOf(before.stdout)
@@ -63,8 +74,7 @@ t.test('a trail cut back to an older genuine head: verify alone passes, the anch
   t.match(held.stdout, /chain intact, and it holds the 1 anchored record\(s\)/)
 
   // The rollback: records 11..20 cut off, the head of seq 10 put back.
-  cutTo(dir, 10)
-  copyFileSync(oldHead, join(dir, HEAD_FILE))
+  rollback()
   const blind = await verify(dir)
   t.equal(blind.status, 0, 'without an anchor the cut trail verifies: this is why anchors exist')
   const caught = await verify(dir, ...anchors)
@@ -134,14 +144,9 @@ t.test('anchors and prune: the last pruned record is checked against the checkpo
 })
 
 t.test('prune --anchor: a rolled-back trail is not pruned (so the evidence stays)', async (t) => {
-  const dir = newTrail(t)
-  await append(dir, 6)
-  const oldHead = join(dir, '..', 'old-head')
-  copyFileSync(join(dir, HEAD_FILE), oldHead)
-  await append(dir, 4)
+  const { dir, rollback } = await rollbackable(t, 6, 4)
   const anchor = anchorsOf((await verify(dir)).stdout)[0]
-  cutTo(dir, 6)
-  copyFileSync(oldHead, join(dir, HEAD_FILE))
+  rollback()
   await append(dir, 6)
   const r = await runCli(['audit', 'prune', '--dir', dir, '--before', new Date(Date.now() + 60_000).toISOString(), '--anchor', anchor])
   t.equal(r.status, 1, r.stdout + r.stderr)

@@ -164,7 +164,7 @@ t.test('cert crl keeps every revocation, even one missing from revoked.json; ref
   t.equal(r.status, 0, r.stderr)
   t.same(readCrl(p.crlFile).serials, [p.revokedSerial.replace(/^0+(?=.)/, '')], 'the entry of the old CRL is kept')
   const list = JSON.parse(readFileSync(join(p.dir, 'revoked.json'), 'utf8')) as RevokedEntry[]
-  t.same(list.map((e) => e.serial.toUpperCase()), [p.revokedSerial.replace(/^0+(?=.)/, '')], 'and written back to revoked.json')
+  t.same(list.map((e) => e.serial.toUpperCase().replace(/^0+(?=.)/, '')), [p.revokedSerial.replace(/^0+(?=.)/, '')], 'and written back to revoked.json (a serial may be written with a leading zero)')
 
   const before = readFileSync(p.crlFile)
   for (const days of ['0', '3651']) {

@@ -1,7 +1,7 @@
 // `nasguard audit verify | search | summary`: for investigators. Every
 // command walks the whole chain and verifies it; search and summary say so
 // when what they read was not intact.
-import { existsSync, lstatSync, readFileSync, renameSync } from 'node:fs'
+import { existsSync, lstatSync, readFileSync, renameSync, statSync } from 'node:fs'
 import { makeDir } from '../files/ownership.js'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
@@ -61,7 +61,7 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
         continue
       }
       names.add(c)
-      if (!existsSync(join(loc.dir, c)) || trailFiles(join(loc.dir, c)).length === 0) {
+      if (!existsSync(join(loc.dir, c)) || !statSync(join(loc.dir, c)).isDirectory() || trailFiles(join(loc.dir, c)).length === 0) {
         problems.push({ kind: 'missing-file', file: c, line: 0, message: `chain ${c} is listed in ${CHAINS_FILE} but its files are gone` })
       }
     }
@@ -82,7 +82,7 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
   const firsts = new Map<string, string>()
   for (const name of [...names].sort(byChainOrder)) {
     const dir = join(loc.dir, name)
-    if (!existsSync(dir)) continue
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) continue
     if (lstatSync(dir).isSymbolicLink()) problems.push({ kind: 'inserted', file: name, line: 0, message: `chain ${name} is a symbolic link, not a chain of its own` })
     const first = firstLine(dir)
     const twin = first === undefined ? undefined : firsts.get(first)

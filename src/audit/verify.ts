@@ -8,7 +8,7 @@
 // record must carry as prev (that of the last record pruned). With a valid
 // checkpoint the trail may start there (or earlier: files an interrupted
 // prune had not removed yet); anything else missing is still a removal.
-import { closeSync, createReadStream, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs'
+import { closeSync, createReadStream, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { GENESIS, open as openLine } from './chain.js'
@@ -95,8 +95,11 @@ function lastByte (path: string): number {
 
 /** The trail's files, oldest first: archives by first sequence number, then the active file. */
 export function trailFiles (dir: string): string[] {
-  const archives = readdirSync(dir).filter((f) => ARCHIVE.test(f)).sort()
-  return [...archives, ...(existsSync(join(dir, AUDIT_FILE)) ? [AUDIT_FILE] : [])]
+  // Regular files only: anything else in a trail file's place (a directory,
+  // a FIFO) is not read, so the records it should hold show as missing.
+  const isFile = (f: string): boolean => { try { return statSync(join(dir, f)).isFile() } catch { return false } }
+  const archives = readdirSync(dir).filter((f) => ARCHIVE.test(f) && isFile(f)).sort()
+  return [...archives, ...(isFile(AUDIT_FILE) ? [AUDIT_FILE] : [])]
 }
 
 /** The chain's checkpoint, sealed with its key, or with the legacy key (a prune run before the upgrade to chain keys). */

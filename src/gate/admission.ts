@@ -6,6 +6,7 @@ import type { Stage } from './state.js'
 
 export const admit: Stage = async (request, state, ctx) => {
   await request.turn()
+  // Left while it waited: it takes no NAS connection.
   if (state.closed) return
   state.ticket = ctx.admission.admit(state.client.clientIp)
   if (state.ticket.ready) await state.ticket.ready

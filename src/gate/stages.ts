@@ -12,7 +12,12 @@ import { authorize } from './policy.js'
 import { checkRangeHeader } from './range.js'
 import type { GateContext, GateRequest, RequestState, Stage } from './state.js'
 
-export interface NamedStage { name: string, run: Stage }
+export interface NamedStage {
+  name: string
+  run: Stage
+  /** It takes something for the client (a NAS connection, an access record): not run once the client has left. */
+  forClient?: true
+}
 
 /** A recording: GET or HEAD of a file under a policy rule. */
 export const RECORDING_GATE: readonly NamedStage[] = [
@@ -22,8 +27,8 @@ export const RECORDING_GATE: readonly NamedStage[] = [
   { name: 'policy', run: authorize },
   { name: 'listing and file-type guard', run: guardFile },
   { name: 'range', run: checkRangeHeader },
-  { name: 'admission', run: admit },
-  { name: 'access record', run: recordAccess }
+  { name: 'admission', run: admit, forClient: true },
+  { name: 'access record', run: recordAccess, forClient: true }
 ]
 
 /** The grants endpoint: its body, policy and record are its handler's. */
@@ -33,15 +38,18 @@ export const GRANTS_GATE: readonly NamedStage[] = [
 ]
 
 /**
- * Runs a gate's stages in order. Resolves 'passed', or 'gone' when the
- * client left during a stage (the rest are not run); a refusal throws.
+ * Runs a gate's stages in order; a refusal throws. A client that left is
+ * still judged by every check (a denied attempt is audited even when its
+ * client hung up at once), but takes nothing: the stages that take
+ * something for it are not run. Resolves 'gone' then, or when it left
+ * during the last stage; 'passed' otherwise.
  */
 export async function runGate (gate: readonly NamedStage[], request: GateRequest, state: RequestState, ctx: GateContext): Promise<'passed' | 'gone'> {
   for (const stage of gate) {
+    if (stage.forClient && state.closed) return 'gone'
     // Most stages are synchronous: only a promise is awaited.
     const pending = stage.run(request, state, ctx)
     if (pending) await pending
-    if (state.closed) return 'gone'
   }
-  return 'passed'
+  return state.closed ? 'gone' : 'passed'
 }

@@ -3,7 +3,7 @@
 // and hide or misattribute records. Each chain is sealed under a key bound
 // to its name (chainKey), and verify must report all of these.
 import t from 'tap'
-import { copyFileSync, cpSync, mkdtempSync, renameSync, rmSync, symlinkSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, type AuditRecord } from '../../src/audit/writer.js'
@@ -94,4 +94,17 @@ t.test('a record sealed with the audit key after one sealed with the chain key i
   recordChains(dir, KEY, ['worker-0'])
   const { merged } = await walkAll({ dir, key: KEY })
   t.ok(merged.problems.some((p) => /worker-0: audit\.jsonl:3: the record was edited/.test(p.message)), JSON.stringify(merged.problems))
+})
+
+t.test('a chain replaced by a plain file, or a trail file by a directory: reported, not a crash', async (t) => {
+  const dir = await trail()
+  rmSync(join(dir, 'worker-1'), { recursive: true })
+  writeFileSync(join(dir, 'worker-1'), 'not a chain\n')
+  const a = await walkAll({ dir, key: KEY })
+  t.ok(a.merged.problems.some((p) => /chain worker-1 is listed in audit\.chains but its files are gone/.test(p.message)), JSON.stringify(a.merged.problems))
+  const other = await trail()
+  rmSync(join(other, 'worker-0', 'audit.jsonl'))
+  mkdirSync(join(other, 'worker-0', 'audit.jsonl'))
+  const b = await walkAll({ dir: other, key: KEY })
+  t.ok(b.merged.problems.some((p) => /^worker-0: /.test(p.message)), JSON.stringify(b.merged.problems))
 })

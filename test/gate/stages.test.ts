@@ -212,6 +212,11 @@ t.test('runGate: every stage in order; the first refusal stops it; a client that
 
   const left = state()
   t.equal(await runGate(RECORDING_GATE, request({ authenticate: async () => { left.closed = true; return ALICE } }), left, context({ records: none })), 'gone')
-  t.equal(left.rule, undefined, 'nothing after the stage the client left in')
-  t.equal(none.length, 0, 'no access record')
+  t.equal(left.rule, 'recordings', 'a client that left is still judged')
+  t.equal(left.ticket, undefined, 'but takes no NAS connection')
+  t.equal(none.length, 0, 'and gets no access record')
+
+  // A denied attempt whose client hung up at once is still refused (and so audited).
+  const probe = state()
+  await t.rejects(runGate(RECORDING_GATE, request({ url: '/stockholm/a.wav', authenticate: async () => { probe.closed = true; return ALICE } }), probe, context({ records: none })), { code: Errors.InsufficientScope.spec.code })
 })

@@ -3,6 +3,7 @@
 // failures exit 1, and NASGUARD_CONFIG stands for --config everywhere.
 import t from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
+import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -128,7 +129,10 @@ t.test('cert show exits 1 for an expired certificate, 0 for a valid one', async 
 
 /** A self-signed certificate with the given validity (forge: the gateway's own issuers refuse past dates). */
 function selfSigned (notBefore: Date, notAfter: Date): string {
-  const keys = forge.pki.rsa.generateKeyPair(2048)
+  // node:crypto makes the key (forge's own RSA key generation is pure JavaScript, and slow).
+  const { privateKey: pem } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs1', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
+  const privateKey = forge.pki.privateKeyFromPem(pem) as forge.pki.rsa.PrivateKey
+  const keys = { privateKey, publicKey: forge.pki.setRsaPublicKey(privateKey.n, privateKey.e) }
   const cert = forge.pki.createCertificate()
   cert.publicKey = keys.publicKey
   cert.serialNumber = '01'

@@ -8,6 +8,9 @@ import type { Stage } from './state.js'
 export const guardFile: Stage = (_request, state, ctx) => {
   const file = checkFileRequest(state.segments ?? [], ctx.live().extensions)
   if (!file.ok) {
+    // Refused here, the request was not allowed by its rule after all: its
+    // record, metrics and log line say no rule, as for a policy refusal.
+    state.rule = undefined
     if (file.reason === 'directory') throw new Errors.Directory()
     if (file.reason === 'hidden') throw new Errors.HiddenPath()
     throw new Errors.FileType()

@@ -146,6 +146,9 @@ t.test('listing and file-type guard', async (t) => {
     ['a type outside files.extensions', ['medicall', 'a.exe'], Errors.FileType.spec.code]
   ]
   for (const [name, segments, want] of cases) t.equal(await outcome(() => guardFile(request(), state({ segments }), context())), want, name)
+  const refused = state({ segments: ['medicall', 'a.txt'], rule: 'recordings' })
+  await outcome(() => guardFile(request(), refused, context()))
+  t.equal(refused.rule, undefined, 'refused here: no rule allowed it (records and metrics say none)')
 })
 
 t.test('range', async (t) => {
@@ -192,7 +195,8 @@ t.test('the grants endpoint\'s first stage: POST only', async (t) => {
   grantsMethod(request({ method: 'POST' }), s, context())
   t.equal(s.path, '/_nasguard/grants')
   t.equal(await outcome(() => grantsMethod(request({ method: 'GET' }), state(), context())), Errors.MethodNotAllowed.spec.code)
-  t.equal(await outcome(() => grantsMethod(request({ method: 'POST', headers: { upgrade: 'h2c' } }), state(), context())), Errors.BadRequest.spec.code)
+  t.equal(await outcome(() => grantsMethod(request({ method: 'POST', headers: { host: 'gw', upgrade: 'h2c' } }), state(), context())), Errors.BadRequest.spec.code)
+  t.equal(await outcome(() => grantsMethod(request({ method: 'POST', headers: {} }), state(), context())), Errors.BadRequest.spec.code, 'HTTP/1.1 without Host')
 })
 
 t.test('runGate: every stage in order; the first refusal stops it; a client that left stops it', async (t) => {

@@ -10,7 +10,6 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Config } from './config/schema.js'
 import { Errors, isNasguardError, specFor, type NasguardError } from './errors.js'
 import { createTlsServer, type TlsServer } from './tls/server.js'
-import type { ServerResponse } from 'node:http'
 import { Authenticator } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { Denylist } from './auth/revocation.js'
@@ -22,11 +21,11 @@ import { readinessOf } from './gateway/readiness.js'
 import { Records } from './gateway/records.js'
 import { announceTrail, openTrail } from './gateway/audit-trail.js'
 import { Deliveries, elapsedMs } from './gateway/deliveries.js'
+import { gateRequestOf, registerGate } from './gateway/gate-hook.js'
+import { closer } from './gateway/close.js'
 import { clientErrorHandler } from './gateway/client-errors.js'
 import { CLIENT_CONNECTIONS, frontDoorHooks } from './gateway/front-door.js'
-import { GRANTS_GATE, RECORDING_GATE, runGate } from './gate/stages.js'
-import { GRANTS_PATH } from './gate/paths.js'
-import type { GateContext, GateRequest, LiveSettings, RequestState } from './gate/state.js'
+import type { GateContext, LiveSettings, RequestState } from './gate/state.js'
 import { registerUpstream, upstreamRefusal } from './proxy/upstream.js'
 import { Admission } from './proxy/admission.js'
 import { RefusalTally } from './limits/refusal-tally.js'
@@ -234,46 +233,13 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     record: async (r) => await records.write(r)
   }
 
-  /** The request as the gate's stages see it (src/gate/state.ts). */
-  function gateRequest (request: FastifyRequest, reply: FastifyReply): GateRequest {
-    const raw = request.raw as typeof request.raw & { stream?: { endAfterHeaders: boolean } }
-    return {
-      id: request.id,
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      rawHeaders: raw.rawHeaders,
-      httpVersion: raw.httpVersion,
-      endAfterHeaders: raw.stream?.endAfterHeaders,
-      authenticate: async (path) => await authenticator.authenticate(request, path),
-      turn: async () => {
-        const queued = reply.raw as unknown as ServerResponse
-        if (raw.stream !== undefined || queued.socket || request.ng.closed) return
-        await new Promise<void>((resolve) => { queued.once('socket', () => resolve()); queued.once('close', () => resolve()) })
-      }
-    }
-  }
-
-  app.addHook('onRequest', async (request, reply) => {
-    const state = deliveries.track(request, reply)
-    const grants = request.url.split('?', 1)[0] === GRANTS_PATH
-    const passed = await runGate(grants ? GRANTS_GATE : RECORDING_GATE, gateRequest(request, reply), state, gate)
-    if (grants) return
-    if (passed === 'gone') {
-      // The client left: before its access record, nothing was recorded and
-      // nothing is fetched; after it, the trail gets its completion.
-      if (state.accessRecorded) records.completion(request, 0, 'client-aborted', elapsedMs(state.started))
-      reply.hijack()
-      return
-    }
-    deliveries.start(request, reply)
-  })
+  registerGate(app, { gate, authenticator, deliveries, records })
 
   registerGrantsRoute(app, {
     signer: grants,
     settings: g,
     gate,
-    gateRequest,
+    gateRequest: (request, reply) => gateRequestOf(authenticator, request, reply),
     record: async (request, grant) => await records.write({ event: 'grant', time: new Date().toISOString(), ...records.fields(request), ...grant }, request.log)
   })
 
@@ -305,37 +271,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
     : null
 
-  // Stop accepting, let downloads in flight finish for limits.drainTimeoutMs,
-  // cut what is left (its completion records say `shutdown`), then release
-  // the NAS pool and flush the audit trail and its lock. Safe to call more
-  // than once.
   let drainTimeoutMs = config.limits.drainTimeoutMs
-  let closing: Promise<void> | undefined
-  const close = (): Promise<void> => {
-    closing ??= (async () => {
-      const closed = Promise.all([app.close(), admin?.close()])
-      let deadline: NodeJS.Timeout | undefined
-      const drained = await Promise.race([
-        closed.then(() => true),
-        new Promise<false>((resolve) => { deadline = setTimeout(() => resolve(false), drainTimeoutMs) })
-      ])
-      clearTimeout(deadline)
-      if (!drained) {
-        log.warn({ streams: deliveries.inFlight }, 'drain deadline passed: cutting the downloads still in flight')
-        deliveries.cutAll()
-        // Connections that still do not close (a client that stopped
-        // reading its socket) are destroyed a moment later.
-        const stragglers = setTimeout(() => tls?.destroyConnections(), 1000)
-        await closed
-        clearTimeout(stragglers)
-      }
-      await upstream.close()
-      connectionRefusals.flush()
-      stopDenylist()
-      await audit.close()
-    })()
-    return closing
-  }
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, connectionRefusals, stopDenylist, audit, drainTimeoutMs: () => drainTimeoutMs })
 
   /** Applies what can change in place; reports the rest as needing a restart. */
   const reloadConfig = (next: Readonly<Config>): ReloadResult => {

@@ -53,3 +53,14 @@ export function getLoose (gw: { port: number }, path: string, opts: RequestOpts 
     req.end()
   })
 }
+
+/** The promise's value, or a failure after `ms` (at least WAIT_FLOOR_MS): a broken defence fails the test instead of hanging it. */
+export async function within<T> (what: string, p: Promise<T>, ms = WAIT_FLOOR_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const bound = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), Math.max(ms, WAIT_FLOOR_MS)) })
+  try {
+    return await Promise.race([p, bound])
+  } finally {
+    clearTimeout(timer)
+  }
+}

@@ -8,15 +8,14 @@
 // hold the whole pool.
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import type { ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls'
-import { bearer, requestOptions, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
+import { bearer, requestOptions, scrape, startTestGateway, testCerts, type Teardown, type TestGateway } from '../helpers/gateway.js'
+import { bigNas } from '../helpers/big-nas.js'
 import { waitFor } from '../helpers/wait.js'
 
 const CA = readFileSync(testCerts().ca)
 const MB = 1024 * 1024
-const CHUNK = Buffer.alloc(64 * 1024, 0x33)
 /** Generous bounds for what follows within seconds when the gateway works. */
 const WAIT = { tries: 300, intervalMs: 100 } // 30 s
 
@@ -29,21 +28,6 @@ const POOL = 8
 const IN_USE = 'nasguard_upstream_connections_in_use'
 const ACTIVE = 'nasguard_active_streams'
 
-/** A NAS whose every answer is 512 MB, pumped under backpressure; `open` holds the ids of requests not yet closed. */
-async function bigNas (t: Teardown): Promise<StubNas & { open: Set<string> }> {
-  const open = new Set<string>()
-  const nas = await startStubNas(t, (req, res: ServerResponse) => {
-    const id = String(req.headers['x-request-id'])
-    open.add(id)
-    res.on('close', () => open.delete(id))
-    res.on('error', () => {})
-    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 512 * MB })
-    const pump = (): void => { while (!res.destroyed && res.write(CHUNK)); }
-    res.on('drain', pump)
-    pump()
-  })
-  return { ...nas, open }
-}
 
 interface Pipeliner { socket: TLSSocket, got: () => number, started: number }
 

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs'
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { bearer, RECORDING, scrape, serveRecording, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
-import { waitFor } from '../helpers/wait.js'
+import { waitFor, within } from '../helpers/wait.js'
 
 const CA = readFileSync(testCerts().ca)
 const MB = 1024 * 1024
@@ -91,15 +91,6 @@ function legitDownload (gw: TestGateway, path: string): Promise<{ status: number
   })
 }
 
-async function within<T> (what: string, p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms) })
-  try {
-    return await Promise.race([p, bound])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 t.test('500 slow readers and one legitimate client: the legitimate client is served, memory stays bounded', async (t) => {
   const calls: NasCall[] = []

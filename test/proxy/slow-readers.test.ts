@@ -22,7 +22,7 @@ import { connect as tlsConnect } from 'node:tls'
 import { bearer, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
 import { baseHeaders, encodeHeaderBlock, H2_ERROR } from '../helpers/h2-raw.js'
 import { PROTOCOLS, type Protocol } from '../helpers/protocols.js'
-import { waitFor } from '../helpers/wait.js'
+import { waitFor, within } from '../helpers/wait.js'
 
 const CA = readFileSync(testCerts().ca)
 const MB = 1024 * 1024
@@ -295,16 +295,6 @@ function download (proto: Protocol, gw: TestGateway, path: string, reading: Read
   return h2NodeDownload(gw, path, reading)
 }
 
-/** The promise's value, or a failure after `ms` (a broken defence fails the test instead of hanging it). */
-async function within<T> (what: string, p: Promise<T>, ms = WAIT.tries * WAIT.intervalMs): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms) })
-  try {
-    return await Promise.race([p, bound])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 const STALLED = 'nasguard_slow_clients_total{reason="stalled"}'
 const TOO_SLOW = 'nasguard_slow_clients_total{reason="too_slow"}'

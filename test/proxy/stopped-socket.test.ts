@@ -10,14 +10,12 @@
 // still holds its connection. Or, when the client leaves, everything returns
 // to 0 and close() completes as well.
 import t from 'tap'
-import type { ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { bearer, requestOptions, scrape, startStubNas, startTestGateway, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
+import { bearer, requestOptions, scrape, startTestGateway, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
 import { baseHeaders, h2Raw, type H2ConnResult } from '../helpers/h2-raw.js'
-import { waitFor } from '../helpers/wait.js'
+import { bigNas } from '../helpers/big-nas.js'
+import { waitFor, within } from '../helpers/wait.js'
 
-const MB = 1024 * 1024
-const CHUNK = Buffer.alloc(64 * 1024, 0x33)
 const PATHS = ['/medicall/stopped-a.wav', '/medicall/stopped-b.wav']
 /** Generous bounds for what follows within moments when the defence works (a cut comes ~1-2 s in). */
 const WAIT = { tries: 150, intervalMs: 100 } // 15 s
@@ -30,21 +28,6 @@ const ACTIVE = 'nasguard_active_streams'
 const STALLED = 'nasguard_slow_clients_total{reason="stalled"}'
 const TOO_SLOW = 'nasguard_slow_clients_total{reason="too_slow"}'
 
-/** A NAS whose every answer is 512 MB, pumped under backpressure; `open` holds the ids of requests not yet closed. */
-async function bigNas (t: Teardown): Promise<StubNas & { open: Set<string> }> {
-  const open = new Set<string>()
-  const nas = await startStubNas(t, (req, res: ServerResponse) => {
-    const id = String(req.headers['x-request-id'])
-    open.add(id)
-    res.on('close', () => open.delete(id))
-    res.on('error', () => {})
-    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': 512 * MB })
-    const pump = (): void => { while (!res.destroyed && res.write(CHUNK)); }
-    res.on('drain', pump)
-    pump()
-  })
-  return { ...nas, open }
-}
 
 /** The response status of a download from `localAddress`; the body is not wanted (the response is destroyed). */
 function statusFrom (gw: TestGateway, path: string, localAddress?: string): Promise<number> {
@@ -58,16 +41,6 @@ function statusFrom (gw: TestGateway, path: string, localAddress?: string): Prom
   })
 }
 
-/** The promise's value, or a failure after `ms` (a broken defence fails the test instead of hanging it). */
-async function within<T> (what: string, p: Promise<T>, ms = WAIT.tries * WAIT.intervalMs): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const bound = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms) })
-  try {
-    return await Promise.race([p, bound])
-  } finally {
-    clearTimeout(timer)
-  }
-}
 
 async function gaugesAtZero (gw: TestGateway, nas: { open: Set<string> }): Promise<true> {
   return await waitFor('NAS connections, active streams and NAS requests back to 0', async () => {

@@ -249,6 +249,16 @@ export function toPkcs12 (client: KeyAndCert, caCertPem: string, password: strin
   return Buffer.from(forge.asn1.toDer(p12).getBytes(), 'binary')
 }
 
+/**
+ * A serial's hex as a DER INTEGER's content: whole bytes, and a leading 00
+ * when the first byte has its high bit set (a serial written without its
+ * leading zero byte would otherwise read as negative, and match nothing).
+ */
+function derPositive (serial: string): string {
+  const hex = serial.length % 2 ? '0' + serial : serial
+  return parseInt(hex.slice(0, 2), 16) >= 0x80 ? '00' + hex : hex
+}
+
 export interface RevokedEntry { serial: string, revokedAt: string }
 
 /**
@@ -268,7 +278,7 @@ export function buildCrl (ca: KeyAndCert, revoked: RevokedEntry[], days = 365, n
   ])
   const time = (d: Date): forge.asn1.Asn1 => asn1.create(C, T.UTCTIME, false, asn1.dateToUtcTime(d))
   const entries = revoked.map((r) => asn1.create(C, T.SEQUENCE, true, [
-    asn1.create(C, T.INTEGER, false, forge.util.hexToBytes(r.serial.length % 2 ? '0' + r.serial : r.serial)),
+    asn1.create(C, T.INTEGER, false, forge.util.hexToBytes(derPositive(r.serial))),
     time(new Date(r.revokedAt))
   ]))
   const tbs = asn1.create(C, T.SEQUENCE, true, [

@@ -26,7 +26,7 @@ import { closer } from './gateway/close.js'
 import { clientErrorHandler } from './gateway/client-errors.js'
 import { CLIENT_CONNECTIONS, frontDoorHooks } from './gateway/front-door.js'
 import type { GateContext, LiveSettings, RequestState } from './gate/state.js'
-import { registerUpstream, upstreamRefusal } from './proxy/upstream.js'
+import { registerUpstream } from './proxy/upstream.js'
 import { Admission } from './proxy/admission.js'
 import { RefusalTally } from './limits/refusal-tally.js'
 import type { AuditWriter } from './audit/writer.js'
@@ -192,12 +192,6 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       records.refuse(request, reply, error, (error as NasguardError & { required?: string[] }).required)
       return
     }
-    // The NAS's body failed before a byte was sent (it stalled after its headers).
-    const upstream = upstreamRefusal(error)
-    if (upstream) {
-      records.refuse(request, reply, upstream)
-      return
-    }
     const e = error as NodeJS.ErrnoException & { statusCode?: number }
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       records.refuse(request, reply, new Errors.BadRequest('refused by the request parser'))
@@ -219,10 +213,15 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     reply.header('x-request-id', request.id)
   }
 
-  app.addHook('onSend', (request, reply, payload, done) => {
+  /** Every answer's last step before its headers go out: Fastify's (onSend), or a recording's streamed past it. */
+  function beforeHeaders (request: FastifyRequest, reply: FastifyReply): void {
     setResponseHeaders(request, reply)
     const state = request.ng as RequestState | null
     if (state) metrics.timeToFirstByte.observe({ status_class: statusClass(reply.statusCode) }, elapsedMs(state.started) / 1000)
+  }
+
+  app.addHook('onSend', (request, reply, payload, done) => {
+    beforeHeaders(request, reply)
     done(null, payload)
   })
 
@@ -244,7 +243,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
 
   await authenticator.register(app)
-  const upstream = await registerUpstream(app, { upstream: config.upstream, connections: processShare(config, config.upstream.connections), checkMagic: config.files.checkMagic }, {
+  const upstream = registerUpstream(app, { upstream: config.upstream, connections: processShare(config, config.upstream.connections), checkMagic: config.files.checkMagic, beforeHeaders }, {
     target: (request) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
     onUpstreamResponse: (_request, seconds) => { metrics.upstreamLatency.observe(seconds) },

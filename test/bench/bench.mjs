@@ -4,7 +4,8 @@
 // - The NAS: nginx serving a fixture tree when installed, else a Node static server.
 // - nasguard as shipped: TLS, JWT, policy, strict audit, metrics, info logs to a file.
 // - Peers, when installed: nginx + auth_request to a small JWT validator,
-//   nginx without auth, Caddy + forward_auth to the same validator.
+//   nginx without auth, Caddy + forward_auth to the same validator; and always
+//   the bare Node proxy (bare-proxy.mjs), the calibration target.
 // - Workloads run in interleaved rounds (A, B, C, A, B, C, ...); medians are printed
 //   with each target's ratio to nginx + auth_request.
 //
@@ -13,14 +14,15 @@
 // BENCH_W4_SECONDS (600), BENCH_W4_READERS (1000), BENCH_W4_RATE (bytes/s per reader, 32768),
 // BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
 // BENCH_COMPARE (another checkout, built: adds "nasguard (compare)" from its dist/cli.js),
-// BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy), BENCH_OUT (results JSON file).
+// BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy,bare), BENCH_OUT (results JSON file).
+// Every table also prints nasguard's ratio to the bare Node proxy: what its features cost.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FILES, SIZES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
-import { have, rssMb, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
+import { have, rssMb, startBareProxy, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const env = process.env
@@ -32,7 +34,7 @@ const W4_READERS = Number(env.BENCH_W4_READERS ?? 1000)
 const W4_RATE = Number(env.BENCH_W4_RATE ?? 32768)
 const selected = process.argv.slice(2).filter((a) => /^W([1-4]|5r?)$/.test(a))
 const WANT = new Set(selected.length ? selected : ['W1', 'W2', 'W3', 'W5', 'W5r', 'W4'])
-const PEERS = new Set((env.BENCH_PEERS ?? 'nginx-auth,nginx,caddy').split(','))
+const PEERS = new Set((env.BENCH_PEERS ?? 'nginx-auth,nginx,caddy,bare').split(','))
 
 if (!have('wrk')) { console.error('wrk is not installed (apt-get install wrk)'); process.exit(2) }
 
@@ -111,6 +113,12 @@ if (have('caddy') && PEERS.has('caddy')) {
   procs.push(p)
   targets.push({ name: 'caddy+forward_auth', port: 18448, auth: true, proc: withValidator(p) })
 }
+if (PEERS.has('bare')) {
+  const p = startBareProxy(dir, { port: 18449, workers: WORKERS, nasPort: NAS_PORT, cert, key, secretFile })
+  procs.push(p)
+  targets.push({ name: 'bare Node proxy', port: 18449, auth: true, proc: p, bare: true })
+}
+const bareTarget = targets.find((t) => t.bare)
 const baseTarget = targets.find((t) => t.base) ?? targets.find((t) => !t.nasguard) ?? targets[0]
 
 // ---- measuring -----------------------------------------------------------
@@ -160,7 +168,7 @@ async function wrk (t, w, seconds) {
 const median = (xs) => { const s = [...xs].filter((x) => !Number.isNaN(x)).sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : NaN }
 const WORKLOADS = {
   W1: { title: 'W1: 64 KB recordings, 32 keep-alive connections', path: SMALL, connections: 32 },
-  W2: { title: 'W2: 48 MB streams, 4 connections', path: LARGE, connections: 4 },
+  W2: { title: 'W2: 48 MB streams, 4 connections (ratios of MB/s)', path: LARGE, connections: 4, byMbps: true },
   W3: { title: 'W3: random 64 KB Range reads inside a 256 MB file, 16 connections', path: HUGE, connections: 16, script: rangeScript },
   W5: { title: 'W5: a new TLS connection per request (Connection: close), 32 connections', path: SMALL, connections: 32, headers: ['Connection: close'] },
   W5r: { title: 'W5r: as W5, but each connection resumes the last session (a Node client, 16 loops)', path: SMALL, connections: 16, client: 'resuming' }
@@ -187,14 +195,17 @@ async function runWorkload (id) {
     }
   })
   const base = rows.find((r) => r.target === baseTarget.name)
+  const bare = rows.find((r) => r.target === bareTarget?.name)
   for (const r of rows) {
-    r.ratio = r.rps / base.rps
+    const rate = (x) => (w.byMbps ? x.mbps : x.rps)
+    r.ratio = rate(r) / rate(base)
     r.p99Ratio = r.p99 / base.p99
+    r.bareRatio = bare ? rate(r) / rate(bare) : NaN
   }
-  console.log(`\n${w.title}; ${ROUNDS} interleaved rounds of ${SECONDS} s; ratios to ${baseTarget.name}`)
-  console.log('target                    req/s     MB/s   p50 ms   p99 ms  peak RSS MB  ratio  p99 ratio  rounds (req/s)')
+  console.log(`\n${w.title}; ${ROUNDS} interleaved rounds of ${SECONDS} s; ratios to ${baseTarget.name}${bare ? ' and to the bare Node proxy' : ''}`)
+  console.log('target                    req/s     MB/s   p50 ms   p99 ms  peak RSS MB  ratio  p99 ratio  to bare  rounds (req/s)')
   for (const r of rows) {
-    console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x  ${r.rounds.join(', ')}` +
+    console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x ${r.bareRatio.toFixed(2).padStart(7)}x  ${r.rounds.join(', ')}` +
       `${r.resumed !== undefined ? `  resumed ${(r.resumed * 100).toFixed(0)}%` : ''}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
   }
   return { id, title: w.title, rows }

@@ -156,3 +156,9 @@ export function startNasguard (dir, { name, cli, config, env }) {
   const child = spawn(process.execPath, [resolve(cli), 'start', '--config', file], { stdio: ['ignore', log, log], env: { ...process.env, ...env } })
   return tracked(name, [child])
 }
+
+/** The bare Node proxy (test/bench/bare-proxy.mjs): the calibration target for nasguard's features. */
+export function startBareProxy (dir, { port, workers, nasPort, cert, key, secretFile }) {
+  const log = openSync(join(dir, 'bare-proxy.log'), 'a')
+  return tracked('bare-node', [spawn(process.execPath, [join(here, '..', 'bare-proxy.mjs'), String(port), String(nasPort), cert, key, secretFile, String(workers)], { stdio: ['ignore', log, log] })])
+}

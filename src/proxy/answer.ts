@@ -1,0 +1,66 @@
+// What the gateway makes of the NAS's status line and headers, before a
+// byte of the body is looked at: stream it on, answer 304 or 416, or refuse
+// it. Pure: the exchange (nas-exchange.ts) acts on the verdict.
+import type { IncomingHttpHeaders } from 'node:http'
+import { Errors, type NasguardError } from '../errors.js'
+import { checkPartialAnswer } from './content-range.js'
+
+/** NAS response headers that may reach the client. Content-Type is set from the extension. */
+export const RESPONSE_HEADERS = ['content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified'] as const
+
+export type Answer =
+  /** A recording: its headers for the client, and where in the file the body starts. */
+  | { kind: 'recording', headers: Record<string, string>, declared: number, start: number, whole: boolean }
+  | { kind: 'not-modified', headers: Record<string, string> }
+  | { kind: 'unsatisfiable', contentRange?: string }
+  /** Not passed on; upstreamKind is the bounded label of the NAS failure (null: not one, e.g. 404). */
+  | { kind: 'refused', err: NasguardError, upstreamKind: string | null, reason?: string }
+
+/**
+ * Audio, or a generic binary type, is what a recording looks like. Listings
+ * are HTML, JSON or XML; an answer that does not say what it is gets no
+ * benefit of the doubt.
+ */
+function looksLikeRecording (contentType: string | string[] | undefined): boolean {
+  if (typeof contentType !== 'string') return false
+  const ct = contentType.split(';')[0].trim().toLowerCase()
+  return ct.startsWith('audio/') || ct === 'application/octet-stream'
+}
+
+/** The allow-listed NAS headers (one value each: a repeated header is not passed on). */
+export function passedHeaders (headers: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const h of RESPONSE_HEADERS) {
+    const v = headers[h]
+    if (typeof v === 'string') out[h] = v
+  }
+  return out
+}
+
+function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined): Answer {
+  if (!looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
+  const out = passedHeaders(headers)
+  if (status === 200) return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
+  const answer = checkPartialAnswer(range, headers['content-range'], headers['content-length'])
+  if (!answer.ok) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'range', reason: answer.reason }
+  const { start, end, total } = answer.span
+  // A chunked 206 is given its span's length: never more is passed on.
+  out['content-length'] ??= String(end - start + 1)
+  return { kind: 'recording', headers: out, declared: Number(out['content-length']), start, whole: end + 1 === total }
+}
+
+/** The verdict on a NAS answer to a request that carried `range` (if any). */
+export function judgeAnswer (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined): Answer {
+  if (status === 200 || status === 206) return recording(status, headers, range)
+  if (status === 304) {
+    const { 'content-length': _, ...rest } = passedHeaders(headers)
+    return { kind: 'not-modified', headers: rest }
+  }
+  if (status === 404 || status === 410) return { kind: 'refused', err: new Errors.NotFound(), upstreamKind: null }
+  if (status === 416) {
+    const cr = headers['content-range']
+    return { kind: 'unsatisfiable', ...(typeof cr === 'string' ? { contentRange: cr } : {}) }
+  }
+  if (status >= 300 && status < 400) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'redirect' }
+  return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: status === 401 || status === 403 ? 'auth' : `status_${Math.floor(status / 100)}xx` }
+}

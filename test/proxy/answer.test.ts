@@ -1,0 +1,48 @@
+// The verdict on a NAS answer, before any body byte (src/proxy/answer.ts): no sockets.
+import t from 'tap'
+import { judgeAnswer, passedHeaders } from '../../src/proxy/answer.js'
+
+const audio = { 'content-type': 'audio/wav' }
+
+t.test('a recording passes with its allow-listed headers, and only those', async (t) => {
+  const a = judgeAnswer(200, { ...audio, 'content-length': '10', etag: '"x"', 'set-cookie': 'a=b', server: 'nas', 'x-nas-path': '/share/4670' }, undefined)
+  t.same(a, { kind: 'recording', headers: { 'content-length': '10', etag: '"x"' }, declared: 10, start: 0, whole: true })
+})
+
+t.test('a 206 is held to the span that was asked for', async (t) => {
+  const ok = judgeAnswer(206, { ...audio, 'content-range': 'bytes 100-199/1000', 'content-length': '100' }, 'bytes=100-199')
+  t.match(ok, { kind: 'recording', declared: 100, start: 100, whole: false })
+  const chunked = judgeAnswer(206, { ...audio, 'content-range': 'bytes 900-999/1000' }, 'bytes=900-')
+  t.match(chunked, { kind: 'recording', headers: { 'content-length': '100' }, declared: 100, whole: true }, 'a chunked 206 is given its span length')
+  const table: Array<[string, Record<string, string>, string | undefined]> = [
+    ['another span', { 'content-range': 'bytes 0-99/1000', 'content-length': '100' }, 'bytes=100-199'],
+    ['no Range was sent', { 'content-range': 'bytes 0-99/1000' }, undefined],
+    ['no Content-Range', { 'content-length': '100' }, 'bytes=0-99'],
+    ['a length that is not the span', { 'content-range': 'bytes 0-99/1000', 'content-length': '500' }, 'bytes=0-99']
+  ]
+  for (const [name, h, range] of table) t.match(judgeAnswer(206, { ...audio, ...h }, range), { kind: 'refused', upstreamKind: 'range' }, name)
+})
+
+t.test('anything that does not say it is audio or binary is a listing', async (t) => {
+  for (const ct of ['text/html', 'application/json', 'application/xml', 'text/plain; charset=utf-8', undefined]) {
+    t.match(judgeAnswer(200, ct === undefined ? {} : { 'content-type': ct }, undefined), { kind: 'refused', upstreamKind: 'listing', err: { statusCode: 502 } }, String(ct))
+  }
+  t.match(judgeAnswer(200, { 'content-type': 'application/octet-stream' }, undefined), { kind: 'recording' })
+  t.match(judgeAnswer(200, { 'content-type': ['audio/wav', 'audio/wav'] }, undefined), { kind: 'refused' }, 'a repeated Content-Type says nothing')
+})
+
+t.test('other statuses', async (t) => {
+  t.same(judgeAnswer(304, { etag: '"x"', 'content-length': '0' }, undefined), { kind: 'not-modified', headers: { etag: '"x"' } })
+  t.same(judgeAnswer(416, { 'content-range': 'bytes */1000' }, 'bytes=5000-'), { kind: 'unsatisfiable', contentRange: 'bytes */1000' })
+  t.match(judgeAnswer(404, {}, undefined), { kind: 'refused', upstreamKind: null, err: { statusCode: 404 } })
+  t.match(judgeAnswer(410, {}, undefined), { kind: 'refused', upstreamKind: null, err: { statusCode: 404 } })
+  t.match(judgeAnswer(301, { location: '/x/' }, undefined), { kind: 'refused', upstreamKind: 'redirect' })
+  t.match(judgeAnswer(401, {}, undefined), { kind: 'refused', upstreamKind: 'auth' })
+  t.match(judgeAnswer(403, {}, undefined), { kind: 'refused', upstreamKind: 'auth' })
+  t.match(judgeAnswer(500, {}, undefined), { kind: 'refused', upstreamKind: 'status_5xx' })
+  t.match(judgeAnswer(418, {}, undefined), { kind: 'refused', upstreamKind: 'status_4xx' })
+})
+
+t.test('a repeated NAS header is not passed on', async (t) => {
+  t.same(passedHeaders({ etag: ['"a"', '"b"'] as unknown as string, 'last-modified': 'Mon, 01 Jan 2024 00:00:00 GMT' }), { 'last-modified': 'Mon, 01 Jan 2024 00:00:00 GMT' })
+})

@@ -65,6 +65,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
 
   /** The client left: the NAS request is cancelled, wherever it is. */
   cancel (): void {
+    if (this.phase === 'over') return
     this.phase = 'over'
     this.controller?.abort(clientLeft())
   }

@@ -18,6 +18,7 @@ if (cluster.isPrimary && Number(workers) > 1) {
   for (let i = 0; i < Number(workers); i++) cluster.fork()
   process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.kill('SIGTERM'); process.exit(0) })
 } else {
+  process.on('SIGTERM', () => process.exit(0)) // exits normally, so that --cpu-prof writes its profile
   const verify = createVerifier({ key: readFileSync(secretFile, 'utf8').trim(), algorithms: ['HS256'], cache: true })
   const pool = new Pool(`http://127.0.0.1:${nasPort}`, { connections: 256 })
   const PASS = ['content-type', 'content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified']

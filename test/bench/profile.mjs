@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm run bench:profile [-- W1|W2|W3|W5]: one nasguard process (workers: 1)
+// npm run bench:profile [-- W1|W2|W3|W5] [bare]: one nasguard process (workers: 1)
+// (or, with `bare`, the bare Node proxy of bare-proxy.mjs, for the side-by-side)
 // under `node --cpu-prof`, loaded by wrk for BENCH_SECONDS (15), then the
 // profile summed by self time: the top functions, and a coarse split by
 // where the time goes (TLS, audit, HTTP parsing, proxying, GC...).
@@ -30,7 +31,11 @@ writeFileSync(join(dir, 'nasguard.json'), JSON.stringify({
 }))
 const profDir = join(dir, 'prof')
 const log = openSync(join(dir, 'nasguard.log'), 'a')
-const gw = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profDir, resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.json')], { stdio: ['ignore', log, log] })
+const bare = process.argv.includes('bare')
+const target = bare
+  ? [resolve('test/bench/bare-proxy.mjs'), '18490', '18090', cert, key, secretFile, '1']
+  : [resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.json')]
+const gw = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profDir, ...target], { stdio: ['ignore', log, log] })
 const url = `https://127.0.0.1:18490${workload === 'W2' ? large : small}`
 await waitFor200(url, token, 'nasguard')
 const conns = { W1: 32, W2: 4, W3: 16, W5: 32 }[workload]

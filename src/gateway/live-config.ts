@@ -1,0 +1,50 @@
+// What a config reload may change in place (src/config/reload.ts lists the
+// keys): the policy, extensions and per-request limits that each request
+// reads afresh, the admission's and the send watch's limits, and the drain
+// deadline. Everything else is reported as needing a restart.
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config } from '../config/schema.js'
+import { processShare } from '../config/derived.js'
+import { RELOADABLE, changedKeys, type ReloadResult } from '../config/reload.js'
+import type { LiveSettings } from '../gate/state.js'
+import type { GatewayMetrics } from '../metrics/registry.js'
+import { compileRules } from '../policy/rules.js'
+import type { Admission } from '../proxy/admission.js'
+import type { SendWatch } from '../proxy/send-watch.js'
+
+function liveSettings (c: Readonly<Config>): LiveSettings {
+  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges }
+}
+
+export interface LiveParts {
+  admission: Admission
+  sendWatch: SendWatch
+  metrics: GatewayMetrics
+  log: () => FastifyBaseLogger
+}
+
+export class LiveConfig {
+  /** The settings a request reads afresh; a reload replaces them whole. */
+  settings: LiveSettings
+  /** How long close() lets downloads in flight go on before it cuts them. */
+  drainTimeoutMs: number
+
+  constructor (private readonly config: Readonly<Config>, private readonly p: LiveParts) {
+    this.settings = liveSettings(config)
+    this.drainTimeoutMs = config.limits.drainTimeoutMs
+  }
+
+  /** Applies a new, checked config: what can change in place now; the rest is reported as needing a restart. */
+  reload (next: Readonly<Config>): ReloadResult {
+    const changed = changedKeys(this.config, next)
+    const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k))
+    this.settings = liveSettings(next)
+    this.p.admission.setLimits({ queueTimeoutMs: next.upstream.queueTimeoutMs, clientFetches: processShare(next, next.limits.clientFetches) })
+    this.p.sendWatch.setLimits({ windowMs: next.limits.sendTimeoutMs, minBytesPerSec: next.limits.minSendRate })
+    this.drainTimeoutMs = next.limits.drainTimeoutMs
+    const restart = changed.filter((k) => !applied.includes(k))
+    this.p.metrics.configReloads.inc({ result: 'ok' })
+    this.p.log().info({ applied, ...(restart.length > 0 ? { restart } : {}) }, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded')
+    return { applied, restart }
+  }
+}

@@ -1,0 +1,42 @@
+// What the gateway does with the NAS exchange's events: the request's byte
+// count and NAS failure for its records, the latency and failure metrics,
+// and a log line that says why the NAS failed (at most once a second).
+import type { FastifyRequest } from 'fastify'
+import type { UpstreamHooks } from '../proxy/upstream.js'
+import { LogThrottle } from '../logging.js'
+import type { GatewayMetrics } from '../metrics/registry.js'
+
+/** What an upstream failure kind means, for the log line an operator reads. */
+const UPSTREAM_FAILURES: Record<string, string> = {
+  auth: 'the NAS refused the gateway (401/403): check upstream.username and upstream.password / passwordFile',
+  status_5xx: 'the NAS answered with a server error (5xx)',
+  status_4xx: 'the NAS answered with an unexpected client error (4xx)',
+  unreachable: 'the NAS could not be reached (refused, reset, or no route)',
+  timeout: 'the NAS did not answer within upstream.timeoutMs',
+  connect_timeout: 'no connection to the NAS within upstream.connectTimeoutMs',
+  tls: 'the TLS handshake with the NAS failed (check upstream.caFile and its certificate)',
+  listing: 'the NAS answered with something that is not a recording (a listing or an error page)',
+  redirect: 'the NAS answered with a redirect',
+  magic: 'the file does not look like its type (files.checkMagic)',
+  range: 'the NAS answered another range than was asked for',
+  body: 'the NAS failed in the middle of a body'
+}
+
+/** The bounded labels of nasguard_upstream_errors_total{kind}. */
+export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
+
+export function nasHooks (metrics: GatewayMetrics): UpstreamHooks {
+  const failureLog = new LogThrottle()
+  return {
+    target: (request: FastifyRequest) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
+    onBody: (request, n) => { request.ng.bytes += n },
+    onUpstreamResponse: (_request, seconds) => { metrics.upstreamLatency.observe(seconds) },
+    onUpstreamError: (request, kind) => {
+      request.ng.upstreamError = kind
+      metrics.upstreamErrors.inc({ kind })
+      failureLog.line((repeated) => {
+        request.log.warn({ kind, ...(repeated > 0 ? { repeated } : {}) }, UPSTREAM_FAILURES[kind] ?? 'the NAS request failed')
+      })
+    }
+  }
+}

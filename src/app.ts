@@ -131,7 +131,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     tls?.closeSessions()
     done()
   })
-  const beforeHeaders = registerResponses(app, { records, metrics, hsts })
+  const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
   const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r) }
   registerGate(app, { gate, authenticator, deliveries, records })
@@ -143,7 +143,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     record: async (request, grant) => await records.write({ event: 'grant', time: new Date().toISOString(), ...records.fields(request), ...grant }, request.log)
   })
   await authenticator.register(app)
-  const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, beforeHeaders }, nasHooks(metrics))
+  const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders }, nasHooks(metrics))
 
   const readiness = readinessOf({
     audit,

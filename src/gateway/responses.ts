@@ -16,31 +16,41 @@ export interface ResponseParts {
   hsts: string
 }
 
-/** The gateway's own headers on every answer. */
+/** The gateway's own headers on every answer, but its request id. */
+function fixedHeaders (hsts: string): Readonly<Record<string, string>> {
+  return Object.freeze({
+    'strict-transport-security': hsts,
+    'x-content-type-options': 'nosniff',
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+    'content-security-policy': "default-src 'none'; sandbox"
+  })
+}
+
+/** Sets the gateway's own headers on an answer Fastify sends. */
 export function securityHeaders (hsts: string): (request: FastifyRequest, reply: FastifyReply) => void {
+  const fixed = fixedHeaders(hsts)
   return (request, reply) => {
-    reply.header('strict-transport-security', hsts)
-    reply.header('x-content-type-options', 'nosniff')
-    reply.header('cache-control', 'no-store')
-    reply.header('referrer-policy', 'no-referrer')
-    reply.header('content-security-policy', "default-src 'none'; sandbox")
+    reply.headers(fixed)
     reply.header('x-request-id', request.id)
   }
 }
 
 /**
- * Registers onSend, the error handler and the not-found handler; returns
- * what a streamed recording calls before its headers go out.
+ * Registers onSend, the error handler and the not-found handler. Returns
+ * what a streamed recording calls for its headers (it goes past onSend):
+ * the gateway's own, with those already set on the reply.
  */
-export function registerResponses (app: FastifyInstance, p: ResponseParts): (request: FastifyRequest, reply: FastifyReply) => void {
-  const headers = securityHeaders(p.hsts)
-  const beforeHeaders = (request: FastifyRequest, reply: FastifyReply): void => {
-    headers(request, reply)
+export function registerResponses (app: FastifyInstance, p: ResponseParts): (request: FastifyRequest, reply: FastifyReply) => Record<string, unknown> {
+  const fixed = fixedHeaders(p.hsts)
+  const firstByte = (request: FastifyRequest, reply: FastifyReply): void => {
     const state = request.ng as RequestState | null
     if (state) p.metrics.timeToFirstByte.observe({ status_class: statusClass(reply.statusCode) }, elapsedMs(state.started) / 1000)
   }
   app.addHook('onSend', (request, reply, payload, done) => {
-    beforeHeaders(request, reply)
+    reply.headers(fixed)
+    reply.header('x-request-id', request.id)
+    firstByte(request, reply)
     done(null, payload)
   })
   app.setErrorHandler((error, request, reply) => {
@@ -58,5 +68,8 @@ export function registerResponses (app: FastifyInstance, p: ResponseParts): (req
     p.records.refuse(request, reply, new Errors.Internal())
   })
   app.setNotFoundHandler((request, reply) => { p.records.refuse(request, reply, new Errors.NoRule()) })
-  return beforeHeaders
+  return (request, reply) => {
+    firstByte(request, reply)
+    return Object.assign(reply.getHeaders(), fixed, { 'x-request-id': request.id })
+  }
 }

@@ -14,6 +14,7 @@ export type CanonicalPath =
 const RAW_ALLOWED = /^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$/
 // Characters that stay literal when re-encoding a segment.
 const KEEP = /[A-Za-z0-9\-._~!$&'()*+,=:@]/
+const ALL_KEPT = /^[A-Za-z0-9\-._~!$&'()*+,=:@]*$/
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 function refuse (reason: string): CanonicalPath {
@@ -42,6 +43,7 @@ function decodeSegment (raw: string): string | null {
 }
 
 function encodeSegment (decoded: string): string {
+  if (ALL_KEPT.test(decoded)) return decoded
   let out = ''
   for (const ch of decoded) {
     if (KEEP.test(ch)) {

@@ -28,8 +28,8 @@ export interface ExchangeParts {
   hooks: UpstreamHooks
   heads: HeadCheck
   checkMagic: boolean
-  /** Sets the gateway's own response headers, just before the NAS's go out. */
-  beforeHeaders: (request: FastifyRequest, reply: FastifyReply) => void
+  /** The gateway's own response headers (a fresh object), asked for just before the NAS's go out. */
+  ownHeaders: (request: FastifyRequest, reply: FastifyReply) => Record<string, unknown>
 }
 
 type Raw = FastifyReply['raw'] & { stream?: { rstCode?: number } }
@@ -147,9 +147,10 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.headWritten = true
     const { request, reply } = this
     reply.code(this.status)
-    this.p.beforeHeaders(request, reply)
+    const headers = Object.assign(this.p.ownHeaders(request, reply), this.headers)
+    headers['content-type'] = contentTypeFor(this.p.hooks.target(request).extension)
     reply.hijack()
-    reply.raw.writeHead(this.status, { ...reply.getHeaders(), ...this.headers, 'content-type': contentTypeFor(this.p.hooks.target(request).extension) } as never)
+    reply.raw.writeHead(this.status, headers as never)
   }
 
   onResponseData (_controller: Dispatcher.DispatchController, chunk: Buffer): void {

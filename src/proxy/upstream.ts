@@ -52,8 +52,8 @@ export interface UpstreamOptions {
   connections: number
   /** Check each recording's first bytes against its type before sending any. */
   checkMagic: boolean
-  /** Sets the gateway's own response headers on a recording, just before the NAS's go out. */
-  beforeHeaders: (request: FastifyRequest, reply: FastifyReply) => void
+  /** The gateway's own response headers for a recording (a fresh object), just before the NAS's go out. */
+  ownHeaders: (request: FastifyRequest, reply: FastifyReply) => Record<string, unknown>
 }
 
 /**
@@ -70,7 +70,7 @@ export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, h
     pool,
     hooks,
     checkMagic: opts.checkMagic,
-    beforeHeaders: opts.beforeHeaders,
+    ownHeaders: opts.ownHeaders,
     heads: new HeadCheck((o) => pool.request(o), own),
     nasHeaders: (request) => {
       const out: Record<string, string> = { 'x-request-id': request.id, ...own }

@@ -6,8 +6,12 @@
 //
 // Before a byte is sent the answer is judged (answer.ts), and with
 // files.checkMagic its first bytes too: those are held back until there
-// are enough of them, or, for an answer that does not start at byte 0, until
-// the file's head was judged (head-check.ts).
+// are enough of them, or, for an answer that does not hold the file's first
+// MAGIC_BYTES (a seek, a short probe such as `bytes=0-1`), until the file's
+// head was judged (head-check.ts).
+//
+// Every way out ends the response: a client that left still has it ended,
+// so that its 'close' comes and its completion is recorded.
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
@@ -15,7 +19,7 @@ import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
 import { judgeAnswer } from './answer.js'
-import type { HeadCheck } from './head-check.js'
+import type { FileVersion, HeadCheck } from './head-check.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 
 /** NAS failures that are retried once, before any byte was sent: a reset connection. */
@@ -54,7 +58,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
   private status = 0
   private headers: Record<string, string> = {}
   private whole = true
-  /** The answer starts past byte 0: the file's head is being fetched and judged on the side. */
+  private version: Pick<FileVersion, 'etag' | 'lastModified'> = {}
+  /** The file's head is being fetched and judged on the side. */
   private seeking = false
   /** The response is full: the NAS connection is paused until it drains. */
   private draining = false
@@ -68,6 +73,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     if (this.phase === 'over') return
     this.phase = 'over'
     this.controller?.abort(clientLeft())
+    this.abandon()
   }
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
@@ -77,6 +83,10 @@ class NasExchange implements Dispatcher.DispatchHandler {
 
   onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     if (status < 200) return
+    this.guard(() => { this.answer(controller, status, headers) })
+  }
+
+  private answer (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9)
     if (this.phase === 'over' || this.reply.sent) { this.phase = 'over'; controller.abort(clientLeft()); return }
     const answer = judgeAnswer(status, headers, this.request.headers.range)
@@ -86,14 +96,18 @@ class NasExchange implements Dispatcher.DispatchHandler {
         this.headers = answer.headers
         this.declared = answer.declared
         this.whole = answer.whole
-        this.hold(answer.start, headers)
+        this.version = {
+          etag: typeof headers.etag === 'string' ? headers.etag : undefined,
+          lastModified: typeof headers['last-modified'] === 'string' ? headers['last-modified'] : undefined
+        }
+        this.hold(answer.start)
         return
       case 'not-modified':
-        this.finish(controller)
+        this.stopNas()
         this.reply.code(304).headers(answer.headers).send()
         return
       case 'unsatisfiable':
-        this.finish(controller)
+        this.stopNas()
         if (answer.contentRange) this.reply.header('content-range', answer.contentRange)
         this.reply.send(new Errors.RangeNotSatisfiable())
         return
@@ -104,20 +118,26 @@ class NasExchange implements Dispatcher.DispatchHandler {
   }
 
   /** With files.checkMagic, a GET's first bytes wait for their verdict; anything else streams at once. */
-  private hold (start: number, headers: IncomingHttpHeaders): void {
+  private hold (start: number): void {
     if (!this.p.checkMagic || this.request.method !== 'GET') { this.begin(); return }
     this.phase = 'held'
-    if (start === 0) return // judged in onResponseData, once MAGIC_BYTES are in
+    // From byte 0 it is judged in onResponseData, once MAGIC_BYTES are in.
+    if (start !== 0) {
+      this.controller?.pause()
+      this.askHead()
+    }
+  }
+
+  /** The answer does not hold the file's head: that is fetched (once per file version) and judged. */
+  private askHead (): void {
     this.seeking = true
-    this.controller?.pause()
     const signal = new UpstreamSignal()
     this.reply.raw.once('close', () => signal.abort())
     const { path, extension } = this.p.hooks.target(this.request)
-    const etag = typeof headers.etag === 'string' ? headers.etag : undefined
-    const lastModified = typeof headers['last-modified'] === 'string' ? headers['last-modified'] : undefined
-    this.p.heads.judge({ path, extension, etag, lastModified }, signal).then(
-      (verdict) => { this.judged(verdict === 'ok' || verdict === 'mismatch' ? verdict === 'ok' : undefined) },
-      () => { this.judged(undefined) })
+    this.p.heads.judge({ path, extension, ...this.version }, signal)
+      .then((verdict) => verdict === 'ok' || verdict === 'mismatch' ? verdict === 'ok' : undefined, () => undefined)
+      .then((ok) => { this.guard(() => { this.judged(ok) }) })
+      .catch(() => {}) // guard() does not throw
   }
 
   /** The verdict on the file's first bytes: true passes, false is not its type, undefined could not be had. */
@@ -154,11 +174,11 @@ class NasExchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseData (_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.phase === 'streaming') { this.pass(chunk); return }
+    if (this.phase === 'streaming') { this.guard(() => { this.pass(chunk) }); return }
     if (this.phase !== 'held') return
     this.held.push(chunk)
     this.heldBytes += chunk.length
-    if (this.heldBytes >= MAGIC_BYTES && !this.seeking) this.judged(magicMatches(this.p.hooks.target(this.request).extension, Buffer.concat(this.held)))
+    if (this.heldBytes >= MAGIC_BYTES && !this.seeking) this.guard(() => { this.judged(magicMatches(this.extension(), Buffer.concat(this.held))) })
   }
 
   /**
@@ -187,13 +207,21 @@ class NasExchange implements Dispatcher.DispatchHandler {
 
   onResponseEnd (): void {
     this.ended = true
-    if (this.phase === 'streaming') { this.end(); return }
-    if (this.phase !== 'held' || this.seeking) return
-    // The whole body was shorter than MAGIC_BYTES: judged as it is.
-    this.judged(magicMatches(this.p.hooks.target(this.request).extension, Buffer.concat(this.held), this.whole))
+    this.guard(() => {
+      if (this.phase === 'streaming') { this.end(); return }
+      if (this.phase !== 'held' || this.seeking) return
+      // Fewer than MAGIC_BYTES: the whole file is judged as it is; a part of it by the file's head.
+      if (this.whole) this.judged(magicMatches(this.extension(), Buffer.concat(this.held), true))
+      else this.askHead()
+    })
   }
 
+  /** The NAS's body ended: the response ends too, unless the NAS sent less than it declared. */
   private end (): void {
+    if (this.request.method !== 'HEAD' && Number.isFinite(this.declared) && this.written !== this.declared) {
+      this.failInBody('body', new Errors.UpstreamError())
+      return
+    }
     this.phase = 'over'
     if (!this.headWritten) this.writeHead()
     this.reply.raw.end()
@@ -202,8 +230,16 @@ class NasExchange implements Dispatcher.DispatchHandler {
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
     const phase = this.phase
     this.phase = 'over'
-    if (phase === 'over' || clientGone(this.reply)) return
-    const error = err as NasguardError & { cause?: { code?: string } }
+    if (phase === 'over') return
+    try {
+      this.failed(phase, err as NasguardError & { cause?: { code?: string } })
+    } catch (e) {
+      this.broken(e)
+    }
+  }
+
+  private failed (phase: 'waiting' | 'held' | 'streaming', error: NasguardError & { cause?: { code?: string } }): void {
+    if (clientGone(this.reply)) { this.abandon(); return }
     if (phase === 'waiting' && this.attempt === 0 && RESETS.has(error.code ?? '')) {
       // A NAS that reset a connection before it answered (a keep-alive
       // connection it closed as it was reused, a small NAS shedding load) is
@@ -218,28 +254,75 @@ class NasExchange implements Dispatcher.DispatchHandler {
       return
     }
     // In the body: a NAS that stops sending is a timeout, any other failure a body error.
-    this.p.hooks.onUpstreamError(this.request, kind === 'timeout' ? 'timeout' : 'body')
-    // Once bytes are out, the client must see a cut, not an end.
+    this.failInBody(kind === 'timeout' ? 'timeout' : 'body', refusal)
+  }
+
+  /** The NAS failed in the body: once bytes are out, the client sees a cut, not an end; before, a refusal. */
+  private failInBody (kind: string, refusal: NasguardError): void {
+    this.phase = 'over'
+    this.controller?.abort(clientLeft())
+    this.p.hooks.onUpstreamError(this.request, kind)
     if (this.headWritten) cutResponse(this.reply)
     else this.reply.send(refusal)
   }
 
-  private finish (controller: Dispatcher.DispatchController): void {
+  /**
+   * Runs a step of the exchange. A bug in it is logged (never the request)
+   * and ends the request as an internal error, rather than being taken by
+   * undici for a NAS failure or leaving the response open.
+   */
+  private guard (step: () => void): void {
+    try {
+      step()
+    } catch (e) {
+      this.broken(e)
+    }
+  }
+
+  private broken (e: unknown): void {
     this.phase = 'over'
-    controller.abort(clientLeft())
+    const err = e as NodeJS.ErrnoException
+    this.request.log.error({ err: { type: err?.name, code: err?.code, stack: err?.stack } }, 'unexpected error in the NAS exchange')
+    try {
+      this.controller?.abort(clientLeft())
+      if (this.headWritten || this.reply.sent) cutResponse(this.reply)
+      else this.reply.send(new Errors.Internal())
+    } catch {
+      this.reply.raw.destroy()
+    }
+  }
+
+  /**
+   * The client left before its response was ended: it is ended anyway. An
+   * HTTP/2 HEAD stream the client reset emits 'close' only once its response
+   * ends, and until then the request would hold its admission and never get
+   * its completion record.
+   */
+  private abandon (): void {
+    if (this.reply.sent) return
+    this.reply.hijack()
+    if (!(this.reply.raw as Raw).destroyed) this.reply.raw.end()
+  }
+
+  /** The NAS's body is not wanted (a 304's, a 416's). */
+  private stopNas (): void {
+    this.phase = 'over'
+    this.controller?.abort(clientLeft())
   }
 
   private refuse (err: NasguardError, kind: string | null): void {
-    this.phase = 'over'
-    this.controller?.abort(clientLeft())
+    this.stopNas()
     if (kind) this.p.hooks.onUpstreamError(this.request, kind)
     this.reply.send(err)
   }
 
   private cut (): void {
-    this.phase = 'over'
-    this.controller?.abort(clientLeft())
+    this.stopNas()
     cutResponse(this.reply)
+  }
+
+  private extension (): string {
+    return this.p.hooks.target(this.request).extension
   }
 }
 
@@ -251,6 +334,6 @@ export function fetchRecording (p: ExchangeParts, request: FastifyRequest, reply
   const exchange = new NasExchange(p, request, reply, attempt)
   // Over HTTP/2 a stream the client reset also reads writableFinished: its reset code says it was not complete.
   reply.raw.once('close', () => { if (!reply.raw.writableFinished || clientGone(reply)) exchange.cancel() })
-  if (clientGone(reply)) exchange.cancel()
+  if (clientGone(reply) || request.ng.closed) exchange.cancel()
   p.pool.dispatch({ method: request.method as 'GET', path: p.hooks.target(request).path, headers: p.nasHeaders(request) }, exchange)
 }

@@ -10,10 +10,10 @@
 //   with each target's ratio to nginx + auth_request.
 //
 // Not part of npm test: it measures, it does not assert. Needs wrk.
-// Settings (env): BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_WORKERS (cores),
+// Settings (env): BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_WARMUP (3 s per target), BENCH_WORKERS (cores),
 // BENCH_W4_SECONDS (600), BENCH_W4_READERS (1000), BENCH_W4_RATE (bytes/s per reader, 32768),
 // BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
-// BENCH_COMPARE (another checkout, built: adds "nasguard (compare)" from its dist/cli.js),
+// BENCH_COMPARE (another checkout, built, or a comma list of them: each runs its dist/cli.js beside this one),
 // BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy,bare), BENCH_OUT (results JSON file).
 // Every table also prints nasguard's ratio to the bare Node proxy: what its features cost.
 import { spawn } from 'node:child_process'
@@ -28,6 +28,7 @@ const here = fileURLToPath(new URL('.', import.meta.url))
 const env = process.env
 const ROUNDS = Number(env.BENCH_ROUNDS ?? 3)
 const SECONDS = Number(env.BENCH_SECONDS ?? 8)
+const WARMUP = Number(env.BENCH_WARMUP ?? 3)
 const WORKERS = Number(env.BENCH_WORKERS ?? availableParallelism())
 const W4_SECONDS = Number(env.BENCH_W4_SECONDS ?? 600)
 const W4_READERS = Number(env.BENCH_W4_READERS ?? 1000)
@@ -71,11 +72,14 @@ function deepMerge (base, over) {
 const nasguardConfig = (name, port, adminPort) => ({
   listen: { host: '127.0.0.1', port },
   tls: { cert, key },
-  upstream: { url: `http://127.0.0.1:${NAS_PORT}` },
   auth: { jwt: { secretFile, algorithms: ['HS256'] } },
   policy: [{ name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] }],
   audit: { dir: join(dir, `audit-${name}`) },
   admin: { host: '127.0.0.1', port: adminPort },
+  // All the load comes from one address: the per-client limits (for one
+  // abusive client) would stop it, and W4's readers each need a NAS connection.
+  limits: { clientFetches: 4 * W4_READERS, clientConnections: 4 * W4_READERS },
+  upstream: { url: `http://127.0.0.1:${NAS_PORT}`, connections: W4_READERS + 128 },
   workers: WORKERS
 })
 
@@ -93,7 +97,12 @@ Object.entries(JSON.parse(env.BENCH_VARIANTS ?? '{}')).forEach(([label, o], i) =
   const { env: extraEnv, ...overrides } = o
   addNasguard(`v${i}`, `ng ${label}`, 18500 + i, 19500 + i, 'dist/cli.js', overrides, extraEnv)
 })
-if (env.BENCH_COMPARE) addNasguard('compare', 'nasguard (compare)', 18445, 19466, join(env.BENCH_COMPARE, 'dist/cli.js'), JSON.parse(env.BENCH_COMPARE_OVERRIDES ?? '{}'))
+// BENCH_COMPARE: one checkout, or several (comma-separated), each built; labelled by directory name when several.
+const compares = (env.BENCH_COMPARE ?? '').split(',').filter(Boolean)
+compares.forEach((checkout, i) => {
+  const label = compares.length === 1 ? 'nasguard (compare)' : `ng ${checkout.split('/').filter(Boolean).pop()}`
+  addNasguard(`compare${i}`, label, 18445 + i * 10, 19466 + i * 10, join(checkout, 'dist/cli.js'), JSON.parse(env.BENCH_COMPARE_OVERRIDES ?? '{}'))
+})
 const needValidator = (PEERS.has('nginx-auth') && have('nginx')) || (PEERS.has('caddy') && have('caddy'))
 let validator
 if (needValidator) { validator = startValidator(dir, VALIDATOR_PORT, secretFile); procs.push(validator) }
@@ -176,7 +185,7 @@ const WORKLOADS = {
 
 async function runWorkload (id) {
   const w = WORKLOADS[id]
-  for (const t of targets) await wrk(t, w, 1) // warm-up, not counted
+  for (const t of targets) await wrk(t, w, WARMUP) // warm-up (the JIT, the heap), not counted
   const rounds = Object.fromEntries(targets.map((t) => [t.name, []]))
   for (let r = 0; r < ROUNDS; r++) for (const t of targets) rounds[t.name].push(await wrk(t, w, SECONDS))
   const rows = targets.map((t) => {

@@ -14,7 +14,8 @@
 // BENCH_W4_SECONDS (600), BENCH_W4_READERS (1000), BENCH_W4_RATE (bytes/s per reader, 32768),
 // BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
 // BENCH_COMPARE (another checkout, built, or a comma list of them: each runs its dist/cli.js beside this one),
-// BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy,bare), BENCH_OUT (results JSON file).
+// BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy,bare), BENCH_OUT (results JSON file),
+// BENCH_SERVER_KEY=ecdsa (every target's certificate ECDSA P-256 instead of RSA-2048).
 // Every table also prints nasguard's ratio to the bare Node proxy: what its features cost.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'

@@ -72,7 +72,7 @@ interface Slot { index: number, worker: Worker, ready: boolean, readyAt: number 
 export async function runPrimary (config: Readonly<Config>, configFile?: string): Promise<{ url: string, adminUrl: string | null }> {
   const count = workerCount(config)
   // Synchronous log writes: the workers and the primary share stdout.
-  const log = createLogger(config.log.level, { role: 'primary' }, { sync: true })
+  const log = createLogger(config.log.level, { role: 'primary' })
   let closing = false
   const slots = new Map<number, Slot>()
   // Passed on to ready workers only (a starting worker reads the files anyway).

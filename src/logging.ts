@@ -34,31 +34,20 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
 
 /**
  * The process logger. On a terminal, pino-pretty; otherwise JSON lines to
- * stdout, by default through an asynchronous destination: a log line does not block
- * the request that wrote it, lines written while one is in flight go out
- * together, and what is buffered is flushed when the process exits. With
- * sync (processes that share stdout), through sharedStdout() below.
+ * stdout through an asynchronous destination: a log line does not block the
+ * request that wrote it, lines written while one write is in flight go out
+ * together, and what is buffered is flushed when the process exits. Each
+ * write holds whole lines and at most 4096 bytes (PIPE_BUF), which a pipe,
+ * a socket to journald or an O_APPEND file takes whole, so the lines of
+ * processes sharing stdout (the primary and its workers) never mix; only a
+ * single line longer than that (an error with a long stack) is written
+ * alone in a larger write.
  */
-export function createLogger (level: string, bindings: Record<string, unknown> = {}, { sync = false } = {}): pino.Logger {
+export function createLogger (level: string, bindings: Record<string, unknown> = {}): pino.Logger {
   const opts = loggerOptions(level) as pino.LoggerOptions
   const base = { pid: process.pid, hostname: hostname(), ...bindings }
   if (process.stdout.isTTY === true) return pino({ ...opts, base })
-  if (sync) return pino({ ...opts, base }, sharedStdout())
-  return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false }))
-}
-
-/**
- * stdout for processes that share it (the workers and the primary): lines
- * are gathered and written together, synchronously, in writes of whole
- * lines no longer than PIPE_BUF (4096 bytes), which a pipe, a socket to
- * journald or an O_APPEND file takes whole: two processes' lines never mix.
- * What is gathered goes out once 2 KB are in, every 250 ms, and at exit.
- * (A write per line cost about 15% of W1's throughput.)
- */
-function sharedStdout (): pino.DestinationStream {
-  const dest = pino.destination({ dest: 1, sync: true, minLength: 2048, maxWrite: 4096, periodicFlush: 250 })
-  process.once('exit', () => { try { dest.flushSync() } catch {} })
-  return dest
+  return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false, maxWrite: 4096 }))
 }
 
 /**

@@ -28,7 +28,7 @@ export async function runWorker (): Promise<void> {
   const { config, index } = init
   // Synchronous log writes: the workers and the primary share stdout, and
   // only whole-line writes keep their lines from interleaving.
-  const logger = createLogger(config.log.level, { worker: index }, { sync: true })
+  const logger = createLogger(config.log.level, { worker: index })
   let running: RunningGateway
   try {
     running = await startGateway(config, {

@@ -134,10 +134,10 @@ class NasExchange implements Dispatcher.DispatchHandler {
     const signal = new UpstreamSignal()
     this.reply.raw.once('close', () => signal.abort())
     const { path, extension } = this.p.hooks.target(this.request)
-    this.p.heads.judge({ path, extension, ...this.version }, signal)
-      .then((verdict) => verdict === 'ok' || verdict === 'mismatch' ? verdict === 'ok' : undefined, () => undefined)
-      .then((ok) => { this.guard(() => { this.judged(ok) }) })
-      .catch(() => {}) // guard() does not throw
+    // judge() settles every NAS failure as a verdict: a rejection is a bug.
+    this.p.heads.judge({ path, extension, ...this.version }, signal).then(
+      (verdict) => { this.guard(() => { this.judged(verdict === 'ok' || verdict === 'mismatch' ? verdict === 'ok' : undefined) }) },
+      (e: unknown) => { this.broken(e) })
   }
 
   /** The verdict on the file's first bytes: true passes, false is not its type, undefined could not be had. */
@@ -210,6 +210,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.guard(() => {
       if (this.phase === 'streaming') { this.end(); return }
       if (this.phase !== 'held' || this.seeking) return
+      if (this.short(this.heldBytes)) { this.failInBody('body', new Errors.UpstreamError()); return }
       // Fewer than MAGIC_BYTES: the whole file is judged as it is; a part of it by the file's head.
       if (this.whole) this.judged(magicMatches(this.extension(), Buffer.concat(this.held), true))
       else this.askHead()
@@ -217,8 +218,13 @@ class NasExchange implements Dispatcher.DispatchHandler {
   }
 
   /** The NAS's body ended: the response ends too, unless the NAS sent less than it declared. */
+  /** A body of this many bytes is not the one the answer declared (a HEAD's has none). */
+  private short (bytes: number): boolean {
+    return this.request.method !== 'HEAD' && Number.isFinite(this.declared) && bytes !== this.declared
+  }
+
   private end (): void {
-    if (this.request.method !== 'HEAD' && Number.isFinite(this.declared) && this.written !== this.declared) {
+    if (this.short(this.written)) {
       this.failInBody('body', new Errors.UpstreamError())
       return
     }
@@ -332,8 +338,16 @@ class NasExchange implements Dispatcher.DispatchHandler {
  */
 export function fetchRecording (p: ExchangeParts, request: FastifyRequest, reply: FastifyReply, attempt = 0): void {
   const exchange = new NasExchange(p, request, reply, attempt)
-  // Over HTTP/2 a stream the client reset also reads writableFinished: its reset code says it was not complete.
-  reply.raw.once('close', () => { if (!reply.raw.writableFinished || clientGone(reply)) exchange.cancel() })
-  if (clientGone(reply) || request.ng.closed) exchange.cancel()
+  // An HTTP/2 stream that closes before the exchange is over was reset by
+  // the client (its response's own 'close' would not come for a HEAD,
+  // whose writable side Node ends at once). Over HTTP/1.1 the response
+  // closes unfinished.
+  const stream = (request.raw as { stream?: NodeJS.EventEmitter }).stream
+  if (stream) stream.once('close', () => { exchange.cancel() })
+  else reply.raw.once('close', () => { if (!reply.raw.writableFinished) exchange.cancel() })
+  if (clientGone(reply) || request.ng.closed) {
+    exchange.cancel()
+    return
+  }
   p.pool.dispatch({ method: request.method as 'GET', path: p.hooks.target(request).path, headers: p.nasHeaders(request) }, exchange)
 }

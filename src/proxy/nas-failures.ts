@@ -71,6 +71,9 @@ export function cutResponse (reply: FastifyReply): void {
   if (stream && !stream.destroyed) {
     stream.on('error', () => {})
     stream.destroy(Object.assign(new Error('cut by the gateway'), { code: 'NASGUARD_CUT' }))
+    // The response of a HEAD emits 'close' only once it is ended, even on a
+    // destroyed stream: without this its request would never be completed.
+    if (!reply.raw.writableEnded) reply.raw.end()
   } else {
     reply.raw.destroy()
   }

@@ -66,27 +66,46 @@ t.test('a NAS body that ends short of its declared length is cut, never ended as
   }
   const m = await scrape(gw.adminUrl)
   t.ok((m.get('nasguard_upstream_errors_total{kind="body"}') ?? 0) >= 2, 'counted as a body failure')
+  // With checkMagic the first bytes are held back: a body that ends short within them is known before any is sent.
+  const shorter = await startStubNas(t, (_req, res) => {
+    res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': 'bytes 0-9999/20000', 'transfer-encoding': 'chunked' })
+    res.end(RECORDING.subarray(0, 1000))
+  })
+  const held = await startTestGateway(t, shorter, { files: { extensions: ['.wav'], checkMagic: true } })
+  for (const proto of PROTOCOLS) {
+    const res = await fetchAs(proto, held, '/medicall/short.wav', { ...bearer(held.token()), range: 'bytes=0-9999' })
+    t.equal(res.status, 502, `${proto} with checkMagic: refused before a byte`)
+    t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_ERROR', `${proto}: as the NAS's error`)
+  }
 })
 
-t.test('an HTTP/2 HEAD reset while the NAS fails still ends: its admission is released and its completion recorded', async (t) => {
+t.test('an HTTP/2 HEAD reset while the NAS has not answered ends at once: its NAS request cancelled, its admission released, its completion recorded', async (t) => {
   let asked = 0
   const atNas: Array<() => void> = []
+  const cancelled: Array<() => void> = []
   const nas = await startStubNas(t, (req, res) => {
     asked++
-    if (req.method === 'HEAD') { for (const f of atNas.splice(0)) f(); return } // never answers: the gateway's timeout ends it
+    if (req.method === 'HEAD') { // never answers
+      req.socket.once('close', () => { for (const f of cancelled.splice(0)) f() })
+      for (const f of atNas.splice(0)) f()
+      return
+    }
     res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': RECORDING.length })
     res.end(RECORDING)
   })
-  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 1500, connections: 1, queueTimeoutMs: 20000 } })
+  // The NAS's own timeout is far beyond the test's wait: only the client's reset can end the HEAD in time.
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 600000, connections: 1, queueTimeoutMs: 20000 } })
   const session = http2Connect(`https://localhost:${gw.port}`, { ca: readFileSync(testCerts().ca) })
   session.on('error', () => {})
   t.teardown(() => { session.destroy() })
   const reached = new Promise<void>((resolve) => atNas.push(resolve))
+  const nasSawCancel = new Promise<void>((resolve) => cancelled.push(resolve))
   const stream = session.request({ ':method': 'HEAD', ':path': '/medicall/head.wav', ...bearer(gw.token()) })
   stream.on('error', () => {})
   stream.end()
   await within('the HEAD at the NAS', reached)
   stream.close(h2.NGHTTP2_CANCEL)
+  await within('the NAS request cancelled', nasSawCancel)
   const fetch = await waitFor('the HEAD\'s completion record', () => gw.auditRecords().find((r) => r.event === 'fetch' && r.method === 'HEAD'))
   t.equal(fetch.outcome, 'client-aborted', 'its completion says the client left')
   // With one NAS connection, the next download gets it: the HEAD's ticket was released.

@@ -1,11 +1,13 @@
 // One writer per audit directory (two would interleave sequence numbers):
 // audit.lock names the writer's pid, host and pid namespace. It is made
 // whole and at once (written under a temporary name, then linked: never seen
-// empty or half-written). A lock whose process is gone (kill -9) is taken
-// over, by whichever process manages to move that very file aside; a lock
-// from another host or container sharing the directory names a pid this
-// process cannot see, and is never taken over. A lock in the old format
-// (a pid alone) is judged as this host's.
+// empty or half-written). A lock whose process is gone (kill -9) is removed,
+// and then taken like a free one; only the process holding audit.lock.break
+// (made the same way, and held for a moment) removes it, and only if it is
+// still the very lock judged stale, so that of several processes racing for
+// a stale lock exactly one takes it. A lock from another host or container
+// sharing the directory names a pid this process cannot see, and is never
+// taken over. A lock in the old format (a pid alone) is judged as this host's.
 import { randomBytes } from 'node:crypto'
 import { constants as fsc, promises as fsp, readlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
@@ -58,6 +60,35 @@ function holderAlive (file: string, text: string, self: string): Error | undefin
   return alive ? locked(`another process (pid ${pid}) writes to the audit trail in ${join(file, '..')}: one writer per directory`) : undefined
 }
 
+/** A break lock older than this was left by a process that died while breaking: it is removed. */
+const BREAK_STALE_MS = 10000
+
+/**
+ * Removes `file` if it still holds `stale`, as the one process holding the
+ * break lock (made from `tmp` like the lock itself). While the stale lock is
+ * in place nobody can make a new one, so what is read under the break lock
+ * is what is removed. False when another process is breaking it.
+ */
+async function breakStale (file: string, stale: string, tmp: string): Promise<boolean> {
+  const breaker = `${file}.break`
+  try {
+    await fsp.link(tmp, breaker)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    const st = await fsp.lstat(breaker).catch(() => undefined)
+    if (st !== undefined && Date.now() - st.mtimeMs > BREAK_STALE_MS) await fsp.unlink(breaker).catch(() => {})
+    return false
+  }
+  try {
+    if (await readLock(file) === stale) await fsp.unlink(file)
+    return true
+  } finally {
+    await fsp.unlink(breaker).catch(() => {})
+  }
+}
+
+const pause = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
 /** Takes dir's lock; returns what release needs. Throws EAUDITLOCKED while another writer holds it. */
 export async function takeLock (dir: string): Promise<{ file: string, text: string }> {
   const file = join(dir, LOCK_FILE)
@@ -66,7 +97,7 @@ export async function takeLock (dir: string): Promise<{ file: string, text: stri
   const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}`
   await fsp.writeFile(tmp, text, { flag: 'wx', mode: 0o600 })
   try {
-    for (let attempt = 0; attempt < 4; attempt++) {
+    for (let attempt = 0; attempt < 50; attempt++) {
       try {
         await fsp.link(tmp, file)
         return { file, text }
@@ -77,21 +108,10 @@ export async function takeLock (dir: string): Promise<{ file: string, text: stri
       if (held === undefined) continue
       const busy = holderAlive(file, held, self)
       if (busy) throw busy
-      // Stale. Of several processes that judged it so, only the one whose
-      // rename moves this very file goes on; one that moved a fresh lock
-      // instead (made meanwhile by another) puts it back.
-      const aside = `${file}.stale.${process.pid}.${randomBytes(6).toString('hex')}`
-      try {
-        await fsp.rename(file, aside)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-        throw err
-      }
-      const moved = await fsp.readFile(aside, 'latin1').catch(() => '')
-      if (moved !== held) await fsp.link(aside, file).catch(() => {})
-      await fsp.unlink(aside).catch(() => {})
+      // Stale: removed by one process; the others wait for it and try again.
+      if (!await breakStale(file, held, tmp)) await pause(20)
     }
-    throw locked(`cannot take ${file}`)
+    throw locked(`cannot take ${file}: it stayed stale while others were taking it over`)
   } finally {
     await fsp.unlink(tmp).catch(() => {})
   }

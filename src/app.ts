@@ -25,7 +25,7 @@ import { closer } from './gateway/close.js'
 import { fastifyOptions } from './gateway/fastify-options.js'
 import { LiveConfig } from './gateway/live-config.js'
 import { nasHooks, UPSTREAM_FAILURE_KINDS } from './gateway/nas-hooks.js'
-import { registerResponses, securityHeaders } from './gateway/responses.js'
+import { registerResponses } from './gateway/responses.js'
 import { CLIENT_CONNECTIONS, frontDoorHooks } from './gateway/front-door.js'
 import type { GateContext, RequestState } from './gate/state.js'
 import { registerUpstream } from './proxy/upstream.js'
@@ -113,7 +113,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   // The raw request and response are Node's HTTP/2 compatibility objects
   // (HTTP/1.1 clients get node:http's own); the app uses the API they share,
   // so it is typed as the default server.
-  const options = fastifyOptions({ config, logger: opts.logger, serverFactory: serverFactory as never, hsts, headers: securityHeaders(hsts), metrics, records, deliveries, log: () => log })
+  const options = fastifyOptions({ config, logger: opts.logger, serverFactory: serverFactory as never, hsts, metrics, records, deliveries, log: () => log })
   const app = Fastify(options as never) as unknown as FastifyInstance
   log = app.log
   const stopDenylist = denylist.watch(config.auth.revocation.pollMs, (problem) => {

@@ -11,13 +11,13 @@ import type { GatewayMetrics } from '../metrics/registry.js'
 import { clientErrorHandler } from './client-errors.js'
 import type { Deliveries } from './deliveries.js'
 import type { Records } from './records.js'
+import { securityHeaders } from './responses.js'
 
 export interface OptionParts {
   config: Readonly<Config>
   logger?: FastifyBaseLogger
   serverFactory: FastifyServerFactory
   hsts: string
-  headers: (request: FastifyRequest, reply: FastifyReply) => void
   metrics: GatewayMetrics
   records: Records
   deliveries: Deliveries
@@ -26,6 +26,7 @@ export interface OptionParts {
 
 export function fastifyOptions (p: OptionParts): object {
   const { config } = p
+  const headers = securityHeaders(p.hsts)
   return {
     loggerInstance: p.logger ?? createLogger(config.log.level),
     serverFactory: p.serverFactory,
@@ -51,7 +52,7 @@ export function fastifyOptions (p: OptionParts): object {
     // the request is tracked and the headers are set here.
     frameworkErrors: (_error: Error, request: FastifyRequest, reply: FastifyReply) => {
       p.deliveries.track(request, reply)
-      p.headers(request, reply)
+      headers(request, reply)
       p.records.refuse(request, reply, new Errors.BadPath('the URL could not be parsed'))
     }
   }

@@ -43,13 +43,13 @@ export function securityHeaders (hsts: string): (request: FastifyRequest, reply:
  */
 export function registerResponses (app: FastifyInstance, p: ResponseParts): (request: FastifyRequest, reply: FastifyReply) => Record<string, unknown> {
   const fixed = fixedHeaders(p.hsts)
+  const headers = securityHeaders(p.hsts)
   const firstByte = (request: FastifyRequest, reply: FastifyReply): void => {
     const state = request.ng as RequestState | null
     if (state) p.metrics.timeToFirstByte.observe({ status_class: statusClass(reply.statusCode) }, elapsedMs(state.started) / 1000)
   }
   app.addHook('onSend', (request, reply, payload, done) => {
-    reply.headers(fixed)
-    reply.header('x-request-id', request.id)
+    headers(request, reply)
     firstByte(request, reply)
     done(null, payload)
   })

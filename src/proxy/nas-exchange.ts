@@ -19,7 +19,7 @@ import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
 import { judgeAnswer } from './answer.js'
-import type { FileVersion, HeadCheck } from './head-check.js'
+import type { HeadCheck } from './head-check.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 
 /** NAS failures that are retried once, before any byte was sent: a reset connection. */
@@ -58,7 +58,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
   private status = 0
   private headers: Record<string, string> = {}
   private whole = true
-  private version: Pick<FileVersion, 'etag' | 'lastModified'> = {}
+  /** Fetches the file's head on the side (seeks); aborted with the exchange. */
+  private headSignal: UpstreamSignal | undefined
   /** The file's head is being fetched and judged on the side. */
   private seeking = false
   /** The response is full: the NAS connection is paused until it drains. */
@@ -73,6 +74,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     if (this.phase === 'over') return
     this.phase = 'over'
     this.controller?.abort(clientLeft())
+    this.headSignal?.abort()
     this.abandon()
   }
 
@@ -96,10 +98,6 @@ class NasExchange implements Dispatcher.DispatchHandler {
         this.headers = answer.headers
         this.declared = answer.declared
         this.whole = answer.whole
-        this.version = {
-          etag: typeof headers.etag === 'string' ? headers.etag : undefined,
-          lastModified: typeof headers['last-modified'] === 'string' ? headers['last-modified'] : undefined
-        }
         this.hold(answer.start)
         return
       case 'not-modified':
@@ -131,11 +129,11 @@ class NasExchange implements Dispatcher.DispatchHandler {
   /** The answer does not hold the file's head: that is fetched (once per file version) and judged. */
   private askHead (): void {
     this.seeking = true
-    const signal = new UpstreamSignal()
-    this.reply.raw.once('close', () => signal.abort())
+    this.headSignal = new UpstreamSignal()
     const { path, extension } = this.p.hooks.target(this.request)
+    const version = { etag: this.headers.etag, lastModified: this.headers['last-modified'] }
     // judge() settles every NAS failure as a verdict: a rejection is a bug.
-    this.p.heads.judge({ path, extension, ...this.version }, signal).then(
+    this.p.heads.judge({ path, extension, ...version }, this.headSignal).then(
       (verdict) => { this.guard(() => { this.judged(verdict === 'ok' || verdict === 'mismatch' ? verdict === 'ok' : undefined) }) },
       (e: unknown) => { this.broken(e) })
   }

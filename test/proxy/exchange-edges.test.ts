@@ -9,6 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { toneMp3 } from '../../src/demo/recordings.js'
 import { RECORDING, bearer, scrape, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
+import { startFoldingNas } from '../helpers/folding-nas.js'
 import { getLoose, waitFor, within } from '../helpers/wait.js'
 
 /** Serves body with ranges and an ETag, as a NAS does. */
@@ -112,4 +113,20 @@ t.test('an HTTP/2 HEAD reset while the NAS has not answered ends at once: its NA
   const next = await fetchAs('h2', gw, '/medicall/next.wav', bearer(gw.token()))
   t.equal(next.status, 200, 'the next download is served')
   t.ok(asked >= 2, 'and reached the NAS')
+})
+
+t.test('on a NAS that folds names, the probe is judged by the head of the file the gate named, and folded spellings never reach the NAS', async (t) => {
+  const nas = await startFoldingNas(t, { '/medicall/a.wav': RECORDING })
+  const gw = await startTestGateway(t, nas, { files: { extensions: ['.wav'], checkMagic: true }, upstream: { fileSystem: 'folding' } })
+  for (const proto of PROTOCOLS) {
+    const ok = await fetchAs(proto, gw, '/medicall/a.wav', { ...bearer(gw.token()), range: 'bytes=0-1' })
+    t.equal(ok.status, 206, `${proto}: the probe of the real name is served`)
+    t.ok(ok.body.equals(RECORDING.subarray(0, 2)), `${proto}: its two bytes`)
+    for (const variant of ['/medicall/a.wav.', '/medicall/a.wav::$DATA', '/MEDICALL/a.wav']) {
+      const before = nas.requests.length
+      const res = await fetchAs(proto, gw, encodeURI(variant), { ...bearer(gw.token()), range: 'bytes=0-1' })
+      t.ok(res.status >= 400 && res.status < 500, `${proto} ${variant}: refused (${res.status})`)
+      t.equal(nas.requests.length - before, 0, `${proto} ${variant}: nothing reached the NAS, no head check either`)
+    }
+  }
 })

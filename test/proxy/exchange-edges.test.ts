@@ -4,6 +4,7 @@
 // while the NAS is failing. Each over HTTP/1.1 and HTTP/2.
 import t from 'tap'
 import { connect as http2Connect, constants as h2 } from 'node:http2'
+import { request as httpsRequest } from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { toneMp3 } from '../../src/demo/recordings.js'
@@ -129,4 +130,31 @@ t.test('on a NAS that folds names, the probe is judged by the head of the file t
       t.equal(nas.requests.length - before, 0, `${proto} ${variant}: nothing reached the NAS, no head check either`)
     }
   }
+})
+
+t.test('the same over HTTP/1.1: a HEAD whose client leaves before the NAS answers cancels it and is completed', async (t) => {
+  const atNas: Array<() => void> = []
+  const cancelled: Array<() => void> = []
+  const nas = await startStubNas(t, (req, res) => {
+    if (req.method === 'HEAD') {
+      req.socket.once('close', () => { for (const f of cancelled.splice(0)) f() })
+      for (const f of atNas.splice(0)) f()
+      return
+    }
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': RECORDING.length })
+    res.end(RECORDING)
+  })
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 600000, connections: 1, queueTimeoutMs: 20000 } })
+  const reached = new Promise<void>((resolve) => atNas.push(resolve))
+  const nasSawCancel = new Promise<void>((resolve) => cancelled.push(resolve))
+  const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: gw.port, method: 'HEAD', path: '/medicall/head.wav', headers: bearer(gw.token()), ca: readFileSync(testCerts().ca), agent: false })
+  req.on('error', () => {})
+  req.end()
+  await within('the HEAD at the NAS', reached)
+  req.destroy()
+  await within('the NAS request cancelled', nasSawCancel)
+  const fetch = await waitFor('the HEAD\'s completion record', () => gw.auditRecords().find((r) => r.event === 'fetch' && r.method === 'HEAD'))
+  t.equal(fetch.outcome, 'client-aborted', 'its completion says the client left')
+  const next = await fetchAs('h1', gw, '/medicall/next.wav', bearer(gw.token()))
+  t.equal(next.status, 200, 'the next download gets the NAS connection')
 })

@@ -59,6 +59,8 @@ export interface Gateway {
   reloadCertificate: () => boolean
   /** Applies a new, checked config: the policy, extensions and per-request limits now; the rest is reported as needing a restart. */
   reloadConfig: (next: Readonly<Config>) => ReloadResult
+  /** Reads sealing.keyring again (SIGHUP); false when it no longer loads (the one in use stays). */
+  reloadKeyring: () => boolean
 }
 
 export interface GatewayOptions {
@@ -133,7 +135,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
-  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r) }
+  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing }
   registerGate(app, { gate, authenticator, deliveries, records })
   registerGrantsRoute(app, {
     signer: grants,
@@ -143,7 +145,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     record: async (request, grant) => await records.write({ event: 'grant', time: new Date().toISOString(), ...records.fields(request), ...grant }, request.log)
   })
   await authenticator.register(app)
-  const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders }, nasHooks(metrics))
+  const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders, sealing: () => live.sealing }, nasHooks(metrics))
 
   const readiness = readinessOf({
     audit,
@@ -167,6 +169,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     readiness,
     get drainTimeoutMs () { return live.drainTimeoutMs },
     reloadCertificate: () => tls?.reload() ?? false,
-    reloadConfig: (next) => live.reload(next)
+    reloadConfig: (next) => live.reload(next),
+    reloadKeyring: () => live.reloadKeyring()
   }
 }

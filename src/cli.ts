@@ -179,6 +179,7 @@ function buildProgram (): Command {
     }))
 
   certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))
+  sealingCommands(program)
   return program
 }
 
@@ -325,6 +326,47 @@ function certCommands (cert: Command): void {
       out(c.showCertificate(file) + '\n')
       return c.certificateOutOfDate(file) ? 1 : 0
     }))
+}
+
+const sealing = async (): Promise<typeof import('./sealing/commands.js')> => await import('./sealing/commands.js')
+
+function sealingCommands (program: Command): void {
+  const keys = program.command('keys').description('the sealing keyring: one age identity per period (sealing.keyring)')
+  keys.command('new').description('make the identity of a period (default: the current one); never replaces one')
+    .addOption(configOption(true))
+    .option('--period <period>', 'e.g. 2026-11 (as sealing.period says: 2026, 2026-11 or 2026-11-29)')
+    .action(action(async (o: { config: string, period?: string }) => {
+      const c = await load(o.config)
+      refuseForeignOwner([keyringOf(c)], 'keys new')
+      out((await sealing()).keysNew(c, o.period))
+      return 0
+    }))
+  keys.command('list').description('periods, key ids and recipients (public)')
+    .addOption(configOption(true))
+    .action(action(async (o: { config: string }) => { out((await sealing()).keysList(await load(o.config))); return 0 }))
+  keys.command('show').description("a period's recipient (what a recorder encrypts to) and its identity file (for age -d -i)")
+    .addOption(configOption(true))
+    .requiredOption('--period <period>', 'e.g. 2026-11')
+    .action(action(async (o: { config: string, period: string }) => { out((await sealing()).keysShow(await load(o.config), o.period)); return 0 }))
+  const names = program.command('names').description("recordings' sealed names on the NAS")
+  names.command('encode').description('the NAS name of a recording path')
+    .addOption(configOption(true))
+    .argument('<path>', 'e.g. /medicall/2026/11/29/101500_46701234567.wav')
+    .action(action(async (path: string, o: { config: string }) => { out((await sealing()).namesEncode(await load(o.config), path)); return 0 }))
+  names.command('decode').description('the recording path of a NAS name; exit 1 when it does not decode with this keyring')
+    .addOption(configOption(true))
+    .argument('<path>', 'a sealed path as the NAS lists it')
+    .action(action(async (path: string, o: { config: string }) => {
+      const plain = (await sealing()).namesDecode(await load(o.config), path)
+      if (plain === undefined) { err('nasguard: not a sealed name of this keyring (another key, another directory, or altered)\n'); return 1 }
+      out(plain + '\n')
+      return 0
+    }))
+}
+
+function keyringOf (c: Readonly<Config>): string {
+  if (!c.sealing.keyring) throw new UsageError('sealing.keyring is not set in the config')
+  return c.sealing.keyring
 }
 
 /** The exit code for an error that reached the top. */

@@ -61,6 +61,7 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
 export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean, configFile?: string, watchConfig?: boolean } = {}): { close: () => void } {
   const reload = (): void => {
     if (opts.configFile) reloadConfigFile(running.gateway, opts.configFile)
+    else running.gateway.reloadKeyring()
     running.gateway.reloadCertificate()
   }
   process.on('SIGHUP', reload)

@@ -20,6 +20,7 @@ export const FIELD_BOUNDS: Readonly<Record<string, number>> = {
   auth: 8,
   jti: 128,
   rule: 64,
+  keyId: 64,
   outcome: 16,
   reason: 256,
   userAgent: 256,

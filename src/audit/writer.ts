@@ -18,8 +18,8 @@ import { boundRecord } from './record-bounds.js'
 
 export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune'
 
-/** How a fetch ended: in full; the client left; the NAS failed; the gateway shut down (the drain deadline passed). */
-export type Outcome = 'complete' | 'client-aborted' | 'client-too-slow' | 'upstream-error' | 'shutdown'
+/** How a fetch ended: in full; the client left; the NAS failed; a sealed recording failed its authentication; the gateway shut down (the drain deadline passed). */
+export type Outcome = 'complete' | 'client-aborted' | 'client-too-slow' | 'upstream-error' | 'integrity-error' | 'shutdown'
 
 export interface AuditRecord {
   event: AuditEvent
@@ -36,6 +36,8 @@ export interface AuditRecord {
   auth?: 'jwt' | 'mtls' | 'grant'
   jti?: string
   rule?: string
+  /** A sealed recording: the key it is sealed to (period and fingerprint; never the key). */
+  keyId?: string
   status?: number
   bytes?: number
   durationMs?: number

@@ -7,6 +7,7 @@
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { dirname } from 'node:path'
+import { sealingOf } from '../sealing/settings.js'
 import type { Config } from './schema.js'
 import type { ConfigProblem } from './load.js'
 import { auditKeyFile } from './derived.js'
@@ -19,7 +20,19 @@ const reasonOf = (err: unknown): string => (err as NodeJS.ErrnoException).code &
   : (err as Error).message
 
 export function startProblems (c: Readonly<Config>): ConfigProblem[] {
-  return [...certificateProblems(c), ...auditProblems(c), ...listenerProblems(c)]
+  return [...certificateProblems(c), ...auditProblems(c), ...listenerProblems(c), ...sealingProblems(c)]
+}
+
+/** sealing.*: the keyring must load and the period pattern compile (the error names the key). */
+function sealingProblems (c: Readonly<Config>): ConfigProblem[] {
+  try {
+    sealingOf(c)
+    return []
+  } catch (err) {
+    const message = (err as Error).message
+    const at = message.indexOf(': ')
+    return [{ key: message.slice(0, at), reason: message.slice(at + 2) }]
+  }
 }
 
 function certificateProblems (c: Readonly<Config>): ConfigProblem[] {

@@ -156,6 +156,20 @@ export const ConfigSchema = Type.Object({
     /** Check the first bytes of each answer against the type (RIFF/WAVE, ID3 or MPEG sync, OggS, ...); cut the stream before any byte is sent when they differ. Default false. */
     checkMagic: Type.Boolean({ default: false })
   }, { ...strict, default: {} }),
+  sealing: Type.Object({
+    /** off: recordings are plaintext on the NAS (as before). migrate: the sealed name is asked for first, then the plaintext one. require: only sealed recordings are served; a plaintext one on the NAS is refused and counted. Default off. */
+    mode: Type.Union([Type.Literal('off'), Type.Literal('migrate'), Type.Literal('require')], { default: 'off' }),
+    /** Directory of the period identities (<period>.key, age-keygen format) and the name key (names.key); 0700, files 0600, off the NAS. Needed unless mode is off. */
+    keyring: Type.Optional(Type.String({ minLength: 1 })),
+    /** Where a recording's date is in its path: {yyyy}, {mm} and optionally {dd} as whole segments, then ** (e.g. /medicall/{yyyy}/{mm}/**). Needed unless mode is off. */
+    periodPattern: Type.Optional(Type.String({ minLength: 1 })),
+    /** One identity per month (default), day or year. */
+    period: Type.Union([Type.Literal('month'), Type.Literal('day'), Type.Literal('year')], { default: 'month' }),
+    names: Type.Object({
+      /** How many trailing path segments are encrypted (1: the file name). Default 1. */
+      segments: Type.Integer({ default: 1, minimum: 1, maximum: 8 })
+    }, { ...strict, default: {} })
+  }, { ...strict, default: {} }),
   audit: Type.Object({
     /** Directory of the audit trail; created 0700, files 0600. */
     dir: Type.String({ minLength: 1 }),

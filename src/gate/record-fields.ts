@@ -17,6 +17,7 @@ export function requestFields (request: { id: string, method: string, url: strin
     auth: state.identity?.method,
     jti: state.identity?.jti,
     rule: state.rule,
+    keyId: state.sealed?.keyId,
     userAgent: request.headers['user-agent']
   }
 }

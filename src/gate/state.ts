@@ -7,6 +7,7 @@ import type { FileSystemMode } from '../policy/file-system.js'
 import type { PolicyRule } from '../policy/rules.js'
 import type { Admission, Ticket } from '../proxy/admission.js'
 import type { AuditRecord } from '../audit/writer.js'
+import type { SealingSettings } from '../sealing/settings.js'
 
 /** A request as the gate sees it. */
 export interface GateRequest {
@@ -57,6 +58,10 @@ export interface RequestState {
   /** The rule whose scopes the request lacked (policy denials by rule). */
   deniedBy?: string
   upstreamError?: string
+  /** A sealed recording failed its authentication (src/sealing): the outcome is integrity-error. */
+  integrityError?: boolean
+  /** Served sealed (the sealing stage): the NAS's name for it, its period and key. */
+  sealed?: { path: string, period: string, keyId: string }
 }
 
 /** The settings a request reads afresh, which a config reload replaces whole. */
@@ -74,6 +79,8 @@ export interface GateContext {
   admission: Admission
   /** Writes an audit record; false when it could not be written (counted and logged already). */
   record: (r: AuditRecord) => Promise<boolean>
+  /** Sealed recordings' settings; undefined when sealing.mode is off. */
+  sealing: () => SealingSettings | undefined
 }
 
 /**

@@ -119,7 +119,7 @@ export class Deliveries {
     const { complete, bytes } = delivery(request, reply)
     state.bytes = Math.min(bytes, state.deliveredAtCut ?? bytes)
     state.ticket?.release()
-    const outcome: Outcome = state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : state.tooSlow ? 'client-too-slow' : 'client-aborted'
+    const outcome: Outcome = state.integrityError ? 'integrity-error' : state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : state.tooSlow ? 'client-too-slow' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
     const statusLabel = headersSent ? statusClass(status) : 'aborted'
     this.metrics.requests.inc({ method: methodLabel(request.method), status_class: statusLabel, rule: state.rule ?? 'none' })
@@ -129,6 +129,7 @@ export class Deliveries {
       this.sendWatch.delete(reply)
       this.metrics.activeStreams.dec()
       this.metrics.bytesSent.inc(state.bytes)
+      this.metrics.servedBytes.inc({ storage: state.sealed ? 'sealed' : 'plaintext' }, state.bytes)
       this.records.completion(request, status, outcome, durationMs)
     }
     // The request id comes with the logger; never the path or a token.

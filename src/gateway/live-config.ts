@@ -11,6 +11,7 @@ import type { GatewayMetrics } from '../metrics/registry.js'
 import { compileRules } from '../policy/rules.js'
 import type { Admission } from '../proxy/admission.js'
 import type { SendWatch } from '../proxy/send-watch.js'
+import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 
 function liveSettings (c: Readonly<Config>): LiveSettings {
   return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges }
@@ -28,10 +29,33 @@ export class LiveConfig {
   settings: LiveSettings
   /** How long close() lets downloads in flight go on before it cuts them. */
   drainTimeoutMs: number
+  /** Sealed recordings' settings and keyring; undefined when sealing.mode is off. */
+  sealing: SealingSettings | undefined
+
+  /** The config last applied (this.config stays the one started with: what needs a restart is judged against it). */
+  private current: Readonly<Config>
 
   constructor (private readonly config: Readonly<Config>, private readonly p: LiveParts) {
+    this.current = config
     this.settings = liveSettings(config)
     this.drainTimeoutMs = config.limits.drainTimeoutMs
+    this.sealing = sealingOf(config)
+  }
+
+  /**
+   * Reads the keyring again (SIGHUP): new periods' keys are taken, destroyed
+   * ones are gone. A keyring that no longer loads is refused, and the one in
+   * use stays.
+   */
+  reloadKeyring (): boolean {
+    try {
+      this.sealing = sealingOf(this.current)
+      if (this.sealing) this.p.log().info({ periods: this.sealing.keyring.list().length }, 'sealing keyring loaded')
+      return true
+    } catch (err) {
+      this.p.log().error({ problem: (err as Error).message }, 'the sealing keyring could not be reloaded: the one in use stays')
+      return false
+    }
   }
 
   /** Applies a new, checked config: what can change in place now; the rest is reported as needing a restart. */
@@ -42,6 +66,8 @@ export class LiveConfig {
     this.p.admission.setLimits({ queueTimeoutMs: next.upstream.queueTimeoutMs, clientFetches: processShare(next, next.limits.clientFetches) })
     this.p.sendWatch.setLimits({ windowMs: next.limits.sendTimeoutMs, minBytesPerSec: next.limits.minSendRate })
     this.drainTimeoutMs = next.limits.drainTimeoutMs
+    this.current = next
+    this.reloadKeyring()
     const restart = changed.filter((k) => !applied.includes(k))
     this.p.metrics.configReloads.inc({ result: 'ok' })
     this.p.log().info({ applied, ...(restart.length > 0 ? { restart } : {}) }, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded')

@@ -3,6 +3,7 @@
 // and a log line that says why the NAS failed (at most once a second).
 import type { FastifyRequest } from 'fastify'
 import type { UpstreamHooks } from '../proxy/upstream.js'
+import type { SealedHooks } from '../proxy/sealed-exchange.js'
 import { LogThrottle } from '../logging.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
 
@@ -25,8 +26,10 @@ const UPSTREAM_FAILURES: Record<string, string> = {
 /** The bounded labels of nasguard_upstream_errors_total{kind}. */
 export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
 
-export function nasHooks (metrics: GatewayMetrics): UpstreamHooks {
+export function nasHooks (metrics: GatewayMetrics): UpstreamHooks & SealedHooks {
   const failureLog = new LogThrottle()
+  const integrityLog = new LogThrottle()
+  const plaintextLog = new LogThrottle()
   return {
     target: (request: FastifyRequest) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
@@ -37,6 +40,22 @@ export function nasHooks (metrics: GatewayMetrics): UpstreamHooks {
       failureLog.line((repeated) => {
         request.log.warn({ kind, ...(repeated > 0 ? { repeated } : {}) }, UPSTREAM_FAILURES[kind] ?? 'the NAS request failed')
       })
-    }
+    },
+    // The reason says what failed (the header's MAC, chunk 7, another
+    // period's key), never the path or any key material.
+    onIntegrityError: (request, where, reason) => {
+      request.ng.integrityError = true
+      metrics.sealedIntegrityFailures.inc({ where })
+      integrityLog.line((repeated) => {
+        request.log.warn({ where, reason, keyId: request.ng.sealed?.keyId, ...(repeated > 0 ? { repeated } : {}) }, 'a sealed recording failed its integrity check: altered, truncated, swapped or sealed to another key')
+      })
+    },
+    onPlaintextOnNas: (request) => {
+      metrics.plaintextOnNas.inc()
+      plaintextLog.line((repeated) => {
+        request.log.warn({ ...(repeated > 0 ? { repeated } : {}) }, 'a recording is in plaintext on the NAS, and sealing.mode is require: refused; seal it')
+      })
+    },
+    onDecrypted: (seconds) => { metrics.sealedDecryptSeconds.observe(seconds) }
   }
 }

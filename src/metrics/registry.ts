@@ -32,6 +32,7 @@ export function refusalClass (reason: string): string {
     case 'token_missing': case 'token_expired': case 'token_invalid': case 'grant_invalid': case 'client_cert_invalid': return 'auth'
     case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
     case 'audit_unavailable': return 'audit'
+    case 'sealed_integrity': case 'plaintext_on_nas': case 'recording_erased': case 'no_period': return 'sealing'
     case 'upstream_busy': case 'client_busy': case 'client_connections': return 'capacity'
     default: return 'other'
   }
@@ -67,6 +68,10 @@ export class GatewayMetrics {
   private auditChain: { chain: string, sequence: () => number } | undefined
   private upstreamUse = { inUse: () => 0, queued: () => 0 }
   readonly auditWriteSeconds: Histogram
+  readonly servedBytes: Counter<'storage'>
+  readonly sealedIntegrityFailures: Counter<'where'>
+  readonly sealedDecryptSeconds: Histogram
+  readonly plaintextOnNas: Counter
 
   /** Counts a refusal under its reason and class (and as an auth failure when it is one). */
   refuse (reason: string, n = 1): void {
@@ -268,5 +273,30 @@ export class GatewayMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers
     })
+    this.servedBytes = new Counter({
+      name: 'nasguard_recording_bytes_total',
+      help: 'Recording body bytes handed to clients, by how the NAS stores them: sealed (decrypted by the gateway) or plaintext.',
+      labelNames: ['storage'],
+      registers
+    })
+    this.sealedIntegrityFailures = new Counter({
+      name: 'nasguard_sealed_integrity_failures_total',
+      help: 'Sealed recordings that failed authentication: before the first body byte (answered 502) or in the body (the response cut).',
+      labelNames: ['where'],
+      registers
+    })
+    this.sealedDecryptSeconds = new Histogram({
+      name: 'nasguard_sealed_decrypt_seconds',
+      help: 'CPU time spent opening the chunks of one sealed response.',
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers
+    })
+    this.plaintextOnNas = new Counter({
+      name: 'nasguard_plaintext_on_nas_total',
+      help: 'Requests that found a recording in plaintext on the NAS under sealing.mode require (refused): a finding, seal it.',
+      registers
+    })
+    for (const s of ['sealed', 'plaintext']) this.servedBytes.inc({ storage: s }, 0)
+    for (const w of ['before_body', 'in_body']) this.sealedIntegrityFailures.inc({ where: w }, 0)
   }
 }

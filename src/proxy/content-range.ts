@@ -19,7 +19,7 @@ export function parseContentRange (value: unknown): Span | undefined {
 }
 
 /** The spans a Range header asks for, resolved against the file's size (or partly, when it is unknown). */
-function requestedSpans (range: string, total: number | undefined): Array<{ start: number | undefined, end: number | undefined }> {
+export function requestedSpans (range: string, total: number | undefined): Array<{ start: number | undefined, end: number | undefined }> {
   const m = /^bytes=(.*)$/i.exec(range.trim())
   if (!m) return []
   return m[1].split(',').map((s) => SPEC.exec(s.trim())).flatMap((p) => {

@@ -13,6 +13,9 @@ import { readSecretFile } from '../config/secrets.js'
 import { HeadCheck } from './head-check.js'
 import { fetchRecording, type ExchangeParts } from './nas-exchange.js'
 import { classify, type UpstreamHooks } from './nas-failures.js'
+import { fetchSealed, type SealedHooks, type SealedParts } from './sealed-exchange.js'
+import { SealedFiles } from './sealed-files.js'
+import type { SealingSettings } from '../sealing/settings.js'
 
 export { cutResponse, type ProxyTarget, type UpstreamHooks } from './nas-failures.js'
 
@@ -54,6 +57,8 @@ export interface UpstreamOptions {
   checkMagic: boolean
   /** The gateway's own response headers for a recording (a fresh object), just before the NAS's go out. */
   ownHeaders: (request: FastifyRequest, reply: FastifyReply) => Record<string, unknown>
+  /** Sealed recordings' settings, read afresh per request (a reload replaces them); undefined when sealing is off. */
+  sealing: () => SealingSettings | undefined
 }
 
 /**
@@ -61,7 +66,7 @@ export interface UpstreamOptions {
  * has closed: closing the pool in an onClose hook would cut requests still in
  * flight on keep-alive connections (plugins close before the server does).
  */
-export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks): { close: () => Promise<void>, check: () => Promise<string> } {
+export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks & SealedHooks): { close: () => Promise<void>, check: () => Promise<string> } {
   const { upstream: cfg } = opts
   const pool = createPool(cfg, opts.connections)
   const authorization = basicAuth(cfg)
@@ -81,13 +86,24 @@ export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, h
       return out
     }
   }
-  // The gate already produced the canonical path; that exact string goes
-  // to the NAS, and no query string with it.
+  const sealed: SealedParts = {
+    pool,
+    files: new SealedFiles((o) => pool.request(o), own),
+    own,
+    hooks,
+    checkMagic: opts.checkMagic,
+    ownHeaders: opts.ownHeaders,
+    sealing: opts.sealing,
+    plaintext: (request, reply) => { fetchRecording(parts, request, reply) }
+  }
+  // The gate already produced the canonical path (or, sealed, the NAS's
+  // name for it); that exact string goes to the NAS, and no query string.
   app.route({
     method: ['GET', 'HEAD'],
     url: '/*',
     handler: (request, reply) => {
-      fetchRecording(parts, request, reply)
+      if (request.ng.sealed) fetchSealed(sealed, request, reply)
+      else fetchRecording(parts, request, reply)
       return reply
     }
   })

@@ -3,6 +3,7 @@
 // request state. The same stages are attacked through real sockets in
 // test/security/.
 import t from 'tap'
+import type { SealingSettings } from '../../src/sealing/settings.js'
 import { Errors } from '../../src/errors.js'
 import { compileRules } from '../../src/policy/rules.js'
 import { Admission } from '../../src/proxy/admission.js'
@@ -40,7 +41,7 @@ function state (o: Partial<RequestState> = {}): RequestState {
   return { started: 0n, client: { clientIp: '192.0.2.1' }, fetch: false, bytes: 0, closed: false, ...o }
 }
 
-function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?: 'posix' | 'folding', clientFetches?: number } = {}): GateContext {
+function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?: 'posix' | 'folding', clientFetches?: number, sealing?: SealingSettings } = {}): GateContext {
   const live = {
     rules: compileRules([
       { name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] },
@@ -54,7 +55,8 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     live: () => live,
     fileSystem: o.fileSystem ?? 'posix',
     admission: new Admission({ connections: 4, queueTimeoutMs: 1000, clientFetches: o.clientFetches ?? 2 }),
-    record: async (r) => { o.records?.push(r); return o.recordOk ?? true }
+    record: async (r) => { o.records?.push(r); return o.recordOk ?? true },
+    sealing: () => o.sealing
   }
 }
 

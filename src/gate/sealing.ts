@@ -1,0 +1,27 @@
+// Stage 7, sealing (sealing.mode migrate or require): the recording's period,
+// read from its path, and the key of that period. A period whose key was
+// destroyed is erased: 410, and the NAS is not asked. Under require, a path
+// with no period, or a period with no key, cannot be opened either. The
+// NAS's name for the recording is its sealed name (src/sealing/names.ts).
+import { Errors } from '../errors.js'
+import { sealedPathOf } from '../sealing/names.js'
+import { periodOf } from '../sealing/period.js'
+import type { Stage } from './state.js'
+
+export const resolveSealing: Stage = (_request, state, ctx) => {
+  const s = ctx.sealing()
+  if (!s) return
+  const segments = state.segments ?? []
+  const period = periodOf(s.pattern, segments)
+  if (period === undefined) {
+    if (s.mode === 'require') throw new Errors.NoPeriod()
+    return
+  }
+  if (s.keyring.erased(period)) throw new Errors.RecordingErased()
+  const key = s.keyring.key(period)
+  if (!key) {
+    if (s.mode === 'require') throw new Errors.RecordingErased()
+    return
+  }
+  state.sealed = { path: sealedPathOf(s.keyring.nameKey, segments, s.nameSegments), period, keyId: key.keyId }
+}

@@ -1,0 +1,34 @@
+// What serving sealed recordings needs, built from the config: the mode, the
+// period pattern, how many name segments are sealed, and the keyring (read
+// at start, and again on reload: SIGHUP).
+import type { Config } from '../config/schema.js'
+import { Keyring } from './keyring.js'
+import { compilePeriodPattern, type PeriodPattern } from './period.js'
+
+export interface SealingSettings {
+  mode: 'migrate' | 'require'
+  pattern: PeriodPattern
+  nameSegments: number
+  keyring: Keyring
+}
+
+/** The sealing settings of a config; undefined when mode is off. Throws naming the key and what is wrong. */
+export function sealingOf (config: Readonly<Config>): SealingSettings | undefined {
+  const s = config.sealing
+  if (s.mode === 'off') return undefined
+  if (!s.keyring) throw new Error(`sealing.keyring: needed when sealing.mode is ${s.mode}`)
+  if (!s.periodPattern) throw new Error(`sealing.periodPattern: needed when sealing.mode is ${s.mode} (e.g. /medicall/{yyyy}/{mm}/**)`)
+  let pattern: PeriodPattern
+  try {
+    pattern = compilePeriodPattern(s.periodPattern, s.period)
+  } catch (err) {
+    throw new Error(`sealing.periodPattern: ${(err as Error).message}`)
+  }
+  let keyring: Keyring
+  try {
+    keyring = Keyring.load(s.keyring)
+  } catch (err) {
+    throw new Error(`sealing.keyring: ${(err as Error).message}`)
+  }
+  return { mode: s.mode, pattern, nameSegments: s.names.segments, keyring }
+}

@@ -139,6 +139,7 @@ export interface GatewayOverrides {
   tls?: Record<string, unknown>
   admin?: Record<string, unknown>
   listen?: Record<string, unknown>
+  sealing?: Record<string, unknown>
 }
 
 export async function startTestGateway (t: Teardown, nas: { url: string }, o: GatewayOverrides = {}): Promise<TestGateway> {
@@ -154,7 +155,8 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
       files: o.files ?? {},
       audit: { dir: auditDir, ...o.audit },
       admin: { host: '127.0.0.1', port: 0, ...o.admin },
-      limits: o.limits ?? {}
+      limits: o.limits ?? {},
+      sealing: o.sealing ?? {}
     }
   })
   const logs: string[] = []

@@ -25,6 +25,7 @@ const FILE_KEY_BYTES = 16
 
 /** Why a header is refused; never includes key material or the path. */
 export class SealedIntegrityError extends Error {
+  override name = 'SealedIntegrityError'
   constructor (readonly reason: string) { super(`sealed file refused: ${reason}`) }
 }
 

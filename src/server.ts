@@ -2,13 +2,14 @@
 // the demo that `npm start` runs when no config is given.
 import { randomBytes } from 'node:crypto'
 import { setDefaultHighWaterMark } from 'node:stream'
-import { join, resolve } from 'node:path'
+import { join, relative, resolve } from 'node:path'
 import closeWithGrace from 'close-with-grace'
 import { buildGateway, type Gateway, type GatewayOptions } from './app.js'
 import { loadConfig } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { ensureLocalCertificates } from './tls/certificates.js'
-import { ensureDemoRecordings } from './demo/recordings.js'
+import { demoRecordings } from './demo/recordings.js'
+import { DEMO_PERIOD_PATTERN, sealDemoTree } from './demo/sealed-tree.js'
 import { startDemoNas } from './demo/nas.js'
 import { issueToken } from './auth/tokens.js'
 import { listen } from './listen.js'
@@ -106,7 +107,8 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
   const cwd = process.cwd()
   const dataDir = resolve(cwd, '.nasguard-demo')
   const certs = ensureLocalCertificates(resolve(cwd, 'certs'), ['localhost', '127.0.0.1', '::1'])
-  const recordings = ensureDemoRecordings(join(dataDir, 'nas'))
+  const keyring = join(dataDir, 'keyring')
+  const sealed = await sealDemoTree(join(dataDir, 'nas'), keyring, demoRecordings())
   const nas = await startDemoNas(join(dataDir, 'nas'))
   const secret = randomBytes(32).toString('hex')
   const config = loadConfig({
@@ -117,7 +119,8 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
       auth: { jwt: { secret, algorithms: ['HS256'] } },
       policy: [{ name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] }],
       audit: { dir: join(dataDir, 'audit') },
-      admin: { host: '127.0.0.1', port: 9464 }
+      admin: { host: '127.0.0.1', port: 9464 },
+      sealing: { mode: 'require', keyring, periodPattern: DEMO_PERIOD_PATTERN }
     },
     env
   })
@@ -125,8 +128,10 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
   closeOnSignals(running, async () => { await nas.app.close() })
   const { token } = issueToken(config.auth.jwt, { sub: 'demo-user', scope: 'recordings:read', ttlSeconds: 3600 })
   const base = running.url.replace('127.0.0.1', 'localhost')
-  const file = (recordings.find((r) => r.path.endsWith('.wav')) ?? recordings[0]).path
+  const first = sealed.files.find((r) => r.path.endsWith('.wav')) ?? sealed.files[0]
+  const file = first.path
   const dir = file.slice(0, file.lastIndexOf('/') + 1)
+  const rel = (f: string): string => relative(cwd, f)
   const ca = certs.caCert
   const line = '='.repeat(78)
   process.stdout.write([
@@ -148,6 +153,10 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
     `     curl --cacert ${ca} -H "Authorization: Bearer $TOKEN" -o call.wav ${base}${file}`,
     '  3) A directory, even with the token: 403, no listing',
     `     curl -i --cacert ${ca} -H "Authorization: Bearer $TOKEN" ${base}${dir}`,
+    '  4) What the NAS holds: sealed names and ciphertext only (the demo NAS lists, on purpose)',
+    `     curl -s ${nas.url}${dir}`,
+    '  5) Open one offline with age, no nasguard involved (the key stays off the NAS)',
+    `     age -d -i ${rel(first.identityFile)} ${rel(first.sealedFile)} > call.wav`,
     line, ''
   ].join('\n'))
 }

@@ -126,6 +126,15 @@ t.test('the demo: certificates, a demo NAS, a token and the three curl commands'
   t.equal(dir.status, 403)
   t.match(JSON.parse(dir.body.toString()), { error: 'NASGUARD_ERR_DIRECTORY' })
   t.ok(existsSync(join(cwd, '.nasguard-demo', 'audit', 'audit.jsonl')))
+  // The demo NAS holds sealed names and ciphertext only; the printed age command names a real file and key.
+  const nasDir = /curl -s (http:\/\/127\.0\.0\.1:\d+\S+\/)\n/.exec(out)?.[1] ?? ''
+  const listing = await (await fetch(nasDir)).text()
+  t.match(listing, /[a-z2-7]{40,}\.age/, 'the NAS lists sealed names')
+  t.notMatch(listing, /4670|\.wav|\.mp3/, 'and no phone number or plaintext name')
+  const age = /age -d -i (\S+) (\S+) > call\.wav/.exec(out)
+  t.ok(age && existsSync(join(cwd, age[1])) && existsSync(join(cwd, age[2])), 'the age command names the identity and the sealed file')
+  t.equal(statSync(join(cwd, age?.[1] ?? '')).mode & 0o777, 0o600, 'the identity is 0600')
+  t.notOk(readFileSync(join(cwd, age?.[2] ?? '')).includes(audio.body.subarray(44, 1044)), 'the file on the NAS is not the audio')
   t.notMatch(out.split('TOKEN=')[0] + out.split('=====').slice(-1)[0], new RegExp(recording), 'logs do not carry the recording path')
 
   child.kill('SIGTERM')

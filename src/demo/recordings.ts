@@ -1,8 +1,7 @@
 // Synthetic call recordings for the demo NAS, laid out the way the exposed
 // server was: /medicall/YYYY/MM/DD/<HHMMSS>_<phone>.wav. The phone numbers are
-// made up (Swedish mobile format); the audio is a short tone.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+// made up (Swedish mobile format); the audio is a short tone. The demo NAS
+// holds them sealed (sealed-tree.ts).
 import { TONE_MP3_BASE64 } from './tone-mp3.js'
 
 /** A mono 16-bit PCM WAV file holding a sine tone. */
@@ -34,19 +33,17 @@ export function toneMp3 (): Buffer {
   return Buffer.from(TONE_MP3_BASE64, 'base64')
 }
 
-export interface DemoRecording { path: string, bytes: number }
+export interface DemoRecording { path: string, body: Buffer }
 
 const DAYS = ['2016/01/01', '2016/01/02', '2019/02/18']
 
-/** Writes the tree under root unless it is there; returns the recordings' URL paths. */
-export function ensureDemoRecordings (root: string): DemoRecording[] {
+/** The demo's recordings: their URL paths and bodies (the same on every machine). */
+export function demoRecordings (): DemoRecording[] {
   // A fixed-seed generator: the same tree on every machine.
   let seed = 1177
   const next = (): number => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed }
   const out: DemoRecording[] = []
   DAYS.forEach((day, d) => {
-    const dir = join(root, 'medicall', ...day.split('/'))
-    mkdirSync(dir, { recursive: true })
     for (let i = 0; i < 4; i++) {
       const hh = String(8 + ((next() >> 8) % 10)).padStart(2, '0')
       const mm = String((next() >> 8) % 60).padStart(2, '0')
@@ -54,10 +51,7 @@ export function ensureDemoRecordings (root: string): DemoRecording[] {
       const phone = '4670' + String((next() >> 4) % 10000000).padStart(7, '0')
       const mp3 = i === 3
       const name = `${hh}${mm}${ss}_${phone}.${mp3 ? 'mp3' : 'wav'}`
-      const body = mp3 ? toneMp3() : toneWav(330 + 55 * (d * 4 + i), 1.5)
-      const file = join(dir, name)
-      if (!existsSync(file)) writeFileSync(file, body)
-      out.push({ path: `/medicall/${day}/${name}`, bytes: body.length })
+      out.push({ path: `/medicall/${day}/${name}`, body: mp3 ? toneMp3() : toneWav(330 + 55 * (d * 4 + i), 1.5) })
     }
   })
   return out.sort((a, b) => a.path.localeCompare(b.path))

@@ -1,14 +1,16 @@
 // A browser <audio> player, which cannot send an Authorization header,
 // plays a recording through a playback grant URL, and seeking sends a
-// Range request. Real headless Chromium (Debian's package) via
+// Range request: a plaintext recording, and a sealed one that the gateway
+// decrypts on the fly. Real headless Chromium (Debian's package) via
 // playwright-core; CI installs it (.ci/run).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { existsSync, readFileSync } from 'node:fs'
 import { request } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { chromium } from 'playwright-core'
 import { toneWav } from '../../src/demo/recordings.js'
-import { bearer, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
+import { bearer, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway } from '../helpers/gateway.js'
+import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p))
 // Ten minutes of 8 kHz audio (9.6 MB): more than the player buffers at once,
@@ -32,12 +34,31 @@ function serveLong (req: IncomingMessage, res: ServerResponse): void {
 
 if (!CHROMIUM && process.env.CI) t.fail('chromium is not installed, and CI should have installed it (.ci/run)')
 
+const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+
 t.test('an <audio> element plays a recording through a grant URL, and seeking sends a Range request', {
   skip: CHROMIUM ? false : 'chromium is not installed here (apt-get install chromium)'
 }, async (t) => {
-  if (!CHROMIUM) return
   const nas = await startStubNas(t, serveLong)
-  const gw = await startTestGateway(t, nas)
+  await playAndSeek(t, await startTestGateway(t, nas), nas, LONG.length)
+})
+
+t.test('the same with a sealed recording: decrypted on the fly, and the seek asks the NAS for chunks past the middle', {
+  skip: CHROMIUM ? false : 'chromium is not installed here (apt-get install chromium)'
+}, async (t) => {
+  const keys = makeKeyring(['2016-01'])
+  const ring = keys.ring()
+  const mem = memoryNas()
+  const sealed = await sealBytes(ring, '2016-01', PATH, LONG)
+  mem.files.set(sealedName(ring, PATH), sealed)
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  await playAndSeek(t, gw, nas, sealed.length)
+  t.ok(nas.requests.every((r) => r.url === sealedName(ring, PATH)), 'the NAS was asked only for the sealed name')
+})
+
+async function playAndSeek (t: Test, gw: TestGateway, nas: StubNas, nasBytes: number): Promise<void> {
+  if (!CHROMIUM) return
   const minted = await fetchGrant(gw)
   t.match(minted.url, /^\/medicall\/2016\/01\/01\/083012_46701234567\.wav\?grant=[\w-]+\.[\w-]+$/)
 
@@ -74,15 +95,15 @@ t.test('an <audio> element plays a recording through a grant URL, and seeking se
   const ranges = nas.requests.map((r) => String(r.headers.range ?? ''))
   t.ok(nas.requests.length >= 2, `the player asked more than once (${nas.requests.length} requests: ${ranges.join(', ')})`)
   const starts = ranges.map((r) => Number(/^bytes=(\d+)-/.exec(r)?.[1] ?? -1))
-  t.ok(starts.some((s) => s > LONG.length / 2), `a Range request started past the middle (${ranges.join(', ')})`)
+  t.ok(starts.some((s) => s > nasBytes / 2), `a Range request started past the middle (${ranges.join(', ')})`)
   t.ok(nas.requests.every((r) => !String(r.url).includes('grant')), 'the grant never reaches the NAS')
   const fetches = gw.auditRecords().filter((r) => r.event === 'fetch' || r.event === 'access')
   t.ok(fetches.length > 0 && fetches.every((r) => r.auth === 'grant' && r.subject === 'alice'), 'every fetch is audited as alice, through the grant')
   t.notOk(gw.logs.join('\n').includes(minted.url.split('grant=')[1]), 'the grant is in no log line')
-})
+}
 
 async function fetchGrant (gw: { port: number, token: () => string }): Promise<{ url: string }> {
-  const body = JSON.stringify({ path: '/medicall/2016/01/01/083012_46701234567.wav' })
+  const body = JSON.stringify({ path: PATH })
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', servername: 'localhost', port: gw.port, path: '/_nasguard/grants', method: 'POST', ca: readFileSync(testCerts().ca), agent: false, headers: { ...bearer(gw.token()), 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
       let text = ''

@@ -15,7 +15,9 @@
 // BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
 // BENCH_COMPARE (another checkout, built, or a comma list of them: each runs its dist/cli.js beside this one),
 // BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy,bare), BENCH_OUT (results JSON file),
-// BENCH_SERVER_KEY=ecdsa (every target's certificate ECDSA P-256 instead of RSA-2048).
+// BENCH_SERVER_KEY=ecdsa (every target's certificate ECDSA P-256 instead of RSA-2048),
+// BENCH_SEALED=1 (adds "nasguard (sealed)": the same files sealed on the NAS, sealing.mode require,
+// and prints the sealed/plain ratios and the decryption MB/s of one core).
 // Every table also prints nasguard's ratio to the bare Node proxy: what its features cost.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
@@ -23,6 +25,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FILES, SIZES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
+import { SEALED_PATTERN, decryptMbps, sealFixtures } from './lib/sealed.mjs'
 import { have, rssMb, startBareProxy, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
@@ -92,6 +95,12 @@ function addNasguard (name, label, port, adminPort, cli, overrides, extraEnv) {
   targets.push({ name: label, port, auth: true, proc: p, nasguard: true, adminPort })
 }
 addNasguard('nasguard', 'nasguard', 18443, 19464, 'dist/cli.js')
+if (env.BENCH_SEALED) {
+  const keyring = join(dir, 'keyring')
+  await sealFixtures(root, keyring, [SMALL, LARGE, HUGE])
+  addNasguard('sealed', 'nasguard (sealed)', 18460, 19480, 'dist/cli.js', { sealing: { mode: 'require', keyring, periodPattern: SEALED_PATTERN } })
+  console.log(`decryption: ${(await decryptMbps()).toFixed(0)} MB/s on one core (64 KiB ChaCha20-Poly1305 chunks, node:crypto)`)
+}
 if (env.BENCH_VARIANT) addNasguard('variant', 'nasguard (variant)', 18444, 19465, 'dist/cli.js', JSON.parse(env.BENCH_VARIANT))
 // BENCH_VARIANTS='{"label": {config overrides, "env": {...}}, ...}': several variants in one run.
 Object.entries(JSON.parse(env.BENCH_VARIANTS ?? '{}')).forEach(([label, o], i) => {
@@ -175,6 +184,15 @@ async function wrk (t, w, seconds) {
   } finally { clearInterval(sampler) }
 }
 
+/** sealed/plain: what sealing costs, from one run. */
+function sealedRatios (w, rows) {
+  const plain = rows.find((r) => r.target === 'nasguard')
+  const sealed = rows.find((r) => r.target === 'nasguard (sealed)')
+  if (!plain || !sealed) return
+  const rate = (x) => (w.byMbps ? x.mbps : x.rps)
+  console.log(`sealed / plain: ${(rate(sealed) / rate(plain)).toFixed(2)}x ${w.byMbps ? 'MB/s' : 'req/s'}, p99 ${(sealed.p99 / plain.p99).toFixed(2)}x`)
+}
+
 const median = (xs) => { const s = [...xs].filter((x) => !Number.isNaN(x)).sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : NaN }
 const WORKLOADS = {
   W1: { title: 'W1: 64 KB recordings, 32 keep-alive connections', path: SMALL, connections: 32 },
@@ -218,6 +236,7 @@ async function runWorkload (id) {
     console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x ${r.bareRatio.toFixed(2).padStart(7)}x  ${r.rounds.join(', ')}` +
       `${r.resumed !== undefined ? `  resumed ${(r.resumed * 100).toFixed(0)}%` : ''}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
   }
+  sealedRatios(w, rows)
   return { id, title: w.title, rows }
 }
 

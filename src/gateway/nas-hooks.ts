@@ -50,10 +50,12 @@ export function nasHooks (metrics: GatewayMetrics): UpstreamHooks & SealedHooks 
         request.log.warn({ where, reason, keyId: request.ng.sealed?.keyId, ...(repeated > 0 ? { repeated } : {}) }, 'a sealed recording failed its integrity check: altered, truncated, swapped or sealed to another key')
       })
     },
-    onPlaintextOnNas: (request) => {
-      metrics.plaintextOnNas.inc()
+    onPlaintextOnNas: (request, served) => {
+      metrics.plaintextOnNas.inc({ action: served ? 'served' : 'refused' })
       plaintextLog.line((repeated) => {
-        request.log.warn({ ...(repeated > 0 ? { repeated } : {}) }, 'a recording is in plaintext on the NAS, and sealing.mode is require: refused; seal it')
+        request.log.warn({ ...(repeated > 0 ? { repeated } : {}) }, served
+          ? 'a recording of a period with a key is in plaintext on the NAS (sealing.mode migrate): served unauthenticated; seal it'
+          : 'a recording is in plaintext on the NAS, and sealing.mode is require: refused; seal it')
       })
     },
     onDecrypted: (seconds) => { metrics.sealedDecryptSeconds.observe(seconds) }

@@ -71,7 +71,7 @@ export class GatewayMetrics {
   readonly servedBytes: Counter<'storage'>
   readonly sealedIntegrityFailures: Counter<'where'>
   readonly sealedDecryptSeconds: Histogram
-  readonly plaintextOnNas: Counter
+  readonly plaintextOnNas: Counter<'action'>
 
   /** Counts a refusal under its reason and class (and as an auth failure when it is one). */
   refuse (reason: string, n = 1): void {
@@ -293,10 +293,12 @@ export class GatewayMetrics {
     })
     this.plaintextOnNas = new Counter({
       name: 'nasguard_plaintext_on_nas_total',
-      help: 'Requests that found a recording in plaintext on the NAS under sealing.mode require (refused): a finding, seal it.',
+      help: 'Requests that found a recording in plaintext on the NAS where a sealed one was looked for: refused (sealing.mode require) or served (migrate). A finding: seal it.',
+      labelNames: ['action'],
       registers
     })
     for (const s of ['sealed', 'plaintext']) this.servedBytes.inc({ storage: s }, 0)
     for (const w of ['before_body', 'in_body']) this.sealedIntegrityFailures.inc({ where: w }, 0)
+    for (const a of ['refused', 'served']) this.plaintextOnNas.inc({ action: a }, 0)
   }
 }

@@ -42,7 +42,7 @@ function decodeSegment (raw: string): string | null {
   }
 }
 
-function encodeSegment (decoded: string): string {
+export function encodeSegment (decoded: string): string {
   if (ALL_KEPT.test(decoded)) return decoded
   let out = ''
   for (const ch of decoded) {

@@ -37,8 +37,18 @@ export function passedHeaders (headers: IncomingHttpHeaders): Record<string, str
   return out
 }
 
-function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined): Answer {
-  if (!looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
+/**
+ * A sealed file's type is whatever the NAS calls an unknown extension
+ * (application/octet-stream, text/plain, none): its header is the real
+ * check. What a listing or an error page is labelled is still refused.
+ */
+function looksLikeListing (contentType: string | string[] | undefined): boolean {
+  const ct = String(contentType ?? '').split(';')[0].trim().toLowerCase()
+  return ct === 'text/html' || ct.endsWith('/json') || ct.endsWith('/xml') || ct.endsWith('+xml') || ct.endsWith('+json')
+}
+
+function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, sealed: boolean): Answer {
+  if (sealed ? looksLikeListing(headers['content-type']) : !looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
   const out = passedHeaders(headers)
   if (status === 200) return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
   const answer = checkPartialAnswer(range, headers['content-range'], headers['content-length'])
@@ -49,9 +59,9 @@ function recording (status: number, headers: IncomingHttpHeaders, range: string 
   return { kind: 'recording', headers: out, declared: Number(out['content-length']), start, whole: end + 1 === total }
 }
 
-/** The verdict on a NAS answer to a request that carried `range` (if any). */
-export function judgeAnswer (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined): Answer {
-  if (status === 200 || status === 206) return recording(status, headers, range)
+/** The verdict on a NAS answer to a request that carried `range` (if any); `sealed` for an age file. */
+export function judgeAnswer (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, sealed = false): Answer {
+  if (status === 200 || status === 206) return recording(status, headers, range, sealed)
   if (status === 304) {
     const { 'content-length': _, ...rest } = passedHeaders(headers)
     return { kind: 'not-modified', headers: rest }

@@ -22,8 +22,8 @@ import { sameVersion, type SealedFile, type SealedFiles } from './sealed-files.j
 export interface SealedHooks {
   /** A sealed recording failed its authentication: before_body (answered 502) or in_body (the response cut). */
   onIntegrityError: (request: FastifyRequest, where: 'before_body' | 'in_body', reason: string) => void
-  /** sealing.mode require found the recording in plaintext on the NAS. */
-  onPlaintextOnNas: (request: FastifyRequest) => void
+  /** The recording is in plaintext on the NAS: refused (require), or served as such (migrate). */
+  onPlaintextOnNas: (request: FastifyRequest, served: boolean) => void
   onDecrypted: (seconds: number) => void
 }
 
@@ -75,6 +75,7 @@ class ChunkStream implements Dispatcher.DispatchHandler {
   private draining = false
   private decryptNs = 0n
   private received = 0
+  private readonly asked = process.hrtime.bigint()
 
   constructor (
     private readonly p: SealedParts,
@@ -102,9 +103,10 @@ class ChunkStream implements Dispatcher.DispatchHandler {
 
   onResponseStart (_controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
     if (status < 200 || this.over) return
+    this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9)
     const range = `bytes=${this.span.start}-${this.span.end}`
     if (status === 412) { this.fail(new Stale()); return }
-    const answer = judgeAnswer(status, headers, range)
+    const answer = judgeAnswer(status, headers, range, true)
     if (answer.kind === 'refused') { this.fail(answer); return }
     const partial = status === 206 ? checkPartialAnswer(range, headers['content-range'], headers['content-length']) : undefined
     if (!partial?.ok || partial.span.start !== this.span.start || partial.span.end !== this.span.end) {
@@ -202,7 +204,10 @@ class ChunkStream implements Dispatcher.DispatchHandler {
     this.finish()
     this.controller?.abort(Object.assign(new Error('stopped by the gateway'), { name: 'AbortError' }))
     if (!this.headWritten) { this.settle(err); return }
-    if (err instanceof SealedIntegrityError) this.p.hooks.onIntegrityError(this.request, 'in_body', err.reason)
+    if (err instanceof SealedIntegrityError) {
+      this.p.files.forget(this.file)
+      this.p.hooks.onIntegrityError(this.request, 'in_body', err.reason)
+    }
     else this.p.hooks.onUpstreamError(this.request, (err as { upstreamKind?: string }).upstreamKind ?? (err instanceof Error ? classify(err as NasguardError & { cause?: { code?: string } }).kind : 'body'))
     cutResponse(this.reply)
     this.settle()
@@ -241,9 +246,15 @@ function abandon (reply: FastifyReply): void {
 }
 
 function refuse (p: SealedParts, request: FastifyRequest, reply: FastifyReply, err: unknown): void {
-  if (err instanceof SealedIntegrityError || err instanceof Stale) {
-    p.hooks.onIntegrityError(request, 'before_body', err instanceof Stale ? 'the file changes as it is read' : err.reason)
+  if (err instanceof SealedIntegrityError) {
+    p.hooks.onIntegrityError(request, 'before_body', err.reason)
     reply.send(new Errors.SealedIntegrity())
+    return
+  }
+  if (err instanceof Stale) {
+    // Changed twice while it was read: the NAS is being written to.
+    p.hooks.onUpstreamError(request, 'other')
+    reply.send(new Errors.UpstreamError())
     return
   }
   const refused = err as { kind?: string, err?: NasguardError, upstreamKind?: string | null }
@@ -263,6 +274,7 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
   // The keyring was reloaded since the gate passed, without this period's key.
   if (!key || key.keyId !== sealed.keyId) throw { kind: 'refused', err: new Errors.RecordingErased(), upstreamKind: null }
   let file = request.method === 'HEAD' || attempt > 0 ? undefined : p.files.cached(sealed.path, key.keyId)
+  const cached = file !== undefined
   if (!file) {
     const opened = await p.files.open(sealed.path, request.ng.path as string, key, request.id, signal)
     if (opened.kind === 'missing') { await notSealed(p, request, reply, signal); return }
@@ -271,6 +283,10 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
   }
   if (signal.aborted) throw new Error('gone')
   const plan = planAnswer({ size: file.geometry.size, etag: file.etag, lastModified: file.lastModified }, request.headers)
+  // A 304 or 416 would be answered without asking the NAS again: from a
+  // remembered header it could be about a version no longer there. (A body
+  // is safe: its chunks are asked for with If-Match.)
+  if (cached && plan.kind !== 'body') throw new Stale()
   if (plan.kind === 'not-modified') {
     reply.code(304).headers({ etag: file.etag, ...(file.lastModified ? { 'last-modified': file.lastModified } : {}) }).send()
     return
@@ -280,6 +296,10 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     return
   }
   if (request.method === 'HEAD') {
+    // The length a HEAD states is authenticated: the last chunk, flagged
+    // last, opens where the size puts it (a truncated or extended file does not).
+    if (await p.files.fetchChunk(file, file.geometry.chunks - 1, request.id, signal) === 'changed') throw new Stale()
+    if (signal.aborted) throw new Error('gone')
     reply.hijack()
     reply.raw.writeHead(plan.status, headersOf(p, request, reply, file, plan.start, plan.end, plan.status === 206) as never)
     reply.raw.end()
@@ -292,7 +312,6 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     if (!verdict) throw { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'magic' }
   }
   if (p.checkMagic && file.magic === false) throw { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'magic' }
-  const cached = attempt === 0 && request.method !== 'HEAD'
   await new Promise<void>((resolve, reject) => {
     const s = new ChunkStream(p, request, reply, file, span, plan, (err) => {
       if (err === undefined) { resolve(); return }
@@ -313,7 +332,10 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
  */
 async function notSealed (p: SealedParts, request: FastifyRequest, reply: FastifyReply, signal: UpstreamSignal): Promise<void> {
   if (p.sealing()?.mode !== 'require') {
+    // Counted (not yet sealed, or its sealed file removed), and served
+    // unauthenticated as before: what migrate means.
     request.ng.sealed = undefined
+    p.hooks.onPlaintextOnNas(request, true)
     p.plaintext(request, reply)
     return
   }
@@ -321,7 +343,7 @@ async function notSealed (p: SealedParts, request: FastifyRequest, reply: Fastif
   res.body.on('error', () => {})
   res.body.destroy()
   if (res.statusCode >= 200 && res.statusCode < 300) {
-    p.hooks.onPlaintextOnNas(request)
+    p.hooks.onPlaintextOnNas(request, false)
     reply.send(new Errors.PlaintextOnNas())
     return
   }

@@ -49,8 +49,14 @@ export function sameVersion (file: SealedFile): Record<string, string> {
   return {}
 }
 
-function clientEtag (keyId: string, sealedSize: number, nasEtag: string | undefined, lastModified: string | undefined): string {
-  return '"' + createHash('sha256').update(`${keyId}\0${sealedSize}\0${nasEtag ?? ''}\0${lastModified ?? ''}`).digest('base64url').slice(0, 27) + '"'
+/**
+ * The gateway's strong ETag: from the header's MAC, which is authenticated
+ * and unique to each sealing of a file (a fresh file key every time), and
+ * the file's size. Two recordings, or two sealings of one, never share it,
+ * whatever validators the NAS gives.
+ */
+function clientEtag (keyId: string, sealedSize: number, mac: Buffer): string {
+  return '"' + createHash('sha256').update(`${keyId}\0${sealedSize}\0`).update(mac).digest('base64url').slice(0, 27) + '"'
 }
 
 export class SealedFiles {
@@ -89,7 +95,7 @@ export class SealedFiles {
         key: payloadKey(header.fileKey, data.subarray(header.length, header.length + NONCE_BYTES)),
         nasEtag,
         lastModified,
-        etag: clientEtag(key.keyId, sealedSize, nasEtag, lastModified)
+        etag: clientEtag(key.keyId, sealedSize, header.mac)
       }
       if (nasEtag !== undefined || lastModified !== undefined) {
         if (this.files.size >= this.maxEntries) this.files.delete(this.files.keys().next().value as string)
@@ -106,7 +112,7 @@ export class SealedFiles {
     const body = res.body as unknown as Readable
     body.on('error', () => {})
     try {
-      const answer = judgeAnswer(res.statusCode, res.headers, range)
+      const answer = judgeAnswer(res.statusCode, res.headers, range, true)
       if (answer.kind === 'unsatisfiable') throw new SealedIntegrityError('an empty file')
       if (answer.kind === 'refused') return answer.upstreamKind === null ? { kind: 'missing' } : answer
       if (answer.kind !== 'recording') return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'other' }
@@ -120,27 +126,39 @@ export class SealedFiles {
   }
 
   /**
-   * files.checkMagic for a seek: chunk 0 is fetched, opened and judged, once
-   * per file version. 'changed' when the file is no longer that version.
+   * Fetches and opens one chunk, on the condition that the file is still the
+   * version whose header was read: 'changed' when it is not. A chunk that
+   * does not authenticate throws SealedIntegrityError; a NAS that fails, its
+   * refusal.
    */
-  async judgeMagic (file: SealedFile, extension: string, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<boolean | 'changed'> {
-    if (file.magic !== undefined) return file.magic
-    const span = spanOf(file.geometry, 0, 0)
+  async fetchChunk (file: SealedFile, index: number, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<Buffer | 'changed'> {
+    const span = spanOf(file.geometry, index * CHUNK, index * CHUNK)
     const range = `bytes=${span.start}-${span.end}`
+    const length = span.end - span.start + 1
     const res = await this.request({ method: 'GET', path: file.path, headers: { ...this.headers, ...sameVersion(file), 'x-request-id': requestId, range }, signal })
     const body = res.body as unknown as Readable
     body.on('error', () => {})
     try {
       if (res.statusCode === 412) return 'changed'
-      const answer = judgeAnswer(res.statusCode, res.headers, range)
-      if (answer.kind !== 'recording' || answer.start !== span.start) throw new SealedIntegrityError('chunk 0 could not be had')
-      const { head } = await peek(body, span.end - span.start + 1)
-      const plain = openChunk(file.key, 0, file.geometry.chunks === 1, head.subarray(0, span.end - span.start + 1))
-      if (!plain) throw new SealedIntegrityError('chunk 0 does not authenticate')
-      return this.judged(file, extension, plain)
+      const answer = judgeAnswer(res.statusCode, res.headers, range, true)
+      // A NAS that fails here is a NAS failure, not a tampered file.
+      if (answer.kind === 'refused') throw answer
+      if (answer.kind !== 'recording' || answer.start !== span.start) throw { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'range' }
+      const { head } = await peek(body, length)
+      if (head.length < length) throw { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body' }
+      const plain = openChunk(file.key, index, index === file.geometry.chunks - 1, head.subarray(0, length))
+      if (!plain) throw new SealedIntegrityError(`chunk ${index} does not authenticate`)
+      return plain
     } finally {
       body.destroy()
     }
+  }
+
+  /** files.checkMagic for a seek: chunk 0 is fetched, opened and judged, once per file version. */
+  async judgeMagic (file: SealedFile, extension: string, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<boolean | 'changed'> {
+    if (file.magic !== undefined) return file.magic
+    const chunk0 = await this.fetchChunk(file, 0, requestId, signal)
+    return chunk0 === 'changed' ? chunk0 : this.judged(file, extension, chunk0)
   }
 
   /** Judges the decrypted chunk 0 and remembers the verdict with the file. */

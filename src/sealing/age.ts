@@ -162,7 +162,13 @@ function unwrapWith (id: Identity, s: Stanza): Buffer | undefined {
   if (s.args.length !== 1) throw new SealedIntegrityError('malformed X25519 stanza')
   const share = unb64(s.args[0])
   if (share.length !== 32 || s.body.length !== 32) throw new SealedIntegrityError('malformed X25519 stanza')
-  const shared = diffieHellman({ privateKey: id.privateKey, publicKey: publicKeyObject(share) })
+  let shared: Buffer
+  try {
+    shared = diffieHellman({ privateKey: id.privateKey, publicKey: publicKeyObject(share) })
+  } catch {
+    // OpenSSL refuses a low-order point (an all-zero shared secret) itself.
+    throw new SealedIntegrityError('malformed X25519 stanza (low-order share)')
+  }
   if (shared.every((b) => b === 0)) throw new SealedIntegrityError('malformed X25519 stanza (low-order share)')
   const key = hkdf(shared, Buffer.concat([share, id.publicKey]), X25519_LABEL)
   return open(key, s.body)
@@ -236,6 +242,8 @@ function parseHeader (data: Buffer): ParsedHeader | undefined {
 
 export interface OpenedHeader {
   fileKey: Buffer
+  /** The header's MAC: authenticated, and unique to the file (a fresh file key each time one is sealed). */
+  mac: Buffer
   /** Bytes of header: the payload's nonce starts here. */
   length: number
 }
@@ -259,5 +267,5 @@ export function openHeader (data: Buffer, id: Identity, path: string): OpenedHea
   const bindings = h.stanzas.filter((s) => s.type === PATH_STANZA)
   if (bindings.length !== 1 || bindings[0].args.join(' ') !== 'v1' || bindings[0].body.length !== 32) throw new SealedIntegrityError('no path binding')
   if (!timingSafeEqual(bindings[0].body, pathMac(fileKey, path))) throw new SealedIntegrityError('sealed for another path')
-  return { fileKey, length: h.length }
+  return { fileKey, mac: h.mac, length: h.length }
 }

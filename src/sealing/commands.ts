@@ -38,9 +38,12 @@ export function keysShow (c: Readonly<Config>, period: string): string {
   return `period ${key.period}\nkey id ${key.keyId}\nrecipient ${key.identity.recipient}\nidentity ${join(ring.dir, `${period}.key`)}\n`
 }
 
+/** The decoded segments of a path as a URL or the NAS spells it. */
 function segmentsOf (path: string): string[] {
-  const segments = path.split('/').slice(1)
-  if (!path.startsWith('/') || segments.some((s) => s === '' || s === '.' || s === '..')) throw new Error(`not a canonical path: ${JSON.stringify(path)} (absolute, no empty, . or .. segments)`)
+  const bad = (): Error => new Error(`not a canonical path: ${JSON.stringify(path)} (absolute, no empty, . or .. segments)`)
+  if (!path.startsWith('/')) throw bad()
+  const segments = path.split('/').slice(1).map((s) => { try { return decodeURIComponent(s) } catch { throw bad() } })
+  if (segments.some((s) => s === '' || s === '.' || s === '..' || s.includes('/'))) throw bad()
   return segments
 }
 

@@ -6,7 +6,7 @@
 // Every file is 0600. A keyring that others can read is refused, naming the
 // file. Loaded at start and on SIGHUP (a new Keyring replaces the old).
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { closeSync, constants, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
 import { encodeIdentity, identityOf, newIdentity, parseIdentity, type Identity } from './age.js'
@@ -77,7 +77,11 @@ export class Keyring {
     const keys = new Map<string, PeriodKey>()
     const erased = new Set<string>()
     for (const name of readdirSync(dir).sort()) {
-      if (name.endsWith(ERASED_SUFFIX)) erased.add(name.slice(0, -ERASED_SUFFIX.length))
+      if (name.endsWith(ERASED_SUFFIX)) {
+        // A tombstone that still holds the identity erased nothing.
+        if (readFileSync(join(dir, name), 'utf8').includes('AGE-SECRET-KEY-')) throw new Error(`${join(dir, name)} holds a secret key: an erased period's identity must be destroyed, not renamed`)
+        erased.add(name.slice(0, -ERASED_SUFFIX.length))
+      }
       if (!name.endsWith(KEY_SUFFIX) || name === NAME_KEY_FILE) continue
       const file = join(dir, name)
       checkPrivate(file, false)
@@ -128,4 +132,33 @@ export function newPeriodKey (dir: string, unit: PeriodUnit, period: string): Pe
   const identity = newIdentity()
   writePrivate(file, `# nasguard sealing identity for period ${period}\n# created: ${new Date().toISOString()}\n# public key: ${identity.recipient}\n${encodeIdentity(identity)}\n`)
   return { period, identity: identityOf(identity.secret), keyId: keyIdOf(period, identity) }
+}
+
+/**
+ * Destroys a period's identity: the key file is overwritten with random
+ * bytes and synced, then unlinked, and a tombstone (<period>.erased, naming
+ * the key id and the time, no secret) is left so that the gateway answers
+ * 410 for the period. Every copy of its recordings, anywhere, is then
+ * unreadable. (A file system that keeps old blocks, such as a copy-on-write
+ * or journaled one, may keep the old bytes: keep the keyring on storage
+ * that does not, and out of backups that outlive retention.)
+ */
+export function eraseKey (dir: string, period: string): string {
+  const file = join(dir, period + KEY_SUFFIX)
+  checkPrivate(file, false)
+  const identity = identityInFile(file)
+  const keyId = keyIdOf(period, identity)
+  const size = lstatSync(file).size
+  const fd = openSync(file, constants.O_WRONLY)
+  try {
+    writeSync(fd, randomBytes(size), 0, size, 0)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period} (key id ${keyId}) was destroyed at ${new Date().toISOString()}\n`)
+  unlinkSync(file)
+  const dirFd = openSync(dir, constants.O_RDONLY)
+  try { fsyncSync(dirFd) } finally { closeSync(dirFd) }
+  return keyId
 }

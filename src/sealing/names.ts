@@ -13,6 +13,7 @@
 // that folds case) plus ".age". Date directories stay readable.
 import { aessiv } from '@noble/ciphers/aes.js'
 import { base32nopad } from '@scure/base'
+import { encodeSegment as encodeReadable } from '../policy/canonical-path.js'
 
 export const SEALED_SUFFIX = '.age'
 export const NAME_KEY_BYTES = 64
@@ -48,13 +49,15 @@ export function decodeSegment (key: Buffer, parent: string, sealedName: string):
 }
 
 /**
- * The sealed path of a canonical plaintext path, given as its segments.
- * Throws when a sealed segment would be longer than a NAS takes.
+ * The sealed path of a canonical plaintext path, given as its decoded
+ * segments; the segments left readable are percent-encoded as the canonical
+ * path is (src/policy/canonical-path.ts). Throws when a sealed segment would
+ * be longer than a NAS takes.
  */
 export function sealedPathOf (key: Buffer, segments: string[], count: number): string {
   const from = Math.max(0, segments.length - count)
   const out = segments.map((s, i) => {
-    if (i < from) return s
+    if (i < from) return encodeReadable(s)
     const sealed = encodeSegment(key, parentOf(segments, i), s)
     if (sealed.length > MAX_SEGMENT) throw new Error(`the sealed name of segment ${i + 1} would be ${sealed.length} bytes, over the ${MAX_SEGMENT} a NAS takes`)
     return sealed

@@ -4,12 +4,12 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startStubNas, startTestGateway } from '../helpers/gateway.js'
 import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
-import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName, } from '../helpers/sealed-nas.js'
-import { newPeriodKey } from '../../src/sealing/keyring.js'
+import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
+import { eraseKey, newPeriodKey } from '../../src/sealing/keyring.js'
 import { tmpdir } from 'node:os'
 
 function haveAge (): boolean {
@@ -106,7 +106,9 @@ t.test('an erased period answers 410 at once, and a new period key is taken on r
   const auth = { authorization: `Bearer ${gw.token()}` }
   t.equal((await fetchAs('h2', gw, path, auth)).status, 200)
   // Erasure by key destruction (what retention will do): the key goes, a tombstone stays.
-  renameSync(join(keys.dir, '2026-11.key'), join(keys.dir, '2026-11.erased'))
+  const keyId = eraseKey(keys.dir, '2026-11')
+  t.notOk(existsSync(join(keys.dir, '2026-11.key')), 'the identity is gone')
+  t.match(readFileSync(join(keys.dir, '2026-11.erased'), 'utf8'), keyId, 'a tombstone names the key id, and holds no key')
   t.ok(gw.gateway.reloadKeyring(), 'the keyring reloads')
   const n0 = nas.requests.length
   for (const proto of PROTOCOLS) {

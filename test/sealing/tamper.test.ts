@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { connect as http2Connect } from 'node:http2'
 import { readFileSync } from 'node:fs'
 import { startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
-import { PROTOCOLS, type Protocol } from '../helpers/protocols.js'
+import { fetchAs, PROTOCOLS, type Protocol } from '../helpers/protocols.js'
 import { getLoose, waitFor } from '../helpers/wait.js'
 import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
 import { CHUNK, NONCE_BYTES, SEALED_CHUNK } from '../../src/sealing/payload.js'
@@ -120,13 +120,103 @@ t.test('require: a plaintext recording on the NAS is refused, logged and counted
   for (const proto of PROTOCOLS) {
     const path = `/medicall/2026/11/29/1015${proto}_46701234567.wav`
     mem.files.set(path, randomBytes(5000))
-    const before = await metric(gw, 'nasguard_plaintext_on_nas_total')
+    const before = await metric(gw, 'nasguard_plaintext_on_nas_total{action="refused"}')
     const res = await fetchLoose(proto, gw, path, auth)
     t.equal(res.status, 403, `${proto}: refused`)
     t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_PLAINTEXT_ON_NAS')
-    t.equal(await metric(gw, 'nasguard_plaintext_on_nas_total'), before + 1, `${proto}: counted`)
+    t.equal(await metric(gw, 'nasguard_plaintext_on_nas_total{action="refused"}'), before + 1, `${proto}: counted`)
     t.ok(nas.requests.filter((r) => r.url === path).every((r) => r.method === 'HEAD'), `${proto}: the plaintext was only looked at (HEAD), never fetched`)
   }
   t.ok(gw.logs.some((l) => l.includes('plaintext on the NAS')), 'logged')
   t.notOk(gw.logs.some((l) => l.includes('46701234567')), 'without the name')
+})
+
+t.test('the red team\'s cases: ETags, HEAD, low-order shares, NAS failures that are not tampering, encoded paths, migrate counted', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const ring = keys.ring()
+  const mem = memoryNas()
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN }, files: { checkMagic: true } })
+  const auth = { authorization: `Bearer ${gw.token()}` }
+  const wav = (n: number): Buffer => { const b = randomBytes(n); b.write('RIFF', 0); b.write('WAVEfmt ', 8); b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22); b.writeUInt32LE(8000, 24); b.writeUInt32LE(16000, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34); return b }
+  for (const proto of PROTOCOLS) {
+    // Two recordings of one size, and one recording sealed twice: three ETags.
+    const a = `/medicall/2026/11/29/a-${proto}.wav`
+    const b = `/medicall/2026/11/29/b-${proto}.wav`
+    mem.files.set(sealedName(ring, a), await sealBytes(ring, '2026-11', a, wav(100000)))
+    mem.files.set(sealedName(ring, b), await sealBytes(ring, '2026-11', b, wav(100000)))
+    const ea = (await fetchLoose(proto, gw, a, { ...auth, range: 'bytes=0-0' }))
+    const eb = await fetchLoose(proto, gw, b, { ...auth, range: 'bytes=0-0' })
+    t.equal(ea.status, 206)
+    const etagA = await headEtag(proto, gw, a, auth)
+    t.not(etagA, await headEtag(proto, gw, b, auth), `${proto}: two recordings of one size have two ETags`)
+    void eb
+    const second = wav(100000)
+    mem.files.set(sealedName(ring, a), await sealBytes(ring, '2026-11', a, second))
+    const after = await fetchLoose(proto, gw, a, { ...auth, 'if-none-match': etagA })
+    t.equal(after.status, 200, `${proto}: re-sealed, the old ETag no longer matches`)
+    t.ok(after.body.equals(second))
+    const resumed = await fetchLoose(proto, gw, a, { ...auth, range: 'bytes=50000-', 'if-range': etagA })
+    t.equal(resumed.status, 200, `${proto}: an If-Range resume with the old ETag gets the whole new file, not a splice`)
+
+    // HEAD authenticates the length: a file whose last chunk was dropped is refused.
+    const c = `/medicall/2026/11/29/c-${proto}.wav`
+    const sealedC = await sealBytes(ring, '2026-11', c, wav(3 * CHUNK + 7))
+    mem.files.set(sealedName(ring, c), sealedC.subarray(0, chunkAt(3)))
+    const head = await fetchAs(proto, gw, c, auth, 'HEAD')
+    t.equal(head.status, 502, `${proto}: HEAD of a truncated file`)
+
+    // A low-order X25519 share in the header is a tampered header.
+    const d = `/medicall/2026/11/29/d-${proto}.wav`
+    const sealedD = Buffer.from(await sealBytes(ring, '2026-11', d, wav(1000)))
+    const share = /-> X25519 (\S+)\n/.exec(sealedD.toString('latin1'))?.[1] as string
+    mem.files.set(sealedName(ring, d), Buffer.from(sealedD.toString('latin1').replace(share, Buffer.alloc(32).toString('base64').replace(/=+$/, '')), 'latin1'))
+    const before = await metric(gw, 'nasguard_sealed_integrity_failures_total{where="before_body"}')
+    const low = await fetchLoose(proto, gw, d, auth)
+    t.equal(low.status, 502)
+    t.equal(JSON.parse(low.body.toString()).error, 'NASGUARD_ERR_SEALED_INTEGRITY', `${proto}: a low-order share is an integrity failure`)
+    t.equal(await metric(gw, 'nasguard_sealed_integrity_failures_total{where="before_body"}'), before + 1)
+
+    // A NAS that fails while chunk 0 is fetched for the magic check is a NAS failure, not tampering.
+    const e = `/medicall/2026/11/29/e-${proto}.wav`
+    mem.files.set(sealedName(ring, e), await sealBytes(ring, '2026-11', e, wav(3 * CHUNK)))
+    let fail = false
+    nas.handle((req, res) => { if (fail && /^bytes=248-/.test(String(req.headers.range))) { res.writeHead(503); res.end(); return } mem.handler(req, res) })
+    await fetchLoose(proto, gw, e, { ...auth, range: 'bytes=0-0' }) // the header, remembered
+    const integrityBefore = await metric(gw, 'nasguard_sealed_integrity_failures_total{where="before_body"}')
+    fail = true
+    gw.gateway.reloadKeyring() // forgets nothing, but a fresh file object is not needed: the magic verdict is per file
+    const e2 = `/medicall/2026/11/29/e2-${proto}.wav`
+    mem.files.set(sealedName(ring, e2), await sealBytes(ring, '2026-11', e2, wav(3 * CHUNK)))
+    const seek = await fetchLoose(proto, gw, e2, { ...auth, range: `bytes=${2 * CHUNK}-` })
+    t.equal(seek.status, 502, `${proto}: the seek fails`)
+    t.equal(JSON.parse(seek.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_ERROR', `${proto}: as a NAS failure`)
+    t.equal(await metric(gw, 'nasguard_sealed_integrity_failures_total{where="before_body"}'), integrityBefore, `${proto}: not counted as tampering`)
+    nas.handle(mem.handler)
+
+    // A readable directory with a space: the NAS gets it percent-encoded, and the binding is the canonical path.
+    const f = `/medicall/2026/11/29/team%20a/f-${proto}.wav`
+    const plainF = wav(5000)
+    mem.files.set(sealedName(ring, decodeURIComponent(f)).split('/').map((s) => s.includes(' ') ? encodeURIComponent(s) : s).join('/'), await sealBytes(ring, '2026-11', f, plainF))
+    const got = await fetchLoose(proto, gw, f, auth)
+    t.equal(got.status, 200, `${proto}: a path with an encoded space`)
+    t.ok(got.body.equals(plainF))
+  }
+})
+
+async function headEtag (proto: Protocol, gw: TestGateway, path: string, auth: Record<string, string>): Promise<string> {
+  return String((await fetchAs(proto, gw, path, auth, 'HEAD')).headers.etag)
+}
+
+t.test('migrate: plaintext served for a period with a key is counted (action served)', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const mem = memoryNas()
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'migrate', keyring: keys.dir, periodPattern: PATTERN } })
+  mem.files.set('/medicall/2026/11/29/x.wav', randomBytes(100))
+  for (const proto of PROTOCOLS) {
+    const before = await metric(gw, 'nasguard_plaintext_on_nas_total{action="served"}')
+    t.equal((await fetchLoose(proto, gw, '/medicall/2026/11/29/x.wav', { authorization: `Bearer ${gw.token()}` })).status, 200)
+    t.equal(await metric(gw, 'nasguard_plaintext_on_nas_total{action="served"}'), before + 1, `${proto}: counted`)
+  }
 })

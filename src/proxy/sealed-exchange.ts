@@ -174,10 +174,16 @@ class ChunkStream implements Dispatcher.DispatchHandler {
     }
   }
 
-  /** Every chunk of the span was opened and written. */
+  /**
+   * Every chunk of the span was opened and written. The NAS's answer may
+   * still be paused behind a full response: it is resumed, so that undici
+   * reads its end and the connection goes back to the pool (left paused, it
+   * would sit there until a timeout, holding a NAS connection).
+   */
   private done (): void {
     if (!this.headWritten) this.write(Buffer.alloc(0))
     this.finish()
+    if (this.draining) { this.draining = false; this.controller?.resume() }
     this.reply.raw.end()
     this.settle()
   }

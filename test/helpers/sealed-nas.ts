@@ -42,8 +42,12 @@ export interface MemoryNas {
   handler: NasHandler
 }
 
+const etags = new WeakMap<Buffer, string>()
+
 function etagOf (b: Buffer): string {
-  return '"' + createHash('sha256').update(b).digest('hex').slice(0, 16) + '"'
+  let e = etags.get(b)
+  if (e === undefined) { e = '"' + createHash('sha256').update(b).digest('hex').slice(0, 16) + '"'; etags.set(b, e) }
+  return e
 }
 
 /** Serves `files` (by exact path): 404 for anything else, one byte range, If-Match. */

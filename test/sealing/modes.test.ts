@@ -126,6 +126,8 @@ t.test('an erased period answers 410 at once, and a new period key is taken on r
   t.equal((await fetchAs('h1', gw, path, auth)).status, 410, 'the keyring in use stays')
 })
 
+if (!haveAge() && process.env.CI) t.fail('age is not installed, and CI should have installed it (.ci/run)')
+
 t.test('`age -d` opens every file nasguard seals, to the original bytes (Debian age, no nasguard code)', { skip: haveAge() ? false : 'age is not installed' }, async (t) => {
   const keys = makeKeyring(['2026-11'])
   const ring = keys.ring()

@@ -220,3 +220,20 @@ t.test('migrate: plaintext served for a period with a key is counted (action ser
     t.equal(await metric(gw, 'nasguard_plaintext_on_nas_total{action="served"}'), before + 1, `${proto}: counted`)
   }
 })
+
+t.test('files.checkMagic judges the decrypted bytes: a sealed file that is not its type is refused, from byte 0 and on a seek', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const ring = keys.ring()
+  const mem = memoryNas()
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { files: { checkMagic: true }, sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  for (const proto of PROTOCOLS) {
+    for (const range of [undefined, `bytes=${2 * CHUNK}-`]) {
+      const path = `/medicall/2026/11/29/html-${proto}-${range === undefined ? 0 : 1}.wav`
+      mem.files.set(sealedName(ring, path), await sealBytes(ring, '2026-11', path, Buffer.concat([Buffer.from('<html><body>not audio</body></html>'), randomBytes(3 * CHUNK)])))
+      const res = await fetchLoose(proto, gw, path, { authorization: `Bearer ${gw.token()}`, ...(range ? { range } : {}) })
+      t.equal(res.status, 502, `${proto} ${range ?? 'from byte 0'}: refused`)
+      t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_LISTING', `${proto}: as not its type`)
+    }
+  }
+})

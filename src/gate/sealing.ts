@@ -4,7 +4,6 @@
 // with no period, or a period with no key, cannot be opened either. The
 // NAS's name for the recording is its sealed name (src/sealing/names.ts).
 import { Errors } from '../errors.js'
-import { sealedPathOf } from '../sealing/names.js'
 import { periodOf } from '../sealing/period.js'
 import type { Stage } from './state.js'
 
@@ -23,5 +22,5 @@ export const resolveSealing: Stage = (_request, state, ctx) => {
     if (s.mode === 'require') throw new Errors.RecordingErased()
     return
   }
-  state.sealed = { path: sealedPathOf(s.keyring.nameKey, segments, s.nameSegments), period, keyId: key.keyId }
+  state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key.keyId }
 }

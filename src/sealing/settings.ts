@@ -3,13 +3,29 @@
 // at start, and again on reload: SIGHUP).
 import type { Config } from '../config/schema.js'
 import { Keyring } from './keyring.js'
+import { sealedPathOf } from './names.js'
 import { compilePeriodPattern, type PeriodPattern } from './period.js'
 
 export interface SealingSettings {
   mode: 'migrate' | 'require'
   pattern: PeriodPattern
-  nameSegments: number
   keyring: Keyring
+  /** The NAS's name for a canonical path (its decoded segments), remembered: AES-SIV in JavaScript is the costly part of the sealing stage. */
+  sealedPath: (path: string, segments: string[]) => string
+}
+
+/** Sealed names remembered per canonical path, the oldest dropped first; a new keyring starts afresh. */
+function rememberedNames (keyring: Keyring, count: number, max = 10000): SealingSettings['sealedPath'] {
+  const names = new Map<string, string>()
+  return (path, segments) => {
+    let sealed = names.get(path)
+    if (sealed === undefined) {
+      sealed = sealedPathOf(keyring.nameKey, segments, count)
+      if (names.size >= max) names.delete(names.keys().next().value as string)
+      names.set(path, sealed)
+    }
+    return sealed
+  }
 }
 
 /** The sealing settings of a config; undefined when mode is off. Throws naming the key and what is wrong. */
@@ -30,5 +46,5 @@ export function sealingOf (config: Readonly<Config>): SealingSettings | undefine
   } catch (err) {
     throw new Error(`sealing.keyring: ${(err as Error).message}`)
   }
-  return { mode: s.mode, pattern, nameSegments: s.names.segments, keyring }
+  return { mode: s.mode, pattern, keyring, sealedPath: rememberedNames(keyring, s.names.segments) }
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm run bench:profile [-- W1|W2|W3|W5] [bare]: one nasguard process (workers: 1)
+// npm run bench:profile [-- W1|W2|W3|W5] [bare|sealed]: one nasguard process (workers: 1)
+// (with `sealed`, the files sealed on the NAS and sealing.mode require)
 // (or, with `bare`, the bare Node proxy of bare-proxy.mjs, for the side-by-side)
 // under `node --cpu-prof`, loaded by wrk for BENCH_SECONDS (15), then the
 // profile summed by self time: the top functions, and a coarse split by
@@ -11,15 +12,19 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { startNas } from './lib/peers.mjs'
 import { FILES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
+import { SEALED_PATTERN, sealFixtures } from './lib/sealed.mjs'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15)
 const workload = process.argv.slice(2).find((a) => /^W[1-5]$/.test(a)) ?? 'W1'
 const dir = mkdtempSync(join(tmpdir(), 'nasguard-profile-'))
-const root = writeFixtures(dir, ['small', 'large'])
-const { small, large } = FILES
+const root = writeFixtures(dir, workload === 'W3' ? ['small', 'huge'] : ['small', 'large'])
+const { small, large, huge } = FILES
 const { cert, key, secretFile, token } = credentials(dir)
 const nas = await startNas(dir, root, 18090)
+const sealed = process.argv.includes('sealed')
+if (sealed) await sealFixtures(root, join(dir, 'keyring'), workload === 'W3' ? [small, huge] : [small, large])
 writeFileSync(join(dir, 'nasguard.json'), JSON.stringify({
+  ...(sealed ? { sealing: { mode: 'require', keyring: join(dir, 'keyring'), periodPattern: SEALED_PATTERN } } : {}),
   listen: { host: '127.0.0.1', port: 18490 },
   tls: { cert, key },
   upstream: { url: 'http://127.0.0.1:18090' },
@@ -36,10 +41,13 @@ const target = bare
   ? [resolve('test/bench/bare-proxy.mjs'), '18490', '18090', cert, key, secretFile, '1']
   : [resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.json')]
 const gw = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profDir, ...target], { stdio: ['ignore', log, log] })
-const url = `https://127.0.0.1:18490${workload === 'W2' ? large : small}`
+const url = `https://127.0.0.1:18490${workload === 'W2' ? large : workload === 'W3' ? huge : small}`
 await waitFor200(url, token, 'nasguard')
 const conns = { W1: 32, W2: 4, W3: 16, W5: 32 }[workload]
-const extra = workload === 'W5' ? ['-H', 'Connection: close'] : workload === 'W3' ? ['-H', 'Range: bytes=4096-69631'] : []
+// W3 as the bench runs it: random 64 KB ranges inside the 256 MB file.
+const rangeScript = join(dir, 'range.lua')
+writeFileSync(rangeScript, 'request = function()\n  local off = math.random(0, 4095) * 65536\n  wrk.headers["Range"] = "bytes=" .. off .. "-" .. (off + 65535)\n  return wrk.format(nil, nil)\nend\n')
+const extra = workload === 'W5' ? ['-H', 'Connection: close'] : workload === 'W3' ? ['-s', rangeScript] : []
 const { stdout } = await run('wrk', ['-t2', `-c${conns}`, `-d${SECONDS}s`, '-H', `Authorization: Bearer ${token}`, ...extra, url])
 console.log(stdout.split('\n').filter((l) => /Requests\/sec|Transfer|Non-2xx/.test(l)).join('\n'))
 gw.kill('SIGTERM')
@@ -76,6 +84,7 @@ const AREAS = [
   ['metrics', (f) => /prom-client|\/metrics\//.test(f.url)],
   ['logging (pino)', (f) => /pino|sonic-boom/.test(f.url)],
   ['undici (NAS client)', (f) => /undici/.test(f.url)],
+  ['sealing (src/sealing/)', (f) => /\/sealing\//.test(f.url)],
   ['the NAS exchange (src/proxy/)', (f) => /\/proxy\//.test(f.url)],
   ['fastify core', (f) => /node_modules\/fastify\/|find-my-way|avvio|light-my-request/.test(f.url)],
   ['node http/http2 server', (f) => /node:_http|node:internal\/http2|_http_/.test(f.url)],

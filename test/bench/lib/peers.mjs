@@ -65,11 +65,17 @@ function startNginx (dir, name, body) {
   return tracked(name, [spawn('nginx', ['-c', conf], { stdio: 'ignore' })])
 }
 
-/** The NAS: nginx serving the fixture tree when installed, else a small Node static server. */
+/**
+ * The NAS: nginx serving the fixture tree when installed, else a small Node
+ * static server. No tcp_nopush: over loopback, nginx corked with sendfile
+ * held the last partial segment of a 64 KiB + 16 byte range (one sealed
+ * chunk) for a delayed ACK, 44 ms each (0.7 ms without), which measured the
+ * NAS's TCP settings rather than the gateway.
+ */
 export async function startNas (dir, root, port) {
   if (have('nginx')) {
     const p = startNginx(dir, 'nas', `worker_processes 1; ${nginxCommon(dir, 'nas')}
-http { ${nginxHttp(dir, 'nas')} sendfile on; tcp_nopush on; keepalive_requests 100000;
+http { ${nginxHttp(dir, 'nas')} sendfile on; keepalive_requests 100000;
   types { audio/wav wav; audio/mpeg mp3; }
   server { listen 127.0.0.1:${port}; root ${root}; autoindex on; } }`)
     return { ...p, kind: 'nginx' }

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { existsSync, readFileSync } from 'node:fs'
 import { request } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { chromium } from 'playwright-core'
+import { chromium, type Browser } from 'playwright-core'
 import { toneWav } from '../../src/demo/recordings.js'
 import { bearer, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway } from '../helpers/gateway.js'
 import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
@@ -36,6 +36,18 @@ if (!CHROMIUM && process.env.CI) t.fail('chromium is not installed, and CI shoul
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
 
+// One browser for both tests (a launch is seconds of CPU); each test has its own context.
+let browser: Browser | undefined
+async function launched (): Promise<Browser> {
+  browser ??= await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--mute-audio', '--autoplay-policy=no-user-gesture-required',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
+  })
+  return browser
+}
+t.teardown(async () => { await browser?.close() })
+
 t.test('an <audio> element plays a recording through a grant URL, and seeking sends a Range request', {
   skip: CHROMIUM ? false : 'chromium is not installed here (apt-get install chromium)'
 }, async (t) => {
@@ -62,15 +74,11 @@ async function playAndSeek (t: Test, gw: TestGateway, nas: StubNas, nasBytes: nu
   const minted = await fetchGrant(gw)
   t.match(minted.url, /^\/medicall\/2016\/01\/01\/083012_46701234567\.wav\?grant=[\w-]+\.[\w-]+$/)
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--mute-audio', '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
-  })
-  t.teardown(() => browser.close())
+  const browser = await launched()
   // The gateway's certificate comes from the test CA, which this throw-away
   // browser profile does not know.
   const context = await browser.newContext({ ignoreHTTPSErrors: true })
+  t.teardown(() => context.close())
   const page = await context.newPage()
   await page.setContent(`<audio id="player" preload="auto" src="${gw.url}${minted.url}"></audio>`)
   // Plain JavaScript, as the page runs it: a function would be serialised

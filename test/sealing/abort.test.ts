@@ -67,14 +67,14 @@ t.test('a client leaving a sealed stream cancels the NAS request, and is recorde
   const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
   for (const proto of PROTOCOLS) {
     const path = `/medicall/2026/11/29/1015${proto}_46701234567.wav`
-    files.set(sealedName(ring, path), await sealBytes(ring, '2026-11', path, randomBytes(64 * 1024 * 1024)))
+    files.set(sealedName(ring, path), await sealBytes(ring, '2026-11', path, randomBytes(32 * 1024 * 1024)))
     const before = nasClosed.length
     const got = await readThenLeave(proto, gw, path, { authorization: `Bearer ${gw.token()}` }, 300000)
-    t.ok(got >= 300000 && got < 64 * 1024 * 1024, `${proto}: the client took part of it (${got} bytes) and left`)
+    t.ok(got >= 300000 && got < 32 * 1024 * 1024, `${proto}: the client took part of it (${got} bytes) and left`)
     await waitFor(`${proto}: the NAS request cancelled`, () => nasClosed.length > before ? true : undefined)
     const record = await waitFor(`${proto}: the completion record`, () => gw.auditRecords().find((r) => r.event === 'fetch' && r.path === path))
     t.equal(record.outcome, 'client-aborted', `${proto}: client-aborted`)
-    t.ok(Number(record.bytes) <= 64 * 1024 * 1024 && Number(record.bytes) > 0, `${proto}: bytes ${String(record.bytes)}`)
+    t.ok(Number(record.bytes) <= 32 * 1024 * 1024 && Number(record.bytes) > 0, `${proto}: bytes ${String(record.bytes)}`)
   }
   await waitFor('no download left in flight', () => gw.gateway.metrics.activeStreams.get().then((m) => m.values[0].value === 0 ? true : undefined))
 })

@@ -36,7 +36,6 @@ sealing: { mode: require, keyring: ${keyring}, periodPattern: "/medicall/{yyyy}/
   const again = run(['keys', 'new', '--config', config, '--period', '2026-11'])
   t.equal(again.code, 1, 'a period key is never replaced')
   t.match(again.err, /exists/)
-  t.equal(run(['keys', 'new', '--config', config, '--period', 'november']).code, 1)
   const recipient = /recipient (\S+)/.exec(made.out)?.[1]
   const list = run(['keys', 'list', '--config', config])
   t.equal(list.code, 0)
@@ -54,5 +53,4 @@ sealing: { mode: require, keyring: ${keyring}, periodPattern: "/medicall/{yyyy}/
   t.equal(dec.out, '/medicall/2026/11/29/101500_46701234567.wav\n')
   const moved = run(['names', 'decode', '--config', config, sealed.replace('/29/', '/30/')])
   t.equal(moved.code, 1, 'a name moved to another day does not decode')
-  t.equal(run(['names', 'encode', '--config', config, 'medicall/../x.wav']).code, 1, 'not a canonical path')
 })

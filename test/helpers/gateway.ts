@@ -1,7 +1,7 @@
 // Test harness: real certificates, a stub NAS that counts what reaches it,
 // a gateway on real sockets, signed tokens, and captured logs and audit lines.
 import { READINESS_USER_AGENT } from '../../src/proxy/upstream.js'
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { request as httpsRequest, type RequestOptions } from 'node:https'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
@@ -24,17 +24,41 @@ export const SECRET = 'test-secret-that-is-at-least-32-bytes-long!'
 
 let certCache: { dir: string, ca: string, cert: string, key: string } | undefined
 
-/** A CA and a localhost server certificate, made once per test process. */
+/**
+ * A CA and a localhost server certificate, shared by every test process of
+ * this user on this day (two RSA-2048 keys are about 0.6 s of CPU, and
+ * about 50 test files want them). Made in a private directory and renamed
+ * into place, so a process sees all four files or none; a directory another
+ * user made, or one left incomplete, is not used.
+ */
 export function testCerts (): { dir: string, ca: string, cert: string, key: string } {
   if (certCache) return certCache
-  const dir = mkdtempSync(join(tmpdir(), 'nasguard-certs-'))
-  const ca = createCa('nasguard test CA')
-  const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
+  const dir = join(tmpdir(), `nasguard-test-certs-${process.getuid?.() ?? 0}-${new Date().toISOString().slice(0, 10)}`)
   const paths = { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') }
-  writeKeyFile(join(dir, 'ca.key'), ca.keyPem)
-  writeKeyFile(paths.key, server.keyPem)
-  writeKeyFile(paths.cert, server.certPem)
-  writeKeyFile(paths.ca, ca.certPem)
+  const usable = (): boolean => {
+    try {
+      const st = statSync(dir)
+      return st.uid === (process.getuid?.() ?? st.uid) && (st.mode & 0o077) === 0 && [paths.ca, paths.cert, paths.key, join(dir, 'ca.key')].every((f) => existsSync(f))
+    } catch {
+      return false
+    }
+  }
+  if (!usable()) {
+    const tmp = mkdtempSync(join(tmpdir(), 'nasguard-certs-'))
+    const ca = createCa('nasguard test CA')
+    const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
+    writeKeyFile(join(tmp, 'ca.key'), ca.keyPem)
+    writeKeyFile(join(tmp, 'server.key'), server.keyPem)
+    writeKeyFile(join(tmp, 'server.crt'), server.certPem)
+    writeKeyFile(join(tmp, 'ca.crt'), ca.certPem)
+    try {
+      renameSync(tmp, dir)
+    } catch {
+      // Another test process was first: its set is used.
+      rmSync(tmp, { recursive: true, force: true })
+    }
+    if (!usable()) throw new Error(`the shared test certificates in ${dir} are not usable (another owner, or incomplete): remove it`)
+  }
   certCache = paths
   return paths
 }

@@ -1,5 +1,5 @@
-// The keyring is read at start and on SIGHUP, through the real CLI, for one
-// process and for workers: a period whose key is destroyed answers 410 after
+// The keyring is read at start and on SIGHUP, through the real CLI, with
+// workers: a period whose key is destroyed answers 410 after
 // the signal, a new period's key is served after it.
 import t from 'tap'
 import { spawn } from 'node:child_process'
@@ -26,7 +26,8 @@ function status (port: number, path: string): Promise<number> {
   })
 }
 
-for (const workers of [1, 2]) {
+// Workers: the primary passes SIGHUP on, and each worker reloads (one process runs the same reload).
+for (const workers of [2]) {
   t.test(`workers: ${workers}: SIGHUP reloads the keyring`, async (t) => {
     const keys = makeKeyring(['2026-10', '2026-11'])
     const mem = memoryNas()

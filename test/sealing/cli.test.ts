@@ -42,7 +42,6 @@ sealing: { mode: require, keyring: ${keyring}, periodPattern: "/medicall/{yyyy}/
   t.match(list.out, new RegExp(`2026-11 .* ${recipient}`))
   const show = run(['keys', 'show', '--config', config, '--period', '2026-11'])
   t.match(show.out, `recipient ${recipient}`)
-  t.equal(run(['keys', 'show', '--config', config, '--period', '2026-10']).code, 1)
 
   const enc = run(['names', 'encode', '--config', config, '/medicall/2026/11/29/101500_46701234567.wav'])
   t.equal(enc.code, 0, enc.err)
@@ -51,6 +50,4 @@ sealing: { mode: require, keyring: ${keyring}, periodPattern: "/medicall/{yyyy}/
   t.match(enc.out, /period 2026-11\n/)
   const dec = run(['names', 'decode', '--config', config, sealed])
   t.equal(dec.out, '/medicall/2026/11/29/101500_46701234567.wav\n')
-  const moved = run(['names', 'decode', '--config', config, sealed.replace('/29/', '/30/')])
-  t.equal(moved.code, 1, 'a name moved to another day does not decode')
 })

@@ -12,7 +12,7 @@ import { buffer } from 'node:stream/consumers'
 import { initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { sealedPathOf } from '../../src/sealing/names.js'
 import { SealStream } from '../../src/sealing/seal-stream.js'
-import type { NasHandler } from './gateway.js'
+import { startStubNas, startTestGateway, type GatewayOverrides, type NasHandler, type StubNas, type Teardown, type TestGateway } from './gateway.js'
 
 export const PATTERN = '/medicall/{yyyy}/{mm}/**'
 
@@ -72,4 +72,21 @@ export function memoryNas (files = new Map<string, Buffer>()): MemoryNas {
     res.end(req.method === 'HEAD' ? undefined : body)
   }
   return { files, handler }
+}
+
+export interface SealedSetup {
+  keys: { dir: string, ring: () => Keyring }
+  ring: Keyring
+  mem: MemoryNas
+  nas: StubNas
+  gw: TestGateway
+}
+
+/** A keyring with these periods, an in-memory NAS, and a gateway in front of it with sealing on (require unless overridden). */
+export async function startSealed (t: Teardown, periods: string[], o: GatewayOverrides = {}): Promise<SealedSetup> {
+  const keys = makeKeyring(periods)
+  const mem = memoryNas()
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { ...o, sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN, ...o.sealing } })
+  return { keys, ring: keys.ring(), mem, nas, gw }
 }

@@ -12,7 +12,7 @@ import { Pool } from 'undici'
 import { requestOptions, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
 import { fetchAs, PROTOCOLS, type Protocol } from '../helpers/protocols.js'
 import { waitFor, within } from '../helpers/wait.js'
-import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
+import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName, startSealed } from '../helpers/sealed-nas.js'
 
 /** Reads until `bytes` arrived, then leaves. */
 function readThenLeave (proto: Protocol, gw: TestGateway, path: string, headers: Record<string, string>, bytes: number): Promise<number> {
@@ -133,11 +133,7 @@ t.test('a sealed download whose response is full at its last chunk gives its NAS
 })
 
 t.test('many keep-alive clients reading one-chunk ranges at once: every NAS connection comes back (h1 and h2)', async (t) => {
-  const keys = makeKeyring(['2026-11'])
-  const ring = keys.ring()
-  const mem = memoryNas()
-  const nas = await startStubNas(t, mem.handler)
-  const gw = await startTestGateway(t, nas, { upstream: { connections: 8, timeoutMs: 120000 }, limits: { clientFetches: 64 }, sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  const { mem, gw, ring } = await startSealed(t, ['2026-11'], { upstream: { connections: 8, timeoutMs: 120000 }, limits: { clientFetches: 64 } })
   const path = '/medicall/2026/11/29/101500_46701234567.wav'
   const plain = randomBytes(16 * 65536)
   mem.files.set(sealedName(ring, path), await sealBytes(ring, '2026-11', path, plain))

@@ -70,7 +70,8 @@ for (const workers of [2]) {
       const all = await Promise.all(Array.from({ length: 6 }, async () => [await status(port, oct), await status(port, dec)]))
       return all.every(([o, d]) => o === 410 && d === 200) ? true : undefined
     }, { tries: 300, intervalMs: 100 })
-    t.pass('after SIGHUP: October 410, December 200')
+    t.equal(await status(port, oct), 410, 'after SIGHUP: the erased October is 410')
+    t.equal(await status(port, dec), 200, 'after SIGHUP: the new December is served')
     t.notMatch(output, /AGE-SECRET-KEY|46701234567|46707654321/, 'no key or recording name in the output')
   })
 }

@@ -9,10 +9,10 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { connect as http2Connect } from 'node:http2'
 import { readFileSync } from 'node:fs'
-import { startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
+import { testCerts, type TestGateway } from '../helpers/gateway.js'
 import { fetchAs, PROTOCOLS, type Protocol } from '../helpers/protocols.js'
 import { getLoose, waitFor } from '../helpers/wait.js'
-import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
+import { sealBytes, sealedName, startSealed } from '../helpers/sealed-nas.js'
 import { CHUNK, NONCE_BYTES, SEALED_CHUNK } from '../../src/sealing/payload.js'
 
 const HEADER = 232
@@ -57,11 +57,7 @@ async function metric (gw: TestGateway, line: string): Promise<number> {
 }
 
 t.test('tampered sealed files: no byte of a bad chunk reaches the client; audited integrity-error and counted', async (t) => {
-  const keys = makeKeyring(['2026-10', '2026-11'])
-  const ring = keys.ring()
-  const mem = memoryNas()
-  const nas = await startStubNas(t, mem.handler)
-  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  const { mem, gw, ring } = await startSealed(t, ['2026-10', '2026-11'])
   const auth = { authorization: `Bearer ${gw.token()}` }
   let n = 0
 
@@ -112,10 +108,7 @@ t.test('tampered sealed files: no byte of a bad chunk reaches the client; audite
 })
 
 t.test('require: a plaintext recording on the NAS is refused, logged and counted, and never served', async (t) => {
-  const keys = makeKeyring(['2026-11'])
-  const mem = memoryNas()
-  const nas = await startStubNas(t, mem.handler)
-  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  const { mem, nas, gw } = await startSealed(t, ['2026-11'])
   const auth = { authorization: `Bearer ${gw.token()}` }
   for (const proto of PROTOCOLS) {
     const path = `/medicall/2026/11/29/1015${proto}_46701234567.wav`
@@ -132,11 +125,7 @@ t.test('require: a plaintext recording on the NAS is refused, logged and counted
 })
 
 t.test('the red team\'s cases: ETags, HEAD, low-order shares, NAS failures that are not tampering, encoded paths, migrate counted', async (t) => {
-  const keys = makeKeyring(['2026-11'])
-  const ring = keys.ring()
-  const mem = memoryNas()
-  const nas = await startStubNas(t, mem.handler)
-  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN }, files: { checkMagic: true } })
+  const { mem, nas, gw, ring } = await startSealed(t, ['2026-11'], { files: { checkMagic: true } })
   const auth = { authorization: `Bearer ${gw.token()}` }
   const wav = (n: number): Buffer => { const b = randomBytes(n); b.write('RIFF', 0); b.write('WAVEfmt ', 8); b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22); b.writeUInt32LE(8000, 24); b.writeUInt32LE(16000, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34); return b }
   for (const proto of PROTOCOLS) {
@@ -209,10 +198,7 @@ async function headEtag (proto: Protocol, gw: TestGateway, path: string, auth: R
 }
 
 t.test('migrate: plaintext served for a period with a key is counted (action served)', async (t) => {
-  const keys = makeKeyring(['2026-11'])
-  const mem = memoryNas()
-  const nas = await startStubNas(t, mem.handler)
-  const gw = await startTestGateway(t, nas, { sealing: { mode: 'migrate', keyring: keys.dir, periodPattern: PATTERN } })
+  const { mem, gw } = await startSealed(t, ['2026-11'], { sealing: { mode: 'migrate' } })
   mem.files.set('/medicall/2026/11/29/x.wav', randomBytes(100))
   for (const proto of PROTOCOLS) {
     const before = await metric(gw, 'nasguard_plaintext_on_nas_total{action="served"}')
@@ -222,11 +208,7 @@ t.test('migrate: plaintext served for a period with a key is counted (action ser
 })
 
 t.test('files.checkMagic judges the decrypted bytes: a sealed file that is not its type is refused, from byte 0 and on a seek', async (t) => {
-  const keys = makeKeyring(['2026-11'])
-  const ring = keys.ring()
-  const mem = memoryNas()
-  const nas = await startStubNas(t, mem.handler)
-  const gw = await startTestGateway(t, nas, { files: { checkMagic: true }, sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  const { mem, gw, ring } = await startSealed(t, ['2026-11'], { files: { checkMagic: true } })
   for (const proto of PROTOCOLS) {
     for (const range of [undefined, `bytes=${2 * CHUNK}-`]) {
       const path = `/medicall/2026/11/29/html-${proto}-${range === undefined ? 0 : 1}.wav`
@@ -235,5 +217,26 @@ t.test('files.checkMagic judges the decrypted bytes: a sealed file that is not i
       t.equal(res.status, 502, `${proto} ${range ?? 'from byte 0'}: refused`)
       t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_LISTING', `${proto}: as not its type`)
     }
+  }
+})
+
+t.test('on a NAS that folds names, the spellings it would resolve to another file are refused before the sealed name is made', async (t) => {
+  const { ring, mem, nas, gw } = await startSealed(t, ['2026-11'], { upstream: { fileSystem: 'folding' } })
+  const path = '/medicall/2026/11/29/101500_46701234567.wav'
+  const plain = randomBytes(5000)
+  mem.files.set(sealedName(ring, path), await sealBytes(ring, '2026-11', path, plain))
+  const auth = { authorization: `Bearer ${gw.token()}` }
+  for (const proto of PROTOCOLS) {
+    t.ok((await fetchLoose(proto, gw, path, auth)).body.equals(plain), `${proto}: the canonical spelling is served`)
+    for (const spelling of [path + '.', path + '%20', path + '::$DATA', '/medicall/2026/11/29/101500~1.WAV']) {
+      const before = nas.requests.length
+      const res = await fetchLoose(proto, gw, spelling, auth)
+      t.equal(res.status, 400, `${proto} ${spelling}: refused`)
+      t.equal(nas.requests.length, before, `${proto} ${spelling}: the NAS got nothing`)
+    }
+    // Another case is another name to the gateway: its sealed name is another file, never this one's bytes.
+    const upper = await fetchLoose(proto, gw, path.toUpperCase().replace('.WAV', '.wav'), auth)
+    t.not(upper.status, 200, `${proto}: a case variant does not reach the recording (${upper.status})`)
+    t.notOk(upper.body.includes(plain.subarray(0, 64)), `${proto}: and none of its bytes`)
   }
 })

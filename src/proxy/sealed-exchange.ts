@@ -282,7 +282,7 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
   let file = request.method === 'HEAD' || attempt > 0 ? undefined : p.files.cached(sealed.path, key.keyId)
   const cached = file !== undefined
   if (!file) {
-    const opened = await p.files.open(sealed.path, request.ng.path as string, key, request.id, signal)
+    const opened = await p.files.open(sealed.path, request.ng.path as string, key, request.id, signal, p.sealing()?.keyring.identities(sealed.period))
     if (opened.kind === 'missing') { await notSealed(p, request, reply, signal); return }
     if (opened.kind === 'refused') throw opened
     file = opened.file

@@ -1,7 +1,8 @@
 // Opening a sealed recording on the NAS: its header is fetched alone (one
 // small Range request: the header of a file sealed to one recipient, and
 // the payload's nonce, are 248 bytes; a longer header is fetched again, up
-// to 4 KiB), opened with the period's identity and checked against the
+// to 4 KiB), opened with the period's identity (during a rotation, with
+// whichever of its identities it was sealed to) and checked against the
 // plaintext path. What that gives (the payload key, the file's geometry,
 // its version) is remembered per sealed path and key, so a player's seeks
 // cost one NAS request each: the chunks, asked for on the condition that
@@ -11,8 +12,8 @@ import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { Errors, type NasguardError } from '../errors.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
-import { MAX_HEADER_BYTES, openHeader, SealedIntegrityError } from '../sealing/age.js'
-import type { PeriodKey } from '../sealing/keyring.js'
+import { MAX_HEADER_BYTES, SealedIntegrityError } from '../sealing/age.js'
+import { openHeaderWithAny, type PeriodKey } from '../sealing/keyring.js'
 import { CHUNK, geometry, NONCE_BYTES, openChunk, payloadKey, spanOf, type Geometry } from '../sealing/payload.js'
 import { judgeAnswer } from './answer.js'
 import { peek } from './head-check.js'
@@ -72,14 +73,19 @@ export class SealedFiles {
     this.files.delete(`${file.path}\0${file.keyId}`)
   }
 
-  /** Fetches and opens the header. Throws SealedIntegrityError for a file that does not open as sealed for `plainPath` with `key`. */
-  async open (path: string, plainPath: string, key: PeriodKey, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<Opened> {
+  /**
+   * Fetches and opens the header with one of `identities` (the period's:
+   * Keyring.identities); `key`, the period's primary, names the file in the
+   * cache and its ETag. Throws SealedIntegrityError for a file that does not
+   * open as sealed for `plainPath`.
+   */
+  async open (path: string, plainPath: string, key: PeriodKey, requestId: string, signal: Dispatcher.RequestOptions['signal'], identities: readonly PeriodKey[] = [key]): Promise<Opened> {
     let want = FIRST_PROBE
     for (;;) {
       const probe = await this.fetchStart(path, want, requestId, signal)
       if (probe.kind !== 'bytes') return probe
       const { data, sealedSize, nasEtag, lastModified } = probe
-      const header = openHeader(data, key.identity, plainPath)
+      const header = openHeaderWithAny(data, identities, plainPath)?.header
       const needed = header === undefined ? MAX_HEADER_BYTES + NONCE_BYTES : header.length + NONCE_BYTES
       if (header === undefined || data.length < needed) {
         if (want >= Math.min(needed, sealedSize) || data.length >= sealedSize) throw new SealedIntegrityError(sealedSize < needed ? 'truncated before its payload' : 'no complete age header')

@@ -2,20 +2,46 @@
 //   names.key        the name key (64 random bytes, base64), for sealed names;
 //   <period>.key     one X25519 identity per period, in age-keygen's format,
 //                    so that `age -d -i <period>.key file.age` opens its files;
-//   <period>.erased  left where a period's identity was destroyed.
+//   <period>.erased  left where a period's identity was destroyed;
+//   <period>.next.key  during a rotation (nasguard keys rotate): the identity
+//                    the period's files are being re-sealed to, and the one
+//                    new recordings are sealed to;
+//   <period>.old.key  for a moment while a rotation retires the old identity.
 // Every file is 0600. A keyring that others can read is refused, naming the
 // file. Loaded at start and on SIGHUP (a new Keyring replaces the old).
+// Key files are made and renamed with link + unlink, never rename: a link
+// does not replace an existing name, so two processes making one period's
+// key, or a crash in a retirement, can never overwrite an identity.
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
-import { join } from 'node:path'
+import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
-import { encodeIdentity, identityOf, newIdentity, parseIdentity, type Identity } from './age.js'
+import { encodeIdentity, identityOf, newIdentity, openHeader, parseIdentity, SealedIntegrityError, type Identity, type OpenedHeader } from './age.js'
 import { NAME_KEY_BYTES } from './names.js'
 import { validPeriod, type PeriodUnit } from './period.js'
 
 export const NAME_KEY_FILE = 'names.key'
+const NOT_THIS_KEY = 'not sealed to this period\'s key'
 const KEY_SUFFIX = '.key'
 const ERASED_SUFFIX = '.erased'
+
+/** The roles of a period's key files: <period>.key, <period>.next.key, <period>.old.key. */
+export type KeyRole = 'primary' | 'next' | 'old'
+const ROLE_SUFFIX: Record<KeyRole, string> = { primary: KEY_SUFFIX, next: '.next' + KEY_SUFFIX, old: '.old' + KEY_SUFFIX }
+
+/** The file of a period's identity in one role. */
+export function keyFileOf (dir: string, period: string, role: KeyRole): string {
+  return join(dir, period + ROLE_SUFFIX[role])
+}
+
+/** The period and role of a key file's name; undefined for any other name. */
+function keyNameOf (name: string): { period: string, role: KeyRole } | undefined {
+  if (!name.endsWith(KEY_SUFFIX) || name === NAME_KEY_FILE) return undefined
+  for (const role of ['next', 'old'] as const) {
+    if (name.endsWith(ROLE_SUFFIX[role])) return { period: name.slice(0, -ROLE_SUFFIX[role].length), role }
+  }
+  return { period: name.slice(0, -KEY_SUFFIX.length), role: 'primary' }
+}
 
 export interface PeriodKey {
   period: string
@@ -59,11 +85,46 @@ function writePrivate (file: string, text: string): void {
   renameSync(tmp, file)
 }
 
+/** fsync a directory, so that the names made or removed in it last. */
+export function syncDir (dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY)
+  try { fsyncSync(fd) } finally { closeSync(fd) }
+}
+
+/**
+ * Makes a 0600 file whole under a name that must not exist yet (temporary
+ * name, fsync, link, unlink): EEXIST when another process made it first,
+ * which a rename would have silently replaced.
+ */
+function createPrivate (file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+  try {
+    writeSync(fd, text)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  try {
+    linkSync(tmp, file)
+  } finally {
+    unlinkSync(tmp)
+  }
+  syncDir(dirname(file))
+}
+
+function exists (file: string): boolean {
+  try { lstatSync(file); return true } catch { return false }
+}
+
+/** The identities of one period, by role. */
+type PeriodKeys = Partial<Record<KeyRole, PeriodKey>>
+
 export class Keyring {
   private constructor (
     readonly dir: string,
     readonly nameKey: Buffer,
-    private readonly keys: Map<string, PeriodKey>,
+    private readonly keys: Map<string, PeriodKeys>,
     private readonly erasedPeriods: Set<string>
   ) {}
 
@@ -74,7 +135,7 @@ export class Keyring {
     checkPrivate(nameFile, false)
     const nameKey = Buffer.from(readFileSync(nameFile, 'utf8').trim(), 'base64')
     if (nameKey.length !== NAME_KEY_BYTES) throw new Error(`${nameFile} must hold ${NAME_KEY_BYTES} bytes in base64 (nasguard keys new makes it)`)
-    const keys = new Map<string, PeriodKey>()
+    const keys = new Map<string, PeriodKeys>()
     const erased = new Set<string>()
     for (const name of readdirSync(dir).sort()) {
       if (name.endsWith(ERASED_SUFFIX)) {
@@ -82,19 +143,43 @@ export class Keyring {
         if (readFileSync(join(dir, name), 'utf8').includes('AGE-SECRET-KEY-')) throw new Error(`${join(dir, name)} holds a secret key: an erased period's identity must be destroyed, not renamed`)
         erased.add(name.slice(0, -ERASED_SUFFIX.length))
       }
-      if (!name.endsWith(KEY_SUFFIX) || name === NAME_KEY_FILE) continue
+      const key = keyNameOf(name)
+      if (!key) continue
       const file = join(dir, name)
       checkPrivate(file, false)
-      const period = name.slice(0, -KEY_SUFFIX.length)
       const identity = identityInFile(file)
-      keys.set(period, { period, identity, keyId: keyIdOf(period, identity) })
+      const roles = keys.get(key.period) ?? {}
+      roles[key.role] = { period: key.period, identity, keyId: keyIdOf(key.period, identity) }
+      keys.set(key.period, roles)
     }
     return new Keyring(dir, nameKey, keys, erased)
   }
 
-  /** The period's key; undefined when it has none (never made, or destroyed). */
+  /**
+   * The period's key (<period>.key); undefined when it has none (never
+   * made, or destroyed). For a moment of a rotation's retirement there is
+   * no <period>.key: then the identity about to become it.
+   */
   key (period: string): PeriodKey | undefined {
-    return this.keys.get(period)
+    const k = this.keys.get(period)
+    return k?.primary ?? k?.next ?? k?.old
+  }
+
+  /** The key new recordings of the period are sealed to: during a rotation, the next one. */
+  sealingKey (period: string): PeriodKey | undefined {
+    const k = this.keys.get(period)
+    return k?.next ?? k?.primary ?? k?.old
+  }
+
+  /** Every identity of the period (primary, next, old): during a rotation, a file opens with one of them. */
+  identities (period: string): PeriodKey[] {
+    const k = this.keys.get(period)
+    return k ? [k.primary, k.next, k.old].filter((x): x is PeriodKey => x !== undefined) : []
+  }
+
+  /** The period's identity in one role. */
+  role (period: string, role: KeyRole): PeriodKey | undefined {
+    return this.keys.get(period)?.[role]
   }
 
   /** The period's identity was destroyed (its recordings are erased). */
@@ -102,9 +187,30 @@ export class Keyring {
     return this.erasedPeriods.has(period) && !this.keys.has(period)
   }
 
+  /** One key per period: its primary. */
   list (): PeriodKey[] {
-    return [...this.keys.values()]
+    return [...this.keys.keys()].map((p) => this.key(p) as PeriodKey)
   }
+}
+
+/**
+ * openHeader with each of a period's identities (Keyring.identities): the
+ * header and the key that opened it; undefined when `data` holds only part
+ * of it. Throws the SealedIntegrityError of the first identity that could
+ * unwrap the file key (a tampered header), else of the first one.
+ */
+export function openHeaderWithAny (data: Buffer, keys: readonly PeriodKey[], path: string): { header: OpenedHeader, key: PeriodKey } | undefined {
+  let refusal: SealedIntegrityError | undefined
+  for (const key of keys) {
+    try {
+      const header = openHeader(data, key.identity, path)
+      return header === undefined ? undefined : { header, key }
+    } catch (err) {
+      if (!(err instanceof SealedIntegrityError)) throw err
+      if (refusal === undefined || refusal.reason === NOT_THIS_KEY) refusal = err
+    }
+  }
+  throw refusal ?? new SealedIntegrityError(NOT_THIS_KEY)
 }
 
 /** Makes the keyring directory and its name key when missing. */
@@ -123,15 +229,101 @@ export function initKeyring (dir: string): void {
 export function newPeriodKey (dir: string, unit: PeriodUnit, period: string): PeriodKey {
   if (!validPeriod(unit, period)) throw new Error(`invalid period ${JSON.stringify(period)} for sealing.period ${unit} (e.g. ${unit === 'year' ? '2026' : unit === 'month' ? '2026-11' : '2026-11-29'})`)
   initKeyring(dir)
-  const file = join(dir, period + KEY_SUFFIX)
-  for (const f of [file, join(dir, period + ERASED_SUFFIX)]) {
-    let exists = true
-    try { lstatSync(f) } catch { exists = false }
-    if (exists) throw new Error(`${f} exists: a period's key is made once (replacing it would make its recordings unreadable)`)
+  const file = keyFileOf(dir, period, 'primary')
+  for (const f of [file, keyFileOf(dir, period, 'next'), keyFileOf(dir, period, 'old'), join(dir, period + ERASED_SUFFIX)]) {
+    if (exists(f)) throw new KeyExistsError(`${f} exists: a period's key is made once (replacing it would make its recordings unreadable)`)
   }
+  return makeIdentityFile(file, period, 'sealing identity')
+}
+
+/** A key file that exists already: another process made the period's key first. */
+export class KeyExistsError extends Error {
+  override name = 'KeyExistsError'
+}
+
+function makeIdentityFile (file: string, period: string, what: string): PeriodKey {
   const identity = newIdentity()
-  writePrivate(file, `# nasguard sealing identity for period ${period}\n# created: ${new Date().toISOString()}\n# public key: ${identity.recipient}\n${encodeIdentity(identity)}\n`)
+  try {
+    createPrivate(file, `# nasguard ${what} for period ${period}\n# created: ${new Date().toISOString()}\n# public key: ${identity.recipient}\n${encodeIdentity(identity)}\n`)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new KeyExistsError(`${file} exists: a period's key is made once (replacing it would make its recordings unreadable)`)
+    throw err
+  }
   return { period, identity: identityOf(identity.secret), keyId: keyIdOf(period, identity) }
+}
+
+/**
+ * The identity a rotation re-seals a period to (<period>.next.key): made by
+ * the first `keys rotate`, the same one on a rerun. The period must have
+ * its key, and no retirement may be pending.
+ */
+export function nextPeriodKey (dir: string, period: string): PeriodKey {
+  const ring = Keyring.load(dir)
+  const next = ring.role(period, 'next')
+  if (next) return next
+  if (!ring.role(period, 'primary')) throw new Error(ring.erased(period) ? `period ${period} was erased: its key was destroyed` : `no key for period ${period} (nasguard keys new --period ${period})`)
+  if (ring.role(period, 'old')) throw new Error(`${keyFileOf(dir, period, 'old')} exists: a retirement is pending (rerun nasguard keys rotate --period ${period} to finish it)`)
+  try {
+    return makeIdentityFile(keyFileOf(dir, period, 'next'), period, 'next sealing identity (rotation)')
+  } catch (err) {
+    if (err instanceof KeyExistsError) return Keyring.load(dir).role(period, 'next') as PeriodKey
+    throw err
+  }
+}
+
+/** Overwrites a key file with random bytes and syncs it; the caller unlinks it. */
+function overwrite (file: string): void {
+  const size = lstatSync(file).size
+  const fd = openSync(file, constants.O_WRONLY)
+  try {
+    writeSync(fd, randomBytes(size), 0, size, 0)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Gives a key file a new name that must not exist (link, unlink, fsync the directory). */
+function moveKey (from: string, to: string): void {
+  linkSync(from, to)
+  unlinkSync(from)
+  syncDir(dirname(from))
+}
+
+const sameKey = (a: PeriodKey | undefined, b: PeriodKey | undefined): boolean => a !== undefined && b !== undefined && a.keyId === b.keyId
+
+/**
+ * The last step of a rotation, once every file of the period opens with
+ * <period>.next.key: <period>.key becomes <period>.old.key, the next one
+ * becomes <period>.key, and the old one is destroyed (overwritten, synced,
+ * unlinked; no tombstone: the period lives on). Each step leaves a keyring
+ * whose identities open every file, and a rerun after a crash at any point
+ * goes on from where it stopped. Returns the key id retired, or undefined
+ * when there was nothing to retire.
+ */
+export function retireKey (dir: string, period: string): string | undefined {
+  let retired: string | undefined
+  for (;;) {
+    const ring = Keyring.load(dir)
+    const primary = ring.role(period, 'primary')
+    const next = ring.role(period, 'next')
+    const old = ring.role(period, 'old')
+    const file = (role: KeyRole): string => keyFileOf(dir, period, role)
+    // A crash between a link and its unlink leaves one identity under two names.
+    if (sameKey(primary, old)) { unlinkSync(file('primary')); syncDir(dir); continue }
+    if (sameKey(primary, next)) { unlinkSync(file('next')); syncDir(dir); continue }
+    if (primary && next && !old) { moveKey(file('primary'), file('old')); continue }
+    if (!primary && next && old) { moveKey(file('next'), file('primary')); continue }
+    if (primary && old && !next) {
+      retired = old.keyId
+      overwrite(file('old'))
+      unlinkSync(file('old'))
+      syncDir(dir)
+      continue
+    }
+    if (primary && !next && !old) return retired
+    throw new Error(`the keyring holds an unexpected set of identities for period ${period} (${(['primary', 'next', 'old'] as const).filter((r) => ring.role(period, r)).map((r) => file(r)).join(', ')}): fix it by hand`)
+  }
 }
 
 /**
@@ -144,21 +336,15 @@ export function newPeriodKey (dir: string, unit: PeriodUnit, period: string): Pe
  * that does not, and out of backups that outlive retention.)
  */
 export function eraseKey (dir: string, period: string): string {
-  const file = join(dir, period + KEY_SUFFIX)
+  const file = keyFileOf(dir, period, 'primary')
   checkPrivate(file, false)
   const identity = identityInFile(file)
   const keyId = keyIdOf(period, identity)
-  const size = lstatSync(file).size
-  const fd = openSync(file, constants.O_WRONLY)
-  try {
-    writeSync(fd, randomBytes(size), 0, size, 0)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
+  // During a rotation the period has more identities: each is destroyed.
+  const files = (['primary', 'next', 'old'] as const).map((r) => keyFileOf(dir, period, r)).filter(exists)
+  for (const f of files) overwrite(f)
   writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period} (key id ${keyId}) was destroyed at ${new Date().toISOString()}\n`)
-  unlinkSync(file)
-  const dirFd = openSync(dir, constants.O_RDONLY)
-  try { fsyncSync(dirFd) } finally { closeSync(dirFd) }
+  for (const f of files) unlinkSync(f)
+  syncDir(dir)
   return keyId
 }

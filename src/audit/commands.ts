@@ -6,20 +6,20 @@ import { makeDir } from '../files/ownership.js'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { createKey, trailEntries } from './key.js'
-import { byChainOrder, chainDirs, chainKey, CHAINS_FILE, readChains } from './chains.js'
-import { CHECKPOINT_FILE as CHECKPOINT_NAME, trailFiles, walkTrail, type Anchor, type Checkpoint, type Problem, type VerifyReport } from './verify.js'
-import { AUDIT_FILE, AuditWriter, HEAD_FILE } from './writer.js'
+import { byChainOrder, chainDirs, chainKey, CHAINS_FILE, legacyChainKey, OPS_CHAIN, readChains } from './chains.js'
+import { CHECKPOINT_FILE as CHECKPOINT_NAME, hasSingleProcessTrail, trailFiles, walkTrail, type Anchor, type Checkpoint, type Problem, type VerifyReport } from './verify.js'
+import { AUDIT_FILE, AuditWriter } from './writer.js'
 
 export interface TrailLocation { dir: string, key: Buffer }
 
 export interface ChainReport { name: string, report: VerifyReport }
 
-/** An anchor (src/audit/verify.ts) of one chain: `.` or worker-<i>. */
+/** An anchor (src/audit/verify.ts) of one chain: `.`, worker-<i> or ops. */
 export interface ChainAnchor extends Anchor { chain: string }
 
 /** `[chain@]seq:hash`, as auditVerify prints it; undefined when malformed. */
 export function parseAnchor (text: string): ChainAnchor | undefined {
-  const m = /^(?:(\.|worker-\d{1,6})@)?(\d{1,15}):([0-9a-f]{64})$/.exec(text.trim())
+  const m = /^(?:(\.|worker-\d{1,6}|ops)@)?(\d{1,15}):([0-9a-f]{64})$/.exec(text.trim())
   return m && Number(m[2]) > 0 ? { chain: m[1] ?? '.', seq: Number(m[2]), hash: m[3] } : undefined
 }
 
@@ -38,19 +38,20 @@ export function conflictingAnchors (anchors: ChainAnchor[]): [ChainAnchor, Chain
 const anchorText = (chain: string, r: VerifyReport): string => `${chain === '.' ? '' : `${chain}@`}${r.lastSeq}:${r.lastHash}`
 
 /**
- * Walks every chain of a trail: audit.dir itself (one process), and each
- * worker-<i> chain (workers), checked against the sealed list of chains.
- * Returns the chains' reports and one report merging them.
+ * Walks every chain of a trail: audit.dir itself (one process), each
+ * worker-<i> chain (workers), and ops (operator tools), checked against the
+ * sealed list of chains. Returns the chains' reports and one report merging
+ * them.
  */
 export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[] } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
   const anchorsOf = (chain: string): Anchor[] => (opts.anchors ?? []).filter((a) => a.chain === chain)
   // A worker chain may start with records sealed with the audit key itself (written before chain keys).
-  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord, { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: name === '.' ? undefined : loc.key })
+  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord, { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: legacyChainKey(loc.key, name) })
   const listed = readChains(loc.dir, loc.key)
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []
   const names = new Set(present)
-  const topLevel = existsSync(loc.dir) && (trailFiles(loc.dir).length > 0 || existsSync(join(loc.dir, HEAD_FILE)))
+  const topLevel = hasSingleProcessTrail(loc.dir)
   if (listed?.ok === false) problems.push({ kind: 'corrupt', file: CHAINS_FILE, line: 0, message: listed.reason })
   if (listed?.ok) {
     for (const c of listed.chains) {
@@ -70,7 +71,7 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
       if (!listed.chains.includes(c)) problems.push({ kind: 'inserted', file: c, line: 0, message: `chain ${c} is not listed in ${CHAINS_FILE}` })
     }
   } else if (listed === undefined && present.length > 0) {
-    problems.push({ kind: 'missing-file', file: CHAINS_FILE, line: 0, message: `${CHAINS_FILE} is missing: the list of worker chains cannot be checked` })
+    problems.push({ kind: 'missing-file', file: CHAINS_FILE, line: 0, message: `${CHAINS_FILE} is missing: the list of chains (${present.join(', ')}) cannot be checked` })
   }
   const chains: ChainReport[] = []
   if (topLevel || names.size === 0 || (listed?.ok === true && listed.chains.includes('.'))) {
@@ -151,7 +152,7 @@ export async function auditVerify (loc: TrailLocation, out: (s: string) => void,
   } else {
     out(`${r.records} records in ${chains.length} chain(s), ${r.files.length} file(s), ${loc.dir}\n`)
     for (const c of chains) {
-      out(`  ${c.name === '.' ? '(single process)' : c.name}: ${c.report.records} records in ${c.report.files.length} file(s), seq ${firstOf(c.report)}..${c.report.lastSeq}\n`)
+      out(`  ${c.name === '.' ? '(single process)' : c.name === OPS_CHAIN ? 'ops (operator tools)' : c.name}: ${c.report.records} records in ${c.report.files.length} file(s), seq ${firstOf(c.report)}..${c.report.lastSeq}\n`)
       out(prunedText(c.report, '    '))
     }
   }
@@ -190,13 +191,19 @@ export async function auditSearch (loc: TrailLocation, f: SearchFilter, json: bo
       const { mac: _m, prev: _p, ...rest } = rec as Record<string, unknown>
       out(JSON.stringify(rest) + '\n')
     } else {
-      out([rec.time, rec.event, rec.subject ?? '-', rec.status ?? '-', rec.outcome ?? rec.reason ?? '-', rec.bytes ?? '-', rec.path ?? '-'].join('\t') + '\n')
+      out([rec.time, rec.event, rec.subject ?? '-', rec.status ?? '-', rec.outcome ?? countsText(rec.counts) ?? rec.reason ?? '-', rec.bytes ?? '-', rec.path ?? '-'].join('\t') + '\n')
     }
   })
   err(`${n} match(es) in ${r.records} verified records\n`)
   const text = problemsText(r)
   if (text) err(text + '\n')
   return r.problems.length > 0 ? 1 : 0
+}
+
+/** An operator tool run's counts as search prints them: `sealed=10 skipped=2 failed=0`. */
+function countsText (counts: unknown): string | undefined {
+  if (typeof counts !== 'object' || counts === null) return undefined
+  return Object.entries(counts).map(([k, v]) => `${k}=${String(v)}`).join(' ') || undefined
 }
 
 interface SubjectSummary { files: Set<string>, fetches: number, bytes: number, first: string, last: string, refusals: number }

@@ -10,14 +10,15 @@ import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync, writeSync } from 'node:fs'
 import { makeDir } from '../files/ownership.js'
 import { dirname, join } from 'node:path'
+import { isChainDir } from './chains.js'
 
-/** Names in an audit directory that belong to a trail (a chain's files, its list, workers' chains). */
-const TRAIL_NAME = /^(audit\.jsonl|audit\.head|audit\.chains|audit-\d{12}\.jsonl|worker-\d+)$/
+/** Files in an audit directory that belong to a trail (a chain's files, the list of chains). */
+const TRAIL_FILE = /^(audit\.jsonl|audit\.head|audit\.chains|audit-\d{12}\.jsonl)$/
 
-/** The trail entries in an audit directory (none when it does not exist): non-empty trail files, and workers' chain directories. */
+/** The trail entries in an audit directory (none when it does not exist): non-empty trail files, and chain directories (workers', ops). */
 export function trailEntries (dir: string): string[] {
   if (!existsSync(dir)) return []
-  return readdirSync(dir, { withFileTypes: true }).filter((e) => TRAIL_NAME.test(e.name) && (e.name.startsWith('worker-') ? e.isDirectory() : e.isFile() && statSync(join(dir, e.name)).size > 0)).map((e) => e.name)
+  return readdirSync(dir, { withFileTypes: true }).filter((e) => isChainDir(e.name) ? e.isDirectory() : TRAIL_FILE.test(e.name) && e.isFile() && statSync(join(dir, e.name)).size > 0).map((e) => e.name)
 }
 
 function readKey (file: string): Buffer {

@@ -14,6 +14,11 @@ import { hostname } from 'node:os'
 import { join } from 'node:path'
 
 const LOCK_FILE = 'audit.lock'
+
+/** The lock of the chain in dir. */
+export function lockFile (dir: string): string {
+  return join(dir, LOCK_FILE)
+}
 const LOCK_LINE = /^(\d{1,10})(?: (host=\S+ pidns=\S*))?\n?$/
 
 /** Where a pid means something: `host=<name> pidns=<namespace>` (Linux; the namespace is empty elsewhere). */
@@ -91,7 +96,7 @@ const pause = async (ms: number): Promise<void> => await new Promise((resolve) =
 
 /** Takes dir's lock; returns what release needs. Throws EAUDITLOCKED while another writer holds it. */
 export async function takeLock (dir: string): Promise<{ file: string, text: string }> {
-  const file = join(dir, LOCK_FILE)
+  const file = lockFile(dir)
   const self = lockOwner()
   const text = `${process.pid} ${self}\n`
   const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}`

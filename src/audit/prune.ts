@@ -8,8 +8,9 @@
 // carries as prev (that of the last record removed), when, the cut-off,
 // and how many records and files went. After the removal the prune is
 // recorded in the chain itself (event `prune`), through the chain's own
-// writer. Every chain of the trail (audit.dir itself, and each worker-<i>)
-// is pruned the same way, each with its own checkpoint.
+// writer. Every chain of the trail (audit.dir itself, each worker-<i>, and
+// the operator tools' ops) is pruned the same way, each with its own
+// checkpoint.
 //
 // Order, for crash safety: checkpoint (temp file, fsync, rename, directory
 // fsync), then the files, then the record. A crash before the rename
@@ -22,11 +23,13 @@
 // chain, and audit.lock says a gateway is that writer. Prune takes every
 // lock it needs before changing anything, and refuses while a gateway
 // holds one: stop the gateway, prune, start it. (--dry-run takes no lock.)
+// ops is locked only while an operator tool records its event: a prune
+// refused for it can simply run again (a tool waits for prune's lock).
 import { closeSync, fsyncSync, openSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import { seal } from './chain.js'
-import { chainKey } from './chains.js'
+import { chainKey, legacyChainKey } from './chains.js'
 import { problemsText, walkAll, type ChainAnchor, type TrailLocation } from './commands.js'
 import { CHECKPOINT_EVENT, CHECKPOINT_FILE, readChainCheckpoint, type Checkpoint, type FileStat, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter, type AuditRecord } from './writer.js'
@@ -53,7 +56,7 @@ interface PruneRecord extends AuditRecord {
 }
 
 interface Plan {
-  /** `.` (audit.dir itself) or worker-<i>. */
+  /** `.` (audit.dir itself), worker-<i> or ops. */
   name: string
   dir: string
   /** Files to remove, oldest first. */
@@ -185,7 +188,7 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
     try {
       // Every lock first: all chains or none.
       for (const p of work) {
-        const w = await AuditWriter.open({ dir: p.dir, durability: 'strict', batchMs: 100, key: chainKey(loc.key, p.name), legacyKey: p.name === '.' ? undefined : loc.key, instance, rotateBytes: o.rotateBytes ?? 64 * 1024 * 1024 })
+        const w = await AuditWriter.open({ dir: p.dir, durability: 'strict', batchMs: 100, key: chainKey(loc.key, p.name), legacyKey: legacyChainKey(loc.key, p.name), instance, rotateBytes: o.rotateBytes ?? 64 * 1024 * 1024 })
         writers.set(p, w)
         if (w.startupError) throw new Refused(`cannot open ${join(p.dir, AUDIT_FILE)} to record the prune (${w.startupError.message})`)
       }
@@ -195,13 +198,13 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
         for (const f of p.remove) {
           if (fileId(join(p.dir, f.file)) !== p.ids.get(f.file)) throw new Refused(`${label(p, f.file)} changed while prune was reading the trail`)
         }
-        const read = readChainCheckpoint(p.dir, chainKey(loc.key, p.name), p.name === '.' ? undefined : loc.key)
+        const read = readChainCheckpoint(p.dir, chainKey(loc.key, p.name), legacyChainKey(loc.key, p.name))
         if (!sameCheckpoint(read?.ok === true ? read.checkpoint : undefined, p.current)) throw new Refused(`${label(p, CHECKPOINT_FILE)} changed while prune was reading the trail`)
       }
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
       if (code === 'EAUDITLOCKED') {
-        err(`audit prune: ${(e as Error).message}\nA running gateway holds the trail, and the prune record must go into its chain through its one writer: stop the gateway (every worker), run audit prune, then start it again. (audit prune --dry-run works while it runs.) Nothing was pruned.\n`)
+        err(`audit prune: ${(e as Error).message}\nA running gateway (or, for ops, an operator tool recording its event) holds the trail, and the prune record must go into its chain through its one writer: stop the gateway (every worker), run audit prune, then start it again. (audit prune --dry-run works while it runs.) Nothing was pruned.\n`)
         return 1
       }
       if (e instanceof Refused) { err(`audit prune: ${e.message}; nothing was pruned (run it again)\n`); return 1 }

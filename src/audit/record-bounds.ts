@@ -4,8 +4,11 @@
 // 24 KB line and a reader knows the value is a prefix. Token-shaped runs
 // (JWTs and playback grants are base64url JSON: `eyJ...`) are removed from
 // the free-text fields a client fills, so a grant put into a path or a
-// header is never stored. Pure.
-import type { AuditRecord } from './writer.js'
+// header is never stored. The fields nasguard fills itself with numbers
+// and digests (a tool run's counts, an ingest's sha256) are checked instead:
+// a value of the wrong shape is a bug, and the record is refused naming
+// the field. Pure.
+import type { AuditRecord, RunCounts } from './writer.js'
 
 /** Longest value kept per string field, in UTF-16 code units. */
 export const FIELD_BOUNDS: Readonly<Record<string, number>> = {
@@ -25,7 +28,9 @@ export const FIELD_BOUNDS: Readonly<Record<string, number>> = {
   reason: 256,
   userAgent: 256,
   grantExpiresAt: 32,
-  instance: 128
+  instance: 128,
+  period: 32,
+  sha256: 64
 }
 const DEFAULT_BOUND = 256
 
@@ -53,8 +58,30 @@ function cut (s: string, max: number): string {
   return s.slice(0, end)
 }
 
-/** The record with every string field within its bound, and `truncated` naming the fields that were cut. */
+const COUNTS: ReadonlyArray<keyof RunCounts> = ['sealed', 'skipped', 'failed', 'bytes', 'files']
+const SHA256 = /^[0-9a-f]{64}$/
+
+/** Why the record's checked fields (counts, sha256) are malformed; undefined when they are not. */
+export function malformedField (record: AuditRecord): string | undefined {
+  const { counts, sha256 } = record
+  if (sha256 !== undefined && (typeof sha256 !== 'string' || !SHA256.test(sha256))) return 'sha256 must be 64 lowercase hex digits'
+  if (counts === undefined) return undefined
+  if (typeof counts !== 'object' || counts === null || Array.isArray(counts)) return 'counts must be an object'
+  for (const [k, v] of Object.entries(counts)) {
+    if (!(COUNTS as readonly string[]).includes(k)) return `counts.${k} is not a count a record holds (${COUNTS.join(', ')})`
+    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 0)) return `counts.${k} must be a whole number from 0, not ${String(v)}`
+  }
+  return undefined
+}
+
+/**
+ * The record with every string field within its bound, and `truncated`
+ * naming the fields that were cut. Throws on a malformed counts or sha256
+ * (see malformedField).
+ */
 export function boundRecord<T extends AuditRecord> (record: T): T {
+  const malformed = malformedField(record)
+  if (malformed) throw new TypeError(`audit record (event ${String(record.event)}): ${malformed}; the record was not written`)
   let out: T | undefined
   const truncated: string[] = []
   for (const [k, v] of Object.entries(record)) {

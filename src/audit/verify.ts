@@ -102,6 +102,11 @@ export function trailFiles (dir: string): string[] {
   return [...archives, ...(isFile(AUDIT_FILE) ? [AUDIT_FILE] : [])]
 }
 
+/** audit.dir holds a trail written by a single process (the chain `.`, beside any chain directories). */
+export function hasSingleProcessTrail (dir: string): boolean {
+  return existsSync(dir) && (trailFiles(dir).length > 0 || existsSync(join(dir, HEAD_FILE)))
+}
+
 /** The chain's checkpoint, sealed with its key, or with the legacy key (a prune run before the upgrade to chain keys). */
 export function readChainCheckpoint (dir: string, key: Buffer, legacyKey?: Buffer): CheckpointRead | undefined {
   const read = readCheckpoint(dir, key)

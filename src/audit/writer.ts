@@ -16,7 +16,17 @@ import { join } from 'node:path'
 import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 import { boundRecord } from './record-bounds.js'
 
-export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune'
+/** seal and rotate: one per run of an operator tool, in the ops chain (src/audit/operator-events.ts); ingest: a recording uploaded through the gateway. */
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune' | 'seal' | 'rotate' | 'ingest'
+
+/** What an operator tool's run did (src/audit/record-bounds.ts checks each is a count). */
+export interface RunCounts {
+  sealed?: number
+  skipped?: number
+  failed?: number
+  bytes?: number
+  files?: number
+}
 
 /** How a fetch ended: in full; the client left; the NAS failed; a sealed recording failed its authentication; the gateway shut down (the drain deadline passed). */
 export type Outcome = 'complete' | 'client-aborted' | 'client-too-slow' | 'upstream-error' | 'integrity-error' | 'shutdown'
@@ -50,6 +60,12 @@ export interface AuditRecord {
   droppedBytes?: number
   /** event refusal: how many requests the record stands for, when nothing tells them apart (HTTP/2 streams reset by the protocol layer on one connection). */
   count?: number
+  /** events seal, rotate: what the run did. */
+  counts?: RunCounts
+  /** The key period a record is about (`2016-01`): sealed into, rotated, erased. */
+  period?: string
+  /** event ingest: the SHA-256 of the recording's plaintext, 64 lowercase hex digits. */
+  sha256?: string
   /** Fields whose value was cut to its bound (src/audit/record-bounds.ts): the value kept is a prefix. */
   truncated?: string[]
 }

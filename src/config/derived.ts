@@ -7,7 +7,7 @@ import type { Config } from './schema.js'
 import { readSecretFile } from './secrets.js'
 
 /** Where the audit key lives unless configured: audit.key beside (not inside) the audit directory. */
-export function auditKeyFile (config: Readonly<Config>): string {
+export function auditKeyFile (config: { readonly audit: Pick<Config['audit'], 'dir' | 'keyFile'> }): string {
   return config.audit.keyFile ?? join(dirname(config.audit.dir), `${basename(config.audit.dir)}.key`)
 }
 

@@ -348,6 +348,22 @@ function sealingCommands (program: Command): void {
     .addOption(configOption(true))
     .requiredOption('--period <period>', 'e.g. 2026-11')
     .action(action(async (o: { config: string, period: string }) => { out((await sealing()).keysShow(await load(o.config), o.period)); return 0 }))
+  keys.command('rotate').description("re-seal every file of a period to a new identity (<period>.next.key), then retire the old one; resumable")
+    .addOption(configOption(true))
+    .requiredOption('--period <period>', 'e.g. 2026-11')
+    .requiredOption('--source <dir>', 'the NAS share, mounted on this host (its root is the NAS URL /)')
+    .option('--jobs <n>', 'files at a time', '2')
+    .option('--journal <file>', 'the journal of the run, off the NAS (default: <audit.dir>/rotate-<period>.journal)')
+    .action(action(async (o: BulkFlags) => await bulkRun('rotate', o)))
+  program.command('seal').description('seal the recordings of a mounted NAS share: each written under its sealed name, verified, optionally the original removed; resumable')
+    .addOption(configOption(true))
+    .requiredOption('--source <dir>', 'the NAS share, mounted on this host (its root is the NAS URL /)')
+    .option('--jobs <n>', 'files at a time', '2')
+    .option('--period <period>', 'only the recordings of this period, e.g. 2016-01')
+    .option('--dry-run', 'print what would be sealed; write nothing, make no key', false)
+    .option('--remove-plaintext', 'remove each original once its sealed file is verified', false)
+    .option('--journal <file>', 'the journal of the run, off the NAS (default: <audit.dir>/seal.journal)')
+    .action(action(async (o: BulkFlags) => await bulkRun('seal', o)))
   const names = program.command('names').description("recordings' sealed names on the NAS")
   names.command('encode').description('the NAS name of a recording path')
     .addOption(configOption(true))
@@ -362,6 +378,22 @@ function sealingCommands (program: Command): void {
       out(plain + '\n')
       return 0
     }))
+}
+
+interface BulkFlags { config: string, source: string, jobs: string, period?: string, journal?: string, dryRun?: boolean, removePlaintext?: boolean }
+
+/** nasguard seal and keys rotate: JSON lines unless stdout is a terminal; exit 1 when a file failed. */
+async function bulkRun (command: 'seal' | 'rotate', o: BulkFlags): Promise<number> {
+  const c = await load(o.config)
+  const s = await sealing()
+  const opts = { source: o.source, jobs: Number(o.jobs), period: o.period, journal: o.journal, dryRun: o.dryRun, removePlaintext: o.removePlaintext }
+  const problem = s.bulkOptionProblem(c, opts, command)
+  if (problem !== undefined) throw new UsageError(problem)
+  if (o.dryRun !== true) refuseForeignOwner([keyringOf(c), dirname(resolvePath(s.journalOf(c, opts, command)))], command === 'seal' ? 'seal' : 'keys rotate')
+  // The run's audit record (s.sealRunRecord) goes to the audit trail's operator events once that API exists.
+  const record = undefined
+  const io = { out, tty: process.stdout.isTTY === true, record }
+  return command === 'seal' ? await s.seal(c, opts, io) : await s.keysRotate(c, opts, io)
 }
 
 function keyringOf (c: Readonly<Config>): string {

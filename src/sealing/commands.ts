@@ -1,12 +1,22 @@
-// `nasguard keys new|list|show` and `nasguard names encode|decode`: the
-// operator's view of the keyring. Nothing here prints a secret: `keys show`
-// prints the recipient (public), which is all a recorder needs, and where
-// the identity file is, for `age -d -i`.
-import { join } from 'node:path'
+// `nasguard keys new|list|show|rotate`, `nasguard names encode|decode` and
+// `nasguard seal`: the operator's view of the keyring, and the bulk runs
+// over the mounted share (src/sealing/bulk/). Nothing here prints a secret:
+// `keys show` prints the recipient (public), which is all a recorder needs,
+// and where the identity file is, for `age -d -i`.
+import { existsSync, statSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { join, resolve as resolvePath, sep } from 'node:path'
 import type { Config } from '../config/schema.js'
-import { Keyring, newPeriodKey } from './keyring.js'
+import { Journal } from './bulk/journal.js'
+import { jsonLines, progressBar } from './bulk/progress.js'
+import { rotateJob, notYetRotated } from './bulk/rotate.js'
+import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type SealRunRecord, type Summary } from './bulk/run.js'
+import { SealingKeys, sealJob } from './bulk/seal.js'
+import { initKeyring, keyFileOf, Keyring, newPeriodKey, nextPeriodKey, retireKey } from './keyring.js'
 import { plainPathOf, sealedPathOf } from './names.js'
-import { compilePeriodPattern, periodOf, type PeriodUnit } from './period.js'
+import { compilePeriodPattern, periodOf, validPeriod, type PeriodUnit } from './period.js'
+
+export { sealRunRecord, type SealRunRecord } from './bulk/run.js'
 
 function keyringDir (c: Readonly<Config>): string {
   if (!c.sealing.keyring) throw new Error('sealing.keyring: not set in the config; set it to a directory off the NAS (e.g. /var/lib/nasguard/keyring)')
@@ -35,7 +45,9 @@ export function keysShow (c: Readonly<Config>, period: string): string {
   const ring = Keyring.load(keyringDir(c))
   const key = ring.key(period)
   if (!key) throw new Error(ring.erased(period) ? `period ${period} was erased: its key was destroyed` : `no key for period ${period} (nasguard keys new --period ${period})`)
-  return `period ${key.period}\nkey id ${key.keyId}\nrecipient ${key.identity.recipient}\nidentity ${join(ring.dir, `${period}.key`)}\n`
+  const next = ring.role(period, 'next')
+  const rotating = next ? `rotating to key id ${next.keyId} (recipient ${next.identity.recipient}, identity ${keyFileOf(ring.dir, period, 'next')}): new recordings are sealed to it\n` : ''
+  return `period ${key.period}\nkey id ${key.keyId}\nrecipient ${key.identity.recipient}\nidentity ${join(ring.dir, `${period}.key`)}\n${rotating}`
 }
 
 /** The decoded segments of a path as a URL or the NAS spells it. */
@@ -60,4 +72,129 @@ export function namesEncode (c: Readonly<Config>, path: string): string {
 export function namesDecode (c: Readonly<Config>, path: string): string | undefined {
   const ring = Keyring.load(keyringDir(c))
   return plainPathOf(ring.nameKey, segmentsOf(path), c.sealing.names.segments)
+}
+
+// ---- nasguard seal and keys rotate: bulk runs over the mounted share ----------
+
+export interface BulkOptions {
+  /** The NAS share, mounted: its root is the NAS URL's "/". */
+  source: string
+  jobs: number
+  period?: string
+  /** Default: <audit.dir>/seal.journal, or rotate-<period>.journal. */
+  journal?: string
+  dryRun?: boolean
+  removePlaintext?: boolean
+}
+
+export interface BulkIO {
+  out: (s: string) => void
+  /** A terminal: a progress bar; else JSON lines. */
+  tty: boolean
+  /** Hands the run's audit record over (the audit trail's operator events). */
+  record?: (r: SealRunRecord) => Promise<void>
+}
+
+export function journalOf (c: Readonly<Config>, o: BulkOptions, command: 'seal' | 'rotate'): string {
+  return o.journal ?? join(c.audit.dir, command === 'seal' ? 'seal.journal' : `rotate-${o.period ?? ''}.journal`)
+}
+
+/** What is wrong with a bulk command's options, naming the option; undefined when nothing is. */
+export function bulkOptionProblem (c: Readonly<Config>, o: BulkOptions, command: 'seal' | 'rotate'): string | undefined {
+  if (!Number.isInteger(o.jobs) || o.jobs < 1 || o.jobs > 64) return '--jobs: a whole number from 1 to 64'
+  if (o.period !== undefined && !validPeriod(c.sealing.period, o.period)) return `--period: ${JSON.stringify(o.period)} is not a ${c.sealing.period} as sealing.period says (e.g. ${c.sealing.period === 'year' ? '2026' : c.sealing.period === 'month' ? '2026-11' : '2026-11-29'})`
+  if (command === 'rotate' && o.period === undefined) return '--period: needed (the period whose identity is rotated)'
+  if (!c.sealing.periodPattern) return 'sealing.periodPattern is not set in the config (e.g. /medicall/{yyyy}/{mm}/**)'
+  let dir = false
+  try { dir = statSync(o.source).isDirectory() } catch {}
+  if (!dir) return `--source: ${o.source} is not a directory (the NAS share, mounted on this host)`
+  const journal = resolvePath(journalOf(c, o, command))
+  const source = resolvePath(o.source)
+  if (journal === source || journal.startsWith(source + sep)) return `--journal: ${journal} is on the NAS share; keep it off the NAS (default: in audit.dir)`
+  return undefined
+}
+
+function reporterOf (io: BulkIO): Reporter {
+  return io.tty ? progressBar(io.out) : jsonLines(io.out)
+}
+
+async function ended (summary: Summary, reporter: Reporter, io: BulkIO): Promise<number> {
+  reporter.end(summary)
+  // AUDIT: the one place a bulk run is handed to the audit trail (cli.ts wires `record`).
+  await io.record?.(sealRunRecord(summary))
+  return summary.failed > 0 || summary.kept !== undefined ? 1 : 0
+}
+
+/** nasguard seal: every recording of the share sealed under its sealed name; exit 1 when any failed. */
+export async function seal (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Promise<number> {
+  const dir = keyringDir(c)
+  const dryRun = o.dryRun === true
+  // A dry run makes nothing, not even the keyring.
+  if (!dryRun) initKeyring(dir)
+  else if (!existsSync(dir)) throw new Error(`sealing.keyring: ${dir} does not exist yet, and a dry run makes nothing (nasguard keys new makes it)`)
+  const keys = new SealingKeys(dir, c.sealing.period)
+  const settings = {
+    root: resolvePath(o.source),
+    keyringDir: dir,
+    unit: c.sealing.period,
+    pattern: compilePeriodPattern(c.sealing.periodPattern as string, c.sealing.period),
+    nameSegments: c.sealing.names.segments,
+    extensions: new Set(c.files.extensions),
+    period: o.period,
+    dryRun,
+    removePlaintext: o.removePlaintext === true
+  }
+  const journal = await Journal.open(journalOf(c, o, 'seal'), dryRun)
+  const active: ActiveTemps = new Set()
+  const job = sealJob(settings, keys, journal, active)
+  const reporter = reporterOf(io)
+  let summary: Summary
+  try {
+    reporter.begin(io.tty ? await survey(settings.root, job) : undefined)
+    summary = await runBulk({ root: settings.root, jobs: o.jobs, job, reporter, active, command: 'seal', dryRun, period: o.period })
+  } finally {
+    await journal.close()
+  }
+  return await ended(summary, reporter, io)
+}
+
+/**
+ * nasguard keys rotate: every sealed file of the period re-sealed to
+ * <period>.next.key, then the old identity retired. A rerun goes on where
+ * a run stopped, and one that finds a retirement begun finishes it.
+ */
+export async function keysRotate (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Promise<number> {
+  const dir = keyringDir(c)
+  const period = o.period as string
+  const ring = Keyring.load(dir)
+  if (ring.erased(period)) throw new Error(`period ${period} was erased: its key was destroyed`)
+  const reporter = reporterOf(io)
+  const blank: Summary = { command: 'rotate', dryRun: false, sealed: 0, skipped: 0, failed: 0, bytes: 0, seconds: 0, tempsRemoved: 0, period }
+  if (ring.role(period, 'old')) {
+    reporter.begin()
+    return await ended({ ...blank, retired: retireKey(dir, period) }, reporter, io)
+  }
+  const next = nextPeriodKey(dir, period)
+  const settings = { root: resolvePath(o.source), pattern: compilePeriodPattern(c.sealing.periodPattern as string, c.sealing.period), nameSegments: c.sealing.names.segments, period }
+  const file = journalOf(c, o, 'rotate')
+  const journal = await Journal.open(file, false)
+  const active: ActiveTemps = new Set()
+  const rotating = Keyring.load(dir)
+  const job = rotateJob(settings, rotating, next, journal, active)
+  let summary: Summary
+  try {
+    reporter.begin(io.tty ? await survey(settings.root, job) : undefined)
+    summary = await runBulk({ root: settings.root, jobs: o.jobs, job, reporter, active, command: 'rotate', dryRun: false, period })
+    if (summary.failed > 0) {
+      summary.kept = `${summary.failed} file(s) failed; rerun to finish`
+    } else {
+      const left = await notYetRotated(settings, rotating, next)
+      if (left > 0) summary.kept = `${left} sealed file(s) of the period do not open with the new identity (written meanwhile with the old one?); rerun to finish`
+      else summary.retired = retireKey(dir, period)
+    }
+  } finally {
+    await journal.close()
+  }
+  if (summary.retired !== undefined) await rm(file, { force: true })
+  return await ended(summary, reporter, io)
 }

@@ -1,0 +1,105 @@
+// The file operations of bulk sealing that must survive a crash (kill -9,
+// a power cut) at any point: a sealed file is written under a temporary
+// name in its target directory (dot-led, so the gateway never serves it),
+// synced, renamed into place, and the directory synced; a plaintext is
+// removed the same way. A file's version (size, mtime in ns, inode) says
+// whether it changed while it was read.
+import { createHash } from 'node:crypto'
+import { constants, type BigIntStats } from 'node:fs'
+import { lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { Transform, type TransformCallback } from 'node:stream'
+
+/** The temporary files bulk sealing writes: a leftover one is removed by the next run. */
+export const TEMP_NAME = /^\.nasguard-seal-[0-9a-f]{32}\.tmp$/
+
+/** The temporary name of a target: in its directory, dot-led, and fixed, so that a rerun finds a leftover one. */
+export function tempFileOf (target: string): string {
+  return join(dirname(target), `.nasguard-seal-${createHash('sha256').update(basename(target)).digest('hex').slice(0, 32)}.tmp`)
+}
+
+/** Where a NAS path (percent-encoded as the canonical path is) lies under the mounted share. */
+export function diskPathOf (root: string, nasPath: string): string {
+  return join(root, ...nasPath.split('/').slice(1).map((s) => decodeURIComponent(s)))
+}
+
+export interface FileVersion { size: bigint, mtimeNs: bigint, ino: bigint }
+
+export function versionOf (st: BigIntStats): FileVersion {
+  return { size: st.size, mtimeNs: st.mtimeNs, ino: st.ino }
+}
+
+export function sameVersion (a: FileVersion, b: FileVersion): boolean {
+  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ino === b.ino
+}
+
+/** The file's version; undefined when it is not there. */
+export async function versionAt (file: string): Promise<FileVersion | undefined> {
+  try {
+    return versionOf(await lstat(file, { bigint: true }))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+export async function syncDir (dir: string): Promise<void> {
+  const fd = await open(dir, constants.O_RDONLY)
+  try { await fd.sync() } finally { await fd.close() }
+}
+
+/** mkdir of each missing directory from `root` down to `dir`, with the share's default mode, each made durable. */
+export async function makeDirs (root: string, dir: string): Promise<void> {
+  if (dir === root || !dir.startsWith(root)) return
+  try {
+    await lstat(dir)
+    return
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  await makeDirs(root, dirname(dir))
+  try {
+    await mkdir(dir)
+  } catch (err) {
+    // Another job made it first.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+  }
+  await syncDir(dirname(dir))
+}
+
+/** Renames a synced temporary file into place and syncs the directory. */
+export async function commit (temp: string, target: string): Promise<void> {
+  await rename(temp, target)
+  await syncDir(dirname(target))
+}
+
+export async function removeDurably (file: string): Promise<void> {
+  await unlink(file)
+  await syncDir(dirname(file))
+}
+
+export async function removeIfThere (file: string): Promise<void> {
+  await rm(file, { force: true })
+}
+
+/** Passes bytes through, hashing them (SHA-256) and counting them as they go. */
+export class Digest extends Transform {
+  private readonly hash = createHash('sha256')
+  bytes = 0
+
+  constructor (private readonly onBytes: (n: number) => void = () => {}) {
+    super()
+  }
+
+  override _transform (data: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.hash.update(data)
+    this.bytes += data.length
+    this.onBytes(data.length)
+    done(null, data)
+  }
+
+  /** The hex digest; once, after the stream ended. */
+  hex (): string {
+    return this.hash.digest('hex')
+  }
+}

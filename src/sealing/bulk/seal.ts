@@ -1,0 +1,213 @@
+// Sealing one recording of a mounted share (nasguard seal): it is written
+// as an age file under its sealed name beside the original (temporary
+// name, fsync, rename, fsync of the directory), then read back whole,
+// decrypted and compared with the SHA-256 taken while sealing; only then,
+// with --remove-plaintext, is the original removed. A recording that
+// changes while it is sealed is left as it is and reported. A rerun finds
+// its work in the journal, verifies a sealed file it finds without a
+// journal line (or seals again), and never seals an erased period.
+import { constants } from 'node:fs'
+import { chown, lstat, open } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { encodeSegment as encodeReadable } from '../../policy/canonical-path.js'
+import { checkFileRequest } from '../../policy/listing-guard.js'
+import { KeyExistsError, Keyring, newPeriodKey, type PeriodKey } from '../keyring.js'
+import { SEALED_SUFFIX, sealedPathOf } from '../names.js'
+import { periodOf, type PeriodPattern, type PeriodUnit } from '../period.js'
+import { SealStream } from '../seal-stream.js'
+import { commit, Digest, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
+import { entryMatches, type Journal } from './journal.js'
+import { OpenStream } from './open-stream.js'
+import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
+
+export interface SealSettings {
+  root: string
+  keyringDir: string
+  unit: PeriodUnit
+  pattern: PeriodPattern
+  /** sealing.names.segments */
+  nameSegments: number
+  /** files.extensions */
+  extensions: ReadonlySet<string>
+  /** --period: only this one. */
+  period?: string
+  dryRun: boolean
+  removePlaintext: boolean
+}
+
+/** The canonical plaintext path, as the path binding holds it (percent-encoded the gateway's one way). */
+export function bindingOf (segments: readonly string[]): string {
+  return '/' + segments.map(encodeReadable).join('/')
+}
+
+/**
+ * The period's sealing key (Keyring.sealingKey); the first file of a new
+ * period makes it. newPeriodKey links its file into place, so a key made
+ * by another process first is taken, never replaced; within the process,
+ * making it is synchronous, so two jobs cannot both make one.
+ */
+export class SealingKeys {
+  private ring: Keyring
+
+  constructor (private readonly dir: string, private readonly unit: PeriodUnit) {
+    this.ring = Keyring.load(dir)
+  }
+
+  keyring (): Keyring {
+    return this.ring
+  }
+
+  sealingKey (period: string): PeriodKey {
+    const key = this.ring.sealingKey(period)
+    if (key) return key
+    try {
+      newPeriodKey(this.dir, this.unit, period)
+    } catch (err) {
+      if (!(err instanceof KeyExistsError)) throw err
+    }
+    this.ring = Keyring.load(this.dir)
+    const made = this.ring.sealingKey(period)
+    if (!made) throw new FileFailure('period erased')
+    return made
+  }
+}
+
+/** SHA-256 of a sealed file's plaintext, opened with one of `keys` and bound to `binding`, and the key that opened it. */
+export async function openedDigest (file: string, keys: readonly PeriodKey[], binding: string): Promise<{ sha256: string, bytes: number, key: PeriodKey }> {
+  const fh = await open(file, 'r')
+  const opener = new OpenStream(keys, binding)
+  const digest = new Digest()
+  await pipeline(fh.createReadStream(), opener, digest, async function * (source) { for await (const _ of source); })
+  return { sha256: digest.hex(), bytes: digest.bytes, key: opener.opener as PeriodKey }
+}
+
+async function plainDigest (file: string, v0: FileVersion): Promise<string> {
+  const fh = await open(file, 'r')
+  const digest = new Digest()
+  const before = versionOf(await fh.stat({ bigint: true }))
+  await pipeline(fh.createReadStream(), digest, async function * (source) { for await (const _ of source); })
+  if (!sameVersion(before, v0) || !sameVersion(await versionAt(file) ?? before, v0)) throw new FileFailure('changed')
+  return digest.hex()
+}
+
+/** Why a written file does not give back the plaintext whose SHA-256 is `sha256` with `key`; undefined when it does. */
+export async function verifyWritten (file: string, key: PeriodKey, binding: string, sha256: string): Promise<string | undefined> {
+  try {
+    const check = await openedDigest(file, [key], binding)
+    return check.sha256 === sha256 ? undefined : 'verification failed (SHA-256 differs)'
+  } catch (err) {
+    return `verification failed (${reasonOf(err)})`
+  }
+}
+
+/**
+ * Writes `temp` from the source stream through the transforms (the last
+ * one seals), synced, with the mode (and, run as root, the owner) of `like`.
+ * The caller checks that the source did not change, then commits it.
+ */
+export async function writeTemp (temp: string, source: NodeJS.ReadableStream, transforms: NodeJS.ReadWriteStream[], like: { mode: bigint, uid: bigint, gid: bigint }): Promise<void> {
+  const out = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+  try {
+    await pipeline(source, ...transforms as [NodeJS.ReadWriteStream], async (sealed: AsyncIterable<string | Buffer>) => { for await (const b of sealed) await out.write(b as Buffer) })
+    await out.sync()
+    await out.chmod(Number(like.mode & 0o777n))
+  } finally {
+    await out.close()
+  }
+  if (process.getuid?.() === 0) await chown(temp, Number(like.uid), Number(like.gid)).catch(() => {})
+}
+
+export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, active: ActiveTemps): Job {
+  const plan = (segments: string[]): { period: string } | string => {
+    const name = segments[segments.length - 1]
+    if (name.toLowerCase().endsWith(SEALED_SUFFIX)) return 'sealed'
+    const check = checkFileRequest(segments, s.extensions)
+    if (!check.ok) return check.reason === 'hidden' ? 'hidden' : 'not-a-recording'
+    const period = periodOf(s.pattern, segments)
+    if (period === undefined) return 'no-period'
+    if (s.period !== undefined && period !== s.period) return 'other-period'
+    return { period }
+  }
+
+  /** The plaintext's work is done: remove it when asked. */
+  const finish = async (file: string, v0: FileVersion, r: FileResult): Promise<FileResult> => {
+    if (!s.removePlaintext) return r
+    if (!sameVersion(await versionAt(file) ?? v0, v0)) return { ...r, result: 'failed', reason: 'changed' }
+    await removeDurably(file)
+    return { ...r, removed: true }
+  }
+
+  const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
+    const planned = plan(segments)
+    if (typeof planned === 'string') return { result: 'skipped', reason: planned }
+    const { period } = planned
+    let sealed: string
+    try {
+      sealed = sealedPathOf(keys.keyring().nameKey, segments, s.nameSegments)
+    } catch {
+      return { result: 'failed', reason: 'its sealed name would be too long for a NAS' }
+    }
+    const target = diskPathOf(s.root, sealed)
+    const temp = tempFileOf(target)
+    active.add(temp)
+    let bytes: number | undefined
+    try {
+      if (keys.keyring().erased(period)) return { result: 'failed', sealed, reason: `period ${period} is erased: its key was destroyed, so its recordings are not sealed again` }
+      const st0 = await lstat(file, { bigint: true })
+      const v0 = versionOf(st0)
+      bytes = Number(v0.size)
+      const there = await versionAt(target)
+      if (there !== undefined && entryMatches(journal.get(sealed), v0)) {
+        const r: FileResult = { result: 'skipped', reason: 'done', sealed, bytes }
+        return s.dryRun ? r : await finish(file, v0, r)
+      }
+      if (s.dryRun) return { result: 'would-seal', sealed, bytes }
+      const key = keys.sealingKey(period)
+      const binding = bindingOf(segments)
+      await removeIfThere(temp)
+      // A sealed file without a journal line: the run that wrote it was
+      // interrupted. Kept if it opens to this very plaintext.
+      if (there !== undefined) {
+        const found = await openedDigest(target, keys.keyring().identities(period), binding).catch(() => undefined)
+        if (found !== undefined && found.sha256 === await plainDigest(file, v0)) {
+          await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256: found.sha256, keyId: found.key.keyId })
+          return await finish(file, v0, { result: 'sealed', sealed, bytes, reason: 'verified a sealed file left by an interrupted run' })
+        }
+      }
+      await makeDirs(s.root, dirname(target))
+      const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW)
+      const opened = versionOf(await fh.stat({ bigint: true }))
+      const digest = new Digest(progress)
+      try {
+        await writeTemp(temp, fh.createReadStream(), [digest, new SealStream([key.identity.publicKey], binding)], st0)
+      } catch (err) {
+        await removeIfThere(temp)
+        throw err
+      }
+      const after = await versionAt(file)
+      if (!sameVersion(opened, v0) || after === undefined || !sameVersion(after, v0) || BigInt(digest.bytes) !== v0.size) {
+        await removeIfThere(temp)
+        return { result: 'failed', sealed, reason: 'changed', bytes }
+      }
+      const sha256 = digest.hex()
+      // Verified before it takes the sealed name: the gateway never meets a
+      // sealed file that does not give the recording back.
+      const failed = await verifyWritten(temp, key, binding, sha256)
+      if (failed !== undefined) {
+        await removeIfThere(temp)
+        return { result: 'failed', sealed, reason: failed, bytes }
+      }
+      await commit(temp, target)
+      await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256, keyId: key.keyId })
+      return await finish(file, v0, { result: 'sealed', sealed, bytes })
+    } catch (err) {
+      if (!s.dryRun) await removeIfThere(temp).catch(() => {})
+      return { result: 'failed', sealed, reason: reasonOf(err), bytes }
+    } finally {
+      active.delete(temp)
+    }
+  }
+
+  return { wants: (segments) => { const p = plan(segments); return typeof p === 'string' ? p : true }, handle }
+}

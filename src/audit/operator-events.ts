@@ -83,7 +83,7 @@ async function openWaiting (opts: AuditWriterOptions, waitMs: number): Promise<A
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EAUDITLOCKED') throw err
       if (Date.now() >= deadline) {
-        throw new Error(`${lockFile(opts.dir)} was still held after ${Math.round(waitMs / 1000)} s (${(err as Error).message}): another tool is recording, or stuck`, { cause: err })
+        throw new Error(`${lockFile(opts.dir)} was still held after ${waitMs / 1000} s (${(err as Error).message}): another tool is recording, or stuck`, { cause: err })
       }
       await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS))
     }

@@ -2,7 +2,8 @@
 // every string field is cut to its bound and the cut is named, token-shaped
 // runs (JWTs, playback grants, also percent-encoded) never survive in the
 // User-Agent, and a refused target keeps no query, path parameters or
-// tokens. Pure: no sockets.
+// tokens; counts and sha256 (filled by nasguard, not by clients) are
+// checked, and a malformed one refuses the record. Pure: no sockets.
 import t from 'tap'
 import { FIELD_BOUNDS, boundRecord, redactTokens, refusedTarget } from '../../src/audit/record-bounds.js'
 import type { AuditRecord } from '../../src/audit/writer.js'
@@ -132,4 +133,25 @@ t.test('refusedTarget: no query, no path parameters, no token-shaped runs', asyn
     t.notOk(out.includes(GRANT.split('.')[0]), `${u.slice(0, 12)}...: no grant payload`)
     t.notOk(out.includes(GRANT.split('.')[1]), `${u.slice(0, 12)}...: no grant MAC`)
   }
+})
+
+t.test('counts and sha256 are filled by nasguard, not clients: checked, and a malformed one refuses the record naming the field; period is bounded', async (t) => {
+  const digest = 'ab'.repeat(32)
+  const ok = base({ event: 'ingest', sha256: digest, counts: { sealed: 0, skipped: 2, failed: 0, bytes: 2 ** 40, files: 3 } })
+  t.equal(boundRecord(ok), ok, 'well-formed: returned as is')
+  for (const [label, extra, message] of [
+    ['upper-case hex', { sha256: digest.toUpperCase() }, /sha256 must be 64 lowercase hex digits/],
+    ['a short digest', { sha256: digest.slice(2) }, /sha256 must be 64 lowercase hex digits/],
+    ['a negative count', { counts: { failed: -1 } }, /counts\.failed must be a whole number from 0, not -1/],
+    ['a fraction', { counts: { bytes: 1.5 } }, /counts\.bytes must be a whole number/],
+    ['NaN (JSON would write null)', { counts: { sealed: NaN } }, /counts\.sealed must be a whole number/],
+    ['a count no record holds', { counts: { extra: 'x'.repeat(10_000) } }, /counts\.extra is not a count a record holds/],
+    ['not an object', { counts: 3 }, /counts must be an object/]
+  ] as const) {
+    t.throws(() => boundRecord(base(extra as unknown as Partial<AuditRecord>)), { message: message }, label)
+  }
+  t.equal(FIELD_BOUNDS.period, 32)
+  const long = boundRecord(base({ period: '2016-01'.repeat(10) }))
+  t.equal(long.period?.length, 32)
+  t.same(long.truncated, ['period'])
 })

@@ -4,7 +4,7 @@
 // file without a journal line, intact or damaged), a file changing while
 // it is sealed, --dry-run, --remove-plaintext, an erased period, and no
 // plaintext name in any output or in the journal.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -42,7 +42,7 @@ async function run (share: Share, o: Partial<BulkOptions> = {}, tty = false): Pr
 const sealedOf = (share: Share, path: string): string => sealedPathOf(Keyring.load(share.keyring).nameKey, path.split('/').slice(1), 1)
 
 /** Every recording of the share opens, sealed, to its SHA-256; returns how many. */
-async function checkSealed (t: Tap.Test, share: Share): Promise<void> {
+async function checkSealed (t: Test, share: Share): Promise<void> {
   const ring = Keyring.load(share.keyring)
   for (const [path, sha] of share.sha) {
     const segments = path.split('/').slice(1)
@@ -52,7 +52,7 @@ async function checkSealed (t: Tap.Test, share: Share): Promise<void> {
   }
 }
 
-function noPlaintextNames (t: Tap.Test, text: string, what: string): void {
+function noPlaintextNames (t: Test, text: string, what: string): void {
   for (const n of NUMBERS) t.notOk(text.includes(n), `no phone number in ${what}`)
   // (Directories stay readable: only file names are sealed here.)
   t.notOk(/\.wav|\.mp3/.test(text), `no plaintext file name in ${what}`)

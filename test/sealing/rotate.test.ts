@@ -1,0 +1,164 @@
+// Rotating a period's identity (nasguard keys rotate): the keyring's roles
+// (<P>.key, <P>.next.key, <P>.old.key), a retirement interrupted at each
+// step and finished by a rerun with every file still opening, a rotated
+// period opening with its new identity and not its old one (Debian's age
+// too), new seals going to the next identity during a rotation, and the
+// gateway serving a period mid-rotation, including a file re-sealed after
+// its header was remembered.
+import t from 'tap'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { copyFileSync, existsSync, linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { buffer } from 'node:stream/consumers'
+import { keysRotate, seal } from '../../src/sealing/commands.js'
+import { eraseKey, keyFileOf, Keyring, newPeriodKey, nextPeriodKey, openHeaderWithAny, retireKey } from '../../src/sealing/keyring.js'
+import { SealStream } from '../../src/sealing/seal-stream.js'
+import { diskPathOf } from '../../src/sealing/bulk/durable.js'
+import type { FileResult, Summary } from '../../src/sealing/bulk/run.js'
+import { get, startStubNas, startTestGateway } from '../helpers/gateway.js'
+import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
+import { listFiles, makeShare, sha256 } from './seal-fixtures.js'
+
+const PATH = '/medicall/2026/11/29/101500_46701234567.wav'
+
+async function sealTo (recipient: Buffer, path: string, plain: Buffer): Promise<Buffer> {
+  return await buffer(Readable.from([plain]).pipe(new SealStream([recipient], path)))
+}
+
+t.test('keyring roles, and a retirement interrupted at every step', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const old = keys.ring().key('2026-11')?.identity as NonNullable<ReturnType<Keyring['key']>>['identity']
+  const next = nextPeriodKey(keys.dir, '2026-11')
+  t.equal(nextPeriodKey(keys.dir, '2026-11').keyId, next.keyId, 'a rerun reuses the next identity')
+  const ring = keys.ring()
+  t.equal(ring.key('2026-11')?.identity.recipient, old.recipient, 'key(): still the primary')
+  t.equal(ring.sealingKey('2026-11')?.keyId, next.keyId, 'sealingKey(): the next one')
+  t.equal(ring.identities('2026-11').length, 2)
+  t.same(ring.list().map((k) => k.period), ['2026-11'], 'no period named 2026-11.next')
+  t.throws(() => newPeriodKey(keys.dir, 'month', '2026-11'), /exists/)
+  const plain = randomBytes(1000)
+  const oldFile = await sealTo(old.publicKey, PATH, plain)
+  const newFile = await sealTo(next.identity.publicKey, PATH, plain)
+  const opens = (): boolean => {
+    const ids = Keyring.load(keys.dir).identities('2026-11')
+    return openHeaderWithAny(oldFile, ids, PATH) !== undefined && openHeaderWithAny(newFile, ids, PATH) !== undefined
+  }
+  t.ok(opens(), 'during the rotation, files sealed to either identity open')
+  // The retirement's steps, each interrupted (link done, unlink not), then finished.
+  const f = (role: 'primary' | 'next' | 'old'): string => keyFileOf(keys.dir, '2026-11', role)
+  const states: Array<[string, () => void]> = [
+    ['<P>.key linked to <P>.old.key', () => { linkSync(f('primary'), f('old')) }],
+    ['<P>.key moved to <P>.old.key', () => { unlinkSync(f('primary')) }],
+    ['<P>.next.key linked to <P>.key', () => { linkSync(f('next'), f('primary')) }],
+    ['<P>.next.key moved to <P>.key', () => { unlinkSync(f('next')) }]
+  ]
+  for (const [name, step] of states) {
+    step()
+    t.ok(opens(), `${name}: the keyring opens every file`)
+    t.equal(Keyring.load(keys.dir).key('2026-11') !== undefined, true, `${name}: the period has a key`)
+  }
+  const oldId = keys.ring().role('2026-11', 'old')?.keyId
+  t.equal(retireKey(keys.dir, '2026-11'), oldId, 'a rerun finishes the retirement')
+  const after = Keyring.load(keys.dir)
+  t.same(after.identities('2026-11').map((k) => k.keyId), [next.keyId], 'only the new identity is left')
+  t.notOk(existsSync(f('old')) || existsSync(f('next')))
+  t.throws(() => openHeaderWithAny(oldFile, after.identities('2026-11'), PATH), /not sealed to this period/, 'a file sealed to the old identity no longer opens')
+  t.equal(retireKey(keys.dir, '2026-11'), undefined, 'nothing left to retire')
+  // Erasing a period mid-rotation destroys every one of its identities.
+  nextPeriodKey(keys.dir, '2026-11')
+  eraseKey(keys.dir, '2026-11')
+  t.same(Keyring.load(keys.dir).identities('2026-11'), [])
+  t.ok(Keyring.load(keys.dir).erased('2026-11'))
+})
+
+t.test('keys rotate: every file re-sealed to the new identity, the old one retired', async (t) => {
+  const files: Array<[string, Buffer]> = [
+    ['/medicall/2016/01/101500_46701234567.wav', randomBytes(150_000)],
+    ['/medicall/2016/01/101600_46709876543.wav', Buffer.alloc(0)],
+    ['/medicall/2016/02/090000_46700000002.wav', randomBytes(100)]
+  ]
+  const share = makeShare(files)
+  const io = (lines: string[]): { out: (s: string) => void, tty: boolean } => ({ out: (s) => { lines.push(s) }, tty: false })
+  t.equal(await seal(share.config, { source: share.root, jobs: 2, removePlaintext: true }, io([])), 0)
+  const oldKeyFile = join(share.dir, 'old-2016-01.key')
+  copyFileSync(join(share.keyring, '2016-01.key'), oldKeyFile)
+  const february = readFileSync(join(share.keyring, '2016-02.key'), 'utf8')
+  // The rotation begins (its first run made the next key), and a recording
+  // sealed meanwhile goes to the next identity.
+  const next = nextPeriodKey(share.keyring, '2016-01')
+  const late = '/medicall/2016/01/235900_46700000009.wav'
+  writeFileSync(join(share.root, late), randomBytes(5000))
+  const lateRun: string[] = []
+  t.equal(await seal(share.config, { source: share.root, jobs: 1, removePlaintext: true }, io(lateRun)), 0)
+  const lines: string[] = []
+  const code = await keysRotate(share.config, { source: share.root, jobs: 2, period: '2016-01' }, io(lines))
+  t.equal(code, 0, lines.join(''))
+  const parsed = lines.join('').trim().split('\n').map((l) => JSON.parse(l) as FileResult & { summary?: Summary })
+  const summary = parsed.find((l) => l.summary)?.summary as Summary
+  t.equal(summary.sealed, 2, 'the two files sealed to the old identity are re-sealed')
+  t.equal(parsed.filter((l) => l.reason === 'already-sealed-to-the-new-identity').length, 1, 'the one sealed during the rotation was already')
+  t.equal(summary.retired?.split(':')[0], '2016-01')
+  t.equal(Keyring.load(share.keyring).key('2016-01')?.keyId, next.keyId, 'the next identity is the primary now')
+  t.notOk(existsSync(join(share.audit, 'rotate-2016-01.journal')), 'the finished rotation leaves no journal')
+  t.equal(readFileSync(join(share.keyring, '2016-02.key'), 'utf8'), february, 'another period is untouched')
+  t.ok(listFiles(share.root).every((p) => !/\.nasguard-seal-/.test(p)), 'no temporary file left')
+  const sealed = listFiles(share.root).filter((p) => p.startsWith('/medicall/2016/01/'))
+  t.equal(sealed.length, 3)
+  for (const p of sealed) {
+    const file = diskPathOf(share.root, p)
+    t.equal(spawnSync('age', ['-d', '-i', join(share.keyring, '2016-01.key'), file]).status, 0, 'age -d opens it with the new identity')
+    t.not(spawnSync('age', ['-d', '-i', oldKeyFile, file]).status, 0, 'and not with the old one')
+  }
+  for (const [path, body] of files.slice(0, 2)) {
+    const p = sealed.find((s) => sha256(execFileSync('age', ['-d', '-i', join(share.keyring, '2016-01.key'), diskPathOf(share.root, s)])) === sha256(body))
+    t.ok(p, `${path.slice(-10, -4)}: its plaintext is what it was`)
+  }
+})
+
+t.test('a rerun after a crash in the retirement finishes it', async (t) => {
+  const path = '/medicall/2016/01/101500_46701234567.wav'
+  const body = randomBytes(1000)
+  const share = makeShare([[path, body]])
+  await seal(share.config, { source: share.root, jobs: 1, removePlaintext: true }, { out: () => {}, tty: false })
+  const next = nextPeriodKey(share.keyring, '2016-01')
+  // Killed in the retirement: the file re-sealed, <P>.key moved to <P>.old.key, <P>.next.key not yet moved.
+  const [sealed] = listFiles(share.root)
+  writeFileSync(diskPathOf(share.root, sealed), await sealTo(next.identity.publicKey, path, body))
+  const f = (role: 'primary' | 'next' | 'old'): string => keyFileOf(share.keyring, '2016-01', role)
+  linkSync(f('primary'), f('old'))
+  unlinkSync(f('primary'))
+  const out: string[] = []
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, { out: (s) => { out.push(s) }, tty: false }), 0)
+  t.match(out.join(''), /"retired":"2016-01:/)
+  t.same(Keyring.load(share.keyring).identities('2016-01').map((k) => k.keyId), [next.keyId], 'the new identity alone')
+  t.equal(sha256(execFileSync('age', ['-d', '-i', f('primary'), diskPathOf(share.root, sealed)])), sha256(body))
+})
+
+t.test('the gateway serves a period mid-rotation, and a file re-sealed after its header was remembered', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const next = nextPeriodKey(keys.dir, '2026-11')
+  const ring = keys.ring()
+  const mem = memoryNas()
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  const a = randomBytes(70_000)
+  const b = randomBytes(3000)
+  const other = '/medicall/2026/11/29/101600_46709876543.wav'
+  mem.files.set(sealedName(ring, PATH), await sealBytes(ring, '2026-11', PATH, a))
+  mem.files.set(sealedName(ring, other), await sealTo(next.identity.publicKey, other, b))
+  const auth = { authorization: `Bearer ${gw.token()}` }
+  const first = await get(gw, PATH, { headers: auth })
+  t.equal(first.status, 200)
+  t.ok(first.body.equals(a), 'sealed to the old identity: served')
+  const second = await get(gw, other, { headers: auth })
+  t.equal(second.status, 200)
+  t.ok(second.body.equals(b), 'sealed to the next identity: served')
+  // keys rotate re-seals the first file; the gateway remembered its old header.
+  mem.files.set(sealedName(ring, PATH), await sealTo(next.identity.publicKey, PATH, a))
+  const ranged = await get(gw, PATH, { headers: { ...auth, range: 'bytes=66000-66009' } })
+  t.equal(ranged.status, 206)
+  t.ok(ranged.body.equals(a.subarray(66000, 66010)), 're-sealed: read afresh (If-Match failed on the old version), the same bytes')
+  t.not(ranged.headers.etag, first.headers.etag, 'a new ETag: a new sealing')
+})

@@ -1,0 +1,106 @@
+// nasguard seal through the built CLI, killed with SIGKILL three times at
+// points chosen by what it has done (its output, its journal, a temporary
+// file being written), then run to the end: every recording is on the
+// share exactly once, sealed, and decrypts to its SHA-256; no temporary
+// file is left; no output names a plaintext file. A second full run is
+// safe, and a bad option is a usage error (exit 2).
+import t from 'tap'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { Keyring } from '../../src/sealing/keyring.js'
+import { sealedPathOf } from '../../src/sealing/names.js'
+import { diskPathOf, tempFileOf } from '../../src/sealing/bulk/durable.js'
+import { bindingOf, openedDigest } from '../../src/sealing/bulk/seal.js'
+import { listFiles, makeShare, readJournal, sha256 } from './seal-fixtures.js'
+
+const CLI = resolve('dist/cli.js')
+
+const files: Array<[string, Buffer]> = []
+for (let i = 0; i < 24; i++) files.push([`/medicall/2016/01/${String(100000 + i)}_4670${String(1000000 + i)}.wav`, randomBytes(1000 + i * 997)])
+for (let i = 0; i < 10; i++) files.push([`/medicall/2016/02/${String(200000 + i)}_4671${String(1000000 + i)}.mp3`, randomBytes(i * 3001)])
+const BIG = ['/medicall/2016/02/300000_46720000001.wav', '/medicall/2016/02/300001_46720000002.wav']
+for (const p of BIG) files.push([p, randomBytes(2_000_000)])
+
+interface Run { proc: ChildProcess, out: () => string, done: Promise<number | null> }
+
+function start (args: string[]): Run {
+  const proc = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+  proc.stderr?.on('data', (d: Buffer) => { out += d.toString() })
+  const done = new Promise<number | null>((resolve) => proc.on('exit', (code) => { resolve(code) }))
+  return { proc, out: () => out, done }
+}
+
+/** Kills the run with SIGKILL as soon as `when` holds (checked on each output and every millisecond); false when it ended first. */
+async function killWhen (run: Run, when: () => boolean): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const check = (): void => {
+      if (!when()) return
+      clearInterval(timer)
+      run.proc.kill('SIGKILL')
+      resolve(true)
+    }
+    const timer = setInterval(check, 1)
+    run.proc.stdout?.on('data', check)
+    void run.done.then(() => { clearInterval(timer); resolve(false) })
+  })
+}
+
+t.test('seal, killed three times and rerun, leaves every recording sealed once', async (t) => {
+  const share = makeShare(files)
+  const args = ['seal', '--config', share.configFile, '--source', share.root, '--jobs', '2', '--remove-plaintext']
+  const journal = join(share.audit, 'seal.journal')
+  const lines = (): number => readJournal(journal).split('\n').filter((l) => l.startsWith('{')).length
+  let output = ''
+
+  // 1: after its fifth sealed recording is reported.
+  const one = start(args)
+  t.ok(await killWhen(one, () => (one.out().match(/"result":"sealed"/g) ?? []).length >= 5), 'killed after 5 sealed')
+  output += one.out()
+  // 2: while one of the big recordings is being written to its temporary file.
+  const ring = Keyring.load(share.keyring)
+  const temps = BIG.map((p) => tempFileOf(diskPathOf(share.root, sealedPathOf(ring.nameKey, p.split('/').slice(1), 1))))
+  const two = start(args)
+  const midWrite = await killWhen(two, () => temps.some((f) => existsSync(f)))
+  t.ok(midWrite, 'killed while a temporary file was being written')
+  output += two.out()
+  // 3: once its journal has three more lines than when it started.
+  const before = lines()
+  const three = start(args)
+  t.ok(await killWhen(three, () => lines() >= before + 3), 'killed after 3 more journal lines')
+  output += three.out()
+
+  const last = start(args)
+  t.equal(await last.done, 0, 'the rerun ends well')
+  output += last.out()
+  const summary = JSON.parse(last.out().trim().split('\n').at(-1) as string).summary
+  t.equal(summary.failed, 0)
+
+  const left = listFiles(share.root)
+  t.same(left.filter((p) => !p.endsWith('.age')), [], 'no plaintext recording and no temporary file left')
+  t.equal(left.length, files.length, 'every recording exactly once')
+  const now = Keyring.load(share.keyring)
+  for (const [path] of files) {
+    const segments = path.split('/').slice(1)
+    const sealed = diskPathOf(share.root, sealedPathOf(now.nameKey, segments, 1))
+    const got = await openedDigest(sealed, now.identities(`${segments[1]}-${segments[2]}`), bindingOf(segments))
+    if (got.sha256 !== share.sha.get(path)) t.fail('a sealed recording does not decrypt to its SHA-256')
+  }
+  t.pass('each decrypts to its SHA-256')
+  const big = diskPathOf(share.root, sealedPathOf(now.nameKey, BIG[0].split('/').slice(1), 1))
+  t.equal(sha256(spawnSync('age', ['-d', '-i', join(share.keyring, '2016-02.key'), big], { maxBuffer: 1 << 24 }).stdout), share.sha.get(BIG[0]), 'age -d opens a big one')
+  t.notMatch(output + readFileSync(journal, 'utf8'), /4670|4671|4672|\.wav|\.mp3/, 'no plaintext name in any output or the journal')
+
+  // Twice is safe: nothing left to do.
+  const again = spawnSync(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, encoding: 'utf8' })
+  t.equal(again.status, 0)
+  t.match(JSON.parse(again.stdout.trim().split('\n').at(-1) as string).summary, { sealed: 0, failed: 0 })
+  t.equal(listFiles(share.root).length, files.length)
+
+  const usage = spawnSync(process.execPath, [CLI, 'seal', '--config', share.configFile, '--source', share.root, '--jobs', '0'], { env: { PATH: process.env.PATH }, encoding: 'utf8' })
+  t.equal(usage.status, 2)
+  t.match(usage.stderr, /--jobs: a whole number/)
+})

@@ -13,7 +13,7 @@ import { plainPathOf, SEALED_SUFFIX } from '../names.js'
 import { NONCE_BYTES } from '../payload.js'
 import { periodOf, type PeriodPattern } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
+import { commit, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -82,7 +82,7 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
       const opened = versionOf(await fh.stat({ bigint: true }))
       const digest = new Digest(progress)
       try {
-        await writeTemp(temp, fh.createReadStream(), [new OpenStream(ring.identities(s.period), binding), digest, new SealStream([next.identity.publicKey], binding)], st0)
+        await writeTemp(temp, fh.createReadStream({ highWaterMark: READ_BYTES }), [new OpenStream(ring.identities(s.period), binding), digest, new SealStream([next.identity.publicKey], binding)], st0)
       } catch (err) {
         await removeIfThere(temp)
         throw err

@@ -16,7 +16,7 @@ import { KeyExistsError, Keyring, newPeriodKey, type PeriodKey } from '../keyrin
 import { SEALED_SUFFIX, sealedPathOf } from '../names.js'
 import { periodOf, type PeriodPattern, type PeriodUnit } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
+import { commit, Digest, READ_BYTES, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -78,7 +78,7 @@ export async function openedDigest (file: string, keys: readonly PeriodKey[], bi
   const fh = await open(file, 'r')
   const opener = new OpenStream(keys, binding)
   const digest = new Digest()
-  await pipeline(fh.createReadStream(), opener, digest, async function * (source) { for await (const _ of source); })
+  await pipeline(fh.createReadStream({ highWaterMark: READ_BYTES }), opener, digest, async function * (source) { for await (const _ of source); })
   return { sha256: digest.hex(), bytes: digest.bytes, key: opener.opener as PeriodKey }
 }
 
@@ -86,7 +86,7 @@ async function plainDigest (file: string, v0: FileVersion): Promise<string> {
   const fh = await open(file, 'r')
   const digest = new Digest()
   const before = versionOf(await fh.stat({ bigint: true }))
-  await pipeline(fh.createReadStream(), digest, async function * (source) { for await (const _ of source); })
+  await pipeline(fh.createReadStream({ highWaterMark: READ_BYTES }), digest, async function * (source) { for await (const _ of source); })
   if (!sameVersion(before, v0) || !sameVersion(await versionAt(file) ?? before, v0)) throw new FileFailure('changed')
   return digest.hex()
 }
@@ -180,7 +180,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
       const opened = versionOf(await fh.stat({ bigint: true }))
       const digest = new Digest(progress)
       try {
-        await writeTemp(temp, fh.createReadStream(), [digest, new SealStream([key.identity.publicKey], binding)], st0)
+        await writeTemp(temp, fh.createReadStream({ highWaterMark: READ_BYTES }), [digest, new SealStream([key.identity.publicKey], binding)], st0)
       } catch (err) {
         await removeIfThere(temp)
         throw err

@@ -5,7 +5,7 @@
 // gateway serves none); bulk sealing's own leftover temporary files are
 // reported so that they can be removed. Symbolic links are not followed.
 import { readdir, lstat } from 'node:fs/promises'
-import type { Dirent } from 'node:fs'
+import type { Dirent, Stats } from 'node:fs'
 import { join } from 'node:path'
 import { TEMP_NAME } from './durable.js'
 
@@ -21,7 +21,13 @@ export type Found =
 async function typeOf (dir: string, e: Dirent): Promise<'file' | 'dir' | 'other'> {
   // Some NFS and SMB clients give no type in a listing.
   const known = e.isFile() || e.isDirectory() || e.isSymbolicLink()
-  const st = known ? e : await lstat(join(dir, e.name))
+  let st: Dirent | Stats = e
+  try {
+    if (!known) st = await lstat(join(dir, e.name))
+  } catch {
+    // Gone since the listing, or unreadable: not a file to look at (and its error would name it).
+    return 'other'
+  }
   return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other'
 }
 

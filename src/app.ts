@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
 import { join } from 'node:path'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerFactoryHandler } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors } from './errors.js'
 import { createTlsServer, type TlsServer } from './tls/server.js'
@@ -31,8 +31,8 @@ import type { GateContext, RequestState } from './gate/state.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { Admission } from './proxy/admission.js'
 import { RefusalTally } from './limits/refusal-tally.js'
-import type { AuditWriter } from './audit/writer.js'
-import { GatewayMetrics } from './metrics/registry.js'
+import type { AuditRecord, AuditWriter } from './audit/writer.js'
+import { GatewayMetrics, type IngestOutcome } from './metrics/registry.js'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
 import { grantsSecret, processShare } from './config/derived.js'
 import type { ReloadResult } from './config/reload.js'
@@ -135,7 +135,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
-  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing }
+  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload) }
   registerGate(app, { gate, authenticator, deliveries, records })
   registerGrantsRoute(app, {
     signer: grants,
@@ -145,7 +145,14 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     record: async (request, grant) => await records.write({ event: 'grant', time: new Date().toISOString(), ...records.fields(request), ...grant }, request.log)
   })
   await authenticator.register(app)
-  const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders, sealing: () => live.sealing }, nasHooks(metrics))
+  const hooks = nasHooks(metrics)
+  const uploads = {
+    limits: () => ({ maxBytes: live.settings.maxUploadBytes, idleMs: live.settings.sendTimeoutMs }),
+    record: async (request: FastifyRequest, fields: Pick<AuditRecord, 'bytes' | 'keyId' | 'sha256'>) => await records.write({ event: 'ingest', time: new Date().toISOString(), ...records.fields(request), ...fields }, request.log),
+    onUpstreamError: hooks.onUpstreamError,
+    onIngest: (outcome: IngestOutcome, bytes: number) => { metrics.ingests.inc({ outcome }); metrics.ingestBytes.inc(bytes) }
+  }
+  const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders, sealing: () => live.sealing, uploads }, hooks)
 
   const readiness = readinessOf({
     audit,

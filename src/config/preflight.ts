@@ -23,15 +23,22 @@ export function startProblems (c: Readonly<Config>): ConfigProblem[] {
   return [...certificateProblems(c), ...auditProblems(c), ...listenerProblems(c), ...sealingProblems(c)]
 }
 
-/** sealing.*: the keyring must load and the period pattern compile (the error names the key). */
+/**
+ * sealing.*: the keyring must load and the period pattern compile (the
+ * error names the key). A rule that allows uploads (PUT) needs sealing on:
+ * an upload is sealed on its way in, never stored in plaintext.
+ */
 function sealingProblems (c: Readonly<Config>): ConfigProblem[] {
+  const uploads = c.policy.flatMap((r, i) => r.methods.includes('PUT') && c.sealing.mode === 'off'
+    ? [{ key: `policy[${i}].methods`, reason: `PUT (uploads) needs sealing.mode migrate or require: uploads are sealed on their way to the NAS, never stored in plaintext (rule ${r.name})` }]
+    : [])
   try {
     sealingOf(c)
-    return []
+    return uploads
   } catch (err) {
     const message = (err as Error).message
     const at = message.indexOf(': ')
-    return [{ key: message.slice(0, at), reason: message.slice(at + 2) }]
+    return [...uploads, { key: message.slice(0, at), reason: message.slice(at + 2) }]
   }
 }
 

@@ -15,8 +15,10 @@ export const PolicyRuleSchema = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' }),
   /** A path glob: `*` is one segment (or part of it), `**` is any number of segments. */
   path: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/' }),
-  /** Methods this rule allows. Default GET and HEAD. */
-  methods: Type.Array(Type.Union([Type.Literal('GET'), Type.Literal('HEAD')]), { minItems: 1, uniqueItems: true, default: ['GET', 'HEAD'] }),
+  /** Methods this rule allows. Default GET and HEAD. PUT uploads a recording, sealed on its way to the NAS over WebDAV (needs sealing.mode migrate or require; give it a write scope of its own, such as recordings:write). */
+  methods: Type.Array(Type.Union([Type.Literal('GET'), Type.Literal('HEAD'), Type.Literal('PUT')]), { minItems: 1, uniqueItems: true, default: ['GET', 'HEAD'] }),
+  /** With PUT: an upload may replace a recording that exists. Default false: 409, and the recording on the NAS stays. */
+  overwrite: Type.Optional(Type.Boolean()),
   /** The token needs any one of these scopes. */
   scopes: Type.Optional(Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' }), { minItems: 1 })),
   /** Or a verified client certificate whose subject is one of these, as `CN=name` (needs tls.clientAuth). */
@@ -208,6 +210,8 @@ export const ConfigSchema = Type.Object({
     headersTimeoutMs: Type.Integer({ default: 10000, minimum: 100, maximum: 120000 }),
     /** Idle keep-alive connections are closed after this, ms. Default 5000. */
     keepAliveTimeoutMs: Type.Integer({ default: 5000, minimum: 100, maximum: 120000 }),
+    /** Largest recording an upload (PUT) may carry, bytes: a larger Content-Length is refused before the NAS is asked, a body without one is cut when it passes this. Default 1 GiB. */
+    maxUploadBytes: Type.Integer({ default: 1073741824, minimum: 1, maximum: 68719476736 }),
     /** Byte ranges accepted in one Range header. Default 1 (players ask for one). */
     maxRanges: Type.Integer({ default: 1, minimum: 1, maximum: 16 }),
     /** On SIGTERM/SIGINT, how long downloads in flight may go on before they are cut (completion records say `shutdown`), ms. Default 10000. */

@@ -1,14 +1,18 @@
-// Stage 1, method and framing: a GET or HEAD that the NAS and the gateway
-// read the same way. Headers within HEADER_LIMITS (Node parses more HTTP/1.1
+// Stage 1, method and framing: a request that the NAS and the gateway read
+// the same way. Headers within HEADER_LIMITS (Node parses more HTTP/1.1
 // headers than that, so an oversized request is refused here, where it is
-// audited in full); no body (HTTP/2: the headers end the stream, as
+// audited in full); no upgrade; and an HTTP/1.1 Host (RFC 9112 §3.2; Node's
+// HTTP/2 layer itself resets a stream with neither :authority nor host).
+// A GET or HEAD carries no body (HTTP/2: the headers end the stream, as
 // browsers, curl and Node send them; a body without content-length is
-// otherwise invisible here); no upgrade; and an HTTP/1.1 Host (RFC 9112
-// §3.2; Node's HTTP/2 layer itself resets a stream with neither :authority
-// nor host).
+// otherwise invisible here). A PUT (an upload, sealed on its way in)
+// carries one whole recording: a Content-Length within
+// limits.maxUploadBytes, or a chunked / HTTP/2 body counted as it comes;
+// no Content-Range (no partial uploads), no content coding (the bytes
+// sealed are the bytes judged).
 import { Errors } from '../errors.js'
 import { HEADER_LIMITS } from '../tls/server.js'
-import type { Stage } from './state.js'
+import type { GateRequest, Stage } from './state.js'
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
 
@@ -20,13 +24,34 @@ export function headersWithinLimits (raw: string[]): boolean {
   return n <= HEADER_LIMITS.bytes
 }
 
-export const methodAndFraming: Stage = (request) => {
-  if (!headersWithinLimits(request.rawHeaders)) throw new Errors.HeadersTooLarge()
-  if (!READ_METHODS.has(request.method)) throw new Errors.MethodNotAllowed()
+function readFraming (request: GateRequest): void {
   const h = request.headers
   if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0') || request.endAfterHeaders === false) {
     throw new Errors.BadRequest('a GET or HEAD request carries no body')
   }
+}
+
+function uploadFraming (request: GateRequest, maxBytes: number): void {
+  const h = request.headers
+  if (h['content-range'] !== undefined) throw new Errors.BadRequest('partial uploads (Content-Range) are not supported: send the whole recording')
+  const coding = h['content-encoding']
+  if (coding !== undefined && coding.toLowerCase() !== 'identity') throw new Errors.UploadType('it is content-encoded')
+  const length = h['content-length']
+  if (length !== undefined) {
+    if (!/^\d{1,17}$/.test(length)) throw new Errors.BadRequest('the Content-Length is not a number')
+    if (Number(length) > maxBytes) throw new Errors.UploadTooLarge()
+    if (length === '0') throw new Errors.UploadType('it is empty')
+  } else if (h['transfer-encoding'] === undefined && request.endAfterHeaders !== false) {
+    throw new Errors.UploadType('it is empty')
+  }
+}
+
+export const methodAndFraming: Stage = (request, _state, ctx) => {
+  if (!headersWithinLimits(request.rawHeaders)) throw new Errors.HeadersTooLarge()
+  if (request.method === 'PUT') uploadFraming(request, ctx.live().maxUploadBytes)
+  else if (READ_METHODS.has(request.method)) readFraming(request)
+  else throw new Errors.MethodNotAllowed()
+  const h = request.headers
   if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
   if (request.httpVersion === '1.1' && h.host === undefined) throw new Errors.BadRequest('an HTTP/1.1 request needs a Host header')
 }

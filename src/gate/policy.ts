@@ -10,6 +10,7 @@ export const authorize: Stage = (request, state, ctx) => {
   const decision = decide(ctx.live().rules, request.method, state.segments, identity.grantee, ctx.fileSystem)
   if (decision.allow) {
     state.rule = decision.rule
+    state.overwrite = ctx.live().rules.find((r) => r.name === decision.rule)?.overwrite === true
     return
   }
   if (decision.reason === 'insufficient_scope') state.deniedBy = decision.rule

@@ -3,23 +3,30 @@
 // destroyed is erased: 410, and the NAS is not asked. Under require, a path
 // with no period, or a period with no key, cannot be opened either. The
 // NAS's name for the recording is its sealed name (src/sealing/names.ts).
+// An upload (PUT) is always sealed: it needs sealing on, a period in its
+// path, and that period's key, which its first upload makes.
 import { Errors } from '../errors.js'
 import { periodOf } from '../sealing/period.js'
 import type { Stage } from './state.js'
 
-export const resolveSealing: Stage = (_request, state, ctx) => {
+export const resolveSealing: Stage = (request, state, ctx) => {
   const s = ctx.sealing()
-  if (!s) return
+  const upload = request.method === 'PUT'
+  if (!s) {
+    if (upload) throw new Errors.MethodNotAllowed()
+    return
+  }
   const segments = state.segments ?? []
   const period = periodOf(s.pattern, segments)
   if (period === undefined) {
+    if (upload) throw new Errors.UploadPath()
     if (s.mode === 'require') throw new Errors.NoPeriod()
     return
   }
   if (s.keyring.erased(period)) throw new Errors.RecordingErased()
-  const key = s.keyring.key(period)
+  const key = ctx.periodKey(period, upload)
   if (!key) {
-    if (s.mode === 'require') throw new Errors.RecordingErased()
+    if (upload || s.mode === 'require') throw new Errors.RecordingErased()
     return
   }
   state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key.keyId }

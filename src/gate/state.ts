@@ -8,6 +8,7 @@ import type { PolicyRule } from '../policy/rules.js'
 import type { Admission, Ticket } from '../proxy/admission.js'
 import type { AuditRecord } from '../audit/writer.js'
 import type { SealingSettings } from '../sealing/settings.js'
+import type { PeriodKey } from '../sealing/keyring.js'
 
 /** A request as the gate sees it. */
 export interface GateRequest {
@@ -37,6 +38,8 @@ export interface RequestState {
   extension?: string
   identity?: Identity
   rule?: string
+  /** An upload under a rule that lets it replace an existing recording. */
+  overwrite?: boolean
   /** The access record is on disk (the last stage passed). */
   accessRecorded?: boolean
   /** The access record is durable and the request goes to the NAS. */
@@ -70,6 +73,10 @@ export interface LiveSettings {
   extensions: Set<string>
   maxPathLength: number
   maxRanges: number
+  /** limits.maxUploadBytes. */
+  maxUploadBytes: number
+  /** limits.sendTimeoutMs: also how long an upload's body may send nothing. */
+  sendTimeoutMs: number
 }
 
 /** What the stages share: the live settings and the gateway's own parts. */
@@ -81,6 +88,8 @@ export interface GateContext {
   record: (r: AuditRecord) => Promise<boolean>
   /** Sealed recordings' settings; undefined when sealing.mode is off. */
   sealing: () => SealingSettings | undefined
+  /** The period's key to open its recordings with, or (upload) to seal one to, made on the period's first upload; undefined when it has none. */
+  periodKey: (period: string, upload: boolean) => PeriodKey | undefined
 }
 
 /**

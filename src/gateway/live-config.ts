@@ -11,10 +11,14 @@ import type { GatewayMetrics } from '../metrics/registry.js'
 import { compileRules } from '../policy/rules.js'
 import type { Admission } from '../proxy/admission.js'
 import type { SendWatch } from '../proxy/send-watch.js'
+import { KeyExistsError, newPeriodKey, type PeriodKey } from '../sealing/keyring.js'
 import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 
+/** How often a request for a period the keyring does not know may re-read it (another process may have made its key). */
+const REREAD_MS = 1000
+
 function liveSettings (c: Readonly<Config>): LiveSettings {
-  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges }
+  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs }
 }
 
 export interface LiveParts {
@@ -34,6 +38,7 @@ export class LiveConfig {
 
   /** The config last applied (this.config stays the one started with: what needs a restart is judged against it). */
   private current: Readonly<Config>
+  private rereadAt = 0
 
   constructor (private readonly config: Readonly<Config>, private readonly p: LiveParts) {
     this.current = config
@@ -56,6 +61,35 @@ export class LiveConfig {
       this.p.log().error({ problem: (err as Error).message }, 'the sealing keyring could not be reloaded: the one in use stays')
       return false
     }
+  }
+
+  /**
+   * The key a period's recordings are opened with (its primary), or, for an
+   * upload, sealed to (during a rotation, the next one). A period this
+   * keyring does not know is looked for again on disk, at most once a
+   * second: another worker, or nasguard seal, may have made its key. An
+   * upload to a period with no key makes it (the period's first recording);
+   * of two processes making it at once one wins, and the other reads its key.
+   */
+  periodKey (period: string, upload: boolean): PeriodKey | undefined {
+    const pick = (): PeriodKey | undefined => upload ? this.sealing?.keyring.sealingKey(period) : this.sealing?.keyring.key(period)
+    let key = pick()
+    if (key || !this.sealing) return key
+    if (upload) {
+      const s = this.current.sealing
+      try {
+        newPeriodKey(s.keyring as string, s.period, period)
+        this.p.log().info({ period }, 'a new period\'s identity was made for its first upload')
+      } catch (err) {
+        if (!(err instanceof KeyExistsError)) throw err
+      }
+    } else if (Date.now() - this.rereadAt < REREAD_MS) {
+      return undefined
+    }
+    this.rereadAt = Date.now()
+    this.reloadKeyring()
+    key = pick()
+    return key
   }
 
   /** Applies a new, checked config: what can change in place now; the rest is reported as needing a restart. */

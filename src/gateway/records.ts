@@ -87,6 +87,8 @@ export class Records {
     const challenge = wwwAuthenticate(err, required)
     if (challenge) reply.header('www-authenticate', challenge)
     if (spec?.retryAfterSec !== undefined) reply.header('retry-after', String(spec.retryAfterSec))
+    // A body not read to its end (a refused upload) would hold the connection: it closes after this answer.
+    if (request.raw.httpVersion === '1.1' && !request.raw.complete) reply.header('connection', 'close')
     if (err.statusCode === 405) reply.header('allow', request.url.split('?', 1)[0] === GRANTS_PATH ? 'POST' : 'GET, HEAD')
     reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err))
   }

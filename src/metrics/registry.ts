@@ -33,10 +33,15 @@ export function refusalClass (reason: string): string {
     case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
     case 'audit_unavailable': return 'audit'
     case 'sealed_integrity': case 'plaintext_on_nas': case 'recording_erased': case 'no_period': return 'sealing'
+    case 'upload_too_large': case 'upload_type': case 'upload_path': case 'upload_stalled': case 'recording_exists': return 'upload'
     case 'upstream_busy': case 'client_busy': case 'client_connections': return 'capacity'
     default: return 'other'
   }
 }
+
+/** How an upload ended: nasguard_ingests_total{outcome}. */
+export const INGEST_OUTCOMES = ['stored', 'exists', 'refused', 'failed', 'aborted'] as const
+export type IngestOutcome = typeof INGEST_OUTCOMES[number]
 
 export class GatewayMetrics {
   readonly registry: Registry
@@ -72,6 +77,8 @@ export class GatewayMetrics {
   readonly sealedIntegrityFailures: Counter<'where'>
   readonly sealedDecryptSeconds: Histogram
   readonly plaintextOnNas: Counter<'action'>
+  readonly ingests: Counter<'outcome'>
+  readonly ingestBytes: Counter
 
   /** Counts a refusal under its reason and class (and as an auth failure when it is one). */
   refuse (reason: string, n = 1): void {
@@ -291,6 +298,17 @@ export class GatewayMetrics {
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
       registers
     })
+    this.ingests = new Counter({
+      name: 'nasguard_ingests_total',
+      help: 'Uploads (PUT), by how they ended: stored (sealed on the NAS), exists (409), refused (type, size or path, before the NAS was asked for the body), failed (the NAS or the audit trail failed), aborted (the client left).',
+      labelNames: ['outcome'],
+      registers
+    })
+    this.ingestBytes = new Counter({
+      name: 'nasguard_ingest_bytes_total',
+      help: 'Plaintext bytes of the uploads stored sealed on the NAS.',
+      registers
+    })
     this.plaintextOnNas = new Counter({
       name: 'nasguard_plaintext_on_nas_total',
       help: 'Requests that found a recording in plaintext on the NAS where a sealed one was looked for: refused (sealing.mode require) or served (migrate). A finding: seal it.',
@@ -300,5 +318,6 @@ export class GatewayMetrics {
     for (const s of ['sealed', 'plaintext']) this.servedBytes.inc({ storage: s }, 0)
     for (const w of ['before_body', 'in_body']) this.sealedIntegrityFailures.inc({ where: w }, 0)
     for (const a of ['refused', 'served']) this.plaintextOnNas.inc({ action: a }, 0)
+    for (const o of INGEST_OUTCOMES) this.ingests.inc({ outcome: o }, 0)
   }
 }

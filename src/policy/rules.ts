@@ -124,10 +124,12 @@ export interface PolicyRule {
   scopes: readonly string[]
   /** Client certificate subjects (`CN=name`) this rule grants to. */
   certs: ReadonlySet<string>
+  /** An upload (PUT) may replace a recording that exists. */
+  overwrite: boolean
 }
 
 export function compileRules (rules: readonly PolicyRuleConfig[]): PolicyRule[] {
-  return rules.map((r) => ({ name: r.name, glob: compileGlob(r.path), methods: new Set(r.methods), scopes: r.scopes ?? [], certs: new Set(r.certs ?? []) }))
+  return rules.map((r) => ({ name: r.name, glob: compileGlob(r.path), methods: new Set(r.methods), scopes: r.scopes ?? [], certs: new Set(r.certs ?? []), overwrite: r.overwrite === true }))
 }
 
 /** What a rule grants to: a token's scopes, or a verified client certificate. */

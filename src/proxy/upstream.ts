@@ -13,7 +13,9 @@ import { readSecretFile } from '../config/secrets.js'
 import { HeadCheck } from './head-check.js'
 import { fetchRecording, type ExchangeParts } from './nas-exchange.js'
 import { classify, type UpstreamHooks } from './nas-failures.js'
+import { ingest, type IngestParts } from './ingest.js'
 import { fetchSealed, type SealedHooks, type SealedParts } from './sealed-exchange.js'
+import { WebDav } from './webdav.js'
 import { SealedFiles } from './sealed-files.js'
 import type { SealingSettings } from '../sealing/settings.js'
 
@@ -59,6 +61,8 @@ export interface UpstreamOptions {
   ownHeaders: (request: FastifyRequest, reply: FastifyReply) => Record<string, unknown>
   /** Sealed recordings' settings, read afresh per request (a reload replaces them); undefined when sealing is off. */
   sealing: () => SealingSettings | undefined
+  /** Uploads (PUT): what src/proxy/ingest.ts needs besides the NAS. */
+  uploads: Omit<IngestParts, 'dav' | 'sealing'>
 }
 
 /**
@@ -107,7 +111,28 @@ export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, h
       return reply
     }
   })
+  registerUploads(app, { ...opts.uploads, dav: new WebDav({ pool, origin: new URL(cfg.url).origin, own, timeoutMs: cfg.timeoutMs }), sealing: opts.sealing })
   return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization) }
+}
+
+/**
+ * The upload route, in a context of its own whose one body parser reads
+ * nothing: the body is the recording, streamed by ingest() into the sealing
+ * transform, never parsed or buffered by Fastify (whatever its type).
+ */
+function registerUploads (app: FastifyInstance, parts: IngestParts): void {
+  void app.register(async (uploads) => {
+    uploads.removeAllContentTypeParsers()
+    uploads.addContentTypeParser('*', (_request, _body, done) => { done(null) })
+    uploads.route({
+      method: 'PUT',
+      url: '/*',
+      handler: async (request, reply) => {
+        await ingest(parts, request, reply)
+        return reply
+      }
+    })
+  })
 }
 
 /** The user-agent of /readyz's HEAD, so that NAS logs tell health checks from downloads. */

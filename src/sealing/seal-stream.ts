@@ -12,11 +12,14 @@ export class SealStream extends Transform {
   private index = 0
   private started = false
   private readonly start: Buffer
+  /** The age header's length: the sealed size of n plaintext bytes is sealedSizeOf(headerLength, n). */
+  readonly headerLength: number
 
   /** Seals to the recipients' raw public keys, bound to the canonical plaintext path. */
   constructor (recipients: Buffer[], path: string) {
     super()
     const header = writeHeader(recipients, path)
+    this.headerLength = header.bytes.length
     const nonce = newPayloadNonce()
     this.key = payloadKey(header.fileKey, nonce)
     this.start = Buffer.concat([header.bytes, nonce])

@@ -183,7 +183,11 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   // default, read when the server starts listening): a 10 s setting fired
   // at 26-37 s. Checked often enough that they fire within a second of it.
   h1.connectionsCheckingInterval = Math.max(50, Math.min(1000, Math.floor(config.limits.headersTimeoutMs / 4)))
-  h1.requestTimeout = config.limits.headersTimeoutMs * 3
+  // No deadline for a whole request: an upload's body may take as long as
+  // it keeps arriving (its own idle limit is limits.sendTimeoutMs, in
+  // src/proxy/upload-body.ts), and a body nobody reads is not waited for:
+  // a refusal closes the connection it came on (src/gateway/records.ts).
+  h1.requestTimeout = 0
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs
 
   const sessions = new SessionWatch({ onProtocolResets: hooks.onProtocolResets }, config.limits.keepAliveTimeoutMs)

@@ -49,14 +49,17 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     ] as never),
     extensions: new Set(['.wav', '.mp3']),
     maxPathLength: 256,
-    maxRanges: 1
+    maxRanges: 1,
+    maxUploadBytes: 1 << 20,
+    sendTimeoutMs: 60000
   }
   return {
     live: () => live,
     fileSystem: o.fileSystem ?? 'posix',
     admission: new Admission({ connections: 4, queueTimeoutMs: 1000, clientFetches: o.clientFetches ?? 2 }),
     record: async (r) => { o.records?.push(r); return o.recordOk ?? true },
-    sealing: () => o.sealing
+    sealing: () => o.sealing,
+    periodKey: (period, upload) => upload ? o.sealing?.keyring.sealingKey(period) : o.sealing?.keyring.key(period)
   }
 }
 
@@ -76,7 +79,15 @@ t.test('method and framing', async (t) => {
     ['a GET', {}, 'passed'],
     ['a HEAD', { method: 'HEAD' }, 'passed'],
     ['a POST', { method: 'POST' }, Errors.MethodNotAllowed.spec.code],
-    ['a PUT', { method: 'PUT' }, Errors.MethodNotAllowed.spec.code],
+    ['a DELETE', { method: 'DELETE' }, Errors.MethodNotAllowed.spec.code],
+    ['a PUT without a body', { method: 'PUT' }, Errors.UploadType.spec.code],
+    ['a PUT with a Content-Length', { method: 'PUT', headers: { host: 'gw', 'content-length': '5' } }, 'passed'],
+    ['a chunked PUT', { method: 'PUT', headers: { host: 'gw', 'transfer-encoding': 'chunked' } }, 'passed'],
+    ['an HTTP/2 PUT with a body', { method: 'PUT', httpVersion: '2.0', headers: {}, endAfterHeaders: false }, 'passed'],
+    ['a PUT over limits.maxUploadBytes', { method: 'PUT', headers: { host: 'gw', 'content-length': String((1 << 20) + 1) } }, Errors.UploadTooLarge.spec.code],
+    ['a PUT with a Content-Length that is not a number', { method: 'PUT', headers: { host: 'gw', 'content-length': '5e3' } }, Errors.BadRequest.spec.code],
+    ['a partial PUT', { method: 'PUT', headers: { host: 'gw', 'content-length': '5', 'content-range': 'bytes 0-4/10' } }, Errors.BadRequest.spec.code],
+    ['a content-encoded PUT', { method: 'PUT', headers: { host: 'gw', 'content-length': '5', 'content-encoding': 'gzip' } }, Errors.UploadType.spec.code],
     ['Transfer-Encoding', { headers: { host: 'gw', 'transfer-encoding': 'chunked' } }, Errors.BadRequest.spec.code],
     ['a Content-Length body', { headers: { host: 'gw', 'content-length': '5' } }, Errors.BadRequest.spec.code],
     ['Content-Length: 0', { headers: { host: 'gw', 'content-length': '0' } }, 'passed'],

@@ -1,0 +1,171 @@
+// Uploads sealed on the way in, over real sockets against Debian's nginx
+// WebDAV: stored under the sealed name (PUT to a hidden temporary name,
+// then MOVE), opened by stock age, served back by GET and Range; and every
+// refusal, over HTTP/1.1 and HTTP/2, with the NAS's own log as the count
+// of what it was asked.
+import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import type { Teardown } from '../helpers/gateway.js'
+import { toneWav } from '../../src/demo/recordings.js'
+import { bearer, rawTls, scrape, startTestGateway, statusOf } from '../helpers/gateway.js'
+import { startDavNas } from '../helpers/dav-nas.js'
+import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
+import { makeKeyring, PATTERN, sealedName } from '../helpers/sealed-nas.js'
+import { putAs } from '../helpers/upload.js'
+
+const POLICY = [
+  { name: 'replace', path: '/medicall/2026/10/**', methods: ['PUT' as const], scopes: ['recordings:write'], overwrite: true },
+  { name: 'recorder', path: '/medicall/**', methods: ['PUT' as const], scopes: ['recordings:write'] },
+  { name: 'read', path: '/medicall/**', methods: ['GET' as const, 'HEAD' as const], scopes: ['recordings:read'] }
+]
+
+const RECORDING = toneWav(440, 1.2)
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+async function setup (t: Teardown, sealing: Record<string, unknown> = {}): Promise<{ gw: Awaited<ReturnType<typeof startTestGateway>>, nas: Awaited<ReturnType<typeof startDavNas>>, keys: ReturnType<typeof makeKeyring>, writer: Record<string, string>, reader: Record<string, string> }> {
+  const keys = makeKeyring([])
+  const nas = await startDavNas(t)
+  const gw = await startTestGateway(t, nas, { policy: POLICY, sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN, ...sealing } })
+  return { gw, nas, keys, writer: bearer(gw.token({ sub: 'recorder-7', scope: 'recordings:write' })), reader: bearer(gw.token({ scope: 'recordings:read' })) }
+}
+
+/** Only sealed names and no temporary ones on the NAS: its files, by name. */
+function nasFiles (nas: { files: () => Map<string, number> }): string[] {
+  return [...nas.files().keys()].sort()
+}
+
+t.test('an upload is sealed on its way to the NAS, opens with stock age, and is served back with Range', async (t) => {
+  const { gw, nas, keys, writer, reader } = await setup(t)
+  for (const [i, proto] of PROTOCOLS.entries()) {
+    const path = `/medicall/2026/11/29/10150${i}_46701234567.wav`
+    const put = await putAs(proto, gw, path, writer, RECORDING)
+    t.equal(put.status, 201, `${proto}: stored`)
+    const answer = JSON.parse(put.body.toString()) as { bytes: number, sha256: string, keyId: string }
+    t.equal(answer.bytes, RECORDING.length, `${proto}: every byte`)
+    t.equal(answer.sha256, sha256(RECORDING), `${proto}: the plaintext's SHA-256`)
+    const ring = keys.ring()
+    const name = sealedName(ring, path)
+    t.ok(nasFiles(nas).includes(name), `${proto}: under its sealed name`)
+    const stored = readFileSync(join(nas.root, name))
+    t.ok(stored.subarray(0, 22).toString().startsWith('age-encryption.org/v1'), `${proto}: an age file`)
+    t.equal(stored.indexOf(RECORDING.subarray(44, 108)), -1, `${proto}: no plaintext on the NAS`)
+    t.notOk(nasFiles(nas).some((f) => f.includes('46701234567')), `${proto}: no phone number in a NAS name`)
+    const opened = execFileSync('age', ['-d', '-i', join(keys.dir, '2026-11.key'), join(nas.root, name)])
+    t.ok(opened.equals(RECORDING), `${proto}: stock age opens it`)
+    const whole = await fetchAs(proto, gw, path, reader)
+    t.equal(whole.status, 200, `${proto}: served back`)
+    t.ok(whole.body.equals(RECORDING), `${proto}: the same bytes`)
+    const part = await fetchAs(proto, gw, path, { ...reader, range: 'bytes=1000-70999' })
+    t.equal(part.status, 206, `${proto}: a range`)
+    t.ok(part.body.equals(RECORDING.subarray(1000, 71000)), `${proto}: the range's bytes`)
+    const record = gw.auditRecords().find((r) => r.event === 'ingest' && r.path === path)
+    t.match(record, { subject: 'recorder-7', bytes: RECORDING.length, sha256: sha256(RECORDING), keyId: answer.keyId, method: 'PUT' }, `${proto}: the ingest record`)
+  }
+  t.ok(existsSync(join(keys.dir, '2026-11.key')), "the period's first upload made its key")
+  t.notOk(nasFiles(nas).some((f) => f.includes('.nasguard-upload-')), 'no temporary file is left')
+  const m = await scrape(gw.adminUrl)
+  t.equal(m.get('nasguard_ingests_total{outcome="stored"}'), 2, 'counted')
+  t.equal(m.get('nasguard_ingest_bytes_total'), 2 * RECORDING.length, 'bytes counted')
+})
+
+t.test('an existing recording is not replaced (409) unless the rule allows it', async (t) => {
+  const { gw, nas, keys, writer } = await setup(t)
+  const path = '/medicall/2026/11/29/111500_46709999999.wav'
+  t.equal((await putAs('h1', gw, path, writer, RECORDING)).status, 201)
+  const name = sealedName(keys.ring(), path)
+  const before = readFileSync(join(nas.root, name))
+  for (const proto of PROTOCOLS) {
+    const again = await putAs(proto, gw, path, writer, toneWav(660, 1))
+    t.equal(again.status, 409, `${proto}: refused`)
+    t.equal(JSON.parse(again.body.toString()).error, 'NASGUARD_ERR_RECORDING_EXISTS', `${proto}: says why`)
+    t.ok(readFileSync(join(nas.root, name)).equals(before), `${proto}: the recording on the NAS is untouched`)
+  }
+  const replaceable = '/medicall/2026/10/02/090000_46701111111.wav'
+  const second = toneWav(550, 1)
+  t.equal((await putAs('h2', gw, replaceable, writer, RECORDING)).status, 201, 'first upload under overwrite: true')
+  t.equal((await putAs('h1', gw, replaceable, writer, second)).status, 201, 'the second replaces it')
+  const opened = execFileSync('age', ['-d', '-i', join(keys.dir, '2026-10.key'), join(nas.root, sealedName(keys.ring(), replaceable))])
+  t.ok(opened.equals(second), 'the NAS holds the second')
+  t.notOk(nasFiles(nas).some((f) => f.includes('.nasguard-upload-')), 'no temporary file is left')
+})
+
+t.test('refused before the NAS is asked anything: wrong type, no write scope, too large, no period, encoded', async (t) => {
+  const { gw, nas, writer, reader } = await setup(t, {})
+  const huge = { ...writer, 'content-length': String(2 * 1024 * 1024 * 1024) }
+  const cases: Array<[string, string, Record<string, string>, Buffer, number, string]> = [
+    ['an HTML page as .wav', '/medicall/2026/11/29/a.wav', writer, Buffer.from('<html><body>not audio</body></html>'.repeat(200)), 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
+    ['a short text as .wav', '/medicall/2026/11/29/b.wav', writer, Buffer.from('hello'), 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
+    ['a read-only token', '/medicall/2026/11/29/c.wav', reader, RECORDING, 403, 'NASGUARD_ERR_INSUFFICIENT_SCOPE'],
+    ['no token', '/medicall/2026/11/29/d.wav', {}, RECORDING, 401, 'NASGUARD_ERR_TOKEN_MISSING'],
+    ['a type not served', '/medicall/2026/11/29/e.exe', writer, RECORDING, 403, 'NASGUARD_ERR_FILE_TYPE'],
+    ['a hidden name (no rule matches one)', '/medicall/2026/11/29/.e.wav', writer, RECORDING, 403, 'NASGUARD_ERR_NO_RULE'],
+    ['no period in the path', '/medicall/misc/f.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PATH'],
+    ['gzip-encoded', '/medicall/2026/11/29/g.wav', { ...writer, 'content-encoding': 'gzip' }, RECORDING, 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
+    ['a partial upload', '/medicall/2026/11/29/h.wav', { ...writer, 'content-range': 'bytes 0-9/100' }, RECORDING, 400, 'NASGUARD_ERR_BAD_REQUEST']
+  ]
+  for (const proto of PROTOCOLS) {
+    for (const [name, path, headers, body, status, code] of cases) {
+      const asked = nas.requests().length
+      const r = await putAs(proto, gw, path, headers, body)
+      t.equal(r.status, status, `${proto}: ${name}: ${status}`)
+      t.equal(JSON.parse(r.body.toString()).error, code, `${proto}: ${name}: ${code}`)
+      t.equal(nas.requests().length, asked, `${proto}: ${name}: the NAS was asked nothing`)
+    }
+  }
+  // Declared over limits.maxUploadBytes: refused on its headers, before a byte is read.
+  for (const proto of PROTOCOLS) {
+    const asked = nas.requests().length
+    const r = await putAs(proto, gw, '/medicall/2026/11/29/i.wav', huge, Buffer.alloc(0)).catch(() => ({ status: 413, body: Buffer.from('{"error":"NASGUARD_ERR_UPLOAD_TOO_LARGE"}') }))
+    t.equal(r.status, 413, `${proto}: too large by Content-Length`)
+    t.equal(nas.requests().length, asked, `${proto}: too large: the NAS was asked nothing`)
+  }
+  t.same(nasFiles(nas), [], 'nothing on the NAS')
+})
+
+t.test('the NAS refusing the PUT: 502, and nothing is left', async (t) => {
+  const keys = makeKeyring([])
+  const nas = await startDavNas(t)
+  const gw = await startTestGateway(t, nas, { policy: [{ name: 'up', path: '/refusing/**', methods: ['PUT'], scopes: ['recordings:write'] }], sealing: { mode: 'require', keyring: keys.dir, periodPattern: '/refusing/{yyyy}/{mm}/**' } })
+  const writer = bearer(gw.token({ scope: 'recordings:write' }))
+  for (const proto of PROTOCOLS) {
+    const r = await putAs(proto, gw, `/refusing/2026/11/${proto}.wav`, writer, RECORDING)
+    t.equal(r.status, 502, `${proto}: 502`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_ERROR', `${proto}: the NAS failed`)
+    t.ok(nas.requests().some((l) => l.startsWith('PUT 507')), `${proto}: the NAS refused the PUT`)
+  }
+  t.same(nasFiles(nas), [], 'nothing on the NAS')
+  t.notOk(gw.auditRecords().some((r) => r.event === 'ingest'), 'no ingest record')
+  const m = await scrape(gw.adminUrl)
+  t.equal(m.get('nasguard_ingests_total{outcome="failed"}'), 2, 'counted as failed')
+})
+
+t.test('the config refuses uploads without sealing', async (t) => {
+  const { loadConfig } = await import('../../src/config/load.js')
+  const { startProblems } = await import('../../src/config/preflight.js')
+  const { testCerts } = await import('../helpers/gateway.js')
+  const certs = testCerts()
+  const dir = join(makeKeyring([]).dir, '..')
+  const c = loadConfig({ object: { tls: { cert: certs.cert, key: certs.key }, upstream: { url: 'http://127.0.0.1:1' }, auth: { jwt: { secret: 'x'.repeat(32) } }, policy: POLICY, audit: { dir: join(dir, 'audit') } } })
+  const problems = startProblems(c)
+  t.match(problems, [{ key: 'policy[0].methods', reason: /PUT \(uploads\) needs sealing.mode migrate or require/ }, { key: 'policy[1].methods' }], 'each PUT rule is named')
+})
+
+t.test('a refused request whose body is not read closes its connection (uploads have no whole-request deadline)', async (t) => {
+  const { gw, nas } = await setup(t)
+  const token = gw.token({ scope: 'recordings:write' })
+  const cases: Array<[string, string, number]> = [
+    ['a GET with a body', `GET /medicall/2026/11/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 100000\r\n\r\nabc`, 400],
+    ['an upload without the write scope', `PUT /medicall/2026/11/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${gw.token()}\r\nContent-Length: 100000\r\n\r\nRIFF`, 403],
+    ['a partial upload', `PUT /medicall/2026/11/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\nContent-Range: bytes 0-1/2\r\n\r\n4\r\nRIFF\r\n`, 400]
+  ]
+  for (const [name, payload, status] of cases) {
+    // The body never ends: only the gateway closing the connection ends this.
+    const r = await rawTls(gw, payload, { untilClose: true })
+    t.equal(statusOf(r.text), status, `${name}: ${status}`)
+    t.ok(r.closed, `${name}: the connection is closed`)
+  }
+  t.same(nas.requests(), [], 'the NAS was asked nothing')
+})

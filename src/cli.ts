@@ -390,8 +390,8 @@ async function bulkRun (command: 'seal' | 'rotate', o: BulkFlags): Promise<numbe
   const problem = s.bulkOptionProblem(c, opts, command)
   if (problem !== undefined) throw new UsageError(problem)
   if (o.dryRun !== true) refuseForeignOwner([keyringOf(c), dirname(resolvePath(s.journalOf(c, opts, command)))], command === 'seal' ? 'seal' : 'keys rotate')
-  // The run's audit record (s.sealRunRecord) goes to the audit trail's operator events once that API exists.
-  const record = undefined
+  // The run's record goes to the audit trail's operator chain (a dry run writes nothing, there either).
+  const record = o.dryRun === true ? undefined : async (r: import('./sealing/bulk/run.js').SealRunRecord) => { await (await import('./audit/operator-events.js')).recordOperatorEvent(c.audit, r) }
   const io = { out, tty: process.stdout.isTTY === true, record }
   return command === 'seal' ? await s.seal(c, opts, io) : await s.keysRotate(c, opts, io)
 }

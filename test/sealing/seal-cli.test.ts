@@ -109,6 +109,10 @@ t.test('seal, killed three times and rerun, leaves every recording sealed once',
   t.equal(again.status, 0)
   t.match(JSON.parse(again.stdout.trim().split('\n').at(-1) as string).summary, { sealed: 0, failed: 0 })
   t.equal(listFiles(share.root).length, files.length)
+  // Every run that finished left its counts in the audit trail's operator chain (the killed ones could not).
+  const ops = readFileSync(join(share.audit, 'ops', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event: string, counts?: { sealed: number, failed: number } })
+  t.match(ops.filter((r) => r.event === 'seal').map((r) => r.counts), [{ failed: 0 }, { sealed: 0, failed: 0 }], 'each completed run is an audit event with its counts')
+  t.notMatch(JSON.stringify(ops), /\.wav|\.mp3/, 'the audit events name no recording')
 
   const usage = spawnSync(process.execPath, [CLI, 'seal', '--config', share.configFile, '--source', share.root, '--jobs', '0'], { env: { PATH: process.env.PATH }, encoding: 'utf8' })
   t.equal(usage.status, 2)

@@ -40,11 +40,11 @@ export interface Summary extends Counts {
 }
 
 /** What the audit trail records of a run (the operator-event API takes it). */
-export interface SealRunRecord { event: 'seal', reason: string, counts: Counts }
+export interface SealRunRecord { event: 'seal' | 'rotate', reason: string, counts: Counts, period?: string }
 
 export function sealRunRecord (s: Summary): SealRunRecord {
   const what = s.command === 'seal' ? `seal${s.period ? ` period ${s.period}` : ''}${s.dryRun ? ' (dry run)' : ''}` : `keys rotate period ${s.period ?? ''}${s.retired ? `, retired ${s.retired}` : ', old identity kept'}`
-  return { event: 'seal', reason: `${what}: ${s.failed === 0 ? 'ok' : `${s.failed} failed`}`, counts: { sealed: s.sealed, skipped: s.skipped, failed: s.failed, bytes: s.bytes } }
+  return { event: s.command === 'seal' ? 'seal' : 'rotate', reason: `${what}: ${s.failed === 0 ? 'ok' : `${s.failed} failed`}`, counts: { sealed: s.sealed, skipped: s.skipped, failed: s.failed, bytes: s.bytes }, ...(s.period ? { period: s.period } : {}) }
 }
 
 /** A failure this module words itself: its message holds no path. */

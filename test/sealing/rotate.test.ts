@@ -8,8 +8,8 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFileSync, existsSync, linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { basename, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { keysRotate, seal } from '../../src/sealing/commands.js'
@@ -161,4 +161,29 @@ t.test('the gateway serves a period mid-rotation, and a file re-sealed after its
   t.equal(ranged.status, 206)
   t.ok(ranged.body.equals(a.subarray(66000, 66010)), 're-sealed: read afresh (If-Match failed on the old version), the same bytes')
   t.not(ranged.headers.etag, first.headers.etag, 'a new ETag: a new sealing')
+})
+
+t.test('keys rotate takes the period from the plaintext path: sealed month folders (names.segments 2), and a moved file keeps the old identity', async (t) => {
+  const io = (lines: string[]): { out: (s: string) => void, tty: boolean } => ({ out: (s) => { lines.push(s) }, tty: false })
+  const two = makeShare([['/medicall/2016/01/101500_46701234567.wav', randomBytes(3000)]], ', names: { segments: 2 }')
+  t.equal(await seal(two.config, { source: two.root, jobs: 1, removePlaintext: true }, io([])), 0)
+  const oldKey = readFileSync(join(two.keyring, '2016-01.key'), 'utf8')
+  const lines: string[] = []
+  t.equal(await keysRotate(two.config, { source: two.root, jobs: 1, period: '2016-01' }, io(lines)), 0, lines.join(''))
+  t.not(readFileSync(join(two.keyring, '2016-01.key'), 'utf8'), oldKey, 'rotated')
+  const [file] = listFiles(two.root)
+  t.equal(spawnSync('age', ['-d', '-i', join(two.keyring, '2016-01.key'), diskPathOf(two.root, file)]).status, 0, 'the file under a sealed month folder opens with the new identity')
+
+  const one = makeShare([['/medicall/2016/01/101500_46701234567.wav', randomBytes(3000)]])
+  t.equal(await seal(one.config, { source: one.root, jobs: 1, removePlaintext: true }, io([])), 0)
+  const sealed = diskPathOf(one.root, listFiles(one.root)[0])
+  mkdirSync(join(one.root, 'medicall/2016/01/disputed'))
+  const moved = join(one.root, 'medicall/2016/01/disputed', basename(sealed))
+  renameSync(sealed, moved)
+  const key = readFileSync(join(one.keyring, '2016-01.key'), 'utf8')
+  const out: string[] = []
+  t.equal(await keysRotate(one.config, { source: one.root, jobs: 1, period: '2016-01' }, io(out)), 1, 'exit 1: a file still needs the old identity')
+  t.match(out.join(''), /does not decode/)
+  t.equal(readFileSync(join(one.keyring, '2016-01.key'), 'utf8'), key, 'the old identity is kept')
+  t.equal(spawnSync('age', ['-d', '-i', join(one.keyring, '2016-01.key'), moved]).status, 0, 'the moved file still opens')
 })

@@ -27,17 +27,52 @@ export interface RotateSettings {
   period: string
 }
 
-/** Whether a file of the share is a sealed file of the period; else why not. */
-function wants (s: RotateSettings, segments: string[]): true | string {
+/** The decoded plaintext segments of a sealed file's path; undefined when its name does not decode (moved, renamed, another keyring). */
+function plainSegmentsOf (s: RotateSettings, ring: Keyring, segments: string[]): string[] | undefined {
+  return plainPathOf(ring.nameKey, segments, s.nameSegments)?.split('/').slice(1)
+}
+
+/**
+ * Whether a file of the share is a sealed file of the period; else why not.
+ * The period is the plaintext path's (with names.segments 2 or more the
+ * date folders may be sealed themselves). A name that does not decode is
+ * looked at: its header says whether it still needs the period's identity.
+ */
+function wants (s: RotateSettings, ring: Keyring, segments: string[]): true | string {
   if (!segments[segments.length - 1].toLowerCase().endsWith(SEALED_SUFFIX)) return 'not-sealed'
-  return periodOf(s.pattern, segments) === s.period ? true : 'other-period'
+  const plain = plainSegmentsOf(s, ring, segments)
+  if (plain === undefined) return true
+  return periodOf(s.pattern, plain) === s.period ? true : 'other-period'
 }
 
 /** The sealed file's NAS path and the plaintext path its binding holds; undefined when its name does not decode. */
 function pathsOf (s: RotateSettings, ring: Keyring, segments: string[]): { sealed: string, binding: string } | undefined {
-  const plain = plainPathOf(ring.nameKey, segments, s.nameSegments)
+  const plain = plainSegmentsOf(s, ring, segments)
   if (plain === undefined) return undefined
-  return { sealed: bindingOf(segments), binding: bindingOf(plain.split('/').slice(1)) }
+  return { sealed: bindingOf(segments), binding: bindingOf(plain) }
+}
+
+/** Refusals that come after the key unwrapped the file key. */
+const UNWRAPPED = new Set(['the header was altered (MAC)', 'no path binding', 'sealed for another path'])
+
+/** Whether one of `keys` unwraps the file key of a sealed file's header, whatever path it is bound to. */
+async function unwrapsWith (file: string, keys: readonly PeriodKey[]): Promise<boolean> {
+  const fh = await open(file, 'r')
+  try {
+    const { buffer, bytesRead } = await fh.read(Buffer.alloc(MAX_HEADER_BYTES + NONCE_BYTES), 0, MAX_HEADER_BYTES + NONCE_BYTES, 0)
+    for (const key of keys) {
+      try {
+        // No path: a header this key opens is refused for its binding (or MAC), not for its key.
+        if (openHeaderWithAny(buffer.subarray(0, bytesRead), [key], '') !== undefined) return true
+      } catch (err) {
+        if (!(err instanceof SealedIntegrityError)) throw err
+        if (UNWRAPPED.has(err.reason)) return true
+      }
+    }
+    return false
+  } finally {
+    await fh.close()
+  }
 }
 
 /** The identity a sealed file's header opens with (of `keys`). */
@@ -56,7 +91,16 @@ async function openerOf (file: string, keys: readonly PeriodKey[], binding: stri
 export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, journal: Journal, active: ActiveTemps): Job {
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
     const paths = pathsOf(s, ring, segments)
-    if (!paths) return { result: 'skipped', reason: 'not-a-sealed-name' }
+    if (!paths) {
+      // Moved or renamed: it cannot be re-sealed (its binding is unknown), and while it needs the old identity that one stays.
+      const sealed = bindingOf(segments)
+      try {
+        if (await unwrapsWith(file, ring.identities(s.period).filter((k) => k.keyId !== next.keyId))) return { result: 'failed', sealed, reason: 'its name does not decode (moved or renamed?) and it is sealed to the old identity: move it back' }
+      } catch (err) {
+        return { result: 'failed', sealed, reason: reasonOf(err) }
+      }
+      return { result: 'skipped', reason: 'not-a-sealed-name' }
+    }
     const { sealed, binding } = paths
     const temp = tempFileOf(file)
     active.add(temp)
@@ -109,19 +153,30 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
       active.delete(temp)
     }
   }
-  return { wants: (segments) => wants(s, segments), handle }
+  return { wants: (segments) => wants(s, ring, segments), handle }
 }
 
-/** How many sealed files of the period do not open with `next` (a header check of each): 0 before the old identity may go. */
+/**
+ * How many sealed files of the period still need the old identity (a
+ * header check of every *.age file of the share): 0 before it may go. A
+ * file counts when its plaintext path is of the period and its header does
+ * not open with `next`; a name that does not decode counts when its sealed
+ * path is of the period or an old identity of the period opens its header.
+ */
 export async function notYetRotated (s: RotateSettings, ring: Keyring, next: PeriodKey): Promise<number> {
+  const old = ring.identities(s.period).filter((k) => k.keyId !== next.keyId)
   let left = 0
   for await (const f of walk(s.root)) {
     if (f.kind === 'unreadable') { left++; continue }
-    if (f.kind !== 'file' || wants(s, f.segments) !== true) continue
-    const paths = pathsOf(s, ring, f.segments)
-    if (!paths) continue
+    if (f.kind !== 'file' || !f.segments[f.segments.length - 1].toLowerCase().endsWith(SEALED_SUFFIX)) continue
+    const plain = plainSegmentsOf(s, ring, f.segments)
     try {
-      await openerOf(f.file, [next], paths.binding)
+      if (plain === undefined) {
+        if (periodOf(s.pattern, f.segments) === s.period || await unwrapsWith(f.file, old)) left++
+        continue
+      }
+      if (periodOf(s.pattern, plain) !== s.period) continue
+      await openerOf(f.file, [next], bindingOf(plain))
     } catch {
       left++
     }

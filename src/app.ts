@@ -136,7 +136,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
   const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload) }
-  registerGate(app, { gate, authenticator, deliveries, records })
+  registerGate(app, { gate, authenticator, deliveries, records, bodyDeadlineMs: config.limits.headersTimeoutMs * 3 })
   registerGrantsRoute(app, {
     signer: grants,
     settings: g,
@@ -147,8 +147,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   await authenticator.register(app)
   const hooks = nasHooks(metrics)
   const uploads = {
-    limits: () => ({ maxBytes: live.settings.maxUploadBytes, idleMs: live.settings.sendTimeoutMs }),
-    record: async (request: FastifyRequest, fields: Pick<AuditRecord, 'bytes' | 'keyId' | 'sha256'>) => await records.write({ event: 'ingest', time: new Date().toISOString(), ...records.fields(request), ...fields }, request.log),
+    makePeriodKey: (period: string) => live.makePeriodKey(period),
+    limits: () => ({ maxBytes: live.settings.maxUploadBytes, windowMs: live.settings.sendTimeoutMs, minBytesPerSec: live.settings.minSendRate }),
+    record: async (request: FastifyRequest, fields: Pick<AuditRecord, 'bytes' | 'keyId' | 'sha256' | 'status' | 'reason'>) => await records.write({ event: 'ingest', time: new Date().toISOString(), ...records.fields(request), ...fields }, request.log),
     onUpstreamError: hooks.onUpstreamError,
     onIngest: (outcome: IngestOutcome, bytes: number) => { metrics.ingests.inc({ outcome }); metrics.ingestBytes.inc(bytes) }
   }

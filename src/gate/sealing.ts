@@ -4,9 +4,10 @@
 // with no period, or a period with no key, cannot be opened either. The
 // NAS's name for the recording is its sealed name (src/sealing/names.ts).
 // An upload (PUT) is always sealed: it needs sealing on, a period in its
-// path, and that period's key, which its first upload makes.
+// path, and that period's key, which only a recent period's first upload
+// may make (the current period or the one before).
 import { Errors } from '../errors.js'
-import { periodOf } from '../sealing/period.js'
+import { periodOf, recentPeriods } from '../sealing/period.js'
 import type { Stage } from './state.js'
 
 export const resolveSealing: Stage = (request, state, ctx) => {
@@ -25,8 +26,14 @@ export const resolveSealing: Stage = (request, state, ctx) => {
   }
   if (s.keyring.erased(period)) throw new Errors.RecordingErased()
   const key = ctx.periodKey(period, upload)
+  if (upload) {
+    // A recent period's first upload makes its key, once its body is judged (src/proxy/ingest.ts).
+    if (!key && !recentPeriods(s.pattern.unit, new Date()).includes(period)) throw new Errors.UploadPeriod()
+    state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key?.keyId ?? `${period}:new` }
+    return
+  }
   if (!key) {
-    if (upload || s.mode === 'require') throw new Errors.RecordingErased()
+    if (s.mode === 'require') throw new Errors.RecordingErased()
     return
   }
   state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key.keyId }

@@ -77,6 +77,8 @@ export interface LiveSettings {
   maxUploadBytes: number
   /** limits.sendTimeoutMs: also how long an upload's body may send nothing. */
   sendTimeoutMs: number
+  /** limits.minSendRate: also the pace an upload's body must keep. */
+  minSendRate: number
 }
 
 /** What the stages share: the live settings and the gateway's own parts. */

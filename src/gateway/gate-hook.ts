@@ -16,6 +16,26 @@ export interface GateParts {
   authenticator: Authenticator
   deliveries: Deliveries
   records: Records
+  /** How long a request body other than an upload's may take to arrive whole (3 × limits.headersTimeoutMs). */
+  bodyDeadlineMs: number
+}
+
+/**
+ * A body other than an upload's (the grants endpoint's JSON, a body the
+ * gate refused) must arrive whole within the deadline, or its connection
+ * (HTTP/1.1) or stream (HTTP/2) goes: HTTP/1.1 has no whole-request
+ * deadline of Node's, for uploads' sake (src/tls/server.ts).
+ */
+function bodyDeadline (request: FastifyRequest, reply: FastifyReply, ms: number): void {
+  const raw = request.raw as FastifyRequest['raw'] & { stream?: { endAfterHeaders: boolean } }
+  const h = request.headers
+  const hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined || raw.stream?.endAfterHeaders === false
+  if (!hasBody || request.method === 'PUT') return
+  const timer = setTimeout(() => { if (!raw.readableEnded) raw.destroy() }, ms)
+  timer.unref()
+  const clear = (): void => { clearTimeout(timer) }
+  raw.once('end', clear)
+  reply.raw.once('close', clear)
 }
 
 /** The request as the gate's stages see it (src/gate/state.ts). */
@@ -41,6 +61,7 @@ export function gateRequestOf (authenticator: Authenticator, request: FastifyReq
 export function registerGate (app: FastifyInstance, p: GateParts): void {
   app.addHook('onRequest', async (request, reply) => {
     const state = p.deliveries.track(request, reply)
+    bodyDeadline(request, reply, p.bodyDeadlineMs)
     const grants = request.url.split('?', 1)[0] === GRANTS_PATH
     const passed = await runGate(grants ? GRANTS_GATE : RECORDING_GATE, gateRequestOf(p.authenticator, request, reply), state, p.gate)
     if (grants) return

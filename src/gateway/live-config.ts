@@ -12,13 +12,14 @@ import { compileRules } from '../policy/rules.js'
 import type { Admission } from '../proxy/admission.js'
 import type { SendWatch } from '../proxy/send-watch.js'
 import { KeyExistsError, newPeriodKey, type PeriodKey } from '../sealing/keyring.js'
+import { recentPeriods } from '../sealing/period.js'
 import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 
-/** How often a request for a period the keyring does not know may re-read it (another process may have made its key). */
+/** How often a request for a recent period the keyring does not know may re-read it (another process may have made its key). */
 const REREAD_MS = 1000
 
 function liveSettings (c: Readonly<Config>): LiveSettings {
-  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs }
+  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs, minSendRate: c.limits.minSendRate }
 }
 
 export interface LiveParts {
@@ -38,7 +39,7 @@ export class LiveConfig {
 
   /** The config last applied (this.config stays the one started with: what needs a restart is judged against it). */
   private current: Readonly<Config>
-  private rereadAt = 0
+  private rereadAfter = 0
 
   constructor (private readonly config: Readonly<Config>, private readonly p: LiveParts) {
     this.current = config
@@ -65,31 +66,45 @@ export class LiveConfig {
 
   /**
    * The key a period's recordings are opened with (its primary), or, for an
-   * upload, sealed to (during a rotation, the next one). A period this
-   * keyring does not know is looked for again on disk, at most once a
-   * second: another worker, or nasguard seal, may have made its key. An
-   * upload to a period with no key makes it (the period's first recording);
-   * of two processes making it at once one wins, and the other reads its key.
+   * upload, sealed to (during a rotation, the next one). The key of a
+   * recent period (recentPeriods) this keyring does not know is looked for
+   * again on disk, at most once a second: another worker's upload may have
+   * made it. Older periods' keys come from an operator, with a SIGHUP.
    */
   periodKey (period: string, upload: boolean): PeriodKey | undefined {
     const pick = (): PeriodKey | undefined => upload ? this.sealing?.keyring.sealingKey(period) : this.sealing?.keyring.key(period)
-    let key = pick()
-    if (key || !this.sealing) return key
-    if (upload) {
-      const s = this.current.sealing
-      try {
-        newPeriodKey(s.keyring as string, s.period, period)
-        this.p.log().info({ period }, 'a new period\'s identity was made for its first upload')
-      } catch (err) {
-        if (!(err instanceof KeyExistsError)) throw err
-      }
-    } else if (Date.now() - this.rereadAt < REREAD_MS) {
-      return undefined
+    const key = pick()
+    if (key || !this.sealing || !this.recent(period) || Date.now() < this.rereadAfter) return key
+    this.reread()
+    return pick()
+  }
+
+  /**
+   * Makes a recent period's key for its first upload (once its body was
+   * judged): of two processes making it at once one wins, and the other
+   * reads its key. Undefined for a period that is not recent, or erased.
+   */
+  makePeriodKey (period: string): PeriodKey | undefined {
+    const s = this.current.sealing
+    if (!this.sealing || !this.recent(period)) return undefined
+    try {
+      newPeriodKey(s.keyring as string, s.period, period)
+      this.p.log().info({ period }, 'a new period\'s identity was made for its first upload')
+    } catch (err) {
+      if (!(err instanceof KeyExistsError)) throw err
     }
-    this.rereadAt = Date.now()
+    this.reread()
+    return this.sealing?.keyring.sealingKey(period)
+  }
+
+  private recent (period: string): boolean {
+    return recentPeriods(this.current.sealing.period, new Date()).includes(period)
+  }
+
+  private reread (): void {
     this.reloadKeyring()
-    key = pick()
-    return key
+    // Timed from the end of the load: a keyring that takes long to read is not read back to back.
+    this.rereadAfter = Date.now() + REREAD_MS
   }
 
   /** Applies a new, checked config: what can change in place now; the rest is reported as needing a restart. */

@@ -15,6 +15,7 @@ import { Errors, isNasguardError, type NasguardError } from '../errors.js'
 import type { IngestOutcome } from '../metrics/registry.js'
 import { sealedSizeOf } from '../sealing/payload.js'
 import { SealStream } from '../sealing/seal-stream.js'
+import type { PeriodKey } from '../sealing/keyring.js'
 import type { SealingSettings } from '../sealing/settings.js'
 import { classify } from './nas-failures.js'
 import { TypeCheck, UploadBody } from './upload-body.js'
@@ -23,10 +24,12 @@ import { DavRefusal, WebDav } from './webdav.js'
 export interface IngestParts {
   dav: WebDav
   sealing: () => SealingSettings | undefined
-  /** limits.maxUploadBytes, and how long a body may send nothing (limits.sendTimeoutMs), read afresh. */
-  limits: () => { maxBytes: number, idleMs: number }
-  /** Writes the ingest record durably; false when it could not be. */
-  record: (request: FastifyRequest, fields: Pick<AuditRecord, 'bytes' | 'keyId' | 'sha256'>) => Promise<boolean>
+  /** Makes a recent period's key for its first upload; undefined when the period may not be opened. */
+  makePeriodKey: (period: string) => PeriodKey | undefined
+  /** limits.maxUploadBytes, and the pace a body must keep: limits.minSendRate over every limits.sendTimeoutMs. Read afresh. */
+  limits: () => { maxBytes: number, windowMs: number, minBytesPerSec: number }
+  /** Writes an ingest record durably; false when it could not be. */
+  record: (request: FastifyRequest, fields: Pick<AuditRecord, 'bytes' | 'keyId' | 'sha256' | 'status' | 'reason'>) => Promise<boolean>
   onUpstreamError: (request: FastifyRequest, kind: string) => void
   /** How it ended, and the plaintext bytes stored. */
   onIngest: (outcome: IngestOutcome, bytes: number) => void
@@ -40,16 +43,26 @@ function declaredLength (request: FastifyRequest): number | undefined {
   return length === undefined ? undefined : Number(length)
 }
 
-/** The body's streams, from the client's request to the sealed bytes the NAS gets. */
-function bodyOf (request: FastifyRequest, p: IngestParts, recipient: Buffer): { body: UploadBody, check: TypeCheck, sealed: SealStream, failed: Promise<Error> } {
+/**
+ * The body's streams, from the client's request to the sealed bytes the NAS
+ * gets: the body is counted and judged first; the sealing transform is
+ * joined on once the period's key is known (after the judgement).
+ */
+function bodyOf (request: FastifyRequest, p: IngestParts): { body: UploadBody, check: TypeCheck, sealing: (recipient: Buffer) => SealStream, failed: Promise<Error> } {
   const body = new UploadBody({ ...p.limits(), declared: declaredLength(request) })
   const check = new TypeCheck(request.ng.extension as string)
-  const sealed = new SealStream([recipient], request.ng.path as string)
   request.raw.pipe(body)
-  const failed = new Promise<Error>((resolve) => {
-    pipeline(body, check, sealed, (err) => { if (err) resolve(err) })
-  })
-  return { body, check, sealed, failed }
+  let report!: (err: Error) => void
+  const failed = new Promise<Error>((resolve) => { report = resolve })
+  body.once('error', (err) => { report(err); check.destroy(err) })
+  check.once('error', report)
+  body.pipe(check)
+  const sealing = (recipient: Buffer): SealStream => {
+    const sealed = new SealStream([recipient], request.ng.path as string)
+    pipeline(check, sealed, (err) => { if (err) report(err) })
+    return sealed
+  }
+  return { body, check, sealing, failed }
 }
 
 /** Refuses an upload over a recording the NAS holds: sealed, or (migrate) in plaintext. */
@@ -62,10 +75,18 @@ async function refuseExisting (dav: WebDav, request: FastifyRequest, s: SealingS
 export async function ingest (p: IngestParts, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const state = request.ng
   const s = p.sealing()
-  const key = state.sealed && s?.keyring.sealingKey(state.sealed.period)
-  if (!state.sealed || !s || !key) { reply.send(new Errors.RecordingErased()); return }
-  state.sealed.keyId = key.keyId
-  const { body, check, sealed, failed } = bodyOf(request, p, key.identity.publicKey)
+  if (!state.sealed || !s) { reply.send(new Errors.RecordingErased()); return }
+  const sealed = state.sealed
+  // The period's key is looked up (or made) once the body is judged: the
+  // gate checked that a missing one may be made.
+  let key: PeriodKey | undefined
+  const recipient = (): Buffer => {
+    key = s.keyring.sealingKey(sealed.period) ?? p.makePeriodKey(sealed.period)
+    if (!key) throw new Errors.RecordingErased()
+    sealed.keyId = key.keyId
+    return key.identity.publicKey
+  }
+  const { body, check, sealing, failed } = bodyOf(request, p)
   const abort = new AbortController()
   // The first failure is the one answered: the body's own (a limit, the
   // type, the client leaving) beats what it caused downstream.
@@ -75,26 +96,37 @@ export async function ingest (p: IngestParts, request: FastifyRequest, reply: Fa
   reply.raw.once('close', left)
   request.raw.once('aborted', left)
   let temp: string | undefined
+  let recorded = false
   try {
     await check.judged
+    const sealStream = sealing(recipient())
     if (!state.overwrite) await refuseExisting(p.dav, request, s)
-    temp = WebDav.tempBeside(state.sealed.path)
+    temp = WebDav.tempBeside(sealed.path)
     await p.dav.makeParents(temp)
     const declared = declaredLength(request)
-    await p.dav.put(temp, sealed, declared === undefined ? undefined : sealedSizeOf(sealed.headerLength, declared), abort.signal)
+    await p.dav.put(temp, sealStream, declared === undefined ? undefined : sealedSizeOf(sealStream.headerLength, declared), abort.signal)
     if (failure) throw failure
     const stored = await p.dav.size(temp)
-    if (stored !== sealedSizeOf(sealed.headerLength, body.bytes)) throw new DavRefusal('PUT (stored size)', 502)
-    if (!await p.record(request, { bytes: body.bytes, keyId: key.keyId, sha256: body.sha256 })) throw new Errors.AuditUnavailable()
-    if (await p.dav.move(temp, state.sealed.path, state.overwrite === true) === 'exists') throw new Errors.RecordingExists()
+    if (stored !== sealedSizeOf(sealStream.headerLength, body.bytes)) throw new DavRefusal('PUT (stored size)', 502)
+    const fields = { bytes: body.bytes, keyId: sealed.keyId, sha256: body.sha256 }
+    if (!await p.record(request, fields)) throw new Errors.AuditUnavailable()
+    recorded = true
+    if (await p.dav.move(temp, sealed.path, state.overwrite === true) === 'exists') throw new Errors.RecordingExists()
     temp = undefined
+    // Replaced under migrate: a plaintext copy of the old recording would be sealed over the new one later.
+    if (state.overwrite === true && s.mode === 'migrate') await p.dav.remove(state.path as string)
     p.onIngest('stored', body.bytes)
-    reply.code(201).type('application/json; charset=utf-8').send({ stored: true, bytes: body.bytes, sha256: body.sha256, keyId: key.keyId })
+    reply.code(201).type('application/json; charset=utf-8').send({ stored: true, ...fields })
   } catch (err) {
     body.destroy()
-    await answerFailure(p, request, reply, failure ?? err as Error, temp)
+    const cause = failure ?? err as Error
+    // The ingest record said it was about to be stored: the trail says it was not.
+    if (recorded && temp) await p.record(request, { status: statusOf(cause), reason: `not stored: ${cause instanceof DavRefusal ? cause.message : (cause as NasguardError).code ?? cause.name}` })
+    await answerFailure(p, request, reply, cause, temp)
   }
 }
+
+const statusOf = (err: Error): number => isNasguardError(err) ? err.statusCode : 502
 
 type Raw = FastifyReply['raw'] & { stream?: { rstCode?: number } }
 

@@ -56,3 +56,23 @@ export function validPeriod (unit: PeriodUnit, text: string): boolean {
   const shapes = { year: /^\d{4}$/, month: /^\d{4}-(0[1-9]|1[0-2])$/, day: /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$/ }
   return shapes[unit].test(text)
 }
+
+/** The period a moment falls in (UTC): 2026-11 for a month. */
+export function periodAt (unit: PeriodUnit, at: Date): string {
+  const iso = at.toISOString()
+  return unit === 'year' ? iso.slice(0, 4) : unit === 'month' ? iso.slice(0, 7) : iso.slice(0, 10)
+}
+
+/**
+ * The periods an upload may open (make the key of): the current one and
+ * the one before, for a call recorded just before midnight that arrives
+ * after it. Any other period needs its key made by an operator, so that a
+ * write token cannot fill the keyring with keys for every date.
+ */
+export function recentPeriods (unit: PeriodUnit, now: Date): string[] {
+  const before = new Date(now)
+  if (unit === 'year') before.setUTCFullYear(now.getUTCFullYear() - 1)
+  else if (unit === 'month') before.setUTCDate(0)
+  else before.setUTCDate(now.getUTCDate() - 1)
+  return [periodAt(unit, now), periodAt(unit, before)]
+}

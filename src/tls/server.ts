@@ -183,10 +183,11 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   // default, read when the server starts listening): a 10 s setting fired
   // at 26-37 s. Checked often enough that they fire within a second of it.
   h1.connectionsCheckingInterval = Math.max(50, Math.min(1000, Math.floor(config.limits.headersTimeoutMs / 4)))
-  // No deadline for a whole request: an upload's body may take as long as
-  // it keeps arriving (its own idle limit is limits.sendTimeoutMs, in
-  // src/proxy/upload-body.ts), and a body nobody reads is not waited for:
-  // a refusal closes the connection it came on (src/gateway/records.ts).
+  // No deadline of Node's for a whole request: an upload's body may take as
+  // long as it keeps its pace (src/proxy/upload-body.ts); any other body must
+  // arrive within 3 x headersTimeoutMs (src/gateway/gate-hook.ts), and a
+  // refusal closes the connection its unread body came on
+  // (src/gateway/records.ts).
   h1.requestTimeout = 0
   h1.keepAliveTimeout = config.limits.keepAliveTimeoutMs
 

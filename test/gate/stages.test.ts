@@ -51,7 +51,8 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     maxPathLength: 256,
     maxRanges: 1,
     maxUploadBytes: 1 << 20,
-    sendTimeoutMs: 60000
+    sendTimeoutMs: 60000,
+    minSendRate: 1024
   }
   return {
     live: () => live,

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import t from 'tap'
 import { toneWav } from '../../src/demo/recordings.js'
-import { bearer, scrape, startTestGateway } from '../helpers/gateway.js'
+import { recentPeriods } from '../../src/sealing/period.js'
+import { bearer, rawTls, scrape, startTestGateway } from '../helpers/gateway.js'
 import { startDavNas } from '../helpers/dav-nas.js'
 import { PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, PATTERN } from '../helpers/sealed-nas.js'
@@ -14,6 +15,7 @@ import { putAs } from '../helpers/upload.js'
 import { waitFor } from '../helpers/wait.js'
 
 const HEAD = toneWav(440, 0.01).subarray(0, 44)
+const CUR = recentPeriods('month', new Date())[0].replace('-', '/')
 const BLOCK = Buffer.alloc(64 * 1024, 0x11)
 
 /** A WAV of `size` bytes, made as it is read; its SHA-256 once it ended. */
@@ -33,12 +35,13 @@ function wavStream (size: number, stopAfter?: number): { body: Readable, sha256:
   return { body, sha256: () => hash.digest('hex') }
 }
 
-async function setup (t: Parameters<typeof startDavNas>[0]) {
+async function setup (t: Parameters<typeof startDavNas>[0], limits: Record<string, number> = {}) {
   const keys = makeKeyring([])
   const nas = await startDavNas(t)
   const gw = await startTestGateway(t, nas, {
     policy: [{ name: 'recorder', path: '/medicall/**', methods: ['PUT'], scopes: ['recordings:write'] }],
-    sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN }
+    sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN },
+    limits
   })
   return { nas, gw, writer: bearer(gw.token({ scope: 'recordings:write' })) }
 }
@@ -58,7 +61,7 @@ t.test('a 200 MB upload passes at constant memory', async (t) => {
     const sampler = setInterval(sample, 1000)
     const { body, sha256 } = wavStream(SIZE)
     body.once('end', sample)
-    const r = await putAs(proto, gw, `/medicall/2026/11/29/big-${proto}.wav`, { ...writer, 'content-length': String(SIZE) }, body).finally(() => clearInterval(sampler))
+    const r = await putAs(proto, gw, `/medicall/${CUR}/29/big-${proto}.wav`, { ...writer, 'content-length': String(SIZE) }, body).finally(() => clearInterval(sampler))
     t.equal(r.status, 201, `${proto}: stored ${r.body.toString()}`)
     t.equal(JSON.parse(r.body.toString()).sha256, sha256(), `${proto}: every byte, in order`)
     // Held whole, the plaintext alone would add 200 MB (and its sealed copy as much again).
@@ -73,7 +76,7 @@ t.test('a client that leaves in the middle leaves nothing on the NAS', async (t)
   for (const [i, proto] of PROTOCOLS.entries()) {
     const { body } = wavStream(64 * 1024 * 1024, 4 * 1024 * 1024)
     const crash = new AbortController()
-    const put = putAs(proto, gw, `/medicall/2026/11/29/left-${proto}.wav`, { ...writer, 'content-length': String(64 * 1024 * 1024) }, body, crash.signal)
+    const put = putAs(proto, gw, `/medicall/${CUR}/29/left-${proto}.wav`, { ...writer, 'content-length': String(64 * 1024 * 1024) }, body, crash.signal)
     put.catch(() => {})
     // The NAS is receiving the body: the PUT is in flight there.
     await waitFor(`${proto}: the PUT in flight on the NAS`, () => nas.bodiesInFlight() > 0 ? true : undefined)
@@ -86,4 +89,33 @@ t.test('a client that leaves in the middle leaves nothing on the NAS', async (t)
     t.equal(done.outcome, 'client-aborted', `${proto}: the completion says the client left`)
     t.notOk(gw.auditRecords().some((r) => r.event === 'ingest'), `${proto}: no ingest record`)
   }
+})
+
+/** A WAV whose first 8 KiB come at once, then one byte at a time, every `everyMs`, until destroyed. */
+function trickle (everyMs: number): Readable {
+  let sent = 0
+  let timer: NodeJS.Timeout | undefined
+  return new Readable({
+    read () {
+      if (sent === 0) { sent = 8192; this.push(Buffer.concat([HEAD, BLOCK.subarray(0, 8192 - HEAD.length)])); return }
+      timer = setTimeout(() => { sent++; this.push(Buffer.from([0x11])) }, everyMs)
+    },
+    destroy (err, cb) { clearTimeout(timer); cb(err) }
+  })
+}
+
+t.test('a body that trickles is cut (408) and leaves nothing; a body that never comes does not hold a connection', async (t) => {
+  const { nas, gw, writer } = await setup(t, { sendTimeoutMs: 1000, minSendRate: 4096, headersTimeoutMs: 500 })
+  for (const proto of PROTOCOLS) {
+    const body = trickle(200)
+    const r = await putAs(proto, gw, `/medicall/${CUR}/29/slow-${proto}.wav`, { ...writer, 'content-length': String(1 << 20) }, body).finally(() => body.destroy())
+    t.equal(r.status, 408, `${proto}: cut`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_UPLOAD_STALLED', `${proto}: says why`)
+    await waitFor(`${proto}: nginx dropped the body`, () => nas.bodiesInFlight() === 0 ? true : undefined)
+    t.same([...nas.files().keys()], [], `${proto}: nothing on the NAS`)
+  }
+  // The grants endpoint's JSON body, declared and never sent: the connection goes (3 x headersTimeoutMs).
+  const token = gw.token({ scope: 'recordings:write' })
+  const r = await rawTls(gw, `POST /_nasguard/grants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{`, { untilClose: true })
+  t.ok(r.closed, 'a grants request whose body never comes is closed')
 })

@@ -5,19 +5,24 @@
 // of what it was asked.
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import type { Teardown } from '../helpers/gateway.js'
 import { toneWav } from '../../src/demo/recordings.js'
+import { recentPeriods } from '../../src/sealing/period.js'
 import { bearer, rawTls, scrape, startTestGateway, statusOf } from '../helpers/gateway.js'
 import { startDavNas } from '../helpers/dav-nas.js'
 import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, PATTERN, sealedName } from '../helpers/sealed-nas.js'
 import { putAs } from '../helpers/upload.js'
 
+// Uploads may open only the current period and the one before: the paths follow today's date.
+const [CUR, PREV] = recentPeriods('month', new Date()).map((p) => p.replace('-', '/'))
+const [CUR_PERIOD, PREV_PERIOD] = recentPeriods('month', new Date())
+
 const POLICY = [
-  { name: 'replace', path: '/medicall/2026/10/**', methods: ['PUT' as const], scopes: ['recordings:write'], overwrite: true },
+  { name: 'replace', path: `/medicall/${PREV}/**`, methods: ['PUT' as const], scopes: ['recordings:write'], overwrite: true },
   { name: 'recorder', path: '/medicall/**', methods: ['PUT' as const], scopes: ['recordings:write'] },
   { name: 'read', path: '/medicall/**', methods: ['GET' as const, 'HEAD' as const], scopes: ['recordings:read'] }
 ]
@@ -40,7 +45,7 @@ function nasFiles (nas: { files: () => Map<string, number> }): string[] {
 t.test('an upload is sealed on its way to the NAS, opens with stock age, and is served back with Range', async (t) => {
   const { gw, nas, keys, writer, reader } = await setup(t)
   for (const [i, proto] of PROTOCOLS.entries()) {
-    const path = `/medicall/2026/11/29/10150${i}_46701234567.wav`
+    const path = `/medicall/${CUR}/29/10150${i}_46701234567.wav`
     const put = await putAs(proto, gw, path, writer, RECORDING)
     t.equal(put.status, 201, `${proto}: stored`)
     const answer = JSON.parse(put.body.toString()) as { bytes: number, sha256: string, keyId: string }
@@ -53,7 +58,7 @@ t.test('an upload is sealed on its way to the NAS, opens with stock age, and is 
     t.ok(stored.subarray(0, 22).toString().startsWith('age-encryption.org/v1'), `${proto}: an age file`)
     t.equal(stored.indexOf(RECORDING.subarray(44, 108)), -1, `${proto}: no plaintext on the NAS`)
     t.notOk(nasFiles(nas).some((f) => f.includes('46701234567')), `${proto}: no phone number in a NAS name`)
-    const opened = execFileSync('age', ['-d', '-i', join(keys.dir, '2026-11.key'), join(nas.root, name)])
+    const opened = execFileSync('age', ['-d', '-i', join(keys.dir, `${CUR_PERIOD}.key`), join(nas.root, name)])
     t.ok(opened.equals(RECORDING), `${proto}: stock age opens it`)
     const whole = await fetchAs(proto, gw, path, reader)
     t.equal(whole.status, 200, `${proto}: served back`)
@@ -64,7 +69,7 @@ t.test('an upload is sealed on its way to the NAS, opens with stock age, and is 
     const record = gw.auditRecords().find((r) => r.event === 'ingest' && r.path === path)
     t.match(record, { subject: 'recorder-7', bytes: RECORDING.length, sha256: sha256(RECORDING), keyId: answer.keyId, method: 'PUT' }, `${proto}: the ingest record`)
   }
-  t.ok(existsSync(join(keys.dir, '2026-11.key')), "the period's first upload made its key")
+  t.ok(existsSync(join(keys.dir, `${CUR_PERIOD}.key`)), "the period's first upload made its key")
   t.notOk(nasFiles(nas).some((f) => f.includes('.nasguard-upload-')), 'no temporary file is left')
   const m = await scrape(gw.adminUrl)
   t.equal(m.get('nasguard_ingests_total{outcome="stored"}'), 2, 'counted')
@@ -73,7 +78,7 @@ t.test('an upload is sealed on its way to the NAS, opens with stock age, and is 
 
 t.test('an existing recording is not replaced (409) unless the rule allows it', async (t) => {
   const { gw, nas, keys, writer } = await setup(t)
-  const path = '/medicall/2026/11/29/111500_46709999999.wav'
+  const path = `/medicall/${CUR}/29/111500_46709999999.wav`
   t.equal((await putAs('h1', gw, path, writer, RECORDING)).status, 201)
   const name = sealedName(keys.ring(), path)
   const before = readFileSync(join(nas.root, name))
@@ -83,28 +88,31 @@ t.test('an existing recording is not replaced (409) unless the rule allows it', 
     t.equal(JSON.parse(again.body.toString()).error, 'NASGUARD_ERR_RECORDING_EXISTS', `${proto}: says why`)
     t.ok(readFileSync(join(nas.root, name)).equals(before), `${proto}: the recording on the NAS is untouched`)
   }
-  const replaceable = '/medicall/2026/10/02/090000_46701111111.wav'
+  const replaceable = `/medicall/${PREV}/02/090000_46701111111.wav`
   const second = toneWav(550, 1)
   t.equal((await putAs('h2', gw, replaceable, writer, RECORDING)).status, 201, 'first upload under overwrite: true')
   t.equal((await putAs('h1', gw, replaceable, writer, second)).status, 201, 'the second replaces it')
-  const opened = execFileSync('age', ['-d', '-i', join(keys.dir, '2026-10.key'), join(nas.root, sealedName(keys.ring(), replaceable))])
+  const opened = execFileSync('age', ['-d', '-i', join(keys.dir, `${PREV_PERIOD}.key`), join(nas.root, sealedName(keys.ring(), replaceable))])
   t.ok(opened.equals(second), 'the NAS holds the second')
   t.notOk(nasFiles(nas).some((f) => f.includes('.nasguard-upload-')), 'no temporary file is left')
 })
 
 t.test('refused before the NAS is asked anything: wrong type, no write scope, too large, no period, encoded', async (t) => {
-  const { gw, nas, writer, reader } = await setup(t, {})
+  const { gw, nas, keys, writer, reader } = await setup(t, {})
   const huge = { ...writer, 'content-length': String(2 * 1024 * 1024 * 1024) }
   const cases: Array<[string, string, Record<string, string>, Buffer, number, string]> = [
-    ['an HTML page as .wav', '/medicall/2026/11/29/a.wav', writer, Buffer.from('<html><body>not audio</body></html>'.repeat(200)), 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
-    ['a short text as .wav', '/medicall/2026/11/29/b.wav', writer, Buffer.from('hello'), 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
-    ['a read-only token', '/medicall/2026/11/29/c.wav', reader, RECORDING, 403, 'NASGUARD_ERR_INSUFFICIENT_SCOPE'],
-    ['no token', '/medicall/2026/11/29/d.wav', {}, RECORDING, 401, 'NASGUARD_ERR_TOKEN_MISSING'],
-    ['a type not served', '/medicall/2026/11/29/e.exe', writer, RECORDING, 403, 'NASGUARD_ERR_FILE_TYPE'],
-    ['a hidden name (no rule matches one)', '/medicall/2026/11/29/.e.wav', writer, RECORDING, 403, 'NASGUARD_ERR_NO_RULE'],
+    ['an HTML page as .wav', `/medicall/${CUR}/29/a.wav`, writer, Buffer.from('<html><body>not audio</body></html>'.repeat(200)), 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
+    ['a short text as .wav', `/medicall/${CUR}/29/b.wav`, writer, Buffer.from('hello'), 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
+    ['a read-only token', `/medicall/${CUR}/29/c.wav`, reader, RECORDING, 403, 'NASGUARD_ERR_INSUFFICIENT_SCOPE'],
+    ['no token', `/medicall/${CUR}/29/d.wav`, {}, RECORDING, 401, 'NASGUARD_ERR_TOKEN_MISSING'],
+    ['a type not served', `/medicall/${CUR}/29/e.exe`, writer, RECORDING, 403, 'NASGUARD_ERR_FILE_TYPE'],
+    ['a hidden name (no rule matches one)', `/medicall/${CUR}/29/.e.wav`, writer, RECORDING, 403, 'NASGUARD_ERR_NO_RULE'],
     ['no period in the path', '/medicall/misc/f.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PATH'],
-    ['gzip-encoded', '/medicall/2026/11/29/g.wav', { ...writer, 'content-encoding': 'gzip' }, RECORDING, 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
-    ['a partial upload', '/medicall/2026/11/29/h.wav', { ...writer, 'content-range': 'bytes 0-9/100' }, RECORDING, 400, 'NASGUARD_ERR_BAD_REQUEST']
+    ['gzip-encoded', `/medicall/${CUR}/29/g.wav`, { ...writer, 'content-encoding': 'gzip' }, RECORDING, 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
+    ['a partial upload', `/medicall/${CUR}/29/h.wav`, { ...writer, 'content-range': 'bytes 0-9/100' }, RECORDING, 400, 'NASGUARD_ERR_BAD_REQUEST'],
+    ['a period long past, with no key', '/medicall/1999/01/01/j.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PERIOD'],
+    ['a period in the future, with no key', '/medicall/2199/12/01/k.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PERIOD'],
+    ['a WAV header whose chunks run past its first 4 KiB', `/medicall/${CUR}/29/l.wav`, writer, Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVEJUNK\xf0\xff\xff\x7f', 'latin1'), Buffer.from('<html>not audio</html>'.repeat(400))]), 415, 'NASGUARD_ERR_UPLOAD_TYPE']
   ]
   for (const proto of PROTOCOLS) {
     for (const [name, path, headers, body, status, code] of cases) {
@@ -118,11 +126,13 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
   // Declared over limits.maxUploadBytes: refused on its headers, before a byte is read.
   for (const proto of PROTOCOLS) {
     const asked = nas.requests().length
-    const r = await putAs(proto, gw, '/medicall/2026/11/29/i.wav', huge, Buffer.alloc(0)).catch(() => ({ status: 413, body: Buffer.from('{"error":"NASGUARD_ERR_UPLOAD_TOO_LARGE"}') }))
+    const r = await putAs(proto, gw, `/medicall/${CUR}/29/i.wav`, huge, Buffer.alloc(0)).catch(() => ({ status: 413, body: Buffer.from('{"error":"NASGUARD_ERR_UPLOAD_TOO_LARGE"}') }))
     t.equal(r.status, 413, `${proto}: too large by Content-Length`)
     t.equal(nas.requests().length, asked, `${proto}: too large: the NAS was asked nothing`)
   }
   t.same(nasFiles(nas), [], 'nothing on the NAS')
+  // Refused uploads make no key: a token cannot fill the keyring with periods.
+  t.same(readdirSync(keys.dir).filter((f) => f.endsWith('.key') && f !== 'names.key'), [], 'no period key was made')
 })
 
 t.test('the NAS refusing the PUT: 502, and nothing is left', async (t) => {
@@ -131,7 +141,7 @@ t.test('the NAS refusing the PUT: 502, and nothing is left', async (t) => {
   const gw = await startTestGateway(t, nas, { policy: [{ name: 'up', path: '/refusing/**', methods: ['PUT'], scopes: ['recordings:write'] }], sealing: { mode: 'require', keyring: keys.dir, periodPattern: '/refusing/{yyyy}/{mm}/**' } })
   const writer = bearer(gw.token({ scope: 'recordings:write' }))
   for (const proto of PROTOCOLS) {
-    const r = await putAs(proto, gw, `/refusing/2026/11/${proto}.wav`, writer, RECORDING)
+    const r = await putAs(proto, gw, `/refusing/${CUR}/${proto}.wav`, writer, RECORDING)
     t.equal(r.status, 502, `${proto}: 502`)
     t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_UPSTREAM_ERROR', `${proto}: the NAS failed`)
     t.ok(nas.requests().some((l) => l.startsWith('PUT 507')), `${proto}: the NAS refused the PUT`)
@@ -157,9 +167,9 @@ t.test('a refused request whose body is not read closes its connection (uploads 
   const { gw, nas } = await setup(t)
   const token = gw.token({ scope: 'recordings:write' })
   const cases: Array<[string, string, number]> = [
-    ['a GET with a body', `GET /medicall/2026/11/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 100000\r\n\r\nabc`, 400],
-    ['an upload without the write scope', `PUT /medicall/2026/11/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${gw.token()}\r\nContent-Length: 100000\r\n\r\nRIFF`, 403],
-    ['a partial upload', `PUT /medicall/2026/11/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\nContent-Range: bytes 0-1/2\r\n\r\n4\r\nRIFF\r\n`, 400]
+    ['a GET with a body', `GET /medicall/${CUR}/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Length: 100000\r\n\r\nabc`, 400],
+    ['an upload without the write scope', `PUT /medicall/${CUR}/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${gw.token()}\r\nContent-Length: 100000\r\n\r\nRIFF`, 403],
+    ['a partial upload', `PUT /medicall/${CUR}/29/a.wav HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\nContent-Range: bytes 0-1/2\r\n\r\n4\r\nRIFF\r\n`, 400]
   ]
   for (const [name, payload, status] of cases) {
     // The body never ends: only the gateway closing the connection ends this.

@@ -7,7 +7,7 @@ import { existsSync, statSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join, resolve as resolvePath, sep } from 'node:path'
 import type { Config } from '../config/schema.js'
-import { Journal } from './bulk/journal.js'
+import { Journal, lockShare } from './bulk/journal.js'
 import { jsonLines, progressBar } from './bulk/progress.js'
 import { rotateJob, notYetRotated } from './bulk/rotate.js'
 import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type SealRunRecord, type Summary } from './bulk/run.js'
@@ -144,16 +144,22 @@ export async function seal (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Pr
     dryRun,
     removePlaintext: o.removePlaintext === true
   }
-  const journal = await Journal.open(journalOf(c, o, 'seal'), dryRun)
-  const active: ActiveTemps = new Set()
-  const job = sealJob(settings, keys, journal, active)
-  const reporter = reporterOf(io)
+  // One run at a time on a share (a dry run writes and removes nothing).
+  const unlockShare = dryRun ? () => {} : lockShare(dir, settings.root)
   let summary: Summary
+  const reporter = reporterOf(io)
   try {
-    reporter.begin(io.tty ? await survey(settings.root, job) : undefined)
-    summary = await runBulk({ root: settings.root, jobs: o.jobs, job, reporter, active, command: 'seal', dryRun, period: o.period })
+    const journal = await Journal.open(journalOf(c, o, 'seal'), dryRun)
+    const active: ActiveTemps = new Set()
+    const job = sealJob(settings, keys, journal, active)
+    try {
+      reporter.begin(io.tty ? await survey(settings.root, job) : undefined)
+      summary = await runBulk({ root: settings.root, jobs: o.jobs, job, reporter, active, command: 'seal', dryRun, period: o.period })
+    } finally {
+      await journal.close()
+    }
   } finally {
-    await journal.close()
+    unlockShare()
   }
   return await ended(summary, reporter, io)
 }
@@ -169,6 +175,15 @@ export async function keysRotate (c: Readonly<Config>, o: BulkOptions, io: BulkI
   const ring = Keyring.load(dir)
   if (ring.erased(period)) throw new Error(`period ${period} was erased: its key was destroyed`)
   const reporter = reporterOf(io)
+  const unlockShare = lockShare(dir, resolvePath(o.source))
+  try {
+    return await rotateLocked(c, o, io, dir, period, ring, reporter)
+  } finally {
+    unlockShare()
+  }
+}
+
+async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, dir: string, period: string, ring: Keyring, reporter: Reporter): Promise<number> {
   const blank: Summary = { command: 'rotate', dryRun: false, sealed: 0, skipped: 0, failed: 0, bytes: 0, seconds: 0, tempsRemoved: 0, period }
   if (ring.role(period, 'old')) {
     reporter.begin()

@@ -7,13 +7,13 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { seal, type BulkOptions } from '../../src/sealing/commands.js'
 import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { sealedPathOf } from '../../src/sealing/names.js'
-import { diskPathOf, tempFileOf } from '../../src/sealing/bulk/durable.js'
-import { Journal } from '../../src/sealing/bulk/journal.js'
+import { commit, diskPathOf, tempFileOf } from '../../src/sealing/bulk/durable.js'
+import { Journal, lockShare } from '../../src/sealing/bulk/journal.js'
 import { sealRunRecord, type FileResult, type Summary } from '../../src/sealing/bulk/run.js'
 import { bindingOf, openedDigest, SealingKeys, sealJob, verifyWritten } from '../../src/sealing/bulk/seal.js'
 import { compilePeriodPattern } from '../../src/sealing/period.js'
@@ -138,7 +138,7 @@ t.test('a recording that changes while it is sealed is left alone and reported',
   t.same([r.result, r.reason], ['failed', 'changed'])
   t.ok(existsSync(file), 'the recording is not removed')
   t.notOk(existsSync(diskPathOf(share.root, sealedOf(share, path))), 'no sealed file')
-  t.notOk(existsSync(tempFileOf(diskPathOf(share.root, sealedOf(share, path)))), 'no temporary file')
+  t.ok(listFiles(share.root).every((p) => !/\.nasguard-seal-/.test(p)), 'no temporary file')
   t.equal(readJournal(join(share.audit, 'seal.journal')), '', 'no journal line')
   const next = await job.handle(file, path.split('/').slice(1), () => {})
   t.same([next.result, next.removed], ['sealed', true], 'sealed once it holds still, then removed')
@@ -201,4 +201,29 @@ t.test('failures, on a terminal too, name no plaintext file', async (t) => {
   t.match(tty.text, /^sealed 0, skipped 8, failed 1; 0\.0 MB in/)
   t.match(tty.text, /failed: \(no sealed name\): its sealed name would be too long/)
   noPlaintextNames(t, tty.text, 'the summary on a terminal')
+})
+
+t.test('two runs on one share: the second is refused while the first runs; a commit never replaces a name, nor commits a temporary file it did not write', async (t) => {
+  const share = makeShare(recordings().slice(0, 1))
+  initKeyring(share.keyring)
+  const unlock = lockShare(share.keyring, share.root)
+  const lock = readdirSync(share.keyring).find((n) => n.endsWith('.lock')) as string
+  // Held by a live process (the test runner).
+  writeFileSync(join(share.keyring, lock), `${process.ppid}\n`)
+  await t.rejects(run(share, { journal: join(share.dir, 'other.journal') }), /being sealed or rotated by another run/)
+  t.equal(listFiles(share.root).length, 1, 'nothing sealed')
+  unlock()
+  const dir = join(share.root, 'medicall/2016/01')
+  t.not(tempFileOf(join(dir, 'x.age')), tempFileOf(join(dir, 'x.age')), 'temporary names are random')
+  const temp = tempFileOf(join(dir, 'x.age'))
+  writeFileSync(temp, 'mine')
+  const ino = statSync(temp, { bigint: true }).ino
+  writeFileSync(join(dir, 'x.age'), 'theirs')
+  await t.rejects(commit(temp, join(dir, 'x.age'), ino), { code: 'EEXIST' })
+  t.equal(readFileSync(join(dir, 'x.age'), 'utf8'), 'theirs', 'an existing name is not replaced')
+  // (Moved away, not removed: its inode number is not reused.)
+  renameSync(temp, join(share.dir, 'moved'))
+  writeFileSync(temp, 'another run wrote this')
+  await t.rejects(commit(temp, join(dir, 'y.age'), ino), { code: 'ETEMPREPLACED' })
+  t.notOk(existsSync(join(dir, 'y.age')), 'a temporary file of another inode is not committed')
 })

@@ -7,11 +7,11 @@
 import t from 'tap'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Keyring } from '../../src/sealing/keyring.js'
 import { sealedPathOf } from '../../src/sealing/names.js'
-import { diskPathOf, tempFileOf } from '../../src/sealing/bulk/durable.js'
+import { diskPathOf } from '../../src/sealing/bulk/durable.js'
 import { bindingOf, openedDigest } from '../../src/sealing/bulk/seal.js'
 import { listFiles, makeShare, readJournal, sha256 } from './seal-fixtures.js'
 
@@ -59,15 +59,15 @@ t.test('seal, killed three times and rerun, leaves every recording sealed once',
 
   // 1: while one of the big recordings is being written to its temporary file.
   const one = start(args)
-  let temps: string[] = []
-  const midWrite = await killWhen(one, () => {
-    // The keyring (and so the name key) is made by the run itself.
-    if (temps.length === 0 && existsSync(join(share.keyring, 'names.key'))) {
-      const key = Buffer.from(readFileSync(join(share.keyring, 'names.key'), 'utf8').trim(), 'base64')
-      temps = BIG.map((p) => tempFileOf(diskPathOf(share.root, sealedPathOf(key, p.split('/').slice(1), 1))))
+  // A temporary file (random name) of size over 1 MiB: a big recording's, being written.
+  const bigTemp = (): boolean => {
+    try {
+      return readdirSync(join(share.root, 'medicall/2016/01')).some((n) => /^\.nasguard-seal-[0-9a-f]{32}\.tmp$/.test(n) && statSync(join(share.root, 'medicall/2016/01', n)).size > (1 << 20))
+    } catch {
+      return false
     }
-    return temps.some((f) => existsSync(f))
-  })
+  }
+  const midWrite = await killWhen(one, bigTemp)
   t.ok(midWrite, 'killed while a temporary file was being written')
   output += one.out()
   // 2: after its fifth sealed recording is reported.

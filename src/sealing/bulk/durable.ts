@@ -4,10 +4,10 @@
 // synced, renamed into place, and the directory synced; a plaintext is
 // removed the same way. A file's version (size, mtime in ns, inode) says
 // whether it changed while it was read.
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { constants, type BigIntStats } from 'node:fs'
-import { lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { link, lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { Transform, type TransformCallback } from 'node:stream'
 
 /** How much of a file is read at once, per job: with 1 MiB reads 100 MB sealed in 2.0 s instead of 3.3 s with the default 64 KiB (one run here). */
@@ -16,9 +16,14 @@ export const READ_BYTES = 1 << 20
 /** The temporary files bulk sealing writes: a leftover one is removed by the next run. */
 export const TEMP_NAME = /^\.nasguard-seal-[0-9a-f]{32}\.tmp$/
 
-/** The temporary name of a target: in its directory, dot-led, and fixed, so that a rerun finds a leftover one. */
+/**
+ * A new temporary name for a target: in its directory, dot-led, and
+ * random, so that two runs never write, commit or remove one another's
+ * (a run removes a leftover one it meets: the share's lock, lock.ts, keeps
+ * a second run off the share while one runs).
+ */
 export function tempFileOf (target: string): string {
-  return join(dirname(target), `.nasguard-seal-${createHash('sha256').update(basename(target)).digest('hex').slice(0, 32)}.tmp`)
+  return join(dirname(target), `.nasguard-seal-${randomBytes(16).toString('hex')}.tmp`)
 }
 
 /** Where a NAS path (percent-encoded as the canonical path is) lies under the mounted share. */
@@ -70,10 +75,30 @@ export async function makeDirs (root: string, dir: string): Promise<void> {
   await syncDir(dirname(dir))
 }
 
-/** Renames a synced temporary file into place and syncs the directory. */
-export async function commit (temp: string, target: string): Promise<void> {
+/**
+ * Gives a synced temporary file the target's name, which must not exist
+ * (link, unlink, sync of the directory): a file that took the name
+ * meanwhile is never replaced (EEXIST, and the temporary file stays for
+ * the caller to remove). `ino` is the inode the caller wrote and verified:
+ * anything else under the temporary name is not committed.
+ */
+export async function commit (temp: string, target: string, ino: bigint): Promise<void> {
+  await sameFile(temp, ino)
+  await link(temp, target)
+  await unlink(temp)
+  await syncDir(dirname(target))
+}
+
+/** Replaces the target with a synced, verified temporary file (rename, sync of the directory): keys rotate's re-sealed file takes its old one's place. */
+export async function replace (temp: string, target: string, ino: bigint): Promise<void> {
+  await sameFile(temp, ino)
   await rename(temp, target)
   await syncDir(dirname(target))
+}
+
+/** Throws unless `file` is the inode `ino` (what the caller wrote and verified). */
+async function sameFile (file: string, ino: bigint): Promise<void> {
+  if ((await lstat(file, { bigint: true })).ino !== ino) throw Object.assign(new Error('the temporary file was replaced'), { code: 'ETEMPREPLACED' })
 }
 
 export async function removeDurably (file: string): Promise<void> {

@@ -7,9 +7,10 @@
 // inode) and SHA-256 of what was verified. A lock file beside it (holding
 // the pid) keeps two runs off one journal; one left by a killed run is
 // taken over.
-import { closeSync, constants, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { closeSync, constants, openSync, readFileSync, realpathSync, unlinkSync, writeSync } from 'node:fs'
 import { open, readFile, rm, type FileHandle } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { dirname, join } from 'node:path'
 import { makeDir } from '../../files/ownership.js'
 import type { FileVersion } from './durable.js'
 
@@ -55,7 +56,23 @@ function alive (pid: number): boolean {
 
 /** Takes the journal's lock file, or throws naming the run that holds it. */
 function lock (file: string): () => void {
-  const lockFile = `${file}.lock`
+  return takeLock(`${file}.lock`, (pid) => `the journal ${file} is in use by another run (pid ${pid}); wait for it, or use another --journal`)
+}
+
+/**
+ * The lock of one mounted share, in the keyring directory (named from a
+ * hash of the share's real path): one seal or rotate run at a time on a
+ * share, whatever their journals, so that no run removes, commits or
+ * replaces a file another is writing.
+ */
+export function lockShare (keyringDir: string, root: string): () => void {
+  const real = realpathSync(root)
+  const file = join(keyringDir, `.share-${createHash('sha256').update(real).digest('hex').slice(0, 32)}.lock`)
+  return takeLock(file, (pid) => `the share ${real} is being sealed or rotated by another run (pid ${pid}); wait for it`)
+}
+
+/** Takes a lock file (O_EXCL, holding the pid), or throws busy(pid) naming the live run that holds it; one left by a dead run is taken over. */
+export function takeLock (lockFile: string, busy: (pid: number) => string): () => void {
   for (let attempt = 0; ; attempt++) {
     try {
       const fd = openSync(lockFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
@@ -65,7 +82,7 @@ function lock (file: string): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err
       const pid = Number(readFileSync(lockFile, 'utf8').trim())
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`the journal ${file} is in use by another run (pid ${pid}); wait for it, or use another --journal`)
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(busy(pid))
       unlinkSync(lockFile)
     }
   }

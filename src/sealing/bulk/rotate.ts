@@ -13,7 +13,7 @@ import { plainPathOf, SEALED_SUFFIX } from '../names.js'
 import { NONCE_BYTES } from '../payload.js'
 import { periodOf, type PeriodPattern } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
+import { replace, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -111,7 +111,6 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
       bytes = Number(v0.size)
       const entry = journal.get(sealed)
       if (entryMatches(entry, v0) && entry.keyId === next.keyId) return { result: 'skipped', reason: 'done', sealed, bytes }
-      await removeIfThere(temp)
       const journalIt = async (sha256: string): Promise<void> => {
         const v = await versionAt(file)
         if (!v) throw new FileFailure('changed')
@@ -125,8 +124,9 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
       const fh = await open(file, 'r')
       const opened = versionOf(await fh.stat({ bigint: true }))
       const digest = new Digest(progress)
+      let ino: bigint
       try {
-        await writeTemp(temp, fh.createReadStream({ highWaterMark: READ_BYTES }), [new OpenStream(ring.identities(s.period), binding), digest, new SealStream([next.identity.publicKey], binding)], st0)
+        ino = await writeTemp(temp, fh.createReadStream({ highWaterMark: READ_BYTES }), [new OpenStream(ring.identities(s.period), binding), digest, new SealStream([next.identity.publicKey], binding)], st0)
       } catch (err) {
         await removeIfThere(temp)
         throw err
@@ -138,12 +138,12 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
       }
       const sha256 = digest.hex()
       // Verified before it replaces the old file, which is the only other copy.
-      const failed = await verifyWritten(temp, next, binding, sha256)
+      const failed = await verifyWritten(temp, next, binding, sha256, ino)
       if (failed !== undefined) {
         await removeIfThere(temp)
         return { result: 'failed', sealed, reason: failed, bytes }
       }
-      await commit(temp, file)
+      await replace(temp, file, ino)
       await journalIt(sha256)
       return { result: 'sealed', sealed, bytes: digest.bytes }
     } catch (err) {

@@ -16,7 +16,7 @@ import { KeyExistsError, Keyring, newPeriodKey, type PeriodKey } from '../keyrin
 import { SEALED_SUFFIX, sealedPathOf } from '../names.js'
 import { periodOf, type PeriodPattern, type PeriodUnit } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, READ_BYTES, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
+import { commit, Digest, replace, READ_BYTES, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -73,9 +73,13 @@ export class SealingKeys {
   }
 }
 
-/** SHA-256 of a sealed file's plaintext, opened with one of `keys` and bound to `binding`, and the key that opened it. */
-export async function openedDigest (file: string, keys: readonly PeriodKey[], binding: string): Promise<{ sha256: string, bytes: number, key: PeriodKey }> {
-  const fh = await open(file, 'r')
+/** SHA-256 of a sealed file's plaintext, opened with one of `keys` and bound to `binding`, and the key that opened it; with `ino`, only when the file is that inode. */
+export async function openedDigest (file: string, keys: readonly PeriodKey[], binding: string, ino?: bigint): Promise<{ sha256: string, bytes: number, key: PeriodKey }> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW)
+  if (ino !== undefined && (await fh.stat({ bigint: true })).ino !== ino) {
+    await fh.close()
+    throw new FileFailure('the temporary file was replaced')
+  }
   const opener = new OpenStream(keys, binding)
   const digest = new Digest()
   await pipeline(fh.createReadStream({ highWaterMark: READ_BYTES }), opener, digest, async function * (source) { for await (const _ of source); })
@@ -91,10 +95,10 @@ async function plainDigest (file: string, v0: FileVersion): Promise<string> {
   return digest.hex()
 }
 
-/** Why a written file does not give back the plaintext whose SHA-256 is `sha256` with `key`; undefined when it does. */
-export async function verifyWritten (file: string, key: PeriodKey, binding: string, sha256: string): Promise<string | undefined> {
+/** Why a written file (with `ino`: that very inode) does not give back the plaintext whose SHA-256 is `sha256` with `key`; undefined when it does. */
+export async function verifyWritten (file: string, key: PeriodKey, binding: string, sha256: string, ino?: bigint): Promise<string | undefined> {
   try {
-    const check = await openedDigest(file, [key], binding)
+    const check = await openedDigest(file, [key], binding, ino)
     return check.sha256 === sha256 ? undefined : 'verification failed (SHA-256 differs)'
   } catch (err) {
     return `verification failed (${reasonOf(err)})`
@@ -104,11 +108,14 @@ export async function verifyWritten (file: string, key: PeriodKey, binding: stri
 /**
  * Writes `temp` from the source stream through the transforms (the last
  * one seals), synced, with the mode (and, run as root, the owner) of `like`.
- * The caller checks that the source did not change, then commits it.
+ * The caller checks that the source did not change, verifies it, then
+ * commits it. Returns the inode written: what is verified and committed.
  */
-export async function writeTemp (temp: string, source: NodeJS.ReadableStream, transforms: NodeJS.ReadWriteStream[], like: { mode: bigint, uid: bigint, gid: bigint }): Promise<void> {
-  const out = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+export async function writeTemp (temp: string, source: NodeJS.ReadableStream, transforms: NodeJS.ReadWriteStream[], like: { mode: bigint, uid: bigint, gid: bigint }): Promise<bigint> {
+  const out = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+  let ino: bigint
   try {
+    ino = (await out.stat({ bigint: true })).ino
     await pipeline(source, ...transforms as [NodeJS.ReadWriteStream], async (sealed: AsyncIterable<string | Buffer>) => { for await (const b of sealed) await out.write(b as Buffer) })
     await out.sync()
     await out.chmod(Number(like.mode & 0o777n))
@@ -116,6 +123,7 @@ export async function writeTemp (temp: string, source: NodeJS.ReadableStream, tr
     await out.close()
   }
   if (process.getuid?.() === 0) await chown(temp, Number(like.uid), Number(like.gid)).catch(() => {})
+  return ino
 }
 
 export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, active: ActiveTemps): Job {
@@ -165,7 +173,6 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
       if (s.dryRun) return { result: 'would-seal', sealed, bytes }
       const key = keys.sealingKey(period)
       const binding = bindingOf(segments)
-      await removeIfThere(temp)
       // A sealed file without a journal line: the run that wrote it was
       // interrupted. Kept if it opens to this very plaintext.
       if (there !== undefined) {
@@ -179,8 +186,9 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
       const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW)
       const opened = versionOf(await fh.stat({ bigint: true }))
       const digest = new Digest(progress)
+      let ino: bigint
       try {
-        await writeTemp(temp, fh.createReadStream({ highWaterMark: READ_BYTES }), [digest, new SealStream([key.identity.publicKey], binding)], st0)
+        ino = await writeTemp(temp, fh.createReadStream({ highWaterMark: READ_BYTES }), [digest, new SealStream([key.identity.publicKey], binding)], st0)
       } catch (err) {
         await removeIfThere(temp)
         throw err
@@ -193,12 +201,14 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
       const sha256 = digest.hex()
       // Verified before it takes the sealed name: the gateway never meets a
       // sealed file that does not give the recording back.
-      const failed = await verifyWritten(temp, key, binding, sha256)
+      const failed = await verifyWritten(temp, key, binding, sha256, ino)
       if (failed !== undefined) {
         await removeIfThere(temp)
         return { result: 'failed', sealed, reason: failed, bytes }
       }
-      await commit(temp, target)
+      // A sealed file found above that does not open to this recording is replaced; any other file at the name is not.
+      if (there !== undefined) await replace(temp, target, ino)
+      else await commit(temp, target, ino)
       await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256, keyId: key.keyId })
       return await finish(file, v0, { result: 'sealed', sealed, bytes })
     } catch (err) {

@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { seal, type BulkOptions } from '../../src/sealing/commands.js'
 import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
@@ -226,4 +226,19 @@ t.test('two runs on one share: the second is refused while the first runs; a com
   writeFileSync(temp, 'another run wrote this')
   await t.rejects(commit(temp, join(dir, 'y.age'), ino), { code: 'ETEMPREPLACED' })
   t.notOk(existsSync(join(dir, 'y.age')), 'a temporary file of another inode is not committed')
+})
+
+t.test('the journal lock: a stale one is taken over, and a run releases only its own', async (t) => {
+  const share = makeShare([])
+  const file = join(share.audit, 'seal.journal')
+  mkdirSync(share.audit, { recursive: true })
+  writeFileSync(`${file}.lock`, '999999999\n')
+  const j = await Journal.open(file, false)
+  t.equal(readFileSync(`${file}.lock`, 'utf8'), `${process.pid}\n`, 'a dead run\'s lock is taken over')
+  t.same(readdirSync(share.audit).sort(), ['seal.journal', 'seal.journal.lock'], 'nothing left aside')
+  // Another run (live) holds it now, e.g. after a takeover race: closing must not remove its lock.
+  writeFileSync(`${file}.lock`, `${process.ppid}\n`)
+  await j.close()
+  t.equal(readFileSync(`${file}.lock`, 'utf8'), `${process.ppid}\n`, 'another run\'s lock is left')
+  await t.rejects(Journal.open(file, false), /in use by another run/)
 })

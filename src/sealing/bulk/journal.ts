@@ -7,8 +7,8 @@
 // inode) and SHA-256 of what was verified. A lock file beside it (holding
 // the pid) keeps two runs off one journal; one left by a killed run is
 // taken over.
-import { createHash } from 'node:crypto'
-import { closeSync, constants, openSync, readFileSync, realpathSync, unlinkSync, writeSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { closeSync, constants, fstatSync, linkSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { open, readFile, rm, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { makeDir } from '../../files/ownership.js'
@@ -71,21 +71,60 @@ export function lockShare (keyringDir: string, root: string): () => void {
   return takeLock(file, (pid) => `the share ${real} is being sealed or rotated by another run (pid ${pid}); wait for it`)
 }
 
-/** Takes a lock file (O_EXCL, holding the pid), or throws busy(pid) naming the live run that holds it; one left by a dead run is taken over. */
+/**
+ * Takes a lock file (O_EXCL, holding the pid), or throws busy(pid) naming
+ * the live run that holds it. One left by a dead run is taken over by
+ * renaming it aside to a unique name (of two runs taking it over, one
+ * rename wins; the other finds nothing to rename, or a lock that is not the
+ * stale one, which it puts back), then O_EXCL again. The release removes
+ * the lock only while it is still this run's (its inode, its pid).
+ */
 export function takeLock (lockFile: string, busy: (pid: number) => string): () => void {
-  for (let attempt = 0; ; attempt++) {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    // Made whole under a unique name, then linked into place: a lock file always holds its pid.
+    const made = `${lockFile}.${randomBytes(8).toString('hex')}.new`
+    const fd = openSync(made, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
+    let ino: number
     try {
-      const fd = openSync(lockFile, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
       writeSync(fd, `${process.pid}\n`)
+      ino = fstatSync(fd).ino
+    } finally {
       closeSync(fd)
-      return () => { try { unlinkSync(lockFile) } catch {} }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err
-      const pid = Number(readFileSync(lockFile, 'utf8').trim())
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(busy(pid))
-      unlinkSync(lockFile)
     }
+    try {
+      linkSync(made, lockFile)
+      return () => {
+        try {
+          if (statSync(lockFile).ino === ino && readFileSync(lockFile, 'utf8') === `${process.pid}\n`) unlinkSync(lockFile)
+        } catch {}
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    } finally {
+      unlinkSync(made)
+    }
+    let seen: { ino: number, text: string }
+    try {
+      const ino = statSync(lockFile).ino
+      seen = { ino, text: readFileSync(lockFile, 'utf8') }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+      throw err
+    }
+    const pid = Number(seen.text.trim())
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(busy(pid))
+    const aside = `${lockFile}.${randomBytes(8).toString('hex')}.stale`
+    try {
+      renameSync(lockFile, aside)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+      throw err
+    }
+    // Another run took the stale one over first, and this rename moved its fresh lock: back it goes (a link replaces nothing).
+    if (statSync(aside).ino !== seen.ino || readFileSync(aside, 'utf8') !== seen.text) { try { linkSync(aside, lockFile) } catch {} }
+    unlinkSync(aside)
   }
+  throw new Error(`${lockFile}: could not take the lock (it keeps changing)`)
 }
 
 export class Journal {

@@ -17,6 +17,9 @@ import { Journal, lockShare } from '../../src/sealing/bulk/journal.js'
 import { sealRunRecord, type FileResult, type Summary } from '../../src/sealing/bulk/run.js'
 import { bindingOf, openedDigest, SealingKeys, sealJob, verifyWritten } from '../../src/sealing/bulk/seal.js'
 import { compilePeriodPattern } from '../../src/sealing/period.js'
+import { SealStream } from '../../src/sealing/seal-stream.js'
+import { Readable } from 'node:stream'
+import { buffer } from 'node:stream/consumers'
 import { listFiles, makeShare, readJournal, sha256, snapshot, type Share } from './seal-fixtures.js'
 
 const NUMBERS = ['46701234567', '46709876543', '46700000001', '46700000002']
@@ -94,7 +97,7 @@ t.test('a share sealed, verified and resumed; the journal and the output hold no
   t.same(sealRunRecord(removed.summary), { event: 'seal', reason: 'seal: ok', counts: { sealed: 0, skipped: 2 + 4 + 4, failed: 0, bytes: 0 } }, "the run's audit record")
 })
 
-t.test('a rerun repairs what a crash left: a temporary file, a sealed file without its journal line (intact or damaged)', async (t) => {
+t.test('a rerun repairs what a crash left: a temporary file, a sealed file without its journal line (intact; a damaged one is a conflict)', async (t) => {
   const share = makeShare(recordings())
   await run(share)
   const [a, , c, d] = recordings().map(([p]) => p)
@@ -113,13 +116,17 @@ t.test('a rerun repairs what a crash left: a temporary file, a sealed file witho
   // And an orphan temporary file whose recording is gone.
   writeFileSync(join(share.root, 'medicall/2016/01/.nasguard-seal-0123456789abcdef0123456789abcdef.tmp'), 'x')
   const rerun = await run(share, { jobs: 1 })
-  t.equal(rerun.code, 0)
   const bySealed = new Map(rerun.results.filter((r) => r.sealed).map((r) => [r.sealed, r]))
   t.match(bySealed.get(sealedOf(share, a))?.reason, /verified a sealed file left by an interrupted run/, 'an intact sealed file is verified, not sealed again')
-  t.equal(bySealed.get(sealedOf(share, c))?.reason, undefined, 'a damaged one is sealed again')
+  t.same([bySealed.get(sealedOf(share, c))?.result, bySealed.get(sealedOf(share, c))?.reason], ['failed', 'conflict'], 'a damaged one is reported, not replaced')
+  t.equal(rerun.code, 1)
+  t.same(readFileSync(damaged), bytes, 'and kept as it is')
   t.equal(bySealed.get(sealedOf(share, d))?.result, 'sealed', 'a missing one is sealed')
   t.ok(rerun.summary.tempsRemoved >= 1, 'the orphan temporary file is removed')
   t.ok(listFiles(share.root).every((p) => !/\.nasguard-seal-/.test(p)), 'no temporary file left')
+  // The admin looks at it, and removes it: the next run seals the recording.
+  execFileSync('rm', [damaged])
+  t.equal((await run(share, { jobs: 1 })).code, 0)
   await checkSealed(t, share)
 })
 
@@ -241,4 +248,20 @@ t.test('the journal lock: a stale one is taken over, and a run releases only its
   await j.close()
   t.equal(readFileSync(`${file}.lock`, 'utf8'), `${process.ppid}\n`, 'another run\'s lock is left')
   await t.rejects(Journal.open(file, false), /in use by another run/)
+})
+
+t.test('a sealed name that holds another recording is a conflict: both are kept', async (t) => {
+  const [[path, body]] = recordings()
+  const share = makeShare([[path, body]])
+  initKeyring(share.keyring)
+  const key = newPeriodKey(share.keyring, 'month', '2016-01')
+  const uploaded = randomBytes(4000)
+  const target = diskPathOf(share.root, sealedOf(share, path))
+  writeFileSync(target, await buffer(Readable.from([uploaded]).pipe(new SealStream([key.identity.publicKey], path))))
+  const before = readFileSync(target)
+  const r = await run(share, { removePlaintext: true })
+  t.equal(r.code, 1)
+  t.same(r.results.filter((x) => x.result === 'failed').map((x) => x.reason), ['conflict'])
+  t.same(readFileSync(target), before, 'the sealed file is not replaced')
+  t.same(readFileSync(join(share.root, path)), body, 'the plaintext is not removed')
 })

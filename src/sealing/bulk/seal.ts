@@ -1,11 +1,12 @@
 // Sealing one recording of a mounted share (nasguard seal): it is written
 // as an age file under its sealed name beside the original (temporary
-// name, fsync, rename, fsync of the directory), then read back whole,
+// name, fsync, link, unlink, fsync of the directory), then read back whole,
 // decrypted and compared with the SHA-256 taken while sealing; only then,
 // with --remove-plaintext, is the original removed. A recording that
 // changes while it is sealed is left as it is and reported. A rerun finds
 // its work in the journal, verifies a sealed file it finds without a
-// journal line (or seals again), and never seals an erased period.
+// journal line, never replaces a sealed name that holds anything else
+// (reported as a conflict), and never seals an erased period.
 import { constants } from 'node:fs'
 import { chown, lstat, open } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -16,7 +17,7 @@ import { KeyExistsError, Keyring, newPeriodKey, type PeriodKey } from '../keyrin
 import { SEALED_SUFFIX, sealedPathOf } from '../names.js'
 import { periodOf, type PeriodPattern, type PeriodUnit } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, replace, READ_BYTES, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
+import { commit, Digest, READ_BYTES, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -174,13 +175,16 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
       const key = keys.sealingKey(period)
       const binding = bindingOf(segments)
       // A sealed file without a journal line: the run that wrote it was
-      // interrupted. Kept if it opens to this very plaintext.
+      // interrupted. Kept if it opens to this very plaintext; else the
+      // sealed name holds another recording (an upload through the
+      // gateway, say) or a damaged one: both are kept, and reported.
       if (there !== undefined) {
         const found = await openedDigest(target, keys.keyring().identities(period), binding).catch(() => undefined)
         if (found !== undefined && found.sha256 === await plainDigest(file, v0)) {
           await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256: found.sha256, keyId: found.key.keyId })
           return await finish(file, v0, { result: 'sealed', sealed, bytes, reason: 'verified a sealed file left by an interrupted run' })
         }
+        return { result: 'failed', sealed, reason: 'conflict', bytes }
       }
       await makeDirs(s.root, dirname(target))
       const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW)
@@ -206,9 +210,14 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
         await removeIfThere(temp)
         return { result: 'failed', sealed, reason: failed, bytes }
       }
-      // A sealed file found above that does not open to this recording is replaced; any other file at the name is not.
-      if (there !== undefined) await replace(temp, target, ino)
-      else await commit(temp, target, ino)
+      try {
+        await commit(temp, target, ino)
+      } catch (err) {
+        // A file took the sealed name meanwhile: it is not replaced.
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+        await removeIfThere(temp)
+        return { result: 'failed', sealed, reason: 'conflict', bytes }
+      }
       await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256, keyId: key.keyId })
       return await finish(file, v0, { result: 'sealed', sealed, bytes })
     } catch (err) {

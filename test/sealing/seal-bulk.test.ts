@@ -166,6 +166,12 @@ t.test('--remove-plaintext removes nothing that did not verify', async (t) => {
   t.equal(await verifyWritten(sealed, key, binding, share.sha.get(path) as string), 'verification failed (integrity: chunk 0 does not authenticate)', 'cut after a chunk: that chunk is not the last')
   writeFileSync(sealed, readFileSync(sealed).subarray(0, 240))
   t.equal(await verifyWritten(sealed, key, binding, share.sha.get(path) as string), 'verification failed (integrity: truncated before its payload)')
+  // The journal vouches for it, but --remove-plaintext opens it first: damaged, so the plaintext stays.
+  const r = await run(share, { removePlaintext: true })
+  t.equal(r.code, 1)
+  t.match(r.results.find((x) => x.result === 'failed')?.reason, /does not give back the recording the journal vouches for/)
+  t.ok(existsSync(join(share.root, path)), 'the plaintext of a damaged sealed file is kept')
+  t.equal(r.results.filter((x) => x.removed === true).length, 3, 'the others are removed')
 })
 
 t.test('--dry-run writes nothing and makes no key', async (t) => {

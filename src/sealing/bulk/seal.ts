@@ -167,9 +167,14 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
       const v0 = versionOf(st0)
       bytes = Number(v0.size)
       const there = await versionAt(target)
-      if (there !== undefined && entryMatches(journal.get(sealed), v0)) {
+      const entry = journal.get(sealed)
+      if (there !== undefined && entryMatches(entry, v0)) {
         const r: FileResult = { result: 'skipped', reason: 'done', sealed, bytes }
-        return s.dryRun ? r : await finish(file, v0, r)
+        if (s.dryRun || !s.removePlaintext) return r
+        // Not on the journal's word alone: the sealed file is opened whole and must give back what the journal says it holds.
+        const check = await openedDigest(target, keys.keyring().identities(period), bindingOf(segments)).then((d) => d.sha256 === entry.sha256 ? undefined : 'SHA-256 differs', (err) => reasonOf(err))
+        if (check !== undefined) return { result: 'failed', sealed, reason: `the sealed file does not give back the recording the journal vouches for (${check}): the plaintext is kept`, bytes }
+        return await finish(file, v0, r)
       }
       if (s.dryRun) return { result: 'would-seal', sealed, bytes }
       const key = keys.sealingKey(period)

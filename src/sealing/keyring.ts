@@ -6,7 +6,9 @@
 //   <period>.next.key  during a rotation (nasguard keys rotate): the identity
 //                    the period's files are being re-sealed to, and the one
 //                    new recordings are sealed to;
-//   <period>.old.key  for a moment while a rotation retires the old identity.
+//   <period>.old.key  for a moment while a rotation retires the old identity;
+//   *.shred          a key file being destroyed (renamed first, so a crash
+//                    leaves a keyring that loads; the next load destroys it).
 // Every file is 0600. A keyring that others can read is refused, naming the
 // file. Loaded at start and on SIGHUP (a new Keyring replaces the old).
 // Key files are made and renamed with link + unlink, never rename: a link
@@ -135,6 +137,8 @@ export class Keyring {
     checkPrivate(nameFile, false)
     const nameKey = Buffer.from(readFileSync(nameFile, 'utf8').trim(), 'base64')
     if (nameKey.length !== NAME_KEY_BYTES) throw new Error(`${nameFile} must hold ${NAME_KEY_BYTES} bytes in base64 (nasguard keys new makes it)`)
+    // A key a crash left half destroyed is destroyed now (not read: it is no key).
+    shredLeftovers(dir, true)
     const keys = new Map<string, PeriodKeys>()
     const erased = new Set<string>()
     for (const name of readdirSync(dir).sort()) {
@@ -283,6 +287,41 @@ function overwrite (file: string): void {
   }
 }
 
+/** Where a key file goes to be destroyed: a name Keyring.load does not read as a key, so a crash while it is overwritten leaves a keyring that loads. */
+const SHRED_SUFFIX = '.shred'
+
+/**
+ * Destroys a key file: renamed to <file>.shred (the directory synced), then
+ * overwritten with random bytes, synced and unlinked. A crash at any point
+ * leaves either the key, whole, or a .shred file that the next load or
+ * retirement destroys.
+ */
+function destroyKeyFile (file: string): void {
+  const shredding = file + SHRED_SUFFIX
+  if (exists(shredding)) shred(shredding)
+  renameSync(file, shredding)
+  syncDir(dirname(file))
+  shred(shredding)
+}
+
+function shred (file: string): void {
+  overwrite(file)
+  unlinkSync(file)
+  syncDir(dirname(file))
+}
+
+/** Destroys the .shred files a crash left (best effort when `quiet`: a reader without write access leaves them). */
+function shredLeftovers (dir: string, quiet: boolean): void {
+  for (const name of readdirSync(dir)) {
+    if (!name.endsWith(SHRED_SUFFIX)) continue
+    try {
+      shred(join(dir, name))
+    } catch (err) {
+      if (!quiet) throw err
+    }
+  }
+}
+
 /** Gives a key file a new name that must not exist (link, unlink, fsync the directory). */
 function moveKey (from: string, to: string): void {
   linkSync(from, to)
@@ -303,6 +342,7 @@ const sameKey = (a: PeriodKey | undefined, b: PeriodKey | undefined): boolean =>
  */
 export function retireKey (dir: string, period: string): string | undefined {
   let retired: string | undefined
+  shredLeftovers(dir, false)
   for (;;) {
     const ring = Keyring.load(dir)
     const primary = ring.role(period, 'primary')
@@ -316,9 +356,7 @@ export function retireKey (dir: string, period: string): string | undefined {
     if (!primary && next && old) { moveKey(file('next'), file('primary')); continue }
     if (primary && old && !next) {
       retired = old.keyId
-      overwrite(file('old'))
-      unlinkSync(file('old'))
-      syncDir(dir)
+      destroyKeyFile(file('old'))
       continue
     }
     if (primary && !next && !old) return retired
@@ -336,15 +374,15 @@ export function retireKey (dir: string, period: string): string | undefined {
  * that does not, and out of backups that outlive retention.)
  */
 export function eraseKey (dir: string, period: string): string {
-  const file = keyFileOf(dir, period, 'primary')
-  checkPrivate(file, false)
-  const identity = identityInFile(file)
-  const keyId = keyIdOf(period, identity)
   // During a rotation the period has more identities: each is destroyed.
+  // (A rerun after a crash finds what is left of them.)
   const files = (['primary', 'next', 'old'] as const).map((r) => keyFileOf(dir, period, r)).filter(exists)
-  for (const f of files) overwrite(f)
+  if (files.length === 0) checkPrivate(keyFileOf(dir, period, 'primary'), false)
+  for (const f of files) checkPrivate(f, false)
+  const keyId = keyIdOf(period, identityInFile(files[0]))
+  // The tombstone first: from here on no key of the period is made again, whatever happens.
   writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period} (key id ${keyId}) was destroyed at ${new Date().toISOString()}\n`)
-  for (const f of files) unlinkSync(f)
   syncDir(dir)
+  for (const f of files) destroyKeyFile(f)
   return keyId
 }

@@ -8,7 +8,7 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
@@ -186,4 +186,19 @@ t.test('keys rotate takes the period from the plaintext path: sealed month folde
   t.match(out.join(''), /does not decode/)
   t.equal(readFileSync(join(one.keyring, '2016-01.key'), 'utf8'), key, 'the old identity is kept')
   t.equal(spawnSync('age', ['-d', '-i', join(one.keyring, '2016-01.key'), moved]).status, 0, 'the moved file still opens')
+})
+
+t.test('a key file being destroyed is renamed first: a crash leaves a keyring that loads, and the leftover is destroyed', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const next = nextPeriodKey(keys.dir, '2026-11')
+  // A crash while <P>.old.key was being overwritten (renamed to <P>.old.key.shred first).
+  const leftover = keyFileOf(keys.dir, '2026-11', 'old') + '.shred'
+  writeFileSync(leftover, randomBytes(200), { mode: 0o600 })
+  t.same(Keyring.load(keys.dir).identities('2026-11').length, 2, 'the keyring loads')
+  t.notOk(existsSync(leftover), 'and the leftover is destroyed')
+  retireKey(keys.dir, '2026-11')
+  t.same(readdirSync(keys.dir).filter((n) => n.startsWith('2026-11')), ['2026-11.key'], 'a retirement leaves only the new key')
+  t.equal(Keyring.load(keys.dir).key('2026-11')?.keyId, next.keyId)
+  eraseKey(keys.dir, '2026-11')
+  t.same(readdirSync(keys.dir).filter((n) => n.startsWith('2026-11')), ['2026-11.erased'], 'an erasure leaves only the tombstone')
 })

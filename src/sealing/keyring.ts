@@ -76,7 +76,7 @@ function identityInFile (file: string): Identity {
 
 /** Writes a 0600 file whole (temporary name, fsync, rename): a crash leaves the old one or the new one. */
 function writePrivate (file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`
+  const tmp = tempNameOf(file)
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
   try {
     writeSync(fd, text)
@@ -93,13 +93,18 @@ export function syncDir (dir: string): void {
   try { fsyncSync(fd) } finally { closeSync(fd) }
 }
 
+/** A temporary name beside a file: random, so two processes (two containers may share a pid) never meet on one. */
+function tempNameOf (file: string): string {
+  return `${file}.${randomBytes(8).toString('hex')}.tmp`
+}
+
 /**
  * Makes a 0600 file whole under a name that must not exist yet (temporary
- * name, fsync, link, unlink): EEXIST when another process made it first,
- * which a rename would have silently replaced.
+ * name, fsync, link, unlink): false when another process made it first,
+ * which a rename would have silently replaced. Any other failure throws.
  */
-function createPrivate (file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`
+function createPrivate (file: string, text: string): boolean {
+  const tmp = tempNameOf(file)
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
   try {
     writeSync(fd, text)
@@ -109,10 +114,14 @@ function createPrivate (file: string, text: string): void {
   }
   try {
     linkSync(tmp, file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw err
   } finally {
     unlinkSync(tmp)
   }
   syncDir(dirname(file))
+  return true
 }
 
 function exists (file: string): boolean {
@@ -247,12 +256,8 @@ export class KeyExistsError extends Error {
 
 function makeIdentityFile (file: string, period: string, what: string): PeriodKey {
   const identity = newIdentity()
-  try {
-    createPrivate(file, `# nasguard ${what} for period ${period}\n# created: ${new Date().toISOString()}\n# public key: ${identity.recipient}\n${encodeIdentity(identity)}\n`)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new KeyExistsError(`${file} exists: a period's key is made once (replacing it would make its recordings unreadable)`)
-    throw err
-  }
+  // Only the key file's own name taken is a key made first; any other EEXIST is an error of its own.
+  if (!createPrivate(file, `# nasguard ${what} for period ${period}\n# created: ${new Date().toISOString()}\n# public key: ${identity.recipient}\n${encodeIdentity(identity)}\n`)) throw new KeyExistsError(`${file} exists: a period's key is made once (replacing it would make its recordings unreadable)`)
   return { period, identity: identityOf(identity.secret), keyId: keyIdOf(period, identity) }
 }
 

@@ -202,3 +202,10 @@ t.test('a key file being destroyed is renamed first: a crash leaves a keyring th
   eraseKey(keys.dir, '2026-11')
   t.same(readdirSync(keys.dir).filter((n) => n.startsWith('2026-11')), ['2026-11.erased'], 'an erasure leaves only the tombstone')
 })
+
+t.test('key files are made under random temporary names: a leftover one of a process with this pid blocks nothing', async (t) => {
+  const keys = makeKeyring([])
+  writeFileSync(join(keys.dir, `2016-01.key.${process.pid}.tmp`), 'left by a kill -9 of an earlier process with this pid\n', { mode: 0o600 })
+  t.equal(newPeriodKey(keys.dir, 'month', '2016-01').period, '2016-01', 'the key is made')
+  t.throws(() => newPeriodKey(keys.dir, 'month', '2016-01'), { name: 'KeyExistsError' }, 'and made once')
+})

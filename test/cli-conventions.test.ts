@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import forge from 'node-forge'
 import { createCa, issueServerCert } from '../src/tls/certificates.js'
-import { testCerts } from './helpers/gateway.js'
+import { testCerts } from './helpers/certs.js'
 
 const CLI = resolve('dist/cli.js')
 

@@ -7,7 +7,7 @@ import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createVerifier } from 'fast-jwt'
-import { testCerts } from './helpers/gateway.js'
+import { testCerts } from './helpers/certs.js'
 
 const CLI = resolve('dist/cli.js')
 const SECRET = 's'.repeat(40)

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { createServer, connect, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { testCerts } from './helpers/gateway.js'
+import { testCerts } from './helpers/certs.js'
 import { CLI, freePort } from './helpers/process.js'
 
 function writeConfig (dir: string, port: number, adminPort: number, workers: number): string {

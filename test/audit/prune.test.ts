@@ -13,7 +13,7 @@ import { chainKey, recordChains } from '../../src/audit/chains.js'
 import { AuditWriter, ARCHIVE, AUDIT_FILE, HEAD_FILE, archiveName, type AuditRecord } from '../../src/audit/writer.js'
 import { trailFiles } from '../../src/audit/verify.js'
 import { runCli } from '../helpers/process.js'
-import { testCerts } from '../helpers/gateway.js'
+import { testCerts } from '../helpers/certs.js'
 
 const KEY_TEXT = '0123456789abcdef'.repeat(4)
 const KEY = Buffer.from(KEY_TEXT)

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError, envName, loadConfig } from '../../src/config/load.js'
-import { testCerts } from '../helpers/gateway.js'
+import { testCerts } from '../helpers/certs.js'
 
 const certs = testCerts()
 const SECRET = 'x'.repeat(32)

@@ -12,7 +12,7 @@ import { Ajv, type ValidateFunction } from 'ajv'
 import { ConfigSchema, HMAC_ALGORITHMS } from '../../src/config/schema.js'
 import { CONFIG_AJV_OPTIONS } from '../../src/config/ajv-options.js'
 import { ConfigError, loadConfig } from '../../src/config/load.js'
-import { testCerts } from '../helpers/gateway.js'
+import { testCerts } from '../helpers/certs.js'
 import { runCli } from '../helpers/process.js'
 
 const GENERATED = resolve('dist/config/config-validator.js')

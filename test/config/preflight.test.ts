@@ -8,7 +8,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createCa, issueServerCert } from '../../src/tls/certificates.js'
-import { testCerts } from '../helpers/gateway.js'
+import { testCerts } from '../helpers/certs.js'
 import { freePort } from '../helpers/process.js'
 
 const CLI = resolve('dist/cli.js')

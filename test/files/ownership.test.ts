@@ -12,7 +12,7 @@ import { chmodSync, chownSync, copyFileSync, existsSync, lchownSync, mkdirSync, 
 import { get as httpGet } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { testCerts } from '../helpers/gateway.js'
+import { testCerts } from '../helpers/certs.js'
 import { CLI, freePort } from '../helpers/process.js'
 
 const NOBODY = 65534

@@ -1,7 +1,7 @@
 // A NAS whose every answer is 512 MB, pumped under backpressure: for tests
 // of clients that read slowly or not at all.
 import type { ServerResponse } from 'node:http'
-import { startStubNas, type StubNas, type Teardown } from './gateway.js'
+import { startStubNas, type StubNas, type Teardown } from './stub-nas.js'
 
 const MB = 1024 * 1024
 const CHUNK = Buffer.alloc(64 * 1024, 0x33)

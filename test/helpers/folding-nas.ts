@@ -7,7 +7,7 @@
 // security tests use this one to show which request would reach which file.
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { listenOnLoopback } from './gateway.js'
+import { listenOnLoopback } from './stub-nas.js'
 
 export interface FoldingNasRequest { method: string, url: string, headers: IncomingMessage['headers'] }
 

@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
-import { testCerts } from './gateway.js'
+import { testCerts } from './certs.js'
 
 /** A header as it goes on the wire: name and value bytes (latin1), untouched. */
 export type RawHeader = [name: string, value: string]

@@ -3,7 +3,7 @@
 // JWK Sets, attacker key servers and the like.
 import { constants, createHmac, sign, type KeyLike } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { listenOnLoopback, type Teardown } from './gateway.js'
+import { listenOnLoopback, type Teardown } from './stub-nas.js'
 
 export function b64url (v: string | Buffer): string {
   return Buffer.from(v).toString('base64url')

@@ -2,7 +2,8 @@
 // test CA: for tests that run the same table over both protocols.
 import { connect as http2Connect } from 'node:http2'
 import { readFileSync } from 'node:fs'
-import { get, testCerts, type Response } from './gateway.js'
+import { testCerts } from './certs.js'
+import { get, type Response } from './gateway-client.js'
 
 export type Protocol = 'h1' | 'h2'
 export const PROTOCOLS: readonly Protocol[] = ['h1', 'h2']

@@ -3,7 +3,7 @@
 // connection is closed after a refusal.
 import { readFileSync } from 'node:fs'
 import { connect as tlsConnect } from 'node:tls'
-import { testCerts } from './gateway.js'
+import { testCerts } from './certs.js'
 
 export interface RawResponse {
   status: number

@@ -2,7 +2,7 @@
 // line written after the response closed, a gauge going back to 0).
 import { request as httpsRequest } from 'node:https'
 import type { IncomingMessage } from 'node:http'
-import { requestOptions, type RequestOpts } from './gateway.js'
+import { requestOptions, type RequestOpts } from './gateway-client.js'
 
 /** No wait is bounded by less than this: a busy 2-core machine is slow, and only a failure waits it out. */
 export const WAIT_FLOOR_MS = 30000

@@ -5,7 +5,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { createSecureServer, type IncomingHttpHeaders, type ServerHttp2Session } from 'node:http2'
-import { testCerts } from '../helpers/gateway.js'
+import { testCerts } from '../helpers/certs.js'
 import { H2_ERROR, baseHeaders, h2Raw } from '../helpers/h2-raw.js'
 
 const LARGE = Buffer.alloc(300 * 1024, 'z')

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { X509Certificate } from 'node:crypto'
 import { createCa, issueServerCert, writeKeyFile } from '../../src/tls/certificates.js'
-import { startStubNas } from '../helpers/gateway.js'
+import { startStubNas } from '../helpers/stub-nas.js'
 import { waitFor } from '../helpers/wait.js'
 
 function freePort (): Promise<number> {

@@ -12,7 +12,7 @@ import { jsonLines, progressBar } from './bulk/progress.js'
 import { rotateJob, notYetRotated } from './bulk/rotate.js'
 import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type SealRunRecord, type Summary } from './bulk/run.js'
 import { SealingKeys, sealJob } from './bulk/seal.js'
-import { initKeyring, keyFileOf, Keyring, newPeriodKey, nextPeriodKey, retireKey } from './keyring.js'
+import { initKeyring, keyFileOf, Keyring, KeyringBusyError, lockKeyring, newPeriodKey, nextPeriodKey, retireKey } from './keyring.js'
 import { plainPathOf, sealedPathOf } from './names.js'
 import { compilePeriodPattern, periodOf, validPeriod, type PeriodUnit } from './period.js'
 
@@ -148,7 +148,10 @@ export async function seal (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Pr
   const unlockShare = dryRun ? () => {} : lockShare(dir, settings.root)
   let summary: Summary
   const reporter = reporterOf(io)
+  let unlockRing = (): void => {}
   try {
+    // No identity is retired or erased while recordings are sealed to it.
+    if (!dryRun) unlockRing = lockKeyring(dir, 'shared')
     const journal = await Journal.open(journalOf(c, o, 'seal'), dryRun)
     const active: ActiveTemps = new Set()
     const job = sealJob(settings, keys, journal, active)
@@ -159,6 +162,7 @@ export async function seal (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Pr
       await journal.close()
     }
   } finally {
+    unlockRing()
     unlockShare()
   }
   return await ended(summary, reporter, io)
@@ -187,7 +191,10 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
   const blank: Summary = { command: 'rotate', dryRun: false, sealed: 0, skipped: 0, failed: 0, bytes: 0, seconds: 0, tempsRemoved: 0, period }
   if (ring.role(period, 'old')) {
     reporter.begin()
-    return await ended({ ...blank, retired: retireKey(dir, period) }, reporter, io)
+    const unlockRing = lockKeyring(dir, 'exclusive')
+    let retired: string | undefined
+    try { retired = retireKey(dir, period) } finally { unlockRing() }
+    return await ended({ ...blank, retired }, reporter, io)
   }
   const next = nextPeriodKey(dir, period)
   const settings = { root: resolvePath(o.source), pattern: compilePeriodPattern(c.sealing.periodPattern as string, c.sealing.period), nameSegments: c.sealing.names.segments, period }
@@ -197,17 +204,30 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
   const rotating = Keyring.load(dir)
   const job = rotateJob(settings, rotating, next, journal, active)
   let summary: Summary
+  let unlockRing = lockKeyring(dir, 'shared')
   try {
     reporter.begin(io.tty ? await survey(settings.root, job) : undefined)
     summary = await runBulk({ root: settings.root, jobs: o.jobs, job, reporter, active, command: 'rotate', dryRun: false, period })
+    unlockRing()
+    unlockRing = () => {}
     if (summary.failed > 0) {
       summary.kept = `${summary.failed} file(s) failed; rerun to finish`
     } else {
-      const left = await notYetRotated(settings, rotating, next)
-      if (left > 0) summary.kept = `${left} sealed file(s) of the period do not open with the new identity (written meanwhile with the old one?); rerun to finish`
-      else summary.retired = retireKey(dir, period)
+      // The final check and the retirement with the keyring to itself: a seal run that began before the rotation may still seal to the old identity.
+      try {
+        unlockRing = lockKeyring(dir, 'exclusive')
+      } catch (err) {
+        if (!(err instanceof KeyringBusyError)) throw err
+        summary.kept = `${err.message}; the old identity is kept`
+      }
+      if (summary.kept === undefined) {
+        const left = await notYetRotated(settings, rotating, next)
+        if (left > 0) summary.kept = `${left} sealed file(s) of the period do not open with the new identity (written meanwhile with the old one?); rerun to finish`
+        else summary.retired = retireKey(dir, period)
+      }
     }
   } finally {
+    unlockRing()
     await journal.close()
   }
   if (summary.retired !== undefined) await rm(file, { force: true })

@@ -128,6 +128,85 @@ function exists (file: string): boolean {
   try { lstatSync(file); return true } catch { return false }
 }
 
+// ---- The keyring's lock: shared while a seal or a rotation's re-sealing runs, exclusive for a retirement or an erasure ----
+
+/** This process, told apart from an earlier one with the same pid (a container's pid 1, say). */
+const PROCESS_TOKEN = randomBytes(8).toString('hex')
+const EXCLUSIVE_LOCK = '.keyring.lock'
+const SHARED_LOCK = /^\.keyring-shared-[0-9a-f]{16}\.lock$/
+
+/** The keyring is locked by another run: what needs it whole waits for it (and is rerun). */
+export class KeyringBusyError extends Error {
+  override name = 'KeyringBusyError'
+}
+
+function processAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** The pid of the live holder of a lock file; undefined when it is gone or its holder is dead. */
+function holderOf (file: string): number | undefined {
+  let text: string
+  try { text = readFileSync(file, 'utf8') } catch (err) { if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; throw err }
+  const [pidText, token] = text.trim().split(' ')
+  const pid = Number(pidText)
+  if (!Number.isInteger(pid) || pid <= 0) return undefined
+  if (pid === process.pid) return token === PROCESS_TOKEN ? pid : undefined
+  return processAlive(pid) ? pid : undefined
+}
+
+/**
+ * Locks the keyring: `shared` while recordings are sealed to its keys (seal,
+ * a rotation's re-sealing), `exclusive` while identities are retired or
+ * destroyed (keys rotate's final check and retirement, eraseKey), so that
+ * no run seals to an identity being retired, or revives one being erased.
+ * Each side makes its lock file (whole: a temporary name, then a link),
+ * then looks for the other's: of two that race, at least one sees the
+ * other. A lock of a dead process is ignored (a stale exclusive one is
+ * taken over). Throws KeyringBusyError naming the pid that holds it.
+ */
+export function lockKeyring (dir: string, mode: 'shared' | 'exclusive'): () => void {
+  const me = `${process.pid} ${PROCESS_TOKEN}\n`
+  const exclusive = join(dir, EXCLUSIVE_LOCK)
+  const busy = (pid: number): KeyringBusyError => new KeyringBusyError(`the keyring ${dir} is locked by another run (pid ${pid}): ${mode === 'shared' ? 'a retirement or an erasure is under way' : 'recordings are being sealed to it'}; wait for it, then rerun`)
+  const release = (file: string) => (): void => {
+    try { if (readFileSync(file, 'utf8') === me) { unlinkSync(file); syncDir(dir) } } catch {}
+  }
+  if (mode === 'shared') {
+    const file = join(dir, `.keyring-shared-${randomBytes(8).toString('hex')}.lock`)
+    createPrivate(file, me)
+    const holder = holderOf(exclusive)
+    if (holder !== undefined) { release(file)(); throw busy(holder) }
+    return release(file)
+  }
+  for (let attempt = 0; ; attempt++) {
+    if (attempt === 8) throw new Error(`${exclusive}: could not take the lock (it keeps changing)`)
+    if (createPrivate(exclusive, me)) break
+    const holder = holderOf(exclusive)
+    if (holder !== undefined) throw busy(holder)
+    // A dead run's: renamed aside (of two taking it over, one rename wins); a fresh one moved by the loser is put back.
+    let seen: string
+    try { seen = readFileSync(exclusive, 'utf8') } catch { continue }
+    const aside = `${exclusive}.${randomBytes(8).toString('hex')}.stale`
+    try { renameSync(exclusive, aside) } catch { continue }
+    if (readFileSync(aside, 'utf8') !== seen) { try { linkSync(aside, exclusive) } catch {} }
+    unlinkSync(aside)
+  }
+  for (const name of readdirSync(dir)) {
+    if (!SHARED_LOCK.test(name)) continue
+    const holder = holderOf(join(dir, name))
+    if (holder !== undefined) { release(exclusive)(); throw busy(holder) }
+    // A dead run's.
+    try { unlinkSync(join(dir, name)) } catch {}
+  }
+  return release(exclusive)
+}
+
 /** The identities of one period, by role. */
 type PeriodKeys = Partial<Record<KeyRole, PeriodKey>>
 
@@ -246,7 +325,16 @@ export function newPeriodKey (dir: string, unit: PeriodUnit, period: string): Pe
   for (const f of [file, keyFileOf(dir, period, 'next'), keyFileOf(dir, period, 'old'), join(dir, period + ERASED_SUFFIX)]) {
     if (exists(f)) throw new KeyExistsError(`${f} exists: a period's key is made once (replacing it would make its recordings unreadable)`)
   }
-  return makeIdentityFile(file, period, 'sealing identity')
+  const key = makeIdentityFile(file, period, 'sealing identity')
+  undoIfErased(dir, period, file)
+  return key
+}
+
+/** An erasure that began while a key was being made: the key made is destroyed too, and the caller refused. */
+function undoIfErased (dir: string, period: string, made: string): void {
+  if (!exists(join(dir, period + ERASED_SUFFIX))) return
+  try { destroyKeyFile(made) } catch {}
+  throw new Error(`period ${period} was erased: its key was destroyed`)
 }
 
 /** A key file that exists already: another process made the period's key first. */
@@ -272,8 +360,11 @@ export function nextPeriodKey (dir: string, period: string): PeriodKey {
   if (next) return next
   if (!ring.role(period, 'primary')) throw new Error(ring.erased(period) ? `period ${period} was erased: its key was destroyed` : `no key for period ${period} (nasguard keys new --period ${period})`)
   if (ring.role(period, 'old')) throw new Error(`${keyFileOf(dir, period, 'old')} exists: a retirement is pending (rerun nasguard keys rotate --period ${period} to finish it)`)
+  if (exists(join(dir, period + ERASED_SUFFIX))) throw new Error(`period ${period} was erased: its key was destroyed`)
   try {
-    return makeIdentityFile(keyFileOf(dir, period, 'next'), period, 'next sealing identity (rotation)')
+    const made = makeIdentityFile(keyFileOf(dir, period, 'next'), period, 'next sealing identity (rotation)')
+    undoIfErased(dir, period, keyFileOf(dir, period, 'next'))
+    return made
   } catch (err) {
     if (err instanceof KeyExistsError) return Keyring.load(dir).role(period, 'next') as PeriodKey
     throw err
@@ -379,15 +470,23 @@ export function retireKey (dir: string, period: string): string | undefined {
  * that does not, and out of backups that outlive retention.)
  */
 export function eraseKey (dir: string, period: string): string {
-  // During a rotation the period has more identities: each is destroyed.
-  // (A rerun after a crash finds what is left of them.)
-  const files = (['primary', 'next', 'old'] as const).map((r) => keyFileOf(dir, period, r)).filter(exists)
-  if (files.length === 0) checkPrivate(keyFileOf(dir, period, 'primary'), false)
-  for (const f of files) checkPrivate(f, false)
-  const keyId = keyIdOf(period, identityInFile(files[0]))
-  // The tombstone first: from here on no key of the period is made again, whatever happens.
-  writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period} (key id ${keyId}) was destroyed at ${new Date().toISOString()}\n`)
-  syncDir(dir)
-  for (const f of files) destroyKeyFile(f)
-  return keyId
+  // No seal or rotation runs while it does (the keyring's lock, exclusive).
+  const unlock = lockKeyring(dir, 'exclusive')
+  try {
+    // During a rotation the period has more identities: each is destroyed.
+    // (A rerun after a crash finds what is left of them.)
+    const filesNow = (): string[] => (['primary', 'next', 'old'] as const).map((r) => keyFileOf(dir, period, r)).filter(exists)
+    const files = filesNow()
+    if (files.length === 0) checkPrivate(keyFileOf(dir, period, 'primary'), false)
+    for (const f of files) checkPrivate(f, false)
+    const keyId = keyIdOf(period, identityInFile(files[0]))
+    // The tombstone first: from here on no key of the period is made (newPeriodKey, nextPeriodKey refuse), whatever happens.
+    writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period} (key id ${keyId}) was destroyed at ${new Date().toISOString()}\n`)
+    syncDir(dir)
+    // Until none is left: one made by a process that looked before the tombstone was there is destroyed too.
+    for (let left = filesNow(); left.length > 0; left = filesNow()) for (const f of left) destroyKeyFile(f)
+    return keyId
+  } finally {
+    unlock()
+  }
 }

@@ -13,7 +13,7 @@ import { basename, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { keysRotate, seal } from '../../src/sealing/commands.js'
-import { eraseKey, keyFileOf, Keyring, newPeriodKey, nextPeriodKey, openHeaderWithAny, retireKey } from '../../src/sealing/keyring.js'
+import { eraseKey, keyFileOf, Keyring, lockKeyring, newPeriodKey, nextPeriodKey, openHeaderWithAny, retireKey } from '../../src/sealing/keyring.js'
 import { SealStream } from '../../src/sealing/seal-stream.js'
 import { diskPathOf } from '../../src/sealing/bulk/durable.js'
 import type { FileResult, Summary } from '../../src/sealing/bulk/run.js'
@@ -208,4 +208,25 @@ t.test('key files are made under random temporary names: a leftover one of a pro
   writeFileSync(join(keys.dir, `2016-01.key.${process.pid}.tmp`), 'left by a kill -9 of an earlier process with this pid\n', { mode: 0o600 })
   t.equal(newPeriodKey(keys.dir, 'month', '2016-01').period, '2016-01', 'the key is made')
   t.throws(() => newPeriodKey(keys.dir, 'month', '2016-01'), { name: 'KeyExistsError' }, 'and made once')
+})
+
+t.test('the keyring lock: no retirement or erasure while a seal runs; no key made for a period being erased', async (t) => {
+  const share = makeShare([['/medicall/2016/01/101500_46701234567.wav', randomBytes(2000)]])
+  const io = (lines: string[]): { out: (s: string) => void, tty: boolean } => ({ out: (s) => { lines.push(s) }, tty: false })
+  t.equal(await seal(share.config, { source: share.root, jobs: 1, removePlaintext: true }, io([])), 0)
+  const key = readFileSync(join(share.keyring, '2016-01.key'), 'utf8')
+  // A seal run (which loaded the keyring before the rotation began) holds the keyring, shared.
+  const unlock = lockKeyring(share.keyring, 'shared')
+  const lines: string[] = []
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io(lines)), 1, 'exit 1')
+  t.match(lines.join(''), /locked by another run.*the old identity is kept/)
+  t.equal(readFileSync(join(share.keyring, '2016-01.key'), 'utf8'), key, 'the old identity is kept while the seal runs')
+  t.throws(() => eraseKey(share.keyring, '2016-01'), { name: 'KeyringBusyError' }, 'no erasure either')
+  unlock()
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io([])), 0, 'once it ended, a rerun retires it')
+  // An erasure under way (its tombstone is written first): no key is made for the period.
+  const keys = makeKeyring(['2026-11'])
+  writeFileSync(join(keys.dir, '2026-11.erased'), '# erasing\n', { mode: 0o600 })
+  t.throws(() => nextPeriodKey(keys.dir, '2026-11'), /erased/)
+  t.notOk(existsSync(keyFileOf(keys.dir, '2026-11', 'next')), 'no next identity made')
 })

@@ -65,7 +65,10 @@ export class SealingKeys {
     try {
       newPeriodKey(this.dir, this.unit, period)
     } catch (err) {
-      if (!(err instanceof KeyExistsError)) throw err
+      if (!(err instanceof KeyExistsError)) {
+        if (Keyring.load(this.dir).erased(period)) throw new FileFailure('period erased')
+        throw err
+      }
     }
     this.ring = Keyring.load(this.dir)
     const made = this.ring.sealingKey(period)

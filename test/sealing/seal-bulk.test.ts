@@ -7,14 +7,14 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { seal, type BulkOptions } from '../../src/sealing/commands.js'
 import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { sealedPathOf } from '../../src/sealing/names.js'
 import { commit, diskPathOf, tempFileOf } from '../../src/sealing/bulk/durable.js'
 import { Journal, lockShare } from '../../src/sealing/bulk/journal.js'
-import { sealRunRecord, type FileResult, type Summary } from '../../src/sealing/bulk/run.js'
+import { runBulk, sealRunRecord, type FileResult, type Summary } from '../../src/sealing/bulk/run.js'
 import { bindingOf, openedDigest, SealingKeys, sealJob, verifyWritten } from '../../src/sealing/bulk/seal.js'
 import { compilePeriodPattern } from '../../src/sealing/period.js'
 import { SealStream } from '../../src/sealing/seal-stream.js'
@@ -270,4 +270,28 @@ t.test('a sealed name that holds another recording is a conflict: both are kept'
   t.same(r.results.filter((x) => x.result === 'failed').map((x) => x.reason), ['conflict'])
   t.same(readFileSync(target), before, 'the sealed file is not replaced')
   t.same(readFileSync(join(share.root, path)), body, 'the plaintext is not removed')
+})
+
+t.test('a directory swapped for a symbolic link during the walk is not followed out of the share', async (t) => {
+  const share = makeShare([[recordings()[0][0], randomBytes(1000)], ['/medicall/2016/02/keep.txt', Buffer.from('x')]])
+  const outside = join(share.dir, 'outside')
+  mkdirSync(outside)
+  writeFileSync(join(outside, '090000_46700000002.wav'), 'not on the share')
+  initKeyring(share.keyring)
+  const settings = { root: share.root, keyringDir: share.keyring, unit: 'month' as const, pattern: compilePeriodPattern('/medicall/{yyyy}/{mm}/**', 'month'), nameSegments: 1, extensions: new Set(['.wav']), dryRun: false, removePlaintext: true }
+  const journal = await Journal.open(join(share.dir, 'j'), false)
+  t.teardown(async () => { await journal.close() })
+  const inner = sealJob(settings, new SealingKeys(share.keyring, 'month'), journal, new Set())
+  let swapped = false
+  const job = { wants: inner.wants, handle: async (f: string, s: string[], p: (n: number) => void): Promise<FileResult> => {
+    if (!swapped) { swapped = true; renameSync(join(share.root, 'medicall/2016/02'), join(share.root, 'medicall/2016/.old')); symlinkSync(outside, join(share.root, 'medicall/2016/02')) }
+    return await inner.handle(f, s, p)
+  } }
+  await runBulk({ root: share.root, jobs: 1, job, reporter: { begin () {}, bytes () {}, file () {}, end () {} }, active: new Set(), command: 'seal', dryRun: false })
+  t.same(readdirSync(outside), ['090000_46700000002.wav'], 'nothing sealed or removed outside the share')
+  // And a file whose directory is swapped after the walk found it.
+  symlinkSync(outside, join(share.root, 'medicall/2016/04'))
+  const r = await inner.handle(join(share.root, 'medicall/2016/04/090000_46700000002.wav'), ['medicall', '2016', '04', '090000_46700000002.wav'], () => {})
+  t.match(r.reason, /replaced \(a symbolic link\?\)/)
+  t.same(readdirSync(outside), ['090000_46700000002.wav'])
 })

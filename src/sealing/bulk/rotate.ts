@@ -6,7 +6,9 @@
 // every file of the period opens with the new identity and nothing failed,
 // the old identity is retired (keyring.ts retireKey). The walk, the pool,
 // the journal and the reports are seal's (run.ts, journal.ts).
-import { lstat, open } from 'node:fs/promises'
+import { realpathSync } from 'node:fs'
+import { lstat, open, realpath } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { MAX_HEADER_BYTES, SealedIntegrityError } from '../age.js'
 import { openHeaderWithAny, type Keyring, type PeriodKey } from '../keyring.js'
 import { plainPathOf, SEALED_SUFFIX } from '../names.js'
@@ -89,7 +91,10 @@ async function openerOf (file: string, keys: readonly PeriodKey[], binding: stri
 }
 
 export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, journal: Journal, active: ActiveTemps): Job {
+  const realRoot = realpathSync(s.root)
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
+    // Its directory is still where the walk found it: no directory on its path was swapped for a symbolic link.
+    if (await realpath(dirname(file)).then((d) => d !== join(realRoot, ...segments.slice(0, -1)), () => true)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
     const paths = pathsOf(s, ring, segments)
     if (!paths) {
       // Moved or renamed: it cannot be re-sealed (its binding is unknown), and while it needs the old identity that one stays.

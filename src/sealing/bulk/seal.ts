@@ -8,8 +8,9 @@
 // journal line, never replaces a sealed name that holds anything else
 // (reported as a conflict), and never seals an erased period.
 import { constants } from 'node:fs'
-import { chown, lstat, open } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { realpathSync } from 'node:fs'
+import { chown, lstat, open, realpath } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { encodeSegment as encodeReadable } from '../../policy/canonical-path.js'
 import { checkFileRequest } from '../../policy/listing-guard.js'
@@ -143,14 +144,20 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
   }
 
   /** The plaintext's work is done: remove it when asked. */
-  const finish = async (file: string, v0: FileVersion, r: FileResult): Promise<FileResult> => {
+  const finish = async (file: string, v0: FileVersion, r: FileResult, segments: string[]): Promise<FileResult> => {
     if (!s.removePlaintext) return r
+    if (!await inPlace(file, segments)) return { ...r, result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not removed' }
     if (!sameVersion(await versionAt(file) ?? v0, v0)) return { ...r, result: 'failed', reason: 'changed' }
     await removeDurably(file)
     return { ...r, removed: true }
   }
 
+  const realRoot = realpathSync(s.root)
+  /** Whether the file's directory is still where the walk found it, under the root: no directory on its path was swapped for a symbolic link. */
+  const inPlace = async (file: string, segments: string[]): Promise<boolean> => await realpath(dirname(file)).then((d) => d === join(realRoot, ...segments.slice(0, -1)), () => false)
+
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
+    if (!await inPlace(file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
     const planned = plan(segments)
     if (typeof planned === 'string') return { result: 'skipped', reason: planned }
     const { period } = planned
@@ -177,7 +184,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
         // Not on the journal's word alone: the sealed file is opened whole and must give back what the journal says it holds.
         const check = await openedDigest(target, keys.keyring().identities(period), bindingOf(segments)).then((d) => d.sha256 === entry.sha256 ? undefined : 'SHA-256 differs', (err) => reasonOf(err))
         if (check !== undefined) return { result: 'failed', sealed, reason: `the sealed file does not give back the recording the journal vouches for (${check}): the plaintext is kept`, bytes }
-        return await finish(file, v0, r)
+        return await finish(file, v0, r, segments)
       }
       if (s.dryRun) return { result: 'would-seal', sealed, bytes }
       const key = keys.sealingKey(period)
@@ -190,7 +197,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
         const found = await openedDigest(target, keys.keyring().identities(period), binding).catch(() => undefined)
         if (found !== undefined && found.sha256 === await plainDigest(file, v0)) {
           await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256: found.sha256, keyId: found.key.keyId })
-          return await finish(file, v0, { result: 'sealed', sealed, bytes, reason: 'verified a sealed file left by an interrupted run' })
+          return await finish(file, v0, { result: 'sealed', sealed, bytes, reason: 'verified a sealed file left by an interrupted run' }, segments)
         }
         return { result: 'failed', sealed, reason: 'conflict', bytes }
       }
@@ -227,7 +234,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
         return { result: 'failed', sealed, reason: 'conflict', bytes }
       }
       await journal.append({ sealed, size: String(v0.size), mtimeNs: String(v0.mtimeNs), ino: String(v0.ino), sha256, keyId: key.keyId })
-      return await finish(file, v0, { result: 'sealed', sealed, bytes })
+      return await finish(file, v0, { result: 'sealed', sealed, bytes }, segments)
     } catch (err) {
       if (!s.dryRun) await removeIfThere(temp).catch(() => {})
       return { result: 'failed', sealed, reason: reasonOf(err), bytes }

@@ -38,6 +38,8 @@ export async function * walk (root: string): AsyncGenerator<Found> {
     const dir = join(root, ...segments)
     let entries: Dirent[]
     try {
+      // Listed as a directory, and still one (not swapped for a symbolic link since): never followed out of the root.
+      if (segments.length > 0 && !(await lstat(dir)).isDirectory()) { yield { kind: 'other', reason: 'not-a-file' }; continue }
       entries = await readdir(dir, { withFileTypes: true })
     } catch (err) {
       yield { kind: 'unreadable', code: (err as NodeJS.ErrnoException).code ?? 'error' }

@@ -7,7 +7,7 @@
 // (TypeScript's NodeNext convention), a .ts file is transformed, and every
 // other module goes to Node untouched. Registered by ts-loader.mjs.
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,8 +27,24 @@ const OPTIONS = {
   tsconfigRaw: { compilerOptions: tsconfig.compilerOptions }
 }
 
-const CACHE = join(tmpdir(), `nasguard-ts-${process.getuid?.() ?? 0}`)
-mkdirSync(CACHE, { recursive: true, mode: 0o700 })
+/**
+ * The cache directory, or undefined when it cannot be trusted: what it holds
+ * is run, so it must be this user's own private directory (not a link, not
+ * one another user made in the shared /tmp). Without it, every file is
+ * transformed afresh.
+ */
+function cacheDir () {
+  const dir = join(tmpdir(), `nasguard-ts-${process.getuid?.() ?? 0}`)
+  try {
+    mkdirSync(dir, { mode: 0o700 })
+  } catch (err) {
+    if (err.code !== 'EEXIST') return undefined
+  }
+  const st = lstatSync(dir)
+  return st.isDirectory() && st.uid === (process.getuid?.() ?? st.uid) && (st.mode & 0o077) === 0 ? dir : undefined
+}
+
+const CACHE = cacheDir()
 const SALT = JSON.stringify([esbuild.version, OPTIONS])
 
 // @sinclair/typebox's ES module build is some 200 modules, and through these
@@ -54,17 +70,22 @@ export async function load (url, context, next) {
   if (!url.startsWith('file:') || !url.endsWith('.ts')) return next(url, context)
   const file = fileURLToPath(url)
   const source = readFileSync(file, 'utf8')
+  if (!CACHE) return { format: 'module', source: await transform(source, file), shortCircuit: true }
   // Keyed by the content, the path (the source map names it) and the options.
   const cached = join(CACHE, createHash('sha256').update(SALT).update('\0').update(file).update('\0').update(source).digest('hex') + '.js')
   let code
   try {
     code = readFileSync(cached, 'utf8')
   } catch {
-    code = (await esbuild.transform(source, { ...OPTIONS, sourcefile: file })).code
+    code = await transform(source, file)
     // Another test process may write the same entry: whole files only.
     const tmp = `${cached}.${process.pid}.tmp`
     writeFileSync(tmp, code, { mode: 0o600 })
     renameSync(tmp, cached)
   }
   return { format: 'module', source: code, shortCircuit: true }
+}
+
+async function transform (source, file) {
+  return (await esbuild.transform(source, { ...OPTIONS, sourcefile: file })).code
 }

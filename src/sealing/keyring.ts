@@ -13,7 +13,8 @@
 // file. Loaded at start and on SIGHUP (a new Keyring replaces the old).
 // Key files are made and renamed with link + unlink, never rename: a link
 // does not replace an existing name, so two processes making one period's
-// key, or a crash in a retirement, can never overwrite an identity.
+// key, or a crash in a retirement, can never overwrite an identity. (The
+// one rename: a key file being destroyed becomes <file>.shred first.)
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'

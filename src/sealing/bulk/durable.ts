@@ -1,8 +1,9 @@
 // The file operations of bulk sealing that must survive a crash (kill -9,
 // a power cut) at any point: a sealed file is written under a temporary
 // name in its target directory (dot-led, so the gateway never serves it),
-// synced, renamed into place, and the directory synced; a plaintext is
-// removed the same way. A file's version (size, mtime in ns, inode) says
+// synced, linked into place (seal: never replacing a name) or renamed over
+// the file it re-seals (keys rotate), and the directory synced; a plaintext
+// is removed the same way. A file's version (size, mtime in ns, inode) says
 // whether it changed while it was read.
 import { createHash, randomBytes } from 'node:crypto'
 import { constants, type BigIntStats } from 'node:fs'

@@ -308,7 +308,7 @@ t.test('an unreadable denylist fails closed and shows in /readyz; concurrent rev
   const mod = abs('dist/auth/revocation.js')
   const script = (w: number): string => `import('${mod}').then(({ addRevocation }) => { for (let i = 0; i < 150; i++) addRevocation(${JSON.stringify(shared)}, { type: 'jti', jti: 'w${w}-' + i, expiresAt: ${now + 3600}, at: ${now} }) })`
   await Promise.all([0, 1].map((w) => new Promise<void>((res, rej) => {
-    const c = spawn(process.execPath, ['-e', script(w)], { stdio: 'inherit' })
+    const c = spawn(process.execPath, ['-e', script(w)], { stdio: 'inherit', env: { PATH: process.env.PATH } })
     c.on('exit', (code) => code === 0 ? res() : rej(new Error(`writer ${w} exited ${code ?? 'null'}`)))
   })))
   const written = read(shared, 'utf8').trim().split('\n')

@@ -43,7 +43,8 @@ t.test('SIGHUP: new handshakes get the new certificate, no restart', async (t) =
     'admin: { enabled: false }',
     'log: { level: error }'
   ].join('\n'))
-  const child = spawn(process.execPath, [resolve('dist/cli.js'), 'start', '--config', join(dir, 'g.yaml')], { stdio: 'ignore' })
+  // As an operator runs it: not under tap's process hooks (NODE_OPTIONS).
+  const child = spawn(process.execPath, [resolve('dist/cli.js'), 'start', '--config', join(dir, 'g.yaml')], { stdio: 'ignore', env: { PATH: process.env.PATH } })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   const fpFirst = new X509Certificate(first.certPem).fingerprint256
   const fpSecond = new X509Certificate(second.certPem).fingerprint256

@@ -14,7 +14,7 @@ import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type S
 import { SealingKeys, sealJob } from './bulk/seal.js'
 import { initKeyring, keyFileOf, Keyring, KeyringBusyError, lockKeyring, newPeriodKey, nextPeriodKey, retireKey } from './keyring.js'
 import { plainPathOf, sealedPathOf } from './names.js'
-import { compilePeriodPattern, periodOf, validPeriod, type PeriodUnit } from './period.js'
+import { compilePeriodPattern, periodAt, periodOf, validPeriod } from './period.js'
 
 export { sealRunRecord, type SealRunRecord } from './bulk/run.js'
 
@@ -23,14 +23,8 @@ function keyringDir (c: Readonly<Config>): string {
   return c.sealing.keyring
 }
 
-/** The period that `now` falls in. */
-export function currentPeriod (unit: PeriodUnit, now = new Date()): string {
-  const iso = now.toISOString()
-  return unit === 'year' ? iso.slice(0, 4) : unit === 'month' ? iso.slice(0, 7) : iso.slice(0, 10)
-}
-
 export function keysNew (c: Readonly<Config>, period: string | undefined): string {
-  const p = period ?? currentPeriod(c.sealing.period)
+  const p = period ?? periodAt(c.sealing.period, new Date())
   const key = newPeriodKey(keyringDir(c), c.sealing.period, p)
   return `period ${key.period}\nkey id ${key.keyId}\nrecipient ${key.identity.recipient}\nidentity ${join(keyringDir(c), `${p}.key`)}\n`
 }

@@ -65,6 +65,21 @@ function startNginx (dir, name, body) {
   return tracked(name, [spawn('nginx', ['-c', conf], { stdio: 'ignore' })])
 }
 
+/** A WebDAV NAS for uploads: nginx's dav module writing under root (what nasguard and the nginx peer PUT to). */
+export function startDavNas (dir, root, port) {
+  mkdirSync(root, { recursive: true })
+  return startNginx(dir, 'dav-nas', `worker_processes 1; ${nginxCommon(dir, 'dav-nas')}
+http { ${nginxHttp(dir, 'dav-nas')}
+  server {
+    listen 127.0.0.1:${port};
+    root ${root};
+    client_max_body_size 0;
+    dav_methods PUT DELETE MKCOL COPY MOVE;
+    create_full_put_path on;
+    dav_access user:rw;
+  } }`)
+}
+
 /**
  * The NAS: nginx serving the fixture tree when installed, else a small Node
  * static server. No tcp_nopush: over loopback, nginx corked with sendfile
@@ -120,6 +135,7 @@ http { ${nginxHttp(dir, name)}
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     keepalive_requests 100000;
+    client_max_body_size 0;
     location / {
       ${auth ? 'auth_request /_auth;' : ''}
       proxy_pass http://nas; proxy_http_version 1.1; proxy_set_header Connection "";

@@ -147,7 +147,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   await authenticator.register(app)
   const hooks = nasHooks(metrics)
   const uploads = {
-    makePeriodKey: (period: string) => live.makePeriodKey(period),
+    holdSealingKey: (period: string) => live.holdSealingKey(period),
     limits: () => ({ maxBytes: live.settings.maxUploadBytes, windowMs: live.settings.sendTimeoutMs, minBytesPerSec: live.settings.minSendRate }),
     record: async (request: FastifyRequest, fields: Pick<AuditRecord, 'bytes' | 'keyId' | 'sha256' | 'status' | 'reason'>) => await records.write({ event: 'ingest', time: new Date().toISOString(), ...records.fields(request), ...fields }, request.log),
     onUpstreamError: hooks.onUpstreamError,

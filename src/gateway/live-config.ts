@@ -11,7 +11,7 @@ import type { GatewayMetrics } from '../metrics/registry.js'
 import { compileRules } from '../policy/rules.js'
 import type { Admission } from '../proxy/admission.js'
 import type { SendWatch } from '../proxy/send-watch.js'
-import { KeyExistsError, newPeriodKey, type PeriodKey } from '../sealing/keyring.js'
+import { KeyExistsError, lockKeyring, newPeriodKey, type PeriodKey } from '../sealing/keyring.js'
 import { recentPeriods } from '../sealing/period.js'
 import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 
@@ -84,7 +84,7 @@ export class LiveConfig {
    * judged): of two processes making it at once one wins, and the other
    * reads its key. Undefined for a period that is not recent, or erased.
    */
-  makePeriodKey (period: string): PeriodKey | undefined {
+  private makePeriodKey (period: string): PeriodKey | undefined {
     const s = this.current.sealing
     if (!this.sealing || !this.recent(period)) return undefined
     try {
@@ -95,6 +95,31 @@ export class LiveConfig {
     }
     this.reread()
     return this.sealing?.keyring.sealingKey(period)
+  }
+
+  /**
+   * The key an upload seals to, read afresh from disk under the keyring's
+   * shared lock, held (until release) while the upload is sealed and moved
+   * into place: a rotation's retirement or an erasure (exclusive) cannot
+   * destroy it meanwhile, and a gateway not yet reloaded after a rotation
+   * seals to the identity on disk, not a retired one. Makes a recent
+   * period's key on its first upload. Throws KeyringBusyError while a
+   * retirement or an erasure holds the keyring.
+   */
+  holdSealingKey (period: string): { key: PeriodKey, release: () => void } | undefined {
+    const dir = this.current.sealing.keyring
+    if (!this.sealing || dir === undefined) return undefined
+    const release = lockKeyring(dir, 'shared')
+    try {
+      this.reread()
+      const key = this.sealing?.keyring.sealingKey(period) ?? this.makePeriodKey(period)
+      if (key) return { key, release }
+    } catch (err) {
+      release()
+      throw err
+    }
+    release()
+    return undefined
   }
 
   private recent (period: string): boolean {

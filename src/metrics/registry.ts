@@ -33,7 +33,7 @@ export function refusalClass (reason: string): string {
     case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
     case 'audit_unavailable': return 'audit'
     case 'sealed_integrity': case 'plaintext_on_nas': case 'recording_erased': case 'no_period': return 'sealing'
-    case 'upload_too_large': case 'upload_type': case 'upload_path': case 'upload_period': case 'upload_stalled': case 'recording_exists': return 'upload'
+    case 'upload_too_large': case 'upload_type': case 'upload_path': case 'upload_period': case 'upload_stalled': case 'keyring_busy': case 'recording_exists': return 'upload'
     case 'upstream_busy': case 'client_busy': case 'client_connections': return 'capacity'
     default: return 'other'
   }

@@ -15,7 +15,7 @@ import { Errors, isNasguardError, type NasguardError } from '../errors.js'
 import type { IngestOutcome } from '../metrics/registry.js'
 import { sealedSizeOf } from '../sealing/payload.js'
 import { SealStream } from '../sealing/seal-stream.js'
-import type { PeriodKey } from '../sealing/keyring.js'
+import { KeyringBusyError, type PeriodKey } from '../sealing/keyring.js'
 import type { SealingSettings } from '../sealing/settings.js'
 import { classify } from './nas-failures.js'
 import { TypeCheck, UploadBody } from './upload-body.js'
@@ -24,8 +24,8 @@ import { DavRefusal, WebDav } from './webdav.js'
 export interface IngestParts {
   dav: WebDav
   sealing: () => SealingSettings | undefined
-  /** Makes a recent period's key for its first upload; undefined when the period may not be opened. */
-  makePeriodKey: (period: string) => PeriodKey | undefined
+  /** The period's sealing key, read afresh and held (the keyring's shared lock) until release; made for a recent period's first upload; undefined when the period may not be opened. Throws KeyringBusyError. */
+  holdSealingKey: (period: string) => { key: PeriodKey, release: () => void } | undefined
   /** limits.maxUploadBytes, and the pace a body must keep: limits.minSendRate over every limits.sendTimeoutMs. Read afresh. */
   limits: () => { maxBytes: number, windowMs: number, minBytesPerSec: number }
   /** Writes an ingest record durably; false when it could not be. */
@@ -79,12 +79,18 @@ export async function ingest (p: IngestParts, request: FastifyRequest, reply: Fa
   const sealed = state.sealed
   // The period's key is looked up (or made) once the body is judged: the
   // gate checked that a missing one may be made.
-  let key: PeriodKey | undefined
+  let release: (() => void) | undefined
   const recipient = (): Buffer => {
-    key = s.keyring.sealingKey(sealed.period) ?? p.makePeriodKey(sealed.period)
-    if (!key) throw new Errors.RecordingErased()
-    sealed.keyId = key.keyId
-    return key.identity.publicKey
+    let held: ReturnType<IngestParts['holdSealingKey']>
+    try {
+      held = p.holdSealingKey(sealed.period)
+    } catch (err) {
+      throw err instanceof KeyringBusyError ? new Errors.KeyringBusy() : err
+    }
+    if (!held) throw new Errors.RecordingErased()
+    release = held.release
+    sealed.keyId = held.key.keyId
+    return held.key.identity.publicKey
   }
   const { body, check, sealing, failed } = bodyOf(request, p)
   const abort = new AbortController()
@@ -123,6 +129,8 @@ export async function ingest (p: IngestParts, request: FastifyRequest, reply: Fa
     // The ingest record said it was about to be stored: the trail says it was not.
     if (recorded && temp) await p.record(request, { status: statusOf(cause), reason: `not stored: ${cause instanceof DavRefusal ? cause.message : (cause as NasguardError).code ?? cause.name}` })
     await answerFailure(p, request, reply, cause, temp)
+  } finally {
+    release?.()
   }
 }
 

@@ -179,3 +179,18 @@ t.test('a refused request whose body is not read closes its connection (uploads 
   }
   t.same(nas.requests(), [], 'the NAS was asked nothing')
 })
+
+t.test('while a retirement or an erasure holds the keyring, an upload waits its turn (503) and nothing is sealed to a key about to go', async (t) => {
+  const { gw, nas, keys, writer } = await setup(t)
+  const { lockKeyring } = await import('../../src/sealing/keyring.js')
+  const unlock = lockKeyring(keys.dir, 'exclusive')
+  for (const proto of PROTOCOLS) {
+    const r = await putAs(proto, gw, `/medicall/${CUR}/29/busy-${proto}.wav`, writer, RECORDING)
+    t.equal(r.status, 503, `${proto}: 503`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_KEYRING_BUSY', `${proto}: says why`)
+    t.ok(r.headers['retry-after'], `${proto}: with Retry-After`)
+  }
+  unlock()
+  t.same(nasFiles(nas), [], 'nothing on the NAS')
+  t.equal((await putAs('h2', gw, `/medicall/${CUR}/29/busy-after.wav`, writer, RECORDING)).status, 201, 'stored once the keyring is free')
+})

@@ -77,6 +77,11 @@ function identityInFile (file: string): Identity {
 
 /** Writes a 0600 file whole (temporary name, fsync, rename): a crash leaves the old one or the new one. */
 function writePrivate (file: string, text: string): void {
+  renameSync(writtenTemp(file, text), file)
+}
+
+/** A new 0600 file beside `file`, under a temporary name, holding text, synced: its name. */
+function writtenTemp (file: string, text: string): string {
   const tmp = tempNameOf(file)
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
   try {
@@ -85,7 +90,7 @@ function writePrivate (file: string, text: string): void {
   } finally {
     closeSync(fd)
   }
-  renameSync(tmp, file)
+  return tmp
 }
 
 /** fsync a directory, so that the names made or removed in it last. */
@@ -105,14 +110,7 @@ function tempNameOf (file: string): string {
  * which a rename would have silently replaced. Any other failure throws.
  */
 function createPrivate (file: string, text: string): boolean {
-  const tmp = tempNameOf(file)
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
-  try {
-    writeSync(fd, text)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
+  const tmp = writtenTemp(file, text)
   try {
     linkSync(tmp, file)
   } catch (err) {

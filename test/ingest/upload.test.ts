@@ -110,6 +110,12 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
     ['no period in the path', '/medicall/misc/f.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PATH'],
     ['gzip-encoded', `/medicall/${CUR}/29/g.wav`, { ...writer, 'content-encoding': 'gzip' }, RECORDING, 415, 'NASGUARD_ERR_UPLOAD_TYPE'],
     ['a partial upload', `/medicall/${CUR}/29/h.wav`, { ...writer, 'content-range': 'bytes 0-9/100' }, RECORDING, 400, 'NASGUARD_ERR_BAD_REQUEST'],
+    // On a NAS that folds names (the default), names it would resolve to another file are refused too.
+    ['a trailing dot (folding NAS)', `/medicall/${CUR}/29/m.wav.`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
+    ['a trailing space (folding NAS)', `/medicall/${CUR}/29/m.wav%20`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
+    ['an alternate data stream (folding NAS)', `/medicall/${CUR}/29/m.wav::$DATA`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
+    ['an 8.3 short name (folding NAS)', `/medicall/${CUR}/29/MEDICA~1.WAV`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
+    ['a case variant of the rule (folding NAS)', `/MEDICALL/${CUR}/29/n.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
     ['a period long past, with no key', '/medicall/1999/01/01/j.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PERIOD'],
     ['a period in the future, with no key', '/medicall/2199/12/01/k.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PERIOD'],
     ['a WAV header whose chunks run past its first 4 KiB', `/medicall/${CUR}/29/l.wav`, writer, Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVEJUNK\xf0\xff\xff\x7f', 'latin1'), Buffer.from('<html>not audio</html>'.repeat(400))]), 415, 'NASGUARD_ERR_UPLOAD_TYPE']

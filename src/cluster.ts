@@ -29,7 +29,7 @@ import { trailFiles } from './audit/verify.js'
 import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
 import { createLogger } from './logging.js'
-import { listen } from './listen.js'
+import { CLUSTER_GATEWAY_FD_ENV, inheritedSockets, listenOn, notifySystemd } from './systemd.js'
 
 export { workerCount } from './config/derived.js'
 
@@ -96,6 +96,11 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   const grants = grantsSecret(config) ?? randomBytes(32).toString('hex')
   const ticketKeys = randomBytes(48).toString('base64')
   const restarts = new Map<number, number>()
+  // Socket activation: this process holds systemd's sockets (read and unset
+  // here, before any fork); a worker's listen({ fd }) asks node:cluster in
+  // this process for the listener on that fd, so the worker is told its number.
+  const sockets = inheritedSockets()
+  const workerEnv = sockets.gateway === undefined ? {} : { [CLUSTER_GATEWAY_FD_ENV]: String(sockets.gateway) }
 
   const send = (w: Worker, m: Message): boolean => {
     if (!w.isConnected()) return false
@@ -105,7 +110,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
 
   /** Starts worker `index`; resolves with its URL once it listens, rejects if it exits or hangs first. */
   const fork = (index: number): Promise<string> => new Promise((resolve, reject) => {
-    const w = cluster.fork()
+    const w = cluster.fork(workerEnv)
     const slot: Slot = { index, worker: w, ready: false, readyAt: 0 }
     slots.set(index, slot)
     let settled = false
@@ -167,6 +172,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   const grace = closeWithGrace({ delay: config.limits.drainTimeoutMs + CLOSE_MARGIN_MS + 2000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error in the primary, closing')
     else log.info({ signal }, 'closing the workers')
+    void notifySystemd('stopping', log)
     await stopWorkers()
     await admin?.close()
   })
@@ -222,7 +228,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   if (admin) {
     const listener = admin
     try {
-      adminUrl = new URL(await listen('admin', config.admin, () => listener.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` }))).origin
+      adminUrl = new URL(await listenOn('admin', config.admin, sockets.admin, (at) => listener.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${sockets.admin === undefined ? '' : ` (socket fd ${sockets.admin} from systemd)`}` }))).origin
     } catch (err) {
       // As for a worker that cannot listen: the start fails, the workers go.
       grace.uninstall()
@@ -232,5 +238,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   }
 
   log.info({ address: url, admin: adminUrl, workers: count }, 'nasguard listening')
+  // Type=notify: every worker listens and the admin listener is up.
+  void notifySystemd('ready', log, `serving on ${url} with ${count} workers`)
   return { url, adminUrl }
 }

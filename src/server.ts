@@ -12,7 +12,7 @@ import { demoRecordings } from './demo/recordings.js'
 import { DEMO_PERIOD_PATTERN, sealDemoTree } from './demo/sealed-tree.js'
 import { startDemoNas } from './demo/nas.js'
 import { issueToken } from './auth/tokens.js'
-import { listen } from './listen.js'
+import { inheritedSockets, listenOn, notifySystemd } from './systemd.js'
 import { reloadable } from './config/reload.js'
 import { watchFiles } from './files/watch.js'
 
@@ -35,12 +35,18 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
   // has no metrics and no readiness, and a failure to listen is a failed
   // start (exit 1), with what was opened closed again.
   try {
-    const address = await listen('gateway', config.listen, () => gateway.app.listen({ host: config.listen.host, port: config.listen.port, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}` }))
+    // Under socket activation systemd holds the ports (443 needs no
+    // capability then) and listen.host/port and admin.host/port are not used.
+    const sockets = inheritedSockets()
+    const from = (fd: number | undefined): string => fd === undefined ? '' : ` (socket fd ${fd} from systemd)`
+    const address = await listenOn('gateway', config.listen, sockets.gateway, (at) => gateway.app.listen({ ...at, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}${from(sockets.gateway)}` }))
     let adminUrl: string | null = null
     if (gateway.admin) {
       const admin = gateway.admin
-      adminUrl = urlOf(await listen('admin', config.admin, () => admin.listen({ host: config.admin.host, port: config.admin.port, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}` })), 'http:')
+      adminUrl = urlOf(await listenOn('admin', config.admin, sockets.admin, (at) => admin.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${from(sockets.admin)}` })), 'http:')
     }
+    // Type=notify: ready once every listener is up (a worker leaves this to its primary).
+    void notifySystemd('ready', gateway.app.log, `serving on ${urlOf(address, 'https:')}`)
     return { gateway, url: urlOf(address, 'https:'), adminUrl }
   } catch (err) {
     await gateway.close()
@@ -84,6 +90,7 @@ export function closeOnSignals (running: RunningGateway, extra: () => Promise<vo
     }, backstop)
     if (err) log.error({ err: { type: err.name, message: err.message, stack: err.stack } }, 'fatal error, closing')
     else log.info({ signal }, 'closing')
+    void notifySystemd('stopping', log)
     await running.gateway.close()
     await extra()
   })

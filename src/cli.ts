@@ -150,9 +150,21 @@ function buildProgram (): Command {
     .option('--until <time>', 'up to this time')
     .option('--event <event>', 'only this event (access, fetch, refusal, grant, ...)')
     .option('--json', 'JSON lines', false)
-  trail(audit.command('verify').description('check the audit chain: exit 1 on the first edit, deletion, insertion, reordering or missing file'))
+  trail(audit.command('verify').description('check the audit chain: exit 1 on the first edit, deletion, insertion, reordering or missing file; --dir may be a collection, <dir>/<audit.instance>/ per host'))
     .option('--anchor <anchor...>', 'a [chain@]seq:hash an earlier verify printed, kept off this host: the trail must still hold that record (a rollback does not)')
-    .action(action(async (o: TrailOptions & { anchor?: string[] }) => await (await audits()).auditVerify(await trailOf(o, 'verify'), out, await anchorsOf(o.anchor))))
+    .option('--expect <instance...>', 'over a collection: the instances that must be in it (without it a host whose whole directory is missing goes unseen)')
+    .action(action(async (o: TrailOptions & { anchor?: string[], expect?: string[] }) => {
+      const loc = await trailOf(o, 'verify')
+      const { INSTANCE_NAME, isCollection, verifyCollection } = await import('./audit/collection.js')
+      if (!isCollection(loc.dir, { expectGiven: o.expect !== undefined })) {
+        if (o.expect !== undefined) throw new UsageError(`--expect is for a collection (one audit directory per instance, <dir>/<audit.instance>/), but ${loc.dir} holds a trail of its own, or does not exist`)
+        return await (await audits()).auditVerify(loc, out, await anchorsOf(o.anchor))
+      }
+      if (o.anchor !== undefined) throw new UsageError(`--anchor names one host's chains: over a collection, check each instance with audit verify --dir ${join(loc.dir, '<instance>')} --anchor ...`)
+      const bad = o.expect?.find((e) => !INSTANCE_NAME.test(e))
+      if (bad !== undefined) throw new UsageError(`invalid --expect ${JSON.stringify(bad)}: an audit.instance name (letters, digits, . _ -)`)
+      return await verifyCollection(loc, { expect: o.expect }, out)
+    }))
   filters(trail(audit.command('search').description('records matching the filters')))
     .action(action(async (o: TrailOptions & FilterOptions) => await (await audits()).auditSearch(await trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
   filters(trail(audit.command('summary').description('per subject: files, fetches, bytes, first and last access')))

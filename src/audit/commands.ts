@@ -35,18 +35,18 @@ export function conflictingAnchors (anchors: ChainAnchor[]): [ChainAnchor, Chain
   return undefined
 }
 
-const anchorText = (chain: string, r: VerifyReport): string => `${chain === '.' ? '' : `${chain}@`}${r.lastSeq}:${r.lastHash}`
+export const anchorText = (chain: string, r: VerifyReport): string => `${chain === '.' ? '' : `${chain}@`}${r.lastSeq}:${r.lastHash}`
 
 /**
  * Walks every chain of a trail: audit.dir itself (one process), each
  * worker-<i> chain (workers), and ops (operator tools), checked against the
  * sealed list of chains. Returns the chains' reports and one report merging
- * them.
+ * them. onRecord is told which chain each record came from.
  */
-export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[] } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
+export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>, chain: string) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[] } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
   const anchorsOf = (chain: string): Anchor[] => (opts.anchors ?? []).filter((a) => a.chain === chain)
   // A worker chain may start with records sealed with the audit key itself (written before chain keys).
-  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord, { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: legacyChainKey(loc.key, name) })
+  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord && ((r) => onRecord(r, name)), { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: legacyChainKey(loc.key, name) })
   const listed = readChains(loc.dir, loc.key)
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []
@@ -129,7 +129,7 @@ export function problemsText (r: VerifyReport): string {
 }
 
 /** Where a pruned chain's records start (1 when it was never pruned). */
-function firstOf (r: VerifyReport): number {
+export function firstOf (r: VerifyReport): number {
   return r.pruned && r.firstSeq > 0 ? r.firstSeq : 1
 }
 

@@ -1,0 +1,86 @@
+// Gateways as an admin runs several: each a real process of the built CLI
+// (`nasguard start --config`), with its own ports, audit.dir and
+// audit.instance, sharing the JWT secret, the grants secret, the audit
+// key file and one Redis for shared state.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
+import { join } from 'node:path'
+import { testCerts } from '../helpers/certs.js'
+import { CLI, freePort } from '../helpers/process.js'
+import type { Teardown } from '../helpers/stub-nas.js'
+import { waitFor } from '../helpers/wait.js'
+
+export const JWT_SECRET = 'fleet-test-jwt-secret-that-is-long-enough-0123'
+export const GRANTS_SECRET = 'fleet-test-grants-secret-that-is-long-enough-0'
+
+export interface GatewayProcess {
+  name: string
+  port: number
+  adminPort: number
+  config: string
+  auditDir: string
+  child: ChildProcess
+  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  output: () => string
+}
+
+export interface FleetOptions { base: string, nasUrl: string, redisUrl: string, auditKeyFile: string }
+
+/** The config file of one gateway of the fleet. */
+export function gatewayConfig (o: FleetOptions & { name: string, port: number, adminPort: number, auditDir: string }): string {
+  const certs = testCerts()
+  return [
+    `listen: { host: 127.0.0.1, port: ${o.port} }`,
+    `tls: { cert: ${JSON.stringify(certs.cert)}, key: ${JSON.stringify(certs.key)} }`,
+    `upstream: { url: "${o.nasUrl}", timeoutMs: 5000 }`,
+    'auth:',
+    `  jwt: { secret: "${JWT_SECRET}" }`,
+    `  grants: { secret: "${GRANTS_SECRET}" }`,
+    'policy:', '  - { name: recordings, path: /medicall/**, scopes: [recordings:read] }',
+    `audit: { dir: ${JSON.stringify(o.auditDir)}, durability: strict, instance: ${o.name}, keyFile: ${JSON.stringify(o.auditKeyFile)} }`,
+    `admin: { host: 127.0.0.1, port: ${o.adminPort} }`,
+    `state: { redis: { url: "${o.redisUrl}" } }`,
+    'log: { level: warn }'
+  ].join('\n') + '\n'
+}
+
+function readyz (port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/readyz', agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+    req.on('error', () => resolve(0))
+    req.end()
+  })
+}
+
+/** Starts one gateway process; resolved once its /readyz says 200. Killed in teardown if still running. */
+export async function startGateway (t: Teardown, o: FleetOptions & { name: string }): Promise<GatewayProcess> {
+  const port = await freePort()
+  const adminPort = await freePort()
+  const auditDir = join(o.base, `${o.name}-audit`)
+  const config = join(o.base, `${o.name}.yaml`)
+  writeFileSync(config, gatewayConfig({ ...o, port, adminPort, auditDir }))
+  // A clean environment: no NASGUARD_* from the caller, no tap hooks.
+  const child = spawn(process.execPath, [CLI, 'start', '--config', config], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const keep = (c: Buffer): void => { out = (out + c.toString()).slice(-20000) }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    child.kill('SIGKILL')
+    await exited
+  })
+  await waitFor(`gateway ${o.name} to be ready`, async () => {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway ${o.name} exited:\n${out}`)
+    return await readyz(adminPort) === 200 ? true : undefined
+  }, { intervalMs: 100 })
+  return { name: o.name, port, adminPort, config, auditDir, child, exited, output: () => out }
+}
+
+/** SIGTERM, as systemd stops it: resolved with how it exited. */
+export async function stopGateway (gw: GatewayProcess): Promise<{ code: number | null, signal: NodeJS.Signals | null }> {
+  if (gw.child.exitCode === null && gw.child.signalCode === null) gw.child.kill('SIGTERM')
+  return await gw.exited
+}

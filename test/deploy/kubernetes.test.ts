@@ -315,6 +315,8 @@ t.test("the shipped nasguard.yaml passes nasguard's own checks", async (t) => {
   t.same(main.env.find((e: Obj) => e.name === 'NASGUARD_AUDIT_INSTANCE')?.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } }, 'audit.instance is the pod name')
   const loaded = loadConfig({ object: moved, baseDir: root, env })
   t.equal(loaded.audit.instance, 'nasguard-0')
+  // Why enableServiceLinks is off: the environment a service link for the Service nasguard-admin would add.
+  t.throws(() => loadConfig({ object: moved, baseDir: root, env: { ...env, NASGUARD_ADMIN_PORT: 'tcp://10.0.0.9:9464', NASGUARD_ADMIN_SERVICE_HOST: '10.0.0.9' } }), /NASGUARD_ADMIN_PORT must be a number|unknown environment variable/)
   t.ok(loaded.state.redis, 'revocations are shared through Redis')
   t.ok(loaded.auth.grants.secretFile, 'grants are shared between gateways (one key)')
   t.same(startProblems(loaded), [], 'start would accept it')

@@ -35,6 +35,8 @@ import { JWT_SECRET, startGateway, stopGateway } from './gateways.js'
 const CONCURRENCY = 8
 /** Requests sent through HAProxy after it marked gw2 DOWN. */
 const AFTER_DOWN = 40
+/** Requests started after gw2's exit while HAProxy, its checks paused, still takes it for up. */
+const DEAD_BUT_UP = 24
 /** The README's promise: a revocation applies on every gateway within this. */
 const PROPAGATION_MS = 1000
 
@@ -137,6 +139,12 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
 
     // Under way on all three first.
     await waitFor('load on every gateway', async () => (await hp.servers()).every((s) => s.stot >= 5) && outcomes.length >= 30 ? true : undefined, { intervalMs: 50 })
+    // gw2's checks are paused across the kill, so that the stretch in which
+    // HAProxy still takes gw2 for up surely holds requests (with 200 ms
+    // checks it may hold none on a slow machine): each of them sent to gw2
+    // is refused at connect and must be redispatched. Then the checks
+    // resume, and HAProxy must mark gw2 DOWN by itself.
+    t.match(await hp.command('disable health gateways/gw2'), /^\s*$/, 'gw2\'s health checks paused')
     const before = await hp.servers()
     let atExit: { seq: number, inflight: number[] } | undefined
     void gw2.exited.then(() => { atExit = { seq, inflight: [...inflight] } })
@@ -144,6 +152,10 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
     gw2.child.kill('SIGKILL')
     const exit = await gw2.exited
     t.equal(exit.signal, 'SIGKILL', 'gw2 died of SIGKILL')
+    const exitSeq = seq
+    await waitFor(`${DEAD_BUT_UP} requests started after gw2's exit`, () => seq >= exitSeq + DEAD_BUT_UP ? true : undefined)
+    const paused = await hp.servers()
+    t.match(await hp.command('enable health gateways/gw2'), /^\s*$/, 'gw2\'s health checks resumed')
     const down = await waitFor('haproxy to mark gw2 DOWN', async () => {
       const s = (await hp.servers()).find((x) => x.name === 'gw2')
       return s?.status.startsWith('DOWN') === true ? { seq, stat: s } : undefined
@@ -157,10 +169,14 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
     const ok = outcomes.filter((o) => o.ok)
     const gw2After = after.find((s) => s.name === 'gw2')
     t.comment(`${outcomes.length} requests (${outcomes.filter((o) => o.proto === 'h2').length} over HTTP/2), ${ok.length} served, ${failed.length} failed: ${failed.map((f) => `#${f.seq} ${f.proto} (${f.error ?? ''})`).join(', ') || 'none'}`)
-    t.comment(`kill at seq ${atKill.seq} with ${atKill.inflight.length} in flight; exit seen at seq ${exited.seq}; DOWN seen at seq ${down.seq}; load stopped at seq ${seq}`)
+    t.comment(`kill at seq ${atKill.seq} with ${atKill.inflight.length} in flight; exit seen at seq ${exited.seq}; checks resumed at seq ${exitSeq + DEAD_BUT_UP}+; DOWN seen at seq ${down.seq}; load stopped at seq ${seq}`)
+    const gw2Paused = paused.find((s) => s.name === 'gw2')
+    const gw2Before = before.find((s) => s.name === 'gw2')
     t.comment(`haproxy before the kill: ${JSON.stringify(before)}`)
+    t.comment(`haproxy with gw2 dead, checks paused: ${JSON.stringify(paused)}`)
     t.comment(`haproxy after: ${JSON.stringify(after)}`)
-    t.comment(`haproxy's log: ${hp.output().split('\n').filter((l) => /gw2 is DOWN/.test(l)).join(' ')}`)
+    t.comment(`haproxy's log: ${hp.output().split('\n').find((l) => /gw2 is DOWN/.test(l)) ?? '(no DOWN line)'}`)
+    t.ok((gw2Paused?.wredis ?? 0) > (gw2Before?.wredis ?? 0), `HAProxy redispatched ${(gw2Paused?.wredis ?? 0) - (gw2Before?.wredis ?? 0)} connection(s) refused by the dead gw2 while it still took it for up`)
     t.ok(outcomes.length >= down.seq + AFTER_DOWN - CONCURRENCY, 'the load went on past DOWN')
     t.same(failed.filter((f) => f.seq > exited.seq), [], 'no request started after gw2\'s exit was seen failed (a refused connection is redispatched)')
     // A request started between the kill and its exit event may have been
@@ -168,7 +184,7 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
     // completing handshakes until the process's files are closed): HAProxy
     // had connected, so it could not redispatch. Those were on gw2 too.
     t.same(failed.filter((f) => !atKill.inflight.includes(f.seq) && f.seq <= atKill.seq), [], 'a request that failed and started before the kill was in flight at the kill')
-    t.ok(failed.length <= CONCURRENCY, `failures (${failed.length}) are at most the requests in flight (${CONCURRENCY}); ${failed.filter((f) => f.seq > atKill.seq).length} of them started after the kill, before its exit was seen`)
+    t.ok(failed.length <= CONCURRENCY, `failures (${failed.length}) are at most the requests in flight (${CONCURRENCY}); ${failed.filter((f) => f.seq > atKill.seq).length} of them started after the kill signal was sent`)
     t.same(failed.filter((f) => f.seq > down.seq), [], 'no request failed after gw2 was DOWN')
     t.equal(gw2After?.stot, down.stat.stot, 'HAProxy sent gw2 no connection after marking it DOWN')
     t.ok(after.filter((s) => s.name !== 'gw2').every((s) => s.status.startsWith('UP')), 'gw1 and gw3 stay UP')
@@ -187,6 +203,9 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
     t.comment(r.stdout.trim())
     t.equal(r.status, 0, 'audit verify passes over the collection', { output: r.stdout + r.stderr })
     for (const g of gws) t.match(r.stdout, new RegExp(`^${g.name}: intact`, 'm'))
-    t.notMatch(r.stdout, /truncated record/, 'gw2, killed, left no torn line (durability strict)')
+    // A kill in the middle of a write can leave a torn last line (never
+    // acknowledged: strict durability answers after fsync); verify notes
+    // it and passes. Seen or not, it is reported here.
+    t.comment(/truncated record/.test(r.stdout) ? 'gw2 left a torn last line (noted by verify, not tampering)' : 'gw2 left no torn line')
   })
 })

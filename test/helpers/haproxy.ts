@@ -34,6 +34,8 @@ export interface TestHaproxy {
   dir: string
   /** The servers' rows of `show stat`. */
   servers: () => Promise<ServerStat[]>
+  /** A command on the stats socket (disable health gateways/gw2, ...): its answer. */
+  command: (c: string) => Promise<string>
   /** The config it runs with (for the README's example and for failures). */
   config: string
   output: () => string
@@ -69,22 +71,26 @@ export function haproxyConfig (o: { port: number, statsSocket: string, backends:
   ].join('\n') + '\n'
 }
 
-/** `show stat` over the stats socket, parsed (CSV, its header line starting with `# `). */
-export function showStat (socket: string): Promise<Array<Record<string, string>>> {
+/** One command on the stats socket (HAProxy answers and closes): its answer. */
+export function statsCommand (socket: string, command: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = connect(socket)
     let text = ''
-    s.setTimeout(5000, () => { s.destroy(); reject(new Error('haproxy stats socket: no answer')) })
-    s.once('connect', () => s.write('show stat\n'))
+    s.setTimeout(5000, () => { s.destroy(); reject(new Error(`haproxy stats socket: no answer to ${command}`)) })
+    s.once('connect', () => s.write(command + '\n'))
     s.on('data', (c: Buffer) => { text += c.toString() })
     s.once('error', reject)
-    s.once('close', () => {
-      const lines = text.split('\n').filter((l) => l !== '')
-      if (lines.length === 0 || !lines[0].startsWith('# ')) { reject(new Error(`haproxy stats socket: unexpected answer ${JSON.stringify(text.slice(0, 200))}`)); return }
-      const cols = lines[0].slice(2).split(',')
-      resolve(lines.slice(1).map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v]))))
-    })
+    s.once('close', () => resolve(text))
   })
+}
+
+/** `show stat` over the stats socket, parsed (CSV, its header line starting with `# `). */
+export async function showStat (socket: string): Promise<Array<Record<string, string>>> {
+  const text = await statsCommand(socket, 'show stat')
+  const lines = text.split('\n').filter((l) => l !== '')
+  if (lines.length === 0 || !lines[0].startsWith('# ')) throw new Error(`haproxy stats socket: unexpected answer ${JSON.stringify(text.slice(0, 200))}`)
+  const cols = lines[0].slice(2).split(',')
+  return lines.slice(1).map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v])))
 }
 
 /** Starts HAProxy; resolved once every backend's health check says UP. */
@@ -118,5 +124,5 @@ export async function startHaproxy (t: Teardown, backends: Backend[]): Promise<T
       return undefined
     }
   }, { intervalMs: 100 })
-  return { port, dir, servers, config, output: () => out, stop }
+  return { port, dir, servers, command: async (c) => await statsCommand(statsSocket, c), config, output: () => out, stop }
 }

@@ -45,10 +45,15 @@ export function gatewayConfig (o: FleetOptions & { name: string, port: number, a
   ].join('\n') + '\n'
 }
 
-function readyz (port: number): Promise<number> {
+/** /readyz's status and body; status 0 and the error when nothing answers. */
+function readyz (port: number): Promise<{ status: number, body: string }> {
   return new Promise((resolve) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/readyz', agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
-    req.on('error', () => resolve(0))
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/readyz', agent: false }, (res) => {
+      let body = ''
+      res.on('data', (c: Buffer) => { body += c.toString() })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', (err) => resolve({ status: 0, body: err.message }))
     req.end()
   })
 }
@@ -72,10 +77,17 @@ export async function startGateway (t: Teardown, o: FleetOptions & { name: strin
     child.kill('SIGKILL')
     await exited
   })
-  await waitFor(`gateway ${o.name} to be ready`, async () => {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway ${o.name} exited:\n${out}`)
-    return await readyz(adminPort) === 200 ? true : undefined
-  }, { intervalMs: 100 })
+  let last = { status: 0, body: 'not asked yet' }
+  try {
+    await waitFor(`gateway ${o.name} to be ready`, async () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway ${o.name} exited:\n${out}`)
+      last = await readyz(adminPort)
+      return last.status === 200 ? true : undefined
+    // A gateway starts in 1-2 s on an idle machine, 5-9 s when it is loaded (load average 11 here).
+    }, { intervalMs: 100, tries: 900 })
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; its /readyz said ${last.status} ${last.body}; its output:\n${out}`)
+  }
   return { name: o.name, port, adminPort, config, auditDir, child, exited, output: () => out }
 }
 

@@ -123,6 +123,6 @@ export async function startHaproxy (t: Teardown, backends: Backend[]): Promise<T
     } catch {
       return undefined
     }
-  }, { intervalMs: 100 })
+  }, { intervalMs: 100, tries: 600 })
   return { port, dir, servers, command: async (c) => await statsCommand(statsSocket, c), config, output: () => out, stop }
 }

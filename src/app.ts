@@ -6,14 +6,13 @@
 // src/gate/stages.ts, in that order. Only then is it proxied.
 import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
-import { join } from 'node:path'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
 import { Errors } from './errors.js'
 import { createTlsServer, type TlsServer } from './tls/server.js'
 import { Authenticator } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
-import { Denylist } from './auth/revocation.js'
+import { revocationsOf } from './gateway/revocations.js'
 import { GrantSigner } from './auth/grants.js'
 import { registerGrantsRoute } from './gateway/grants-route.js'
 import { readinessOf } from './gateway/readiness.js'
@@ -85,11 +84,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   metrics.refuse(CLIENT_CONNECTIONS, 0)
   const audit = await openTrail(config, opts.auditChain, metrics, () => log)
   const records = new Records(audit, metrics, () => log)
-  const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
+  const revocations = revocationsOf(config, () => log)
   const g = config.auth.grants
   const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
   const jwksCfg = config.auth.jwt.jwks
-  const authenticator = new Authenticator(config, { denylist, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined, clientCrls: () => tls?.clientCrls })
+  const authenticator = new Authenticator(config, { revocations: revocations.source, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined, clientCrls: () => tls?.clientCrls })
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
   const connections = processShare(config, config.upstream.connections)
   const admission = new Admission({ connections, queueTimeoutMs: config.upstream.queueTimeoutMs, clientFetches: processShare(config, config.limits.clientFetches) })
@@ -118,11 +117,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const options = fastifyOptions({ config, logger: opts.logger, serverFactory: serverFactory as never, hsts, metrics, records, deliveries, log: () => log })
   const app = Fastify(options as never) as unknown as FastifyInstance
   log = app.log
-  const stopDenylist = denylist.watch(config.auth.revocation.pollMs, (problem) => {
-    // Once per change: the file is polled every pollMs, the log is not.
-    if (problem) log.error({ file: denylist.file, problem }, 'the revocation denylist is not valid: every token request is refused (503) until it is')
-    else log.warn({ file: denylist.file }, 'the revocation denylist is valid again')
-  })
+  const stopRevocations = revocations.follow()
   announceTrail(config, opts.auditChain, audit, log)
   app.decorateRequest('ng', null as unknown as RequestState)
 
@@ -159,14 +154,14 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     audit,
     record: async (r) => await records.write(r),
     nas: async () => await upstream.check(),
-    denylist,
+    revocations: revocations.source,
     tls: () => tls,
     crl: config.tls.clientAuth !== 'off' && Boolean(config.tls.clientCrl)
   })
   const admin = config.admin.enabled && opts.admin !== false
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, connectionRefusals, stopDenylist, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, connectionRefusals, stopRevocations, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,

@@ -8,7 +8,6 @@ import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import cluster from 'node:cluster'
 import { Command, CommanderError, Option } from 'commander'
 import type { Config } from './config/schema.js'
-import type { RevocationEntry } from './auth/revocation.js'
 import type { ChainAnchor } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
@@ -226,24 +225,25 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
 
 async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): Promise<number> {
   const { parseTime } = await tokens()
+  const { revocationEntry } = await import('./auth/revocation.js')
+  const now = Math.floor(Date.now() / 1000)
+  const entry = revocationEntry(c.auth.jwt, o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: parseTime(o.issuedBefore) }, now)
+  const what = entry.type === 'jti' ? `token ${entry.jti}` : `every token and grant of ${entry.sub} issued before ${new Date(entry.issuedBefore * 1000).toISOString()}`
+  const redis = c.state.redis
+  if (redis) {
+    // Shared: every gateway following this Redis has it as soon as it is published.
+    const { addSharedRevocation } = await import('./auth/shared-revocations.js')
+    const { redisAddress } = await import('./state/redis.js')
+    const n = await addSharedRevocation(redis, entry, now)
+    out(`revoked ${what}; ${redisAddress(redis)} holds ${n} entr${n === 1 ? 'y' : 'ies'}; every gateway following it applies it at once\n`)
+    return 0
+  }
   const { addRevocation } = await import('./auth/revocation.js')
   const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
   refuseForeignOwner([dirname(file)], 'token revoke')
-  const now = Math.floor(Date.now() / 1000)
-  // No token that could match outlives this: exp <= iat + maxLifetimeSec,
-  // and exp is honoured up to clockToleranceSec late.
-  const max = c.auth.jwt.maxLifetimeSec + c.auth.jwt.clockToleranceSec
-  let entry: RevocationEntry
-  if (o.jti) {
-    entry = { type: 'jti', jti: o.jti, expiresAt: now + c.auth.jwt.clockToleranceSec + max, at: now }
-  } else {
-    const before = parseTime(o.issuedBefore)
-    entry = { type: 'sub', sub: o.sub as string, issuedBefore: before, expiresAt: Math.max(before, now) + max, at: now }
-  }
   // A damaged denylist is rewritten with what it still holds: say so, as
   // revocations in the damaged part are lost and may need to be redone.
   const n = addRevocation(file, entry, now, { warn: (m) => err(`warning: ${m}\n`) })
-  const what = o.jti ? `token ${o.jti}` : `every token and grant of ${o.sub as string} issued before ${new Date((entry as { issuedBefore: number }).issuedBefore * 1000).toISOString()}`
   out(`revoked ${what}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
   return 0
 }

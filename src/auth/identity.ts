@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js'
 import { Errors, isNasguardError } from '../errors.js'
 import { scopesOf, type Grantee } from '../policy/rules.js'
 import { JwksCache, staticKeys, type VerificationKey } from './keys.js'
-import type { Denylist } from './revocation.js'
+import type { RevocationSource } from './revocation.js'
 import { grantFromUrl, type GrantSigner } from './grants.js'
 
 export interface Identity {
@@ -93,7 +93,7 @@ function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefine
 }
 
 export interface AuthenticatorDeps {
-  denylist: Denylist
+  revocations: RevocationSource
   grants: GrantSigner
   jwks?: JwksCache
   /** The CRLs the gate applies to client certificates (clientAuth optional), as loaded now. */
@@ -214,21 +214,21 @@ export class Authenticator {
     const subject = claims.sub as string
     const jti = typeof claims.jti === 'string' ? claims.jti : undefined
     // A denylist that exists but cannot be read could hide any revocation.
-    if (this.deps.denylist.loadError) throw new Errors.RevocationUnavailable()
-    const revoked = this.deps.denylist.check({ sub: subject, jti, iat }, now)
+    if (this.deps.revocations.loadError) throw new Errors.RevocationUnavailable()
+    const revoked = this.deps.revocations.check({ sub: subject, jti, iat }, now)
     if (revoked) throw new Errors.TokenInvalid(revoked)
     return { method: 'jwt', subject, jti, exp: claims.exp as number, iat, claims, grantee: { scopes: scopesOf(claims), claims } }
   }
 
   private grant (value: string, path: string, ip: string): Identity {
     // As for tokens: a denylist that is not valid could hide the revocation of the grant's token.
-    if (this.deps.denylist.loadError) throw new Errors.RevocationUnavailable()
+    if (this.deps.revocations.loadError) throw new Errors.RevocationUnavailable()
     const v = this.deps.grants.verify(value, path, ip)
     if (!v.ok) throw new Errors.GrantInvalid(v.reason)
     const c = v.claims
     // A grant is as revoked as the token it came from: judge it by the
     // earlier of its own and its token's issue time.
-    const revoked = this.deps.denylist.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
+    const revoked = this.deps.revocations.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
     // A grant minted with a client certificate dies with that certificate.
     if (c.n !== undefined && this.deps.clientCrls?.()?.lists(c.n) === true) throw new Errors.GrantInvalid('the client certificate it was minted with is revoked')

@@ -52,7 +52,7 @@ function isTime (v: unknown): v is number {
 }
 
 /** The entry a parsed line is, or undefined when it is not a well-formed one. */
-function entryOf (v: unknown): RevocationEntry | undefined {
+export function entryOf (v: unknown): RevocationEntry | undefined {
   if (!isObject(v) || !isTime(v.expiresAt)) return undefined
   if (v.type === 'jti' && typeof v.jti === 'string') return v as RevocationEntry
   if (v.type === 'sub' && typeof v.sub === 'string' && isTime(v.issuedBefore)) return v as RevocationEntry
@@ -137,20 +137,52 @@ async function runSliced<T> (g: Generator<void, T>): Promise<T> {
   }
 }
 
-interface Maps { jtis: Map<string, number>, subs: Map<string, { issuedBefore: number, expiresAt: number }> }
+/**
+ * Revocations in memory, as every source of them (the file here, Redis in
+ * src/auth/shared-revocations.ts) holds them: the latest expiry per jti, and
+ * per subject the latest issuedBefore. Entries for one key merge by max, so
+ * adding the same one twice, or in any order, gives the same set.
+ */
+export class RevocationSet {
+  private readonly jtis = new Map<string, number>()
+  private readonly subs = new Map<string, { issuedBefore: number, expiresAt: number }>()
 
-function collector (): { maps: Maps, add: (e: RevocationEntry) => void } {
-  const maps: Maps = { jtis: new Map(), subs: new Map() }
-  return {
-    maps,
-    add: (e) => {
-      if (e.type === 'jti') maps.jtis.set(e.jti, Math.max(e.expiresAt, maps.jtis.get(e.jti) ?? 0))
-      else {
-        const prev = maps.subs.get(e.sub)
-        maps.subs.set(e.sub, { issuedBefore: Math.max(e.issuedBefore, prev?.issuedBefore ?? 0), expiresAt: Math.max(e.expiresAt, prev?.expiresAt ?? 0) })
-      }
+  add (e: RevocationEntry): void {
+    if (e.type === 'jti') {
+      this.jtis.set(e.jti, Math.max(e.expiresAt, this.jtis.get(e.jti) ?? 0))
+      return
     }
+    const prev = this.subs.get(e.sub)
+    this.subs.set(e.sub, { issuedBefore: Math.max(e.issuedBefore, prev?.issuedBefore ?? 0), expiresAt: Math.max(e.expiresAt, prev?.expiresAt ?? 0) })
   }
+
+  /** Why a token or grant is revoked, or null. */
+  check (t: Revocable, now: number): string | null {
+    if (t.jti !== undefined) {
+      const until = this.jtis.get(t.jti)
+      if (until !== undefined && until >= now) return 'token revoked'
+    }
+    const s = this.subs.get(t.sub)
+    if (s && s.expiresAt >= now && (t.iat === undefined || t.iat < s.issuedBefore)) return 'subject revoked'
+    return null
+  }
+}
+
+/** Where a gateway learns of revocations: the denylist file, or Redis (state.redis). */
+export interface RevocationSource {
+  /** Why the revocations cannot be trusted now (every token is then refused, 503), or null. */
+  readonly loadError: string | null
+  /** Why a token or grant is revoked, or null. */
+  check: (t: Revocable, now?: number) => string | null
+}
+
+/** The entry `nasguard token revoke` adds: it lapses once no token it matches can still be valid. */
+export function revocationEntry (jwt: { maxLifetimeSec: number, clockToleranceSec: number }, what: { jti: string } | { sub: string, issuedBefore: number }, now: number): RevocationEntry {
+  // No token that could match outlives this: exp <= iat + maxLifetimeSec,
+  // and exp is honoured up to clockToleranceSec late.
+  const max = jwt.maxLifetimeSec + jwt.clockToleranceSec
+  if ('jti' in what) return { type: 'jti', jti: what.jti, expiresAt: now + jwt.clockToleranceSec + max, at: now }
+  return { type: 'sub', sub: what.sub, issuedBefore: what.issuedBefore, expiresAt: Math.max(what.issuedBefore, now) + max, at: now }
 }
 
 function signature (st: Stats): string {
@@ -159,9 +191,8 @@ function signature (st: Stats): string {
 
 const DELETED = 'deleted: the denylist existed and is gone'
 
-export class Denylist {
-  private jtis = new Map<string, number>()
-  private subs = new Map<string, { issuedBefore: number, expiresAt: number }>()
+export class Denylist implements RevocationSource {
+  private set = new RevocationSet()
   /** The file as last judged (valid or not), so an unchanged file is not read again. */
   private lastStat = ''
   /** The file has been seen to exist by this process. */
@@ -192,8 +223,8 @@ export class Denylist {
       this.existed = true
       if (sig === this.lastStat) return
       const buf = readFileSync(fd)
-      const c = collector()
-      this.settle(runSync(validate(buf, c.add)), c.maps, sig)
+      const set = new RevocationSet()
+      this.settle(runSync(validate(buf, (e) => set.add(e))), set, sig)
     } catch (err) {
       this.failed(err)
     } finally {
@@ -241,8 +272,8 @@ export class Denylist {
       this.existed = true
       if (sig === this.lastStat) return
       const buf = await fh.readFile()
-      const c = collector()
-      this.settle(await runSliced(validate(buf, c.add)), c.maps, sig)
+      const set = new RevocationSet()
+      this.settle(await runSliced(validate(buf, (e) => set.add(e))), set, sig)
     } catch (err) {
       this.failed(err)
     } finally {
@@ -273,23 +304,16 @@ export class Denylist {
 
   /** Why a token or grant is revoked, or null. */
   check (t: Revocable, now = Math.floor(Date.now() / 1000)): string | null {
-    if (t.jti !== undefined) {
-      const until = this.jtis.get(t.jti)
-      if (until !== undefined && until >= now) return 'token revoked'
-    }
-    const s = this.subs.get(t.sub)
-    if (s && s.expiresAt >= now && (t.iat === undefined || t.iat < s.issuedBefore)) return 'subject revoked'
-    return null
+    return this.set.check(t, now)
   }
 
-  private settle (v: Verdict, maps: Maps, sig: string): void {
+  private settle (v: Verdict, set: RevocationSet, sig: string): void {
     this.lastStat = sig
     if (!v.ok) {
       this.setProblem(v.problem)
       return
     }
-    this.jtis = maps.jtis
-    this.subs = maps.subs
+    this.set = set
     this.setProblem(null)
   }
 
@@ -309,8 +333,7 @@ export class Denylist {
       this.setProblem(DELETED)
       return
     }
-    this.jtis = new Map()
-    this.subs = new Map()
+    this.set = new RevocationSet()
     this.setProblem(null)
   }
 

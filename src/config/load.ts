@@ -179,6 +179,8 @@ const FILE_KEYS: Array<[string, (c: Config) => string | undefined, (c: Config, v
   ['auth.grants.secretFile', (c) => c.auth.grants.secretFile, (c, v) => { c.auth.grants.secretFile = v }],
   ['auth.revocation.file', (c) => c.auth.revocation.file, (c, v) => { c.auth.revocation.file = v }],
   ['audit.keyFile', (c) => c.audit.keyFile, (c, v) => { c.audit.keyFile = v }],
+  ['state.redis.passwordFile', (c) => c.state.redis?.passwordFile, (c, v) => { if (c.state.redis) c.state.redis.passwordFile = v }],
+  ['state.redis.caFile', (c) => c.state.redis?.caFile, (c, v) => { if (c.state.redis) c.state.redis.caFile = v }],
   ['admin.tokenFile', (c) => c.admin.tokenFile, (c, v) => { c.admin.tokenFile = v }],
   ['admin.basicAuth.passwordFile', (c) => c.admin.basicAuth?.passwordFile, (c, v) => { if (c.admin.basicAuth) c.admin.basicAuth.passwordFile = v }],
   ['audit.dir', (c) => c.audit.dir, (c, v) => { c.audit.dir = v }]
@@ -212,6 +214,18 @@ function secretLengthProblems (key: string, secret: string, algorithms: readonly
     if (min && Buffer.byteLength(secret) < min) out.push({ key, reason: `an ${alg} secret must be at least ${min} bytes (got ${Buffer.byteLength(secret)})` })
   }
   return out
+}
+
+function redisProblems (r: Config['state']['redis']): ConfigProblem[] {
+  if (!r) return []
+  let u: URL
+  try { u = new URL(r.url) } catch { return [{ key: 'state.redis.url', reason: `is not a URL: use redis://host:port or rediss://host:port` }] }
+  const problems: ConfigProblem[] = []
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') problems.push({ key: 'state.redis.url', reason: 'must be redis:// or rediss:// (TLS)' })
+  if (u.username || u.password) problems.push({ key: 'state.redis.url', reason: 'must not carry credentials; use state.redis.username and state.redis.passwordFile' })
+  if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d{1,2}$/.test(u.pathname)) problems.push({ key: 'state.redis.url', reason: 'the path may only be a database number (redis://host:6379/0)' })
+  if (r.caFile !== undefined && u.protocol !== 'rediss:') problems.push({ key: 'state.redis.caFile', reason: 'is only used with rediss:// (TLS)' })
+  return problems
 }
 
 function semanticProblems (c: Config): ConfigProblem[] {
@@ -258,6 +272,7 @@ function semanticProblems (c: Config): ConfigProblem[] {
   }
   if (c.admin.tokenFile !== undefined && c.admin.basicAuth !== undefined) problems.push({ key: 'admin', reason: 'set tokenFile or basicAuth, not both' })
   if (c.auth.grants.secret !== undefined && c.auth.grants.secretFile !== undefined) problems.push({ key: 'auth.grants', reason: 'set secret or secretFile, not both' })
+  problems.push(...redisProblems(c.state.redis))
 
   if (c.tls.clientAuth !== 'off' && !c.tls.clientCa) problems.push({ key: 'tls.clientCa', reason: `is required with clientAuth: ${c.tls.clientAuth}` })
   c.policy.forEach((rule, i) => {

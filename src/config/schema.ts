@@ -201,6 +201,27 @@ export const ConfigSchema = Type.Object({
   log: Type.Object({
     level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' })
   }, { ...strict, default: {} }),
+  state: Type.Object({
+    /**
+     * Shared state of several gateways: revocations now (a persisted set,
+     * loaded at start, and pub/sub, so a revocation reaches every gateway at
+     * once). Without it each gateway uses the files under audit.dir.
+     */
+    redis: Type.Optional(Type.Object({
+      /** redis://host:port[/db] or rediss:// (TLS). No password in the URL: use passwordFile. */
+      url: Type.String({ minLength: 1 }),
+      /** ACL user, when Redis has users. */
+      username: Type.Optional(Type.String({ minLength: 1 })),
+      /** File holding the Redis password (trailing newline ignored). */
+      passwordFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** With rediss://: a CA file to trust instead of the system store. */
+      caFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** Prefix of every key and channel, so that several deployments can share one Redis. Default "nasguard:". */
+      keyPrefix: Type.String({ default: 'nasguard:', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9:_.-]+$' }),
+      /** Time allowed to connect, and for each command, ms. Default 2000. */
+      timeoutMs: Type.Integer({ default: 2000, minimum: 100, maximum: 60000 })
+    }, strict))
+  }, { ...strict, default: {} }),
   /** Worker processes (node:cluster) sharing the listener: a number, or "auto" for one per core. Default 1 (one process). */
   workers: Type.Union([Type.Integer({ minimum: 1, maximum: 64 }), Type.Literal('auto')], { default: 1 }),
   limits: Type.Object({

@@ -16,7 +16,7 @@ export interface ClosingParts {
   tls: () => TlsServer | undefined
   upstream: { close: () => Promise<void> }
   connectionRefusals: RefusalTally
-  stopDenylist: () => void
+  stopRevocations: () => Promise<void>
   audit: AuditWriter
   drainTimeoutMs: () => number
 }
@@ -43,7 +43,7 @@ export function closer (p: ClosingParts): () => Promise<void> {
       }
       await p.upstream.close()
       p.connectionRefusals.flush()
-      p.stopDenylist()
+      await p.stopRevocations()
       await p.audit.close()
     })()
     return await closing

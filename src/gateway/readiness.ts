@@ -1,9 +1,10 @@
 // /readyz: ready only when the NAS answers an authenticated HEAD, the audit
-// trail is writable, the denylist is valid, and the certificate (and client
-// CRL) are current. Each check says why it fails.
+// trail is writable, the revocations can be trusted (a valid denylist, or
+// Redis followed), and the certificate (and client CRL) are current. Each
+// check says why it fails.
 import type { Readiness } from '../admin.js'
 import type { AuditWriter, AuditRecord } from '../audit/writer.js'
-import type { Denylist } from '../auth/revocation.js'
+import type { RevocationSource } from '../auth/revocation.js'
 import type { TlsServer } from '../tls/server.js'
 
 export interface ReadinessParts {
@@ -12,7 +13,7 @@ export interface ReadinessParts {
   record: (r: AuditRecord) => Promise<boolean>
   /** The NAS check: 'ok', or why not (src/proxy/upstream.ts checkNas). */
   nas: () => Promise<string>
-  denylist: Denylist
+  revocations: RevocationSource
   tls: () => TlsServer | undefined
   /** Whether client certificates are checked against a CRL (tls.clientAuth with tls.clientCrl). */
   crl: boolean
@@ -30,7 +31,7 @@ export function readinessOf (p: ReadinessParts): () => Promise<Readiness> {
     const tls = p.tls()
     const checks = {
       nas,
-      revocation: p.denylist.loadError ? `failing (${p.denylist.loadError})` : 'ok',
+      revocation: p.revocations.loadError ? `failing (${p.revocations.loadError})` : 'ok',
       audit: p.audit.healthy ? 'ok' : `failing${p.audit.startupError ? ` (${p.audit.startupError.code ?? 'error'})` : ''}`,
       certificate: (tls?.expiresAt ?? 0) * 1000 > Date.now() ? 'ok' : 'expired',
       // An expired CRL refuses every client certificate (OpenSSL under

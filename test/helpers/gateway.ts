@@ -52,6 +52,8 @@ export interface GatewayOverrides {
   admin?: Record<string, unknown>
   listen?: Record<string, unknown>
   sealing?: Record<string, unknown>
+  /** Shared state (state.redis). */
+  state?: Record<string, unknown>
 }
 
 export async function startTestGateway (t: Teardown, nas: { url: string }, o: GatewayOverrides = {}): Promise<TestGateway> {
@@ -68,7 +70,8 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
       audit: { dir: auditDir, ...o.audit },
       admin: { host: '127.0.0.1', port: 0, ...o.admin },
       limits: o.limits ?? {},
-      sealing: o.sealing ?? {}
+      sealing: o.sealing ?? {},
+      state: o.state ?? {}
     }
   })
   const logs: string[] = []

@@ -1,0 +1,50 @@
+// The connection to Redis (state.redis): the shared state of several
+// gateways. ioredis, with the options a gateway needs to fail closed
+// rather than wait: no offline queue (a command while Redis is down fails
+// at once instead of waiting for a reconnect), a timeout on every command,
+// and reconnects every second at most for as long as it takes.
+import { readFileSync } from 'node:fs'
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Config } from '../config/schema.js'
+import { readSecretFile } from '../config/secrets.js'
+
+export type RedisConfig = NonNullable<Config['state']['redis']>
+
+/** host:port of the configured Redis, for logs and errors (never a credential). */
+export function redisAddress (cfg: RedisConfig): string {
+  const u = new URL(cfg.url)
+  return `${u.protocol}//${u.host}${u.pathname.length > 1 ? u.pathname : ''}`
+}
+
+/** The ioredis options for state.redis (the URL itself carries no credentials: load.ts refuses them). */
+export function redisOptions (cfg: RedisConfig, name: string, reconnect = true): RedisOptions {
+  const u = new URL(cfg.url)
+  const tls = u.protocol === 'rediss:'
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port: u.port === '' ? 6379 : Number(u.port),
+    db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
+    username: cfg.username,
+    password: cfg.passwordFile === undefined ? undefined : readSecretFile(cfg.passwordFile),
+    tls: tls ? { servername: u.hostname, ...(cfg.caFile === undefined ? {} : { ca: readFileSync(cfg.caFile) }) } : undefined,
+    connectionName: name,
+    connectTimeout: cfg.timeoutMs,
+    commandTimeout: cfg.timeoutMs,
+    // Fail, do not queue: a revocation check must not wait for a reconnect.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    // A gateway reconnects for as long as it takes; a command gives up at once.
+    retryStrategy: reconnect ? (attempt) => Math.min(100 * attempt, 1000) : () => null,
+    lazyConnect: true
+  }
+}
+
+/** A client for state.redis, not yet connected. Its errors are the caller's to handle ('error' events). */
+export function redisClient (cfg: RedisConfig, name: string, reconnect = true): Redis {
+  return new Redis(redisOptions(cfg, name, reconnect))
+}
+
+/** The error a CLI prints when Redis cannot be used: the key, the address and the reason. */
+export function redisFailure (cfg: RedisConfig, err: unknown): Error {
+  return new Error(`state.redis.url: ${redisAddress(cfg)} cannot be used: ${(err as Error).message}`)
+}

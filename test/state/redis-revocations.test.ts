@@ -1,0 +1,194 @@
+// Revocations shared through a real Redis (Debian's redis-server), by
+// gateways in this process and by the built CLI:
+// - a revocation through one gateway's config is refused by every gateway
+//   following the same Redis, over HTTP/1.1 and HTTP/2, with the NAS never
+//   asked;
+// - a gateway started afterwards loads it (the persisted set);
+// - a revocation published while a gateway was not subscribed is not missed
+//   (it reloads on resubscribing);
+// - Redis down, stopped dead (SIGSTOP: no RST, no answer) or not there at
+//   start: every token request is 503 with the NAS untouched, /readyz says
+//   why, and all comes back when Redis does.
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Redis } from 'ioredis'
+import { addSharedRevocation } from '../../src/auth/shared-revocations.js'
+import { revocationEntry } from '../../src/auth/revocation.js'
+import { loadConfig } from '../../src/config/load.js'
+import { RECORDING, SECRET, bearer, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
+import { CLI } from '../helpers/process.js'
+import { startRedis, type TestRedis } from '../helpers/redis.js'
+import { waitFor } from '../helpers/wait.js'
+
+type Test = Parameters<Parameters<typeof t.test>[0]>[0]
+
+const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+const JWT = { maxLifetimeSec: 86400, clockToleranceSec: 30 }
+/** Bounded polling on a gateway's state; never a timing assertion. */
+const WAIT = { tries: 1200, intervalMs: 25 }
+
+function now (): number {
+  return Math.floor(Date.now() / 1000)
+}
+
+async function readyz (gw: TestGateway): Promise<{ status: number, revocation: string }> {
+  const r = await fetch(`${gw.adminUrl}/readyz`)
+  const body = await r.json() as { checks?: { revocation?: string } }
+  return { status: r.status, revocation: body.checks?.revocation ?? '' }
+}
+
+interface Fleet { redis: TestRedis, nas: StubNas, gateways: TestGateway[] }
+
+async function fleet (t: Teardown, count: number, redis?: TestRedis): Promise<Fleet> {
+  redis ??= await startRedis(t)
+  const nas = await startStubNas(t, async (_req, res) => { res.writeHead(200, { 'content-type': 'audio/wav' }); res.end(RECORDING) })
+  const gateways: TestGateway[] = []
+  for (let i = 0; i < count; i++) gateways.push(await startTestGateway(t, nas, { state: { redis: { url: redis.url } }, audit: { instance: `gw${i + 1}` } }))
+  for (const gw of gateways) await waitFor('the gateway to follow Redis', async () => (await readyz(gw)).revocation === 'ok' ? true : undefined, WAIT)
+  return { redis, nas, gateways }
+}
+
+function cliConfig (redisUrl: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-redis-cli-'))
+  const file = join(dir, 'nasguard.yaml')
+  const certs = testCerts()
+  writeFileSync(file, JSON.stringify({
+    tls: { cert: certs.cert, key: certs.key },
+    upstream: { url: 'http://127.0.0.1:9' },
+    auth: { jwt: { secret: SECRET } },
+    policy: [{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }],
+    audit: { dir: join(dir, 'audit') },
+    state: { redis: { url: redisUrl } }
+  }))
+  return file
+}
+
+t.test('a revocation made with one gateway\'s config reaches every gateway, h1 and h2, the NAS untouched', async (t) => {
+  const { redis, nas, gateways } = await fleet(t, 2)
+  for (const proto of PROTOCOLS) {
+    const jti = `cli-${proto}-${now()}`
+    const token = gateways[0].token({ jti })
+    for (const gw of gateways) t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 200, `${proto}: accepted before`)
+    const before = nas.requests.length
+    const r = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', cliConfig(redis.url), '--jti', jti], { encoding: 'utf8' })
+    t.equal(r.status, 0, r.stderr)
+    t.match(r.stdout, /revoked token .*every gateway following it applies it at once/)
+    t.notOk((r.stdout + r.stderr).includes(token), 'the CLI never prints the token')
+    for (const gw of gateways) {
+      await waitFor(`${proto}: the revocation on every gateway`, async () => (await fetchAs(proto, gw, PATH, bearer(token))).status === 401 ? true : undefined, WAIT)
+    }
+    t.equal(nas.requests.length, before, `${proto}: the NAS got no request for the revoked token`)
+    t.equal((await fetchAs(proto, gateways[1], PATH, bearer(gateways[1].token()))).status, 200, `${proto}: other tokens still pass`)
+  }
+})
+
+t.test('a gateway started after a revocation loads it; a subject revocation covers older tokens only', async (t) => {
+  const redis = await startRedis(t)
+  const entry = revocationEntry(JWT, { jti: 'before-start' }, now())
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, entry, now())
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { sub: 'mallory', issuedBefore: now() - 100 }, now()), now())
+  const { nas, gateways: [gw] } = await fleet(t, 1, redis)
+  const before = nas.requests.length
+  t.equal((await fetchAs('h1', gw, PATH, bearer(gw.token({ jti: 'before-start' })))).status, 401, 'the persisted jti is refused')
+  t.equal((await fetchAs('h2', gw, PATH, bearer(gw.token({ sub: 'mallory', iat: now() - 200 })))).status, 401, 'an older token of the subject is refused')
+  t.equal(nas.requests.length, before, 'the NAS got neither')
+  t.equal((await fetchAs('h2', gw, PATH, bearer(gw.token({ sub: 'mallory', iat: now() })))).status, 200, 'a token issued after the subject revocation passes')
+})
+
+t.test('a revocation published while a gateway is not subscribed is not missed', async (t) => {
+  const { redis, nas, gateways: [gw] } = await fleet(t, 1)
+  const admin = new Redis(redis.port, '127.0.0.1')
+  t.teardown(() => { admin.disconnect() })
+  for (const proto of PROTOCOLS) {
+    const jti = `missed-${proto}`
+    const token = gw.token({ jti })
+    t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 200)
+    // Cut the gateway's subscription, and revoke before it is back: the
+    // entry is published to nobody.
+    await admin.client('KILL', 'TYPE', 'pubsub')
+    await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { jti }, now()), now())
+    const before = nas.requests.length
+    // Whatever the gateway answers meanwhile (503 while it reconnects), it
+    // must never serve the token again once it has come back.
+    await waitFor('the gateway to follow Redis again', async () => (await readyz(gw)).revocation === 'ok' ? true : undefined, WAIT)
+    t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 401, `${proto}: refused after resubscribing`)
+    t.equal(nas.requests.length, before, `${proto}: the NAS untouched`)
+  }
+})
+
+async function failsClosed (t: Test, gw: TestGateway, nas: StubNas, what: string): Promise<void> {
+  await waitFor(`${what}: the gateway to stop trusting its revocations`, async () => (await readyz(gw)).status === 503 ? true : undefined, WAIT)
+  const before = nas.requests.length
+  for (const proto of PROTOCOLS) {
+    const r = await fetchAs(proto, gw, PATH, bearer(gw.token()))
+    t.equal(r.status, 503, `${what}, ${proto}: a valid token gets 503`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_REVOCATION_UNAVAILABLE', `${what}, ${proto}: the error says why`)
+  }
+  t.equal(nas.requests.length, before, `${what}: the NAS untouched`)
+  t.match((await readyz(gw)).revocation, /^failing \(/, `${what}: /readyz says the revocations are failing`)
+}
+
+async function recovers (t: Test, gw: TestGateway, what: string): Promise<void> {
+  await waitFor(`${what}: the gateway to follow Redis again`, async () => (await readyz(gw)).status === 200 ? true : undefined, WAIT)
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 200, `${what}, ${proto}: served again`)
+}
+
+t.test('Redis down, frozen or absent at start: fail closed, then recover', async (t) => {
+  const { redis, nas, gateways: [gw] } = await fleet(t, 1)
+  await redis.stop()
+  await failsClosed(t, gw, nas, 'Redis killed')
+  await redis.start()
+  await recovers(t, gw, 'Redis back')
+
+  // A frozen Redis sends no RST and no FIN: only the heartbeat notices.
+  const probe = new Redis(redis.port, '127.0.0.1')
+  const pid = Number((await probe.info('server')).match(/process_id:(\d+)/)?.[1])
+  probe.disconnect()
+  process.kill(pid, 'SIGSTOP')
+  try {
+    await failsClosed(t, gw, nas, 'Redis frozen')
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  await recovers(t, gw, 'Redis thawed')
+})
+
+t.test('a gateway that starts while Redis is down serves nothing until it is up', async (t) => {
+  const redis = await startRedis(t)
+  await redis.stop()
+  const nas = await startStubNas(t, async (_req, res) => { res.writeHead(200, { 'content-type': 'audio/wav' }); res.end(RECORDING) })
+  const gw = await startTestGateway(t, nas, { state: { redis: { url: redis.url } } })
+  await failsClosed(t, gw, nas, 'no Redis at start')
+  t.ok(gw.logs.some((l) => /shared revocations cannot be trusted/.test(l)), 'the log says why')
+  await redis.start()
+  await recovers(t, gw, 'Redis up')
+})
+
+t.test('the CLI says when Redis cannot be reached, and revokes nothing', async (t) => {
+  const redis = await startRedis(t)
+  await redis.stop()
+  const r = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', cliConfig(redis.url), '--jti', 'x'], { encoding: 'utf8' })
+  t.equal(r.status, 1)
+  t.match(r.stderr, /state\.redis\.url: redis:\/\/127\.0\.0\.1:\d+ cannot be used: .*nothing was revoked/)
+})
+
+t.test('state.redis config errors name the key', async (t) => {
+  const certs = testCerts()
+  const base = { tls: { cert: certs.cert, key: certs.key }, upstream: { url: 'http://127.0.0.1:9' }, auth: { jwt: { secret: SECRET } }, policy: [{ name: 'r', path: '/medicall/**', scopes: ['x'] }], audit: { dir: join(tmpdir(), 'unused') } }
+  const cases: Array<[unknown, RegExp]> = [
+    [{ url: 'redis://:secret@127.0.0.1:6379' }, /state\.redis\.url.*must not carry credentials/],
+    [{ url: 'http://127.0.0.1:6379' }, /state\.redis\.url.*redis:\/\/ or rediss:\/\//],
+    [{ url: 'not a url' }, /state\.redis\.url.*not a URL/],
+    [{ url: 'redis://127.0.0.1:6379/x' }, /state\.redis\.url.*database number/],
+    [{ url: 'redis://127.0.0.1', caFile: '/etc/hostname' }, /state\.redis\.caFile.*rediss/],
+    [{ url: 'redis://127.0.0.1', passwordFile: '/nonexistent/redis.pass' }, /state\.redis\.passwordFile/],
+    [{ url: 'redis://127.0.0.1', keyPrefix: 'a b' }, /state\.redis\.keyPrefix/]
+  ]
+  for (const [redis, want] of cases) {
+    t.throws(() => loadConfig({ object: { ...base, state: { redis } } }), want, JSON.stringify(redis))
+  }
+})

@@ -156,6 +156,14 @@ export class RevocationSet {
     this.subs.set(e.sub, { issuedBefore: Math.max(e.issuedBefore, prev?.issuedBefore ?? 0), expiresAt: Math.max(e.expiresAt, prev?.expiresAt ?? 0) })
   }
 
+  /** A copy without the entries that lapsed before now. */
+  current (now: number): RevocationSet {
+    const out = new RevocationSet()
+    for (const [jti, expiresAt] of this.jtis) if (expiresAt >= now) out.jtis.set(jti, expiresAt)
+    for (const [sub, s] of this.subs) if (s.expiresAt >= now) out.subs.set(sub, s)
+    return out
+  }
+
   /** Why a token or grant is revoked, or null. */
   check (t: Revocable, now: number): string | null {
     if (t.jti !== undefined) {

@@ -9,6 +9,9 @@
 //
 // A gateway subscribes, then loads the whole hash; from then on each
 // published entry is applied as it arrives (milliseconds after the revoke).
+// A reload adds to what the gateway knew, it never forgets an entry before
+// it lapses: Redis losing its data does not un-revoke anything here (a
+// gateway started after such a loss cannot know, hence Redis with AOF).
 // Pub/sub delivers nothing while disconnected, so the gateway fails closed
 // from the moment its connection is lost, or a heartbeat PING goes
 // unanswered, until it has subscribed again and reloaded the hash. Every
@@ -154,7 +157,10 @@ export class SharedRevocations implements RevocationSource {
       await this.sub?.subscribe(keys.channel)
       const all = await (this.cmd as Redis).hgetall(keys.hash)
       if (gen !== this.generation || this.stopped) return
-      const set = new RevocationSet()
+      // What this gateway knew stays known until it lapses: a Redis that
+      // lost its data (restarted without persistence, a replica promoted
+      // before it had the entry) must not un-revoke a token here.
+      const set = this.set.current(Math.floor(Date.now() / 1000))
       for (const v of Object.values(all)) {
         let e: RevocationEntry | undefined
         try { e = entryOf(JSON.parse(v)) } catch { e = undefined }

@@ -120,6 +120,22 @@ t.test('a revocation published while a gateway is not subscribed is not missed',
   }
 })
 
+t.test('Redis losing its data does not un-revoke a token a running gateway knew', async (t) => {
+  const { redis, nas, gateways: [gw] } = await fleet(t, 1)
+  const admin = new Redis(redis.port, '127.0.0.1')
+  t.teardown(() => { admin.disconnect() })
+  const token = gw.token({ jti: 'lost-with-redis' })
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { jti: 'lost-with-redis' }, now()), now())
+  await waitFor('the revocation', async () => (await fetchAs('h1', gw, PATH, bearer(token))).status === 401 ? true : undefined, WAIT)
+  // As a Redis restarted without persistence: empty, and every subscriber reconnects.
+  await admin.flushall()
+  await admin.client('KILL', 'TYPE', 'pubsub')
+  await waitFor('the gateway to follow Redis again', async () => (await readyz(gw)).revocation === 'ok' ? true : undefined, WAIT)
+  const before = nas.requests.length
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 401, `${proto}: still refused after the reload`)
+  t.equal(nas.requests.length, before, 'the NAS untouched')
+})
+
 async function failsClosed (t: Test, gw: TestGateway, nas: StubNas, what: string): Promise<void> {
   await waitFor(`${what}: the gateway to stop trusting its revocations`, async () => (await readyz(gw)).status === 503 ? true : undefined, WAIT)
   const before = nas.requests.length

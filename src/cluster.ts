@@ -225,6 +225,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     ? buildAdmin({ contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE, text: metricsText }, log, readiness, adminCredential(config))
     : null
   let adminUrl: string | null = null
+  if (!admin && sockets.admin !== undefined) log.warn({ fd: sockets.admin }, 'systemd passed an admin socket but admin.enabled is false: nothing answers on it (disable nasguard-admin.socket)')
   if (admin) {
     const listener = admin
     try {

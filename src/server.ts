@@ -41,6 +41,7 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
     const from = (fd: number | undefined): string => fd === undefined ? '' : ` (socket fd ${fd} from systemd)`
     const address = await listenOn('gateway', config.listen, sockets.gateway, (at) => gateway.app.listen({ ...at, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}${from(sockets.gateway)}` }))
     let adminUrl: string | null = null
+    if (!gateway.admin && sockets.admin !== undefined) gateway.app.log.warn({ fd: sockets.admin }, 'systemd passed an admin socket but admin.enabled is false: nothing answers on it (disable nasguard-admin.socket)')
     if (gateway.admin) {
       const admin = gateway.admin
       adminUrl = urlOf(await listenOn('admin', config.admin, sockets.admin, (at) => admin.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${from(sockets.admin)}` })), 'http:')

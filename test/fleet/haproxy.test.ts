@@ -68,7 +68,8 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
   const gws = await Promise.all(['gw1', 'gw2', 'gw3'].map(async (name) => await startGateway(t, { ...fleet, name })))
   const [gw1, gw2, gw3] = gws
   const hp = await startHaproxy(t, gws.map((g) => ({ name: g.name, port: g.port, adminPort: g.adminPort })))
-  t.teardown(() => { if (t.passing()) return; t.comment('haproxy:\n' + hp.output().slice(-3000)); for (const g of gws) t.comment(`${g.name}:\n${g.output().slice(-2000)}`) })
+  // On a failure, what HAProxy and the gateways said (stderr: the test's own output is TAP).
+  t.teardown(() => { if (t.passing()) return; console.error('haproxy:\n' + hp.output().slice(-3000)); for (const g of gws) console.error(`${g.name}:\n${g.output().slice(-2000)}`) })
 
   await t.test('a token revoked through gw1 is refused by all three', async (t) => {
     const jti = `fleet-${randomBytes(6).toString('hex')}`

@@ -5,7 +5,7 @@
 // in the foreground (-db) from a generated config in a temporary
 // directory; its stats socket says what it thinks of each server.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -95,6 +95,7 @@ export async function showStat (socket: string): Promise<Array<Record<string, st
 
 /** Starts HAProxy; resolved once every backend's health check says UP. */
 export async function startHaproxy (t: Teardown, backends: Backend[]): Promise<TestHaproxy> {
+  if (!existsSync(HAPROXY)) throw new Error(`${HAPROXY} is missing: apt install haproxy (.ci/run installs it)`)
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-haproxy-'))
   const port = await freePort()
   const statsSocket = join(dir, 'stats.sock')

@@ -85,6 +85,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const audit = await openTrail(config, opts.auditChain, metrics, () => log)
   const records = new Records(audit, metrics, () => log)
   const revocations = revocationsOf(config, () => log)
+  metrics.setRevocationState(() => revocations.source.loadError === null)
   const g = config.auth.grants
   const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
   const jwksCfg = config.auth.jwt.jwks

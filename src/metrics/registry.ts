@@ -70,6 +70,8 @@ export class GatewayMetrics {
   readonly auditAvailable: Gauge
   readonly auditSequence: Gauge<'chain'>
   private auditHealthy: () => boolean = () => true
+  readonly revocationsTrusted: Gauge
+  private revocationsOk: () => boolean = () => true
   private auditChain: { chain: string, sequence: () => number } | undefined
   private upstreamUse = { inUse: () => 0, queued: () => 0 }
   readonly auditWriteSeconds: Histogram
@@ -104,6 +106,11 @@ export class GatewayMetrics {
   /** Where the NAS connection gauges read their values at scrape time. */
   setUpstreamUse (use: { inUse: () => number, queued: () => number }): void {
     this.upstreamUse = use
+  }
+
+  /** Where nasguard_revocations_trusted reads its value at scrape time. */
+  setRevocationState (trusted: () => boolean): void {
+    this.revocationsOk = trusted
   }
 
   /** Where nasguard_audit_available and nasguard_audit_sequence read their values at scrape time; chain: `.` or worker-<i>. */
@@ -257,6 +264,14 @@ export class GatewayMetrics {
       // Workers: 0 when any worker's chain is failing.
       aggregator: 'min',
       collect () { this.set(self.auditHealthy() ? 1 : 0) }
+    })
+    this.revocationsTrusted = new Gauge({
+      name: 'nasguard_revocations_trusted',
+      help: '1 while the revocations are followed (a valid denylist, or state.redis connected and loaded); 0 while every token request is refused with 503.',
+      registers,
+      // Workers: 0 when any worker cannot trust its revocations.
+      aggregator: 'min',
+      collect () { this.set(self.revocationsOk() ? 1 : 0) }
     })
     this.auditSequence = new Gauge({
       name: 'nasguard_audit_sequence',

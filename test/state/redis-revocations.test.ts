@@ -18,7 +18,7 @@ import { Redis } from 'ioredis'
 import { addSharedRevocation } from '../../src/auth/shared-revocations.js'
 import { revocationEntry } from '../../src/auth/revocation.js'
 import { loadConfig } from '../../src/config/load.js'
-import { RECORDING, SECRET, bearer, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { RECORDING, SECRET, bearer, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { CLI } from '../helpers/process.js'
 import { startRedis, type TestRedis } from '../helpers/redis.js'
@@ -146,11 +146,13 @@ async function failsClosed (t: Test, gw: TestGateway, nas: StubNas, what: string
   }
   t.equal(nas.requests.length, before, `${what}: the NAS untouched`)
   t.match((await readyz(gw)).revocation, /^failing \(/, `${what}: /readyz says the revocations are failing`)
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_revocations_trusted'), 0, `${what}: nasguard_revocations_trusted is 0`)
 }
 
 async function recovers (t: Test, gw: TestGateway, what: string): Promise<void> {
   await waitFor(`${what}: the gateway to follow Redis again`, async () => (await readyz(gw)).status === 200 ? true : undefined, WAIT)
   for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 200, `${what}, ${proto}: served again`)
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_revocations_trusted'), 1, `${what}: nasguard_revocations_trusted is 1`)
 }
 
 t.test('Redis down, frozen or absent at start: fail closed, then recover', async (t) => {

@@ -18,7 +18,7 @@ import { Redis } from 'ioredis'
 import { addSharedRevocation } from '../../src/auth/shared-revocations.js'
 import { revocationEntry } from '../../src/auth/revocation.js'
 import { loadConfig } from '../../src/config/load.js'
-import { RECORDING, SECRET, bearer, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { RECORDING, SECRET, bearer, post, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { CLI } from '../helpers/process.js'
 import { startRedis, type TestRedis } from '../helpers/redis.js'
@@ -84,6 +84,27 @@ t.test('a revocation made with one gateway\'s config reaches every gateway, h1 a
     t.equal(nas.requests.length, before, `${proto}: the NAS got no request for the revoked token`)
     t.equal((await fetchAs(proto, gateways[1], PATH, bearer(gateways[1].token()))).status, 200, `${proto}: other tokens still pass`)
   }
+})
+
+t.test('a grant minted on one gateway plays on another (grants.secret shared by config), and the minting token\'s revocation ends it on both', async (t) => {
+  const redis = await startRedis(t)
+  const nas = await startStubNas(t, async (_req, res) => { res.writeHead(200, { 'content-type': 'audio/wav' }); res.end(RECORDING) })
+  const grants = { grants: { secret: 'g'.repeat(64) } }
+  const gateways = [
+    await startTestGateway(t, nas, { state: { redis: { url: redis.url } }, authExtra: grants }),
+    await startTestGateway(t, nas, { state: { redis: { url: redis.url } }, authExtra: grants })
+  ]
+  for (const gw of gateways) await waitFor('the gateway to follow Redis', async () => (await readyz(gw)).revocation === 'ok' ? true : undefined, WAIT)
+  const token = gateways[0].token({ jti: 'grant-minter' })
+  const minted = await post(gateways[0], '/_nasguard/grants', { path: PATH }, bearer(token))
+  t.equal(minted.status, 201, 'minted on gateway 1')
+  const url = String((JSON.parse(minted.body.toString()) as { url: string }).url)
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gateways[1], url)).status, 200, `${proto}: the grant plays on gateway 2`)
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { jti: 'grant-minter' }, now()), now())
+  for (const gw of gateways) await waitFor('the grant to be refused', async () => (await fetchAs('h1', gw, url)).status === 401 ? true : undefined, WAIT)
+  const before = nas.requests.length
+  for (const gw of gateways) for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, url)).status, 401, `${proto}: the grant of a revoked token is refused`)
+  t.equal(nas.requests.length, before, 'the NAS untouched')
 })
 
 t.test('a gateway started after a revocation loads it; a subject revocation covers older tokens only', async (t) => {

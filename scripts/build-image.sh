@@ -170,6 +170,11 @@ if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$NEW_ID" ]; then
   "${podman[@]}" rmi "$OLD_ID" >/dev/null 2>&1 || true
 fi
 
+# The build stage's images (LABEL io.nasguard.stage=build): nothing runs
+# from them, and each app change would leave 140 MB behind. The next build
+# redoes that stage (a few seconds); the final layers stay cached, as COPY
+# --from is keyed by content.
+"${podman[@]}" image prune --force --filter label=io.nasguard.stage=build >/dev/null
 for old in "$CACHE_DIR"/context-*; do
   [ "$old" = "$CONTEXT" ] || rm -rf "$old"
 done

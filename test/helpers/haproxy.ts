@@ -27,6 +27,9 @@ export interface ServerStat {
   econ: number
   wretr: number
   wredis: number
+  /** Failed health checks, and transitions from UP to DOWN. */
+  chkfail: number
+  chkdown: number
 }
 
 export interface TestHaproxy {
@@ -54,6 +57,10 @@ export function haproxyConfig (o: { port: number, statsSocket: string, backends:
     '  option tcplog',
     // A refused connection is retried after min(timeout connect, 1 s): short here.
     '  timeout connect 500ms',
+    // A check's answer may take this long. Without it the bound is inter
+    // (200 ms here): /readyz asks the NAS each time, and under load a slow
+    // answer took every gateway out of rotation at once.
+    '  timeout check 3s',
     '  timeout client 30s',
     '  timeout server 30s',
     '  retries 3',
@@ -115,7 +122,7 @@ export async function startHaproxy (t: Teardown, backends: Backend[]): Promise<T
   t.teardown(stop)
   const servers = async (): Promise<ServerStat[]> => (await showStat(statsSocket))
     .filter((r) => r.pxname === 'gateways' && r.svname !== 'BACKEND' && r.svname !== 'FRONTEND')
-    .map((r) => ({ name: r.svname, status: r.status, stot: Number(r.stot), econ: Number(r.econ || 0), wretr: Number(r.wretr || 0), wredis: Number(r.wredis || 0) }))
+    .map((r) => ({ name: r.svname, status: r.status, stot: Number(r.stot), econ: Number(r.econ || 0), wretr: Number(r.wretr || 0), wredis: Number(r.wredis || 0), chkfail: Number(r.chkfail || 0), chkdown: Number(r.chkdown || 0) }))
   await waitFor('haproxy to see every gateway UP', async () => {
     if (child.exitCode !== null) throw new Error('haproxy exited:\n' + out)
     try {

@@ -111,6 +111,10 @@ base_image () {
   if ! "${podman[@]}" image exists "$image"; then
     "${podman[@]}" import --quiet "$tar" "$image" >/dev/null
   fi
+  # Bases of an older recipe: their tarballs and images.
+  find "$CACHE_DIR" -maxdepth 1 -name "base-$name-*.tar" ! -name "base-$name-$key.tar" -delete
+  "${podman[@]}" images --format '{{.Repository}}:{{.Tag}}' --filter "reference=localhost/nasguard-base-$name" |
+    grep -vxF "$image" | xargs -r "${podman[@]}" rmi >/dev/null 2>&1 || true
   echo "$image"
 }
 RUNTIME_BASE=$(base_image runtime "$RUNTIME_PACKAGES" 'true')

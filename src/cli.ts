@@ -8,6 +8,7 @@ import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import cluster from 'node:cluster'
 import { Command, CommanderError, Option } from 'commander'
 import type { Config } from './config/schema.js'
+import type { RevocationEntry } from './auth/revocation.js'
 import type { ChainAnchor } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
@@ -137,6 +138,12 @@ function buildProgram (): Command {
       return await revoke(await load(o.config), o)
     }))
 
+  program.command('state').description('shared state of several gateways (state.redis)')
+    .command('init').description('mark Redis as holding this deployment\'s revocations (gateways fail closed until then, and again if Redis loses its data), importing the denylist file\'s live entries')
+    .addOption(configOption(true))
+    .option('--import <file>', 'the denylist file whose live entries are added (default: revoked.jsonl in audit.dir)')
+    .action(action(async (o: { config: string, import?: string }) => await stateInit(await load(o.config), o.import)))
+
   const audit = program.command('audit').description('the audit trail')
   const trail = (cmd: Command): Command => cmd
     .addOption(configOption(false))
@@ -226,25 +233,40 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
 async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): Promise<number> {
   const { parseTime } = await tokens()
   const { revocationEntry } = await import('./auth/revocation.js')
-  const now = Math.floor(Date.now() / 1000)
-  const entry = revocationEntry(c.auth.jwt, o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: parseTime(o.issuedBefore) }, now)
-  const what = entry.type === 'jti' ? `token ${entry.jti}` : `every token and grant of ${entry.sub} issued before ${new Date(entry.issuedBefore * 1000).toISOString()}`
+  // "now" is the clock of whatever keeps the revocations: Redis's, when shared.
+  const make = (now: number): RevocationEntry => revocationEntry(c.auth.jwt, o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: o.issuedBefore === 'now' ? now : parseTime(o.issuedBefore) }, now)
+  const what = (e: RevocationEntry): string => e.type === 'jti' ? `token ${e.jti}` : `every token and grant of ${e.sub} issued before ${new Date(e.issuedBefore * 1000).toISOString()}`
   const redis = c.state.redis
   if (redis) {
-    // Shared: every gateway following this Redis has it as soon as it is published.
     const { addSharedRevocation } = await import('./auth/shared-revocations.js')
     const { redisAddress } = await import('./state/redis.js')
-    const n = await addSharedRevocation(redis, entry, now)
-    out(`revoked ${what}; ${redisAddress(redis)} holds ${n} entr${n === 1 ? 'y' : 'ies'}; every gateway following it applies it at once\n`)
+    const r = await addSharedRevocation(redis, make, c.auth.jwt.clockToleranceSec)
+    out(`revoked ${what(r.entry)}; ${redisAddress(redis)} holds ${r.kept} entr${r.kept === 1 ? 'y' : 'ies'}; published to ${r.heard} gateway connection${r.heard === 1 ? '' : 's'}, which apply it at once (gateways not connected now load it when they reconnect)\n`)
     return 0
   }
   const { addRevocation } = await import('./auth/revocation.js')
   const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
   refuseForeignOwner([dirname(file)], 'token revoke')
+  const now = Math.floor(Date.now() / 1000)
+  const entry = make(now)
   // A damaged denylist is rewritten with what it still holds: say so, as
   // revocations in the damaged part are lost and may need to be redone.
   const n = addRevocation(file, entry, now, { warn: (m) => err(`warning: ${m}\n`) })
-  out(`revoked ${what}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
+  out(`revoked ${what(entry)}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
+  return 0
+}
+
+/** `nasguard state init`: the epoch that makes gateways trust Redis, and the denylist file's entries moved there. */
+async function stateInit (c: Readonly<Config>, from: string | undefined): Promise<number> {
+  const redis = c.state.redis
+  if (!redis) throw new UsageError('state init needs state.redis in the config')
+  const { denylistEntries } = await import('./auth/revocation.js')
+  const { initSharedRevocations } = await import('./auth/shared-revocations.js')
+  const { redisAddress } = await import('./state/redis.js')
+  const file = from ?? join(c.audit.dir, 'revoked.jsonl')
+  const entries = denylistEntries(file)
+  const r = await initSharedRevocations(redis, entries, c.auth.jwt.clockToleranceSec)
+  out(`${redisAddress(redis)}: ${r.created ? 'initialised' : 'already initialised'}; ${r.imported} live revocation${r.imported === 1 ? '' : 's'} imported from ${file}\n`)
   return 0
 }
 

@@ -410,6 +410,21 @@ export function addRevocation (file: string, entry: RevocationEntry, now = Math.
   }
 }
 
+/** The entries of a valid denylist file (none when it does not exist); throws, saying why, when it is not valid. */
+export function denylistEntries (file: string): RevocationEntry[] {
+  let buf: Buffer
+  try {
+    buf = readFileSync(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+  const out: RevocationEntry[] = []
+  const v = runSync(validate(buf, (e) => out.push(e)))
+  if (!v.ok) throw new Error(`${file} is not a valid denylist (${v.problem})`)
+  return out
+}
+
 /** Every line of a damaged file that is still a whole, well-formed entry. */
 function salvage (buf: Buffer): RevocationEntry[] {
   const out: RevocationEntry[] = []

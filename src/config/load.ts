@@ -273,6 +273,7 @@ function semanticProblems (c: Config): ConfigProblem[] {
   if (c.admin.tokenFile !== undefined && c.admin.basicAuth !== undefined) problems.push({ key: 'admin', reason: 'set tokenFile or basicAuth, not both' })
   if (c.auth.grants.secret !== undefined && c.auth.grants.secretFile !== undefined) problems.push({ key: 'auth.grants', reason: 'set secret or secretFile, not both' })
   problems.push(...redisProblems(c.state.redis))
+  if (c.state.redis && c.auth.revocation.file !== undefined) problems.push({ key: 'auth.revocation.file', reason: 'is not read when state.redis is set (revocations live in Redis): remove it, after `nasguard state init` has imported its entries' })
 
   if (c.tls.clientAuth !== 'off' && !c.tls.clientCa) problems.push({ key: 'tls.clientCa', reason: `is required with clientAuth: ${c.tls.clientAuth}` })
   c.policy.forEach((rule, i) => {

@@ -4,6 +4,7 @@
 // at once instead of waiting for a reconnect), a timeout on every command,
 // and reconnects every second at most for as long as it takes.
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
@@ -20,13 +21,15 @@ export function redisAddress (cfg: RedisConfig): string {
 export function redisOptions (cfg: RedisConfig, name: string, reconnect = true): RedisOptions {
   const u = new URL(cfg.url)
   const tls = u.protocol === 'rediss:'
+  const host = u.hostname.replace(/^\[|\]$/g, '')
   return {
-    host: u.hostname.replace(/^\[|\]$/g, ''),
+    host,
     port: u.port === '' ? 6379 : Number(u.port),
     db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
     username: cfg.username,
     password: cfg.passwordFile === undefined ? undefined : readSecretFile(cfg.passwordFile),
-    tls: tls ? { servername: u.hostname, ...(cfg.caFile === undefined ? {} : { ca: readFileSync(cfg.caFile) }) } : undefined,
+    // Only a DNS name is a server name (SNI); an IP address is checked as one.
+    tls: tls ? { ...(isIP(host) === 0 ? { servername: host } : {}), ...(cfg.caFile === undefined ? {} : { ca: readFileSync(cfg.caFile) }) } : undefined,
     connectionName: name,
     connectTimeout: cfg.timeoutMs,
     commandTimeout: cfg.timeoutMs,
@@ -40,8 +43,8 @@ export function redisOptions (cfg: RedisConfig, name: string, reconnect = true):
 }
 
 /** A client for state.redis, not yet connected. Its errors are the caller's to handle ('error' events). */
-export function redisClient (cfg: RedisConfig, name: string, reconnect = true): Redis {
-  return new Redis(redisOptions(cfg, name, reconnect))
+export function redisClient (cfg: RedisConfig, name: string, reconnect = true, extra: RedisOptions = {}): Redis {
+  return new Redis({ ...redisOptions(cfg, name, reconnect), ...extra })
 }
 
 /** The error a CLI prints when Redis cannot be used: the key, the address and the reason. */

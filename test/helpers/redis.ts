@@ -2,12 +2,14 @@
 // loopback port of its own, with its data in a temporary directory (AOF
 // on, so a restart keeps what was written, as in production). stop() and
 // start() take it down and bring it back on the same port: the tests of
-// "Redis is down" use them.
+// "Redis is down" use them. It is initialised as `nasguard state init`
+// does (the epoch gateways need before they trust it), unless asked not to.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { initSharedRevocations } from '../../src/auth/shared-revocations.js'
 import type { Teardown } from './gateway.js'
 import { freePort } from './process.js'
 import { waitFor } from './wait.js'
@@ -37,7 +39,7 @@ function ping (port: number): Promise<boolean> {
   })
 }
 
-export async function startRedis (t: Teardown): Promise<TestRedis> {
+export async function startRedis (t: Teardown, opts: { init?: boolean } = {}): Promise<TestRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-redis-'))
   const port = await freePort()
   writeFileSync(join(dir, 'redis.conf'), [
@@ -58,5 +60,7 @@ export async function startRedis (t: Teardown): Promise<TestRedis> {
   }
   t.teardown(stop)
   await start()
-  return { url: `redis://127.0.0.1:${port}`, port, stop, start }
+  const url = `redis://127.0.0.1:${port}`
+  if (opts.init !== false) await initSharedRevocations({ url, keyPrefix: 'nasguard:', timeoutMs: 5000 }, [], 30)
+  return { url, port, stop, start }
 }

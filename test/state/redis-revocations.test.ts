@@ -11,12 +11,12 @@
 //   why, and all comes back when Redis does.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { addSharedRevocation } from '../../src/auth/shared-revocations.js'
-import { revocationEntry } from '../../src/auth/revocation.js'
+import { addRevocation, revocationEntry } from '../../src/auth/revocation.js'
 import { loadConfig } from '../../src/config/load.js'
 import { RECORDING, SECRET, bearer, post, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
@@ -76,7 +76,7 @@ t.test('a revocation made with one gateway\'s config reaches every gateway, h1 a
     const before = nas.requests.length
     const r = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', cliConfig(redis.url), '--jti', jti], { encoding: 'utf8' })
     t.equal(r.status, 0, r.stderr)
-    t.match(r.stdout, /revoked token .*every gateway following it applies it at once/)
+    t.match(r.stdout, /revoked token .*published to 2 gateway connections, which apply it at once/)
     t.notOk((r.stdout + r.stderr).includes(token), 'the CLI never prints the token')
     for (const gw of gateways) {
       await waitFor(`${proto}: the revocation on every gateway`, async () => (await fetchAs(proto, gw, PATH, bearer(token))).status === 401 ? true : undefined, WAIT)
@@ -100,7 +100,7 @@ t.test('a grant minted on one gateway plays on another (grants.secret shared by 
   t.equal(minted.status, 201, 'minted on gateway 1')
   const url = String((JSON.parse(minted.body.toString()) as { url: string }).url)
   for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gateways[1], url)).status, 200, `${proto}: the grant plays on gateway 2`)
-  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { jti: 'grant-minter' }, now()), now())
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, (n) => revocationEntry(JWT, { jti: 'grant-minter' }, n), 30)
   for (const gw of gateways) await waitFor('the grant to be refused', async () => (await fetchAs('h1', gw, url)).status === 401 ? true : undefined, WAIT)
   const before = nas.requests.length
   for (const gw of gateways) for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, url)).status, 401, `${proto}: the grant of a revoked token is refused`)
@@ -109,9 +109,8 @@ t.test('a grant minted on one gateway plays on another (grants.secret shared by 
 
 t.test('a gateway started after a revocation loads it; a subject revocation covers older tokens only', async (t) => {
   const redis = await startRedis(t)
-  const entry = revocationEntry(JWT, { jti: 'before-start' }, now())
-  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, entry, now())
-  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { sub: 'mallory', issuedBefore: now() - 100 }, now()), now())
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, (n) => revocationEntry(JWT, { jti: 'before-start' }, n), 30)
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, (n) => revocationEntry(JWT, { sub: 'mallory', issuedBefore: now() - 100 }, n), 30)
   const { nas, gateways: [gw] } = await fleet(t, 1, redis)
   const before = nas.requests.length
   t.equal((await fetchAs('h1', gw, PATH, bearer(gw.token({ jti: 'before-start' })))).status, 401, 'the persisted jti is refused')
@@ -131,7 +130,7 @@ t.test('a revocation published while a gateway is not subscribed is not missed',
     // Cut the gateway's subscription, and revoke before it is back: the
     // entry is published to nobody.
     await admin.client('KILL', 'TYPE', 'pubsub')
-    await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { jti }, now()), now())
+    await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, (n) => revocationEntry(JWT, { jti }, n), 30)
     const before = nas.requests.length
     // Whatever the gateway answers meanwhile (503 while it reconnects), it
     // must never serve the token again once it has come back.
@@ -141,20 +140,49 @@ t.test('a revocation published while a gateway is not subscribed is not missed',
   }
 })
 
-t.test('Redis losing its data does not un-revoke a token a running gateway knew', async (t) => {
+t.test('Redis losing its data: every gateway fails closed until state init, and a running gateway keeps what it knew', async (t) => {
   const { redis, nas, gateways: [gw] } = await fleet(t, 1)
   const admin = new Redis(redis.port, '127.0.0.1')
   t.teardown(() => { admin.disconnect() })
   const token = gw.token({ jti: 'lost-with-redis' })
-  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, revocationEntry(JWT, { jti: 'lost-with-redis' }, now()), now())
+  await addSharedRevocation({ url: redis.url, keyPrefix: 'nasguard:', timeoutMs: 2000 }, (n) => revocationEntry(JWT, { jti: 'lost-with-redis' }, n), 30)
   await waitFor('the revocation', async () => (await fetchAs('h1', gw, PATH, bearer(token))).status === 401 ? true : undefined, WAIT)
   // As a Redis restarted without persistence: empty, and every subscriber reconnects.
   await admin.flushall()
   await admin.client('KILL', 'TYPE', 'pubsub')
-  await waitFor('the gateway to follow Redis again', async () => (await readyz(gw)).revocation === 'ok' ? true : undefined, WAIT)
+  await failsClosed(t, gw, nas, 'Redis emptied')
+  t.ok(await waitFor('/readyz to say why', async () => /no epoch.*state init/.test((await readyz(gw)).revocation) ? true : undefined, WAIT), '/readyz says to run state init')
+  const late = await startTestGateway(t, nas, { state: { redis: { url: redis.url } } })
+  await failsClosed(t, late, nas, 'a gateway started after the loss')
+  const refused = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', cliConfig(redis.url), '--jti', 'x'], { encoding: 'utf8' })
+  t.equal(refused.status, 1, 'a revoke into an emptied Redis is refused')
+  t.match(refused.stderr, /state init.*nothing was revoked/)
+
+  const init = spawnSync(process.execPath, [CLI, 'state', 'init', '--config', cliConfig(redis.url)], { encoding: 'utf8' })
+  t.equal(init.status, 0, init.stderr)
+  t.match(init.stdout, /initialised; 0 live revocations imported/)
+  await recovers(t, gw, 'after state init')
   const before = nas.requests.length
-  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 401, `${proto}: still refused after the reload`)
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 401, `${proto}: the running gateway still refuses what it knew`)
   t.equal(nas.requests.length, before, 'the NAS untouched')
+})
+
+t.test('state init imports a denylist file, so moving from files to Redis revokes nothing less', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  const config = cliConfig(redis.url)
+  const file = join(mkdtempSync(join(tmpdir(), 'nasguard-import-')), 'revoked.jsonl')
+  addRevocation(file, revocationEntry(JWT, { jti: 'from-the-file' }, now()))
+  addRevocation(file, { type: 'jti', jti: 'lapsed', expiresAt: now() - 3600, at: now() - 90000 }, now() - 7200)
+  const init = spawnSync(process.execPath, [CLI, 'state', 'init', '--config', config, '--import', file], { encoding: 'utf8' })
+  t.equal(init.status, 0, init.stderr)
+  t.match(init.stdout, /initialised; 1 live revocation imported/)
+  const again = spawnSync(process.execPath, [CLI, 'state', 'init', '--config', config, '--import', file], { encoding: 'utf8' })
+  t.match(again.stdout, /already initialised/)
+  const { nas, gateways: [gw] } = await fleet(t, 1, redis)
+  const before = nas.requests.length
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token({ jti: 'from-the-file' })))).status, 401, `${proto}: the imported revocation holds`)
+  t.equal(nas.requests.length, before, 'the NAS untouched')
+  t.throws(() => loadConfig({ file: config, env: {} }) && loadConfig({ object: { ...JSON.parse(readFileSync(config, 'utf8')), auth: { jwt: { secret: SECRET }, revocation: { file } } } }), /auth\.revocation\.file.*not read when state\.redis is set/, 'a denylist file beside state.redis is a config error')
 })
 
 async function failsClosed (t: Test, gw: TestGateway, nas: StubNas, what: string): Promise<void> {
@@ -194,6 +222,16 @@ t.test('Redis down, frozen or absent at start: fail closed, then recover', async
     process.kill(pid, 'SIGCONT')
   }
   await recovers(t, gw, 'Redis thawed')
+})
+
+t.test('a Redis never initialised is not trusted', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  const nas = await startStubNas(t, async (_req, res) => { res.writeHead(200, { 'content-type': 'audio/wav' }); res.end(RECORDING) })
+  const gw = await startTestGateway(t, nas, { state: { redis: { url: redis.url } } })
+  await failsClosed(t, gw, nas, 'no epoch')
+  const r = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', cliConfig(redis.url), '--jti', 'x'], { encoding: 'utf8' })
+  t.equal(r.status, 1)
+  t.match(r.stderr, /state init/)
 })
 
 t.test('a gateway that starts while Redis is down serves nothing until it is up', async (t) => {

@@ -169,7 +169,7 @@ function buildProgram (): Command {
       if (o.anchor !== undefined) throw new UsageError(`--anchor names one host's chains: over a collection, check each instance with audit verify --dir ${join(loc.dir, '<instance>')} --anchor ...`)
       const bad = o.expect?.find((e) => !INSTANCE_NAME.test(e))
       if (bad !== undefined) throw new UsageError(`invalid --expect ${JSON.stringify(bad)}: an audit.instance name (letters, digits, . _ -)`)
-      return await verifyCollection(loc, { expect: o.expect }, out)
+      return await verifyCollection(loc, { expect: o.expect ?? await registeredExpectation(o.config) }, out)
     }))
   filters(trail(audit.command('search').description('records matching the filters')))
     .action(action(async (o: TrailOptions & FilterOptions) => await (await audits()).auditSearch(await trailOf(o, 'search'), filtersOf(o), o.json, out, err)))
@@ -254,6 +254,16 @@ async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, iss
   const n = addRevocation(file, entry, now, { warn: (m) => err(`warning: ${m}\n`) })
   out(`revoked ${what(entry)}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
   return 0
+}
+
+/** With a config that has state.redis: the instances registered there, which a collection must hold. */
+async function registeredExpectation (file: string | undefined): Promise<string[] | undefined> {
+  const redis = file === undefined ? undefined : (await load(file)).state.redis
+  if (!redis) return undefined
+  const { registeredInstances } = await import('./state/instances.js')
+  const names = await registeredInstances(redis)
+  err(`expecting the ${names.length} instance${names.length === 1 ? '' : 's'} registered in Redis: ${names.join(', ')}\n`)
+  return names
 }
 
 /** `nasguard state init`: the epoch that makes gateways trust Redis, and the denylist file's entries moved there. */

@@ -27,7 +27,8 @@
 // plus one heartbeat at most.
 import type { Redis } from 'ioredis'
 import { entryOf, RevocationSet, type Revocable, type RevocationEntry, type RevocationSource } from './revocation.js'
-import { redisAddress, redisClient, redisFailure, type RedisConfig } from '../state/redis.js'
+import { redisAddress, redisClient, withRedis, type RedisConfig } from '../state/redis.js'
+import { registerInstance } from '../state/instances.js'
 
 /** How often the subscription is PINGed, ms. */
 const HEARTBEAT_MS = 200
@@ -79,23 +80,9 @@ local heard = redis.call('PUBLISH', ARGV[3], json)
 return { redis.call('HLEN', KEYS[1]), heard }
 `
 
-/** A client for one command-line action: connected, closed after fn, errors naming state.redis.url. */
-async function withRedis<T> (cfg: RedisConfig, what: string, fn: (client: Redis) => Promise<T>): Promise<T> {
-  const client = redisClient(cfg, 'nasguard-cli', false)
-  let last: Error | undefined
-  client.on('error', (err: Error) => { last = err })
-  try {
-    await client.connect()
-    return await fn(client)
-  } catch (err) {
-    if (/NOEPOCH/.test((err as Error).message)) throw new Error(`state.redis.url: ${redisAddress(cfg)}: ${NOT_INITIALISED}; ${what}`)
-    // "Connection is closed" says nothing: the error before it does (auth, TLS).
-    const e = redisFailure(cfg, last && /closed/i.test((err as Error).message) ? last : err)
-    e.message += `; ${what}`
-    throw e
-  } finally {
-    client.disconnect()
-  }
+/** The script's refusal when there is no epoch, as the operator should read it. */
+function notInitialised (err: Error): string | undefined {
+  return /NOEPOCH/.test(err.message) ? NOT_INITIALISED : undefined
 }
 
 /** Redis's clock, seconds: one clock for every revocation, whatever the admin host's says. */
@@ -113,7 +100,7 @@ async function redisNow (client: Redis): Promise<number> {
  */
 export async function addSharedRevocation (cfg: RedisConfig, make: (now: number) => RevocationEntry, toleranceSec: number): Promise<{ kept: number, heard: number, entry: RevocationEntry }> {
   const keys = revocationKeys(cfg)
-  return await withRedis(cfg, 'nothing was revoked', async (client) => {
+  return await withRedis(cfg, 'nothing was revoked', notInitialised, async (client) => {
     const now = await redisNow(client)
     const skew = Math.floor(Date.now() / 1000) - now
     if (Math.abs(skew) > toleranceSec) throw new Error(`this host's clock is ${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} Redis's (more than auth.jwt.clockToleranceSec, ${toleranceSec} s): fix it (NTP)`)
@@ -130,7 +117,7 @@ export async function addSharedRevocation (cfg: RedisConfig, make: (now: number)
  */
 export async function initSharedRevocations (cfg: RedisConfig, imported: readonly RevocationEntry[], toleranceSec: number): Promise<{ created: boolean, imported: number }> {
   const keys = revocationKeys(cfg)
-  return await withRedis(cfg, 'nothing was changed', async (client) => {
+  return await withRedis(cfg, 'nothing was changed', notInitialised, async (client) => {
     const created = await client.set(keys.epoch, new Date().toISOString(), 'NX') === 'OK'
     let n = 0
     const now = await redisNow(client)
@@ -251,7 +238,7 @@ export class SharedRevocations implements RevocationSource {
       this.set = set
       this.unanswered = 0
       this.setProblem(null)
-      if (this.opts.instance !== undefined) await cmd.hsetnx(`${this.cfg.keyPrefix}instances`, this.opts.instance, new Date().toISOString()).catch(() => {})
+      if (this.opts.instance !== undefined) await registerInstance(cmd, this.cfg.keyPrefix, this.opts.instance).catch(() => {})
     } catch (err) {
       if (gen !== this.generation || this.stopped) return
       this.pending = undefined

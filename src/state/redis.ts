@@ -47,7 +47,25 @@ export function redisClient (cfg: RedisConfig, name: string, reconnect = true, e
   return new Redis({ ...redisOptions(cfg, name, reconnect), ...extra })
 }
 
-/** The error a CLI prints when Redis cannot be used: the key, the address and the reason. */
-export function redisFailure (cfg: RedisConfig, err: unknown): Error {
-  return new Error(`state.redis.url: ${redisAddress(cfg)} cannot be used: ${(err as Error).message}`)
+/**
+ * One command-line action on Redis: connected, fn, closed. A failure
+ * rejects with an error naming state.redis.url, the reason (the error
+ * behind a bare "Connection is closed": authentication, TLS), and what it
+ * means (`consequence`: "nothing was revoked"). explain turns a known
+ * reply into what an operator should read.
+ */
+export async function withRedis<T> (cfg: RedisConfig, consequence: string, explain: (err: Error) => string | undefined, fn: (client: Redis) => Promise<T>): Promise<T> {
+  const client = redisClient(cfg, 'nasguard-cli', false)
+  let last: Error | undefined
+  client.on('error', (err: Error) => { last = err })
+  try {
+    await client.connect()
+    return await fn(client)
+  } catch (e) {
+    const err = e as Error
+    const reason = explain(err) ?? (last && /closed/i.test(err.message) ? last : err).message
+    throw new Error(`state.redis.url: ${redisAddress(cfg)} cannot be used: ${reason}; ${consequence}`)
+  } finally {
+    client.disconnect()
+  }
 }

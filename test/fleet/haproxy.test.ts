@@ -208,5 +208,15 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
     // acknowledged: strict durability answers after fsync); verify notes
     // it and passes. Seen or not, it is reported here.
     t.comment(/truncated record/.test(r.stdout) ? 'gw2 left a torn last line (noted by verify, not tampering)' : 'gw2 left no torn line')
+
+    // With a gateway's config, the instances that registered in Redis are
+    // the ones expected: a host whose whole directory is missing is named.
+    const registered = await runCli(['audit', 'verify', '--config', gw1.config, '--dir', collected, '--key-file', auditKeyFile])
+    t.equal(registered.status, 0, 'verify with the registry of Redis passes', { output: registered.stdout + registered.stderr })
+    t.match(registered.stderr, /expecting the 3 instances registered in Redis: gw1, gw2, gw3/)
+    rmSync(join(collected, 'gw3'), { recursive: true })
+    const missing = await runCli(['audit', 'verify', '--config', gw1.config, '--dir', collected, '--key-file', auditKeyFile])
+    t.equal(missing.status, 1, 'a collection without gw3 fails')
+    t.match(missing.stdout, /gw3/, 'and names it')
   })
 })

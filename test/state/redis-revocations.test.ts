@@ -10,23 +10,27 @@
 //   start: every token request is 503 with the NAS untouched, /readyz says
 //   why, and all comes back when Redis does.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
+import { createSigner } from 'fast-jwt'
 import { addSharedRevocation } from '../../src/auth/shared-revocations.js'
 import { addRevocation, revocationEntry } from '../../src/auth/revocation.js'
 import { loadConfig } from '../../src/config/load.js'
 import { RECORDING, SECRET, bearer, post, scrape, startStubNas, startTestGateway, testCerts, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
-import { CLI } from '../helpers/process.js'
+import { CLI, freePort } from '../helpers/process.js'
 import { startRedis, type TestRedis } from '../helpers/redis.js'
 import { waitFor } from '../helpers/wait.js'
 
 type Test = Parameters<Parameters<typeof t.test>[0]>[0]
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+const signer = createSigner({ key: SECRET, algorithm: 'HS256' })
+/** A token for a gateway run through the CLI (no TestGateway to mint it). */
+const testToken = (claims: Record<string, unknown>): string => signer({ sub: 'alice', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 600, ...claims })
 const JWT = { maxLifetimeSec: 86400, clockToleranceSec: 30 }
 /** Bounded polling on a gateway's state; never a timing assertion. */
 const WAIT = { tries: 1200, intervalMs: 25 }
@@ -251,6 +255,51 @@ t.test('the CLI says when Redis cannot be reached, and revokes nothing', async (
   const r = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', cliConfig(redis.url), '--jti', 'x'], { encoding: 'utf8' })
   t.equal(r.status, 1)
   t.match(r.stderr, /state\.redis\.url: redis:\/\/127\.0\.0\.1:\d+ cannot be used: .*nothing was revoked/)
+})
+
+t.test('workers: 2 following Redis: a revocation reaches both workers, and both fail closed without Redis', async (t) => {
+  const redis = await startRedis(t)
+  const nas = await startStubNas(t, async (_req, res) => { res.writeHead(200, { 'content-type': 'audio/wav' }); res.end(RECORDING) })
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-redis-workers-'))
+  const [port, adminPort] = [await freePort(), await freePort()]
+  const certs = testCerts()
+  const config = join(dir, 'g.yaml')
+  writeFileSync(config, JSON.stringify({
+    listen: { host: '127.0.0.1', port },
+    tls: { cert: certs.cert, key: certs.key },
+    upstream: { url: nas.url },
+    auth: { jwt: { secret: SECRET } },
+    policy: [{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }],
+    audit: { dir: join(dir, 'audit') },
+    admin: { host: '127.0.0.1', port: adminPort },
+    state: { redis: { url: redis.url } },
+    workers: 2,
+    log: { level: 'error' }
+  }))
+  const child = spawn(process.execPath, [CLI, 'start', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'], env: { PATH: process.env.PATH } })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const gw = { port, adminUrl: `http://127.0.0.1:${adminPort}` }
+  const ready = async (want: number): Promise<boolean | undefined> => (await fetch(`${gw.adminUrl}/readyz`).catch(() => undefined))?.status === want ? true : undefined
+  await waitFor('both workers to follow Redis', async () => await ready(200), { tries: 2400, intervalMs: 50 })
+  const sign = (jti: string): string => testToken({ jti })
+  const token = sign('workers-revoked')
+  // Every request on its own connection: the primary deals them out to both workers.
+  for (let i = 0; i < 6; i++) t.equal((await fetchAs('h1', gw, PATH, bearer(token))).status, 200, `served before, connection ${i + 1}`)
+  const rv = spawnSync(process.execPath, [CLI, 'token', 'revoke', '--config', config, '--jti', 'workers-revoked'], { encoding: 'utf8' })
+  t.equal(rv.status, 0, rv.stderr)
+  t.match(rv.stdout, /published to [2-9]\d* gateway connections/, 'both workers heard it')
+  const before = nas.requests.length
+  for (const proto of PROTOCOLS) for (let i = 0; i < 6; i++) t.equal((await fetchAs(proto, gw, PATH, bearer(token))).status, 401, `${proto}: refused on connection ${i + 1}`)
+  t.equal(nas.requests.length, before, 'the NAS untouched')
+  await redis.stop()
+  await waitFor('the primary to report a worker failing closed', async () => await ready(503), WAIT)
+  await waitFor('the metric to say so', async () => (await scrape(gw.adminUrl)).get('nasguard_revocations_trusted') === 0 ? true : undefined, WAIT)
+  // Both workers: a run of connections, every one refused.
+  await waitFor('both workers to fail closed', async () => {
+    for (let i = 0; i < 6; i++) if ((await fetchAs('h1', gw, PATH, bearer(sign('any')))).status !== 503) return undefined
+    return true
+  }, WAIT)
+  t.equal(nas.requests.length, before, 'the NAS untouched while Redis is down')
 })
 
 t.test('state.redis config errors name the key', async (t) => {

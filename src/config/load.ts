@@ -13,6 +13,7 @@ import { isKnownExtension } from '../policy/file-types.js'
 import { readSecretFile } from './secrets.js'
 import { compileGlob } from '../policy/rules.js'
 import { foldName } from '../policy/file-system.js'
+import { trustListProblems } from '../tls/proxy-protocol.js'
 
 export interface ConfigProblem { key: string, reason: string }
 
@@ -241,6 +242,7 @@ function semanticProblems (c: Config): ConfigProblem[] {
     if (url.pathname !== '/' || url.search || url.hash) problems.push({ key: 'upstream.url', reason: 'must be an origin only (no path, query or fragment): paths reach the NAS exactly as authorized' })
     if (url.username || url.password) problems.push({ key: 'upstream.url', reason: 'must not carry credentials; use upstream.username and upstream.passwordFile' })
   }
+  if (c.listen.proxyProtocol) problems.push(...trustListProblems(c.listen.proxyProtocol.trustedProxies, 'listen.proxyProtocol.trustedProxies'))
   if (c.upstream.password && c.upstream.passwordFile) problems.push({ key: 'upstream.password', reason: 'set password or passwordFile, not both' })
   if ((c.upstream.password || c.upstream.passwordFile) && !c.upstream.username) problems.push({ key: 'upstream.username', reason: 'is required when a password is set' })
 

@@ -32,7 +32,18 @@ export const ConfigSchema = Type.Object({
     /** Default 8443. */
     port: Type.Integer({ default: 8443, minimum: 0, maximum: 65535 }),
     /** Proxies (IPs or CIDRs) whose X-Forwarded-For names the client. Default none: the socket peer is the client. */
-    trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] })
+    trustedProxies: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+    /**
+     * PROXY protocol (HAProxy `send-proxy-v2`; v1 text too) from a load balancer
+     * that passes TLS through: a connection from one of trustedProxies (IPs or
+     * CIDRs) must start with a PROXY header, and the client it names is the
+     * peer for everything (audit clientIp, per-client limits, grants' bindIp,
+     * logs). A connection from any other address is served as if this were
+     * off. Default absent: off, the socket peer is the client.
+     */
+    proxyProtocol: Type.Optional(Type.Object({
+      trustedProxies: Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })
+    }, strict))
   }, { ...strict, default: {} }),
   tls: Type.Object({
     /** PEM certificate, optionally followed by its intermediates. */

@@ -14,6 +14,8 @@ import type { TlsServerHooks } from '../tls/server.js'
 
 /** Refusal reason of a connection closed at accept (limits.clientConnections): no HTTP answer is possible. */
 export const CLIENT_CONNECTIONS = 'client_connections'
+/** Refusal reason of a trusted proxy's connection without a valid PROXY header (listen.proxyProtocol). */
+export const PROXY_HEADER = 'proxy_header'
 
 export interface FrontDoorParts {
   metrics: GatewayMetrics
@@ -37,6 +39,14 @@ export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticket
     onClientConnectionsRefused: (socket) => {
       metrics.refuse(CLIENT_CONNECTIONS)
       p.connectionRefusals.note(socket.remoteAddress ?? '')
+    },
+    onProxyHeaderRefused: (problem, socket) => {
+      // The peer is the trusted proxy itself (or a host that shares its
+      // address): a misconfigured load balancer, or one not sending the
+      // header. `problem` is the gateway's own word, never client bytes.
+      metrics.refuse(PROXY_HEADER)
+      p.log()?.warn({ remoteAddress: socket.remoteAddress, problem }, 'connection from a trusted proxy without a valid PROXY header (listen.proxyProtocol): closed before TLS')
+      p.record({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 0, reason: PROXY_HEADER })
     },
     onHandshakeFailure: (reason, socket) => {
       metrics.tlsHandshakeFailures.inc({ reason })

@@ -4,9 +4,15 @@
 // 443 for years). Such a client gets one 400 line and the connection closes;
 // its request is never parsed, so its headers (Authorization included) are
 // never proxied or logged.
+//
+// Behind a load balancer that passes TLS through (listen.proxyProtocol), a
+// connection from a trusted proxy first carries a PROXY header naming the
+// client: it is read here, before the cap and the sniffer, and the client
+// becomes the socket's peer (adoptPeer) for everything after.
 import type { Server as NetServer, Socket } from 'node:net'
 import { Errors } from '../errors.js'
 import { rawAnswer } from './raw-answer.js'
+import { parseProxyHeader, type ProxiedSource, type ProxyHeaderProblem, type TrustedProxies } from './proxy-protocol.js'
 
 const TLS_HANDSHAKE_RECORD = 0x16
 
@@ -17,6 +23,12 @@ export interface FrontDoorOptions {
   /** Whether the connection may be served (per-client caps); a refused one is closed at once. */
   admit: (socket: Socket) => boolean
   onRefused: (socket: Socket) => void
+  /** listen.proxyProtocol: connections from these must start with a PROXY header. */
+  proxyProtocol?: {
+    trusted: TrustedProxies
+    /** A trusted proxy's connection without a valid header: closed before TLS, nothing read past it. */
+    onRefused: (problem: ProxyHeaderProblem | 'timeout' | 'truncated', socket: Socket) => void
+  }
 }
 
 const ANSWER = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.code, message: Errors.PlaintextOnTlsPort.spec.message })
@@ -28,10 +40,31 @@ const ANSWER = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.code, mess
 export function installFrontDoor (server: NetServer, opts: FrontDoorOptions): void {
   const tlsListeners = server.listeners('connection') as Array<(socket: Socket) => void>
   server.removeAllListeners('connection')
+  const proxy = opts.proxyProtocol
   server.on('connection', (socket: Socket) => {
+    if (proxy !== undefined && proxy.trusted.includes(socket.remoteAddress)) {
+      readProxyHeader(socket, opts.firstByteTimeoutMs, (verdict, rest) => {
+        if (typeof verdict === 'string') {
+          proxy.onRefused(verdict, socket)
+          socket.destroy()
+          return
+        }
+        if (verdict !== undefined && !adoptPeer(socket, verdict)) return
+        admitAndSniff(socket, rest)
+      })
+      return
+    }
+    admitAndSniff(socket, Buffer.alloc(0))
+  })
+
+  function admitAndSniff (socket: Socket, buffered: Buffer): void {
     if (!opts.admit(socket)) {
       opts.onRefused(socket)
       socket.destroy()
+      return
+    }
+    if (buffered.length > 0) {
+      sniff(socket, buffered)
       return
     }
     const onEarlyError = (): void => { socket.destroy() }
@@ -41,19 +74,89 @@ export function installFrontDoor (server: NetServer, opts: FrontDoorOptions): vo
     socket.once('data', (chunk: Buffer) => {
       clearTimeout(timer)
       socket.pause()
-      if (chunk[0] === TLS_HANDSHAKE_RECORD) {
-        socket.removeListener('error', onEarlyError)
-        // TLSSocket reads whatever is buffered on the raw socket first.
-        socket.unshift(chunk)
-        for (const l of tlsListeners) l.call(server, socket)
-        return
-      }
-      opts.onPlaintext(socket)
-      socket.end(ANSWER)
-      // Drain and discard the rest of the request so the client reads the
-      // answer instead of a reset, then make sure the socket goes away.
-      socket.resume()
-      setTimeout(() => socket.destroy(), 2000).unref()
+      socket.removeListener('error', onEarlyError)
+      sniff(socket, chunk)
     })
-  })
+    // Paused after a PROXY header: a 'data' listener alone does not resume it.
+    socket.resume()
+  }
+
+  function sniff (socket: Socket, chunk: Buffer): void {
+    if (chunk[0] === TLS_HANDSHAKE_RECORD) {
+      // TLSSocket reads whatever is buffered on the raw socket first.
+      socket.unshift(chunk)
+      for (const l of tlsListeners) l.call(server, socket)
+      return
+    }
+    socket.on('error', () => { socket.destroy() })
+    opts.onPlaintext(socket)
+    socket.end(ANSWER)
+    // Drain and discard the rest of the request so the client reads the
+    // answer instead of a reset, then make sure the socket goes away.
+    socket.resume()
+    setTimeout(() => socket.destroy(), 2000).unref()
+  }
+}
+
+/**
+ * Reads a PROXY header off the socket: `done` gets the client it names
+ * (undefined for LOCAL: the proxy speaks for itself) and the bytes after it,
+ * or the problem. Never waits for more than the header's bound, nor longer
+ * than timeoutMs; the socket is left paused.
+ */
+function readProxyHeader (socket: Socket, timeoutMs: number, done: (verdict: ProxiedSource | undefined | ProxyHeaderProblem | 'timeout' | 'truncated', rest: Buffer) => void): void {
+  let received: Buffer = Buffer.alloc(0)
+  const finish = (verdict: ProxiedSource | undefined | ProxyHeaderProblem | 'timeout' | 'truncated', rest: Buffer): void => {
+    clearTimeout(timer)
+    socket.pause()
+    socket.removeListener('data', onData)
+    socket.removeListener('error', onEarlyError)
+    socket.removeListener('end', onEnd)
+    done(verdict, rest)
+  }
+  const onEarlyError = (): void => { clearTimeout(timer); socket.destroy() }
+  const onData = (chunk: Buffer): void => {
+    received = received.length === 0 ? chunk : Buffer.concat([received, chunk])
+    const r = parseProxyHeader(received)
+    if (r.kind === 'incomplete') return
+    if (r.kind === 'invalid') finish(r.problem, Buffer.alloc(0))
+    else finish(r.kind === 'proxied' ? r.source : undefined, received.subarray(r.length))
+  }
+  const timer = setTimeout(() => { finish('timeout', Buffer.alloc(0)) }, timeoutMs)
+  const onEnd = (): void => { finish('truncated', Buffer.alloc(0)) }
+  socket.once('close', () => clearTimeout(timer))
+  socket.once('end', onEnd)
+  socket.on('error', onEarlyError)
+  socket.on('data', onData)
+}
+
+/**
+ * Makes the proxied client the socket's peer, for this socket and for the
+ * TLSSocket that will wrap it. Both read their peer from the TCP handle's
+ * getpeername (Node's net.Socket#_getpeername; a TLSSocket's TLSWrap
+ * forwards getpeername to the handle it wraps), so answering there is the
+ * one place that every reader downstream sees: the connection cap, the
+ * sniffer, Fastify's request.ip over HTTP/1.1 and HTTP/2 (whose compat
+ * request.socket reads the session's TLSSocket), grants' bindIp, the audit
+ * records and the logs. The raw socket has read its peer already (the trust
+ * check) and keeps it cached, so its own properties say the same.
+ */
+export function adoptPeer (socket: Socket, source: ProxiedSource): boolean {
+  const handle = (socket as unknown as { _handle?: { getpeername?: unknown } | null })._handle
+  if (handle == null || typeof handle.getpeername !== 'function') {
+    // Not a socket over a TCP handle: nothing downstream could be made to
+    // see the client, so the connection is not served under the proxy's name.
+    socket.destroy()
+    return false
+  }
+  handle.getpeername = (out: Record<string, unknown>): number => {
+    out.address = source.address
+    out.port = source.port
+    out.family = source.family
+    return 0
+  }
+  for (const [name, value] of [['remoteAddress', source.address], ['remotePort', source.port], ['remoteFamily', source.family]] as const) {
+    Object.defineProperty(socket, name, { value, enumerable: true, configurable: true })
+  }
+  return true
 }

@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import type { Config } from '../config/schema.js'
 import { installFrontDoor } from './front-door.js'
+import { TrustedProxies } from './proxy-protocol.js'
 import { watchFiles } from '../files/watch.js'
 import { ConnectionCaps } from './connection-caps.js'
 import { processShare } from '../config/derived.js'
@@ -67,6 +68,12 @@ export interface TlsServerHooks {
   onPlaintext: (socket: Socket) => void
   /** A connection closed at accept: its address holds limits.clientConnections already. */
   onClientConnectionsRefused: (socket: Socket) => void
+  /**
+   * listen.proxyProtocol: a trusted proxy's connection closed before TLS
+   * because its PROXY header was missing, malformed or late; the socket's
+   * peer is the proxy.
+   */
+  onProxyHeaderRefused?: (problem: string, socket: Socket) => void
   onHandshakeFailure: (reason: string, socket: Socket) => void
   onCertificate: (material: CertificateMaterial) => void
   onReloadFailure: (err: Error) => void
@@ -218,7 +225,10 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     firstByteTimeoutMs: config.limits.headersTimeoutMs,
     onPlaintext: hooks.onPlaintext,
     admit: (socket) => caps.take(socket),
-    onRefused: hooks.onClientConnectionsRefused
+    onRefused: hooks.onClientConnectionsRefused,
+    ...(config.listen.proxyProtocol
+      ? { proxyProtocol: { trusted: new TrustedProxies(config.listen.proxyProtocol.trustedProxies), onRefused: (problem, socket) => hooks.onProxyHeaderRefused?.(problem, socket) } }
+      : {})
   })
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     // A client certificate that fails verification under `require` is not a

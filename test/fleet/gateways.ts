@@ -31,7 +31,8 @@ export interface FleetOptions { base: string, nasUrl: string, redisUrl: string, 
 export function gatewayConfig (o: FleetOptions & { name: string, port: number, adminPort: number, auditDir: string }): string {
   const certs = testCerts()
   return [
-    `listen: { host: 127.0.0.1, port: ${o.port} }`,
+    // HAProxy (send-proxy-v2) connects from 127.0.0.1 and names the client.
+    `listen: { host: 127.0.0.1, port: ${o.port}, proxyProtocol: { trustedProxies: [127.0.0.1] } }`,
     `tls: { cert: ${JSON.stringify(certs.cert)}, key: ${JSON.stringify(certs.key)} }`,
     `upstream: { url: "${o.nasUrl}", timeoutMs: 5000 }`,
     'auth:',

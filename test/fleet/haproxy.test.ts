@@ -1,10 +1,13 @@
 // Three gateways behind HAProxy, one Redis (issue 18's evidence): real
 // processes throughout. gw1..gw3 share the JWT secret, the grants secret
 // and the audit key; HAProxy (mode tcp: TLS passes through) checks each
-// gateway's /readyz and redispatches a refused connection.
+// gateway's /readyz and redispatches a refused connection, and sends a
+// PROXY header (send-proxy-v2) that the gateways trust from 127.0.0.1.
 //   1. A token revoked through gw1 (`token revoke --config gw1.yaml`) is
 //      refused by all three, directly and through HAProxy; the NAS sees no
 //      request made with it after the refusal.
+//   1b. A client connecting from 127.0.0.2 is audited as 127.0.0.2 by
+//      whichever gateway served it, not as HAProxy's 127.0.0.1.
 //   2. gw2 is SIGKILLed under load (each request a new TLS connection,
 //      HTTP/1.1 and HTTP/2 in turn): no request started after its exit
 //      fails, HAProxy marks it DOWN and sends it nothing more.
@@ -43,10 +46,15 @@ const PROPAGATION_MS = 1000
 const sign = createSigner({ key: JWT_SECRET, algorithm: 'HS256' })
 const token = (jti: string): string => sign({ sub: 'alice', scope: 'recordings:read', jti, exp: Math.floor(Date.now() / 1000) + 600 })
 
-/** A request on a kept-alive connection of `agent` (one socket per gateway). */
+/**
+ * A request on a kept-alive connection of `agent` (one socket per gateway),
+ * straight to a gateway: from 127.0.0.5, since 127.0.0.1 is HAProxy's
+ * address, trusted for PROXY headers, and a connection from it without one
+ * is refused.
+ */
 function getOn (agent: Agent, port: number, path: string, headers: Record<string, string>): Promise<{ status: number, body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port, path, headers, agent, ca: readFileSync(testCerts().ca) }, (res) => {
+    const req = httpsRequest({ host: '127.0.0.1', localAddress: '127.0.0.5', servername: 'localhost', port, path, headers, agent, ca: readFileSync(testCerts().ca) }, (res) => {
       let body = ''
       res.on('data', (c: Buffer) => { body += c.toString('latin1') })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
@@ -112,6 +120,22 @@ t.test('three gateways behind HAProxy, one Redis', async (t) => {
     t.equal(nas.requests.filter((r) => r.url.startsWith('/medicall/poll/')).length, accepted, `the NAS saw only the ${accepted} poll(s) accepted before the revocation applied`)
     // Another token still works through HAProxy.
     t.equal((await get({ port: hp.port }, '/medicall/after-revoke/other.wav', { headers: bearer(token(`other-${jti}`)) })).status, 200, 'another token is still served')
+  })
+
+  await t.test('send-proxy-v2: each gateway audits the client\'s address, not HAProxy\'s', async (t) => {
+    const auth = bearer(token(`pp-${randomBytes(6).toString('hex')}`))
+    // The client connects from 127.0.0.2; HAProxy connects on from 127.0.0.1.
+    for (let i = 0; i < 3; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpsRequest({ host: '127.0.0.1', port: hp.port, path: `/medicall/proxied/${i}.wav`, servername: 'localhost', ca: readFileSync(testCerts().ca), headers: auth, localAddress: '127.0.0.2', agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+        req.on('error', reject)
+        req.end()
+      })
+      t.equal(status, 200, `request ${i} through haproxy is served`)
+    }
+    const access = (): Array<Record<string, unknown>> => gws.flatMap((g) => readFileSync(join(g.auditDir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)).filter((r) => r.event === 'access' && String(r.path).startsWith('/medicall/proxied/'))
+    await waitFor('three access records', () => access().length === 3 ? true : undefined)
+    t.same(access().map((r) => r.clientIp), ['127.0.0.2', '127.0.0.2', '127.0.0.2'], 'the audit clientIp is the client behind HAProxy')
   })
 
   await t.test('gw2 killed under load: HAProxy stops sending to it; only requests in flight at the kill fail', async (t) => {

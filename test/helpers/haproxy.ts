@@ -74,7 +74,7 @@ export function haproxyConfig (o: { port: number, statsSocket: string, backends:
     '  option httpchk GET /readyz',
     '  http-check expect status 200',
     '  default-server inter 200ms fall 2 rise 2',
-    ...o.backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.adminPort}`)
+    ...o.backends.map((b) => `  server ${b.name} 127.0.0.1:${b.port} check port ${b.adminPort} send-proxy-v2`)
   ].join('\n') + '\n'
 }
 

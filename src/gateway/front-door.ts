@@ -28,6 +28,8 @@ export interface FrontDoorParts {
 
 export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticketKeys'> {
   const { metrics } = p
+  // Exported at 0 from the start, like every refusal reason.
+  metrics.refuse(PROXY_HEADER, 0)
   let started = false
   return {
     onPlaintext: (socket) => {

@@ -1,7 +1,8 @@
 // listen.proxyProtocol (src/tls/front-door.ts, proxy-protocol.ts): behind a
 // load balancer that passes TLS through, a trusted proxy's PROXY header
 // names the client, and that client is the peer for the audit record and
-// the per-client connection cap, over HTTP/1.1 and HTTP/2. A header from an
+// the per-client connection cap and grants' bindIp, over HTTP/1.1 and
+// HTTP/2. A header from an
 // untrusted address is not believed (plaintext 400), and a trusted proxy's
 // connection without a valid header is closed before TLS, counted, logged
 // and audited: no request reaches the NAS.
@@ -12,12 +13,13 @@ import { connect as http2Connect } from 'node:http2'
 import { readFileSync } from 'node:fs'
 import { bearer, scrape, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
 import { PROTOCOLS, type Protocol } from '../helpers/protocols.js'
-import { waitFor } from '../helpers/wait.js'
+import { waitFor, within } from '../helpers/wait.js'
 
 async function until (what: string, cond: () => boolean): Promise<void> {
   await waitFor(what, () => cond() ? true : undefined, SLOW)
 }
 import { V2_SIGNATURE } from '../../src/tls/proxy-protocol.js'
+import { GrantSigner } from '../../src/auth/grants.js'
 
 const CA = readFileSync(testCerts().ca)
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
@@ -67,13 +69,14 @@ function tlsOver (t: Test, s: Socket, proto: Protocol): Promise<Tls> {
   })
 }
 
-/** One GET over an established TLS socket; resolves with the status. */
-function getOver (socket: TLSSocket, proto: Protocol, token: string): Promise<number> {
+/** One GET over an established TLS socket (with a bearer token unless `token` is empty); resolves with the status. */
+function getOver (socket: TLSSocket, proto: Protocol, token: string, path = PATH): Promise<number> {
+  const auth = token === '' ? {} : bearer(token)
   if (proto === 'h2') {
     return new Promise((resolve, reject) => {
       const session = http2Connect('https://localhost', { createConnection: () => socket })
       session.on('error', reject)
-      const stream = session.request({ ':method': 'GET', ':path': PATH, ...bearer(token) })
+      const stream = session.request({ ':method': 'GET', ':path': path, ...auth })
       let status = 0
       stream.on('response', (h) => { status = Number(h[':status']) })
       stream.resume()
@@ -87,7 +90,8 @@ function getOver (socket: TLSSocket, proto: Protocol, token: string): Promise<nu
     socket.on('data', (c: Buffer) => chunks.push(c))
     socket.on('end', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(Buffer.concat(chunks).toString('latin1'))?.[1] ?? 0)))
     socket.on('error', reject)
-    socket.write(`GET ${PATH} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer ${token}\r\nconnection: close\r\n\r\n`)
+    const authLine = token === '' ? '' : `authorization: Bearer ${token}\r\n`
+    socket.write(`GET ${path} HTTP/1.1\r\nhost: localhost\r\n${authLine}connection: close\r\n\r\n`)
   })
 }
 
@@ -124,7 +128,7 @@ t.test('the proxied client is the peer: audit clientIp and the per-client connec
     const conn = await tlsOver(t, s, proto)
     if (!conn.ok) throw new Error('handshake after a valid PROXY header failed')
     t.equal(await getOver(conn.socket, proto, gw.token()), 200, `${proto}: served`)
-    await until("gw.auditRecords().some((r) => r.event === 'access' && r.clie", () => gw.auditRecords().some((r) => r.event === 'access' && r.clientIp === client))
+    await until(`an access record for ${client}`, () => gw.auditRecords().some((r) => r.event === 'access' && r.clientIp === client))
     const access = gw.auditRecords().filter((r) => r.event === 'access' && r.path === PATH)
     t.equal(access.at(-1)?.clientIp, client, `${proto}: the audit record names the proxied client, not the proxy`)
     t.notOk(gw.logs.some((l) => l.includes(client) && l.includes(`"remoteAddress":"${PROXY}"`)), `${proto}: no log line names the proxy for it`)
@@ -149,20 +153,40 @@ t.test('the proxied client is the peer: audit clientIp and the per-client connec
     for (const c of held) c.destroy()
     for (const c of same) if (c.ok) c.socket.destroy()
   }
-  await until("records(gw, 'client_connections').length > 0", () => records(gw, 'client_connections').length > 0)
+  await until('a client_connections refusal record', () => records(gw, 'client_connections').length > 0)
   t.same(records(gw, 'client_connections').map((r) => r.clientIp), ['192.0.2.50'], 'the refused connections are audited under the proxied client')
   t.equal(nas.requests.length, 2, 'the two GETs, nothing else, reached the NAS')
+})
+
+t.test('grants bound to the client address (auth.grants.bindIp) follow the proxied client, h1 and h2', async (t) => {
+  const secret = 'proxied-grants-secret-'.padEnd(48, 'z')
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { listen: { proxyProtocol: { trustedProxies: [PROXY] } }, authExtra: { grants: { secret, ttlSec: 300, bindIp: true } } })
+  const now = Math.floor(Date.now() / 1000)
+  const grant = new GrantSigner(secret).sign({ p: PATH, s: 'alice', r: 'recordings', i: now - 5, e: now + 120, g: ['recordings:read'], a: '203.0.113.7' })
+  for (const proto of PROTOCOLS) {
+    for (const [client, status] of [['203.0.113.7', 200], ['203.0.113.8', 401]] as const) {
+      const seen = nas.requests.length
+      const s = await raw(t, gw)
+      s.write(header(client))
+      const conn = await tlsOver(t, s, proto)
+      if (!conn.ok) throw new Error('handshake after a valid PROXY header failed')
+      t.equal(await getOver(conn.socket, proto, '', `${PATH}?grant=${grant}`), status, `${proto}: a grant bound to 203.0.113.7, used by proxied ${client}: ${status}`)
+      if (status !== 200) t.equal(nas.requests.length, seen, `${proto}: the NAS was not asked`)
+    }
+  }
 })
 
 t.test('a LOCAL header (health checks) keeps the proxy\'s own address', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas, { listen: { proxyProtocol: { trustedProxies: [PROXY] } } })
   const s = await raw(t, gw)
-  s.write(header('0.0.0.0', 0, 0x00).subarray(0, 16).fill(0, 14, 16))
+  // LOCAL, AF_UNSPEC, no addresses: what a proxy sends for its own connections.
+  s.write(Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0, 0])]))
   const conn = await tlsOver(t, s, 'h1')
   if (!conn.ok) throw new Error('handshake after a LOCAL header failed')
   t.equal(await getOver(conn.socket, 'h1', gw.token()), 200)
-  await until("gw.auditRecords().some((r) => r.event === 'access')", () => gw.auditRecords().some((r) => r.event === 'access'))
+  await until('an access record', () => gw.auditRecords().some((r) => r.event === 'access'))
   t.equal(gw.auditRecords().find((r) => r.event === 'access')?.clientIp, PROXY)
 })
 
@@ -176,7 +200,7 @@ t.test('attacks and robustness: each row\'s outcome, and the NAS asked nothing i
     // Were it believed, the gateway would wait for a ClientHello after it.
     s.write(header('203.0.113.66'))
     t.match(await answer, /^HTTP\/1\.1 400 [^]*NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT/, 'the plaintext answer')
-    await until("records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').length > 0", () => records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').length > 0)
+    await until('a plaintext refusal record', () => records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').length > 0)
     t.same(records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').map((r) => r.clientIp), ['127.0.0.3'])
     t.notOk(gw.auditRecords().some((r) => r.clientIp === '203.0.113.66'), 'the claimed client appears nowhere')
   })
@@ -202,8 +226,8 @@ t.test('attacks and robustness: each row\'s outcome, and the NAS asked nothing i
       // gets no handshake. (After a header cut short, a ClientHello would
       // be read as the rest of it: the stalled row sends nothing more.)
       if (!s.writableEnded && problem !== 'timeout') t.notOk((await tlsOver(t, s, 'h1')).ok, 'no TLS handshake')
-      await closed(s)
-      await until("records(gw, 'proxy_header').length > before.records", () => records(gw, 'proxy_header').length > before.records)
+      await within('the gateway to close the connection', closed(s))
+      await until('a new proxy_header refusal record', () => records(gw, 'proxy_header').length > before.records)
       t.equal(await refusals(gw, 'proxy_header'), before.refused + 1, 'counted: nasguard_refusals_total{reason="proxy_header"}')
       t.match(records(gw, 'proxy_header').at(-1), { event: 'refusal', clientIp: PROXY, status: 0 }, 'audited under the proxy')
       t.ok(gw.logs.some((l) => l.includes(`"problem":"${problem}"`)), `logged with problem ${problem}`)
@@ -218,7 +242,7 @@ t.test('attacks and robustness: each row\'s outcome, and the NAS asked nothing i
     const c = await tlsOver(t, s, 'h2')
     if (!c.ok) throw new Error('handshake after a split header failed')
     t.equal(await getOver(c.socket, 'h2', gw.token()), 200)
-    await until("gw.auditRecords().some((r) => r.event === 'access' && r.clie", () => gw.auditRecords().some((r) => r.event === 'access' && r.clientIp === '203.0.113.9'))
+    await until('an access record for 203.0.113.9', () => gw.auditRecords().some((r) => r.event === 'access' && r.clientIp === '203.0.113.9'))
     t.pass('audited under 203.0.113.9')
   })
 
@@ -228,7 +252,7 @@ t.test('attacks and robustness: each row\'s outcome, and the NAS asked nothing i
     const answer = readAll(s)
     s.write(Buffer.concat([header('203.0.113.10'), Buffer.from(`GET ${PATH} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer ${gw.token()}\r\n\r\n`)]))
     t.match(await answer, /^HTTP\/1\.1 400 [^]*NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT/)
-    await until("records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').some((r) =", () => records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').some((r) => r.clientIp === '203.0.113.10'))
+    await until('a plaintext refusal record for 203.0.113.10', () => records(gw, 'NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT').some((r) => r.clientIp === '203.0.113.10'))
     t.equal(nas.requests.length, before, 'nothing reached the NAS')
   })
 })

@@ -7,7 +7,7 @@
 // connection without a valid header is closed before TLS, counted, logged
 // and audited: no request reaches the NAS.
 import t, { type Test } from 'tap'
-import { connect as netConnect, type Socket } from 'node:net'
+import { connect as netConnect, createServer, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { connect as http2Connect } from 'node:http2'
 import { readFileSync } from 'node:fs'
@@ -244,6 +244,24 @@ t.test('attacks and robustness: each row\'s outcome, and the NAS asked nothing i
     t.equal(await getOver(c.socket, 'h2', gw.token()), 200)
     await until('an access record for 203.0.113.9', () => gw.auditRecords().some((r) => r.event === 'access' && r.clientIp === '203.0.113.9'))
     t.pass('audited under 203.0.113.9')
+  })
+
+  await t.test('robustness: a header and the ClientHello in one write (as HAProxy often sends them): the gateway answers with TLS', async (t) => {
+    // A real ClientHello, caught on a local listener that never answers.
+    const hello = await new Promise<Buffer>((resolve, reject) => {
+      const sink = createServer((c) => { c.once('data', (d: Buffer) => { resolve(d); c.destroy(); sink.close() }) })
+      sink.listen(0, '127.0.0.1', () => {
+        const client = tlsConnect({ host: '127.0.0.1', port: (sink.address() as { port: number }).port, servername: 'localhost', ca: CA })
+        client.on('error', () => {})
+        t.teardown(() => { client.destroy() })
+      })
+      sink.on('error', reject)
+    })
+    const s = await raw(t, gw)
+    const first = new Promise<Buffer>((resolve) => s.once('data', resolve))
+    s.write(Buffer.concat([header('203.0.113.11'), hello]))
+    const answer = await within('the gateway\'s first bytes', first)
+    t.equal(answer[0], 0x16, 'a TLS handshake record (the ServerHello), not a 400 or a close')
   })
 
   await t.test('garbage after a valid header (plain HTTP): the plaintext 400, audited under the proxied client', async (t) => {

@@ -25,7 +25,7 @@ import { fastifyOptions } from './gateway/fastify-options.js'
 import { LiveConfig } from './gateway/live-config.js'
 import { nasHooks, UPSTREAM_FAILURE_KINDS } from './gateway/nas-hooks.js'
 import { registerResponses } from './gateway/responses.js'
-import { CLIENT_CONNECTIONS, frontDoorHooks } from './gateway/front-door.js'
+import { CLIENT_CONNECTIONS, PROXY_HEADER, frontDoorHooks } from './gateway/front-door.js'
 import type { GateContext, RequestState } from './gate/state.js'
 import { registerUpstream } from './proxy/upstream.js'
 import { Admission } from './proxy/admission.js'
@@ -102,12 +102,18 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     records.refusal({ requestId: randomUUID(), clientIp: address, status: 0, reason: CLIENT_CONNECTIONS, count })
   })
 
+  const proxyRefusals = new RefusalTally((key, count) => {
+    const [problem, address] = key.split(' ')
+    log.warn({ remoteAddress: address, problem, connections: count }, 'connections from a trusted proxy without a valid PROXY header (listen.proxyProtocol): closed before TLS')
+    records.refusal({ requestId: randomUUID(), clientIp: address, status: 0, reason: PROXY_HEADER, count })
+  })
+
   let log: FastifyBaseLogger
   let tls: TlsServer | undefined
   const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
     tls = createTlsServer(config, handler as never, {
       ticketKeys: opts.ticketKeys,
-      ...frontDoorHooks({ metrics, log: () => log, record: (r) => records.refusal(r), connectionRefusals, hsts })
+      ...frontDoorHooks({ metrics, log: () => log, record: (r) => records.refusal(r), connectionRefusals, proxyRefusals, hsts })
     })
     return tls.server
   }
@@ -162,7 +168,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const admin = config.admin.enabled && opts.admin !== false
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, connectionRefusals, stopRevocations, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,

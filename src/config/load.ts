@@ -243,6 +243,8 @@ function semanticProblems (c: Config): ConfigProblem[] {
     if (url.username || url.password) problems.push({ key: 'upstream.url', reason: 'must not carry credentials; use upstream.username and upstream.passwordFile' })
   }
   if (c.listen.proxyProtocol) problems.push(...trustListProblems(c.listen.proxyProtocol.trustedProxies, 'listen.proxyProtocol.trustedProxies'))
+  // Behind a TCP proxy no HTTP proxy can add X-Forwarded-For: it would come from the client.
+  if (c.listen.proxyProtocol && c.listen.trustedProxies.length > 0) problems.push({ key: 'listen.trustedProxies', reason: 'must be empty with listen.proxyProtocol: TLS passes through the proxy, so an X-Forwarded-For header can only come from the client' })
   if (c.upstream.password && c.upstream.passwordFile) problems.push({ key: 'upstream.password', reason: 'set password or passwordFile, not both' })
   if ((c.upstream.password || c.upstream.passwordFile) && !c.upstream.username) problems.push({ key: 'upstream.username', reason: 'is required when a password is set' })
 

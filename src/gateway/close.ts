@@ -15,7 +15,8 @@ export interface ClosingParts {
   deliveries: Deliveries
   tls: () => TlsServer | undefined
   upstream: { close: () => Promise<void> }
-  connectionRefusals: RefusalTally
+  /** Refusals summed per address, reported once more on close so that none goes unrecorded. */
+  refusalTallies: RefusalTally[]
   stopRevocations: () => Promise<void>
   audit: AuditWriter
   drainTimeoutMs: () => number
@@ -42,7 +43,7 @@ export function closer (p: ClosingParts): () => Promise<void> {
         clearTimeout(stragglers)
       }
       await p.upstream.close()
-      p.connectionRefusals.flush()
+      for (const t of p.refusalTallies) t.flush()
       await p.stopRevocations()
       await p.audit.close()
     })()

@@ -23,6 +23,8 @@ export interface FrontDoorParts {
   log: () => FastifyBaseLogger | undefined
   record: (r: Omit<AuditRecord, 'event' | 'time'>) => void
   connectionRefusals: RefusalTally
+  /** listen.proxyProtocol refusals, noted as "<problem> <address>". */
+  proxyRefusals: RefusalTally
   hsts: string
 }
 
@@ -45,10 +47,10 @@ export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticket
     onProxyHeaderRefused: (problem, socket) => {
       // The peer is the trusted proxy itself (or a host that shares its
       // address): a misconfigured load balancer, or one not sending the
-      // header. `problem` is the gateway's own word, never client bytes.
+      // header. Summed per address and problem (`problem` is the gateway's
+      // own word, never client bytes), like connections over the cap.
       metrics.refuse(PROXY_HEADER)
-      p.log()?.warn({ remoteAddress: socket.remoteAddress, problem }, 'connection from a trusted proxy without a valid PROXY header (listen.proxyProtocol): closed before TLS')
-      p.record({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 0, reason: PROXY_HEADER })
+      p.proxyRefusals.note(`${problem} ${socket.remoteAddress ?? ''}`)
     },
     onHandshakeFailure: (reason, socket) => {
       metrics.tlsHandshakeFailures.inc({ reason })

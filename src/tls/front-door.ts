@@ -26,8 +26,14 @@ export interface FrontDoorOptions {
   /** listen.proxyProtocol: connections from these must start with a PROXY header. */
   proxyProtocol?: {
     trusted: TrustedProxies
+    /**
+     * Connections one trusted address may hold while their headers are
+     * still coming (the per-client cap can only apply once the client is
+     * known): more are closed at accept.
+     */
+    maxPending: number
     /** A trusted proxy's connection without a valid header: closed before TLS, nothing read past it. */
-    onRefused: (problem: ProxyHeaderProblem | 'timeout' | 'truncated', socket: Socket) => void
+    onRefused: (problem: ProxyHeaderProblem | 'timeout' | 'truncated' | 'pending', socket: Socket) => void
   }
 }
 
@@ -41,9 +47,28 @@ export function installFrontDoor (server: NetServer, opts: FrontDoorOptions): vo
   const tlsListeners = server.listeners('connection') as Array<(socket: Socket) => void>
   server.removeAllListeners('connection')
   const proxy = opts.proxyProtocol
+  const pending = new Map<string, number>()
   server.on('connection', (socket: Socket) => {
     if (proxy !== undefined && proxy.trusted.includes(socket.remoteAddress)) {
+      const address = socket.remoteAddress ?? ''
+      const waiting = pending.get(address) ?? 0
+      if (waiting >= proxy.maxPending) {
+        proxy.onRefused('pending', socket)
+        socket.destroy()
+        return
+      }
+      pending.set(address, waiting + 1)
+      let counted = true
+      const settle = (): void => {
+        if (!counted) return
+        counted = false
+        const n = (pending.get(address) ?? 1) - 1
+        if (n === 0) pending.delete(address)
+        else pending.set(address, n)
+      }
+      socket.once('close', settle)
       readProxyHeader(socket, opts.firstByteTimeoutMs, (verdict, rest) => {
+        settle()
         if (typeof verdict === 'string') {
           proxy.onRefused(verdict, socket)
           socket.destroy()
@@ -117,7 +142,13 @@ function readProxyHeader (socket: Socket, timeoutMs: number, done: (verdict: Pro
   const onEarlyError = (): void => { clearTimeout(timer); socket.destroy() }
   const onData = (chunk: Buffer): void => {
     received = received.length === 0 ? chunk : Buffer.concat([received, chunk])
-    const r = parseProxyHeader(received)
+    let r: ReturnType<typeof parseProxyHeader>
+    try {
+      r = parseProxyHeader(received)
+    } catch {
+      // A parser bug must cost this connection, never the process.
+      r = { kind: 'invalid', problem: 'malformed' }
+    }
     if (r.kind === 'incomplete') return
     if (r.kind === 'invalid') finish(r.problem, Buffer.alloc(0))
     else finish(r.kind === 'proxied' ? r.source : undefined, received.subarray(r.length))

@@ -8,7 +8,7 @@
 // bytes a header may take (v1: 107, spec §2.1; v2: 16 + its length, bounded
 // by MAX_V2_BYTES), and a header that lies about its length or its family is
 // refused, never skipped over.
-import { BlockList, isIP, isIPv4, isIPv6 } from 'node:net'
+import { BlockList, SocketAddress, isIP, isIPv4, isIPv6 } from 'node:net'
 
 /** v2 signature, spec §2.2: \r\n\r\n\0\r\nQUIT\n. */
 export const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a])
@@ -108,10 +108,13 @@ function parseV1 (buf: Buffer): ProxyHeaderResult {
   const family = proto === 'TCP4' ? 'IPv4' : proto === 'TCP6' ? 'IPv6' : undefined
   if (family === undefined) return { kind: 'invalid', problem: 'family' }
   const valid = family === 'IPv4' ? isIPv4 : isIPv6
-  if (!valid(source) || !valid(destination)) return { kind: 'invalid', problem: 'malformed' }
+  // No zone ids (HAProxy sends none; "%eth0:…" would pass isIPv6).
+  if (!valid(source) || !valid(destination) || source.includes('%') || destination.includes('%')) return { kind: 'invalid', problem: 'malformed' }
   const port = v1Port(sourcePort)
   if (port === undefined || v1Port(destinationPort) === undefined) return { kind: 'invalid', problem: 'malformed' }
-  return { kind: 'proxied', length, source: { address: family === 'IPv6' ? normalizeIPv6(source) : source, port, family } }
+  const address = family === 'IPv6' ? canonicalIPv6(source) : source
+  if (address === undefined) return { kind: 'invalid', problem: 'malformed' }
+  return { kind: 'proxied', length, source: { address, port, family } }
 }
 
 function v1Port (s: string): number | undefined {
@@ -120,39 +123,21 @@ function v1Port (s: string): number | undefined {
   return n <= 65535 ? n : undefined
 }
 
-/** Node's spelling of an IPv6 peer: lowercase, zeros compressed, IPv4-mapped as ::ffff:a.b.c.d. */
-export function formatIPv6 (bytes: Buffer): string {
-  const groups: number[] = []
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i))
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${[...bytes.subarray(12, 16)].join('.')}`
-  let best = -1
-  let bestLength = 1
-  for (let i = 0; i < 8;) {
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLength) { best = i; bestLength = j - i }
-    i = j > i ? j : i + 1
+/** Node's own spelling of an IPv6 address (what socket.remoteAddress would say), or undefined. */
+function canonicalIPv6 (text: string): string | undefined {
+  try {
+    return new SocketAddress({ address: text, family: 'ipv6' }).address
+  } catch {
+    return undefined
   }
-  const hex = groups.map((g) => g.toString(16))
-  if (best < 0) return hex.join(':')
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLength).join(':')}`
 }
 
-function normalizeIPv6 (address: string): string {
-  const bytes = Buffer.alloc(16)
-  // Expand via the 8 groups (an embedded IPv4 tail counts as two).
-  let text = address
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
-  if (v4) {
-    const o = v4[1].split('.').map(Number)
-    text = text.slice(0, -v4[1].length) + `${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`
-  }
-  const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined]
-  const h = head ? head.split(':') : []
-  const tl = tail === undefined ? [] : tail ? tail.split(':') : []
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - tl.length).fill('0'), ...tl]
-  groups.forEach((g, i) => bytes.writeUInt16BE(parseInt(g, 16), i * 2))
-  return formatIPv6(bytes)
+/** Node's spelling of an IPv6 peer given its 16 bytes: lowercase, zeros compressed, ::ffff:a.b.c.d. */
+export function formatIPv6 (bytes: Buffer): string {
+  const groups: string[] = []
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16))
+  // Eight hex groups always parse.
+  return canonicalIPv6(groups.join(':')) as string
 }
 
 /** An IPv4 peer on a dual-stack listener shows as ::ffff:a.b.c.d; trust entries are written plain. */
@@ -161,39 +146,57 @@ function plainAddress (address: string): string {
   return m ? m[1] : address
 }
 
+/**
+ * The shortest prefix accepted: a trust entry that wide names clients, not
+ * load balancers, and any host in it could claim to be anyone.
+ */
+const MIN_PREFIX = { ipv4: 8, ipv6: 16 }
+
 /** Problems with listen.proxyProtocol.trustedProxies entries: each an address or a CIDR. */
 export function trustListProblems (entries: readonly string[], key: string): Array<{ key: string, reason: string }> {
   const problems: Array<{ key: string, reason: string }> = []
   entries.forEach((entry, i) => {
-    if (parseTrustEntry(entry) === undefined) problems.push({ key: `${key}[${i}]`, reason: `is not an IP address or CIDR (like 10.0.0.0/24 or fd00::/8): ${JSON.stringify(entry)}` })
+    const e = parseTrustEntry(entry)
+    if (typeof e === 'string') problems.push({ key: `${key}[${i}]`, reason: `${e}: ${JSON.stringify(entry)}` })
   })
   return problems
 }
 
 interface TrustEntry { address: string, prefix: number, family: 'ipv4' | 'ipv6' }
 
-function parseTrustEntry (entry: string): TrustEntry | undefined {
+/** The entry, or what is wrong with it. */
+function parseTrustEntry (entry: string): TrustEntry | string {
   const [address, prefixText, extra] = entry.split('/')
-  if (extra !== undefined) return undefined
+  const bad = 'is not an IP address or CIDR (like 10.0.0.0/24 or fd00::/8)'
+  if (extra !== undefined || address.includes('%')) return bad
   const plain = plainAddress(address)
+  // ::ffff:10.0.0.0/8 would silently mean 10.0.0.0/8: write IPv4 as IPv4.
+  if (plain !== address && prefixText !== undefined) return 'is an IPv4-mapped range: write it as IPv4 (10.0.0.0/8)'
   const kind = isIP(plain)
-  if (kind === 0) return undefined
+  if (kind === 0) return bad
+  const family = kind === 4 ? 'ipv4' : 'ipv6'
   const max = kind === 4 ? 32 : 128
-  if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) return undefined
+  if (prefixText !== undefined && !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) return bad
   const prefix = prefixText === undefined ? max : Number(prefixText)
-  if (prefix > max) return undefined
-  return { address: plain, prefix, family: kind === 4 ? 'ipv4' : 'ipv6' }
+  if (prefix > max) return bad
+  if (prefix < MIN_PREFIX[family]) return `is too wide (/${prefix}): list the load balancers' own addresses, any host in the range could claim to be any client`
+  return { address: plain, prefix, family }
 }
 
-/** The proxies whose PROXY headers are believed. Entries must have passed trustListProblems. */
+/**
+ * The proxies whose PROXY headers are believed. Entries must have passed
+ * trustListProblems. IPv4 and IPv6 are kept apart: Node's BlockList checks
+ * an IPv4 address against IPv6 rules in its ::ffff: form, so ::/64 would
+ * otherwise trust every IPv4 host.
+ */
 export class TrustedProxies {
-  private readonly list = new BlockList()
+  private readonly lists = { ipv4: new BlockList(), ipv6: new BlockList() }
 
   constructor (entries: readonly string[]) {
     for (const entry of entries) {
       const e = parseTrustEntry(entry)
-      if (e === undefined) throw new Error(`listen.proxyProtocol.trustedProxies: not an IP address or CIDR: ${JSON.stringify(entry)}`)
-      this.list.addSubnet(e.address, e.prefix, e.family)
+      if (typeof e === 'string') throw new Error(`listen.proxyProtocol.trustedProxies: ${JSON.stringify(entry)} ${e}`)
+      this.lists[e.family].addSubnet(e.address, e.prefix, e.family)
     }
   }
 
@@ -202,6 +205,7 @@ export class TrustedProxies {
     const plain = plainAddress(address)
     const kind = isIP(plain)
     if (kind === 0) return false
-    return this.list.check(plain, kind === 4 ? 'ipv4' : 'ipv6')
+    const family = kind === 4 ? 'ipv4' : 'ipv6'
+    return this.lists[family].check(plain, family)
   }
 }

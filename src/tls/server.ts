@@ -227,7 +227,7 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
     admit: (socket) => caps.take(socket),
     onRefused: hooks.onClientConnectionsRefused,
     ...(config.listen.proxyProtocol
-      ? { proxyProtocol: { trusted: new TrustedProxies(config.listen.proxyProtocol.trustedProxies), onRefused: (problem, socket) => hooks.onProxyHeaderRefused?.(problem, socket) } }
+      ? { proxyProtocol: { trusted: new TrustedProxies(config.listen.proxyProtocol.trustedProxies), maxPending: processShare(config, config.limits.clientConnections), onRefused: (problem, socket) => hooks.onProxyHeaderRefused?.(problem, socket) } }
       : {})
   })
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {

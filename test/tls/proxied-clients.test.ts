@@ -158,6 +158,27 @@ t.test('the proxied client is the peer: audit clientIp and the per-client connec
   t.equal(nas.requests.length, 2, 'the two GETs, nothing else, reached the NAS')
 })
 
+t.test('connections still waiting for their header are capped per trusted address (the per-client cap cannot apply yet)', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { listen: { proxyProtocol: { trustedProxies: [PROXY] } }, limits: { clientConnections: 2, headersTimeoutMs: 60000 } })
+  const half = header('203.0.113.7').subarray(0, 10)
+  const waiting = [await raw(t, gw), await raw(t, gw)]
+  for (const s of waiting) await writeApart(s, [half])
+  const third = await raw(t, gw)
+  await within('the third half-open connection to be closed at accept', closed(third))
+  await until('a pending refusal in the log', () => gw.logs.some((l) => l.includes('"problem":"pending"')))
+  t.match(records(gw, 'proxy_header').at(-1), { clientIp: PROXY, count: 1 }, 'audited (summed per second) under the proxy')
+  // A waiting connection that completes its header frees its place.
+  await writeApart(waiting[0], [header('203.0.113.7').subarray(10)])
+  const conn = await tlsOver(t, waiting[0], 'h1')
+  t.ok(conn.ok, 'the completed one is served')
+  const fourth = await raw(t, gw)
+  fourth.write(header('203.0.113.8'))
+  const served = await tlsOver(t, fourth, 'h2')
+  t.ok(served.ok, 'and a new connection takes the freed place')
+  t.equal(nas.requests.length, 0, 'nothing reached the NAS')
+})
+
 t.test('grants bound to the client address (auth.grants.bindIp) follow the proxied client, h1 and h2', async (t) => {
   const secret = 'proxied-grants-secret-'.padEnd(48, 'z')
   const nas = await startStubNas(t)
@@ -215,7 +236,9 @@ t.test('attacks and robustness: each row\'s outcome, and the NAS asked nothing i
     ['a v2 length too short for IPv4 addresses', async (s) => { const h = header('203.0.113.7'); h.writeUInt16BE(4, 14); s.write(h.subarray(0, 20)) }, 'length'],
     ['v2 PROXY for AF_UNIX', async (s) => { s.write(Buffer.concat([V2_SIGNATURE, Buffer.from([0x21, 0x31, 0, 216]), Buffer.alloc(216)])) }, 'family'],
     ['v2 PROXY for AF_UNSPEC', async (s) => { s.write(Buffer.concat([V2_SIGNATURE, Buffer.from([0x21, 0x00, 0, 0])])) }, 'family'],
-    ['a v1 line with a bad address', async (s) => { s.write('PROXY TCP4 203.0.113.300 127.0.0.1 1 443\r\n') }, 'malformed']
+    ['a v1 line with a bad address', async (s) => { s.write('PROXY TCP4 203.0.113.300 127.0.0.1 1 443\r\n') }, 'malformed'],
+    // isIPv6 accepts this zone id; it once crashed the process in a hand-written expander.
+    ['a v1 IPv6 address with a zone id', async (s) => { s.write('PROXY TCP6 fe80::1%a:b:c:d:e:f:0:1:2 ::1 1 2\r\n') }, 'malformed']
   ]
   for (const [name, send, problem] of refusedRows) {
     await t.test(name, async (t) => {

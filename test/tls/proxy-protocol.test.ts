@@ -108,7 +108,7 @@ t.test('IPv6 spelled as Node spells a peer', async (t) => {
 })
 
 t.test('trusted proxies: addresses and CIDRs, IPv4-mapped peers match IPv4 entries', async (t) => {
-  const list = new TrustedProxies(['127.0.0.1', '10.0.0.0/24', 'fd00::/8'])
+  const list = new TrustedProxies(['127.0.0.1', '10.0.0.0/24', 'fd12::/16'])
   t.ok(list.includes('127.0.0.1'))
   t.ok(list.includes('::ffff:127.0.0.1'))
   t.ok(list.includes('10.0.0.200'))
@@ -118,4 +118,36 @@ t.test('trusted proxies: addresses and CIDRs, IPv4-mapped peers match IPv4 entri
   t.notOk(list.includes(undefined))
   t.same(trustListProblems(['127.0.0.1', '10.0.0.0/24', '::1/128'], 'k'), [])
   t.same(trustListProblems(['haproxy.lan', '10.0.0.0/33', '10.0.0.0/08', '1.2.3.4/8/1', ''], 'k').map((p) => p.key), ['k[0]', 'k[1]', 'k[2]', 'k[3]', 'k[4]'])
+})
+
+t.test('a trust list never reaches past what it names: IPv6 ranges never match IPv4 peers, no mapped ranges, nothing too wide', async (t) => {
+  // Node's BlockList checks an IPv4 address against IPv6 rules as ::ffff:a.b.c.d.
+  const v6 = new TrustedProxies(['2001:db8::/64', '::/64', '::1'])
+  for (const peer of ['8.8.8.8', '::ffff:8.8.8.8', '127.0.0.1', '0.0.0.1']) t.notOk(v6.includes(peer), `${peer} is not trusted by IPv6 entries`)
+  t.ok(v6.includes('2001:db8::5'))
+  const wrong = trustListProblems(['::/0', '0.0.0.0/0', '10.0.0.0/7', '::ffff:10.0.0.0/8', '::ffff:0.0.0.0/96', 'fe80::1%eth0'], 'k')
+  t.same(wrong.map((p) => p.key), ['k[0]', 'k[1]', 'k[2]', 'k[3]', 'k[4]', 'k[5]'], 'each refused')
+  t.match(wrong[1].reason, /too wide/)
+  t.match(wrong[3].reason, /write it as IPv4/)
+  t.same(trustListProblems(['::ffff:10.0.0.1', '10.0.0.0/8', '2001:db8::/16'], 'k'), [], 'a single mapped address, /8 and /16 pass')
+})
+
+t.test('v1 addresses with zone ids are refused, and every IPv6 address is spelled as Node spells it', async (t) => {
+  // isIPv6 accepts zones holding ':' and '.': they once reached a hand-written expander.
+  for (const zone of ['fe80::1%a:b:c:d:e:f:0:1:2', 'fe80::%1.2.3.4', '::%eth0:ffff:ffff', 'fe80::1%eth0']) {
+    t.same(parseProxyHeader(Buffer.from(`PROXY TCP6 ${zone} ::1 1 2\r\n`)), { kind: 'invalid', problem: 'malformed' }, zone)
+  }
+  const v1 = parseProxyHeader(Buffer.from('PROXY TCP6 0:0:0:0:0:0:0102:0304 ::1 1 2\r\n'))
+  const v2 = parseProxyHeader(Buffer.concat([V2_SIGNATURE, Buffer.from([0x21, 0x21, 0, 36]), Buffer.from('00000000000000000000000001020304', 'hex'), Buffer.alloc(16), Buffer.from([0, 1, 0, 2])]))
+  t.match(v1, { kind: 'proxied', source: { address: '::1.2.3.4' } }, 'v1: one spelling')
+  t.match(v2, { kind: 'proxied', source: { address: '::1.2.3.4' } }, 'v2: the same spelling')
+})
+
+t.test('listen.trustedProxies (X-Forwarded-For) beside listen.proxyProtocol is a config error', async (t) => {
+  const { loadConfig } = await import('../../src/config/load.js')
+  const { testCerts } = await import('../helpers/certs.js')
+  const certs = testCerts()
+  const object = { listen: { trustedProxies: ['127.0.0.1'], proxyProtocol: { trustedProxies: ['127.0.0.1'] } }, tls: { cert: certs.cert, key: certs.key }, upstream: { url: 'http://127.0.0.1:9' }, auth: { jwt: { secret: 'x'.repeat(32) } }, policy: [{ name: 'r', path: '/medicall/**', scopes: ['s'] }], audit: { dir: '/tmp/unused-audit' } }
+  t.throws(() => loadConfig({ object }), /listen\.trustedProxies.*X-Forwarded-For header can only come from the client/)
+  t.throws(() => loadConfig({ object: { ...object, listen: { proxyProtocol: { trustedProxies: ['0.0.0.0/0'] } } } }), /listen\.proxyProtocol\.trustedProxies\[0\].*too wide/)
 })

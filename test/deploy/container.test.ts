@@ -25,16 +25,17 @@
 // 20 s. The tap default (240 s a file) is too close for a slow mirror, hence
 // the file's timeout below.
 import t from 'tap'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { chownSync, chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import { testCerts } from '../helpers/certs.js'
 import { RECORDING, startStubNas } from '../helpers/stub-nas.js'
-import { SECRET, bearer, get } from '../helpers/gateway-client.js'
+import { SECRET, bearer } from '../helpers/gateway-client.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
-import { CLI, freePort } from '../helpers/process.js'
+import { CLI, freePort, run, type Run } from '../helpers/process.js'
 
 t.setTimeout(10 * 60 * 1000)
 
@@ -49,20 +50,6 @@ const skip = !has('podman') || !has('mmdebstrap')
   ? 'podman or mmdebstrap is not installed (apt-get install podman runc mmdebstrap)'
   : process.getuid?.() !== 0 ? 'needs root: the image is built and run with rootful podman' : false
 
-interface Run { status: number | null, stdout: string, stderr: string }
-
-/** Runs a command to its end without blocking this process (the stub NAS answers from it). */
-function run (cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
-  return new Promise((res, rej) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-    child.on('error', rej)
-    child.on('close', (status) => res({ status, stdout, stderr }))
-  })
-}
 
 t.test('the image builds, runs read-only with no capabilities and serves a recording', { skip }, async (t) => {
   // The podman flags this VM needs (runc, ulimits) come from the script, so
@@ -169,14 +156,17 @@ t.test('the image builds, runs read-only with no capabilities and serves a recor
   // A recording through the container, with a real signed JWT.
   const sign = createSigner({ key: SECRET, algorithm: 'HS256' })
   const token = sign({ sub: 'alice', scope: 'recordings:read', jti: 'container-1', exp: Math.floor(Date.now() / 1000) + 600 })
-  const res = await get({ port }, PATH, { headers: bearer(token) })
-  t.equal(res.status, 200, 'HTTPS GET with a JWT through the container')
-  t.ok(res.body.equals(RECORDING), 'the bytes are the NAS\'s recording')
-  t.equal(nas.requests.length, 1, 'one request reached the NAS')
-  t.equal(nas.requests[0]?.url, PATH, 'for that path')
-  const refused = await get({ port }, PATH)
-  t.equal(refused.status, 401, 'without a token: 401')
-  t.equal(nas.requests.length, 1, 'and the NAS was not asked')
+  for (const proto of PROTOCOLS) {
+    const before = nas.requests.length
+    const res = await fetchAs(proto, { port }, PATH, bearer(token))
+    t.equal(res.status, 200, `${proto}: HTTPS GET with a JWT through the container`)
+    t.ok(res.body.equals(RECORDING), `${proto}: the bytes are the NAS's recording`)
+    t.equal(nas.requests.length, before + 1, `${proto}: one request reached the NAS`)
+    t.equal(nas.requests.at(-1)?.url, PATH, `${proto}: for that path`)
+    const refused = await fetchAs(proto, { port }, PATH)
+    t.equal(refused.status, 401, `${proto}: without a token: 401`)
+    t.equal(nas.requests.length, before + 1, `${proto}: and the NAS was not asked`)
+  }
 
   // The audit trail, written by the container into the volume, checked on
   // the host with the CLI.

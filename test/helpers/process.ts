@@ -17,10 +17,17 @@ export function freePort (): Promise<number> {
   })
 }
 
+export interface Run { status: number | null, stdout: string, stderr: string }
+
 /** Runs the built CLI to its end, with a clean environment. */
-export function runCli (args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> {
+export function runCli (args: string[]): Promise<Run> {
+  return run(process.execPath, [CLI, ...args], { PATH: process.env.PATH })
+}
+
+/** Runs a command to its end without blocking this process (a stub NAS may answer from it). */
+export function run (cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })

@@ -29,7 +29,7 @@ import { trailFiles } from './audit/verify.js'
 import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
 import { createLogger } from './logging.js'
-import { CLUSTER_GATEWAY_FD_ENV, inheritedSockets, listenOn, notifySystemd } from './systemd.js'
+import { CLUSTER_GATEWAY_FD_ENV, inheritedSockets, listenOn, notifySystemd, socketNote, warnUnusedAdminSocket } from './systemd.js'
 
 export { workerCount } from './config/derived.js'
 
@@ -225,11 +225,11 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     ? buildAdmin({ contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE, text: metricsText }, log, readiness, adminCredential(config))
     : null
   let adminUrl: string | null = null
-  if (!admin && sockets.admin !== undefined) log.warn({ fd: sockets.admin }, 'systemd passed an admin socket but admin.enabled is false: nothing answers on it (disable nasguard-admin.socket)')
+  if (!admin) warnUnusedAdminSocket(sockets, log)
   if (admin) {
     const listener = admin
     try {
-      adminUrl = new URL(await listenOn('admin', config.admin, sockets.admin, (at) => listener.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${sockets.admin === undefined ? '' : ` (socket fd ${sockets.admin} from systemd)`}` }))).origin
+      adminUrl = new URL(await listenOn('admin', config.admin, sockets.admin, (at) => listener.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${socketNote(sockets.admin)}` }))).origin
     } catch (err) {
       // As for a worker that cannot listen: the start fails, the workers go.
       grace.uninstall()

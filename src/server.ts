@@ -12,7 +12,7 @@ import { demoRecordings } from './demo/recordings.js'
 import { DEMO_PERIOD_PATTERN, sealDemoTree } from './demo/sealed-tree.js'
 import { startDemoNas } from './demo/nas.js'
 import { issueToken } from './auth/tokens.js'
-import { inheritedSockets, listenOn, notifySystemd } from './systemd.js'
+import { inheritedSockets, listenOn, notifySystemd, socketNote, warnUnusedAdminSocket } from './systemd.js'
 import { reloadable } from './config/reload.js'
 import { watchFiles } from './files/watch.js'
 
@@ -38,13 +38,12 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
     // Under socket activation systemd holds the ports (443 needs no
     // capability then) and listen.host/port and admin.host/port are not used.
     const sockets = inheritedSockets()
-    const from = (fd: number | undefined): string => fd === undefined ? '' : ` (socket fd ${fd} from systemd)`
-    const address = await listenOn('gateway', config.listen, sockets.gateway, (at) => gateway.app.listen({ ...at, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}${from(sockets.gateway)}` }))
+    const address = await listenOn('gateway', config.listen, sockets.gateway, (at) => gateway.app.listen({ ...at, listenTextResolver: (a) => `gateway listening at ${urlOf(a, 'https:')}${socketNote(sockets.gateway)}` }))
     let adminUrl: string | null = null
-    if (!gateway.admin && sockets.admin !== undefined) gateway.app.log.warn({ fd: sockets.admin }, 'systemd passed an admin socket but admin.enabled is false: nothing answers on it (disable nasguard-admin.socket)')
+    if (!gateway.admin) warnUnusedAdminSocket(sockets, gateway.app.log)
     if (gateway.admin) {
       const admin = gateway.admin
-      adminUrl = urlOf(await listenOn('admin', config.admin, sockets.admin, (at) => admin.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${from(sockets.admin)}` })), 'http:')
+      adminUrl = urlOf(await listenOn('admin', config.admin, sockets.admin, (at) => admin.listen({ ...at, listenTextResolver: (a) => `admin (metrics, health) listening at ${a}${socketNote(sockets.admin)}` })), 'http:')
     }
     // Type=notify: ready once every listener is up (a worker leaves this to its primary).
     void notifySystemd('ready', gateway.app.log, `serving on ${urlOf(address, 'https:')}`)

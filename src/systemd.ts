@@ -89,6 +89,16 @@ export async function listenOn (name: string, at: { host: string, port: number }
   }
 }
 
+/** What a listening line adds when the socket came from systemd. */
+export function socketNote (fd: number | undefined): string {
+  return fd === undefined ? '' : ` (socket fd ${fd} from systemd)`
+}
+
+/** With admin.enabled false, an admin socket systemd passes is answered by nothing: say so. */
+export function warnUnusedAdminSocket (sockets: InheritedSockets, log: NotifyLog): void {
+  if (sockets.admin !== undefined) log.warn({ fd: sockets.admin }, 'systemd passed an admin socket but admin.enabled is false: nothing answers on it (disable nasguard-admin.socket)')
+}
+
 /** Where a notification failure is reported. */
 export interface NotifyLog { warn: (o: object, msg: string) => void }
 

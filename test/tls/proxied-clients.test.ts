@@ -167,6 +167,7 @@ t.test('connections still waiting for their header are capped per trusted addres
   const third = await raw(t, gw)
   await within('the third half-open connection to be closed at accept', closed(third))
   await until('a pending refusal in the log', () => gw.logs.some((l) => l.includes('"problem":"pending"')))
+  await until('its refusal record', () => records(gw, 'proxy_header').length > 0)
   t.match(records(gw, 'proxy_header').at(-1), { clientIp: PROXY, count: 1 }, 'audited (summed per second) under the proxy')
   // A waiting connection that completes its header frees its place.
   await writeApart(waiting[0], [header('203.0.113.7').subarray(10)])

@@ -13,6 +13,7 @@ import { createTlsServer, type TlsServer } from './tls/server.js'
 import { Authenticator } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { revocationsOf } from './gateway/revocations.js'
+import { retentionPartsOf } from './gateway/retention.js'
 import { GrantSigner } from './auth/grants.js'
 import { registerGrantsRoute } from './gateway/grants-route.js'
 import { readinessOf } from './gateway/readiness.js'
@@ -73,6 +74,8 @@ export interface GatewayOptions {
   ticketKeys?: Buffer
   /** Serve the admin listener from this gateway (false in workers: the primary serves it). Default true. */
   admin?: boolean
+  /** The clock retention is judged by, ms since the epoch (tests move it). Default Date.now. */
+  clock?: () => number
 }
 
 export async function buildGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -137,7 +140,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
-  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload) }
+  const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
+  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: opts.clock ?? Date.now }
   registerGate(app, { gate, authenticator, deliveries, records, bodyDeadlineMs: config.limits.headersTimeoutMs * 3 })
   registerGrantsRoute(app, {
     signer: grants,
@@ -168,7 +172,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const admin = config.admin.enabled && opts.admin !== false
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,

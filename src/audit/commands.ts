@@ -41,12 +41,13 @@ export const anchorText = (chain: string, r: VerifyReport): string => `${chain =
  * Walks every chain of a trail: audit.dir itself (one process), each
  * worker-<i> chain (workers), and ops (operator tools), checked against the
  * sealed list of chains. Returns the chains' reports and one report merging
- * them. onRecord is told which chain each record came from.
+ * them. onRecord is told which chain each record came from; with wants,
+ * only records whose line it wants reach onRecord (src/audit/verify.ts).
  */
-export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>, chain: string) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[] } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
+export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string, unknown>, chain: string) => void, opts: { fileStats?: boolean, anchors?: ChainAnchor[], wants?: (line: string) => boolean } = {}): Promise<{ chains: ChainReport[], merged: VerifyReport }> {
   const anchorsOf = (chain: string): Anchor[] => (opts.anchors ?? []).filter((a) => a.chain === chain)
   // A worker chain may start with records sealed with the audit key itself (written before chain keys).
-  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord && ((r) => onRecord(r, name)), { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: legacyChainKey(loc.key, name) })
+  const walk = async (dir: string, name: string): Promise<VerifyReport> => await walkTrail(dir, chainKey(loc.key, name), onRecord && ((r) => onRecord(r, name)), { fileStats: opts.fileStats, anchors: anchorsOf(name), legacyKey: legacyChainKey(loc.key, name), wants: opts.wants })
   const listed = readChains(loc.dir, loc.key)
   const present = chainDirs(loc.dir)
   const problems: Problem[] = []

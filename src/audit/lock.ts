@@ -96,7 +96,11 @@ const pause = async (ms: number): Promise<void> => await new Promise((resolve) =
 
 /** Takes dir's lock; returns what release needs. Throws EAUDITLOCKED while another writer holds it. */
 export async function takeLock (dir: string): Promise<{ file: string, text: string }> {
-  const file = lockFile(dir)
+  return await takeLockFile(lockFile(dir))
+}
+
+/** Takes the lock `file` (another file than a chain's: the legal holds'), as takeLock does. */
+export async function takeLockFile (file: string): Promise<{ file: string, text: string }> {
   const self = lockOwner()
   const text = `${process.pid} ${self}\n`
   const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}`

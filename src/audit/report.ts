@@ -7,10 +7,12 @@
 //
 // Phone numbers in paths. A recording's path spells its number in many
 // ways: 083012_46701234567.wav, +46701234567, 0046701234567,
-// "+46 70-123 45 67", "(070) 123 45 67". Each path segment is URL-decoded
-// and cut into blocks: runs of digit groups joined by the separators a
-// number is written with (space - . ( ) +); anything else (a letter, _, ,)
-// ends a block, and a + starts one (it opens an international number).
+// "+46 70-123 45 67", "(070) 123 45 67". The path is URL-decoded (%XX of
+// an ASCII character; any other byte stands for a character that is no
+// digit) and cut into blocks: runs of digit groups joined by the
+// separators a number is written with (space - . ( ) +); anything else (a
+// letter, _, /) ends a block, and a + starts one (it opens an
+// international number).
 // A path matches when some consecutive groups of one block, put together,
 // are the number or 00 and the number; a "(0)" group (the trunk prefix in
 // "+46 (0)70 ...") may be left out. A number's digits never match inside
@@ -97,7 +99,7 @@ const JOINERS = ' -.()'
 /** One block's groups: digits, and whether the group was written "(0)" (a trunk prefix that may be left out). */
 interface Group { digits: string, trunk: boolean }
 
-/** The blocks of one decoded path segment (see the top of this file). */
+/** The blocks of a decoded path (see the top of this file). */
 export function digitBlocks (segment: string): Group[][] {
   const blocks: Group[][] = []
   let block: Group[] = []
@@ -148,26 +150,42 @@ function blockHolds (block: Group[], wanted: string[]): boolean {
   return false
 }
 
-function decoded (segment: string): string {
-  if (!segment.includes('%')) return segment
-  try { return decodeURIComponent(segment) } catch { return segment }
+/** The path as matching reads it: %XX of an ASCII character decoded, of another byte a character that is no digit and no separator. */
+function decoded (path: string): string {
+  if (!path.includes('%')) return path
+  return path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => { const c = parseInt(hex, 16); return c < 0x80 ? String.fromCharCode(c) : '\ufffd' })
+}
+
+export interface PhoneMatcher {
+  /** The path holds one of the numbers. */
+  holds: (path: string) => boolean
+  /** False only for a record line whose path cannot hold one (a line without a path among them): cheap, and true for every line whose path holds one. */
+  lineMayHold: (line: string) => boolean
 }
 
 /** A matcher for paths that hold one of the numbers (normalised, as normalisePhone gives them). */
-export function phoneMatcher (numbers: string[]): (path: string) => boolean {
-  const wanted = numbers.flatMap((n) => [n, `00${n}`])
-  const shortest = Math.min(...numbers.map((n) => n.length))
-  return (path) => {
-    // Most paths cannot hold the number at all: too few digits.
-    let count = 0
-    for (let i = 0; i < path.length && count < shortest; i++) { const c = path.charCodeAt(i); if (c >= 48 && c <= 57) count++ }
-    if (count < shortest) return false
-    for (const segment of path.split('/')) {
-      for (const block of digitBlocks(decoded(segment))) {
-        if (blockHolds(block, wanted)) return true
-      }
+export function phoneMatcher (numbers: string[]): PhoneMatcher {
+  // A national number (0701234567) has no international prefix to go before it.
+  const wanted = numbers.flatMap((n) => (n.startsWith('0') ? [n] : [n, `00${n}`]))
+  // Groups joined into a match are consecutive digits of the path once its
+  // separators are gone; only a "(0)" left out breaks that.
+  const mayHold = (text: string): boolean => {
+    const digits = text.replace(/\D+/g, '')
+    return numbers.some((n) => digits.includes(n)) || text.includes('(0)')
+  }
+  return {
+    holds: (path) => {
+      const text = decoded(path)
+      return mayHold(text) && digitBlocks(text).some((block) => blockHolds(block, wanted))
+    },
+    lineMayHold: (line) => {
+      // Without a backslash the JSON text of every string is the string
+      // itself, so "path":" is the key and the path ends at the next quote.
+      if (line.includes('\\')) return true
+      const at = line.indexOf('"path":"')
+      if (at === -1) return false
+      return mayHold(decoded(line.slice(at + 8, line.indexOf('"', at + 8))))
     }
-    return false
   }
 }
 
@@ -198,7 +216,11 @@ function rowOf (r: Record<string, unknown>, chain: string): ReportRow {
 
 /** Walks the verified trail and returns the accesses the query names, oldest first. */
 export async function reportRows (loc: TrailLocation, q: ReportQuery): Promise<{ rows: ReportRow[], chains: string[], report: VerifyReport }> {
-  const holdsPhone = q.phones.length > 0 ? phoneMatcher(q.phones) : undefined
+  const phones = q.phones.length > 0 ? phoneMatcher(q.phones) : undefined
+  // JSON.stringify writes a record's subject as it would this one.
+  const subjectText = q.subject === undefined ? undefined : `"subject":${JSON.stringify(q.subject)}`
+  // Every line is verified; only those that may be a match are parsed.
+  const wants = (line: string): boolean => (subjectText === undefined || line.includes(subjectText)) && (phones === undefined || phones.lineMayHold(line))
   const rows: ReportRow[] = []
   const { chains, merged } = await walkAll(loc, (r, chain) => {
     if (!ACCESS_EVENTS.includes(r.event as string)) return
@@ -208,9 +230,9 @@ export async function reportRows (loc: TrailLocation, q: ReportQuery): Promise<{
       if (q.since !== undefined && !(t >= q.since)) return
       if (q.until !== undefined && !(t <= q.until)) return
     }
-    if (holdsPhone && !(typeof r.path === 'string' && holdsPhone(r.path))) return
+    if (phones && !(typeof r.path === 'string' && phones.holds(r.path))) return
     rows.push(rowOf(r, chain))
-  })
+  }, { wants })
   // Chains are walked one after another: the report reads in time order.
   const order = new Map(chains.map((c, i) => [c.name, i]))
   rows.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : (order.get(a.chain) ?? 0) - (order.get(b.chain) ?? 0) || a.seq - b.seq))
@@ -220,7 +242,7 @@ export async function reportRows (loc: TrailLocation, q: ReportQuery): Promise<{
 /** What the report was asked, in words. */
 function queryText (q: ReportQuery): string {
   const parts: string[] = []
-  if (q.phones.length > 0) parts.push(`paths holding ${q.phones.map((p) => `${p} (or +${p}, 00${p})`).join(', ')}`)
+  if (q.phones.length > 0) parts.push(`paths holding ${q.phones.map((p) => (p.startsWith('0') ? p : `${p} (or +${p}, 00${p})`)).join(', ')}`)
   if (q.subject !== undefined) parts.push(`subject ${JSON.stringify(q.subject)}`)
   if (q.since !== undefined) parts.push(`since ${new Date(q.since).toISOString()}`)
   if (q.until !== undefined) parts.push(`until ${new Date(q.until).toISOString()}`)

@@ -12,6 +12,7 @@ import { CONFIG_AJV_OPTIONS } from './ajv-options.js'
 import { isKnownExtension } from '../policy/file-types.js'
 import { readSecretFile } from './secrets.js'
 import { compileGlob } from '../policy/rules.js'
+import { compileRetention } from '../retention/rules.js'
 import { foldName } from '../policy/file-system.js'
 import { trustListProblems } from '../tls/proxy-protocol.js'
 
@@ -289,6 +290,7 @@ function semanticProblems (c: Config): ConfigProblem[] {
       problems.push({ key: `policy[${i}].path`, reason: (err as Error).message })
     }
   })
+  problems.push(...retentionProblems(c))
   const names = new Set<string>()
   const trees = new Map<string, number>()
   c.policy.forEach((rule, i) => {
@@ -387,4 +389,21 @@ function deepFreeze<T> (o: T): Readonly<T> {
     Object.freeze(o)
   }
   return o
+}
+
+/** config.retention's rules: each compiles (naming the rule's key), names are unique, and a dated rule's path can date what the sealing keys divide. */
+function retentionProblems (c: Readonly<Config>): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  c.retention.forEach((r, i) => {
+    try {
+      compileRetention([r])
+    } catch (err) {
+      problems.push({ key: `retention[${i}].path`, reason: (err as Error).message.replace(/^retention\[0\]\.path: /, '') })
+    }
+    if (r.name !== undefined && c.retention.findIndex((o) => o.name === r.name) !== i) problems.push({ key: `retention[${i}].name`, reason: `duplicate rule name ${JSON.stringify(r.name)}` })
+  })
+  c.sealing.keyBackups.forEach((d, i) => {
+    if (c.sealing.keyring !== undefined && resolve(d) === resolve(c.sealing.keyring)) problems.push({ key: `sealing.keyBackups[${i}]`, reason: 'is the keyring itself: name the backup copies only' })
+  })
+  return problems
 }

@@ -11,7 +11,7 @@ import { startProblems } from './preflight.js'
 export const RELOADABLE = [
   'policy', 'files.extensions',
   'limits.maxPathLength', 'limits.maxRanges', 'limits.maxUploadBytes', 'limits.clientFetches', 'limits.sendTimeoutMs', 'limits.minSendRate', 'limits.drainTimeoutMs',
-  'upstream.queueTimeoutMs', 'sealing'
+  'upstream.queueTimeoutMs', 'sealing', 'retention'
 ] as const
 
 /** Dotted paths of the leaves that differ between two configs (arrays compare whole). */

@@ -181,8 +181,26 @@ export const ConfigSchema = Type.Object({
     names: Type.Object({
       /** How many trailing path segments are encrypted (1: the file name). Default 1. */
       segments: Type.Integer({ default: 1, minimum: 1, maximum: 8 })
-    }, { ...strict, default: {} })
+    }, { ...strict, default: {} }),
+    /** Directories holding copies of the keyring (a backup volume, another host's keyring, mounted): an erasure (retention sweep --apply) destroys the period's identity in each of them too, and fails loudly while one is unreachable. */
+    keyBackups: Type.Array(Type.String({ minLength: 1 }), { default: [], uniqueItems: true })
   }, { ...strict, default: {} }),
+  /**
+   * Retention: the first rule whose path matches a recording says how long
+   * it is kept. {yyyy}, {mm} and {dd} (whole segments) read its date from
+   * the path; a rule without them dates it by the NAS's Last-Modified. Past
+   * its time a recording is refused (410) unless a legal hold covers it, and
+   * `nasguard retention sweep --apply` erases it. No rule: kept as long as
+   * the NAS keeps it.
+   */
+  retention: Type.Array(Type.Object({
+    /** Names the rule in metrics and reports. Default: retention[<index>]. */
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' })),
+    /** A glob as policy rules take it, with {yyyy}, {mm} and {dd} as whole segments for the date (e.g. /medicall/{yyyy}/{mm}/{dd}/**). */
+    path: Type.String({ minLength: 1, maxLength: 1024, pattern: '^/' }),
+    /** Days kept after the recording's date ends (its day, month or year, UTC), or after its Last-Modified. */
+    keepDays: Type.Integer({ minimum: 0, maximum: 36500 })
+  }, strict), { default: [] }),
   audit: Type.Object({
     /** Directory of the audit trail; created 0700, files 0600. */
     dir: Type.String({ minLength: 1 }),
@@ -231,7 +249,9 @@ export const ConfigSchema = Type.Object({
       keyPrefix: Type.String({ default: 'nasguard:', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9:_.-]+$' }),
       /** Time allowed to connect, and for each command, ms. Default 2000. */
       timeoutMs: Type.Integer({ default: 2000, minimum: 100, maximum: 60000 })
-    }, strict))
+    }, strict)),
+    /** The legal holds file (HMAC-sealed with a key derived from the audit key), when state.redis is not set. Default: <audit.dir>/legal-holds.json. */
+    holdsFile: Type.Optional(Type.String({ minLength: 1 }))
   }, { ...strict, default: {} }),
   /** Worker processes (node:cluster) sharing the listener: a number, or "auto" for one per core. Default 1 (one process). */
   workers: Type.Union([Type.Integer({ minimum: 1, maximum: 64 }), Type.Literal('auto')], { default: 1 }),

@@ -7,13 +7,18 @@ import { basename, dirname } from 'node:path'
 
 /** Calls onChange (at most once per burst of changes) when any of the files changes; returns stop(). */
 export function watchFiles (files: readonly string[], onChange: () => void, settleMs = 200): () => void {
+  const names = new Set(files.map((f) => basename(f)))
+  return watchNames([...new Set(files.map((f) => dirname(f)))], (name) => names.has(name), onChange, settleMs)
+}
+
+/** Calls onChange (at most once per burst) when a name in the directories that `accept`s changes; returns stop(). */
+export function watchNames (dirs: readonly string[], accept: (name: string) => boolean, onChange: () => void, settleMs = 200): () => void {
   const watchers: FSWatcher[] = []
   let debounce: NodeJS.Timeout | null = null
-  const names = new Set(files.map((f) => basename(f)))
-  for (const dir of new Set(files.map((f) => dirname(f)))) {
+  for (const dir of dirs) {
     try {
       const w = watch(dir, (_event, file) => {
-        if (file && !names.has(file.toString())) return
+        if (file && !accept(file.toString())) return
         if (debounce) clearTimeout(debounce)
         debounce = setTimeout(() => { debounce = null; onChange() }, settleMs)
         debounce.unref()

@@ -10,6 +10,7 @@ import { grantsMethod } from './grants-method.js'
 import { identify } from './identity.js'
 import { authorize } from './policy.js'
 import { checkRangeHeader } from './range.js'
+import { enforceRetention } from './retention.js'
 import { resolveSealing } from './sealing.js'
 import type { GateContext, GateRequest, RequestState, Stage } from './state.js'
 
@@ -28,6 +29,7 @@ export const RECORDING_GATE: readonly NamedStage[] = [
   { name: 'policy', run: authorize },
   { name: 'listing and file-type guard', run: guardFile },
   { name: 'range', run: checkRangeHeader },
+  { name: 'retention', run: enforceRetention },
   { name: 'sealing', run: resolveSealing },
   { name: 'admission', run: admit, forClient: true },
   { name: 'access record', run: recordAccess, forClient: true }

@@ -9,6 +9,8 @@ import type { Admission, Ticket } from '../proxy/admission.js'
 import type { AuditRecord } from '../audit/writer.js'
 import type { SealingSettings } from '../sealing/settings.js'
 import type { PeriodKey } from '../sealing/keyring.js'
+import type { HoldsNow } from '../retention/hold-view.js'
+import type { RetentionRule } from '../retention/rules.js'
 
 /** A request as the gate sees it. */
 export interface GateRequest {
@@ -63,6 +65,12 @@ export interface RequestState {
   upstreamError?: string
   /** A sealed recording failed its authentication (src/sealing): the outcome is integrity-error. */
   integrityError?: boolean
+  /** The retention rule that dated the recording, once it was found past its time (or to be dated by the NAS). */
+  retentionRule?: string
+  /** Dated by the NAS's Last-Modified (the retention stage): the exchange refuses it when it is past keepMs at `now`; holdsUnknown: with 503, as the holds could not be read. */
+  retention?: { keepMs: number, now: number, holdsUnknown?: true }
+  /** Past its retention but held: the cases holding it. */
+  held?: string[]
   /** Served sealed (the sealing stage): the NAS's name for it, its period and key. */
   sealed?: { path: string, period: string, keyId: string }
 }
@@ -79,6 +87,8 @@ export interface LiveSettings {
   sendTimeoutMs: number
   /** limits.minSendRate: also the pace an upload's body must keep. */
   minSendRate: number
+  /** config.retention, compiled. */
+  retention: RetentionRule[]
 }
 
 /** What the stages share: the live settings and the gateway's own parts. */
@@ -92,6 +102,10 @@ export interface GateContext {
   sealing: () => SealingSettings | undefined
   /** The period's key to open its recordings with, or (upload) to seal one to, made on the period's first upload; undefined when it has none. */
   periodKey: (period: string, upload: boolean) => PeriodKey | undefined
+  /** The legal holds in force (read when a recording is past its retention). */
+  holds: () => Promise<HoldsNow>
+  /** The clock retention is judged by, ms since the epoch (tests set it). */
+  now: () => number
 }
 
 /**

@@ -1,7 +1,7 @@
 // POST /_nasguard/grants: a playback grant for one recording, minted for a
 // token that may read it now (browsers' <audio> cannot send a bearer
 // token). The body is checked against a schema; the path it names passes the
-// recording gate's own stages, as a GET of it would; the grant is audited
+// recording gate's own stages (retention too), as a GET of it would; the grant is audited
 // before it is handed out.
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -15,6 +15,7 @@ import { canonicalTarget } from '../gate/canonical-path.js'
 import { guardFile } from '../gate/file-guard.js'
 import { GRANTS_PATH } from '../gate/paths.js'
 import { authorize } from '../gate/policy.js'
+import { enforceRetention } from '../gate/retention.js'
 import type { GateContext, GateRequest, RequestState } from '../gate/state.js'
 
 const GrantRequest = Type.Object({
@@ -31,13 +32,14 @@ export interface GrantsRoute {
   record: (request: FastifyRequest, grant: Partial<AuditRecord>) => Promise<boolean>
 }
 
-/** The path the grant opens: canonical, allowed to this identity by a rule, a file of a served type. */
-function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: Static<typeof GrantRequest> }>, reply: FastifyReply): { path: string, rule: string } {
+/** The path the grant opens: canonical, allowed to this identity by a rule, a file of a served type, not past its retention. */
+async function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: Static<typeof GrantRequest> }>, reply: FastifyReply): Promise<{ path: string, rule: string }> {
   const target: RequestState = { ...request.ng, path: undefined, segments: undefined, rule: undefined }
   const asGet = { ...route.gateRequest(request, reply), method: 'GET', url: request.body.path }
   try {
-    for (const stage of [canonicalTarget, authorize, guardFile]) void stage(asGet, target, route.gate)
+    for (const stage of [canonicalTarget, authorize, guardFile, enforceRetention]) await stage(asGet, target, route.gate)
   } finally {
+    request.ng.retentionRule = target.retentionRule
     request.ng.deniedBy = target.deniedBy
   }
   return { path: target.path as string, rule: target.rule as string }
@@ -49,7 +51,7 @@ export function registerGrantsRoute (app: FastifyInstance, route: GrantsRoute): 
     const identity = request.ng.identity as Identity
     // A grant opens one recording; it never mints others.
     if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')
-    const { path, rule } = authorised(route, request, reply)
+    const { path, rule } = await authorised(route, request, reply)
     const granting = route.gate.live().rules.find((r) => r.name === rule)!
     const used = claimsUsed(granting.glob)
     // What the rule granted to now: the grant works only while it still does.

@@ -76,8 +76,11 @@ export class Records {
     const spec = specFor(err.code)
     const state = request.ng as RequestState | null
     if (state) state.refused = err.code
-    if (!state?.fetch || err.code === Errors.UpstreamListing.spec.code) {
+    // Judged on the NAS's answer, after the access record: counted here too.
+    const afterAccess = err.code === Errors.UpstreamListing.spec.code || err.code === Errors.RetentionExpired.spec.code || err.code === Errors.HoldsUnavailable.spec.code
+    if (!state?.fetch || afterAccess) {
       this.metrics.refuse(spec?.reason ?? 'other')
+      if (err.code === Errors.RetentionExpired.spec.code) this.metrics.retentionExpired.inc({ rule: state?.retentionRule ?? 'none' })
       if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') this.metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
     }
     if (!state?.fetch) {

@@ -1,6 +1,7 @@
 // Metric definitions. One registry per gateway instance (tests build many).
 // Labels are bounded: method, status class, reason codes from
 // src/errors.ts, upstream error kinds. Never a path, a subject or an IP.
+import type { RetentionStatus } from '../retention/status.js'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 export type StatusClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx'
@@ -33,6 +34,7 @@ export function refusalClass (reason: string): string {
     case 'no_rule': case 'insufficient_scope': case 'method': return 'policy'
     case 'audit_unavailable': return 'audit'
     case 'sealed_integrity': case 'plaintext_on_nas': case 'recording_erased': case 'no_period': return 'sealing'
+    case 'retention_expired': case 'holds_unavailable': return 'retention'
     case 'upload_too_large': case 'upload_type': case 'upload_path': case 'upload_period': case 'upload_stalled': case 'keyring_busy': case 'recording_exists': return 'upload'
     case 'upstream_busy': case 'client_busy': case 'client_connections': return 'capacity'
     default: return 'other'
@@ -50,6 +52,10 @@ export class GatewayMetrics {
   readonly refusals: Counter<'reason' | 'class'>
   readonly authFailures: Counter<'reason'>
   readonly policyDenials: Counter<'rule'>
+  readonly retentionExpired: Counter<'rule'>
+  readonly retentionOverdue: Gauge<'what'>
+  readonly retentionLastSweep: Gauge
+  private retentionStatus: () => RetentionStatus | undefined = () => undefined
   readonly timeToFirstByte: Histogram<'status_class'>
   readonly upstreamLatency: Histogram
   readonly upstreamErrors: Counter<'kind'>
@@ -109,6 +115,11 @@ export class GatewayMetrics {
   }
 
   /** Where nasguard_revocations_trusted reads its value at scrape time. */
+  /** Where the retention gauges read the last sweep's findings at scrape time (src/retention/status.ts). */
+  setRetentionStatus (status: () => RetentionStatus | undefined): void {
+    this.retentionStatus = status
+  }
+
   setRevocationState (trusted: () => boolean): void {
     this.revocationsOk = trusted
   }
@@ -272,6 +283,35 @@ export class GatewayMetrics {
       // Workers: 0 when any worker cannot trust its revocations.
       aggregator: 'min',
       collect () { this.set(self.revocationsOk() ? 1 : 0) }
+    })
+    this.retentionExpired = new Counter({
+      name: 'nasguard_retention_expired_total',
+      help: 'Requests refused with 410 because the recording is past its retention, by retention rule.',
+      labelNames: ['rule'],
+      registers
+    })
+    this.retentionOverdue = new Gauge({
+      name: 'nasguard_retention_overdue',
+      help: 'What the last retention sweep found past its retention and still present, without a hold: recordings (plaintext files), and periods (sealed periods whose key still exists).',
+      labelNames: ['what'],
+      registers,
+      aggregator: 'max',
+      collect () {
+        const st = self.retentionStatus()
+        if (!st) return
+        this.set({ what: 'recordings' }, st.overdueRecordings)
+        this.set({ what: 'periods' }, st.overduePeriods)
+      }
+    })
+    this.retentionLastSweep = new Gauge({
+      name: 'nasguard_retention_last_sweep_timestamp_seconds',
+      help: 'When the last retention sweep (a dry run or --apply) finished, seconds since the epoch: its findings are as old as that.',
+      registers,
+      aggregator: 'max',
+      collect () {
+        const st = self.retentionStatus()
+        if (st) this.set(st.time / 1000)
+      }
     })
     this.auditSequence = new Gauge({
       name: 'nasguard_audit_sequence',

@@ -78,15 +78,29 @@ export function claimSegment (v: unknown, mode: FileSystemMode = 'posix'): strin
 
 type Claims = Readonly<Record<string, unknown>>
 
+/**
+ * `{name}` segments read from the path instead of a token's claims (a
+ * retention rule's `{yyyy}`): a segment `accept`s says yes to is bound to
+ * its name in `bound`.
+ */
+export interface Capture { accept: (name: string, segment: string) => boolean, bound: Record<string, string> }
+
 /** A request's segments as matched: exact bytes, or (folding) their fold keys. */
-interface Subject { segments: readonly string[], folded?: readonly string[], claims?: Claims }
+interface Subject { segments: readonly string[], folded?: readonly string[], claims?: Claims, capture?: Capture }
 
 function segmentMatches (m: Exclude<SegmentMatcher, { kind: 'any-depth' }>, x: Subject, i: number): boolean {
   const f = x.folded
   if (m.kind === 'literal') return f ? m.folded === f[i] : m.value === x.segments[i]
   if (m.kind === 'pattern') return f ? wildcardMatches(m.foldedParts, f[i]) : wildcardMatches(m.parts, x.segments[i])
+  const s = f ? f[i] : x.segments[i]
+  if (x.capture) {
+    // Bound along the way; a branch that fails later is overwritten by the one that matches (each name is one segment of the glob).
+    if (!x.capture.accept(m.name, s)) return false
+    x.capture.bound[m.name] = s
+    return true
+  }
   const v = x.claims ? claimSegment(x.claims[m.name], f ? 'folding' : 'posix') : undefined
-  return v !== undefined && v === (f ? f[i] : x.segments[i])
+  return v !== undefined && v === s
 }
 
 function matchFrom (g: SegmentMatcher[], gi: number, x: Subject, si: number): boolean {
@@ -110,6 +124,16 @@ function matchFrom (g: SegmentMatcher[], gi: number, x: Subject, si: number): bo
  */
 export function globMatches (glob: CompiledGlob, segments: readonly string[], claims?: Claims, folded?: readonly string[]): boolean {
   return matchFrom(glob.segments, 0, { segments, folded, claims }, 0)
+}
+
+/**
+ * The `{name}` segments' values when the glob matches, read from the path
+ * (each must be accepted); undefined when it does not match. With `folded`,
+ * as globMatches, and the values are fold keys.
+ */
+export function globCaptures (glob: CompiledGlob, segments: readonly string[], accept: Capture['accept'], folded?: readonly string[]): Record<string, string> | undefined {
+  const capture: Capture = { accept, bound: {} }
+  return matchFrom(glob.segments, 0, { segments, folded, capture }, 0) ? capture.bound : undefined
 }
 
 /** The claim names a glob's `{claim}` segments use. */

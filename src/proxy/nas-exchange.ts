@@ -19,6 +19,7 @@ import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
 import { judgeAnswer } from './answer.js'
+import { lastModifiedRefusal } from '../gate/retention.js'
 import type { HeadCheck } from './head-check.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 
@@ -92,6 +93,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9)
     if (this.phase === 'over' || this.reply.sent) { this.phase = 'over'; controller.abort(clientLeft()); return }
     const answer = judgeAnswer(status, headers, this.request.headers.range)
+    const expired = answer.kind === 'recording' || answer.kind === 'not-modified' ? lastModifiedRefusal(this.request.ng, headers['last-modified']) : undefined
+    if (expired) { this.refuse(expired, null); return }
     switch (answer.kind) {
       case 'recording':
         this.status = status

@@ -15,6 +15,7 @@ import { planAnswer } from '../sealing/answer-plan.js'
 import { CHUNK, openChunk, SEALED_CHUNK, spanOf, type Span } from '../sealing/payload.js'
 import type { SealingSettings } from '../sealing/settings.js'
 import { judgeAnswer } from './answer.js'
+import { lastModifiedRefusal } from '../gate/retention.js'
 import { checkPartialAnswer } from './content-range.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 import { sameVersion, type SealedFile, type SealedFiles } from './sealed-files.js'
@@ -288,6 +289,8 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     file = opened.file
   }
   if (signal.aborted) throw new Error('gone')
+  const expired = lastModifiedRefusal(request.ng, file.lastModified)
+  if (expired) throw { kind: 'refused', err: expired, upstreamKind: null }
   const plan = planAnswer({ size: file.geometry.size, etag: file.etag, lastModified: file.lastModified }, request.headers)
   // A 304 or 416 would be answered without asking the NAS again: from a
   // remembered header it could be about a version no longer there. (A body

@@ -52,7 +52,8 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     maxRanges: 1,
     maxUploadBytes: 1 << 20,
     sendTimeoutMs: 60000,
-    minSendRate: 1024
+    minSendRate: 1024,
+    retention: []
   }
   return {
     live: () => live,
@@ -60,7 +61,9 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     admission: new Admission({ connections: 4, queueTimeoutMs: 1000, clientFetches: o.clientFetches ?? 2 }),
     record: async (r) => { o.records?.push(r); return o.recordOk ?? true },
     sealing: () => o.sealing,
-    periodKey: (period, upload) => upload ? o.sealing?.keyring.sealingKey(period) : o.sealing?.keyring.key(period)
+    periodKey: (period, upload) => upload ? o.sealing?.keyring.sealingKey(period) : o.sealing?.keyring.key(period),
+    holds: async () => ({ ok: true, holds: [] }),
+    now: Date.now
   }
 }
 

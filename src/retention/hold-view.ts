@@ -1,0 +1,33 @@
+// The gateway's view of the legal holds: read when a request needs them (a
+// recording past its retention, or one dated by Last-Modified), and kept
+// for a second, so that a burst of such requests reads the store once and a
+// hold placed or released is seen within a second. One read at a time.
+import { HoldsProblem, loadHolds, type Hold, type HoldsStore } from './holds.js'
+
+export type HoldsNow = { ok: true, holds: readonly Hold[] } | { ok: false, problem: string }
+
+export class HoldView {
+  private cached: { at: number, value: HoldsNow } | undefined
+  private pending: Promise<HoldsNow> | undefined
+
+  constructor (private readonly store: HoldsStore, private readonly key: Buffer, private readonly ttlMs = 1000) {}
+
+  async current (): Promise<HoldsNow> {
+    const c = this.cached
+    if (c && performance.now() - c.at < this.ttlMs) return c.value
+    this.pending ??= this.read().finally(() => { this.pending = undefined })
+    return await this.pending
+  }
+
+  private async read (): Promise<HoldsNow> {
+    let value: HoldsNow
+    try {
+      // None yet: no hold was ever placed. (The sweep, which destroys, asks for the document itself: hold init.)
+      value = { ok: true, holds: (await loadHolds(this.store, this.key))?.holds ?? [] }
+    } catch (err) {
+      value = { ok: false, problem: err instanceof HoldsProblem ? err.message : `the legal holds cannot be read: ${(err as Error).message}` }
+    }
+    this.cached = { at: performance.now(), value }
+    return value
+  }
+}

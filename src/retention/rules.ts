@@ -1,0 +1,89 @@
+// Retention rules: how long a recording is kept, and from when. The first
+// rule whose path glob matches decides (the policy's globs, with {yyyy},
+// {mm} and {dd} as whole segments read from the path). A rule with a date
+// dates the recording by the end of that day, month or year (UTC: the
+// latest the recording can have been made), and it expires keepDays after
+// it. A rule without one dates it by the NAS's Last-Modified. On a NAS that
+// folds names, rules match by fold key, as the policy's do: a spelling the
+// NAS resolves to an expired recording is expired too. Pure.
+import type { Config } from '../config/schema.js'
+import { foldName, type FileSystemMode } from '../policy/file-system.js'
+import { claimsUsed, compileGlob, globCaptures, type CompiledGlob } from '../policy/rules.js'
+
+export const DAY_MS = 86_400_000
+
+const DATE_FIELDS = ['yyyy', 'mm', 'dd'] as const
+type DateField = typeof DATE_FIELDS[number]
+const FIELD_SHAPE: Record<DateField, RegExp> = { yyyy: /^(19|20|21)\d\d$/, mm: /^(0[1-9]|1[0-2])$/, dd: /^(0[1-9]|[12]\d|3[01])$/ }
+
+export interface RetentionRule {
+  name: string
+  glob: CompiledGlob
+  keepDays: number
+  /** The date fields the path gives; none: dated by Last-Modified. */
+  fields: readonly DateField[]
+}
+
+/** Compiles config.retention; throws naming the rule's key and what is wrong. */
+export function compileRetention (rules: Readonly<Config['retention']>): RetentionRule[] {
+  return rules.map((r, i) => {
+    const key = `retention[${i}].path`
+    let glob: CompiledGlob
+    try {
+      glob = compileGlob(r.path)
+    } catch (err) {
+      throw new Error(`${key}: ${(err as Error).message}`)
+    }
+    const used = claimsUsed(glob)
+    const other = used.find((n) => !(DATE_FIELDS as readonly string[]).includes(n))
+    if (other !== undefined) throw new Error(`${key}: {${other}} is not a date field; a retention path takes {yyyy}, {mm} and {dd} only`)
+    const fields = DATE_FIELDS.filter((f) => used.includes(f))
+    if ((fields.includes('mm') && !fields.includes('yyyy')) || (fields.includes('dd') && !fields.includes('mm'))) throw new Error(`${key}: {dd} needs {mm}, and {mm} needs {yyyy}`)
+    return { name: r.name ?? `retention[${i}]`, glob, keepDays: r.keepDays, fields }
+  })
+}
+
+/** What retention says of one recording. */
+export type Retention =
+  | { kind: 'none' }
+  /** expiresAt: ms since the epoch; from then on the recording is expired. */
+  | { kind: 'dated', rule: RetentionRule, date: string, expiresAt: number }
+  /** Dated by the NAS: expired when its Last-Modified is at or before `now - keepMs`. */
+  | { kind: 'last-modified', rule: RetentionRule, keepMs: number }
+
+/** The end (exclusive) of the date a rule read, ms: the first instant after the day, month or year. */
+function endOf (bound: Record<string, string>): { date: string, end: number } {
+  const y = Number(bound.yyyy)
+  if (bound.mm === undefined) return { date: bound.yyyy, end: Date.UTC(y + 1, 0, 1) }
+  const m = Number(bound.mm)
+  if (bound.dd === undefined) return { date: `${bound.yyyy}-${bound.mm}`, end: Date.UTC(y, m, 1) }
+  // 2016-02-30 rolls over into March: later, never earlier, than a real date there.
+  return { date: `${bound.yyyy}-${bound.mm}-${bound.dd}`, end: Date.UTC(y, m - 1, Number(bound.dd) + 1) }
+}
+
+const acceptDate = (name: string, segment: string): boolean => FIELD_SHAPE[name as DateField]?.test(segment) === true
+
+/** The rule for a recording's canonical segments (the first that matches), and its expiry. */
+export function retentionOf (rules: readonly RetentionRule[], segments: readonly string[], mode: FileSystemMode): Retention {
+  const folded = mode === 'folding' ? segments.map(foldName) : undefined
+  for (const rule of rules) {
+    const bound = globCaptures(rule.glob, segments, acceptDate, folded)
+    if (bound === undefined) continue
+    if (rule.fields.length === 0) return { kind: 'last-modified', rule, keepMs: rule.keepDays * DAY_MS }
+    const { date, end } = endOf(bound)
+    return { kind: 'dated', rule, date, expiresAt: end + rule.keepDays * DAY_MS }
+  }
+  return { kind: 'none' }
+}
+
+/**
+ * A Last-Modified against a rule: 'expired' at or past keepMs after it,
+ * 'unknown' when the NAS sent none or one that does not parse (the
+ * recording's age cannot be told, so it is not served as if it were young).
+ */
+export function lastModifiedVerdict (lastModified: string | string[] | undefined, keepMs: number, now: number): 'kept' | 'expired' | 'unknown' {
+  if (typeof lastModified !== 'string') return 'unknown'
+  const t = Date.parse(lastModified)
+  if (!Number.isFinite(t)) return 'unknown'
+  return now >= t + keepMs ? 'expired' : 'kept'
+}

@@ -52,8 +52,12 @@ export interface GatewayOverrides {
   admin?: Record<string, unknown>
   listen?: Record<string, unknown>
   sealing?: Record<string, unknown>
-  /** Shared state (state.redis). */
+  /** Shared state (state.redis, state.holdsFile). */
   state?: Record<string, unknown>
+  /** config.retention. */
+  retention?: unknown[]
+  /** The clock retention is judged by (ms since the epoch). */
+  clock?: () => number
 }
 
 export async function startTestGateway (t: Teardown, nas: { url: string }, o: GatewayOverrides = {}): Promise<TestGateway> {
@@ -71,13 +75,14 @@ export async function startTestGateway (t: Teardown, nas: { url: string }, o: Ga
       admin: { host: '127.0.0.1', port: 0, ...o.admin },
       limits: o.limits ?? {},
       sealing: o.sealing ?? {},
-      state: o.state ?? {}
+      state: o.state ?? {},
+      retention: o.retention ?? []
     }
   })
   const logs: string[] = []
   const sink = new Writable({ write (chunk: Buffer, _enc, cb) { logs.push(...chunk.toString().split('\n').filter(Boolean)); cb() } })
   const logger = pino({ ...loggerOptions('debug', false) } as pino.LoggerOptions, sink)
-  const gateway = await buildGateway(config, { logger })
+  const gateway = await buildGateway(config, { logger, clock: o.clock })
   await gateway.app.listen({ host: '127.0.0.1', port: 0 })
   await gateway.admin!.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(() => gateway.close())

@@ -211,6 +211,7 @@ function buildProgram (): Command {
 
   certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))
   sealingCommands(program)
+  retentionCommands(program)
   return program
 }
 
@@ -386,6 +387,73 @@ function certCommands (cert: Command): void {
 }
 
 const sealing = async (): Promise<typeof import('./sealing/commands.js')> => await import('./sealing/commands.js')
+
+const retention = async (): Promise<typeof import('./retention/commands.js')> => await import('./retention/commands.js')
+
+/** Runs a retention or hold command: its usage errors exit 2. */
+async function retentionRun (fn: () => Promise<number>): Promise<number> {
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof (await retention()).HoldUsageError) throw new UsageError(e.message)
+    throw e
+  }
+}
+
+/** Asks for the typed confirmation on a terminal; elsewhere --confirm must carry it. */
+async function typedConfirmation (expected: string, given: string | undefined): Promise<string | undefined> {
+  if (given !== undefined) return given
+  if (!process.stdin.isTTY) return undefined
+  const { createInterface } = await import('node:readline/promises')
+  const rl = createInterface({ input: process.stdin, output: process.stderr })
+  try {
+    return (await rl.question(`This cannot be undone. Type "${expected}" to go on: `)).trim()
+  } finally {
+    rl.close()
+  }
+}
+
+function retentionCommands (program: Command): void {
+  const hold = program.command('hold').description('legal holds: recordings under a hold are served past their retention and never erased (state.holdsFile, or Redis with state.redis)')
+  hold.command('init').description('an empty legal holds document, so that retention sweep --apply knows there are none (audited)')
+    .addOption(configOption(true))
+    .action(action(async (o: { config: string }) => { const c = await load(o.config); return await retentionRun(async () => await (await retention()).holdInit(c, out)) }))
+  hold.command('add').description('place a hold on every recording whose path starts with the prefix (audited)')
+    .addOption(configOption(true))
+    .requiredOption('--path-prefix <prefix>', 'a recording path prefix, e.g. /medicall/2016/03/ or /medicall/2016/03/14/46701234567')
+    .requiredOption('--case <id>', 'the case the hold is for, e.g. 2026-LEGAL-042')
+    .requiredOption('--reason <text>', 'why the recordings must be kept')
+    .option('--until <time>', 'when the hold lapses (ISO 8601); default: until released')
+    .action(action(async (o: { config: string, pathPrefix: string, case: string, reason: string, until?: string }) => {
+      const c = await load(o.config)
+      return await retentionRun(async () => await (await retention()).holdAdd(c, { prefix: o.pathPrefix, case: o.case, reason: o.reason, until: o.until }, out))
+    }))
+  hold.command('list').description('the holds in force (--all: lapsed too)')
+    .addOption(configOption(true))
+    .option('--all', 'lapsed holds too', false)
+    .option('--json', 'one JSON document', false)
+    .action(action(async (o: { config: string, all: boolean, json: boolean }) => { const c = await load(o.config); return await retentionRun(async () => await (await retention()).holdList(c, o, out)) }))
+  hold.command('release').description("release every hold of a case (audited)")
+    .addOption(configOption(true))
+    .requiredOption('--case <id>', 'the case whose holds end')
+    .action(action(async (o: { config: string, case: string }) => { const c = await load(o.config); return await retentionRun(async () => await (await retention()).holdRelease(c, o.case, out)) }))
+  program.command('retention').description('retention rules at rest (config.retention)')
+    .command('sweep').description('report every sealed period (and, with --source, every plaintext recording) against retention and holds; --apply erases: the identity of each expired period without a hold (keyring and sealing.keyBackups), and expired plaintext recordings on the share')
+    .addOption(configOption(true))
+    .option('--source <dir>', 'the NAS share, mounted on this host (its root is the NAS URL /): plaintext recordings are judged one by one, sealed ones counted per period')
+    .option('--apply', 'erase, after a typed confirmation (default: a dry run)', false)
+    .option('--confirm <text>', 'with --apply, where no terminal can ask: the exact confirmation the dry run prints ("erase N periods and delete M files")')
+    .option('--at <time>', 'judge as of this time (ISO 8601): a preview, refused with --apply')
+    .option('--json', 'the plan as one JSON document', false)
+    .action(action(async (o: { config: string, source?: string, apply: boolean, confirm?: string, at?: string, json: boolean }) => {
+      if (o.at !== undefined && o.apply) throw new UsageError('--at is for a preview: --apply judges as of now')
+      if (o.confirm !== undefined && !o.apply) throw new UsageError('--confirm goes with --apply')
+      const c = await load(o.config)
+      if (o.apply) refuseForeignOwner([c.audit.dir, ...(c.sealing.keyring ? [c.sealing.keyring] : [])], 'retention sweep --apply')
+      const now = o.at === undefined ? Date.now() : parseTimeMs(o.at)
+      return await retentionRun(async () => await (await retention()).retentionSweep(c, { source: o.source, apply: o.apply, json: o.json, now, confirm: async (expected) => await typedConfirmation(expected, o.confirm) }, out, err))
+    }))
+}
 
 function sealingCommands (program: Command): void {
   const keys = program.command('keys').description('the sealing keyring: one age identity per period (sealing.keyring)')

@@ -22,10 +22,10 @@ import { hasSingleProcessTrail } from './verify.js'
 import { AuditWriter, type AuditEvent, type AuditRecord, type AuditWriterOptions } from './writer.js'
 
 /** The events operator tools record, one per run. */
-export type OperatorEvent = Extract<AuditEvent, 'seal' | 'rotate'>
+export type OperatorEvent = Extract<AuditEvent, 'seal' | 'rotate' | 'hold' | 'erasure' | 'retention-sweep'>
 
 /** A tool run's record. time: default now; subject: who ran it, default the OS user. */
-export type OperatorRecord = Pick<AuditRecord, 'subject' | 'reason' | 'counts' | 'period' | 'keyId' | 'path' | 'durationMs'> & { event: OperatorEvent, time?: string }
+export type OperatorRecord = Pick<AuditRecord, 'subject' | 'reason' | 'counts' | 'period' | 'keyId' | 'path' | 'durationMs' | 'case' | 'until'> & { event: OperatorEvent, time?: string }
 
 /** Where the trail is: config.audit will do. keyFile, instance and rotateBytes default as for the gateway. */
 export interface OperatorTrail { dir: string, keyFile?: string, instance?: string, rotateBytes?: number }

@@ -30,7 +30,9 @@ export const FIELD_BOUNDS: Readonly<Record<string, number>> = {
   grantExpiresAt: 32,
   instance: 128,
   period: 32,
-  sha256: 64
+  sha256: 64,
+  case: 128,
+  until: 32
 }
 const DEFAULT_BOUND = 256
 
@@ -58,7 +60,7 @@ function cut (s: string, max: number): string {
   return s.slice(0, end)
 }
 
-const COUNTS: ReadonlyArray<keyof RunCounts> = ['sealed', 'skipped', 'failed', 'bytes', 'files']
+const COUNTS: ReadonlyArray<keyof RunCounts> = ['sealed', 'skipped', 'failed', 'bytes', 'files', 'erased', 'deleted', 'held', 'overdue']
 const SHA256 = /^[0-9a-f]{64}$/
 
 /** Why the record's checked fields (counts, sha256) are malformed; undefined when they are not. */

@@ -17,7 +17,7 @@ import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 import { boundRecord } from './record-bounds.js'
 
 /** seal and rotate: one per run of an operator tool, in the ops chain (src/audit/operator-events.ts); ingest: a recording uploaded through the gateway. */
-export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune' | 'seal' | 'rotate' | 'ingest'
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune' | 'seal' | 'rotate' | 'ingest' | 'hold' | 'erasure' | 'retention-sweep'
 
 /** What an operator tool's run did (src/audit/record-bounds.ts checks each is a count). */
 export interface RunCounts {
@@ -26,6 +26,11 @@ export interface RunCounts {
   failed?: number
   bytes?: number
   files?: number
+  /** retention-sweep: periods whose identity was destroyed, plaintext recordings deleted, and what was held back by holds or left past retention. */
+  erased?: number
+  deleted?: number
+  held?: number
+  overdue?: number
 }
 
 /** How a fetch ended: in full; the client left; the NAS failed; a sealed recording failed its authentication; the gateway shut down (the drain deadline passed). */
@@ -62,6 +67,10 @@ export interface AuditRecord {
   count?: number
   /** events seal, rotate: what the run did. */
   counts?: RunCounts
+  /** event hold: the case a legal hold belongs to; its prefix is `path`, the change and reason `reason`. */
+  case?: string
+  /** event hold: when the hold lapses (none: until released). */
+  until?: string
   /** The key period a record is about (`2016-01`): sealed into, rotated, erased. */
   period?: string
   /** event ingest: the SHA-256 of the recording's plaintext, 64 lowercase hex digits. */

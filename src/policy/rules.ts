@@ -136,6 +136,28 @@ export function globCaptures (glob: CompiledGlob, segments: readonly string[], a
   return matchFrom(glob.segments, 0, { segments, folded, capture }, 0) ? capture.bound : undefined
 }
 
+/**
+ * What a glob can match under a directory (its segments; a recording is
+ * deeper): 'none' when nothing; 'unaligned' when a `**` comes before the
+ * directory ends, so its `{name}` segments (if any) may be read from
+ * anywhere; else 'meets', with the `{name}` values read from the
+ * directory itself, and `all` when it matches every path under it (the
+ * rest of the glob is one `**`; hidden names aside).
+ */
+export function globUnder (glob: CompiledGlob, dir: readonly string[], accept: Capture['accept'], folded?: readonly string[]): { kind: 'none' } | { kind: 'unaligned' } | { kind: 'meets', bound: Record<string, string>, all: boolean } {
+  const capture: Capture = { accept, bound: {} }
+  const x: Subject = { segments: dir, folded, capture }
+  const g = glob.segments
+  for (let i = 0; i < dir.length; i++) {
+    if (i === g.length) return { kind: 'none' }
+    const m = g[i]
+    if (m.kind === 'any-depth') return i === g.length - 1 ? { kind: 'meets', bound: capture.bound, all: true } : { kind: 'unaligned' }
+    if (!segmentMatches(m, x, i)) return { kind: 'none' }
+  }
+  if (g.length === dir.length) return { kind: 'none' }
+  return { kind: 'meets', bound: capture.bound, all: g.length === dir.length + 1 && g[dir.length].kind === 'any-depth' }
+}
+
 /** The claim names a glob's `{claim}` segments use. */
 export function claimsUsed (glob: CompiledGlob): string[] {
   return glob.segments.flatMap((m) => m.kind === 'claim' ? [m.name] : [])

@@ -52,7 +52,7 @@ export type Retention =
   | { kind: 'last-modified', rule: RetentionRule, keepMs: number }
 
 /** The end (exclusive) of the date a rule read, ms: the first instant after the day, month or year. */
-function endOf (bound: Record<string, string>): { date: string, end: number } {
+export function endOf (bound: Record<string, string>): { date: string, end: number } {
   const y = Number(bound.yyyy)
   if (bound.mm === undefined) return { date: bound.yyyy, end: Date.UTC(y + 1, 0, 1) }
   const m = Number(bound.mm)
@@ -61,7 +61,7 @@ function endOf (bound: Record<string, string>): { date: string, end: number } {
   return { date: `${bound.yyyy}-${bound.mm}-${bound.dd}`, end: Date.UTC(y, m - 1, Number(bound.dd) + 1) }
 }
 
-const acceptDate = (name: string, segment: string): boolean => FIELD_SHAPE[name as DateField]?.test(segment) === true
+export const acceptDate = (name: string, segment: string): boolean => FIELD_SHAPE[name as DateField]?.test(segment) === true
 
 /** The rule for a recording's canonical segments (the first that matches), and its expiry. */
 export function retentionOf (rules: readonly RetentionRule[], segments: readonly string[], mode: FileSystemMode): Retention {

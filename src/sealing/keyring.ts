@@ -214,7 +214,7 @@ export class Keyring {
     readonly dir: string,
     readonly nameKey: Buffer,
     private readonly keys: Map<string, PeriodKeys>,
-    private readonly erasedPeriods: Set<string>
+    private readonly erasedSet: Set<string>
   ) {}
 
   /** Reads the keyring; throws naming the file and what is wrong. */
@@ -275,7 +275,12 @@ export class Keyring {
 
   /** The period's identity was destroyed (its recordings are erased). */
   erased (period: string): boolean {
-    return this.erasedPeriods.has(period) && !this.keys.has(period)
+    return this.erasedSet.has(period) && !this.keys.has(period)
+  }
+
+  /** The periods whose identity was destroyed. */
+  erasedPeriods (): string[] {
+    return [...this.erasedSet].filter((p) => !this.keys.has(p))
   }
 
   /** One key per period: its primary. */
@@ -469,6 +474,21 @@ export function retireKey (dir: string, period: string): string | undefined {
  * that does not, and out of backups that outlive retention.)
  */
 export function eraseKey (dir: string, period: string): string {
+  return eraseKeyIn(dir, period, false) as string
+}
+
+/**
+ * eraseKey in a copy of the keyring (sealing.keyBackups): the period's key
+ * files there are destroyed the same way, and a tombstone left; a copy
+ * that never held the period gets the tombstone alone. Undefined then.
+ * Throws when the directory cannot be reached.
+ */
+export function eraseBackupKey (dir: string, period: string): string | undefined {
+  if (!lstatSync(dir).isDirectory()) throw new Error(`${dir} is not a directory`)
+  return eraseKeyIn(dir, period, true)
+}
+
+function eraseKeyIn (dir: string, period: string, missingOk: boolean): string | undefined {
   // No seal or rotation runs while it does (the keyring's lock, exclusive).
   const unlock = lockKeyring(dir, 'exclusive')
   try {
@@ -476,11 +496,11 @@ export function eraseKey (dir: string, period: string): string {
     // (A rerun after a crash finds what is left of them.)
     const filesNow = (): string[] => (['primary', 'next', 'old'] as const).map((r) => keyFileOf(dir, period, r)).filter(exists)
     const files = filesNow()
-    if (files.length === 0) checkPrivate(keyFileOf(dir, period, 'primary'), false)
+    if (files.length === 0 && !missingOk) checkPrivate(keyFileOf(dir, period, 'primary'), false)
     for (const f of files) checkPrivate(f, false)
-    const keyId = keyIdOf(period, identityInFile(files[0]))
+    const keyId = files.length > 0 ? keyIdOf(period, identityInFile(files[0])) : undefined
     // The tombstone first: from here on no key of the period is made (newPeriodKey, nextPeriodKey refuse), whatever happens.
-    writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period} (key id ${keyId}) was destroyed at ${new Date().toISOString()}\n`)
+    writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period}${keyId ? ` (key id ${keyId})` : ''} was destroyed at ${new Date().toISOString()}\n`)
     syncDir(dir)
     // Until none is left: one made by a process that looked before the tombstone was there is destroyed too.
     for (let left = filesNow(); left.length > 0; left = filesNow()) for (const f of left) destroyKeyFile(f)

@@ -1,0 +1,204 @@
+// `nasguard hold init|add|list|release` and `nasguard retention sweep`:
+// legal holds and the erasure of what is past its retention. Every change
+// to the holds and every erasure is an audit event in the ops chain, made
+// durable before the command says it is done; a change that could not be
+// recorded is reported (exit 1), never dropped.
+import { lstat, unlink } from 'node:fs/promises'
+import { userInfo } from 'node:os'
+import { loadAuditKey } from '../audit/key.js'
+import { recordOperatorEvent } from '../audit/operator-events.js'
+import { auditKeyFile } from '../config/derived.js'
+import type { Config } from '../config/schema.js'
+import { eraseBackupKey, eraseKey } from '../sealing/keyring.js'
+import { changeHolds, holdsKeyOf, holdsOn, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
+import { holdsStoreOf } from './holds-redis.js'
+import { compileRetention } from './rules.js'
+import { writeRetentionStatus } from './status.js'
+import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, walkShare, type SweepPlan } from './sweep.js'
+
+/** A mistake in what the operator asked (exit 2). */
+export class HoldUsageError extends Error {}
+
+function keyOf (c: Readonly<Config>): Buffer {
+  return holdsKeyOf(loadAuditKey(auditKeyFile(c), c.audit.dir))
+}
+
+function operator (): string {
+  try { return userInfo().username } catch { return `uid ${process.getuid?.() ?? '?'}` }
+}
+
+const CASE = /^[\p{L}\p{N}][\p{L}\p{N} ._:/#-]{0,127}$/u
+
+export interface HoldRequest { prefix: string, case: string, reason: string, until?: string }
+
+/** What is wrong with `hold add`'s options, naming the option; undefined when nothing is. */
+export function holdRequestProblem (c: Readonly<Config>, h: HoldRequest, now: number): string | undefined {
+  const p = prefixProblem(h.prefix, c.upstream.fileSystem)
+  if (p) return `--path-prefix: ${p}`
+  if (!CASE.test(h.case)) return '--case: 1 to 128 letters, digits, spaces and . _ : / # -, starting with a letter or digit'
+  if (h.reason.trim() === '' || h.reason.length > 512 || /[\x00-\x1f\x7f]/.test(h.reason)) return '--reason: 1 to 512 printable characters (why the recordings must be kept)'
+  if (h.until !== undefined && !(Date.parse(h.until) > now)) return '--until: a time in the future (ISO 8601, e.g. 2028-12-31T23:59:59Z)'
+  return undefined
+}
+
+async function record (c: Readonly<Config>, r: Parameters<typeof recordOperatorEvent>[1]): Promise<void> {
+  await recordOperatorEvent(c.audit, r)
+}
+
+/** `hold init`: the empty document, so that a sweep knows there are no holds rather than none it could read. */
+export async function holdInit (c: Readonly<Config>, out: (s: string) => void): Promise<number> {
+  const store = holdsStoreOf(c)
+  const key = keyOf(c)
+  if (await loadHolds(store, key) !== undefined) { out(`${store.where} holds the legal holds already: nothing to do\n`); return 0 }
+  const { after } = await changeHolds(store, key, (doc) => doc)
+  await record(c, { event: 'hold', reason: `init: an empty legal holds document (generation ${after.generation})` })
+  out(`${store.where}: an empty legal holds document (generation ${after.generation})\n`)
+  return 0
+}
+
+export async function holdAdd (c: Readonly<Config>, h: HoldRequest, out: (s: string) => void): Promise<number> {
+  const problem = holdRequestProblem(c, h, Date.now())
+  if (problem) throw new HoldUsageError(problem)
+  const until = h.until === undefined ? undefined : new Date(Date.parse(h.until)).toISOString()
+  const hold: Hold = { case: h.case, prefix: h.prefix, reason: h.reason, ...(until ? { until } : {}), at: new Date().toISOString(), by: operator() }
+  const store = holdsStoreOf(c)
+  // One case may hold several prefixes; the same case and prefix again replaces its reason and end.
+  const { after } = await changeHolds(store, keyOf(c), (doc) => ({ ...doc, holds: [...doc.holds.filter((x) => !(x.case === h.case && x.prefix === h.prefix)), hold] }))
+  await record(c, { event: 'hold', case: h.case, path: h.prefix, reason: `add: ${h.reason}`, ...(until ? { until } : {}) })
+  out(`hold placed: case ${h.case} on ${h.prefix}${until ? ` until ${until}` : ' until released'} (generation ${after.generation})\n`)
+  return 0
+}
+
+export async function holdRelease (c: Readonly<Config>, caseId: string, out: (s: string) => void): Promise<number> {
+  const store = holdsStoreOf(c)
+  const key = keyOf(c)
+  const doc = await loadHolds(store, key)
+  const mine = doc?.holds.filter((h) => h.case === caseId) ?? []
+  if (mine.length === 0) throw new HoldUsageError(`--case: no hold of case ${JSON.stringify(caseId)} (nasguard hold list)`)
+  const { after } = await changeHolds(store, key, (d) => ({ ...d, holds: d.holds.filter((h) => h.case !== caseId) }))
+  for (const h of mine) await record(c, { event: 'hold', case: caseId, path: h.prefix, reason: 'release' })
+  out(`released: case ${caseId}, ${mine.length} prefix(es) (generation ${after.generation})\n`)
+  return 0
+}
+
+export async function holdList (c: Readonly<Config>, o: { json: boolean, all: boolean }, out: (s: string) => void): Promise<number> {
+  const store = holdsStoreOf(c)
+  const doc = await loadHolds(store, keyOf(c))
+  const now = Date.now()
+  const holds = (doc?.holds ?? []).filter((h) => o.all || inForce(h, now))
+  if (o.json) { out(JSON.stringify({ where: store.where, generation: doc?.generation ?? null, holds }) + '\n'); return 0 }
+  if (!doc) { out(`no legal holds document at ${store.where} (nasguard hold init makes an empty one)\n`); return 0 }
+  out(`${store.where}, generation ${doc.generation}: ${holds.length} hold(s)${o.all ? '' : ' in force'}\n`)
+  for (const h of holds) out(`${h.case}\t${h.prefix}\t${h.until ?? 'until released'}${inForce(h, now) ? '' : ' (lapsed)'}\t${h.at} by ${h.by}\t${h.reason}\n`)
+  return 0
+}
+
+// ---- retention sweep ------------------------------------------------------------------------------
+
+export interface SweepOptions {
+  source?: string
+  apply: boolean
+  /** The confirmation, typed (from a terminal) or given with --confirm. */
+  confirm: (expected: string) => Promise<string | undefined>
+  json: boolean
+  /** The clock: tests and `--at` previews move it (never with --apply). */
+  now: number
+}
+
+async function sweepPlan (c: Readonly<Config>, doc: HoldsDoc, o: SweepOptions): Promise<SweepPlan> {
+  const rules = compileRetention(c.retention)
+  const share = o.source ? await walkShare(c, o.source, rules, doc, o.now) : undefined
+  return { now: o.now, periods: planPeriods(c, rules, doc, o.now, share?.sealed), plain: share?.plain }
+}
+
+const day = (ms: number | undefined): string => ms === undefined ? '-' : new Date(ms).toISOString().slice(0, 10)
+
+function planText (plan: SweepPlan, doc: HoldsDoc | undefined, apply: boolean): string {
+  const lines = [`retention sweep at ${new Date(plan.now).toISOString()}${apply ? '' : ' (dry run: nothing is changed; --apply erases)'}`]
+  const held = (doc?.holds ?? []).filter((h) => inForce(h, plan.now))
+  lines.push(doc ? `legal holds: generation ${doc.generation}, ${held.length} in force${held.length ? ` (cases ${[...new Set(held.map((h) => h.case))].join(', ')})` : ''}` : 'legal holds: no document yet (nasguard hold init): --apply refuses until there is one')
+  if (plan.periods.length > 0) {
+    lines.push('', 'period      state         retained to  files  rules                holds             key id / why')
+    for (const p of plan.periods) {
+      lines.push(`${p.period.padEnd(10)}  ${p.state.padEnd(12)}  ${day(p.expiresAt).padEnd(11)}  ${String(p.files ?? '-').padEnd(5)}  ${(p.rules.join(',') || '-').padEnd(19)}  ${(p.holds.join(',') || '-').padEnd(16)}  ${p.why ?? p.keyId ?? '-'}`)
+    }
+  }
+  if (plan.plain) {
+    const f = plan.plain
+    lines.push('', `plaintext recordings: ${f.expired.length} past retention, ${f.held} held past retention, ${f.kept} within retention, ${f.unruled} under no rule${f.unreadable ? `, ${f.unreadable} unreadable director${f.unreadable === 1 ? 'y' : 'ies'} not judged` : ''}`)
+    // Directories only: file names hold phone numbers.
+    const byDir = new Map<string, number>()
+    for (const e of f.expired) { const d = e.path.slice(0, e.path.lastIndexOf('/') + 1); byDir.set(d, (byDir.get(d) ?? 0) + 1) }
+    for (const [d, n] of [...byDir].sort()) lines.push(`  ${d}  ${n} past retention`)
+  }
+  lines.push('', `to erase: ${confirmationOf(plan)}`)
+  return lines.join('\n') + '\n'
+}
+
+/** Erases one period: the keyring, then every backup copy; the erasure event names what was reached. */
+async function erasePeriod (c: Readonly<Config>, period: string, rules: string[], problems: string[]): Promise<boolean> {
+  const keyId = eraseKey(c.sealing.keyring as string, period)
+  const missed: string[] = []
+  for (const dir of c.sealing.keyBackups) {
+    try { eraseBackupKey(dir, period) } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
+  }
+  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in the keyring${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
+  return missed.length === 0
+}
+
+/**
+ * Dry run: the plan, and the status the metrics read. --apply: the plan,
+ * the typed confirmation (which names exactly what it destroys), then, with
+ * the holds read again just before, each period and file.
+ */
+export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const store = holdsStoreOf(c)
+  const key = keyOf(c)
+  const doc = await loadHolds(store, key)
+  const plan = await sweepPlan(c, doc ?? { version: 1, generation: 0, holds: [] }, o)
+  out(o.json ? JSON.stringify({ ...plan, plain: plan.plain && { ...plan.plain, expired: plan.plain.expired.length } }) + '\n' : planText(plan, doc, o.apply))
+  if (!o.apply) {
+    const overdue = overdueOf(plan)
+    writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: overdue.recordings, overduePeriods: overdue.periods, applied: false })
+    return 0
+  }
+  if (!doc) { err(`--apply: no legal holds document at ${store.where}: erasing without one could destroy what a lost hold protected. If there are truly no holds, run nasguard hold init (audited), then sweep again\n`); return 1 }
+  const expected = confirmationOf(plan)
+  const typed = await o.confirm(expected)
+  if (typed !== expected) { err(`not confirmed: type exactly "${expected}" (or pass --confirm "${expected}"); nothing was changed\n`); return 2 }
+  return await applyPlan(c, plan, store, key, out, err)
+}
+
+async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnType<typeof holdsStoreOf>, key: Buffer, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const problems: string[] = []
+  let erased = 0
+  let deleted = 0
+  let heldBack = 0
+  for (const p of plan.periods.filter((x) => x.state === 'expired')) {
+    // Read again now: a hold placed since the plan wins.
+    const now = await loadHolds(store, key)
+    if (holdsOnPeriod(c, p.period, now?.holds ?? [], Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
+    if (await erasePeriod(c, p.period, p.rules, problems)) erased++
+    out(`period ${p.period}: identity destroyed (${p.keyId ?? '?'})\n`)
+  }
+  if (plan.plain && plan.plain.expired.length > 0) {
+    const now = await loadHolds(store, key)
+    for (const f of plan.plain.expired) {
+      if (holdsOn(now?.holds ?? [], f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
+      try {
+        if (!(await lstat(f.file)).isFile()) continue
+        await unlink(f.file)
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(`a recording could not be deleted: ${(e as Error).message.replace(f.file, '<file>')}`)
+        continue
+      }
+      await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): deleted from the NAS` })
+      deleted++
+    }
+  }
+  await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length }, reason: problems.length ? 'incomplete' : 'applied' })
+  writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: (plan.plain?.expired.length ?? 0) - deleted, overduePeriods: plan.periods.filter((x) => x.state === 'expired').length - erased, applied: true })
+  out(`erased ${erased} period(s), deleted ${deleted} file(s)${heldBack ? `, ${heldBack} kept by holds placed since the plan` : ''}\n`)
+  for (const p of problems) err(p + '\n')
+  return problems.length > 0 ? 1 : 0
+}

@@ -1,0 +1,179 @@
+// `nasguard retention sweep`: what retention and the legal holds say of
+// every sealed period and (with --source, the mounted share) every
+// plaintext recording; with --apply, the erasure.
+//
+// A sealed period is erased by destroying its identity, which reaches
+// every copy of its recordings (NAS, backups, a stolen disk), so it is
+// erased only when every recording it can hold is past its retention:
+//   - every retention rule that can match a path in the period dates it
+//     from the period's own directories (a rule dated by Last-Modified, or
+//     by segments a ** comes before, leaves the period undetermined), and
+//     the latest date it can give, plus its keepDays, has passed;
+//   - no recording of it is outside every rule (kept for ever): known
+//     when a rule matches every path under the period's directory, or,
+//     with --source, when each sealed file on the share was looked at;
+//   - no hold in force meets the period's directory.
+// A plaintext recording is deleted when its own rule says it is past its
+// retention and no hold covers it. Files that are not recordings (other
+// extensions) are left alone.
+import { lstat } from 'node:fs/promises'
+import type { Config } from '../config/schema.js'
+import type { FileSystemMode } from '../policy/file-system.js'
+import { foldName } from '../policy/file-system.js'
+import { globUnder } from '../policy/rules.js'
+import { Keyring } from '../sealing/keyring.js'
+import { plainPathOf } from '../sealing/names.js'
+import { compilePeriodPattern, periodOf, type PeriodPattern } from '../sealing/period.js'
+import { walk } from '../sealing/bulk/walk.js'
+import { holdsOn, inForce, prefixMeets, type Hold, type HoldsDoc } from './holds.js'
+import { acceptDate, DAY_MS, endOf, lastModifiedVerdict, retentionOf, type RetentionRule } from './rules.js'
+
+export type PeriodState = 'kept' | 'expired' | 'held' | 'erased' | 'undetermined'
+
+export interface PeriodFinding {
+  period: string
+  state: PeriodState
+  keyId?: string
+  /** When the last recording it can hold is past its retention (ms). */
+  expiresAt?: number
+  /** The rules that can match its recordings. */
+  rules: string[]
+  /** Cases of the holds in force that meet it. */
+  holds: string[]
+  /** Why it is kept for ever, or undetermined. */
+  why?: string
+  /** Sealed files of it on the share (with --source). */
+  files?: number
+}
+
+export interface PlainFile { file: string, path: string, rule: string }
+
+export interface PlainFindings {
+  /** Past retention, no hold: deleted by --apply. */
+  expired: PlainFile[]
+  held: number
+  kept: number
+  /** Recordings no rule matches: kept for as long as the NAS keeps them. */
+  unruled: number
+  /** Directories that could not be read: what they hold was not judged. */
+  unreadable: number
+}
+
+export interface SweepPlan {
+  now: number
+  periods: PeriodFinding[]
+  plain?: PlainFindings
+}
+
+/** A period's directory segments under the pattern (`2016-03` → medicall, 2016, 03). */
+function periodDir (p: PeriodPattern, period: string): string[] {
+  const [yyyy, mm, dd] = period.split('-')
+  const date: Record<string, string | undefined> = { yyyy, mm, dd }
+  return p.parts.map((part) => 'literal' in part ? part.literal : date[part.field] ?? '')
+}
+
+/** The holds in force that meet a sealed period's directory (one hold anywhere in it keeps its key). */
+export function holdsOnPeriod (config: Readonly<Config>, period: string, holds: readonly Hold[], now: number): Hold[] {
+  const s = config.sealing
+  const dir = periodDir(compilePeriodPattern(s.periodPattern as string, s.period), period)
+  return holds.filter((h) => inForce(h, now) && prefixMeets(h.prefix, dir, config.upstream.fileSystem, false))
+}
+
+/** What the rules say of a period statically: the latest expiry, or why it cannot be told. */
+function judgePeriod (rules: readonly RetentionRule[], dir: readonly string[], mode: FileSystemMode): { expiresAt?: number, rules: string[], covered: boolean, why?: string } {
+  const folded = mode === 'folding' ? dir.map(foldName) : undefined
+  let expiresAt: number | undefined
+  let covered = false
+  const names: string[] = []
+  for (const rule of rules) {
+    const u = globUnder(rule.glob, dir, acceptDate, folded)
+    if (u.kind === 'none') continue
+    names.push(rule.name)
+    if (u.kind === 'unaligned') return { rules: names, covered, why: `rule ${rule.name} can read a date from below the period's directory (a ** comes first)` }
+    if (rule.fields.length === 0) return { rules: names, covered, why: `rule ${rule.name} dates recordings by Last-Modified` }
+    if (u.bound.yyyy === undefined) return { rules: names, covered, why: `rule ${rule.name} reads its date from below the period's directory` }
+    const at = endOf(u.bound).end + rule.keepDays * DAY_MS
+    expiresAt = Math.max(expiresAt ?? at, at)
+    // First match: a rule that matches every path under it is the last any recording of it reaches.
+    if (u.all) { covered = true; break }
+  }
+  return { expiresAt, rules: names, covered }
+}
+
+/** The sealed periods: each key in the keyring, and each erased one. */
+export function planPeriods (config: Readonly<Config>, rules: readonly RetentionRule[], holds: HoldsDoc, now: number, sealedFiles?: Map<string, { files: number, unruled: number }>): PeriodFinding[] {
+  const s = config.sealing
+  if (s.mode === 'off' || !s.keyring || !s.periodPattern) return []
+  const pattern = compilePeriodPattern(s.periodPattern, s.period)
+  const ring = Keyring.load(s.keyring)
+  const mode = config.upstream.fileSystem
+  const periods = new Set([...ring.list().map((k) => k.period), ...ring.erasedPeriods()])
+  return [...periods].sort().map((period): PeriodFinding => {
+    const key = ring.key(period)
+    const dir = periodDir(pattern, period)
+    const judged = judgePeriod(rules, dir, mode)
+    const onShare = sealedFiles?.get(period)
+    const found: PeriodFinding = { period, state: 'kept', keyId: key?.keyId, expiresAt: judged.expiresAt, rules: judged.rules, holds: holdsOnPeriod(config, period, holds.holds, now).map((h) => h.case), ...(onShare ? { files: onShare.files } : {}) }
+    if (!key) return { ...found, state: 'erased' }
+    if (judged.why) return { ...found, state: 'undetermined', why: judged.why }
+    if (judged.rules.length === 0) return { ...found, why: 'no retention rule matches its recordings' }
+    if (onShare && onShare.unruled > 0) return { ...found, why: `${onShare.unruled} of its recordings on the share match no retention rule` }
+    if (!judged.covered && !onShare) return { ...found, state: 'undetermined', why: 'no rule matches every path under it: pass --source (the mounted share) to look at each recording' }
+    if (now < (judged.expiresAt as number)) return found
+    return { ...found, state: found.holds.length > 0 ? 'held' : 'expired' }
+  })
+}
+
+/**
+ * Walks the mounted share: plaintext recordings judged one by one, and
+ * sealed files (names that decode with the keyring's name key) counted per
+ * period, with those no rule matches.
+ */
+export async function walkShare (config: Readonly<Config>, source: string, rules: readonly RetentionRule[], holds: HoldsDoc, now: number): Promise<{ plain: PlainFindings, sealed: Map<string, { files: number, unruled: number }> }> {
+  const s = config.sealing
+  const mode = config.upstream.fileSystem
+  const ring = s.mode !== 'off' && s.keyring ? Keyring.load(s.keyring) : undefined
+  const pattern = ring && s.periodPattern ? compilePeriodPattern(s.periodPattern, s.period) : undefined
+  const extensions = new Set(config.files.extensions)
+  const plain: PlainFindings = { expired: [], held: 0, kept: 0, unruled: 0, unreadable: 0 }
+  const sealed = new Map<string, { files: number, unruled: number }>()
+  for await (const f of walk(source)) {
+    if (f.kind === 'unreadable') { plain.unreadable++; continue }
+    if (f.kind !== 'file') continue
+    const decoded = ring && f.segments[f.segments.length - 1].endsWith('.age') ? plainPathOf(ring.nameKey, f.segments, s.names.segments) : undefined
+    if (decoded !== undefined && pattern) {
+      const segments = decoded.split('/').slice(1)
+      const period = periodOf(pattern, segments)
+      if (period === undefined) continue
+      const c = sealed.get(period) ?? { files: 0, unruled: 0 }
+      c.files++
+      if (retentionOf(rules, segments, mode).kind === 'none') c.unruled++
+      sealed.set(period, c)
+      continue
+    }
+    const name = f.segments[f.segments.length - 1]
+    const dot = name.lastIndexOf('.')
+    if (dot <= 0 || !extensions.has(name.slice(dot).toLowerCase())) continue
+    const r = retentionOf(rules, f.segments, mode)
+    if (r.kind === 'none') { plain.unruled++; continue }
+    const expired = r.kind === 'dated'
+      ? now >= r.expiresAt
+      : lastModifiedVerdict(new Date((await lstat(f.file)).mtimeMs).toUTCString(), r.keepMs, now) !== 'kept'
+    if (!expired) { plain.kept++; continue }
+    if (holdsOn(holds.holds, f.segments, mode, now).length > 0) { plain.held++; continue }
+    plain.expired.push({ file: f.file, path: '/' + f.segments.join('/'), rule: r.rule.name })
+  }
+  return { plain, sealed }
+}
+
+/** The confirmation --apply asks to be typed: what it will destroy, counted. */
+export function confirmationOf (plan: SweepPlan): string {
+  const periods = plan.periods.filter((p) => p.state === 'expired').length
+  const files = plan.plain?.expired.length ?? 0
+  return `erase ${periods} period${periods === 1 ? '' : 's'} and delete ${files} file${files === 1 ? '' : 's'}`
+}
+
+/** Plaintext recordings and periods past retention, without a hold, still present. */
+export function overdueOf (plan: SweepPlan): { recordings: number, periods: number } {
+  return { recordings: plan.plain?.expired.length ?? 0, periods: plan.periods.filter((p) => p.state === 'expired').length }
+}

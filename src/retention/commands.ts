@@ -14,7 +14,7 @@ import { changeHolds, holdsKeyOf, holdsOn, inForce, loadHolds, prefixProblem, ty
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
 import { writeRetentionStatus } from './status.js'
-import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, walkShare, type SweepPlan } from './sweep.js'
+import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type SweepPlan } from './sweep.js'
 
 /** A mistake in what the operator asked (exit 2). */
 export class HoldUsageError extends Error {}
@@ -135,14 +135,15 @@ function planText (plan: SweepPlan, doc: HoldsDoc | undefined, apply: boolean): 
   return lines.join('\n') + '\n'
 }
 
-/** Erases one period: the keyring, then every backup copy; the erasure event names what was reached. */
-async function erasePeriod (c: Readonly<Config>, period: string, rules: string[], problems: string[]): Promise<boolean> {
-  const keyId = eraseKey(c.sealing.keyring as string, period)
+/** Erases one period: the keyring (unless done already), then every backup copy; the erasure event names what was reached. */
+async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[]): Promise<boolean> {
+  const { period, rules } = p
+  const keyId = p.state === 'erased' ? undefined : eraseKey(c.sealing.keyring as string, period)
   const missed: string[] = []
   for (const dir of c.sealing.keyBackups) {
     try { eraseBackupKey(dir, period) } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
   }
-  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in the keyring${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
+  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${keyId ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
   return missed.length === 0
 }
 
@@ -174,12 +175,12 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
   let erased = 0
   let deleted = 0
   let heldBack = 0
-  for (const p of plan.periods.filter((x) => x.state === 'expired')) {
+  for (const p of toErase(plan)) {
     // Read again now: a hold placed since the plan wins.
     const now = await loadHolds(store, key)
     if (holdsOnPeriod(c, p.period, now?.holds ?? [], Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
-    if (await erasePeriod(c, p.period, p.rules, problems)) erased++
-    out(`period ${p.period}: identity destroyed (${p.keyId ?? '?'})\n`)
+    if (await erasePeriod(c, p, problems)) erased++
+    out(`period ${p.period}: identity destroyed${p.keyId ? ` (${p.keyId})` : ' in the backups left'}\n`)
   }
   if (plan.plain && plan.plain.expired.length > 0) {
     const now = await loadHolds(store, key)
@@ -197,7 +198,7 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
     }
   }
   await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length }, reason: problems.length ? 'incomplete' : 'applied' })
-  writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: (plan.plain?.expired.length ?? 0) - deleted, overduePeriods: plan.periods.filter((x) => x.state === 'expired').length - erased, applied: true })
+  writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: (plan.plain?.expired.length ?? 0) - deleted, overduePeriods: toErase(plan).length - erased, applied: true })
   out(`erased ${erased} period(s), deleted ${deleted} file(s)${heldBack ? `, ${heldBack} kept by holds placed since the plan` : ''}\n`)
   for (const p of problems) err(p + '\n')
   return problems.length > 0 ? 1 : 0

@@ -21,7 +21,7 @@ import type { Config } from '../config/schema.js'
 import type { FileSystemMode } from '../policy/file-system.js'
 import { foldName } from '../policy/file-system.js'
 import { globUnder } from '../policy/rules.js'
-import { Keyring } from '../sealing/keyring.js'
+import { holdsPeriodKey, Keyring } from '../sealing/keyring.js'
 import { plainPathOf } from '../sealing/names.js'
 import { compilePeriodPattern, periodOf, type PeriodPattern } from '../sealing/period.js'
 import { walk } from '../sealing/bulk/walk.js'
@@ -44,6 +44,8 @@ export interface PeriodFinding {
   why?: string
   /** Sealed files of it on the share (with --source). */
   files?: number
+  /** Erased, but these key backups (sealing.keyBackups) still hold its identity, or could not be read. */
+  backups?: string[]
 }
 
 export interface PlainFile { file: string, path: string, rule: string }
@@ -114,7 +116,10 @@ export function planPeriods (config: Readonly<Config>, rules: readonly Retention
     const judged = judgePeriod(rules, dir, mode)
     const onShare = sealedFiles?.get(period)
     const found: PeriodFinding = { period, state: 'kept', keyId: key?.keyId, expiresAt: judged.expiresAt, rules: judged.rules, holds: holdsOnPeriod(config, period, holds.holds, now).map((h) => h.case), ...(onShare ? { files: onShare.files } : {}) }
-    if (!key) return { ...found, state: 'erased' }
+    if (!key) {
+      const left = s.keyBackups.filter((d) => holdsPeriodKey(d, period))
+      return { ...found, state: 'erased', ...(left.length > 0 ? { backups: left, why: `its identity is still in ${left.join(', ')} (or it cannot be read there)` } : {}) }
+    }
     if (judged.why) return { ...found, state: 'undetermined', why: judged.why }
     if (judged.rules.length === 0) return { ...found, why: 'no retention rule matches its recordings' }
     if (onShare && onShare.unruled > 0) return { ...found, why: `${onShare.unruled} of its recordings on the share match no retention rule` }
@@ -166,14 +171,19 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
   return { plain, sealed }
 }
 
+/** Periods --apply erases: expired ones, and erased ones whose identity a backup still holds. */
+export function toErase (plan: SweepPlan): PeriodFinding[] {
+  return plan.periods.filter((p) => p.state === 'expired' || (p.state === 'erased' && p.backups !== undefined))
+}
+
 /** The confirmation --apply asks to be typed: what it will destroy, counted. */
 export function confirmationOf (plan: SweepPlan): string {
-  const periods = plan.periods.filter((p) => p.state === 'expired').length
+  const periods = toErase(plan).length
   const files = plan.plain?.expired.length ?? 0
   return `erase ${periods} period${periods === 1 ? '' : 's'} and delete ${files} file${files === 1 ? '' : 's'}`
 }
 
 /** Plaintext recordings and periods past retention, without a hold, still present. */
 export function overdueOf (plan: SweepPlan): { recordings: number, periods: number } {
-  return { recordings: plan.plain?.expired.length ?? 0, periods: plan.periods.filter((p) => p.state === 'expired').length }
+  return { recordings: plan.plain?.expired.length ?? 0, periods: toErase(plan).length }
 }

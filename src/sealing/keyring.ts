@@ -488,6 +488,16 @@ export function eraseBackupKey (dir: string, period: string): string | undefined
   return eraseKeyIn(dir, period, true)
 }
 
+/** Whether a keyring copy still holds any identity of the period (or cannot be read: it may). */
+export function holdsPeriodKey (dir: string, period: string): boolean {
+  try {
+    if (!lstatSync(dir).isDirectory()) return true
+  } catch {
+    return true
+  }
+  return (['primary', 'next', 'old'] as const).some((r) => exists(keyFileOf(dir, period, r)))
+}
+
 function eraseKeyIn (dir: string, period: string, missingOk: boolean): string | undefined {
   // No seal or rotation runs while it does (the keyring's lock, exclusive).
   const unlock = lockKeyring(dir, 'exclusive')

@@ -207,3 +207,20 @@ for (const workers of [1, 2]) {
     t.notMatch(stdout + stderr, /could not notify systemd/, 'no notification failed')
   })
 }
+
+t.test('the daily retention sweep units verify, score 2.0 or better, and only ever dry-run', { skip: has('systemd-analyze') ? false : 'systemd-analyze is not installed (apt-get install systemd)' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-units-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const name = 'nasguard-retention-sweep'
+  const service = readFileSync(join(UNITS, `${name}.service`), 'utf8')
+  t.match(service, /^ExecStart=\/usr\/bin\/nasguard retention sweep --config \/etc\/nasguard\/nasguard\.yaml$/m)
+  t.notMatch(service, /^ExecStart=.*--apply/m, 'an erasure is typed by a person, never run by a timer')
+  writeFileSync(join(dir, `${name}.service`), service.replace(/^ExecStart=\/usr\/bin\/nasguard /m, `ExecStart=${process.execPath} ${CLI} `))
+  cpSync(join(UNITS, `${name}.timer`), join(dir, `${name}.timer`))
+  const verify = spawnSync('systemd-analyze', ['verify', '--man=no', join(dir, `${name}.service`), join(dir, `${name}.timer`)], { encoding: 'utf8' })
+  t.equal(verify.status, 0, 'systemd-analyze verify passes')
+  t.equal(verify.stderr.trim(), '', 'and warns about nothing')
+  const security = spawnSync('systemd-analyze', ['security', '--offline=yes', join(UNITS, `${name}.service`)], { encoding: 'utf8' })
+  const m = /Overall exposure level for [\w-]+\.service: (\d+\.\d+)/.exec(security.stdout)
+  t.ok(m && Number(m[1]) <= 2.0, `exposure ${m?.[1] ?? '(none)'} is 2.0 or better`)
+})

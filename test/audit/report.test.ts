@@ -7,7 +7,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createKey } from '../../src/audit/key.js'
-import { AUDIT_FILE, AuditWriter, type AuditRecord } from '../../src/audit/writer.js'
+import { AuditWriter, type AuditRecord } from '../../src/audit/writer.js'
+import { trailFiles } from '../../src/audit/verify.js'
 import { csvCell, normalisePhone, phoneMatcher } from '../../src/audit/report.js'
 import { runCli } from '../helpers/process.js'
 
@@ -75,12 +76,19 @@ t.test('phone numbers: spellings that match, longer numbers that do not', async 
     const r = normalisePhone(bad)
     t.ok(!r.ok && r.reason.includes('--phone'), `${JSON.stringify(bad)} refused, naming --phone`)
   }
-  const holds = phoneMatcher(['46701234567'])
-  for (const p of [P.plain, P.plus, P.zeros, P.spaced, P.inDir, `${D}/46-70-123-45-67.wav`, `${D}/call%20+46%20(0)70%20123%2045%2067.wav`, `${D}/2016-01-01%2008.30.12%20+46%2070%20123%2045%2067.wav`, `${D}/0830-46701234567-x.wav`, `${D}/00%2046%2070%20123%2045%2067.wav`]) t.ok(holds(p), `${p} holds it`)
-  for (const p of [P.longer, P.longerBefore, P.other, P.national, `${D}/4670123456.wav`, `${D}/+46%2070-123%2045%20670.wav`, `${D}/1046701234567.wav`, `${D}/4670123_4567.wav`, `${D}/+1%20046701234567.wav`]) t.notOk(holds(p), `${p} does not`)
-  t.ok(phoneMatcher(['0701234567'])(P.national), 'the national spelling, asked for as such')
-  t.ok(phoneMatcher(['0701234567'])(`${D}/+46%20(0)70%20123%2045%2067.wav`), '(0) is the trunk prefix of the national number')
-  t.notOk(phoneMatcher(['0701234567'])(`${D}/00701234567.wav`), 'no 00 before a national number')
+  const { holds, lineMayHold } = phoneMatcher(['46701234567'])
+  // A record line as the writer seals it: the path among other fields with digits.
+  const line = (path: string): string => JSON.stringify({ event: 'fetch', time: at(1), requestId: 'r1', clientIp: '192.0.2.7', path, subject: 'a"b', seq: 12, prev: '0'.repeat(64) })
+  for (const p of [P.plain, P.plus, P.zeros, P.spaced, P.inDir, `${D}/46-70-123-45-67.wav`, `${D}/call%20+46%20(0)70%20123%2045%2067.wav`, `${D}/2016-01-01%2008.30.12%20+46%2070%20123%2045%2067.wav`, `${D}/0830-46701234567-x.wav`, `${D}/00%2046%2070%20123%2045%2067.wav`, `${D}/%FF%ZZ_+46%2070%20123%2045%2067.wav`]) {
+    t.ok(holds(p), `${p} holds it`)
+    t.ok(lineMayHold(line(p)) && lineMayHold(line(p).replace('a\\"b', 'ab')), `${p}: its record line is parsed`)
+  }
+  for (const p of [P.longer, P.longerBefore, P.other, P.national, `${D}/4670123456.wav`, `${D}/+46%2070-123%2045%20670.wav`, `${D}/1046701234567.wav`, `${D}/4670123_4567.wav`, `${D}/+1%20046701234567.wav`, `${D}/46701%2F234567.wav`]) t.notOk(holds(p), `${p} does not`)
+  t.notOk(lineMayHold(line(P.other).replace('a\\"b', 'ab')), 'a line whose path cannot hold it is not parsed')
+  const national = phoneMatcher(['0701234567'])
+  t.ok(national.holds(P.national), 'the national spelling, asked for as such')
+  t.ok(national.holds(`${D}/+46%20(0)70%20123%2045%2067.wav`), '(0) is the trunk prefix of the national number')
+  t.notOk(national.holds(`${D}/00701234567.wav`), 'no 00 before a national number')
   t.equal(csvCell('-1+2'), "'-1+2")
   t.equal(csvCell('\tx'), "'\tx")
   t.equal(csvCell('a"b'), '"a""b"')
@@ -158,17 +166,20 @@ t.test('audit report over a sealed trail', async (t) => {
     const copy = join(mkdtempSync(join(tmpdir(), 'nasguard-report-')), 'audit')
     t.teardown(() => rmSync(join(copy, '..'), { recursive: true, force: true }))
     cpSync(dir, copy, { recursive: true })
-    const f = join(copy, AUDIT_FILE)
+    // The records are of a past day: the writer gave each its own file.
+    const file = trailFiles(copy).find((f) => readFileSync(join(copy, f), 'utf8').includes('"subject":"bob"'))
+    t.ok(file)
+    const f = join(copy, String(file))
     const lines = readFileSync(f, 'utf8').split('\n')
-    t.match(lines[1], /"event":"access".*"subject":"bob"/)
+    const n = lines.findIndex((l) => l.includes('"subject":"bob"'))
     // One byte: bob becomes cob.
-    lines[1] = lines[1].replace('"subject":"bob"', '"subject":"cob"')
+    lines[n] = lines[n].replace('"subject":"bob"', '"subject":"cob"')
     writeFileSync(f, lines.join('\n'))
     const args = ['audit', 'report', '--dir', copy, '--key-file', keyFile, '--phone', '46701234567']
     const r = await runCli(args)
     t.equal(r.status, 1)
     t.match(r.stdout, /CHAIN NOT INTACT/)
-    t.match(r.stdout, /TAMPERING: 1 problem\(s\); the first: audit\.jsonl:2: the record was edited/)
+    t.match(r.stdout, `TAMPERING: 1 problem(s); the first: ${String(file)}:${n + 1}: the record was edited`)
     t.notMatch(r.stdout, /chain intact/)
     t.match(r.stderr, /not intact/)
     t.match(r.stdout, P.plain, 'the records that verify are listed')

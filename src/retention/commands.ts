@@ -10,7 +10,7 @@ import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { eraseBackupKey, eraseKey } from '../sealing/keyring.js'
-import { changeHolds, holdsKeyOf, holdsOn, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
+import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
 import { writeRetentionStatus } from './status.js'
@@ -172,20 +172,24 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
 
 async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnType<typeof holdsStoreOf>, key: Buffer, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const problems: string[] = []
+  // Read again before each erasure: a hold placed since the plan wins, and a document gone since is no "no holds".
+  const fresh = async (): Promise<HoldsDoc> => {
+    const doc = await loadHolds(store, key)
+    if (!doc) throw new HoldsProblem(`${store.where} is gone since the plan was made: nothing more is erased until it is restored`)
+    return doc
+  }
   let erased = 0
   let deleted = 0
   let heldBack = 0
   for (const p of toErase(plan)) {
-    // Read again now: a hold placed since the plan wins.
-    const now = await loadHolds(store, key)
-    if (holdsOnPeriod(c, p.period, now?.holds ?? [], Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
+    if (holdsOnPeriod(c, p.period, (await fresh()).holds, Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
     if (await erasePeriod(c, p, problems)) erased++
     out(`period ${p.period}: identity destroyed${p.keyId ? ` (${p.keyId})` : ' in the backups left'}\n`)
   }
   if (plan.plain && plan.plain.expired.length > 0) {
-    const now = await loadHolds(store, key)
+    const now = await fresh()
     for (const f of plan.plain.expired) {
-      if (holdsOn(now?.holds ?? [], f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
+      if (holdsOn(now.holds, f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
       try {
         if (!(await lstat(f.file)).isFile()) continue
         await unlink(f.file)

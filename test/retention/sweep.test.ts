@@ -1,0 +1,406 @@
+// nasguard retention sweep through the built CLI (npm run build first), on
+// a real keyring, a copy of it (sealing.keyBackups) and a mounted share:
+// - The dry run changes nothing (every byte of keyring, backup and share
+//   the same) and writes the status the metrics read. --apply refuses with
+//   no holds document (exit 1), with no --confirm off a terminal, a wrong
+//   one, or the dry run's phrase once a hold placed since changed the
+//   plan (exit 2), each changing nothing. With the phrase it erases exactly
+//   the expired period without a hold and deletes exactly the expired
+//   plaintext recording without a hold; notes.txt and young recordings stay.
+// - After it, Debian's `age -d` opens the erased period's sealed file with
+//   no file left in the keyring or the backup, and a kept period's still
+//   opens; a running gateway answers 410 NASGUARD_ERR_RECORDING_ERASED for
+//   it without a SIGHUP (it watches the keyring), over HTTP/1.1 and
+//   HTTP/2, and does not ask the NAS.
+// - A hold on the period, a day in it, part of a file name in it, or the
+//   period in another case (folding NAS) keeps the whole period; a lapsed
+//   one does not; under upstream.fileSystem posix the other case does not.
+// - A holds file edited by a byte: hold list and sweep fail naming it.
+// - A key backup not mounted: the keyring's key is destroyed, the backup's
+//   is said to be NOT, and a rerun once it is mounted destroys it.
+// - The audit trail verifies, with one erasure event per period and per
+//   deleted file, and a hold event per hold placed and released.
+import t, { type Test } from 'tap'
+import { spawnSync } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { loadAuditKey } from '../../src/audit/key.js'
+import { auditKeyFile } from '../../src/config/derived.js'
+import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
+import { diskPathOf } from '../../src/sealing/bulk/durable.js'
+import { initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
+import { bearer, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
+import { runCli, type Run } from '../helpers/process.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
+import { memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
+import { waitFor } from '../helpers/wait.js'
+
+/** This month: kept for 365 days after its end. */
+const YOUNG = new Date().toISOString().slice(0, 7)
+const [YY, YM] = YOUNG.split('-')
+
+/** Sealed recordings, one per period. */
+const OLD_SEALED = '/medicall/2016/01/14/101500_46701234567.wav'
+const HELD_SEALED = '/medicall/2016/02/03/090000_46709876543.wav'
+const YOUNG_SEALED = `/medicall/${YY}/${YM}/01/120000_46700000001.wav`
+/** Plaintext on the share: one expired, one expired under the hold placed later, one young, and a file that is not a recording. */
+const OLD_PLAIN = '/medicall/2016/03/14/101500_46701111111.wav'
+const HELD_PLAIN = '/medicall/2016/02/20/081500_46703333333.wav'
+const YOUNG_PLAIN = `/medicall/${YY}/${YM}/01/130000_46702222222.wav`
+const NOTES = '/medicall/2016/03/14/notes.txt'
+
+const RETENTION = `[{ name: calls, path: "/medicall/{yyyy}/{mm}/{dd}/**", keepDays: 365 }, { name: month, path: "/medicall/{yyyy}/{mm}/**", keepDays: 365 }]`
+
+interface Sealed { nasPath: string, disk: string, plain: Buffer }
+
+interface Site {
+  dir: string
+  root: string
+  keyring: string
+  backup: string
+  audit: string
+  config: string
+  sealed: Map<string, Sealed>
+  plain: Map<string, Buffer>
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+function configText (s: Pick<Site, 'dir' | 'audit' | 'keyring' | 'backup'>, fileSystem = 'folding'): string {
+  return `listen: { port: 8443 }
+tls: { cert: ${testCerts().cert}, key: ${testCerts().key} }
+upstream: { url: "http://127.0.0.1:1", fileSystem: ${fileSystem} }
+auth: { jwt: { secret: "0123456789abcdef0123456789abcdef" } }
+policy: [{ name: r, path: "/medicall/**", scopes: [recordings:read] }]
+audit: { dir: ${s.audit} }
+sealing: { mode: migrate, keyring: ${s.keyring}, periodPattern: "${PATTERN}", keyBackups: [${s.backup}] }
+retention: ${RETENTION}
+`
+}
+
+/** A keyring with these periods, a copy of it (the key backup), a share with these recordings (sealed with nasguard's SealStream, or plain), and a config. */
+async function makeSite (o: { periods: string[], sealed?: string[], plain?: string[] }): Promise<Site> {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-sweep-'))
+  const s = { dir, root: join(dir, 'share'), keyring: join(dir, 'keyring'), backup: join(dir, 'backup'), audit: join(dir, 'audit'), config: join(dir, 'nasguard.yaml'), sealed: new Map<string, Sealed>(), plain: new Map<string, Buffer>() }
+  initKeyring(s.keyring)
+  for (const p of o.periods) newPeriodKey(s.keyring, 'month', p)
+  chmodSync(s.keyring, 0o700)
+  mkdirSync(s.backup, { mode: 0o700 })
+  for (const name of readdirSync(s.keyring)) {
+    copyFileSync(join(s.keyring, name), join(s.backup, name))
+    chmodSync(join(s.backup, name), 0o600)
+  }
+  const put = (disk: string, body: Buffer): void => { mkdirSync(dirname(disk), { recursive: true }); writeFileSync(disk, body) }
+  const ring = Keyring.load(s.keyring)
+  for (const p of o.sealed ?? []) {
+    const segments = p.split('/').slice(1)
+    const plain = randomBytes(3000)
+    const nasPath = sealedName(ring, p)
+    const disk = diskPathOf(s.root, nasPath)
+    put(disk, await sealBytes(ring, `${segments[1]}-${segments[2]}`, p, plain))
+    s.sealed.set(p, { nasPath, disk, plain })
+  }
+  for (const p of o.plain ?? []) {
+    const body = p.endsWith('.txt') ? Buffer.from('not a recording\n') : randomBytes(2000)
+    put(join(s.root, p), body)
+    s.plain.set(p, body)
+  }
+  mkdirSync(s.root, { recursive: true })
+  // As a gateway that ran here leaves it (see the todo test at the end for a host where none ran yet).
+  mkdirSync(s.audit, { mode: 0o700 })
+  writeFileSync(s.config, configText(s))
+  return s
+}
+
+/** Every file under the keyring, the backup and the share, with its SHA-256: what "changed nothing" compares. */
+function state (s: Site): Map<string, string> {
+  const out = new Map<string, string>()
+  const visit = (d: string): void => {
+    if (!existsSync(d)) return
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name)
+      if (e.isDirectory()) visit(p)
+      else out.set(relative(s.dir, p), sha(readFileSync(p)))
+    }
+  }
+  for (const d of [s.keyring, s.backup, s.root]) visit(d)
+  return out
+}
+
+const sorted = (m: Map<string, string>): string[] => [...m].map(([k, v]) => `${k} ${v}`).sort()
+
+async function cli (s: Site, ...args: string[]): Promise<Run> {
+  return await runCli([...args, '--config', s.config])
+}
+
+async function sweep (s: Site, ...args: string[]): Promise<Run> {
+  return await runCli(['retention', 'sweep', '--config', s.config, ...args])
+}
+
+function phraseOf (r: Run): string {
+  const m = /^to erase: (.+)$/m.exec(r.stdout)
+  if (!m) throw new Error(`no "to erase:" line in ${r.stdout}${r.stderr}`)
+  return m[1]
+}
+
+async function holdAdd (t: Test, s: Site, prefix: string, caseId: string, config = s.config): Promise<void> {
+  const r = await runCli(['hold', 'add', '--config', config, '--path-prefix', prefix, '--case', caseId, '--reason', 'litigation'])
+  t.equal(r.status, 0, `hold add ${prefix} (${r.stderr.trim()})`)
+}
+
+/** The records of one event in the site's trail (audit search --json). */
+async function events (t: Test, s: Site, event: string): Promise<Array<Record<string, unknown>>> {
+  const r = await cli(s, 'audit', 'search', '--event', event, '--json')
+  t.equal(r.status, 0, `audit search --event ${event}`)
+  return r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+/** Whether Debian's age opens `file` with the identities in `identityFile`: its plaintext, or undefined. */
+function ageOpens (identityFile: string, file: string): Buffer | undefined {
+  const r = spawnSync('age', ['-d', '-i', identityFile, file], { maxBuffer: 1 << 24 })
+  return r.status === 0 ? r.stdout : undefined
+}
+
+/** Every file left in these directories: each is tried as an identity file. */
+function filesIn (...dirs: string[]): string[] {
+  return dirs.flatMap((d) => readdirSync(d).map((n) => join(d, n)).filter((f) => statSync(f).isFile()))
+}
+
+/** The period's sealed file opens with none of them; returns how many were tried. */
+function opensWithNone (t: Test, s: Site, path: string): void {
+  const files = filesIn(s.keyring, s.backup)
+  const opening = files.filter((f) => ageOpens(f, (s.sealed.get(path) as Sealed).disk) !== undefined)
+  t.same(opening, [], `age -d opens ${path.slice(0, 18)}… with none of the ${files.length} files left in the keyring and the backup`)
+}
+
+function opensWith (t: Test, s: Site, path: string, keyFile: string): void {
+  const f = s.sealed.get(path) as Sealed
+  t.same(ageOpens(keyFile, f.disk), f.plain, `age -d -i ${relative(s.dir, keyFile)} opens ${path.slice(0, 18)}…`)
+}
+
+function periodLine (r: Run, period: string): string {
+  return r.stdout.split('\n').find((l) => l.startsWith(period + ' ')) ?? ''
+}
+
+t.test('dry run, refusals, then --apply erases exactly what expired; the erased period opens nowhere and a gateway answers 410 without a SIGHUP', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', '2016-02', YOUNG], sealed: [OLD_SEALED, HELD_SEALED, YOUNG_SEALED], plain: [OLD_PLAIN, HELD_PLAIN, YOUNG_PLAIN, NOTES] })
+  const before = state(s)
+  const oldKeyId = Keyring.load(s.keyring).key('2016-01')?.keyId as string
+
+  // A gateway on this keyring, serving the sealed files from a NAS that counts what it is asked.
+  const mem = memoryNas()
+  for (const f of s.sealed.values()) mem.files.set(f.nasPath, readFileSync(f.disk))
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: s.keyring, periodPattern: PATTERN } })
+  for (const p of [OLD_SEALED, HELD_SEALED, YOUNG_SEALED]) {
+    const res = await fetchAs('h1', gw, p, bearer(gw.token()))
+    t.equal(res.status, 200, `before the sweep the gateway serves ${p.slice(0, 18)}…`)
+    t.same(res.body, s.sealed.get(p)?.plain)
+  }
+
+  // No holds document: the dry run says so; --apply refuses.
+  const dry0 = await sweep(s, '--source', s.root)
+  t.equal(dry0.status, 0, 'dry run without a holds document')
+  t.match(dry0.stdout, /legal holds: no document yet \(nasguard hold init\)/)
+  const phrase0 = phraseOf(dry0)
+  t.equal(phrase0, 'erase 2 periods and delete 2 files', 'the dry run names what --apply would destroy')
+  t.match(periodLine(dry0, '2016-01'), /^2016-01\s+expired\s/)
+  t.match(periodLine(dry0, '2016-02'), /^2016-02\s+expired\s/)
+  t.match(periodLine(dry0, YOUNG), new RegExp(`^${YOUNG}\\s+kept\\s`))
+  t.match(dry0.stdout, /plaintext recordings: 2 past retention, 0 held past retention, 1 within retention, 0 under no rule/)
+  t.notOk(/4670\d{7}/.test(dry0.stdout + dry0.stderr), 'no file name (phone number) in the output')
+  t.same(sorted(state(s)), sorted(before), 'the dry run changed no byte of keyring, backup or share')
+  t.match(JSON.parse(readFileSync(join(s.audit, 'retention-status.json'), 'utf8')), { overduePeriods: 2, overdueRecordings: 2, applied: false }, 'the status file holds the overdue counts')
+  const noDoc = await sweep(s, '--source', s.root, '--apply', '--confirm', phrase0)
+  t.equal(noDoc.status, 1, '--apply without a holds document: exit 1')
+  t.match(noDoc.stderr, /no legal holds document at .*legal-holds\.json.*nasguard hold init/)
+  t.same(sorted(state(s)), sorted(before), 'nothing erased')
+
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  const dry = await sweep(s, '--source', s.root)
+  t.equal(phraseOf(dry), phrase0)
+  // Off a terminal, without --confirm; then a wrong one.
+  const bare = await sweep(s, '--source', s.root, '--apply')
+  t.equal(bare.status, 2, '--apply off a terminal without --confirm: exit 2')
+  t.match(bare.stderr, `not confirmed: type exactly "${phrase0}"`)
+  const wrong = await sweep(s, '--source', s.root, '--apply', '--confirm', 'erase 2 periods and delete 1 file')
+  t.equal(wrong.status, 2, 'a wrong --confirm: exit 2')
+  t.match(wrong.stderr, /nothing was changed/)
+  t.same(sorted(state(s)), sorted(before), 'neither changed anything')
+
+  // A hold placed after the dry run: --apply plans again, the dry run's phrase no longer names
+  // what it would do, and nothing at all is erased (the safe outcome).
+  await holdAdd(t, s, '/medicall/2016/02/', 'CASE-7')
+  const late = await sweep(s, '--source', s.root, '--apply', '--confirm', phrase0)
+  t.equal(late.status, 2, 'the dry run\'s phrase after a hold was placed: exit 2')
+  t.match(late.stderr, 'not confirmed: type exactly "erase 1 period and delete 1 file"')
+  t.same(sorted(state(s)), sorted(before), 'nothing erased, the held period least of all')
+
+  const dry2 = await sweep(s, '--source', s.root)
+  t.match(periodLine(dry2, '2016-02'), /^2016-02\s+held\s.*CASE-7/)
+  const applied = await sweep(s, '--source', s.root, '--apply', '--confirm', phraseOf(dry2))
+  t.equal(applied.status, 0, `--apply with the phrase (${applied.stderr.trim()})`)
+  t.match(applied.stdout, `period 2016-01: identity destroyed (${oldKeyId})`)
+  t.match(applied.stdout, 'erased 1 period(s), deleted 1 file(s)')
+  t.notOk(/4670\d{7}/.test(applied.stdout + applied.stderr), 'no file name (phone number) in the output')
+
+  // Exactly this changed: 2016-01's key gone from keyring and backup (a tombstone without a secret in its place), and the expired plaintext file.
+  const after = state(s)
+  const expected = new Map(before)
+  for (const gone of ['keyring/2016-01.key', 'backup/2016-01.key', join('share', OLD_PLAIN)]) t.ok(expected.delete(gone), `${gone} was there`)
+  for (const d of [s.keyring, s.backup]) {
+    const tomb = join(d, '2016-01.erased')
+    t.ok(existsSync(tomb), `${relative(s.dir, tomb)} left`)
+    t.notMatch(readFileSync(tomb, 'utf8'), /AGE-SECRET-KEY/, 'the tombstone holds no secret')
+    expected.set(relative(s.dir, tomb), after.get(relative(s.dir, tomb)) as string)
+  }
+  t.same(sorted(after), sorted(expected), 'nothing else changed: 2016-02 (held) and this month\'s keys, the sealed files, the held and young plaintext, notes.txt')
+  t.match(JSON.parse(readFileSync(join(s.audit, 'retention-status.json'), 'utf8')), { overduePeriods: 0, overdueRecordings: 0, applied: true })
+
+  // Debian's age: the erased period opens with nothing left; the kept ones with their keys.
+  opensWithNone(t, s, OLD_SEALED)
+  opensWith(t, s, HELD_SEALED, join(s.keyring, '2016-02.key'))
+  opensWith(t, s, YOUNG_SEALED, join(s.backup, `${YOUNG}.key`))
+
+  // The running gateway: 410 once it has seen the tombstone (no SIGHUP), and the NAS is not asked.
+  const old = s.sealed.get(OLD_SEALED) as Sealed
+  await waitFor('the gateway to answer 410 for the erased period', async () => (await fetchAs('h1', gw, OLD_SEALED, bearer(gw.token()))).status === 410 ? true : undefined, { tries: 1500, intervalMs: 20 })
+  const asked = (): number => nas.requests.filter((r) => r.url === old.nasPath).length
+  const n = asked()
+  for (const proto of PROTOCOLS) {
+    for (const method of ['GET', 'HEAD']) {
+      const res = await fetchAs(proto, gw, OLD_SEALED, bearer(gw.token()), method)
+      t.equal(res.status, 410, `${proto} ${method}: 410`)
+      if (method === 'GET') t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_RECORDING_ERASED', `${proto}: NASGUARD_ERR_RECORDING_ERASED`)
+    }
+    for (const p of [HELD_SEALED, YOUNG_SEALED]) {
+      const res = await fetchAs(proto, gw, p, bearer(gw.token()))
+      t.equal(res.status, 200, `${proto}: a kept period is still served`)
+      t.same(res.body, s.sealed.get(p)?.plain)
+    }
+  }
+  t.equal(asked(), n, 'the NAS was not asked for the erased recording')
+
+  // The trail: intact; one erasure event for the period (with its key id) and one for the file; the hold's event.
+  const verify = await cli(s, 'audit', 'verify')
+  t.equal(verify.status, 0, `audit verify passes (${verify.stdout.trim()} ${verify.stderr.trim()})`)
+  const erasures = await events(t, s, 'erasure')
+  t.equal(erasures.length, 2, 'two erasure events')
+  t.match(erasures.find((e) => e.period !== undefined), { period: '2016-01', keyId: oldKeyId, reason: /identity destroyed in the keyring and 1 of 1 backup/ })
+  t.match(erasures.find((e) => e.path !== undefined), { path: OLD_PLAIN, reason: /deleted from the NAS/ })
+  t.match((await events(t, s, 'hold')).find((e) => e.case === 'CASE-7'), { case: 'CASE-7', path: '/medicall/2016/02/', reason: 'add: litigation' })
+  const sweeps = await events(t, s, 'retention-sweep')
+  t.match(sweeps, [{ counts: { erased: 1, deleted: 1, held: 0, failed: 0 }, reason: 'applied' }], 'one sweep record, for the one --apply that ran')
+})
+
+t.test('a hold on the period, a day, part of a file name, or another case of it keeps the whole period; a lapsed one does not', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', '2016-02', YOUNG] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0)
+  await holdAdd(t, s, '/medicall/2016/02/', 'KEEP-02')
+  const nothing = 'erase 0 periods and delete 0 files'
+  const prefixes = ['/medicall/2016/01/', '/medicall/2016/01/14/', '/medicall/2016/01/14/4670123', '/MEDICALL/2016/01/']
+  for (const [i, prefix] of prefixes.entries()) {
+    await holdAdd(t, s, prefix, `HOLD-${i}`)
+    // Had the hold not counted, the plan would be "erase 1 period": this phrase would not match (exit 2).
+    const r = await sweep(s, '--apply', '--confirm', nothing)
+    t.equal(r.status, 0, `${prefix}: --apply has nothing to erase (${r.stderr.trim()})`)
+    t.match(periodLine(r, '2016-01'), new RegExp(`^2016-01\\s+held\\s.*HOLD-${i}`), `${prefix}: 2016-01 held by HOLD-${i}`)
+    t.ok(existsSync(join(s.keyring, '2016-01.key')), `${prefix}: the period's key is kept`)
+    const rel = await cli(s, 'hold', 'release', '--case', `HOLD-${i}`)
+    t.equal(rel.status, 0, 'hold release')
+  }
+
+  // A lapsed hold (the CLI refuses an --until in the past, so it is written directly, as a hold that ran out).
+  const config = { audit: { dir: s.audit } }
+  const key = holdsKeyOf(loadAuditKey(auditKeyFile(config)))
+  await changeHolds(fileHoldsStore(join(s.audit, 'legal-holds.json')), key, (d) => ({ ...d, holds: [...d.holds, { case: 'LAPSED', prefix: '/medicall/2016/01/', reason: 'ran out', until: new Date(Date.now() - 60_000).toISOString(), at: new Date(Date.now() - 86_400_000).toISOString(), by: 'test' }] }))
+  const list = await cli(s, 'hold', 'list', '--all')
+  t.match(list.stdout, /LAPSED\t\/medicall\/2016\/01\/\t.*\(lapsed\)/, 'hold list --all shows it lapsed')
+  const lapsed = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
+  t.equal(lapsed.status, 0, `a lapsed hold: 2016-01 erased (${lapsed.stderr.trim()})`)
+  t.notOk(existsSync(join(s.keyring, '2016-01.key')), '2016-01\'s key destroyed')
+  t.ok(existsSync(join(s.keyring, '2016-02.key')), '2016-02 (KEEP-02) kept')
+
+  // The other case holds only because names fold: under posix it does not.
+  t.equal((await cli(s, 'hold', 'release', '--case', 'KEEP-02')).status, 0)
+  const posix = join(s.dir, 'posix.yaml')
+  writeFileSync(posix, configText(s, 'posix'))
+  await holdAdd(t, s, '/MEDICALL/2016/02/', 'UPPER', posix)
+  const p = await runCli(['retention', 'sweep', '--config', posix, '--apply', '--confirm', 'erase 1 period and delete 0 files'])
+  t.equal(p.status, 0, `posix: /MEDICALL/2016/02/ does not hold /medicall/2016/02/ (${p.stderr.trim()})`)
+  t.notOk(existsSync(join(s.keyring, '2016-02.key')), 'so 2016-02 is erased')
+  t.ok(existsSync(join(s.keyring, `${YOUNG}.key`)), 'this month is kept')
+
+  const holds = await events(t, s, 'hold')
+  for (const [i, prefix] of prefixes.entries()) {
+    t.match(holds.filter((e) => e.case === `HOLD-${i}`), [{ path: prefix, reason: 'add: litigation' }, { path: prefix, reason: 'release' }], `HOLD-${i}: an add and a release event, each with case and path`)
+  }
+  t.equal((await cli(s, 'audit', 'verify')).status, 0, 'audit verify passes')
+})
+
+t.test('a holds file edited by one byte: hold list and the sweep fail naming it, and nothing is erased', async (t) => {
+  const s = await makeSite({ periods: ['2016-01'] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0)
+  await holdAdd(t, s, '/medicall/2016/01/', 'CASE-T')
+  const file = join(s.audit, 'legal-holds.json')
+  const text = readFileSync(file, 'utf8')
+  t.ok(text.includes('"reason":"litigation"'))
+  writeFileSync(file, text.replace('"reason":"litigation"', '"reason":"litigatioN"'))
+  const list = await cli(s, 'hold', 'list')
+  t.equal(list.status, 1, 'hold list: exit 1')
+  t.match(list.stderr, `${file} does not verify`)
+  for (const phrase of ['erase 0 periods and delete 0 files', 'erase 1 period and delete 0 files']) {
+    const r = await sweep(s, '--apply', '--confirm', phrase)
+    t.equal(r.status, 1, 'sweep --apply: exit 1')
+    t.match(r.stderr, `${file} does not verify`)
+    t.ok(existsSync(join(s.keyring, '2016-01.key')), 'nothing erased')
+  }
+  t.equal((await sweep(s)).status, 1, 'the dry run fails too: it cannot say what is held')
+})
+
+t.test('a key backup not mounted: the keyring\'s key is destroyed, the backup\'s is NOT and is said so; a rerun once it is mounted destroys it', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0)
+  const keyId = Keyring.load(s.keyring).key('2016-01')?.keyId as string
+  const unmounted = s.backup + '.unmounted'
+  renameSync(s.backup, unmounted)
+  const one = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
+  t.equal(one.status, 1, 'exit 1')
+  t.match(one.stderr, `period 2016-01: the key backup ${s.backup} could not be reached`)
+  t.match(one.stderr, 'its copy of the key was NOT destroyed; rerun the sweep once it is mounted')
+  t.notOk(existsSync(join(s.keyring, '2016-01.key')), 'the keyring\'s key is destroyed')
+  t.ok(existsSync(join(unmounted, '2016-01.key')), 'the backup\'s is still there')
+  t.match(JSON.parse(readFileSync(join(s.audit, 'retention-status.json'), 'utf8')), { overduePeriods: 1, applied: true }, 'still overdue for the metrics')
+  const first = (await events(t, s, 'erasure')).filter((e) => e.period === '2016-01')
+  t.equal(first.length, 1)
+  t.match(first[0], { keyId, reason: new RegExp(`and 0 of 1 backup\\(s\\); NOT in ${s.backup.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) })
+
+  renameSync(unmounted, s.backup)
+  opensWith(t, s, OLD_SEALED, join(s.backup, '2016-01.key'))
+  const dry = await sweep(s)
+  const line = periodLine(dry, '2016-01')
+  t.match(line, /^2016-01\s+erased\s/)
+  t.equal(phraseOf(dry), 'erase 1 period and delete 0 files', 'the rerun plans to destroy the backup\'s copy')
+  const two = await sweep(s, '--apply', '--confirm', phraseOf(dry))
+  t.equal(two.status, 0, `the rerun: exit 0 (${two.stderr.trim()})`)
+  t.notOk(existsSync(join(s.backup, '2016-01.key')), 'the backup\'s key is destroyed')
+  t.ok(existsSync(join(s.backup, '2016-01.erased')), 'and a tombstone left there')
+  opensWithNone(t, s, OLD_SEALED)
+  opensWith(t, s, YOUNG_SEALED, join(s.keyring, `${YOUNG}.key`))
+  const last = (await events(t, s, 'erasure')).filter((e) => e.period === '2016-01')
+  t.equal(last.length, 2, 'a second erasure event for the period')
+  t.match(last[1].reason, /1 of 1 backup/)
+  t.notMatch(last[1].reason, /NOT in/)
+  t.equal(phraseOf(await sweep(s)), 'erase 0 periods and delete 0 files', 'then nothing is left to erase')
+})
+
+t.test('on a host where no gateway ran yet (audit.dir not made): hold init and the dry run make what they need', { todo: 'src/retention/holds.ts fileHoldsStore.replace takes <audit.dir>/legal-holds.json.lock and src/retention/status.ts writeRetentionStatus writes <audit.dir>/retention-status.json without making audit.dir: both fail with a bare ENOENT, exit 1' }, async (t) => {
+  const s = await makeSite({ periods: ['2016-01'] })
+  rmSync(s.audit, { recursive: true })
+  const dry = await sweep(s)
+  t.equal(dry.status, 0, `the dry run (${dry.stderr.trim()})`)
+  const init = await cli(s, 'hold', 'init')
+  t.equal(init.status, 0, `hold init (${init.stderr.trim()})`)
+})

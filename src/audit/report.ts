@@ -257,7 +257,6 @@ function chainText (report: VerifyReport, chains: string[]): string {
 
 // Control characters and bidirectional overrides in a subject or a path
 // must not reach the investigator's terminal as such.
-// eslint-disable-next-line no-control-regex
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
 const printable = (s: string): string => s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 

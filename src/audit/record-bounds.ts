@@ -60,7 +60,7 @@ function cut (s: string, max: number): string {
   return s.slice(0, end)
 }
 
-const COUNTS: ReadonlyArray<keyof RunCounts> = ['sealed', 'skipped', 'failed', 'bytes', 'files', 'erased', 'deleted', 'held', 'overdue']
+const COUNTS: ReadonlyArray<keyof RunCounts> = ['sealed', 'skipped', 'failed', 'bytes', 'files', 'erased', 'deleted', 'held', 'overdue', 'generation']
 const SHA256 = /^[0-9a-f]{64}$/
 
 /** Why the record's checked fields (counts, sha256) are malformed; undefined when they are not. */

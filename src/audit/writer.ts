@@ -31,6 +31,8 @@ export interface RunCounts {
   deleted?: number
   held?: number
   overdue?: number
+  /** hold: the legal holds document's generation after the change (a rollback past it is refused). */
+  generation?: number
 }
 
 /** How a fetch ended: in full; the client left; the NAS failed; a sealed recording failed its authentication; the gateway shut down (the drain deadline passed). */

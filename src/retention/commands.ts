@@ -5,7 +5,10 @@
 // recorded is reported (exit 1), never dropped.
 import { lstat, unlink } from 'node:fs/promises'
 import { userInfo } from 'node:os'
+import { join } from 'node:path'
+import { chainKey, OPS_CHAIN } from '../audit/chains.js'
 import { loadAuditKey } from '../audit/key.js'
+import { walkTrail } from '../audit/verify.js'
 import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
@@ -27,6 +30,14 @@ function operator (): string {
   try { return userInfo().username } catch { return `uid ${process.getuid?.() ?? '?'}` }
 }
 
+/** ISO 8601 with a time and a zone, naming a real date (2028-02-30 is refused, not moved to March). */
+function isoTime (t: string): boolean {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/.exec(t)
+  if (!m || Number.isNaN(Date.parse(t))) return false
+  const day = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])))
+  return day.getUTCMonth() === Number(m[2]) - 1 && day.getUTCDate() === Number(m[3]) && Number(m[4]) < 24 && Number(m[5]) < 60
+}
+
 const CASE = /^[\p{L}\p{N}][\p{L}\p{N} ._:/#-]{0,127}$/u
 
 export interface HoldRequest { prefix: string, case: string, reason: string, until?: string }
@@ -37,7 +48,7 @@ export function holdRequestProblem (c: Readonly<Config>, h: HoldRequest, now: nu
   if (p) return `--path-prefix: ${p}`
   if (!CASE.test(h.case)) return '--case: 1 to 128 letters, digits, spaces and . _ : / # -, starting with a letter or digit'
   if (h.reason.trim() === '' || h.reason.length > 512 || /[\x00-\x1f\x7f]/.test(h.reason)) return '--reason: 1 to 512 printable characters (why the recordings must be kept)'
-  if (h.until !== undefined && !(Date.parse(h.until) > now)) return '--until: a time in the future (ISO 8601, e.g. 2028-12-31T23:59:59Z)'
+  if (h.until !== undefined && (!isoTime(h.until) || !(Date.parse(h.until) > now))) return '--until: a time in the future, ISO 8601 with its time zone (e.g. 2028-12-31T23:59:59Z)'
   return undefined
 }
 
@@ -51,7 +62,7 @@ export async function holdInit (c: Readonly<Config>, out: (s: string) => void): 
   const key = keyOf(c)
   if (await loadHolds(store, key) !== undefined) { out(`${store.where} holds the legal holds already: nothing to do\n`); return 0 }
   const { after } = await changeHolds(store, key, (doc) => doc)
-  await record(c, { event: 'hold', reason: `init: an empty legal holds document (generation ${after.generation})` })
+  await record(c, { event: 'hold', reason: 'init: an empty legal holds document', counts: { generation: after.generation } })
   out(`${store.where}: an empty legal holds document (generation ${after.generation})\n`)
   return 0
 }
@@ -64,7 +75,7 @@ export async function holdAdd (c: Readonly<Config>, h: HoldRequest, out: (s: str
   const store = holdsStoreOf(c)
   // One case may hold several prefixes; the same case and prefix again replaces its reason and end.
   const { after } = await changeHolds(store, keyOf(c), (doc) => ({ ...doc, holds: [...doc.holds.filter((x) => !(x.case === h.case && x.prefix === h.prefix)), hold] }))
-  await record(c, { event: 'hold', case: h.case, path: h.prefix, reason: `add: ${h.reason}`, ...(until ? { until } : {}) })
+  await record(c, { event: 'hold', case: h.case, path: h.prefix, reason: `add: ${h.reason}`, ...(until ? { until } : {}), counts: { generation: after.generation } })
   out(`hold placed: case ${h.case} on ${h.prefix}${until ? ` until ${until}` : ' until released'} (generation ${after.generation})\n`)
   return 0
 }
@@ -76,7 +87,7 @@ export async function holdRelease (c: Readonly<Config>, caseId: string, out: (s:
   const mine = doc?.holds.filter((h) => h.case === caseId) ?? []
   if (mine.length === 0) throw new HoldUsageError(`--case: no hold of case ${JSON.stringify(caseId)} (nasguard hold list)`)
   const { after } = await changeHolds(store, key, (d) => ({ ...d, holds: d.holds.filter((h) => h.case !== caseId) }))
-  for (const h of mine) await record(c, { event: 'hold', case: caseId, path: h.prefix, reason: 'release' })
+  for (const h of mine) await record(c, { event: 'hold', case: caseId, path: h.prefix, reason: 'release', counts: { generation: after.generation } })
   out(`released: case ${caseId}, ${mine.length} prefix(es) (generation ${after.generation})\n`)
   return 0
 }
@@ -164,6 +175,9 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
     return 0
   }
   if (!doc) { err(`--apply: no legal holds document at ${store.where}: erasing without one could destroy what a lost hold protected. If there are truly no holds, run nasguard hold init (audited), then sweep again\n`); return 1 }
+  const audited = await auditedGeneration(c)
+  if (typeof audited === 'string') { err(`--apply: ${audited}; nothing was changed\n`); return 1 }
+  if (doc.generation < audited) { err(`--apply: ${store.where} is at generation ${doc.generation}, but this host's audit trail records a hold change at generation ${audited}: an older document was put back (a rollback can drop holds). Restore the newest one; nothing was changed\n`); return 1 }
   const expected = confirmationOf(plan)
   const typed = await o.confirm(expected)
   if (typed !== expected) { err(`not confirmed: type exactly "${expected}" (or pass --confirm "${expected}"); nothing was changed\n`); return 2 }
@@ -206,4 +220,18 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
   out(`erased ${erased} period(s), deleted ${deleted} file(s)${heldBack ? `, ${heldBack} kept by holds placed since the plan` : ''}\n`)
   for (const p of problems) err(p + '\n')
   return problems.length > 0 ? 1 : 0
+}
+
+/**
+ * The highest holds generation this host's ops chain records (0: none),
+ * read through the verified chain; a chain that does not verify is a
+ * reason not to erase (a string saying so).
+ */
+async function auditedGeneration (c: Readonly<Config>): Promise<number | string> {
+  let highest = 0
+  const report = await walkTrail(join(c.audit.dir, OPS_CHAIN), chainKey(loadAuditKey(auditKeyFile(c), c.audit.dir), OPS_CHAIN), (r) => {
+    const g = (r.counts as { generation?: unknown } | undefined)?.generation
+    if (r.event === 'hold' && typeof g === 'number' && g > highest) highest = g
+  })
+  return report.problems.length > 0 ? `the ops chain of ${c.audit.dir} does not verify (${report.problems[0].message}): the hold changes it records cannot be trusted (nasguard audit verify)` : highest
 }

@@ -9,6 +9,8 @@ export type HoldsNow = { ok: true, holds: readonly Hold[] } | { ok: false, probl
 export class HoldView {
   private cached: { at: number, value: HoldsNow } | undefined
   private pending: Promise<HoldsNow> | undefined
+  /** The highest generation read: the document never goes back. */
+  private seen = 0
 
   constructor (private readonly store: HoldsStore, private readonly key: Buffer, private readonly ttlMs = 1000) {}
 
@@ -23,7 +25,12 @@ export class HoldView {
     let value: HoldsNow
     try {
       // None yet: no hold was ever placed. (The sweep, which destroys, asks for the document itself: hold init.)
-      value = { ok: true, holds: (await loadHolds(this.store, this.key))?.holds ?? [] }
+      // But a document that was seen and is gone, or older than one seen, was removed or rolled back.
+      const doc = await loadHolds(this.store, this.key)
+      const generation = doc?.generation ?? 0
+      if (generation < this.seen) throw new HoldsProblem(`${this.store.where} ${doc ? `went back from generation ${this.seen} to ${generation}` : `is gone (generation ${this.seen} was seen)`}: restore the newest document`)
+      this.seen = generation
+      value = { ok: true, holds: doc?.holds ?? [] }
     } catch (err) {
       value = { ok: false, problem: err instanceof HoldsProblem ? err.message : `the legal holds cannot be read: ${(err as Error).message}` }
     }

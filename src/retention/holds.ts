@@ -17,6 +17,7 @@ import { closeSync, constants, fsyncSync, openSync, writeSync } from 'node:fs'
 import { readFile, rename, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { releaseLock, takeLockFile } from '../audit/lock.js'
+import { makeDir } from '../files/ownership.js'
 import { syncDir } from '../sealing/keyring.js'
 import { foldName, foldingHazard, type FileSystemMode } from '../policy/file-system.js'
 
@@ -135,6 +136,9 @@ export function prefixProblem (prefix: string, mode: FileSystemMode): string | u
   if (!prefix.startsWith('/')) return 'it must start with /'
   if (prefix.length > 1024) return 'it is longer than 1024 characters'
   if (/[\x00-\x1f\x7f]/.test(prefix)) return 'it holds a control character'
+  // Compared with decoded names: an encoded prefix (as a URL spells it) would hold nothing.
+  if (prefix.includes('%')) return 'give the path decoded (`Anna Söder`, not `Anna%20S%C3%B6der`): % is refused'
+  if (prefix !== prefix.normalize('NFC')) return 'it is not in Unicode NFC (as canonical paths are): retype it'
   const parts = prefix.slice(1).split('/')
   for (let i = 0; i < parts.length; i++) {
     const p = parts[i]
@@ -170,6 +174,7 @@ export function fileHoldsStore (file: string): HoldsStore {
     where: file,
     read,
     replace: async (expected, next) => {
+      makeDir(dirname(file))
       const lock = await takeLockFile(`${file}.lock`)
       try {
         if (await read() !== expected) return false

@@ -57,8 +57,9 @@ export function endOf (bound: Record<string, string>): { date: string, end: numb
   if (bound.mm === undefined) return { date: bound.yyyy, end: Date.UTC(y + 1, 0, 1) }
   const m = Number(bound.mm)
   if (bound.dd === undefined) return { date: `${bound.yyyy}-${bound.mm}`, end: Date.UTC(y, m, 1) }
-  // 2016-02-30 rolls over into March: later, never earlier, than a real date there.
-  return { date: `${bound.yyyy}-${bound.mm}-${bound.dd}`, end: Date.UTC(y, m - 1, Number(bound.dd) + 1) }
+  // A day the month lacks (2016-02-30) is its last day: the recording is the month's, and the sweep judges the month by its end.
+  const last = new Date(Date.UTC(y, m, 0)).getUTCDate()
+  return { date: `${bound.yyyy}-${bound.mm}-${bound.dd}`, end: Date.UTC(y, m - 1, Math.min(Number(bound.dd), last) + 1) }
 }
 
 export const acceptDate = (name: string, segment: string): boolean => FIELD_SHAPE[name as DateField]?.test(segment) === true

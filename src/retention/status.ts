@@ -6,6 +6,7 @@
 // for two days (no findings is not the same as nothing found).
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { makeDir } from '../files/ownership.js'
 
 export interface RetentionStatus {
   /** When the sweep finished, ms since the epoch. */
@@ -20,6 +21,7 @@ export interface RetentionStatus {
 export const STATUS_FILE = 'retention-status.json'
 
 export function writeRetentionStatus (auditDir: string, status: RetentionStatus): void {
+  makeDir(auditDir)
   const file = join(auditDir, STATUS_FILE)
   const tmp = `${file}.${process.pid}.tmp`
   writeFileSync(tmp, JSON.stringify(status) + '\n', { mode: 0o600 })

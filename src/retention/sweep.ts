@@ -67,11 +67,21 @@ export interface SweepPlan {
   plain?: PlainFindings
 }
 
-/** A period's directory segments under the pattern (`2016-03` → medicall, 2016, 03). */
+/**
+ * A period's directory segments under the pattern (`2016-03` → medicall,
+ * 2016, 03): up to the first date field the period does not fix (a {dd}
+ * in a monthly pattern), below which its recordings spread.
+ */
 function periodDir (p: PeriodPattern, period: string): string[] {
   const [yyyy, mm, dd] = period.split('-')
   const date: Record<string, string | undefined> = { yyyy, mm, dd }
-  return p.parts.map((part) => 'literal' in part ? part.literal : date[part.field] ?? '')
+  const dir: string[] = []
+  for (const part of p.parts) {
+    const segment = 'literal' in part ? part.literal : date[part.field]
+    if (segment === undefined) break
+    dir.push(segment)
+  }
+  return dir
 }
 
 /** The holds in force that meet a sealed period's directory (one hold anywhere in it keeps its key). */

@@ -5,7 +5,8 @@
 //   it expires and refused with 410 from then on (GET, HEAD, Range), the
 //   NAS never asked, audited and counted by rule.
 // - A legal hold (the sealed file beside the audit trail) lets it be
-//   served; released or lapsed, 410 again.
+//   served; released or lapsed, 410 again; the document rolled back to an
+//   older sealed one, or removed, after a newer one was seen: 503.
 // - A holds file that does not verify (edited, torn): 503 for expired
 //   recordings, young ones still served.
 // - Dated by the NAS's Last-Modified: an old, missing or garbage
@@ -14,7 +15,7 @@
 //   does not open it after.
 // - A NAS that folds names: no spelling of an expired recording is served.
 import t, { type Test } from 'tap'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { connect as http2Connect } from 'node:http2'
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -134,9 +135,22 @@ t.test('a legal hold lets an expired recording be served; released or lapsed, it
   await holds.change((d) => ({ ...d, holds: [...d.holds, hold({ case: 'MARKER', prefix: '/medicall/2015/' })] }))
   for (const proto of PROTOCOLS) await refused(t, nas, async () => await fetchAs(proto, gw, OLD, bearer(gw.token())), 410, EXPIRED, `${proto}, holds on other recordings`)
 
+  const withoutHold = readFileSync(holds.file, 'utf8')
   await holds.change((d) => ({ ...d, holds: [...d.holds, hold({ case: 'CASE-1', prefix: '/medicall/2016/01/01/083012_46701234567' })] }))
   await until(gw, OLD, 200, 'the hold to be seen')
   for (const proto of PROTOCOLS) await served(t, gw, proto, OLD, `${proto}, held`)
+
+  // Whoever may write the file but not read the key puts back the document before the hold (sealed, older),
+  // or removes the file: not "no holds" once a newer document was seen.
+  const withHold = readFileSync(holds.file, 'utf8')
+  const rollbacks: Array<[string, () => void]> = [['rolled back', () => writeFileSync(holds.file, withoutHold)], ['removed', () => unlinkSync(holds.file)]]
+  for (const [what, act] of rollbacks) {
+    act()
+    await until(gw, OLD, 503, `${what}: the gateway to see it`)
+    for (const proto of PROTOCOLS) await refused(t, nas, async () => await fetchAs(proto, gw, OLD, bearer(gw.token())), 503, UNAVAILABLE, `${proto}, holds document ${what}`)
+    writeFileSync(holds.file, withHold)
+    await until(gw, OLD, 200, `${what}: the newest document restored`)
+  }
 
   await holds.change((d) => ({ ...d, holds: d.holds.filter((h) => h.case !== 'CASE-1') }))
   await until(gw, OLD, 410, 'the release to be seen')

@@ -2,7 +2,8 @@
 // process (one audit key between them, as a fleet has: the holds key is
 // derived from it):
 // - a hold placed through redisHoldsStore is honoured by both, over
-//   HTTP/1.1 and HTTP/2, and survives a Redis restart;
+//   HTTP/1.1 and HTTP/2, and survives a Redis restart; deleted after it
+//   was seen, it is a problem (503), not "no holds";
 // - Redis stopped, or emptied (no `state init` epoch): an expired
 //   recording is 503 NASGUARD_ERR_HOLDS_UNAVAILABLE on both, never served
 //   and never treated as "no holds"; a young one is still served to a
@@ -19,7 +20,7 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { createKey } from '../../src/audit/key.js'
 import { changeHolds, holdsKeyOf, type Hold } from '../../src/retention/holds.js'
-import { redisHoldsStore } from '../../src/retention/holds-redis.js'
+import { holdsKey, redisHoldsStore } from '../../src/retention/holds-redis.js'
 import { DAY_MS } from '../../src/retention/rules.js'
 import { createCa, issueClientCert, type KeyAndCert } from '../../src/tls/certificates.js'
 import { RECORDING, bearer, startStubNas, startTestGateway, testCerts, type Response, type StubNas, type TestGateway } from '../helpers/gateway.js'
@@ -160,9 +161,19 @@ t.test('two gateways on one Redis: a hold is honoured by both; Redis down or emp
   await settle(gateways, OLD, 200, 'Redis back to be seen')
   await expectAll(t, nas, gateways, byCert(OLD), 200, undefined, 'Redis back, held')
 
-  // Emptied (a Redis restarted without persistence): no epoch, so no trust in "no holds".
+  // The document deleted after it was seen: not "no holds". Put back, the hold holds again.
   const admin = new Redis(redis.port, '127.0.0.1')
   t.teardown(() => { admin.disconnect() })
+  const key = holdsKey({ keyPrefix: 'nasguard:', url: redis.url })
+  const text = await admin.get(key)
+  t.ok(text, `the document is at ${key}`)
+  await admin.del(key)
+  await settle(gateways, OLD, 503, 'the deleted document to be seen')
+  await expectAll(t, nas, gateways, byCert(OLD), 503, HOLDS_UNAVAILABLE, 'document deleted, expired')
+  await admin.set(key, text as string)
+  await settle(gateways, OLD, 200, 'the document put back')
+
+  // Emptied (a Redis restarted without persistence): no epoch, so no trust in "no holds".
   await admin.flushall()
   await settle(gateways, OLD, 503, 'the emptied Redis to be seen')
   await expectAll(t, nas, gateways, byCert(OLD), 503, HOLDS_UNAVAILABLE, 'no epoch, expired')

@@ -68,6 +68,10 @@ t.test('a dated recording is kept until the millisecond before expiresAt and exp
     { path: '/monthly/2016/02/x.wav', rule: 'monthly', date: '2016-02', end: Date.UTC(2016, 2, 1), keepDays: 10 },
     { path: '/monthly/2016/12/x.wav', rule: 'monthly', date: '2016-12', end: Date.UTC(2017, 0, 1), keepDays: 10 },
     { path: '/yearly/2016/a/b/x.wav', rule: 'yearly', date: '2016', end: Date.UTC(2017, 0, 1), keepDays: 365 },
+    // A day its month lacks counts as the month's last day: never later than the month's end.
+    { path: '/medicall/2016/02/30/083012_46701234567.wav', rule: 'daily', date: '2016-02-30', end: Date.UTC(2016, 2, 1), keepDays: 30 },
+    { path: '/medicall/2015/02/29/083012_46701234567.wav', rule: 'daily', date: '2015-02-29', end: Date.UTC(2015, 2, 1), keepDays: 30 },
+    { path: '/medicall/2016/04/31/083012_46701234567.wav', rule: 'daily', date: '2016-04-31', end: Date.UTC(2016, 4, 1), keepDays: 30 },
     // keepDays 0: expired the instant its day is over, kept during it.
     { path: '/now/2016/03/14/x.wav', rule: 'same-day', date: '2016-03-14', end: Date.UTC(2016, 2, 15), keepDays: 0 }
   ]
@@ -305,7 +309,11 @@ t.test('prefixProblem: what hold add refuses', async (t) => {
     ['/medicall/PRIVAT~1/', 'folding', /resolves differently/],
     ['/medicall/2016./', 'folding', /resolves differently/],
     ['/medicall/2016./', 'posix', undefined],
-    ['/medicall/x::$DATA', 'folding', /resolves differently/]
+    ['/medicall/x::$DATA', 'folding', /resolves differently/],
+    // Compared with decoded, NFC names: an encoded or decomposed prefix would hold nothing.
+    ['/medicall/Anna%20S%C3%B6der/', 'posix', /% is refused/],
+    ['/medicall/So\u0308der/', 'posix', /NFC/],
+    ['/medicall/S\u00f6der/', 'posix', undefined]
   ]
   for (const [prefix, mode, want] of rows) {
     const p = prefixProblem(prefix, mode)
@@ -351,7 +359,7 @@ t.test('unsealHolds trusts only a whole document sealed with this key', async (t
   t.same(unsealHolds(reordered, key, 'f'), doc, 'fields in another order within the JSON: the same document')
 })
 
-t.test('a hold whose until does not parse is not silently lapsed', { todo: 'src/retention/holds.ts inForce: Date.parse(until) NaN makes the hold lapse (now < NaN is false); unsealHolds accepts any string' }, async (t) => {
+t.test('a hold whose until does not parse is not silently lapsed', { todo: 'defence in depth: hold add now writes only ISO times (src/retention/commands.ts), but inForce in src/retention/holds.ts still lapses a sealed hold whose until does not parse (now < NaN is false) and unsealHolds accepts any string' }, async (t) => {
   const key = holdsKeyOf(Buffer.from('a'.repeat(64)))
   const doc: HoldsDoc = { version: 1, generation: 1, holds: [hold({ until: '31.12.2030' })] }
   let trusted: HoldsDoc | undefined

@@ -108,7 +108,7 @@ async function makeSite (o: { periods: string[], sealed?: string[], plain?: stri
     s.plain.set(p, body)
   }
   mkdirSync(s.root, { recursive: true })
-  // As a gateway that ran here leaves it (see the todo test at the end for a host where none ran yet).
+  // As a gateway that ran here leaves it (the last test has a host where none ran yet).
   mkdirSync(s.audit, { mode: 0o700 })
   writeFileSync(s.config, configText(s))
   return s
@@ -222,10 +222,10 @@ t.test('dry run, refusals, then --apply erases exactly what expired; the erased 
   const dry = await sweep(s, '--source', s.root)
   t.equal(phraseOf(dry), phrase0)
   // Off a terminal, without --confirm; then a wrong one.
-  const bare = await sweep(s, '--source', s.root, '--apply')
+  // (Both at once: neither may change anything.)
+  const [bare, wrong] = await Promise.all([sweep(s, '--source', s.root, '--apply'), sweep(s, '--source', s.root, '--apply', '--confirm', 'erase 2 periods and delete 1 file')])
   t.equal(bare.status, 2, '--apply off a terminal without --confirm: exit 2')
   t.match(bare.stderr, `not confirmed: type exactly "${phrase0}"`)
-  const wrong = await sweep(s, '--source', s.root, '--apply', '--confirm', 'erase 2 periods and delete 1 file')
   t.equal(wrong.status, 2, 'a wrong --confirm: exit 2')
   t.match(wrong.stderr, /nothing was changed/)
   t.same(sorted(state(s)), sorted(before), 'neither changed anything')
@@ -284,14 +284,12 @@ t.test('dry run, refusals, then --apply erases exactly what expired; the erased 
   t.equal(asked(), n, 'the NAS was not asked for the erased recording')
 
   // The trail: intact; one erasure event for the period (with its key id) and one for the file; the hold's event.
-  const verify = await cli(s, 'audit', 'verify')
+  const [verify, erasures, holds, sweeps] = await Promise.all([cli(s, 'audit', 'verify'), events(t, s, 'erasure'), events(t, s, 'hold'), events(t, s, 'retention-sweep')])
   t.equal(verify.status, 0, `audit verify passes (${verify.stdout.trim()} ${verify.stderr.trim()})`)
-  const erasures = await events(t, s, 'erasure')
   t.equal(erasures.length, 2, 'two erasure events')
   t.match(erasures.find((e) => e.period !== undefined), { period: '2016-01', keyId: oldKeyId, reason: /identity destroyed in the keyring and 1 of 1 backup/ })
   t.match(erasures.find((e) => e.path !== undefined), { path: OLD_PLAIN, reason: /deleted from the NAS/ })
-  t.match((await events(t, s, 'hold')).find((e) => e.case === 'CASE-7'), { case: 'CASE-7', path: '/medicall/2016/02/', reason: 'add: litigation' })
-  const sweeps = await events(t, s, 'retention-sweep')
+  t.match(holds.find((e) => e.case === 'CASE-7'), { case: 'CASE-7', path: '/medicall/2016/02/', reason: 'add: litigation' })
   t.match(sweeps, [{ counts: { erased: 1, deleted: 1, held: 0, failed: 0 }, reason: 'applied' }], 'one sweep record, for the one --apply that ran')
 })
 
@@ -300,6 +298,8 @@ t.test('a hold on the period, a day, part of a file name, or another case of it 
   t.equal((await cli(s, 'hold', 'init')).status, 0)
   await holdAdd(t, s, '/medicall/2016/02/', 'KEEP-02')
   const nothing = 'erase 0 periods and delete 0 files'
+  const key = holdsKeyOf(loadAuditKey(auditKeyFile({ audit: { dir: s.audit } })))
+  const store = fileHoldsStore(join(s.audit, 'legal-holds.json'))
   const prefixes = ['/medicall/2016/01/', '/medicall/2016/01/14/', '/medicall/2016/01/14/4670123', '/MEDICALL/2016/01/']
   for (const [i, prefix] of prefixes.entries()) {
     await holdAdd(t, s, prefix, `HOLD-${i}`)
@@ -308,14 +308,17 @@ t.test('a hold on the period, a day, part of a file name, or another case of it 
     t.equal(r.status, 0, `${prefix}: --apply has nothing to erase (${r.stderr.trim()})`)
     t.match(periodLine(r, '2016-01'), new RegExp(`^2016-01\\s+held\\s.*HOLD-${i}`), `${prefix}: 2016-01 held by HOLD-${i}`)
     t.ok(existsSync(join(s.keyring, '2016-01.key')), `${prefix}: the period's key is kept`)
-    const rel = await cli(s, 'hold', 'release', '--case', `HOLD-${i}`)
-    t.equal(rel.status, 0, 'hold release')
+    if (i === 0) {
+      const rel = await cli(s, 'hold', 'release', '--case', `HOLD-${i}`)
+      t.equal(rel.status, 0, 'hold release')
+    } else {
+      // (Released directly: one CLI release is enough to see its event, and each run costs half a second of CPU.)
+      await changeHolds(store, key, (d) => ({ ...d, holds: d.holds.filter((h) => h.case !== `HOLD-${i}`) }))
+    }
   }
 
   // A lapsed hold (the CLI refuses an --until in the past, so it is written directly, as a hold that ran out).
-  const config = { audit: { dir: s.audit } }
-  const key = holdsKeyOf(loadAuditKey(auditKeyFile(config)))
-  await changeHolds(fileHoldsStore(join(s.audit, 'legal-holds.json')), key, (d) => ({ ...d, holds: [...d.holds, { case: 'LAPSED', prefix: '/medicall/2016/01/', reason: 'ran out', until: new Date(Date.now() - 60_000).toISOString(), at: new Date(Date.now() - 86_400_000).toISOString(), by: 'test' }] }))
+  await changeHolds(store, key, (d) => ({ ...d, holds: [...d.holds, { case: 'LAPSED', prefix: '/medicall/2016/01/', reason: 'ran out', until: new Date(Date.now() - 60_000).toISOString(), at: new Date(Date.now() - 86_400_000).toISOString(), by: 'test' }] }))
   const list = await cli(s, 'hold', 'list', '--all')
   t.match(list.stdout, /LAPSED\t\/medicall\/2016\/01\/\t.*\(lapsed\)/, 'hold list --all shows it lapsed')
   const lapsed = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
@@ -333,11 +336,10 @@ t.test('a hold on the period, a day, part of a file name, or another case of it 
   t.notOk(existsSync(join(s.keyring, '2016-02.key')), 'so 2016-02 is erased')
   t.ok(existsSync(join(s.keyring, `${YOUNG}.key`)), 'this month is kept')
 
-  const holds = await events(t, s, 'hold')
-  for (const [i, prefix] of prefixes.entries()) {
-    t.match(holds.filter((e) => e.case === `HOLD-${i}`), [{ path: prefix, reason: 'add: litigation' }, { path: prefix, reason: 'release' }], `HOLD-${i}: an add and a release event, each with case and path`)
-  }
-  t.equal((await cli(s, 'audit', 'verify')).status, 0, 'audit verify passes')
+  const [holds, verify] = await Promise.all([events(t, s, 'hold'), cli(s, 'audit', 'verify')])
+  t.match(holds.filter((e) => e.case === 'HOLD-0'), [{ path: prefixes[0], reason: 'add: litigation' }, { path: prefixes[0], reason: 'release' }], 'an add and a release event, each with case and path')
+  for (const [i, prefix] of prefixes.entries()) t.match(holds.filter((e) => e.case === `HOLD-${i}`)[0], { path: prefix, reason: 'add: litigation' }, `HOLD-${i}: an add event with case and path`)
+  t.equal(verify.status, 0, 'audit verify passes')
 })
 
 t.test('a holds file edited by one byte: hold list and the sweep fail naming it, and nothing is erased', async (t) => {
@@ -351,13 +353,11 @@ t.test('a holds file edited by one byte: hold list and the sweep fail naming it,
   const list = await cli(s, 'hold', 'list')
   t.equal(list.status, 1, 'hold list: exit 1')
   t.match(list.stderr, `${file} does not verify`)
-  for (const phrase of ['erase 0 periods and delete 0 files', 'erase 1 period and delete 0 files']) {
-    const r = await sweep(s, '--apply', '--confirm', phrase)
-    t.equal(r.status, 1, 'sweep --apply: exit 1')
-    t.match(r.stderr, `${file} does not verify`)
-    t.ok(existsSync(join(s.keyring, '2016-01.key')), 'nothing erased')
-  }
-  t.equal((await sweep(s)).status, 1, 'the dry run fails too: it cannot say what is held')
+  // The phrase an --apply that took the edited file for "no holds" would want.
+  const r = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
+  t.equal(r.status, 1, 'sweep --apply: exit 1')
+  t.match(r.stderr, `${file} does not verify`)
+  t.ok(existsSync(join(s.keyring, '2016-01.key')), 'nothing erased')
 })
 
 t.test('a key backup not mounted: the keyring\'s key is destroyed, the backup\'s is NOT and is said so; a rerun once it is mounted destroys it', async (t) => {
@@ -396,11 +396,13 @@ t.test('a key backup not mounted: the keyring\'s key is destroyed, the backup\'s
   t.equal(phraseOf(await sweep(s)), 'erase 0 periods and delete 0 files', 'then nothing is left to erase')
 })
 
-t.test('on a host where no gateway ran yet (audit.dir not made): hold init and the dry run make what they need', { todo: 'src/retention/holds.ts fileHoldsStore.replace takes <audit.dir>/legal-holds.json.lock and src/retention/status.ts writeRetentionStatus writes <audit.dir>/retention-status.json without making audit.dir: both fail with a bare ENOENT, exit 1' }, async (t) => {
+t.test('on a host where no gateway ran yet (audit.dir not made): the dry run and hold init make what they need', async (t) => {
   const s = await makeSite({ periods: ['2016-01'] })
   rmSync(s.audit, { recursive: true })
   const dry = await sweep(s)
   t.equal(dry.status, 0, `the dry run (${dry.stderr.trim()})`)
+  t.ok(existsSync(join(s.audit, 'retention-status.json')), 'the status file written')
   const init = await cli(s, 'hold', 'init')
   t.equal(init.status, 0, `hold init (${init.stderr.trim()})`)
+  t.ok(existsSync(join(s.audit, 'legal-holds.json')), 'the holds document made')
 })

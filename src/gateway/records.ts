@@ -68,7 +68,9 @@ export class Records {
 
   /** The completion record of a fetch whose access record is on disk. */
   completion (request: FastifyRequest, status: number, outcome: NonNullable<AuditRecord['outcome']>, durationMs: number): void {
-    void this.write({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, durationMs, outcome }, request.log)
+    // A refusal judged on the NAS's answer (retention by Last-Modified, a listing) names its code, apart from the NAS's own status.
+    const reason = request.ng.refused
+    void this.write({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, durationMs, outcome, ...(reason ? { reason } : {}) }, request.log)
   }
 
   /** Answers a refusal: counted, audited (unless the fetch's own records say it), with its challenge and headers. */

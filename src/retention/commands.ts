@@ -3,6 +3,7 @@
 // to the holds and every erasure is an audit event in the ops chain, made
 // durable before the command says it is done; a change that could not be
 // recorded is reported (exit 1), never dropped.
+import { existsSync } from 'node:fs'
 import { lstat, unlink } from 'node:fs/promises'
 import { userInfo } from 'node:os'
 import { join } from 'node:path'
@@ -149,12 +150,13 @@ function planText (plan: SweepPlan, doc: HoldsDoc | undefined, apply: boolean): 
 /** Erases one period: the keyring (unless done already), then every backup copy; the erasure event names what was reached. */
 async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[]): Promise<boolean> {
   const { period, rules } = p
-  const keyId = p.state === 'erased' ? undefined : eraseKey(c.sealing.keyring as string, period)
+  let keyId = p.state === 'erased' ? undefined : eraseKey(c.sealing.keyring as string, period)
+  const inKeyring = keyId !== undefined
   const missed: string[] = []
   for (const dir of c.sealing.keyBackups) {
-    try { eraseBackupKey(dir, period) } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
+    try { keyId ??= eraseBackupKey(dir, period) } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
   }
-  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${keyId ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
+  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${inKeyring ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
   return missed.length === 0
 }
 
@@ -229,6 +231,8 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
  */
 async function auditedGeneration (c: Readonly<Config>): Promise<number | string> {
   let highest = 0
+  // No ops chain: this host never recorded a hold change (they were made on another, through Redis).
+  if (!existsSync(join(c.audit.dir, OPS_CHAIN))) return 0
   const report = await walkTrail(join(c.audit.dir, OPS_CHAIN), chainKey(loadAuditKey(auditKeyFile(c), c.audit.dir), OPS_CHAIN), (r) => {
     const g = (r.counts as { generation?: unknown } | undefined)?.generation
     if (r.event === 'hold' && typeof g === 'number' && g > highest) highest = g

@@ -94,9 +94,9 @@ export function unsealHolds (text: string, key: Buffer, where: string): HoldsDoc
 
 // ---- Which holds cover what -------------------------------------------------------
 
-/** A hold in force at `now` (not lapsed). */
+/** A hold in force at `now` (not lapsed); an `until` that does not read as a time never lapses it (holds err on holding more). */
 export function inForce (h: Hold, now: number): boolean {
-  return h.until === undefined || now < Date.parse(h.until)
+  return h.until === undefined || !(now >= Date.parse(h.until))
 }
 
 /**

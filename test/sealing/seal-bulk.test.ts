@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { seal, type BulkOptions } from '../../src/sealing/commands.js'
 import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
@@ -65,7 +65,11 @@ t.test('a share sealed, verified and resumed; the journal and the output hold no
   const share = makeShare(recordings())
   writeFileSync(join(share.root, 'medicall/2016/01/notes.txt'), 'not a recording')
   writeFileSync(join(share.root, 'medicall/readme.wav'), 'no period')
+  // Recorded in 2016: a retention rule dated by Last-Modified must still see 2016 once they are sealed.
+  const recorded = new Date('2016-01-14T10:15:00Z')
+  for (const [path] of recordings()) utimesSync(join(share.root, path), recorded, recorded)
   const first = await run(share)
+  for (const [path] of recordings()) t.equal(statSync(diskPathOf(share.root, sealedOf(share, path))).mtimeMs, recorded.getTime(), 'the sealed file keeps the recording\'s Last-Modified')
   t.equal(first.code, 0)
   t.same([first.summary.sealed, first.summary.skipped, first.summary.failed], [4, 2, 0])
   t.equal(first.summary.bytes, 200_000 + 65_536 + 65_537)

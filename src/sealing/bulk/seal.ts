@@ -112,16 +112,19 @@ export async function verifyWritten (file: string, key: PeriodKey, binding: stri
 
 /**
  * Writes `temp` from the source stream through the transforms (the last
- * one seals), synced, with the mode (and, run as root, the owner) of `like`.
- * The caller checks that the source did not change, verifies it, then
- * commits it. Returns the inode written: what is verified and committed.
+ * one seals), synced, with the mode, the times (and, run as root, the
+ * owner) of `like`: a sealed or re-sealed recording keeps its
+ * Last-Modified, which a retention rule without a date in its path dates
+ * it by. The caller checks that the source did not change, verifies it,
+ * then commits it. Returns the inode written: what is verified and committed.
  */
-export async function writeTemp (temp: string, source: NodeJS.ReadableStream, transforms: NodeJS.ReadWriteStream[], like: { mode: bigint, uid: bigint, gid: bigint }): Promise<bigint> {
+export async function writeTemp (temp: string, source: NodeJS.ReadableStream, transforms: NodeJS.ReadWriteStream[], like: { mode: bigint, uid: bigint, gid: bigint, atimeMs: bigint, mtimeMs: bigint }): Promise<bigint> {
   const out = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
   let ino: bigint
   try {
     ino = (await out.stat({ bigint: true })).ino
     await pipeline(source, ...transforms as [NodeJS.ReadWriteStream], async (sealed: AsyncIterable<string | Buffer>) => { for await (const b of sealed) await out.write(b as Buffer) })
+    await out.utimes(Number(like.atimeMs) / 1000, Number(like.mtimeMs) / 1000)
     await out.sync()
     await out.chmod(Number(like.mode & 0o777n))
   } finally {

@@ -154,7 +154,10 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   const inKeyring = keyId !== undefined
   const missed: string[] = []
   for (const dir of c.sealing.keyBackups) {
-    try { keyId ??= eraseBackupKey(dir, period) } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
+    try {
+      const destroyed = eraseBackupKey(dir, period)
+      keyId ??= destroyed
+    } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
   }
   await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${inKeyring ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
   return missed.length === 0

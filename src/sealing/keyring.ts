@@ -206,6 +206,26 @@ export function lockKeyring (dir: string, mode: 'shared' | 'exclusive'): () => v
   return release(exclusive)
 }
 
+/** A key file's identity as last read, told apart by the file's inode, size and mtime (ns). */
+interface ParsedKey { version: string, identity: Identity }
+
+/**
+ * Identities of each keyring's files as the last load read them: a reload
+ * (a SIGHUP, an erasure or a new period's key, which the gateway watches
+ * for) parses only the files that changed, since deriving each public key
+ * costs about a millisecond, and years of daily periods are thousands.
+ */
+const PARSED = new Map<string, Map<string, ParsedKey>>()
+
+function parsedIdentity (dir: string, file: string, into: Map<string, ParsedKey>): Identity {
+  const st = lstatSync(file, { bigint: true })
+  const version = `${st.ino}:${st.size}:${st.mtimeNs}`
+  const known = PARSED.get(dir)?.get(file)
+  const identity = known?.version === version ? known.identity : identityInFile(file)
+  into.set(file, { version, identity })
+  return identity
+}
+
 /** The identities of one period, by role. */
 type PeriodKeys = Partial<Record<KeyRole, PeriodKey>>
 
@@ -228,6 +248,7 @@ export class Keyring {
     shredLeftovers(dir, true)
     const keys = new Map<string, PeriodKeys>()
     const erased = new Set<string>()
+    const parsed = new Map<string, ParsedKey>()
     for (const name of readdirSync(dir).sort()) {
       if (name.endsWith(ERASED_SUFFIX)) {
         // A tombstone that still holds the identity erased nothing.
@@ -238,11 +259,13 @@ export class Keyring {
       if (!key) continue
       const file = join(dir, name)
       checkPrivate(file, false)
-      const identity = identityInFile(file)
+      const identity = parsedIdentity(dir, file, parsed)
       const roles = keys.get(key.period) ?? {}
       roles[key.role] = { period: key.period, identity, keyId: keyIdOf(key.period, identity) }
       keys.set(key.period, roles)
     }
+    // Only the files read now are remembered: a destroyed key's identity is forgotten with this load.
+    PARSED.set(dir, parsed)
     return new Keyring(dir, nameKey, keys, erased)
   }
 

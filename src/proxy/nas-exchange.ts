@@ -93,7 +93,9 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9)
     if (this.phase === 'over' || this.reply.sent) { this.phase = 'over'; controller.abort(clientLeft()); return }
     const answer = judgeAnswer(status, headers, this.request.headers.range)
-    const expired = answer.kind === 'recording' || answer.kind === 'not-modified' ? lastModifiedRefusal(this.request.ng, headers['last-modified']) : undefined
+    // A 416 is judged too when it says when the file was modified; one that does not, under a rule dated by it, does not tell the size.
+    const dated = answer.kind === 'recording' || answer.kind === 'not-modified' || (answer.kind === 'unsatisfiable' && headers['last-modified'] !== undefined)
+    const expired = dated ? lastModifiedRefusal(this.request.ng, headers['last-modified']) : undefined
     if (expired) { this.refuse(expired, null); return }
     switch (answer.kind) {
       case 'recording':
@@ -107,11 +109,13 @@ class NasExchange implements Dispatcher.DispatchHandler {
         this.stopNas()
         this.reply.code(304).headers(answer.headers).send()
         return
-      case 'unsatisfiable':
+      case 'unsatisfiable': {
         this.stopNas()
-        if (answer.contentRange) this.reply.header('content-range', answer.contentRange)
+        const unknownAge = this.request.ng?.retention !== undefined && headers['last-modified'] === undefined
+        if (answer.contentRange && !unknownAge) this.reply.header('content-range', answer.contentRange)
         this.reply.send(new Errors.RangeNotSatisfiable())
         return
+      }
       case 'refused':
         if (answer.reason) this.request.log.warn({ reason: answer.reason }, 'the NAS answered another range than was asked for')
         this.refuse(answer.err, answer.upstreamKind)

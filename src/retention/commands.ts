@@ -206,8 +206,12 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
     out(`period ${p.period}: identity destroyed${p.keyId ? ` (${p.keyId})` : ' in the backups left'}\n`)
   }
   if (plan.plain && plan.plain.expired.length > 0) {
-    const now = await fresh()
+    let now = await fresh()
+    let dir = ''
     for (const f of plan.plain.expired) {
+      // Read again for each directory: a long deletion does not run on holds read at its start.
+      const here = f.path.slice(0, f.path.lastIndexOf('/'))
+      if (here !== dir) { now = await fresh(); dir = here }
       if (holdsOn(now.holds, f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
       try {
         if (!(await lstat(f.file)).isFile()) continue

@@ -208,6 +208,12 @@ function lastModifiedNas (clock: { now: number }): (req: IncomingMessage, res: S
       'not-modified.wav': new Date(clock.now - keep).toUTCString()
     }
     const headers: Record<string, string | number> = { 'content-type': 'audio/wav', etag: '"rec-1"', ...(lm[name] !== undefined ? { 'last-modified': lm[name] as string } : {}) }
+    if (name.endsWith('-416.wav')) {
+      // A range past the end: the NAS says how long the file is.
+      res.writeHead(416, { 'content-range': `bytes */${RECORDING.length}`, ...(name === 'old-416.wav' ? { 'last-modified': new Date(clock.now - keep).toUTCString() } : {}) })
+      res.end()
+      return
+    }
     if (name === 'not-modified.wav') {
       res.writeHead(304, headers)
       res.end()
@@ -232,6 +238,7 @@ t.test('dated by Last-Modified: old, missing or garbage is a 410 and no byte of 
     { file: 'none.wav', status: 410 },
     { file: 'garbage.wav', status: 410 },
     { file: 'not-modified.wav', status: 410, headers: { 'if-none-match': '"rec-1"' } },
+    { file: 'old-416.wav', status: 410, headers: { range: 'bytes=999999-' } },
     { file: 'young.wav', status: 200 }
   ]
   for (const proto of PROTOCOLS) {
@@ -248,13 +255,19 @@ t.test('dated by Last-Modified: old, missing or garbage is a 410 and no byte of 
       }
     }
   }
+  // A 416 without Last-Modified cannot be dated: it is answered, but the recording's size is not told.
+  for (const proto of PROTOCOLS) {
+    const res = await fetchAs(proto, gw, '/lm/nolm-416.wav', { ...bearer(gw.token()), range: 'bytes=999999-' })
+    t.equal(res.status, 416, `${proto} 416 without Last-Modified: 416`)
+    t.equal(res.headers['content-range'], undefined, `${proto} and no Content-Range (the size of a recording of unknown age)`)
+  }
   t.equal((await scrape(gw.adminUrl)).get(METRIC('by-nas')), before + refusals, `nasguard_retention_expired_total{rule="by-nas"} counted ${refusals}`)
   // Judged on the NAS's answer, after the access record: the fetch's own record says 410, nothing sent.
   const fetches = await waitFor('the fetch records of the refusals', () => {
     const f = gw.auditRecords().filter((r) => r.event === 'fetch' && ids.includes(r.requestId))
     return f.length === ids.length ? f : undefined
   }, WAIT)
-  for (const f of fetches) t.match(f, { status: 410, bytes: 0, rule: 'lm' }, `fetch record of ${String(f.path)}: 410, 0 bytes`)
+  for (const f of fetches) t.match(f, { status: 410, bytes: 0, rule: 'lm', reason: EXPIRED }, `fetch record of ${String(f.path)}: 410, 0 bytes, and why`)
 })
 
 /** POST over HTTP/2 on a fresh connection. */

@@ -413,11 +413,16 @@ async function typedConfirmation (expected: string, given: string | undefined): 
   }
 }
 
+/** Where the hold commands write: the ops chain in audit.dir, and the holds file's directory (none with Redis). */
+async function holdDirs (c: Readonly<Config>): Promise<string[]> {
+  return [c.audit.dir, ...(c.state.redis ? [] : [dirname((await import('./retention/holds-redis.js')).holdsFileOf(c))])]
+}
+
 function retentionCommands (program: Command): void {
   const hold = program.command('hold').description('legal holds: recordings under a hold are served past their retention and never erased (state.holdsFile, or Redis with state.redis)')
   hold.command('init').description('an empty legal holds document, so that retention sweep --apply knows there are none (audited)')
     .addOption(configOption(true))
-    .action(action(async (o: { config: string }) => { const c = await load(o.config); return await retentionRun(async () => await (await retention()).holdInit(c, out)) }))
+    .action(action(async (o: { config: string }) => { const c = await load(o.config); refuseForeignOwner(await holdDirs(c), 'hold init'); return await retentionRun(async () => await (await retention()).holdInit(c, out)) }))
   hold.command('add').description('place a hold on every recording whose path starts with the prefix (audited)')
     .addOption(configOption(true))
     .requiredOption('--path-prefix <prefix>', 'a recording path prefix, e.g. /medicall/2016/03/ or /medicall/2016/03/14/46701234567')
@@ -426,6 +431,7 @@ function retentionCommands (program: Command): void {
     .option('--until <time>', 'when the hold lapses (ISO 8601); default: until released')
     .action(action(async (o: { config: string, pathPrefix: string, case: string, reason: string, until?: string }) => {
       const c = await load(o.config)
+      refuseForeignOwner(await holdDirs(c), 'hold add')
       return await retentionRun(async () => await (await retention()).holdAdd(c, { prefix: o.pathPrefix, case: o.case, reason: o.reason, until: o.until }, out))
     }))
   hold.command('list').description('the holds in force (--all: lapsed too)')
@@ -436,7 +442,7 @@ function retentionCommands (program: Command): void {
   hold.command('release').description("release every hold of a case (audited)")
     .addOption(configOption(true))
     .requiredOption('--case <id>', 'the case whose holds end')
-    .action(action(async (o: { config: string, case: string }) => { const c = await load(o.config); return await retentionRun(async () => await (await retention()).holdRelease(c, o.case, out)) }))
+    .action(action(async (o: { config: string, case: string }) => { const c = await load(o.config); refuseForeignOwner(await holdDirs(c), 'hold release'); return await retentionRun(async () => await (await retention()).holdRelease(c, o.case, out)) }))
   program.command('retention').description('retention rules at rest (config.retention)')
     .command('sweep').description('report every sealed period (and, with --source, every plaintext recording) against retention and holds; --apply erases: the identity of each expired period without a hold (keyring and sealing.keyBackups), and expired plaintext recordings on the share')
     .addOption(configOption(true))
@@ -449,7 +455,8 @@ function retentionCommands (program: Command): void {
       if (o.at !== undefined && o.apply) throw new UsageError('--at is for a preview: --apply judges as of now')
       if (o.confirm !== undefined && !o.apply) throw new UsageError('--confirm goes with --apply')
       const c = await load(o.config)
-      if (o.apply) refuseForeignOwner([c.audit.dir, ...(c.sealing.keyring ? [c.sealing.keyring] : [])], 'retention sweep --apply')
+      // Even a dry run writes the status the gateway's metrics read.
+      refuseForeignOwner([c.audit.dir, ...(o.apply && c.sealing.keyring ? [c.sealing.keyring, ...c.sealing.keyBackups] : [])], 'retention sweep')
       const now = o.at === undefined ? Date.now() : parseTimeMs(o.at)
       return await retentionRun(async () => await (await retention()).retentionSweep(c, { source: o.source, apply: o.apply, json: o.json, now, confirm: async (expected) => await typedConfirmation(expected, o.confirm) }, out, err))
     }))

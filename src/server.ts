@@ -11,6 +11,7 @@ import { ensureLocalCertificates } from './tls/certificates.js'
 import { demoRecordings } from './demo/recordings.js'
 import { DEMO_PERIOD_PATTERN, sealDemoTree } from './demo/sealed-tree.js'
 import { startDemoNas } from './demo/nas.js'
+import { DEMO_CASE, DEMO_RETENTION, ensureDemoHold } from './demo/hold.js'
 import { issueToken } from './auth/tokens.js'
 import { inheritedSockets, listenOn, notifySystemd, socketNote, warnUnusedAdminSocket } from './systemd.js'
 import { reloadable } from './config/reload.js'
@@ -127,10 +128,12 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
       policy: [{ name: 'recordings', path: '/medicall/**', methods: ['GET', 'HEAD'], scopes: ['recordings:read'] }],
       audit: { dir: join(dataDir, 'audit') },
       admin: { host: '127.0.0.1', port: 9464 },
-      sealing: { mode: 'require', keyring, periodPattern: DEMO_PERIOD_PATTERN }
+      sealing: { mode: 'require', keyring, periodPattern: DEMO_PERIOD_PATTERN },
+      retention: DEMO_RETENTION
     },
     env
   })
+  await ensureDemoHold(config)
   const running = await startGateway(config)
   closeOnSignals(running, async () => { await nas.app.close() })
   const { token } = issueToken(config.auth.jwt, { sub: 'demo-user', scope: 'recordings:read', ttlSeconds: 3600 })
@@ -138,6 +141,7 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
   const first = sealed.files.find((r) => r.path.endsWith('.wav')) ?? sealed.files[0]
   const file = first.path
   const dir = file.slice(0, file.lastIndexOf('/') + 1)
+  const expired = (sealed.files.find((r) => r.path.startsWith('/medicall/2019/') && r.path.endsWith('.wav')) ?? first).path
   const rel = (f: string): string => relative(cwd, f)
   const ca = certs.caCert
   const line = '='.repeat(78)
@@ -164,6 +168,9 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
     `     curl -s ${nas.url}${dir}`,
     '  5) Open one offline with age, no nasguard involved (the key stays off the NAS)',
     `     age -d -i ${rel(first.identityFile)} ${rel(first.sealedFile)} > call.wav`,
+    '  6) Retention keeps calls 365 days: this 2019 call is past it, 410, and the NAS is not asked',
+    `     curl -i --cacert ${ca} -H "Authorization: Bearer $TOKEN" ${base}${expired}`,
+    `     (the 2016 calls are older still: a legal hold, case ${DEMO_CASE}, keeps them)`,
     line, ''
   ].join('\n'))
 }

@@ -122,6 +122,13 @@ t.test('the demo: certificates, a demo NAS, a token and the three curl commands'
   t.equal(audio.type, 'audio/wav')
   t.equal(audio.body.subarray(0, 4).toString(), 'RIFF')
   t.equal(audio.body.subarray(8, 12).toString(), 'WAVE')
+  // Retention: the 2019 calls are past their 365 days (410); the 2016 ones are held.
+  const expired = /Bearer \$TOKEN" https:\/\/localhost:\d+(\/medicall\/2019\/\S+\.wav)\n/.exec(out)?.[1] ?? ''
+  t.match(expired, /^\/medicall\/2019\/02\/18\/\d{6}_4670\d{7}\.wav$/, 'the demo prints a 2019 call')
+  const gone = await httpsGet(port, expired, ca, token)
+  t.equal(gone.status, 410)
+  t.match(JSON.parse(gone.body.toString()), { error: 'NASGUARD_ERR_RETENTION_EXPIRED' })
+  t.match(recording, /^\/medicall\/2016\//, 'the call served is a held 2016 one')
   const dir = await httpsGet(port, directory, ca, token)
   t.equal(dir.status, 403)
   t.match(JSON.parse(dir.body.toString()), { error: 'NASGUARD_ERR_DIRECTORY' })

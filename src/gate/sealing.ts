@@ -1,4 +1,4 @@
-// Stage 7, sealing (sealing.mode migrate or require): the recording's period,
+// Stage 8, sealing (sealing.mode migrate or require): the recording's period,
 // read from its path, and the key of that period. A period whose key was
 // destroyed is erased: 410, and the NAS is not asked. Under require, a path
 // with no period, or a period with no key, cannot be opened either. The

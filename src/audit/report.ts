@@ -94,7 +94,8 @@ export function reportQuery (o: { phones?: string[], subject?: string, json?: bo
   return { phones, subject: o.subject, since: o.since, until: o.until, format: o.json === true ? 'json' : o.csv === true ? 'csv' : 'table' }
 }
 
-const JOINERS = ' -.()'
+// Also _ (a common file-name separator), the Unicode dashes and minus, and no-break spaces.
+const JOINERS = ' -.()_\u00a0\u202f\u2010\u2011\u2012\u2013\u2014\u2015\u2212'
 
 /** One block's groups: digits, and whether the group was written "(0)" (a trunk prefix that may be left out). */
 interface Group { digits: string, trunk: boolean }
@@ -138,22 +139,35 @@ export function digitBlocks (segment: string): Group[][] {
 function blockHolds (block: Group[], wanted: string[]): boolean {
   const longest = Math.max(...wanted.map((w) => w.length))
   for (let i = 0; i < block.length; i++) {
-    // Both readings of a "(0)": kept, and left out.
-    let heads = ['']
+    // Both readings of a "(0)": kept, and left out. At most one "(0)" is left out per number (a trunk prefix is written
+    // once): two readings per start, so a path of many "(0)" stays linear.
+    let heads: Array<{ digits: string, skipped: boolean }> = [{ digits: '', skipped: false }]
     for (let j = i; j < block.length && heads.length > 0; j++) {
       const g = block[j]
-      const next = heads.map((h) => h + g.digits)
-      heads = (g.trunk && j > i ? [...next, ...heads] : next).filter((h) => h.length <= longest)
-      if (heads.some((h) => wanted.includes(h))) return true
+      const next = heads.map((h) => ({ digits: h.digits + g.digits, skipped: h.skipped }))
+      const skip = g.trunk && j > i ? heads.filter((h) => !h.skipped).map((h) => ({ digits: h.digits, skipped: true })) : []
+      heads = [...next, ...skip].filter((h) => h.digits.length <= longest)
+      if (heads.some((h) => wanted.includes(h.digits))) return true
     }
   }
   return false
 }
 
-/** The path as matching reads it: %XX of an ASCII character decoded, of another byte a character that is no digit and no separator. */
+/**
+ * The path as matching reads it: percent-decoded (as UTF-8; a sequence
+ * that is not UTF-8 becomes a character that is no digit and no
+ * separator), then NFKC, so that full-width digits are digits.
+ */
 function decoded (path: string): string {
-  if (!path.includes('%')) return path
-  return path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => { const c = parseInt(hex, 16); return c < 0x80 ? String.fromCharCode(c) : '\ufffd' })
+  let text = path
+  if (path.includes('%')) {
+    try {
+      text = decodeURIComponent(path)
+    } catch {
+      text = path.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => { const c = parseInt(hex, 16); return c < 0x80 ? String.fromCharCode(c) : '\ufffd' })
+    }
+  }
+  return /^[\x00-\x7f]*$/.test(text) ? text : text.normalize('NFKC')
 }
 
 export interface PhoneMatcher {
@@ -275,6 +289,8 @@ export function csvCell (v: string | number | undefined): string {
   if (v === undefined) return ''
   let s = String(v)
   if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`
+  // No terminal escapes (ESC, C1 controls, bidi overrides) reach whoever cats the file.
+  s = printable(s)
   return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s
 }
 

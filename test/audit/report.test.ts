@@ -79,18 +79,21 @@ t.test('phone numbers: spellings that match, longer numbers that do not', async 
   const { holds, lineMayHold } = phoneMatcher(['46701234567'])
   // A record line as the writer seals it: the path among other fields with digits.
   const line = (path: string): string => JSON.stringify({ event: 'fetch', time: at(1), requestId: 'r1', clientIp: '192.0.2.7', path, subject: 'a"b', seq: 12, prev: '0'.repeat(64) })
-  for (const p of [P.plain, P.plus, P.zeros, P.spaced, P.inDir, `${D}/46-70-123-45-67.wav`, `${D}/call%20+46%20(0)70%20123%2045%2067.wav`, `${D}/2016-01-01%2008.30.12%20+46%2070%20123%2045%2067.wav`, `${D}/0830-46701234567-x.wav`, `${D}/00%2046%2070%20123%2045%2067.wav`, `${D}/%FF%ZZ_+46%2070%20123%2045%2067.wav`]) {
+  for (const p of [P.plain, P.plus, P.zeros, P.spaced, P.inDir, `${D}/46-70-123-45-67.wav`, `${D}/call%20+46%20(0)70%20123%2045%2067.wav`, `${D}/2016-01-01%2008.30.12%20+46%2070%20123%2045%2067.wav`, `${D}/0830-46701234567-x.wav`, `${D}/00%2046%2070%20123%2045%2067.wav`, `${D}/%FF%ZZ_+46%2070%20123%2045%2067.wav`, `${D}/4670123_4567.wav`, `${D}/+46_70_123_45_67.wav`, `${D}/+46%2070%E2%80%93123%2045%2067.wav`, `${D}/46%C2%A070%20123%2045%2067.wav`, `${D}/%EF%BC%94%EF%BC%96%EF%BC%97%EF%BC%90%EF%BC%91%EF%BC%92%EF%BC%93%EF%BC%94%EF%BC%95%EF%BC%96%EF%BC%97.wav`]) {
     t.ok(holds(p), `${p} holds it`)
     t.ok(lineMayHold(line(p)) && lineMayHold(line(p).replace('a\\"b', 'ab')), `${p}: its record line is parsed`)
   }
-  for (const p of [P.longer, P.longerBefore, P.other, P.national, `${D}/4670123456.wav`, `${D}/+46%2070-123%2045%20670.wav`, `${D}/1046701234567.wav`, `${D}/4670123_4567.wav`, `${D}/+1%20046701234567.wav`, `${D}/46701%2F234567.wav`]) t.notOk(holds(p), `${p} does not`)
+  for (const p of [P.longer, P.longerBefore, P.other, P.national, `${D}/4670123456.wav`, `${D}/+46%2070-123%2045%20670.wav`, `${D}/1046701234567.wav`, `${D}/+1%20046701234567.wav`, `${D}/46701%2F234567.wav`]) t.notOk(holds(p), `${p} does not`)
   t.notOk(lineMayHold(line(P.other).replace('a\\"b', 'ab')), 'a line whose path cannot hold it is not parsed')
   const national = phoneMatcher(['0701234567'])
   t.ok(national.holds(P.national), 'the national spelling, asked for as such')
   t.ok(national.holds(`${D}/+46%20(0)70%20123%2045%2067.wav`), '(0) is the trunk prefix of the national number')
   t.notOk(national.holds(`${D}/00701234567.wav`), 'no 00 before a national number')
   t.equal(csvCell('-1+2'), "'-1+2")
-  t.equal(csvCell('\tx'), "'\tx")
+  t.equal(csvCell('\tx'), "'\\u0009x", 'a control character is written as \\u0009, never raw')
+  t.equal(csvCell('a\u001b[31mb\u202e'), 'a\\u001b[31mb\\u202e', 'no terminal escape or bidi override reaches the terminal')
+  // Many "(0)" groups (a path a client can plant in a refusal record): judged at once, not in exponential time.
+  t.notOk(holds(`${D}/${'(0)'.repeat(1300)}.wav`), 'a path of 1300 "(0)" groups is judged (and does not hold it)')
   t.equal(csvCell('a"b'), '"a""b"')
   t.equal(csvCell(-1), '-1', 'numbers are written as numbers')
 })

@@ -183,7 +183,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     readiness,
     get drainTimeoutMs () { return live.drainTimeoutMs },
     reloadCertificate: () => tls?.reload() ?? false,
-    reloadConfig: (next) => live.reload(next),
+    reloadConfig: (next) => {
+      const result = live.reload(next)
+      retention.follow(next)
+      return result
+    },
     reloadKeyring: () => live.reloadKeyring()
   }
 }

@@ -60,7 +60,9 @@ export class LiveConfig {
       if (this.sealing) this.p.log().info({ periods: this.sealing.keyring.list().length }, 'sealing keyring loaded')
       return true
     } catch (err) {
-      this.p.log().error({ problem: (err as Error).message }, 'the sealing keyring could not be reloaded: the one in use stays')
+      // What was erased since is dropped all the same: an erased period is never opened from memory.
+      if (this.sealing) this.sealing = { ...this.sealing, keyring: this.sealing.keyring.withoutErased() }
+      this.p.log().error({ problem: (err as Error).message }, 'the sealing keyring could not be reloaded: the one in use stays, without the periods erased since')
       return false
     }
   }

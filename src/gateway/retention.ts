@@ -1,10 +1,13 @@
 // What retention needs in a running gateway: the legal holds (read through
-// a HoldView from the file, or from Redis over a connection of its own),
-// the last sweep's findings for the metrics, and a watch on the sealing
-// keyring, so that a period erased by `nasguard retention sweep --apply`
-// (its <period>.erased tombstone) is dropped from memory at once: from then
-// on its recordings answer 410 here too, without waiting for a SIGHUP.
+// a HoldView from the file, or from Redis over a connection of its own,
+// made on first use: retention may be turned on by a reload), the last
+// sweep's findings for the metrics, and a watch on the sealing keyring, so
+// that a period erased by `nasguard retention sweep --apply` (its
+// <period>.erased tombstone) is dropped from memory at once: from then on
+// its recordings answer 410 here too, without waiting for a SIGHUP. The
+// watch follows sealing.keyring across reloads.
 import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
 import { loadAuditKey } from '../audit/key.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
@@ -18,24 +21,58 @@ import { redisAddress, redisClient } from '../state/redis.js'
 
 export interface RetentionParts {
   holds: () => Promise<HoldsNow>
+  /** A reloaded config: the keyring watched is its own. */
+  follow: (config: Readonly<Config>) => void
   stop: () => void
+}
+
+/** A connection of its own to state.redis, for the holds; its failures logged once per outage. */
+function holdsClient (config: Readonly<Config>, log: () => FastifyBaseLogger): Redis | undefined {
+  const cfg = config.state.redis
+  if (!cfg) return undefined
+  const client = redisClient(cfg, 'nasguard-holds')
+  let warned = false
+  client.on('error', (err: Error) => {
+    if (!warned) log().warn({ redis: redisAddress(cfg), problem: err.message }, 'the legal holds cannot be read from Redis: recordings past their retention are refused with 503 until it is back')
+    warned = true
+  })
+  client.on('ready', () => { warned = false })
+  client.connect().catch(() => {})
+  return client
 }
 
 export function retentionPartsOf (config: Readonly<Config>, metrics: GatewayMetrics, reloadKeyring: () => void, log: () => FastifyBaseLogger): RetentionParts {
   metrics.setRetentionStatus(() => readRetentionStatus(config.audit.dir))
-  const stops: Array<() => void> = []
-  const keyring = config.sealing.mode === 'off' ? undefined : config.sealing.keyring
-  if (keyring) stops.push(watchNames([keyring], (name) => name.endsWith('.erased') || name.endsWith('.key'), reloadKeyring))
-  if (config.retention.length === 0) return { holds: async () => ({ ok: true, holds: [] }), stop: () => { for (const s of stops) s() } }
-  const redisCfg = config.state.redis
-  const client = redisCfg ? redisClient(redisCfg, 'nasguard-holds') : undefined
-  if (client && redisCfg) {
-    let warned = false
-    client.on('error', (err: Error) => { if (!warned) log().warn({ redis: redisAddress(redisCfg), problem: err.message }, 'the legal holds cannot be read from Redis: recordings past their retention are refused with 503 until it is back') ; warned = true })
-    client.on('ready', () => { warned = false })
-    client.connect().catch(() => {})
-    stops.push(() => client.disconnect())
+  let view: HoldView | undefined
+  let client: Redis | undefined
+  let lastProblem: string | undefined
+  let watched: string | undefined
+  let unwatch = (): void => {}
+  const follow = (c: Readonly<Config>): void => {
+    const dir = c.sealing.mode === 'off' ? undefined : c.sealing.keyring
+    if (dir === watched) return
+    unwatch()
+    watched = dir
+    unwatch = dir === undefined ? () => {} : watchNames([dir], (name) => name.endsWith('.erased') || name.endsWith('.key'), reloadKeyring)
   }
-  const view = new HoldView(holdsStoreOf(config, client), holdsKeyOf(loadAuditKey(auditKeyFile(config))))
-  return { holds: async () => await view.current(), stop: () => { for (const s of stops) s() } }
+  follow(config)
+  return {
+    holds: async () => {
+      if (!view) {
+        client = holdsClient(config, log)
+        view = new HoldView(holdsStoreOf(config, client), holdsKeyOf(loadAuditKey(auditKeyFile(config))))
+      }
+      const now = await view.current()
+      // Said once per problem, and once when it clears.
+      const problem = now.ok ? undefined : now.problem
+      if (problem !== lastProblem) {
+        if (problem) log().warn({ problem }, 'the legal holds cannot be trusted: recordings past their retention are refused with 503')
+        else log().info('the legal holds can be read again')
+        lastProblem = problem
+      }
+      return now
+    },
+    follow,
+    stop: () => { unwatch(); client?.disconnect() }
+  }
 }

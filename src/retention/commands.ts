@@ -7,9 +7,9 @@ import { existsSync } from 'node:fs'
 import { lstat, unlink } from 'node:fs/promises'
 import { userInfo } from 'node:os'
 import { join } from 'node:path'
-import { chainKey, OPS_CHAIN } from '../audit/chains.js'
+import { chainKey, OPS_CHAIN, readChains } from '../audit/chains.js'
 import { loadAuditKey } from '../audit/key.js'
-import { walkTrail } from '../audit/verify.js'
+import { trailFiles, walkTrail } from '../audit/verify.js'
 import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
@@ -177,6 +177,8 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
   if (!o.apply) {
     const overdue = overdueOf(plan)
     writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: overdue.recordings, overduePeriods: overdue.periods, applied: false })
+    // The generation read is recorded: a later --apply here refuses an older document, whichever host changed it.
+    await record(c, { event: 'retention-sweep', reason: 'dry run', counts: { overdue: overdue.recordings + overdue.periods, ...(doc ? { generation: doc.generation } : {}) } })
     return 0
   }
   if (!doc) { err(`--apply: no legal holds document at ${store.where}: erasing without one could destroy what a lost hold protected. If there are truly no holds, run nasguard hold init (audited), then sweep again\n`); return 1 }
@@ -186,10 +188,10 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
   const expected = confirmationOf(plan)
   const typed = await o.confirm(expected)
   if (typed !== expected) { err(`not confirmed: type exactly "${expected}" (or pass --confirm "${expected}"); nothing was changed\n`); return 2 }
-  return await applyPlan(c, plan, store, key, out, err)
+  return await applyPlan(c, plan, doc.generation, store, key, out, err)
 }
 
-async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnType<typeof holdsStoreOf>, key: Buffer, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+async function applyPlan (c: Readonly<Config>, plan: SweepPlan, generation: number, store: ReturnType<typeof holdsStoreOf>, key: Buffer, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const problems: string[] = []
   // Read again before each erasure: a hold placed since the plan wins, and a document gone since is no "no holds".
   const fresh = async (): Promise<HoldsDoc> => {
@@ -224,7 +226,7 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
       deleted++
     }
   }
-  await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length }, reason: problems.length ? 'incomplete' : 'applied' })
+  await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length, generation }, reason: problems.length ? 'incomplete' : 'applied' })
   writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: (plan.plain?.expired.length ?? 0) - deleted, overduePeriods: toErase(plan).length - erased, applied: true })
   out(`erased ${erased} period(s), deleted ${deleted} file(s)${heldBack ? `, ${heldBack} kept by holds placed since the plan` : ''}\n`)
   for (const p of problems) err(p + '\n')
@@ -232,17 +234,27 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, store: ReturnTyp
 }
 
 /**
- * The highest holds generation this host's ops chain records (0: none),
- * read through the verified chain; a chain that does not verify is a
- * reason not to erase (a string saying so).
+ * The highest holds generation this host's ops chain records (0: none):
+ * every hold change, and every sweep (which records the generation it
+ * read, so that a document changed on another host through Redis and put
+ * back here is caught too), read through the verified chain. A chain that
+ * does not verify, or that audit.chains lists and is gone, is a reason
+ * not to erase (a string saying so): removing it must not turn the check off.
  */
 async function auditedGeneration (c: Readonly<Config>): Promise<number | string> {
+  const auditKey = loadAuditKey(auditKeyFile(c), c.audit.dir)
+  const dir = join(c.audit.dir, OPS_CHAIN)
+  const listed = readChains(c.audit.dir, auditKey)
+  if (listed?.ok === false) return `${listed.reason} in ${c.audit.dir}: the hold changes the ops chain records cannot be checked (nasguard audit verify)`
+  if (!existsSync(dir) || trailFiles(dir).length === 0) {
+    if (listed?.ok === true && listed.chains.includes(OPS_CHAIN)) return `the ops chain of ${c.audit.dir} is listed in its audit.chains but its files are gone: the hold changes it recorded cannot be checked (nasguard audit verify)`
+    // Never recorded here (the holds were changed on another host, through Redis).
+    return 0
+  }
   let highest = 0
-  // No ops chain: this host never recorded a hold change (they were made on another, through Redis).
-  if (!existsSync(join(c.audit.dir, OPS_CHAIN))) return 0
-  const report = await walkTrail(join(c.audit.dir, OPS_CHAIN), chainKey(loadAuditKey(auditKeyFile(c), c.audit.dir), OPS_CHAIN), (r) => {
+  const report = await walkTrail(dir, chainKey(auditKey, OPS_CHAIN), (r) => {
     const g = (r.counts as { generation?: unknown } | undefined)?.generation
-    if (r.event === 'hold' && typeof g === 'number' && g > highest) highest = g
+    if ((r.event === 'hold' || r.event === 'retention-sweep') && typeof g === 'number' && g > highest) highest = g
   })
   return report.problems.length > 0 ? `the ops chain of ${c.audit.dir} does not verify (${report.problems[0].message}): the hold changes it records cannot be trusted (nasguard audit verify)` : highest
 }

@@ -20,6 +20,15 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1
 `
 
+/** Resolves once the client is ready; rejects after timeoutMs. */
+async function ready (client: Redis, timeoutMs: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { client.off('ready', onReady); reject(new Error(`not connected within ${timeoutMs} ms`)) }, timeoutMs)
+    const onReady = (): void => { clearTimeout(timer); resolve() }
+    client.once('ready', onReady)
+  })
+}
+
 export function holdsKey (cfg: Pick<RedisConfig, 'keyPrefix' | 'url'>): string {
   return `${cfg.keyPrefix}{revocations}:holds`
 }
@@ -35,7 +44,11 @@ export function redisHoldsStore (cfg: RedisConfig, client?: Redis): HoldsStore {
   const where = `Redis ${key}`
   const use = async <T>(fn: (c: Redis) => Promise<T>): Promise<T> => {
     try {
-      if (client) return await fn(client)
+      if (client) {
+        // A gateway's first read may come while its connection is still being made.
+        if (client.status !== 'ready') await ready(client, cfg.timeoutMs)
+        return await fn(client)
+      }
       return await withRedis(cfg, 'the legal holds cannot be read or changed', (err) => /NOEPOCH/.test(err.message) ? NOT_INITIALISED : undefined, fn)
     } catch (err) {
       throw new HoldsProblem(/NOEPOCH/.test((err as Error).message) ? NOT_INITIALISED : (err as Error).message)

@@ -113,7 +113,11 @@ function judgePeriod (rules: readonly RetentionRule[], dir: readonly string[], m
 }
 
 /** The sealed periods: each key in the keyring, and each erased one. */
-export function planPeriods (config: Readonly<Config>, rules: readonly RetentionRule[], holds: HoldsDoc, now: number, sealedFiles?: Map<string, { files: number, unruled: number }>): PeriodFinding[] {
+/** What the walk of the share found of sealed files: per period, and how many directories it could not read. */
+export interface SealedOnShare { periods: Map<string, SealedCount>, unreadable: number }
+export interface SealedCount { files: number, unruled: number, undecodable: number }
+
+export function planPeriods (config: Readonly<Config>, rules: readonly RetentionRule[], holds: HoldsDoc, now: number, share?: SealedOnShare): PeriodFinding[] {
   const s = config.sealing
   if (s.mode === 'off' || !s.keyring || !s.periodPattern) return []
   const pattern = compilePeriodPattern(s.periodPattern, s.period)
@@ -124,7 +128,7 @@ export function planPeriods (config: Readonly<Config>, rules: readonly Retention
     const key = ring.key(period)
     const dir = periodDir(pattern, period)
     const judged = judgePeriod(rules, dir, mode)
-    const onShare = sealedFiles?.get(period)
+    const onShare = share ? share.periods.get(period) ?? { files: 0, unruled: 0, undecodable: 0 } : undefined
     const found: PeriodFinding = { period, state: 'kept', keyId: key?.keyId, expiresAt: judged.expiresAt, rules: judged.rules, holds: holdsOnPeriod(config, period, holds.holds, now).map((h) => h.case), ...(onShare ? { files: onShare.files } : {}) }
     if (!key) {
       const left = s.keyBackups.filter((d) => holdsPeriodKey(d, period))
@@ -134,6 +138,9 @@ export function planPeriods (config: Readonly<Config>, rules: readonly Retention
     if (judged.rules.length === 0) return { ...found, why: 'no retention rule matches its recordings' }
     if (onShare && onShare.unruled > 0) return { ...found, why: `${onShare.unruled} of its recordings on the share match no retention rule` }
     if (!judged.covered && !onShare) return { ...found, state: 'undetermined', why: 'no rule matches every path under it: pass --source (the mounted share) to look at each recording' }
+    // Judged file by file: only if every file was seen, and read.
+    if (!judged.covered && share && share.unreadable > 0) return { ...found, state: 'undetermined', why: `${share.unreadable} director${share.unreadable === 1 ? 'y' : 'ies'} of the share could not be read` }
+    if (!judged.covered && onShare && onShare.undecodable > 0) return { ...found, state: 'undetermined', why: `${onShare.undecodable} sealed file(s) in it have names this keyring does not decode` }
     if (now < (judged.expiresAt as number)) return found
     return { ...found, state: found.holds.length > 0 ? 'held' : 'expired' }
   })
@@ -144,26 +151,33 @@ export function planPeriods (config: Readonly<Config>, rules: readonly Retention
  * sealed files (names that decode with the keyring's name key) counted per
  * period, with those no rule matches.
  */
-export async function walkShare (config: Readonly<Config>, source: string, rules: readonly RetentionRule[], holds: HoldsDoc, now: number): Promise<{ plain: PlainFindings, sealed: Map<string, { files: number, unruled: number }> }> {
+export async function walkShare (config: Readonly<Config>, source: string, rules: readonly RetentionRule[], holds: HoldsDoc, now: number): Promise<{ plain: PlainFindings, sealed: SealedOnShare }> {
   const s = config.sealing
   const mode = config.upstream.fileSystem
   const ring = s.mode !== 'off' && s.keyring ? Keyring.load(s.keyring) : undefined
   const pattern = ring && s.periodPattern ? compilePeriodPattern(s.periodPattern, s.period) : undefined
   const extensions = new Set(config.files.extensions)
   const plain: PlainFindings = { expired: [], held: 0, kept: 0, unruled: 0, unreadable: 0 }
-  const sealed = new Map<string, { files: number, unruled: number }>()
+  const sealed: SealedOnShare = { periods: new Map(), unreadable: 0 }
+  const count = (period: string): SealedCount => {
+    const c = sealed.periods.get(period) ?? { files: 0, unruled: 0, undecodable: 0 }
+    sealed.periods.set(period, c)
+    return c
+  }
   for await (const f of walk(source)) {
-    if (f.kind === 'unreadable') { plain.unreadable++; continue }
+    if (f.kind === 'unreadable') { plain.unreadable++; sealed.unreadable++; continue }
     if (f.kind !== 'file') continue
-    const decoded = ring && f.segments[f.segments.length - 1].endsWith('.age') ? plainPathOf(ring.nameKey, f.segments, s.names.segments) : undefined
-    if (decoded !== undefined && pattern) {
-      const segments = decoded.split('/').slice(1)
+    const sealedName = ring !== undefined && pattern !== undefined && f.segments[f.segments.length - 1].endsWith('.age')
+    const decoded = sealedName ? plainPathOf(ring.nameKey, f.segments, s.names.segments) : undefined
+    if (sealedName) {
+      // Date directories stay readable: a name that does not decode still says its period.
+      const segments = decoded === undefined ? f.segments : decoded.split('/').slice(1)
       const period = periodOf(pattern, segments)
       if (period === undefined) continue
-      const c = sealed.get(period) ?? { files: 0, unruled: 0 }
+      const c = count(period)
       c.files++
-      if (retentionOf(rules, segments, mode).kind === 'none') c.unruled++
-      sealed.set(period, c)
+      if (decoded === undefined) c.undecodable++
+      else if (retentionOf(rules, segments, mode).kind === 'none') c.unruled++
       continue
     }
     const name = f.segments[f.segments.length - 1]
@@ -171,9 +185,13 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
     if (dot <= 0 || !extensions.has(name.slice(dot).toLowerCase())) continue
     const r = retentionOf(rules, f.segments, mode)
     if (r.kind === 'none') { plain.unruled++; continue }
-    const expired = r.kind === 'dated'
-      ? now >= r.expiresAt
-      : lastModifiedVerdict(new Date((await lstat(f.file)).mtimeMs).toUTCString(), r.keepMs, now) !== 'kept'
+    let expired = r.kind === 'dated' && now >= r.expiresAt
+    if (r.kind === 'last-modified') {
+      const mtime = await lstat(f.file).then((st) => st.mtimeMs, () => undefined)
+      // Gone since the listing: nothing to judge.
+      if (mtime === undefined) continue
+      expired = lastModifiedVerdict(new Date(mtime).toUTCString(), r.keepMs, now) !== 'kept'
+    }
     if (!expired) { plain.kept++; continue }
     if (holdsOn(holds.holds, f.segments, mode, now).length > 0) { plain.held++; continue }
     plain.expired.push({ file: f.file, path: '/' + f.segments.join('/'), rule: r.rule.name })

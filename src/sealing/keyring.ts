@@ -16,7 +16,7 @@
 // key, or a crash in a retirement, can never overwrite an identity. (The
 // one rename: a key file being destroyed becomes <file>.shred first.)
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
 import { encodeIdentity, identityOf, newIdentity, openHeader, parseIdentity, SealedIntegrityError, type Identity, type OpenedHeader } from './age.js'
@@ -249,6 +249,8 @@ export class Keyring {
     const keys = new Map<string, PeriodKeys>()
     const erased = new Set<string>()
     const parsed = new Map<string, ParsedKey>()
+    // By the directory itself, however it is spelt: a destroyed key's identity is forgotten whichever spelling loads next.
+    const real = realpathSync(dir)
     for (const name of readdirSync(dir).sort()) {
       if (name.endsWith(ERASED_SUFFIX)) {
         // A tombstone that still holds the identity erased nothing.
@@ -259,13 +261,13 @@ export class Keyring {
       if (!key) continue
       const file = join(dir, name)
       checkPrivate(file, false)
-      const identity = parsedIdentity(dir, file, parsed)
+      const identity = parsedIdentity(real, file, parsed)
       const roles = keys.get(key.period) ?? {}
       roles[key.role] = { period: key.period, identity, keyId: keyIdOf(key.period, identity) }
       keys.set(key.period, roles)
     }
     // Only the files read now are remembered: a destroyed key's identity is forgotten with this load.
-    PARSED.set(dir, parsed)
+    PARSED.set(real, parsed)
     return new Keyring(dir, nameKey, keys, erased)
   }
 
@@ -299,6 +301,21 @@ export class Keyring {
   /** The period's identity was destroyed (its recordings are erased). */
   erased (period: string): boolean {
     return this.erasedSet.has(period) && !this.keys.has(period)
+  }
+
+  /**
+   * This keyring without the periods the directory now holds a tombstone
+   * for: what a gateway keeps when a reload fails (another file of the
+   * keyring is unreadable), so that an erased period is never opened
+   * from memory. A directory that cannot be listed keeps no identity at
+   * all: what was erased cannot be told.
+   */
+  withoutErased (): Keyring {
+    let names: string[]
+    try { names = readdirSync(this.dir) } catch { return new Keyring(this.dir, this.nameKey, new Map(), this.erasedSet) }
+    const gone = names.filter((n) => n.endsWith(ERASED_SUFFIX)).map((n) => n.slice(0, -ERASED_SUFFIX.length))
+    const keys = new Map([...this.keys].filter(([p]) => !gone.includes(p)))
+    return new Keyring(this.dir, this.nameKey, keys, new Set([...this.erasedSet, ...gone]))
   }
 
   /** The periods whose identity was destroyed. */

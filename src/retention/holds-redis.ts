@@ -7,8 +7,7 @@
 import { join } from 'node:path'
 import type { Redis } from 'ioredis'
 import type { Config } from '../config/schema.js'
-import { NOT_INITIALISED, revocationKeys } from '../auth/shared-revocations.js'
-import { withRedis, type RedisConfig } from '../state/redis.js'
+import type { RedisConfig } from '../state/redis.js'
 import { fileHoldsStore, HoldsProblem, type HoldsStore } from './holds.js'
 
 const REPLACE_SCRIPT = `
@@ -40,29 +39,34 @@ export function holdsKey (cfg: Pick<RedisConfig, 'keyPrefix' | 'url'>): string {
  */
 export function redisHoldsStore (cfg: RedisConfig, client?: Redis): HoldsStore {
   const key = holdsKey(cfg)
-  const epoch = revocationKeys(cfg).epoch
   const where = `Redis ${key}`
-  const use = async <T>(fn: (c: Redis) => Promise<T>): Promise<T> => {
+  // Loaded when used: the holds commands on a host without Redis do not load its client.
+  const redis = async (): Promise<{ epoch: string, NOT_INITIALISED: string, withRedis: typeof import('../state/redis.js').withRedis }> => {
+    const [{ NOT_INITIALISED, revocationKeys }, { withRedis }] = await Promise.all([import('../auth/shared-revocations.js'), import('../state/redis.js')])
+    return { epoch: revocationKeys(cfg).epoch, NOT_INITIALISED, withRedis }
+  }
+  const use = async <T>(fn: (c: Redis, epoch: string) => Promise<T>): Promise<T> => {
+    const { epoch, NOT_INITIALISED, withRedis } = await redis()
     try {
       if (client) {
         // A gateway's first read may come while its connection is still being made.
         if (client.status !== 'ready') await ready(client, cfg.timeoutMs)
-        return await fn(client)
+        return await fn(client, epoch)
       }
-      return await withRedis(cfg, 'the legal holds cannot be read or changed', (err) => /NOEPOCH/.test(err.message) ? NOT_INITIALISED : undefined, fn)
+      return await withRedis(cfg, 'the legal holds cannot be read or changed', (err) => /NOEPOCH/.test(err.message) ? NOT_INITIALISED : undefined, async (c) => await fn(c, epoch))
     } catch (err) {
       throw new HoldsProblem(/NOEPOCH/.test((err as Error).message) ? NOT_INITIALISED : (err as Error).message)
     }
   }
   return {
     where,
-    read: async () => await use(async (c) => {
+    read: async () => await use(async (c, epoch) => {
       const res = await c.multi().exists(epoch).get(key).exec()
       if (!res || res.some(([err]) => err)) throw new Error('the read of the legal holds failed')
       if (res[0][1] === 0) throw new Error('NOEPOCH')
       return (res[1][1] as string | null) ?? undefined
     }),
-    replace: async (expected, next) => await use(async (c) => Number(await c.eval(REPLACE_SCRIPT, 2, key, epoch, expected ?? '', next)) === 1)
+    replace: async (expected, next) => await use(async (c, epoch) => Number(await c.eval(REPLACE_SCRIPT, 2, key, epoch, expected ?? '', next)) === 1)
   }
 }
 

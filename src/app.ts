@@ -14,6 +14,7 @@ import { Authenticator } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { revocationsOf } from './gateway/revocations.js'
 import { retentionPartsOf } from './gateway/retention.js'
+import { BudgetBook } from './budgets/book.js'
 import { GrantSigner } from './auth/grants.js'
 import { registerGrantsRoute } from './gateway/grants-route.js'
 import { readinessOf } from './gateway/readiness.js'
@@ -97,7 +98,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const connections = processShare(config, config.upstream.connections)
   const admission = new Admission({ connections, queueTimeoutMs: config.upstream.queueTimeoutMs, clientFetches: processShare(config, config.limits.clientFetches) })
   metrics.setUpstreamUse({ inUse: () => admission.active, queued: () => admission.waiting })
-  const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate })
+  const clock = opts.clock ?? Date.now
+  const budgets = new BudgetBook()
+  metrics.setBudgetState(() => budgets.near(0.8, clock()))
+  const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (subject, bytes) => budgets.spend(subject, bytes, clock()))
   const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log })
   // One record and one line a second per address, however many connections it opens.
   const connectionRefusals = new RefusalTally((address, count) => {
@@ -141,7 +145,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
   const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
-  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: opts.clock ?? Date.now }
+  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: clock, charge: (c, b) => budgets.take(c, b, clock()) }
   registerGate(app, { gate, authenticator, deliveries, records, bodyDeadlineMs: config.limits.headersTimeoutMs * 3 })
   registerGrantsRoute(app, {
     signer: grants,

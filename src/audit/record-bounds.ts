@@ -32,7 +32,8 @@ export const FIELD_BOUNDS: Readonly<Record<string, number>> = {
   period: 32,
   sha256: 64,
   case: 128,
-  until: 32
+  until: 32,
+  budget: 32
 }
 const DEFAULT_BOUND = 256
 

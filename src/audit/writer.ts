@@ -69,6 +69,8 @@ export interface AuditRecord {
   count?: number
   /** events seal, rotate: what the run did. */
   counts?: RunCounts
+  /** event refusal: the per-subject budget that was spent (requestsPerMinute, recordingsPerHour, recordingsPerDay, bytesPerHour). */
+  budget?: string
   /** event hold: the case a legal hold belongs to; its prefix is `path`, the change and reason `reason`. */
   case?: string
   /** event hold: when the hold lapses (none: until released). */

@@ -10,6 +10,18 @@ export const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384
 
 const AlgorithmList = Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })
 
+/** Per-subject budgets (limits.perSubject, and a policy rule's own). */
+export const BudgetsSchema = Type.Object({
+  /** Requests in any 60 s. */
+  requestsPerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
+  /** Distinct recordings (GET) in any hour: a player's many Range requests for one recording count once. */
+  recordingsPerHour: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
+  /** Distinct recordings in any 24 h. */
+  recordingsPerDay: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000000 })),
+  /** Bytes sent in any hour (counted as responses end: one in flight may pass it). */
+  bytesPerHour: Type.Optional(Type.Integer({ minimum: 1 }))
+}, { additionalProperties: false })
+
 export const PolicyRuleSchema = Type.Object({
   /** Shown in the audit record and the metrics label; keep it short and stable. */
   name: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$' }),
@@ -22,7 +34,9 @@ export const PolicyRuleSchema = Type.Object({
   /** The token needs any one of these scopes. */
   scopes: Type.Optional(Type.Array(Type.String({ minLength: 1, pattern: '^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$' }), { minItems: 1 })),
   /** Or a verified client certificate whose subject is one of these, as `CN=name` (needs tls.clientAuth). */
-  certs: Type.Optional(Type.Array(Type.String({ pattern: '^CN=[^,/]{1,64}$' }), { minItems: 1 }))
+  certs: Type.Optional(Type.Array(Type.String({ pattern: '^CN=[^,/]{1,64}$' }), { minItems: 1 })),
+  /** Budgets of this rule's requests, each over limits.perSubject's. */
+  perSubject: Type.Optional(BudgetsSchema)
 }, strict)
 
 export const ConfigSchema = Type.Object({
@@ -275,7 +289,9 @@ export const ConfigSchema = Type.Object({
     /** Connections one client address may hold open (with workers, each takes its share); more are closed at accept. Default 256. */
     clientConnections: Type.Integer({ default: 256, minimum: 1, maximum: 1000000 }),
     /** Downloads one client address may have in flight (with workers, each takes its share); more get 429 with Retry-After. Default 64. */
-    clientFetches: Type.Integer({ default: 64, minimum: 1, maximum: 1000000 })
+    clientFetches: Type.Integer({ default: 64, minimum: 1, maximum: 1000000 }),
+    /** Budgets per subject (a token's sub; a grant counts against who minted it): over one, 429 NASGUARD_ERR_QUOTA_EXCEEDED. Default: none. */
+    perSubject: Type.Optional(BudgetsSchema)
   }, { ...strict, default: {} })
 }, strict)
 

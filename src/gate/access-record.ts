@@ -1,4 +1,4 @@
-// Stage 10, access record: no byte of a recording leaves before this record
+// Stage 11, access record: no byte of a recording leaves before this record
 // is on disk (audit.durability); a trail that cannot be written refuses
 // the request (503).
 import { Errors } from '../errors.js'

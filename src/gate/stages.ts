@@ -3,6 +3,7 @@
 // "What a request goes through" is checked against it (test/gate/order.test.ts).
 import { recordAccess } from './access-record.js'
 import { admit } from './admission.js'
+import { chargeBudget } from './budget.js'
 import { canonicalTarget } from './canonical-path.js'
 import { guardFile } from './file-guard.js'
 import { methodAndFraming } from './framing.js'
@@ -31,6 +32,7 @@ export const RECORDING_GATE: readonly NamedStage[] = [
   { name: 'range', run: checkRangeHeader },
   { name: 'retention', run: enforceRetention },
   { name: 'sealing', run: resolveSealing },
+  { name: 'budget', run: chargeBudget, forClient: true },
   { name: 'admission', run: admit, forClient: true },
   { name: 'access record', run: recordAccess, forClient: true }
 ]

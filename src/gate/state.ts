@@ -11,6 +11,7 @@ import type { SealingSettings } from '../sealing/settings.js'
 import type { PeriodKey } from '../sealing/keyring.js'
 import type { HoldsNow } from '../retention/hold-view.js'
 import type { RetentionRule } from '../retention/rules.js'
+import type { Budget, Budgets, Charge, Verdict } from '../budgets/book.js'
 
 /** A request as the gate sees it. */
 export interface GateRequest {
@@ -69,6 +70,10 @@ export interface RequestState {
   retentionRule?: string
   /** Dated by the NAS's Last-Modified (the retention stage): the exchange refuses it when it is past keepMs at `now`; holdsUnknown: with 503, as the holds could not be read. */
   retention?: { keepMs: number, now: number, holdsUnknown?: true }
+  /** The budget that refused it (the budget stage). */
+  budget?: Budget
+  /** The subject it was charged to: its bytes are added to that subject's hour when it ends. */
+  charged?: string
   /** Past its retention but held: the cases holding it. */
   held?: string[]
   /** Served sealed (the sealing stage): the NAS's name for it, its period and key. */
@@ -89,6 +94,8 @@ export interface LiveSettings {
   minSendRate: number
   /** config.retention, compiled. */
   retention: RetentionRule[]
+  /** The budgets per subject of each rule that has any (limits.perSubject under the rule's own). */
+  budgets: Map<string, Budgets>
 }
 
 /** What the stages share: the live settings and the gateway's own parts. */
@@ -104,8 +111,10 @@ export interface GateContext {
   periodKey: (period: string, upload: boolean) => PeriodKey | undefined
   /** The legal holds in force (read when a recording is past its retention). */
   holds: () => Promise<HoldsNow>
-  /** The clock retention is judged by, ms since the epoch (tests set it). */
+  /** The clock retention and budgets are judged by, ms since the epoch (tests set it). */
   now: () => number
+  /** Charges a request to its subject's budgets, or says which it would pass (src/budgets/book.ts). */
+  charge: (c: Charge, budgets: Budgets) => Verdict
 }
 
 /**

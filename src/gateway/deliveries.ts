@@ -58,7 +58,10 @@ export class Deliveries {
   private readonly fetching = new Set<FastifyReply>()
   readonly sendWatch: SendWatch
 
-  constructor (private readonly metrics: GatewayMetrics, private readonly records: Records, limits: { windowMs: number, minBytesPerSec: number }) {
+  /**
+   * @param spent adds a response's bytes (once it ended) to the budgets of the subject it was charged to
+   */
+  constructor (private readonly metrics: GatewayMetrics, private readonly records: Records, limits: { windowMs: number, minBytesPerSec: number }, private readonly spent: (subject: string, bytes: number) => void = () => {}) {
     this.sendWatch = new SendWatch(limits)
   }
 
@@ -131,6 +134,7 @@ export class Deliveries {
       this.metrics.bytesSent.inc(state.bytes)
       this.metrics.servedBytes.inc({ storage: state.sealed ? 'sealed' : 'plaintext' }, state.bytes)
       this.records.completion(request, status, outcome, durationMs)
+      if (state.charged !== undefined) this.spent(state.charged, state.bytes)
     }
     // The request id comes with the logger; never the path or a token.
     request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, 'request')

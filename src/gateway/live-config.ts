@@ -10,6 +10,7 @@ import type { LiveSettings } from '../gate/state.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
 import { compileRules } from '../policy/rules.js'
 import { compileRetention } from '../retention/rules.js'
+import { budgetsByRule } from '../budgets/settings.js'
 import type { Admission } from '../proxy/admission.js'
 import type { SendWatch } from '../proxy/send-watch.js'
 import { KeyExistsError, lockKeyring, newPeriodKey, type PeriodKey } from '../sealing/keyring.js'
@@ -20,7 +21,7 @@ import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 const REREAD_MS = 1000
 
 function liveSettings (c: Readonly<Config>): LiveSettings {
-  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs, minSendRate: c.limits.minSendRate, retention: compileRetention(c.retention) }
+  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs, minSendRate: c.limits.minSendRate, retention: compileRetention(c.retention), budgets: budgetsByRule(c) }
 }
 
 export interface LiveParts {

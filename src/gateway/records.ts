@@ -83,15 +83,18 @@ export class Records {
     if (!state?.fetch || afterAccess) {
       this.metrics.refuse(spec?.reason ?? 'other')
       if (err.code === Errors.RetentionExpired.spec.code) this.metrics.retentionExpired.inc({ rule: state?.retentionRule ?? 'none' })
+      if (state?.budget !== undefined) this.metrics.quotaExceeded.inc({ rule: state.rule ?? 'none', budget: state.budget })
       if (spec?.reason === 'no_rule' || spec?.reason === 'insufficient_scope' || spec?.reason === 'method') this.metrics.policyDenials.inc({ rule: state?.deniedBy ?? 'none' })
     }
     if (!state?.fetch) {
       const fields = this.fields(request)
-      this.refusal({ ...fields, path: fields.path === undefined ? undefined : redactTokens(fields.path), range: undefined, auth: undefined, status: err.statusCode, reason: err.code })
+      this.refusal({ ...fields, path: fields.path === undefined ? undefined : redactTokens(fields.path), range: undefined, auth: undefined, status: err.statusCode, reason: err.code, ...(state?.budget !== undefined ? { budget: state.budget } : {}) })
     }
     const challenge = wwwAuthenticate(err, required)
     if (challenge) reply.header('www-authenticate', challenge)
-    if (spec?.retryAfterSec !== undefined) reply.header('retry-after', String(spec.retryAfterSec))
+    // A refusal may know better when to come back (a budget frees up at a time of its own).
+    const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec ?? spec?.retryAfterSec
+    if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter))
     // A body not read to its end (a refused upload) would hold the connection: it closes after this answer.
     if (request.raw.httpVersion === '1.1' && !request.raw.complete) reply.header('connection', 'close')
     if (err.statusCode === 405) reply.header('allow', request.url.split('?', 1)[0] === GRANTS_PATH ? 'POST' : 'GET, HEAD')

@@ -53,6 +53,9 @@ export class GatewayMetrics {
   readonly authFailures: Counter<'reason'>
   readonly policyDenials: Counter<'rule'>
   readonly retentionExpired: Counter<'rule'>
+  readonly quotaExceeded: Counter<'rule' | 'budget'>
+  readonly quotaNear: Gauge
+  private budgetNear: () => number = () => 0
   readonly retentionOverdue: Gauge<'what'>
   readonly retentionLastSweep: Gauge
   private retentionStatus: () => RetentionStatus | undefined = () => undefined
@@ -115,6 +118,11 @@ export class GatewayMetrics {
   }
 
   /** Where nasguard_revocations_trusted reads its value at scrape time. */
+  /** Where nasguard_quota_subjects_near_limit reads its count at scrape time. */
+  setBudgetState (near: () => number): void {
+    this.budgetNear = near
+  }
+
   /** Where the retention gauges read the last sweep's findings at scrape time (src/retention/status.ts). */
   setRetentionStatus (status: () => RetentionStatus | undefined): void {
     this.retentionStatus = status
@@ -289,6 +297,18 @@ export class GatewayMetrics {
       help: 'Requests refused with 410 because the recording is past its retention, by retention rule.',
       labelNames: ['rule'],
       registers
+    })
+    this.quotaExceeded = new Counter({
+      name: 'nasguard_quota_exceeded_total',
+      help: 'Requests refused with 429 because a per-subject budget was spent, by policy rule and budget (requestsPerMinute, recordingsPerHour, recordingsPerDay, bytesPerHour).',
+      labelNames: ['rule', 'budget'],
+      registers
+    })
+    this.quotaNear = new Gauge({
+      name: 'nasguard_quota_subjects_near_limit',
+      help: 'Subjects at or above 80% of any of their budgets (a count: never who).',
+      registers,
+      collect () { this.set(self.budgetNear()) }
     })
     this.retentionOverdue = new Gauge({
       name: 'nasguard_retention_overdue',

@@ -53,7 +53,8 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     maxUploadBytes: 1 << 20,
     sendTimeoutMs: 60000,
     minSendRate: 1024,
-    retention: []
+    retention: [],
+    budgets: new Map()
   }
   return {
     live: () => live,
@@ -63,7 +64,8 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     sealing: () => o.sealing,
     periodKey: (period, upload) => upload ? o.sealing?.keyring.sealingKey(period) : o.sealing?.keyring.key(period),
     holds: async () => ({ ok: true, holds: [] }),
-    now: Date.now
+    now: Date.now,
+    charge: () => ({ ok: true })
   }
 }
 

@@ -1,0 +1,24 @@
+// Stage 9, budget (limits.perSubject, and a rule's own perSubject): the
+// request is charged to its subject (a token's sub; a grant's minter; a
+// client certificate's CN) against the budgets of the rule that allowed
+// it, or refused with 429 and when it may try again. A GET charges its
+// recording (distinct recordings: a player's Range requests for one file
+// count once); a HEAD or an upload charges a request only. Not charged for
+// a client that already left.
+import { Errors, type NasguardError } from '../errors.js'
+import type { Stage } from './state.js'
+
+export const chargeBudget: Stage = (request, state, ctx) => {
+  const budgets = state.rule === undefined ? undefined : ctx.live().budgets.get(state.rule)
+  if (!budgets || !state.identity) return
+  const subject = state.identity.subject
+  const verdict = ctx.charge({ subject, ...(request.method === 'GET' ? { recording: state.path } : {}) }, budgets)
+  if (verdict.ok) {
+    state.charged = subject
+    return
+  }
+  state.budget = verdict.budget
+  const err = new Errors.QuotaExceeded() as NasguardError & { retryAfterSec?: number }
+  err.retryAfterSec = Math.max(1, Math.ceil(verdict.retryAfterMs / 1000))
+  throw err
+}

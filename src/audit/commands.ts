@@ -207,31 +207,38 @@ function countsText (counts: unknown): string | undefined {
   return Object.entries(counts).map(([k, v]) => `${k}=${String(v)}`).join(' ') || undefined
 }
 
-interface SubjectSummary { files: Set<string>, fetches: number, bytes: number, first: string, last: string, refusals: number }
+interface SubjectSummary { files: Set<string>, fetches: number, bytes: number, first: string, last: string, refusals: number, budgets: Map<string, number> }
 
 export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const by = new Map<string, SubjectSummary>()
   const { merged: r } = await walkAll(loc, (rec) => {
     if (typeof rec.subject !== 'string' || !matches(rec, { ...f, event: undefined })) return
     let s = by.get(rec.subject)
-    if (!s) { s = { files: new Set(), fetches: 0, bytes: 0, first: String(rec.time), last: String(rec.time), refusals: 0 }; by.set(rec.subject, s) }
+    if (!s) { s = { files: new Set(), fetches: 0, bytes: 0, first: String(rec.time), last: String(rec.time), refusals: 0, budgets: new Map() }; by.set(rec.subject, s) }
     if (rec.event === 'fetch') {
       s.fetches++
       s.bytes += typeof rec.bytes === 'number' ? rec.bytes : 0
       if (typeof rec.path === 'string' && typeof rec.bytes === 'number' && rec.bytes > 0) s.files.add(rec.path)
     }
-    if (rec.event === 'refusal') s.refusals++
+    if (rec.event === 'refusal') {
+      s.refusals++
+      // A per-subject budget that stopped it (429): what an investigator looks at first.
+      if (typeof rec.budget === 'string') s.budgets.set(rec.budget, (s.budgets.get(rec.budget) ?? 0) + (typeof rec.count === 'number' ? rec.count : 1))
+    }
     if (String(rec.time) < s.first) s.first = String(rec.time)
     if (String(rec.time) > s.last) s.last = String(rec.time)
   })
   const rows = [...by].sort((a, b) => b[1].bytes - a[1].bytes)
+  const hit = (s: SubjectSummary): string => [...s.budgets].map(([b, n]) => `${b}:${n}`).join(',') || '-'
   if (json) {
-    for (const [subject, s] of rows) out(JSON.stringify({ subject, files: s.files.size, fetches: s.fetches, bytes: s.bytes, refusals: s.refusals, first: s.first, last: s.last }) + '\n')
+    for (const [subject, s] of rows) out(JSON.stringify({ subject, files: s.files.size, fetches: s.fetches, bytes: s.bytes, refusals: s.refusals, budgetsHit: Object.fromEntries(s.budgets), first: s.first, last: s.last }) + '\n')
   } else {
-    out(['subject', 'files', 'fetches', 'bytes', 'refusals', 'first', 'last'].join('\t') + '\n')
-    for (const [subject, s] of rows) out([subject, s.files.size, s.fetches, s.bytes, s.refusals, s.first, s.last].join('\t') + '\n')
+    out(['subject', 'files', 'fetches', 'bytes', 'refusals', 'budgets hit', 'first', 'last'].join('\t') + '\n')
+    for (const [subject, s] of rows) out([subject, s.files.size, s.fetches, s.bytes, s.refusals, hit(s), s.first, s.last].join('\t') + '\n')
   }
   err(`${rows.length} subject(s) in ${r.records} verified records\n`)
+  const flagged = rows.filter(([, s]) => s.budgets.size > 0)
+  if (flagged.length > 0) err(`${flagged.length} subject(s) hit a download budget: ${flagged.map(([subject, s]) => `${subject} (${hit(s)})`).join(', ')}\n`)
   const text = problemsText(r)
   if (text) err(text + '\n')
   return r.problems.length > 0 ? 1 : 0

@@ -1,0 +1,398 @@
+// Per-subject budgets end to end (issue 20): real TLS, real signed tokens,
+// a stub NAS that counts what reaches it, every case over HTTP/1.1 and
+// HTTP/2. A scraper walking distinct recordings is stopped at its
+// recordingsPerHour, and the NAS never sees the request past it; a player
+// seeking through one recording is not; windows slide (an injected clock);
+// requestsPerMinute counts HEADs, bytesPerHour counts ended responses;
+// grants spend their minter's budget; a rule's own perSubject overrides
+// limits.perSubject budget by budget; budgets with workers or state.redis
+// are refused.
+import t, { type Test } from 'tap'
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2'
+import { readFileSync } from 'node:fs'
+import { ConfigError, loadConfig } from '../../src/config/load.js'
+import { RECORDING, bearer, post, scrape, startStubNas, startTestGateway, testCerts, type GatewayOverrides, type Response, type StubNas, type TestGateway } from '../helpers/gateway.js'
+import { PROTOCOLS, type Protocol } from '../helpers/protocols.js'
+import { waitFor } from '../helpers/wait.js'
+
+const QUOTA = 'NASGUARD_ERR_QUOTA_EXCEEDED'
+const HOUR_SEC = 3600
+const GRANT_SECRET = 'grant-secret-'.padEnd(48, 'x')
+/** Recordings a scraper walks per protocol. */
+const WALK = 1000
+const BUDGET = 25
+
+/** The i-th distinct recording under /medicall/** (the rule "recordings"). */
+function recording (i: number, prefix = '/medicall'): string {
+  return `${prefix}/2016/01/${String(1 + (i % 28)).padStart(2, '0')}/${String(i).padStart(6, '0')}_46701234567.wav`
+}
+
+interface Client {
+  send: (path: string, headers?: Record<string, string>, method?: string) => Promise<Response>
+  close: () => void
+}
+
+/**
+ * One keep-alive client per protocol: a few HTTP/1.1 connections reused
+ * (an Agent), or one HTTP/2 session for every stream. A fresh TLS
+ * handshake per request would make a thousand-recording walk slow.
+ */
+function client (t: Test, proto: Protocol, gw: { port: number }): Client {
+  const ca = readFileSync(testCerts().ca)
+  let c: Client
+  if (proto === 'h1') {
+    const agent = new HttpsAgent({ keepAlive: true, maxSockets: 8, ca })
+    c = {
+      send: (path, headers = {}, method = 'GET') => new Promise((resolve, reject) => {
+        const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: gw.port, path, method, headers, agent }, (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (b: Buffer) => chunks.push(b))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+          res.on('error', reject)
+        })
+        req.on('error', reject)
+        req.end()
+      }),
+      close: () => agent.destroy()
+    }
+  } else {
+    let session: ClientHttp2Session | undefined
+    const open = (): ClientHttp2Session => {
+      if (session && !session.closed && !session.destroyed) return session
+      session = http2Connect(`https://localhost:${gw.port}`, { ca })
+      session.on('error', () => {})
+      return session
+    }
+    c = {
+      send: (path, headers = {}, method = 'GET') => new Promise((resolve, reject) => {
+        const stream = open().request({ ':method': method, ':path': path, ...headers })
+        const chunks: Buffer[] = []
+        let status = 0
+        let h: Response['headers'] = {}
+        stream.on('response', (rh) => {
+          status = Number(rh[':status'])
+          h = Object.fromEntries(Object.entries(rh).filter(([k]) => !k.startsWith(':'))) as Response['headers']
+        })
+        stream.on('data', (b: Buffer) => chunks.push(b))
+        stream.on('end', () => resolve({ status, headers: h, body: Buffer.concat(chunks) }))
+        stream.on('error', reject)
+        stream.end()
+      }),
+      close: () => session?.close()
+    }
+  }
+  t.teardown(c.close)
+  return c
+}
+
+function json (res: Response): { error?: string } {
+  try {
+    return JSON.parse(res.body.toString()) as { error?: string }
+  } catch {
+    return {}
+  }
+}
+
+/** Retry-After as whole seconds, or NaN. */
+function retryAfter (res: Response): number {
+  const v = String(res.headers['retry-after'] ?? '')
+  return /^\d+$/.test(v) ? Number(v) : NaN
+}
+
+/** A quota refusal: 429, the JSON code, a Retry-After within (0, max]. */
+function isQuota (res: Response, max: number): boolean {
+  const ra = retryAfter(res)
+  return res.status === 429 && json(res).error === QUOTA && /^application\/json/.test(String(res.headers['content-type'])) && ra > 0 && ra <= max
+}
+
+/** nasguard_quota_exceeded_total for that rule and budget (0 when never counted). */
+async function quotaCount (gw: TestGateway, rule: string, budget: string): Promise<number> {
+  const m = await scrape(gw.adminUrl)
+  for (const [k, v] of m) {
+    if (k.startsWith('nasguard_quota_exceeded_total{') && k.includes(`rule="${rule}"`) && k.includes(`budget="${budget}"`)) return v
+  }
+  return 0
+}
+
+/** Waits until the audit trail holds `n` records matching `match`, then returns them. */
+async function records (gw: TestGateway, what: string, n: number, match: (r: Record<string, unknown>) => boolean): Promise<Array<Record<string, unknown>>> {
+  return await waitFor(what, () => {
+    const found = gw.auditRecords().filter(match)
+    return found.length >= n ? found : undefined
+  })
+}
+
+/** Sends `paths` with at most `width` in flight; results in order. */
+async function sendAll (c: Client, paths: string[], headers: Record<string, string>, width: number): Promise<Response[]> {
+  const out: Response[] = new Array(paths.length)
+  let next = 0
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < paths.length) {
+      const i = next++
+      out[i] = await c.send(paths[i], headers)
+    }
+  }))
+  return out
+}
+
+async function gateway (t: Test, o: GatewayOverrides): Promise<{ nas: StubNas, gw: TestGateway }> {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, o)
+  return { nas, gw }
+}
+
+t.test(`a scraper walking ${WALK} distinct recordings is stopped at recordingsPerHour: the NAS sees exactly the budget`, async (t) => {
+  const { nas, gw } = await gateway(t, { limits: { perSubject: { recordingsPerHour: BUDGET } } })
+  let refusedSoFar = 0
+  for (const proto of PROTOCOLS) {
+    const subject = `scraper-${proto}`
+    const auth = bearer(gw.token({ sub: subject }))
+    const c = client(t, proto, gw)
+    const asked = nas.requests.length
+    const paths = Array.from({ length: WALK }, (_, i) => recording(i))
+    // The first BUDGET + 1 one after the other, so "the first B" is an order; the rest several at a time.
+    const first = []
+    for (const p of paths.slice(0, BUDGET + 1)) first.push(await c.send(p, auth))
+    const rest = await sendAll(c, paths.slice(BUDGET + 1), auth, 8)
+    const all = [...first, ...rest]
+    const ok = all.slice(0, BUDGET)
+    t.same(ok.map((r) => r.status), new Array(BUDGET).fill(200), `${proto}: the first ${BUDGET} recordings are served`)
+    t.ok(ok.every((r) => r.body.equals(RECORDING)), `${proto}: with their bodies`)
+    const over = all.slice(BUDGET)
+    const good = over.filter((r) => isQuota(r, HOUR_SEC))
+    t.equal(good.length, WALK - BUDGET, `${proto}: every request from ${BUDGET + 1} on is 429 ${QUOTA} with Retry-After in (0, 3600]`)
+    if (good.length !== over.length) t.comment('first bad answer', over.find((r) => !isQuota(r, HOUR_SEC))?.status, String(over.find((r) => !isQuota(r, HOUR_SEC))?.body))
+    t.equal(nas.requests.length - asked, BUDGET, `${proto}: the NAS was asked exactly ${BUDGET} times`)
+    t.same(nas.requests.slice(asked).map((r) => r.url).sort(), paths.slice(0, BUDGET).sort(), `${proto}: and only for the first ${BUDGET} recordings (never recording ${BUDGET + 1})`)
+
+    const refusals = await records(gw, `${proto}: the refusal records`, WALK - BUDGET, (r) => r.event === 'refusal' && r.subject === subject)
+    t.equal(refusals.length, WALK - BUDGET, `${proto}: one refusal record per 429`)
+    t.ok(refusals.every((r) => r.reason === QUOTA && r.budget === 'recordingsPerHour' && r.status === 429 && r.rule === 'recordings'), `${proto}: each with reason ${QUOTA}, budget recordingsPerHour, rule recordings`)
+    refusedSoFar += WALK - BUDGET
+    t.equal(await quotaCount(gw, 'recordings', 'recordingsPerHour'), refusedSoFar, `${proto}: nasguard_quota_exceeded_total{rule="recordings",budget="recordingsPerHour"} counts them`)
+  }
+  const metrics = await scrape(gw.adminUrl)
+  t.equal(metrics.get('nasguard_quota_subjects_near_limit'), 2, 'both scrapers are near (at) their limit: a count')
+})
+
+t.test('a listener seeking through one recording with 500 Range requests is not stopped; another subject has its own budget', async (t) => {
+  const { nas, gw } = await gateway(t, { limits: { perSubject: { recordingsPerHour: BUDGET } } })
+  const one = recording(7)
+  for (const proto of PROTOCOLS) {
+    const c = client(t, proto, gw)
+    const listener = bearer(gw.token({ sub: `listener-${proto}` }))
+    const asked = nas.requests.length
+    // Ranges as a seeking <audio> element sends them: open-ended, bounded, from all over the file.
+    const ranges = Array.from({ length: 500 }, (_, i) => {
+      const start = (i * 7919) % (RECORDING.length - 1)
+      return i % 3 === 0 ? `bytes=${start}-` : `bytes=${start}-${Math.min(start + 1 + (i * 131) % 4096, RECORDING.length - 1)}`
+    })
+    const answers: Response[] = []
+    for (let i = 0; i < ranges.length; i += 5) {
+      answers.push(...await Promise.all(ranges.slice(i, i + 5).map((range) => c.send(one, { ...listener, range }))))
+    }
+    const partial = answers.filter((r, i) => {
+      const m = /^bytes=(\d+)-(\d*)$/.exec(ranges[i]) as RegExpExecArray
+      const end = m[2] === '' ? RECORDING.length - 1 : Number(m[2])
+      return r.status === 206 && r.body.equals(RECORDING.subarray(Number(m[1]), end + 1))
+    })
+    t.equal(partial.length, 500, `${proto}: all 500 Range requests get 206 with their bytes`)
+    t.equal(nas.requests.length - asked, 500, `${proto}: each reached the NAS`)
+
+    // Another subject spends its whole budget: the listener is untouched, and so is the next subject.
+    const busy = bearer(gw.token({ sub: `busy-${proto}` }))
+    const spent = []
+    for (let i = 0; i <= BUDGET; i++) spent.push((await c.send(recording(100 + i), busy)).status)
+    t.same(spent, [...new Array(BUDGET).fill(200), 429], `${proto}: another subject takes its own ${BUDGET} and is refused the next`)
+    t.equal((await c.send(one, { ...listener, range: 'bytes=0-9' })).status, 206, `${proto}: the listener still plays`)
+    const fresh = bearer(gw.token({ sub: `fresh-${proto}` }))
+    t.equal((await c.send(recording(100 + BUDGET), fresh)).status, 200, `${proto}: a third subject gets the recording the busy one was refused`)
+  }
+})
+
+t.test('windows slide: an hour after each recording its slot frees up, and Retry-After says when (injected clock)', async (t) => {
+  let now = Date.UTC(2026, 0, 1, 12, 0, 0)
+  const { nas, gw } = await gateway(t, { limits: { perSubject: { recordingsPerHour: 3 } }, clock: () => now })
+  const MIN = 60_000
+  for (const proto of PROTOCOLS) {
+    const c = client(t, proto, gw)
+    const auth = bearer(gw.token({ sub: `scraper-${proto}` }))
+    const t0 = now
+    const at = (ms: number): void => { now = t0 + ms }
+    const fetch = async (i: number): Promise<Response> => await c.send(recording(200 + i), auth)
+
+    at(0); t.equal((await fetch(1)).status, 200)
+    at(10 * MIN + 250); t.equal((await fetch(2)).status, 200)
+    at(20 * MIN + 500); t.equal((await fetch(3)).status, 200)
+    at(30 * MIN + 100)
+    let r = await fetch(4)
+    t.ok(isQuota(r, HOUR_SEC), `${proto}: the fourth recording within the hour is refused`)
+    // The first recording leaves the window at t0 + 60 min: 29 min 59.9 s from now, rounded up.
+    t.ok(Math.abs(retryAfter(r) - (30 * 60 - 0.1)) <= 1, `${proto}: Retry-After ${retryAfter(r)} s is the time left until the first recording's hour ends`)
+    at(60 * MIN - 1)
+    r = await fetch(4)
+    t.ok(isQuota(r, 1), `${proto}: a millisecond before the hour it is still refused, Retry-After 1 s`)
+    const asked = nas.requests.length
+    at(60 * MIN)
+    t.equal((await fetch(4)).status, 200, `${proto}: once the first recording's hour has passed, a new one is served`)
+    t.equal(nas.requests.length, asked + 1)
+    // Sliding, not a fixed hour: only the first slot freed; the next frees an hour after the second recording.
+    at(61 * MIN)
+    r = await fetch(5)
+    t.ok(isQuota(r, HOUR_SEC), `${proto}: the next one is refused again (a sliding window, not a reset)`)
+    t.ok(Math.abs(retryAfter(r) - (70 * 60 + 0.25 - 61 * 60)) <= 1, `${proto}: Retry-After ${retryAfter(r)} s is the time left until the second recording's hour ends`)
+    at(70 * MIN + 250)
+    t.equal((await fetch(5)).status, 200, `${proto}: and is served when it said`)
+    // The next protocol starts well past every window of this one.
+    now = t0 + 3 * 60 * MIN
+  }
+})
+
+t.test('requestsPerMinute counts every request (HEAD too); bytesPerHour lets responses through until the ended ones pass it', async (t) => {
+  const L = RECORDING.length
+  const { nas, gw } = await gateway(t, {
+    limits: { perSubject: { requestsPerMinute: 3 } },
+    policy: [
+      { name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] },
+      // bytesPerHour on a rule of its own, so requestsPerMinute does not get in the way.
+      { name: 'stockholm', path: '/stockholm/**', scopes: ['recordings:read'], perSubject: { requestsPerMinute: 1000, bytesPerHour: 2 * L + 100 } }
+    ]
+  })
+  for (const proto of PROTOCOLS) {
+    const c = client(t, proto, gw)
+    const auth = bearer(gw.token({ sub: `player-${proto}` }))
+    const one = recording(300)
+    const heads = []
+    for (let i = 0; i < 3; i++) heads.push((await c.send(one, auth, 'HEAD')).status)
+    t.same(heads, [200, 200, 200], `${proto}: three HEADs within the minute`)
+    const asked = nas.requests.length
+    let r = await c.send(one, auth)
+    t.ok(isQuota(r, 60), `${proto}: the fourth request (a GET) is 429 with Retry-After within the minute`)
+    r = await c.send(one, auth, 'HEAD')
+    t.equal(r.status, 429, `${proto}: and so is a fifth (a HEAD)`)
+    t.equal(retryAfter(r) > 0 && retryAfter(r) <= 60, true, `${proto}: HEAD's 429 carries Retry-After ${retryAfter(r)}`)
+    t.equal(nas.requests.length, asked, `${proto}: neither reached the NAS`)
+    const refusals = await records(gw, `${proto}: requestsPerMinute refusals`, 2, (x) => x.event === 'refusal' && x.subject === `player-${proto}`)
+    t.ok(refusals.every((x) => x.reason === QUOTA && x.budget === 'requestsPerMinute'), `${proto}: audited with budget requestsPerMinute`)
+
+    // bytesPerHour: 2 L + 100. Two whole recordings (2 L) and a 100-byte range (2 L + 100) pass; then it is spent.
+    const sub = `listener-${proto}`
+    const bytesAuth = bearer(gw.token({ sub }))
+    const sthlm = recording(301, '/stockholm')
+    const ended = async (n: number): Promise<void> => {
+      // A response's bytes count once it ended: its fetch record is written in the same step.
+      await records(gw, `${proto}: ${n} fetch records`, n, (x) => x.event === 'fetch' && x.subject === sub)
+    }
+    r = await c.send(sthlm, bytesAuth)
+    t.equal(r.status, 200); await ended(1)
+    r = await c.send(sthlm, bytesAuth)
+    t.equal(r.status, 200, `${proto}: a second whole recording (2 L of ${2 * L + 100} bytes)`); await ended(2)
+    r = await c.send(sthlm, { ...bytesAuth, range: 'bytes=0-99' })
+    t.equal(r.status, 206, `${proto}: under the budget by 100 bytes, a 100-byte range still goes`); await ended(3)
+    const before = nas.requests.length
+    r = await c.send(sthlm, { ...bytesAuth, range: 'bytes=0-0' })
+    t.ok(isQuota(r, HOUR_SEC), `${proto}: at ${2 * L + 100} bytes sent, the next request is 429`)
+    t.equal(nas.requests.length, before, `${proto}: and did not reach the NAS`)
+    const refusal = await records(gw, `${proto}: the bytesPerHour refusal`, 1, (x) => x.event === 'refusal' && x.subject === sub)
+    t.match(refusal[0], { reason: QUOTA, budget: 'bytesPerHour', rule: 'stockholm' }, `${proto}: audited with budget bytesPerHour`)
+  }
+  t.equal(await quotaCount(gw, 'recordings', 'requestsPerMinute'), 4, 'nasguard_quota_exceeded_total{budget="requestsPerMinute"}')
+  t.equal(await quotaCount(gw, 'stockholm', 'bytesPerHour'), 2, 'nasguard_quota_exceeded_total{budget="bytesPerHour"}')
+})
+
+t.test("grants spend their minter's recordingsPerHour; then the minter's own token is refused a new recording", async (t) => {
+  const { nas, gw } = await gateway(t, {
+    limits: { perSubject: { recordingsPerHour: 4 } },
+    authExtra: { grants: { secret: GRANT_SECRET, ttlSec: 300 } }
+  })
+  for (const proto of PROTOCOLS) {
+    const c = client(t, proto, gw)
+    const minter = `minter-${proto}`
+    const token = gw.token({ sub: minter })
+    const urls: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const res = await post(gw, '/_nasguard/grants', { path: recording(400 + i) }, bearer(token))
+      t.equal(res.status, 201, `${proto}: grant ${i + 1} minted (minting takes no recording)`)
+      urls.push((JSON.parse(res.body.toString()) as { url: string }).url)
+    }
+    const asked = nas.requests.length
+    const used = []
+    for (const url of urls.slice(0, 4)) used.push((await c.send(url)).status)
+    t.same(used, [200, 200, 200, 200], `${proto}: four grants for four recordings are redeemed`)
+    const fifth = await c.send(urls[4])
+    t.ok(isQuota(fifth, HOUR_SEC), `${proto}: the fifth grant is refused: the minter's budget is spent`)
+    const own = await c.send(recording(500), bearer(token))
+    t.ok(isQuota(own, HOUR_SEC), `${proto}: and so is the minter's own token, for a new recording`)
+    t.equal((await c.send(recording(400), bearer(token))).status, 200, `${proto}: a recording already taken through a grant costs nothing more`)
+    t.equal(nas.requests.length - asked, 5, `${proto}: the NAS saw the four grants and the repeat only`)
+    const refusals = await records(gw, `${proto}: the grant refusals`, 2, (x) => x.event === 'refusal' && x.subject === minter)
+    t.same(refusals.map((x) => [x.reason, x.budget]), [[QUOTA, 'recordingsPerHour'], [QUOTA, 'recordingsPerHour']], `${proto}: both charged to the minter, audited with the budget`)
+    // Another subject is not charged for the minter's grants.
+    t.equal((await c.send(recording(500), bearer(gw.token({ sub: `other-${proto}` })))).status, 200, `${proto}: another subject gets the recording`)
+  }
+})
+
+t.test("a rule's own perSubject overrides limits.perSubject for that rule only, budget by budget", async (t) => {
+  const { gw } = await gateway(t, {
+    limits: { perSubject: { recordingsPerHour: 2, requestsPerMinute: 8 } },
+    policy: [
+      { name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'], perSubject: { recordingsPerHour: 5 } },
+      { name: 'stockholm', path: '/stockholm/**', scopes: ['recordings:read'] }
+    ]
+  })
+  for (const proto of PROTOCOLS) {
+    const c = client(t, proto, gw)
+    // One subject per rule: a subject's recordings are counted across rules (see the README).
+    const m = bearer(gw.token({ sub: `m-${proto}` }))
+    const statuses = []
+    for (let i = 0; i < 6; i++) statuses.push((await c.send(recording(600 + i), m)).status)
+    t.same(statuses, [200, 200, 200, 200, 200, 429], `${proto}: the rule's own recordingsPerHour (5) applies to it, not limits' 2`)
+    // requestsPerMinute comes from limits (the rule did not set it): 5 taken, 3 more, then refused.
+    const repeats = []
+    for (let i = 0; i < 4; i++) repeats.push((await c.send(recording(600), m)).status)
+    t.same(repeats, [200, 200, 200, 429], `${proto}: limits' requestsPerMinute (8) still applies under the rule`)
+    const s = bearer(gw.token({ sub: `s-${proto}` }))
+    const other = []
+    for (let i = 0; i < 3; i++) other.push((await c.send(recording(700 + i, '/stockholm'), s)).status)
+    t.same(other, [200, 200, 429], `${proto}: the other rule keeps limits' recordingsPerHour (2)`)
+  }
+  t.equal(await quotaCount(gw, 'recordings', 'recordingsPerHour'), 2)
+  t.equal(await quotaCount(gw, 'recordings', 'requestsPerMinute'), 2)
+  t.equal(await quotaCount(gw, 'stockholm', 'recordingsPerHour'), 2)
+})
+
+t.test('config: budgets with workers or state.redis are refused, naming the key', async (t) => {
+  const certs = testCerts()
+  const base = (o: Record<string, unknown>): Record<string, unknown> => ({
+    tls: { cert: certs.cert, key: certs.key },
+    upstream: { url: 'http://127.0.0.1:9' },
+    auth: { jwt: { secret: 'x'.repeat(32) } },
+    policy: [{ name: 'r', path: '/medicall/**', scopes: ['recordings:read'] }],
+    audit: { dir: '/tmp/nasguard-audit' },
+    ...o
+  })
+  const problems = (o: Record<string, unknown>): Array<{ key: string, reason: string }> => {
+    try {
+      loadConfig({ object: base(o), env: {} })
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems
+      throw err
+    }
+    return []
+  }
+  const perSubject = { recordingsPerHour: 25 }
+  t.same(problems({ limits: { perSubject } }), [], 'control: budgets with one process load')
+  t.same(problems({ workers: 2 }), [], 'control: workers without budgets load')
+  t.same(problems({ state: { redis: { url: 'redis://127.0.0.1:6379' } } }), [], 'control: state.redis without budgets loads')
+
+  const workers = problems({ workers: 2, limits: { perSubject } })
+  t.equal(workers.length, 1)
+  t.match(workers[0], { key: 'limits.perSubject', reason: /workers/ }, 'workers: 2 with limits.perSubject names limits.perSubject')
+  t.throws(() => loadConfig({ object: base({ workers: 2, limits: { perSubject } }), env: {} }), ConfigError)
+  const redis = problems({ state: { redis: { url: 'redis://127.0.0.1:6379' } }, limits: { perSubject } })
+  t.equal(redis.length, 1)
+  t.match(redis[0], { key: 'limits.perSubject', reason: /state\.redis/ }, 'state.redis with limits.perSubject names limits.perSubject')
+  const rule = problems({ workers: 2, policy: [{ name: 'r', path: '/medicall/**', scopes: ['recordings:read'], perSubject }] })
+  t.match(rule, [{ key: 'policy[0].perSubject', reason: /workers/ }], "a rule's own perSubject with workers names it")
+})

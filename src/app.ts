@@ -145,7 +145,11 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
   const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
-  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: clock, charge: (c, b) => budgets.take(c, b, clock()) }
+  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: clock, charge: (c, b) => {
+    const verdict = budgets.take(c, b, clock())
+    if (verdict.ok && verdict.fresh) metrics.recordingsCharged.inc()
+    return verdict
+  } }
   registerGate(app, { gate, authenticator, deliveries, records, bodyDeadlineMs: config.limits.headersTimeoutMs * 3 })
   registerGrantsRoute(app, {
     signer: grants,

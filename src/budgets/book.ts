@@ -23,7 +23,8 @@ interface Ledger {
   budgets: Budgets
 }
 
-export type Verdict = { ok: true } | { ok: false, budget: Budget, retryAfterMs: number }
+/** ok: charged; fresh: its recording was not taken in the last hour (a distinct recording, counted for the burst alert). */
+export type Verdict = { ok: true, fresh?: true } | { ok: false, budget: Budget, retryAfterMs: number }
 
 export interface Usage { requestsPerMinute: number, recordingsPerHour: number, recordingsPerDay: number, bytesPerHour: number }
 
@@ -49,12 +50,12 @@ export class BudgetBook {
     if (over) return over
     l.requests.push(now)
     l.budgets = budgets
-    if (c.recording !== undefined) {
-      // Kept in the order of last access (oldest first), for pruning.
-      l.recordings.delete(c.recording)
-      l.recordings.set(c.recording, now)
-    }
-    return { ok: true }
+    if (c.recording === undefined) return { ok: true }
+    const last = l.recordings.get(c.recording)
+    // Kept in the order of last access (oldest first), for pruning.
+    l.recordings.delete(c.recording)
+    l.recordings.set(c.recording, now)
+    return last === undefined || last <= now - HOUR ? { ok: true, fresh: true } : { ok: true }
   }
 
   /** Adds a response's bytes (once it ended) to the subject's hour. */

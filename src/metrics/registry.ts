@@ -55,6 +55,7 @@ export class GatewayMetrics {
   readonly retentionExpired: Counter<'rule'>
   readonly quotaExceeded: Counter<'rule' | 'budget'>
   readonly quotaNear: Gauge
+  readonly recordingsCharged: Counter
   private budgetNear: () => number = () => 0
   readonly retentionOverdue: Gauge<'what'>
   readonly retentionLastSweep: Gauge
@@ -302,6 +303,11 @@ export class GatewayMetrics {
       name: 'nasguard_quota_exceeded_total',
       help: 'Requests refused with 429 because a per-subject budget was spent, by policy rule and budget (requestsPerMinute, recordingsPerHour, recordingsPerDay, bytesPerHour).',
       labelNames: ['rule', 'budget'],
+      registers
+    })
+    this.recordingsCharged = new Counter({
+      name: 'nasguard_budget_recordings_total',
+      help: 'Distinct recordings charged to a subject\'s budgets (a recording a subject had not taken in the last hour): the rate shows bulk downloading before any budget is spent.',
       registers
     })
     this.quotaNear = new Gauge({

@@ -19,7 +19,14 @@ export function adminCredential (config: Readonly<Config>): string | undefined {
 /** What /metrics serves: one gateway's registry, or the workers' aggregated by the primary. */
 export interface MetricsSource { contentType: string, text: () => Promise<string> }
 
-export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, readiness: () => Promise<Readiness>, credential?: string): FastifyInstance {
+/** What `nasguard quota show|reset` reach through the admin listener: one gateway's budget book. */
+export interface QuotaControl {
+  usage: (subject: string) => Record<string, unknown>
+  /** Resets the subject's budgets; resolves false when the reset could not be audited (nothing was reset then). */
+  reset: (subject: string, operator: string) => Promise<boolean>
+}
+
+export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, readiness: () => Promise<Readiness>, credential?: string, quota?: QuotaControl): FastifyInstance {
   const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }), logController: new LogController({ disableRequestLogging: true }) })
   if (credential) {
     const expected = createHash('sha256').update(credential).digest()
@@ -43,5 +50,37 @@ export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, r
     reply.code(r.ready ? 200 : 503)
     return { status: r.ready ? 'ready' : 'not ready', checks: r.checks }
   })
+  if (quota) registerQuota(admin, quota, credential !== undefined)
   return admin
+}
+
+/**
+ * GET /quota?sub=S (what S used) and POST /quota/reset?sub=S (audited):
+ * only behind the admin credential, which the command line reads from the
+ * config; without one they refuse, since the budgets say who took what.
+ */
+function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedListener: boolean): void {
+  const subjectOf = (q: unknown): string | undefined => {
+    const sub = (q as { sub?: unknown }).sub
+    return typeof sub === 'string' && sub.length > 0 && sub.length <= 256 ? sub : undefined
+  }
+  const guard = (reply: import('fastify').FastifyReply): boolean => {
+    if (protectedListener) return true
+    void reply.code(403).send({ error: 'NASGUARD_ERR_FORBIDDEN', message: 'set admin.tokenFile or admin.basicAuth: the budgets are served only behind the admin credential' })
+    return false
+  }
+  admin.get('/quota', async (request, reply) => {
+    if (!guard(reply)) return reply
+    const sub = subjectOf(request.query)
+    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
+    return { subject: sub, ...quota.usage(sub) }
+  })
+  admin.post('/quota/reset', async (request, reply) => {
+    if (!guard(reply)) return reply
+    const sub = subjectOf(request.query)
+    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
+    const operator = String(request.headers['x-nasguard-operator'] ?? 'unknown').slice(0, 64)
+    if (!await quota.reset(sub, operator)) return await reply.code(503).send({ error: 'NASGUARD_ERR_AUDIT_UNAVAILABLE', message: 'the reset could not be audited, so nothing was reset' })
+    return { subject: sub, reset: true }
+  })
 }

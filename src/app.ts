@@ -15,6 +15,7 @@ import { JwksCache } from './auth/keys.js'
 import { revocationsOf } from './gateway/revocations.js'
 import { retentionPartsOf } from './gateway/retention.js'
 import { BudgetBook } from './budgets/book.js'
+import { quotaControl } from './budgets/control.js'
 import { GrantSigner } from './auth/grants.js'
 import { registerGrantsRoute } from './gateway/grants-route.js'
 import { readinessOf } from './gateway/readiness.js'
@@ -178,7 +179,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     crl: config.tls.clientAuth !== 'off' && Boolean(config.tls.clientCrl)
   })
   const admin = config.admin.enabled && opts.admin !== false
-    ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config))
+    ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config), quotaControl(budgets, clock, records))
     : null
   const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 

@@ -212,6 +212,7 @@ function buildProgram (): Command {
   certCommands(program.command('cert').description('a local CA, server and client certificates, and their revocation list'))
   sealingCommands(program)
   retentionCommands(program)
+  quotaCommands(program)
   return program
 }
 
@@ -460,6 +461,19 @@ function retentionCommands (program: Command): void {
       const now = o.at === undefined ? Date.now() : parseTimeMs(o.at)
       return await retentionRun(async () => await (await retention()).retentionSweep(c, { source: o.source, apply: o.apply, json: o.json, now, confirm: async (expected) => await typedConfirmation(expected, o.confirm) }, out, err))
     }))
+}
+
+function quotaCommands (program: Command): void {
+  const quota = program.command('quota').description('per-subject download budgets (limits.perSubject), asked of the running gateway through its admin listener')
+  quota.command('show').description('what a subject used of each budget, in the windows now')
+    .addOption(configOption(true))
+    .requiredOption('--sub <subject>', 'the subject (a token\'s sub, a certificate\'s CN=...)')
+    .option('--json', 'one JSON document', false)
+    .action(action(async (o: { config: string, sub: string, json: boolean }) => await (await import('./budgets/commands.js')).quotaShow(await load(o.config), o.sub, o.json, out)))
+  quota.command('reset').description('forget what a subject used (audited by the gateway: event quota-reset)')
+    .addOption(configOption(true))
+    .requiredOption('--sub <subject>', 'the subject')
+    .action(action(async (o: { config: string, sub: string }) => await (await import('./budgets/commands.js')).quotaReset(await load(o.config), o.sub, out)))
 }
 
 function sealingCommands (program: Command): void {

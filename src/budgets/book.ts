@@ -72,6 +72,11 @@ export class BudgetBook {
     return { requestsPerMinute: l.requests.length, recordingsPerHour: since(l.recordings, now - HOUR), recordingsPerDay: l.recordings.size, bytesPerHour: l.bytes.reduce((a, [, b]) => a + b, 0) }
   }
 
+  /** The budgets the subject was last charged under (none: never charged, or forgotten). */
+  budgetsOf (subject: string): Budgets | undefined {
+    return this.ledgers.get(subject)?.budgets
+  }
+
   reset (subject: string): boolean {
     return this.ledgers.delete(subject)
   }

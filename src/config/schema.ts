@@ -10,7 +10,11 @@ export const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384
 
 const AlgorithmList = Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })
 
-/** Per-subject budgets (limits.perSubject, and a policy rule's own). */
+/**
+ * Per-subject budgets (limits.perSubject, and a policy rule's own). What a
+ * subject took is counted once, across every rule; each rule sets the
+ * limits its own requests are checked against.
+ */
 export const BudgetsSchema = Type.Object({
   /** Requests in any 60 s. */
   requestsPerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
@@ -18,7 +22,7 @@ export const BudgetsSchema = Type.Object({
   recordingsPerHour: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
   /** Distinct recordings in any 24 h. */
   recordingsPerDay: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000000 })),
-  /** Bytes sent in any hour (counted as responses end: one in flight may pass it). */
+  /** Bytes sent in any hour, counted as responses end: downloads in flight may pass it by what they carry. */
   bytesPerHour: Type.Optional(Type.Integer({ minimum: 1 }))
 }, { additionalProperties: false })
 

@@ -118,7 +118,6 @@ export class GatewayMetrics {
     this.upstreamUse = use
   }
 
-  /** Where nasguard_revocations_trusted reads its value at scrape time. */
   /** Where nasguard_quota_subjects_near_limit reads its count at scrape time. */
   setBudgetState (near: () => number): void {
     this.budgetNear = near
@@ -129,6 +128,7 @@ export class GatewayMetrics {
     this.retentionStatus = status
   }
 
+  /** Where nasguard_revocations_trusted reads its value at scrape time. */
   setRevocationState (trusted: () => boolean): void {
     this.revocationsOk = trusted
   }

@@ -1,0 +1,44 @@
+// `nasguard quota show --sub S` and `nasguard quota reset --sub S`: asked
+// of the running gateway through its admin listener (the budgets live in
+// its memory), with the admin credential from the config.
+import { userInfo } from 'node:os'
+import { adminCredential } from '../admin.js'
+import type { Config } from '../config/schema.js'
+
+function adminUrl (c: Readonly<Config>, path: string, subject: string): string {
+  const host = c.admin.host === '0.0.0.0' || c.admin.host === '::' ? '127.0.0.1' : c.admin.host
+  return `http://${host.includes(':') ? `[${host}]` : host}:${c.admin.port}${path}?sub=${encodeURIComponent(subject)}`
+}
+
+async function ask (c: Readonly<Config>, method: 'GET' | 'POST', path: string, subject: string): Promise<Record<string, unknown>> {
+  if (!c.admin.enabled) throw new Error('admin.enabled is false: the budgets are reached through the admin listener')
+  const credential = adminCredential(c)
+  if (credential === undefined) throw new Error('admin.tokenFile (or admin.basicAuth) is not set: the budgets are served only behind the admin credential')
+  let operator = 'unknown'
+  try { operator = userInfo().username } catch {}
+  let res: Response
+  try {
+    res = await fetch(adminUrl(c, path, subject), { method, headers: { authorization: credential, 'x-nasguard-operator': operator } })
+  } catch (err) {
+    throw new Error(`the gateway's admin listener (admin.host ${c.admin.host}, admin.port ${c.admin.port}) cannot be reached: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`)
+  }
+  const body = await res.json().catch(() => ({})) as Record<string, unknown>
+  if (!res.ok) throw new Error(`the gateway answered ${res.status}: ${String(body.message ?? '')}`)
+  return body
+}
+
+export async function quotaShow (c: Readonly<Config>, subject: string, json: boolean, out: (s: string) => void): Promise<number> {
+  const r = await ask(c, 'GET', '/quota', subject)
+  if (json) { out(JSON.stringify(r) + '\n'); return 0 }
+  const used = r.used as Record<string, number>
+  const budgets = r.budgets as Record<string, number | undefined>
+  out(`subject ${subject}\n`)
+  for (const [k, v] of Object.entries(used)) out(`  ${k.padEnd(18)} ${String(v).padStart(12)}${budgets[k] === undefined ? '' : ` of ${budgets[k]}`}\n`)
+  return 0
+}
+
+export async function quotaReset (c: Readonly<Config>, subject: string, out: (s: string) => void): Promise<number> {
+  await ask(c, 'POST', '/quota/reset', subject)
+  out(`the budgets of ${subject} were reset (audited: event quota-reset)\n`)
+  return 0
+}

@@ -1,0 +1,61 @@
+// `nasguard quota show|reset` against a running gateway: through its admin
+// listener, with the admin token the config names; a reset is audited and
+// gives the subject its budget back; without an admin credential the
+// budgets are not served at all.
+import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { bearer, get, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
+import { runCli } from '../helpers/process.js'
+
+const ADMIN_TOKEN = 'quota-cli-admin-token-0123456789'
+
+t.test('quota show and reset through the admin listener; a reset is audited', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-quota-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const tokenFile = join(dir, 'admin.token')
+  writeFileSync(tokenFile, ADMIN_TOKEN + '\n', { mode: 0o600 })
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { admin: { tokenFile }, limits: { perSubject: { recordingsPerHour: 3 } } })
+  const token = gw.token({ sub: 'carol' })
+  for (let i = 0; i < 3; i++) t.equal((await get(gw, `/medicall/2026/11/30/${i}.wav`, { headers: bearer(token) })).status, 200, `recording ${i + 1}`)
+  const over = await get(gw, '/medicall/2026/11/30/9.wav', { headers: bearer(token) })
+  t.equal(over.status, 429, 'the fourth distinct recording in the hour')
+
+  const adminPort = new URL(gw.adminUrl).port
+  const certs = testCerts()
+  const config = join(dir, 'nasguard.yaml')
+  writeFileSync(config, `tls: { cert: ${certs.cert}, key: ${certs.key} }
+upstream: { url: "${nas.url}" }
+auth: { jwt: { secret: "0123456789abcdef0123456789abcdef" } }
+policy: [{ name: recordings, path: "/medicall/**", scopes: [recordings:read] }]
+audit: { dir: ${join(dir, 'audit')} }
+admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
+`)
+  const shown = await runCli(['quota', 'show', '--config', config, '--sub', 'carol', '--json'])
+  t.equal(shown.status, 0, shown.stderr)
+  t.match(JSON.parse(shown.stdout), { subject: 'carol', used: { recordingsPerHour: 3, recordingsPerDay: 3 }, budgets: { recordingsPerHour: 3 } })
+  const table = await runCli(['quota', 'show', '--config', config, '--sub', 'carol'])
+  t.match(table.stdout, /recordingsPerHour\s+3 of 3/)
+
+  const reset = await runCli(['quota', 'reset', '--config', config, '--sub', 'carol'])
+  t.equal(reset.status, 0, reset.stderr)
+  t.match(gw.auditRecords().find((r) => r.event === 'quota-reset'), { event: 'quota-reset', reason: 'the budgets of subject "carol" were reset' }, 'the reset is in the audit trail')
+  t.equal((await get(gw, '/medicall/2026/11/30/9.wav', { headers: bearer(token) })).status, 200, 'after the reset the subject may fetch again')
+
+  // The wrong admin token: refused, nothing reset.
+  writeFileSync(tokenFile, 'not-the-admin-token-000000000000\n')
+  const wrong = await runCli(['quota', 'reset', '--config', config, '--sub', 'carol'])
+  t.equal(wrong.status, 1, 'a wrong admin credential fails the command')
+  t.match(wrong.stderr, /answered 401/)
+})
+
+t.test('without an admin credential the budgets are not served', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { limits: { perSubject: { recordingsPerHour: 3 } } })
+  const res = await fetch(`${gw.adminUrl}/quota?sub=carol`)
+  t.equal(res.status, 403)
+  const reset = await fetch(`${gw.adminUrl}/quota/reset?sub=carol`, { method: 'POST' })
+  t.equal(reset.status, 403, 'nor reset')
+})

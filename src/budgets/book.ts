@@ -4,10 +4,14 @@
 // within the window, however many Range requests a player sends for it);
 // bytes in the last hour (added when each response ends). Pure: the clock
 // is the caller's. Subjects with nothing left in any window are forgotten.
+import { createHash } from 'node:crypto'
+
 export const BUDGETS = ['requestsPerMinute', 'recordingsPerHour', 'recordingsPerDay', 'bytesPerHour'] as const
 export type Budget = typeof BUDGETS[number]
 export type Budgets = Partial<Record<Budget, number>>
 
+/** Every this many charges, subjects with nothing left in any window are forgotten. */
+const SWEEP_EVERY = 4096
 const MINUTE = 60_000
 const HOUR = 3_600_000
 const DAY = 86_400_000
@@ -15,8 +19,14 @@ const DAY = 86_400_000
 interface Ledger {
   /** Times of the requests of the last minute, oldest first. */
   requests: number[]
-  /** Each recording accessed in the last day, with its last access time. */
-  recordings: Map<string, number>
+  /**
+   * The recordings accessed in the last hour and day (a digest of the
+   * path: a fixed size whatever the path), with their last access time,
+   * oldest first: a window's count is its map's size. Kept only under a
+   * recordings budget.
+   */
+  hour: Map<string, number>
+  day: Map<string, number>
   /** [time, bytes] of the last hour, oldest first. */
   bytes: Array<[number, number]>
   /** The budgets it was last charged under (a rule may set its own). */
@@ -33,6 +43,7 @@ export interface Charge { subject: string, recording?: string }
 
 export class BudgetBook {
   private readonly ledgers = new Map<string, Ledger>()
+  private takes = 0
 
   /** How many subjects the book holds (each with something in a window). */
   get subjects (): number {
@@ -45,17 +56,24 @@ export class BudgetBook {
    * could go through.
    */
   take (c: Charge, budgets: Budgets, now: number): Verdict {
+    // Now and then, subjects with nothing left in any window are forgotten (not only when read).
+    if (++this.takes % SWEEP_EVERY === 0) this.sweep(now)
     const l = this.ledger(c.subject, now)
-    const over = this.overBudget(l, c, budgets, now)
+    const key = c.recording === undefined || (budgets.recordingsPerHour === undefined && budgets.recordingsPerDay === undefined) ? undefined : digestOf(c.recording)
+    const over = this.overBudget(l, key, budgets, now)
     if (over) return over
     l.requests.push(now)
     l.budgets = budgets
-    if (c.recording === undefined) return { ok: true }
-    const last = l.recordings.get(c.recording)
+    if (key === undefined) return { ok: true }
+    const fresh = !l.hour.has(key)
     // Kept in the order of last access (oldest first), for pruning.
-    l.recordings.delete(c.recording)
-    l.recordings.set(c.recording, now)
-    return last === undefined || last <= now - HOUR ? { ok: true, fresh: true } : { ok: true }
+    for (const m of [l.hour, l.day]) { m.delete(key); m.set(key, now) }
+    return fresh ? { ok: true, fresh: true } : { ok: true }
+  }
+
+  /** Forgets every subject with nothing left in any window. */
+  private sweep (now: number): void {
+    for (const subject of [...this.ledgers.keys()]) this.usage(subject, now)
   }
 
   /** Adds a response's bytes (once it ended) to the subject's hour. */
@@ -68,8 +86,8 @@ export class BudgetBook {
     const l = this.ledgers.get(subject)
     if (!l) return { requestsPerMinute: 0, recordingsPerHour: 0, recordingsPerDay: 0, bytesPerHour: 0 }
     prune(l, now)
-    if (l.requests.length === 0 && l.recordings.size === 0 && l.bytes.length === 0) this.ledgers.delete(subject)
-    return { requestsPerMinute: l.requests.length, recordingsPerHour: since(l.recordings, now - HOUR), recordingsPerDay: l.recordings.size, bytesPerHour: l.bytes.reduce((a, [, b]) => a + b, 0) }
+    if (l.requests.length === 0 && l.day.size === 0 && l.bytes.length === 0) this.ledgers.delete(subject)
+    return { requestsPerMinute: l.requests.length, recordingsPerHour: l.hour.size, recordingsPerDay: l.day.size, bytesPerHour: l.bytes.reduce((a, [, b]) => a + b, 0) }
   }
 
   /** The budgets the subject was last charged under (none: never charged, or forgotten). */
@@ -94,25 +112,25 @@ export class BudgetBook {
   private ledger (subject: string, now: number): Ledger {
     let l = this.ledgers.get(subject)
     if (!l) {
-      l = { requests: [], recordings: new Map(), bytes: [], budgets: {} }
+      l = { requests: [], hour: new Map(), day: new Map(), bytes: [], budgets: {} }
       this.ledgers.set(subject, l)
     }
     prune(l, now)
     return l
   }
 
-  private overBudget (l: Ledger, c: Charge, b: Budgets, now: number): Verdict | undefined {
+  private overBudget (l: Ledger, key: string | undefined, b: Budgets, now: number): Verdict | undefined {
+    // When it may come back: never more than the window (a clock stepped back does not make it longer).
+    const refuse = (budget: Budget, freeAt: number, window: number): Verdict => ({ ok: false, budget, retryAfterMs: Math.min(window, Math.max(1, freeAt - now)) })
     if (b.requestsPerMinute !== undefined && l.requests.length >= b.requestsPerMinute) {
-      return { ok: false, budget: 'requestsPerMinute', retryAfterMs: l.requests[l.requests.length - b.requestsPerMinute] + MINUTE - now }
+      return refuse('requestsPerMinute', l.requests[l.requests.length - b.requestsPerMinute] + MINUTE, MINUTE)
     }
-    // A recording already taken within a window costs nothing more there.
-    const seen = c.recording === undefined ? undefined : l.recordings.get(c.recording)
-    if (c.recording !== undefined) {
-      for (const [budget, window] of [['recordingsPerHour', HOUR], ['recordingsPerDay', DAY]] as const) {
+    if (key !== undefined) {
+      // A recording already taken within a window costs nothing more there.
+      for (const [budget, window, taken] of [['recordingsPerHour', HOUR, l.hour], ['recordingsPerDay', DAY, l.day]] as const) {
         const cap = b[budget]
-        if (cap === undefined || (seen !== undefined && seen > now - window)) continue
-        const times = [...l.recordings.values()].filter((t) => t > now - window)
-        if (times.length >= cap) return { ok: false, budget, retryAfterMs: times[times.length - cap] + window - now }
+        if (cap === undefined || taken.has(key) || taken.size < cap) continue
+        return refuse(budget, nthTime(taken, taken.size - cap) + window, window)
       }
     }
     if (b.bytesPerHour !== undefined) {
@@ -121,25 +139,33 @@ export class BudgetBook {
         // Until enough of the hour's bytes have aged out.
         let i = 0
         while (total >= b.bytesPerHour && i < l.bytes.length) total -= l.bytes[i++][1]
-        return { ok: false, budget: 'bytesPerHour', retryAfterMs: l.bytes[i - 1][0] + HOUR - now }
+        return refuse('bytesPerHour', l.bytes[i - 1][0] + HOUR, HOUR)
       }
     }
     return undefined
   }
 }
 
-function since (recordings: Map<string, number>, from: number): number {
+/** The time of the i-th entry (0: the oldest). */
+function nthTime (m: Map<string, number>, i: number): number {
   let n = 0
-  for (const t of recordings.values()) if (t > from) n++
-  return n
+  for (const t of m.values()) if (n++ === i) return t
+  return 0
+}
+
+/** A fixed-size key for a recording's path. */
+function digestOf (recording: string): string {
+  return createHash('sha256').update(recording).digest('base64url').slice(0, 22)
 }
 
 /** Drops what left every window; a ledger left empty is the caller's to forget. */
 function prune (l: Ledger, now: number): void {
   while (l.requests.length > 0 && l.requests[0] <= now - MINUTE) l.requests.shift()
-  for (const [r, t] of l.recordings) {
-    if (t > now - DAY) break
-    l.recordings.delete(r)
+  for (const [m, window] of [[l.hour, HOUR], [l.day, DAY]] as const) {
+    for (const [r, t] of m) {
+      if (t > now - window) break
+      m.delete(r)
+    }
   }
   while (l.bytes.length > 0 && l.bytes[0][0] <= now - HOUR) l.bytes.shift()
 }

@@ -6,13 +6,16 @@
 // count once); a HEAD or an upload charges a request only. Not charged for
 // a client that already left.
 import { Errors, type NasguardError } from '../errors.js'
+import { foldName } from '../policy/file-system.js'
 import type { Stage } from './state.js'
 
 export const chargeBudget: Stage = (request, state, ctx) => {
   const budgets = state.rule === undefined ? undefined : ctx.live().budgets.get(state.rule)
   if (!budgets || !state.identity) return
   const subject = state.identity.subject
-  const verdict = ctx.charge({ subject, ...(request.method === 'GET' ? { recording: state.path } : {}) }, budgets)
+  // On a NAS that folds names, every spelling of one recording is that one recording.
+  const recording = request.method !== 'GET' || state.path === undefined ? undefined : ctx.fileSystem === 'folding' ? foldName(state.path) : state.path
+  const verdict = ctx.charge({ subject, ...(recording !== undefined ? { recording } : {}) }, budgets)
   if (verdict.ok) {
     state.charged = subject
     return

@@ -89,3 +89,17 @@ t.test('budgets by rule: limits.perSubject, with a rule\'s own over it, budget b
   t.same(by.get('agents'), { recordingsPerHour: 100, bytesPerHour: 1e9 })
   t.same(by.get('qa'), { recordingsPerHour: 5, bytesPerHour: 1e9, requestsPerMinute: 30 })
 })
+
+t.test('what the book keeps is bounded: no recordings without a recordings budget, a fixed-size key per recording, idle subjects swept', async (t) => {
+  const book = new BudgetBook()
+  for (let i = 0; i < 5000; i++) book.take({ subject: 'r', recording: `/medicall/${'x'.repeat(1000)}/${i}.wav` }, { requestsPerMinute: 1_000_000 }, T0)
+  t.equal(book.usage('r', T0).recordingsPerDay, 0, 'under a requests budget alone no recording is kept')
+  // Many recordings under a large day budget: each charge looks at its own key, not at every recording held.
+  for (let i = 0; i < 20000; i++) book.take({ subject: 'big', recording: `/r/${i}` }, { recordingsPerDay: 10_000_000 }, T0 + i)
+  t.equal(book.usage('big', T0 + 20000).recordingsPerDay, 20000)
+  // Subjects that are never read again are still forgotten as charges go on.
+  for (let i = 0; i < 300; i++) book.take({ subject: `idle-${i}` }, { requestsPerMinute: 10 }, T0)
+  for (let i = 0; i < 5000; i++) book.take({ subject: 'busy' }, { requestsPerMinute: 1_000_000 }, T0 + DAY + i)
+  t.ok(book.subjects <= 2, `idle subjects swept without being read (${book.subjects} left: busy, and at most big)`)
+  t.same(book.take({ subject: 'busy' }, { requestsPerMinute: 5000 }, T0 + DAY - 10 * MIN), { ok: false, budget: 'requestsPerMinute', retryAfterMs: MIN }, 'a clock stepped back: Retry-After is never more than the window')
+})

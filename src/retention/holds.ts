@@ -12,13 +12,12 @@
 // once never lose one another's hold. What cannot be read or does not
 // verify is a problem, never "no holds": the gateway refuses expired
 // recordings with 503 then, and the sweep erases nothing.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
-import { closeSync, constants, fsyncSync, openSync, writeSync } from 'node:fs'
-import { readFile, rename, unlink } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { releaseLock, takeLockFile } from '../audit/lock.js'
 import { makeDir } from '../files/ownership.js'
-import { syncDir } from '../sealing/keyring.js'
+import { syncDir, writePrivate } from '../files/private-file.js'
 import { foldName, foldingHazard, type FileSystemMode } from '../policy/file-system.js'
 
 export interface Hold {
@@ -178,15 +177,7 @@ export function fileHoldsStore (file: string): HoldsStore {
       const lock = await takeLockFile(`${file}.lock`)
       try {
         if (await read() !== expected) return false
-        const tmp = join(dirname(file), `.${randomBytes(8).toString('hex')}.holds.tmp`)
-        const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
-        try {
-          writeSync(fd, next)
-          fsyncSync(fd)
-        } finally {
-          closeSync(fd)
-        }
-        await rename(tmp, file).catch(async (err: unknown) => { await unlink(tmp).catch(() => {}); throw err })
+        writePrivate(file, next)
         syncDir(dirname(file))
         return true
       } finally {

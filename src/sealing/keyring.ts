@@ -19,6 +19,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
+import { syncDir, writePrivate, writtenTemp } from '../files/private-file.js'
 import { encodeIdentity, identityOf, newIdentity, openHeader, parseIdentity, SealedIntegrityError, type Identity, type OpenedHeader } from './age.js'
 import { NAME_KEY_BYTES } from './names.js'
 import { validPeriod, type PeriodUnit } from './period.js'
@@ -75,34 +76,6 @@ function identityInFile (file: string): Identity {
   }
 }
 
-/** Writes a 0600 file whole (temporary name, fsync, rename): a crash leaves the old one or the new one. */
-function writePrivate (file: string, text: string): void {
-  renameSync(writtenTemp(file, text), file)
-}
-
-/** A new 0600 file beside `file`, under a temporary name, holding text, synced: its name. */
-function writtenTemp (file: string, text: string): string {
-  const tmp = tempNameOf(file)
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600)
-  try {
-    writeSync(fd, text)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  return tmp
-}
-
-/** fsync a directory, so that the names made or removed in it last. */
-export function syncDir (dir: string): void {
-  const fd = openSync(dir, constants.O_RDONLY)
-  try { fsyncSync(fd) } finally { closeSync(fd) }
-}
-
-/** A temporary name beside a file: random, so two processes (two containers may share a pid) never meet on one. */
-function tempNameOf (file: string): string {
-  return `${file}.${randomBytes(8).toString('hex')}.tmp`
-}
 
 /**
  * Makes a 0600 file whole under a name that must not exist yet (temporary

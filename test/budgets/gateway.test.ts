@@ -8,12 +8,9 @@
 // limits.perSubject budget by budget; budgets with workers or state.redis
 // are refused.
 import t, { type Test } from 'tap'
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
-import { connect as http2Connect, type ClientHttp2Session } from 'node:http2'
-import { readFileSync } from 'node:fs'
 import { ConfigError, loadConfig } from '../../src/config/load.js'
 import { RECORDING, bearer, post, scrape, startStubNas, startTestGateway, testCerts, type GatewayOverrides, type Response, type StubNas, type TestGateway } from '../helpers/gateway.js'
-import { PROTOCOLS, type Protocol } from '../helpers/protocols.js'
+import { PROTOCOLS, keepAliveClient, type KeepAliveClient } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
 const QUOTA = 'NASGUARD_ERR_QUOTA_EXCEEDED'
@@ -26,64 +23,6 @@ const BUDGET = 25
 /** The i-th distinct recording under /medicall/** (the rule "recordings"). */
 function recording (i: number, prefix = '/medicall'): string {
   return `${prefix}/2016/01/${String(1 + (i % 28)).padStart(2, '0')}/${String(i).padStart(6, '0')}_46701234567.wav`
-}
-
-interface Client {
-  send: (path: string, headers?: Record<string, string>, method?: string) => Promise<Response>
-  close: () => void
-}
-
-/**
- * One keep-alive client per protocol: a few HTTP/1.1 connections reused
- * (an Agent), or one HTTP/2 session for every stream. A fresh TLS
- * handshake per request would make a thousand-recording walk slow.
- */
-function client (t: Test, proto: Protocol, gw: { port: number }): Client {
-  const ca = readFileSync(testCerts().ca)
-  let c: Client
-  if (proto === 'h1') {
-    const agent = new HttpsAgent({ keepAlive: true, maxSockets: 8, ca })
-    c = {
-      send: (path, headers = {}, method = 'GET') => new Promise((resolve, reject) => {
-        const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: gw.port, path, method, headers, agent }, (res) => {
-          const chunks: Buffer[] = []
-          res.on('data', (b: Buffer) => chunks.push(b))
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-          res.on('error', reject)
-        })
-        req.on('error', reject)
-        req.end()
-      }),
-      close: () => agent.destroy()
-    }
-  } else {
-    let session: ClientHttp2Session | undefined
-    const open = (): ClientHttp2Session => {
-      if (session && !session.closed && !session.destroyed) return session
-      session = http2Connect(`https://localhost:${gw.port}`, { ca })
-      session.on('error', () => {})
-      return session
-    }
-    c = {
-      send: (path, headers = {}, method = 'GET') => new Promise((resolve, reject) => {
-        const stream = open().request({ ':method': method, ':path': path, ...headers })
-        const chunks: Buffer[] = []
-        let status = 0
-        let h: Response['headers'] = {}
-        stream.on('response', (rh) => {
-          status = Number(rh[':status'])
-          h = Object.fromEntries(Object.entries(rh).filter(([k]) => !k.startsWith(':'))) as Response['headers']
-        })
-        stream.on('data', (b: Buffer) => chunks.push(b))
-        stream.on('end', () => resolve({ status, headers: h, body: Buffer.concat(chunks) }))
-        stream.on('error', reject)
-        stream.end()
-      }),
-      close: () => session?.close()
-    }
-  }
-  t.teardown(c.close)
-  return c
 }
 
 function json (res: Response): { error?: string } {
@@ -124,7 +63,7 @@ async function records (gw: TestGateway, what: string, n: number, match: (r: Rec
 }
 
 /** Sends `paths` with at most `width` in flight; results in order. */
-async function sendAll (c: Client, paths: string[], headers: Record<string, string>, width: number): Promise<Response[]> {
+async function sendAll (c: KeepAliveClient, paths: string[], headers: Record<string, string>, width: number): Promise<Response[]> {
   const out: Response[] = new Array(paths.length)
   let next = 0
   await Promise.all(Array.from({ length: width }, async () => {
@@ -148,7 +87,7 @@ t.test(`a scraper walking ${WALK} distinct recordings is stopped at recordingsPe
   for (const proto of PROTOCOLS) {
     const subject = `scraper-${proto}`
     const auth = bearer(gw.token({ sub: subject }))
-    const c = client(t, proto, gw)
+    const c = keepAliveClient(t, proto, gw)
     const asked = nas.requests.length
     const paths = Array.from({ length: WALK }, (_, i) => recording(i))
     // The first BUDGET + 1 one after the other, so "the first B" is an order; the rest several at a time.
@@ -180,7 +119,7 @@ t.test('a listener seeking through one recording with 500 Range requests is not 
   const { nas, gw } = await gateway(t, { limits: { perSubject: { recordingsPerHour: BUDGET } } })
   const one = recording(7)
   for (const proto of PROTOCOLS) {
-    const c = client(t, proto, gw)
+    const c = keepAliveClient(t, proto, gw)
     const listener = bearer(gw.token({ sub: `listener-${proto}` }))
     const asked = nas.requests.length
     // Ranges as a seeking <audio> element sends them: open-ended, bounded, from all over the file.
@@ -216,7 +155,7 @@ t.test('windows slide: an hour after each recording its slot frees up, and Retry
   const { nas, gw } = await gateway(t, { limits: { perSubject: { recordingsPerHour: 3 } }, clock: () => now })
   const MIN = 60_000
   for (const proto of PROTOCOLS) {
-    const c = client(t, proto, gw)
+    const c = keepAliveClient(t, proto, gw)
     const auth = bearer(gw.token({ sub: `scraper-${proto}` }))
     const t0 = now
     const at = (ms: number): void => { now = t0 + ms }
@@ -260,7 +199,7 @@ t.test('requestsPerMinute counts every request (HEAD too); bytesPerHour lets res
     ]
   })
   for (const proto of PROTOCOLS) {
-    const c = client(t, proto, gw)
+    const c = keepAliveClient(t, proto, gw)
     const auth = bearer(gw.token({ sub: `player-${proto}` }))
     const one = recording(300)
     const heads = []
@@ -307,7 +246,7 @@ t.test("grants spend their minter's recordingsPerHour; then the minter's own tok
     authExtra: { grants: { secret: GRANT_SECRET, ttlSec: 300 } }
   })
   for (const proto of PROTOCOLS) {
-    const c = client(t, proto, gw)
+    const c = keepAliveClient(t, proto, gw)
     const minter = `minter-${proto}`
     const token = gw.token({ sub: minter })
     const urls: string[] = []
@@ -342,7 +281,7 @@ t.test("a rule's own perSubject overrides limits.perSubject for that rule only, 
     ]
   })
   for (const proto of PROTOCOLS) {
-    const c = client(t, proto, gw)
+    const c = keepAliveClient(t, proto, gw)
     // One subject per rule: a subject's recordings are counted across rules (see the README).
     const m = bearer(gw.token({ sub: `m-${proto}` }))
     const statuses = []

@@ -12,7 +12,12 @@ export const SECRET = 'test-secret-that-is-at-least-32-bytes-long!'
 
 export interface Response { status: number, headers: IncomingMessage['headers'], body: Buffer }
 
-export interface RequestOpts { headers?: Record<string, string>, method?: string }
+export interface RequestOpts {
+  headers?: Record<string, string>
+  method?: string
+  /** A client certificate (PEM) to present. */
+  clientCert?: { certPem: string, keyPem: string }
+}
 
 /** Options for one HTTPS request over a fresh TLS connection, trusting the test CA. */
 export function requestOptions (gw: { port: number }, path: string, opts: RequestOpts = {}): RequestOptions {
@@ -24,6 +29,7 @@ export function requestOptions (gw: { port: number }, path: string, opts: Reques
     method: opts.method ?? 'GET',
     headers: opts.headers,
     ca: readFileSync(testCerts().ca),
+    ...(opts.clientCert ? { cert: opts.clientCert.certPem, key: opts.clientCert.keyPem } : {}),
     agent: false
   }
 }

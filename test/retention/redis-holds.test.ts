@@ -12,9 +12,7 @@
 //   fail closed first);
 // - a gateway with another audit key does not trust the document.
 import t, { type Test } from 'tap'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { request as httpsRequest } from 'node:https'
-import { connect as http2Connect } from 'node:http2'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
@@ -23,7 +21,7 @@ import { changeHolds, holdsKeyOf, type Hold } from '../../src/retention/holds.js
 import { holdsKey, redisHoldsStore } from '../../src/retention/holds-redis.js'
 import { DAY_MS } from '../../src/retention/rules.js'
 import { createCa, issueClientCert, type KeyAndCert } from '../../src/tls/certificates.js'
-import { RECORDING, bearer, startStubNas, startTestGateway, testCerts, type Response, type StubNas, type TestGateway } from '../helpers/gateway.js'
+import { RECORDING, bearer, startStubNas, startTestGateway, type Response, type StubNas, type TestGateway } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs, type Protocol } from '../helpers/protocols.js'
 import { startRedis } from '../helpers/redis.js'
 import { waitFor } from '../helpers/wait.js'
@@ -47,32 +45,8 @@ const caFile = join(dir, 'client-ca.crt')
 writeFileSync(caFile, clientCa.certPem)
 
 /** One request with the client certificate (no token) on a fresh connection. */
-function withCert (proto: Protocol, gw: { port: number }, path: string, cert: KeyAndCert = client): Promise<Response> {
-  const ca = readFileSync(testCerts().ca)
-  return new Promise((resolve, reject) => {
-    if (proto === 'h1') {
-      const req = httpsRequest({ host: '127.0.0.1', servername: 'localhost', port: gw.port, path, ca, cert: cert.certPem, key: cert.keyPem, agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
-        res.on('error', reject)
-      })
-      req.on('error', reject)
-      req.end()
-      return
-    }
-    const session = http2Connect(`https://localhost:${gw.port}`, { ca, cert: cert.certPem, key: cert.keyPem })
-    session.on('error', reject)
-    const stream = session.request({ ':method': 'GET', ':path': path })
-    const chunks: Buffer[] = []
-    let status = 0
-    let headers: Response['headers'] = {}
-    stream.on('response', (h) => { status = Number(h[':status']); headers = Object.fromEntries(Object.entries(h).filter(([k]) => !k.startsWith(':'))) as Response['headers'] })
-    stream.on('data', (c: Buffer) => chunks.push(c))
-    stream.on('end', () => { session.close(); resolve({ status, headers, body: Buffer.concat(chunks) }) })
-    stream.on('error', (err) => { session.destroy(); reject(err) })
-    stream.end()
-  })
+async function withCert (proto: Protocol, gw: { port: number }, path: string, cert: KeyAndCert = client): Promise<Response> {
+  return await fetchAs(proto, gw, path, {}, 'GET', cert)
 }
 
 function errorOf (res: Response): unknown {

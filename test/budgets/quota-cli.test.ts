@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { bearer, get, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { runCli } from '../helpers/process.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 
 const ADMIN_TOKEN = 'quota-cli-admin-token-0123456789'
 
@@ -20,8 +21,7 @@ t.test('quota show and reset through the admin listener; a reset is audited', as
   const gw = await startTestGateway(t, nas, { admin: { tokenFile }, limits: { perSubject: { recordingsPerHour: 3 } } })
   const token = gw.token({ sub: 'carol' })
   for (let i = 0; i < 3; i++) t.equal((await get(gw, `/medicall/2026/11/30/${i}.wav`, { headers: bearer(token) })).status, 200, `recording ${i + 1}`)
-  const over = await get(gw, '/medicall/2026/11/30/9.wav', { headers: bearer(token) })
-  t.equal(over.status, 429, 'the fourth distinct recording in the hour')
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, '/medicall/2026/11/30/9.wav', bearer(token))).status, 429, `${proto}: the fourth distinct recording in the hour`)
 
   const adminPort = new URL(gw.adminUrl).port
   const certs = testCerts()
@@ -42,7 +42,7 @@ admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
   const reset = await runCli(['quota', 'reset', '--config', config, '--sub', 'carol'])
   t.equal(reset.status, 0, reset.stderr)
   t.match(gw.auditRecords().find((r) => r.event === 'quota-reset'), { event: 'quota-reset', reason: 'the budgets of subject "carol" were reset' }, 'the reset is in the audit trail')
-  t.equal((await get(gw, '/medicall/2026/11/30/9.wav', { headers: bearer(token) })).status, 200, 'after the reset the subject may fetch again')
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, `/medicall/2026/11/30/${proto}.wav`, bearer(token))).status, 200, `${proto}: after the reset the subject may fetch again`)
 
   // The wrong admin token: refused, nothing reset.
   writeFileSync(tokenFile, 'not-the-admin-token-000000000000\n')

@@ -19,9 +19,10 @@ export function adminCredential (config: Readonly<Config>): string | undefined {
 /** What /metrics serves: one gateway's registry, or the workers' aggregated by the primary. */
 export interface MetricsSource { contentType: string, text: () => Promise<string> }
 
-/** What `nasguard quota show|reset` reach through the admin listener: one gateway's budget book. */
+/** What `nasguard quota show|reset` reach through the admin listener: the gateway's budgets (with workers, one worker's, which are everyone's). */
 export interface QuotaControl {
-  usage: (subject: string) => Record<string, unknown>
+  /** What the subject used, per ledger (as a token's sub, as a certificate's CN). */
+  usage: (subject: string) => Promise<Record<string, unknown>>
   /** Resets the subject's budgets; resolves false when the reset could not be audited (nothing was reset then). */
   reset: (subject: string, operator: string) => Promise<boolean>
 }
@@ -73,14 +74,24 @@ function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedLi
     if (!guard(reply)) return reply
     const sub = subjectOf(request.query)
     if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
-    return { subject: sub, ...quota.usage(sub) }
+    try {
+      return { subject: sub, ...await quota.usage(sub) }
+    } catch (err) {
+      return await reply.code(503).send({ error: 'NASGUARD_ERR_BUDGETS_UNAVAILABLE', message: `the budgets cannot be read: ${(err as Error).message}` })
+    }
   })
   admin.post('/quota/reset', async (request, reply) => {
     if (!guard(reply)) return reply
     const sub = subjectOf(request.query)
     if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
     const operator = String(request.headers['x-nasguard-operator'] ?? 'unknown').slice(0, 64)
-    if (!await quota.reset(sub, operator)) return await reply.code(503).send({ error: 'NASGUARD_ERR_AUDIT_UNAVAILABLE', message: 'the reset could not be audited, so nothing was reset' })
+    let done: boolean
+    try {
+      done = await quota.reset(sub, operator)
+    } catch (err) {
+      return await reply.code(503).send({ error: 'NASGUARD_ERR_BUDGETS_UNAVAILABLE', message: `the reset was audited but the budgets could not be reset: ${(err as Error).message}; run it again` })
+    }
+    if (!done) return await reply.code(503).send({ error: 'NASGUARD_ERR_AUDIT_UNAVAILABLE', message: 'the reset could not be audited, so nothing was reset' })
     return { subject: sub, reset: true }
   })
 }

@@ -14,8 +14,9 @@ import { Authenticator } from './auth/identity.js'
 import { JwksCache } from './auth/keys.js'
 import { revocationsOf } from './gateway/revocations.js'
 import { retentionPartsOf } from './gateway/retention.js'
-import { BudgetBook } from './budgets/book.js'
-import { quotaControl } from './budgets/control.js'
+import { budgetPartsOf } from './gateway/budgets.js'
+import type { BudgetStore } from './budgets/store.js'
+import type { QuotaControl } from './admin.js'
 import { GrantSigner } from './auth/grants.js'
 import { registerGrantsRoute } from './gateway/grants-route.js'
 import { readinessOf } from './gateway/readiness.js'
@@ -63,6 +64,8 @@ export interface Gateway {
   reloadConfig: (next: Readonly<Config>) => ReloadResult
   /** Reads sealing.keyring again (SIGHUP); false when it no longer loads (the one in use stays). */
   reloadKeyring: () => boolean
+  /** `nasguard quota show|reset` as this gateway answers them (a worker's, for the primary's admin listener). */
+  quota: QuotaControl
 }
 
 export interface GatewayOptions {
@@ -76,8 +79,10 @@ export interface GatewayOptions {
   ticketKeys?: Buffer
   /** Serve the admin listener from this gateway (false in workers: the primary serves it). Default true. */
   admin?: boolean
-  /** The clock retention is judged by, ms since the epoch (tests move it). Default Date.now. */
+  /** The clock retention and budgets are judged by, ms since the epoch (tests move it). Default Date.now. */
   clock?: () => number
+  /** Where the budgets are kept, when the caller shares them (a worker: the primary's); else state.redis or this process's memory. */
+  budgets?: BudgetStore
 }
 
 export async function buildGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -100,10 +105,12 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const admission = new Admission({ connections, queueTimeoutMs: config.upstream.queueTimeoutMs, clientFetches: processShare(config, config.limits.clientFetches) })
   metrics.setUpstreamUse({ inUse: () => admission.active, queued: () => admission.waiting })
   const clock = opts.clock ?? Date.now
-  const budgets = new BudgetBook()
-  metrics.setBudgetState(() => budgets.near(0.8, clock()))
-  const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (subject, bytes) => budgets.spend(subject, bytes, clock()))
+  // The budgets' store needs the live settings, which need the deliveries: spent through a late binding.
+  let spend: (ledger: string, bytes: number) => void = () => {}
+  const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (ledger, bytes) => spend(ledger, bytes))
   const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log })
+  const budgets = budgetPartsOf(config, { store: opts.budgets, clock, metrics, records, live: () => live.settings, log: () => log })
+  spend = budgets.spend
   // One record and one line a second per address, however many connections it opens.
   const connectionRefusals = new RefusalTally((address, count) => {
     log.warn({ remoteAddress: address, connections: count }, 'connections over limits.clientConnections closed at accept')
@@ -146,11 +153,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
   const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
-  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: clock, charge: (c, b) => {
-    const verdict = budgets.take(c, b, clock())
-    if (verdict.ok && verdict.fresh) metrics.recordingsCharged.inc()
-    return verdict
-  } }
+  const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: clock, charge: budgets.charge }
   registerGate(app, { gate, authenticator, deliveries, records, bodyDeadlineMs: config.limits.headersTimeoutMs * 3 })
   registerGrantsRoute(app, {
     signer: grants,
@@ -179,9 +182,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     crl: config.tls.clientAuth !== 'off' && Boolean(config.tls.clientCrl)
   })
   const admin = config.admin.enabled && opts.admin !== false
-    ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config), quotaControl(budgets, clock, records))
+    ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config), budgets.quota)
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await budgets.close(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,
@@ -197,6 +200,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       retention.follow(next)
       return result
     },
-    reloadKeyring: () => live.reloadKeyring()
+    reloadKeyring: () => live.reloadKeyring(),
+    quota: budgets.quota
   }
 }

@@ -10,6 +10,9 @@
 //   (prom-client's AggregatorRegistry; expiry and availability take the min).
 // - Readiness: the primary asks every worker; ready only when all are.
 // - Revocation: every worker polls the same denylist file.
+// - Budgets (limits.perSubject): without state.redis, one book in the
+//   primary that every worker asks over IPC (src/budgets/ipc-store.ts); with
+//   it, Redis. `nasguard quota` reaches the primary, which asks a worker.
 // - Playback grants and TLS session tickets: keys made once by the primary
 //   and handed to every worker over IPC, so a grant or a ticket from one
 //   worker is good on the next connection, whichever worker takes it.
@@ -21,7 +24,9 @@ import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import closeWithGrace from 'close-with-grace'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
-import { adminCredential, buildAdmin, type Readiness } from './admin.js'
+import { adminCredential, buildAdmin, type QuotaControl, type Readiness } from './admin.js'
+import { answerBudget, isBudgetRequest, type BudgetReply } from './budgets/ipc-store.js'
+import { LocalBudgets } from './budgets/store.js'
 import { auditKeyFile, grantsSecret, workerCount } from './config/derived.js'
 import { loadAuditKey } from './audit/key.js'
 import { chainName, recordChains } from './audit/chains.js'
@@ -47,9 +52,12 @@ export interface ReadinessReply { nasguard: 'readiness', id: number, result: Rea
 export interface MetricsRequest { nasguard: 'metrics?', id: number }
 export interface MetricsReply { nasguard: 'metrics', id: number, metrics: Array<MetricObjectWithValues<MetricValue<string>>> }
 export interface ShutdownMessage { nasguard: 'shutdown' }
+/** `nasguard quota show|reset` reach the primary's admin listener; a worker answers them (and audits a reset in its chain). */
+export interface QuotaRequest { nasguard: 'quota?', id: number, op: 'usage' | 'reset', subject: string, operator?: string }
+export interface QuotaReply { nasguard: 'quota', id: number, result?: unknown, error?: string }
 /** What a worker sends the primary. */
-export type WorkerReply = ReadyMessage | ReadinessReply | MetricsReply
-type Message = HelloMessage | InitMessage | ReadyMessage | ReadinessRequest | ReadinessReply | MetricsRequest | MetricsReply | ShutdownMessage
+export type WorkerReply = ReadyMessage | ReadinessReply | MetricsReply | QuotaReply
+type Message = HelloMessage | InitMessage | ReadyMessage | ReadinessRequest | ReadinessReply | MetricsRequest | MetricsReply | ShutdownMessage | QuotaRequest | QuotaReply | BudgetReply
 
 export function isMessage (m: unknown): m is Message {
   return typeof m === 'object' && m !== null && typeof (m as { nasguard?: unknown }).nasguard === 'string'
@@ -94,6 +102,13 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   }
   recordChains(config.audit.dir, auditKey, Array.from({ length: count }, (_, i) => chainName(i)))
   const grants = grantsSecret(config) ?? randomBytes(32).toString('hex')
+  // Budgets without Redis: one book here, asked by every worker.
+  if (!config.state.redis) {
+    const book = new LocalBudgets(Date.now)
+    cluster.on('message', (w: Worker, m: unknown) => {
+      if (isBudgetRequest(m)) void answerBudget(book, m, (r) => { send(w, r) })
+    })
+  }
   const ticketKeys = randomBytes(48).toString('base64')
   const restarts = new Map<number, number>()
   // Socket activation: this process holds systemd's sockets (read and unset
@@ -188,23 +203,23 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     throw err
   }
 
-  // Requests to the ready workers, answered by id (readiness, metrics).
+  // Requests to the ready workers, answered by id (readiness, metrics, quota).
   let nextId = 0
-  const pending = new Map<number, (m: ReadinessReply | MetricsReply) => void>()
+  const pending = new Map<number, (m: ReadinessReply | MetricsReply | QuotaReply) => void>()
   cluster.on('message', (_w: Worker, m: unknown) => {
-    if (isMessage(m) && (m.nasguard === 'readiness' || m.nasguard === 'metrics')) pending.get(m.id)?.(m)
+    if (isMessage(m) && (m.nasguard === 'readiness' || m.nasguard === 'metrics' || m.nasguard === 'quota')) pending.get(m.id)?.(m)
   })
-  const ask = <T extends ReadinessReply | MetricsReply>(w: Worker, kind: 'readiness?' | 'metrics?'): Promise<T | undefined> => new Promise((resolve) => {
-    const id = ++nextId
+  const ask = <T extends ReadinessReply | MetricsReply | QuotaReply>(w: Worker, m: ReadinessRequest | MetricsRequest | QuotaRequest): Promise<T | undefined> => new Promise((resolve) => {
+    const id = m.id
     const timer = setTimeout(() => { pending.delete(id); resolve(undefined) }, 3000)
     pending.set(id, (r) => { clearTimeout(timer); pending.delete(id); resolve(r as T) })
-    if (!send(w, { nasguard: kind, id })) { clearTimeout(timer); pending.delete(id); resolve(undefined) }
+    if (!send(w, m)) { clearTimeout(timer); pending.delete(id); resolve(undefined) }
   })
   const live = (): Slot[] => [...slots.values()].filter((s) => s.ready && s.worker.isConnected())
 
   const readiness = async (): Promise<Readiness> => {
     const up = live()
-    const answers = await Promise.all(up.map((s) => ask<ReadinessReply>(s.worker, 'readiness?')))
+    const answers = await Promise.all(up.map((s) => ask<ReadinessReply>(s.worker, { nasguard: 'readiness?', id: ++nextId })))
     const checks: Record<string, string> = { workers: up.length === count ? 'ok' : `${up.length}/${count} running` }
     for (const a of answers) {
       const c = a?.result.checks ?? { worker: 'no answer' }
@@ -217,12 +232,25 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   // aggregation; gauges say how they combine). A worker that restarted
   // starts its counters from zero, which Prometheus reads as a reset.
   const metricsText = async (): Promise<string> => {
-    const replies = await Promise.all(live().map((s) => ask<MetricsReply>(s.worker, 'metrics?')))
+    const replies = await Promise.all(live().map((s) => ask<MetricsReply>(s.worker, { nasguard: 'metrics?', id: ++nextId })))
     return await AggregatorRegistry.aggregate(replies.filter((r): r is MetricsReply => r !== undefined).map((r) => r.metrics)).metrics()
   }
 
+  // `nasguard quota`: asked of one ready worker, whose store is everyone's.
+  const quotaOf = async (op: 'usage' | 'reset', subject: string, operator?: string): Promise<unknown> => {
+    const w = live()[0]
+    if (!w) throw new Error('no worker is running')
+    const r = await ask<QuotaReply>(w.worker, { nasguard: 'quota?', id: ++nextId, op, subject, operator })
+    if (!r) throw new Error('the worker did not answer')
+    if (r.error !== undefined) throw new Error(r.error)
+    return r.result
+  }
+  const quota: QuotaControl = {
+    usage: async (subject) => await quotaOf('usage', subject) as Record<string, unknown>,
+    reset: async (subject, operator) => await quotaOf('reset', subject, operator) as boolean
+  }
   admin = config.admin.enabled
-    ? buildAdmin({ contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE, text: metricsText }, log, readiness, adminCredential(config))
+    ? buildAdmin({ contentType: AggregatorRegistry.PROMETHEUS_CONTENT_TYPE, text: metricsText }, log, readiness, adminCredential(config), quota)
     : null
   let adminUrl: string | null = null
   if (!admin) warnUnusedAdminSocket(sockets, log)

@@ -4,6 +4,7 @@
 import { chainName } from './audit/chains.js'
 import { isMessage, type HelloMessage, type InitMessage, type WorkerReply } from './cluster.js'
 import { createLogger } from './logging.js'
+import { PrimaryBudgets } from './budgets/ipc-store.js'
 import { closeOnSignals, startGateway, type RunningGateway } from './server.js'
 
 function reply (m: WorkerReply): void {
@@ -36,7 +37,9 @@ export async function runWorker (): Promise<void> {
       auditChain: chainName(index),
       grantsSecret: init.grantsSecret,
       ticketKeys: Buffer.from(init.ticketKeys, 'base64'),
-      admin: false
+      admin: false,
+      // Without Redis, the budgets are the primary's: one book for every worker.
+      ...(config.state.redis ? {} : { budgets: new PrimaryBudgets() })
     })
   } catch (err) {
     // The IPC channel would keep this process alive: exit, and the primary sees it.
@@ -52,6 +55,11 @@ export async function runWorker (): Promise<void> {
     } else if (m.nasguard === 'readiness?') {
       const id = m.id
       running.gateway.readiness().then((result) => { reply({ nasguard: 'readiness', id, result }) }, () => {})
+    } else if (m.nasguard === 'quota?') {
+      const { id, op, subject } = m
+      const quota = running.gateway.quota
+      const done = op === 'usage' ? quota.usage(subject) : quota.reset(subject, m.operator ?? 'unknown')
+      done.then((result) => { reply({ nasguard: 'quota', id, result }) }, (err: Error) => { reply({ nasguard: 'quota', id, error: err.message }) })
     } else if (m.nasguard === 'metrics?') {
       const id = m.id
       running.gateway.metrics.registry.getMetricsAsJSON().then((metrics) => { reply({ nasguard: 'metrics', id, metrics }) }, () => {})

@@ -1,6 +1,7 @@
 // `nasguard quota show --sub S` and `nasguard quota reset --sub S`: asked
-// of the running gateway through its admin listener (the budgets live in
-// its memory), with the admin credential from the config.
+// of the running gateway through its admin listener (it knows where the
+// budgets are kept: its memory, its primary's, or Redis), with the admin
+// credential from the config.
 import { userInfo } from 'node:os'
 import { adminCredential } from '../admin.js'
 import type { Config } from '../config/schema.js'
@@ -30,10 +31,13 @@ async function ask (c: Readonly<Config>, method: 'GET' | 'POST', path: string, s
 export async function quotaShow (c: Readonly<Config>, subject: string, json: boolean, out: (s: string) => void): Promise<number> {
   const r = await ask(c, 'GET', '/quota', subject)
   if (json) { out(JSON.stringify(r) + '\n'); return 0 }
-  const used = r.used as Record<string, number>
-  const budgets = r.budgets as Record<string, number | undefined>
   out(`subject ${subject}\n`)
-  for (const [k, v] of Object.entries(used)) out(`  ${k.padEnd(18)} ${String(v).padStart(12)}${budgets[k] === undefined ? '' : ` of ${budgets[k]}`}\n`)
+  for (const [kind, title] of [['token', "as a token's sub (and its grants)"], ['certificate', "as a client certificate's subject"]] as const) {
+    const ledger = r[kind] as { used: Record<string, number>, budgets: Record<string, number | undefined> } | undefined
+    if (!ledger) continue
+    out(`  ${title}\n`)
+    for (const [k, v] of Object.entries(ledger.used)) out(`    ${k.padEnd(18)} ${String(v).padStart(12)}${ledger.budgets[k] === undefined ? '' : ` of ${ledger.budgets[k]}`}\n`)
+  }
   return 0
 }
 

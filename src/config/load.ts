@@ -291,7 +291,6 @@ function semanticProblems (c: Config): ConfigProblem[] {
     }
   })
   problems.push(...retentionProblems(c))
-  problems.push(...budgetProblems(c))
   const names = new Set<string>()
   const trees = new Map<string, number>()
   c.policy.forEach((rule, i) => {
@@ -407,18 +406,4 @@ function retentionProblems (c: Readonly<Config>): ConfigProblem[] {
     if (c.sealing.keyring !== undefined && resolve(d) === resolve(c.sealing.keyring)) problems.push({ key: `sealing.keyBackups[${i}]`, reason: 'is the keyring itself: name the backup copies only' })
   })
   return problems
-}
-
-/**
- * Budgets are kept in each process's memory for now: with workers or
- * several gateways each would allow its own share, N times the budget.
- * Until they are shared, such a config is refused rather than loose.
- */
-function budgetProblems (c: Readonly<Config>): ConfigProblem[] {
-  const set = c.limits.perSubject !== undefined || c.policy.some((r) => r.perSubject !== undefined)
-  if (!set) return []
-  const key = c.limits.perSubject !== undefined ? 'limits.perSubject' : `policy[${c.policy.findIndex((r) => r.perSubject !== undefined)}].perSubject`
-  if (c.workers !== 1) return [{ key, reason: 'budgets are kept per process for now, so with workers each would allow the whole budget: set workers: 1' }]
-  if (c.state.redis) return [{ key, reason: 'budgets are not shared through state.redis yet, so each gateway would allow the whole budget: run one gateway' }]
-  return []
 }

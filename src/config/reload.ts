@@ -10,7 +10,7 @@ import { startProblems } from './preflight.js'
 /** The keys a reload applies without a restart. */
 export const RELOADABLE = [
   'policy', 'files.extensions',
-  'limits.maxPathLength', 'limits.maxRanges', 'limits.maxUploadBytes', 'limits.clientFetches', 'limits.sendTimeoutMs', 'limits.minSendRate', 'limits.drainTimeoutMs',
+  'limits.maxPathLength', 'limits.maxRanges', 'limits.maxUploadBytes', 'limits.clientFetches', 'limits.sendTimeoutMs', 'limits.minSendRate', 'limits.drainTimeoutMs', 'limits.perSubject', 'limits.onStoreError',
   'upstream.queueTimeoutMs', 'sealing', 'retention'
 ] as const
 

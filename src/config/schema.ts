@@ -295,7 +295,9 @@ export const ConfigSchema = Type.Object({
     /** Downloads one client address may have in flight (with workers, each takes its share); more get 429 with Retry-After. Default 64. */
     clientFetches: Type.Integer({ default: 64, minimum: 1, maximum: 1000000 }),
     /** Budgets per subject (a token's sub; a grant counts against who minted it): over one, 429 NASGUARD_ERR_QUOTA_EXCEEDED. Default: none. */
-    perSubject: Type.Optional(BudgetsSchema)
+    perSubject: Type.Optional(BudgetsSchema),
+    /** When the budgets cannot be asked (state.redis down; with workers, the primary not answering): closed refuses budgeted requests with 503 NASGUARD_ERR_BUDGETS_UNAVAILABLE, open lets them through uncounted (counted in nasguard_budget_store_errors_total). Default closed. */
+    onStoreError: Type.Union([Type.Literal('open'), Type.Literal('closed')], { default: 'closed' })
   }, { ...strict, default: {} })
 }, strict)
 

@@ -1,23 +1,31 @@
 // Stage 9, budget (limits.perSubject, and a rule's own perSubject): the
-// request is charged to its subject (a token's sub; a grant's minter; a
-// client certificate's CN) against the budgets of the rule that allowed
-// it, or refused with 429 and when it may try again. A GET charges its
-// recording (distinct recordings: a player's Range requests for one file
-// count once); a HEAD or an upload charges a request only. Not charged for
-// a client that already left.
+// request is charged to its identity's ledger (a token's sub, its grants
+// too; a client certificate's CN, kept apart) against the budgets of the
+// rule that allowed it, or refused with 429 and when it may try again. A
+// GET charges its recording (distinct recordings: a player's Range
+// requests for one file count once); a HEAD or an upload charges a
+// request only. Not charged for a client that already left. The store may
+// answer later (Redis; the primary of workers): the stage then waits.
 import { Errors, type NasguardError } from '../errors.js'
 import { foldName } from '../policy/file-system.js'
-import type { Stage } from './state.js'
+import { ledgerOf } from '../budgets/store.js'
+import type { Verdict } from '../budgets/book.js'
+import type { RequestState, Stage } from './state.js'
 
 export const chargeBudget: Stage = (request, state, ctx) => {
   const budgets = state.rule === undefined ? undefined : ctx.live().budgets.get(state.rule)
   if (!budgets || !state.identity) return
-  const subject = state.identity.subject
+  const ledger = ledgerOf(state.identity)
   // On a NAS that folds names, every spelling of one recording is that one recording.
   const recording = request.method !== 'GET' || state.path === undefined ? undefined : ctx.fileSystem === 'folding' ? foldName(state.path) : state.path
-  const verdict = ctx.charge({ subject, ...(recording !== undefined ? { recording } : {}) }, budgets)
+  const verdict = ctx.charge({ subject: ledger, ...(recording !== undefined ? { recording } : {}) }, budgets)
+  if (verdict instanceof Promise) return verdict.then((v) => { settle(v, ledger, state) })
+  settle(verdict, ledger, state)
+}
+
+function settle (verdict: Verdict, ledger: string, state: RequestState): void {
   if (verdict.ok) {
-    state.charged = subject
+    state.charged = ledger
     return
   }
   state.budget = verdict.budget

@@ -72,7 +72,7 @@ export interface RequestState {
   retention?: { keepMs: number, now: number, holdsUnknown?: true }
   /** The budget that refused it (the budget stage). */
   budget?: Budget
-  /** The subject it was charged to: its bytes are added to that subject's hour when it ends. */
+  /** The ledger it was charged to (src/budgets/store.ts): its bytes are added to that ledger's hour when it ends. */
   charged?: string
   /** Past its retention but held: the cases holding it. */
   held?: string[]
@@ -96,6 +96,8 @@ export interface LiveSettings {
   retention: RetentionRule[]
   /** The budgets per subject of each rule that has any (limits.perSubject under the rule's own). */
   budgets: Map<string, Budgets>
+  /** limits.onStoreError: what a budgeted request gets while the budgets cannot be asked. */
+  budgetStoreError: 'open' | 'closed'
 }
 
 /** What the stages share: the live settings and the gateway's own parts. */
@@ -113,8 +115,8 @@ export interface GateContext {
   holds: () => Promise<HoldsNow>
   /** The clock retention and budgets are judged by, ms since the epoch (tests set it). */
   now: () => number
-  /** Charges a request to its subject's budgets, or says which it would pass (src/budgets/book.ts). */
-  charge: (c: Charge, budgets: Budgets) => Verdict
+  /** Charges a request to its ledger's budgets, or says which it would pass (src/budgets/charger.ts); throws when the budgets cannot be checked and limits.onStoreError is closed. */
+  charge: (c: Charge, budgets: Budgets) => Verdict | Promise<Verdict>
 }
 
 /**

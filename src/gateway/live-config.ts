@@ -21,7 +21,7 @@ import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 const REREAD_MS = 1000
 
 function liveSettings (c: Readonly<Config>): LiveSettings {
-  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs, minSendRate: c.limits.minSendRate, retention: compileRetention(c.retention), budgets: budgetsByRule(c) }
+  return { rules: compileRules(c.policy), extensions: new Set(c.files.extensions), maxPathLength: c.limits.maxPathLength, maxRanges: c.limits.maxRanges, maxUploadBytes: c.limits.maxUploadBytes, sendTimeoutMs: c.limits.sendTimeoutMs, minSendRate: c.limits.minSendRate, retention: compileRetention(c.retention), budgets: budgetsByRule(c), budgetStoreError: c.limits.onStoreError }
 }
 
 export interface LiveParts {

@@ -56,7 +56,8 @@ export class GatewayMetrics {
   readonly quotaExceeded: Counter<'rule' | 'budget'>
   readonly quotaNear: Gauge
   readonly recordingsCharged: Counter
-  private budgetNear: () => number = () => 0
+  readonly budgetStoreErrors: Counter<'outcome'>
+  private budgetNear: () => Promise<number> = async () => 0
   readonly retentionOverdue: Gauge<'what'>
   readonly retentionLastSweep: Gauge
   private retentionStatus: () => RetentionStatus | undefined = () => undefined
@@ -110,6 +111,7 @@ export class GatewayMetrics {
     for (const r of handshakeReasons) this.tlsHandshakeFailures.inc({ reason: r }, 0)
     for (const r of ['stalled', 'too_slow']) this.slowClients.inc({ reason: r }, 0)
     for (const r of ['ok', 'failed']) this.configReloads.inc({ result: r }, 0)
+    for (const o of ['refused', 'allowed', 'spend_lost']) this.budgetStoreErrors.inc({ outcome: o }, 0)
     for (const e of ['access', 'fetch', 'refusal', 'grant']) { this.auditRecords.inc({ event: e }, 0); this.auditFailures.inc({ event: e }, 0) }
   }
 
@@ -119,7 +121,7 @@ export class GatewayMetrics {
   }
 
   /** Where nasguard_quota_subjects_near_limit reads its count at scrape time. */
-  setBudgetState (near: () => number): void {
+  setBudgetState (near: () => Promise<number>): void {
     this.budgetNear = near
   }
 
@@ -312,9 +314,19 @@ export class GatewayMetrics {
     })
     this.quotaNear = new Gauge({
       name: 'nasguard_quota_subjects_near_limit',
-      help: 'Subjects at or above 80% of any of their budgets (a count: never who).',
+      help: 'Subjects at or above 80% of any of their budgets (a count: never who; shared budgets are counted once, so workers report the same count).',
       registers,
-      collect () { this.set(self.budgetNear()) }
+      aggregator: 'max',
+      async collect () {
+        // A store that cannot be asked leaves the last count.
+        try { this.set(await self.budgetNear()) } catch {}
+      }
+    })
+    this.budgetStoreErrors = new Counter({
+      name: 'nasguard_budget_store_errors_total',
+      help: 'Budget checks the store (state.redis; with workers, the primary) could not answer, by outcome: refused (limits.onStoreError closed, 503), allowed (open: passed uncounted), or spend_lost (an ended response\'s bytes not added).',
+      labelNames: ['outcome'],
+      registers
     })
     this.retentionOverdue = new Gauge({
       name: 'nasguard_retention_overdue',

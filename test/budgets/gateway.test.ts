@@ -5,45 +5,24 @@
 // seeking through one recording is not; windows slide (an injected clock);
 // requestsPerMinute counts HEADs, bytesPerHour counts ended responses;
 // grants spend their minter's budget; a rule's own perSubject overrides
-// limits.perSubject budget by budget; budgets with workers or state.redis
-// are refused.
+// limits.perSubject budget by budget; a token and a client certificate of
+// the same name keep separate ledgers. (Shared budgets: shared.test.ts and
+// workers.test.ts.)
 import t, { type Test } from 'tap'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { ConfigError, loadConfig } from '../../src/config/load.js'
+import { createCa, issueClientCert } from '../../src/tls/certificates.js'
 import { RECORDING, bearer, post, scrape, startStubNas, startTestGateway, testCerts, type GatewayOverrides, type Response, type StubNas, type TestGateway } from '../helpers/gateway.js'
-import { PROTOCOLS, keepAliveClient, type KeepAliveClient } from '../helpers/protocols.js'
+import { HOUR_SEC, QUOTA, isQuota, listenerIsNotStopped, recording, retryAfter, scraperIsStopped } from './scenarios.js'
+import { PROTOCOLS, fetchAs, keepAliveClient } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
-const QUOTA = 'NASGUARD_ERR_QUOTA_EXCEEDED'
-const HOUR_SEC = 3600
 const GRANT_SECRET = 'grant-secret-'.padEnd(48, 'x')
 /** Recordings a scraper walks per protocol. */
 const WALK = 1000
 const BUDGET = 25
-
-/** The i-th distinct recording under /medicall/** (the rule "recordings"). */
-function recording (i: number, prefix = '/medicall'): string {
-  return `${prefix}/2016/01/${String(1 + (i % 28)).padStart(2, '0')}/${String(i).padStart(6, '0')}_46701234567.wav`
-}
-
-function json (res: Response): { error?: string } {
-  try {
-    return JSON.parse(res.body.toString()) as { error?: string }
-  } catch {
-    return {}
-  }
-}
-
-/** Retry-After as whole seconds, or NaN. */
-function retryAfter (res: Response): number {
-  const v = String(res.headers['retry-after'] ?? '')
-  return /^\d+$/.test(v) ? Number(v) : NaN
-}
-
-/** A quota refusal: 429, the JSON code, a Retry-After within (0, max]. */
-function isQuota (res: Response, max: number): boolean {
-  const ra = retryAfter(res)
-  return res.status === 429 && json(res).error === QUOTA && /^application\/json/.test(String(res.headers['content-type'])) && ra > 0 && ra <= max
-}
 
 /** nasguard_quota_exceeded_total for that rule and budget (0 when never counted). */
 async function quotaCount (gw: TestGateway, rule: string, budget: string): Promise<number> {
@@ -62,19 +41,6 @@ async function records (gw: TestGateway, what: string, n: number, match: (r: Rec
   })
 }
 
-/** Sends `paths` with at most `width` in flight; results in order. */
-async function sendAll (c: KeepAliveClient, paths: string[], headers: Record<string, string>, width: number): Promise<Response[]> {
-  const out: Response[] = new Array(paths.length)
-  let next = 0
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < paths.length) {
-      const i = next++
-      out[i] = await c.send(paths[i], headers)
-    }
-  }))
-  return out
-}
-
 async function gateway (t: Test, o: GatewayOverrides): Promise<{ nas: StubNas, gw: TestGateway }> {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas, o)
@@ -88,22 +54,7 @@ t.test(`a scraper walking ${WALK} distinct recordings is stopped at recordingsPe
     const subject = `scraper-${proto}`
     const auth = bearer(gw.token({ sub: subject }))
     const c = keepAliveClient(t, proto, gw)
-    const asked = nas.requests.length
-    const paths = Array.from({ length: WALK }, (_, i) => recording(i))
-    // The first BUDGET + 1 one after the other, so "the first B" is an order; the rest several at a time.
-    const first = []
-    for (const p of paths.slice(0, BUDGET + 1)) first.push(await c.send(p, auth))
-    const rest = await sendAll(c, paths.slice(BUDGET + 1), auth, 8)
-    const all = [...first, ...rest]
-    const ok = all.slice(0, BUDGET)
-    t.same(ok.map((r) => r.status), new Array(BUDGET).fill(200), `${proto}: the first ${BUDGET} recordings are served`)
-    t.ok(ok.every((r) => r.body.equals(RECORDING)), `${proto}: with their bodies`)
-    const over = all.slice(BUDGET)
-    const good = over.filter((r) => isQuota(r, HOUR_SEC))
-    t.equal(good.length, WALK - BUDGET, `${proto}: every request from ${BUDGET + 1} on is 429 ${QUOTA} with Retry-After in (0, 3600]`)
-    if (good.length !== over.length) t.comment('first bad answer', over.find((r) => !isQuota(r, HOUR_SEC))?.status, String(over.find((r) => !isQuota(r, HOUR_SEC))?.body))
-    t.equal(nas.requests.length - asked, BUDGET, `${proto}: the NAS was asked exactly ${BUDGET} times`)
-    t.same(nas.requests.slice(asked).map((r) => r.url).sort(), paths.slice(0, BUDGET).sort(), `${proto}: and only for the first ${BUDGET} recordings (never recording ${BUDGET + 1})`)
+    await scraperIsStopped(t, proto, { send: c.send, auth, nas, budget: BUDGET, walk: WALK })
 
     const refusals = await records(gw, `${proto}: the refusal records`, WALK - BUDGET, (r) => r.event === 'refusal' && r.subject === subject)
     t.equal(refusals.length, WALK - BUDGET, `${proto}: one refusal record per 429`)
@@ -121,23 +72,7 @@ t.test('a listener seeking through one recording with 500 Range requests is not 
   for (const proto of PROTOCOLS) {
     const c = keepAliveClient(t, proto, gw)
     const listener = bearer(gw.token({ sub: `listener-${proto}` }))
-    const asked = nas.requests.length
-    // Ranges as a seeking <audio> element sends them: open-ended, bounded, from all over the file.
-    const ranges = Array.from({ length: 500 }, (_, i) => {
-      const start = (i * 7919) % (RECORDING.length - 1)
-      return i % 3 === 0 ? `bytes=${start}-` : `bytes=${start}-${Math.min(start + 1 + (i * 131) % 4096, RECORDING.length - 1)}`
-    })
-    const answers: Response[] = []
-    for (let i = 0; i < ranges.length; i += 5) {
-      answers.push(...await Promise.all(ranges.slice(i, i + 5).map((range) => c.send(one, { ...listener, range }))))
-    }
-    const partial = answers.filter((r, i) => {
-      const m = /^bytes=(\d+)-(\d*)$/.exec(ranges[i]) as RegExpExecArray
-      const end = m[2] === '' ? RECORDING.length - 1 : Number(m[2])
-      return r.status === 206 && r.body.equals(RECORDING.subarray(Number(m[1]), end + 1))
-    })
-    t.equal(partial.length, 500, `${proto}: all 500 Range requests get 206 with their bytes`)
-    t.equal(nas.requests.length - asked, 500, `${proto}: each reached the NAS`)
+    await listenerIsNotStopped(t, proto, { send: c.send, auth: listener, nas, path: one })
 
     // Another subject spends its whole budget: the listener is untouched, and so is the next subject.
     const busy = bearer(gw.token({ sub: `busy-${proto}` }))
@@ -301,7 +236,35 @@ t.test("a rule's own perSubject overrides limits.perSubject for that rule only, 
   t.equal(await quotaCount(gw, 'stockholm', 'recordingsPerHour'), 2)
 })
 
-t.test('config: budgets with workers or state.redis are refused, naming the key', async (t) => {
+t.test('a token whose sub is "CN=alice" and the certificate CN=alice keep separate ledgers', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-ledgers-'))
+  const ca = createCa('nasguard client CA')
+  const alice = issueClientCert(ca, 'alice')
+  const caFile = join(dir, 'client-ca.crt')
+  writeFileSync(caFile, ca.certPem)
+  const { nas, gw } = await gateway(t, {
+    limits: { perSubject: { recordingsPerHour: 2 } },
+    tls: { clientAuth: 'optional', clientCa: caFile },
+    policy: [{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'], certs: ['CN=alice'] }]
+  })
+  for (const proto of PROTOCOLS) {
+    const base = proto === 'h1' ? 800 : 900
+    const token = bearer(gw.token({ sub: 'CN=alice' }))
+    const byToken = []
+    for (let i = 0; i < 3; i++) byToken.push((await fetchAs(proto, gw, recording(base + i), token)).status)
+    t.same(byToken, [200, 200, 429], `${proto}: the token with sub "CN=alice" spends its own 2`)
+    const asked = nas.requests.length
+    const byCert = []
+    for (let i = 0; i < 3; i++) byCert.push((await fetchAs(proto, gw, recording(base + 10 + i), {}, 'GET', alice)).status)
+    t.same(byCert, [200, 200, 429], `${proto}: the certificate CN=alice still has its own 2, and is stopped at them`)
+    t.equal(nas.requests.length - asked, 2, `${proto}: the NAS saw the certificate's two`)
+    // The quota reset of a subject name resets both ledgers.
+    await gw.gateway.quota.reset('CN=alice', 'test')
+  }
+  t.match(await gw.gateway.quota.usage('CN=alice'), { token: { used: { recordingsPerHour: 0 } }, certificate: { used: { recordingsPerHour: 0 } } }, 'a reset empties both ledgers')
+})
+
+t.test('config: budgets load with workers and with state.redis; limits.onStoreError is checked', async (t) => {
   const certs = testCerts()
   const base = (o: Record<string, unknown>): Record<string, unknown> => ({
     tls: { cert: certs.cert, key: certs.key },
@@ -321,17 +284,10 @@ t.test('config: budgets with workers or state.redis are refused, naming the key'
     return []
   }
   const perSubject = { recordingsPerHour: 25 }
-  t.same(problems({ limits: { perSubject } }), [], 'control: budgets with one process load')
-  t.same(problems({ workers: 2 }), [], 'control: workers without budgets load')
-  t.same(problems({ state: { redis: { url: 'redis://127.0.0.1:6379' } } }), [], 'control: state.redis without budgets loads')
-
-  const workers = problems({ workers: 2, limits: { perSubject } })
-  t.equal(workers.length, 1)
-  t.match(workers[0], { key: 'limits.perSubject', reason: /workers/ }, 'workers: 2 with limits.perSubject names limits.perSubject')
-  t.throws(() => loadConfig({ object: base({ workers: 2, limits: { perSubject } }), env: {} }), ConfigError)
-  const redis = problems({ state: { redis: { url: 'redis://127.0.0.1:6379' } }, limits: { perSubject } })
-  t.equal(redis.length, 1)
-  t.match(redis[0], { key: 'limits.perSubject', reason: /state\.redis/ }, 'state.redis with limits.perSubject names limits.perSubject')
-  const rule = problems({ workers: 2, policy: [{ name: 'r', path: '/medicall/**', scopes: ['recordings:read'], perSubject }] })
-  t.match(rule, [{ key: 'policy[0].perSubject', reason: /workers/ }], "a rule's own perSubject with workers names it")
+  t.same(problems({ limits: { perSubject } }), [], 'one process')
+  t.same(problems({ workers: 2, limits: { perSubject } }), [], 'workers: the primary keeps them')
+  t.same(problems({ state: { redis: { url: 'redis://127.0.0.1:6379' } }, limits: { perSubject, onStoreError: 'open' } }), [], 'state.redis, onStoreError open')
+  t.equal(loadConfig({ object: base({ limits: { perSubject } }), env: {} }).limits.onStoreError, 'closed', 'onStoreError is closed by default')
+  t.match(problems({ limits: { perSubject, onStoreError: 'maybe' } }), [{ key: 'limits.onStoreError' }], 'a wrong onStoreError names the key')
+  t.match(problems({ limits: { perSubject: { recordingsPerHour: 0 } } }), [{ key: 'limits.perSubject.recordingsPerHour' }], 'a zero budget names the key')
 })

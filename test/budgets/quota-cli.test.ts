@@ -35,7 +35,7 @@ admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
 `)
   const shown = await runCli(['quota', 'show', '--config', config, '--sub', 'carol', '--json'])
   t.equal(shown.status, 0, shown.stderr)
-  t.match(JSON.parse(shown.stdout), { subject: 'carol', used: { recordingsPerHour: 3, recordingsPerDay: 3 }, budgets: { recordingsPerHour: 3 } })
+  t.match(JSON.parse(shown.stdout), { subject: 'carol', token: { used: { recordingsPerHour: 3, recordingsPerDay: 3 }, budgets: { recordingsPerHour: 3 } }, certificate: { used: { recordingsPerHour: 0 } } })
   const table = await runCli(['quota', 'show', '--config', config, '--sub', 'carol'])
   t.match(table.stdout, /recordingsPerHour\s+3 of 3/)
 

@@ -54,7 +54,8 @@ function context (o: { records?: AuditRecord[], recordOk?: boolean, fileSystem?:
     sendTimeoutMs: 60000,
     minSendRate: 1024,
     retention: [],
-    budgets: new Map()
+    budgets: new Map(),
+    budgetStoreError: 'closed' as const
   }
   return {
     live: () => live,

@@ -1,0 +1,74 @@
+// Where the budgets are kept, one of three ways, one interface:
+//
+// - one process: a BudgetBook in its memory (this file, LocalBudgets);
+// - workers: the primary's book, asked over IPC (src/budgets/ipc-store.ts),
+//   so that N workers allow one budget, not N;
+// - state.redis: Redis, shared by every gateway and worker, one Lua script
+//   per check (src/budgets/redis-store.ts).
+//
+// A ledger is one identity's: a token's subject (its grants too) and a
+// client certificate's subject are kept apart, so a token whose sub is
+// "CN=alice" cannot spend, or be spent by, the certificate CN=alice.
+import type { Identity } from '../auth/identity.js'
+import { BudgetBook, type Budgets, type Charge, type Usage, type Verdict } from './book.js'
+
+export type LedgerKind = 'token' | 'certificate'
+export const LEDGER_KINDS: readonly LedgerKind[] = ['token', 'certificate']
+
+/** The ledger a request is charged to: a grant's is its minter's (a token's, or a certificate's). */
+export function ledgerOf (identity: Identity): string {
+  const g = identity.grantee
+  const certificate = identity.method === 'mtls' || ('basis' in g && 'cert' in g.basis)
+  return ledgerKey(certificate ? 'certificate' : 'token', identity.subject)
+}
+
+export function ledgerKey (kind: LedgerKind, subject: string): string {
+  return `${kind === 'token' ? 't' : 'c'}:${subject}`
+}
+
+/** What one ledger used, and the budgets it was last charged under. */
+export interface LedgerUsage { used: Usage, budgets: Budgets }
+
+export interface BudgetStore {
+  /** Charges the request, or refuses it; rejects when the store cannot be asked (limits.onStoreError decides then). Synchronous in one process. */
+  take: (c: Charge, budgets: Budgets) => Verdict | Promise<Verdict>
+  /** Adds an ended response's bytes to the ledger's hour (a failure is the store's to count). */
+  spend: (ledger: string, bytes: number) => void
+  usage: (ledger: string) => Promise<LedgerUsage>
+  reset: (ledger: string) => Promise<void>
+  /** Ledgers at or above 80% of any budget they were last charged under: a count, never who. */
+  near: () => Promise<number>
+  close: () => Promise<void>
+}
+
+/** The fraction of a budget at which a ledger counts as near it. */
+export const NEAR = 0.8
+
+/** The budgets in this process's memory (one process; the primary of workers). */
+export class LocalBudgets implements BudgetStore {
+  private readonly book = new BudgetBook()
+
+  constructor (private readonly clock: () => number) {}
+
+  take (c: Charge, budgets: Budgets): Verdict {
+    return this.book.take(c, budgets, this.clock())
+  }
+
+  spend (ledger: string, bytes: number): void {
+    this.book.spend(ledger, bytes, this.clock())
+  }
+
+  async usage (ledger: string): Promise<LedgerUsage> {
+    return { used: this.book.usage(ledger, this.clock()), budgets: this.book.budgetsOf(ledger) ?? {} }
+  }
+
+  async reset (ledger: string): Promise<void> {
+    this.book.reset(ledger)
+  }
+
+  async near (): Promise<number> {
+    return this.book.near(NEAR, this.clock())
+  }
+
+  async close (): Promise<void> {}
+}

@@ -1,0 +1,55 @@
+// Where this gateway keeps the budgets (src/budgets/store.ts): Redis when
+// state.redis is set (shared by every gateway and worker), the primary's
+// book when a worker is handed one (workers without Redis), else its own
+// memory. What the gate charges, what ended responses spend, what the
+// near gauge counts and what `nasguard quota` reaches all go to that one
+// store.
+import type { FastifyBaseLogger } from 'fastify'
+import type { QuotaControl } from '../admin.js'
+import type { Budgets, Charge, Verdict } from '../budgets/book.js'
+import { chargerOf } from '../budgets/charger.js'
+import { quotaControl } from '../budgets/control.js'
+import { RedisBudgets } from '../budgets/redis-store.js'
+import { budgetsByRule } from '../budgets/settings.js'
+import { LocalBudgets, type BudgetStore } from '../budgets/store.js'
+import type { Config } from '../config/schema.js'
+import type { LiveSettings } from '../gate/state.js'
+import type { GatewayMetrics } from '../metrics/registry.js'
+import type { Records } from './records.js'
+
+export interface BudgetParts {
+  charge: (c: Charge, budgets: Budgets) => Verdict | Promise<Verdict>
+  spend: (ledger: string, bytes: number) => void
+  quota: QuotaControl
+  close: () => Promise<void>
+}
+
+export interface BudgetPartsOptions {
+  /** A store handed in (a worker's, asking the primary); else Redis or memory as the config says. */
+  store?: BudgetStore
+  clock: () => number
+  metrics: GatewayMetrics
+  records: Records
+  live: () => LiveSettings
+  log: () => FastifyBaseLogger
+}
+
+export function budgetPartsOf (config: Readonly<Config>, o: BudgetPartsOptions): BudgetParts {
+  const store = o.store ?? storeOf(config, o)
+  o.metrics.setBudgetState(async () => await store.near())
+  return {
+    charge: chargerOf(store, o.metrics, () => o.live().budgetStoreError, o.log),
+    spend: (ledger, bytes) => store.spend(ledger, bytes),
+    quota: quotaControl(store, o.clock, o.records),
+    close: async () => await store.close()
+  }
+}
+
+function storeOf (config: Readonly<Config>, o: BudgetPartsOptions): BudgetStore {
+  const redis = config.state.redis
+  if (!redis) return new LocalBudgets(o.clock)
+  const store = new RedisBudgets(redis, { clock: o.clock, onSpendError: () => o.metrics.budgetStoreErrors.inc({ outcome: 'spend_lost' }) })
+  // Connected at once when budgets are set (else on first use, after a reload sets them).
+  if (budgetsByRule(config).size > 0) store.connect().catch(() => {})
+  return store
+}

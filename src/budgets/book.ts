@@ -86,7 +86,7 @@ export class BudgetBook {
     const l = this.ledgers.get(subject)
     if (!l) return { requestsPerMinute: 0, recordingsPerHour: 0, recordingsPerDay: 0, bytesPerHour: 0 }
     prune(l, now)
-    if (l.requests.length === 0 && l.day.size === 0 && l.bytes.length === 0) this.ledgers.delete(subject)
+    if (isEmpty(l)) this.ledgers.delete(subject)
     return { requestsPerMinute: l.requests.length, recordingsPerHour: l.hour.size, recordingsPerDay: l.day.size, bytesPerHour: l.bytes.reduce((a, [, b]) => a + b, 0) }
   }
 
@@ -116,6 +116,8 @@ export class BudgetBook {
       this.ledgers.set(subject, l)
     }
     prune(l, now)
+    // A ledger that emptied is a new one: it forgets the budgets too (as when it is swept).
+    if (isEmpty(l)) l.budgets = {}
     return l
   }
 
@@ -156,6 +158,10 @@ function nthTime (m: Map<string, number>, i: number): number {
 /** A fixed-size key for a recording's path. */
 function digestOf (recording: string): string {
   return createHash('sha256').update(recording).digest('base64url').slice(0, 22)
+}
+
+function isEmpty (l: Ledger): boolean {
+  return l.requests.length === 0 && l.day.size === 0 && l.bytes.length === 0
 }
 
 /** Drops what left every window; a ledger left empty is the caller's to forget. */

@@ -38,6 +38,8 @@ local function prune (k, now)
     redis.call('ZREMRANGEBYSCORE', k .. ':b', '-inf', now - HOUR)
     if redis.call('DECRBY', k .. ':bt', gone) <= 0 then redis.call('DEL', k .. ':bt') end
   end
+  -- A ledger that emptied is a new one: it forgets the budgets too.
+  if redis.call('EXISTS', k .. ':r', k .. ':d', k .. ':b') == 0 then redis.call('DEL', k .. ':m') end
 end
 local function usage (k)
   return { redis.call('ZCARD', k .. ':r'), redis.call('ZCARD', k .. ':h'), redis.call('ZCARD', k .. ':d'), tonumber(redis.call('GET', k .. ':bt') or '0') }
@@ -217,9 +219,11 @@ export class RedisBudgets implements BudgetStore {
     if (bytes <= 0) return
     const d = digest(ledger)
     const member = `${this.idPrefix}${(this.n++).toString(36)}:${bytes}`
-    this.connect()
-      .then(async () => await this.client.budgetSpend(this.prefix + d, this.nearKey, this.opts.clock(), member, bytes, d))
-      .catch((err: Error) => this.opts.onSpendError(err))
+    const now = this.opts.clock()
+    const send = async (): Promise<number> => await this.client.budgetSpend(this.prefix + d, this.nearKey, now, member, bytes, d)
+    // Sent at once on a ready connection, so a check after it sees it (one connection keeps the order).
+    const sent = this.client.status === 'ready' ? send() : this.connect().then(send)
+    sent.catch((err: Error) => this.opts.onSpendError(err))
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {

@@ -1,0 +1,126 @@
+// The budgets kept in Redis (one Lua script per check) answer exactly as
+// the book in memory does: the same random run of charges, spends, resets
+// and clock steps (seconds to hours) is played against both, on a real
+// redis-server, and every verdict (charged, refused, which budget, when it
+// frees up, whether the recording was new), every usage and the near count
+// must be equal. Also: the Redis store refuses (rejects) while Redis is
+// down and answers again once it is back.
+import t from 'tap'
+import { RedisBudgets } from '../../src/budgets/redis-store.js'
+import { LEDGER_KINDS, LocalBudgets, ledgerKey, type BudgetStore } from '../../src/budgets/store.js'
+import type { Budgets } from '../../src/budgets/book.js'
+import { startRedis } from '../helpers/redis.js'
+
+/** A small seeded PRNG (mulberry32): the same run every time, and another seed for another run. */
+function prng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let x = a
+    x = Math.imul(x ^ (x >>> 15), x | 1)
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const LEDGERS = ['alice', 'bob', 'CN=carol', 'dave'].flatMap((s) => LEDGER_KINDS.map((k) => ledgerKey(k, s)))
+// What rules may ask: tight budgets, so that every one of them is hit often.
+const BUDGET_SETS: Budgets[] = [
+  { recordingsPerHour: 4 },
+  { recordingsPerHour: 6, recordingsPerDay: 9, requestsPerMinute: 12 },
+  { requestsPerMinute: 5 },
+  { bytesPerHour: 50_000 },
+  { recordingsPerDay: 7, bytesPerHour: 120_000 },
+  { recordingsPerHour: 3, requestsPerMinute: 30, bytesPerHour: 80_000 }
+]
+
+t.test('Redis and the book in memory give the same verdicts, usage and near count over a random run', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  for (const seed of [1, 2, 3]) {
+    const rand = prng(seed)
+    let now = Date.UTC(2026, 10, 30, 8, 0, 0)
+    const clock = (): number => now
+    const local = new LocalBudgets(clock)
+    const shared: BudgetStore = new RedisBudgets({ url: redis.url, keyPrefix: `diff${seed}:`, timeoutMs: 5000 }, { clock, onSpendError: (err) => { throw err } })
+    t.teardown(async () => await shared.close())
+    const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]
+    let mismatches = 0
+    const tally = { charged: 0, refused: new Map<string, number>(), spends: 0, resets: 0, steps: 0 }
+    const same = (what: string, a: unknown, b: unknown): void => {
+      if (canon(a) === canon(b)) return
+      if (++mismatches <= 5) t.fail(`seed ${seed}: ${what}: memory ${JSON.stringify(a)}, Redis ${JSON.stringify(b)}`)
+    }
+    for (let op = 0; op < 2500; op++) {
+      const r = rand()
+      if (r < 0.12) {
+        // Time passes: mostly seconds, sometimes minutes, now and then hours.
+        const u = rand()
+        now += u < 0.7 ? Math.floor(rand() * 5_000) : u < 0.95 ? Math.floor(rand() * 600_000) : Math.floor(rand() * 7_200_000)
+        tally.steps++
+      } else if (r < 0.8) {
+        const charge = { subject: pick(LEDGERS), ...(rand() < 0.85 ? { recording: `/medicall/2016/01/01/${Math.floor(rand() * 30)}_4670.wav` } : {}) }
+        const budgets = pick(BUDGET_SETS)
+        const a = await local.take(charge, budgets)
+        const b = await shared.take(charge, budgets)
+        same(`take #${op} ${JSON.stringify(charge)} under ${JSON.stringify(budgets)}`, a, b)
+        if (a.ok) tally.charged++
+        else tally.refused.set(a.budget, (tally.refused.get(a.budget) ?? 0) + 1)
+      } else if (r < 0.95) {
+        const ledger = pick(LEDGERS)
+        const bytes = 1 + Math.floor(rand() * 30_000)
+        local.spend(ledger, bytes)
+        shared.spend(ledger, bytes)
+        tally.spends++
+      } else if (r < 0.96) {
+        const ledger = pick(LEDGERS)
+        await local.reset(ledger)
+        await shared.reset(ledger)
+        tally.resets++
+      } else {
+        for (const ledger of LEDGERS) same(`usage of ${ledger} at #${op}`, await local.usage(ledger), await shared.usage(ledger))
+        same(`near at #${op}`, await local.near(), await shared.near())
+      }
+    }
+    t.equal(mismatches, 0, `seed ${seed}: every verdict, usage and near count agree (${tally.charged} charged, refused ${JSON.stringify(Object.fromEntries(tally.refused))}, ${tally.spends} spends, ${tally.resets} resets, ${tally.steps} clock steps)`)
+    // The run must have met every budget, or it proved little.
+    t.same([...tally.refused.keys()].sort(), ['bytesPerHour', 'recordingsPerDay', 'recordingsPerHour', 'requestsPerMinute'], `seed ${seed}: every budget refused something`)
+  }
+})
+
+t.test('while Redis is down the store rejects; once it is back it answers again', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  let now = Date.UTC(2026, 10, 30, 8, 0, 0)
+  const lost: Error[] = []
+  const store = new RedisBudgets({ url: redis.url, keyPrefix: 'down:', timeoutMs: 1000 }, { clock: () => now, onSpendError: (err) => lost.push(err) })
+  t.teardown(async () => await store.close())
+  const budgets = { recordingsPerHour: 2 }
+  t.same(await store.take({ subject: 't:x', recording: '/a.wav' }, budgets), { ok: true, fresh: true })
+  await redis.stop()
+  await t.rejects(async () => await store.take({ subject: 't:x', recording: '/b.wav' }, budgets), 'a check while Redis is down rejects')
+  store.spend('t:x', 100)
+  await t.resolves(async () => await new Promise<void>((resolve) => { const i = setInterval(() => { if (lost.length > 0) { clearInterval(i); resolve() } }, 20) }), 'a spend while Redis is down is reported lost')
+  await redis.start()
+  now += 1000
+  const back = await waitForOk(async () => await store.take({ subject: 't:x', recording: '/b.wav' }, budgets))
+  t.same(back, { ok: true, fresh: true }, 'after Redis is back (AOF kept the first charge), the second recording is charged')
+  t.match(await store.take({ subject: 't:x', recording: '/c.wav' }, budgets), { ok: false, budget: 'recordingsPerHour' }, 'and a third is refused: the first charge survived the restart')
+})
+
+/** JSON with every object's keys sorted: equal values, equal text. */
+function canon (v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => typeof x === 'object' && x !== null && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([a], [b]) => a < b ? -1 : 1)) : x)
+}
+
+/** Retries fn until it resolves (Redis reconnecting), up to 30 s. */
+async function waitForOk<T> (fn: () => Promise<T>): Promise<T> {
+  let last: unknown
+  for (let i = 0; i < 300; i++) {
+    try {
+      return await fn()
+    } catch (err) {
+      last = err
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  throw last
+}

@@ -3,7 +3,7 @@
 // audit.instance, sharing the JWT secret, the grants secret, the audit
 // key file and one Redis for shared state.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { testCerts } from '../helpers/certs.js'
@@ -25,31 +25,39 @@ export interface GatewayProcess {
   output: () => string
 }
 
-export interface FleetOptions { base: string, nasUrl: string, redisUrl: string, auditKeyFile: string }
+/**
+ * redisUrl: state.redis (none: no shared state); direct: clients connect
+ * themselves, without HAProxy's PROXY header; config: top-level keys whose
+ * lines replace the defaults (workers, limits, ...); adminTokenFile:
+ * the admin listener's credential; batched: audit.durability batched
+ * (for tests about something else than the trail).
+ */
+export interface FleetOptions { base: string, nasUrl: string, redisUrl?: string, auditKeyFile: string, direct?: true, adminTokenFile?: string, batched?: true, config?: Record<string, string> }
 
 /** The config file of one gateway of the fleet. */
 export function gatewayConfig (o: FleetOptions & { name: string, port: number, adminPort: number, auditDir: string }): string {
   const certs = testCerts()
-  return [
+  const lines = new Map<string, string>([
     // HAProxy (send-proxy-v2) connects from 127.0.0.1 and names the client.
-    `listen: { host: 127.0.0.1, port: ${o.port}, proxyProtocol: { trustedProxies: [127.0.0.1] } }`,
-    `tls: { cert: ${JSON.stringify(certs.cert)}, key: ${JSON.stringify(certs.key)} }`,
-    `upstream: { url: "${o.nasUrl}", timeoutMs: 5000 }`,
-    'auth:',
-    `  jwt: { secret: "${JWT_SECRET}" }`,
-    `  grants: { secret: "${GRANTS_SECRET}" }`,
-    'policy:', '  - { name: recordings, path: /medicall/**, scopes: [recordings:read] }',
-    `audit: { dir: ${JSON.stringify(o.auditDir)}, durability: strict, instance: ${o.name}, keyFile: ${JSON.stringify(o.auditKeyFile)} }`,
-    `admin: { host: 127.0.0.1, port: ${o.adminPort} }`,
-    `state: { redis: { url: "${o.redisUrl}" } }`,
-    'log: { level: warn }'
-  ].join('\n') + '\n'
+    ['listen', `listen: { host: 127.0.0.1, port: ${o.port}${o.direct ? '' : ', proxyProtocol: { trustedProxies: [127.0.0.1] }'} }`],
+    ['tls', `tls: { cert: ${JSON.stringify(certs.cert)}, key: ${JSON.stringify(certs.key)} }`],
+    ['upstream', `upstream: { url: "${o.nasUrl}", timeoutMs: 5000 }`],
+    ['auth', `auth:\n  jwt: { secret: "${JWT_SECRET}" }\n  grants: { secret: "${GRANTS_SECRET}" }`],
+    ['policy', 'policy:\n  - { name: recordings, path: /medicall/**, scopes: [recordings:read] }'],
+    ['audit', `audit: { dir: ${JSON.stringify(o.auditDir)}, durability: ${o.batched ? 'batched' : 'strict'}, instance: ${o.name}, keyFile: ${JSON.stringify(o.auditKeyFile)} }`],
+    ['admin', `admin: { host: 127.0.0.1, port: ${o.adminPort}${o.adminTokenFile === undefined ? '' : `, tokenFile: ${JSON.stringify(o.adminTokenFile)}`} }`],
+    ...(o.redisUrl === undefined ? [] : [['state', `state: { redis: { url: "${o.redisUrl}" } }`] as [string, string]]),
+    ['log', 'log: { level: warn }']
+  ])
+  for (const [k, v] of Object.entries(o.config ?? {})) lines.set(k, v)
+  return [...lines.values()].join('\n') + '\n'
 }
 
 /** /readyz's status and body; status 0 and the error when nothing answers. */
-function readyz (port: number): Promise<{ status: number, body: string }> {
+function readyz (port: number, tokenFile?: string): Promise<{ status: number, body: string }> {
   return new Promise((resolve) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/readyz', agent: false }, (res) => {
+    const headers = tokenFile === undefined ? {} : { authorization: `Bearer ${readFileSync(tokenFile, 'utf8').trim()}` }
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/readyz', agent: false, headers }, (res) => {
       let body = ''
       res.on('data', (c: Buffer) => { body += c.toString() })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
@@ -82,7 +90,7 @@ export async function startGateway (t: Teardown, o: FleetOptions & { name: strin
   try {
     await waitFor(`gateway ${o.name} to be ready`, async () => {
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway ${o.name} exited:\n${out}`)
-      last = await readyz(adminPort)
+      last = await readyz(adminPort, o.adminTokenFile)
       return last.status === 200 ? true : undefined
     // A gateway starts in 1-2 s on an idle machine, 5-9 s when it is loaded (load average 11 here).
     }, { intervalMs: 100, tries: 900 })

@@ -120,8 +120,8 @@ export function statusOf (text: string): number {
 }
 
 /** Parses a Prometheus text exposition into { 'name{labels}': value }. */
-export async function scrape (adminUrl: string): Promise<Map<string, number>> {
-  const res = await fetch(adminUrl + '/metrics')
+export async function scrape (adminUrl: string, headers: Record<string, string> = {}): Promise<Map<string, number>> {
+  const res = await fetch(adminUrl + '/metrics', { headers })
   const text = await res.text()
   const out = new Map<string, number>()
   for (const line of text.split('\n')) {

@@ -109,7 +109,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   let spend: (ledger: string, bytes: number) => void = () => {}
   const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (ledger, bytes) => spend(ledger, bytes))
   const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log })
-  const budgets = budgetPartsOf(config, { store: opts.budgets, clock, metrics, records, live: () => live.settings, log: () => log })
+  const budgets = budgetPartsOf(config, { store: opts.budgets, clock, testClock: opts.clock, metrics, records, live: () => live.settings, log: () => log })
   spend = budgets.spend
   // One record and one line a second per address, however many connections it opens.
   const connectionRefusals = new RefusalTally((address, count) => {

@@ -4,6 +4,13 @@
 // within the window, however many Range requests a player sends for it);
 // bytes in the last hour (added when each response ends). Pure: the clock
 // is the caller's. Subjects with nothing left in any window are forgotten.
+//
+// Requests are kept in buckets of a second and bytes in buckets of a
+// minute, each with the time of its latest entry, and a bucket leaves its
+// window with that entry: never early (a budget is never loosened), at
+// most a second (requests) or a minute (bytes) late. So a ledger holds at
+// most 60 of each, however fast its subject sends (src/budgets/redis-store.ts
+// keeps the same buckets).
 import { createHash } from 'node:crypto'
 
 export const BUDGETS = ['requestsPerMinute', 'recordingsPerHour', 'recordingsPerDay', 'bytesPerHour'] as const
@@ -16,9 +23,14 @@ const MINUTE = 60_000
 const HOUR = 3_600_000
 const DAY = 86_400_000
 
+/** [time of its latest entry, how many requests or bytes]; a ledger's are oldest first. */
+type Bucket = [number, number]
+const REQUEST_BUCKET = 1000
+const BYTES_BUCKET = MINUTE
+
 interface Ledger {
-  /** Times of the requests of the last minute, oldest first. */
-  requests: number[]
+  /** The requests of the last minute, in buckets of a second. */
+  requests: Bucket[]
   /**
    * The recordings accessed in the last hour and day (a digest of the
    * path: a fixed size whatever the path), with their last access time,
@@ -27,8 +39,8 @@ interface Ledger {
    */
   hour: Map<string, number>
   day: Map<string, number>
-  /** [time, bytes] of the last hour, oldest first. */
-  bytes: Array<[number, number]>
+  /** The bytes of the last hour, in buckets of a minute. */
+  bytes: Bucket[]
   /** The budgets it was last charged under (a rule may set its own). */
   budgets: Budgets
 }
@@ -62,7 +74,7 @@ export class BudgetBook {
     const key = c.recording === undefined || (budgets.recordingsPerHour === undefined && budgets.recordingsPerDay === undefined) ? undefined : digestOf(c.recording)
     const over = this.overBudget(l, key, budgets, now)
     if (over) return over
-    l.requests.push(now)
+    bump(l.requests, now, REQUEST_BUCKET, 1)
     l.budgets = budgets
     if (key === undefined) return { ok: true }
     const fresh = !l.hour.has(key)
@@ -79,7 +91,7 @@ export class BudgetBook {
   /** Adds a response's bytes (once it ended) to the subject's hour. */
   spend (subject: string, bytes: number, now: number): void {
     if (bytes <= 0) return
-    this.ledger(subject, now).bytes.push([now, bytes])
+    bump(this.ledger(subject, now).bytes, now, BYTES_BUCKET, bytes)
   }
 
   usage (subject: string, now: number): Usage {
@@ -87,7 +99,7 @@ export class BudgetBook {
     if (!l) return { requestsPerMinute: 0, recordingsPerHour: 0, recordingsPerDay: 0, bytesPerHour: 0 }
     prune(l, now)
     if (isEmpty(l)) this.ledgers.delete(subject)
-    return { requestsPerMinute: l.requests.length, recordingsPerHour: l.hour.size, recordingsPerDay: l.day.size, bytesPerHour: l.bytes.reduce((a, [, b]) => a + b, 0) }
+    return { requestsPerMinute: sum(l.requests), recordingsPerHour: l.hour.size, recordingsPerDay: l.day.size, bytesPerHour: sum(l.bytes) }
   }
 
   /** The budgets the subject was last charged under (none: never charged, or forgotten). */
@@ -124,8 +136,8 @@ export class BudgetBook {
   private overBudget (l: Ledger, key: string | undefined, b: Budgets, now: number): Verdict | undefined {
     // When it may come back: never more than the window (a clock stepped back does not make it longer).
     const refuse = (budget: Budget, freeAt: number, window: number): Verdict => ({ ok: false, budget, retryAfterMs: Math.min(window, Math.max(1, freeAt - now)) })
-    if (b.requestsPerMinute !== undefined && l.requests.length >= b.requestsPerMinute) {
-      return refuse('requestsPerMinute', l.requests[l.requests.length - b.requestsPerMinute] + MINUTE, MINUTE)
+    if (b.requestsPerMinute !== undefined && sum(l.requests) >= b.requestsPerMinute) {
+      return refuse('requestsPerMinute', freeAt(l.requests, b.requestsPerMinute, MINUTE, now), MINUTE)
     }
     if (key !== undefined) {
       // A recording already taken within a window costs nothing more there.
@@ -135,17 +147,39 @@ export class BudgetBook {
         return refuse(budget, nthTime(taken, taken.size - cap) + window, window)
       }
     }
-    if (b.bytesPerHour !== undefined) {
-      let total = l.bytes.reduce((a, [, n]) => a + n, 0)
-      if (total >= b.bytesPerHour) {
-        // Until enough of the hour's bytes have aged out.
-        let i = 0
-        while (total >= b.bytesPerHour && i < l.bytes.length) total -= l.bytes[i++][1]
-        return refuse('bytesPerHour', l.bytes[i - 1][0] + HOUR, HOUR)
-      }
+    if (b.bytesPerHour !== undefined && sum(l.bytes) >= b.bytesPerHour) {
+      return refuse('bytesPerHour', freeAt(l.bytes, b.bytesPerHour, HOUR, now), HOUR)
     }
     return undefined
   }
+}
+
+/** Adds n to the bucket `now` falls in (the newest, if it is that bucket's), which now ends at `now`. */
+function bump (buckets: Bucket[], now: number, unit: number, n: number): void {
+  const last = buckets[buckets.length - 1]
+  if (last !== undefined && Math.floor(last[0] / unit) === Math.floor(now / unit)) {
+    last[0] = now
+    last[1] += n
+  } else {
+    buckets.push([now, n])
+  }
+}
+
+function sum (buckets: Bucket[]): number {
+  let n = 0
+  for (const [, k] of buckets) n += k
+  return n
+}
+
+/** When enough of the oldest buckets have left the window for the sum to be under cap. */
+function freeAt (buckets: Bucket[], cap: number, window: number, now: number): number {
+  let total = sum(buckets)
+  let at = now
+  for (let i = 0; total >= cap && i < buckets.length; i++) {
+    total -= buckets[i][1]
+    at = buckets[i][0] + window
+  }
+  return at
 }
 
 /** The time of the i-th entry (0: the oldest). */
@@ -166,7 +200,7 @@ function isEmpty (l: Ledger): boolean {
 
 /** Drops what left every window; a ledger left empty is the caller's to forget. */
 function prune (l: Ledger, now: number): void {
-  while (l.requests.length > 0 && l.requests[0] <= now - MINUTE) l.requests.shift()
+  while (l.requests.length > 0 && l.requests[0][0] <= now - MINUTE) l.requests.shift()
   for (const [m, window] of [[l.hour, HOUR], [l.day, DAY]] as const) {
     for (const [r, t] of m) {
       if (t > now - window) break

@@ -3,7 +3,7 @@
 // budget and not N. Each check is one message and its answer; the primary
 // answers in the order asked, from one thread, so two workers can never
 // both take a subject's last recording.
-import type { Budgets, Charge, Verdict } from './book.js'
+import { BUDGETS, type Budget, type Budgets, type Charge, type Verdict } from './book.js'
 import type { BudgetStore, LedgerUsage } from './store.js'
 
 /** How long a worker waits for the primary's answer before the store counts as failed. */
@@ -24,9 +24,18 @@ export interface Channel {
   onMessage: (fn: (m: unknown) => void) => void
 }
 
-/** A worker's channel to its primary: process.send and its 'message' events. */
+/**
+ * A worker's channel to its primary: process.send and its 'message'
+ * events. send() is false only when there is no primary to send to:
+ * process.send's own false means a full pipe, and the message is still
+ * delivered (the answer's timeout covers a primary that is slow).
+ */
 export const PROCESS_CHANNEL: Channel = {
-  send: (m) => process.connected && process.send !== undefined && process.send(m, undefined, {}, () => {}),
+  send: (m) => {
+    if (!process.connected || process.send === undefined) return false
+    process.send(m, undefined, {}, () => {})
+    return true
+  },
   onMessage: (fn) => { process.on('message', fn) }
 }
 
@@ -100,8 +109,27 @@ export class PrimaryBudgets implements BudgetStore {
   }
 }
 
+const isCount = (n: unknown, max = Number.MAX_SAFE_INTEGER): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 && n <= max
+const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= 1024
+
+/** Whether a worker's request is one the primary may act on: names and counts of the sizes the gateway makes (a buggy worker must not corrupt the book). */
+function wellFormed (m: BudgetRequest): boolean {
+  if (m.op === 'take') {
+    const b = m.budgets as Record<string, unknown> | null
+    return typeof m.charge === 'object' && m.charge !== null && isName(m.charge.subject) && (m.charge.recording === undefined || isName(m.charge.recording)) &&
+      typeof b === 'object' && b !== null && Object.entries(b).every(([k, v]) => BUDGETS.includes(k as Budget) && isCount(v))
+  }
+  if (m.op === 'spend') return isName(m.ledger) && isCount(m.bytes)
+  if (m.op === 'usage' || m.op === 'reset') return isName(m.ledger)
+  return m.op === 'near'
+}
+
 /** The primary's side: answers one worker's request from its own store (a spend is not answered). */
 export async function answerBudget (store: BudgetStore, m: BudgetRequest, reply: (r: BudgetReply) => void): Promise<void> {
+  if (!wellFormed(m)) {
+    if (m.op !== 'spend') reply({ nasguard: 'budget-reply', id: m.id, error: 'a malformed budget request' })
+    return
+  }
   try {
     let result: unknown = null
     if (m.op === 'take') result = await store.take(m.charge, m.budgets)

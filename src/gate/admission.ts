@@ -1,4 +1,4 @@
-// Stage 10, admission: a NAS connection within the client's share, or
+// Stage 9, admission: a NAS connection within the client's share, or
 // 429 / 503 now, never a hang (src/proxy/admission.ts). A pipelined
 // HTTP/1.1 request first waits for the responses before it: it takes no
 // NAS connection until its response owns the connection.

@@ -32,8 +32,8 @@ export const RECORDING_GATE: readonly NamedStage[] = [
   { name: 'range', run: checkRangeHeader },
   { name: 'retention', run: enforceRetention },
   { name: 'sealing', run: resolveSealing },
-  { name: 'budget', run: chargeBudget, forClient: true },
   { name: 'admission', run: admit, forClient: true },
+  { name: 'budget', run: chargeBudget, forClient: true },
   { name: 'access record', run: recordAccess, forClient: true }
 ]
 

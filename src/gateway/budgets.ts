@@ -9,7 +9,9 @@ import type { QuotaControl } from '../admin.js'
 import type { Budgets, Charge, Verdict } from '../budgets/book.js'
 import { chargerOf } from '../budgets/charger.js'
 import { quotaControl } from '../budgets/control.js'
-import { RedisBudgets } from '../budgets/redis-store.js'
+import { RedisBudgets, budgetsKeyOf } from '../budgets/redis-store.js'
+import { loadAuditKey } from '../audit/key.js'
+import { auditKeyFile } from '../config/derived.js'
 import { budgetsByRule } from '../budgets/settings.js'
 import { LocalBudgets, type BudgetStore } from '../budgets/store.js'
 import type { Config } from '../config/schema.js'
@@ -28,6 +30,8 @@ export interface BudgetPartsOptions {
   /** A store handed in (a worker's, asking the primary); else Redis or memory as the config says. */
   store?: BudgetStore
   clock: () => number
+  /** The clock a test set (GatewayOptions.clock); without one, Redis keeps the budgets by its own. */
+  testClock?: () => number
   metrics: GatewayMetrics
   records: Records
   live: () => LiveSettings
@@ -48,7 +52,7 @@ export function budgetPartsOf (config: Readonly<Config>, o: BudgetPartsOptions):
 function storeOf (config: Readonly<Config>, o: BudgetPartsOptions): BudgetStore {
   const redis = config.state.redis
   if (!redis) return new LocalBudgets(o.clock)
-  const store = new RedisBudgets(redis, { clock: o.clock, onSpendError: () => o.metrics.budgetStoreErrors.inc({ outcome: 'spend_lost' }) })
+  const store = new RedisBudgets(redis, { key: budgetsKeyOf(loadAuditKey(auditKeyFile(config))), ...(o.testClock ? { clock: o.testClock } : {}), onSpendError: () => o.metrics.budgetStoreErrors.inc({ outcome: 'spend_lost' }) })
   // Connected at once when budgets are set (else on first use, after a reload sets them).
   if (budgetsByRule(config).size > 0) store.connect().catch(() => {})
   return store

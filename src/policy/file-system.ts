@@ -18,6 +18,22 @@ export function foldName (name: string): string {
   return name.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC')
 }
 
+/**
+ * The NAS's own case fold, one character to one (as an NTFS upcase table
+ * maps them): two names with one caseKey are one file on a folding NAS.
+ * Narrower than foldName, which may join names the NAS keeps apart
+ * (`ß`/`ss`, compatibility forms): right for counting one file once, where
+ * foldName is right for deciding what a rule covers.
+ */
+export function caseKey (name: string): string {
+  let out = ''
+  for (const c of name) {
+    const u = c.toUpperCase()
+    out += [...u].length === 1 ? u : c
+  }
+  return out
+}
+
 // DOS device names, alone or followed by spaces or an extension (`NUL`,
 // `con.wav`, `nul .wav`): Windows servers open the device, not a file.
 const DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(?:[ .]|$)/i

@@ -49,11 +49,30 @@ t.test('bytes per hour: counted as responses end; refused once the hour holds th
   t.ok(book.take({ subject: 'x', recording: '/a' }, b, T0).ok)
   book.spend('x', 600, T0 + 10)
   t.ok(book.take({ subject: 'x', recording: '/b' }, b, T0 + 20).ok, 'under the budget: a response in flight may pass it')
-  book.spend('x', 700, T0 + 30)
-  t.same(book.take({ subject: 'x', recording: '/c' }, b, T0 + 40), { ok: false, budget: 'bytesPerHour', retryAfterMs: 10 + HOUR - 40 }, 'over it: until the first 600 bytes leave the hour')
+  book.spend('x', 700, T0 + 2 * MIN)
+  t.same(book.take({ subject: 'x', recording: '/c' }, b, T0 + 2 * MIN + 40), { ok: false, budget: 'bytesPerHour', retryAfterMs: 10 + HOUR - 2 * MIN - 40 }, 'over it: until the first 600 bytes leave the hour')
   t.ok(book.take({ subject: 'x', recording: '/c' }, b, T0 + HOUR + 10).ok, 'then 700 are left: it passes')
   book.spend('x', 0, T0 + HOUR + 20)
   t.equal(book.usage('x', T0 + HOUR + 20).bytesPerHour, 700)
+})
+
+t.test('buckets: what falls in one second (requests) or one minute (bytes) leaves the window with the latest of it, never earlier', async (t) => {
+  const book = new BudgetBook()
+  const b = { requestsPerMinute: 2, bytesPerHour: 1000 }
+  t.ok(book.take({ subject: 'q' }, b, T0 + 100).ok)
+  t.ok(book.take({ subject: 'q' }, b, T0 + 900).ok, 'a second request in the same second')
+  t.same(book.take({ subject: 'q' }, b, T0 + MIN + 100), { ok: false, budget: 'requestsPerMinute', retryAfterMs: 800 }, 'the first does not leave alone: both go at the second one\'s time plus 60 s')
+  t.ok(book.take({ subject: 'q' }, b, T0 + MIN + 900).ok, 'then they have')
+  book.spend('q', 600, T0 + 1000)
+  book.spend('q', 600, T0 + 50_000)
+  t.same(book.take({ subject: 'q' }, { bytesPerHour: 1000 }, T0 + HOUR + 1000), { ok: false, budget: 'bytesPerHour', retryAfterMs: 49_000 }, 'bytes of one minute leave the hour together, with the latest')
+  t.ok(book.take({ subject: 'q' }, { bytesPerHour: 1000 }, T0 + HOUR + 50_000).ok)
+  // However fast a subject sends, it holds at most 60 buckets of each.
+  const fast = new BudgetBook()
+  for (let i = 0; i < 100_000; i++) fast.take({ subject: 'f' }, { requestsPerMinute: 1_000_000 }, T0 + i)
+  t.equal(fast.usage('f', T0 + 99_999).requestsPerMinute, 60_000, 'the last minute\'s requests are all counted')
+  const ledger = (fast as unknown as { ledgers: Map<string, { requests: unknown[] }> }).ledgers.get('f')
+  t.ok((ledger?.requests.length ?? 0) <= 61, `in ${ledger?.requests.length} buckets`)
 })
 
 t.test('reset, the near-limit count, and forgetting', async (t) => {

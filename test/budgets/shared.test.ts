@@ -6,6 +6,7 @@
 // default) refuses budgeted requests with 503 and the NAS is not asked;
 // open lets them through, counted. Every case over HTTP/1.1 and HTTP/2.
 import t, { type Test } from 'tap'
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,10 +26,17 @@ const clientCa = createCa('nasguard client CA')
 const agent = issueClientCert(clientCa, 'agent')
 const caFile = join(dir, 'client-ca.crt')
 writeFileSync(caFile, clientCa.certPem)
+const FLEET_KEY = join(dir, 'audit.key')
+writeFileSync(FLEET_KEY, randomBytes(32).toString('hex') + '\n', { mode: 0o600 })
 
 /** Two gateways on one Redis; the rule "recordings" under `budgets`, the rule "open" under none. */
 async function twoGateways (t: Test, redis: TestRedis, nas: StubNas, budgets: Record<string, number>, limits: Record<string, unknown> = {}): Promise<TestGateway[]> {
-  const start = async (instance: string): Promise<TestGateway> => await startTestGateway(t, nas, {
+  return [await oneGateway(t, redis, nas, budgets, limits, 'gw1'), await oneGateway(t, redis, nas, budgets, limits, 'gw2')]
+}
+
+/** A gateway of the fleet: the fleet's audit key (the budgets' digests are keyed by it), unless given another. */
+async function oneGateway (t: Test, redis: TestRedis, nas: StubNas, budgets: Record<string, number>, limits: Record<string, unknown>, instance: string, keyFile = FLEET_KEY): Promise<TestGateway> {
+  return await startTestGateway(t, nas, {
     limits,
     policy: [
       { name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'], certs: ['CN=agent'], perSubject: budgets },
@@ -36,9 +44,8 @@ async function twoGateways (t: Test, redis: TestRedis, nas: StubNas, budgets: Re
     ],
     tls: { clientAuth: 'optional', clientCa: caFile },
     state: { redis: { url: redis.url } },
-    audit: { instance }
+    audit: { instance, keyFile }
   })
-  return [await start('gw1'), await start('gw2')]
 }
 
 /** Keep-alive clients to every gateway, in turn. */
@@ -64,6 +71,17 @@ t.test(`two gateways on one Redis: a scraper walking ${WALK} recordings over bot
   t.equal(await gw1.gateway.quota.reset('scraper-h1', 'test'), true)
   const after = await Promise.all(gateways.map(async (gw, i) => (await keepAliveClient(t, 'h1', gw).send(recording(2000 + i), bearer(gw1.token({ sub: 'scraper-h1' })))).status))
   t.same(after, [200, 200], 'after a reset through gateway 1 the scraper fetches again through both')
+
+  // A gateway with another audit key would keep ledgers of its own (a budget per key): it refuses instead.
+  const stranger = await oneGateway(t, redis, nas, { recordingsPerHour: BUDGET }, {}, 'gw3', join(dir, 'another.key'))
+  const asked = nas.requests.length
+  for (const proto of PROTOCOLS) {
+    const res = await fetchAs(proto, stranger, recording(3000), {}, 'GET', agent)
+    t.equal(res.status, 503, `${proto}: a gateway with another audit key answers 503`)
+    t.equal(json(res).error, UNAVAILABLE, `${proto}: ${UNAVAILABLE}`)
+  }
+  t.equal(nas.requests.length, asked, 'and asks the NAS nothing')
+  t.ok(stranger.logs.some((l) => l.includes('audit.keyFile')), 'its log says to give every gateway the same audit.keyFile')
 })
 
 t.test('Redis down: onStoreError closed refuses budgeted requests with 503 and asks the NAS nothing; open lets them through, counted', async (t) => {

@@ -6,6 +6,7 @@
 // must be equal. Also: the Redis store refuses (rejects) while Redis is
 // down and answers again once it is back.
 import t from 'tap'
+import { randomBytes } from 'node:crypto'
 import { RedisBudgets } from '../../src/budgets/redis-store.js'
 import { LEDGER_KINDS, LocalBudgets, ledgerKey, type BudgetStore } from '../../src/budgets/store.js'
 import type { Budgets } from '../../src/budgets/book.js'
@@ -41,7 +42,7 @@ t.test('Redis and the book in memory give the same verdicts, usage and near coun
     let now = Date.UTC(2026, 10, 30, 8, 0, 0)
     const clock = (): number => now
     const local = new LocalBudgets(clock)
-    const shared: BudgetStore = new RedisBudgets({ url: redis.url, keyPrefix: `diff${seed}:`, timeoutMs: 5000 }, { clock, onSpendError: (err) => { throw err } })
+    const shared: BudgetStore = new RedisBudgets({ url: redis.url, keyPrefix: `diff${seed}:`, timeoutMs: 5000 }, { key: randomBytes(32), clock, onSpendError: (err) => { throw err } })
     t.teardown(async () => await shared.close())
     const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]
     let mismatches = 0
@@ -91,7 +92,7 @@ t.test('while Redis is down the store rejects; once it is back it answers again'
   const redis = await startRedis(t, { init: false })
   let now = Date.UTC(2026, 10, 30, 8, 0, 0)
   const lost: Error[] = []
-  const store = new RedisBudgets({ url: redis.url, keyPrefix: 'down:', timeoutMs: 1000 }, { clock: () => now, onSpendError: (err) => lost.push(err) })
+  const store = new RedisBudgets({ url: redis.url, keyPrefix: 'down:', timeoutMs: 1000 }, { key: randomBytes(32), clock: () => now, onSpendError: (err) => lost.push(err) })
   t.teardown(async () => await store.close())
   const budgets = { recordingsPerHour: 2 }
   t.same(await store.take({ subject: 't:x', recording: '/a.wav' }, budgets), { ok: true, fresh: true })

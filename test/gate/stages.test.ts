@@ -14,6 +14,8 @@ import { authorize } from '../../src/gate/policy.js'
 import { guardFile } from '../../src/gate/file-guard.js'
 import { checkRangeHeader } from '../../src/gate/range.js'
 import { admit } from '../../src/gate/admission.js'
+import { chargeBudget } from '../../src/gate/budget.js'
+import type { Charge } from '../../src/budgets/book.js'
 import { recordAccess } from '../../src/gate/access-record.js'
 import { grantsMethod } from '../../src/gate/grants-method.js'
 import { RECORDING_GATE, runGate } from '../../src/gate/stages.js'
@@ -197,6 +199,30 @@ t.test('admission: waits its turn, takes a NAS connection within the client\'s s
   t.equal(gone.ticket, undefined, 'a client that left while it waited takes no connection')
   first.ticket?.release()
   t.equal(await outcome(() => admit(request(), state(), ctx)), 'passed', 'released: the client may fetch again')
+})
+
+t.test('budget: charged to the identity\'s ledger; on a folding NAS every case spelling of a recording is one recording', async (t) => {
+  const charged = async (url: string, fileSystem: 'posix' | 'folding', identity: Identity = ALICE, method = 'GET'): Promise<Charge | undefined> => {
+    const base = context({ fileSystem })
+    const live = { ...base.live(), budgets: new Map([['recordings', { recordingsPerHour: 5 }]]) }
+    let got: Charge | undefined
+    const ctx: GateContext = { ...base, live: () => live, charge: (c) => { got = c; return { ok: true } } }
+    const s = state({ identity, rule: 'recordings' })
+    canonicalTarget(request({ url, method }), s, ctx)
+    await chargeBudget(request({ url, method }), s, ctx)
+    t.equal(s.charged, got?.subject, 'the state names the ledger charged')
+    return got
+  }
+  t.same(await charged('/medicall/a.wav', 'posix'), { subject: 't:alice', recording: '/medicall/a.wav' })
+  t.same(await charged('/medicall/a.wav', 'posix', { method: 'mtls', subject: 'CN=alice', grantee: { cert: 'CN=alice' } }), { subject: 'c:CN=alice', recording: '/medicall/a.wav' }, 'a certificate has a ledger of its own')
+  t.same(await charged('/medicall/a.wav', 'posix', { method: 'grant', subject: 'CN=alice', grantee: { grantRule: 'recordings', basis: { cert: 'CN=alice' } } }), { subject: 'c:CN=alice', recording: '/medicall/a.wav' }, "a grant minted with a certificate is charged to the certificate's ledger")
+  t.same(await charged('/medicall/a.wav', 'posix', { method: 'grant', subject: 'alice', grantee: { grantRule: 'recordings', basis: { scopes: new Set(['recordings:read']) } } }), { subject: 't:alice', recording: '/medicall/a.wav' }, "a grant minted with a token, to the token's")
+  t.same(await charged('/medicall/a.wav', 'posix', ALICE, 'HEAD'), { subject: 't:alice' }, 'a HEAD charges a request, not a recording')
+  const key = async (url: string, fs: 'posix' | 'folding'): Promise<string | undefined> => (await charged(url, fs))?.recording
+  t.not(await key('/medicall/A.wav', 'posix'), await key('/medicall/a.wav', 'posix'), 'posix: two names, two recordings')
+  t.equal(await key('/MEDICALL/A.WAV', 'folding'), await key('/medicall/a.wav', 'folding'), 'folding: case spellings are one recording')
+  t.equal(await key('/medicall/%C3%89ric.wav', 'folding'), await key('/medicall/%C3%A9ric.wav', 'folding'), 'folding: also beyond ASCII (É and é)')
+  t.not(await key('/medicall/Strau%C3%9F.wav', 'folding'), await key('/medicall/Strauss.wav', 'folding'), 'folding: ß and ss stay two recordings, as they are two files on the NAS')
 })
 
 t.test('access record: on disk first, or 503', async (t) => {

@@ -86,8 +86,8 @@ local function isNear (u, caps)
   end
   return false
 end
-local function mark (nearKey, k, d, now, caps)
-  if isNear(usage(k), caps) then redis.call('ZADD', nearKey, now, d) else redis.call('ZREM', nearKey, d) end
+local function mark (nearKey, k, d, now, caps, u)
+  if isNear(u or usage(k), caps) then redis.call('ZADD', nearKey, now, d) else redis.call('ZREM', nearKey, d) end
 end
 `
 
@@ -98,40 +98,43 @@ const TAKE = PRELUDE + `
 local k, now, rec = KEYS[1], clock(ARGV[1]), ARGV[2]
 local caps = capsOf(ARGV[3])
 prune(k, now)
+local u = usage(k)
 local function refuse (budget, at, window)
   local ms = at - now
   if ms < 1 then ms = 1 end
   if ms > window then ms = window end
   return { 0, budget, ms }
 end
-if caps[1] and sum(k .. ':r') >= caps[1] then return refuse('requestsPerMinute', freeAt(k .. ':r', caps[1], MIN, now), MIN) end
+if caps[1] and u[1] >= caps[1] then return refuse('requestsPerMinute', freeAt(k .. ':r', caps[1], MIN, now), MIN) end
 local keep = rec ~= '' and (caps[2] ~= nil or caps[3] ~= nil)
+local inHour, inDay = false, false
 if keep then
-  local windows = { { ':h', caps[2], HOUR, 'recordingsPerHour' }, { ':d', caps[3], DAY, 'recordingsPerDay' } }
+  inHour = redis.call('ZSCORE', k .. ':h', rec) ~= false
+  inDay = redis.call('ZSCORE', k .. ':d', rec) ~= false
+  local windows = { { ':h', caps[2], HOUR, 'recordingsPerHour', inHour, u[2] }, { ':d', caps[3], DAY, 'recordingsPerDay', inDay, u[3] } }
   for _, w in ipairs(windows) do
-    local key, cap = k .. w[1], w[2]
-    if cap and not redis.call('ZSCORE', key, rec) then
-      local n = redis.call('ZCARD', key)
-      if n >= cap then
-        local e = redis.call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
-        return refuse(w[4], tonumber(e[2]) + w[3], w[3])
-      end
+    local key, cap, n = k .. w[1], w[2], w[6]
+    if cap and not w[5] and n >= cap then
+      local e = redis.call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
+      return refuse(w[4], tonumber(e[2]) + w[3], w[3])
     end
   end
 end
-if caps[4] and sum(k .. ':b') >= caps[4] then return refuse('bytesPerHour', freeAt(k .. ':b', caps[4], HOUR, now), HOUR) end
+if caps[4] and u[4] >= caps[4] then return refuse('bytesPerHour', freeAt(k .. ':b', caps[4], HOUR, now), HOUR) end
 bump(k .. ':r', now, 1000, 1, MIN)
-local fresh = 0
+u[1] = u[1] + 1
 if keep then
-  if not redis.call('ZSCORE', k .. ':h', rec) then fresh = 1 end
   redis.call('ZADD', k .. ':h', now, rec)
   redis.call('PEXPIRE', k .. ':h', HOUR)
   redis.call('ZADD', k .. ':d', now, rec)
   redis.call('PEXPIRE', k .. ':d', DAY)
+  if not inHour then u[2] = u[2] + 1 end
+  if not inDay then u[3] = u[3] + 1 end
 end
 redis.call('SET', k .. ':m', ARGV[3], 'PX', DAY)
-mark(KEYS[2], k, ARGV[4], now, caps)
-return { 1, fresh }
+mark(KEYS[2], k, ARGV[4], now, caps, u)
+if keep and not inHour then return { 1, 1 } end
+return { 1, 0 }
 `
 
 // KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's), bytes, the ledger digest.
@@ -149,6 +152,13 @@ local k, now = KEYS[1], clock(ARGV[1])
 prune(k, now)
 local u = usage(k)
 return { u[1], u[2], u[3], string.format('%.0f', u[4]), redis.call('GET', k .. ':m') or '{}' }
+`
+
+// KEYS: the ledger's key base, the near set. ARGV: the ledger digest.
+const RESET = `
+redis.call('DEL', KEYS[1] .. ':r', KEYS[1] .. ':h', KEYS[1] .. ':d', KEYS[1] .. ':b', KEYS[1] .. ':m')
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
 `
 
 // KEYS: the near set. ARGV: now ('' for Redis's), the key base's prefix, how many to look at.
@@ -175,6 +185,7 @@ interface BudgetCommands {
   budgetSpend: (base: string, near: string, now: Now, bytes: number, d: string) => Promise<number>
   budgetUsage: (base: string, now: Now) => Promise<[number, number, number, string, string]>
   budgetNear: (near: string, now: Now, prefix: string, scan: number) => Promise<number>
+  budgetReset: (base: string, near: string, d: string) => Promise<number>
 }
 
 /** The key of the budgets' digests: derived from the audit key (which every gateway of a fleet shares), apart from its other uses. */
@@ -202,11 +213,13 @@ export class RedisBudgets implements BudgetStore {
   constructor (cfg: RedisConfig, private readonly opts: RedisBudgetsOptions) {
     this.prefix = `${cfg.keyPrefix}{budgets}:`
     this.nearKey = `${this.prefix}near`
-    const client = redisClient(cfg, 'nasguard-budgets')
+    // Checks sent in one turn of the event loop go in one write (each is still its own script).
+    const client = redisClient(cfg, 'nasguard-budgets', true, { enableAutoPipelining: true })
     client.defineCommand('budgetTake', { numberOfKeys: 2, lua: TAKE })
     client.defineCommand('budgetSpend', { numberOfKeys: 2, lua: SPEND })
     client.defineCommand('budgetUsage', { numberOfKeys: 1, lua: USAGE })
     client.defineCommand('budgetNear', { numberOfKeys: 1, lua: NEAR_COUNT })
+    client.defineCommand('budgetReset', { numberOfKeys: 2, lua: RESET })
     // Its errors are the commands' (each rejects): the event only must have a listener.
     client.on('error', () => {})
     this.client = client as Redis & BudgetCommands
@@ -277,8 +290,7 @@ export class RedisBudgets implements BudgetStore {
   async reset (ledger: string): Promise<void> {
     await this.connect()
     const d = this.digest(ledger)
-    const base = this.prefix + d
-    await this.client.multi().del(...['r', 'h', 'd', 'b', 'm'].map((s) => `${base}:${s}`)).zrem(this.nearKey, d).exec()
+    await this.client.budgetReset(this.prefix + d, this.nearKey, d)
   }
 
   async near (): Promise<number> {

@@ -6,12 +6,15 @@
 // What a worker asks within one turn of its event loop goes as one
 // message, answered by one: under load one message carries many checks,
 // so the cost of IPC (a write, a wake-up, a parse on each side) is paid
-// per batch, not per request.
+// per batch, not per request. Ended responses' bytes ride with the next
+// batch (summed per ledger), or go on their own after SPEND_DELAY_MS.
 import { BUDGETS, type Budget, type Budgets, type Charge, type Verdict } from './book.js'
 import type { BudgetStore, LedgerUsage } from './store.js'
 
 /** How long a worker waits for the primary's answer before the store counts as failed. */
 const ANSWER_MS = 2000
+/** The longest an ended response's bytes wait for a batch to ride with, ms. */
+const SPEND_DELAY_MS = 200
 
 export type BudgetOp =
   | { op: 'take', charge: Charge, budgets: Budgets }
@@ -59,6 +62,9 @@ export class PrimaryBudgets implements BudgetStore {
   private next = 0
   private queued: BudgetOp[] = []
   private waiting: Array<Waiting | undefined> = []
+  /** Bytes of ended responses not yet sent, by ledger. */
+  private spends = new Map<string, number>()
+  private spendTimer: NodeJS.Timeout | undefined
   /** Sent batches awaiting their answer: who waits on each operation (undefined: a spend). */
   private readonly pending = new Map<number, { waiting: Array<Waiting | undefined>, timer: NodeJS.Timeout }>()
 
@@ -85,10 +91,16 @@ export class PrimaryBudgets implements BudgetStore {
   }
 
   private flush (): void {
-    const ops = this.queued
-    const waiting = this.waiting
+    // The bytes gathered go first: a check after a response ended sees its bytes.
+    const spent: BudgetOp[] = [...this.spends].map(([ledger, bytes]) => ({ op: 'spend', ledger, bytes }))
+    const ops = [...spent, ...this.queued]
+    const waiting = [...spent.map(() => undefined), ...this.waiting]
+    this.spends = new Map()
+    clearTimeout(this.spendTimer)
+    this.spendTimer = undefined
     this.queued = []
     this.waiting = []
+    if (ops.length === 0) return
     const id = ++this.next
     const fail = (err: Error): void => { for (const w of waiting) w?.reject(err) }
     if (!this.channel.send({ nasguard: 'budget', id, ops })) {
@@ -112,7 +124,11 @@ export class PrimaryBudgets implements BudgetStore {
   }
 
   spend (ledger: string, bytes: number): void {
-    if (bytes > 0) this.queue({ op: 'spend', ledger, bytes })
+    if (bytes <= 0) return
+    this.spends.set(ledger, (this.spends.get(ledger) ?? 0) + bytes)
+    if (this.spendTimer !== undefined) return
+    this.spendTimer = setTimeout(() => { this.flush() }, SPEND_DELAY_MS)
+    this.spendTimer.unref()
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {

@@ -15,6 +15,7 @@ import { JwksCache } from './auth/keys.js'
 import { revocationsOf } from './gateway/revocations.js'
 import { retentionPartsOf } from './gateway/retention.js'
 import { budgetPartsOf } from './gateway/budgets.js'
+import { exposedTokensOf } from './gateway/exposed.js'
 import type { BudgetStore } from './budgets/store.js'
 import type { QuotaControl } from './admin.js'
 import { GrantSigner } from './auth/grants.js'
@@ -128,7 +129,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
     tls = createTlsServer(config, handler as never, {
       ticketKeys: opts.ticketKeys,
-      ...frontDoorHooks({ metrics, log: () => log, record: (r) => records.refusal(r), connectionRefusals, proxyRefusals, hsts })
+      ...frontDoorHooks({ metrics, log: () => log, record: (r) => records.refusal(r), connectionRefusals, proxyRefusals, hsts, exposed: exposedTokensOf(config, { authenticator, revocations, metrics, records, log: () => log }) })
     })
     return tls.server
   }

@@ -247,27 +247,19 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
 
 async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): Promise<number> {
   const { parseTime } = await tokens()
-  const { revocationEntry } = await import('./auth/revocation.js')
-  // "now" is the clock of whatever keeps the revocations: Redis's, when shared.
-  const make = (now: number): RevocationEntry => revocationEntry(c.auth.jwt, o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: o.issuedBefore === 'now' ? now : parseTime(o.issuedBefore) }, now)
+  const { denylistFile, revoke: addTo } = await import('./auth/revoke.js')
   const what = (e: RevocationEntry): string => e.type === 'jti' ? `token ${e.jti}` : `every token and grant of ${e.sub} issued before ${new Date(e.issuedBefore * 1000).toISOString()}`
   const redis = c.state.redis
+  if (!redis) refuseForeignOwner([dirname(denylistFile(c))], 'token revoke')
+  // A damaged denylist is rewritten with what it still holds: say so, as
+  // revocations in the damaged part are lost and may need to be redone.
+  const r = await addTo(c, (now) => o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: o.issuedBefore === 'now' ? now : parseTime(o.issuedBefore) }, (m) => err(`warning: ${m}\n`))
   if (redis) {
-    const { addSharedRevocation } = await import('./auth/shared-revocations.js')
     const { redisAddress } = await import('./state/redis.js')
-    const r = await addSharedRevocation(redis, make, c.auth.jwt.clockToleranceSec)
     out(`revoked ${what(r.entry)}; ${redisAddress(redis)} holds ${r.kept} entr${r.kept === 1 ? 'y' : 'ies'}; published to ${r.heard} gateway connection${r.heard === 1 ? '' : 's'}, which apply it at once (gateways not connected now load it when they reconnect)\n`)
     return 0
   }
-  const { addRevocation } = await import('./auth/revocation.js')
-  const file = c.auth.revocation.file ?? join(c.audit.dir, 'revoked.jsonl')
-  refuseForeignOwner([dirname(file)], 'token revoke')
-  const now = Math.floor(Date.now() / 1000)
-  const entry = make(now)
-  // A damaged denylist is rewritten with what it still holds: say so, as
-  // revocations in the damaged part are lost and may need to be redone.
-  const n = addRevocation(file, entry, now, { warn: (m) => err(`warning: ${m}\n`) })
-  out(`revoked ${what(entry)}; ${file} holds ${n} entr${n === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
+  out(`revoked ${what(r.entry)}; ${r.file} holds ${r.kept} entr${r.kept === 1 ? 'y' : 'ies'}; running gateways apply it within ${c.auth.revocation.pollMs} ms\n`)
   return 0
 }
 

@@ -17,7 +17,7 @@ import { GENESIS, lineHash, open as openLine, seal } from './chain.js'
 import { boundRecord } from './record-bounds.js'
 
 /** seal and rotate: one per run of an operator tool, in the ops chain (src/audit/operator-events.ts); ingest: a recording uploaded through the gateway. */
-export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune' | 'seal' | 'rotate' | 'ingest' | 'hold' | 'erasure' | 'retention-sweep' | 'quota-reset'
+export type AuditEvent = 'access' | 'fetch' | 'refusal' | 'grant' | 'recovery' | 'check' | 'new-key' | 'prune' | 'seal' | 'rotate' | 'ingest' | 'hold' | 'erasure' | 'retention-sweep' | 'quota-reset' | 'token-exposed'
 
 /** What an operator tool's run did (src/audit/record-bounds.ts checks each is a count). */
 export interface RunCounts {

@@ -10,6 +10,7 @@
 // looked at. exp and sub are required; iss, aud, nbf and the longest lifetime
 // are checked; the denylist is checked after every verification.
 import fastifyJwt from '@fastify/jwt'
+import { createVerifier } from 'fast-jwt'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { X509Certificate } from 'node:crypto'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
@@ -105,6 +106,7 @@ export class Authenticator {
   private readonly algorithms: string[]
   /** Verified tokens: exact token string -> claims, until when they may be reused. */
   private readonly verified = new Map<string, { claims: Record<string, unknown>, until: number }>()
+  private bareVerifier: ((token: string) => Promise<Record<string, unknown>>) | undefined
   readonly jwks?: JwksCache
 
   constructor (private readonly config: Readonly<Config>, private readonly deps: AuthenticatorDeps) {
@@ -138,25 +140,30 @@ export class Authenticator {
     throw new Errors.TokenInvalid('no key for this token')
   }
 
-  async register (app: FastifyInstance): Promise<void> {
+  /** What a token must be, beyond its signature: one set of rules for requests and for tokens seen in plain HTTP. */
+  private claimRules (): Record<string, unknown> {
     const jwt = this.config.auth.jwt
+    return {
+      algorithms: this.algorithms,
+      // A configured issuer or audience is required, not just checked when
+      // present: fast-jwt skips the comparison for an absent claim.
+      requiredClaims: ['exp', ...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
+      allowedIss: jwt.issuer,
+      allowedAud: jwt.audience,
+      clockTolerance: jwt.clockToleranceSec * 1000,
+      // Failed verifications are cheap to redo; caching them only helps an
+      // attacker fill memory.
+      errorCacheTTL: 0
+    }
+  }
+
+  async register (app: FastifyInstance): Promise<void> {
     await app.register(fastifyJwt, {
       // The key is chosen from the token's header (alg, kid), so the secret
       // callback needs the complete decoded token.
       decode: { complete: true },
       secret: (_request: FastifyRequest, token: { header?: Record<string, unknown> }) => this.keyFor(token?.header ?? {}),
-      verify: {
-        algorithms: this.algorithms as never,
-        // A configured issuer or audience is required, not just checked when
-        // present: fast-jwt skips the comparison for an absent claim.
-        requiredClaims: ['exp', ...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
-        allowedIss: jwt.issuer,
-        allowedAud: jwt.audience,
-        clockTolerance: jwt.clockToleranceSec * 1000,
-        // Failed verifications are cheap to redo; caching them only helps an
-        // attacker fill memory.
-        errorCacheTTL: 0
-      }
+      verify: this.claimRules()
     } as never)
     if (this.jwks) await this.jwks.prime()
   }
@@ -192,6 +199,18 @@ export class Authenticator {
       const until = Math.min(Date.now() + jwt.cacheTtlSec * 1000, ((claims.exp as number) + jwt.clockToleranceSec) * 1000)
       this.verified.set(token, { claims: Object.freeze(claims), until })
     }
+    return claims
+  }
+
+  /**
+   * A bare token (one seen in plain HTTP, src/auth/exposed.ts) checked as a
+   * request's would be, signature and claims, but not against the
+   * revocations: its claims, or throws.
+   */
+  async verifyToken (token: string): Promise<Record<string, unknown>> {
+    this.bareVerifier ??= createVerifier({ ...this.claimRules(), key: async (decoded: { header?: Record<string, unknown> }) => await this.keyFor(decoded.header ?? {}) } as never) as unknown as (token: string) => Promise<Record<string, unknown>>
+    const claims = await this.bareVerifier(token)
+    this.checkClaims(claims, Math.floor(Date.now() / 1000))
     return claims
   }
 

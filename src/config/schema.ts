@@ -168,7 +168,9 @@ export const ConfigSchema = Type.Object({
       /** The denylist `nasguard token revoke` writes. Default: revoked.jsonl in audit.dir. */
       file: Type.Optional(Type.String({ minLength: 1 })),
       /** How often the gateway looks for new entries, ms. Default 250. */
-      pollMs: Type.Integer({ default: 250, minimum: 50, maximum: 1000 })
+      pollMs: Type.Integer({ default: 250, minimum: 50, maximum: 1000 }),
+      /** A bearer token that verifies, seen in plain HTTP on the TLS port, crossed the network in the clear: revoke it at once (its jti; without one, its subject's tokens issued up to it). Default true. */
+      revokeExposed: Type.Boolean({ default: true })
     }, { ...strict, default: {} }),
     grants: Type.Object({
       /** HMAC key for playback grants (>= 32 bytes), kept apart from the JWT keys. Default: random per start (grants then die with the process). */

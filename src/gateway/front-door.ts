@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { Errors, errorBody } from '../errors.js'
+import { bearerIn } from '../auth/exposed.js'
 import { refusedTarget } from '../audit/record-bounds.js'
 import type { AuditRecord } from '../audit/writer.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
@@ -26,6 +27,8 @@ export interface FrontDoorParts {
   /** listen.proxyProtocol refusals, noted as "<problem> <address>". */
   proxyRefusals: RefusalTally
   hsts: string
+  /** auth.revocation.revokeExposed: revokes a bearer token seen in plain HTTP (src/auth/exposed.ts); resolves whether it did. */
+  exposed?: (token: string, clientIp: string) => Promise<boolean>
 }
 
 export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticketKeys'> {
@@ -34,11 +37,13 @@ export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticket
   metrics.refuse(PROXY_HEADER, 0)
   let started = false
   return {
-    onPlaintext: (socket) => {
+    onPlaintext: (socket, head) => {
       metrics.plaintextOnTls.inc()
       metrics.refuse(Errors.PlaintextOnTlsPort.spec.reason)
       p.log()?.warn({ remoteAddress: socket.remoteAddress }, 'plain HTTP sent to the TLS port: answered 400 and closed')
       p.record({ requestId: randomUUID(), clientIp: socket.remoteAddress ?? '', status: 400, reason: Errors.PlaintextOnTlsPort.spec.code })
+      const token = p.exposed === undefined ? undefined : bearerIn(head)
+      return token === undefined || p.exposed === undefined ? false : p.exposed(token, socket.remoteAddress ?? '')
     },
     onClientConnectionsRefused: (socket) => {
       metrics.refuse(CLIENT_CONNECTIONS)

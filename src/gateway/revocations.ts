@@ -14,6 +14,8 @@ export interface Revocations {
   source: RevocationSource
   /** Starts following changes (once the logger exists: the first state is logged); returns the stop. */
   follow: () => () => Promise<void>
+  /** Takes in a revocation this process just added: the file read again now (Redis: published, applied as it arrives). */
+  refresh: () => Promise<void>
 }
 
 export function revocationsOf (config: Readonly<Config>, log: () => FastifyBaseLogger): Revocations {
@@ -26,7 +28,7 @@ export function revocationsOf (config: Readonly<Config>, log: () => FastifyBaseL
         else log().info({ redis: shared.source }, 'following the shared revocations')
       }
     })
-    return { source: shared, follow: () => shared.start() }
+    return { source: shared, follow: () => shared.start(), refresh: async () => {} }
   }
   const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
   const follow = (): () => Promise<void> => {
@@ -37,5 +39,5 @@ export function revocationsOf (config: Readonly<Config>, log: () => FastifyBaseL
     })
     return async () => { stop() }
   }
-  return { source: denylist, follow }
+  return { source: denylist, follow, refresh: async () => await denylist.reload() }
 }

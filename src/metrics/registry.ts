@@ -65,6 +65,7 @@ export class GatewayMetrics {
   readonly upstreamLatency: Histogram
   readonly upstreamErrors: Counter<'kind'>
   readonly plaintextOnTls: Counter
+  readonly exposedTokens: Counter<'outcome'>
   readonly tlsHandshakeFailures: Counter<'reason'>
   readonly certificateExpiry: Gauge<'cert'>
   readonly tlsReloads: Counter<'result'>
@@ -112,6 +113,7 @@ export class GatewayMetrics {
     for (const r of ['stalled', 'too_slow']) this.slowClients.inc({ reason: r }, 0)
     for (const r of ['ok', 'failed']) this.configReloads.inc({ result: r }, 0)
     for (const o of ['refused', 'allowed', 'spend_lost']) this.budgetStoreErrors.inc({ outcome: o }, 0)
+    for (const o of ['revoked', 'failed']) this.exposedTokens.inc({ outcome: o }, 0)
     for (const e of ['access', 'fetch', 'refusal', 'grant']) { this.auditRecords.inc({ event: e }, 0); this.auditFailures.inc({ event: e }, 0) }
   }
 
@@ -201,6 +203,12 @@ export class GatewayMetrics {
     this.plaintextOnTls = new Counter({
       name: 'nasguard_tls_plaintext_requests_total',
       help: 'Plain HTTP requests sent to the TLS port (answered 400, never proxied).',
+      registers
+    })
+    this.exposedTokens = new Counter({
+      name: 'nasguard_exposed_tokens_total',
+      help: 'Bearer tokens that verified, seen in plain HTTP on the TLS port (sent over the network in the clear), by outcome: revoked, or failed (the revocation could not be added: revoke it by hand).',
+      labelNames: ['outcome'],
       registers
     })
     this.tlsHandshakeFailures = new Counter({

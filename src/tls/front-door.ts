@@ -2,8 +2,10 @@
 // before TLS sees it: a TLS handshake starts with a handshake record (0x16);
 // anything else is a plaintext client (the exposed NAS answered plain HTTP on
 // 443 for years). Such a client gets one 400 line and the connection closes;
-// its request is never parsed, so its headers (Authorization included) are
-// never proxied or logged.
+// its request is never proxied, and its headers are never logged. Its head
+// (up to HEAD_MAX bytes, for at most HEAD_MS) is handed to onPlaintext, which
+// may revoke a bearer token found in it (src/auth/exposed.ts): the answer
+// then says so.
 //
 // Behind a load balancer that passes TLS through (listen.proxyProtocol), a
 // connection from a trusted proxy first carries a PROXY header naming the
@@ -19,7 +21,8 @@ const TLS_HANDSHAKE_RECORD = 0x16
 export interface FrontDoorOptions {
   /** A connection that sends nothing is closed after this. */
   firstByteTimeoutMs: number
-  onPlaintext: (socket: Socket) => void
+  /** A plaintext request and its head (bounded); resolves true when it carried a token that is now revoked. Must not reject. */
+  onPlaintext: (socket: Socket, head: Buffer) => boolean | Promise<boolean>
   /** Whether the connection may be served (per-client caps); a refused one is closed at once. */
   admit: (socket: Socket) => boolean
   onRefused: (socket: Socket) => void
@@ -38,6 +41,10 @@ export interface FrontDoorOptions {
 }
 
 const ANSWER = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.code, message: Errors.PlaintextOnTlsPort.spec.message })
+const ANSWER_REVOKED = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.code, message: `${Errors.PlaintextOnTlsPort.spec.message}. The bearer token it carried crossed the network in the clear and is now revoked: get a new one` })
+/** How much of a plaintext request's head is read, and for how long, looking for a bearer token. */
+const HEAD_MAX = 16384
+const HEAD_MS = 1000
 
 /**
  * Puts the sniffer in front of a TLS server's own connection handling. The
@@ -114,13 +121,54 @@ export function installFrontDoor (server: NetServer, opts: FrontDoorOptions): vo
       return
     }
     socket.on('error', () => { socket.destroy() })
-    opts.onPlaintext(socket)
-    socket.end(ANSWER)
-    // Drain and discard the rest of the request so the client reads the
-    // answer instead of a reset, then make sure the socket goes away.
-    socket.resume()
-    setTimeout(() => socket.destroy(), 2000).unref()
+    readHead(socket, chunk, (head) => {
+      const answer = (revoked: boolean): void => {
+        socket.end(revoked ? ANSWER_REVOKED : ANSWER)
+        // Drain and discard the rest of the request so the client reads the
+        // answer instead of a reset, then make sure the socket goes away.
+        socket.resume()
+        setTimeout(() => socket.destroy(), 2000).unref()
+      }
+      let verdict: boolean | Promise<boolean>
+      try {
+        verdict = opts.onPlaintext(socket, head)
+      } catch {
+        verdict = false
+      }
+      if (verdict instanceof Promise) verdict.then(answer, () => { answer(false) })
+      else answer(verdict)
+    })
   }
+}
+
+/** The head of a plaintext request: up to its blank line, HEAD_MAX bytes, HEAD_MS or its end, whichever comes first. */
+function readHead (socket: Socket, first: Buffer, done: (head: Buffer) => void): void {
+  let head = first
+  let finished = false
+  const finish = (): void => {
+    if (finished) return
+    finished = true
+    clearTimeout(timer)
+    socket.removeListener('data', onData)
+    socket.removeListener('end', finish)
+    socket.removeListener('close', finish)
+    socket.pause()
+    done(head.subarray(0, HEAD_MAX))
+  }
+  const complete = (): boolean => head.length >= HEAD_MAX || head.includes('\r\n\r\n')
+  const onData = (c: Buffer): void => {
+    head = Buffer.concat([head, c])
+    if (complete()) finish()
+  }
+  const timer = setTimeout(finish, HEAD_MS)
+  if (complete()) {
+    finish()
+    return
+  }
+  socket.on('data', onData)
+  socket.once('end', finish)
+  socket.once('close', finish)
+  socket.resume()
 }
 
 /**

@@ -65,7 +65,8 @@ export function loadCertificate (certFile: string, keyFile: string, now = Date.n
 export const HEADER_LIMITS = { bytes: 16 * 1024, fields: 128 } as const
 
 export interface TlsServerHooks {
-  onPlaintext: (socket: Socket) => void
+  /** A plaintext request and its head; resolves true when it carried a token that is now revoked (src/tls/front-door.ts). */
+  onPlaintext: (socket: Socket, head: Buffer) => boolean | Promise<boolean>
   /** A connection closed at accept: its address holds limits.clientConnections already. */
   onClientConnectionsRefused: (socket: Socket) => void
   /**

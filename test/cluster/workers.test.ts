@@ -1,6 +1,7 @@
 // workers: 2 through the real CLI: one listener shared by two processes,
 // and everything they must share shared correctly (audit chains, metrics,
-// grants, session tickets, revocation), a dead worker restarted, and a
+// grants, session tickets, revocation, a token sent in plain HTTP
+// revoked for all), a dead worker restarted, and a
 // removed worker chain reported by `audit verify`.
 import t from 'tap'
 import { spawn } from 'node:child_process'
@@ -12,7 +13,7 @@ import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import { testCerts } from '../helpers/certs.js'
 import { startStubNas } from '../helpers/stub-nas.js'
-import { SECRET, bearer, get, requestOptions, scrape } from '../helpers/gateway-client.js'
+import { SECRET, bearer, get, rawPlain, requestOptions, scrape } from '../helpers/gateway-client.js'
 import { waitFor } from '../helpers/wait.js'
 import { CLI, freePort, runCli } from '../helpers/process.js'
 
@@ -147,6 +148,18 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
     return true
   }, { tries: 100, intervalMs: 50 })
   for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(revoked) })).status, 401, `revoked on connection ${i + 1}`)
+
+  // A valid token sent in plain HTTP to the TLS port is revoked by the worker
+  // that got it, and refused over TLS by every worker (they poll the denylist).
+  const exposed = token({ sub: 'eve' })
+  t.equal((await get({ port }, PATH, { headers: bearer(exposed) })).status, 200)
+  const plain = await rawPlain({ port }, `GET ${PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${exposed}\r\n\r\n`)
+  t.match(plain.text, /is now revoked/, 'the plaintext answer says the token is revoked')
+  await waitFor('the exposed token refused by every worker', async () => {
+    for (let i = 0; i < 4; i++) if ((await get({ port }, PATH, { headers: bearer(exposed) })).status !== 401) return undefined
+    return true
+  }, { tries: 100, intervalMs: 50 })
+  for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(exposed) })).status, 401, `the exposed token is refused on connection ${i + 1}`)
 
   // A worker killed outright is replaced; service goes on.
   process.kill(workers[0], 'SIGKILL')

@@ -21,9 +21,12 @@ const DEV_ONLY = ['tap', 'typescript', 'tsx', 'playwright-core', 'kubernetes-mod
 
 // npm run under `npm test` exports npm_config_* (local_prefix among them:
 // the project nasguard's checkout). A nested npm must not see them, or it
-// acts on the checkout instead of the temporary directory.
+// acts on the checkout instead of the temporary directory. What reaches the
+// registry stays: proxies, and the CAs a proxy that inspects TLS is trusted
+// by (without them npm retries SELF_SIGNED_CERT_IN_CHAIN until it times out).
 const ENV: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) =>
-  ['PATH', 'HOME', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy', 'npm_config_registry', 'npm_config_cache'].includes(k)))
+  ['PATH', 'HOME', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy', 'npm_config_registry', 'npm_config_cache',
+    'NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'npm_config_cafile', 'npm_config_strict_ssl'].includes(k)))
 const NPM_QUIET = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
 
 interface Run { status: number | null, stdout: string, stderr: string, seconds: number }

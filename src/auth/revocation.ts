@@ -371,7 +371,7 @@ export function serializeDenylist (entries: readonly RevocationEntry[]): Buffer 
  */
 export function writeDenylist (file: string, entries: readonly RevocationEntry[]): void {
   makeDir(dirname(file))
-  const unlock = lock(`${file}.lock`)
+  const unlock = lock(`${file}.lock`, 10000)
   try {
     replace(file, entries)
   } finally {
@@ -380,35 +380,59 @@ export function writeDenylist (file: string, entries: readonly RevocationEntry[]
 }
 
 /**
- * Adds an entry (the CLI side). Lapsed entries are dropped, and the file is
- * replaced atomically (write, fsync, rename, fsync the directory), so a
- * gateway never reads half of it. A file that is not a valid denylist is
- * rewritten with the well-formed entries it still holds (what could be lost
- * is lost already; refusing would leave every gateway failing closed), and
- * warn says so.
+ * Adds an entry. Lapsed entries are dropped, an entry for the same token or
+ * subject is merged into it (the later expiry, the later issuedBefore), and
+ * the file is replaced atomically (write, fsync, rename, fsync the
+ * directory), so a gateway never reads half of it. A file that is not a
+ * valid denylist is, for the CLI (salvage, the default), rewritten with the
+ * well-formed entries it still holds (what could be lost is lost already;
+ * refusing would leave every gateway failing closed), and warn says so; a
+ * gateway (salvage: false) never does that: it throws, and the gateways
+ * stay closed until an operator has looked. waitMs: how long to wait for
+ * another writer's lock (0: throw LOCK_HELD at once, for a caller that must
+ * not hold its event loop).
  */
-export function addRevocation (file: string, entry: RevocationEntry, now = Math.floor(Date.now() / 1000), opts: { warn?: (message: string) => void } = {}): number {
+export function addRevocation (file: string, entry: RevocationEntry, now = Math.floor(Date.now() / 1000), opts: { warn?: (message: string) => void, salvage?: boolean, waitMs?: number } = {}): number {
   makeDir(dirname(file))
-  const unlock = lock(`${file}.lock`)
+  const unlock = lock(`${file}.lock`, opts.waitMs ?? 10000)
   try {
     let existing: RevocationEntry[] = []
     try {
       const buf = readFileSync(file)
       const v = runSync(validate(buf, (e) => existing.push(e)))
       if (!v.ok) {
+        if (opts.salvage === false) throw new Error(`${file} is not a valid denylist (${v.problem}): not rewritten; every token is refused until an operator has restored it or run \`nasguard token revoke\``)
         existing = salvage(buf)
         opts.warn?.(`${file} was not a valid denylist (${v.problem}); rewriting it with the ${existing.length} well-formed entr${existing.length === 1 ? 'y' : 'ies'} it held, revocations in the damaged part are lost`)
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
-    const kept = [...existing.filter((e) => e.expiresAt >= now), entry]
+    const key = keyOf(entry)
+    let merged = entry
+    for (const e of existing) if (keyOf(e) === key) merged = mergeEntries(merged, e)
+    const kept = [...existing.filter((e) => e.expiresAt >= now && keyOf(e) !== key), merged]
     replace(file, kept)
     return kept.length
   } finally {
     unlock()
   }
 }
+
+/** What an entry revokes: one token, or one subject's tokens. */
+function keyOf (e: RevocationEntry): string {
+  return e.type === 'jti' ? `jti:${e.jti}` : `sub:${e.sub}`
+}
+
+/** Two entries for the same token or subject, as one (as Redis merges them). */
+function mergeEntries (a: RevocationEntry, b: RevocationEntry): RevocationEntry {
+  const expiresAt = Math.max(a.expiresAt, b.expiresAt)
+  if (a.type === 'sub' && b.type === 'sub') return { ...a, expiresAt, issuedBefore: Math.max(a.issuedBefore, b.issuedBefore) }
+  return { ...a, expiresAt }
+}
+
+/** The message of a lock held by another writer (addRevocation with waitMs 0). */
+export const LOCK_HELD = 'is held by another revocation; try again'
 
 /** The entries of a valid denylist file (none when it does not exist); throws, saying why, when it is not valid. */
 export function denylistEntries (file: string): RevocationEntry[] {
@@ -492,8 +516,8 @@ function syncDir (dir: string): void {
  * An exclusive lock file, so two revocations at once do not lose one
  * another's entries. A lock older than 30 s is a crashed writer's.
  */
-function lock (path: string): () => void {
-  const deadline = Date.now() + 10000
+function lock (path: string, waitMs: number): () => void {
+  const deadline = Date.now() + waitMs
   for (;;) {
     try {
       closeSync(openSync(path, 'wx', 0o600))
@@ -503,7 +527,7 @@ function lock (path: string): () => void {
       try {
         if (Date.now() - statSync(path).mtimeMs > 30000) { unlinkSync(path); continue }
       } catch { continue }
-      if (Date.now() > deadline) throw new Error(`${path} is held by another revocation; try again`)
+      if (Date.now() >= deadline) throw new Error(`${path} ${LOCK_HELD}`)
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
     }
   }

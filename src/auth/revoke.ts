@@ -28,8 +28,9 @@ export function denylistFile (c: Readonly<Config>): string {
 /**
  * Revokes `target(now)`; rejects (saying why) when nothing was revoked.
  * warn: a damaged denylist file was rewritten with what it still held.
+ * file: addRevocation's salvage and waitMs (a gateway: neither).
  */
-export async function revoke (c: Readonly<Config>, target: (now: number) => RevocationTarget, warn?: (message: string) => void): Promise<Revoked> {
+export async function revoke (c: Readonly<Config>, target: (now: number) => RevocationTarget, warn?: (message: string) => void, file: { salvage?: boolean, waitMs?: number } = {}): Promise<Revoked> {
   const make = (now: number): RevocationEntry => revocationEntry(c.auth.jwt, target(now), now)
   const redis = c.state.redis
   if (redis) {
@@ -37,9 +38,9 @@ export async function revoke (c: Readonly<Config>, target: (now: number) => Revo
     const r = await addSharedRevocation(redis, make, c.auth.jwt.clockToleranceSec)
     return { entry: r.entry, kept: r.kept, heard: r.heard }
   }
-  const file = denylistFile(c)
+  const path = denylistFile(c)
   const now = Math.floor(Date.now() / 1000)
   const entry = make(now)
-  const kept = addRevocation(file, entry, now, warn === undefined ? {} : { warn })
-  return { entry, kept, file }
+  const kept = addRevocation(path, entry, now, { ...file, ...(warn === undefined ? {} : { warn }) })
+  return { entry, kept, file: path }
 }

@@ -200,6 +200,12 @@ export class SharedRevocations implements RevocationSource {
   }
 
   /** One published entry: applied now, and kept for a reload in progress. */
+  /** An entry this process added (and published): in force here at once, not only when its message comes back. */
+  adopt (e: RevocationEntry): void {
+    this.set.add(e)
+    this.pending?.push(e)
+  }
+
   private apply (message: string): void {
     let e: RevocationEntry | undefined
     try { e = entryOf(JSON.parse(message)) } catch { e = undefined }

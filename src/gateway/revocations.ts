@@ -6,7 +6,7 @@
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyBaseLogger } from 'fastify'
-import { Denylist, type RevocationSource } from '../auth/revocation.js'
+import { Denylist, type RevocationEntry, type RevocationSource } from '../auth/revocation.js'
 import { SharedRevocations } from '../auth/shared-revocations.js'
 import type { Config } from '../config/schema.js'
 
@@ -14,8 +14,8 @@ export interface Revocations {
   source: RevocationSource
   /** Starts following changes (once the logger exists: the first state is logged); returns the stop. */
   follow: () => () => Promise<void>
-  /** Takes in a revocation this process just added: the file read again now (Redis: published, applied as it arrives). */
-  refresh: () => Promise<void>
+  /** Takes in a revocation this process just added, before it answers: the file read again now; with Redis, applied at once (it is published to the others). */
+  adopt: (entry: RevocationEntry) => Promise<void>
 }
 
 export function revocationsOf (config: Readonly<Config>, log: () => FastifyBaseLogger): Revocations {
@@ -28,7 +28,7 @@ export function revocationsOf (config: Readonly<Config>, log: () => FastifyBaseL
         else log().info({ redis: shared.source }, 'following the shared revocations')
       }
     })
-    return { source: shared, follow: () => shared.start(), refresh: async () => {} }
+    return { source: shared, follow: () => shared.start(), adopt: async (entry) => { shared.adopt(entry) } }
   }
   const denylist = new Denylist(config.auth.revocation.file ?? join(config.audit.dir, 'revoked.jsonl'))
   const follow = (): () => Promise<void> => {
@@ -39,5 +39,5 @@ export function revocationsOf (config: Readonly<Config>, log: () => FastifyBaseL
     })
     return async () => { stop() }
   }
-  return { source: denylist, follow, refresh: async () => await denylist.reload() }
+  return { source: denylist, follow, adopt: async () => await denylist.reload() }
 }

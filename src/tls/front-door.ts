@@ -45,6 +45,8 @@ const ANSWER_REVOKED = rawAnswer(400, { error: Errors.PlaintextOnTlsPort.spec.co
 /** How much of a plaintext request's head is read, and for how long, looking for a bearer token. */
 const HEAD_MAX = 16384
 const HEAD_MS = 1000
+/** The longest a plaintext client waits for its answer while its token is being revoked. */
+const ANSWER_MS = 5000
 
 /**
  * Puts the sniffer in front of a TLS server's own connection handling. The
@@ -121,14 +123,22 @@ export function installFrontDoor (server: NetServer, opts: FrontDoorOptions): vo
       return
     }
     socket.on('error', () => { socket.destroy() })
+    // A client that half-closes after its request (printf ... | nc) still gets the answer.
+    socket.allowHalfOpen = true
     readHead(socket, chunk, (head) => {
+      let answered = false
       const answer = (revoked: boolean): void => {
+        if (answered) return
+        answered = true
+        clearTimeout(deadline)
         socket.end(revoked ? ANSWER_REVOKED : ANSWER)
         // Drain and discard the rest of the request so the client reads the
         // answer instead of a reset, then make sure the socket goes away.
         socket.resume()
         setTimeout(() => socket.destroy(), 2000).unref()
       }
+      // Whatever onPlaintext waits for, the client is answered within ANSWER_MS.
+      const deadline = setTimeout(() => { answer(false) }, ANSWER_MS)
       let verdict: boolean | Promise<boolean>
       try {
         verdict = opts.onPlaintext(socket, head)

@@ -6,10 +6,12 @@
 // a token that is not ours revokes nothing; with revokeExposed off nothing
 // is revoked. The token is never logged or audited (its jti and subject
 // are, in a token-exposed record).
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { connect as netConnect } from 'node:net'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { createSigner } from 'fast-jwt'
+import { denylistEntries } from '../../src/auth/revocation.js'
 import { SECRET, bearer, rawPlain, scrape, startStubNas, startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { startRedis } from '../helpers/redis.js'
@@ -116,4 +118,41 @@ t.test('two gateways on one Redis: a token sent in plain HTTP to one is refused 
   const refused = await waitFor('gateway 2 to refuse it', async () => (await overTls(gw2, token)).every((s) => s === 401) ? true : undefined, { tries: 100, intervalMs: 20 })
   t.ok(refused, 'gateway 2 refuses it over TLS (h1, h2): published through Redis')
   t.same(await overTls(gw1, token), [401, 401], 'and so does gateway 1')
+})
+
+t.test('a replayed token is revoked once; a half-closing client is answered; a damaged denylist is never rewritten by the gateway', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const file = join(gw.auditDir, 'revoked.jsonl')
+  const token = gw.token({ jti: 'replayed' })
+  // The same token on 20 connections, 5 at a time: one entry, one record.
+  for (let i = 0; i < 20; i += 5) {
+    const answers = await Promise.all(Array.from({ length: 5 }, async () => await rawPlain(gw, plain(token))))
+    t.ok(answers.every((a) => REVOKED.test(bodyOf(a.text).message ?? '')), `sends ${i + 1}-${i + 5}: each answer says revoked`)
+  }
+  t.equal(denylistEntries(file).length, 1, 'the denylist holds one entry for it, not 20')
+  t.equal(gw.auditRecords().filter((r) => r.event === 'token-exposed').length, 1, 'one token-exposed record')
+
+  // printf '...' | nc: the request, then FIN at once.
+  const halfClosed = await new Promise<string>((resolve, reject) => {
+    const s = netConnect({ host: '127.0.0.1', port: gw.port }, () => { s.end(plain(gw.token({ jti: 'half-closed' }))) })
+    let text = ''
+    s.on('data', (c: Buffer) => { text += c.toString('latin1') })
+    s.on('close', () => resolve(text))
+    s.on('error', reject)
+  })
+  t.match(bodyOf(halfClosed).message ?? '', REVOKED, 'a client that half-closed after its request is answered, and its token revoked')
+
+  // A damaged denylist: every token request fails closed (503); a token sent in plain HTTP must not make the gateway "repair" it.
+  const revokedBefore = gw.token({ jti: 'revoked-before' })
+  const other = gw.token({ jti: 'exposed-while-damaged' })
+  await rawPlain(gw, plain(revokedBefore))
+  writeFileSync(file, readFileSync(file).subarray(0, 40))
+  await waitFor('the gateway to fail closed on the damaged denylist', async () => (await overTls(gw, gw.token())).every((s) => s === 503) ? true : undefined)
+  const r = await rawPlain(gw, plain(other))
+  t.notMatch(bodyOf(r.text).message ?? '', REVOKED, 'the exposed token is not said revoked')
+  t.equal(readFileSync(file).length, 40, 'the damaged denylist was not rewritten')
+  t.same(await overTls(gw, revokedBefore), [503, 503], 'the token revoked before is still refused (503: closed), not served')
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_exposed_tokens_total{outcome="failed"}'), 1, 'counted as failed')
+  t.ok(gw.logs.some((l) => /could NOT be revoked/.test(l)), 'and logged as an error')
 })

@@ -12,6 +12,7 @@ import type { PeriodKey } from '../sealing/keyring.js'
 import type { HoldsNow } from '../retention/hold-view.js'
 import type { RetentionRule } from '../retention/rules.js'
 import type { Budget, Budgets, Charge, Verdict } from '../budgets/book.js'
+import type { OnStoreError } from '../budgets/charger.js'
 
 /** A request as the gate sees it. */
 export interface GateRequest {
@@ -97,7 +98,7 @@ export interface LiveSettings {
   /** The budgets per subject of each rule that has any (limits.perSubject under the rule's own). */
   budgets: Map<string, Budgets>
   /** limits.onStoreError: what a budgeted request gets while the budgets cannot be asked. */
-  budgetStoreError: 'open' | 'closed'
+  budgetStoreError: OnStoreError
 }
 
 /** What the stages share: the live settings and the gateway's own parts. */

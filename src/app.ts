@@ -29,6 +29,7 @@ import { closer } from './gateway/close.js'
 import { fastifyOptions } from './gateway/fastify-options.js'
 import { LiveConfig } from './gateway/live-config.js'
 import { nasHooks, UPSTREAM_FAILURE_KINDS } from './gateway/nas-hooks.js'
+import { exposureWatchOf, type ExposureWatch } from './gateway/exposure.js'
 import { registerResponses } from './gateway/responses.js'
 import { CLIENT_CONNECTIONS, PROXY_HEADER, frontDoorHooks } from './gateway/front-door.js'
 import type { GateContext, RequestState } from './gate/state.js'
@@ -67,6 +68,8 @@ export interface Gateway {
   reloadKeyring: () => boolean
   /** `nasguard quota show|reset` as this gateway answers them (a worker's, for the primary's admin listener). */
   quota: QuotaControl
+  /** The NAS lockdown check (upstream.exposureCheckSec). */
+  exposure: ExposureWatch
 }
 
 export interface GatewayOptions {
@@ -164,7 +167,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     record: async (request, grant) => await records.write({ event: 'grant', time: new Date().toISOString(), ...records.fields(request), ...grant }, request.log)
   })
   await authenticator.register(app)
-  const hooks = nasHooks(metrics)
+  let exposure: ExposureWatch | undefined
+  const hooks = nasHooks(metrics, (nasPath) => { exposure?.check.served(nasPath) })
   const uploads = {
     holdSealingKey: (period: string) => live.holdSealingKey(period),
     limits: () => ({ maxBytes: live.settings.maxUploadBytes, windowMs: live.settings.sendTimeoutMs, minBytesPerSec: live.settings.minSendRate }),
@@ -174,18 +178,22 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   }
   const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders, sealing: () => live.sealing, uploads }, hooks)
 
+  exposure = exposureWatchOf(config.upstream, { request: upstream.anonymous, metrics, log: () => log })
+  const watch = exposure
+  app.addHook('onReady', (done) => { watch.start(); done() })
   const readiness = readinessOf({
     audit,
     record: async (r) => await records.write(r),
     nas: async () => await upstream.check(),
     revocations: revocations.source,
     tls: () => tls,
-    crl: config.tls.clientAuth !== 'off' && Boolean(config.tls.clientCrl)
+    crl: config.tls.clientAuth !== 'off' && Boolean(config.tls.clientCrl),
+    exposure: watch.readiness
   })
   const admin = config.admin.enabled && opts.admin !== false
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config), budgets.quota)
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await budgets.close(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); watch.stop(); await budgets.close(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,
@@ -202,6 +210,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
       return result
     },
     reloadKeyring: () => live.reloadKeyring(),
-    quota: budgets.quota
+    quota: budgets.quota,
+    exposure: watch
   }
 }

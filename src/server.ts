@@ -11,6 +11,7 @@ import { ensureLocalCertificates } from './tls/certificates.js'
 import { demoRecordings } from './demo/recordings.js'
 import { DEMO_PERIOD_PATTERN, sealDemoTree } from './demo/sealed-tree.js'
 import { startDemoNas } from './demo/nas.js'
+import { describeExposure } from './proxy/exposure-check.js'
 import { DEMO_CASE, DEMO_RETENTION, ensureDemoHold } from './demo/hold.js'
 import { issueToken } from './auth/tokens.js'
 import { inheritedSockets, listenOn, notifySystemd, socketNote, warnUnusedAdminSocket } from './systemd.js'
@@ -145,6 +146,8 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
   const rel = (f: string): string => relative(cwd, f)
   const ca = certs.caCert
   const line = '='.repeat(78)
+  // The lockdown check finds the demo NAS open: shown, as an admin would see it.
+  const lockdown = describeExposure(await running.gateway.exposure.once())
   process.stdout.write([
     '', line,
     '  nasguard DEMO MODE: synthetic recordings, a throw-away signing secret,',
@@ -171,6 +174,10 @@ export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<vo
     '  6) Retention keeps calls 365 days: this 2019 call is past it, 410, and the NAS is not asked',
     `     curl -i --cacert ${ca} -H "Authorization: Bearer $TOKEN" ${base}${expired}`,
     `     (the 2016 calls are older still: a legal hold, case ${DEMO_CASE}, keeps them)`,
+    '  7) The gateway checks that the NAS refuses everyone else. This one does not, on purpose:',
+    `     ${lockdown}`,
+    `     curl -s ${running.adminUrl ?? 'http://127.0.0.1:9464'}/metrics | grep '^nasguard_upstream_exposed'   # 1`,
+    '     (a NAS that asks for the gateway\'s credentials, upstream.username, refuses it: then it is 0)',
     line, ''
   ].join('\n'))
 }

@@ -103,6 +103,18 @@ export const ConfigSchema = Type.Object({
     connections: Type.Integer({ default: 128, minimum: 1, maximum: 16384 }),
     /** What /readyz asks the NAS for (HEAD, with the gateway's credentials): any answer but a 401 or a 5xx is ready. Default "/". */
     healthPath: Type.String({ default: '/', pattern: '^/' }),
+    /**
+     * The lockdown check: every this many seconds (and at start) the gateway
+     * asks the NAS without credentials for a listing and a recording, which
+     * it must refuse. 0 turns it off. Default 300.
+     */
+    exposureCheckSec: Type.Integer({ default: 300, minimum: 0, maximum: 86400 }),
+    /** Directories whose listing the check asks for (GET and PROPFIND). Default ["/"]. */
+    exposureCheckPaths: Type.Array(Type.String({ pattern: '^/', maxLength: 1024 }), { default: ['/'], minItems: 1, maxItems: 16 }),
+    /** A recording the check asks for (a canary placed on the NAS); default: the last one the NAS served the gateway. */
+    exposureCheckRecording: Type.Optional(Type.String({ pattern: '^/', maxLength: 1024 })),
+    /** Whether /readyz stays ready (200) while the NAS answers the check: false makes an exposed NAS take the gateway out of service. Default true. */
+    readyWhenExposed: Type.Boolean({ default: true }),
     /** How long a download may wait for a free NAS connection before it gets 503 with Retry-After, ms. Default 3000. */
     queueTimeoutMs: Type.Integer({ default: 3000, minimum: 1, maximum: 600000 }),
     /** HTTP/1.1 requests in flight per NAS connection. Default 1 (no pipelining: a slow stream would hold up the ones queued behind it). */

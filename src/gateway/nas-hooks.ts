@@ -26,14 +26,18 @@ const UPSTREAM_FAILURES: Record<string, string> = {
 /** The bounded labels of nasguard_upstream_errors_total{kind}. */
 export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
 
-export function nasHooks (metrics: GatewayMetrics): UpstreamHooks & SealedHooks {
+export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => void): UpstreamHooks & SealedHooks {
   const failureLog = new LogThrottle()
   const integrityLog = new LogThrottle()
   const plaintextLog = new LogThrottle()
   return {
     target: (request: FastifyRequest) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
-    onUpstreamResponse: (_request, seconds) => { metrics.upstreamLatency.observe(seconds) },
+    onUpstreamResponse: (_request, seconds, status, nasPath) => {
+      metrics.upstreamLatency.observe(seconds)
+      // The lockdown check asks for a recording the NAS really has.
+      if (status === 200 || status === 206) served(nasPath)
+    },
     onUpstreamError: (request, kind) => {
       request.ng.upstreamError = kind
       metrics.upstreamErrors.inc({ kind })

@@ -1,7 +1,8 @@
 // /readyz: ready only when the NAS answers an authenticated HEAD, the audit
 // trail is writable, the revocations can be trusted (a valid denylist, or
 // Redis followed), and the certificate (and client CRL) are current. Each
-// check says why it fails.
+// check says why it fails. It also shows the NAS lockdown check, which fails
+// readiness only when upstream.readyWhenExposed is false.
 import type { Readiness } from '../admin.js'
 import type { AuditWriter, AuditRecord } from '../audit/writer.js'
 import type { RevocationSource } from '../auth/revocation.js'
@@ -17,6 +18,8 @@ export interface ReadinessParts {
   tls: () => TlsServer | undefined
   /** Whether client certificates are checked against a CRL (tls.clientAuth with tls.clientCrl). */
   crl: boolean
+  /** The NAS lockdown check: shown always, failing readiness only when blocks is set (upstream.readyWhenExposed false). */
+  exposure: () => { check: string, blocks: boolean }
 }
 
 export function readinessOf (p: ReadinessParts): () => Promise<Readiness> {
@@ -38,6 +41,7 @@ export function readinessOf (p: ReadinessParts): () => Promise<Readiness> {
       // require, the gate under optional): not ready until it is re-signed.
       ...(p.crl ? { crl: tls?.clientCrls?.expired() === true ? 'expired' : 'ok' } : {})
     }
-    return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+    const exposure = p.exposure()
+    return { ready: Object.values(checks).every((c) => c === 'ok') && !exposure.blocks, checks: { ...checks, nasLockdown: exposure.check } }
   }
 }

@@ -57,6 +57,8 @@ export class GatewayMetrics {
   readonly quotaNear: Gauge
   readonly recordingsCharged: Counter
   readonly budgetStoreErrors: Counter<'outcome'>
+  readonly upstreamExposed: Gauge
+  readonly exposureChecks: Counter<'result'>
   private budgetNear: () => Promise<number> = async () => 0
   readonly retentionOverdue: Gauge<'what'>
   readonly retentionLastSweep: Gauge
@@ -114,6 +116,7 @@ export class GatewayMetrics {
     for (const r of ['ok', 'failed']) this.configReloads.inc({ result: r }, 0)
     for (const o of ['refused', 'allowed', 'spend_lost']) this.budgetStoreErrors.inc({ outcome: o }, 0)
     for (const o of ['revoked', 'failed']) this.exposedTokens.inc({ outcome: o }, 0)
+    for (const r of ['locked', 'exposed', 'failed']) this.exposureChecks.inc({ result: r }, 0)
     for (const e of ['access', 'fetch', 'refusal', 'grant']) { this.auditRecords.inc({ event: e }, 0); this.auditFailures.inc({ event: e }, 0) }
   }
 
@@ -334,6 +337,19 @@ export class GatewayMetrics {
       name: 'nasguard_budget_store_errors_total',
       help: 'Budget checks the store (state.redis; with workers, the primary) could not answer, by outcome: refused (limits.onStoreError closed, 503), allowed (open: passed uncounted), or spend_lost (an ended response\'s bytes not added).',
       labelNames: ['outcome'],
+      registers
+    })
+    this.upstreamExposed = new Gauge({
+      name: 'nasguard_upstream_exposed',
+      help: '1 when the NAS answered the lockdown check (a listing or a recording asked for without credentials, upstream.exposureCheckSec): anyone who reaches the NAS needs no gateway. 0 when it refused every request, and before the first check (see nasguard_upstream_exposure_checks_total).',
+      registers,
+      // Workers: exposed when any worker found it so.
+      aggregator: 'max'
+    })
+    this.exposureChecks = new Counter({
+      name: 'nasguard_upstream_exposure_checks_total',
+      help: 'NAS lockdown checks by result: locked (every request refused), exposed, or failed (the NAS could not be asked; nasguard_upstream_exposed keeps its last value).',
+      labelNames: ['result'],
       registers
     })
     this.retentionOverdue = new Gauge({

@@ -90,7 +90,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
   }
 
   private answer (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
-    this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9)
+    this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9, status, this.p.hooks.target(this.request).path)
     if (this.phase === 'over' || this.reply.sent) { this.phase = 'over'; controller.abort(clientLeft()); return }
     const answer = judgeAnswer(status, headers, this.request.headers.range)
     // A 416 is judged too when it says when the file was modified; one that does not, under a rule dated by it, does not tell the size.

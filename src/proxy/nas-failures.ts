@@ -12,8 +12,8 @@ export interface UpstreamHooks {
   target: (request: FastifyRequest) => ProxyTarget
   /** Called for every body chunk passed on to the client. */
   onBody: (request: FastifyRequest, bytes: number) => void
-  /** The NAS's response headers arrived this many seconds after it was asked. */
-  onUpstreamResponse: (request: FastifyRequest, seconds: number) => void
+  /** The NAS's response headers (this status, for this NAS path) arrived this many seconds after it was asked. */
+  onUpstreamResponse: (request: FastifyRequest, seconds: number, status: number, nasPath: string) => void
   /** The NAS failed or answered something that is not passed on; kind is a bounded label. */
   onUpstreamError: (request: FastifyRequest, kind: string) => void
 }

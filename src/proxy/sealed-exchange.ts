@@ -104,7 +104,7 @@ class ChunkStream implements Dispatcher.DispatchHandler {
 
   onResponseStart (_controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
     if (status < 200 || this.over) return
-    this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9)
+    this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9, status, this.file.path)
     const range = `bytes=${this.span.start}-${this.span.end}`
     if (status === 412) { this.fail(new Stale()); return }
     const answer = judgeAnswer(status, headers, range, true)

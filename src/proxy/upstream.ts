@@ -7,7 +7,7 @@
 // cookies, which the NAS must never see.
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { Pool } from 'undici'
+import { Pool, type Dispatcher } from 'undici'
 import type { Config } from '../config/schema.js'
 import { readSecretFile } from '../config/secrets.js'
 import { HeadCheck } from './head-check.js'
@@ -70,7 +70,15 @@ export interface UpstreamOptions {
  * has closed: closing the pool in an onClose hook would cut requests still in
  * flight on keep-alive connections (plugins close before the server does).
  */
-export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks & SealedHooks): { close: () => Promise<void>, check: () => Promise<string> } {
+export interface Upstream {
+  close: () => Promise<void>
+  /** /readyz's authenticated look at the NAS. */
+  check: () => Promise<string>
+  /** A request through the pool with no credentials added (the lockdown check's). */
+  anonymous: (o: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>
+}
+
+export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks & SealedHooks): Upstream {
   const { upstream: cfg } = opts
   const pool = createPool(cfg, opts.connections)
   const authorization = basicAuth(cfg)
@@ -112,7 +120,7 @@ export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, h
     }
   })
   registerUploads(app, { ...opts.uploads, dav: new WebDav({ pool, origin: new URL(cfg.url).origin, own, timeoutMs: cfg.timeoutMs }), sealing: opts.sealing })
-  return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization) }
+  return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization), anonymous: async (o) => await pool.request(o) }
 }
 
 /**

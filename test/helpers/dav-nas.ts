@@ -4,6 +4,8 @@
 // as on most NAS boxes: collections are made with MKCOL. Every request it
 // gets is in its access log (method, status, and the URI; a test may read
 // them); /refusing/ answers every PUT with 507 Insufficient Storage.
+// Options make it the other NAS shapes the lockdown check and the probe
+// meet: autoindex on (the 2019 NAS), and Basic auth on the whole share.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
@@ -27,7 +29,14 @@ export interface DavNas {
 
 const NGINX = '/usr/sbin/nginx'
 
-function config (dir: string, port: number): string {
+export interface DavNasOptions {
+  /** Directory listings on (nginx autoindex). Default off. */
+  autoindex?: boolean
+  /** Basic auth on every request (nginx auth_basic, a {PLAIN} password file). */
+  basicAuth?: { user: string, password: string }
+}
+
+function config (dir: string, port: number, o: DavNasOptions): string {
   const user = process.getuid?.() === 0 ? 'user root;\n' : ''
   return `${user}worker_processes 1;
 pid ${dir}/nginx.pid;
@@ -36,6 +45,8 @@ events { worker_connections 256; }
 http {
   log_format nas '$request_method $status $uri';
   access_log ${dir}/access.log nas;
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
   client_body_temp_path ${dir}/body;
   proxy_temp_path ${dir}/proxy;
   fastcgi_temp_path ${dir}/fastcgi;
@@ -45,7 +56,9 @@ http {
     listen 127.0.0.1:${port};
     root ${dir}/share;
     client_max_body_size 0;
-    autoindex off;
+    autoindex ${o.autoindex === true ? 'on' : 'off'};${o.basicAuth ? `
+    auth_basic "nas";
+    auth_basic_user_file ${dir}/htpasswd;` : ''}
     dav_methods PUT DELETE MKCOL COPY MOVE;
     create_full_put_path off;
     dav_access user:rw;
@@ -76,11 +89,12 @@ function walk (root: string, dir = root, out = new Map<string, number>()): Map<s
   return out
 }
 
-export async function startDavNas (t: Teardown): Promise<DavNas> {
+export async function startDavNas (t: Teardown, o: DavNasOptions = {}): Promise<DavNas> {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-dav-'))
   mkdirSync(join(dir, 'share'))
   const port = await freePort()
-  writeFileSync(join(dir, 'nginx.conf'), config(dir, port))
+  if (o.basicAuth) writeFileSync(join(dir, 'htpasswd'), `${o.basicAuth.user}:{PLAIN}${o.basicAuth.password}\n`)
+  writeFileSync(join(dir, 'nginx.conf'), config(dir, port, o))
   const child: ChildProcess = spawn(NGINX, ['-c', join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr?.on('data', (c: Buffer) => { stderr += c.toString() })

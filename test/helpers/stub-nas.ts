@@ -1,6 +1,7 @@
 // A stub NAS on loopback that counts what reaches it.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { READINESS_USER_AGENT } from '../../src/proxy/upstream.js'
+import { EXPOSURE_USER_AGENT } from '../../src/proxy/exposure-check.js'
 import { toneWav } from '../../src/demo/recordings.js'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
@@ -17,6 +18,8 @@ export interface StubNas {
   requests: NasRequest[]
   /** /readyz's health checks (user-agent READINESS_USER_AGENT), apart. */
   checks: NasRequest[]
+  /** The lockdown check's anonymous requests (EXPOSURE_USER_AGENT), apart: refused with 401 here, as a locked NAS does, whatever the handler. */
+  exposureChecks: NasRequest[]
   /** Replace the behaviour for the next requests. */
   handle: (h: NasHandler) => void
 }
@@ -65,12 +68,18 @@ export async function startStubNas (t: Teardown, handler: NasHandler = serveReco
   let current = handler
   const requests: NasRequest[] = []
   const checks: NasRequest[] = []
+  const exposureChecks: NasRequest[] = []
   const server = createServer((req, res) => {
     const seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers }
+    if (req.headers['user-agent'] === EXPOSURE_USER_AGENT) {
+      exposureChecks.push(seen)
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="nas"' }).end()
+      return
+    }
     if (req.headers['user-agent'] === READINESS_USER_AGENT) checks.push(seen)
     else requests.push(seen)
     current(req, res)
   })
   const { port } = await listenOnLoopback(t, server)
-  return { url: `http://127.0.0.1:${port}`, port, server, requests, checks, handle: (h) => { current = h } }
+  return { url: `http://127.0.0.1:${port}`, port, server, requests, checks, exposureChecks, handle: (h) => { current = h } }
 }

@@ -1,0 +1,182 @@
+// The NAS lockdown check (issue 21): the gateway asks the NAS without
+// credentials for a listing and a recording. Real NAS shapes: the demo NAS
+// (listing on, no password), Debian's nginx with autoindex (the 2019 NAS),
+// nginx with Basic auth on the share (locked), and nginx that refuses
+// directories but serves any file to anyone (exposed through a recording).
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { startDemoNas } from '../../src/demo/nas.js'
+import { EXPOSURE_USER_AGENT, looksLikeListing } from '../../src/proxy/exposure-check.js'
+import { RECORDING, bearer, scrape, startTestGateway, type TestGateway } from '../helpers/gateway.js'
+import { startDavNas, type DavNas } from '../helpers/dav-nas.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
+import { waitFor } from '../helpers/wait.js'
+
+const CALL = '/medicall/2024/05/06/101010_46701234567.wav'
+
+function put (root: string, path: string, body: Buffer): void {
+  const file = join(root, path)
+  mkdirSync(join(file, '..'), { recursive: true })
+  writeFileSync(file, body)
+}
+
+async function exposedGauge (gw: TestGateway): Promise<number | undefined> {
+  return (await scrape(gw.adminUrl)).get('nasguard_upstream_exposed')
+}
+
+async function checksOf (gw: TestGateway, result: string): Promise<number> {
+  return (await scrape(gw.adminUrl)).get(`nasguard_upstream_exposure_checks_total{result="${result}"}`) ?? 0
+}
+
+/** The gauge once a check with this result has completed (the first runs at start). */
+async function settled (gw: TestGateway, result: 'locked' | 'exposed'): Promise<number | undefined> {
+  await waitFor(`a lockdown check that found the NAS ${result}`, async () => await checksOf(gw, result) > 0 ? true : undefined, { intervalMs: 50 })
+  return await exposedGauge(gw)
+}
+
+async function readyz (gw: TestGateway): Promise<{ status: number, body: { status: string, checks: Record<string, string> } }> {
+  const r = await fetch(gw.adminUrl + '/readyz')
+  return { status: r.status, body: await r.json() as { status: string, checks: Record<string, string> } }
+}
+
+const NO_NAMES = (gw: TestGateway): boolean => !gw.logs.some((l) => l.includes('46701234567'))
+
+t.test('listings are told from other answers', async (t) => {
+  const table: Array<[string, string, boolean]> = [
+    ['text/html', '<html><head><title>Index of /</title></head><body><h1>Index of /</h1><hr><pre><a href="../">../</a>\n<a href="medicall/">medicall/</a></pre></body></html>', true],
+    ['text/html', '<ul><li><a href="/medicall/">medicall</a></li></ul>', true],
+    ['application/json', '[{"name":"medicall","type":"directory"}]', true],
+    ['application/xml', '<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response/></D:multistatus>', true],
+    ['text/xml', '<multistatus xmlns="DAV:"></multistatus>', true],
+    ['text/html', '<html><body><form method="post">Log in</form></body></html>', false],
+    ['text/plain', 'OK', false],
+    ['application/json', '{}', false],
+    ['audio/wav', 'RIFF....WAVE', false]
+  ]
+  for (const [type, body, listing] of table) t.equal(looksLikeListing(type, body), listing, `${type}: ${body.slice(0, 40)}`)
+})
+
+t.test('the demo NAS (listing on, no password): exposed at start, in the metric, the log and /readyz, still ready by default', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'nasguard-open-nas-'))
+  put(root, CALL, RECORDING)
+  const nas = await startDemoNas(root)
+  t.teardown(() => nas.app.close())
+  const gw = await startTestGateway(t, nas)
+  t.equal(await settled(gw, 'exposed'), 1)
+  const r = await readyz(gw)
+  t.equal(r.status, 200, 'upstream.readyWhenExposed defaults to true')
+  t.match(r.body.checks.nasLockdown, /^exposed: the NAS answered a listing of \/ \(GET\) with 200/)
+  t.ok(gw.logs.some((l) => /"level":40/.test(l) && l.includes('NAS lockdown check: exposed')), 'a warning is logged')
+  t.ok(NO_NAMES(gw))
+})
+
+t.test('upstream.readyWhenExposed false: an exposed NAS takes the gateway out of service', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'nasguard-open-nas-'))
+  put(root, CALL, RECORDING)
+  const nas = await startDemoNas(root)
+  t.teardown(() => nas.app.close())
+  const gw = await startTestGateway(t, nas, { upstream: { readyWhenExposed: false } })
+  t.equal(await settled(gw, 'exposed'), 1)
+  const r = await readyz(gw)
+  t.equal(r.status, 503)
+  t.equal(r.body.status, 'not ready')
+  t.equal(r.body.checks.nas, 'ok', 'the NAS itself answers the gateway')
+  t.match(r.body.checks.nasLockdown, /^exposed/)
+})
+
+t.test('nginx with autoindex on and no password (the 2019 NAS): exposed by GET and PROPFIND-less listing', async (t) => {
+  const nas = await startDavNas(t, { autoindex: true })
+  put(nas.root, CALL, RECORDING)
+  const gw = await startTestGateway(t, nas)
+  t.equal(await settled(gw, 'exposed'), 1)
+  t.match((await readyz(gw)).body.checks.nasLockdown, /a listing of \/ \(GET\) with 200/)
+  const asked = nas.requests().filter((l) => l.startsWith('GET ') || l.startsWith('PROPFIND '))
+  t.ok(asked.includes('GET 200 /'), 'the check asked nginx for / without credentials')
+})
+
+t.test('nginx with Basic auth on the share: locked (0), and the gateway with its credentials still serves', async (t) => {
+  const nas = await startDavNas(t, { autoindex: true, basicAuth: { user: 'nasguard', password: 'nas-password-1' } })
+  put(nas.root, CALL, RECORDING)
+  const gw = await startTestGateway(t, nas, { upstream: { username: 'nasguard', password: 'nas-password-1', exposureCheckSec: 1 } })
+  t.equal(await settled(gw, 'locked'), 0)
+  t.equal((await readyz(gw)).body.checks.nasLockdown, 'ok')
+  for (const proto of PROTOCOLS) {
+    const r = await fetchAs(proto, gw, CALL, bearer(gw.token()))
+    t.equal(r.status, 200, proto)
+    t.same(r.body, RECORDING, proto)
+  }
+  // Once a recording was served, the next check asks for it too (its first byte), and is refused.
+  const before = nas.requests().filter((l) => l === `GET 401 ${CALL}`).length
+  await waitFor('a check that asked for the served recording', () => nas.requests().filter((l) => l === `GET 401 ${CALL}`).length > before ? true : undefined, { intervalMs: 50 })
+  t.equal(await exposedGauge(gw), 0)
+  t.equal(await checksOf(gw, 'exposed'), 0)
+  t.ok(NO_NAMES(gw))
+})
+
+t.test('a NAS that refuses listings but serves any file to anyone: exposed through the last recording it served', async (t) => {
+  const nas = await startDavNas(t)
+  put(nas.root, CALL, RECORDING)
+  const gw = await startTestGateway(t, nas, { upstream: { exposureCheckSec: 1 } })
+  t.equal(await settled(gw, 'locked'), 0, 'no listing, and no recording known yet')
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, CALL, bearer(gw.token()))).status, 200, proto)
+  t.equal(await settled(gw, 'exposed'), 1)
+  const check = (await readyz(gw)).body.checks.nasLockdown
+  t.match(check, /the last recording the NAS served the gateway with 206/)
+  t.notMatch(check, /46701234567/, 'not by its name')
+  t.ok(gw.logs.some((l) => l.includes('the last recording the NAS served the gateway')))
+  t.ok(NO_NAMES(gw), 'the log does not name the recording (a phone number)')
+})
+
+t.test('upstream.exposureCheckRecording: a canary asked for from the first check', async (t) => {
+  const nas = await startDavNas(t)
+  put(nas.root, '/canary/canary.wav', RECORDING)
+  const gw = await startTestGateway(t, nas, { upstream: { exposureCheckRecording: '/canary/canary.wav' } })
+  t.equal(await settled(gw, 'exposed'), 1)
+  t.match((await readyz(gw)).body.checks.nasLockdown, /the canary recording \(upstream.exposureCheckRecording\) with 206/)
+})
+
+t.test('upstream.exposureCheckPaths: a recording root that lists while / does not', async (t) => {
+  const nas = await startDavNas(t)
+  put(nas.root, CALL, RECORDING)
+  const { createServer } = await import('node:http')
+  // A NAS front that lists /medicall/ only (a share root), refusing / and everything else.
+  const seen: string[] = []
+  const server = createServer((req, res) => {
+    seen.push(`${req.method} ${req.url} ${req.headers['user-agent'] === EXPOSURE_USER_AGENT ? 'check' : 'gateway'}`)
+    if (req.url === '/medicall/' && req.method === 'GET') { res.writeHead(200, { 'content-type': 'text/html' }).end('<a href="2024/">2024/</a>'); return }
+    res.writeHead(403).end()
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`
+  const locked = await startTestGateway(t, { url })
+  t.equal(await settled(locked, 'locked'), 0, 'only / asked by default')
+  const gw = await startTestGateway(t, { url }, { upstream: { exposureCheckPaths: ['/', '/medicall/'] } })
+  t.equal(await settled(gw, 'exposed'), 1)
+  t.match((await readyz(gw)).body.checks.nasLockdown, /a listing of \/medicall\/ \(GET\) with 200/)
+  t.ok(seen.every((s) => s.endsWith('check') || s.startsWith('HEAD')), 'only the checks (and readiness) asked')
+})
+
+t.test('a NAS that goes away: the check fails, the gauge keeps its verdict; exposureCheckSec 0 asks nothing', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'nasguard-open-nas-'))
+  put(root, CALL, RECORDING)
+  const nas = await startDemoNas(root)
+  let closed = false
+  t.teardown(async () => { if (!closed) await nas.app.close() })
+  const gw = await startTestGateway(t, nas, { upstream: { exposureCheckSec: 1, connectTimeoutMs: 1000 } })
+  t.equal(await settled(gw, 'exposed'), 1)
+  closed = true
+  await nas.app.close()
+  await waitFor('a failed check', async () => await checksOf(gw, 'failed') > 0 ? true : undefined, { intervalMs: 50 })
+  t.equal(await exposedGauge(gw), 1)
+  t.match((await readyz(gw)).body.checks.nasLockdown, /^check failed \(/)
+  t.ok(gw.logs.some((l) => l.includes('NAS lockdown check could not ask the NAS')))
+
+  const off: DavNas = await startDavNas(t, { autoindex: true })
+  const quiet = await startTestGateway(t, off, { upstream: { exposureCheckSec: 0 } })
+  t.equal((await readyz(quiet)).body.checks.nasLockdown, 'not checked yet')
+  t.same(off.requests().filter((l) => !l.startsWith('HEAD ')), [], 'nothing but readiness asked the NAS')
+  t.equal(await checksOf(quiet, 'locked') + await checksOf(quiet, 'exposed') + await checksOf(quiet, 'failed'), 0)
+})

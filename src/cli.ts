@@ -213,6 +213,7 @@ function buildProgram (): Command {
   sealingCommands(program)
   retentionCommands(program)
   quotaCommands(program)
+  probeCommand(program)
   return program
 }
 
@@ -466,6 +467,35 @@ function quotaCommands (program: Command): void {
     .addOption(configOption(true))
     .requiredOption('--sub <subject>', 'the subject')
     .action(action(async (o: { config: string, sub: string }) => await (await import('./budgets/commands.js')).quotaReset(await load(o.config), o.sub, out)))
+}
+
+function probeCommand (program: Command): void {
+  const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+  program.command('probe').description('test addresses the way an attacker or a journalist would, without credentials: plain HTTP on the TLS port, listings, files, TLS versions and ciphers, HSTS, the certificate, banners; exit 1 on any HIGH finding')
+    .argument('<url...>', 'https:// (or http://) addresses, e.g. https://nas.example.org/')
+    .option('--ca <file>', 'judge the certificate against this CA (PEM) instead of the system store')
+    .option('--path <path>', 'a recording (or a directory, ending in /) to ask for without credentials; repeatable', collect, [])
+    .addOption(new Option('--format <format>', 'table, json, or prom (for node_exporter\'s textfile collector)').choices(['table', 'json', 'prom']).default('table'))
+    .option('--json', 'the same as --format json', false)
+    .option('--timeout-ms <ms>', 'for each connection and answer', '5000')
+    .action(action(async (urls: string[], o: { ca?: string, path: string[], format: string, json: boolean, timeoutMs: string }) => {
+      const { targetOf } = await import('./probe/net.js')
+      for (const u of urls) {
+        try { targetOf(u) } catch (e) { throw new UsageError(`invalid URL ${JSON.stringify(u)}: ${(e as Error).message}`) }
+      }
+      const bad = o.path.find((p) => !p.startsWith('/'))
+      if (bad !== undefined) throw new UsageError(`invalid --path ${JSON.stringify(bad)}: a path starts with /`)
+      const timeoutMs = Number(o.timeoutMs)
+      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`invalid --timeout-ms ${JSON.stringify(o.timeoutMs)}: a whole number of milliseconds`)
+      const ca = o.ca !== undefined ? readFileSync(o.ca) : undefined
+      const { probe } = await import('./probe/probe.js')
+      const output = await import('./probe/output.js')
+      const results = []
+      for (const u of urls) results.push(await probe(u, { timeoutMs, ca, paths: o.path }))
+      const format = o.json ? 'json' : o.format
+      out(format === 'json' ? output.jsonOf(results) : format === 'prom' ? await output.promOf(results) : output.tableOf(results))
+      return results.some((r) => r.findings.some((f) => f.severity === 'HIGH')) ? 1 : 0
+    }))
 }
 
 function sealingCommands (program: Command): void {

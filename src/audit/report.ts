@@ -23,6 +23,7 @@
 // (070...) against an international query: give each form with --phone.
 import { problemsText, walkAll, type TrailLocation } from './commands.js'
 import type { VerifyReport } from './verify.js'
+import { printable, textTable } from '../text-table.js'
 
 /** The events that are an access to a recording: read, fetched, refused, a grant minted for it, uploaded. */
 export const ACCESS_EVENTS: readonly string[] = ['access', 'fetch', 'refusal', 'grant', 'ingest']
@@ -269,19 +270,12 @@ function chainText (report: VerifyReport, chains: string[]): string {
   return `chain intact: ${report.records} records verified in ${chains.length} chain(s)${note}`
 }
 
-// Control characters and bidirectional overrides in a subject or a path
-// must not reach the investigator's terminal as such.
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
-const printable = (s: string): string => s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 
 const where = (r: ReportRow): string => `${r.instance ?? '-'}${r.chain === '.' ? '' : `/${r.chain}`}`
 
 function tableText (rows: ReportRow[]): string {
   const head = ['TIME', 'EVENT', 'SUBJECT', 'RULE', 'STATUS', 'OUTCOME', 'BYTES', 'CLIENT', 'INSTANCE', 'PATH']
-  const cells = rows.map((r) => [r.time, r.event, r.subject ?? '-', r.rule ?? '-', r.status ?? '-', r.outcome ?? r.reason ?? '-', r.bytes ?? '-', r.clientIp ?? '-', where(r), r.path ?? '-'].map((c) => printable(String(c))))
-  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)))
-  const line = (c: string[]): string => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(widths[i]))).join('  ') + '\n'
-  return line(head) + cells.map(line).join('')
+  return textTable(head, rows.map((r) => [r.time, r.event, r.subject ?? '-', r.rule ?? '-', r.status ?? '-', r.outcome ?? r.reason ?? '-', r.bytes ?? '-', r.clientIp ?? '-', where(r), r.path ?? '-']))
 }
 
 /** RFC 4180, and a cell a spreadsheet would run as a formula starts with ' instead. */

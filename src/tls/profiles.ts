@@ -8,14 +8,19 @@
 import type { SecureContextOptions, TlsOptions } from 'node:tls'
 
 const TLS13_SUITES = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256'
-const INTERMEDIATE_TLS12 = [
+/** Mozilla's intermediate TLS 1.2 ciphers (v5.7), in its order; `nasguard probe` judges servers by it. */
+export const MOZILLA_INTERMEDIATE_TLS12 = [
   'ECDHE-ECDSA-AES128-GCM-SHA256',
   'ECDHE-RSA-AES128-GCM-SHA256',
   'ECDHE-ECDSA-AES256-GCM-SHA384',
   'ECDHE-RSA-AES256-GCM-SHA384',
   'ECDHE-ECDSA-CHACHA20-POLY1305',
-  'ECDHE-RSA-CHACHA20-POLY1305'
-].join(':')
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'DHE-RSA-AES128-GCM-SHA256',
+  'DHE-RSA-AES256-GCM-SHA384',
+  'DHE-RSA-CHACHA20-POLY1305'
+] as const
+const INTERMEDIATE_TLS12 = MOZILLA_INTERMEDIATE_TLS12.filter((c) => !c.startsWith('DHE-')).join(':')
 
 export type TlsProfile = 'intermediate' | 'modern'
 

@@ -1,0 +1,100 @@
+// What the target serves without credentials, asked over the transport that
+// works: listings at / and common recording roots, a file from a listing (or
+// a --path), HSTS, and server banners.
+import { looksLikeListing } from '../proxy/exposure-check.js'
+import { finding, type Finding } from './findings.js'
+import { answered, exchange, type Exchange, type NetOptions, type Target } from './net.js'
+
+/** Where recordings are often kept: call recorders, NAS shares, and the 2019 NAS's shape. */
+export const RECORDING_ROOTS = ['/recordings/', '/recording/', '/calls/', '/records/', '/audio/', '/voice/', '/media/', '/share/', '/public/', '/data/', '/backup/', '/medicall/', '/inspelningar/', '/samtal/', '/monitor/']
+
+const MAX_FILES = 3
+const PROPFIND = '<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
+
+export interface HttpContext {
+  target: Target
+  net: NetOptions
+  tls: boolean
+  /** Paths the operator named (--path): directories end with /, anything else is a file. */
+  paths: readonly string[]
+}
+
+export const ask = async (c: HttpContext, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Exchange | undefined> => {
+  const r = await exchange(c.target, c.net, c.tls, method, path, headers, body)
+  return answered(r) ? r : undefined
+}
+
+/** Same-origin file links of a listing, resolved against it (directories and parents left out). */
+export function fileLinks (listingPath: string, body: string, origin: URL): string[] {
+  const out: string[] = []
+  for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)/gi)) {
+    let url: URL
+    try { url = new URL(m[1].replace(/&amp;/g, '&'), new URL(listingPath, origin)) } catch { continue }
+    if (url.origin !== origin.origin || url.pathname.endsWith('/') || url.search !== '') continue
+    out.push(url.pathname)
+  }
+  return [...new Set(out)]
+}
+
+export async function listingsAndFiles (c: HttpContext): Promise<Finding[]> {
+  const dirs = [...new Set(['/', ...RECORDING_ROOTS, ...c.paths.filter((p) => p.endsWith('/'))])]
+  const listed: string[] = []
+  const files = c.paths.filter((p) => !p.endsWith('/'))
+  for (const dir of dirs) {
+    const r = await ask(c, 'GET', dir)
+    if (r === undefined || r.status < 200 || r.status >= 300 || !looksLikeListing(r.headers['content-type'] ?? '', r.body)) continue
+    listed.push(`${dir} (GET ${r.status})`)
+    files.push(...fileLinks(dir, r.body, c.target.url))
+  }
+  const dav = await ask(c, 'PROPFIND', '/', { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
+  if (dav !== undefined && dav.status === 207) listed.push('/ (PROPFIND 207)')
+  const findings: Finding[] = []
+  if (listed.length > 0) findings.push(finding('HIGH', 'listing', 'directory-listing', `directory listings without credentials: ${listed.join(', ')}`, 'turn listings off (nginx autoindex off; Apache Options -Indexes) and require credentials; put nasguard in front'))
+  findings.push(...await anonymousFetch(c, files.slice(0, MAX_FILES + c.paths.length)))
+  return findings
+}
+
+async function anonymousFetch (c: HttpContext, files: string[]): Promise<Finding[]> {
+  const served: string[] = []
+  for (const path of [...new Set(files)]) {
+    const r = await ask(c, 'GET', path, { range: 'bytes=0-0' })
+    if (r !== undefined && (r.status === 200 || r.status === 206)) served.push(`${path} (${r.status})`)
+  }
+  if (served.length > 0) return [finding('HIGH', 'anonymous', 'anonymous-fetch', `files served without credentials: ${served.join(', ')}`, 'require credentials for every file (nasguard: a token per request), and keep the share off this network')]
+  const root = await ask(c, 'GET', '/')
+  if (root === undefined) return []
+  if (root.status === 401 || root.status === 403) return [finding('INFO', 'anonymous', 'credentials-required', `/ asks for credentials (${root.status}), and nothing was served without them`)]
+  return [finding('INFO', 'anonymous', 'no-file-served', `no file was served without credentials (/ answers ${root.status}${files.length === 0 ? '; no file name known to try: pass --path' : ''})`)]
+}
+
+/** Six months, as Mozilla's guidelines ask at the least (they recommend two years). */
+const HSTS_MIN = 15768000
+
+/** HSTS on the TLS answer to / (any status: every answer should carry it). */
+export function hsts (root: Exchange | undefined): Finding[] {
+  if (root === undefined) return []
+  const value = root.headers['strict-transport-security']
+  if (value === undefined) return [finding('MEDIUM', 'hsts', 'hsts-missing', 'no Strict-Transport-Security header: a browser that once used https:// may still be sent to http://', 'send Strict-Transport-Security: max-age=63072000 on every response')]
+  const age = Number(/max-age\s*=\s*"?(\d+)/i.exec(value)?.[1] ?? NaN)
+  if (!(age >= HSTS_MIN)) return [finding('LOW', 'hsts', 'hsts-short', `Strict-Transport-Security max-age is ${Number.isNaN(age) ? 'missing' : age} s, under six months`, 'send Strict-Transport-Security: max-age=63072000')]
+  return [finding('INFO', 'hsts', 'hsts', `Strict-Transport-Security: ${value}`)]
+}
+
+const BANNER_HEADERS = ['server', 'x-powered-by', 'x-aspnet-version', 'x-aspnetmvc-version', 'x-generator', 'via']
+
+/** Headers that name the software, from the answers to / over TLS and in plain HTTP. */
+export function banners (answers: Array<Exchange | undefined>): Finding[] {
+  const seen = new Map<string, string>()
+  for (const r of answers) {
+    for (const h of BANNER_HEADERS) {
+      const v = r?.headers[h]
+      if (v !== undefined && v !== '') seen.set(`${h}: ${v}`.slice(0, 200), h)
+    }
+  }
+  const versioned = [...seen.keys()].filter((b) => /\d+\.\d+/.test(b))
+  const plain = [...seen.keys()].filter((b) => !versioned.includes(b))
+  const out: Finding[] = []
+  if (versioned.length > 0) out.push(finding('LOW', 'banner', 'banner-version', `software versions disclosed: ${versioned.join('; ')}`, 'hide versions (nginx server_tokens off; Apache ServerTokens Prod; drop X-Powered-By)'))
+  if (plain.length > 0) out.push(finding('INFO', 'banner', 'banner', `software named: ${plain.join('; ')}`))
+  return out
+}

@@ -1,0 +1,142 @@
+// `nasguard probe` (issue 21), through the built CLI against real servers:
+// the gateway itself (no HIGH, and its NAS is never asked), Debian's nginx
+// with autoindex answering plain HTTP on a "TLS" port (the 2019 shape: every
+// HIGH it has), and Caddy's TLS site with its internal CA (its actual
+// findings). Plus the outputs: table, --json, --format prom (promtool).
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:tls'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { RECORDING, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
+import { startDavNas } from '../helpers/dav-nas.js'
+import { freePort, run, runCli } from '../helpers/process.js'
+import { waitFor } from '../helpers/wait.js'
+import type { ProbeResult, Severity } from '../../src/probe/findings.js'
+
+type Json = Array<ProbeResult & { counts: Record<Severity, number> }>
+
+const ids = (r: ProbeResult, severity?: Severity): string[] => r.findings.filter((f) => severity === undefined || f.severity === severity).map((f) => f.id).sort()
+const judged = (r: ProbeResult): string[] => r.findings.filter((f) => f.severity !== 'INFO').map((f) => `${f.severity} ${f.id}`).sort()
+
+async function probeJson (t: Test, args: string[]): Promise<{ status: number | null, result: ProbeResult }> {
+  const r = await runCli(['probe', '--json', ...args])
+  t.equal(r.stderr, '', 'nothing on stderr')
+  const parsed = JSON.parse(r.stdout) as Json
+  t.equal(parsed.length, 1)
+  for (const f of parsed[0].findings) t.ok(f.severity === 'INFO' || f.fix.length > 0, `${f.id} has a one-line fix`)
+  return { status: r.status, result: parsed[0] }
+}
+
+t.test('the gateway: no HIGH, exit 0, and the NAS behind it is never asked', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const certs = testCerts()
+  const { status, result } = await probeJson(t, [`https://localhost:${gw.port}/`, '--ca', certs.ca, '--path', '/medicall/2019/01/02/call_46701234567.wav', '--path', '/medicall/'])
+  t.equal(status, 0)
+  t.same(ids(result, 'HIGH'), [])
+  t.same(judged(result), [], 'nothing but INFO: TLS 1.2/1.3 in profile, HSTS, trusted certificate, plain HTTP refused')
+  t.ok(ids(result).includes('plaintext-refused'))
+  t.ok(ids(result).includes('credentials-required'))
+  t.same(nas.requests, [], 'the probe got no request through to the NAS')
+})
+
+t.test('nginx with autoindex, plain HTTP on a "TLS" port (the 2019 NAS): every HIGH, exit 1', async (t) => {
+  const nas = await startDavNas(t, { autoindex: true })
+  mkdirSync(join(nas.root, 'recordings'))
+  writeFileSync(join(nas.root, 'recordings', '20190101-0930_46701234567.wav'), RECORDING)
+  const port = new URL(nas.url).port
+  const { status, result } = await probeJson(t, [`https://127.0.0.1:${port}/`])
+  t.equal(status, 1, 'a HIGH finding exits 1')
+  t.same(ids(result, 'HIGH'), ['anonymous-fetch', 'directory-listing', 'plaintext-on-tls-port'])
+  t.same(ids(result, 'LOW'), ['banner-version'], 'nginx/1.x in Server')
+  const listing = result.findings.find((f) => f.id === 'directory-listing')
+  t.match(listing?.title, /\/ \(GET 200\)/)
+  t.match(listing?.title, /\/recordings\/ \(GET 200\)/)
+  t.match(result.findings.find((f) => f.id === 'anonymous-fetch')?.title, /\/recordings\/20190101-0930_46701234567\.wav \(20[06]\)/, 'found through the listing')
+  t.notOk(ids(result).some((i) => i.startsWith('tls') || i.startsWith('certificate') || i.startsWith('hsts')), 'no TLS to judge')
+
+  // The same nginx asked for by http://: no TLS at all.
+  const plain = await probeJson(t, [`http://127.0.0.1:${port}/`, '--path', '/recordings/20190101-0930_46701234567.wav'])
+  t.equal(plain.status, 1)
+  t.same(ids(plain.result, 'HIGH'), ['anonymous-fetch', 'directory-listing', 'no-tls'])
+
+  // The table names each HIGH with its fix; prom text is valid for promtool and the textfile collector.
+  const table = await runCli(['probe', `https://127.0.0.1:${port}/`])
+  t.equal(table.status, 1)
+  t.match(table.stdout, /^https:\/\/127\.0\.0\.1:\d+\/: 3 HIGH, 0 MEDIUM, 1 LOW, \d+ INFO$/m)
+  t.match(table.stdout, /HIGH\s+plaintext\s+.*speaks plain HTTP.*put TLS on this port/)
+  const prom = await runCli(['probe', '--format', 'prom', `https://127.0.0.1:${port}/`])
+  t.equal(prom.status, 1)
+  t.match(prom.stdout, new RegExp(`nasguard_probe_findings\\{url="https://127.0.0.1:${port}/",severity="HIGH"\\} 3`))
+  t.match(prom.stdout, /nasguard_probe_finding\{url="[^"]+",id="directory-listing",severity="HIGH"\} 1/)
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-probe-'))
+  writeFileSync(join(dir, 'probe.prom'), prom.stdout)
+  const check = await run('sh', ['-c', `promtool check metrics < ${join(dir, 'probe.prom')}`])
+  t.equal(check.status, 0, check.stdout + check.stderr)
+})
+
+/** Caddy's TLS site as it comes: its internal CA (local_certs), a file server, nothing hardened. */
+async function startCaddy (t: Test): Promise<{ port: number, root: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-caddy-'))
+  mkdirSync(join(dir, 'site'))
+  writeFileSync(join(dir, 'site', 'index.html'), '<html><body>Caddy works</body></html>')
+  const port = await freePort()
+  writeFileSync(join(dir, 'Caddyfile'), `{
+\tadmin off
+\tskip_install_trust
+\tlocal_certs
+\tstorage file_system ${dir}/data
+}
+https://localhost:${port} {
+\troot * ${dir}/site
+\tfile_server
+}
+`)
+  const child: ChildProcess = spawn('caddy', ['run', '--config', join(dir, 'Caddyfile'), '--adapter', 'caddyfile'], { env: { ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, 'xdg'), XDG_CONFIG_HOME: join(dir, 'xdg') }, stdio: 'ignore' })
+  t.teardown(() => new Promise<void>((resolve) => {
+    if (child.exitCode !== null) { resolve(); return }
+    child.once('exit', () => resolve())
+    child.kill('SIGTERM')
+  }))
+  // Ready once it completes a handshake with its certificate (issued at start).
+  await waitFor('caddy serving TLS', async () => await new Promise<true | undefined>((resolve) => {
+    const s = connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false })
+    s.once('secureConnect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => { resolve(undefined) })
+  }), { intervalMs: 100 })
+  return { port, root: join(dir, 'data', 'pki', 'authorities', 'local', 'root.crt') }
+}
+
+t.test("Caddy's TLS site with its internal CA: its actual findings", async (t) => {
+  const caddy = await startCaddy(t)
+  const url = `https://localhost:${caddy.port}/`
+  const { status, result } = await probeJson(t, [url])
+  t.equal(status, 0, 'no HIGH')
+  t.same(judged(result), ['MEDIUM certificate-untrusted', 'MEDIUM hsts-missing'])
+  t.ok(ids(result).includes('plaintext-refused'), 'Go answers plain HTTP on the TLS port with 400')
+  t.ok(ids(result).includes('tls12-ciphers'), 'TLS 1.2 ciphers in the profile')
+  t.ok(ids(result).includes('banner'), 'Server: Caddy, without a version')
+  const trusted = await probeJson(t, [url, '--ca', caddy.root])
+  t.same(judged(trusted.result), ['MEDIUM hsts-missing'], 'with its root CA given, only HSTS is left')
+})
+
+t.test('usage errors exit 2 and name what is wrong; nothing listening is not a finding to fail on', async (t) => {
+  for (const [args, message] of [
+    [['probe', 'ftp://nas.example/'], /invalid URL "ftp:\/\/nas.example\/": .*https:\/\/ and http:\/\//],
+    [['probe', 'not a url'], /invalid URL "not a url"/],
+    [['probe', 'https://127.0.0.1/', '--path', 'recordings/'], /invalid --path "recordings\/": a path starts with \//],
+    [['probe', 'https://127.0.0.1/', '--timeout-ms', 'soon'], /invalid --timeout-ms "soon"/],
+    [['probe', 'https://127.0.0.1/', '--format', 'xml'], /--format/]
+  ] as Array<[string[], RegExp]>) {
+    const r = await runCli(args)
+    t.equal(r.status, 2, args.join(' '))
+    t.match(r.stderr, message)
+  }
+  const port = await freePort()
+  const { status, result } = await probeJson(t, [`https://127.0.0.1:${port}/`, '--timeout-ms', '3000'])
+  t.equal(status, 0)
+  t.equal(result.reached, false)
+  t.same(ids(result), ['unreachable'])
+})

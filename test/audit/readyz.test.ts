@@ -23,7 +23,8 @@ t.test('a healthy gateway is ready', async (t) => {
   const gw = await startTestGateway(t, nas)
   const r = await readyz(gw.adminUrl)
   t.equal(r.status, 200)
-  t.same(r.body, { status: 'ready', checks: { nas: 'ok', revocation: 'ok', audit: 'ok', certificate: 'ok' } })
+  t.same(r.body, { status: 'ready', checks: { nas: 'ok', revocation: 'ok', audit: 'ok', certificate: 'ok', nasLockdown: r.body.checks.nasLockdown } })
+  t.ok(['ok', 'not checked yet'].includes(r.body.checks.nasLockdown as string), 'the stub NAS refuses the lockdown check')
   t.equal((await scrape(gw.adminUrl)).get('nasguard_audit_available'), 1)
   t.equal((await fetch(gw.adminUrl + '/healthz')).status, 200)
   // The public listener does not serve it.
@@ -58,7 +59,8 @@ t.test('an audit trail that cannot be written: not ready, gauge 0; writable agai
   t.equal(served.status, 200)
   const ready = await readyz(gw.adminUrl)
   t.equal(ready.status, 200)
-  t.same(ready.body, { status: 'ready', checks: { nas: 'ok', revocation: 'ok', audit: 'ok', certificate: 'ok' } })
+  t.same(ready.body, { status: 'ready', checks: { nas: 'ok', revocation: 'ok', audit: 'ok', certificate: 'ok', nasLockdown: ready.body.checks.nasLockdown } })
+  t.ok(['ok', 'not checked yet'].includes(ready.body.checks.nasLockdown as string))
   t.equal((await scrape(gw.adminUrl)).get('nasguard_audit_available'), 1)
 })
 

@@ -19,8 +19,10 @@ export interface DavNas {
   url: string
   /** The share's directory on disk. */
   root: string
-  /** The requests nginx logged so far: "METHOD STATUS URI". */
+  /** The requests nginx logged so far: "METHOD STATUS URI" (not the lockdown check's). */
   requests: () => string[]
+  /** The lockdown check's anonymous requests (its user-agent), logged apart. */
+  exposureChecks: () => string[]
   /** Every file under the share, relative, with its size. */
   files: () => Map<string, number>
   /** Request bodies nginx is receiving now (its client_body_temp_path files): a PUT in flight. */
@@ -44,7 +46,10 @@ error_log ${dir}/error.log warn;
 events { worker_connections 256; }
 http {
   log_format nas '$request_method $status $uri';
-  access_log ${dir}/access.log nas;
+  map $http_user_agent $exposure_check { "~^nasguard \\(exposure check" 1; default 0; }
+  map $exposure_check $forwarded { 1 0; default 1; }
+  access_log ${dir}/access.log nas if=$forwarded;
+  access_log ${dir}/checks.log nas if=$exposure_check;
   include /etc/nginx/mime.types;
   default_type application/octet-stream;
   client_body_temp_path ${dir}/body;
@@ -104,11 +109,12 @@ export async function startDavNas (t: Teardown, o: DavNasOptions = {}): Promise<
     child.kill('SIGQUIT')
   }))
   await waitFor(`nginx on port ${port} (${stderr})`, async () => child.exitCode === null && await listening(port) ? true : undefined, { intervalMs: 50 })
-  const log = join(dir, 'access.log')
+  const lines = (file: string): string[] => existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : []
   return {
     url: `http://127.0.0.1:${port}`,
     root: join(dir, 'share'),
-    requests: () => existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [],
+    requests: () => lines(join(dir, 'access.log')),
+    exposureChecks: () => lines(join(dir, 'checks.log')),
     files: () => walk(join(dir, 'share')),
     bodiesInFlight: () => existsSync(join(dir, 'body')) ? walk(join(dir, 'body')).size : 0
   }

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { listenOnLoopback } from './stub-nas.js'
+import { refuseExposureCheck, type NasRequest } from './stub-nas.js'
 
 export interface FoldingNasRequest { method: string, url: string, headers: IncomingMessage['headers'] }
 
@@ -254,7 +255,9 @@ export async function startFoldingNas (t: { teardown: (fn: () => unknown) => voi
   const tree = new FoldingTree(Object.keys(files))
   const requests: FoldingNasRequest[] = []
   const served: Array<string | null> = []
+  const exposureChecks: NasRequest[] = []
   const server = createServer((req, res) => {
+    if (refuseExposureCheck(req, res, exposureChecks)) return
     const method = req.method ?? ''
     requests.push({ method, url: req.url ?? '', headers: req.headers })
     if (method !== 'GET' && method !== 'HEAD') {

@@ -64,6 +64,18 @@ export async function listenOnLoopback (t: Teardown, server: Server): Promise<{ 
   return { port, close }
 }
 
+/**
+ * The lockdown check's anonymous requests (EXPOSURE_USER_AGENT) are answered
+ * 401, as a locked NAS does, and kept apart from what the gateway forwarded:
+ * true when this was one.
+ */
+export function refuseExposureCheck (req: IncomingMessage, res: ServerResponse, seen: NasRequest[]): boolean {
+  if (req.headers['user-agent'] !== EXPOSURE_USER_AGENT) return false
+  seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers })
+  res.writeHead(401, { 'www-authenticate': 'Basic realm="nas"' }).end()
+  return true
+}
+
 export async function startStubNas (t: Teardown, handler: NasHandler = serveRecording): Promise<StubNas> {
   let current = handler
   const requests: NasRequest[] = []
@@ -71,11 +83,7 @@ export async function startStubNas (t: Teardown, handler: NasHandler = serveReco
   const exposureChecks: NasRequest[] = []
   const server = createServer((req, res) => {
     const seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers }
-    if (req.headers['user-agent'] === EXPOSURE_USER_AGENT) {
-      exposureChecks.push(seen)
-      res.writeHead(401, { 'www-authenticate': 'Basic realm="nas"' }).end()
-      return
-    }
+    if (refuseExposureCheck(req, res, exposureChecks)) return
     if (req.headers['user-agent'] === READINESS_USER_AGENT) checks.push(seen)
     else requests.push(seen)
     current(req, res)

@@ -24,33 +24,48 @@ export const ask = async (c: HttpContext, method: string, path: string, headers:
   return answered(r) ? r : undefined
 }
 
-/** Same-origin file links of a listing, resolved against it (directories and parents left out). */
-export function fileLinks (listingPath: string, body: string, origin: URL): string[] {
-  const out: string[] = []
+/** Same-origin links of a listing, resolved against it: files, and directories below it (never up). */
+export function linksOf (listingPath: string, body: string, origin: URL): { files: string[], dirs: string[] } {
+  const files = new Set<string>()
+  const dirs = new Set<string>()
   for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)/gi)) {
     let url: URL
     try { url = new URL(m[1].replace(/&amp;/g, '&'), new URL(listingPath, origin)) } catch { continue }
-    if (url.origin !== origin.origin || url.pathname.endsWith('/') || url.search !== '') continue
-    out.push(url.pathname)
+    if (url.origin !== origin.origin || url.search !== '') continue
+    if (!url.pathname.endsWith('/')) files.add(url.pathname)
+    else if (url.pathname.startsWith(listingPath) && url.pathname.length > listingPath.length) dirs.add(url.pathname)
   }
-  return [...new Set(out)]
+  return { files: [...files], dirs: [...dirs] }
 }
 
+/** Directories below a listing that are opened to find a file, at most. */
+const MAX_CRAWL = 12
+
+/** A file is named by its directory only: recording names hold phone numbers, and this output lands in tickets. */
+const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1)
+
 export async function listingsAndFiles (c: HttpContext): Promise<Finding[]> {
-  const dirs = [...new Set(['/', ...RECORDING_ROOTS, ...c.paths.filter((p) => p.endsWith('/'))])]
+  const roots = [...new Set(['/', ...RECORDING_ROOTS, ...c.paths.filter((p) => p.endsWith('/'))])]
   const listed: string[] = []
   const files = c.paths.filter((p) => !p.endsWith('/'))
-  for (const dir of dirs) {
+  const found: string[] = []
+  const queue = [...roots]
+  let crawled = 0
+  for (let i = 0; i < queue.length && found.length < MAX_FILES; i++) {
+    const dir = queue[i]
     const r = await ask(c, 'GET', dir)
     if (r === undefined || r.status < 200 || r.status >= 300 || !looksLikeListing(r.headers['content-type'] ?? '', r.body)) continue
-    listed.push(`${dir} (GET ${r.status})`)
-    files.push(...fileLinks(dir, r.body, c.target.url))
+    if (roots.includes(dir)) listed.push(`${dir} (GET ${r.status})`)
+    else crawled++
+    const links = linksOf(dir, r.body, c.target.url)
+    found.push(...links.files.filter((f) => !found.includes(f)))
+    for (const d of links.dirs) if (queue.length < roots.length + MAX_CRAWL && !queue.includes(d)) queue.push(d)
   }
   const dav = await ask(c, 'PROPFIND', '/', { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
   if (dav !== undefined && dav.status === 207) listed.push('/ (PROPFIND 207)')
   const findings: Finding[] = []
-  if (listed.length > 0) findings.push(finding('HIGH', 'listing', 'directory-listing', `directory listings without credentials: ${listed.join(', ')}`, 'turn listings off (nginx autoindex off; Apache Options -Indexes) and require credentials; put nasguard in front'))
-  findings.push(...await anonymousFetch(c, files.slice(0, MAX_FILES + c.paths.length)))
+  if (listed.length > 0) findings.push(finding('HIGH', 'listing', 'directory-listing', `directory listings without credentials: ${listed.join(', ')}${crawled > 0 ? `, and ${crawled} director${crawled === 1 ? 'y' : 'ies'} below` : ''}`, 'turn listings off (nginx autoindex off; Apache Options -Indexes) and require credentials; put nasguard in front'))
+  findings.push(...await anonymousFetch(c, [...files, ...found.slice(0, MAX_FILES)]))
   return findings
 }
 
@@ -58,7 +73,7 @@ async function anonymousFetch (c: HttpContext, files: string[]): Promise<Finding
   const served: string[] = []
   for (const path of [...new Set(files)]) {
     const r = await ask(c, 'GET', path, { range: 'bytes=0-0' })
-    if (r !== undefined && (r.status === 200 || r.status === 206)) served.push(`${path} (${r.status})`)
+    if (r !== undefined && (r.status === 200 || r.status === 206)) served.push(`a file in ${dirOf(path)} (${r.status})`)
   }
   if (served.length > 0) return [finding('HIGH', 'anonymous', 'anonymous-fetch', `files served without credentials: ${served.join(', ')}`, 'require credentials for every file (nasguard: a token per request), and keep the share off this network')]
   const root = await ask(c, 'GET', '/')

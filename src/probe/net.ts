@@ -103,7 +103,9 @@ export async function exchange (t: Target, o: NetOptions, tls: boolean, method: 
       headers: { 'user-agent': 'nasguard-probe', ...headers },
       ...(body !== undefined ? { body } : {}),
       headersTimeout: o.timeoutMs,
-      bodyTimeout: o.timeoutMs
+      bodyTimeout: o.timeoutMs,
+      // A server that trickles its answer does not hold the probe longer than this.
+      signal: AbortSignal.timeout(o.timeoutMs * 3)
     })
     const chunks: Buffer[] = []
     let n = 0

@@ -44,8 +44,9 @@ t.test('the gateway: no HIGH, exit 0, and the NAS behind it is never asked', asy
 
 t.test('nginx with autoindex, plain HTTP on a "TLS" port (the 2019 NAS): every HIGH, exit 1', async (t) => {
   const nas = await startDavNas(t, { autoindex: true })
-  mkdirSync(join(nas.root, 'recordings'))
-  writeFileSync(join(nas.root, 'recordings', '20190101-0930_46701234567.wav'), RECORDING)
+  // The 2019 shape: dated directories, the caller's number in each name.
+  mkdirSync(join(nas.root, 'recordings', '2019', '01'), { recursive: true })
+  writeFileSync(join(nas.root, 'recordings', '2019', '01', '20190101-0930_46701234567.wav'), RECORDING)
   const port = new URL(nas.url).port
   const { status, result } = await probeJson(t, [`https://127.0.0.1:${port}/`])
   t.equal(status, 1, 'a HIGH finding exits 1')
@@ -54,11 +55,13 @@ t.test('nginx with autoindex, plain HTTP on a "TLS" port (the 2019 NAS): every H
   const listing = result.findings.find((f) => f.id === 'directory-listing')
   t.match(listing?.title, /\/ \(GET 200\)/)
   t.match(listing?.title, /\/recordings\/ \(GET 200\)/)
-  t.match(result.findings.find((f) => f.id === 'anonymous-fetch')?.title, /\/recordings\/20190101-0930_46701234567\.wav \(20[06]\)/, 'found through the listing')
+  t.match(listing?.title, /and 2 directories below/, 'the dated directories were opened to find a file')
+  t.match(result.findings.find((f) => f.id === 'anonymous-fetch')?.title, /a file in \/recordings\/2019\/01\/ \(20[06]\)/, 'found through the listings')
+  t.notMatch(JSON.stringify(result), /46701234567/, 'the file is named by its directory: its name holds a phone number')
   t.notOk(ids(result).some((i) => i.startsWith('tls') || i.startsWith('certificate') || i.startsWith('hsts')), 'no TLS to judge')
 
   // The same nginx asked for by http://: no TLS at all.
-  const plain = await probeJson(t, [`http://127.0.0.1:${port}/`, '--path', '/recordings/20190101-0930_46701234567.wav'])
+  const plain = await probeJson(t, [`http://127.0.0.1:${port}/`, '--path', '/recordings/2019/01/20190101-0930_46701234567.wav'])
   t.equal(plain.status, 1)
   t.same(ids(plain.result, 'HIGH'), ['anonymous-fetch', 'directory-listing', 'no-tls'])
 

@@ -181,6 +181,8 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   exposure = exposureWatchOf(config.upstream, { request: upstream.anonymous, metrics, log: () => log })
   const watch = exposure
   app.addHook('onReady', (done) => { watch.start(); done() })
+  // Before the pool closes: a check in flight is cancelled, and none starts.
+  app.addHook('preClose', (done) => { watch.stop(); done() })
   const readiness = readinessOf({
     audit,
     record: async (r) => await records.write(r),
@@ -193,7 +195,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const admin = config.admin.enabled && opts.admin !== false
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config), budgets.quota)
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); watch.stop(); await budgets.close(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await budgets.close(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,

@@ -223,7 +223,8 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     const checks: Record<string, string> = { workers: up.length === count ? 'ok' : `${up.length}/${count} running` }
     for (const a of answers) {
       const c = a?.result.checks ?? { worker: 'no answer' }
-      for (const [k, v] of Object.entries(c)) if (checks[k] === undefined || checks[k] === 'ok') checks[k] = v
+      // The worst answer shows: a NAS one worker found exposed is not hidden by another's "not checked yet".
+      for (const [k, v] of Object.entries(c)) if (checks[k] === undefined || checks[k] === 'ok' || (v.startsWith('exposed') && !checks[k].startsWith('exposed'))) checks[k] = v
     }
     return { ready: up.length === count && answers.every((a) => a?.result.ready === true), checks }
   }

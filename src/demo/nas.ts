@@ -16,7 +16,7 @@ export async function startDemoNas (root: string, port = 0): Promise<{ app: Fast
     list: {
       format: 'html',
       render: (dirs: Array<{ href: string, name: string }>, files: Array<{ href: string, name: string }>) =>
-        '<html><head><title>Index</title></head><body><h1>Index</h1><ul>' +
+        '<html><head><title>Index of /</title></head><body><h1>Index of /</h1><ul>' +
         [...dirs, ...files].map((e) => `<li><a href="${escapeHtml(e.href)}">${escapeHtml(e.name)}</a></li>`).join('') +
         '</ul></body></html>'
     }

@@ -26,7 +26,8 @@ export function exposureWatchOf (cfg: Config['upstream'], parts: {
 }): ExposureWatch {
   const check = new ExposureCheck({
     request: parts.request,
-    listingPaths: cfg.exposureCheckPaths,
+    // A directory asked for without its slash is often redirected to it: asked for with it.
+    listingPaths: [...new Set(cfg.exposureCheckPaths.map((d) => d.endsWith('/') ? d : d + '/'))],
     canary: cfg.exposureCheckRecording,
     timeoutMs: Math.min(cfg.timeoutMs, 5000)
   })
@@ -67,6 +68,7 @@ export function exposureWatchOf (cfg: Config['upstream'], parts: {
     stop: () => {
       stopped = true
       if (timer !== undefined) clearInterval(timer)
+      check.stop()
     }
   }
 }

@@ -15,7 +15,7 @@ export interface Probe { asked: string, status: number, exposed: boolean }
 
 export type ExposureState =
   | { kind: 'unchecked' }
-  | { kind: 'locked', probes: Probe[], time: number }
+  | { kind: 'locked', probes: Probe[], time: number, recordingAsked: boolean }
   | { kind: 'exposed', probes: Probe[], time: number }
   | { kind: 'failed', error: string, time: number }
 
@@ -33,12 +33,55 @@ export interface ExposureParts {
 const BODY_PEEK = 64 * 1024
 const PROPFIND = '<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
 
-/** Whether a body a directory answered with lists what it holds (HTML links, "Index of", JSON entries, a DAV multistatus). */
+/** Link texts that name their own target (`<a href="2019/">2019/</a>`): how every file server lists. */
+function entryLinks (body: string): number {
+  let n = 0
+  for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)["']?[^>]*>([^<]{1,512})<\/a>/gi)) {
+    const last = m[1].replace(/[?#].*$/, '').replace(/\/$/, '').split('/').pop() ?? ''
+    let name = last
+    try { name = decodeURIComponent(last) } catch {}
+    const text = m[2].trim().replace(/\/$/, '').replace(/&amp;/g, '&')
+    if (name !== '' && name !== '..' && (text === name || text === last)) n++
+  }
+  return n
+}
+
+/** An array of entries somewhere near the top of a JSON answer: strings, or objects with a name. */
+function jsonEntries (v: unknown, depth = 0): boolean {
+  if (Array.isArray(v)) return v.length > 0 && v.every((e) => typeof e === 'string' || (typeof e === 'object' && e !== null && ['name', 'filename', 'path', 'href'].some((k) => k in e)))
+  if (typeof v !== 'object' || v === null || depth >= 3) return false
+  return Object.values(v).some((x) => jsonEntries(x, depth + 1))
+}
+
+/**
+ * Whether a body a directory answered with lists what it holds: a DAV
+ * multistatus, nginx's XML or JSON autoindex, "Index of", or two links that
+ * name their targets. A login page or a home page with links is not one.
+ */
 export function looksLikeListing (contentType: string, body: string): boolean {
-  if (/<(?:[a-z]+:)?multistatus\b/i.test(body)) return true
-  if (/\bIndex of\b/i.test(body) || /<a\s[^>]*href\s*=/i.test(body)) return true
-  if (/json/i.test(contentType)) return /^\s*[[{]/.test(body) && body.trim().length > 2
-  return false
+  if (/<(?:[\w.-]+:)?multistatus\b/i.test(body) || /<list>\s*<(?:file|directory)\b/i.test(body)) return true
+  if (/json/i.test(contentType)) {
+    try { return jsonEntries(JSON.parse(body)) } catch { return /"(?:name|filename)"\s*:/.test(body) && /^\s*\[/.test(body) }
+  }
+  return /\bIndex of\b/i.test(body) || entryLinks(body) >= 2
+}
+
+/**
+ * Whether an answer to `Range: bytes=0-0` gave the file away: its first byte
+ * (206 for 0-0), the whole of it (a 200 that is not an HTML page: a NAS that
+ * ignores Range), or its size (416 with `bytes *` and a length: an empty file).
+ */
+export function servesFile (status: number, headers: Record<string, string | string[] | undefined>): boolean {
+  const range = String(headers['content-range'] ?? '')
+  if (status === 206) return /^bytes 0-0\//i.test(range)
+  if (status === 416) return /^bytes \*\/\d+/i.test(range)
+  return status === 200 && !/text\/html/i.test(String(headers['content-type'] ?? ''))
+}
+
+/** Drops a body unread (undici's body errors when destroyed before its end: that is expected here). */
+function discard (body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => {})
+  body.destroy()
 }
 
 async function peek (body: Dispatcher.ResponseData['body']): Promise<string> {
@@ -56,6 +99,7 @@ export class ExposureCheck {
   state: ExposureState = { kind: 'unchecked' }
   private lastServed: string | undefined
   private readonly now: () => number
+  private readonly stopping = new AbortController()
 
   constructor (private readonly p: ExposureParts) {
     this.now = p.now ?? Date.now
@@ -90,7 +134,7 @@ export class ExposureCheck {
     if (probes.some((p) => p.exposed)) this.state = { kind: 'exposed', probes, time }
     // Refused, unless a request went unanswered: then it is not known.
     else if (error !== undefined) this.state = { kind: 'failed', error, time }
-    else this.state = { kind: 'locked', probes, time }
+    else this.state = { kind: 'locked', probes, time, recordingAsked: this.p.canary !== undefined || served !== undefined }
     return this.state
   }
 
@@ -98,10 +142,12 @@ export class ExposureCheck {
     return await this.p.request({
       method: method as Dispatcher.HttpMethod,
       path,
-      headers: { 'user-agent': EXPOSURE_USER_AGENT, ...headers },
+      headers: { 'user-agent': EXPOSURE_USER_AGENT, 'accept-encoding': 'identity', ...headers },
       ...(body !== undefined ? { body } : {}),
       headersTimeout: this.p.timeoutMs,
-      bodyTimeout: this.p.timeoutMs
+      bodyTimeout: this.p.timeoutMs,
+      // Bounds the wait for a pool connection too (headersTimeout starts once sent).
+      signal: AbortSignal.any([AbortSignal.timeout(this.p.timeoutMs * 2), this.stopping.signal])
     })
   }
 
@@ -109,26 +155,35 @@ export class ExposureCheck {
     const res = method === 'GET'
       ? await this.ask('GET', path, {})
       : await this.ask('PROPFIND', path, { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
+    const asked = `a listing of ${path} (${method})`
+    // Any multistatus answer to PROPFIND lists the collection.
+    if (method === 'PROPFIND' && res.statusCode === 207) { discard(res.body); return { asked, status: 207, exposed: true } }
     const ok = res.statusCode >= 200 && res.statusCode < 300
     const text = ok ? await peek(res.body) : ''
-    if (!ok) res.body.resume()
-    const type = String(res.headers['content-type'] ?? '')
-    return { asked: `a listing of ${path} (${method})`, status: res.statusCode, exposed: ok && looksLikeListing(type, text) }
+    discard(res.body)
+    return { asked, status: res.statusCode, exposed: ok && looksLikeListing(String(res.headers['content-type'] ?? ''), text) }
   }
 
   private async recording (path: string, what: string): Promise<Probe> {
     const res = await this.ask('GET', path, { range: 'bytes=0-0' })
-    res.body.resume()
-    return { asked: what, status: res.statusCode, exposed: res.statusCode === 200 || res.statusCode === 206 }
+    // Not read: a NAS that ignores Range would send the whole recording.
+    discard(res.body)
+    return { asked: what, status: res.statusCode, exposed: servesFile(res.statusCode, res.headers) }
+  }
+
+  /** Cancels a check in flight (the gateway is closing). */
+  stop (): void {
+    this.stopping.abort()
   }
 }
 
-/** What /readyz and the log say about a state: 'ok' only when the NAS refused every request. */
+/** What /readyz and the log say about a state: 'ok' only when the NAS refused every request, a recording's among them. */
 export function describeExposure (s: ExposureState): string {
   switch (s.kind) {
     case 'unchecked': return 'not checked yet'
     case 'failed': return `check failed (${s.error})`
-    case 'locked': return 'ok'
+    // Listings refused, but a NAS that serves files to anyone refuses listings too: not ok until a recording was asked for.
+    case 'locked': return s.recordingAsked ? 'ok' : 'listings refused; no recording asked for yet (none served since start): set upstream.exposureCheckRecording to a canary file'
     case 'exposed': return 'exposed: the NAS answered ' + s.probes.filter((p) => p.exposed).map((p) => `${p.asked} with ${p.status}`).join(', ') + ' without credentials; it must accept only the gateway'
   }
 }

@@ -6,9 +6,10 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { startDemoNas } from '../../src/demo/nas.js'
-import { EXPOSURE_USER_AGENT, looksLikeListing } from '../../src/proxy/exposure-check.js'
+import { EXPOSURE_USER_AGENT, looksLikeListing, servesFile } from '../../src/proxy/exposure-check.js'
 import { RECORDING, bearer, scrape, startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { startDavNas, type DavNas } from '../helpers/dav-nas.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
@@ -46,7 +47,15 @@ const NO_NAMES = (gw: TestGateway): boolean => !gw.logs.some((l) => l.includes('
 t.test('listings are told from other answers', async (t) => {
   const table: Array<[string, string, boolean]> = [
     ['text/html', '<html><head><title>Index of /</title></head><body><h1>Index of /</h1><hr><pre><a href="../">../</a>\n<a href="medicall/">medicall/</a></pre></body></html>', true],
-    ['text/html', '<ul><li><a href="/medicall/">medicall</a></li></ul>', true],
+    ['text/html', '<ul><li><a href="/medicall/">medicall</a></li><li><a href="/stockholm/">stockholm</a></li></ul>', true],
+    ['text/html', '<pre><a href="2019/">2019/</a>\n<a href="call%20one.wav">call one.wav</a></pre>', true],
+    ['text/xml', '<?xml version="1.0"?>\n<list>\n<directory mtime="2024-05-06T10:10:10Z">2024</directory>\n</list>', true],
+    ['application/json', '[{ "name":"2024", "type":"directory", "mtime":"Mon, 06 May 2024 10:10:10 GMT" }]', true],
+    ['application/json', '{"data":{"files":[{"path":"/medicall/a.wav"}]},"success":true}', true],
+    ['text/xml', '<ns0:multistatus xmlns:ns0="DAV:"><ns0:response/></ns0:multistatus>', true],
+    ['text/html', '<html><body><a href="/about">About us</a> <a href="/privacy">Privacy</a> <a href="/login">Log in</a></body></html>', false],
+    ['text/html', '<form method="post"><input name="user"></form><a href="/forgot">Forgot password?</a>', false],
+    ['application/json', '{"success":false,"error":{"code":119}}', false],
     ['application/json', '[{"name":"medicall","type":"directory"}]', true],
     ['application/xml', '<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response/></D:multistatus>', true],
     ['text/xml', '<multistatus xmlns="DAV:"></multistatus>', true],
@@ -56,6 +65,19 @@ t.test('listings are told from other answers', async (t) => {
     ['audio/wav', 'RIFF....WAVE', false]
   ]
   for (const [type, body, listing] of table) t.equal(looksLikeListing(type, body), listing, `${type}: ${body.slice(0, 40)}`)
+})
+
+t.test('a recording is given away by its first byte, its whole body, or its size; an HTML page is not one', async (t) => {
+  const table: Array<[number, Record<string, string>, boolean]> = [
+    [206, { 'content-range': 'bytes 0-0/24044', 'content-type': 'audio/wav' }, true],
+    [200, { 'content-type': 'audio/wav' }, true],
+    [200, { 'content-type': 'application/octet-stream' }, true],
+    [416, { 'content-range': 'bytes */0' }, true],
+    [200, { 'content-type': 'text/html; charset=utf-8' }, false],
+    [206, { 'content-range': 'bytes 0-0/24044', 'content-type': 'text/html' }, true],
+    [401, {}, false], [403, {}, false], [404, {}, false], [302, { location: '/login' }, false], [416, {}, false]
+  ]
+  for (const [status, headers, served] of table) t.equal(servesFile(status, headers), served, `${status} ${JSON.stringify(headers)}`)
 })
 
 t.test('the demo NAS (listing on, no password): exposed at start, in the metric, the log and /readyz, still ready by default', async (t) => {
@@ -100,7 +122,7 @@ t.test('nginx with Basic auth on the share: locked (0), and the gateway with its
   put(nas.root, CALL, RECORDING)
   const gw = await startTestGateway(t, nas, { upstream: { username: 'nasguard', password: 'nas-password-1', exposureCheckSec: 1 } })
   t.equal(await settled(gw, 'locked'), 0)
-  t.equal((await readyz(gw)).body.checks.nasLockdown, 'ok')
+  t.match((await readyz(gw)).body.checks.nasLockdown, /^listings refused; no recording asked for yet/, 'not ok before a recording was asked for: a NAS that serves files to anyone may refuse listings')
   for (const proto of PROTOCOLS) {
     const r = await fetchAs(proto, gw, CALL, bearer(gw.token()))
     t.equal(r.status, 200, proto)
@@ -108,6 +130,7 @@ t.test('nginx with Basic auth on the share: locked (0), and the gateway with its
   }
   // Once a recording was served, the next check asks for it too (its first byte), and is refused.
   await waitFor('a check that asked for the served recording', () => nas.exposureChecks().includes(`GET 401 ${CALL}`) ? true : undefined, { intervalMs: 50 })
+  await waitFor('/readyz ok once the recording was refused too', async () => (await readyz(gw)).body.checks.nasLockdown === 'ok' ? true : undefined, { intervalMs: 50 })
   t.equal(await exposedGauge(gw), 0)
   t.equal(await checksOf(gw, 'exposed'), 0)
   t.ok(NO_NAMES(gw))
@@ -143,7 +166,7 @@ t.test('upstream.exposureCheckPaths: a recording root that lists while / does no
   const seen: string[] = []
   const server = createServer((req, res) => {
     seen.push(`${req.method} ${req.url} ${req.headers['user-agent'] === EXPOSURE_USER_AGENT ? 'check' : 'gateway'}`)
-    if (req.url === '/medicall/' && req.method === 'GET') { res.writeHead(200, { 'content-type': 'text/html' }).end('<a href="2024/">2024/</a>'); return }
+    if (req.url === '/medicall/' && req.method === 'GET') { res.writeHead(200, { 'content-type': 'text/html' }).end('<a href="2024/">2024/</a><a href="2025/">2025/</a>'); return }
     res.writeHead(403).end()
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -177,4 +200,45 @@ t.test('a NAS that goes away: the check fails, the gauge keeps its verdict; expo
   t.equal((await readyz(quiet)).body.checks.nasLockdown, 'not checked yet')
   t.same(off.exposureChecks(), [], 'the check asked the NAS nothing')
   t.equal(await checksOf(quiet, 'locked') + await checksOf(quiet, 'exposed') + await checksOf(quiet, 'failed'), 0)
+})
+
+/** A NAS front on loopback answering with `handler`; torn down with the test. */
+async function nasFront (t: Test, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+  const server = createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`
+}
+
+t.test('a NAS that ignores Range: exposed, and the check does not read the whole recording', async (t) => {
+  const total = 256 * 1024 * 1024
+  let written = 0
+  let closed = false
+  const url = await nasFront(t, (req, res) => {
+    if (req.headers['user-agent'] !== EXPOSURE_USER_AGENT || req.url !== '/canary.wav') { res.writeHead(403).end(); return }
+    res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': total })
+    const chunk = Buffer.alloc(64 * 1024)
+    const pump = (): void => {
+      while (written < total && !closed) {
+        written += chunk.length
+        if (!res.write(chunk)) { res.once('drain', pump); return }
+      }
+      if (written >= total) res.end()
+    }
+    res.on('close', () => { closed = true })
+    pump()
+  })
+  const gw = await startTestGateway(t, { url }, { upstream: { exposureCheckRecording: '/canary.wav' } })
+  t.equal(await settled(gw, 'exposed'), 1)
+  await waitFor('the NAS saw the check hang up', () => closed ? true : undefined)
+  t.ok(written < total, `the check hung up after ${written} of ${total} bytes`)
+})
+
+t.test('a NAS front that answers every path with its HTML app: not a listing, not a recording', async (t) => {
+  const url = await nasFront(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<html><body><div id="app"></div><a href="/about">About</a><a href="/help">Help</a></body></html>')
+  })
+  const gw = await startTestGateway(t, { url }, { upstream: { exposureCheckRecording: '/medicall/2024/05/06/call.wav' } })
+  t.equal(await settled(gw, 'locked'), 0)
+  t.equal((await readyz(gw)).body.checks.nasLockdown, 'ok')
 })

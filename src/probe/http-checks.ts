@@ -1,7 +1,7 @@
 // What the target serves without credentials, asked over the transport that
 // works: listings at / and common recording roots, a file from a listing (or
 // a --path), HSTS, and server banners.
-import { looksLikeListing } from '../proxy/exposure-check.js'
+import { looksLikeListing, servesFile } from '../proxy/exposure-check.js'
 import { finding, type Finding } from './findings.js'
 import { answered, exchange, type Exchange, type NetOptions, type Target } from './net.js'
 
@@ -28,7 +28,8 @@ export const ask = async (c: HttpContext, method: string, path: string, headers:
 export function linksOf (listingPath: string, body: string, origin: URL): { files: string[], dirs: string[] } {
   const files = new Set<string>()
   const dirs = new Set<string>()
-  for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)/gi)) {
+  const hrefs = [...body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)/gi), ...body.matchAll(/<(?:[\w.-]+:)?href>\s*([^<\s]+)\s*</gi)]
+  for (const m of hrefs) {
     let url: URL
     try { url = new URL(m[1].replace(/&amp;/g, '&'), new URL(listingPath, origin)) } catch { continue }
     if (url.origin !== origin.origin || url.search !== '') continue
@@ -44,6 +45,15 @@ const MAX_CRAWL = 12
 /** A file is named by its directory only: recording names hold phone numbers, and this output lands in tickets. */
 const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1)
 
+/** A directory's listing, by GET or else by WebDAV PROPFIND (any multistatus lists the collection). */
+async function listingAt (c: HttpContext, dir: string): Promise<{ how: string, body: string } | undefined> {
+  const r = await ask(c, 'GET', dir)
+  if (r !== undefined && r.status >= 200 && r.status < 300 && looksLikeListing(r.headers['content-type'] ?? '', r.body)) return { how: `GET ${r.status}`, body: r.body }
+  const dav = await ask(c, 'PROPFIND', dir, { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
+  if (dav !== undefined && dav.status === 207) return { how: 'PROPFIND 207', body: dav.body }
+  return undefined
+}
+
 export async function listingsAndFiles (c: HttpContext): Promise<Finding[]> {
   const roots = [...new Set(['/', ...RECORDING_ROOTS, ...c.paths.filter((p) => p.endsWith('/'))])]
   const listed: string[] = []
@@ -51,18 +61,16 @@ export async function listingsAndFiles (c: HttpContext): Promise<Finding[]> {
   const found: string[] = []
   const queue = [...roots]
   let crawled = 0
-  for (let i = 0; i < queue.length && found.length < MAX_FILES; i++) {
+  for (let i = 0; i < queue.length; i++) {
     const dir = queue[i]
-    const r = await ask(c, 'GET', dir)
-    if (r === undefined || r.status < 200 || r.status >= 300 || !looksLikeListing(r.headers['content-type'] ?? '', r.body)) continue
-    if (roots.includes(dir)) listed.push(`${dir} (GET ${r.status})`)
+    const listing = await listingAt(c, dir)
+    if (listing === undefined) continue
+    if (roots.includes(dir)) listed.push(`${dir} (${listing.how})`)
     else crawled++
-    const links = linksOf(dir, r.body, c.target.url)
+    const links = linksOf(dir, listing.body, c.target.url)
     found.push(...links.files.filter((f) => !found.includes(f)))
-    for (const d of links.dirs) if (queue.length < roots.length + MAX_CRAWL && !queue.includes(d)) queue.push(d)
+    if (found.length < MAX_FILES) for (const d of links.dirs) if (queue.length < roots.length + MAX_CRAWL && !queue.includes(d)) queue.push(d)
   }
-  const dav = await ask(c, 'PROPFIND', '/', { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
-  if (dav !== undefined && dav.status === 207) listed.push('/ (PROPFIND 207)')
   const findings: Finding[] = []
   if (listed.length > 0) findings.push(finding('HIGH', 'listing', 'directory-listing', `directory listings without credentials: ${listed.join(', ')}${crawled > 0 ? `, and ${crawled} director${crawled === 1 ? 'y' : 'ies'} below` : ''}`, 'turn listings off (nginx autoindex off; Apache Options -Indexes) and require credentials; put nasguard in front'))
   findings.push(...await anonymousFetch(c, [...files, ...found.slice(0, MAX_FILES)]))
@@ -73,7 +81,7 @@ async function anonymousFetch (c: HttpContext, files: string[]): Promise<Finding
   const served: string[] = []
   for (const path of [...new Set(files)]) {
     const r = await ask(c, 'GET', path, { range: 'bytes=0-0' })
-    if (r !== undefined && (r.status === 200 || r.status === 206)) served.push(`a file in ${dirOf(path)} (${r.status})`)
+    if (r !== undefined && servesFile(r.status, r.headers)) served.push(`a file in ${dirOf(path)} (${r.status})`)
   }
   if (served.length > 0) return [finding('HIGH', 'anonymous', 'anonymous-fetch', `files served without credentials: ${served.join(', ')}`, 'require credentials for every file (nasguard: a token per request), and keep the share off this network')]
   const root = await ask(c, 'GET', '/')
@@ -91,6 +99,7 @@ export function hsts (root: Exchange | undefined): Finding[] {
   const value = root.headers['strict-transport-security']
   if (value === undefined) return [finding('MEDIUM', 'hsts', 'hsts-missing', 'no Strict-Transport-Security header: a browser that once used https:// may still be sent to http://', 'send Strict-Transport-Security: max-age=63072000 on every response')]
   const age = Number(/max-age\s*=\s*"?(\d+)/i.exec(value)?.[1] ?? NaN)
+  if (!(age > 0)) return [finding('MEDIUM', 'hsts', 'hsts-off', `Strict-Transport-Security ${JSON.stringify(value)} tells browsers to forget HSTS`, 'send Strict-Transport-Security: max-age=63072000')]
   if (!(age >= HSTS_MIN)) return [finding('LOW', 'hsts', 'hsts-short', `Strict-Transport-Security max-age is ${Number.isNaN(age) ? 'missing' : age} s, under six months`, 'send Strict-Transport-Security: max-age=63072000')]
   return [finding('INFO', 'hsts', 'hsts', `Strict-Transport-Security: ${value}`)]
 }

@@ -27,7 +27,12 @@ export interface NetOptions {
   timeoutMs: number
   /** CA certificates to trust instead of the system's (PEM). */
   ca?: Buffer
+  /** Talk HTTP over TLS 1.0–1.1 and old ciphers too (a server that speaks nothing newer). */
+  legacyTls?: boolean
 }
+
+/** What an old server may need: every version from TLS 1.0, every cipher, OpenSSL's security level 0. */
+export const LEGACY_OFFER = { minVersion: 'TLSv1', maxVersion: 'TLSv1.3', ciphers: 'ALL:@SECLEVEL=0' } as const
 
 export interface Handshake {
   ok: true
@@ -91,6 +96,7 @@ export async function exchange (t: Target, o: NetOptions, tls: boolean, method: 
     connect: {
       rejectUnauthorized: false,
       timeout: o.timeoutMs,
+      ...(o.legacyTls === true ? LEGACY_OFFER : {}),
       ...(t.servername !== undefined ? { servername: t.servername } : {}),
       ...(o.ca !== undefined ? { ca: o.ca } : {})
     }

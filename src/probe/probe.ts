@@ -21,7 +21,8 @@ export async function probe (url: string, o: ProbeOptions): Promise<ProbeResult>
   const r = await reach(target, o)
   const findings: Finding[] = [...r.findings]
   if (r.reach.transport === undefined) return { url, reached: false, findings, time }
-  const http = { target, net: o, tls: r.reach.transport === 'tls', paths: o.paths }
+  const net = { ...o, legacyTls: r.reach.legacy }
+  const http = { target, net, tls: r.reach.transport === 'tls', paths: o.paths }
   findings.push(...await listingsAndFiles(http))
   const root = await ask(http, 'GET', '/')
   if (http.tls) findings.push(...hsts(root))

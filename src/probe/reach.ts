@@ -3,11 +3,13 @@
 // port with a redirect that invites the client to go on (its 497); a TLS
 // port should refuse it (nasguard answers 400, and revokes a token sent so).
 import { finding, type Finding } from './findings.js'
-import { answered, exchange, handshake, type ExchangeResult, type HandshakeResult, type NetOptions, type Target } from './net.js'
+import { LEGACY_OFFER, answered, exchange, handshake, type ExchangeResult, type HandshakeResult, type NetOptions, type Target } from './net.js'
 
 export interface Reach {
-  /** The default handshake (TLS 1.2–1.3, the local OpenSSL's defaults). */
+  /** The default handshake (TLS 1.2–1.3, the local OpenSSL's defaults), or else one with everything offered. */
   tls: HandshakeResult | undefined
+  /** Only the handshake with TLS 1.0–1.1 and old ciphers offered succeeded. */
+  legacy: boolean
   /** GET / in plain HTTP to the port. */
   plain: ExchangeResult
   /** How the HTTP checks talk to the target: TLS when it works, else plain HTTP, else nothing answers. */
@@ -15,10 +17,16 @@ export interface Reach {
 }
 
 export async function reach (t: Target, o: NetOptions): Promise<{ reach: Reach, findings: Finding[] }> {
-  const tls = t.tls ? await handshake(t, o) : undefined
+  let tls = t.tls ? await handshake(t, o) : undefined
+  let legacy = false
+  // An old NAS may speak only TLS 1.0: asked again with everything offered before it is judged not to speak TLS.
+  if (tls?.ok === false) {
+    const old = await handshake(t, o, LEGACY_OFFER)
+    if (old.ok) { tls = old; legacy = true }
+  }
   const plain = await exchange(t, o, false, 'GET', '/')
   const transport = tls?.ok === true ? 'tls' : answered(plain) ? 'plain' : undefined
-  return { reach: { tls, plain, transport }, findings: judge(t, tls, plain) }
+  return { reach: { tls, plain, transport, legacy }, findings: judge(t, tls, plain) }
 }
 
 function judge (t: Target, tls: HandshakeResult | undefined, plain: ExchangeResult): Finding[] {

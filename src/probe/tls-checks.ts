@@ -20,9 +20,11 @@ export async function versions (t: Target, o: NetOptions): Promise<Finding[]> {
     if (r.ok) old.push(v)
   }
   const tls13 = await handshake(t, o, { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' })
+  const tls12 = await handshake(t, o, { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: ANY })
   const out: Finding[] = []
+  if (!tls12.ok && !tls13.ok) out.push(finding('HIGH', 'tls', 'tls-obsolete-only', `only ${old.join(' and ') || 'obsolete TLS'} is spoken: no TLS 1.2 or 1.3, so what protects the traffic is broken`, 'upgrade it, or put nasguard in front with TLS 1.2 and 1.3'))
   if (old.length > 0) out.push(finding('MEDIUM', 'tls', 'tls-old-versions', `accepts ${old.join(' and ')}, which Mozilla's intermediate profile drops`, 'accept TLS 1.2 and 1.3 only (nasguard: tls.profile intermediate or modern)'))
-  if (!tls13.ok) out.push(finding('LOW', 'tls', 'tls13-missing', 'TLS 1.3 is not offered', 'enable TLS 1.3'))
+  if (!tls13.ok && tls12.ok) out.push(finding('LOW', 'tls', 'tls13-missing', 'TLS 1.3 is not offered', 'enable TLS 1.3'))
   return out
 }
 
@@ -66,6 +68,8 @@ function dateFindings (cert: DetailedPeerCertificate, now: number): Finding[] {
   if (now < from) return [finding('HIGH', 'certificate', 'certificate-not-yet-valid', `the certificate is valid only from ${new Date(from).toISOString()}`, 'check the clock of the host that issued it, and reissue')]
   const left = to - now
   const days = Math.floor(left / DAY_MS)
+  // A certificate that lives a week or less (ACME short-lived ones) is renewed in its last hours: only its last hour is late.
+  if (to - from <= 7 * DAY_MS) return [left < 3600_000 ? finding('MEDIUM', 'certificate', 'certificate-expiring', `the short-lived certificate expires within the hour, at ${new Date(to).toISOString()}`, 'check that its renewal runs') : finding('INFO', 'certificate', 'certificate-dates', `a short-lived certificate, valid until ${new Date(to).toISOString()}`)]
   if (left < (to - from) / 3 && left < 7 * DAY_MS) return [finding('MEDIUM', 'certificate', 'certificate-expiring', `the certificate expires in ${days} day(s), on ${new Date(to).toISOString()}`, 'renew it now')]
   if (left < (to - from) / 3 && left < 30 * DAY_MS) return [finding('LOW', 'certificate', 'certificate-expiring-soon', `the certificate expires in ${days} days, on ${new Date(to).toISOString()}`, 'renew it within the week')]
   return [finding('INFO', 'certificate', 'certificate-dates', `the certificate is valid until ${new Date(to).toISOString()} (${days} days)`)]
@@ -75,7 +79,8 @@ export function certificate (t: Target, h: Handshake, trustedCa: boolean, now = 
   const cert = h.cert
   if (cert === undefined) return [finding('HIGH', 'certificate', 'certificate-missing', 'the server sent no certificate', 'configure a certificate')]
   const out: Finding[] = []
-  if (!h.authorized) {
+  // An expired or not yet valid one is judged by its dates below, not twice.
+  if (!h.authorized && h.authorizationError !== 'CERT_HAS_EXPIRED' && h.authorizationError !== 'CERT_NOT_YET_VALID') {
     out.push(finding('MEDIUM', 'certificate', 'certificate-untrusted', `the certificate does not chain to a trusted CA (${h.authorizationError ?? 'unknown'})${trustedCa ? ' of --ca' : ''}`, trustedCa ? 'serve the full chain to the CA given' : 'use a certificate from a CA the clients trust; for a private CA, probe with --ca FILE'))
   }
   const name = t.servername ?? t.host

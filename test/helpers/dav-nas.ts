@@ -36,6 +36,8 @@ export interface DavNasOptions {
   autoindex?: boolean
   /** Basic auth on every request (nginx auth_basic, a {PLAIN} password file). */
   basicAuth?: { user: string, password: string }
+  /** TLS on its port, with these protocols (nginx ssl_protocols) and every cipher OpenSSL has: an old NAS's TLS. */
+  tls?: { cert: string, key: string, protocols: string }
 }
 
 function config (dir: string, port: number, o: DavNasOptions): string {
@@ -58,7 +60,11 @@ http {
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port}${o.tls ? ` ssl;
+    ssl_certificate ${o.tls.cert};
+    ssl_certificate_key ${o.tls.key};
+    ssl_protocols ${o.tls.protocols};
+    ssl_ciphers ALL:@SECLEVEL=0` : ''};
     root ${dir}/share;
     client_max_body_size 0;
     autoindex ${o.autoindex === true ? 'on' : 'off'};${o.basicAuth ? `
@@ -111,7 +117,7 @@ export async function startDavNas (t: Teardown, o: DavNasOptions = {}): Promise<
   await waitFor(`nginx on port ${port} (${stderr})`, async () => child.exitCode === null && await listening(port) ? true : undefined, { intervalMs: 50 })
   const lines = (file: string): string[] => existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : []
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${o.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     root: join(dir, 'share'),
     requests: () => lines(join(dir, 'access.log')),
     exposureChecks: () => lines(join(dir, 'checks.log')),

@@ -4,6 +4,7 @@
 // HIGH it has), and Caddy's TLS site with its internal CA (its actual
 // findings). Plus the outputs: table, --json, --format prom (promtool).
 import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:tls'
 import { tmpdir } from 'node:os'
@@ -142,4 +143,47 @@ t.test('usage errors exit 2 and name what is wrong; nothing listening is not a f
   t.equal(status, 0)
   t.equal(result.reached, false)
   t.same(ids(result), ['unreachable'])
+})
+
+t.test('an old NAS that speaks only TLS 1.0 and 1.1, listing on: found over its old TLS, not called plain HTTP', async (t) => {
+  const certs = testCerts()
+  const nas = await startDavNas(t, { autoindex: true, tls: { cert: certs.cert, key: certs.key, protocols: 'TLSv1 TLSv1.1' } })
+  mkdirSync(join(nas.root, 'calls'))
+  writeFileSync(join(nas.root, 'calls', '20190101-0930_46701234567.wav'), RECORDING)
+  const { status, result } = await probeJson(t, [`https://localhost:${new URL(nas.url).port}/`, '--ca', certs.ca])
+  t.equal(status, 1)
+  t.same(ids(result, 'HIGH'), ['anonymous-fetch', 'directory-listing', 'tls-obsolete-only'])
+  t.ok(ids(result).includes('tls-old-versions'))
+  t.notOk(ids(result).includes('plaintext-on-tls-port'), 'its 400 to plain HTTP does not make it a plain port')
+})
+
+/** A server on loopback answering with `handler`, closed with the test. */
+async function serve (t: Test, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<number> {
+  const server = createServer(handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  return (server.address() as { port: number }).port
+}
+
+t.test('a WebDAV share that answers PROPFIND only; an ordinary site with links is no listing', async (t) => {
+  const dav = await serve(t, (req, res) => {
+    if (req.method === 'PROPFIND' && req.url === '/recordings/') {
+      res.writeHead(207, { 'content-type': 'application/xml' }).end('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/recordings/</D:href></D:response><D:response><D:href>/recordings/call_46701234567.wav</D:href></D:response></D:multistatus>')
+      return
+    }
+    if (req.method === 'GET' && req.url === '/recordings/call_46701234567.wav') {
+      res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': `bytes 0-0/${RECORDING.length}` }).end(RECORDING.subarray(0, 1))
+      return
+    }
+    res.writeHead(403).end()
+  })
+  const found = await probeJson(t, [`http://127.0.0.1:${dav}/`])
+  t.same(ids(found.result, 'HIGH'), ['anonymous-fetch', 'directory-listing', 'no-tls'])
+  t.match(found.result.findings.find((f) => f.id === 'directory-listing')?.title, /\/recordings\/ \(PROPFIND 207\)/)
+
+  const site = await serve(t, (req, res) => {
+    res.writeHead(req.url === '/' ? 200 : 404, { 'content-type': 'text/html' }).end('<html><body><h1>Welcome</h1><a href="/about">About us</a> <a href="/privacy">Privacy</a> <a href="/contact">Contact</a></body></html>')
+  })
+  const plain = await probeJson(t, [`http://127.0.0.1:${site}/`])
+  t.same(ids(plain.result, 'HIGH'), ['no-tls'], 'no listing, no file: only the plain HTTP')
 })

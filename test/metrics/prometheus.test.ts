@@ -7,6 +7,8 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { bearer, get, rawPlain, startStubNas, startTestGateway, type Teardown } from '../helpers/gateway.js'
+import { promOf } from '../../src/probe/output.js'
+import { finding } from '../../src/probe/findings.js'
 
 const PROMTOOL = spawnSync('sh', ['-c', 'command -v promtool']).stdout.toString().trim()
 if (!PROMTOOL && process.env.CI) t.fail('promtool is not installed, and CI should have installed it (.ci/run)')
@@ -39,9 +41,10 @@ t.test('the alert rules are valid and their unit tests fire the alerts', { skip 
   t.equal(config.status, 0, config.stdout + config.stderr)
 })
 
-t.test('every metric the alerts and the dashboard use is exported', async (t) => {
+t.test('every metric the alerts and the dashboard use is exported (by the gateway, or by nasguard probe --format prom)', async (t) => {
   const text = await liveScrape(t)
-  const exported = new Set(text.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]))
+  const probe = await promOf([{ url: 'https://nas.example.org/', reached: true, time: new Date().toISOString(), findings: [finding('HIGH', 'listing', 'directory-listing', 'a listing', 'turn it off')] }])
+  const exported = new Set((text + '\n' + probe).split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]))
   const used = (file: string): string[] => [...new Set((readFileSync(file, 'utf8').match(/nasguard_[a-z0-9_]+/g) ?? [])
     .map((m) => m.replace(/_(bucket|sum|count)$/, '')))]
   for (const file of ['deploy/prometheus/alerts.yml', 'deploy/grafana/nasguard.json']) {

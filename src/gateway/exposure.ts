@@ -29,6 +29,7 @@ export function exposureWatchOf (cfg: Config['upstream'], parts: {
     // A directory asked for without its slash is often redirected to it: asked for with it.
     listingPaths: [...new Set(cfg.exposureCheckPaths.map((d) => d.endsWith('/') ? d : d + '/'))],
     canary: cfg.exposureCheckRecording,
+    origin: new URL(cfg.url).origin,
     timeoutMs: Math.min(cfg.timeoutMs, 5000)
   })
   let timer: NodeJS.Timeout | undefined

@@ -26,6 +26,8 @@ export interface ExposureParts {
   listingPaths: readonly string[]
   /** A recording the NAS must refuse (a canary the operator placed), if set. */
   canary?: string
+  /** The NAS's origin (upstream.url): a redirect within it is followed, once. */
+  origin: string
   timeoutMs: number
   now?: () => number
 }
@@ -151,9 +153,25 @@ export class ExposureCheck {
     })
   }
 
+  /**
+   * A GET, and the GET of where a redirect within the NAS points, once: a
+   * directory redirected to its slash, or a recording to an unguarded link,
+   * is answered there.
+   */
+  private async get (path: string, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    const res = await this.ask('GET', path, headers)
+    const location = res.statusCode >= 300 && res.statusCode < 400 ? res.headers.location : undefined
+    if (typeof location !== 'string') return res
+    let next: URL
+    try { next = new URL(location, new URL(path, this.p.origin)) } catch { return res }
+    if (next.origin !== new URL(this.p.origin).origin) return res
+    discard(res.body)
+    return await this.ask('GET', next.pathname + next.search, headers)
+  }
+
   private async listing (method: 'GET' | 'PROPFIND', path: string): Promise<Probe> {
     const res = method === 'GET'
-      ? await this.ask('GET', path, {})
+      ? await this.get(path, {})
       : await this.ask('PROPFIND', path, { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
     const asked = `a listing of ${path} (${method})`
     // Any multistatus answer to PROPFIND lists the collection.
@@ -165,7 +183,7 @@ export class ExposureCheck {
   }
 
   private async recording (path: string, what: string): Promise<Probe> {
-    const res = await this.ask('GET', path, { range: 'bytes=0-0' })
+    const res = await this.get(path, { range: 'bytes=0-0' })
     // Not read: a NAS that ignores Range would send the whole recording.
     discard(res.body)
     return { asked: what, status: res.statusCode, exposed: servesFile(res.statusCode, res.headers) }

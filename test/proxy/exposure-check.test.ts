@@ -242,3 +242,19 @@ t.test('a NAS front that answers every path with its HTML app: not a listing, no
   t.equal(await settled(gw, 'locked'), 0)
   t.equal((await readyz(gw)).body.checks.nasLockdown, 'ok')
 })
+
+t.test('a redirect within the NAS is followed once: a recording behind a redirect to an unguarded link is exposed; one to another host is not followed', async (t) => {
+  let elsewhere = 0
+  const other = await nasFront(t, (_req, res) => { elsewhere++; res.writeHead(200, { 'content-type': 'audio/wav' }).end('RIFF') })
+  const url = await nasFront(t, (req, res) => {
+    if (req.url === '/canary.wav') { res.writeHead(302, { location: '/share/open/canary.wav?token=none' }).end(); return }
+    if (req.url === '/share/open/canary.wav?token=none') { res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': 'bytes 0-0/4' }).end('R'); return }
+    if (req.url === '/away.wav') { res.writeHead(302, { location: `${other}/away.wav` }).end(); return }
+    res.writeHead(403).end()
+  })
+  const gw = await startTestGateway(t, { url }, { upstream: { exposureCheckRecording: '/canary.wav' } })
+  t.equal(await settled(gw, 'exposed'), 1)
+  const away = await startTestGateway(t, { url }, { upstream: { exposureCheckRecording: '/away.wav' } })
+  t.equal(await settled(away, 'locked'), 0)
+  t.equal(elsewhere, 0, 'the other host was not asked')
+})

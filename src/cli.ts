@@ -491,10 +491,19 @@ function probeCommand (program: Command): void {
       const { probe } = await import('./probe/probe.js')
       const output = await import('./probe/output.js')
       const results = []
-      for (const u of urls) results.push(await probe(u, { timeoutMs, ca, paths: o.path }))
+      let failed = false
+      for (const u of urls) {
+        try {
+          results.push(await probe(u, { timeoutMs, ca, paths: o.path }))
+        } catch (e) {
+          // One target the probe could not finish does not lose the others' findings.
+          failed = true
+          err(`nasguard: the probe of ${u} could not finish: ${(e as Error).message}\n`)
+        }
+      }
       const format = o.json ? 'json' : o.format
       out(format === 'json' ? output.jsonOf(results) : format === 'prom' ? await output.promOf(results) : output.tableOf(results))
-      return results.some((r) => r.findings.some((f) => f.severity === 'HIGH')) ? 1 : 0
+      return failed || results.some((r) => r.findings.some((f) => f.severity === 'HIGH')) ? 1 : 0
     }))
 }
 

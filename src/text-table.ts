@@ -1,7 +1,7 @@
 // Text for a terminal: columns padded to their widest cell, and no control
 // characters. What a server, a subject or a path says (a banner, a name) must
 // not reach an operator's terminal as escapes or bidirectional overrides.
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g
 
 export const printable = (s: string): string => s.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 

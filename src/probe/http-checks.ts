@@ -32,7 +32,10 @@ export function linksOf (listingPath: string, body: string, origin: URL): { file
   for (const m of hrefs) {
     let url: URL
     try { url = new URL(m[1].replace(/&amp;/g, '&'), new URL(listingPath, origin)) } catch { continue }
-    if (url.origin !== origin.origin || url.search !== '') continue
+    // A DAV href may name the NAS by an inside name (http://nas.internal/…): its path is asked of the target.
+    if (/^<a\s/i.test(m[0]) && url.origin !== origin.origin) continue
+    if (url.search !== '') continue
+    url = new URL(url.pathname, origin)
     if (!url.pathname.endsWith('/')) files.add(url.pathname)
     else if (url.pathname.startsWith(listingPath) && url.pathname.length > listingPath.length) dirs.add(url.pathname)
   }
@@ -42,8 +45,12 @@ export function linksOf (listingPath: string, body: string, origin: URL): { file
 /** Directories below a listing that are opened to find a file, at most. */
 const MAX_CRAWL = 12
 
-/** A file is named by its directory only: recording names hold phone numbers, and this output lands in tickets. */
-const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1)
+/**
+ * A file is named by its directory only, and any run of 9 or more digits in it
+ * is cut to its first two: recording names (and per-caller folders) hold phone
+ * numbers, and this output lands in tickets. Dates (8 digits) stay readable.
+ */
+const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1).replace(/\d{9,}/g, (d) => `${d.slice(0, 2)}…`)
 
 /** A directory's listing, by GET or else by WebDAV PROPFIND (any multistatus lists the collection). */
 async function listingAt (c: HttpContext, dir: string): Promise<{ how: string, body: string } | undefined> {
@@ -86,8 +93,8 @@ async function anonymousFetch (c: HttpContext, files: string[]): Promise<Finding
   if (served.length > 0) return [finding('HIGH', 'anonymous', 'anonymous-fetch', `files served without credentials: ${served.join(', ')}`, 'require credentials for every file (nasguard: a token per request), and keep the share off this network')]
   const root = await ask(c, 'GET', '/')
   if (root === undefined) return []
-  if (root.status === 401 || root.status === 403) return [finding('INFO', 'anonymous', 'credentials-required', `/ asks for credentials (${root.status}), and nothing was served without them`)]
-  return [finding('INFO', 'anonymous', 'no-file-served', `no file was served without credentials (/ answers ${root.status}${files.length === 0 ? '; no file name known to try: pass --path' : ''})`)]
+  if (root.status === 401 || root.status === 403) return [finding('INFO', 'anonymous', 'credentials-required', `/ asks for credentials (${root.status})${files.length > 0 ? `, and none of the ${files.length} file(s) tried was served without them` : ''}`)]
+  return [finding('INFO', 'anonymous', 'no-file-served', files.length === 0 ? `no file name was known to try (/ answers ${root.status}): pass --path with a recording's path` : `none of the ${files.length} file(s) tried was served without credentials (/ answers ${root.status})`)]
 }
 
 /** Six months, as Mozilla's guidelines ask at the least (they recommend two years). */

@@ -16,7 +16,7 @@ export function tableOf (results: readonly ProbeResult[]): string {
 export function jsonOf (results: readonly ProbeResult[]): string {
   // JSON escapes C0 controls itself; C1 controls and bidirectional overrides (from a banner or a certificate) are escaped too.
   return JSON.stringify(results.map((r) => ({ ...r, counts: countBySeverity(r.findings), findings: ordered(r.findings) })), null, 2)
-    .replace(/[\u0080-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n'
+    .replace(/[\u0080-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) + '\n'
 }
 
 export async function promOf (results: readonly ProbeResult[]): Promise<string> {

@@ -64,6 +64,7 @@ function keyFinding (cert: DetailedPeerCertificate): Finding[] {
 function dateFindings (cert: DetailedPeerCertificate, now: number): Finding[] {
   const from = Date.parse(cert.valid_from)
   const to = Date.parse(cert.valid_to)
+  if (Number.isNaN(from) || Number.isNaN(to)) return [finding('HIGH', 'certificate', 'certificate-dates-invalid', `the certificate's dates do not parse (${JSON.stringify(cert.valid_from)} to ${JSON.stringify(cert.valid_to)}): clients refuse it`, 'issue a new certificate')]
   if (now > to) return [finding('HIGH', 'certificate', 'certificate-expired', `the certificate expired on ${new Date(to).toISOString()}`, 'renew it (nasguard cert renew, or your ACME client), and alert on nasguard_certificate_expiry_seconds')]
   if (now < from) return [finding('HIGH', 'certificate', 'certificate-not-yet-valid', `the certificate is valid only from ${new Date(from).toISOString()}`, 'check the clock of the host that issued it, and reissue')]
   const left = to - now

@@ -35,17 +35,32 @@ export interface ExposureParts {
 const BODY_PEEK = 64 * 1024
 const PROPFIND = '<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
 
-/** Link texts that name their own target (`<a href="2019/">2019/</a>`): how every file server lists. */
-function entryLinks (body: string): number {
-  let n = 0
-  for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)["']?[^>]*>([^<]{1,512})<\/a>/gi)) {
-    const last = m[1].replace(/[?#].*$/, '').replace(/\/$/, '').split('/').pop() ?? ''
+/** What file servers title their listings: nginx and Apache, python, Tomcat, Jetty, IIS, Caddy's browse. */
+const LISTING_MARKS = /\bIndex of \/|Directory listing for|\[To Parent Directory\]|<title>\s*Directory: \/|class="listing"/i
+
+const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' }
+const decoded = (s: string): string => s.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (m, e: string) =>
+  e[0] !== '#' ? ENTITIES[e.toLowerCase()] ?? m : String.fromCodePoint(e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1))))
+
+/**
+ * Links whose text names their own target (`<a href="2019/">2019/</a>`), as
+ * every file server lists, against the other links (sorting and parent links
+ * left out).
+ */
+function linkCounts (body: string): { entries: number, others: number } {
+  let entries = 0
+  let others = 0
+  for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)["']?[^>]*>([\s\S]{0,2000}?)<\/a>/gi)) {
+    const href = decoded(m[1])
+    if (/^[?#]/.test(href) || /^(\.\.\/?|\/)$/.test(href)) continue
+    const last = href.replace(/[?#].*$/, '').replace(/\/$/, '').split('/').pop() ?? ''
     let name = last
     try { name = decodeURIComponent(last) } catch {}
-    const text = m[2].trim().replace(/\/$/, '').replace(/&amp;/g, '&')
-    if (name !== '' && name !== '..' && (text === name || text === last)) n++
+    const text = decoded(m[2].replace(/<[^>]*>/g, '')).replace(/\u00a0/g, ' ').trim().replace(/\/$/, '')
+    if (name !== '' && (text === name || text === last)) entries++
+    else others++
   }
-  return n
+  return { entries, others }
 }
 
 /** An array of entries somewhere near the top of a JSON answer: strings, or objects with a name. */
@@ -57,15 +72,18 @@ function jsonEntries (v: unknown, depth = 0): boolean {
 
 /**
  * Whether a body a directory answered with lists what it holds: a DAV
- * multistatus, nginx's XML or JSON autoindex, "Index of", or two links that
- * name their targets. A login page or a home page with links is not one.
+ * multistatus, nginx's XML or JSON autoindex, a listing's title, or a page
+ * without a form where more links name their targets than do not. A login page, a home
+ * page or a blog's pagination is not one.
  */
 export function looksLikeListing (contentType: string, body: string): boolean {
   if (/<(?:[\w.-]+:)?multistatus\b/i.test(body) || /<list>\s*<(?:file|directory)\b/i.test(body)) return true
   if (/json/i.test(contentType)) {
-    try { return jsonEntries(JSON.parse(body)) } catch { return /"(?:name|filename)"\s*:/.test(body) && /^\s*\[/.test(body) }
+    try { return jsonEntries(JSON.parse(body)) } catch { return /"(?:name|filename)"\s*:/.test(body) && /^\s*[[{]/.test(body) }
   }
-  return /\bIndex of\b/i.test(body) || entryLinks(body) >= 2
+  if (LISTING_MARKS.test(body)) return true
+  const links = linkCounts(body)
+  return !/<form\b/i.test(body) && links.entries >= 1 && links.entries > links.others
 }
 
 /**
@@ -75,7 +93,7 @@ export function looksLikeListing (contentType: string, body: string): boolean {
  */
 export function servesFile (status: number, headers: Record<string, string | string[] | undefined>): boolean {
   const range = String(headers['content-range'] ?? '')
-  if (status === 206) return /^bytes 0-0\//i.test(range)
+  if (status === 206) return /^bytes 0-\d+\//i.test(range)
   if (status === 416) return /^bytes \*\/\d+/i.test(range)
   return status === 200 && !/text\/html/i.test(String(headers['content-type'] ?? ''))
 }
@@ -129,7 +147,7 @@ export class ExposureCheck {
       try {
         probes.push(await ask())
       } catch (err) {
-        error ??= (err as { code?: string }).code ?? (err as Error).name ?? 'error'
+        error ??= typeof (err as { code?: unknown }).code === 'string' ? (err as { code: string }).code : (err as Error).name ?? 'error'
       }
     }
     const time = this.now()
@@ -154,24 +172,24 @@ export class ExposureCheck {
   }
 
   /**
-   * A GET, and the GET of where a redirect within the NAS points, once: a
-   * directory redirected to its slash, or a recording to an unguarded link,
-   * is answered there.
+   * A GET, and the GET of where a redirect within the NAS points, once, if
+   * `follows` accepts it: a directory redirected to its slash, or a recording
+   * to a share link, is answered there (a login page elsewhere is not).
    */
-  private async get (path: string, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+  private async get (path: string, headers: Record<string, string>, follows: (next: URL) => boolean): Promise<{ res: Dispatcher.ResponseData, redirected: boolean }> {
     const res = await this.ask('GET', path, headers)
     const location = res.statusCode >= 300 && res.statusCode < 400 ? res.headers.location : undefined
-    if (typeof location !== 'string') return res
+    if (typeof location !== 'string') return { res, redirected: false }
     let next: URL
-    try { next = new URL(location, new URL(path, this.p.origin)) } catch { return res }
-    if (next.origin !== new URL(this.p.origin).origin) return res
+    try { next = new URL(location, new URL(path, this.p.origin)) } catch { return { res, redirected: false } }
+    if (next.origin !== new URL(this.p.origin).origin || !follows(next)) return { res, redirected: false }
     discard(res.body)
-    return await this.ask('GET', next.pathname + next.search, headers)
+    return { res: await this.ask('GET', next.pathname + next.search, headers), redirected: true }
   }
 
   private async listing (method: 'GET' | 'PROPFIND', path: string): Promise<Probe> {
     const res = method === 'GET'
-      ? await this.get(path, {})
+      ? (await this.get(path, {}, (next) => next.pathname === (path.endsWith('/') ? path : path + '/'))).res
       : await this.ask('PROPFIND', path, { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
     const asked = `a listing of ${path} (${method})`
     // Any multistatus answer to PROPFIND lists the collection.
@@ -183,10 +201,12 @@ export class ExposureCheck {
   }
 
   private async recording (path: string, what: string): Promise<Probe> {
-    const res = await this.get(path, { range: 'bytes=0-0' })
+    const { res, redirected } = await this.get(path, { range: 'bytes=0-0' }, () => true)
     // Not read: a NAS that ignores Range would send the whole recording.
     discard(res.body)
-    return { asked: what, status: res.statusCode, exposed: servesFile(res.statusCode, res.headers) }
+    // Where a redirect led, only the range's own evidence counts (a login page may answer 200).
+    const exposed = redirected ? (res.statusCode === 206 || res.statusCode === 416) && servesFile(res.statusCode, res.headers) : servesFile(res.statusCode, res.headers)
+    return { asked: redirected ? `${what}, through a redirect` : what, status: res.statusCode, exposed }
   }
 
   /** Cancels a check in flight (the gateway is closing). */

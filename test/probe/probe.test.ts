@@ -168,10 +168,11 @@ async function serve (t: Test, handler: (req: IncomingMessage, res: ServerRespon
 t.test('a WebDAV share that answers PROPFIND only; an ordinary site with links is no listing', async (t) => {
   const dav = await serve(t, (req, res) => {
     if (req.method === 'PROPFIND' && req.url === '/recordings/') {
-      res.writeHead(207, { 'content-type': 'application/xml' }).end('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/recordings/</D:href></D:response><D:response><D:href>/recordings/call_46701234567.wav</D:href></D:response></D:multistatus>')
+      // The share names itself by an inside name, as NAS boxes do; the caller's folder is their number.
+      res.writeHead(207, { 'content-type': 'application/xml' }).end('<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href>/recordings/</D:href></D:response><D:response><D:href>http://nas.internal/recordings/46701234567/call.wav</D:href></D:response></D:multistatus>')
       return
     }
-    if (req.method === 'GET' && req.url === '/recordings/call_46701234567.wav') {
+    if (req.method === 'GET' && req.url === '/recordings/46701234567/call.wav') {
       res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': `bytes 0-0/${RECORDING.length}` }).end(RECORDING.subarray(0, 1))
       return
     }
@@ -180,6 +181,8 @@ t.test('a WebDAV share that answers PROPFIND only; an ordinary site with links i
   const found = await probeJson(t, [`http://127.0.0.1:${dav}/`])
   t.same(ids(found.result, 'HIGH'), ['anonymous-fetch', 'directory-listing', 'no-tls'])
   t.match(found.result.findings.find((f) => f.id === 'directory-listing')?.title, /\/recordings\/ \(PROPFIND 207\)/)
+  t.match(found.result.findings.find((f) => f.id === 'anonymous-fetch')?.title, /a file in \/recordings\/46…\/ \(206\)/, 'the caller\'s folder is cut to two digits')
+  t.notMatch(JSON.stringify(found.result), /46701234567/)
 
   const site = await serve(t, (req, res) => {
     res.writeHead(req.url === '/' ? 200 : 404, { 'content-type': 'text/html' }).end('<html><body><h1>Welcome</h1><a href="/about">About us</a> <a href="/privacy">Privacy</a> <a href="/contact">Contact</a></body></html>')

@@ -3,7 +3,7 @@
 // (listing on, no password), Debian's nginx with autoindex (the 2019 NAS),
 // nginx with Basic auth on the share (locked), and nginx that refuses
 // directories but serves any file to anyone (exposed through a recording).
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -65,6 +65,14 @@ t.test('listings are told from other answers', async (t) => {
     ['audio/wav', 'RIFF....WAVE', false]
   ]
   for (const [type, body, listing] of table) t.equal(looksLikeListing(type, body), listing, `${type}: ${body.slice(0, 40)}`)
+})
+
+t.test('real file servers\' listings are listings; pages with links are not (test/fixtures/listings)', async (t) => {
+  const dir = 'test/fixtures/listings'
+  const listings = ['apache', 'lighttpd', 'tomcat', 'jetty', 'iis_one', 'iis_two', 'gofs_one', 'caddy_one', 'caddy_2019', 'py_one', 'py_2019', 'serve']
+  const pages = ['blog', 'help', 'lang']
+  for (const name of listings) t.ok(looksLikeListing('text/html', readFileSync(join(dir, `${name}.html`), 'utf8')), `${name}: a listing`)
+  for (const name of pages) t.notOk(looksLikeListing('text/html', readFileSync(join(dir, `${name}.html`), 'utf8')), `${name}: not a listing`)
 })
 
 t.test('a recording is given away by its first byte, its whole body, or its size; an HTML page is not one', async (t) => {

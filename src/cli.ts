@@ -478,7 +478,8 @@ function probeCommand (program: Command): void {
     .addOption(new Option('--format <format>', 'table, json, or prom (for node_exporter\'s textfile collector)').choices(['table', 'json', 'prom']).default('table'))
     .option('--json', 'the same as --format json', false)
     .option('--timeout-ms <ms>', 'for each connection and answer', '5000')
-    .action(action(async (urls: string[], o: { ca?: string, path: string[], format: string, json: boolean, timeoutMs: string }) => {
+    .option('--deadline-ms <ms>', 'for the whole probe of one URL', '120000')
+    .action(action(async (urls: string[], o: { ca?: string, path: string[], format: string, json: boolean, timeoutMs: string, deadlineMs: string }) => {
       const { targetOf } = await import('./probe/net.js')
       for (const u of urls) {
         try { targetOf(u) } catch (e) { throw new UsageError(`invalid URL ${JSON.stringify(u)}: ${(e as Error).message}`) }
@@ -487,6 +488,8 @@ function probeCommand (program: Command): void {
       if (bad !== undefined) throw new UsageError(`invalid --path ${JSON.stringify(bad)}: a path starts with /`)
       const timeoutMs = Number(o.timeoutMs)
       if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new UsageError(`invalid --timeout-ms ${JSON.stringify(o.timeoutMs)}: a whole number of milliseconds`)
+      const deadlineMs = Number(o.deadlineMs)
+      if (!Number.isInteger(deadlineMs) || deadlineMs < 1) throw new UsageError(`invalid --deadline-ms ${JSON.stringify(o.deadlineMs)}: a whole number of milliseconds`)
       const ca = o.ca !== undefined ? readFileSync(o.ca) : undefined
       const { probe } = await import('./probe/probe.js')
       const output = await import('./probe/output.js')
@@ -494,7 +497,7 @@ function probeCommand (program: Command): void {
       let failed = false
       for (const u of urls) {
         try {
-          results.push(await probe(u, { timeoutMs, ca, paths: o.path }))
+          results.push(await probe(u, { timeoutMs, deadlineMs, ca, paths: o.path }))
         } catch (e) {
           // One target the probe could not finish does not lose the others' findings.
           failed = true

@@ -25,6 +25,8 @@ export function targetOf (text: string): Target {
 
 export interface NetOptions {
   timeoutMs: number
+  /** The whole probe of a URL ends when this fires: every exchange and handshake still going is cut. */
+  deadline?: AbortSignal
   /** CA certificates to trust instead of the system's (PEM). */
   ca?: Buffer
   /** Talk HTTP over TLS 1.0–1.1 and old ciphers too (a server that speaks nothing newer). */
@@ -61,10 +63,14 @@ export async function handshake (t: Target, o: NetOptions, offer: { minVersion?:
     })
     const done = (r: HandshakeResult): void => {
       clearTimeout(timer)
+      o.deadline?.removeEventListener('abort', cut)
       socket.destroy()
       resolve(r)
     }
     const timer = setTimeout(() => { done({ ok: false, error: 'timeout' }) }, o.timeoutMs)
+    function cut (): void { done({ ok: false, error: 'deadline' }) }
+    if (o.deadline?.aborted === true) cut()
+    else o.deadline?.addEventListener('abort', cut, { once: true })
     socket.once('secureConnect', () => {
       const cert = socket.getPeerCertificate(true)
       done({
@@ -111,7 +117,7 @@ export async function exchange (t: Target, o: NetOptions, tls: boolean, method: 
       headersTimeout: o.timeoutMs,
       bodyTimeout: o.timeoutMs,
       // A server that trickles its answer does not hold the probe longer than this.
-      signal: AbortSignal.timeout(o.timeoutMs * 3)
+      signal: o.deadline !== undefined ? AbortSignal.any([AbortSignal.timeout(o.timeoutMs * 3), o.deadline]) : AbortSignal.timeout(o.timeoutMs * 3)
     })
     const chunks: Buffer[] = []
     let n = 0

@@ -13,9 +13,18 @@ import { certificate, ciphers, versions } from './tls-checks.js'
 export interface ProbeOptions extends NetOptions {
   /** Known recording paths or directories to try (--path). */
   paths: readonly string[]
+  /** How long the whole probe of one URL may take (--deadline-ms): a server that trickles every answer does not hold it longer. */
+  deadlineMs: number
 }
 
-export async function probe (url: string, o: ProbeOptions): Promise<ProbeResult> {
+export async function probe (url: string, options: ProbeOptions): Promise<ProbeResult> {
+  const deadline = AbortSignal.timeout(options.deadlineMs)
+  const result = await checks(url, { ...options, deadline })
+  if (deadline.aborted) result.findings.push(finding('LOW', 'reach', 'probe-deadline', `the probe of this URL stopped at its deadline (${options.deadlineMs} ms): the server answers too slowly, and the checks after that point are missing`, 'find out why it answers so slowly; probe again with a longer --deadline-ms'))
+  return result
+}
+
+async function checks (url: string, o: ProbeOptions): Promise<ProbeResult> {
   const time = new Date().toISOString()
   const target = targetOf(url)
   const r = await reach(target, o)

@@ -190,3 +190,17 @@ t.test('a WebDAV share that answers PROPFIND only; an ordinary site with links i
   const plain = await probeJson(t, [`http://127.0.0.1:${site}/`])
   t.same(ids(plain.result, 'HIGH'), ['no-tls'], 'no listing, no file: only the plain HTTP')
 })
+
+t.test('a server that trickles every answer does not hold the probe past --deadline-ms, and says so', async (t) => {
+  const port = await serve(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' })
+    const timer = setInterval(() => { res.write('<') }, 200)
+    res.on('close', () => { clearInterval(timer) })
+  })
+  const r = await runCli(['probe', '--json', '--timeout-ms', '1000', '--deadline-ms', '4000', `https://127.0.0.1:${port}/`])
+  t.equal(r.stderr, '', 'no warnings (no listener leak on the deadline)')
+  const result = (JSON.parse(r.stdout) as Json)[0]
+  t.ok(ids(result).includes('probe-deadline'), 'the deadline is a finding')
+  t.ok(ids(result).includes('plaintext-on-tls-port'), 'what was found before it is kept')
+  t.equal(r.status, 1)
+})

@@ -47,6 +47,9 @@ async function anchorsOf (texts: string[] = []): Promise<ChainAnchor[]> {
 const out = (s: string): void => { process.stdout.write(s) }
 const err = (s: string): void => { process.stderr.write(s) }
 
+/** A repeatable option's values, in order. */
+const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
 /** --config FILE, or NASGUARD_CONFIG. */
 const configOption = (required: boolean): Option => {
   const o = new Option('-c, --config <file>', 'the config file').env('NASGUARD_CONFIG')
@@ -316,7 +319,6 @@ function filtersOf (o: FilterOptions): { sub?: string, pathPrefix?: string, sinc
 
 function certCommands (cert: Command): void {
   const commands = async (): Promise<typeof import('./tls/cert-commands.js')> => await import('./tls/cert-commands.js')
-  const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
   cert.command('init').description('a local CA and a server certificate for those names/IPs')
     .requiredOption('--host <name>', 'a DNS name or IP address (repeat for more)', collect)
     .option('--dir <dir>', 'where the CA and certificates live', 'certs')
@@ -470,7 +472,6 @@ function quotaCommands (program: Command): void {
 }
 
 function probeCommand (program: Command): void {
-  const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
   program.command('probe').description('test addresses the way an attacker or a journalist would, without credentials: plain HTTP on the TLS port, listings, files, TLS versions and ciphers, HSTS, the certificate, banners; exit 1 on any HIGH finding')
     .argument('<url...>', 'https:// (or http://) addresses, e.g. https://nas.example.org/')
     .option('--ca <file>', 'judge the certificate against this CA (PEM) instead of the system store')

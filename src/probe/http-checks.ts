@@ -1,7 +1,7 @@
 // What the target serves without credentials, asked over the transport that
 // works: listings at / and common recording roots, a file from a listing (or
 // a --path), HSTS, and server banners.
-import { looksLikeListing, servesFile } from '../proxy/exposure-check.js'
+import { PROPFIND_BODY, decodeEntities, looksLikeListing, servesFile } from '../exposure/evidence.js'
 import { finding, type Finding } from './findings.js'
 import { answered, exchange, type Exchange, type NetOptions, type Target } from './net.js'
 
@@ -9,7 +9,6 @@ import { answered, exchange, type Exchange, type NetOptions, type Target } from 
 export const RECORDING_ROOTS = ['/recordings/', '/recording/', '/calls/', '/records/', '/audio/', '/voice/', '/media/', '/share/', '/public/', '/data/', '/backup/', '/medicall/', '/inspelningar/', '/samtal/', '/monitor/']
 
 const MAX_FILES = 3
-const PROPFIND = '<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
 
 export interface HttpContext {
   target: Target
@@ -31,7 +30,7 @@ export function linksOf (listingPath: string, body: string, origin: URL): { file
   const hrefs = [...body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)/gi), ...body.matchAll(/<(?:[\w.-]+:)?href>\s*([^<\s]+)\s*</gi)]
   for (const m of hrefs) {
     let url: URL
-    try { url = new URL(m[1].replace(/&amp;/g, '&'), new URL(listingPath, origin)) } catch { continue }
+    try { url = new URL(decodeEntities(m[1]), new URL(listingPath, origin)) } catch { continue }
     // A DAV href may name the NAS by an inside name (http://nas.internal/…): its path is asked of the target.
     if (/^<a\s/i.test(m[0]) && url.origin !== origin.origin) continue
     if (url.search !== '') continue
@@ -56,7 +55,7 @@ const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1)
 async function listingAt (c: HttpContext, dir: string): Promise<{ how: string, body: string } | undefined> {
   const r = await ask(c, 'GET', dir)
   if (r !== undefined && r.status >= 200 && r.status < 300 && looksLikeListing(r.headers['content-type'] ?? '', r.body)) return { how: `GET ${r.status}`, body: r.body }
-  const dav = await ask(c, 'PROPFIND', dir, { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
+  const dav = await ask(c, 'PROPFIND', dir, { depth: '1', 'content-type': 'application/xml' }, PROPFIND_BODY)
   if (dav !== undefined && dav.status === 207) return { how: 'PROPFIND 207', body: dav.body }
   return undefined
 }

@@ -5,6 +5,7 @@
 import { isIP } from 'node:net'
 import { connect, type DetailedPeerCertificate, type SecureVersion } from 'node:tls'
 import { Agent, request, type Dispatcher } from 'undici'
+import { peek } from '../exposure/evidence.js'
 
 export interface Target {
   url: URL
@@ -94,8 +95,6 @@ export interface Exchange {
 
 export type ExchangeResult = Exchange | { error: string }
 
-const BODY_PEEK = 64 * 1024
-
 /** One request without credentials; over TLS when tls is set (certificates not enforced), else plain HTTP to the same port. */
 export async function exchange (t: Target, o: NetOptions, tls: boolean, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<ExchangeResult> {
   const agent = new Agent({
@@ -119,18 +118,10 @@ export async function exchange (t: Target, o: NetOptions, tls: boolean, method: 
       // A server that trickles its answer does not hold the probe longer than this.
       signal: o.deadline !== undefined ? AbortSignal.any([AbortSignal.timeout(o.timeoutMs * 3), o.deadline]) : AbortSignal.timeout(o.timeoutMs * 3)
     })
-    const chunks: Buffer[] = []
-    let n = 0
-    try {
-      for await (const c of res.body as AsyncIterable<Buffer>) {
-        chunks.push(c)
-        n += c.length
-        if (n >= BODY_PEEK) break
-      }
-    } catch {}
+    const text = await peek(res.body as AsyncIterable<Buffer>, true)
     const out: Record<string, string> = {}
     for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v
-    return { status: res.statusCode, headers: out, body: Buffer.concat(chunks).subarray(0, BODY_PEEK).toString('utf8') }
+    return { status: res.statusCode, headers: out, body: text }
   } catch (err) {
     return { error: (err as NodeJS.ErrnoException).code ?? (err as Error).message }
   } finally {

@@ -6,6 +6,7 @@
 // gateway refuses all of them; one that answers is exposed, as the leaked one
 // was. What was asked for is reported by kind, never by a recording's name.
 import type { Dispatcher } from 'undici'
+import { PROPFIND_BODY, looksLikeListing, peek, servesFile } from '../exposure/evidence.js'
 
 /** The user-agent of the check's requests, so that NAS logs tell them apart. */
 export const EXPOSURE_USER_AGENT = 'nasguard (exposure check: this request must be refused)'
@@ -15,9 +16,9 @@ export interface Probe { asked: string, status: number, exposed: boolean }
 
 export type ExposureState =
   | { kind: 'unchecked' }
-  | { kind: 'locked', probes: Probe[], time: number, recordingAsked: boolean }
-  | { kind: 'exposed', probes: Probe[], time: number }
-  | { kind: 'failed', error: string, time: number }
+  | { kind: 'locked', probes: Probe[], recordingAsked: boolean }
+  | { kind: 'exposed', probes: Probe[] }
+  | { kind: 'failed', error: string }
 
 export interface ExposureParts {
   /** An undici request through the gateway's pool to the NAS (its TLS settings, no credentials added). */
@@ -29,73 +30,6 @@ export interface ExposureParts {
   /** The NAS's origin (upstream.url): a redirect within it is followed, once. */
   origin: string
   timeoutMs: number
-  now?: () => number
-}
-
-const BODY_PEEK = 64 * 1024
-const PROPFIND = '<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
-
-/** What file servers title their listings: nginx and Apache, python, Tomcat, Jetty, IIS, Caddy's browse. */
-const LISTING_MARKS = /\bIndex of \/|Directory listing for|\[To Parent Directory\]|<title>\s*Directory: \/|class="listing"/i
-
-const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ' }
-const decoded = (s: string): string => s.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (m, e: string) =>
-  e[0] !== '#' ? ENTITIES[e.toLowerCase()] ?? m : String.fromCodePoint(e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : Number(e.slice(1))))
-
-/**
- * Links whose text names their own target (`<a href="2019/">2019/</a>`), as
- * every file server lists, against the other links (sorting and parent links
- * left out).
- */
-function linkCounts (body: string): { entries: number, others: number } {
-  let entries = 0
-  let others = 0
-  for (const m of body.matchAll(/<a\s[^>]*href\s*=\s*["']?([^"' >]+)["']?[^>]*>([\s\S]{0,2000}?)<\/a>/gi)) {
-    const href = decoded(m[1])
-    if (/^[?#]/.test(href) || /^(\.\.\/?|\/)$/.test(href)) continue
-    const last = href.replace(/[?#].*$/, '').replace(/\/$/, '').split('/').pop() ?? ''
-    let name = last
-    try { name = decodeURIComponent(last) } catch {}
-    const text = decoded(m[2].replace(/<[^>]*>/g, '')).replace(/\u00a0/g, ' ').trim().replace(/\/$/, '')
-    if (name !== '' && (text === name || text === last)) entries++
-    else others++
-  }
-  return { entries, others }
-}
-
-/** An array of entries somewhere near the top of a JSON answer: strings, or objects with a name. */
-function jsonEntries (v: unknown, depth = 0): boolean {
-  if (Array.isArray(v)) return v.length > 0 && v.every((e) => typeof e === 'string' || (typeof e === 'object' && e !== null && ['name', 'filename', 'path', 'href'].some((k) => k in e)))
-  if (typeof v !== 'object' || v === null || depth >= 3) return false
-  return Object.values(v).some((x) => jsonEntries(x, depth + 1))
-}
-
-/**
- * Whether a body a directory answered with lists what it holds: a DAV
- * multistatus, nginx's XML or JSON autoindex, a listing's title, or a page
- * without a form where more links name their targets than do not. A login page, a home
- * page or a blog's pagination is not one.
- */
-export function looksLikeListing (contentType: string, body: string): boolean {
-  if (/<(?:[\w.-]+:)?multistatus\b/i.test(body) || /<list>\s*<(?:file|directory)\b/i.test(body)) return true
-  if (/json/i.test(contentType)) {
-    try { return jsonEntries(JSON.parse(body)) } catch { return /"(?:name|filename)"\s*:/.test(body) && /^\s*[[{]/.test(body) }
-  }
-  if (LISTING_MARKS.test(body)) return true
-  const links = linkCounts(body)
-  return !/<form\b/i.test(body) && links.entries >= 1 && links.entries > links.others
-}
-
-/**
- * Whether an answer to `Range: bytes=0-0` gave the file away: its first byte
- * (206 for 0-0), the whole of it (a 200 that is not an HTML page: a NAS that
- * ignores Range), or its size (416 with `bytes *` and a length: an empty file).
- */
-export function servesFile (status: number, headers: Record<string, string | string[] | undefined>): boolean {
-  const range = String(headers['content-range'] ?? '')
-  if (status === 206) return /^bytes 0-\d+\//i.test(range)
-  if (status === 416) return /^bytes \*\/\d+/i.test(range)
-  return status === 200 && !/text\/html/i.test(String(headers['content-type'] ?? ''))
 }
 
 /** Drops a body unread (undici's body errors when destroyed before its end: that is expected here). */
@@ -104,26 +38,12 @@ function discard (body: Dispatcher.ResponseData['body']): void {
   body.destroy()
 }
 
-async function peek (body: Dispatcher.ResponseData['body']): Promise<string> {
-  const chunks: Buffer[] = []
-  let n = 0
-  for await (const c of body as AsyncIterable<Buffer>) {
-    chunks.push(c)
-    n += c.length
-    if (n >= BODY_PEEK) break
-  }
-  return Buffer.concat(chunks).subarray(0, BODY_PEEK).toString('utf8')
-}
-
 export class ExposureCheck {
   state: ExposureState = { kind: 'unchecked' }
   private lastServed: string | undefined
-  private readonly now: () => number
   private readonly stopping = new AbortController()
 
-  constructor (private readonly p: ExposureParts) {
-    this.now = p.now ?? Date.now
-  }
+  constructor (private readonly p: ExposureParts) {}
 
   /** The NAS served the gateway this recording (a 2xx): the next check asks for it anonymously. */
   served (nasPath: string): void {
@@ -150,11 +70,10 @@ export class ExposureCheck {
         error ??= typeof (err as { code?: unknown }).code === 'string' ? (err as { code: string }).code : (err as Error).name ?? 'error'
       }
     }
-    const time = this.now()
-    if (probes.some((p) => p.exposed)) this.state = { kind: 'exposed', probes, time }
+    if (probes.some((p) => p.exposed)) this.state = { kind: 'exposed', probes }
     // Refused, unless a request went unanswered: then it is not known.
-    else if (error !== undefined) this.state = { kind: 'failed', error, time }
-    else this.state = { kind: 'locked', probes, time, recordingAsked: this.p.canary !== undefined || served !== undefined }
+    else if (error !== undefined) this.state = { kind: 'failed', error }
+    else this.state = { kind: 'locked', probes, recordingAsked: this.p.canary !== undefined || served !== undefined }
     return this.state
   }
 
@@ -190,7 +109,7 @@ export class ExposureCheck {
   private async listing (method: 'GET' | 'PROPFIND', path: string): Promise<Probe> {
     const res = method === 'GET'
       ? (await this.get(path, {}, (next) => next.pathname === (path.endsWith('/') ? path : path + '/'))).res
-      : await this.ask('PROPFIND', path, { depth: '1', 'content-type': 'application/xml' }, PROPFIND)
+      : await this.ask('PROPFIND', path, { depth: '1', 'content-type': 'application/xml' }, PROPFIND_BODY)
     const asked = `a listing of ${path} (${method})`
     // Any multistatus answer to PROPFIND lists the collection.
     if (method === 'PROPFIND' && res.statusCode === 207) { discard(res.body); return { asked, status: 207, exposed: true } }

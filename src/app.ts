@@ -16,7 +16,7 @@ import { revocationsOf } from './gateway/revocations.js'
 import { retentionPartsOf } from './gateway/retention.js'
 import { budgetPartsOf } from './gateway/budgets.js'
 import { exposedTokensOf } from './gateway/exposed.js'
-import type { BudgetStore } from './budgets/store.js'
+import type { LeasingStore } from './budgets/store.js'
 import type { QuotaControl } from './admin.js'
 import { GrantSigner } from './auth/grants.js'
 import { registerGrantsRoute } from './gateway/grants-route.js'
@@ -86,7 +86,7 @@ export interface GatewayOptions {
   /** The clock retention and budgets are judged by, ms since the epoch (tests move it). Default Date.now. */
   clock?: () => number
   /** Where the budgets are kept, when the caller shares them (a worker: the primary's); else state.redis or this process's memory. */
-  budgets?: BudgetStore
+  budgets?: LeasingStore
 }
 
 export async function buildGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {

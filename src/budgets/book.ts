@@ -11,6 +11,17 @@
 // most a second (requests) or a minute (bytes) late. So a ledger holds at
 // most 60 of each, however fast its subject sends (src/budgets/redis-store.ts
 // keeps the same buckets).
+//
+// Leases (src/budgets/lease.ts): a take may also hand its caller a slice
+// of the ledger's headroom, to spend without asking again for a moment:
+// some requests and some recording slots, held here (they count against
+// the budgets as if taken) until the caller settles what it used. Used
+// requests are charged when settled (late by the lease's length, never
+// early), its new recordings are added then, what it did not use is freed.
+// A lease is only handed out while every budget is under half used, and
+// each takes at most half of what is left below that half, so the holds
+// never pass a budget. A hold not settled within HOLD_MS (its holder
+// died) is charged in full: never a way to take more.
 import { createHash } from 'node:crypto'
 
 export const BUDGETS = ['requestsPerMinute', 'recordingsPerHour', 'recordingsPerDay', 'bytesPerHour'] as const
@@ -28,6 +39,21 @@ type Bucket = [number, number]
 const REQUEST_BUCKET = 1000
 const BYTES_BUCKET = MINUTE
 
+/** How long a hold lasts unsettled before it is charged in full, ms (a lease is settled within LEASE_MS: src/budgets/lease.ts). */
+export const HOLD_MS = 5000
+/** The most requests, and recording slots, one lease holds. */
+export const LEASE_REQUESTS = 1024
+export const LEASE_SLOTS = 64
+
+/** What one lease holds: requests, recording slots, and until when. */
+interface Hold { requests: number, slots: number, expiresAt: number }
+
+/** A lease handed out with a charge: what its holder may take without asking (bytes: what ended responses may add before it must ask again; absent: no bytes budget). */
+export interface Lease { requests: number, slots: number, bytes?: number }
+
+/** What a lease's holder used: requests, and the recordings it took (each once, new or not). */
+export interface Settlement { subject: string, id: string, requests: number, recordings: string[] }
+
 interface Ledger {
   /** The requests of the last minute, in buckets of a second. */
   requests: Bucket[]
@@ -43,10 +69,17 @@ interface Ledger {
   bytes: Bucket[]
   /** The budgets it was last charged under (a rule may set its own). */
   budgets: Budgets
+  /** Leases not yet settled, by id. */
+  holds: Map<string, Hold>
 }
 
-/** ok: charged; fresh: its recording was not taken in the last hour (a distinct recording, counted for the burst alert). */
-export type Verdict = { ok: true, fresh?: true } | { ok: false, budget: Budget, retryAfterMs: number }
+/**
+ * ok: charged; fresh: its recording was not taken in the last hour (a
+ * distinct recording, counted for the burst alert); lease: one was asked
+ * for and could be handed out. Refused: held when leases hold part of
+ * what refused it (their holders may settle for less: ask again then).
+ */
+export type Verdict = { ok: true, fresh?: true, lease?: Lease } | { ok: false, budget: Budget, retryAfterMs: number, held?: true }
 
 export interface Usage { requestsPerMinute: number, recordingsPerHour: number, recordingsPerDay: number, bytesPerHour: number }
 
@@ -67,20 +100,57 @@ export class BudgetBook {
    * counts nothing), naming the first budget it would pass and when it
    * could go through.
    */
-  take (c: Charge, budgets: Budgets, now: number): Verdict {
+  take (c: Charge, budgets: Budgets, now: number, lease?: string): Verdict {
     // Now and then, subjects with nothing left in any window are forgotten (not only when read).
     if (++this.takes % SWEEP_EVERY === 0) this.sweep(now)
     const l = this.ledger(c.subject, now)
-    const key = c.recording === undefined || (budgets.recordingsPerHour === undefined && budgets.recordingsPerDay === undefined) ? undefined : digestOf(c.recording)
+    const key = c.recording === undefined || !tracksRecordings(budgets) ? undefined : digestOf(c.recording)
     const over = this.overBudget(l, key, budgets, now)
     if (over) return over
     bump(l.requests, now, REQUEST_BUCKET, 1)
     l.budgets = budgets
-    if (key === undefined) return { ok: true }
-    const fresh = !l.hour.has(key)
-    // Kept in the order of last access (oldest first), for pruning.
-    for (const m of [l.hour, l.day]) { m.delete(key); m.set(key, now) }
-    return fresh ? { ok: true, fresh: true } : { ok: true }
+    const fresh = key !== undefined && !l.hour.has(key)
+    if (key !== undefined) touch(l, key, now)
+    const granted = lease === undefined ? undefined : this.grant(l, lease, budgets, now)
+    return { ok: true, ...(fresh ? { fresh: true as const } : {}), ...(granted ? { lease: granted } : {}) }
+  }
+
+  /** A lease on what is left, held until settled (none when any budget is half used). */
+  private grant (l: Ledger, id: string, b: Budgets, now: number): Lease | undefined {
+    const held = heldOf(l)
+    const share = (cap: number | undefined, used: number, most: number): number => cap === undefined ? most : Math.min(most, Math.floor((Math.floor(cap / 2) - used) / 2))
+    const requests = share(b.requestsPerMinute, sum(l.requests) + held.requests, LEASE_REQUESTS)
+    // Slots only where recordings are counted.
+    const slots = !tracksRecordings(b) ? 0 : Math.min(share(b.recordingsPerHour, l.hour.size + held.slots, LEASE_SLOTS), share(b.recordingsPerDay, l.day.size + held.slots, LEASE_SLOTS))
+    const bytes = b.bytesPerHour === undefined ? undefined : Math.floor(b.bytesPerHour / 2) - sum(l.bytes)
+    if (requests <= 0 || (bytes !== undefined && bytes <= 0)) return undefined
+    l.holds.set(id, { requests, slots: Math.max(0, slots), expiresAt: now + HOLD_MS })
+    return { requests, slots: Math.max(0, slots), ...(bytes !== undefined ? { bytes } : {}) }
+  }
+
+  /**
+   * What a lease's holder used: its requests are charged now, its new
+   * recordings added (no more than its slots), the rest of the hold is
+   * freed. A lease already charged in full (late), or reset, is ignored.
+   */
+  settle (s: Settlement, now: number): void {
+    const l = this.ledgers.get(s.subject)
+    if (!l) return
+    prune(l, now)
+    const hold = l.holds.get(s.id)
+    if (!hold) return
+    l.holds.delete(s.id)
+    const requests = Math.min(Math.max(0, s.requests), hold.requests)
+    if (requests > 0) bump(l.requests, now, REQUEST_BUCKET, requests)
+    let slots = hold.slots
+    for (const r of s.recordings) {
+      const key = digestOf(r)
+      if (!l.day.has(key) || !l.hour.has(key)) {
+        if (slots === 0) continue
+        slots--
+      }
+      touch(l, key, now)
+    }
   }
 
   /** Forgets every subject with nothing left in any window. */
@@ -102,6 +172,14 @@ export class BudgetBook {
     return { requestsPerMinute: sum(l.requests), recordingsPerHour: l.hour.size, recordingsPerDay: l.day.size, bytesPerHour: sum(l.bytes) }
   }
 
+  /** What the subject's leases hold (requests, recording slots): not yet used, but counted against its budgets. */
+  held (subject: string, now: number): { requests: number, recordings: number } {
+    const l = this.ledgers.get(subject)
+    if (l) prune(l, now)
+    const h = l ? heldOf(l) : { requests: 0, slots: 0 }
+    return { requests: h.requests, recordings: h.slots }
+  }
+
   /** The budgets the subject was last charged under (none: never charged, or forgotten). */
   budgetsOf (subject: string): Budgets | undefined {
     return this.ledgers.get(subject)?.budgets
@@ -116,7 +194,9 @@ export class BudgetBook {
     let n = 0
     for (const [subject, l] of [...this.ledgers]) {
       const u = this.usage(subject, now)
-      if (BUDGETS.some((b) => l.budgets[b] !== undefined && u[b] >= fraction * (l.budgets[b] as number))) n++
+      const h = heldOf(l)
+      const held: Usage = { requestsPerMinute: h.requests, recordingsPerHour: h.slots, recordingsPerDay: h.slots, bytesPerHour: 0 }
+      if (BUDGETS.some((b) => l.budgets[b] !== undefined && u[b] + held[b] >= fraction * (l.budgets[b] as number))) n++
     }
     return n
   }
@@ -124,7 +204,7 @@ export class BudgetBook {
   private ledger (subject: string, now: number): Ledger {
     let l = this.ledgers.get(subject)
     if (!l) {
-      l = { requests: [], hour: new Map(), day: new Map(), bytes: [], budgets: {} }
+      l = { requests: [], hour: new Map(), day: new Map(), bytes: [], budgets: {}, holds: new Map() }
       this.ledgers.set(subject, l)
     }
     prune(l, now)
@@ -135,20 +215,24 @@ export class BudgetBook {
 
   private overBudget (l: Ledger, key: string | undefined, b: Budgets, now: number): Verdict | undefined {
     // When it may come back: never more than the window (a clock stepped back does not make it longer).
-    const refuse = (budget: Budget, freeAt: number, window: number): Verdict => ({ ok: false, budget, retryAfterMs: Math.min(window, Math.max(1, freeAt - now)) })
-    if (b.requestsPerMinute !== undefined && sum(l.requests) >= b.requestsPerMinute) {
-      return refuse('requestsPerMinute', freeAt(l.requests, b.requestsPerMinute, MINUTE, now), MINUTE)
+    const held = heldOf(l)
+    // Held: the leases' holds are part of what refuses it.
+    const refuse = (budget: Budget, freeAt: number, window: number, heldToo: boolean): Verdict => ({ ok: false, budget, retryAfterMs: Math.min(window, Math.max(1, freeAt - now)), ...(heldToo ? { held: true as const } : {}) })
+    const requests = sum(l.requests)
+    if (b.requestsPerMinute !== undefined && requests + held.requests >= b.requestsPerMinute) {
+      return refuse('requestsPerMinute', freeAt(l.requests, b.requestsPerMinute - held.requests, MINUTE, now), MINUTE, requests < b.requestsPerMinute)
     }
     if (key !== undefined) {
       // A recording already taken within a window costs nothing more there.
       for (const [budget, window, taken] of [['recordingsPerHour', HOUR, l.hour], ['recordingsPerDay', DAY, l.day]] as const) {
         const cap = b[budget]
-        if (cap === undefined || taken.has(key) || taken.size < cap) continue
-        return refuse(budget, nthTime(taken, taken.size - cap) + window, window)
+        if (cap === undefined || taken.has(key) || taken.size + held.slots < cap) continue
+        const i = Math.min(taken.size - 1, taken.size + held.slots - cap)
+        return refuse(budget, i < 0 ? now + window : nthTime(taken, i) + window, window, taken.size < cap)
       }
     }
     if (b.bytesPerHour !== undefined && sum(l.bytes) >= b.bytesPerHour) {
-      return refuse('bytesPerHour', freeAt(l.bytes, b.bytesPerHour, HOUR, now), HOUR)
+      return refuse('bytesPerHour', freeAt(l.bytes, b.bytesPerHour, HOUR, now), HOUR, false)
     }
     return undefined
   }
@@ -158,7 +242,7 @@ export class BudgetBook {
 function bump (buckets: Bucket[], now: number, unit: number, n: number): void {
   const last = buckets[buckets.length - 1]
   if (last !== undefined && Math.floor(last[0] / unit) === Math.floor(now / unit)) {
-    last[0] = now
+    last[0] = Math.max(last[0], now)
     last[1] += n
   } else {
     buckets.push([now, n])
@@ -189,17 +273,46 @@ function nthTime (m: Map<string, number>, i: number): number {
   return 0
 }
 
+/** Whether the budgets count recordings (else a GET's recording is not kept). */
+export function tracksRecordings (b: Budgets): boolean {
+  return b.recordingsPerHour !== undefined || b.recordingsPerDay !== undefined
+}
+
+/** A recording (its key) taken now: kept in the order of last access (oldest first), for pruning. */
+function touch (l: Ledger, key: string, now: number): void {
+  for (const m of [l.hour, l.day]) { m.delete(key); m.set(key, now) }
+}
+
+/** What the ledger's leases hold. */
+function heldOf (l: Ledger): { requests: number, slots: number } {
+  let requests = 0
+  let slots = 0
+  for (const h of l.holds.values()) { requests += h.requests; slots += h.slots }
+  return { requests, slots }
+}
+
 /** A fixed-size key for a recording's path. */
 function digestOf (recording: string): string {
   return createHash('sha256').update(recording).digest('base64url').slice(0, 22)
 }
 
 function isEmpty (l: Ledger): boolean {
-  return l.requests.length === 0 && l.day.size === 0 && l.bytes.length === 0
+  return l.requests.length === 0 && l.day.size === 0 && l.bytes.length === 0 && l.holds.size === 0
 }
 
-/** Drops what left every window; a ledger left empty is the caller's to forget. */
+/**
+ * Drops what left every window; a ledger left empty is the caller's to
+ * forget. First, holds not settled in time are charged in full: their
+ * requests, and each slot as a recording of its own.
+ */
 function prune (l: Ledger, now: number): void {
+  // Charged at the time each ran out (not when it is found so), so that what is charged does not depend on when the ledger is next read.
+  const expired = [...l.holds].filter(([, h]) => h.expiresAt <= now).sort(([, a], [, b]) => a.expiresAt - b.expiresAt)
+  for (const [id, h] of expired) {
+    l.holds.delete(id)
+    bump(l.requests, h.expiresAt, REQUEST_BUCKET, h.requests)
+    for (let i = 0; i < h.slots; i++) touch(l, `~${id}:${i}`, h.expiresAt)
+  }
   while (l.requests.length > 0 && l.requests[0][0] <= now - MINUTE) l.requests.shift()
   for (const [m, window] of [[l.hour, HOUR], [l.day, DAY]] as const) {
     for (const [r, t] of m) {

@@ -8,8 +8,9 @@
 // so the cost of IPC (a write, a wake-up, a parse on each side) is paid
 // per batch, not per request. Ended responses' bytes ride with the next
 // batch (summed per ledger), or go on their own after SPEND_DELAY_MS.
-import { BUDGETS, type Budget, type Budgets, type Charge, type Verdict } from './book.js'
-import type { BudgetStore, LedgerUsage } from './store.js'
+// Settlements of leases go in order with the rest, unanswered.
+import { BUDGETS, LEASE_REQUESTS, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
+import type { LeasingStore, LedgerUsage } from './store.js'
 
 /** How long a worker waits for the primary's answer before the store counts as failed. */
 const ANSWER_MS = 2000
@@ -17,18 +18,21 @@ const ANSWER_MS = 2000
 const SPEND_DELAY_MS = 200
 
 export type BudgetOp =
-  | { op: 'take', charge: Charge, budgets: Budgets }
+  | { op: 'take', charge: Charge, budgets: Budgets, lease?: string }
   | { op: 'spend', ledger: string, bytes: number }
+  | { op: 'settle', settlement: Settlement }
   | { op: 'usage', ledger: string }
   | { op: 'reset', ledger: string }
   | { op: 'near' }
-/** A batch of operations; answered (with one result per operation) unless it holds spends only. */
+/** A batch of operations; answered (with one result per operation) unless it holds spends and settlements only. */
 export interface BudgetRequest { nasguard: 'budget', id: number, ops: BudgetOp[] }
 export interface BudgetReply { nasguard: 'budget-reply', id: number, results: Array<{ result?: unknown, error?: string }> }
 
 /** How a worker talks to the primary (its IPC channel). */
 export interface Channel {
   send: (m: BudgetRequest) => boolean
+  /** Whether there is a primary to send to. */
+  connected: () => boolean
   onMessage: (fn: (m: unknown) => void) => void
 }
 
@@ -44,6 +48,7 @@ export const PROCESS_CHANNEL: Channel = {
     process.send(m, undefined, {}, () => {})
     return true
   },
+  connected: () => process.connected,
   onMessage: (fn) => { process.on('message', fn) }
 }
 
@@ -58,7 +63,7 @@ export function isBudgetRequest (m: unknown): m is BudgetRequest {
 interface Waiting { resolve: (r: unknown) => void, reject: (e: Error) => void }
 
 /** A worker's side: every operation asks the primary, batched per turn of the event loop. */
-export class PrimaryBudgets implements BudgetStore {
+export class PrimaryBudgets implements LeasingStore {
   private next = 0
   private queued: BudgetOp[] = []
   private waiting: Array<Waiting | undefined> = []
@@ -119,8 +124,16 @@ export class PrimaryBudgets implements BudgetStore {
     return await new Promise<T>((resolve, reject) => { this.queue(op, { resolve: resolve as (r: unknown) => void, reject }) })
   }
 
-  async take (charge: Charge, budgets: Budgets): Promise<Verdict> {
-    return await this.ask<Verdict>({ op: 'take', charge, budgets })
+  async take (charge: Charge, budgets: Budgets, lease?: string): Promise<Verdict> {
+    return await this.ask<Verdict>({ op: 'take', charge, budgets, ...(lease !== undefined ? { lease } : {}) })
+  }
+
+  settle (settlement: Settlement): void {
+    this.queue({ op: 'settle', settlement })
+  }
+
+  reachable (): boolean {
+    return this.channel.connected()
   }
 
   spend (ledger: string, bytes: number): void {
@@ -154,6 +167,7 @@ export class PrimaryBudgets implements BudgetStore {
 
 const isCount = (n: unknown, max = Number.MAX_SAFE_INTEGER): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 && n <= max
 const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= 1024
+const isLeaseId = (s: unknown): s is string => typeof s === 'string' && /^[\w.-]{1,64}$/.test(s)
 
 /** Whether a worker's operation is one the primary may act on: names and counts of the sizes the gateway makes (a buggy worker must not corrupt the book). */
 function wellFormed (m: BudgetOp): boolean {
@@ -161,7 +175,13 @@ function wellFormed (m: BudgetOp): boolean {
   if (m.op === 'take') {
     const b = m.budgets as Record<string, unknown> | null
     return typeof m.charge === 'object' && m.charge !== null && isName(m.charge.subject) && (m.charge.recording === undefined || isName(m.charge.recording)) &&
-      typeof b === 'object' && b !== null && Object.entries(b).every(([k, v]) => BUDGETS.includes(k as Budget) && isCount(v))
+      typeof b === 'object' && b !== null && Object.entries(b).every(([k, v]) => BUDGETS.includes(k as Budget) && isCount(v)) &&
+      (m.lease === undefined || isLeaseId(m.lease))
+  }
+  if (m.op === 'settle') {
+    const s = m.settlement
+    return typeof s === 'object' && s !== null && isName(s.subject) && isLeaseId(s.id) && isCount(s.requests, LEASE_REQUESTS) &&
+      Array.isArray(s.recordings) && s.recordings.length <= LEASE_REQUESTS + 1 && s.recordings.every(isName)
   }
   if (m.op === 'spend') return isName(m.ledger) && isCount(m.bytes)
   if (m.op === 'usage' || m.op === 'reset') return isName(m.ledger)
@@ -169,17 +189,18 @@ function wellFormed (m: BudgetOp): boolean {
 }
 
 /** One operation against the primary's own store (synchronous for its book). */
-async function answerOne (store: BudgetStore, m: BudgetOp): Promise<unknown> {
+async function answerOne (store: LeasingStore, m: BudgetOp): Promise<unknown> {
   if (!wellFormed(m)) throw new Error('a malformed budget request')
-  if (m.op === 'take') return await store.take(m.charge, m.budgets)
+  if (m.op === 'take') return await store.take(m.charge, m.budgets, m.lease)
   if (m.op === 'spend') { store.spend(m.ledger, m.bytes); return null }
+  if (m.op === 'settle') { store.settle(m.settlement); return null }
   if (m.op === 'usage') return await store.usage(m.ledger)
   if (m.op === 'reset') { await store.reset(m.ledger); return null }
   return await store.near()
 }
 
-/** The primary's side: answers one worker's batch, in order, from its own store (a batch of spends only is not answered). */
-export async function answerBudget (store: BudgetStore, m: BudgetRequest, reply: (r: BudgetReply) => void): Promise<void> {
+/** The primary's side: answers one worker's batch, in order, from its own store (a batch of spends and settlements only is not answered). */
+export async function answerBudget (store: LeasingStore, m: BudgetRequest, reply: (r: BudgetReply) => void): Promise<void> {
   const results: BudgetReply['results'] = []
   for (const op of m.ops) {
     try {
@@ -188,5 +209,5 @@ export async function answerBudget (store: BudgetStore, m: BudgetRequest, reply:
       results.push({ error: (err as Error).message })
     }
   }
-  if (m.ops.some((op) => op?.op !== 'spend')) reply({ nasguard: 'budget-reply', id: m.id, results })
+  if (m.ops.some((op) => op?.op !== 'spend' && op?.op !== 'settle')) reply({ nasguard: 'budget-reply', id: m.id, results })
 }

@@ -10,6 +10,7 @@
 //   <prefix>{budgets}:<d>:d   the same, the last 24 h
 //   <prefix>{budgets}:<d>:b   sorted set: the last hour's bytes, in buckets of a minute ("<minute>:<bytes>")
 //   <prefix>{budgets}:<d>:t   hash: the sums of :r and :b (r, b), and the budgets it was last charged under (m: "<requestsPerMinute>,<recordingsPerHour>,<recordingsPerDay>,<bytesPerHour>", each empty for none)
+//   <prefix>{budgets}:<d>:l   hash: the leases not yet settled (BudgetBook's holds), id -> "<requests>,<slots>,<expires at>"
 //   <prefix>{budgets}:near    sorted set of the ledgers near a budget, for the gauge
 //   <prefix>{budgets}:key     a digest that says which key the others were written with
 // The buckets are BudgetBook's: at most 60 per ledger, and their sums are
@@ -23,8 +24,8 @@
 import { createHmac } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { redisClient, type RedisConfig } from '../state/redis.js'
-import { BUDGETS, type Budget, type Budgets, type Charge, type Verdict } from './book.js'
-import { NEAR, type BudgetStore, type LedgerUsage } from './store.js'
+import { BUDGETS, HOLD_MS, LEASE_REQUESTS, LEASE_SLOTS, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
+import { NEAR, type LeasingStore, type LedgerUsage } from './store.js'
 
 // Shared by every script: windows, buckets, a ledger pruned and read
 // (L: its sums, usage and newest buckets, as loaded and as changed), and
@@ -33,6 +34,7 @@ import { NEAR, type BudgetStore, type LedgerUsage } from './store.js'
 // second (when a bucket is made), not on every request.
 const PRELUDE = `
 local MIN, HOUR, DAY = 60000, 3600000, 86400000
+local HOLD, LEASE_REQUESTS, LEASE_SLOTS = ${HOLD_MS}, ${LEASE_REQUESTS}, ${LEASE_SLOTS}
 local function clock (given)
   if given ~= '' then return tonumber(given) end
   local t = redis.call('TIME')
@@ -85,21 +87,58 @@ local function freeAt (key, total, cap, window, now)
   end
   return at
 end
+-- A recording (its digest) taken at time at, in both windows; 1 if it is
+-- new to the hour, 1 if new to the day. A set's expiry is renewed with
+-- each new second's bucket (renew), or when it grows: never before its
+-- last access leaves the window.
+local function touch (k, rec, at, renew)
+  local fresh = redis.call('ZADD', k .. ':h', at, rec)
+  local day = redis.call('ZADD', k .. ':d', at, rec)
+  if renew or fresh == 1 then redis.call('PEXPIRE', k .. ':h', HOUR + 1000) end
+  if renew or day == 1 then redis.call('PEXPIRE', k .. ':d', DAY + 1000) end
+  return fresh, day
+end
+-- The leases' holds: those that ran out unsettled are charged in full, at
+-- the time each ran out (requests; each slot a recording of its own); the
+-- rest are summed (L.hr, L.hs). True if any was charged.
+local function holds (L, now)
+  local l = redis.call('HGETALL', L.k .. ':l')
+  L.hr, L.hs = 0, 0
+  local out = {}
+  for i = 1, #l, 2 do
+    local r, s, e = string.match(l[i + 1], '^(%d+),(%d+),(%d+)$')
+    r, s, e = tonumber(r), tonumber(s), tonumber(e)
+    if e <= now then out[#out + 1] = { l[i], r, s, e } else L.hr, L.hs = L.hr + r, L.hs + s end
+  end
+  table.sort(out, function (a, b) return a[4] < b[4] end)
+  for _, h in ipairs(out) do
+    redis.call('HDEL', L.k .. ':l', h[1])
+    local made
+    L.rl, made = bump(L.k .. ':r', L.rl, h[4], 1000, h[2], MIN)
+    L.r = L.r + h[2]
+    L.renew = L.renew or made
+    for j = 0, h[3] - 1 do touch(L.k, '~' .. h[1] .. ':' .. j, h[4], made) end
+  end
+  return #out > 0
+end
 -- The ledger pruned to now. L.m is its budgets, false once it emptied (it forgets them).
 local function load (k, now)
   local t = redis.call('HMGET', k .. ':t', 'r', 'b', 'm', 'rl', 'bl')
   local L = { k = k, r0 = tonumber(t[1]) or 0, b0 = tonumber(t[2]) or 0, m0 = t[3], rl0 = t[4], bl0 = t[5] }
   L.r, L.rl = trim(k .. ':r', now - MIN, L.r0, t[4], 1000)
+  -- A hold that ran out more than a minute ago leaves its requests' window at once.
+  if holds(L, now) then L.r, L.rl = trim(k .. ':r', now - MIN, L.r, L.rl, 1000) end
   L.b, L.bl = trim(k .. ':b', now - HOUR, L.b0, t[5], MIN)
   redis.call('ZREMRANGEBYSCORE', k .. ':h', '-inf', now - HOUR)
   redis.call('ZREMRANGEBYSCORE', k .. ':d', '-inf', now - DAY)
   L.h = redis.call('ZCARD', k .. ':h')
   L.d = redis.call('ZCARD', k .. ':d')
   L.m = t[3]
-  if L.r == 0 and L.b == 0 and L.d == 0 then L.m = false end
+  if L.r == 0 and L.b == 0 and L.d == 0 and L.hr == 0 then L.m = false end
   return L
 end
-local function usageOf (L) return { L.r, L.h, L.d, L.b } end
+-- What it used, holds included (they count as taken).
+local function usageOf (L) return { L.r + L.hr, L.h + L.hs, L.d + L.hs, L.b } end
 -- Writes back what changed (L.renew: a bucket was made, the hash's expiry is renewed too).
 local function save (L)
   local t = L.k .. ':t'
@@ -140,71 +179,132 @@ end
 
 // KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's
 // clock), recording digest ('' for none), the budgets (as m above), the
-// ledger digest. Returns {1, fresh} charged, or {0, budget, retryAfterMs}.
+// ledger digest, a lease id ('' for none). Returns {1, fresh, lease
+// requests, slots, bytes} charged (no lease: 0 requests), or {0, budget,
+// retryAfterMs, held}.
 const TAKE = PRELUDE + `
+-- A share of what is left below half the cap (BudgetBook's grant).
+local function share (cap, used, most)
+  if not cap then return most end
+  return math.min(most, math.floor((math.floor(cap / 2) - used) / 2))
+end
+-- A lease on what is left, held until settled: {requests, slots, bytes (-1: no bytes budget)}, or none.
+local function grant (L, id, caps, now)
+  local rq = share(caps[1], L.r + L.hr, LEASE_REQUESTS)
+  local sl = 0
+  -- Slots only where recordings are counted.
+  if caps[2] or caps[3] then sl = math.max(0, math.min(share(caps[2], L.h + L.hs, LEASE_SLOTS), share(caps[3], L.d + L.hs, LEASE_SLOTS))) end
+  local by = -1
+  if caps[4] then by = math.floor(caps[4] / 2) - L.b end
+  if rq <= 0 or (caps[4] and by <= 0) then return nil end
+  redis.call('HSET', L.k .. ':l', id, string.format('%.0f,%.0f,%.0f', rq, sl, now + HOLD))
+  redis.call('PEXPIRE', L.k .. ':l', DAY)
+  L.hr, L.hs = L.hr + rq, L.hs + sl
+  return { rq, sl, by }
+end
 local k, now, rec = KEYS[1], clock(ARGV[1]), ARGV[2]
 local caps = capsOf(ARGV[3])
 local L = load(k, now)
-local function refuse (budget, at, window)
+-- held: the leases' holds are part of what refuses it.
+local function refuse (budget, at, window, held)
   save(L)
   local ms = at - now
   if ms < 1 then ms = 1 end
   if ms > window then ms = window end
-  return { 0, budget, ms }
+  return { 0, budget, ms, held and 1 or 0 }
 end
-if caps[1] and L.r >= caps[1] then return refuse('requestsPerMinute', freeAt(k .. ':r', L.r, caps[1], MIN, now), MIN) end
+if caps[1] and L.r + L.hr >= caps[1] then return refuse('requestsPerMinute', freeAt(k .. ':r', L.r, caps[1] - L.hr, MIN, now), MIN, L.r < caps[1]) end
 local keep = rec ~= '' and (caps[2] ~= nil or caps[3] ~= nil)
 if keep then
   local windows = { { ':h', caps[2], HOUR, 'recordingsPerHour', L.h }, { ':d', caps[3], DAY, 'recordingsPerDay', L.d } }
   for _, w in ipairs(windows) do
     local key, cap, n = k .. w[1], w[2], w[5]
     -- At a cap only a recording already taken in the window goes on (it costs nothing more there).
-    if cap and n >= cap and not redis.call('ZSCORE', key, rec) then
-      local e = redis.call('ZRANGE', key, n - cap, n - cap, 'WITHSCORES')
-      return refuse(w[4], tonumber(e[2]) + w[3], w[3])
+    if cap and n + L.hs >= cap and not redis.call('ZSCORE', key, rec) then
+      local i = math.min(n - 1, n + L.hs - cap)
+      if i < 0 then return refuse(w[4], now + w[3], w[3], n < cap) end
+      local e = redis.call('ZRANGE', key, i, i, 'WITHSCORES')
+      return refuse(w[4], tonumber(e[2]) + w[3], w[3], n < cap)
     end
   end
 end
-if caps[4] and L.b >= caps[4] then return refuse('bytesPerHour', freeAt(k .. ':b', L.b, caps[4], HOUR, now), HOUR) end
-L.rl, L.renew = bump(k .. ':r', L.rl, now, 1000, 1, MIN)
+if caps[4] and L.b >= caps[4] then return refuse('bytesPerHour', freeAt(k .. ':b', L.b, caps[4], HOUR, now), HOUR, false) end
+local made
+L.rl, made = bump(k .. ':r', L.rl, now, 1000, 1, MIN)
+L.renew = L.renew or made
 L.r = L.r + 1
 local fresh = 0
 if keep then
-  fresh = redis.call('ZADD', k .. ':h', now, rec)
-  L.h = L.h + fresh
-  local day = redis.call('ZADD', k .. ':d', now, rec)
-  L.d = L.d + day
-  -- Renewed with each new second's bucket, or a new set: never before the last access leaves the window.
-  if L.renew or fresh == 1 then redis.call('PEXPIRE', k .. ':h', HOUR + 1000) end
-  if L.renew or day == 1 then redis.call('PEXPIRE', k .. ':d', DAY + 1000) end
+  local day
+  fresh, day = touch(k, rec, now, made)
+  L.h, L.d = L.h + fresh, L.d + day
 end
 L.m = ARGV[3]
+local lease = ARGV[5] ~= '' and grant(L, ARGV[5], caps, now) or { 0, 0, -1 }
 save(L)
 mark(KEYS[2], ARGV[4], now, caps, usageOf(L))
-return { 1, fresh }
+return { 1, fresh, lease[1], lease[2], lease[3] }
+`
+
+// KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's),
+// the lease id, requests used, the ledger digest, then the digests of the
+// recordings it took. BudgetBook's settle.
+const SETTLE = PRELUDE + `
+local k, now, id = KEYS[1], clock(ARGV[1]), ARGV[2]
+local L = load(k, now)
+local h = redis.call('HGET', k .. ':l', id)
+if not h then
+  save(L)
+  return 0
+end
+redis.call('HDEL', k .. ':l', id)
+local hr, slots = string.match(h, '^(%d+),(%d+),')
+hr, slots = tonumber(hr), tonumber(slots)
+L.hr, L.hs = L.hr - hr, L.hs - slots
+local n = math.min(tonumber(ARGV[3]), hr)
+local made = false
+if n > 0 then
+  L.rl, made = bump(k .. ':r', L.rl, now, 1000, n, MIN)
+  L.renew = L.renew or made
+  L.r = L.r + n
+end
+for i = 5, #ARGV do
+  local rec = ARGV[i]
+  local new = not redis.call('ZSCORE', k .. ':h', rec) or not redis.call('ZSCORE', k .. ':d', rec)
+  if not new or slots > 0 then
+    if new then slots = slots - 1 end
+    local fresh, day = touch(k, rec, now, made)
+    L.h, L.d = L.h + fresh, L.d + day
+  end
+end
+save(L)
+mark(KEYS[2], ARGV[4], now, capsOf(L.m), usageOf(L))
+return 1
 `
 
 // KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's), bytes, the ledger digest.
 const SPEND = PRELUDE + `
 local k, now, n = KEYS[1], clock(ARGV[1]), tonumber(ARGV[2])
 local L = load(k, now)
-L.bl, L.renew = bump(k .. ':b', L.bl, now, MIN, n, HOUR)
+local made
+L.bl, made = bump(k .. ':b', L.bl, now, MIN, n, HOUR)
+L.renew = L.renew or made
 L.b = L.b + n
 save(L)
 mark(KEYS[2], ARGV[3], now, capsOf(L.m), usageOf(L))
 return 1
 `
 
-// KEYS: the ledger's key base. ARGV: now ('' for Redis's). Returns {requests, hour, day, bytes, budgets}.
+// KEYS: the ledger's key base. ARGV: now ('' for Redis's). Returns {requests, hour, day, bytes, budgets, held requests, held slots}.
 const USAGE = PRELUDE + `
 local L = load(KEYS[1], clock(ARGV[1]))
 save(L)
-return { L.r, L.h, L.d, string.format('%.0f', L.b), L.m or '' }
+return { L.r, L.h, L.d, string.format('%.0f', L.b), L.m or '', L.hr, L.hs }
 `
 
 // KEYS: the ledger's key base, the near set. ARGV: the ledger digest.
 const RESET = `
-redis.call('DEL', KEYS[1] .. ':r', KEYS[1] .. ':h', KEYS[1] .. ':d', KEYS[1] .. ':b', KEYS[1] .. ':t')
+redis.call('DEL', KEYS[1] .. ':r', KEYS[1] .. ':h', KEYS[1] .. ':d', KEYS[1] .. ':b', KEYS[1] .. ':t', KEYS[1] .. ':l')
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `
@@ -232,9 +332,10 @@ const NEAR_SCAN = 1000
 
 type Now = number | string
 interface BudgetCommands {
-  budgetTake: (base: string, near: string, now: Now, rec: string, budgets: string, d: string) => Promise<[number, number | string, number?]>
+  budgetTake: (base: string, near: string, now: Now, rec: string, budgets: string, d: string, lease: string) => Promise<[number, number | string, number, number?, number?]>
+  budgetSettle: (base: string, near: string, now: Now, id: string, requests: number, d: string, ...recordings: string[]) => Promise<number>
   budgetSpend: (base: string, near: string, now: Now, bytes: number, d: string) => Promise<number>
-  budgetUsage: (base: string, now: Now) => Promise<[number, number, number, string, string]>
+  budgetUsage: (base: string, now: Now) => Promise<[number, number, number, string, string, number, number]>
   budgetNear: (near: string, now: Now, prefix: string, scan: number) => Promise<number>
   budgetReset: (base: string, near: string, d: string) => Promise<number>
 }
@@ -249,11 +350,11 @@ export interface RedisBudgetsOptions {
   key: Buffer
   /** A clock of the caller's (tests); else Redis's own. */
   clock?: () => number
-  /** A spend that could not be written (its bytes are lost to the budget): counted by the caller. */
+  /** A spend or a lease's settlement that could not be written (what it carried is lost to the budget): counted by the caller. */
   onSpendError: (err: Error) => void
 }
 
-export class RedisBudgets implements BudgetStore {
+export class RedisBudgets implements LeasingStore {
   private readonly client: Redis & BudgetCommands
   private readonly prefix: string
   private readonly nearKey: string
@@ -271,6 +372,7 @@ export class RedisBudgets implements BudgetStore {
     const client = redisClient(cfg, 'nasguard-budgets', true, { enableAutoPipelining: true })
     client.defineCommand('budgetTake', { numberOfKeys: 2, lua: TAKE })
     client.defineCommand('budgetSpend', { numberOfKeys: 2, lua: SPEND })
+    client.defineCommand('budgetSettle', { numberOfKeys: 2, lua: SETTLE })
     client.defineCommand('budgetUsage', { numberOfKeys: 1, lua: USAGE })
     client.defineCommand('budgetNear', { numberOfKeys: 1, lua: NEAR_COUNT })
     client.defineCommand('budgetReset', { numberOfKeys: 2, lua: RESET })
@@ -323,13 +425,37 @@ export class RedisBudgets implements BudgetStore {
     return this.opts.clock?.() ?? ''
   }
 
-  async take (c: Charge, budgets: Budgets): Promise<Verdict> {
+  async take (c: Charge, budgets: Budgets, lease?: string): Promise<Verdict> {
     this.flushSpends()
     await this.connect()
     const d = this.digest(c.subject)
-    const r = await this.client.budgetTake(this.prefix + d, this.nearKey, this.now(), c.recording === undefined ? '' : this.digest(c.recording), BUDGETS.map((b) => budgets[b] ?? '').join(','), d)
-    if (Number(r[0]) === 1) return Number(r[1]) === 1 ? { ok: true, fresh: true } : { ok: true }
-    return { ok: false, budget: r[1] as Budget, retryAfterMs: Number(r[2]) }
+    const r = await this.client.budgetTake(this.prefix + d, this.nearKey, this.now(), c.recording === undefined ? '' : this.digest(c.recording), BUDGETS.map((b) => budgets[b] ?? '').join(','), d, lease ?? '')
+    if (Number(r[0]) !== 1) return { ok: false, budget: r[1] as Budget, retryAfterMs: Number(r[2]), ...(Number(r[3]) === 1 ? { held: true as const } : {}) }
+    const bytes = Number(r[4])
+    return {
+      ok: true,
+      ...(Number(r[1]) === 1 ? { fresh: true as const } : {}),
+      ...(Number(r[2]) > 0 ? { lease: { requests: Number(r[2]), slots: Number(r[3]), ...(bytes >= 0 ? { bytes } : {}) } } : {})
+    }
+  }
+
+  /** What a lease's holder used: one script, sent in order with what follows (after the spends gathered). */
+  settle (s: Settlement): void {
+    this.flushSpends()
+    const d = this.digest(s.subject)
+    const recordings = s.recordings.map((r) => this.digest(r))
+    const now = this.now()
+    this.inOrder(async () => await this.client.budgetSettle(this.prefix + d, this.nearKey, now, s.id, s.requests, d, ...recordings))
+  }
+
+  reachable (): boolean {
+    return this.client.status === 'ready' && this.keyProblem === undefined
+  }
+
+  /** Sends at once on a ready connection, so that it keeps its place before what follows; a failure is counted (what it carried is lost to the budget). */
+  private inOrder (send: () => Promise<number>): void {
+    const sent = this.reachable() ? send() : this.connect().then(send)
+    sent.catch((err: Error) => this.opts.onSpendError(err))
   }
 
   /**
@@ -355,19 +481,18 @@ export class RedisBudgets implements BudgetStore {
     if (this.spends.size === 0) return
     const gathered = [...this.spends.values()]
     this.spends.clear()
-    for (const { d, now, bytes } of gathered) {
-      const send = async (): Promise<number> => await this.client.budgetSpend(this.prefix + d, this.nearKey, now, bytes, d)
-      // Sent at once on a ready connection, so that it keeps its place before what follows.
-      const sent = this.client.status === 'ready' && this.keyProblem === undefined ? send() : this.connect().then(send)
-      sent.catch((err: Error) => this.opts.onSpendError(err))
-    }
+    for (const { d, now, bytes } of gathered) this.inOrder(async () => await this.client.budgetSpend(this.prefix + d, this.nearKey, now, bytes, d))
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {
     this.flushSpends()
     await this.connect()
-    const [requests, hour, day, bytes, json] = await this.client.budgetUsage(this.prefix + this.digest(ledger), this.now())
-    return { used: { requestsPerMinute: Number(requests), recordingsPerHour: Number(hour), recordingsPerDay: Number(day), bytesPerHour: Number(bytes) }, budgets: budgetsOf(json) }
+    const [requests, hour, day, bytes, json, heldRequests, heldSlots] = await this.client.budgetUsage(this.prefix + this.digest(ledger), this.now())
+    return {
+      used: { requestsPerMinute: Number(requests), recordingsPerHour: Number(hour), recordingsPerDay: Number(day), bytesPerHour: Number(bytes) },
+      budgets: budgetsOf(json),
+      held: { requests: Number(heldRequests), recordings: Number(heldSlots) }
+    }
   }
 
   async reset (ledger: string): Promise<void> {

@@ -10,7 +10,7 @@
 // client certificate's subject are kept apart, so a token whose sub is
 // "CN=alice" cannot spend, or be spent by, the certificate CN=alice.
 import type { Identity } from '../auth/identity.js'
-import { BudgetBook, type Budgets, type Charge, type Usage, type Verdict } from './book.js'
+import { BudgetBook, type Budgets, type Charge, type Settlement, type Usage, type Verdict } from './book.js'
 
 export type LedgerKind = 'token' | 'certificate'
 export const LEDGER_KINDS: readonly LedgerKind[] = ['token', 'certificate']
@@ -26,8 +26,8 @@ export function ledgerKey (kind: LedgerKind, subject: string): string {
   return `${kind === 'token' ? 't' : 'c'}:${subject}`
 }
 
-/** What one ledger used, and the budgets it was last charged under. */
-export interface LedgerUsage { used: Usage, budgets: Budgets }
+/** What one ledger used, the budgets it was last charged under, and what leases hold of them (counted against them, not yet used). */
+export interface LedgerUsage { used: Usage, budgets: Budgets, held: { requests: number, recordings: number } }
 
 export interface BudgetStore {
   /** Charges the request, or refuses it; rejects when the store cannot be asked (limits.onStoreError decides then). Synchronous in one process. */
@@ -41,17 +41,35 @@ export interface BudgetStore {
   close: () => Promise<void>
 }
 
+/** A store that hands out leases (src/budgets/lease.ts): the book, and the shared ones (IPC, Redis). */
+export interface LeasingStore extends BudgetStore {
+  /** With a lease id, a lease may come with the charge. */
+  take: (c: Charge, budgets: Budgets, lease?: string) => Verdict | Promise<Verdict>
+  /** What a lease's holder used (sent in order with what follows; a failure is the store's to count). */
+  settle: (s: Settlement) => void
+  /** Whether the store can be asked now, as far as this process knows (a lease is not used while it cannot: limits.onStoreError decides). */
+  reachable: () => boolean
+}
+
 /** The fraction of a budget at which a ledger counts as near it. */
 export const NEAR = 0.8
 
 /** The budgets in this process's memory (one process; the primary of workers). */
-export class LocalBudgets implements BudgetStore {
+export class LocalBudgets implements LeasingStore {
   private readonly book = new BudgetBook()
 
   constructor (private readonly clock: () => number) {}
 
-  take (c: Charge, budgets: Budgets): Verdict {
-    return this.book.take(c, budgets, this.clock())
+  take (c: Charge, budgets: Budgets, lease?: string): Verdict {
+    return this.book.take(c, budgets, this.clock(), lease)
+  }
+
+  settle (s: Settlement): void {
+    this.book.settle(s, this.clock())
+  }
+
+  reachable (): boolean {
+    return true
   }
 
   spend (ledger: string, bytes: number): void {
@@ -59,7 +77,8 @@ export class LocalBudgets implements BudgetStore {
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {
-    return { used: this.book.usage(ledger, this.clock()), budgets: this.book.budgetsOf(ledger) ?? {} }
+    const now = this.clock()
+    return { used: this.book.usage(ledger, now), budgets: this.book.budgetsOf(ledger) ?? {}, held: this.book.held(ledger, now) }
   }
 
   async reset (ledger: string): Promise<void> {

@@ -3,7 +3,8 @@
 // book when a worker is handed one (workers without Redis), else its own
 // memory. What the gate charges, what ended responses spend, what the
 // near gauge counts and what `nasguard quota` reaches all go to that one
-// store.
+// store. A shared store is asked through leases (src/budgets/lease.ts), so
+// that most checks are decided in this process.
 import type { FastifyBaseLogger } from 'fastify'
 import type { QuotaControl } from '../admin.js'
 import type { Budgets, Charge, Verdict } from '../budgets/book.js'
@@ -13,7 +14,8 @@ import { RedisBudgets, budgetsKeyOf } from '../budgets/redis-store.js'
 import { loadAuditKey } from '../audit/key.js'
 import { auditKeyFile } from '../config/derived.js'
 import { budgetsByRule } from '../budgets/settings.js'
-import { LocalBudgets, type BudgetStore } from '../budgets/store.js'
+import { LeasedBudgets } from '../budgets/lease.js'
+import { LocalBudgets, type BudgetStore, type LeasingStore } from '../budgets/store.js'
 import type { Config } from '../config/schema.js'
 import type { LiveSettings } from '../gate/state.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
@@ -28,7 +30,7 @@ export interface BudgetParts {
 
 export interface BudgetPartsOptions {
   /** A store handed in (a worker's, asking the primary); else Redis or memory as the config says. */
-  store?: BudgetStore
+  store?: LeasingStore
   clock: () => number
   /** The clock a test set (GatewayOptions.clock); without one, Redis keeps the budgets by its own. */
   testClock?: () => number
@@ -39,7 +41,9 @@ export interface BudgetPartsOptions {
 }
 
 export function budgetPartsOf (config: Readonly<Config>, o: BudgetPartsOptions): BudgetParts {
-  const store = o.store ?? storeOf(config, o)
+  const kept = o.store ?? storeOf(config, o)
+  // In this process's memory a check is as cheap as a lease's: only a shared store is leased.
+  const store: BudgetStore = kept instanceof LocalBudgets ? kept : new LeasedBudgets(kept)
   o.metrics.setBudgetState(async () => await store.near())
   return {
     charge: chargerOf(store, o.metrics, () => o.live().budgetStoreError, o.log),
@@ -49,7 +53,7 @@ export function budgetPartsOf (config: Readonly<Config>, o: BudgetPartsOptions):
   }
 }
 
-function storeOf (config: Readonly<Config>, o: BudgetPartsOptions): BudgetStore {
+function storeOf (config: Readonly<Config>, o: BudgetPartsOptions): LeasingStore {
   const redis = config.state.redis
   if (!redis) return new LocalBudgets(o.clock)
   const store = new RedisBudgets(redis, { key: budgetsKeyOf(loadAuditKey(auditKeyFile(config))), ...(o.testClock ? { clock: o.testClock } : {}), onSpendError: () => o.metrics.budgetStoreErrors.inc({ outcome: 'spend_lost' }) })

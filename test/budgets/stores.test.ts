@@ -8,7 +8,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { RedisBudgets } from '../../src/budgets/redis-store.js'
-import { LEDGER_KINDS, LocalBudgets, ledgerKey, type BudgetStore } from '../../src/budgets/store.js'
+import { LEDGER_KINDS, LocalBudgets, ledgerKey, type LeasingStore } from '../../src/budgets/store.js'
 import type { Budgets } from '../../src/budgets/book.js'
 import { startRedis } from '../helpers/redis.js'
 
@@ -32,7 +32,9 @@ const BUDGET_SETS: Budgets[] = [
   { requestsPerMinute: 5 },
   { bytesPerHour: 50_000 },
   { recordingsPerDay: 7, bytesPerHour: 120_000 },
-  { recordingsPerHour: 3, requestsPerMinute: 30, bytesPerHour: 80_000 }
+  { recordingsPerHour: 3, requestsPerMinute: 30, bytesPerHour: 80_000 },
+  // Roomy enough for leases with recording slots.
+  { requestsPerMinute: 60, recordingsPerHour: 24, recordingsPerDay: 40, bytesPerHour: 400_000 }
 ]
 
 t.test('Redis and the book in memory give the same verdicts, usage and near count over a random run', async (t) => {
@@ -42,11 +44,13 @@ t.test('Redis and the book in memory give the same verdicts, usage and near coun
     let now = Date.UTC(2026, 10, 30, 8, 0, 0)
     const clock = (): number => now
     const local = new LocalBudgets(clock)
-    const shared: BudgetStore = new RedisBudgets({ url: redis.url, keyPrefix: `diff${seed}:`, timeoutMs: 5000 }, { key: randomBytes(32), clock, onSpendError: (err) => { throw err } })
+    const shared: LeasingStore = new RedisBudgets({ url: redis.url, keyPrefix: `diff${seed}:`, timeoutMs: 5000 }, { key: randomBytes(32), clock, onSpendError: (err) => { throw err } })
     t.teardown(async () => await shared.close())
     const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]
     let mismatches = 0
-    const tally = { charged: 0, refused: new Map<string, number>(), spends: 0, resets: 0, steps: 0 }
+    const tally = { charged: 0, refused: new Map<string, number>(), spends: 0, resets: 0, steps: 0, leases: 0, settled: 0, held: 0 }
+    const outstanding: Array<{ subject: string, id: string, requests: number, slots: number }> = []
+    const path = (): string => `/medicall/2016/01/01/${Math.floor(rand() * 30)}_4670.wav`
     const same = (what: string, a: unknown, b: unknown): void => {
       if (canon(a) === canon(b)) return
       if (++mismatches <= 5) t.fail(`seed ${seed}: ${what}: memory ${JSON.stringify(a)}, Redis ${JSON.stringify(b)}`)
@@ -59,13 +63,28 @@ t.test('Redis and the book in memory give the same verdicts, usage and near coun
         now += u < 0.7 ? Math.floor(rand() * 5_000) : u < 0.95 ? Math.floor(rand() * 600_000) : Math.floor(rand() * 7_200_000)
         tally.steps++
       } else if (r < 0.8) {
-        const charge = { subject: pick(LEDGERS), ...(rand() < 0.85 ? { recording: `/medicall/2016/01/01/${Math.floor(rand() * 30)}_4670.wav` } : {}) }
+        const charge = { subject: pick(LEDGERS), ...(rand() < 0.85 ? { recording: path() } : {}) }
         const budgets = pick(BUDGET_SETS)
-        const a = await local.take(charge, budgets)
-        const b = await shared.take(charge, budgets)
-        same(`take #${op} ${JSON.stringify(charge)} under ${JSON.stringify(budgets)}`, a, b)
+        // A third of the takes ask for a lease as well.
+        const id = rand() < 0.33 ? `w1.${op}` : undefined
+        const a = await local.take(charge, budgets, id)
+        const b = await shared.take(charge, budgets, id)
+        same(`take #${op} ${JSON.stringify(charge)} under ${JSON.stringify(budgets)}${id ? ' with a lease' : ''}`, a, b)
         if (a.ok) tally.charged++
         else tally.refused.set(a.budget, (tally.refused.get(a.budget) ?? 0) + 1)
+        if (!a.ok && a.held) tally.held++
+        if (a.ok && a.lease && id) {
+          outstanding.push({ subject: charge.subject, id, ...a.lease })
+          tally.leases++
+        }
+      } else if (r < 0.84 && outstanding.length > 0) {
+        // A lease is settled: some of its requests used (now and then more than it held), recordings old and new.
+        const [l] = outstanding.splice(Math.floor(rand() * outstanding.length), 1)
+        const requests = Math.floor(rand() * (l.requests + 2))
+        const recordings = [...new Set(Array.from({ length: Math.min(requests, Math.floor(rand() * (l.slots + 3))) }, path))]
+        local.settle({ subject: l.subject, id: l.id, requests, recordings })
+        shared.settle({ subject: l.subject, id: l.id, requests, recordings })
+        tally.settled++
       } else if (r < 0.95) {
         const ledger = pick(LEDGERS)
         const bytes = 1 + Math.floor(rand() * 30_000)
@@ -82,7 +101,8 @@ t.test('Redis and the book in memory give the same verdicts, usage and near coun
         same(`near at #${op}`, await local.near(), await shared.near())
       }
     }
-    t.equal(mismatches, 0, `seed ${seed}: every verdict, usage and near count agree (${tally.charged} charged, refused ${JSON.stringify(Object.fromEntries(tally.refused))}, ${tally.spends} spends, ${tally.resets} resets, ${tally.steps} clock steps)`)
+    t.equal(mismatches, 0, `seed ${seed}: every verdict, usage and near count agree (${tally.charged} charged, refused ${JSON.stringify(Object.fromEntries(tally.refused))}, ${tally.spends} spends, ${tally.resets} resets, ${tally.steps} clock steps, ${tally.leases} leases, ${tally.settled} settled, ${tally.held} refused while held)`)
+    t.ok(tally.leases > 20 && tally.settled > 20 && tally.held > 0, `seed ${seed}: leases were handed out, settled, ran out unsettled and held budgets`)
     // The run must have met every budget, or it proved little.
     t.same([...tally.refused.keys()].sort(), ['bytesPerHour', 'recordingsPerDay', 'recordingsPerHour', 'requestsPerMinute'], `seed ${seed}: every budget refused something`)
   }

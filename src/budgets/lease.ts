@@ -1,0 +1,169 @@
+// A worker's or a gateway's side of a shared budget store (the primary's
+// book over IPC, or Redis): leases, so that most checks are decided here
+// without a round trip, and the budgets stay exact across every holder.
+//
+// A check that goes to the store asks for a lease with it. The store may
+// hand one out (src/budgets/book.ts, grant): some requests and some slots
+// for new recordings, held there as if taken, so no other holder can take
+// them. Until the lease is used up, or LEASE_MS has passed, this
+// process's checks for that ledger are decided here:
+//
+// - a request uses one of the lease's requests;
+// - a recording this lease already took (or the one it came with) costs
+//   nothing more: a player's Range requests stay here;
+// - a new recording uses a slot;
+// - the ledger's own ended responses are counted against the bytes the
+//   lease came with.
+//
+// A lease never refuses: whatever it cannot cover goes to the store, and
+// the lease is settled first (in order, on the same channel), so the store
+// always judges with this process's use in. Settled: the requests used
+// are charged then (late by LEASE_MS at most, so a window is never
+// loosened), the recordings taken are added, the rest is freed. A lease
+// whose holder dies is charged in full by the store after HOLD_MS.
+//
+// A refusal that other holders' leases are part of (held) is asked again
+// after they settle, so a budget is neither passed nor cut short by what
+// another worker holds but did not use.
+import { randomBytes } from 'node:crypto'
+import { tracksRecordings, type Budgets, type Charge, type Lease, type Verdict } from './book.js'
+import type { BudgetStore, LeasingStore, LedgerUsage } from './store.js'
+
+/** How long a lease is used before it is settled, ms (well within HOLD_MS). */
+export const LEASE_MS = 250
+/** How often a refusal held by other leases is asked again, each after LEASE_MS. */
+const HELD_RETRIES = 4
+
+/** One lease in use: what is left of it, and what it took. */
+interface Held {
+  id: string
+  ledger: string
+  /** The budgets it was granted under (a reload ends it: new budgets, a new lease). */
+  budgets: Budgets
+  tracks: boolean
+  requests: number
+  slots: number
+  /** Bytes ended responses may still add; undefined: no bytes budget. */
+  bytes: number | undefined
+  used: number
+  /** Recordings it may take again for nothing: the one it came with, and those it took. */
+  known: Set<string>
+  /** Recordings taken under it, to be settled (each once). */
+  taken: Set<string>
+  timer: NodeJS.Timeout
+}
+
+export class LeasedBudgets implements BudgetStore {
+  private readonly leases = new Map<string, Held>()
+  /** A check of a ledger on its way to the store: the ledger's other checks wait for its lease. */
+  private readonly asking = new Map<string, Promise<unknown>>()
+  private readonly prefix = randomBytes(6).toString('base64url')
+  private next = 0
+
+  constructor (private readonly store: LeasingStore, private readonly pause = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))) {}
+
+  take (c: Charge, budgets: Budgets): Verdict | Promise<Verdict> {
+    const local = this.fromLease(c, budgets)
+    if (local) return local
+    const waiting = this.asking.get(c.subject)
+    if (waiting === undefined) return this.ask(c, budgets)
+    // Another check of this ledger is asking already: its lease may cover this one too.
+    return waiting.then(() => this.fromLease(c, budgets) ?? this.store.take(c, budgets), () => this.store.take(c, budgets)).then((v) => this.retried(c, budgets, v, 0))
+  }
+
+  /** The verdict of the ledger's lease, or undefined when it cannot cover the request (it is settled then). */
+  private fromLease (c: Charge, budgets: Budgets): Verdict | undefined {
+    const l = this.leases.get(c.subject)
+    if (l === undefined) return undefined
+    const recording = l.tracks ? c.recording : undefined
+    const fresh = recording !== undefined && !l.known.has(recording)
+    if (l.budgets !== budgets || l.requests === 0 || !this.store.reachable() || (fresh && l.slots === 0) || (l.bytes !== undefined && l.bytes <= 0)) {
+      this.settleLease(l)
+      return undefined
+    }
+    l.requests--
+    l.used++
+    if (recording !== undefined) {
+      if (fresh) { l.slots--; l.known.add(recording) }
+      l.taken.add(recording)
+    }
+    return fresh ? { ok: true, fresh: true } : { ok: true }
+  }
+
+  private ask (c: Charge, budgets: Budgets): Promise<Verdict> {
+    const id = `${this.prefix}.${++this.next}`
+    const asked = Promise.resolve(this.store.take(c, budgets, id)).then((v) => {
+      if (v.ok && v.lease) this.hold(id, c, budgets, v.lease)
+      return v
+    })
+    const done = asked.finally(() => { if (this.asking.get(c.subject) === done) this.asking.delete(c.subject) })
+    this.asking.set(c.subject, done)
+    return done.then((v) => this.retried(c, budgets, v, 0))
+  }
+
+  /** A refusal held by other leases is asked again once they settled; what is returned never carries a lease. */
+  private async retried (c: Charge, budgets: Budgets, v: Verdict, tries: number): Promise<Verdict> {
+    if (v.ok) return v.fresh ? { ok: true, fresh: true } : { ok: true }
+    if (v.held === true && tries < HELD_RETRIES) {
+      await this.pause(LEASE_MS)
+      return await this.retried(c, budgets, await this.store.take(c, budgets), tries + 1)
+    }
+    return { ok: false, budget: v.budget, retryAfterMs: v.retryAfterMs }
+  }
+
+  private hold (id: string, c: Charge, budgets: Budgets, lease: Lease): void {
+    const before = this.leases.get(c.subject)
+    if (before) this.settleLease(before)
+    const tracks = tracksRecordings(budgets)
+    const l: Held = {
+      id,
+      ledger: c.subject,
+      budgets,
+      tracks,
+      requests: lease.requests,
+      slots: lease.slots,
+      bytes: lease.bytes,
+      used: 0,
+      known: new Set(tracks && c.recording !== undefined ? [c.recording] : []),
+      taken: new Set(),
+      timer: setTimeout(() => { this.settleLease(l) }, LEASE_MS)
+    }
+    l.timer.unref()
+    this.leases.set(c.subject, l)
+  }
+
+  private settleLease (l: Held): void {
+    clearTimeout(l.timer)
+    if (this.leases.get(l.ledger) === l) this.leases.delete(l.ledger)
+    this.store.settle({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken] })
+  }
+
+  private settleAll (ledger?: string): void {
+    for (const l of [...this.leases.values()]) if (ledger === undefined || l.ledger === ledger) this.settleLease(l)
+  }
+
+  spend (ledger: string, bytes: number): void {
+    const l = this.leases.get(ledger)
+    if (l?.bytes !== undefined) l.bytes -= bytes
+    this.store.spend(ledger, bytes)
+  }
+
+  async usage (ledger: string): Promise<LedgerUsage> {
+    this.settleAll(ledger)
+    return await this.store.usage(ledger)
+  }
+
+  async reset (ledger: string): Promise<void> {
+    this.settleAll(ledger)
+    await this.store.reset(ledger)
+  }
+
+  async near (): Promise<number> {
+    return await this.store.near()
+  }
+
+  async close (): Promise<void> {
+    this.settleAll()
+    await this.store.close()
+  }
+}

@@ -13,7 +13,8 @@
 //   nothing more: a player's Range requests stay here;
 // - a new recording uses a slot;
 // - the ledger's own ended responses are counted against the bytes the
-//   lease came with.
+//   lease came with, and sent with its settlement (one write, not one
+//   per response).
 //
 // A lease never refuses: whatever it cannot cover goes to the store, and
 // the lease is settled first (in order, on the same channel), so the store
@@ -45,6 +46,8 @@ interface Held {
   slots: number
   /** Bytes ended responses may still add; undefined: no bytes budget. */
   bytes: number | undefined
+  /** Bytes of ended responses, sent when it is settled. */
+  spent: number
   used: number
   /** Recordings it may take again for nothing: the one it came with, and those it took. */
   known: Set<string>
@@ -123,6 +126,7 @@ export class LeasedBudgets implements BudgetStore {
       requests: lease.requests,
       slots: lease.slots,
       bytes: lease.bytes,
+      spent: 0,
       used: 0,
       known: new Set(tracks && c.recording !== undefined ? [c.recording] : []),
       taken: new Set(),
@@ -135,6 +139,7 @@ export class LeasedBudgets implements BudgetStore {
   private settleLease (l: Held): void {
     clearTimeout(l.timer)
     if (this.leases.get(l.ledger) === l) this.leases.delete(l.ledger)
+    this.store.spend(l.ledger, l.spent)
     this.store.settle({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken] })
   }
 
@@ -144,8 +149,12 @@ export class LeasedBudgets implements BudgetStore {
 
   spend (ledger: string, bytes: number): void {
     const l = this.leases.get(ledger)
-    if (l?.bytes !== undefined) l.bytes -= bytes
-    this.store.spend(ledger, bytes)
+    if (l === undefined) {
+      this.store.spend(ledger, bytes)
+      return
+    }
+    l.spent += bytes
+    if (l.bytes !== undefined) l.bytes -= bytes
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {

@@ -508,8 +508,17 @@ export class RedisBudgets implements LeasingStore {
     return Number(await this.client.budgetNear(this.nearKey, this.now(), this.prefix, NEAR_SCAN))
   }
 
+  /** Ends the connection once what was sent (settlements, spends) is answered; at once if Redis is not there. */
   async close (): Promise<void> {
-    this.client.disconnect()
+    this.flushSpends()
+    if (this.client.status !== 'ready') {
+      this.client.disconnect()
+      return
+    }
+    const quit = this.client.quit().catch(() => {})
+    const timer = setTimeout(() => { this.client.disconnect() }, 2000)
+    await quit
+    clearTimeout(timer)
   }
 }
 

@@ -11,8 +11,11 @@
 // redis-server where it keeps the budgets; not wrk, not the NAS, which are
 // the same for all). On a busy 2-core VM throughput swings by ±15% between
 // rounds of the same target; CPU per request swings far less, so the cost
-// is read from it. The budgets are set high, so nothing is refused: what is
-// measured is the checking.
+// is read from it, as the median over rounds of each round's ratio to its
+// pair (the two ran seconds apart, on the same machine state). The budgets
+// are set high, so nothing is refused: what is measured is the checking.
+// For Redis, the budget scripts it ran per 1000 requests are counted too
+// (INFO commandstats): how often a worker asked, leases included.
 //
 // Settings (env): BENCH_ROUNDS (5), BENCH_SECONDS (8), BENCH_WARMUP (3).
 import { spawn } from 'node:child_process'
@@ -85,14 +88,24 @@ function cpuSeconds (pids) {
   return ticks / 100
 }
 
+/** Scripts (EVALSHA, EVAL) redis-server ran so far. */
+async function redisScripts () {
+  const { stdout } = await run('redis-cli', ['-p', String(REDIS_PORT), 'INFO', 'commandstats'])
+  let n = 0
+  for (const m of stdout.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)) n += Number(m[1])
+  return n
+}
+
 async function round (t, seconds) {
   const pids = [...t.proc.pids(), ...(t.redis ? treePids(redis.pid) : [])]
+  const scriptsBefore = t.redis ? await redisScripts() : 0
   const before = cpuSeconds(pids)
   const { stdout } = await run('wrk', ['-t2', '-c32', `-d${seconds}s`, '--timeout', '10s', '-H', `Authorization: Bearer ${token}`, `https://127.0.0.1:${t.port}${FILES.small}`])
   const cpu = cpuSeconds(pids) - before
+  const scripts = t.redis ? await redisScripts() - scriptsBefore : undefined
   const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0)
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(stdout)?.[1] ?? 0)
-  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? 0), cpuUs: requests > 0 ? cpu * 1e6 / requests : NaN, non2xx }
+  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? 0), cpuUs: requests > 0 ? cpu * 1e6 / requests : NaN, non2xx, ...(scripts !== undefined ? { scriptsPerK: scripts * 1000 / requests } : {}) }
 }
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
@@ -101,7 +114,7 @@ const results = Object.fromEntries(targets.map((t) => [t.name, []]))
 for (let r = 0; r < ROUNDS; r++) for (const t of targets) results[t.name].push(await round(t, SECONDS))
 
 console.log(`budgets bench ${new Date().toISOString()}: W1, ${ROUNDS} interleaved rounds of ${SECONDS} s; budgets set high (nothing refused)`)
-console.log('target                        req/s   CPU µs/req   rounds (req/s)                 rounds (CPU µs/req)            cost (CPU)  cost (req/s)')
+console.log('target                        req/s   CPU µs/req   rounds (req/s)                 rounds (CPU µs/req)            cost (CPU)  cost (req/s)  Redis scripts per 1000 req')
 const rows = {}
 for (const t of targets) {
   const rs = results[t.name]
@@ -110,8 +123,11 @@ for (const t of targets) {
 for (const t of targets) {
   const row = rows[t.name]
   const base = t.pair ? rows[t.pair] : undefined
-  const cost = base ? `${((row.cpu / base.cpu - 1) * 100).toFixed(1).padStart(6)}%    ${((1 - row.rps / base.rps) * 100).toFixed(1).padStart(6)}%` : '   (base)'
-  console.log(`${t.name.padEnd(28)} ${String(Math.round(row.rps)).padStart(6)} ${row.cpu.toFixed(0).padStart(12)}   ${results[t.name].map((x) => Math.round(x.rps)).join(', ').padEnd(30)} ${results[t.name].map((x) => x.cpuUs.toFixed(0)).join(', ').padEnd(30)} ${cost}${row.bad ? `  (${row.bad} non-2xx!)` : ''}`)
+  // Each round against its pair's same round.
+  const paired = (f) => median(results[t.name].map((x, i) => f(x, results[t.pair][i])))
+  const cost = base ? `${(paired((x, b) => x.cpuUs / b.cpuUs - 1) * 100).toFixed(1).padStart(6)}%    ${(paired((x, b) => 1 - x.rps / b.rps) * 100).toFixed(1).padStart(6)}%` : '   (base)'
+  const scripts = t.redis ? `  ${median(results[t.name].map((x) => x.scriptsPerK)).toFixed(1).padStart(8)}` : ''
+  console.log(`${t.name.padEnd(28)} ${String(Math.round(row.rps)).padStart(6)} ${row.cpu.toFixed(0).padStart(12)}   ${results[t.name].map((x) => Math.round(x.rps)).join(', ').padEnd(30)} ${results[t.name].map((x) => x.cpuUs.toFixed(0)).join(', ').padEnd(30)} ${cost}${scripts}${row.bad ? `  (${row.bad} non-2xx!)` : ''}`)
 }
 writeFileSync(join(dir, 'results.json'), JSON.stringify({ rows, results }, null, 2))
 console.log(`results: ${join(dir, 'results.json')}`)

@@ -105,8 +105,10 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   // Budgets without Redis: one book here, asked by every worker.
   if (!config.state.redis) {
     const book = new LocalBudgets(Date.now)
+    // One batch after another, each whole: a worker's settlement is in before its next check.
+    let answering = Promise.resolve()
     cluster.on('message', (w: Worker, m: unknown) => {
-      if (isBudgetRequest(m)) void answerBudget(book, m, (r) => { send(w, r) })
+      if (isBudgetRequest(m)) answering = answering.then(async () => { await answerBudget(book, m, (r) => { send(w, r) }) }).catch(() => {})
     })
   }
   const ticketKeys = randomBytes(48).toString('base64')

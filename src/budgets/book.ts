@@ -14,14 +14,17 @@
 //
 // Leases (src/budgets/lease.ts): a take may also hand its caller a slice
 // of the ledger's headroom, to spend without asking again for a moment:
-// some requests and some recording slots, held here (they count against
+// some requests, recording slots and bytes, held here (they count against
 // the budgets as if taken) until the caller settles what it used. Used
-// requests are charged when settled (late by the lease's length, never
-// early), its new recordings are added then, what it did not use is freed.
-// A lease is only handed out while every budget is under half used, and
-// each takes at most half of what is left below that half, so the holds
-// never pass a budget. A hold not settled within HOLD_MS (its holder
-// died) is charged in full: never a way to take more.
+// requests and bytes are charged when settled (late by the lease's
+// length, never early), its new recordings are added then, what it did
+// not use is freed. A lease is only handed out while every budget is
+// under half used, and each takes at most half of what is left below
+// that half, so the holds never pass a budget. A hold not settled within
+// HOLD_MS (its holder died) is charged in full: never a way to take more.
+// A ledger charged under other budgets than the last (two rules with
+// their own perSubject) gets no lease for HOLD_MS: a lease is sized by
+// one rule's budgets, and must not decide for, or hold up, another's.
 import { createHash } from 'node:crypto'
 
 export const BUDGETS = ['requestsPerMinute', 'recordingsPerHour', 'recordingsPerDay', 'bytesPerHour'] as const
@@ -44,15 +47,20 @@ export const HOLD_MS = 5000
 /** The most requests, and recording slots, one lease holds. */
 export const LEASE_REQUESTS = 1024
 export const LEASE_SLOTS = 64
+/** The most leases one ledger may have out at once (one per worker of each gateway is the usual). */
+export const LEASE_HOLDS = 64
 
-/** What one lease holds: requests, recording slots, and until when. */
-interface Hold { requests: number, slots: number, expiresAt: number }
+/** What one lease holds: requests, recording slots, bytes (0: no bytes budget), and until when. */
+interface Hold { requests: number, slots: number, bytes: number, expiresAt: number }
 
 /** A lease handed out with a charge: what its holder may take without asking (bytes: what ended responses may add before it must ask again; absent: no bytes budget). */
 export interface Lease { requests: number, slots: number, bytes?: number }
 
-/** What a lease's holder used: requests, and the recordings it took (each once, new or not). */
-export interface Settlement { subject: string, id: string, requests: number, recordings: string[] }
+/** What a lease's holder used: requests, the recordings it took (each once, new or not), the bytes of responses that ended. */
+export interface Settlement { subject: string, id: string, requests: number, recordings: string[], bytes: number }
+
+/** What leases hold of a ledger's budgets. */
+export interface Held { requests: number, recordings: number, bytes: number }
 
 interface Ledger {
   /** The requests of the last minute, in buckets of a second. */
@@ -71,6 +79,8 @@ interface Ledger {
   budgets: Budgets
   /** Leases not yet settled, by id. */
   holds: Map<string, Hold>
+  /** Until when no lease is handed out: it was charged under other budgets than the last (ms; 0: none). */
+  mixedUntil: number
 }
 
 /**
@@ -105,6 +115,8 @@ export class BudgetBook {
     if (++this.takes % SWEEP_EVERY === 0) this.sweep(now)
     const l = this.ledger(c.subject, now)
     const key = c.recording === undefined || !tracksRecordings(budgets) ? undefined : digestOf(c.recording)
+    // Charged under other budgets than the last: no lease for a while (the first charge of a ledger has nothing to differ from).
+    if (l.budgets !== budgets && Object.keys(l.budgets).length > 0 && budgetsKey(l.budgets) !== budgetsKey(budgets)) l.mixedUntil = now + HOLD_MS
     const over = this.overBudget(l, key, budgets, now)
     if (over) return over
     bump(l.requests, now, REQUEST_BUCKET, 1)
@@ -117,40 +129,46 @@ export class BudgetBook {
 
   /** A lease on what is left, held until settled (none when any budget is half used). */
   private grant (l: Ledger, id: string, b: Budgets, now: number): Lease | undefined {
+    if (l.mixedUntil > now || l.holds.has(id) || l.holds.size >= LEASE_HOLDS) return undefined
     const held = heldOf(l)
     const share = (cap: number | undefined, used: number, most: number): number => cap === undefined ? most : Math.min(most, Math.floor((Math.floor(cap / 2) - used) / 2))
     const requests = share(b.requestsPerMinute, sum(l.requests) + held.requests, LEASE_REQUESTS)
     // Slots only where recordings are counted.
-    const slots = !tracksRecordings(b) ? 0 : Math.min(share(b.recordingsPerHour, l.hour.size + held.slots, LEASE_SLOTS), share(b.recordingsPerDay, l.day.size + held.slots, LEASE_SLOTS))
-    const bytes = b.bytesPerHour === undefined ? undefined : Math.floor(b.bytesPerHour / 2) - sum(l.bytes)
-    if (requests <= 0 || (bytes !== undefined && bytes <= 0)) return undefined
-    l.holds.set(id, { requests, slots: Math.max(0, slots), expiresAt: now + HOLD_MS })
-    return { requests, slots: Math.max(0, slots), ...(bytes !== undefined ? { bytes } : {}) }
+    const slots = Math.max(0, !tracksRecordings(b) ? 0 : Math.min(share(b.recordingsPerHour, l.hour.size + held.recordings, LEASE_SLOTS), share(b.recordingsPerDay, l.day.size + held.recordings, LEASE_SLOTS)))
+    const bytes = b.bytesPerHour === undefined ? 0 : share(b.bytesPerHour, sum(l.bytes) + held.bytes, Number.MAX_SAFE_INTEGER)
+    if (requests <= 0 || (b.bytesPerHour !== undefined && bytes <= 0)) return undefined
+    l.holds.set(id, { requests, slots, bytes, expiresAt: now + HOLD_MS })
+    return { requests, slots, ...(b.bytesPerHour !== undefined ? { bytes } : {}) }
   }
 
   /**
-   * What a lease's holder used: its requests are charged now, its new
-   * recordings added (no more than its slots), the rest of the hold is
-   * freed. A lease already charged in full (late), or reset, is ignored.
+   * What a lease's holder used: its requests and bytes are charged now,
+   * its new recordings added (no more than its slots), the rest of the
+   * hold is freed. A lease already charged in full (late), or reset, is
+   * ignored. Returns how many recordings were new to the hour.
    */
-  settle (s: Settlement, now: number): void {
+  settle (s: Settlement, now: number): number {
     const l = this.ledgers.get(s.subject)
-    if (!l) return
+    if (!l) return 0
     prune(l, now)
     const hold = l.holds.get(s.id)
-    if (!hold) return
+    if (!hold) return 0
     l.holds.delete(s.id)
     const requests = Math.min(Math.max(0, s.requests), hold.requests)
     if (requests > 0) bump(l.requests, now, REQUEST_BUCKET, requests)
+    if (s.bytes > 0) bump(l.bytes, now, BYTES_BUCKET, s.bytes)
     let slots = hold.slots
+    let fresh = 0
     for (const r of s.recordings) {
       const key = digestOf(r)
       if (!l.day.has(key) || !l.hour.has(key)) {
         if (slots === 0) continue
         slots--
       }
+      if (!l.hour.has(key)) fresh++
       touch(l, key, now)
     }
+    return fresh
   }
 
   /** Forgets every subject with nothing left in any window. */
@@ -172,12 +190,11 @@ export class BudgetBook {
     return { requestsPerMinute: sum(l.requests), recordingsPerHour: l.hour.size, recordingsPerDay: l.day.size, bytesPerHour: sum(l.bytes) }
   }
 
-  /** What the subject's leases hold (requests, recording slots): not yet used, but counted against its budgets. */
-  held (subject: string, now: number): { requests: number, recordings: number } {
+  /** What the subject's leases hold: not yet used, but counted against its budgets. */
+  held (subject: string, now: number): Held {
     const l = this.ledgers.get(subject)
     if (l) prune(l, now)
-    const h = l ? heldOf(l) : { requests: 0, slots: 0 }
-    return { requests: h.requests, recordings: h.slots }
+    return l ? heldOf(l) : { requests: 0, recordings: 0, bytes: 0 }
   }
 
   /** The budgets the subject was last charged under (none: never charged, or forgotten). */
@@ -195,7 +212,7 @@ export class BudgetBook {
     for (const [subject, l] of [...this.ledgers]) {
       const u = this.usage(subject, now)
       const h = heldOf(l)
-      const held: Usage = { requestsPerMinute: h.requests, recordingsPerHour: h.slots, recordingsPerDay: h.slots, bytesPerHour: 0 }
+      const held: Usage = { requestsPerMinute: h.requests, recordingsPerHour: h.recordings, recordingsPerDay: h.recordings, bytesPerHour: h.bytes }
       if (BUDGETS.some((b) => l.budgets[b] !== undefined && u[b] + held[b] >= fraction * (l.budgets[b] as number))) n++
     }
     return n
@@ -204,12 +221,12 @@ export class BudgetBook {
   private ledger (subject: string, now: number): Ledger {
     let l = this.ledgers.get(subject)
     if (!l) {
-      l = { requests: [], hour: new Map(), day: new Map(), bytes: [], budgets: {}, holds: new Map() }
+      l = { requests: [], hour: new Map(), day: new Map(), bytes: [], budgets: {}, holds: new Map(), mixedUntil: 0 }
       this.ledgers.set(subject, l)
     }
     prune(l, now)
     // A ledger that emptied is a new one: it forgets the budgets too (as when it is swept).
-    if (isEmpty(l)) l.budgets = {}
+    if (isEmpty(l)) { l.budgets = {}; l.mixedUntil = 0 }
     return l
   }
 
@@ -226,13 +243,14 @@ export class BudgetBook {
       // A recording already taken within a window costs nothing more there.
       for (const [budget, window, taken] of [['recordingsPerHour', HOUR, l.hour], ['recordingsPerDay', DAY, l.day]] as const) {
         const cap = b[budget]
-        if (cap === undefined || taken.has(key) || taken.size + held.slots < cap) continue
-        const i = Math.min(taken.size - 1, taken.size + held.slots - cap)
+        if (cap === undefined || taken.has(key) || taken.size + held.recordings < cap) continue
+        const i = Math.min(taken.size - 1, taken.size + held.recordings - cap)
         return refuse(budget, i < 0 ? now + window : nthTime(taken, i) + window, window, taken.size < cap)
       }
     }
-    if (b.bytesPerHour !== undefined && sum(l.bytes) >= b.bytesPerHour) {
-      return refuse('bytesPerHour', freeAt(l.bytes, b.bytesPerHour, HOUR, now), HOUR, false)
+    const bytes = sum(l.bytes)
+    if (b.bytesPerHour !== undefined && bytes + held.bytes >= b.bytesPerHour) {
+      return refuse('bytesPerHour', freeAt(l.bytes, b.bytesPerHour - held.bytes, HOUR, now), HOUR, bytes < b.bytesPerHour)
     }
     return undefined
   }
@@ -284,11 +302,15 @@ function touch (l: Ledger, key: string, now: number): void {
 }
 
 /** What the ledger's leases hold. */
-function heldOf (l: Ledger): { requests: number, slots: number } {
-  let requests = 0
-  let slots = 0
-  for (const h of l.holds.values()) { requests += h.requests; slots += h.slots }
-  return { requests, slots }
+function heldOf (l: Ledger): Held {
+  const held = { requests: 0, recordings: 0, bytes: 0 }
+  for (const h of l.holds.values()) { held.requests += h.requests; held.recordings += h.slots; held.bytes += h.bytes }
+  return held
+}
+
+/** Budgets as one string, as Redis keeps them ("<requestsPerMinute>,<recordingsPerHour>,<recordingsPerDay>,<bytesPerHour>", each empty for none). */
+export function budgetsKey (b: Budgets): string {
+  return BUDGETS.map((k) => b[k] ?? '').join(',')
 }
 
 /** A fixed-size key for a recording's path. */
@@ -311,6 +333,7 @@ function prune (l: Ledger, now: number): void {
   for (const [id, h] of expired) {
     l.holds.delete(id)
     bump(l.requests, h.expiresAt, REQUEST_BUCKET, h.requests)
+    if (h.bytes > 0) bump(l.bytes, h.expiresAt, BYTES_BUCKET, h.bytes)
     for (let i = 0; i < h.slots; i++) touch(l, `~${id}:${i}`, h.expiresAt)
   }
   while (l.requests.length > 0 && l.requests[0][0] <= now - MINUTE) l.requests.shift()

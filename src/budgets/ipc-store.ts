@@ -8,7 +8,7 @@
 // so the cost of IPC (a write, a wake-up, a parse on each side) is paid
 // per batch, not per request. Ended responses' bytes ride with the next
 // batch (summed per ledger), or go on their own after SPEND_DELAY_MS.
-// Settlements of leases go in order with the rest, unanswered.
+// Settlements of leases go in order with the rest.
 import { BUDGETS, LEASE_REQUESTS, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
 import type { LeasingStore, LedgerUsage } from './store.js'
 
@@ -24,7 +24,7 @@ export type BudgetOp =
   | { op: 'usage', ledger: string }
   | { op: 'reset', ledger: string }
   | { op: 'near' }
-/** A batch of operations; answered (with one result per operation) unless it holds spends and settlements only. */
+/** A batch of operations; answered (with one result per operation) unless it holds spends only. */
 export interface BudgetRequest { nasguard: 'budget', id: number, ops: BudgetOp[] }
 export interface BudgetReply { nasguard: 'budget-reply', id: number, results: Array<{ result?: unknown, error?: string }> }
 
@@ -128,8 +128,8 @@ export class PrimaryBudgets implements LeasingStore {
     return await this.ask<Verdict>({ op: 'take', charge, budgets, ...(lease !== undefined ? { lease } : {}) })
   }
 
-  settle (settlement: Settlement): void {
-    this.queue({ op: 'settle', settlement })
+  async settle (settlement: Settlement): Promise<number> {
+    return await this.ask<number>({ op: 'settle', settlement })
   }
 
   reachable (): boolean {
@@ -166,7 +166,8 @@ export class PrimaryBudgets implements LeasingStore {
 }
 
 const isCount = (n: unknown, max = Number.MAX_SAFE_INTEGER): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 && n <= max
-const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= 1024
+/** A subject or a recording's path: as long as limits.maxPathLength may let a path be (8192), with room. */
+const isName = (s: unknown): s is string => typeof s === 'string' && s.length > 0 && s.length <= 16384
 const isLeaseId = (s: unknown): s is string => typeof s === 'string' && /^[\w.-]{1,64}$/.test(s)
 
 /** Whether a worker's operation is one the primary may act on: names and counts of the sizes the gateway makes (a buggy worker must not corrupt the book). */
@@ -180,7 +181,7 @@ function wellFormed (m: BudgetOp): boolean {
   }
   if (m.op === 'settle') {
     const s = m.settlement
-    return typeof s === 'object' && s !== null && isName(s.subject) && isLeaseId(s.id) && isCount(s.requests, LEASE_REQUESTS) &&
+    return typeof s === 'object' && s !== null && isName(s.subject) && isLeaseId(s.id) && isCount(s.requests, LEASE_REQUESTS) && isCount(s.bytes) &&
       Array.isArray(s.recordings) && s.recordings.length <= LEASE_REQUESTS + 1 && s.recordings.every(isName)
   }
   if (m.op === 'spend') return isName(m.ledger) && isCount(m.bytes)
@@ -193,13 +194,13 @@ async function answerOne (store: LeasingStore, m: BudgetOp): Promise<unknown> {
   if (!wellFormed(m)) throw new Error('a malformed budget request')
   if (m.op === 'take') return await store.take(m.charge, m.budgets, m.lease)
   if (m.op === 'spend') { store.spend(m.ledger, m.bytes); return null }
-  if (m.op === 'settle') { store.settle(m.settlement); return null }
+  if (m.op === 'settle') return await store.settle(m.settlement)
   if (m.op === 'usage') return await store.usage(m.ledger)
   if (m.op === 'reset') { await store.reset(m.ledger); return null }
   return await store.near()
 }
 
-/** The primary's side: answers one worker's batch, in order, from its own store (a batch of spends and settlements only is not answered). */
+/** The primary's side: answers one worker's batch, in order, from its own store (a batch of spends only is not answered). */
 export async function answerBudget (store: LeasingStore, m: BudgetRequest, reply: (r: BudgetReply) => void): Promise<void> {
   const results: BudgetReply['results'] = []
   for (const op of m.ops) {
@@ -209,5 +210,5 @@ export async function answerBudget (store: LeasingStore, m: BudgetRequest, reply
       results.push({ error: (err as Error).message })
     }
   }
-  if (m.ops.some((op) => op?.op !== 'spend' && op?.op !== 'settle')) reply({ nasguard: 'budget-reply', id: m.id, results })
+  if (m.ops.some((op) => op?.op !== 'spend')) reply({ nasguard: 'budget-reply', id: m.id, results })
 }

@@ -13,21 +13,26 @@
 //   nothing more: a player's Range requests stay here;
 // - a new recording uses a slot;
 // - the ledger's own ended responses are counted against the bytes the
-//   lease came with, and sent with its settlement (one write, not one
-//   per response).
+//   lease holds, and sent with its settlement (one write, not one per
+//   response).
 //
 // A lease never refuses: whatever it cannot cover goes to the store, and
 // the lease is settled first (in order, on the same channel), so the store
-// always judges with this process's use in. Settled: the requests used
-// are charged then (late by LEASE_MS at most, so a window is never
-// loosened), the recordings taken are added, the rest is freed. A lease
-// whose holder dies is charged in full by the store after HOLD_MS.
+// always judges with this process's use in. Settled: the requests and
+// bytes used are charged then (late by LEASE_MS at most, so a window is
+// never loosened), the recordings taken are added, the rest is freed. A
+// lease whose holder dies is charged in full by the store after HOLD_MS.
+// A settlement the store could not take is sent again while it can still
+// count (settling twice is harmless: the hold is gone after the first); a
+// check that failed, or was answered too late to use its lease, frees the
+// lease it may have been given.
 //
 // A refusal that other holders' leases are part of (held) is asked again
 // after they settle, so a budget is neither passed nor cut short by what
 // another worker holds but did not use.
 import { randomBytes } from 'node:crypto'
-import { tracksRecordings, type Budgets, type Charge, type Lease, type Verdict } from './book.js'
+import { performance } from 'node:perf_hooks'
+import { HOLD_MS, tracksRecordings, type Budgets, type Charge, type Lease, type Settlement, type Verdict } from './book.js'
 import type { BudgetStore, LeasingStore, LedgerUsage } from './store.js'
 
 /** How long a lease is used before it is settled, ms (well within HOLD_MS). */
@@ -53,7 +58,16 @@ interface Held {
   known: Set<string>
   /** Recordings taken under it, to be settled (each once). */
   taken: Set<string>
+  /** When the check that brought it was sent (performance.now()): past HOLD_MS the store no longer holds it. */
+  sentAt: number
   timer: NodeJS.Timeout
+}
+
+export interface LeaseOptions {
+  /** Recordings that a settlement found new (the store's count): what a lease decided is never counted as new by itself. */
+  onFresh?: (n: number) => void
+  /** Waits between asks of a refusal held by other leases (tests). */
+  pause?: (ms: number) => Promise<void>
 }
 
 export class LeasedBudgets implements BudgetStore {
@@ -63,7 +77,11 @@ export class LeasedBudgets implements BudgetStore {
   private readonly prefix = randomBytes(6).toString('base64url')
   private next = 0
 
-  constructor (private readonly store: LeasingStore, private readonly pause = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))) {}
+  private readonly pause: (ms: number) => Promise<void>
+
+  constructor (private readonly store: LeasingStore, private readonly opts: LeaseOptions = {}) {
+    this.pause = opts.pause ?? (async (ms) => await new Promise((resolve) => setTimeout(resolve, ms)))
+  }
 
   take (c: Charge, budgets: Budgets): Verdict | Promise<Verdict> {
     const local = this.fromLease(c, budgets)
@@ -90,14 +108,25 @@ export class LeasedBudgets implements BudgetStore {
       if (fresh) { l.slots--; l.known.add(recording) }
       l.taken.add(recording)
     }
-    return fresh ? { ok: true, fresh: true } : { ok: true }
+    // Whether it is new to the subject is the store's to say, when settled.
+    return { ok: true }
   }
 
   private ask (c: Charge, budgets: Budgets): Promise<Verdict> {
     const id = `${this.prefix}.${++this.next}`
+    const sentAt = performance.now()
+    const free = (): void => { this.send({ subject: c.subject, id, requests: 0, recordings: [], bytes: 0 }, sentAt) }
     const asked = Promise.resolve(this.store.take(c, budgets, id)).then((v) => {
-      if (v.ok && v.lease) this.hold(id, c, budgets, v.lease)
+      if (v.ok && v.lease) {
+        // Answered so late that the store may let it run out soon: freed, not used.
+        if (performance.now() - sentAt > HOLD_MS / 2) free()
+        else this.hold(id, c, budgets, v.lease, sentAt)
+      }
       return v
+    }, (err: Error) => {
+      // It may have been charged, and a lease held, with the answer lost.
+      free()
+      throw err
     })
     const done = asked.finally(() => { if (this.asking.get(c.subject) === done) this.asking.delete(c.subject) })
     this.asking.set(c.subject, done)
@@ -114,7 +143,7 @@ export class LeasedBudgets implements BudgetStore {
     return { ok: false, budget: v.budget, retryAfterMs: v.retryAfterMs }
   }
 
-  private hold (id: string, c: Charge, budgets: Budgets, lease: Lease): void {
+  private hold (id: string, c: Charge, budgets: Budgets, lease: Lease, sentAt: number): void {
     const before = this.leases.get(c.subject)
     if (before) this.settleLease(before)
     const tracks = tracksRecordings(budgets)
@@ -130,6 +159,7 @@ export class LeasedBudgets implements BudgetStore {
       used: 0,
       known: new Set(tracks && c.recording !== undefined ? [c.recording] : []),
       taken: new Set(),
+      sentAt,
       timer: setTimeout(() => { this.settleLease(l) }, LEASE_MS)
     }
     l.timer.unref()
@@ -139,8 +169,31 @@ export class LeasedBudgets implements BudgetStore {
   private settleLease (l: Held): void {
     clearTimeout(l.timer)
     if (this.leases.get(l.ledger) === l) this.leases.delete(l.ledger)
-    this.store.spend(l.ledger, l.spent)
-    this.store.settle({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken] })
+    this.send({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken], bytes: l.spent }, l.sentAt)
+  }
+
+  /**
+   * Sends a settlement; while the store cannot take it, sends it again
+   * every LEASE_MS as long as the hold can still be there (after that the
+   * store has charged it in full: the settlement would change nothing).
+   */
+  private send (s: Settlement, sentAt: number): void {
+    const again = (): void => {
+      if (performance.now() - sentAt > HOLD_MS) return
+      setTimeout(() => { this.send(s, sentAt) }, LEASE_MS).unref()
+    }
+    if (!this.store.reachable()) {
+      again()
+      return
+    }
+    let settled: number | Promise<number>
+    try {
+      settled = this.store.settle(s)
+    } catch {
+      again()
+      return
+    }
+    Promise.resolve(settled).then((n) => { if (n > 0) this.opts.onFresh?.(n) }, again)
   }
 
   private settleAll (ledger?: string): void {

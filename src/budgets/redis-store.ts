@@ -10,7 +10,8 @@
 //   <prefix>{budgets}:<d>:d   the same, the last 24 h
 //   <prefix>{budgets}:<d>:b   sorted set: the last hour's bytes, in buckets of a minute ("<minute>:<bytes>")
 //   <prefix>{budgets}:<d>:t   hash: the sums of :r and :b (r, b), and the budgets it was last charged under (m: "<requestsPerMinute>,<recordingsPerHour>,<recordingsPerDay>,<bytesPerHour>", each empty for none)
-//   <prefix>{budgets}:<d>:l   hash: the leases not yet settled (BudgetBook's holds), id -> "<requests>,<slots>,<expires at>"
+//   <prefix>{budgets}:<d>:l   hash: the leases not yet settled (BudgetBook's holds), id -> "<requests>,<slots>,<bytes>,<expires at>"
+//   (and in :t, x: until when no lease is handed out, BudgetBook's mixedUntil)
 //   <prefix>{budgets}:near    sorted set of the ledgers near a budget, for the gauge
 //   <prefix>{budgets}:key     a digest that says which key the others were written with
 // The buckets are BudgetBook's: at most 60 per ledger, and their sums are
@@ -24,7 +25,7 @@
 import { createHmac } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { redisClient, type RedisConfig } from '../state/redis.js'
-import { BUDGETS, HOLD_MS, LEASE_REQUESTS, LEASE_SLOTS, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
+import { BUDGETS, HOLD_MS, LEASE_HOLDS, LEASE_REQUESTS, LEASE_SLOTS, budgetsKey, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
 import { NEAR, type LeasingStore, type LedgerUsage } from './store.js'
 
 // Shared by every script: windows, buckets, a ledger pruned and read
@@ -34,7 +35,7 @@ import { NEAR, type LeasingStore, type LedgerUsage } from './store.js'
 // second (when a bucket is made), not on every request.
 const PRELUDE = `
 local MIN, HOUR, DAY = 60000, 3600000, 86400000
-local HOLD, LEASE_REQUESTS, LEASE_SLOTS = ${HOLD_MS}, ${LEASE_REQUESTS}, ${LEASE_SLOTS}
+local HOLD, LEASE_REQUESTS, LEASE_SLOTS, LEASE_HOLDS = ${HOLD_MS}, ${LEASE_REQUESTS}, ${LEASE_SLOTS}, ${LEASE_HOLDS}
 local function clock (given)
   if given ~= '' then return tonumber(given) end
   local t = redis.call('TIME')
@@ -88,27 +89,26 @@ local function freeAt (key, total, cap, window, now)
   return at
 end
 -- A recording (its digest) taken at time at, in both windows; 1 if it is
--- new to the hour, 1 if new to the day. A set's expiry is renewed with
--- each new second's bucket (renew), or when it grows: never before its
--- last access leaves the window.
-local function touch (k, rec, at, renew)
+-- new to the hour, 1 if new to the day. Each set's expiry is renewed:
+-- never before its last access leaves the window.
+local function touch (k, rec, at)
   local fresh = redis.call('ZADD', k .. ':h', at, rec)
   local day = redis.call('ZADD', k .. ':d', at, rec)
-  if renew or fresh == 1 then redis.call('PEXPIRE', k .. ':h', HOUR + 1000) end
-  if renew or day == 1 then redis.call('PEXPIRE', k .. ':d', DAY + 1000) end
+  redis.call('PEXPIRE', k .. ':h', HOUR + 1000)
+  redis.call('PEXPIRE', k .. ':d', DAY + 1000)
   return fresh, day
 end
 -- The leases' holds: those that ran out unsettled are charged in full, at
 -- the time each ran out (requests; each slot a recording of its own); the
--- rest are summed (L.hr, L.hs). True if any was charged.
+-- rest are summed (L.hr, L.hs, L.hb; L.hn: how many). True if any was charged.
 local function holds (L, now)
   local l = redis.call('HGETALL', L.k .. ':l')
-  L.hr, L.hs = 0, 0
+  L.hr, L.hs, L.hb, L.hn = 0, 0, 0, 0
   local out = {}
   for i = 1, #l, 2 do
-    local r, s, e = string.match(l[i + 1], '^(%d+),(%d+),(%d+)$')
-    r, s, e = tonumber(r), tonumber(s), tonumber(e)
-    if e <= now then out[#out + 1] = { l[i], r, s, e } else L.hr, L.hs = L.hr + r, L.hs + s end
+    local r, s, b, e = string.match(l[i + 1], '^(%d+),(%d+),(%d+),(%d+)$')
+    r, s, b, e = tonumber(r), tonumber(s), tonumber(b), tonumber(e)
+    if e <= now then out[#out + 1] = { l[i], r, s, e, b } else L.hr, L.hs, L.hb, L.hn = L.hr + r, L.hs + s, L.hb + b, L.hn + 1 end
   end
   table.sort(out, function (a, b) return a[4] < b[4] end)
   for _, h in ipairs(out) do
@@ -117,28 +117,40 @@ local function holds (L, now)
     L.rl, made = bump(L.k .. ':r', L.rl, h[4], 1000, h[2], MIN)
     L.r = L.r + h[2]
     L.renew = L.renew or made
-    for j = 0, h[3] - 1 do touch(L.k, '~' .. h[1] .. ':' .. j, h[4], made) end
+    if h[5] > 0 then
+      L.bl, made = bump(L.k .. ':b', L.bl, h[4], MIN, h[5], HOUR)
+      L.b = L.b + h[5]
+      L.renew = L.renew or made
+    end
+    for j = 0, h[3] - 1 do touch(L.k, '~' .. h[1] .. ':' .. j, h[4]) end
   end
   return #out > 0
 end
 -- The ledger pruned to now. L.m is its budgets, false once it emptied (it forgets them).
 local function load (k, now)
-  local t = redis.call('HMGET', k .. ':t', 'r', 'b', 'm', 'rl', 'bl')
-  local L = { k = k, r0 = tonumber(t[1]) or 0, b0 = tonumber(t[2]) or 0, m0 = t[3], rl0 = t[4], bl0 = t[5] }
+  local t = redis.call('HMGET', k .. ':t', 'r', 'b', 'm', 'rl', 'bl', 'x')
+  local L = { k = k, r0 = tonumber(t[1]) or 0, b0 = tonumber(t[2]) or 0, m0 = t[3], rl0 = t[4], bl0 = t[5], x0 = tonumber(t[6]) or 0 }
+  L.x = L.x0
   L.r, L.rl = trim(k .. ':r', now - MIN, L.r0, t[4], 1000)
-  -- A hold that ran out more than a minute ago leaves its requests' window at once.
-  if holds(L, now) then L.r, L.rl = trim(k .. ':r', now - MIN, L.r, L.rl, 1000) end
   L.b, L.bl = trim(k .. ':b', now - HOUR, L.b0, t[5], MIN)
+  -- A hold that ran out more than a window ago leaves it at once.
+  if holds(L, now) then
+    L.r, L.rl = trim(k .. ':r', now - MIN, L.r, L.rl, 1000)
+    L.b, L.bl = trim(k .. ':b', now - HOUR, L.b, L.bl, MIN)
+  end
   redis.call('ZREMRANGEBYSCORE', k .. ':h', '-inf', now - HOUR)
   redis.call('ZREMRANGEBYSCORE', k .. ':d', '-inf', now - DAY)
   L.h = redis.call('ZCARD', k .. ':h')
   L.d = redis.call('ZCARD', k .. ':d')
   L.m = t[3]
-  if L.r == 0 and L.b == 0 and L.d == 0 and L.hr == 0 then L.m = false end
+  if L.r == 0 and L.b == 0 and L.d == 0 and L.hr == 0 then
+    L.m = false
+    L.x = 0
+  end
   return L
 end
 -- What it used, holds included (they count as taken).
-local function usageOf (L) return { L.r + L.hr, L.h + L.hs, L.d + L.hs, L.b } end
+local function usageOf (L) return { L.r + L.hr, L.h + L.hs, L.d + L.hs, L.b + L.hb } end
 -- Writes back what changed (L.renew: a bucket was made, the hash's expiry is renewed too).
 local function save (L)
   local t = L.k .. ':t'
@@ -152,8 +164,10 @@ local function save (L)
   if L.m and L.m ~= L.m0 then a[#a + 1] = 'm'; a[#a + 1] = L.m end
   if L.rl and L.rl ~= L.rl0 then a[#a + 1] = 'rl'; a[#a + 1] = L.rl end
   if L.bl and L.bl ~= L.bl0 then a[#a + 1] = 'bl'; a[#a + 1] = L.bl end
+  if L.x > 0 and L.x ~= L.x0 then a[#a + 1] = 'x'; a[#a + 1] = string.format('%.0f', L.x) end
   if #a > 0 then redis.call('HSET', t, unpack(a)) end
   if not L.m and L.m0 then redis.call('HDEL', t, 'm') end
+  if L.x == 0 and L.x0 > 0 then redis.call('HDEL', t, 'x') end
   if L.renew then redis.call('PEXPIRE', t, DAY + MIN) end
 end
 local function capsOf (m)
@@ -190,21 +204,25 @@ local function share (cap, used, most)
 end
 -- A lease on what is left, held until settled: {requests, slots, bytes (-1: no bytes budget)}, or none.
 local function grant (L, id, caps, now)
+  if L.x > now or L.hn >= LEASE_HOLDS or redis.call('HEXISTS', L.k .. ':l', id) == 1 then return nil end
   local rq = share(caps[1], L.r + L.hr, LEASE_REQUESTS)
   local sl = 0
   -- Slots only where recordings are counted.
   if caps[2] or caps[3] then sl = math.max(0, math.min(share(caps[2], L.h + L.hs, LEASE_SLOTS), share(caps[3], L.d + L.hs, LEASE_SLOTS))) end
-  local by = -1
-  if caps[4] then by = math.floor(caps[4] / 2) - L.b end
+  local by = 0
+  if caps[4] then by = share(caps[4], L.b + L.hb, 9007199254740991) end
   if rq <= 0 or (caps[4] and by <= 0) then return nil end
-  redis.call('HSET', L.k .. ':l', id, string.format('%.0f,%.0f,%.0f', rq, sl, now + HOLD))
+  redis.call('HSET', L.k .. ':l', id, string.format('%.0f,%.0f,%.0f,%.0f', rq, sl, by, now + HOLD))
   redis.call('PEXPIRE', L.k .. ':l', DAY)
-  L.hr, L.hs = L.hr + rq, L.hs + sl
+  L.hr, L.hs, L.hb = L.hr + rq, L.hs + sl, L.hb + by
+  if not caps[4] then by = -1 end
   return { rq, sl, by }
 end
 local k, now, rec = KEYS[1], clock(ARGV[1]), ARGV[2]
 local caps = capsOf(ARGV[3])
 local L = load(k, now)
+-- Charged under other budgets than the last: no lease for a while.
+if L.m and L.m ~= ARGV[3] then L.x = now + HOLD end
 -- held: the leases' holds are part of what refuses it.
 local function refuse (budget, at, window, held)
   save(L)
@@ -228,7 +246,7 @@ if keep then
     end
   end
 end
-if caps[4] and L.b >= caps[4] then return refuse('bytesPerHour', freeAt(k .. ':b', L.b, caps[4], HOUR, now), HOUR, false) end
+if caps[4] and L.b + L.hb >= caps[4] then return refuse('bytesPerHour', freeAt(k .. ':b', L.b, caps[4] - L.hb, HOUR, now), HOUR, L.b < caps[4]) end
 local made
 L.rl, made = bump(k .. ':r', L.rl, now, 1000, 1, MIN)
 L.renew = L.renew or made
@@ -236,7 +254,7 @@ L.r = L.r + 1
 local fresh = 0
 if keep then
   local day
-  fresh, day = touch(k, rec, now, made)
+  fresh, day = touch(k, rec, now)
   L.h, L.d = L.h + fresh, L.d + day
 end
 L.m = ARGV[3]
@@ -247,8 +265,9 @@ return { 1, fresh, lease[1], lease[2], lease[3] }
 `
 
 // KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's),
-// the lease id, requests used, the ledger digest, then the digests of the
-// recordings it took. BudgetBook's settle.
+// the lease id, requests used, bytes, the ledger digest, then the digests
+// of the recordings it took. BudgetBook's settle: returns how many
+// recordings were new to the hour.
 const SETTLE = PRELUDE + `
 local k, now, id = KEYS[1], clock(ARGV[1]), ARGV[2]
 local L = load(k, now)
@@ -258,28 +277,36 @@ if not h then
   return 0
 end
 redis.call('HDEL', k .. ':l', id)
-local hr, slots = string.match(h, '^(%d+),(%d+),')
-hr, slots = tonumber(hr), tonumber(slots)
-L.hr, L.hs = L.hr - hr, L.hs - slots
+local hr, slots, hb = string.match(h, '^(%d+),(%d+),(%d+),')
+hr, slots, hb = tonumber(hr), tonumber(slots), tonumber(hb)
+L.hr, L.hs, L.hb = L.hr - hr, L.hs - slots, L.hb - hb
 local n = math.min(tonumber(ARGV[3]), hr)
-local made = false
+local made
 if n > 0 then
   L.rl, made = bump(k .. ':r', L.rl, now, 1000, n, MIN)
   L.renew = L.renew or made
   L.r = L.r + n
 end
-for i = 5, #ARGV do
+local bytes = tonumber(ARGV[4])
+if bytes > 0 then
+  L.bl, made = bump(k .. ':b', L.bl, now, MIN, bytes, HOUR)
+  L.renew = L.renew or made
+  L.b = L.b + bytes
+end
+local news = 0
+for i = 6, #ARGV do
   local rec = ARGV[i]
   local new = not redis.call('ZSCORE', k .. ':h', rec) or not redis.call('ZSCORE', k .. ':d', rec)
   if not new or slots > 0 then
     if new then slots = slots - 1 end
-    local fresh, day = touch(k, rec, now, made)
+    local fresh, day = touch(k, rec, now)
     L.h, L.d = L.h + fresh, L.d + day
+    news = news + fresh
   end
 end
 save(L)
-mark(KEYS[2], ARGV[4], now, capsOf(L.m), usageOf(L))
-return 1
+mark(KEYS[2], ARGV[5], now, capsOf(L.m), usageOf(L))
+return news
 `
 
 // KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's), bytes, the ledger digest.
@@ -299,7 +326,7 @@ return 1
 const USAGE = PRELUDE + `
 local L = load(KEYS[1], clock(ARGV[1]))
 save(L)
-return { L.r, L.h, L.d, string.format('%.0f', L.b), L.m or '', L.hr, L.hs }
+return { L.r, L.h, L.d, string.format('%.0f', L.b), L.m or '', L.hr, L.hs, string.format('%.0f', L.hb) }
 `
 
 // KEYS: the ledger's key base, the near set. ARGV: the ledger digest.
@@ -333,9 +360,9 @@ const NEAR_SCAN = 1000
 type Now = number | string
 interface BudgetCommands {
   budgetTake: (base: string, near: string, now: Now, rec: string, budgets: string, d: string, lease: string) => Promise<[number, number | string, number, number?, number?]>
-  budgetSettle: (base: string, near: string, now: Now, id: string, requests: number, d: string, ...recordings: string[]) => Promise<number>
+  budgetSettle: (base: string, near: string, now: Now, id: string, requests: number, bytes: number, d: string, ...recordings: string[]) => Promise<number>
   budgetSpend: (base: string, near: string, now: Now, bytes: number, d: string) => Promise<number>
-  budgetUsage: (base: string, now: Now) => Promise<[number, number, number, string, string, number, number]>
+  budgetUsage: (base: string, now: Now) => Promise<[number, number, number, string, string, number, number, string]>
   budgetNear: (near: string, now: Now, prefix: string, scan: number) => Promise<number>
   budgetReset: (base: string, near: string, d: string) => Promise<number>
 }
@@ -350,7 +377,7 @@ export interface RedisBudgetsOptions {
   key: Buffer
   /** A clock of the caller's (tests); else Redis's own. */
   clock?: () => number
-  /** A spend or a lease's settlement that could not be written (what it carried is lost to the budget): counted by the caller. */
+  /** A spend that could not be written (its bytes are lost to the budget): counted by the caller. */
   onSpendError: (err: Error) => void
 }
 
@@ -429,7 +456,7 @@ export class RedisBudgets implements LeasingStore {
     this.flushSpends()
     await this.connect()
     const d = this.digest(c.subject)
-    const r = await this.client.budgetTake(this.prefix + d, this.nearKey, this.now(), c.recording === undefined ? '' : this.digest(c.recording), BUDGETS.map((b) => budgets[b] ?? '').join(','), d, lease ?? '')
+    const r = await this.client.budgetTake(this.prefix + d, this.nearKey, this.now(), c.recording === undefined ? '' : this.digest(c.recording), budgetsKey(budgets), d, lease ?? '')
     if (Number(r[0]) !== 1) return { ok: false, budget: r[1] as Budget, retryAfterMs: Number(r[2]), ...(Number(r[3]) === 1 ? { held: true as const } : {}) }
     const bytes = Number(r[4])
     return {
@@ -439,23 +466,22 @@ export class RedisBudgets implements LeasingStore {
     }
   }
 
-  /** What a lease's holder used: one script, sent in order with what follows (after the spends gathered). */
-  settle (s: Settlement): void {
+  /** What a lease's holder used: one script, sent in order with what follows (after the spends gathered); resolves to how many recordings were new. */
+  async settle (s: Settlement): Promise<number> {
     this.flushSpends()
     const d = this.digest(s.subject)
     const recordings = s.recordings.map((r) => this.digest(r))
     const now = this.now()
-    this.inOrder(async () => await this.client.budgetSettle(this.prefix + d, this.nearKey, now, s.id, s.requests, d, ...recordings))
+    return Number(await this.inOrder(async () => await this.client.budgetSettle(this.prefix + d, this.nearKey, now, s.id, s.requests, s.bytes, d, ...recordings)))
   }
 
   reachable (): boolean {
     return this.client.status === 'ready' && this.keyProblem === undefined
   }
 
-  /** Sends at once on a ready connection, so that it keeps its place before what follows; a failure is counted (what it carried is lost to the budget). */
-  private inOrder (send: () => Promise<number>): void {
-    const sent = this.reachable() ? send() : this.connect().then(send)
-    sent.catch((err: Error) => this.opts.onSpendError(err))
+  /** Sends at once on a ready connection, so that it keeps its place before what follows. */
+  private async inOrder (send: () => Promise<number>): Promise<number> {
+    return await (this.reachable() ? send() : this.connect().then(send))
   }
 
   /**
@@ -481,17 +507,18 @@ export class RedisBudgets implements LeasingStore {
     if (this.spends.size === 0) return
     const gathered = [...this.spends.values()]
     this.spends.clear()
-    for (const { d, now, bytes } of gathered) this.inOrder(async () => await this.client.budgetSpend(this.prefix + d, this.nearKey, now, bytes, d))
+    // A failure is counted: those bytes are lost to the budget.
+    for (const { d, now, bytes } of gathered) this.inOrder(async () => await this.client.budgetSpend(this.prefix + d, this.nearKey, now, bytes, d)).catch((err: Error) => this.opts.onSpendError(err))
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {
     this.flushSpends()
     await this.connect()
-    const [requests, hour, day, bytes, json, heldRequests, heldSlots] = await this.client.budgetUsage(this.prefix + this.digest(ledger), this.now())
+    const [requests, hour, day, bytes, json, heldRequests, heldSlots, heldBytes] = await this.client.budgetUsage(this.prefix + this.digest(ledger), this.now())
     return {
       used: { requestsPerMinute: Number(requests), recordingsPerHour: Number(hour), recordingsPerDay: Number(day), bytesPerHour: Number(bytes) },
       budgets: budgetsOf(json),
-      held: { requests: Number(heldRequests), recordings: Number(heldSlots) }
+      held: { requests: Number(heldRequests), recordings: Number(heldSlots), bytes: Number(heldBytes) }
     }
   }
 

@@ -10,7 +10,7 @@
 // client certificate's subject are kept apart, so a token whose sub is
 // "CN=alice" cannot spend, or be spent by, the certificate CN=alice.
 import type { Identity } from '../auth/identity.js'
-import { BudgetBook, type Budgets, type Charge, type Settlement, type Usage, type Verdict } from './book.js'
+import { BudgetBook, type Budgets, type Charge, type Held, type Settlement, type Usage, type Verdict } from './book.js'
 
 export type LedgerKind = 'token' | 'certificate'
 export const LEDGER_KINDS: readonly LedgerKind[] = ['token', 'certificate']
@@ -27,7 +27,7 @@ export function ledgerKey (kind: LedgerKind, subject: string): string {
 }
 
 /** What one ledger used, the budgets it was last charged under, and what leases hold of them (counted against them, not yet used). */
-export interface LedgerUsage { used: Usage, budgets: Budgets, held: { requests: number, recordings: number } }
+export interface LedgerUsage { used: Usage, budgets: Budgets, held: Held }
 
 export interface BudgetStore {
   /** Charges the request, or refuses it; rejects when the store cannot be asked (limits.onStoreError decides then). Synchronous in one process. */
@@ -45,8 +45,8 @@ export interface BudgetStore {
 export interface LeasingStore extends BudgetStore {
   /** With a lease id, a lease may come with the charge. */
   take: (c: Charge, budgets: Budgets, lease?: string) => Verdict | Promise<Verdict>
-  /** What a lease's holder used (sent in order with what follows; a failure is the store's to count). */
-  settle: (s: Settlement) => void
+  /** What a lease's holder used (sent in order with what follows): how many of its recordings were new to the hour; rejects when the store cannot be asked. */
+  settle: (s: Settlement) => number | Promise<number>
   /** Whether the store can be asked now, as far as this process knows (a lease is not used while it cannot: limits.onStoreError decides). */
   reachable: () => boolean
 }
@@ -64,8 +64,8 @@ export class LocalBudgets implements LeasingStore {
     return this.book.take(c, budgets, this.clock(), lease)
   }
 
-  settle (s: Settlement): void {
-    this.book.settle(s, this.clock())
+  settle (s: Settlement): number {
+    return this.book.settle(s, this.clock())
   }
 
   reachable (): boolean {

@@ -43,7 +43,7 @@ export interface BudgetPartsOptions {
 export function budgetPartsOf (config: Readonly<Config>, o: BudgetPartsOptions): BudgetParts {
   const kept = o.store ?? storeOf(config, o)
   // In this process's memory a check is as cheap as a lease's: only a shared store is leased.
-  const store: BudgetStore = kept instanceof LocalBudgets ? kept : new LeasedBudgets(kept)
+  const store: BudgetStore = kept instanceof LocalBudgets ? kept : new LeasedBudgets(kept, { onFresh: (n) => o.metrics.recordingsCharged.inc(n) })
   o.metrics.setBudgetState(async () => await store.near())
   return {
     charge: chargerOf(store, o.metrics, () => o.live().budgetStoreError, o.log),

@@ -22,10 +22,10 @@ class Remote implements LeasingStore {
     return this.book.take(c, b, lease)
   }
 
-  settle (s: Settlement): void {
-    if (this.drop) return
+  settle (s: Settlement): number {
+    if (this.drop) return 0
     this.settled.push(s)
-    this.book.settle(s)
+    return this.book.settle(s)
   }
 
   reachable (): boolean { return this.up }
@@ -108,13 +108,16 @@ t.test('a lease is not used while the store cannot be reached; ended responses c
   remotes[0].up = false
   await t.rejects(Promise.resolve(leased[0].take({ subject: 't:c' }, budgets)), 'the store down: the check goes to it (and fails), the lease is not used')
   remotes[0].up = true
-  t.ok((await leased[0].take({ subject: 't:c' }, budgets)).ok)
+  t.ok((await leased[0].take({ subject: 't:c' }, budgets)).ok, 'the store back: served')
+  // A subject of its own, for the bytes.
+  t.ok((await leased[0].take({ subject: 't:f' }, budgets)).ok)
   const asked = remotes[0].asked
-  leased[0].spend('t:c', 300)
-  t.ok((await leased[0].take({ subject: 't:c' }, budgets)).ok, 'a response of 300 bytes ended: within the lease\'s 500')
+  t.equal((await remotes[0].book.usage('t:f')).held.bytes, 250, 'its lease holds 250 bytes: half of what is left under half the budget')
+  leased[0].spend('t:f', 100)
+  t.ok((await leased[0].take({ subject: 't:f' }, budgets)).ok, 'a response of 100 bytes ended: within the lease\'s 250')
   t.equal(remotes[0].asked, asked, 'decided by the lease')
-  leased[0].spend('t:c', 900)
-  t.match(await leased[0].take({ subject: 't:c' }, budgets), { ok: false, budget: 'bytesPerHour' }, 'then 900 more: the lease no longer covers the next check, and the store, sent the 1200 bytes first, refuses it')
+  leased[0].spend('t:f', 1100)
+  t.match(await leased[0].take({ subject: 't:f' }, budgets), { ok: false, budget: 'bytesPerHour' }, 'then 1100 more: the lease no longer covers the next check, and the store, sent the 1200 bytes with the settlement first, refuses it')
   t.equal(remotes[0].asked, asked + 1, 'that check went to the store')
 })
 
@@ -131,7 +134,7 @@ t.test('a holder that dies: its hold is charged in full after HOLD_MS, never fre
   now += HOLD_MS
   const after = await book.usage('t:d')
   t.same(after.used, { requestsPerMinute: 1 + held.requests, recordingsPerHour: 1 + held.recordings, recordingsPerDay: 1 + held.recordings, bytesPerHour: 0 }, 'charged in full')
-  t.same(after.held, { requests: 0, recordings: 0 })
+  t.same(after.held, { requests: 0, recordings: 0, bytes: 0 })
 })
 
 t.test('a lease is settled within LEASE_MS of its grant', async (t) => {
@@ -143,3 +146,69 @@ t.test('a lease is settled within LEASE_MS of its grant', async (t) => {
   await new Promise((resolve) => setTimeout(resolve, LEASE_MS * 4))
   t.match(remotes[0].settled, [{ subject: 't:e', requests: 5 }], 'settled on its own, with the 5 requests it decided')
 })
+
+t.test('two rules with their own budgets on one subject: no lease while both are charged, and neither holds up the other', async (t) => {
+  const { leased, book } = holders(2)
+  t.teardown(async () => { for (const l of leased) await l.close() })
+  const roomy = { recordingsPerHour: 200 }
+  const strict = { recordingsPerHour: 20 }
+  // Holder 0 plays 5 recordings under the roomy rule, with a lease of many slots.
+  for (let i = 0; i < 5; i++) t.ok((await leased[0].take({ subject: 't:g', recording: rec(i) }, roomy)).ok)
+  t.ok((await book.usage('t:g')).held.recordings > 15, 'the roomy rule\'s lease holds more slots than the strict rule has left')
+  // Holder 1: the strict rule's 15 recordings left all pass, though the roomy lease held them when it first asked.
+  const strictVerdicts: Verdict[] = []
+  for (let i = 100; i < 116; i++) strictVerdicts.push(await leased[1].take({ subject: 't:g', recording: rec(i) }, strict))
+  t.same(strictVerdicts.map((v) => v.ok), [...new Array(15).fill(true), false], 'the strict rule: 15 more pass (20 in all), the 16th is refused')
+  // While both rules charge the subject, no lease is handed out: every check is the store's.
+  t.ok((await leased[0].take({ subject: 't:g', recording: rec(0) }, roomy)).ok)
+  t.same((await book.usage('t:g')).held, { requests: 0, recordings: 0, bytes: 0 }, 'no lease after the subject was charged under two budgets')
+})
+
+t.test('recordings are counted new once, by the store, however many leases a player goes through', async (t) => {
+  const book = new LocalBudgets(() => Date.now())
+  const remote = new Remote(book)
+  let fresh = 0
+  const leased = new LeasedBudgets(remote, { onFresh: (n) => { fresh += n } })
+  t.teardown(async () => await leased.close())
+  const budgets = { recordingsPerHour: 50 }
+  for (let round = 0; round < 6; round++) {
+    for (let i = 0; i < 20; i++) {
+      const v = await leased.take({ subject: 't:h', recording: rec(i % 2) }, budgets)
+      if (v.ok && v.fresh) fresh++
+    }
+    // Each round in a lease of its own.
+    await leased.usage('t:h')
+  }
+  t.equal(fresh, 2, 'two recordings, counted new twice in all')
+})
+
+t.test('a check that failed after the store charged it frees the lease it was given; a settlement the store could not take is sent again', async (t) => {
+  const book = new LocalBudgets(() => Date.now())
+  const remote = new Remote(book)
+  const leased = new LeasedBudgets(remote)
+  t.teardown(async () => await leased.close())
+  const budgets = { recordingsPerHour: 40 }
+  // The answer is lost after the store ran the check.
+  const take = remote.take.bind(remote)
+  remote.take = async (c, b, id) => { await take(c, b, id); throw new Error('the answer was lost') }
+  await t.rejects(Promise.resolve(leased.take({ subject: 't:i', recording: rec(1) }, budgets)))
+  t.same((await book.usage('t:i')).held, { requests: 0, recordings: 0, bytes: 0 }, 'the lease it was given is freed')
+  remote.take = take
+  t.ok((await leased.take({ subject: 't:i', recording: rec(2) }, budgets)).ok)
+  t.ok((await leased.take({ subject: 't:i', recording: rec(3) }, budgets)).ok, 'a second recording under the lease')
+  const settled = remote.settled.length
+  remote.up = false
+  // The lease runs out while the store cannot be reached; its settlement waits.
+  await waitUntil(() => (leased as unknown as { leases: Map<string, unknown> }).leases.size === 0)
+  t.equal(remote.settled.length, settled, 'nothing was settled while the store was down')
+  t.ok((await book.usage('t:i')).held.recordings > 0, 'while the store is down the hold stays')
+  remote.up = true
+  await waitUntil(() => remote.settled.some((s) => s.recordings.includes(rec(3))))
+  const u = await book.usage('t:i')
+  t.same([u.used.recordingsPerHour, u.held.recordings], [3, 0], 'once it is back the settlement is sent: 3 recordings, nothing held')
+})
+
+async function waitUntil (ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 600 && !ok(); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  if (!ok()) throw new Error('not within 30 s')
+}

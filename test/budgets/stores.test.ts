@@ -49,7 +49,7 @@ t.test('Redis and the book in memory give the same verdicts, usage and near coun
     const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]
     let mismatches = 0
     const tally = { charged: 0, refused: new Map<string, number>(), spends: 0, resets: 0, steps: 0, leases: 0, settled: 0, held: 0 }
-    const outstanding: Array<{ subject: string, id: string, requests: number, slots: number }> = []
+    const outstanding: Array<{ subject: string, id: string, requests: number, slots: number, bytes?: number }> = []
     const path = (): string => `/medicall/2016/01/01/${Math.floor(rand() * 30)}_4670.wav`
     const same = (what: string, a: unknown, b: unknown): void => {
       if (canon(a) === canon(b)) return
@@ -82,8 +82,9 @@ t.test('Redis and the book in memory give the same verdicts, usage and near coun
         const [l] = outstanding.splice(Math.floor(rand() * outstanding.length), 1)
         const requests = Math.floor(rand() * (l.requests + 2))
         const recordings = [...new Set(Array.from({ length: Math.min(requests, Math.floor(rand() * (l.slots + 3))) }, path))]
-        local.settle({ subject: l.subject, id: l.id, requests, recordings })
-        shared.settle({ subject: l.subject, id: l.id, requests, recordings })
+        const bytes = l.bytes === undefined || rand() < 0.3 ? 0 : Math.floor(rand() * (l.bytes * 1.5))
+        const s = { subject: l.subject, id: l.id, requests, recordings, bytes }
+        same(`settle #${op} ${JSON.stringify(s)}`, local.settle(s), await shared.settle(s))
         tally.settled++
       } else if (r < 0.95) {
         const ledger = pick(LEDGERS)

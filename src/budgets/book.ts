@@ -329,6 +329,7 @@ function isEmpty (l: Ledger): boolean {
  */
 function prune (l: Ledger, now: number): void {
   // Charged at the time each ran out (not when it is found so), so that what is charged does not depend on when the ledger is next read.
+  if (l.holds.size === 0) return pruneWindows(l, now)
   const expired = [...l.holds].filter(([, h]) => h.expiresAt <= now).sort(([, a], [, b]) => a.expiresAt - b.expiresAt)
   for (const [id, h] of expired) {
     l.holds.delete(id)
@@ -336,6 +337,11 @@ function prune (l: Ledger, now: number): void {
     if (h.bytes > 0) bump(l.bytes, h.expiresAt, BYTES_BUCKET, h.bytes)
     for (let i = 0; i < h.slots; i++) touch(l, `~${id}:${i}`, h.expiresAt)
   }
+  pruneWindows(l, now)
+}
+
+/** Drops what left every window. */
+function pruneWindows (l: Ledger, now: number): void {
   while (l.requests.length > 0 && l.requests[0][0] <= now - MINUTE) l.requests.shift()
   for (const [m, window] of [[l.hour, HOUR], [l.day, DAY]] as const) {
     for (const [r, t] of m) {

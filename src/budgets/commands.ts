@@ -33,12 +33,12 @@ export async function quotaShow (c: Readonly<Config>, subject: string, json: boo
   if (json) { out(JSON.stringify(r) + '\n'); return 0 }
   out(`subject ${subject}\n`)
   for (const [kind, title] of [['token', "as a token's sub (and its grants)"], ['certificate', "as a client certificate's subject"]] as const) {
-    const ledger = r[kind] as { used: Record<string, number>, budgets: Record<string, number | undefined>, held?: { requests: number, recordings: number } } | undefined
+    const ledger = r[kind] as { used: Record<string, number>, budgets: Record<string, number | undefined>, held?: { requests: number, recordings: number, bytes: number } } | undefined
     if (!ledger) continue
     out(`  ${title}\n`)
     for (const [k, v] of Object.entries(ledger.used)) out(`    ${k.padEnd(18)} ${String(v).padStart(12)}${ledger.budgets[k] === undefined ? '' : ` of ${ledger.budgets[k]}`}\n`)
     // What other workers' or gateways' leases hold is counted against the budgets until they settle (within a second).
-    if (ledger.held && (ledger.held.requests > 0 || ledger.held.recordings > 0)) out(`    held by leases     ${ledger.held.requests} requests, ${ledger.held.recordings} recordings (settled within a second)\n`)
+    if (ledger.held && (ledger.held.requests > 0 || ledger.held.recordings > 0 || ledger.held.bytes > 0)) out(`    held by leases     ${ledger.held.requests} requests, ${ledger.held.recordings} recordings, ${ledger.held.bytes} bytes (settled within a second)\n`)
   }
   return 0
 }

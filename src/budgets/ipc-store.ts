@@ -117,6 +117,7 @@ export class PrimaryBudgets implements LeasingStore {
       this.pending.delete(id)
       fail(new Error(`the primary did not answer within ${ANSWER_MS} ms`))
     }, ANSWER_MS)
+    timer.unref()
     this.pending.set(id, { waiting, timer })
   }
 

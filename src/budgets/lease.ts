@@ -99,7 +99,7 @@ export class LeasedBudgets implements BudgetStore {
     const recording = l.tracks ? c.recording : undefined
     const fresh = recording !== undefined && !l.known.has(recording)
     if (l.budgets !== budgets || l.requests === 0 || !this.store.reachable() || (fresh && l.slots === 0) || (l.bytes !== undefined && l.bytes <= 0)) {
-      this.settleLease(l)
+      void this.settleLease(l)
       return undefined
     }
     l.requests--
@@ -115,7 +115,9 @@ export class LeasedBudgets implements BudgetStore {
   private ask (c: Charge, budgets: Budgets): Promise<Verdict> {
     const id = `${this.prefix}.${++this.next}`
     const sentAt = performance.now()
-    const free = (): void => { this.send({ subject: c.subject, id, requests: 0, recordings: [], bytes: 0 }, sentAt) }
+    // Only a check that could have reached the store can have left a lease there.
+    const written = this.store.reachable()
+    const free = (): void => { if (written) void this.send({ subject: c.subject, id, requests: 0, recordings: [], bytes: 0 }, sentAt) }
     const asked = Promise.resolve(this.store.take(c, budgets, id)).then((v) => {
       if (v.ok && v.lease) {
         // Answered so late that the store may let it run out soon: freed, not used.
@@ -145,7 +147,7 @@ export class LeasedBudgets implements BudgetStore {
 
   private hold (id: string, c: Charge, budgets: Budgets, lease: Lease, sentAt: number): void {
     const before = this.leases.get(c.subject)
-    if (before) this.settleLease(before)
+    if (before) void this.settleLease(before)
     const tracks = tracksRecordings(budgets)
     const l: Held = {
       id,
@@ -160,44 +162,44 @@ export class LeasedBudgets implements BudgetStore {
       known: new Set(tracks && c.recording !== undefined ? [c.recording] : []),
       taken: new Set(),
       sentAt,
-      timer: setTimeout(() => { this.settleLease(l) }, LEASE_MS)
+      timer: setTimeout(() => { void this.settleLease(l) }, LEASE_MS)
     }
     l.timer.unref()
     this.leases.set(c.subject, l)
   }
 
-  private settleLease (l: Held): void {
+  private async settleLease (l: Held): Promise<void> {
     clearTimeout(l.timer)
     if (this.leases.get(l.ledger) === l) this.leases.delete(l.ledger)
-    this.send({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken], bytes: l.spent }, l.sentAt)
+    return this.send({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken], bytes: l.spent }, l.sentAt)
   }
 
   /**
    * Sends a settlement; while the store cannot take it, sends it again
-   * every LEASE_MS as long as the hold can still be there (after that the
-   * store has charged it in full: the settlement would change nothing).
+   * every LEASE_MS as long as the hold can still be there. After that the
+   * store has charged the hold in full, and only bytes beyond what it held
+   * could still count: they are spent on their own (a spend that fails is
+   * counted as lost). Resolves once the first try is answered.
    */
-  private send (s: Settlement, sentAt: number): void {
+  private async send (s: Settlement, sentAt: number): Promise<void> {
     const again = (): void => {
-      if (performance.now() - sentAt > HOLD_MS) return
-      setTimeout(() => { this.send(s, sentAt) }, LEASE_MS).unref()
+      if (performance.now() - sentAt > HOLD_MS) {
+        this.store.spend(s.subject, s.bytes)
+        return
+      }
+      setTimeout(() => { void this.send(s, sentAt) }, LEASE_MS).unref()
     }
-    if (!this.store.reachable()) {
-      again()
-      return
-    }
-    let settled: number | Promise<number>
+    if (!this.store.reachable()) return again()
     try {
-      settled = this.store.settle(s)
+      const n = await this.store.settle(s)
+      if (n > 0) this.opts.onFresh?.(n)
     } catch {
       again()
-      return
     }
-    Promise.resolve(settled).then((n) => { if (n > 0) this.opts.onFresh?.(n) }, again)
   }
 
-  private settleAll (ledger?: string): void {
-    for (const l of [...this.leases.values()]) if (ledger === undefined || l.ledger === ledger) this.settleLease(l)
+  private async settleAll (ledger?: string): Promise<void> {
+    await Promise.all([...this.leases.values()].filter((l) => ledger === undefined || l.ledger === ledger).map(async (l) => await this.settleLease(l)))
   }
 
   spend (ledger: string, bytes: number): void {
@@ -211,12 +213,12 @@ export class LeasedBudgets implements BudgetStore {
   }
 
   async usage (ledger: string): Promise<LedgerUsage> {
-    this.settleAll(ledger)
+    await this.settleAll(ledger)
     return await this.store.usage(ledger)
   }
 
   async reset (ledger: string): Promise<void> {
-    this.settleAll(ledger)
+    await this.settleAll(ledger)
     await this.store.reset(ledger)
   }
 
@@ -224,8 +226,10 @@ export class LeasedBudgets implements BudgetStore {
     return await this.store.near()
   }
 
+  /** Settles every lease, those of checks still on their way too, before the store closes. */
   async close (): Promise<void> {
-    this.settleAll()
+    await Promise.allSettled([...this.asking.values()])
+    await this.settleAll()
     await this.store.close()
   }
 }

@@ -108,7 +108,9 @@ local function holds (L, now)
   for i = 1, #l, 2 do
     local r, s, b, e = string.match(l[i + 1], '^(%d+),(%d+),(%d+),(%d+)$')
     r, s, b, e = tonumber(r), tonumber(s), tonumber(b), tonumber(e)
-    if e <= now then out[#out + 1] = { l[i], r, s, e, b } else L.hr, L.hs, L.hb, L.hn = L.hr + r, L.hs + s, L.hb + b, L.hn + 1 end
+    -- One that does not read as a hold (of another version) is dropped, not trusted.
+    if not e then redis.call('HDEL', L.k .. ':l', l[i])
+    elseif e <= now then out[#out + 1] = { l[i], r, s, e, b } else L.hr, L.hs, L.hb, L.hn = L.hr + r, L.hs + s, L.hb + b, L.hn + 1 end
   end
   table.sort(out, function (a, b) return a[4] < b[4] end)
   for _, h in ipairs(out) do
@@ -391,6 +393,8 @@ export class RedisBudgets implements LeasingStore {
   private readonly digests = new Map<string, string>()
   private readonly keyCheck: string
   private keyProblem: string | undefined
+  /** Settlements and spends sent and not yet answered: close() waits for them. */
+  private readonly sending = new Set<Promise<unknown>>()
 
   constructor (cfg: RedisConfig, private readonly opts: RedisBudgetsOptions) {
     this.prefix = `${cfg.keyPrefix}{budgets}:`
@@ -481,7 +485,10 @@ export class RedisBudgets implements LeasingStore {
 
   /** Sends at once on a ready connection, so that it keeps its place before what follows. */
   private async inOrder (send: () => Promise<number>): Promise<number> {
-    return await (this.reachable() ? send() : this.connect().then(send))
+    const sent = this.reachable() ? send() : this.connect().then(send)
+    const tracked = sent.finally(() => this.sending.delete(tracked)).catch(() => {})
+    this.sending.add(tracked)
+    return await sent
   }
 
   /**
@@ -542,9 +549,10 @@ export class RedisBudgets implements LeasingStore {
       this.client.disconnect()
       return
     }
-    const quit = this.client.quit().catch(() => {})
+    // What was sent is answered first (QUIT would go ahead of the pipelined scripts), for 2 s at most.
     const timer = setTimeout(() => { this.client.disconnect() }, 2000)
-    await quit
+    await Promise.all(this.sending)
+    await this.client.quit().catch(() => {})
     clearTimeout(timer)
   }
 }

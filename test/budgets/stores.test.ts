@@ -7,6 +7,7 @@
 // down and answers again once it is back.
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
+import { LeasedBudgets } from '../../src/budgets/lease.js'
 import { RedisBudgets } from '../../src/budgets/redis-store.js'
 import { LEDGER_KINDS, LocalBudgets, ledgerKey, type LeasingStore } from '../../src/budgets/store.js'
 import type { Budgets } from '../../src/budgets/book.js'
@@ -146,3 +147,20 @@ async function waitForOk<T> (fn: () => Promise<T>): Promise<T> {
   }
   throw last
 }
+
+t.test('a gateway that closes settles its leases first: nothing is left held in Redis to be charged in full', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  const key = randomBytes(32)
+  const cfg = { url: redis.url, keyPrefix: 'close:', timeoutMs: 5000 }
+  const leased = new LeasedBudgets(new RedisBudgets(cfg, { key, onSpendError: (err) => { throw err } }))
+  const budgets = { recordingsPerHour: 40, requestsPerMinute: 400, bytesPerHour: 1e9 }
+  for (let i = 0; i < 5; i++) t.ok((await leased.take({ subject: 't:z', recording: `/medicall/${i}.wav` }, budgets)).ok)
+  leased.spend('t:z', 5000)
+  const reader = new RedisBudgets(cfg, { key, onSpendError: () => {} })
+  t.teardown(async () => await reader.close())
+  t.ok((await reader.usage('t:z')).held.requests > 0, 'a lease is held while the gateway runs')
+  await leased.close()
+  const u = await reader.usage('t:z')
+  t.same(u.held, { requests: 0, recordings: 0, bytes: 0 }, 'closed: nothing held')
+  t.same(u.used, { requestsPerMinute: 5, recordingsPerHour: 5, recordingsPerDay: 5, bytesPerHour: 5000 }, 'and what it used was charged')
+})

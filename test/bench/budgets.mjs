@@ -17,7 +17,8 @@
 // For Redis, the budget scripts it ran per 1000 requests are counted too
 // (INFO commandstats): how often a worker asked, leases included.
 //
-// Settings (env): BENCH_ROUNDS (5), BENCH_SECONDS (8), BENCH_WARMUP (3).
+// Settings (env): BENCH_ROUNDS (5), BENCH_SECONDS (8), BENCH_WARMUP (3),
+// BENCH_SETUPS (memory,ipc,redis: which pairs to run).
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -26,6 +27,7 @@ import { FILES, credentials, run, sleep, waitFor200, writeFixtures } from './lib
 import { have, startNas, startNasguard, treePids } from './lib/peers.mjs'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
+const SETUPS = new Set((process.env.BENCH_SETUPS ?? 'memory,ipc,redis').split(','))
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8)
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 3)
 if (!have('wrk') || !have('redis-server')) { console.error('needs wrk and redis-server (apt-get install wrk redis-server)'); process.exit(2) }
@@ -65,11 +67,13 @@ function add (name, port, o) {
   procs.push(p)
   targets.push({ name, port, proc: p, redis: o.redis === true, pair: o.pair })
 }
-add('1 worker, off', 18401, { workers: 1 })
-add('1 worker, in memory', 18402, { workers: 1, budgets: true, pair: '1 worker, off' })
-add('2 workers, off', 18403, { workers: 2 })
-add('2 workers, primary (IPC)', 18404, { workers: 2, budgets: true, pair: '2 workers, off' })
-add('2 workers, Redis', 18405, { workers: 2, budgets: true, redis: true, pair: '2 workers, off' })
+if (SETUPS.has('memory')) {
+  add('1 worker, off', 18401, { workers: 1 })
+  add('1 worker, in memory', 18402, { workers: 1, budgets: true, pair: '1 worker, off' })
+}
+if (SETUPS.has('ipc') || SETUPS.has('redis')) add('2 workers, off', 18403, { workers: 2 })
+if (SETUPS.has('ipc')) add('2 workers, primary (IPC)', 18404, { workers: 2, budgets: true, pair: '2 workers, off' })
+if (SETUPS.has('redis')) add('2 workers, Redis', 18405, { workers: 2, budgets: true, redis: true, pair: '2 workers, off' })
 
 const stop = () => { for (const p of procs) p.stop() }
 process.on('exit', stop)

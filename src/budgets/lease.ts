@@ -32,6 +32,7 @@
 // another worker holds but did not use.
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { HOLD_MS, tracksRecordings, type Budgets, type Charge, type Lease, type Settlement, type Verdict } from './book.js'
 import type { BudgetStore, LeasingStore, LedgerUsage } from './store.js'
 
@@ -41,7 +42,7 @@ export const LEASE_MS = 250
 const HELD_RETRIES = 4
 
 /** One lease in use: what is left of it, and what it took. */
-interface Held {
+interface LeaseInUse {
   id: string
   ledger: string
   /** The budgets it was granted under (a reload ends it: new budgets, a new lease). */
@@ -66,22 +67,16 @@ interface Held {
 export interface LeaseOptions {
   /** Recordings that a settlement found new (the store's count): what a lease decided is never counted as new by itself. */
   onFresh?: (n: number) => void
-  /** Waits between asks of a refusal held by other leases (tests). */
-  pause?: (ms: number) => Promise<void>
 }
 
 export class LeasedBudgets implements BudgetStore {
-  private readonly leases = new Map<string, Held>()
+  private readonly leases = new Map<string, LeaseInUse>()
   /** A check of a ledger on its way to the store: the ledger's other checks wait for its lease. */
   private readonly asking = new Map<string, Promise<unknown>>()
   private readonly prefix = randomBytes(6).toString('base64url')
   private next = 0
 
-  private readonly pause: (ms: number) => Promise<void>
-
-  constructor (private readonly store: LeasingStore, private readonly opts: LeaseOptions = {}) {
-    this.pause = opts.pause ?? (async (ms) => await new Promise((resolve) => setTimeout(resolve, ms)))
-  }
+  constructor (private readonly store: LeasingStore, private readonly opts: LeaseOptions = {}) {}
 
   take (c: Charge, budgets: Budgets): Verdict | Promise<Verdict> {
     const local = this.fromLease(c, budgets)
@@ -139,7 +134,7 @@ export class LeasedBudgets implements BudgetStore {
   private async retried (c: Charge, budgets: Budgets, v: Verdict, tries: number): Promise<Verdict> {
     if (v.ok) return v.fresh ? { ok: true, fresh: true } : { ok: true }
     if (v.held === true && tries < HELD_RETRIES) {
-      await this.pause(LEASE_MS)
+      await sleep(LEASE_MS)
       return await this.retried(c, budgets, await this.store.take(c, budgets), tries + 1)
     }
     return { ok: false, budget: v.budget, retryAfterMs: v.retryAfterMs }
@@ -149,7 +144,7 @@ export class LeasedBudgets implements BudgetStore {
     const before = this.leases.get(c.subject)
     if (before) void this.settleLease(before)
     const tracks = tracksRecordings(budgets)
-    const l: Held = {
+    const l: LeaseInUse = {
       id,
       ledger: c.subject,
       budgets,
@@ -168,7 +163,7 @@ export class LeasedBudgets implements BudgetStore {
     this.leases.set(c.subject, l)
   }
 
-  private async settleLease (l: Held): Promise<void> {
+  private async settleLease (l: LeaseInUse): Promise<void> {
     clearTimeout(l.timer)
     if (this.leases.get(l.ledger) === l) this.leases.delete(l.ledger)
     return this.send({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken], bytes: l.spent }, l.sentAt)

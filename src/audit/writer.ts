@@ -9,6 +9,7 @@
 // write rejects every record of its group and is rolled back (sequence and
 // file length), so the chain never holds a record nobody was told about.
 // The writer keeps going, so it recovers by itself when the disk does.
+import { createSecretKey, type KeyObject } from 'node:crypto'
 import { promises as fsp, constants as fsc } from 'node:fs'
 import { releaseLock, takeLock } from './lock.js'
 import { makeDir } from '../files/ownership.js'
@@ -168,9 +169,16 @@ export class AuditWriter {
   /** Records dropped from a torn tail at start (see the recovery record). */
   recoveredBytes = 0
 
+  /** The audit key, imported once for the records' MACs. */
+  private readonly macKey: KeyObject
+  /** What every record of this writer ends with, before its chain fields. */
+  private readonly tail: { instance: string }
+
   private constructor (opts: AuditWriterOptions) {
     this.opts = opts
     this.file = join(opts.dir, AUDIT_FILE)
+    this.macKey = createSecretKey(opts.key)
+    this.tail = { instance: opts.instance }
   }
 
   /**
@@ -326,7 +334,7 @@ export class AuditWriter {
       before = { seq: this.seq, prev: this.prev, bytes: this.activeBytes, first: this.activeFirstSeq, day: this.activeDay }
       const lines: string[] = []
       for (const p of group) {
-        const line = seal({ ...p.record, instance: this.opts.instance }, this.seq + 1, this.prev, this.opts.key)
+        const line = seal(p.record, this.seq + 1, this.prev, this.macKey, this.tail)
         lines.push(line)
         this.seq++
         this.prev = lineHash(line)

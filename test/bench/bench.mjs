@@ -26,7 +26,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FILES, SIZES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
 import { SEALED_PATTERN, decryptMbps, sealFixtures } from './lib/sealed.mjs'
-import { have, rssMb, startBareProxy, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
+import { cpuSeconds, have, rssMb, startBareProxy, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const env = process.env
@@ -158,7 +158,7 @@ async function resuming (t, w, seconds) {
     const { stdout } = await run(process.execPath, [join(here, 'handshakes.mjs'), String(t.port), w.path, t.auth ? token : '', String(w.connections), String(seconds)])
     const r = JSON.parse(stdout)
     const non2xx = Object.entries(r.statuses).filter(([k]) => !k.startsWith('2')).reduce((a, [, n]) => a + n, 0)
-    return { rps: r.rps, mbps: NaN, p50: NaN, p99: NaN, non2xx, errors: r.errors ? `${r.errors} errors` : '', rssMb: peak, resumed: r.resumedShare }
+    return { rps: r.rps, mbps: NaN, p50: NaN, p99: NaN, non2xx, errors: r.errors ? `${r.errors} errors` : '', rssMb: peak, cpuUs: NaN, resumed: r.resumedShare }
   } finally { clearInterval(sampler) }
 }
 
@@ -169,9 +169,13 @@ async function wrk (t, w, seconds) {
     ...(w.script ? ['-s', w.script] : []), `https://127.0.0.1:${t.port}${w.path}`]
   let peak = 0
   const sampler = setInterval(() => { peak = Math.max(peak, rssMb(t.proc.pids())) }, 250)
+  const cpuBefore = cpuSeconds(t.proc.pids())
   try {
     const { stdout: out } = await run('wrk', args)
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0)
     return {
+      // The target's own processes (the validator with its peers): steadier than req/s on a shared machine.
+      cpuUs: requests > 0 ? (cpuSeconds(t.proc.pids()) - cpuBefore) * 1e6 / requests : NaN,
       rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
       mbps: toMB(/Transfer\/sec:\s+(\S+)/.exec(out)?.[1]),
       p50: toMs(/50%\s+(\S+)/.exec(out)?.[1]),
@@ -214,6 +218,7 @@ async function runWorkload (id) {
       mbps: median(rs.map((x) => x.mbps)),
       p50: median(rs.map((x) => x.p50)),
       p99: median(rs.map((x) => x.p99)),
+      cpuUs: median(rs.map((x) => x.cpuUs)),
       rssMb: Math.max(...rs.map((x) => x.rssMb)),
       non2xx: rs.reduce((a, x) => a + x.non2xx, 0),
       errors: rs.map((x) => x.errors).filter(Boolean).join('; '),
@@ -228,11 +233,12 @@ async function runWorkload (id) {
     r.ratio = rate(r) / rate(base)
     r.p99Ratio = r.p99 / base.p99
     r.bareRatio = bare ? rate(r) / rate(bare) : NaN
+    r.bareCpuRatio = bare ? r.cpuUs / bare.cpuUs : NaN
   }
   console.log(`\n${w.title}; ${ROUNDS} interleaved rounds of ${SECONDS} s; ratios to ${baseTarget.name}${bare ? ' and to the bare Node proxy' : ''}`)
-  console.log('target                    req/s     MB/s   p50 ms   p99 ms  peak RSS MB  ratio  p99 ratio  to bare  rounds (req/s)')
+  console.log('target                    req/s     MB/s   p50 ms   p99 ms  peak RSS MB  ratio  p99 ratio  to bare  CPU µs/req  CPU to bare  rounds (req/s)')
   for (const r of rows) {
-    console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x ${r.bareRatio.toFixed(2).padStart(7)}x  ${r.rounds.join(', ')}` +
+    console.log(`${r.target.padEnd(22)} ${r.rps.toFixed(0).padStart(8)} ${r.mbps.toFixed(1).padStart(8)} ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${r.rssMb.toFixed(0).padStart(12)} ${r.ratio.toFixed(2).padStart(6)}x ${r.p99Ratio.toFixed(2).padStart(9)}x ${r.bareRatio.toFixed(2).padStart(7)}x ${r.cpuUs.toFixed(0).padStart(11)} ${r.bareCpuRatio.toFixed(2).padStart(11)}x  ${r.rounds.join(', ')}` +
       `${r.resumed !== undefined ? `  resumed ${(r.resumed * 100).toFixed(0)}%` : ''}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
   }
   sealedRatios(w, rows)

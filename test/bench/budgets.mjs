@@ -20,11 +20,11 @@
 // Settings (env): BENCH_ROUNDS (5), BENCH_SECONDS (8), BENCH_WARMUP (3),
 // BENCH_SETUPS (memory,ipc,redis: which pairs to run).
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FILES, credentials, run, sleep, waitFor200, writeFixtures } from './lib/setup.mjs'
-import { have, startNas, startNasguard, treePids } from './lib/peers.mjs'
+import { cpuSeconds, have, startNas, startNasguard, treePids } from './lib/peers.mjs'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 const SETUPS = new Set((process.env.BENCH_SETUPS ?? 'memory,ipc,redis').split(','))
@@ -78,19 +78,6 @@ if (SETUPS.has('redis')) add('2 workers, Redis', 18405, { workers: 2, budgets: t
 const stop = () => { for (const p of procs) p.stop() }
 process.on('exit', stop)
 for (const t of targets) await waitFor200(`https://127.0.0.1:${t.port}${FILES.small}`, token, t.name)
-
-/** CPU seconds (user + system) the processes used so far. */
-function cpuSeconds (pids) {
-  let ticks = 0
-  for (const p of pids) {
-    try {
-      const f = readFileSync(`/proc/${p}/stat`, 'utf8')
-      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
-      ticks += Number(rest[11]) + Number(rest[12])
-    } catch {}
-  }
-  return ticks / 100
-}
 
 /** Scripts (EVALSHA, EVAL) redis-server ran so far. */
 async function redisScripts () {

@@ -48,8 +48,13 @@ const conns = { W1: 32, W2: 4, W3: 16, W5: 32 }[workload]
 const rangeScript = join(dir, 'range.lua')
 writeFileSync(rangeScript, 'request = function()\n  local off = math.random(0, 4095) * 65536\n  wrk.headers["Range"] = "bytes=" .. off .. "-" .. (off + 65535)\n  return wrk.format(nil, nil)\nend\n')
 const extra = workload === 'W5' ? ['-H', 'Connection: close'] : workload === 'W3' ? ['-s', rangeScript] : []
+// The window of the load, on the monotonic clock the profile's timestamps use: startup is left out.
+const loadFrom = Number(process.hrtime.bigint() / 1000n)
 const { stdout } = await run('wrk', ['-t2', `-c${conns}`, `-d${SECONDS}s`, '-H', `Authorization: Bearer ${token}`, ...extra, url])
+const loadTo = Number(process.hrtime.bigint() / 1000n)
 console.log(stdout.split('\n').filter((l) => /Requests\/sec|Transfer|Non-2xx/.test(l)).join('\n'))
+const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN)
+console.log(`load window (µs, monotonic): ${loadFrom} ${loadTo}; ${requests} requests`)
 gw.kill('SIGTERM')
 await new Promise((r) => gw.once('exit', r))
 nas.stop()
@@ -60,7 +65,10 @@ const byId = new Map(prof.nodes.map((n) => [n.id, n]))
 const self = new Map()
 const dt = prof.timeDeltas
 let total = 0
+let at = prof.startTime
 for (let i = 0; i < prof.samples.length; i++) {
+  at += dt[i] ?? 0
+  if (at < loadFrom || at > loadTo) continue
   const n = byId.get(prof.samples[i])
   const us = dt[i] ?? 0
   total += us
@@ -70,7 +78,8 @@ const label = (n) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame
 const byLabel = new Map()
 for (const [n, us] of self) byLabel.set(label(n), (byLabel.get(label(n)) ?? 0) + us)
 const idle = [...self].filter(([n]) => n.callFrame.functionName === '(idle)').reduce((a, [, us]) => a + us, 0)
-console.log(`\nprofile ${file}: ${(total / 1e6).toFixed(1)} s sampled, ${(100 - idle / total * 100).toFixed(0)}% busy`)
+const busyUs = total - idle
+console.log(`\nprofile ${file}: ${(total / 1e6).toFixed(1)} s sampled under load (startup left out), ${(100 - idle / total * 100).toFixed(0)}% busy, ${(busyUs / requests).toFixed(0)} µs of CPU per request`)
 console.log('top self time:')
 for (const [l, us] of [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${l}`)
 
@@ -101,5 +110,5 @@ for (const [n, us] of self) {
   }
   areas.set(area, (areas.get(area) ?? 0) + us)
 }
-console.log('\nby area (self time charged to the nearest known caller):')
-for (const [a, us] of [...areas].sort((x, y) => y[1] - x[1])) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${a}`)
+console.log('\nby area (self time charged to the nearest known caller; µs of CPU per request):')
+for (const [a, us] of [...areas].sort((x, y) => y[1] - x[1])) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${(us / requests).toFixed(1).padStart(6)} µs  ${a}`)

@@ -41,6 +41,19 @@ export function rssMb (pids) {
   return kb / 1024
 }
 
+/** CPU seconds (user + system) the processes used so far. */
+export function cpuSeconds (pids) {
+  let ticks = 0
+  for (const p of pids) {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8')
+      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
+      ticks += Number(rest[11]) + Number(rest[12])
+    } catch {}
+  }
+  return ticks / 100
+}
+
 function tracked (name, children) {
   return {
     name,

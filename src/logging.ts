@@ -32,11 +32,17 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
   }
 }
 
+/** Lines are gathered up to this many bytes before a write (one write per ~10 request lines, not one each)... */
+export const LOG_GATHER_BYTES = 2048
+/** ...and written at least this often when fewer come: a line waits at most this long. */
+export const LOG_FLUSH_MS = 250
+
 /**
  * The process logger. On a terminal, pino-pretty; otherwise JSON lines to
  * stdout through an asynchronous destination: a log line does not block the
- * request that wrote it, lines written while one write is in flight go out
- * together, and what is buffered is flushed when the process exits. Each
+ * request that wrote it; lines are gathered into writes of 2-4 KB (or
+ * whatever came within 250 ms), not one write each, and what is buffered is
+ * flushed when the process exits. Each
  * write holds whole lines and at most 4096 bytes (PIPE_BUF), which a pipe,
  * a socket to journald or an O_APPEND file takes whole, so the lines of
  * processes sharing stdout (the primary and its workers) never mix; only a
@@ -47,7 +53,7 @@ export function createLogger (level: string, bindings: Record<string, unknown> =
   const opts = loggerOptions(level) as pino.LoggerOptions
   const base = { pid: process.pid, hostname: hostname(), ...bindings }
   if (process.stdout.isTTY === true) return pino({ ...opts, base })
-  return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false, maxWrite: 4096 }))
+  return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false, maxWrite: 4096, minLength: LOG_GATHER_BYTES, periodicFlush: LOG_FLUSH_MS }))
 }
 
 /**

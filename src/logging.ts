@@ -34,15 +34,16 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
 
 /** Lines are gathered up to this many bytes before a write (one write per ~10 request lines, not one each)... */
 export const LOG_GATHER_BYTES = 2048
-/** ...and written at least this often when fewer come: a line waits at most this long. */
+/** ...and written at least this often when fewer come (a line waits up to twice this: a tick during a write is skipped). */
 export const LOG_FLUSH_MS = 250
 
 /**
  * The process logger. On a terminal, pino-pretty; otherwise JSON lines to
  * stdout through an asynchronous destination: a log line does not block the
  * request that wrote it; lines are gathered into writes of 2-4 KB (or
- * whatever came within 250 ms), not one write each, and what is buffered is
- * flushed when the process exits. Each
+ * whatever came within 250-500 ms), not one write each; a warning or an
+ * error goes out at once, and what is buffered is flushed when the process
+ * exits. Each
  * write holds whole lines and at most 4096 bytes (PIPE_BUF), which a pipe,
  * a socket to journald or an O_APPEND file takes whole, so the lines of
  * processes sharing stdout (the primary and its workers) never mix; only a
@@ -53,8 +54,24 @@ export function createLogger (level: string, bindings: Record<string, unknown> =
   const opts = loggerOptions(level) as pino.LoggerOptions
   const base = { pid: process.pid, hostname: hostname(), ...bindings }
   if (process.stdout.isTTY === true) return pino({ ...opts, base })
-  return pino({ ...opts, base }, pino.destination({ dest: 1, sync: false, maxWrite: 4096, minLength: LOG_GATHER_BYTES, periodicFlush: LOG_FLUSH_MS }))
+  const dest = pino.destination({ dest: 1, sync: false, maxWrite: 4096, minLength: LOG_GATHER_BYTES, periodicFlush: LOG_FLUSH_MS })
+  return pino({
+    ...opts,
+    base,
+    // A warning or an error is handed to the kernel at once, with whatever
+    // was gathered before it: the lines that explain a crash are not the
+    // ones left in memory when a process is killed (SIGKILL, out of memory).
+    hooks: {
+      logMethod (args, method, level) {
+        method.apply(this, args)
+        if (level >= WARN) dest.flush()
+      }
+    }
+  }, dest)
 }
+
+/** pino's level number for warn. */
+const WARN = 40
 
 /**
  * A log line that may repeat in a storm (one per failed audit record on a

@@ -27,8 +27,8 @@ export async function runWorker (): Promise<void> {
     process.send?.({ nasguard: 'hello' } satisfies HelloMessage)
   })
   const { config, index } = init
-  // Synchronous log writes: the workers and the primary share stdout, and
-  // only whole-line writes keep their lines from interleaving.
+  // The workers and the primary share stdout: createLogger's writes hold
+  // whole lines (at most PIPE_BUF), so their lines never interleave.
   const logger = createLogger(config.log.level, { worker: index })
   let running: RunningGateway
   try {

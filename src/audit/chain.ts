@@ -25,7 +25,8 @@ function mac (key: Buffer | KeyObject, body: string): string {
  */
 function jsonWith (record: object, tail: Readonly<Record<string, unknown>>): string {
   const keys = Object.keys(tail)
-  if (keys.some((k) => Object.hasOwn(record, k))) return JSON.stringify({ ...record, ...tail })
+  // (An array, or an object with its own JSON form, is not written as its fields: spread too. No record is one.)
+  if (keys.some((k) => Object.hasOwn(record, k)) || Array.isArray(record) || typeof (record as { toJSON?: unknown }).toJSON === 'function') return JSON.stringify({ ...record, ...tail })
   let text = JSON.stringify(record).slice(0, -1)
   for (const k of keys) {
     const value = JSON.stringify(tail[k])

@@ -187,6 +187,22 @@ async function wrk (t, w, seconds) {
   } finally { clearInterval(sampler) }
 }
 
+/**
+ * Each other nasguard (a variant, a checkout) against nasguard, round by
+ * round: the median of the per-round ratios, which cancels the machine's
+ * drift between rounds better than the ratio of two medians.
+ */
+function pairedRatios (w, ts, rounds) {
+  const main = rounds.nasguard
+  const rate = (x) => (w.byMbps ? x.mbps : x.rps)
+  for (const t of ts.filter((x) => x.nasguard && x.name !== 'nasguard')) {
+    const rs = rounds[t.name]
+    const cpu = median(rs.map((x, i) => main[i].cpuUs / x.cpuUs))
+    const speed = median(rs.map((x, i) => rate(main[i]) / rate(x)))
+    console.log(`nasguard / ${t.name}, paired by round: CPU per request ${cpu.toFixed(3)}x, ${w.byMbps ? 'MB/s' : 'req/s'} ${speed.toFixed(3)}x`)
+  }
+}
+
 /** sealed/plain: what sealing costs, from one run. */
 function sealedRatios (w, rows) {
   const plain = rows.find((r) => r.target === 'nasguard')
@@ -242,6 +258,7 @@ async function runWorkload (id) {
       `${r.resumed !== undefined ? `  resumed ${(r.resumed * 100).toFixed(0)}%` : ''}${r.non2xx ? `  non-2xx ${r.non2xx}` : ''}${r.errors ? `  socket errors: ${r.errors}` : ''}`)
   }
   sealedRatios(w, rows)
+  pairedRatios(w, targets, rounds)
   return { id, title: w.title, rows }
 }
 

@@ -55,16 +55,27 @@ export function createLogger (level: string, bindings: Record<string, unknown> =
   const base = { pid: process.pid, hostname: hostname(), ...bindings }
   if (process.stdout.isTTY === true) return pino({ ...opts, base })
   const dest = pino.destination({ dest: 1, sync: false, maxWrite: 4096, minLength: LOG_GATHER_BYTES, periodicFlush: LOG_FLUSH_MS })
+  // A warning or an error is handed to the kernel at once, with whatever
+  // was gathered before it (or, when a write is in flight, as soon as that
+  // one is done): the lines that explain a crash are not the ones left in
+  // memory when a process is killed (SIGKILL, out of memory).
+  let urgent = false
+  let closed = false
+  dest.once('close', () => { closed = true })
+  dest.on('drain', () => {
+    if (!urgent || closed) return
+    urgent = false
+    dest.flush()
+  })
   return pino({
     ...opts,
     base,
-    // A warning or an error is handed to the kernel at once, with whatever
-    // was gathered before it: the lines that explain a crash are not the
-    // ones left in memory when a process is killed (SIGKILL, out of memory).
     hooks: {
       logMethod (args, method, level) {
         method.apply(this, args)
-        if (level >= WARN) dest.flush()
+        if (level < WARN || closed) return
+        urgent = true
+        dest.flush()
       }
     }
   }, dest)

@@ -32,6 +32,9 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
   }
 }
 
+/** The message of the line each request ends with: the one line that is gathered rather than written at once. */
+export const REQUEST_LINE = 'request'
+
 /** Lines are gathered up to this many bytes before a write (one write per ~10 request lines, not one each)... */
 export const LOG_GATHER_BYTES = 2048
 /** ...and written at least this often when fewer come (a line waits up to twice this: a tick during a write is skipped). */
@@ -40,10 +43,9 @@ export const LOG_FLUSH_MS = 250
 /**
  * The process logger. On a terminal, pino-pretty; otherwise JSON lines to
  * stdout through an asynchronous destination: a log line does not block the
- * request that wrote it; lines are gathered into writes of 2-4 KB (or
- * whatever came within 250-500 ms), not one write each; a warning or an
- * error goes out at once, and what is buffered is flushed when the process
- * exits. Each
+ * request that wrote it; request lines are gathered into writes of 2-4 KB
+ * (or whatever came within 250-500 ms), not one write each; any other line
+ * goes out at once, and what is buffered is flushed when the process exits. Each
  * write holds whole lines and at most 4096 bytes (PIPE_BUF), which a pipe,
  * a socket to journald or an O_APPEND file takes whole, so the lines of
  * processes sharing stdout (the primary and its workers) never mix; only a
@@ -55,10 +57,12 @@ export function createLogger (level: string, bindings: Record<string, unknown> =
   const base = { pid: process.pid, hostname: hostname(), ...bindings }
   if (process.stdout.isTTY === true) return pino({ ...opts, base })
   const dest = pino.destination({ dest: 1, sync: false, maxWrite: 4096, minLength: LOG_GATHER_BYTES, periodicFlush: LOG_FLUSH_MS })
-  // A warning or an error is handed to the kernel at once, with whatever
-  // was gathered before it (or, when a write is in flight, as soon as that
-  // one is done): the lines that explain a crash are not the ones left in
-  // memory when a process is killed (SIGKILL, out of memory).
+  // Only the request lines (one per request) are gathered. Any other line
+  // (a start, a reload, a warning, an error) is handed to the kernel at
+  // once, with whatever was gathered before it (or, when a write is in
+  // flight, as soon as that one is done): an operator watching sees it now,
+  // and the lines that explain a crash are not the ones left in memory
+  // when a process is killed (SIGKILL, out of memory).
   let urgent = false
   let closed = false
   dest.once('close', () => { closed = true })
@@ -73,7 +77,7 @@ export function createLogger (level: string, bindings: Record<string, unknown> =
     hooks: {
       logMethod (args, method, level) {
         method.apply(this, args)
-        if (level < WARN || closed) return
+        if (closed || (level < WARN && args[args.length - 1] === REQUEST_LINE)) return
         urgent = true
         dest.flush()
       }

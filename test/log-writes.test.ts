@@ -1,7 +1,8 @@
-// How the process logger (src/logging.ts) writes: lines gathered into
-// writes that hold whole lines and at most PIPE_BUF bytes, so processes
-// sharing one stdout (the primary and its workers) never mix their lines;
-// a warning goes out at once, so the lines before a hard death (SIGKILL, an
+// How the process logger (src/logging.ts) writes: request lines gathered
+// into writes that hold whole lines and at most PIPE_BUF bytes, so
+// processes sharing one stdout (the primary and its workers) never mix
+// their lines; any other line goes out at once, so an operator sees a
+// reload when it happens, and the lines before a hard death (SIGKILL, an
 // event loop stuck in a loop) are not the ones left in memory.
 import t from 'tap'
 import { spawn } from 'node:child_process'
@@ -25,7 +26,7 @@ t.test('two processes writing bursts of lines of every size into one pipe never 
   const file = join(dir, 'writer.mjs')
   writeFileSync(file, `import { createLogger } from ${JSON.stringify(LOGGING)}
 const log = createLogger('info', { writer: process.argv[2] })
-for (let i = 0; i < 3000; i++) log.info({ i, pad: 'x'.repeat((i * 7919) % 3000) }, 'line')\n`)
+for (let i = 0; i < 3000; i++) log.info({ i, pad: 'x'.repeat((i * 7919) % 3000) }, i % 10 === 0 ? 'line' : 'request')\n`)
   const node = JSON.stringify(process.execPath)
   const both = spawn('sh', ['-c', `${node} ${file} a & ${node} ${file} b & wait`], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
@@ -40,26 +41,27 @@ for (let i = 0; i < 3000; i++) log.info({ i, pad: 'x'.repeat((i * 7919) % 3000) 
   }
 })
 
-t.test('a warning is written at once, with the lines gathered before it, even if the process then hangs and is killed', async (t) => {
-  // The event loop never turns again after the warning: no timer, no exit handler can flush.
-  const c = child(`const log = createLogger('info')
-for (let i = 0; i < 5; i++) log.info({ i }, 'before')
-log.warn('the last line before the hang')
+for (const [last, level] of [['the last line before the hang', 'warn'], ['config reloaded', 'info']] as const) {
+  t.test(`a ${level} line that is not a request's (${last}) is written at once, with the request lines gathered before it, even if the process then hangs and is killed`, async (t) => {
+    // The event loop never turns again after it: no timer, no exit handler can flush.
+    const c = child(`const log = createLogger('info')
+for (let i = 0; i < 5; i++) log.info({ i }, 'request')
+log.${level}('${last}')
 for (;;) {}`)
-  t.teardown(() => { c.kill('SIGKILL') })
-  let out = ''
-  const seen = new Promise<void>((resolve) => {
-    c.stdout?.on('data', (b: Buffer) => { out += b.toString(); if (out.includes('the last line before the hang')) resolve() })
+    t.teardown(() => { c.kill('SIGKILL') })
+    let out = ''
+    await new Promise<void>((resolve) => {
+      c.stdout?.on('data', (b: Buffer) => { out += b.toString(); if (out.includes(last)) resolve() })
+    })
+    c.kill('SIGKILL')
+    const lines = out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string, i?: number })
+    t.same(lines.map((l) => l.msg), ['request', 'request', 'request', 'request', 'request', last], 'the request lines before it came with it')
   })
-  await seen
-  c.kill('SIGKILL')
-  const lines = out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { msg: string, i?: number })
-  t.same(lines.map((l) => l.msg), ['before', 'before', 'before', 'before', 'before', 'the last line before the hang'], 'the info lines before it came with it')
-})
+}
 
-t.test('info lines are written without an exit or a warning (at the latest by the periodic flush)', async (t) => {
+t.test('a request line is written without an exit or another line (at the latest by the periodic flush)', async (t) => {
   const c = child(`const log = createLogger('info')
-log.info('one quiet line')
+log.info({ note: 'one quiet line' }, 'request')
 setInterval(() => {}, 1000)`)
   t.teardown(() => { c.kill('SIGKILL') })
   let out = ''
@@ -67,5 +69,5 @@ setInterval(() => {}, 1000)`)
     c.stdout?.on('data', (b: Buffer) => { out += b.toString(); if (out.includes('one quiet line')) resolve() })
   })
   c.kill('SIGKILL')
-  t.match(out, /"msg":"one quiet line"/)
+  t.match(out, /"note":"one quiet line","msg":"request"/)
 })

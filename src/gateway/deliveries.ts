@@ -6,6 +6,7 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Outcome } from '../audit/writer.js'
 import type { RequestState } from '../gate/state.js'
+import { REQUEST_LINE } from '../logging.js'
 import { methodLabel, statusClass, type GatewayMetrics } from '../metrics/registry.js'
 import { SendWatch } from '../proxy/send-watch.js'
 import { cutResponse } from '../proxy/upstream.js'
@@ -137,6 +138,6 @@ export class Deliveries {
       if (state.charged !== undefined) this.spent(state.charged, state.bytes)
     }
     // The request id comes with the logger; never the path or a token.
-    request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, 'request')
+    request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, REQUEST_LINE)
   }
 }

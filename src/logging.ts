@@ -36,9 +36,9 @@ export function loggerOptions (level: string, tty = process.stdout.isTTY === tru
 export const REQUEST_LINE = 'request'
 
 /** Lines are gathered up to this many bytes before a write (one write per ~10 request lines, not one each)... */
-export const LOG_GATHER_BYTES = 2048
+const LOG_GATHER_BYTES = 2048
 /** ...and written at least this often when fewer come (a line waits up to twice this: a tick during a write is skipped). */
-export const LOG_FLUSH_MS = 250
+const LOG_FLUSH_MS = 250
 
 /**
  * The process logger. On a terminal, pino-pretty; otherwise JSON lines to

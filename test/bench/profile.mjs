@@ -55,6 +55,13 @@ const loadTo = Number(process.hrtime.bigint() / 1000n)
 console.log(stdout.split('\n').filter((l) => /Requests\/sec|Transfer|Non-2xx/.test(l)).join('\n'))
 const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN)
 console.log(`load window (µs, monotonic): ${loadFrom} ${loadTo}; ${requests} requests`)
+if (!bare) {
+  // How the trail's group commit grouped the run's records (one write, and in strict mode one fdatasync, per group).
+  const metrics = await (await fetch('http://127.0.0.1:19490/metrics')).text()
+  const value = (name) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN)
+  const [groups, records] = [value('nasguard_audit_batch_records_count'), value('nasguard_audit_batch_records_sum')]
+  console.log(`audit: ${records} records in ${groups} groups (${(records / groups).toFixed(2)} a group), ${(groups / requests).toFixed(2)} groups per request`)
+}
 gw.kill('SIGTERM')
 await new Promise((r) => gw.once('exit', r))
 nas.stop()

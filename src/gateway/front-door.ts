@@ -1,13 +1,13 @@
 // What the TLS front door reports (src/tls/server.ts): connections refused
 // before any request (plain HTTP, over the per-address cap, failed
-// handshakes, streams reset by the HTTP/2 layer, CONNECT), and the
-// certificate and CRL in use. Each is counted, logged and, where a client
-// was refused, audited.
+// handshakes, streams reset by the HTTP/2 layer, CONNECT and methods the
+// app has no route for), and the certificate and CRL in use. Each is
+// counted, logged and, where a client was refused, audited.
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { Errors, errorBody } from '../errors.js'
 import { bearerIn } from '../auth/exposed.js'
-import { refusedTarget } from '../audit/record-bounds.js'
+import { FIELD_BOUNDS, refusedTarget } from '../audit/record-bounds.js'
 import type { AuditRecord } from '../audit/writer.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
 import type { RefusalTally } from '../limits/refusal-tally.js'
@@ -90,12 +90,14 @@ export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticket
       p.log()?.warn({ remoteAddress, streams: count }, 'HTTP/2 streams reset by the protocol layer (malformed header block): refused before any of it reached the gateway')
       p.record({ requestId: randomUUID(), clientIp: remoteAddress ?? '', status: Errors.ProtocolReset.spec.status, reason: Errors.ProtocolReset.spec.code, count })
     },
-    onConnect: (req) => {
+    onUnroutedMethod: (req) => {
       const err = new Errors.MethodNotAllowed()
       metrics.refuse(Errors.MethodNotAllowed.spec.reason)
-      p.log()?.info({ remoteAddress: req.remoteAddress }, 'CONNECT refused')
+      // The method is the client's word: no more of it than the audit record keeps.
+      const method = req.method.slice(0, FIELD_BOUNDS.method)
+      p.log()?.info({ remoteAddress: req.remoteAddress, method }, 'method refused: the gateway serves GET and HEAD')
       const target = req.url ?? String(req.headers[':authority'] ?? '')
-      p.record({ requestId: randomUUID(), clientIp: req.remoteAddress ?? '', method: 'CONNECT', path: refusedTarget(target), status: err.statusCode, reason: err.code, userAgent: req.headers['user-agent'] })
+      p.record({ requestId: randomUUID(), clientIp: req.remoteAddress ?? '', method, path: refusedTarget(target), status: err.statusCode, reason: err.code, userAgent: req.headers['user-agent'] })
       return { status: err.statusCode, body: errorBody(err), headers: { allow: 'GET, HEAD', 'strict-transport-security': p.hsts } }
     }
   }

@@ -5,7 +5,7 @@
 import { X509Certificate, createHmac, createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type SecureServerOptions } from 'node:http2'
-import type { IncomingHttpHeaders } from 'node:http'
+import { METHODS, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
@@ -87,10 +87,12 @@ export interface TlsServerHooks {
   /** HTTP/2 streams of one connection reset by the protocol layer before the gateway saw them. */
   onProtocolResets: (count: number, remoteAddress: string | undefined) => void
   /**
-   * A CONNECT request (HTTP/1.1 or HTTP/2), which never reaches the app:
-   * returns the refusal to send (status, body, extra headers).
+   * A request whose method never reaches the app: CONNECT (HTTP/1.1 or
+   * HTTP/2), or over HTTP/2 a method name outside Node's list (HTTP/1.1's
+   * parser refuses those itself, and the app's router has no route for
+   * them). Returns the refusal to send (status, body, extra headers).
    */
-  onConnect: (request: { url?: string, headers: IncomingHttpHeaders, remoteAddress?: string }) => { status: number, body: { error: string, message: string }, headers: Record<string, string> }
+  onUnroutedMethod: (request: { method: string, url?: string, headers: IncomingHttpHeaders, remoteAddress?: string }) => { status: number, body: { error: string, message: string }, headers: Record<string, string> }
   /** A secret shared by all workers, from which their session ticket keys are derived, so a ticket from one resumes on another. */
   ticketKeys?: Buffer
 }
@@ -123,6 +125,17 @@ export function handshakeFailureReason (err: NodeJS.ErrnoException): string {
   if (/ECONNRESET|EPIPE|ETIMEDOUT/.test(code) || /socket hang up/i.test(err.message)) return 'reset'
   if (/WRONG_VERSION_NUMBER|HTTP_REQUEST|UNKNOWN_PROTOCOL|RECORD/.test(code)) return 'malformed'
   return 'other'
+}
+
+// The methods the app routes (Fastify's router takes every name of Node's
+// list, and the gate refuses all but GET, HEAD and PUT in the app's words).
+const ROUTED_METHODS = new Set(METHODS.filter((m) => m !== 'CONNECT'))
+
+/** Refuses a request the app never sees (see onUnroutedMethod), on Node's HTTP/2 compatibility response. */
+function answerUnrouted (hooks: TlsServerHooks, req: { method: string, url?: string, headers: IncomingHttpHeaders, socket?: Socket | null }, res: Http2ServerResponse): void {
+  const answer = hooks.onUnroutedMethod({ method: req.method, url: req.url, headers: req.headers, remoteAddress: req.socket?.remoteAddress })
+  res.writeHead(answer.status, { 'content-type': 'application/json; charset=utf-8', ...answer.headers })
+  res.end(JSON.stringify(answer.body))
 }
 
 export function createTlsServer (config: Readonly<Config>, handler: (req: Http2ServerRequest, res: Http2ServerResponse) => void, hooks: TlsServerHooks): TlsServer {
@@ -177,7 +190,10 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   const initialTrust = clientTrust()
   let clientCrls = initialTrust.crls
   hooks.onClientCrl?.(crlNextUpdate(clientCrls))
-  const server = createSecureServer({ ...base, ...openSslTrust(initialTrust), ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, handler)
+  const server = createSecureServer({ ...base, ...openSslTrust(initialTrust), ...tickets(initial, initialTrust), cert: initial.cert, key: initial.key }, (req, res) => {
+    if (ROUTED_METHODS.has(req.method)) handler(req, res)
+    else answerUnrouted(hooks, req, res)
+  })
 
   // HTTP/1.1 on this server: slow clients are cut off, and headers up to
   // 128 KiB are parsed so that the gate refuses those over 16 KiB with the
@@ -210,12 +226,11 @@ export function createTlsServer (config: Readonly<Config>, handler: (req: Http2S
   // CONNECT never reaches the app (Node emits it apart): refused here, in
   // the app's words. HTTP/1.1 gives the socket; HTTP/2 a request and response.
   server.on('connect', (req: { url?: string, headers: IncomingHttpHeaders, socket?: Socket }, second: Duplex | Http2ServerResponse) => {
-    const answer = hooks.onConnect({ url: req.url, headers: req.headers, remoteAddress: req.socket?.remoteAddress })
     if ('writeHead' in second) {
-      second.writeHead(answer.status, { 'content-type': 'application/json; charset=utf-8', ...answer.headers })
-      second.end(JSON.stringify(answer.body))
+      answerUnrouted(hooks, { method: 'CONNECT', url: req.url, headers: req.headers, socket: req.socket }, second)
       return
     }
+    const answer = hooks.onUnroutedMethod({ method: 'CONNECT', url: req.url, headers: req.headers, remoteAddress: req.socket?.remoteAddress })
     second.on('error', () => {})
     second.end(rawAnswer(answer.status, answer.body, answer.headers))
     setTimeout(() => second.destroy(), 2000).unref()

@@ -192,6 +192,35 @@ t.test('CONNECT over HTTP/1.1 and HTTP/2: 405 with Allow, counted and audited', 
   }
 })
 
+// HTTP/2 takes any token as a method; HTTP/1.1's parser refuses names
+// outside Node's list itself (400), and the app's router has no route for
+// them: Fastify's fallback answered 404 (turned 400) and logged two warning
+// lines with its whole route tree, for anyone, without a token.
+const UNROUTED_METHODS = ['FOO', 'get', 'G_T', 'PROPFIND2', 'X'.repeat(200)]
+
+t.test('HTTP/2 methods outside Node\'s list: 405 with Allow, counted, audited, one info line', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  for (const method of UNROUTED_METHODS) {
+    const name = method.length > 20 ? `a ${method.length}-character method` : method
+    const before = await refusals(gw, 'method')
+    const recordsBefore = refusalRecords(gw, 'NASGUARD_ERR_METHOD_NOT_ALLOWED').length
+    const logsBefore = gw.logs.length
+    const res = await h2Raw(gw, [{ headers: authorized(gw).map(([k, v]) => k === ':method' ? [k, method] : [k, v]) }])
+    const s = res.streams[0]
+    t.equal(s.status, 405, `${name}: 405`)
+    t.equal(s.json?.error, 'NASGUARD_ERR_METHOD_NOT_ALLOWED', `${name}: NASGUARD_ERR_METHOD_NOT_ALLOWED`)
+    t.equal(s.headers.allow, 'GET, HEAD', `${name}: Allow: GET, HEAD`)
+    await waitFor(`${name}: the refusal to be counted`, async () => (await refusals(gw, 'method')) >= before + 1 ? true : undefined)
+    const record = await waitFor(`${name}: the refusal record`, () => refusalRecords(gw, 'NASGUARD_ERR_METHOD_NOT_ALLOWED')[recordsBefore])
+    t.match(record, { event: 'refusal', method: method.slice(0, 16), path: PATH, status: 405 }, `${name}: audited, the method cut to its bound`)
+    const lines = gw.logs.slice(logsBefore).map((l) => JSON.parse(l) as Rec)
+    t.same(lines.filter((l) => Number(l.level) >= 40).map((l) => l.msg), [], `${name}: no warning or error line`)
+    t.notOk(gw.logs.slice(logsBefore).some((l) => l.includes(PATH) || l.includes(gw.token())), `${name}: no line holds the path or the token`)
+    t.equal(nas.requests.length, 0, `${name}: nothing reached the NAS`)
+  }
+})
+
 interface ResetRow {
   name: string
   headers: (gw: TestGateway) => RawHeader[]

@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config/load.js'
 import { createTlsServer } from '../../src/tls/server.js'
 import { buildCrl, createCa, issueServerCert, writeKeyFile } from '../../src/tls/certificates.js'
 
-const hooks = { onPlaintext: () => false, onClientConnectionsRefused: () => {}, onHandshakeFailure: () => {}, onCertificate: () => {}, onReloadFailure: () => {}, onProtocolResets: () => {}, onConnect: () => ({ status: 405, body: { error: 'x', message: 'x' }, headers: {} }) }
+const hooks = { onPlaintext: () => false, onClientConnectionsRefused: () => {}, onHandshakeFailure: () => {}, onCertificate: () => {}, onReloadFailure: () => {}, onProtocolResets: () => {}, onUnroutedMethod: () => ({ status: 405, body: { error: 'x', message: 'x' }, headers: {} }) }
 
 t.test('shared ticket keys: equal across servers on the same files, new after every reload', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-tickets-'))

@@ -45,7 +45,10 @@ export function workerChainDir (config: Readonly<Config>, index: number): string
 
 export interface HelloMessage { nasguard: 'hello' }
 /** configFile: where a worker reloads its config from on SIGHUP (or when the file changes). */
-export interface InitMessage { nasguard: 'init', index: number, config: Config, configFile?: string, grantsSecret: string, ticketKeys: string }
+/** applied: the config a worker last applied by reload (SIGHUP, the file watch), which a worker started since applies before it listens. */
+export interface InitMessage { nasguard: 'init', index: number, config: Config, applied?: Config, configFile?: string, grantsSecret: string, ticketKeys: string }
+/** A worker applied a reloaded config. */
+export interface ReloadedMessage { nasguard: 'reloaded', config: Config }
 export interface ReadyMessage { nasguard: 'ready', index: number, url: string }
 export interface ReadinessRequest { nasguard: 'readiness?', id: number }
 export interface ReadinessReply { nasguard: 'readiness', id: number, result: Readiness }
@@ -56,8 +59,8 @@ export interface ShutdownMessage { nasguard: 'shutdown' }
 export interface QuotaRequest { nasguard: 'quota?', id: number, op: 'usage' | 'reset', subject: string, operator?: string }
 export interface QuotaReply { nasguard: 'quota', id: number, result?: unknown, error?: string }
 /** What a worker sends the primary. */
-export type WorkerReply = ReadyMessage | ReadinessReply | MetricsReply | QuotaReply
-type Message = HelloMessage | InitMessage | ReadyMessage | ReadinessRequest | ReadinessReply | MetricsRequest | MetricsReply | ShutdownMessage | QuotaRequest | QuotaReply | BudgetReply
+export type WorkerReply = ReadyMessage | ReadinessReply | MetricsReply | QuotaReply | ReloadedMessage
+type Message = HelloMessage | InitMessage | ReloadedMessage | ReadyMessage | ReadinessRequest | ReadinessReply | MetricsRequest | MetricsReply | ShutdownMessage | QuotaRequest | QuotaReply | BudgetReply
 
 export function isMessage (m: unknown): m is Message {
   return typeof m === 'object' && m !== null && typeof (m as { nasguard?: unknown }).nasguard === 'string'
@@ -112,6 +115,9 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     })
   }
   const ticketKeys = randomBytes(48).toString('base64')
+  // What the workers run by now: a worker restarted after a reload applies
+  // it too, or a rule the reload removed would come back with it.
+  let applied: Config | undefined
   const restarts = new Map<number, number>()
   // Socket activation: this process holds systemd's sockets (read and unset
   // here, before any fork); a worker's listen({ fd }) asks node:cluster in
@@ -142,7 +148,8 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     w.on('error', () => {})
     w.on('message', (m: unknown) => {
       if (!isMessage(m)) return
-      if (m.nasguard === 'hello') send(w, { nasguard: 'init', index, config: config as Config, configFile, grantsSecret: grants, ticketKeys })
+      if (m.nasguard === 'hello') send(w, { nasguard: 'init', index, config: config as Config, ...(applied ? { applied } : {}), configFile, grantsSecret: grants, ticketKeys })
+      if (m.nasguard === 'reloaded') applied = m.config
       if (m.nasguard === 'ready' && !settled) {
         settled = true
         clearTimeout(timer)

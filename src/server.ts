@@ -28,11 +28,17 @@ function urlOf (address: string, scheme: string): string {
 /** Stream buffer size for this process's sockets and bodies (Node 20 defaults to 16 KiB; Node 22 to 64 KiB). */
 export const STREAM_HIGH_WATER_MARK = 64 * 1024
 
-export async function startGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<RunningGateway> {
+/**
+ * applied: a config reloaded since `config` was started with (a worker
+ * restarted after a reload), applied as a reload is before the first
+ * request: what needs a restart is still judged against `config`.
+ */
+export async function startGateway (config: Readonly<Config>, opts: GatewayOptions & { applied?: Readonly<Config> } = {}): Promise<RunningGateway> {
   // Bigger buffers mean fewer pause/resume round trips between the NAS
   // socket and the client's TLS socket on long recordings (bench W2).
   setDefaultHighWaterMark(false, STREAM_HIGH_WATER_MARK)
   const gateway = await buildGateway(config, opts)
+  if (opts.applied) gateway.reloadConfig(opts.applied)
   // Every listener or none: a gateway serving without its admin listener
   // has no metrics and no readiness, and a failure to listen is a failed
   // start (exit 1), with what was opened closed again.
@@ -67,14 +73,18 @@ export async function startGateway (config: Readonly<Config>, opts: GatewayOptio
  * `worker` it handles SIGINT/SIGTERM itself and closes once, gracefully; a
  * forced stop is the primary's business (a worker exits with its primary).
  */
-export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean, configFile?: string, watchConfig?: boolean } = {}): { close: () => void } {
+export function closeOnSignals (running: RunningGateway, extra: () => Promise<void> = async () => {}, opts: { worker?: boolean, configFile?: string, watchConfig?: boolean, onApplied?: (config: Config) => void } = {}): { close: () => void } {
+  const reloadFile = (file: string): void => {
+    const next = reloadConfigFile(running.gateway, file)
+    if (next) opts.onApplied?.(next)
+  }
   const reload = (): void => {
-    if (opts.configFile) reloadConfigFile(running.gateway, opts.configFile)
+    if (opts.configFile) reloadFile(opts.configFile)
     else running.gateway.reloadKeyring()
     running.gateway.reloadCertificate()
   }
   process.on('SIGHUP', reload)
-  const stopWatching = opts.configFile && opts.watchConfig === true ? watchFiles([opts.configFile], () => { if (opts.configFile) reloadConfigFile(running.gateway, opts.configFile) }) : () => {}
+  const stopWatching = opts.configFile && opts.watchConfig === true ? watchFiles([opts.configFile], () => { if (opts.configFile) reloadFile(opts.configFile) }) : () => {}
   let closing = false
   // SIGHUP means reload here, not close (close-with-grace closes on it by
   // default). The gateway's close() cuts what is left at its drain deadline
@@ -101,15 +111,16 @@ export function closeOnSignals (running: RunningGateway, extra: () => Promise<vo
   return { close }
 }
 
-/** Loads the config file again and applies it, or logs why it was refused (the running config stays). */
-export function reloadConfigFile (gateway: Gateway, file: string): void {
+/** Loads the config file again and applies it (and returns it), or logs why it was refused (the running config stays). */
+export function reloadConfigFile (gateway: Gateway, file: string): Config | undefined {
   const next = reloadable(file)
   if ('error' in next) {
     gateway.metrics.configReloads.inc({ result: 'failed' })
     gateway.app.log.error({ file, reason: next.error }, 'config reload refused: the running config stays')
-    return
+    return undefined
   }
   gateway.reloadConfig(next.config)
+  return next.config
 }
 
 export async function runDemo (env: NodeJS.ProcessEnv = process.env): Promise<void> {

@@ -38,6 +38,7 @@ export async function runWorker (): Promise<void> {
       grantsSecret: init.grantsSecret,
       ticketKeys: Buffer.from(init.ticketKeys, 'base64'),
       admin: false,
+      ...(init.applied ? { applied: init.applied } : {}),
       // Without Redis, the budgets are the primary's: one book for every worker.
       ...(config.state.redis ? {} : { budgets: new PrimaryBudgets() })
     })
@@ -46,7 +47,7 @@ export async function runWorker (): Promise<void> {
     process.stderr.write(`nasguard worker ${index}: ${(err as Error).message}\n`, () => process.exit(1))
     return
   }
-  const closer = closeOnSignals(running, async () => {}, { worker: true, configFile: init.configFile, watchConfig: config.tls.watch })
+  const closer = closeOnSignals(running, async () => {}, { worker: true, configFile: init.configFile, watchConfig: config.tls.watch, onApplied: (applied) => { reply({ nasguard: 'reloaded', config: applied }) } })
   process.off('SIGHUP', early)
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return

@@ -261,3 +261,47 @@ t.test('workers after a single process: its trail is a listed chain, and removin
   t.equal(gone.status, 1, 'its removal is reported')
   t.match(gone.stdout, /single-process trail .* is listed in audit.chains but its files are gone/)
 })
+
+t.test('workers: a worker restarted after a reload runs the reloaded config, not the one started with', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
+  const nas = await startStubNas(t)
+  const port = await freePort()
+  const adminPort = await freePort()
+  const admin = `http://127.0.0.1:${adminPort}`
+  const OTHER = '/other/2016/01/01/083012_46701234567.wav'
+  const both = 'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }, { name: o, path: /other/**, scopes: [x] }]'
+  const config = (policy: string): string => writeConfig(dir, { port, nas: nas.url, workers: 2, extra: [policy, `admin: { host: 127.0.0.1, port: ${adminPort} }`] })
+  config(both)
+  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  await waitFor('the workers to listen', async () => (await fetch(`${admin}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined, { tries: 200, intervalMs: 50 })
+  const bearerX = bearer(token({ scope: 'recordings:read x' }))
+  // Every request on a connection of its own: the primary deals them out to both workers.
+  const statuses = async (n: number): Promise<number[]> => {
+    const out: number[] = []
+    for (let i = 0; i < n; i++) out.push((await get({ port }, OTHER, { headers: bearerX })).status)
+    return out
+  }
+  t.same(await statuses(4), [200, 200, 200, 200], 'rule o serves /other/ at first')
+
+  // The rule is removed by a reload: every worker refuses it.
+  config('policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]')
+  child.kill('SIGHUP')
+  await waitFor('the reload in both workers', async () => (await statuses(4)).every((s) => s === 403) ? true : undefined, { tries: 200, intervalMs: 50 })
+  const asked = nas.requests.filter((r) => r.url === OTHER).length
+
+  // A worker dies and is restarted: it must not bring the rule back.
+  const workers = childPids(child.pid as number)
+  process.kill(workers[0], 'SIGKILL')
+  await waitFor('a replacement worker', async () => {
+    const now = childPids(child.pid as number)
+    if (now.length !== 2 || now.includes(workers[0])) return undefined
+    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? true : undefined
+  }, { tries: 400, intervalMs: 50 })
+  t.same(await statuses(12), Array(12).fill(403), 'after the restart, every connection is refused by the reloaded policy')
+  t.equal(nas.requests.filter((r) => r.url === OTHER).length, asked, 'and the NAS was not asked again')
+  t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, 'what the reloaded policy allows is served')
+  child.kill('SIGTERM')
+  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0)
+})

@@ -223,7 +223,9 @@ export class AuditWriter {
     const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
     let dropped = 0
     try {
-      if (!(await h.stat()).isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
+      const st = await h.stat()
+      if (!st.isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
+      this.identity = { dev: st.dev, ino: st.ino }
       await h.chmod(0o600)
       dropped = resume ? await this.resume(h) : 0
       await this.syncDir()
@@ -239,6 +241,22 @@ export class AuditWriter {
       if (!this.writing) setImmediate(() => { void this.drain() })
     }
     return h
+  }
+
+  /** The file the handle is open on (device and inode): audit.jsonl must still be it when a group is written. */
+  private identity = { dev: 0, ino: 0 }
+
+  /**
+   * Refuses to write into a file that is no longer audit.jsonl: deleted
+   * (the records would go to an unlinked inode and vanish at exit) or
+   * moved away (logrotate, an operator's mv). The group is refused, so
+   * the gateway fails closed, and the next group reopens the trail, which
+   * resume() refuses while audit.head names records it does not hold.
+   */
+  private async stillTheFile (): Promise<void> {
+    const now = await fsp.stat(this.file).catch(() => undefined)
+    if (now?.dev === this.identity.dev && now.ino === this.identity.ino) return
+    throw Object.assign(new Error(`${this.file} was ${now ? 'replaced' : 'removed'} while the gateway had it open: no record is written until the trail is put back (or set aside with nasguard audit new-key)`), { code: 'EAUDITREPLACED' })
   }
 
   private async syncDir (): Promise<void> {
@@ -275,6 +293,10 @@ export class AuditWriter {
         try { last = (await tailOf(a)).last } finally { await a.close() }
       }
     }
+    // The chain is what the disk holds: a reopen after a failure must not
+    // go on from memory past a trail that is gone.
+    this.seq = 0
+    this.prev = GENESIS
     if (last !== null) {
       const opened = this.openOwn(last)
       if (!opened.ok) throw Object.assign(new Error(`the last audit record cannot be read (${opened.reason}): run nasguard audit verify`), { code: 'EAUDITCHAIN' })
@@ -289,9 +311,25 @@ export class AuditWriter {
         this.activeDay = String(opened.value.record.time ?? '').slice(0, 10)
       }
     }
+    await this.checkHead()
     this.durableSeq = this.seq
     this.durablePrev = this.prev
     return dropped
+  }
+
+  /**
+   * audit.head names the last record known durable: a trail that ends
+   * before it lost records from its end (a deleted or moved audit.jsonl, a
+   * restored older copy). Writing on would start the chain again from
+   * there, and overwrite the head that says so: refused, naming the gap.
+   * (A head that does not open is left to `audit verify`.)
+   */
+  private async checkHead (): Promise<void> {
+    const text = await fsp.readFile(join(this.opts.dir, HEAD_FILE), 'utf8').catch(() => undefined)
+    if (text === undefined) return
+    const head = this.openOwn(text.trim())
+    if (!head.ok || head.value.record.event !== 'head' || head.value.record.seq <= this.seq) return
+    throw Object.assign(new Error(`the audit trail ends at seq ${this.seq}, but ${HEAD_FILE} names seq ${head.value.record.seq}: records ${this.seq + 1}..${head.value.record.seq} were removed from the end. Put the removed files back, or set the trail aside deliberately with nasguard audit new-key; run nasguard audit verify`), { code: 'EAUDITCHAIN' })
   }
 
   /** Resolves when the record is durable (strict) or written to the OS (batched). */
@@ -342,6 +380,7 @@ export class AuditWriter {
       const buf = Buffer.from(lines.join('\n') + '\n', 'utf8')
       await this.rotateIfDue(buf.length)
       h = await this.openFile()
+      await this.stillTheFile()
       // The length to roll back to is that of the file actually written
       // (after a reopen or a rotation it is not what memory said before).
       // Known from our own last write on this very handle; otherwise asked.

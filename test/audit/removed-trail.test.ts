@@ -1,0 +1,93 @@
+// audit.jsonl deleted or moved away under a running gateway (an operator's
+// rm or mv, a logrotate rule aimed at the audit directory): the records
+// would go to an unlinked inode and vanish at exit, or to a file no
+// reader looks at, while fetches went on. Now the gateway fails closed
+// (503, not ready) until the trail is put back, and a start (or a reopen)
+// on a trail that ends before the seq audit.head names is refused instead
+// of starting the chain again and overwriting the head that says so.
+import t from 'tap'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditRecord } from '../../src/audit/writer.js'
+import { bearer, startStubNas, startTestGateway } from '../helpers/gateway.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
+import { runCli } from '../helpers/process.js'
+import { waitFor } from '../helpers/wait.js'
+
+const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
+const KEY = Buffer.from('k'.repeat(64))
+
+async function readyz (adminUrl: string): Promise<number> {
+  return (await fetch(adminUrl + '/readyz')).status
+}
+
+const HOW = [
+  { name: 'removed (rm)', away: (file: string, kept: string) => { copyFileSync(file, kept); rmSync(file) }, back: (file: string, kept: string) => { copyFileSync(kept, file) } },
+  { name: 'moved away (mv, as logrotate does)', away: (file: string, kept: string) => { renameSync(file, kept) }, back: (file: string, kept: string) => { renameSync(kept, file) } }
+]
+
+t.test('a running gateway whose audit.jsonl is removed or moved away fails closed until it is put back', async (t) => {
+  for (const how of HOW) {
+    t.test(how.name, async (t) => {
+      const nas = await startStubNas(t)
+      const gw = await startTestGateway(t, nas)
+      const file = join(gw.auditDir, AUDIT_FILE)
+      const kept = join(gw.auditDir, 'audit.jsonl.1')
+      for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 200, `${proto}: served while the trail is in place`)
+      await waitFor('audit.head', () => existsSync(join(gw.auditDir, HEAD_FILE)) ? true : undefined)
+      const asked = nas.requests.length
+      how.away(file, kept)
+      for (const proto of PROTOCOLS) {
+        const res = await fetchAs(proto, gw, PATH, bearer(gw.token()))
+        t.equal(res.status, 503, `${proto}: 503 while the trail is away`)
+        t.match(res.body.toString(), /NASGUARD_ERR_AUDIT_UNAVAILABLE/, `${proto}: the audit is unavailable`)
+      }
+      t.equal(nas.requests.length, asked, 'the NAS was not asked')
+      t.equal(await readyz(gw.adminUrl), 503, '/readyz: not ready')
+      t.notOk(gw.logs.some((l) => l.includes(PATH) || l.includes('46701234567')), 'no log line names the recording')
+
+      how.back(file, kept)
+      await waitFor('the gateway to serve again', async () => (await fetchAs('h1', gw, PATH, bearer(gw.token()))).status === 200 ? true : undefined, { tries: 100, intervalMs: 50 })
+      for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 200, `${proto}: served again once the trail is back`)
+      t.equal(await readyz(gw.adminUrl), 200, '/readyz: ready again')
+      await gw.gateway.close()
+      const v = await runCli(['audit', 'verify', '--dir', gw.auditDir])
+      t.equal(v.status, 0, 'the trail put back verifies whole:\n' + v.stdout + v.stderr)
+    })
+  }
+})
+
+function rec (i: number): AuditRecord {
+  return { event: 'access', time: new Date().toISOString(), requestId: `req-${i}`, subject: 'alice', method: 'GET', path: PATH, clientIp: '127.0.0.1' }
+}
+
+const open = async (dir: string): Promise<AuditWriter> => await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+
+t.test('a start on a trail that ends before audit.head is refused, and the head is left as it was', async (t) => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'nasguard-removed-')), 'audit')
+  const first = await open(dir)
+  for (let i = 0; i < 5; i++) await first.append(rec(i))
+  await first.close()
+  const head = readFileSync(join(dir, HEAD_FILE), 'utf8')
+  const saved = readFileSync(join(dir, AUDIT_FILE))
+
+  for (const how of ['removed', 'emptied'] as const) {
+    if (how === 'removed') rmSync(join(dir, AUDIT_FILE))
+    else copyFileSync('/dev/null', join(dir, AUDIT_FILE))
+    const w = await open(dir)
+    t.equal(w.startupError?.code, 'EAUDITCHAIN', `${how}: the start is refused (EAUDITCHAIN)`)
+    t.match(w.startupError?.message, /ends at seq 0, but audit\.head names seq 5: records 1\.\.5 were removed/, `${how}: the message names the gap`)
+    await t.rejects(w.append(rec(9)), { code: 'EAUDITCHAIN' }, `${how}: no record is written`)
+    t.equal(readFileSync(join(dir, HEAD_FILE), 'utf8'), head, `${how}: audit.head still names seq 5`)
+    // Put back, the same writer recovers by itself and goes on from seq 5.
+    copyFileSync('/dev/null', join(dir, AUDIT_FILE))
+    rmSync(join(dir, AUDIT_FILE))
+    await import('node:fs').then((fs) => { fs.writeFileSync(join(dir, AUDIT_FILE), saved, { mode: 0o600 }) })
+    await w.append(rec(10))
+    t.equal(w.lastSeq, 6, `${how}: once the trail is back, the chain goes on from seq 5`)
+    await w.close()
+    // Back to five records for the next round.
+    await import('node:fs').then((fs) => { fs.writeFileSync(join(dir, AUDIT_FILE), saved, { mode: 0o600 }); fs.writeFileSync(join(dir, HEAD_FILE), head, { mode: 0o600 }) })
+  }
+})

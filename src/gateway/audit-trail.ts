@@ -47,6 +47,6 @@ export function announceTrail (config: Readonly<Config>, chain: string | undefin
     }
   }
   if (audit.startupError) {
-    log.error({ code: audit.startupError.code, file: audit.file }, 'the audit file cannot be opened: recording requests get 503 until it can')
+    log.error({ code: audit.startupError.code, file: audit.file, reason: audit.startupError.message }, 'the audit file cannot be opened: recording requests get 503 until it can')
   }
 }

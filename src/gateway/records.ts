@@ -50,7 +50,9 @@ export class Records {
     } catch (err) {
       this.metrics.auditFailures.inc({ event: record.event })
       this.failures.line((repeated) => {
-        logger.error({ reqId: record.requestId, event: record.event, code: (err as NodeJS.ErrnoException).code, ...(repeated > 0 ? { repeated } : {}) }, 'audit record could not be written')
+        // A request's logger carries its reqId already (one key twice is not JSON every reader takes).
+        const id = logger === this.log() ? { reqId: record.requestId } : {}
+        logger.error({ ...id, event: record.event, code: (err as NodeJS.ErrnoException).code, reason: (err as Error).message, ...(repeated > 0 ? { repeated } : {}) }, 'audit record could not be written')
       })
       return false
     }

@@ -46,6 +46,9 @@ t.test('a running gateway whose audit.jsonl is removed or moved away fails close
       t.equal(nas.requests.length, asked, 'the NAS was not asked')
       t.equal(await readyz(gw.adminUrl), 503, '/readyz: not ready')
       t.notOk(gw.logs.some((l) => l.includes(PATH) || l.includes('46701234567')), 'no log line names the recording')
+      const failed = gw.logs.filter((l) => l.includes('audit record could not be written'))
+      t.ok(failed.some((l) => /was (removed|replaced) while the gateway had it open|names seq \d+: records/.test(l)), 'the log says why')
+      t.ok(failed.every((l) => l.split('"reqId"').length === 2), 'each line names its reqId once (strict JSON readers take it)')
 
       how.back(file, kept)
       await waitFor('the gateway to serve again', async () => (await fetchAs('h1', gw, PATH, bearer(gw.token()))).status === 200 ? true : undefined, { tries: 100, intervalMs: 50 })

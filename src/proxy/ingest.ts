@@ -98,7 +98,16 @@ export async function ingest (p: IngestParts, request: FastifyRequest, reply: Fa
   // type, the client leaving) beats what it caused downstream.
   let failure: Error | undefined
   void failed.then((err) => { failure ??= err; abort.abort() })
-  const left = (): void => { if (!reply.raw.writableFinished) body.destroy(clientLeft()) }
+  // Over HTTP/2 a client may end its body (END_STREAM) and reset the stream
+  // at once (Node's stream.close() does): the body looks whole, but nobody
+  // waits for the answer. Nothing is stored for a client that left before it.
+  let gone = false
+  const left = (): void => {
+    if (reply.raw.writableFinished) return
+    gone = true
+    body.destroy(clientLeft())
+  }
+  const stillThere = (): void => { if (gone) throw clientLeft() }
   reply.raw.once('close', left)
   request.raw.once('aborted', left)
   let temp: string | undefined
@@ -112,11 +121,13 @@ export async function ingest (p: IngestParts, request: FastifyRequest, reply: Fa
     const declared = declaredLength(request)
     await p.dav.put(temp, sealStream, declared === undefined ? undefined : sealedSizeOf(sealStream.headerLength, declared), abort.signal)
     if (failure) throw failure
+    stillThere()
     const stored = await p.dav.size(temp)
     if (stored !== sealedSizeOf(sealStream.headerLength, body.bytes)) throw new DavRefusal('PUT (stored size)', 502)
     const fields = { bytes: body.bytes, keyId: sealed.keyId, sha256: body.sha256 }
     if (!await p.record(request, fields)) throw new Errors.AuditUnavailable()
     recorded = true
+    stillThere()
     if (await p.dav.move(temp, sealed.path, state.overwrite === true) === 'exists') throw new Errors.RecordingExists()
     temp = undefined
     // Replaced under migrate: a plaintext copy of the old recording would be sealed over the new one later.
@@ -154,12 +165,13 @@ function outcomeOf (err: Error, clientGone: boolean): IngestOutcome {
 
 async function answerFailure (p: IngestParts, request: FastifyRequest, reply: FastifyReply, err: Error, temp: string | undefined): Promise<void> {
   const gone = request.ng.closed || clientGone(reply)
-  p.onIngest(outcomeOf(err, gone), 0)
   if (temp) {
     // Whatever the NAS got of it goes; a NAS that cannot delete it now
     // leaves a hidden temporary name that is never served.
     await p.dav.remove(temp).catch((e: Error) => { request.log.warn({ problem: e.message }, 'an upload\'s temporary file could not be removed from the NAS') })
   }
+  // Counted once the NAS holds nothing of it (or the removal failed, said above).
+  p.onIngest(outcomeOf(err, gone), 0)
   if (gone || reply.sent) return
   // An HTTP/1.1 body that was not read to its end leaves the connection unusable.
   if (request.raw.httpVersion === '1.1' && !request.raw.complete) reply.header('connection', 'close')

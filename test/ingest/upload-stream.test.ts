@@ -91,6 +91,34 @@ t.test('a client that leaves in the middle leaves nothing on the NAS', async (t)
   }
 })
 
+// Without a Content-Length (HTTP/2's streamed body, HTTP/1.1 chunked) the
+// gateway has no length to hold the body to: over HTTP/2 a RST_STREAM ends
+// the request as if the body were whole. A cancelled upload was stored
+// (its first part, sealed), with an ingest record and a completion that said
+// the client left.
+t.test('a client that leaves in the middle of a body without a Content-Length leaves nothing on the NAS', async (t) => {
+  const { nas, gw, writer } = await setup(t)
+  for (const [i, proto] of PROTOCOLS.entries()) {
+    // The part sent fits in HTTP/2's first flow-control window (64 KiB): it is
+    // on the wire at once, so the stream's END_STREAM (which Node's
+    // stream.close() sends before its RST_STREAM) follows it.
+    const { body } = wavStream(64 * 1024 * 1024, 48 * 1024)
+    const crash = new AbortController()
+    const headers = proto === 'h1' ? { ...writer, 'transfer-encoding': 'chunked' } : writer
+    const put = putAs(proto, gw, `/medicall/${CUR}/29/unsized-${proto}.wav`, headers, body, crash.signal)
+    put.catch(() => {})
+    await waitFor(`${proto}: the PUT in flight on the NAS`, () => nas.bodiesInFlight() > 0 ? true : undefined)
+    crash.abort()
+    await t.rejects(put, `${proto}: the client's request failed`)
+    await waitFor(`${proto}: the abort counted`, async () => (await scrape(gw.adminUrl)).get('nasguard_ingests_total{outcome="aborted"}') === i + 1 ? true : undefined)
+    await waitFor(`${proto}: nginx dropped the body`, () => nas.bodiesInFlight() === 0 ? true : undefined)
+    t.same([...nas.files().keys()], [], `${proto}: nothing on the NAS`)
+    const done = await waitFor(`${proto}: the completion record`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).includes(`unsized-${proto}`)))
+    t.equal(done.outcome, 'client-aborted', `${proto}: the completion says the client left`)
+    t.notOk(gw.auditRecords().some((r) => r.event === 'ingest'), `${proto}: no ingest record`)
+  }
+})
+
 /** A WAV whose first 8 KiB come at once, then one byte at a time, every `everyMs`, until destroyed. */
 function trickle (everyMs: number): Readable {
   let sent = 0

@@ -195,7 +195,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const admin = config.admin.enabled && opts.admin !== false
     ? buildAdmin({ contentType: metrics.registry.contentType, text: async () => await metrics.registry.metrics() }, app.log, readiness, adminCredential(config), budgets.quota)
     : null
-  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await budgets.close(); await stopRevocations() }, audit, drainTimeoutMs: () => live.drainTimeoutMs })
+  const close = closer({ app, admin, deliveries, tls: () => tls, upstream, refusalTallies: [connectionRefusals, proxyRefusals], stopRevocations: async () => { retention.stop(); await budgets.close(); await stopRevocations() }, audit, records, drainTimeoutMs: () => live.drainTimeoutMs })
 
   return {
     app,

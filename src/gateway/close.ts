@@ -19,6 +19,8 @@ export interface ClosingParts {
   refusalTallies: RefusalTally[]
   stopRevocations: () => Promise<void>
   audit: AuditWriter
+  /** The records the trail did not take yet: tried once more before it closes. */
+  records: { close: () => Promise<void> }
   drainTimeoutMs: () => number
 }
 
@@ -45,6 +47,7 @@ export function closer (p: ClosingParts): () => Promise<void> {
       await p.upstream.close()
       for (const t of p.refusalTallies) t.flush()
       await p.stopRevocations()
+      await p.records.close()
       await p.audit.close()
     })()
     return await closing

@@ -1,7 +1,8 @@
 // Writing a request's audit records, and answering a refusal. Nothing is
 // dropped silently: a record that cannot be written is counted and logged
 // (at most once a second), and the caller decides whether that refuses the
-// request.
+// request. A record nobody waits for (a completion, a refusal) is kept and
+// written again, every RETRY_MS and at close, until the trail takes it.
 import { isIP } from 'node:net'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuditRecord, AuditWriter } from '../audit/writer.js'
@@ -36,8 +37,17 @@ function wwwAuthenticate (err: NasguardError, required?: string[]): string | und
   return undefined
 }
 
+/** How often records that could not be written are tried again. */
+const RETRY_MS = 1000
+/** Records kept for a later try; past this many the oldest go, each said in the log. */
+export const MAX_LATE = 10000
+
 export class Records {
   private readonly failures = new LogThrottle()
+  private readonly dropped = new LogThrottle()
+  /** Records that could not be written and nobody waits for: written again later, in order. */
+  private late: AuditRecord[] = []
+  private retry: NodeJS.Timeout | undefined
 
   constructor (private readonly audit: AuditWriter, private readonly metrics: GatewayMetrics, private readonly log: () => FastifyBaseLogger) {}
 
@@ -64,15 +74,60 @@ export class Records {
     return requestFields(request, state ?? { started: 0n, client: clientOf(request), fetch: false, bytes: 0, closed: false })
   }
 
+  /** Writes a record nobody waits for; one the trail does not take now is kept and tried again. */
+  private keep (record: AuditRecord, logger?: FastifyBaseLogger): void {
+    void this.write(record, logger).then((ok) => { if (!ok) this.later(record) })
+  }
+
+  private later (record: AuditRecord): void {
+    this.late.push(record)
+    if (this.late.length > MAX_LATE) {
+      const lost = this.late.shift() as AuditRecord
+      this.dropped.line((repeated) => {
+        this.log().error({ reqId: lost.requestId, event: lost.event, ...(repeated > 0 ? { repeated } : {}), kept: MAX_LATE }, 'audit record lost: the trail has taken none of the records kept for it, and the oldest goes')
+      })
+    }
+    this.retry ??= setTimeout(() => { this.retry = undefined; void this.writeLate() }, RETRY_MS).unref()
+  }
+
+  /** Tries the kept records again, in order; what the trail still does not take is kept. Called at close too. */
+  async writeLate (): Promise<void> {
+    const batch = this.late
+    this.late = []
+    let written = 0
+    for (const [i, record] of batch.entries()) {
+      if (!await this.write(record)) {
+        this.late = [...batch.slice(i), ...this.late]
+        break
+      }
+      written++
+    }
+    if (written > 0) this.log().warn({ records: written, stillKept: this.late.length }, 'audit records written late: the trail takes records again')
+    if (this.late.length > 0) this.retry ??= setTimeout(() => { this.retry = undefined; void this.writeLate() }, RETRY_MS).unref()
+  }
+
+  /** Records still waiting for the trail. */
+  get pending (): number { return this.late.length }
+
+  /** At close: one more try, and the timer stops. */
+  async close (): Promise<void> {
+    clearTimeout(this.retry)
+    this.retry = undefined
+    await this.writeLate()
+    clearTimeout(this.retry)
+    this.retry = undefined
+    if (this.late.length > 0) this.log().error({ records: this.late.length }, 'audit records lost at close: the trail did not take them')
+  }
+
   refusal (r: Omit<AuditRecord, 'event' | 'time'>): void {
-    void this.write({ event: 'refusal', time: new Date().toISOString(), ...r })
+    this.keep({ event: 'refusal', time: new Date().toISOString(), ...r })
   }
 
   /** The completion record of a fetch whose access record is on disk. */
   completion (request: FastifyRequest, status: number, outcome: NonNullable<AuditRecord['outcome']>, durationMs: number): void {
     // A refusal judged on the NAS's answer (retention by Last-Modified, a listing) names its code, apart from the NAS's own status.
     const reason = request.ng.refused
-    void this.write({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, durationMs, outcome, ...(reason ? { reason } : {}) }, request.log)
+    this.keep({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, durationMs, outcome, ...(reason ? { reason } : {}) }, request.log)
   }
 
   /** Answers a refusal: counted, audited (unless the fetch's own records say it), with its challenge and headers. */

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { Http2SecureServer } from 'node:http2'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type FastifyServerFactoryHandler } from 'fastify'
 import type { Config } from './config/schema.js'
+import type { Keyring } from './sealing/keyring.js'
 import { Errors } from './errors.js'
 import { createTlsServer, type TlsServer } from './tls/server.js'
 import { Authenticator } from './auth/identity.js'
@@ -112,7 +113,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   // The budgets' store needs the live settings, which need the deliveries: spent through a late binding.
   let spend: (ledger: string, bytes: number) => void = () => {}
   const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (ledger, bytes) => spend(ledger, bytes))
-  const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log })
+  // The NAS exchange forgets keys the keyring no longer holds: told through a late binding (it is registered later).
+  let keyringChanged: (keyring: Keyring | undefined) => void = () => {}
+  const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log, keyringChanged: (k) => { keyringChanged(k) } })
   const budgets = budgetPartsOf(config, { store: opts.budgets, clock, testClock: opts.clock, metrics, records, live: () => live.settings, log: () => log })
   spend = budgets.spend
   // One record and one line a second per address, however many connections it opens.
@@ -177,6 +180,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     onIngest: (outcome: IngestOutcome, bytes: number) => { metrics.ingests.inc({ outcome }); metrics.ingestBytes.inc(bytes) }
   }
   const upstream = registerUpstream(app, { upstream: config.upstream, connections, checkMagic: config.files.checkMagic, ownHeaders, sealing: () => live.sealing, uploads }, hooks)
+  keyringChanged = upstream.keyringChanged
 
   exposure = exposureWatchOf(config.upstream, { request: upstream.anonymous, metrics, log: () => log })
   const watch = exposure

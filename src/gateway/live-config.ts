@@ -13,7 +13,7 @@ import { compileRetention } from '../retention/rules.js'
 import { budgetsByRule } from '../budgets/settings.js'
 import type { Admission } from '../proxy/admission.js'
 import type { SendWatch } from '../proxy/send-watch.js'
-import { KeyExistsError, lockKeyring, newPeriodKey, type PeriodKey } from '../sealing/keyring.js'
+import { KeyExistsError, lockKeyring, newPeriodKey, type Keyring, type PeriodKey } from '../sealing/keyring.js'
 import { recentPeriods } from '../sealing/period.js'
 import { sealingOf, type SealingSettings } from '../sealing/settings.js'
 
@@ -29,6 +29,8 @@ export interface LiveParts {
   sendWatch: SendWatch
   metrics: GatewayMetrics
   log: () => FastifyBaseLogger
+  /** Told the keyring now in use, after every load (what it no longer holds is forgotten). */
+  keyringChanged: (keyring: Keyring | undefined) => void
 }
 
 export class LiveConfig {
@@ -65,6 +67,8 @@ export class LiveConfig {
       if (this.sealing) this.sealing = { ...this.sealing, keyring: this.sealing.keyring.withoutErased() }
       this.p.log().error({ problem: (err as Error).message }, 'the sealing keyring could not be reloaded: the one in use stays, without the periods erased since')
       return false
+    } finally {
+      this.p.keyringChanged(this.sealing?.keyring)
     }
   }
 

@@ -74,6 +74,21 @@ export class SealedFiles {
   }
 
   /**
+   * Drops (and zeroes) the payload keys of every file opened with a key
+   * not in `keyIds`: a period erased, an identity retired. They open
+   * nothing any more, and must not stay in memory (a core dump, swap) for
+   * as long as the cache would keep them. A download of such a file still
+   * in flight fails its next chunk: erasure ends it too.
+   */
+  keepOnly (keyIds: ReadonlySet<string>): void {
+    for (const [k, file] of this.files) {
+      if (keyIds.has(file.keyId)) continue
+      this.files.delete(k)
+      file.key.fill(0)
+    }
+  }
+
+  /**
    * Fetches and opens the header with one of `identities` (the period's:
    * Keyring.identities); `key`, the period's primary, names the file in the
    * cache and its ETag. Throws SealedIntegrityError for a file that does not

@@ -18,6 +18,7 @@ import { fetchSealed, type SealedHooks, type SealedParts } from './sealed-exchan
 import { WebDav } from './webdav.js'
 import { SealedFiles } from './sealed-files.js'
 import type { SealingSettings } from '../sealing/settings.js'
+import type { Keyring } from '../sealing/keyring.js'
 
 export { cutResponse, type ProxyTarget, type UpstreamHooks } from './nas-failures.js'
 
@@ -76,6 +77,8 @@ export interface Upstream {
   check: () => Promise<string>
   /** A request through the pool with no credentials added (the lockdown check's). */
   anonymous: (o: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>
+  /** The keyring now in use (a reload, an erasure): what was opened with any other key is forgotten. */
+  keyringChanged: (keyring: Keyring | undefined) => void
 }
 
 export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, hooks: UpstreamHooks & SealedHooks): Upstream {
@@ -120,7 +123,10 @@ export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, h
     }
   })
   registerUploads(app, { ...opts.uploads, dav: new WebDav({ pool, origin: new URL(cfg.url).origin, own, timeoutMs: cfg.timeoutMs }), sealing: opts.sealing })
-  return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization), anonymous: async (o) => await pool.request(o) }
+  const keyringChanged = (keyring: Keyring | undefined): void => {
+    sealed.files.keepOnly(new Set(keyring?.list().flatMap((k) => keyring.identities(k.period).map((i) => i.keyId)) ?? []))
+  }
+  return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization), anonymous: async (o) => await pool.request(o), keyringChanged }
 }
 
 /**

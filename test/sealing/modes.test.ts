@@ -10,6 +10,7 @@ import { startStubNas, startTestGateway } from '../helpers/gateway.js'
 import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
 import { eraseKey, newPeriodKey } from '../../src/sealing/keyring.js'
+import { SealedFiles, type SealedFile } from '../../src/proxy/sealed-files.js'
 import { tmpdir } from 'node:os'
 
 function haveAge (): boolean {
@@ -96,6 +97,15 @@ t.test('HEAD, If-None-Match, If-Range and ETag in plaintext terms', async (t) =>
 })
 
 t.test('an erased period answers 410 at once, and a new period key is taken on reload (SIGHUP)', async (t) => {
+  // Every file the gateway opens, to see what becomes of its payload key.
+  const opened: SealedFile[] = []
+  const open = SealedFiles.prototype.open
+  SealedFiles.prototype.open = async function (...args) {
+    const result = await open.apply(this, args)
+    if (result.kind === 'file') opened.push(result.file)
+    return result
+  }
+  t.teardown(() => { SealedFiles.prototype.open = open })
   const keys = makeKeyring(['2026-11'])
   const ring = keys.ring()
   const mem = memoryNas()
@@ -117,6 +127,8 @@ t.test('an erased period answers 410 at once, and a new period key is taken on r
     t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_RECORDING_ERASED')
   }
   t.equal(nas.requests.length, n0, 'the NAS was not asked')
+  t.ok(opened.length > 0, 'the gateway opened the file before the erasure')
+  t.ok(opened.every((f) => f.key.every((b) => b === 0)), 'the payload keys it remembered are zeroed (no copy stays in memory)')
   // A keyring that no longer loads (made readable by others) is refused; the one in use stays.
   const bad = join(keys.dir, '2026-12.key')
   newPeriodKey(keys.dir, 'month', '2026-12')

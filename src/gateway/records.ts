@@ -6,7 +6,7 @@
 import { isIP } from 'node:net'
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuditRecord, AuditWriter } from '../audit/writer.js'
-import { redactTokens } from '../audit/record-bounds.js'
+import { boundRecord, redactTokens } from '../audit/record-bounds.js'
 import { Errors, errorBody, specFor, type NasguardError } from '../errors.js'
 import { requestFields } from '../gate/record-fields.js'
 import { GRANTS_PATH } from '../gate/paths.js'
@@ -48,16 +48,23 @@ export class Records {
   /** Records that could not be written and nobody waits for: written again later, in order. */
   private late: AuditRecord[] = []
   private retry: NodeJS.Timeout | undefined
+  /** The try in progress, which close() waits for. */
+  private trying: Promise<void> = Promise.resolve()
+  private closed = false
 
   constructor (private readonly audit: AuditWriter, private readonly metrics: GatewayMetrics, private readonly log: () => FastifyBaseLogger) {}
 
-  /** Writes a record and counts it; false when it could not be written (counted and logged). */
-  async write (record: AuditRecord, logger: FastifyBaseLogger = this.log()): Promise<boolean> {
+  /**
+   * Writes a record and counts it; false when it could not be written
+   * (counted and logged: once a record, not once a try).
+   */
+  async write (record: AuditRecord, logger: FastifyBaseLogger = this.log(), retry = false): Promise<boolean> {
     try {
       await this.audit.append(record)
       this.metrics.auditRecords.inc({ event: record.event })
       return true
     } catch (err) {
+      if (retry) return false
       this.metrics.auditFailures.inc({ event: record.event })
       this.failures.line((repeated) => {
         // A request's logger carries its reqId already (one key twice is not JSON every reader takes).
@@ -80,43 +87,62 @@ export class Records {
   }
 
   private later (record: AuditRecord): void {
-    this.late.push(record)
-    if (this.late.length > MAX_LATE) {
-      const lost = this.late.shift() as AuditRecord
-      this.dropped.line((repeated) => {
-        this.log().error({ reqId: lost.requestId, event: lost.event, ...(repeated > 0 ? { repeated } : {}), kept: MAX_LATE }, 'audit record lost: the trail has taken none of the records kept for it, and the oldest goes')
-      })
+    // Kept at the size the trail would take it (a client's 60 KB path is cut to its bound).
+    let bounded: AuditRecord
+    try {
+      bounded = boundRecord(record)
+    } catch {
+      return // malformed: the trail never takes it (the failure was logged)
     }
-    this.retry ??= setTimeout(() => { this.retry = undefined; void this.writeLate() }, RETRY_MS).unref()
+    if (this.closed) {
+      this.lost(bounded, 'the gateway has closed its trail')
+      return
+    }
+    this.late.push(bounded)
+    if (this.late.length > MAX_LATE) this.lost(this.late.shift() as AuditRecord, `the trail has taken none of the ${MAX_LATE} records kept for it, and the oldest goes`)
+    this.schedule()
   }
 
-  /** Tries the kept records again, in order; what the trail still does not take is kept. Called at close too. */
-  async writeLate (): Promise<void> {
+  private lost (record: AuditRecord, why: string): void {
+    this.dropped.line((repeated) => {
+      this.log().error({ reqId: record.requestId, event: record.event, ...(repeated > 0 ? { repeated } : {}) }, `audit record lost: ${why}`)
+    })
+  }
+
+  private schedule (): void {
+    this.retry ??= setTimeout(() => {
+      this.retry = undefined
+      this.trying = this.trying.then(async () => { await this.writeLate() })
+    }, RETRY_MS).unref()
+  }
+
+  /**
+   * Tries the kept records again, all at once (the writer keeps their order
+   * and groups them into few writes); what the trail still does not take is
+   * kept, in order.
+   */
+  private async writeLate (): Promise<void> {
     const batch = this.late
     this.late = []
-    let written = 0
-    for (const [i, record] of batch.entries()) {
-      if (!await this.write(record)) {
-        this.late = [...batch.slice(i), ...this.late]
-        break
-      }
-      written++
-    }
-    if (written > 0) this.log().warn({ records: written, stillKept: this.late.length }, 'audit records written late: the trail takes records again')
-    if (this.late.length > 0) this.retry ??= setTimeout(() => { this.retry = undefined; void this.writeLate() }, RETRY_MS).unref()
+    if (batch.length === 0) return
+    const written = await Promise.all(batch.map(async (r) => await this.write(r, undefined, true)))
+    const still = batch.filter((_, i) => !written[i])
+    this.late = [...still, ...this.late]
+    const n = batch.length - still.length
+    if (n > 0) this.log().warn({ records: n, stillKept: this.late.length }, 'audit records written late: the trail takes records again')
+    if (this.late.length > 0 && !this.closed) this.schedule()
   }
 
-  /** Records still waiting for the trail. */
-  get pending (): number { return this.late.length }
-
-  /** At close: one more try, and the timer stops. */
+  /** At close: the try in progress, then one more; what is left is lost, and said. */
   async close (): Promise<void> {
     clearTimeout(this.retry)
     this.retry = undefined
+    this.closed = true
+    await this.trying
     await this.writeLate()
-    clearTimeout(this.retry)
-    this.retry = undefined
+    for (const r of this.late) this.lost(r, 'the trail did not take it before the gateway closed')
     if (this.late.length > 0) this.log().error({ records: this.late.length }, 'audit records lost at close: the trail did not take them')
+    this.late = []
   }
 
   refusal (r: Omit<AuditRecord, 'event' | 'time'>): void {

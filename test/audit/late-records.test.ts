@@ -58,3 +58,28 @@ t.test('records still kept at close get one more try', async (t) => {
   const completions = gw.auditRecords().filter((r) => r.event === 'fetch').map((r) => r.requestId)
   t.same(completions.sort(), ids.sort(), 'both completions are in the trail after the close')
 })
+
+t.test('many refusals kept while the trail refuses them are all in it after a close that comes as it recovers', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const refusing = { on: true }
+  const append = gw.gateway.audit.append.bind(gw.gateway.audit)
+  gw.gateway.audit.append = async (record: AuditRecord) => {
+    if (refusing.on && record.event === 'refusal') throw Object.assign(new Error('no space left (simulated)'), { code: 'ENOSPC' })
+    return await append(record)
+  }
+  const N = 60
+  for (let i = 0; i < N; i++) {
+    const res = await fetchAs(PROTOCOLS[i % 2], gw, PATH, { 'user-agent': `ua-${i}-` + 'x'.repeat(4000) })
+    t.equal(res.status, 401)
+  }
+  await waitFor('the refusals kept', () => gw.logs.some((l) => l.includes('audit record could not be written')) ? true : undefined)
+  refusing.on = false
+  // The 1 s retry may be under way, or not yet: either way, the close waits for it and tries the rest.
+  await waitFor('a late try', () => gw.logs.some((l) => l.includes('audit records written late')) ? true : undefined, { tries: 100, intervalMs: 20 }).catch(() => undefined)
+  await gw.gateway.close()
+  const refusals = gw.auditRecords().filter((r) => r.event === 'refusal' && String(r.userAgent).startsWith('ua-'))
+  t.equal(refusals.length, N, `all ${N} refusals are in the trail`)
+  t.ok(refusals.every((r) => String(r.userAgent).length <= 256), 'each at its bound')
+  t.notOk(gw.logs.some((l) => l.includes('audit record lost')), 'none lost')
+})

@@ -256,7 +256,7 @@ export class AuditWriter {
   private async stillTheFile (): Promise<void> {
     const now = await fsp.stat(this.file).catch(() => undefined)
     if (now?.dev === this.identity.dev && now.ino === this.identity.ino) return
-    throw Object.assign(new Error(`${this.file} was ${now ? 'replaced' : 'removed'} while the gateway had it open: no record is written until the trail is put back (or set aside with nasguard audit new-key)`), { code: 'EAUDITREPLACED' })
+    throw Object.assign(new Error(`${this.file} was ${now ? 'replaced' : 'removed'} while the gateway had it open: no record is written until it is put back`), { code: 'EAUDITREPLACED' })
   }
 
   private async syncDir (): Promise<void> {
@@ -295,6 +295,7 @@ export class AuditWriter {
     }
     // The chain is what the disk holds: a reopen after a failure must not
     // go on from memory past a trail that is gone.
+    const known = this.durableSeq
     this.seq = 0
     this.prev = GENESIS
     if (last !== null) {
@@ -311,7 +312,7 @@ export class AuditWriter {
         this.activeDay = String(opened.value.record.time ?? '').slice(0, 10)
       }
     }
-    await this.checkHead()
+    await this.checkHead(known)
     this.durableSeq = this.seq
     this.durablePrev = this.prev
     return dropped
@@ -324,12 +325,14 @@ export class AuditWriter {
    * there, and overwrite the head that says so: refused, naming the gap.
    * (A head that does not open is left to `audit verify`.)
    */
-  private async checkHead (): Promise<void> {
+  private async checkHead (known: number): Promise<void> {
     const text = await fsp.readFile(join(this.opts.dir, HEAD_FILE), 'utf8').catch(() => undefined)
-    if (text === undefined) return
-    const head = this.openOwn(text.trim())
-    if (!head.ok || head.value.record.event !== 'head' || head.value.record.seq <= this.seq) return
-    throw Object.assign(new Error(`the audit trail ends at seq ${this.seq}, but ${HEAD_FILE} names seq ${head.value.record.seq}: records ${this.seq + 1}..${head.value.record.seq} were removed from the end. Put the removed files back, or set the trail aside deliberately with nasguard audit new-key; run nasguard audit verify`), { code: 'EAUDITCHAIN' })
+    const head = text === undefined ? undefined : this.openOwn(text.trim())
+    const headSeq = head?.ok === true && head.value.record.event === 'head' ? head.value.record.seq : 0
+    // The head is written up to a second late: what this process knows durable counts too.
+    const [last, by] = known > headSeq ? [known, 'this gateway wrote'] : [headSeq, `${HEAD_FILE} names`]
+    if (last <= this.seq) return
+    throw Object.assign(new Error(`the audit trail ends at seq ${this.seq}, but ${by} seq ${last}: records ${this.seq + 1}..${last} were removed from the end. Put the removed files back; if they are lost for good, move what is left of the audit directory aside for whoever investigates (its key stays), and start again; run nasguard audit verify`), { code: 'EAUDITCHAIN' })
   }
 
   /** Resolves when the record is durable (strict) or written to the OS (batched). */
@@ -410,6 +413,8 @@ export class AuditWriter {
         try {
           await this.opts.beforeSync?.()
           await h.datasync()
+          // Removed while it was written: the records are on an unlinked inode.
+          await this.stillTheFile()
         } catch (err) {
           // Nobody will be told these records exist: take them back off the
           // file, so a reopen does not pick them up into the chain.

@@ -94,3 +94,15 @@ t.test('a start on a trail that ends before audit.head is refused, and the head 
     await import('node:fs').then((fs) => { fs.writeFileSync(join(dir, AUDIT_FILE), saved, { mode: 0o600 }); fs.writeFileSync(join(dir, HEAD_FILE), head, { mode: 0o600 }) })
   }
 })
+
+t.test('removed right after a rotation, before audit.head caught up: still refused, by what the writer knows it wrote', async (t) => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'nasguard-removed-')), 'audit')
+  // Every group rotates: audit.jsonl holds only the newest, which audit.head (a second late) may not name yet.
+  const w = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 })
+  for (let i = 0; i < 6; i++) await w.append(rec(i))
+  t.equal(w.lastSeq, 6)
+  rmSync(join(dir, AUDIT_FILE))
+  await t.rejects(w.append(rec(7)), 'the group after the removal is refused (its rotation finds no file)')
+  await t.rejects(w.append(rec(8)), { code: 'EAUDITCHAIN', message: /ends at seq 5, but this gateway wrote seq 6: records 6\.\.6 were removed/ }, 'the reopen finds the trail short of what it wrote, and refuses')
+  await w.close()
+})

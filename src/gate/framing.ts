@@ -1,7 +1,7 @@
 // Stage 1, method and framing: a request that the NAS and the gateway read
 // the same way. Headers within HEADER_LIMITS (Node parses more HTTP/1.1
 // headers than that, so an oversized request is refused here, where it is
-// audited in full); no upgrade; and an HTTP/1.1 Host (RFC 9112 §3.2; Node's
+// audited in full); no upgrade; and one valid HTTP/1.1 Host (RFC 9112 §3.2; Node's
 // HTTP/2 layer itself resets a stream with neither :authority nor host).
 // A GET or HEAD carries no body (HTTP/2: the headers end the stream, as
 // browsers, curl and Node send them; a body without content-length is
@@ -15,6 +15,22 @@ import { HEADER_LIMITS } from '../tls/server.js'
 import type { GateRequest, Stage } from './state.js'
 
 const READ_METHODS = new Set(['GET', 'HEAD'])
+
+// RFC 9112 §3.2: one Host, and its value an authority (RFC 3986 §3.2.2,
+// 3.2.3) without user info: a name, an IPv4 or a bracketed IPv6 address,
+// and a port; empty is allowed. A server must refuse anything else with 400.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*(?::\d{0,5})?$/
+
+/** Why an HTTP/1.1 request's Host is refused, or undefined when it is one valid Host. */
+function hostProblem (request: GateRequest): string | undefined {
+  const h = request.headers
+  if (h.host === undefined) return 'an HTTP/1.1 request needs a Host header'
+  let count = 0
+  for (let i = 0; i < request.rawHeaders.length; i += 2) if (request.rawHeaders[i].toLowerCase() === 'host') count++
+  if (count > 1) return 'an HTTP/1.1 request carries one Host header'
+  if (!HOST.test(h.host)) return 'the Host header is not a host name or address with an optional port'
+  return undefined
+}
 
 /** Whether the request's headers pass HEADER_LIMITS (raw: names and values, alternating). */
 export function headersWithinLimits (raw: string[]): boolean {
@@ -53,5 +69,8 @@ export const methodAndFraming: Stage = (request, _state, ctx) => {
   else throw new Errors.MethodNotAllowed()
   const h = request.headers
   if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
-  if (request.httpVersion === '1.1' && h.host === undefined) throw new Errors.BadRequest('an HTTP/1.1 request needs a Host header')
+  if (request.httpVersion === '1.1') {
+    const problem = hostProblem(request)
+    if (problem !== undefined) throw new Errors.BadRequest(problem)
+  }
 }

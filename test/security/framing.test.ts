@@ -95,6 +95,37 @@ t.test('HTTP/1.1 without Host and HTTP/2 without :authority are refused', async 
   t.equal(nas.requests.length, 2, 'control: it reached the NAS')
 })
 
+// RFC 9112 §3.2: more than one Host, or a Host that is not an authority,
+// gets 400. The gateway never forwards Host, but a front end and the
+// gateway must not read one request two ways.
+const HOST_ROWS: Array<{ name: string, host: string[] }> = [
+  { name: 'two Host lines', host: ['a', 'b'] },
+  { name: 'two Host lines, one empty', host: ['', 'localhost'] },
+  { name: 'a space inside', host: ['a b'] },
+  { name: 'a path and query', host: ['evil.com/x?y'] },
+  { name: 'user info', host: ['a@b:99'] },
+  { name: 'two ports', host: ['x:1:2'] },
+  { name: 'a backslash', host: ['a\\b'] },
+  { name: 'an unbracketed IPv6 address', host: ['::1'] }
+]
+
+t.test('HTTP/1.1: a repeated or malformed Host is refused before anything else', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  for (const row of HOST_ROWS) {
+    const lines = row.host.map((h) => `Host: ${h}\r\n`).join('')
+    const res = await rawTls(gw, `GET ${PATH} HTTP/1.1\r\n${lines}Authorization: Bearer ${gw.token()}\r\n\r\n`)
+    const answer = parseRaw(res.text)
+    t.equal(answer.status, 400, `${row.name}: 400 (got ${JSON.stringify(res.text.slice(0, 40))})`)
+    t.equal(answer.json?.error, BAD_REQUEST, `${row.name}: ${BAD_REQUEST}`)
+    t.equal(nas.requests.length, 0, `${row.name}: nothing reached the NAS`)
+  }
+  for (const host of ['localhost', 'localhost:8443', '127.0.0.1:443', '[::1]:443', 'nas.lan', '']) {
+    const res = await rawTls(gw, `GET ${PATH} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${gw.token()}\r\nConnection: close\r\n\r\n`, { untilClose: true })
+    t.equal(parseRaw(res.text).status, 200, `control: Host ${JSON.stringify(host)} is served`)
+  }
+})
+
 interface DroppedRow {
   name: string
   headers: (gw: TestGateway) => RawHeader[]

@@ -40,6 +40,12 @@ const DEVICE = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$
 // Characters Windows never has in a name; `<`, `>` and `"` are wildcards to
 // the NT file APIs, and `:` names a stream.
 const RESERVED = /[<>:"|?*\\]/
+// Characters that survive NFKC but that Windows' "best fit" conversion to
+// an ANSI code page (a server or a tool on it that is not Unicode
+// throughout) turns into a separator or a reserved character: ∕ ⁄ ⧸ to
+// `/`; ∖ ⧵ ⧹ to `\`, and ¥ (code page 932) and ₩ (949) to the `\` they
+// share a byte with; ꞉ ∶ ː ׃ to `:`; “ ” „ ″ ʺ to `"`; ‹ › to `<` `>`.
+const BEST_FIT = /[\u2215\u2044\u29F8\u2216\u29F5\u29F9\u00A5\u20A9\uA789\u2236\u02D0\u05C3\u201C\u201D\u201E\u2033\u02BA\u2039\u203A]/
 
 /**
  * Why a folding NAS would resolve this segment to something else than its
@@ -51,6 +57,7 @@ export function foldingHazard (segment: string): string | undefined {
   if (/~./.test(segment)) return 'an 8.3 or mangled short-name shape (~)'
   if (/[. ]$/.test(segment)) return 'a trailing dot or space'
   if (RESERVED.test(segment)) return 'a stream name (:) or a character Windows reserves'
+  if (BEST_FIT.test(segment)) return 'a character Windows may turn into a separator or a reserved one (best fit)'
   if (DEVICE.test(segment)) return 'a DOS device name'
   return undefined
 }

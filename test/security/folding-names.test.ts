@@ -80,6 +80,13 @@ const ROWS: Row[] = [
   { path: '/home/alice%20/a.wav', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
   { path: '/home/alice/a.wav::$DATA', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
   { path: '/home/alice/a.wav%3A%3A%24DATA', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
+  // Best-fit look-alikes of / \\ : " (they survive NFKC; a Windows server's ANSI conversion maps them).
+  { path: '/medicall/x%E2%88%95..%E2%88%95..%E2%88%95home%E2%88%95bob%E2%88%95y.wav', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
+  { path: '/medicall/x%E2%88%96..%E2%88%96home%E2%88%96bob.wav', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
+  { path: '/medicall/x%C2%A5..%C2%A5bob.wav', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
+  { path: '/medicall/x%E2%82%A9..%E2%82%A9bob.wav', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
+  { path: '/home/alice/a.wav%EA%9E%89%24DATA', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
+  { path: '/home/alice/a%E2%81%84b.wav', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
   { path: '/home/alice/a.wav:$DATA', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
   { path: '/home/alice/a.wav.', claims: sub('alice'), status: 400, codes: [BAD_PATH] },
   { path: '/home/alice/a.wav%20', claims: sub('alice'), status: 400, codes: [BAD_PATH] },

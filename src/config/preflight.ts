@@ -1,8 +1,8 @@
 // What `start` needs beyond a config that loads, checked without listening,
 // so that `config check` refuses what `start` would refuse: the certificate
 // and key parse, match and are valid now; the client CA and CRL parse;
-// audit.dir is (or can be made) a writable directory; the audit key is not
-// missing beside a trail sealed with it; the two listeners do not clash.
+// audit.dir is (or can be made) a writable directory; the audit key, when
+// there, is one, and is not missing beside a trail sealed with it; the two listeners do not clash.
 // `start` runs the same checks first, so the two cannot drift apart.
 import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -13,7 +13,7 @@ import type { ConfigProblem } from './load.js'
 import { auditKeyFile } from './derived.js'
 import { loadCertificate } from '../tls/server.js'
 import { ClientCrls } from '../tls/client-crl.js'
-import { trailEntries } from '../audit/key.js'
+import { loadAuditKey, trailEntries } from '../audit/key.js'
 
 const reasonOf = (err: unknown): string => (err as NodeJS.ErrnoException).code && !(err as Error).message.includes(String((err as NodeJS.ErrnoException).code))
   ? `${(err as NodeJS.ErrnoException).code}: ${(err as Error).message}`
@@ -84,8 +84,10 @@ function auditProblems (c: Readonly<Config>): ConfigProblem[] {
   }
   const keyFile = auditKeyFile(c)
   try {
-    statSync(keyFile)
-  } catch {
+    // A key that is there must be one (the start reads it the same way).
+    loadAuditKey(keyFile)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return [{ key: 'audit.keyFile', reason: reasonOf(err) }]
     if (at === dir && trailEntries(dir).length > 0) {
       return [{ key: 'audit.keyFile', reason: `${keyFile} is missing, but ${dir} holds a trail sealed with it: restore it from your backup, or start a new chain with nasguard audit new-key` }]
     }

@@ -59,6 +59,10 @@ t.test('configs that start refuses: config check refuses them too, naming the ke
       writeFileSync(join(dir, 'audit', 'audit.jsonl'), '{"seq":1}\n')
       return await writeConfig(dir)
     }, /config error at audit\.keyFile: .*missing, but .* holds a trail/],
+    ['an audit key too short to be one', async (dir) => {
+      writeFileSync(join(dir, 'audit.key'), 'x\n', { mode: 0o600 })
+      return await writeConfig(dir)
+    }, /config error at audit\.keyFile: .*an audit key must be at least 32 characters/],
     ['the admin listener on the gateway\'s port', async (dir) => {
       const port = await freePort()
       return await writeConfig(dir, { port, adminPort: port })

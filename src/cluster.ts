@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import closeWithGrace from 'close-with-grace'
-import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import { AggregatorRegistry, Counter, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { adminCredential, buildAdmin, type QuotaControl, type Readiness } from './admin.js'
 import { answerBudget, isBudgetRequest, type BudgetReply } from './budgets/ipc-store.js'
 import { LocalBudgets } from './budgets/store.js'
@@ -119,6 +119,9 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   // it too, or a rule the reload removed would come back with it.
   let applied: Config | undefined
   const restarts = new Map<number, number>()
+  // The primary's own metrics, beside the workers' sums: a worker that keeps dying shows here, not only in the log.
+  const own = new Registry()
+  const workerRestarts = new Counter({ name: 'nasguard_worker_restarts_total', help: 'Workers that died and were restarted by the primary', registers: [own] })
   // Socket activation: this process holds systemd's sockets (read and unset
   // here, before any fork); a worker's listen({ fd }) asks node:cluster in
   // this process for the listener on that fd, so the worker is told its number.
@@ -172,6 +175,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
       restarts.set(index, n)
       const delay = Math.min(30000, 250 * 2 ** Math.min(n, 7))
       log.error({ worker: index, code, signal, restartInMs: delay }, 'worker died: restarting it')
+      workerRestarts.inc()
       setTimeout(() => {
         if (closing) return
         fork(index).catch((err: Error) => { log.error({ worker: index, reason: err.message }, 'worker restart failed') })
@@ -243,7 +247,8 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   // starts its counters from zero, which Prometheus reads as a reset.
   const metricsText = async (): Promise<string> => {
     const replies = await Promise.all(live().map((s) => ask<MetricsReply>(s.worker, { nasguard: 'metrics?', id: ++nextId })))
-    return await AggregatorRegistry.aggregate(replies.filter((r): r is MetricsReply => r !== undefined).map((r) => r.metrics)).metrics()
+    const workers = AggregatorRegistry.aggregate(replies.filter((r): r is MetricsReply => r !== undefined).map((r) => r.metrics))
+    return await Registry.merge([workers as Registry, own]).metrics()
   }
 
   // `nasguard quota`: asked of one ready worker, whose store is everyone's.

@@ -174,6 +174,7 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
     return r?.status === 200 ? now : undefined
   }, { tries: 200, intervalMs: 50 })
   t.notOk(replaced.includes(workers[0]), 'the dead worker is gone')
+  t.equal((await scrape(admin)).get('nasguard_worker_restarts_total'), 1, 'the restart is counted in /metrics')
   for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, `served after the restart ${i + 1}`)
 
   // As systemd (KillMode=control-group) and Ctrl-C do: every process of

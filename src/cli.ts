@@ -109,7 +109,8 @@ function buildProgram (): Command {
       const f = file ?? o.config
       if (!f) throw new UsageError('config check needs a FILE (or --config, or NASGUARD_CONFIG)')
       const c = await load(f)
-      const { portsInUse } = await preflight(c)
+      const { portsInUse, readableSecrets } = await preflight(c)
+      for (const p of readableSecrets(c)) err(`warning: config at ${p.key}: ${p.reason}\n`)
       // The running gateway holds its own ports: a warning, not an error.
       for (const p of await portsInUse(c)) err(`warning: config at ${p.key}: ${p.reason} (expected if this config's gateway is running)\n`)
       out(`config OK: ${f}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
@@ -236,7 +237,8 @@ async function demo (): Promise<void> {
 
 async function start (config: Readonly<Config>, file: string): Promise<void> {
   // What config check checks, start refuses (config/preflight.ts).
-  await preflight(config)
+  const { readableSecrets } = await preflight(config)
+  for (const p of readableSecrets(config)) err(`warning: config at ${p.key}: ${p.reason}\n`)
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')
   if (workerCount(config) > 1) {

@@ -102,6 +102,36 @@ function listenerProblems (c: Readonly<Config>): ConfigProblem[] {
   return [{ key: 'admin.port', reason: `${c.admin.host}:${c.admin.port} is also the gateway's listen address (listen.host ${c.listen.host}, listen.port ${c.listen.port})` }]
 }
 
+/** The config's secret files: tls.key, the audit key, and every *secretFile, *passwordFile and *tokenFile, by key. */
+function secretFiles (c: Readonly<Config>): Array<[string, string]> {
+  const found: Array<[string, string]> = [['tls.key', c.tls.key], ['audit.keyFile', auditKeyFile(c)]]
+  const walk = (v: unknown, at: string): void => {
+    if (Array.isArray(v)) v.forEach((x, i) => { walk(x, `${at}[${i}]`) })
+    else if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) walk(x, at ? `${at}.${k}` : k)
+    else if (typeof v === 'string' && /(secret|password|token)File$/.test(at)) found.push([at, v])
+  }
+  walk(c, '')
+  return found
+}
+
+/**
+ * Secret files every user of this host can read (mode o+r): a warning for
+ * `config check` and `start`, not an error (the README's service layout
+ * makes them root-owned, readable by the gateway's group only).
+ */
+export function readableSecrets (c: Readonly<Config>): ConfigProblem[] {
+  return secretFiles(c).flatMap(([key, file]) => {
+    let mode: number
+    try {
+      mode = statSync(file).mode
+    } catch {
+      return []
+    }
+    if ((mode & 0o004) === 0) return []
+    return [{ key, reason: `${file} can be read by every user of this host (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): chmod o-r ${file}` }]
+  })
+}
+
 /** Ports another process holds now: a warning for `config check` (the running gateway holds its own), an error for `start`. */
 export async function portsInUse (c: Readonly<Config>): Promise<ConfigProblem[]> {
   const ports: Array<[string, string, number]> = [['listen.port', c.listen.host, c.listen.port]]

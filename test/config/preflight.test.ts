@@ -3,7 +3,7 @@
 // with the key and the reason, exit 1.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -90,4 +90,22 @@ t.test('a port in use is a warning for config check (the running gateway holds i
   t.equal(check.status, 0, check.stderr)
   t.match(check.stderr, new RegExp(`warning: config at listen\\.port: 127\\.0\\.0\\.1:${port} is in use`))
   t.match(check.stdout, /config OK/)
+})
+
+t.test('secret files every user can read: a warning naming the key from config check (start prints the same); none once chmod o-r', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-preflight-'))
+  const certs = testCerts()
+  copyFileSync(certs.key, join(dir, 'server.key'))
+  chmodSync(join(dir, 'server.key'), 0o644)
+  const file = await writeConfig(dir, { key: join(dir, 'server.key') })
+  chmodSync(join(dir, 'jwt.secret'), 0o644)
+  const check = cli(['config', 'check', file])
+  t.equal(check.status, 0, 'a warning, not an error: ' + check.stderr)
+  t.match(check.stderr, /warning: config at tls\.key: .*server\.key can be read by every user of this host \(mode 0644\): chmod o-r/)
+  t.match(check.stderr, /warning: config at auth\.jwt\.secretFile: .*jwt\.secret can be read by every user/)
+  chmodSync(join(dir, 'server.key'), 0o640)
+  chmodSync(join(dir, 'jwt.secret'), 0o600)
+  const quiet = cli(['config', 'check', file])
+  t.equal(quiet.status, 0)
+  t.notMatch(quiet.stderr, /can be read by every user/, 'group-readable (the service layout) is fine')
 })

@@ -113,7 +113,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   // The budgets' store needs the live settings, which need the deliveries: spent through a late binding.
   let spend: (ledger: string, bytes: number) => void = () => {}
   const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (ledger, bytes) => spend(ledger, bytes))
-  // The NAS exchange forgets keys the keyring no longer holds: told through a late binding (it is registered later).
+  // The NAS exchange forgets files opened with keys the keyring no longer holds: told through a late binding (it is registered later).
   let keyringChanged: (keyring: Keyring | undefined) => void = () => {}
   const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log, keyringChanged: (k) => { keyringChanged(k) } })
   const budgets = budgetPartsOf(config, { store: opts.budgets, clock, testClock: opts.clock, metrics, records, live: () => live.settings, log: () => log })

@@ -159,6 +159,9 @@ export class AuditWriter {
   // The last record known durable (audit.head never names a later one).
   private durableSeq = 0
   private durablePrev = GENESIS
+  // The last record written to the file (seq and prev run ahead of it while a group is being written).
+  private writtenSeq = 0
+  private writtenPrev = GENESIS
   private activeBytes = 0
   private activeFirstSeq = 0
   private activeDay = ''
@@ -313,8 +316,8 @@ export class AuditWriter {
       }
     }
     await this.checkHead(known)
-    this.durableSeq = this.seq
-    this.durablePrev = this.prev
+    this.durableSeq = this.writtenSeq = this.seq
+    this.durablePrev = this.writtenPrev = this.prev
     return dropped
   }
 
@@ -425,6 +428,8 @@ export class AuditWriter {
         this.durablePrev = this.prev
         for (const p of group) p.resolve()
       } else {
+        this.writtenSeq = this.seq
+        this.writtenPrev = this.prev
         for (const p of group) p.resolve()
         this.scheduleSync()
       }
@@ -437,6 +442,7 @@ export class AuditWriter {
       if (before) {
         this.seq = before.seq
         this.prev = before.prev
+        if (this.durableSeq > before.seq) { this.durableSeq = before.seq; this.durablePrev = before.prev }
         this.activeBytes = before.bytes
         this.activeFirstSeq = before.first
         this.activeDay = before.day
@@ -459,8 +465,9 @@ export class AuditWriter {
     this.syncTimer = setTimeout(() => {
       this.syncTimer = null
       const h = this.handle
-      const seq = this.seq
-      const prev = this.prev
+      // What is in the file now: a group being written (seq already counts it) may yet fail and be taken back.
+      const seq = this.writtenSeq
+      const prev = this.writtenPrev
       h?.datasync().then(() => {
         // Only now are these records durable (audit.head may name them).
         if (seq > this.durableSeq) { this.durableSeq = seq; this.durablePrev = prev }

@@ -74,18 +74,16 @@ export class SealedFiles {
   }
 
   /**
-   * Drops (and zeroes) the payload keys of every file opened with a key
-   * not in `keyIds`: a period erased, an identity retired. They open
-   * nothing any more, and must not stay in memory (a core dump, swap) for
-   * as long as the cache would keep them. A download of such a file still
-   * in flight fails its next chunk: erasure ends it too.
+   * Forgets every file remembered under a key not in `keyIds`: a period
+   * erased, an identity retired. Their payload keys must not stay in the
+   * cache (and in memory: a core dump, swap) for as long as it would keep
+   * them. A download still in flight keeps its own reference and finishes
+   * as it began (it is not cut as if the file were tampered with); a file
+   * re-sealed by a rotation is opened again, with its new key, when next
+   * asked for.
    */
   keepOnly (keyIds: ReadonlySet<string>): void {
-    for (const [k, file] of this.files) {
-      if (keyIds.has(file.keyId)) continue
-      this.files.delete(k)
-      file.key.fill(0)
-    }
+    for (const [k, file] of this.files) if (!keyIds.has(file.keyId)) this.files.delete(k)
   }
 
   /**

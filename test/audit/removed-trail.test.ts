@@ -106,3 +106,24 @@ t.test('removed right after a rotation, before audit.head caught up: still refus
   await t.rejects(w.append(rec(8)), { code: 'EAUDITCHAIN', message: /ends at seq 5, but this gateway wrote seq 6: records 6\.\.6 were removed/ }, 'the reopen finds the trail short of what it wrote, and refuses')
   await w.close()
 })
+
+t.test('batched: a deferred fsync during a group that then fails does not count that group durable (no false refusal after)', async (t) => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'nasguard-removed-')), 'audit')
+  const w = await AuditWriter.open({ dir, durability: 'batched', batchMs: 5, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+  await w.append(rec(1))
+  // The next group's write stalls past the deferred fsync (5 ms), then fails as a full disk does.
+  const h = (w as unknown as { handle: { write: (...a: unknown[]) => Promise<unknown> } }).handle
+  const write = h.write.bind(h)
+  let fail = true
+  h.write = async (...a: unknown[]) => {
+    if (!fail) return await write(...a)
+    fail = false
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    throw Object.assign(new Error('no space left (simulated)'), { code: 'ENOSPC' })
+  }
+  await t.rejects(w.append(rec(2)), { code: 'ENOSPC' }, 'the group is refused')
+  await w.append(rec(3))
+  t.equal(w.lastSeq, 2, 'the next group is written, after the one record on disk')
+  t.equal(w.durableLastSeq <= 2, true, 'and nothing beyond what is on the file was called durable')
+  await w.close()
+})

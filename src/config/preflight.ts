@@ -102,13 +102,13 @@ function listenerProblems (c: Readonly<Config>): ConfigProblem[] {
   return [{ key: 'admin.port', reason: `${c.admin.host}:${c.admin.port} is also the gateway's listen address (listen.host ${c.listen.host}, listen.port ${c.listen.port})` }]
 }
 
-/** The config's secret files: tls.key, the audit key, and every *secretFile, *passwordFile and *tokenFile, by key. */
+/** The config's secret files: tls.key, the audit key, and every *secretFile, *passwordFile, *tokenFile and *privateKeyFile, by key. */
 function secretFiles (c: Readonly<Config>): Array<[string, string]> {
   const found: Array<[string, string]> = [['tls.key', c.tls.key], ['audit.keyFile', auditKeyFile(c)]]
   const walk = (v: unknown, at: string): void => {
     if (Array.isArray(v)) v.forEach((x, i) => { walk(x, `${at}[${i}]`) })
     else if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) walk(x, at ? `${at}.${k}` : k)
-    else if (typeof v === 'string' && /(secret|password|token)File$/.test(at)) found.push([at, v])
+    else if (typeof v === 'string' && /(secret|password|token|privateKey)File$/.test(at)) found.push([at, v])
   }
   walk(c, '')
   return found

@@ -91,8 +91,9 @@ export class Records {
     let bounded: AuditRecord
     try {
       bounded = boundRecord(record)
-    } catch {
-      return // malformed: the trail never takes it (the failure was logged)
+    } catch (err) {
+      this.lost(record, `it is malformed (${(err as Error).message})`)
+      return
     }
     if (this.closed) {
       this.lost(bounded, 'the gateway has closed its trail')
@@ -128,6 +129,7 @@ export class Records {
     const written = await Promise.all(batch.map(async (r) => await this.write(r, undefined, true)))
     const still = batch.filter((_, i) => !written[i])
     this.late = [...still, ...this.late]
+    while (this.late.length > MAX_LATE) this.lost(this.late.shift() as AuditRecord, `the trail has taken none of the ${MAX_LATE} records kept for it, and the oldest goes`)
     const n = batch.length - still.length
     if (n > 0) this.log().warn({ records: n, stillKept: this.late.length }, 'audit records written late: the trail takes records again')
     if (this.late.length > 0 && !this.closed) this.schedule()

@@ -44,8 +44,9 @@ const RESERVED = /[<>:"|?*\\]/
 // an ANSI code page (a server or a tool on it that is not Unicode
 // throughout) turns into a separator or a reserved character: ∕ ⁄ ⧸ to
 // `/`; ∖ ⧵ ⧹ to `\`, and ¥ (code page 932) and ₩ (949) to the `\` they
-// share a byte with; ꞉ ∶ ː ׃ to `:`; “ ” „ ″ ʺ to `"`; ‹ › to `<` `>`.
-const BEST_FIT = /[\u2215\u2044\u29F8\u2216\u29F5\u29F9\u00A5\u20A9\uA789\u2236\u02D0\u05C3\u201C\u201D\u201E\u2033\u02BA\u2039\u203A]/
+// share a byte with; ꞉ ∶ ː ׃ to `:`; “ ” „ ʺ and the combining U+030E to `"`;
+// ‹ › to `<` `>`; ∗ to `*`.
+const BEST_FIT = /[\u2215\u2044\u29F8\u2216\u29F5\u29F9\u00A5\u20A9\uA789\u2236\u02D0\u05C3\u201C\u201D\u201E\u02BA\u030E\u2039\u203A\u2217]/
 
 /**
  * Why a folding NAS would resolve this segment to something else than its

@@ -4,7 +4,7 @@
 // revoked for all), a dead worker restarted, and a
 // removed worker chain reported by `audit verify`.
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, type TLSSocket } from 'node:tls'
 import { request as httpsRequest } from 'node:https'
@@ -60,6 +60,27 @@ function childPids (ppid: number): number[] {
   return out.sort()
 }
 
+/** Starts the gateway of `file` under the CLI, as an operator does; resolves with it and its first /readyz answer once it is ready. */
+async function startFleet (t: { teardown: (fn: () => void) => void }, file: string, admin: string): Promise<{ child: ChildProcess, ready: Response }> {
+  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const ready = await waitFor('the workers to listen', async () => {
+    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? r : undefined
+  }, { tries: 200, intervalMs: 50 })
+  return { child, ready }
+}
+
+/** Waits until the primary has replaced the worker `dead` and is ready again; resolves with the workers' pids. */
+async function replacement (primary: number, dead: number, admin: string): Promise<number[]> {
+  return await waitFor('a replacement worker', async () => {
+    const now = childPids(primary)
+    if (now.length !== 2 || now.includes(dead)) return undefined
+    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? now : undefined
+  }, { tries: 400, intervalMs: 50 })
+}
+
 function post (port: number, path: string, body: string, headers: Record<string, string>): Promise<{ status: number, body: string }> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest({ ...requestOptions({ port }, path, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' } }) }, (res) => {
@@ -96,12 +117,7 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
   const adminPort = await freePort()
   const admin = `http://127.0.0.1:${adminPort}`
   writeConfig(dir, { port, nas: nas.url, workers: 2, extra: ['auth: { jwt: { secretFile: jwt.secret }, revocation: { pollMs: 50 } }', `admin: { host: 127.0.0.1, port: ${adminPort} }`] })
-  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  const ok = (await waitFor('the workers to listen', async () => {
-    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
-    return r?.status === 200 ? r : undefined
-  }, { tries: 200, intervalMs: 50 }))
+  const { child, ready: ok } = await startFleet(t, join(dir, 'g.yaml'), admin)
   t.match(await ok.json(), { status: 'ready', checks: { workers: 'ok', audit: 'ok', nas: 'ok' } }, '/readyz asks every worker')
   const workers = childPids(child.pid as number)
   t.equal(workers.length, 2, 'two worker processes')
@@ -167,12 +183,7 @@ t.test('workers: 2 share the listener, the keys, the metrics and the audit trail
   const during = await fetch(`${admin}/metrics`)
   t.equal(during.status, 200, '/metrics answers while a worker is being replaced')
   await during.text()
-  const replaced = await waitFor('a replacement worker', async () => {
-    const now = childPids(child.pid as number)
-    if (now.length !== 2 || now.includes(workers[0])) return undefined
-    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
-    return r?.status === 200 ? now : undefined
-  }, { tries: 200, intervalMs: 50 })
+  const replaced = await replacement(child.pid as number, workers[0], admin)
   t.notOk(replaced.includes(workers[0]), 'the dead worker is gone')
   t.equal((await scrape(admin)).get('nasguard_worker_restarts_total'), 1, 'the restart is counted in /metrics')
   for (let i = 0; i < 8; i++) t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, `served after the restart ${i + 1}`)
@@ -272,10 +283,7 @@ t.test('workers: a worker restarted after a reload runs the reloaded config, not
   const OTHER = '/other/2016/01/01/083012_46701234567.wav'
   const both = 'policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }, { name: o, path: /other/**, scopes: [x] }]'
   const config = (policy: string): string => writeConfig(dir, { port, nas: nas.url, workers: 2, extra: [policy, `admin: { host: 127.0.0.1, port: ${adminPort} }`] })
-  config(both)
-  const child = spawn(process.execPath, [CLI, 'start', '--config', join(dir, 'g.yaml')], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  await waitFor('the workers to listen', async () => (await fetch(`${admin}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined, { tries: 200, intervalMs: 50 })
+  const { child } = await startFleet(t, config(both), admin)
   const bearerX = bearer(token({ scope: 'recordings:read x' }))
   // Every request on a connection of its own: the primary deals them out to both workers.
   const statuses = async (n: number): Promise<number[]> => {
@@ -294,12 +302,7 @@ t.test('workers: a worker restarted after a reload runs the reloaded config, not
   // A worker dies and is restarted: it must not bring the rule back.
   const workers = childPids(child.pid as number)
   process.kill(workers[0], 'SIGKILL')
-  await waitFor('a replacement worker', async () => {
-    const now = childPids(child.pid as number)
-    if (now.length !== 2 || now.includes(workers[0])) return undefined
-    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
-    return r?.status === 200 ? true : undefined
-  }, { tries: 400, intervalMs: 50 })
+  await replacement(child.pid as number, workers[0], admin)
   t.same(await statuses(12), Array(12).fill(403), 'after the restart, every connection is refused by the reloaded policy')
   t.equal(nas.requests.filter((r) => r.url === OTHER).length, asked, 'and the NAS was not asked again')
   t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, 'what the reloaded policy allows is served')

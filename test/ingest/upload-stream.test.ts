@@ -71,53 +71,40 @@ t.test('a 200 MB upload passes at constant memory', async (t) => {
   }
 })
 
-t.test('a client that leaves in the middle leaves nothing on the NAS', async (t) => {
-  const { nas, gw, writer } = await setup(t)
-  for (const [i, proto] of PROTOCOLS.entries()) {
-    const { body } = wavStream(64 * 1024 * 1024, 4 * 1024 * 1024)
-    const crash = new AbortController()
-    const put = putAs(proto, gw, `/medicall/${CUR}/29/left-${proto}.wav`, { ...writer, 'content-length': String(64 * 1024 * 1024) }, body, crash.signal)
-    put.catch(() => {})
-    // The NAS is receiving the body: the PUT is in flight there.
-    await waitFor(`${proto}: the PUT in flight on the NAS`, () => nas.bodiesInFlight() > 0 ? true : undefined)
-    crash.abort()
-    await t.rejects(put, `${proto}: the client's request failed`)
-    await waitFor(`${proto}: the abort counted`, async () => (await scrape(gw.adminUrl)).get('nasguard_ingests_total{outcome="aborted"}') === i + 1 ? true : undefined)
-    await waitFor(`${proto}: nginx dropped the body`, () => nas.bodiesInFlight() === 0 ? true : undefined)
-    t.same([...nas.files().keys()], [], `${proto}: nothing on the NAS`)
-    const done = await waitFor(`${proto}: the completion record`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).includes(`left-${proto}`)))
-    t.equal(done.outcome, 'client-aborted', `${proto}: the completion says the client left`)
-    t.notOk(gw.auditRecords().some((r) => r.event === 'ingest'), `${proto}: no ingest record`)
-  }
-})
+// A client that leaves mid-body leaves nothing: with a Content-Length, and
+// without one (HTTP/2's streamed body, HTTP/1.1 chunked), where the gateway
+// has no length to hold the body to. Over HTTP/2 Node's stream.close() sends
+// END_STREAM before its RST_STREAM, so the body looks whole: such an upload
+// was stored (its first part, sealed), with an ingest record and a completion
+// that said the client left.
+const LEAVING: Array<{ name: string, tag: string, sent: number, headers: (proto: string, writer: Record<string, string>) => Record<string, string> }> = [
+  { name: 'with a Content-Length', tag: 'left', sent: 4 * 1024 * 1024, headers: (_proto, writer) => ({ ...writer, 'content-length': String(64 * 1024 * 1024) }) },
+  // The part sent fits in HTTP/2's first flow-control window (64 KiB): it is
+  // on the wire at once, so the stream's END_STREAM follows it.
+  { name: 'without a Content-Length', tag: 'unsized', sent: 48 * 1024, headers: (proto, writer) => proto === 'h1' ? { ...writer, 'transfer-encoding': 'chunked' } : writer }
+]
 
-// Without a Content-Length (HTTP/2's streamed body, HTTP/1.1 chunked) the
-// gateway has no length to hold the body to: over HTTP/2 a RST_STREAM ends
-// the request as if the body were whole. A cancelled upload was stored
-// (its first part, sealed), with an ingest record and a completion that said
-// the client left.
-t.test('a client that leaves in the middle of a body without a Content-Length leaves nothing on the NAS', async (t) => {
-  const { nas, gw, writer } = await setup(t)
-  for (const [i, proto] of PROTOCOLS.entries()) {
-    // The part sent fits in HTTP/2's first flow-control window (64 KiB): it is
-    // on the wire at once, so the stream's END_STREAM (which Node's
-    // stream.close() sends before its RST_STREAM) follows it.
-    const { body } = wavStream(64 * 1024 * 1024, 48 * 1024)
-    const crash = new AbortController()
-    const headers = proto === 'h1' ? { ...writer, 'transfer-encoding': 'chunked' } : writer
-    const put = putAs(proto, gw, `/medicall/${CUR}/29/unsized-${proto}.wav`, headers, body, crash.signal)
-    put.catch(() => {})
-    await waitFor(`${proto}: the PUT in flight on the NAS`, () => nas.bodiesInFlight() > 0 ? true : undefined)
-    crash.abort()
-    await t.rejects(put, `${proto}: the client's request failed`)
-    await waitFor(`${proto}: the abort counted`, async () => (await scrape(gw.adminUrl)).get('nasguard_ingests_total{outcome="aborted"}') === i + 1 ? true : undefined)
-    await waitFor(`${proto}: nginx dropped the body`, () => nas.bodiesInFlight() === 0 ? true : undefined)
-    t.same([...nas.files().keys()], [], `${proto}: nothing on the NAS`)
-    const done = await waitFor(`${proto}: the completion record`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).includes(`unsized-${proto}`)))
-    t.equal(done.outcome, 'client-aborted', `${proto}: the completion says the client left`)
-    t.notOk(gw.auditRecords().some((r) => r.event === 'ingest'), `${proto}: no ingest record`)
-  }
-})
+for (const row of LEAVING) {
+  t.test(`a client that leaves in the middle of a body ${row.name} leaves nothing on the NAS`, async (t) => {
+    const { nas, gw, writer } = await setup(t)
+    for (const [i, proto] of PROTOCOLS.entries()) {
+      const { body } = wavStream(64 * 1024 * 1024, row.sent)
+      const crash = new AbortController()
+      const put = putAs(proto, gw, `/medicall/${CUR}/29/${row.tag}-${proto}.wav`, row.headers(proto, writer), body, crash.signal)
+      put.catch(() => {})
+      // The NAS is receiving the body: the PUT is in flight there.
+      await waitFor(`${proto}: the PUT in flight on the NAS`, () => nas.bodiesInFlight() > 0 ? true : undefined)
+      crash.abort()
+      await t.rejects(put, `${proto}: the client's request failed`)
+      await waitFor(`${proto}: the abort counted`, async () => (await scrape(gw.adminUrl)).get('nasguard_ingests_total{outcome="aborted"}') === i + 1 ? true : undefined)
+      await waitFor(`${proto}: nginx dropped the body`, () => nas.bodiesInFlight() === 0 ? true : undefined)
+      t.same([...nas.files().keys()], [], `${proto}: nothing on the NAS`)
+      const done = await waitFor(`${proto}: the completion record`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).includes(`${row.tag}-${proto}`)))
+      t.equal(done.outcome, 'client-aborted', `${proto}: the completion says the client left`)
+      t.notOk(gw.auditRecords().some((r) => r.event === 'ingest'), `${proto}: no ingest record`)
+    }
+  })
+}
 
 /** A WAV whose first 8 KiB come at once, then one byte at a time, every `everyMs`, until destroyed. */
 function trickle (everyMs: number): Readable {

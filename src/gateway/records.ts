@@ -40,7 +40,7 @@ function wwwAuthenticate (err: NasguardError, required?: string[]): string | und
 /** How often records that could not be written are tried again. */
 const RETRY_MS = 1000
 /** Records kept for a later try; past this many the oldest go, each said in the log. */
-export const MAX_LATE = 10000
+const MAX_LATE = 10000
 
 export class Records {
   private readonly failures = new LogThrottle()
@@ -100,8 +100,13 @@ export class Records {
       return
     }
     this.late.push(bounded)
-    if (this.late.length > MAX_LATE) this.lost(this.late.shift() as AuditRecord, `the trail has taken none of the ${MAX_LATE} records kept for it, and the oldest goes`)
+    this.withinBound()
     this.schedule()
+  }
+
+  /** Past MAX_LATE kept, the oldest go, each said. */
+  private withinBound (): void {
+    while (this.late.length > MAX_LATE) this.lost(this.late.shift() as AuditRecord, `the trail has taken none of the ${MAX_LATE} records kept for it, and the oldest goes`)
   }
 
   private lost (record: AuditRecord, why: string): void {
@@ -129,7 +134,7 @@ export class Records {
     const written = await Promise.all(batch.map(async (r) => await this.write(r, undefined, true)))
     const still = batch.filter((_, i) => !written[i])
     this.late = [...still, ...this.late]
-    while (this.late.length > MAX_LATE) this.lost(this.late.shift() as AuditRecord, `the trail has taken none of the ${MAX_LATE} records kept for it, and the oldest goes`)
+    this.withinBound()
     const n = batch.length - still.length
     if (n > 0) this.log().warn({ records: n, stillKept: this.late.length }, 'audit records written late: the trail takes records again')
     if (this.late.length > 0 && !this.closed) this.schedule()

@@ -123,8 +123,13 @@ export function registerUpstream (app: FastifyInstance, opts: UpstreamOptions, h
     }
   })
   registerUploads(app, { ...opts.uploads, dav: new WebDav({ pool, origin: new URL(cfg.url).origin, own, timeoutMs: cfg.timeoutMs }), sealing: opts.sealing })
+  // The keyring is read again often (an upload, a recent period's first request): the cache is walked only when its keys changed.
+  let keys: string | undefined
   const keyringChanged = (keyring: Keyring | undefined): void => {
-    sealed.files.keepOnly(new Set(keyring?.list().flatMap((k) => keyring.identities(k.period).map((i) => i.keyId)) ?? []))
+    const ids = keyring?.list().flatMap((k) => keyring.identities(k.period).map((i) => i.keyId)).sort() ?? []
+    if (ids.join('\n') === keys) return
+    keys = ids.join('\n')
+    sealed.files.keepOnly(new Set(ids))
   }
   return { close: () => pool.close(), check: () => checkNas(pool, cfg, authorization), anonymous: async (o) => await pool.request(o), keyringChanged }
 }

@@ -198,7 +198,7 @@ t.test('CONNECT over HTTP/1.1 and HTTP/2: 405 with Allow, counted and audited', 
 // lines with its whole route tree, for anyone, without a token.
 const UNROUTED_METHODS = ['FOO', 'get', 'G_T', 'PROPFIND2', 'X'.repeat(200)]
 
-t.test('HTTP/2 methods outside Node\'s list: 405 with Allow, counted, audited, one info line', async (t) => {
+t.test('HTTP/2 methods outside Node\'s list: 405 with Allow, counted, audited, one info line (HTTP/1.1: the parser\'s 400)', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas)
   for (const method of UNROUTED_METHODS) {
@@ -218,6 +218,15 @@ t.test('HTTP/2 methods outside Node\'s list: 405 with Allow, counted, audited, o
     t.same(lines.filter((l) => Number(l.level) >= 40).map((l) => l.msg), [], `${name}: no warning or error line`)
     t.notOk(gw.logs.slice(logsBefore).some((l) => l.includes(PATH) || l.includes(gw.token())), `${name}: no line holds the path or the token`)
     t.equal(nas.requests.length, 0, `${name}: nothing reached the NAS`)
+  }
+  // HTTP/1.1: Node's parser refuses them itself (400), as audited elsewhere; no warning either.
+  for (const method of ['FOO', 'G_T']) {
+    const logsBefore = gw.logs.length
+    const answer = parseRaw((await rawTls(gw, `${method} ${PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${gw.token()}\r\n\r\n`)).text)
+    t.equal(answer.status, 400, `h1 ${method}: 400 from the parser`)
+    const lines = gw.logs.slice(logsBefore).map((l) => JSON.parse(l) as Rec)
+    t.same(lines.filter((l) => Number(l.level) >= 40 && String(l.msg).includes('fastify')).map((l) => l.msg), [], `h1 ${method}: no Fastify warning`)
+    t.equal(nas.requests.length, 0, `h1 ${method}: nothing reached the NAS`)
   }
 })
 

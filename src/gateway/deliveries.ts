@@ -17,7 +17,7 @@ export function elapsedMs (since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
 }
 
-type RawRequest = FastifyRequest['raw'] & { stream?: { rstCode?: number, bufferSize: number } }
+type RawRequest = FastifyRequest['raw'] & { stream?: { aborted: boolean, errored: Error | null, bufferSize: number } }
 
 /**
  * Bytes written for the client that it has not taken: in its HTTP/2
@@ -44,13 +44,23 @@ function taken (request: FastifyRequest, reply: FastifyReply): number {
  * written without error. What was queued but never written (still in the
  * stream's or the socket's buffer when it closed, or in a pipelined
  * response that never got the socket) was not delivered.
+ *
+ * An HTTP/2 stream's write completes only once the session has written it
+ * to the socket, so writableFinished means every body byte went out, as
+ * over HTTP/1.1. Its END_STREAM may still be unsent: a client that had
+ * every byte and closed its connection at once (curl does) leaves the
+ * stream to be reset with CANCEL as the session goes. That download is
+ * complete; the reset code alone does not say otherwise. Not complete: a
+ * stream the client reset before the gateway ended it (Node then ends the
+ * writable side itself, and writableFinished holds with nothing sent; the
+ * stream says aborted; a HEAD's stream is ended from the start, so its
+ * headers must have been sent), and one the gateway cut (a slow reader, the
+ * drain deadline, a NAS failing mid-body), destroyed with an error.
  */
 function delivery (request: FastifyRequest, reply: FastifyReply): { complete: boolean, bytes: number } {
-  const raw = request.raw as RawRequest
-  // A stream reset with an error code (by the client, or by the gateway's
-  // own cut, which ends the writable side first) is not complete either.
-  const reset = raw.stream?.rstCode !== undefined && raw.stream.rstCode !== 0
-  if (reply.raw.writableFinished && !reset) return { complete: true, bytes: request.ng.bytes }
+  const stream = (request.raw as RawRequest).stream
+  const cutShort = stream !== undefined && (stream.aborted || stream.errored != null)
+  if (reply.raw.writableFinished && reply.raw.headersSent && !cutShort) return { complete: true, bytes: request.ng.bytes }
   return { complete: false, bytes: taken(request, reply) }
 }
 

@@ -84,9 +84,11 @@ export interface H2RawOptions {
    * SETTINGS_INITIAL_WINDOW_SIZE and the connection window at 2^31-1, so flow
    * control never holds the server back. 'none': SETTINGS_INITIAL_WINDOW_SIZE
    * 0 and stream windows never refilled (only `streamWindowGrant` opens them);
-   * the connection window is opened wide.
+   * the connection window is opened wide. A number: SETTINGS_INITIAL_WINDOW_SIZE
+   * of that many bytes, never refilled, and the connection window wide (a
+   * response of exactly that size has every byte sent and its END_STREAM held).
    */
-  windows?: 'default' | 'wide' | 'none'
+  windows?: 'default' | 'wide' | 'none' | number
   /** Every `everyMs` from the connection on, a WINDOW_UPDATE of `bytes` on each stream not ended. */
   streamWindowGrant?: { bytes: number, everyMs: number }
   /**
@@ -96,6 +98,8 @@ export interface H2RawOptions {
    * comes only from `timeoutMs` or `signal`. Default: as fast as bytes come.
    */
   readRate?: number
+  /** Once a stream has this many body bytes, the client leaves (as `hangUp` says), END_STREAM or not. */
+  leaveAfterBytes?: number
   /** Aborting it ends the connection (as `hangUp` says) and resolves with what arrived so far. */
   signal?: AbortSignal
   /** Keep no body (`body` stays empty, `bytes` still counts): for big downloads. */
@@ -346,9 +350,10 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
             else chunks.set(streamId, [data])
           }
           if (flags & F.END_STREAM && s) s.ended = true
+          if (s && opts.leaveAfterBytes !== undefined && s.bytes >= opts.leaveAfterBytes) { finish(); break }
           if (payload.length > 0) {
             write(windowUpdate(0, payload.length))
-            if (s && !s.ended && windows !== 'none') write(windowUpdate(streamId, payload.length))
+            if (s && !s.ended && (windows === 'default' || windows === 'wide')) write(windowUpdate(streamId, payload.length))
           }
           break
         }
@@ -459,7 +464,7 @@ export function h2Raw (gw: { port: number }, requests: H2StreamRequest[], opts: 
       }
       connected = true
       readStart = Date.now()
-      const initialWindow = windows === 'wide' ? MAX_WINDOW : windows === 'none' ? 0 : undefined
+      const initialWindow = typeof windows === 'number' ? windows : windows === 'wide' ? MAX_WINDOW : windows === 'none' ? 0 : undefined
       const settings = Buffer.alloc(initialWindow === undefined ? 0 : 6)
       if (initialWindow !== undefined) {
         settings.writeUInt16BE(SETTINGS_INITIAL_WINDOW_SIZE, 0)

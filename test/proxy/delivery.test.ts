@@ -10,7 +10,8 @@ import { readFileSync } from 'node:fs'
 import { connect as http2Connect, constants } from 'node:http2'
 import { request as httpsRequest } from 'node:https'
 import type { ServerResponse } from 'node:http'
-import { bearer, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
+import { bearer, RECORDING, startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
+import { baseHeaders, h2Raw } from '../helpers/h2-raw.js'
 import { waitFor } from '../helpers/wait.js'
 
 const CA = readFileSync(testCerts().ca)
@@ -85,4 +86,38 @@ t.test('what the completion record says about downloads that did not finish', as
     t.ok(Number(rec.bytes) <= cut.got + MB, `${proto}: bytes recorded (${String(rec.bytes)}) are about what arrived (${cut.got}), not what was queued`)
     t.equal(rec.clientIp, '127.0.0.1', `${proto}: the completion names the client`)
   }
+})
+
+// curl, and any client that knows the length it was promised, closes its
+// connection the moment the last body byte is in. Over HTTP/2 the stream's
+// END_STREAM can still be unsent then (here held by a stream window of
+// exactly the body's size): the stream is reset with CANCEL as the session
+// goes, after every byte was written. That download is complete. It used to
+// be audited client-aborted (about 1 curl download in 20).
+t.test('a client that leaves as soon as the last byte is in has a complete download', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const size = RECORDING.length
+
+  const h1 = await download('h1', gw, '/medicall/whole-h1.wav', size)
+  t.equal(h1.got, size, 'h1: every byte arrived before the client left')
+  t.match(await fetchRecord(gw, h1.id), { outcome: 'complete', bytes: size }, 'h1: audited complete, every byte')
+
+  for (const hangUp of ['fin', 'goaway', 'reset'] as const) {
+    const path = `/medicall/whole-h2-${hangUp}.wav`
+    const conn = await h2Raw(gw, [{ headers: baseHeaders(path, [['authorization', `Bearer ${gw.token()}`]]) }], { windows: size, leaveAfterBytes: size, hangUp })
+    const [stream] = conn.streams
+    t.equal(stream.bytes, size, `h2 (${hangUp}): every byte arrived before the client left`)
+    t.notOk(stream.ended, `h2 (${hangUp}): its END_STREAM was still held back`)
+    const rec = await waitFor(`the fetch record of ${path}`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).endsWith(path)), { tries: 300, intervalMs: 50 })
+    t.match(rec, { outcome: 'complete', bytes: size }, `h2 (${hangUp}): audited complete, every byte`)
+  }
+
+  // One byte short: the window holds the last byte back, so it was never written.
+  const path = '/medicall/short-h2.wav'
+  const conn = await h2Raw(gw, [{ headers: baseHeaders(path, [['authorization', `Bearer ${gw.token()}`]]) }], { windows: size - 1, leaveAfterBytes: size - 1, hangUp: 'fin' })
+  t.equal(conn.streams[0].bytes, size - 1, 'h2: all but the last byte arrived')
+  const rec = await waitFor(`the fetch record of ${path}`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).endsWith(path)), { tries: 300, intervalMs: 50 })
+  t.equal(rec.outcome, 'client-aborted', 'h2: a download left one byte short is not complete')
+  t.ok(Number(rec.bytes) < size, `h2: and its bytes (${String(rec.bytes)}) are short of the whole`)
 })

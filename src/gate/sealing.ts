@@ -5,8 +5,11 @@
 // NAS's name for the recording is its sealed name (src/sealing/names.ts).
 // An upload (PUT) is always sealed: it needs sealing on, a period in its
 // path, and that period's key, which only a recent period's first upload
-// may make (the current period or the one before).
+// may make (the current period or the one before), and the directories it
+// leaves readable on the NAS must not hold what may be a phone number.
 import { Errors } from '../errors.js'
+import { holdsPhoneNumber } from '../policy/phone-numbers.js'
+import { readableSegments } from '../sealing/names.js'
 import { periodOf, recentPeriods } from '../sealing/period.js'
 import type { Stage } from './state.js'
 
@@ -27,6 +30,7 @@ export const resolveSealing: Stage = (request, state, ctx) => {
   if (s.keyring.erased(period)) throw new Errors.RecordingErased()
   const key = ctx.periodKey(period, upload)
   if (upload) {
+    if (readableSegments(segments, s.nameSegments).some(holdsPhoneNumber)) throw new Errors.UploadReadableNumber()
     // A recent period's first upload makes its key, once its body is judged (src/proxy/ingest.ts).
     if (!key && !recentPeriods(s.pattern.unit, new Date()).includes(period)) throw new Errors.UploadPeriod()
     state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key?.keyId ?? `${period}:new` }

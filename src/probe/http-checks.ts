@@ -4,6 +4,7 @@
 import { PROPFIND_BODY, decodeEntities, looksLikeListing, servesFile } from '../exposure/evidence.js'
 import { finding, type Finding } from './findings.js'
 import { answered, exchange, type Exchange, type NetOptions, type Target } from './net.js'
+import { maskPhoneNumbers } from '../policy/phone-numbers.js'
 
 /** Where recordings are often kept: call recorders, NAS shares, and the 2019 NAS's shape. */
 export const RECORDING_ROOTS = ['/recordings/', '/recording/', '/calls/', '/records/', '/audio/', '/voice/', '/media/', '/share/', '/public/', '/data/', '/backup/', '/medicall/', '/inspelningar/', '/samtal/', '/monitor/']
@@ -49,7 +50,7 @@ const MAX_CRAWL = 12
  * is cut to its first two: recording names (and per-caller folders) hold phone
  * numbers, and this output lands in tickets. Dates (8 digits) stay readable.
  */
-const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1).replace(/\d{9,}/g, (d) => `${d.slice(0, 2)}…`)
+const dirOf = (path: string): string => maskPhoneNumbers(path.slice(0, path.lastIndexOf('/') + 1))
 
 /** A directory's listing, by GET or else by WebDAV PROPFIND (any multistatus lists the collection). */
 async function listingAt (c: HttpContext, dir: string): Promise<{ how: string, body: string } | undefined> {

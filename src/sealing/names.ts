@@ -55,7 +55,7 @@ export function decodeSegment (key: Buffer, parent: string, sealedName: string):
  * be longer than a NAS takes.
  */
 export function sealedPathOf (key: Buffer, segments: string[], count: number): string {
-  const from = Math.max(0, segments.length - count)
+  const from = readableSegments(segments, count).length
   const out = segments.map((s, i) => {
     if (i < from) return encodeReadable(s)
     const sealed = encodeSegment(key, parentOf(segments, i), s)
@@ -65,9 +65,14 @@ export function sealedPathOf (key: Buffer, segments: string[], count: number): s
   return '/' + out.join('/')
 }
 
+/** The segments a sealed path keeps readable (all but the last `count`). */
+export function readableSegments (segments: string[], count: number): string[] {
+  return segments.slice(0, Math.max(0, segments.length - count))
+}
+
 /** The plaintext path of a sealed one; undefined when a sealed segment does not decode. */
 export function plainPathOf (key: Buffer, segments: string[], count: number): string | undefined {
-  const from = Math.max(0, segments.length - count)
+  const from = readableSegments(segments, count).length
   const plain: string[] = []
   for (let i = 0; i < segments.length; i++) {
     if (i < from) { plain.push(segments[i]); continue }

@@ -10,6 +10,8 @@ export interface SealingSettings {
   mode: 'migrate' | 'require'
   pattern: PeriodPattern
   keyring: Keyring
+  /** sealing.names.segments: how many trailing segments are sealed. */
+  nameSegments: number
   /** The NAS's name for a canonical path (its decoded segments), remembered: AES-SIV in JavaScript is the costly part of the sealing stage. */
   sealedPath: (path: string, segments: string[]) => string
 }
@@ -46,5 +48,5 @@ export function sealingOf (config: Readonly<Config>): SealingSettings | undefine
   } catch (err) {
     throw new Error(`sealing.keyring: ${(err as Error).message}`)
   }
-  return { mode: s.mode, pattern, keyring, sealedPath: rememberedNames(keyring, s.names.segments) }
+  return { mode: s.mode, pattern, keyring, nameSegments: s.names.segments, sealedPath: rememberedNames(keyring, s.names.segments) }
 }

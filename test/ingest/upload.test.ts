@@ -118,6 +118,13 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
     ['a case variant of the rule (folding NAS)', `/MEDICALL/${CUR}/29/n.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
     ['a period long past, with no key', '/medicall/1999/01/01/j.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PERIOD'],
     ['a period in the future, with no key', '/medicall/2199/12/01/k.wav', writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_PERIOD'],
+    // Only the file name is sealed (names.segments 1): a directory above it stays readable on the NAS.
+    ['a phone number as a directory', `/medicall/${CUR}/29/46701234567/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a phone number inside a directory name', `/medicall/${CUR}/29/caller_0701234567_x/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a directory named like a recording', `/medicall/${CUR}/29/101500_46701234599.wav/up1.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    // Full-width digits fold to ASCII on a folding NAS: refused as a folding hazard before that.
+    ['a phone number in full-width digits', `/medicall/${CUR}/29/${encodeURIComponent('４６７０１２３４５６７')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
+    ['a phone number in Arabic-Indic digits', `/medicall/${CUR}/29/${encodeURIComponent('٤٦٧٠١٢٣٤٥٦٧')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a WAV header whose chunks run past its first 4 KiB', `/medicall/${CUR}/29/l.wav`, writer, Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVEJUNK\xf0\xff\xff\x7f', 'latin1'), Buffer.from('<html>not audio</html>'.repeat(400))]), 415, 'NASGUARD_ERR_UPLOAD_TYPE']
   ]
   for (const proto of PROTOCOLS) {
@@ -139,6 +146,16 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
   t.same(nasFiles(nas), [], 'nothing on the NAS')
   // Refused uploads make no key: a token cannot fill the keyring with periods.
   t.same(readdirSync(keys.dir).filter((f) => f.endsWith('.key') && f !== 'names.key'), [], 'no period key was made')
+})
+
+t.test('a per-caller folder is taken when it is sealed too (names.segments 2), and no NAS name holds the number', async (t) => {
+  const { gw, nas, writer, reader } = await setup(t, { names: { segments: 2 } })
+  for (const proto of PROTOCOLS) {
+    const path = `/medicall/${CUR}/29/4670123456${proto === 'h1' ? 1 : 2}/p.wav`
+    t.equal((await putAs(proto, gw, path, writer, RECORDING)).status, 201, `${proto}: stored`)
+    t.ok((await fetchAs(proto, gw, path, reader)).body.equals(RECORDING), `${proto}: served back`)
+  }
+  t.notOk(nasFiles(nas).some((f) => /\d{9,}/.test(f)), 'no run of 9 digits in any NAS name')
 })
 
 t.test('the NAS refusing the PUT: 502, and nothing is left', async (t) => {

@@ -18,6 +18,10 @@ import { chargeBudget } from '../../src/gate/budget.js'
 import type { Charge } from '../../src/budgets/book.js'
 import { recordAccess } from '../../src/gate/access-record.js'
 import { grantsMethod } from '../../src/gate/grants-method.js'
+import { resolveSealing } from '../../src/gate/sealing.js'
+import { sealedPathOf } from '../../src/sealing/names.js'
+import { makeKeyring, PATTERN } from '../helpers/sealed-nas.js'
+import { compilePeriodPattern, recentPeriods } from '../../src/sealing/period.js'
 import { RECORDING_GATE, runGate } from '../../src/gate/stages.js'
 import type { GateContext, GateRequest, RequestState } from '../../src/gate/state.js'
 import type { AuditRecord } from '../../src/audit/writer.js'
@@ -234,6 +238,32 @@ t.test('access record: on disk first, or 503', async (t) => {
   const failed = state({ path: '/medicall/a.wav' })
   t.equal(await outcome(() => recordAccess(request(), failed, context({ recordOk: false }))), Errors.AuditUnavailable.spec.code)
   t.notOk(failed.accessRecorded)
+})
+
+t.test('sealing: the period and its key, the NAS\'s name; an upload needs a period with a recent or existing key and no number in a readable directory', async (t) => {
+  const [cur] = recentPeriods('month', new Date())
+  const keys = makeKeyring(['2016-01'])
+  const ring = keys.ring()
+  const settings = (segments: number): SealingSettings => ({ mode: 'require', pattern: compilePeriodPattern(PATTERN, 'month'), keyring: ring, nameSegments: segments, sealedPath: (_, segs) => sealedPathOf(ring.nameKey, segs, segments) })
+  const run = (method: string, path: string, segments = 1): RequestState => {
+    const s = state({ path, segments: path.split('/').slice(1) })
+    resolveSealing(request({ method, url: path }), s, context({ sealing: settings(segments) }))
+    return s
+  }
+  const read = run('GET', '/medicall/2016/01/01/083012_46701234567.wav')
+  t.match(read.sealed, { period: '2016-01', path: /^\/medicall\/2016\/01\/01\/[a-z2-7]{20,}\.age$/ }, 'a read: its sealed name, the number gone')
+  const up = `/medicall/${cur.replace('-', '/')}/01`
+  t.match(run('PUT', `${up}/083012_46701234567.wav`).sealed, { period: cur, keyId: `${cur}:new` }, 'an upload into the current period, before its key exists')
+  const refused: Array<[string, string, number, string]> = [
+    ['GET', '/medicall/misc/a.wav', 1, Errors.NoPeriod.spec.code],
+    ['PUT', '/medicall/misc/a.wav', 1, Errors.UploadPath.spec.code],
+    ['PUT', '/medicall/1999/01/01/a.wav', 1, Errors.UploadPeriod.spec.code],
+    ['PUT', `${up}/46701234567/a.wav`, 1, Errors.UploadReadableNumber.spec.code],
+    ['PUT', `${up}/46701234567/x/a.wav`, 2, Errors.UploadReadableNumber.spec.code]
+  ]
+  for (const [method, path, segments, code] of refused) t.equal(await outcome(() => { run(method, path, segments) }), code, `${method} ${path} (names.segments ${segments}): ${code}`)
+  t.ok(run('PUT', `${up}/46701234567/a.wav`, 2).sealed, 'a per-caller folder, sealed with names.segments 2, is taken')
+  t.ok(run('PUT', `${up}/20261129_101500/a.wav`).sealed, 'a date and time directory is taken')
 })
 
 t.test('the grants endpoint\'s first stage: POST only', async (t) => {

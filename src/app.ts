@@ -39,6 +39,7 @@ import { Admission } from './proxy/admission.js'
 import { RefusalTally } from './limits/refusal-tally.js'
 import type { AuditRecord, AuditWriter } from './audit/writer.js'
 import { GatewayMetrics, type IngestOutcome } from './metrics/registry.js'
+import { methodsOf } from './policy/rules.js'
 import { adminCredential, buildAdmin, type Readiness } from './admin.js'
 import { grantsSecret, processShare } from './config/derived.js'
 import type { ReloadResult } from './config/reload.js'
@@ -135,7 +136,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const serverFactory = (handler: FastifyServerFactoryHandler): Http2SecureServer => {
     tls = createTlsServer(config, handler as never, {
       ticketKeys: opts.ticketKeys,
-      ...frontDoorHooks({ metrics, log: () => log, record: (r) => records.refusal(r), connectionRefusals, proxyRefusals, hsts, exposed: exposedTokensOf(config, { authenticator, revocations, metrics, records, log: () => log }) })
+      ...frontDoorHooks({ metrics, log: () => log, record: (r) => records.refusal(r), connectionRefusals, proxyRefusals, hsts, methods: () => methodsOf(live.settings.rules), exposed: exposedTokensOf(config, { authenticator, revocations, metrics, records, log: () => log }) })
     })
     return tls.server
   }

@@ -30,6 +30,11 @@ function define (code: string, status: number, message: string, reason: string, 
   return Ctor
 }
 
+/** A 405 that names the methods its target takes (its Allow header). */
+export function methodNotAllowed (allowed: readonly string[]): NasguardError & { allow: string } {
+  return Object.assign(new Errors.MethodNotAllowed(), { allow: allowed.join(', ') })
+}
+
 export const Errors = {
   PlaintextOnTlsPort: define('NASGUARD_ERR_PLAINTEXT_ON_TLS_PORT', 400,
     'plain HTTP was sent to the TLS port; use https://', 'plaintext_on_tls_port',
@@ -81,7 +86,7 @@ export const Errors = {
     'The file extension is not in files.extensions.'),
   MethodNotAllowed: define('NASGUARD_ERR_METHOD_NOT_ALLOWED', 405,
     'method not allowed', 'method',
-    'Only GET and HEAD are served (and PUT uploads, under sealing), and only those a matching rule lists.'),
+    'Only GET and HEAD are served (and PUT uploads, under sealing), and only those a matching rule lists. Allow names the methods the rules on that path take (for a method never served: every method some rule takes; the grants endpoint: POST).'),
   UploadTooLarge: define('NASGUARD_ERR_UPLOAD_TOO_LARGE', 413,
     'the upload is larger than this gateway takes', 'upload_too_large',
     'A PUT whose Content-Length is over limits.maxUploadBytes (the NAS is not asked), or whose body passed it (the upload is cut and nothing is left on the NAS).'),

@@ -10,7 +10,8 @@
 // limits.maxUploadBytes, or a chunked / HTTP/2 body counted as it comes;
 // no Content-Range (no partial uploads), no content coding (the bytes
 // sealed are the bytes judged).
-import { Errors } from '../errors.js'
+import { Errors, methodNotAllowed } from '../errors.js'
+import { methodsOf } from '../policy/rules.js'
 import { HEADER_LIMITS } from '../tls/server.js'
 import type { GateRequest, Stage } from './state.js'
 
@@ -66,7 +67,7 @@ export const methodAndFraming: Stage = (request, _state, ctx) => {
   if (!headersWithinLimits(request.rawHeaders)) throw new Errors.HeadersTooLarge()
   if (request.method === 'PUT') uploadFraming(request, ctx.live().maxUploadBytes)
   else if (READ_METHODS.has(request.method)) readFraming(request)
-  else throw new Errors.MethodNotAllowed()
+  else throw methodNotAllowed(methodsOf(ctx.live().rules))
   const h = request.headers
   if (h.upgrade !== undefined) throw new Errors.BadRequest('protocol upgrades are not supported')
   if (request.httpVersion === '1.1') {

@@ -1,6 +1,6 @@
 // Stage 4, policy: the first rule whose path and method match decides, and
 // the identity must hold its scopes or certificate (src/policy/rules.ts).
-import { Errors, type NasguardError } from '../errors.js'
+import { Errors, methodNotAllowed, type NasguardError } from '../errors.js'
 import { decide } from '../policy/rules.js'
 import type { Stage } from './state.js'
 
@@ -14,7 +14,7 @@ export const authorize: Stage = (request, state, ctx) => {
     return
   }
   if (decision.reason === 'insufficient_scope') state.deniedBy = decision.rule
-  if (decision.reason === 'method') throw new Errors.MethodNotAllowed()
+  if (decision.reason === 'method') throw methodNotAllowed(decision.allowed)
   if (decision.reason === 'no_rule') throw new Errors.NoRule()
   if (decision.reason === 'case_variant') throw new Errors.BadPath('a case variant of a name a rule matches (the NAS folds case)')
   const err = new Errors.InsufficientScope() as NasguardError & { required?: string[] }

@@ -5,7 +5,7 @@
 // counted, logged and, where a client was refused, audited.
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import { Errors, errorBody } from '../errors.js'
+import { Errors, errorBody, methodNotAllowed } from '../errors.js'
 import { bearerIn } from '../auth/exposed.js'
 import { FIELD_BOUNDS, refusedTarget } from '../audit/record-bounds.js'
 import type { AuditRecord } from '../audit/writer.js'
@@ -27,6 +27,8 @@ export interface FrontDoorParts {
   /** listen.proxyProtocol refusals, noted as "<problem> <address>". */
   proxyRefusals: RefusalTally
   hsts: string
+  /** The methods the policy's rules take (a 405's Allow). */
+  methods: () => string[]
   /** auth.revocation.revokeExposed: revokes a bearer token seen in plain HTTP (src/auth/exposed.ts); resolves whether it did. */
   exposed?: (token: string, clientIp: string) => Promise<boolean>
 }
@@ -91,14 +93,14 @@ export function frontDoorHooks (p: FrontDoorParts): Omit<TlsServerHooks, 'ticket
       p.record({ requestId: randomUUID(), clientIp: remoteAddress ?? '', status: Errors.ProtocolReset.spec.status, reason: Errors.ProtocolReset.spec.code, count })
     },
     onUnroutedMethod: (req) => {
-      const err = new Errors.MethodNotAllowed()
+      const err = methodNotAllowed(p.methods())
       metrics.refuse(Errors.MethodNotAllowed.spec.reason)
       // The method is the client's word: no more of it than the audit record keeps.
       const method = req.method.slice(0, FIELD_BOUNDS.method)
-      p.log()?.info({ remoteAddress: req.remoteAddress, method }, 'method refused: the gateway serves GET and HEAD')
+      p.log()?.info({ remoteAddress: req.remoteAddress, method }, 'method refused: not one the gateway serves')
       const target = req.url ?? String(req.headers[':authority'] ?? '')
       p.record({ requestId: randomUUID(), clientIp: req.remoteAddress ?? '', method, path: refusedTarget(target), status: err.statusCode, reason: err.code, userAgent: req.headers['user-agent'] })
-      return { status: err.statusCode, body: errorBody(err), headers: { allow: 'GET, HEAD', 'strict-transport-security': p.hsts } }
+      return { status: err.statusCode, body: errorBody(err), headers: { allow: err.allow, 'strict-transport-security': p.hsts } }
     }
   }
 }

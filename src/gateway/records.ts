@@ -9,7 +9,6 @@ import type { AuditRecord, AuditWriter } from '../audit/writer.js'
 import { boundRecord, redactTokens } from '../audit/record-bounds.js'
 import { Errors, errorBody, specFor, type NasguardError } from '../errors.js'
 import { requestFields } from '../gate/record-fields.js'
-import { GRANTS_PATH } from '../gate/paths.js'
 import type { RequestState } from '../gate/state.js'
 import { LogThrottle } from '../logging.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
@@ -187,7 +186,7 @@ export class Records {
     if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter))
     // A body not read to its end (a refused upload) would hold the connection: it closes after this answer.
     if (request.raw.httpVersion === '1.1' && !request.raw.complete) reply.header('connection', 'close')
-    if (err.statusCode === 405) reply.header('allow', request.url.split('?', 1)[0] === GRANTS_PATH ? 'POST' : 'GET, HEAD')
+    if (err.statusCode === 405) reply.header('allow', (err as { allow?: string }).allow ?? 'GET, HEAD')
     reply.code(err.statusCode).type('application/json; charset=utf-8').send(errorBody(err))
   }
 }

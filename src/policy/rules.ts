@@ -174,6 +174,13 @@ export interface PolicyRule {
   overwrite: boolean
 }
 
+const METHOD_ORDER = ['GET', 'HEAD', 'PUT']
+
+/** The methods some of the rules take, in one order: a 405's Allow (RFC 9110 §10.2.1). */
+export function methodsOf (rules: readonly PolicyRule[]): string[] {
+  return METHOD_ORDER.filter((m) => rules.some((r) => r.methods.has(m)))
+}
+
 export function compileRules (rules: readonly PolicyRuleConfig[]): PolicyRule[] {
   return rules.map((r) => ({ name: r.name, glob: compileGlob(r.path), methods: new Set(r.methods), scopes: r.scopes ?? [], certs: new Set(r.certs ?? []), overwrite: r.overwrite === true }))
 }
@@ -206,7 +213,7 @@ export type Decision =
   | { allow: true, rule: string }
   | { allow: false, reason: 'no_rule' }
   | { allow: false, reason: 'case_variant' }
-  | { allow: false, reason: 'method' }
+  | { allow: false, reason: 'method', allowed: string[] }
   | { allow: false, reason: 'insufficient_scope', required: string[], rule: string }
 
 /** The token scopes the rule grants to (empty when none does). */
@@ -239,7 +246,7 @@ export function decide (rules: readonly PolicyRule[], method: string, segments: 
   if (onPath.length === 0) return { allow: false, reason: 'no_rule' }
   if (folded && onPath.some((r) => !globMatches(r.glob, segments, claims))) return { allow: false, reason: 'case_variant' }
   const forMethod = onPath.filter((r) => r.methods.has(method))
-  if (forMethod.length === 0) return { allow: false, reason: 'method' }
+  if (forMethod.length === 0) return { allow: false, reason: 'method', allowed: methodsOf(onPath) }
   const granting = forMethod.find((r) => grants(r, who))
   if (granting) return { allow: true, rule: granting.name }
   return { allow: false, reason: 'insufficient_scope', required: [...new Set(forMethod.flatMap((r) => r.scopes))], rule: forMethod[0].name }

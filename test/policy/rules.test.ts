@@ -36,7 +36,7 @@ t.test('decide: deny by default, any-of scopes, methods, required scopes reporte
   t.same(decide(rules, 'HEAD', segs('/medicall/stockholm/a.wav'), { scopes: new Set(['admin']) }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'], rule: 'all' }, 'the denial names the rule that matched')
   t.same(decide(rules, 'GET', segs('/other/a.wav'), { scopes: new Set(['recordings:read', 'admin']) }), { allow: false, reason: 'no_rule' })
   t.match(decide(rules, 'GET', segs('/medicall/a.wav'), { scopes: new Set(['recordings:read:stockholm']) }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
-  t.same(decide(rules, 'PUT', segs('/medicall/a.wav'), { scopes: new Set(['recordings:read']) }), { allow: false, reason: 'method' })
+  t.same(decide(rules, 'PUT', segs('/medicall/a.wav'), { scopes: new Set(['recordings:read']) }), { allow: false, reason: 'method', allowed: ['GET', 'HEAD'] })
   t.match(decide(rules, 'GET', segs('/medicall/a.wav'), { scopes: new Set() }), { allow: false, reason: 'insufficient_scope', required: ['recordings:read'] })
   const withCerts = compileRules([
     { name: 'app', path: '/medicall/**', methods: ['GET'], certs: ['CN=callcenter-app-1'] },
@@ -108,7 +108,7 @@ t.test('decide (folding): rules match by case fold; a match only through folding
     ['a certificate has no claims', '/home/alice/a.wav', { cert: 'CN=alice' }, { allow: false, reason: 'no_rule' }]
   ]
   for (const [name, path, who, expected] of table) t.same(decide(rules, 'GET', segs(path), who, 'folding'), expected, `${name}: ${path}`)
-  t.same(decide(rules, 'HEAD', segs('/calls/call-1.wav'), { scopes: new Set(['calls:read']) }, 'folding'), { allow: false, reason: 'method' }, 'an exact name still meets the method check')
+  t.same(decide(rules, 'HEAD', segs('/calls/call-1.wav'), { scopes: new Set(['calls:read']) }, 'folding'), { allow: false, reason: 'method', allowed: ['GET'] }, 'an exact name still meets the method check')
   t.match(decide(rules, 'GET', segs('/medicall/stockholm/a.wav'), { scopes: new Set(['other']) }, 'folding'), { allow: false, reason: 'insufficient_scope', rule: 'stockholm' }, 'an exact name still meets the scope check')
 
   // posix: names are exact bytes; no case variants, claims taken as they are.

@@ -66,6 +66,16 @@ async function preflight (c: Readonly<Config>): Promise<typeof import('./config/
   return checks
 }
 
+/** Runs fn; an error of a command family's own usage class is a usage error (exit 2). */
+async function withUsageErrors<T> (usageClass: () => Promise<abstract new (...a: never[]) => Error>, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn()
+  } catch (e) {
+    if (e instanceof await usageClass()) throw new UsageError(e.message)
+    throw e
+  }
+}
+
 /** Runs an action and keeps its exit code (a long-running one returns nothing). */
 function action<A extends unknown[]> (fn: (...a: A) => Promise<number | undefined> | number | undefined): (...a: A) => Promise<void> {
   return async (...a: A) => {
@@ -125,9 +135,10 @@ function buildProgram (): Command {
     .option('--ttl <duration>', 'lifetime, e.g. 15m, 8h', '15m')
     .option('--kid <kid>', 'the key id to sign with')
     .action(action(async (o: { config: string, sub: string, scope: string, ttl: string, kid?: string }) => {
-      const c = await load(o.config)
       const { issueToken, parseTtl } = await tokens()
-      const { token, jti, exp } = issueToken(c.auth.jwt, { sub: o.sub, scope: o.scope, ttlSeconds: parseTtl(o.ttl), kid: o.kid })
+      const ttlSeconds = await withUsageErrors(async () => Error, async () => parseTtl(o.ttl))
+      const c = await load(o.config)
+      const { token, jti, exp } = issueToken(c.auth.jwt, { sub: o.sub, scope: o.scope, ttlSeconds, kid: o.kid })
       out(token + '\n')
       err(`jti ${jti}, expires ${new Date(exp * 1000).toISOString()}\n`)
       return 0
@@ -138,7 +149,7 @@ function buildProgram (): Command {
     .option('--sub <subject>', 'every token and grant of a subject')
     .option('--issued-before <time>', 'with --sub: issued before this (ISO 8601, epoch seconds, now)', 'now')
     .action(action(async (o: { config: string, jti?: string, sub?: string, issuedBefore: string }) => {
-      if (!o.jti === !o.sub) throw new UsageError('token revoke needs one of --jti or --sub')
+      if (!o.jti === !o.sub) throw new UsageError(o.jti ? 'token revoke takes --jti or --sub, not both' : 'token revoke needs one of --jti or --sub')
       return await revoke(await load(o.config), o)
     }))
 
@@ -321,6 +332,9 @@ function filtersOf (o: FilterOptions): { sub?: string, pathPrefix?: string, sinc
 
 function certCommands (cert: Command): void {
   const commands = async (): Promise<typeof import('./tls/cert-commands.js')> => await import('./tls/cert-commands.js')
+  /** A cert command's action: a bad option value or a missing option exits 2. */
+  const certAction = <A extends unknown[]>(fn: (...a: A) => Promise<number>): ((...a: A) => Promise<void>) =>
+    action(async (...a: A) => await withUsageErrors(async () => (await commands()).CertUsageError, async () => await fn(...a)))
   cert.command('init').description('a local CA and a server certificate for those names/IPs')
     .requiredOption('--host <name>', 'a DNS name or IP address (repeat for more)', collect)
     .option('--dir <dir>', 'where the CA and certificates live', 'certs')
@@ -328,7 +342,7 @@ function certCommands (cert: Command): void {
     .option('--crl-url <url>', 'CRL distribution point to put in certificates')
     .option('--force', 'overwrite an existing server certificate (and, with --new-ca, the CA)', false)
     .option('--new-ca', 'with --force: replace an existing CA (every client certificate it issued stops working; to renew the server certificate, use cert renew)', false)
-    .action(action(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean, newCa: boolean }) => {
+    .action(certAction(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean, newCa: boolean }) => {
       refuseForeignOwner([o.dir], 'cert init')
       out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, newCa: o.newCa, crlUrl: o.crlUrl }) + '\n')
       return 0
@@ -338,7 +352,7 @@ function certCommands (cert: Command): void {
     .option('--days <n>', 'lifetime (at most 397)', '397')
     .option('--host <name>', 'a DNS name or IP address (repeat for more; default: the names of the current server.crt)', collect)
     .option('--crl-url <url>', 'CRL distribution point (default: the current certificate\'s)')
-    .action(action(async (o: { dir: string, days: string, host?: string[], crlUrl?: string }) => {
+    .action(certAction(async (o: { dir: string, days: string, host?: string[], crlUrl?: string }) => {
       refuseForeignOwner([o.dir], 'cert renew')
       out((await commands()).certRenew({ dir: o.dir, hosts: o.host ?? [], days: Number(o.days), crlUrl: o.crlUrl }) + '\n')
       return 0
@@ -346,7 +360,7 @@ function certCommands (cert: Command): void {
   cert.command('crl').description('re-sign the revocation list (certs/ca.crl) with the same entries and a new nextUpdate')
     .option('--dir <dir>', 'the CA directory', 'certs')
     .option('--days <n>', 'until nextUpdate (past it, every client certificate is refused)', '365')
-    .action(action(async (o: { dir: string, days: string }) => {
+    .action(certAction(async (o: { dir: string, days: string }) => {
       refuseForeignOwner([o.dir], 'cert crl')
       out((await commands()).certCrl({ dir: o.dir, days: Number(o.days) }) + '\n')
       return 0
@@ -360,7 +374,7 @@ function certCommands (cert: Command): void {
     .option('--password-file <file>', 'the PKCS#12 password')
     .option('--crl-url <url>', 'CRL distribution point')
     .option('--force', 'overwrite existing files', false)
-    .action(action(async (o: { name: string, out: string, dir: string, days: string, p12: boolean, passwordFile?: string, crlUrl?: string, force: boolean }) => {
+    .action(certAction(async (o: { name: string, out: string, dir: string, days: string, p12: boolean, passwordFile?: string, crlUrl?: string, force: boolean }) => {
       const password = o.passwordFile ? readFileSync(o.passwordFile, 'utf8').replace(/\r?\n$/, '') : undefined
       refuseForeignOwner([o.dir, o.out], 'cert client')
       out((await commands()).certClient({ dir: o.dir, name: o.name, out: o.out, days: Number(o.days), p12: o.p12, password, force: o.force, crlUrl: o.crlUrl }) + '\n')
@@ -370,14 +384,14 @@ function certCommands (cert: Command): void {
     .option('--cert <file>', 'the certificate to revoke')
     .option('--serial <hex>', 'or its serial number')
     .option('--dir <dir>', 'the CA directory', 'certs')
-    .action(action(async (o: { cert?: string, serial?: string, dir: string }) => {
+    .action(certAction(async (o: { cert?: string, serial?: string, dir: string }) => {
       refuseForeignOwner([o.dir], 'cert revoke')
       out((await commands()).certRevoke({ dir: o.dir, certFile: o.cert, serial: o.serial }) + '\n')
       return 0
     }))
   cert.command('show').description('subject, names, issuer, validity, SHA-256; warns within 30 days, exit 1 when expired or not yet valid')
     .argument('[file]', 'a PEM certificate (or chain)', 'certs/server.crt')
-    .action(action(async (file: string) => {
+    .action(certAction(async (file: string) => {
       const c = await commands()
       out(c.showCertificate(file) + '\n')
       return c.certificateOutOfDate(file) ? 1 : 0
@@ -390,12 +404,7 @@ const retention = async (): Promise<typeof import('./retention/commands.js')> =>
 
 /** Runs a retention or hold command: its usage errors exit 2. */
 async function retentionRun (fn: () => Promise<number>): Promise<number> {
-  try {
-    return await fn()
-  } catch (e) {
-    if (e instanceof (await retention()).HoldUsageError) throw new UsageError(e.message)
-    throw e
-  }
+  return await withUsageErrors(async () => (await retention()).HoldUsageError, fn)
 }
 
 /** Asks for the typed confirmation on a terminal; elsewhere --confirm must carry it. */

@@ -83,6 +83,16 @@ t.test('usage errors exit 2 and say what is wrong; no arguments prints the usage
     [['config', 'check'], /config check needs a FILE/],
     [['audit', 'verify'], /needs --config .*or --dir/],
     [['cert', 'init'], /required option '--host <name>'/],
+    // Option values, judged before anything is read or written.
+    [['token', 'issue', '--config', 'x.yaml', '--sub', 'a', '--scope', 's', '--ttl', 'forever'], /invalid --ttl "forever"/],
+    [['cert', 'init', '--host', 'gw', '--days', '5000', '--dir', 'nowhere'], /--days must be a whole number from 1 to 397/],
+    [['cert', 'init', '--host', 'gw', '--days', 'soon', '--dir', 'nowhere'], /--days must be a whole number/],
+    [['cert', 'init', '--host', 'a b', '--dir', 'nowhere'], /--host "a b" is neither/],
+    [['cert', 'renew', '--days', '0', '--dir', 'nowhere'], /--days must be a whole number from 1 to 397/],
+    [['cert', 'crl', '--days', '4000', '--dir', 'nowhere'], /--days must be a whole number from 1 to 3650/],
+    [['cert', 'client', '--name', 'c', '--out', 'nowhere', '--dir', 'nowhere', '--days', '0'], /--days must be a whole number from 1 to 3650/],
+    [['cert', 'client', '--name', 'c', '--out', 'nowhere', '--dir', 'nowhere', '--p12'], /--p12 needs --password-file/],
+    [['cert', 'revoke', '--dir', 'nowhere'], /needs --cert FILE or --serial HEX/],
     [['start', 'extra', 'args'], /too many arguments|unknown/]
   ]
   for (const [args, message] of cases) {

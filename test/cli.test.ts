@@ -74,8 +74,11 @@ t.test('token issue prints a signed token with a jti that the config verifies', 
   t.match(r.stderr, new RegExp(`jti ${claims.jti as string}`))
 
   const badTtl = cli(['token', 'issue', '--config', file, '--sub', 'a', '--scope', 's', '--ttl', 'forever'])
-  t.equal(badTtl.status, 1)
-  t.match(badTtl.stderr, /invalid ttl/)
+  t.equal(badTtl.status, 2, 'a bad --ttl is a usage error')
+  t.match(badTtl.stderr, /invalid --ttl "forever"/)
+  const both = cli(['token', 'revoke', '--config', file, '--jti', 'x', '--sub', 'y'])
+  t.equal(both.status, 2, '--jti with --sub is a usage error')
+  t.match(both.stderr, /takes --jti or --sub, not both/)
 })
 
 function httpsGet (port: number, path: string, ca: Buffer, token?: string): Promise<{ status: number, type: string, body: Buffer }> {

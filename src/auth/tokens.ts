@@ -11,7 +11,7 @@ const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 }
 /** '90s', '15m', '1h', '7d' -> seconds. */
 export function parseTtl (ttl: string): number {
   const m = /^(\d+)([smhd])$/.exec(ttl.trim())
-  if (!m || Number(m[1]) === 0) throw new Error(`invalid ttl ${JSON.stringify(ttl)}: use a number and s, m, h or d (e.g. 15m)`)
+  if (!m || Number(m[1]) === 0) throw new Error(`invalid --ttl ${JSON.stringify(ttl)}: use a number and s, m, h or d (e.g. 15m)`)
   return Number(m[1]) * UNITS[m[2]]
 }
 

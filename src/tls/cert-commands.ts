@@ -22,11 +22,15 @@ export class CertCommandError extends Error {
   override name = 'CertCommandError'
 }
 
+/** A bad option value or a missing option: a usage error (exit 2). */
+export class CertUsageError extends CertCommandError {}
+
 const EXPIRY_WARNING_DAYS = 30
 const DAY_MS = 24 * 60 * 60 * 1000
 /** Default lifetime of ca.crl: past its nextUpdate every client certificate is refused. */
 export const CRL_DAYS = 365
 const MAX_CRL_DAYS = 3650
+const MAX_CLIENT_CERT_DAYS = 3650
 
 function readCa (dir: string): KeyAndCert {
   const p = certPaths(dir)
@@ -50,21 +54,22 @@ function writeCrl (dir: string, ca: KeyAndCert, revoked: RevokedEntry[], days = 
   return { file, nextUpdate: new Date(Math.floor((now.getTime() + days * DAY_MS) / 1000) * 1000) }
 }
 
-function checkServerDays (days: number): void {
-  if (!Number.isInteger(days) || days < 1 || days > MAX_SERVER_CERT_DAYS) throw new CertCommandError(`--days must be 1 to ${MAX_SERVER_CERT_DAYS}`)
+/** --days: a whole number of days up to `max` (a server certificate's 397, a client certificate's or a CRL's 3650). */
+function checkDays (days: number, max: number): void {
+  if (!Number.isInteger(days) || days < 1 || days > max) throw new CertUsageError(`--days must be a whole number from 1 to ${max}`)
 }
 
 function checkHosts (hosts: string[]): void {
   for (const h of hosts) {
     if (!isIP(h) && !/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(h)) {
-      throw new CertCommandError(`--host ${JSON.stringify(h)} is neither a DNS name nor an IP address`)
+      throw new CertUsageError(`--host ${JSON.stringify(h)} is neither a DNS name nor an IP address`)
     }
   }
 }
 
 export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean, newCa?: boolean, crlUrl?: string }): string {
-  if (opts.hosts.length === 0) throw new CertCommandError('cert init needs at least one --host')
-  checkServerDays(opts.days)
+  if (opts.hosts.length === 0) throw new CertUsageError('cert init needs at least one --host')
+  checkDays(opts.days, MAX_SERVER_CERT_DAYS)
   checkHosts(opts.hosts)
   const p = certPaths(opts.dir)
   refuseOverwrite([p.caCert, p.caKey, p.serverCert, p.serverKey], opts.force)
@@ -98,8 +103,9 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
 }
 
 export function certClient (opts: { dir: string, name: string, out: string, days: number, p12: boolean, password?: string, force: boolean, crlUrl?: string }): string {
+  checkDays(opts.days, MAX_CLIENT_CERT_DAYS)
+  if (opts.p12 && !opts.password) throw new CertUsageError('--p12 needs --password-file')
   const ca = readCa(opts.dir)
-  if (opts.p12 && !opts.password) throw new CertCommandError('--p12 needs --password-file')
   const crt = join(opts.out, `${opts.name}.crt`)
   const key = join(opts.out, `${opts.name}.key`)
   const p12 = join(opts.out, `${opts.name}.p12`)
@@ -124,10 +130,11 @@ export function certClient (opts: { dir: string, name: string, out: string, days
 }
 
 export function certRevoke (opts: { dir: string, certFile?: string, serial?: string }): string {
+  if (!opts.certFile && !opts.serial) throw new CertUsageError('cert revoke needs --cert FILE or --serial HEX')
   const ca = readCa(opts.dir)
   let serial = opts.serial?.toLowerCase()
   if (opts.certFile) serial = new X509Certificate(readFileSync(opts.certFile)).serialNumber.toLowerCase()
-  if (!serial || !/^[0-9a-f]+$/.test(serial)) throw new CertCommandError('cert revoke needs --cert FILE or --serial HEX')
+  if (!serial || !/^[0-9a-f]+$/.test(serial)) throw new CertUsageError('cert revoke needs --cert FILE or --serial HEX')
   const { revoked } = revocations(opts.dir, ca)
   const wanted = serial.replace(/^0+(?=.)/, '')
   if (!revoked.some((r) => r.serial.toLowerCase().replace(/^0+(?=.)/, '') === wanted)) revoked.push({ serial, revokedAt: new Date().toISOString() })
@@ -178,7 +185,7 @@ function revocations (dir: string, ca: KeyAndCert): { revoked: RevokedEntry[], p
  * picks it up whole.
  */
 export function certRenew (opts: { dir: string, hosts: string[], days: number, crlUrl?: string }): string {
-  checkServerDays(opts.days)
+  checkDays(opts.days, MAX_SERVER_CERT_DAYS)
   const ca = readCa(opts.dir)
   const p = certPaths(opts.dir)
   const current = existsSync(p.serverCert) ? readFileSync(p.serverCert, 'utf8') : undefined
@@ -228,7 +235,7 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
  * past its nextUpdate a CRL makes every client certificate be refused.
  */
 export function certCrl (opts: { dir: string, days: number }): string {
-  if (!Number.isInteger(opts.days) || opts.days < 1 || opts.days > MAX_CRL_DAYS) throw new CertCommandError(`--days must be 1 to ${MAX_CRL_DAYS}`)
+  checkDays(opts.days, MAX_CRL_DAYS)
   const ca = readCa(opts.dir)
   const { revoked, previous } = revocations(opts.dir, ca)
   const now = new Date()

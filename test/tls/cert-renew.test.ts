@@ -134,10 +134,10 @@ t.test('cert renew: --host and --days, the CRL distribution point kept, refusals
 
   const before = snapshot(dir)
   const tooLong = await runCli(['cert', 'renew', '--dir', dir, '--days', '398'])
-  t.equal(tooLong.status, 1, '--days 398 exits 1')
-  t.match(tooLong.stderr, /--days must be 1 to 397/)
+  t.equal(tooLong.status, 2, '--days 398 is a usage error')
+  t.match(tooLong.stderr, /--days must be a whole number from 1 to 397/)
   const badHost = await runCli(['cert', 'renew', '--dir', dir, '--host', 'not a host'])
-  t.equal(badHost.status, 1, 'a bad --host exits 1')
+  t.equal(badHost.status, 2, 'a bad --host is a usage error')
   t.match(badHost.stderr, /neither a DNS name nor an IP address/)
   const after = snapshot(dir)
   for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `a refused renew leaves ${f} alone`)

@@ -3,7 +3,7 @@
 // 0 ok, 1 failure (a bad config, a broken chain, an expired certificate),
 // 2 usage error. --help and --version exit 0. Every command that takes
 // --config also reads NASGUARD_CONFIG.
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import cluster from 'node:cluster'
 import { Command, CommanderError, Option } from 'commander'
@@ -316,7 +316,9 @@ async function trailOf (o: TrailOptions, command: string): Promise<{ dir: string
     keyFile ??= auditKeyFile(c)
   }
   if (!dir) throw new UsageError(`audit ${command} needs --config (or NASGUARD_CONFIG) or --dir`)
+  if (!existsSync(dir)) throw new Error(`no audit trail at ${dir}: the directory does not exist`)
   keyFile ??= join(dirname(resolvePath(dir)), `${basename(resolvePath(dir))}.key`)
+  if (!existsSync(keyFile)) throw new Error(`no audit key at ${keyFile}${o.keyFile === undefined ? ' (beside the trail by default; name it with --key-file)' : ''}: without it the trail cannot be verified`)
   return { dir, key: loadAuditKey(keyFile) }
 }
 

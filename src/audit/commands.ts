@@ -121,7 +121,8 @@ function firstLine (dir: string): string | undefined {
 export function problemsText (r: VerifyReport): string {
   const lines: string[] = []
   if (r.problems.length > 0) {
-    lines.push(`TAMPERING: ${r.problems.length} problem(s); the first: ${r.problems[0].message}`)
+    const verdict = r.problems[0].kind === 'wrong-key' ? 'WRONG KEY OR TAMPERING' : 'TAMPERING'
+    lines.push(`${verdict}: ${r.problems.length} problem(s); the first: ${r.problems[0].message}`)
     for (const p of r.problems.slice(1, 20)) lines.push(`  also: ${p.message}`)
     if (r.problems.length > 20) lines.push(`  … and ${r.problems.length - 20} more`)
   }

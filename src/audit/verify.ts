@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { GENESIS, open as openLine } from './chain.js'
 import { ARCHIVE, AUDIT_FILE, HEAD_FILE } from './writer.js'
 
-export type ProblemKind = 'edited' | 'deleted' | 'inserted' | 'reordered' | 'missing-file' | 'corrupt' | 'missing-tail'
+export type ProblemKind = 'edited' | 'deleted' | 'inserted' | 'reordered' | 'missing-file' | 'corrupt' | 'missing-tail' | 'wrong-key'
 
 export interface Problem { kind: ProblemKind, file: string, line: number, seq?: number, message: string }
 
@@ -193,6 +193,7 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
   }
   const full = onRecord !== undefined || opts.fileStats === true
   if (opts.fileStats) report.fileStats = []
+  const macFailures = new Set<Problem>()
   for (let fi = 0; fi < files.length; fi++) {
     const file = files[fi]
     const stat: FileStat = { file, records: 0, firstSeq: 0, lastSeq: 0, lastHash: '', newest: -Infinity }
@@ -240,14 +241,16 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
             prevUnknown = true
           }
         }
-        report.problems.push({
+        const problem: Problem = {
           kind: opened.reason === 'bad-mac' ? 'edited' : 'corrupt',
           file,
           line: lineNo,
           message: opened.reason === 'bad-mac'
             ? `${file}:${lineNo}: the record was edited (its MAC does not match its content)`
             : `${file}:${lineNo}: not a sealed audit record`
-        })
+        }
+        report.problems.push(problem)
+        if (opened.reason === 'bad-mac') macFailures.add(problem)
         continue
       }
       const { record, hash } = opened.value
@@ -314,6 +317,11 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       if (next.done) break
     }
   }
+  // Not one record opens: the key is not this trail's, far likelier than every record edited.
+  if (report.records === 0 && macFailures.size > 0) {
+    report.problems = report.problems.filter((p) => !macFailures.has(p))
+    report.problems.unshift({ kind: 'wrong-key', file: files[0], line: 1, message: `not one of ${macFailures.size} record${macFailures.size === 1 ? '' : 's'} has a MAC that holds under this key: it is not the key this trail was sealed with (check --key-file or audit.keyFile), or every record was altered` })
+  }
   // A gap filled later in the walk was a move, not a deletion.
   for (const g of gaps) {
     let filled = true
@@ -370,7 +378,8 @@ export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record
       report.problems.push({ kind: 'missing-tail', file: HEAD_FILE, line: 1, seq: opened.value.record.seq, message: `the trail ends at seq ${report.lastSeq}, but ${HEAD_FILE} records seq ${opened.value.record.seq}: records ${report.lastSeq + 1}..${opened.value.record.seq} were removed from the end` })
     }
   }
-  // Report problems in trail order.
-  report.problems.sort((a, b) => files.indexOf(a.file) - files.indexOf(b.file) || a.line - b.line)
+  // Report problems in trail order, a key that opens nothing first.
+  const rank = (p: Problem): number => p.kind === 'wrong-key' ? -2 : files.indexOf(p.file)
+  report.problems.sort((a, b) => rank(a) - rank(b) || a.line - b.line)
   return report
 }

@@ -86,8 +86,17 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   const log = createLogger(config.log.level, { role: 'primary' })
   let closing = false
   const slots = new Map<number, Slot>()
-  // Passed on to ready workers only (a starting worker reads the files anyway).
-  process.on('SIGHUP', () => { for (const s of slots.values()) if (s.ready && s.worker.isConnected()) s.worker.process.kill('SIGHUP') })
+  // Passed on to the ready workers. A worker starting (or waiting to be
+  // restarted) then gets it once it is ready: it started from the config the
+  // primary handed it, which may predate the reload.
+  const missedReload = new Set<number>()
+  process.on('SIGHUP', () => {
+    for (let i = 0; i < count; i++) {
+      const s = slots.get(i)
+      if (s?.ready === true && s.worker.isConnected()) s.worker.process.kill('SIGHUP')
+      else missedReload.add(i)
+    }
+  })
 
   // Made here once: the workers must not race to create the audit key.
   const auditKey = loadAuditKey(auditKeyFile(config), config.audit.dir)
@@ -158,6 +167,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
         clearTimeout(timer)
         slot.ready = true
         slot.readyAt = Date.now()
+        if (missedReload.delete(index)) w.process.kill('SIGHUP')
         resolve(m.url)
       }
     })
@@ -165,23 +175,36 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
       slot.ready = false
       clearTimeout(timer)
       if (closing) return
-      if (!settled) {
+      // One that never got ready failed its start: whoever forked it decides (the first start fails; a restart is tried again).
+      if (slot.readyAt === 0) {
+        if (!settled) reject(new Error(`worker ${index} exited during start (${signal ?? `code ${code}`}); its error is above`))
         settled = true
-        reject(new Error(`worker ${index} exited during start (${signal ?? `code ${code}`}); its error is above`))
         return
       }
-      // Back-off grows for a worker that keeps dying soon after it started.
-      const n = slot.readyAt > 0 && Date.now() - slot.readyAt > STABLE_MS ? 1 : (restarts.get(index) ?? 0) + 1
-      restarts.set(index, n)
-      const delay = Math.min(30000, 250 * 2 ** Math.min(n, 7))
-      log.error({ worker: index, code, signal, restartInMs: delay }, 'worker died: restarting it')
-      workerRestarts.inc()
-      setTimeout(() => {
-        if (closing) return
-        fork(index).catch((err: Error) => { log.error({ worker: index, reason: err.message }, 'worker restart failed') })
-      }, delay).unref()
+      log.error({ worker: index, code, signal, restartInMs: restartLater(slot) }, 'worker died: restarting it')
     })
   })
+
+  /**
+   * Starts worker `index` again after a back-off, and again while it fails
+   * to start. The back-off grows for a worker that keeps dying soon after it
+   * started, or failing to start; returns it.
+   */
+  const restartLater = (slot: Slot): number => {
+    const { index } = slot
+    const n = slot.readyAt > 0 && Date.now() - slot.readyAt > STABLE_MS ? 1 : (restarts.get(index) ?? 0) + 1
+    restarts.set(index, n)
+    const delay = Math.min(30000, 250 * 2 ** Math.min(n, 7))
+    workerRestarts.inc()
+    setTimeout(() => {
+      if (closing) return
+      fork(index).catch((err: Error) => {
+        const failed = slots.get(index) as Slot
+        log.error({ worker: index, reason: err.message, restartInMs: restartLater(failed) }, 'worker restart failed: trying again')
+      })
+    }, delay).unref()
+    return delay
+  }
 
   /** Asks every worker to close (IPC, not a second signal), then waits for them to exit. */
   const stopWorkers = async (): Promise<void> => {

@@ -5,7 +5,7 @@
 // removed worker chain reported by `audit verify`.
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { connect, type TLSSocket } from 'node:tls'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
@@ -61,14 +61,16 @@ function childPids (ppid: number): number[] {
 }
 
 /** Starts the gateway of `file` under the CLI, as an operator does; resolves with it and its first /readyz answer once it is ready. */
-async function startFleet (t: { teardown: (fn: () => void) => void }, file: string, admin: string): Promise<{ child: ChildProcess, ready: Response }> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'ignore', 'inherit'], env: CLEAN_ENV })
+async function startFleet (t: { teardown: (fn: () => void) => void }, file: string, admin: string): Promise<{ child: ChildProcess, ready: Response, output: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'inherit'], env: CLEAN_ENV })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let output = ''
+  child.stdout?.on('data', (c: Buffer) => { output += c.toString() })
   const ready = await waitFor('the workers to listen', async () => {
     const r = await fetch(`${admin}/readyz`).catch(() => undefined)
     return r?.status === 200 ? r : undefined
   }, { tries: 200, intervalMs: 50 })
-  return { child, ready }
+  return { child, ready, output: () => output }
 }
 
 /** Waits until the primary has replaced the worker `dead` and is ready again; resolves with the workers' pids. */
@@ -306,6 +308,77 @@ t.test('workers: a worker restarted after a reload runs the reloaded config, not
   t.same(await statuses(12), Array(12).fill(403), 'after the restart, every connection is refused by the reloaded policy')
   t.equal(nas.requests.filter((r) => r.url === OTHER).length, asked, 'and the NAS was not asked again')
   t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, 'what the reloaded policy allows is served')
+  child.kill('SIGTERM')
+  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0)
+})
+
+/** Waits until the primary's /readyz says `workers` is this ("ok": every worker is ready). */
+async function workersSay (admin: string, state: string): Promise<void> {
+  await waitFor(`/readyz to say workers ${state}`, async () => {
+    const r = await fetch(`${admin}/readyz`).catch(() => undefined)
+    const body = r === undefined ? undefined : await r.json() as { checks?: Record<string, string> }
+    return body?.checks?.workers === state ? true : undefined
+  }, { tries: 400, intervalMs: 25 })
+}
+
+t.test('workers: a SIGHUP while the workers are down reaches the replacements once they are ready', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
+  const nas = await startStubNas(t)
+  const port = await freePort()
+  const adminPort = await freePort()
+  const admin = `http://127.0.0.1:${adminPort}`
+  const OTHER = '/other/2016/01/01/083012_46701234567.wav'
+  const config = (policy: string): string => writeConfig(dir, { port, nas: nas.url, workers: 2, extra: [policy, `admin: { host: 127.0.0.1, port: ${adminPort} }`] })
+  const { child, output } = await startFleet(t, config('policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }, { name: o, path: /other/**, scopes: [x] }]'), admin)
+  const bearerX = bearer(token({ scope: 'recordings:read x' }))
+  t.equal((await get({ port }, OTHER, { headers: bearerX })).status, 200, 'rule o serves /other/ at first')
+
+  // Both workers die; the primary has seen it (no worker ran the reload, so none reports it) when the reload comes.
+  const workers = childPids(child.pid as number)
+  for (const pid of workers) process.kill(pid, 'SIGKILL')
+  await waitFor('the primary to see both exits', () => (output().match(/worker died: restarting it/g) ?? []).length >= 2 ? true : undefined, { tries: 400, intervalMs: 10 })
+  config('policy: [{ name: r, path: /medicall/**, scopes: [recordings:read] }]')
+  child.kill('SIGHUP')
+  await waitFor('two replacement workers', async () => {
+    const now = childPids(child.pid as number)
+    return now.length === 2 && !now.some((p) => workers.includes(p)) ? true : undefined
+  }, { tries: 400, intervalMs: 50 })
+  await workersSay(admin, 'ok')
+  // Each replacement reloads once it is ready: wait for both, over connections the primary deals out.
+  const statuses = async (n: number): Promise<number[]> => await Promise.all(Array.from({ length: n }, async () => (await get({ port }, OTHER, { headers: bearerX })).status))
+  await waitFor('the reload in both replacements', async () => (await statuses(8)).every((s) => s === 403) ? true : undefined, { tries: 200, intervalMs: 50 })
+  t.same(await statuses(12), Array(12).fill(403), 'every connection is refused by the reloaded policy')
+  child.kill('SIGTERM')
+  t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0)
+})
+
+t.test('workers: a restarted worker that fails to start is tried again until it starts', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-workers-'))
+  const nas = await startStubNas(t)
+  const port = await freePort()
+  const adminPort = await freePort()
+  const admin = `http://127.0.0.1:${adminPort}`
+  // Certificates of its own: the test takes the key away for a while.
+  const certs = testCerts()
+  const [cert, key] = [join(dir, 'server.crt'), join(dir, 'server.key')]
+  copyFileSync(certs.cert, cert)
+  copyFileSync(certs.key, key)
+  const file = writeConfig(dir, { port, nas: nas.url, workers: 2, extra: [`tls: { cert: ${cert}, key: ${key}, watch: false }`, `admin: { host: 127.0.0.1, port: ${adminPort} }`] })
+  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: CLEAN_ENV })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let out = ''
+  child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+  child.stderr?.on('data', () => {})
+  await workersSay(admin, 'ok')
+
+  const workers = childPids(child.pid as number)
+  renameSync(key, `${key}.away`)
+  process.kill(workers[0], 'SIGKILL')
+  await waitFor('a restart to fail', () => /worker restart failed/.test(out) ? true : undefined, { tries: 600, intervalMs: 50 })
+  renameSync(`${key}.away`, key)
+  await workersSay(admin, 'ok')
+  t.pass('the worker started once its key was back')
+  t.equal((await get({ port }, PATH, { headers: bearer(token()) })).status, 200, 'and the gateway serves')
   child.kill('SIGTERM')
   t.equal(await new Promise((resolve) => child.once('exit', resolve)), 0)
 })

@@ -18,9 +18,10 @@ import type { GateRequest, Stage } from './state.js'
 const READ_METHODS = new Set(['GET', 'HEAD'])
 
 // RFC 9112 §3.2: one Host, and its value an authority (RFC 3986 §3.2.2,
-// 3.2.3) without user info: a name, an IPv4 or a bracketed IPv6 address,
-// and a port; empty is allowed. A server must refuse anything else with 400.
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*(?::\d{0,5})?$/
+// 3.2.3) without user info: a name, an IPv4 or a bracketed IPv6 address
+// (with a zone, RFC 6874: [fe80::1%25eth0]), and a port up to 65535; empty
+// is allowed. A server must refuse anything else with 400.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9\-._~]+)?\]|[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*(?::(\d{0,5}))?$/
 
 /** Why an HTTP/1.1 request's Host is refused, or undefined when it is one valid Host. */
 function hostProblem (request: GateRequest): string | undefined {
@@ -29,7 +30,8 @@ function hostProblem (request: GateRequest): string | undefined {
   let count = 0
   for (let i = 0; i < request.rawHeaders.length; i += 2) if (request.rawHeaders[i].toLowerCase() === 'host') count++
   if (count > 1) return 'an HTTP/1.1 request carries one Host header'
-  if (!HOST.test(h.host)) return 'the Host header is not a host name or address with an optional port'
+  const m = HOST.exec(h.host)
+  if (m === null || Number(m[1] ?? 0) > 65535) return 'the Host header is not a host name or address with an optional port'
   return undefined
 }
 

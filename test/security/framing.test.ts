@@ -106,7 +106,9 @@ const HOST_ROWS: Array<{ name: string, host: string[] }> = [
   { name: 'user info', host: ['a@b:99'] },
   { name: 'two ports', host: ['x:1:2'] },
   { name: 'a backslash', host: ['a\\b'] },
-  { name: 'an unbracketed IPv6 address', host: ['::1'] }
+  { name: 'an unbracketed IPv6 address', host: ['::1'] },
+  { name: 'a port over 65535', host: ['localhost:65536'] },
+  { name: 'a port of six digits', host: ['localhost:443443'] }
 ]
 
 t.test('HTTP/1.1: a repeated or malformed Host is refused before anything else', async (t) => {
@@ -120,7 +122,7 @@ t.test('HTTP/1.1: a repeated or malformed Host is refused before anything else',
     t.equal(answer.json?.error, BAD_REQUEST, `${row.name}: ${BAD_REQUEST}`)
     t.equal(nas.requests.length, 0, `${row.name}: nothing reached the NAS`)
   }
-  for (const host of ['localhost', 'localhost:8443', '127.0.0.1:443', '[::1]:443', 'nas.lan', '']) {
+  for (const host of ['localhost', 'localhost:8443', '127.0.0.1:443', '[::1]:443', '[fe80::1%25eth0]:443', 'nas.lan:65535', 'nas.lan', '']) {
     const res = await rawTls(gw, `GET ${PATH} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${gw.token()}\r\nConnection: close\r\n\r\n`, { untilClose: true })
     t.equal(parseRaw(res.text).status, 200, `control: Host ${JSON.stringify(host)} is served`)
   }

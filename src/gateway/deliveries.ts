@@ -17,7 +17,7 @@ export function elapsedMs (since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
 }
 
-type RawRequest = FastifyRequest['raw'] & { stream?: { aborted: boolean, errored: Error | null, bufferSize: number } }
+type RawRequest = FastifyRequest['raw'] & { stream?: { aborted: boolean, closed: boolean, errored: Error | null, bufferSize: number } }
 
 /**
  * Bytes written for the client that it has not taken: in its HTTP/2
@@ -28,6 +28,17 @@ function backlog (request: FastifyRequest, reply: FastifyReply): number | undefi
   const raw = request.raw as RawRequest
   if (raw.stream) return raw.stream.bufferSize
   return (reply.raw as unknown as ServerResponse).socket ? raw.socket?.writableLength ?? 0 : undefined
+}
+
+/**
+ * An HTTP/2 response written in full whose stream is still open: its
+ * END_STREAM waits on a window the client does not open. Until it goes, the
+ * stream holds its admission and NAS tickets, so the slow-reader watch
+ * counts it as a byte the client has not taken.
+ */
+function endHeld (request: FastifyRequest, reply: FastifyReply): boolean {
+  const stream = (request.raw as RawRequest).stream
+  return stream !== undefined && reply.raw.writableFinished && !stream.closed
 }
 
 /** Body bytes the client has taken so far. */
@@ -97,7 +108,7 @@ export class Deliveries {
     this.sendWatch.add(reply, {
       delivered: () => taken(request, reply),
       // A queued pipelined response waits on the one before it, not on its client.
-      backlog: () => backlog(request, reply) ?? 0,
+      backlog: () => (backlog(request, reply) ?? 0) || (endHeld(request, reply) ? 1 : 0),
       cut: (reason) => {
         state.tooSlow = true
         this.metrics.slowClients.inc({ reason })

@@ -121,3 +121,21 @@ t.test('a client that leaves as soon as the last byte is in has a complete downl
   t.equal(rec.outcome, 'client-aborted', 'h2: a download left one byte short is not complete')
   t.ok(Number(rec.bytes) < size, `h2: and its bytes (${String(rec.bytes)}) are short of the whole`)
 })
+
+// A client that takes every byte but never opens its window for the
+// END_STREAM (an empty DATA frame is still held by a closed window) kept
+// its stream, and with it its admission and NAS tickets, for as long as it
+// liked: the slow-reader watch saw nothing waiting. It is a stalled reader.
+t.test('a stream whose END_STREAM the client never lets out is cut as a stalled reader, every byte counted', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { limits: { sendTimeoutMs: 1000 } })
+  const size = RECORDING.length
+  const path = '/medicall/held-h2.wav'
+  const conn = await h2Raw(gw, [{ headers: baseHeaders(path, [['authorization', `Bearer ${gw.token()}`]]) }], { windows: size, timeoutMs: 30000 })
+  const [stream] = conn.streams
+  t.equal(stream.bytes, size, 'every byte arrived')
+  t.notOk(conn.timedOut, 'the gateway ended the stream; the client did not have to')
+  t.ok(stream.rstCode !== undefined && stream.rstCode !== 0, `reset with an error code (${String(stream.rstCode)})`)
+  const rec = await waitFor(`the fetch record of ${path}`, () => gw.auditRecords().find((r) => r.event === 'fetch' && String(r.path).endsWith(path)), { tries: 300, intervalMs: 50 })
+  t.match(rec, { outcome: 'client-too-slow', bytes: size }, 'audited as a stalled reader, with every byte it was sent')
+})

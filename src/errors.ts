@@ -101,7 +101,7 @@ export const Errors = {
     "A PUT to a path that does not match sealing.periodPattern: there would be no period's key to seal it to. Nothing is asked of the NAS."),
   UploadReadableNumber: define('NASGUARD_ERR_UPLOAD_READABLE_NUMBER', 400,
     'a directory of this upload would stay readable on the NAS and holds what may be a phone number', 'upload_readable_number',
-    'A PUT whose path has a run of 9 or more digits in a directory that sealing.names.segments leaves readable (only the last segments are sealed). Store the number in the file name, or seal more segments. Nothing is asked of the NAS.'),
+    'A PUT whose path has what may be a phone number (9 or more digits, as numbers are written; dates and times aside) in a directory that sealing.names.segments leaves readable (only the last segments are sealed). Store the number in the file name, or seal more segments. Nothing is asked of the NAS.'),
   UploadPeriod: define('NASGUARD_ERR_UPLOAD_PERIOD', 400,
     'an upload may start only a recent period, and this one has no key', 'upload_period',
     'A PUT into a period with no key that is neither the current period nor the one before (UTC). An upload makes the key of a new period only then, so that a token cannot fill the keyring with keys for any date: make an older period\'s key with nasguard keys new --period P (then SIGHUP). Nothing is asked of the NAS.'),

@@ -124,6 +124,8 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
     ['a directory named like a recording', `/medicall/${CUR}/29/101500_46701234599.wav/up1.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     // Full-width digits fold to ASCII on a folding NAS: refused as a folding hazard before that.
     ['a phone number in full-width digits', `/medicall/${CUR}/29/${encodeURIComponent('４６７０１２３４５６７')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
+    ['a phone number as it is written', `/medicall/${CUR}/29/${encodeURIComponent('+46 70-123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a phone number in parentheses and spaces', `/medicall/${CUR}/29/${encodeURIComponent('(070) 123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a phone number in Arabic-Indic digits', `/medicall/${CUR}/29/${encodeURIComponent('٤٦٧٠١٢٣٤٥٦٧')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a WAV header whose chunks run past its first 4 KiB', `/medicall/${CUR}/29/l.wav`, writer, Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVEJUNK\xf0\xff\xff\x7f', 'latin1'), Buffer.from('<html>not audio</html>'.repeat(400))]), 415, 'NASGUARD_ERR_UPLOAD_TYPE']
   ]

@@ -5,13 +5,22 @@
 // is passed on (src/retention/rules.ts lastModifiedVerdict), with what this
 // stage found about holds. Holds are read only for such recordings, and
 // while they cannot be read or do not verify, those are refused with 503:
-// whether a hold covers them cannot be told.
+// whether a hold covers them cannot be told. An upload that may replace a
+// recording (a rule with overwrite: true) is refused under a hold in force,
+// dated or not, expired or not: a hold keeps what is there.
 import { Errors, type NasguardError } from '../errors.js'
 import { holdsOn } from '../retention/holds.js'
 import { lastModifiedVerdict, retentionOf } from '../retention/rules.js'
-import type { RequestState, Stage } from './state.js'
+import type { GateContext, RequestState, Stage } from './state.js'
 
-export const enforceRetention: Stage = async (_request, state, ctx) => {
+async function refuseHeldReplacement (state: RequestState, ctx: GateContext): Promise<void> {
+  const holds = await ctx.holds()
+  if (!holds.ok) throw new Errors.HoldsUnavailable()
+  if (holdsOn(holds.holds, state.segments ?? [], ctx.fileSystem, ctx.now()).length > 0) throw new Errors.RecordingHeld()
+}
+
+export const enforceRetention: Stage = async (request, state, ctx) => {
+  if (request.method === 'PUT' && state.overwrite === true) await refuseHeldReplacement(state, ctx)
   const rules = ctx.live().retention
   if (rules.length === 0) return
   const segments = state.segments ?? []

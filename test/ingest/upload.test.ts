@@ -16,6 +16,11 @@ import { startDavNas } from '../helpers/dav-nas.js'
 import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, PATTERN, sealedName } from '../helpers/sealed-nas.js'
 import { putAs } from '../helpers/upload.js'
+import { waitFor } from '../helpers/wait.js'
+import { loadAuditKey } from '../../src/audit/key.js'
+import { auditKeyFile } from '../../src/config/derived.js'
+import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
+import { writeFileSync } from 'node:fs'
 
 // Uploads may open only the current period and the one before: the paths follow today's date.
 const [CUR, PREV] = recentPeriods('month', new Date()).map((p) => p.replace('-', '/'))
@@ -158,6 +163,38 @@ t.test('a per-caller folder is taken when it is sealed too (names.segments 2), a
     t.ok((await fetchAs(proto, gw, path, reader)).body.equals(RECORDING), `${proto}: served back`)
   }
   t.notOk(nasFiles(nas).some((f) => /\d{9,}/.test(f)), 'no run of 9 digits in any NAS name')
+})
+
+t.test('a legal hold keeps a recording from being replaced (409), and holds that cannot be read refuse replacing (503)', async (t) => {
+  const { gw, nas, keys, writer } = await setup(t)
+  const held = `/medicall/${PREV}/02/090000_46701111111.wav`
+  const free = `/medicall/${PREV}/03/090000_46702222222.wav`
+  for (const path of [held, free]) t.equal((await putAs('h1', gw, path, writer, RECORDING)).status, 201, `${path}: first upload`)
+  const before = readFileSync(join(nas.root, sealedName(keys.ring(), held)))
+  const holdsFile = join(gw.auditDir, 'legal-holds.json')
+  const key = holdsKeyOf(loadAuditKey(auditKeyFile({ audit: { dir: gw.auditDir } })))
+  await changeHolds(fileHoldsStore(holdsFile), key, (d) => ({ ...d, holds: [{ case: 'CASE-9', prefix: `/medicall/${PREV}/02/`, reason: 'litigation', at: new Date().toISOString(), by: 'test' }] }))
+  const second = toneWav(550, 1)
+  // Seen within the gateway's second of caching; probed on a name of its own under the hold.
+  await waitFor('the hold to be seen', async () => (await putAs('h1', gw, `/medicall/${PREV}/02/probe.wav`, writer, second)).status === 409 ? true : undefined, { tries: 100, intervalMs: 100 })
+  for (const proto of PROTOCOLS) {
+    const asked = nas.requests().length
+    const r = await putAs(proto, gw, held, writer, second)
+    t.equal(r.status, 409, `${proto}: replacing a held recording: 409`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_RECORDING_HELD', `${proto}: NASGUARD_ERR_RECORDING_HELD`)
+    t.equal(nas.requests().length, asked, `${proto}: the NAS was asked nothing`)
+    t.equal((await putAs(proto, gw, free, writer, second)).status, 201, `${proto}: outside the hold, replacing goes on`)
+  }
+  t.ok(readFileSync(join(nas.root, sealedName(keys.ring(), held))).equals(before), 'the held recording is untouched')
+  // Holds that do not verify: whether one covers the path cannot be told.
+  writeFileSync(holdsFile, 'not a sealed holds document\n')
+  await waitFor('the broken holds to be seen', async () => (await putAs('h2', gw, free, writer, second)).status === 503 ? true : undefined, { tries: 100, intervalMs: 100 })
+  for (const proto of PROTOCOLS) {
+    const r = await putAs(proto, gw, free, writer, second)
+    t.equal(r.status, 503, `${proto}: holds unreadable: 503`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_HOLDS_UNAVAILABLE', `${proto}: NASGUARD_ERR_HOLDS_UNAVAILABLE`)
+  }
+  t.equal((await putAs('h1', gw, `/medicall/${CUR}/29/120000_46703333333.wav`, writer, RECORDING)).status, 201, 'an upload that replaces nothing does not need the holds')
 })
 
 t.test('the NAS refusing the PUT: 502, and nothing is left', async (t) => {

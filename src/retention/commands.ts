@@ -13,6 +13,7 @@ import { trailFiles, walkTrail } from '../audit/verify.js'
 import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
+import { inPlace } from '../sealing/bulk/durable.js'
 import { eraseBackupKey, eraseKey } from '../sealing/keyring.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
@@ -215,6 +216,8 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, generation: numb
       const here = f.path.slice(0, f.path.lastIndexOf('/'))
       if (here !== dir) { now = await fresh(); dir = here }
       if (holdsOn(now.holds, f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
+      // Its directory is still where the walk found it: a directory swapped for a link since would send the deletion elsewhere.
+      if (!await inPlace(plan.plain.root, f.file, f.path.slice(1).split('/'))) { problems.push('a recording was not deleted: a directory on its path was replaced since the plan (a symbolic link?)'); continue }
       try {
         if (!(await lstat(f.file)).isFile()) continue
         await unlink(f.file)

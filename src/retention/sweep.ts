@@ -16,6 +16,7 @@
 // A plaintext recording is deleted when its own rule says it is past its
 // retention and no hold covers it. Files that are not recordings (other
 // extensions) are left alone.
+import { realpathSync } from 'node:fs'
 import { lstat } from 'node:fs/promises'
 import type { Config } from '../config/schema.js'
 import type { FileSystemMode } from '../policy/file-system.js'
@@ -51,6 +52,8 @@ export interface PeriodFinding {
 export interface PlainFile { file: string, path: string, rule: string }
 
 export interface PlainFindings {
+  /** The share's real path when it was walked: a deletion checks its file is still under it, where the walk found it. */
+  root: string
   /** Past retention, no hold: deleted by --apply. */
   expired: PlainFile[]
   held: number
@@ -157,7 +160,7 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
   const ring = s.mode !== 'off' && s.keyring ? Keyring.load(s.keyring) : undefined
   const pattern = ring && s.periodPattern ? compilePeriodPattern(s.periodPattern, s.period) : undefined
   const extensions = new Set(config.files.extensions)
-  const plain: PlainFindings = { expired: [], held: 0, kept: 0, unruled: 0, unreadable: 0 }
+  const plain: PlainFindings = { root: realpathSync(source), expired: [], held: 0, kept: 0, unruled: 0, unreadable: 0 }
   const sealed: SealedOnShare = { periods: new Map(), unreadable: 0 }
   const count = (period: string): SealedCount => {
     const c = sealed.periods.get(period) ?? { files: 0, unruled: 0, undecodable: 0 }

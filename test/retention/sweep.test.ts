@@ -23,7 +23,7 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { loadAuditKey } from '../../src/audit/key.js'
@@ -418,4 +418,30 @@ t.test('on a host where no gateway ran yet (audit.dir not made): the dry run and
   const init = await cli(s, 'hold', 'init')
   t.equal(init.status, 0, `hold init (${init.stderr.trim()})`)
   t.ok(existsSync(join(s.audit, 'legal-holds.json')), 'the holds document made')
+})
+
+t.test('a directory swapped for a symbolic link between the plan and --apply: the deletion does not follow it onto a held recording', async (t) => {
+  const s = await makeSite({ periods: [], plain: [OLD_PLAIN, HELD_PLAIN] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  await holdAdd(t, s, '/medicall/2016/02/', 'LEGAL-1')
+  let stdout = ''
+  let stderr = ''
+  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), {
+    apply: true,
+    json: false,
+    now: Date.now(),
+    source: s.root,
+    // While the operator reads the plan and types, a share writer swaps 2016/03/14 for a link to the held 2016/02/20.
+    confirm: async (expected) => {
+      const day = join(s.root, 'medicall/2016/03/14')
+      renameSync(day, `${day}.x`)
+      symlinkSync('../02/20', day)
+      return expected
+    }
+  }, (x) => { stdout += x }, (x) => { stderr += x })
+  t.ok(existsSync(join(s.root, HELD_PLAIN)), 'the held recording is still on the share')
+  t.ok(existsSync(join(s.root, OLD_PLAIN.replace('/14/', '/14.x/'))), 'the planned file, moved aside, is untouched too')
+  t.equal(status, 1, `exit 1 (${stdout.trim()} / ${stderr.trim()})`)
+  t.match(stderr, /a directory on its path was replaced since the plan/, 'and says why')
+  t.same((await events(t, s, 'erasure')).filter((r) => String(r.path).startsWith('/medicall/2016/03/14/')), [], 'no erasure is recorded for the file not deleted')
 })

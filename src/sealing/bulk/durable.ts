@@ -7,9 +7,19 @@
 // whether it changed while it was read.
 import { createHash, randomBytes } from 'node:crypto'
 import { constants, type BigIntStats } from 'node:fs'
-import { link, lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
+import { link, lstat, mkdir, open, realpath, rename, rm, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { Transform, type TransformCallback } from 'node:stream'
+
+/**
+ * Whether a file's directory is still where a walk of the share found it
+ * (its segments under the share's real root): no directory on its path was
+ * swapped for a symbolic link since. Asked before a file is sealed, re-sealed
+ * or removed.
+ */
+export async function inPlace (realRoot: string, file: string, segments: readonly string[]): Promise<boolean> {
+  return await realpath(dirname(file)).then((d) => d === join(realRoot, ...segments.slice(0, -1)), () => false)
+}
 
 /** How much of a file is read at once, per job: with 1 MiB reads 100 MB sealed in 2.0 s instead of 3.3 s with the default 64 KiB (one run here). */
 export const READ_BYTES = 1 << 20

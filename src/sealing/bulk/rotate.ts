@@ -7,15 +7,14 @@
 // the old identity is retired (keyring.ts retireKey). The walk, the pool,
 // the journal and the reports are seal's (run.ts, journal.ts).
 import { realpathSync } from 'node:fs'
-import { lstat, open, realpath } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { lstat, open } from 'node:fs/promises'
 import { MAX_HEADER_BYTES, SealedIntegrityError } from '../age.js'
 import { openHeaderWithAny, type Keyring, type PeriodKey } from '../keyring.js'
 import { plainPathOf, SEALED_SUFFIX } from '../names.js'
 import { NONCE_BYTES } from '../payload.js'
 import { periodOf, type PeriodPattern } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { replace, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
+import { inPlace, replace, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -94,7 +93,7 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
   const realRoot = realpathSync(s.root)
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
     // Its directory is still where the walk found it: no directory on its path was swapped for a symbolic link.
-    if (await realpath(dirname(file)).then((d) => d !== join(realRoot, ...segments.slice(0, -1)), () => true)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
+    if (!await inPlace(realRoot, file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
     const paths = pathsOf(s, ring, segments)
     if (!paths) {
       // Moved or renamed: it cannot be re-sealed (its binding is unknown), and while it needs the old identity that one stays.

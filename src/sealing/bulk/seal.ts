@@ -9,8 +9,8 @@
 // (reported as a conflict), and never seals an erased period.
 import { constants } from 'node:fs'
 import { realpathSync } from 'node:fs'
-import { chown, lstat, open, realpath } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { chown, lstat, open } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { encodeSegment as encodeReadable } from '../../policy/canonical-path.js'
 import { checkFileRequest } from '../../policy/listing-guard.js'
@@ -18,7 +18,7 @@ import { KeyExistsError, Keyring, newPeriodKey, type PeriodKey } from '../keyrin
 import { SEALED_SUFFIX, sealedPathOf } from '../names.js'
 import { periodOf, type PeriodPattern, type PeriodUnit } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, READ_BYTES, diskPathOf, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
+import { commit, Digest, READ_BYTES, diskPathOf, inPlace, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -149,18 +149,16 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
   /** The plaintext's work is done: remove it when asked. */
   const finish = async (file: string, v0: FileVersion, r: FileResult, segments: string[]): Promise<FileResult> => {
     if (!s.removePlaintext) return r
-    if (!await inPlace(file, segments)) return { ...r, result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not removed' }
+    if (!await inPlace(realRoot, file, segments)) return { ...r, result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not removed' }
     if (!sameVersion(await versionAt(file) ?? v0, v0)) return { ...r, result: 'failed', reason: 'changed' }
     await removeDurably(file)
     return { ...r, removed: true }
   }
 
   const realRoot = realpathSync(s.root)
-  /** Whether the file's directory is still where the walk found it, under the root: no directory on its path was swapped for a symbolic link. */
-  const inPlace = async (file: string, segments: string[]): Promise<boolean> => await realpath(dirname(file)).then((d) => d === join(realRoot, ...segments.slice(0, -1)), () => false)
 
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
-    if (!await inPlace(file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
+    if (!await inPlace(realRoot, file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
     const planned = plan(segments)
     if (typeof planned === 'string') return { result: 'skipped', reason: planned }
     const { period } = planned

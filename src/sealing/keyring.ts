@@ -417,9 +417,14 @@ function destroyKeyFile (file: string): void {
   shred(shredding)
 }
 
+/** Overwrites, unlinks and syncs; a file already gone (another process shredding the same leftover) is done. */
 function shred (file: string): void {
-  overwrite(file)
-  unlinkSync(file)
+  try {
+    overwrite(file)
+    unlinkSync(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
   syncDir(dirname(file))
 }
 
@@ -508,7 +513,8 @@ export function holdsPeriodKey (dir: string, period: string): boolean {
   } catch {
     return true
   }
-  return (['primary', 'next', 'old'] as const).some((r) => exists(keyFileOf(dir, period, r)))
+  // A key file a crash left half destroyed (renamed, not yet overwritten) still holds the identity.
+  return (['primary', 'next', 'old'] as const).some((r) => exists(keyFileOf(dir, period, r)) || exists(keyFileOf(dir, period, r) + SHRED_SUFFIX))
 }
 
 function eraseKeyIn (dir: string, period: string, missingOk: boolean): string | undefined {
@@ -527,6 +533,8 @@ function eraseKeyIn (dir: string, period: string, missingOk: boolean): string | 
     syncDir(dir)
     // Until none is left: one made by a process that looked before the tombstone was there is destroyed too.
     for (let left = filesNow(); left.length > 0; left = filesNow()) for (const f of left) destroyKeyFile(f)
+    // And what a crash left half destroyed (renamed to .shred, not yet overwritten): a rerun must not find nothing to do.
+    shredLeftovers(dir, false)
     return keyId
   } finally {
     unlock()

@@ -32,7 +32,7 @@ import { loadConfig } from '../../src/config/load.js'
 import { holdAdd as addHold, retentionSweep } from '../../src/retention/commands.js'
 import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
 import { diskPathOf } from '../../src/sealing/bulk/durable.js'
-import { initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
+import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { bearer, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { runCli, type Run } from '../helpers/process.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
@@ -444,4 +444,22 @@ t.test('a directory swapped for a symbolic link between the plan and --apply: th
   t.equal(status, 1, `exit 1 (${stdout.trim()} / ${stderr.trim()})`)
   t.match(stderr, /a directory on its path was replaced since the plan/, 'and says why')
   t.same((await events(t, s, 'erasure')).filter((r) => String(r.path).startsWith('/medicall/2016/03/14/')), [], 'no erasure is recorded for the file not deleted')
+})
+
+t.test('a key backup a crash left half destroyed (renamed to .shred, not yet overwritten): the period stays on the plan, and --apply destroys it', async (t) => {
+  const s = await makeSite({ periods: ['2016-01'], sealed: [OLD_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  // As a sweep killed in the middle leaves it: the keyring's identity destroyed, the backup's renamed for destruction only.
+  eraseKey(s.keyring, '2016-01')
+  const shredding = join(s.backup, '2016-01.key.shred')
+  renameSync(join(s.backup, '2016-01.key'), shredding)
+  opensWith(t, s, OLD_SEALED, shredding)
+  const dry = await sweep(s)
+  t.match(periodLine(dry, '2016-01'), /2016-01/, `the period is still on the plan: ${periodLine(dry, '2016-01')}`)
+  const applied = await sweep(s, '--apply', '--confirm', phraseOf(dry))
+  t.equal(applied.status, 0, applied.stdout + applied.stderr)
+  t.notOk(existsSync(shredding), 'the half-destroyed key is gone')
+  opensWithNone(t, s, OLD_SEALED)
+  const again = await sweep(s)
+  t.notMatch(again.stdout, /^to erase: erase 1 period/m, 'nothing is left to erase')
 })

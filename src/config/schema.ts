@@ -214,6 +214,8 @@ export const ConfigSchema = Type.Object({
       /** How many trailing path segments are encrypted (1: the file name). Default 1. */
       segments: Type.Integer({ default: 1, minimum: 1, maximum: 8 })
     }, { ...strict, default: {} }),
+    /** Whether a recent period's first upload makes its key (default true). Set false where gateways hold copies of one keyring (pods, hosts): each copy would make its own identity for the period, and lose the recordings sealed to it when that copy goes. Then make each period's key ahead (nasguard keys new --period P) on the keyring the copies come from; an upload into a recent period without one is 503. */
+    makeKeysOnUpload: Type.Boolean({ default: true }),
     /** Directories holding copies of the keyring (a backup volume, another host's keyring, mounted): an erasure (retention sweep --apply) destroys the period's identity in each of them too, and fails loudly while one is unreachable. */
     keyBackups: Type.Array(Type.String({ minLength: 1 }), { default: [], uniqueItems: true })
   }, { ...strict, default: {} }),

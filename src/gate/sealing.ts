@@ -31,8 +31,9 @@ export const resolveSealing: Stage = (request, state, ctx) => {
   const key = ctx.periodKey(period, upload)
   if (upload) {
     if (readableSegments(segments, s.nameSegments).some(holdsPhoneNumber)) throw new Errors.UploadReadableNumber()
-    // A recent period's first upload makes its key, once its body is judged (src/proxy/ingest.ts).
+    // A recent period's first upload makes its key, once its body is judged (src/proxy/ingest.ts), unless this gateway makes none.
     if (!key && !recentPeriods(s.pattern.unit, new Date()).includes(period)) throw new Errors.UploadPeriod()
+    if (!key && !s.makeKeys) throw new Errors.PeriodKeyMissing()
     state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key?.keyId ?? `${period}:new` }
     return
   }

@@ -94,7 +94,7 @@ export class LiveConfig {
    */
   private makePeriodKey (period: string): PeriodKey | undefined {
     const s = this.current.sealing
-    if (!this.sealing || !this.recent(period)) return undefined
+    if (!this.sealing || !this.recent(period) || !s.makeKeysOnUpload) return undefined
     try {
       newPeriodKey(s.keyring as string, s.period, period)
       this.p.log().info({ period }, 'a new period\'s identity was made for its first upload')

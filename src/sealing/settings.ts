@@ -12,6 +12,8 @@ export interface SealingSettings {
   keyring: Keyring
   /** sealing.names.segments: how many trailing segments are sealed. */
   nameSegments: number
+  /** sealing.makeKeysOnUpload: a recent period's first upload makes its key. */
+  makeKeys: boolean
   /** The NAS's name for a canonical path (its decoded segments), remembered: AES-SIV in JavaScript is the costly part of the sealing stage. */
   sealedPath: (path: string, segments: string[]) => string
 }
@@ -48,5 +50,5 @@ export function sealingOf (config: Readonly<Config>): SealingSettings | undefine
   } catch (err) {
     throw new Error(`sealing.keyring: ${(err as Error).message}`)
   }
-  return { mode: s.mode, pattern, keyring, nameSegments: s.names.segments, sealedPath: rememberedNames(keyring, s.names.segments) }
+  return { mode: s.mode, pattern, keyring, nameSegments: s.names.segments, makeKeys: s.makeKeysOnUpload, sealedPath: rememberedNames(keyring, s.names.segments) }
 }

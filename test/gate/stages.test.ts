@@ -244,16 +244,19 @@ t.test('sealing: the period and its key, the NAS\'s name; an upload needs a peri
   const [cur] = recentPeriods('month', new Date())
   const keys = makeKeyring(['2016-01'])
   const ring = keys.ring()
-  const settings = (segments: number): SealingSettings => ({ mode: 'require', pattern: compilePeriodPattern(PATTERN, 'month'), keyring: ring, nameSegments: segments, sealedPath: (_, segs) => sealedPathOf(ring.nameKey, segs, segments) })
-  const run = (method: string, path: string, segments = 1): RequestState => {
+  const settings = (segments: number, makeKeys: boolean): SealingSettings => ({ mode: 'require', pattern: compilePeriodPattern(PATTERN, 'month'), keyring: ring, nameSegments: segments, makeKeys, sealedPath: (_, segs) => sealedPathOf(ring.nameKey, segs, segments) })
+  const run = (method: string, path: string, segments = 1, makeKeys = true): RequestState => {
     const s = state({ path, segments: path.split('/').slice(1) })
-    resolveSealing(request({ method, url: path }), s, context({ sealing: settings(segments) }))
+    resolveSealing(request({ method, url: path }), s, context({ sealing: settings(segments, makeKeys) }))
     return s
   }
   const read = run('GET', '/medicall/2016/01/01/083012_46701234567.wav')
   t.match(read.sealed, { period: '2016-01', path: /^\/medicall\/2016\/01\/01\/[a-z2-7]{20,}\.age$/ }, 'a read: its sealed name, the number gone')
   const up = `/medicall/${cur.replace('-', '/')}/01`
   t.match(run('PUT', `${up}/083012_46701234567.wav`).sealed, { period: cur, keyId: `${cur}:new` }, 'an upload into the current period, before its key exists')
+  t.equal(await outcome(() => { run('PUT', `${up}/083012_46701234567.wav`, 1, false) }), Errors.PeriodKeyMissing.spec.code, 'a gateway that makes no keys (makeKeysOnUpload: false) refuses an upload into a recent period without one')
+  t.equal(await outcome(() => { run('PUT', '/medicall/1999/01/01/a.wav', 1, false) }), Errors.UploadPeriod.spec.code, 'and an old period is still an upload_period refusal')
+  t.match(run('PUT', '/medicall/2016/01/01/a.wav', 1, false).sealed, { period: '2016-01' }, 'a period whose key is there is taken')
   const refused: Array<[string, string, number, string]> = [
     ['GET', '/medicall/misc/a.wav', 1, Errors.NoPeriod.spec.code],
     ['PUT', '/medicall/misc/a.wav', 1, Errors.UploadPath.spec.code],

@@ -15,6 +15,7 @@ import { bearer, rawTls, scrape, startTestGateway, statusOf } from '../helpers/g
 import { startDavNas } from '../helpers/dav-nas.js'
 import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, PATTERN, sealedName } from '../helpers/sealed-nas.js'
+import { newPeriodKey } from '../../src/sealing/keyring.js'
 import { putAs } from '../helpers/upload.js'
 import { waitFor } from '../helpers/wait.js'
 import { loadAuditKey } from '../../src/audit/key.js'
@@ -255,4 +256,24 @@ t.test('while a retirement or an erasure holds the keyring, an upload waits its 
   unlock()
   t.same(nasFiles(nas), [], 'nothing on the NAS')
   t.equal((await putAs('h2', gw, `/medicall/${CUR}/29/busy-after.wav`, writer, RECORDING)).status, 201, 'stored once the keyring is free')
+})
+
+t.test('a gateway that makes no keys (sealing.makeKeysOnUpload: false) refuses an upload into a period without one (503), until an operator makes it', async (t) => {
+  const { gw, nas, keys, writer, reader } = await setup(t, { makeKeysOnUpload: false })
+  const periodKeys = (): string[] => readdirSync(keys.dir).filter((f) => f.endsWith('.key') && f !== 'names.key')
+  for (const proto of PROTOCOLS) {
+    const r = await putAs(proto, gw, `/medicall/${CUR}/29/nokey-${proto}.wav`, writer, RECORDING)
+    t.equal(r.status, 503, `${proto}: 503`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_PERIOD_KEY_MISSING', `${proto}: says why`)
+    t.ok(r.headers['retry-after'], `${proto}: with Retry-After`)
+    t.equal((await putAs(proto, gw, '/medicall/1999/01/01/old.wav', writer, RECORDING)).status, 400, `${proto}: an old period is still upload_period`)
+  }
+  t.same(nas.requests(), [], 'the NAS was asked nothing')
+  t.same(periodKeys(), [], 'no period key was made')
+  // The operator's key (nasguard keys new --period P), seen without a SIGHUP for a recent period.
+  newPeriodKey(keys.dir, 'month', CUR_PERIOD)
+  const path = `/medicall/${CUR}/29/made-ahead.wav`
+  await waitFor('the new key to be seen', async () => (await putAs('h1', gw, path, writer, RECORDING)).status === 201 ? true : undefined, { tries: 100, intervalMs: 100 })
+  t.same(periodKeys(), [`${CUR_PERIOD}.key`], 'the one key is the operator\'s')
+  for (const proto of PROTOCOLS) t.ok((await fetchAs(proto, gw, path, reader)).body.equals(RECORDING), `${proto}: served back`)
 })

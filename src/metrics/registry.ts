@@ -62,6 +62,7 @@ export class GatewayMetrics {
   private budgetNear: () => Promise<number> = async () => 0
   readonly retentionOverdue: Gauge<'what'>
   readonly retentionLastSweep: Gauge
+  readonly retentionUndetermined: Gauge
   private retentionStatus: () => RetentionStatus | undefined = () => undefined
   readonly timeToFirstByte: Histogram<'status_class'>
   readonly upstreamLatency: Histogram
@@ -354,15 +355,27 @@ export class GatewayMetrics {
     })
     this.retentionOverdue = new Gauge({
       name: 'nasguard_retention_overdue',
-      help: 'What the last retention sweep found past its retention and still present, without a hold: recordings (plaintext files), and periods (sealed periods whose key still exists).',
+      help: 'What the last retention sweep found past its retention and still present, without a hold: recordings (plaintext files, as the last sweep that walked the share with --source found them; absent until one did), and periods (sealed periods whose key still exists).',
       labelNames: ['what'],
       registers,
       aggregator: 'max',
       collect () {
+        // A series the status no longer backs (no walk recorded, the file gone) is dropped, not kept from an older scrape.
+        this.reset()
         const st = self.retentionStatus()
         if (!st) return
-        this.set({ what: 'recordings' }, st.overdueRecordings)
+        if (st.recordingsTime !== undefined) this.set({ what: 'recordings' }, st.overdueRecordings)
         this.set({ what: 'periods' }, st.overduePeriods)
+      }
+    })
+    this.retentionUndetermined = new Gauge({
+      name: 'nasguard_retention_undetermined_periods',
+      help: 'Sealed periods the last retention sweep could not judge (state undetermined: a rule dated by Last-Modified or from below a **, or a share it could not read), without a hold, that would be past retention were they dated by the period itself. The sweep never erases them: fix the rules or pass --source.',
+      registers,
+      aggregator: 'max',
+      collect () {
+        const st = self.retentionStatus()
+        this.set(st?.undeterminedPeriods ?? 0)
       }
     })
     this.retentionLastSweep = new Gauge({
@@ -371,8 +384,8 @@ export class GatewayMetrics {
       registers,
       aggregator: 'max',
       collect () {
-        const st = self.retentionStatus()
-        if (st) this.set(st.time / 1000)
+        // 0 while no readable status: the stale-sweep alert fires.
+        this.set((self.retentionStatus()?.time ?? 0) / 1000)
       }
     })
     this.auditSequence = new Gauge({

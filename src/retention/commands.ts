@@ -18,7 +18,7 @@ import { eraseBackupKey, eraseKey } from '../sealing/keyring.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
-import { writeRetentionStatus } from './status.js'
+import { sweptStatus, writeRetentionStatus } from './status.js'
 import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type SweepPlan } from './sweep.js'
 
 /** A mistake in what the operator asked (exit 2). */
@@ -177,9 +177,9 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
   out(o.json ? JSON.stringify({ ...plan, plain: plan.plain && { ...plan.plain, expired: plan.plain.expired.length } }) + '\n' : planText(plan, doc, o.apply))
   if (!o.apply) {
     const overdue = overdueOf(plan)
-    writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: overdue.recordings, overduePeriods: overdue.periods, applied: false })
+    writeRetentionStatus(c.audit.dir, sweptStatus(c.audit.dir, overdue, false))
     // The generation read is recorded: a later --apply here refuses an older document, whichever host changed it.
-    await record(c, { event: 'retention-sweep', reason: 'dry run', counts: { overdue: overdue.recordings + overdue.periods, ...(doc ? { generation: doc.generation } : {}) } })
+    await record(c, { event: 'retention-sweep', reason: 'dry run', counts: { overdue: (overdue.recordings ?? 0) + overdue.periods, ...(doc ? { generation: doc.generation } : {}) } })
     return 0
   }
   if (!doc) { err(`--apply: no legal holds document at ${store.where}: erasing without one could destroy what a lost hold protected. If there are truly no holds, run nasguard hold init (audited), then sweep again\n`); return 1 }
@@ -230,7 +230,8 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, generation: numb
     }
   }
   await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length, generation }, reason: problems.length ? 'incomplete' : 'applied' })
-  writeRetentionStatus(c.audit.dir, { time: Date.now(), overdueRecordings: (plan.plain?.expired.length ?? 0) - deleted, overduePeriods: toErase(plan).length - erased, applied: true })
+  const overdue = overdueOf(plan)
+  writeRetentionStatus(c.audit.dir, sweptStatus(c.audit.dir, { ...overdue, recordings: overdue.recordings === undefined ? undefined : overdue.recordings - deleted, periods: overdue.periods - erased }, true))
   out(`erased ${erased} period(s), deleted ${deleted} file(s)${heldBack ? `, ${heldBack} kept by holds placed since the plan` : ''}\n`)
   for (const p of problems) err(p + '\n')
   return problems.length > 0 ? 1 : 0

@@ -11,11 +11,31 @@ import { makeDir } from '../files/ownership.js'
 export interface RetentionStatus {
   /** When the sweep finished, ms since the epoch. */
   time: number
-  /** Plaintext recordings past retention, without a hold, still on the NAS. */
+  /** Plaintext recordings past retention, without a hold, still on the NAS, as the last sweep that walked the share (--source) found them. */
   overdueRecordings: number
+  /** When the share was last walked (a sweep with --source); absent: never, and overdueRecordings says nothing. */
+  recordingsTime?: number
   /** Sealed periods past retention, without a hold, whose identity still exists. */
   overduePeriods: number
+  /** Sealed periods the sweep cannot judge (undetermined), without a hold, that would be past retention were they dated by the period itself. */
+  undeterminedPeriods?: number
   applied: boolean
+}
+
+/** The sweep's findings: plaintext recordings only when it walked the share (else the last walk's count stands). */
+export interface SweepFindings { recordings?: number, periods: number, undetermined: number }
+
+/**
+ * The status a sweep leaves: its own period counts; the plaintext count of
+ * this sweep if it walked the share, else the last one that did (a daily
+ * dry run without --source does not reset what a walk found).
+ */
+export function sweptStatus (auditDir: string, found: SweepFindings, applied: boolean, now = Date.now()): RetentionStatus {
+  const last = found.recordings === undefined ? readRetentionStatus(auditDir) : undefined
+  const recordings = found.recordings === undefined
+    ? (last?.recordingsTime === undefined ? {} : { overdueRecordings: last.overdueRecordings, recordingsTime: last.recordingsTime })
+    : { overdueRecordings: found.recordings, recordingsTime: now }
+  return { time: now, overdueRecordings: 0, ...recordings, overduePeriods: found.periods, undeterminedPeriods: found.undetermined, applied }
 }
 
 export const STATUS_FILE = 'retention-status.json'
@@ -32,7 +52,7 @@ export function writeRetentionStatus (auditDir: string, status: RetentionStatus)
 export function readRetentionStatus (auditDir: string): RetentionStatus | undefined {
   try {
     const v = JSON.parse(readFileSync(join(auditDir, STATUS_FILE), 'utf8')) as RetentionStatus
-    const counts = [v.time, v.overdueRecordings, v.overduePeriods]
+    const counts = [v.time, v.overdueRecordings, v.overduePeriods, v.recordingsTime ?? 0, v.undeterminedPeriods ?? 0]
     return counts.every((n) => Number.isSafeInteger(n) && n >= 0) ? v : undefined
   } catch {
     return undefined

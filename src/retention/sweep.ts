@@ -47,6 +47,8 @@ export interface PeriodFinding {
   files?: number
   /** Erased, but these key backups (sealing.keyBackups) still hold its identity, or could not be read. */
   backups?: string[]
+  /** Undetermined: when it would be past retention were its recordings dated by the period itself (its end plus the longest keepDays of the rules that meet it). */
+  dueBy?: number
 }
 
 export interface PlainFile { file: string, path: string, rule: string }
@@ -94,25 +96,45 @@ export function holdsOnPeriod (config: Readonly<Config>, period: string, holds: 
   return holds.filter((h) => inForce(h, now) && prefixMeets(h.prefix, dir, config.upstream.fileSystem, false))
 }
 
-/** What the rules say of a period statically: the latest expiry, or why it cannot be told. */
-function judgePeriod (rules: readonly RetentionRule[], dir: readonly string[], mode: FileSystemMode): { expiresAt?: number, rules: string[], covered: boolean, why?: string } {
+/** Why a rule that meets a period cannot date its recordings from the period's own directories, if it cannot. */
+function undatable (rule: RetentionRule, u: ReturnType<typeof globUnder>): string | undefined {
+  if (u.kind === 'unaligned') return `rule ${rule.name} can read a date from below the period's directory (a ** comes first)`
+  if (rule.fields.length === 0) return `rule ${rule.name} dates recordings by Last-Modified`
+  if (u.kind === 'meets' && u.bound.yyyy === undefined) return `rule ${rule.name} reads its date from below the period's directory`
+  return undefined
+}
+
+/**
+ * What the rules say of a period statically: the latest expiry, or why it
+ * cannot be told; and the longest keepDays of the rules that meet it.
+ */
+function judgePeriod (rules: readonly RetentionRule[], dir: readonly string[], mode: FileSystemMode): { expiresAt?: number, rules: string[], covered: boolean, why?: string, longestKeepDays: number } {
   const folded = mode === 'folding' ? dir.map(foldName) : undefined
   let expiresAt: number | undefined
   let covered = false
+  let why: string | undefined
+  let longestKeepDays = 0
   const names: string[] = []
   for (const rule of rules) {
     const u = globUnder(rule.glob, dir, acceptDate, folded)
     if (u.kind === 'none') continue
     names.push(rule.name)
-    if (u.kind === 'unaligned') return { rules: names, covered, why: `rule ${rule.name} can read a date from below the period's directory (a ** comes first)` }
-    if (rule.fields.length === 0) return { rules: names, covered, why: `rule ${rule.name} dates recordings by Last-Modified` }
-    if (u.bound.yyyy === undefined) return { rules: names, covered, why: `rule ${rule.name} reads its date from below the period's directory` }
-    const at = endOf(u.bound).end + rule.keepDays * DAY_MS
-    expiresAt = Math.max(expiresAt ?? at, at)
+    longestKeepDays = Math.max(longestKeepDays, rule.keepDays)
+    why ??= undatable(rule, u)
+    if (why === undefined && u.kind === 'meets') {
+      const at = endOf(u.bound).end + rule.keepDays * DAY_MS
+      expiresAt = Math.max(expiresAt ?? at, at)
+    }
     // First match: a rule that matches every path under it is the last any recording of it reaches.
-    if (u.all) { covered = true; break }
+    if (u.kind === 'meets' && u.all) { covered = true; break }
   }
-  return { expiresAt, rules: names, covered }
+  return { expiresAt: why === undefined ? expiresAt : undefined, rules: names, covered, why, longestKeepDays }
+}
+
+/** When a period's last day ends (UTC). */
+function periodEnd (period: string): number {
+  const [yyyy, mm, dd] = period.split('-')
+  return endOf({ yyyy, ...(mm === undefined ? {} : { mm }), ...(dd === undefined ? {} : { dd }) }).end
 }
 
 /** The sealed periods: each key in the keyring, and each erased one. */
@@ -137,13 +159,14 @@ export function planPeriods (config: Readonly<Config>, rules: readonly Retention
       const left = s.keyBackups.filter((d) => holdsPeriodKey(d, period))
       return { ...found, state: 'erased', ...(left.length > 0 ? { backups: left, why: `its identity is still in ${left.join(', ')} (or it cannot be read there)` } : {}) }
     }
-    if (judged.why) return { ...found, state: 'undetermined', why: judged.why }
+    const undetermined = (why: string): PeriodFinding => ({ ...found, state: 'undetermined', why, dueBy: periodEnd(period) + judged.longestKeepDays * DAY_MS })
+    if (judged.why) return undetermined(judged.why)
     if (judged.rules.length === 0) return { ...found, why: 'no retention rule matches its recordings' }
     if (onShare && onShare.unruled > 0) return { ...found, why: `${onShare.unruled} of its recordings on the share match no retention rule` }
-    if (!judged.covered && !onShare) return { ...found, state: 'undetermined', why: 'no rule matches every path under it: pass --source (the mounted share) to look at each recording' }
+    if (!judged.covered && !onShare) return undetermined('no rule matches every path under it: pass --source (the mounted share) to look at each recording')
     // Judged file by file: only if every file was seen, and read.
-    if (!judged.covered && share && share.unreadable > 0) return { ...found, state: 'undetermined', why: `${share.unreadable} director${share.unreadable === 1 ? 'y' : 'ies'} of the share could not be read` }
-    if (!judged.covered && onShare && onShare.undecodable > 0) return { ...found, state: 'undetermined', why: `${onShare.undecodable} sealed file(s) in it have names this keyring does not decode` }
+    if (!judged.covered && share && share.unreadable > 0) return undetermined(`${share.unreadable} director${share.unreadable === 1 ? 'y' : 'ies'} of the share could not be read`)
+    if (!judged.covered && onShare && onShare.undecodable > 0) return undetermined(`${onShare.undecodable} sealed file(s) in it have names this keyring does not decode`)
     if (now < (judged.expiresAt as number)) return found
     return { ...found, state: found.holds.length > 0 ? 'held' : 'expired' }
   })
@@ -214,7 +237,13 @@ export function confirmationOf (plan: SweepPlan): string {
   return `erase ${periods} period${periods === 1 ? '' : 's'} and delete ${files} file${files === 1 ? '' : 's'}`
 }
 
-/** Plaintext recordings and periods past retention, without a hold, still present. */
-export function overdueOf (plan: SweepPlan): { recordings: number, periods: number } {
-  return { recordings: plan.plain?.expired.length ?? 0, periods: toErase(plan).length }
+/**
+ * Plaintext recordings (undefined: the share was not walked) and periods
+ * past retention, without a hold, still present; and undetermined periods
+ * without a hold that would be past retention were they dated by the
+ * period itself: the sweep cannot erase them, and no overdue count shows them.
+ */
+export function overdueOf (plan: SweepPlan): { recordings?: number, periods: number, undetermined: number } {
+  const stuck = plan.periods.filter((p) => p.state === 'undetermined' && p.holds.length === 0 && p.dueBy !== undefined && plan.now >= p.dueBy)
+  return { recordings: plan.plain?.expired.length, periods: toErase(plan).length, undetermined: stuck.length }
 }

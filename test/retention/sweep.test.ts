@@ -33,7 +33,7 @@ import { holdAdd as addHold, retentionSweep } from '../../src/retention/commands
 import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
 import { diskPathOf } from '../../src/sealing/bulk/durable.js'
 import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
-import { bearer, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
+import { bearer, scrape, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { runCli, type Run } from '../helpers/process.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { memoryNas, PATTERN, sealBytes, sealedName } from '../helpers/sealed-nas.js'
@@ -302,6 +302,55 @@ t.test('dry run, refusals, then --apply erases exactly what expired; the erased 
   t.match(holds.find((e) => e.case === 'CASE-7'), { case: 'CASE-7', path: '/medicall/2016/02/', reason: 'add: litigation' })
   t.match(sweeps.filter((e) => e.reason !== 'dry run'), [{ counts: { erased: 1, deleted: 1, held: 0, failed: 0 }, reason: 'applied' }], 'one sweep record, for the one --apply that ran')
   t.ok(sweeps.some((e) => e.reason === 'dry run' && typeof (e.counts as { generation?: unknown } | undefined)?.generation === 'number'), 'a dry run records the holds generation it read')
+})
+
+t.test('what the gateway exports: a sweep without --source keeps the last walk\'s plaintext count; old periods the sweep cannot judge are counted, a held one not', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', '2016-02', YOUNG], sealed: [OLD_SEALED, HELD_SEALED, YOUNG_SEALED], plain: [OLD_PLAIN, HELD_PLAIN, YOUNG_PLAIN, NOTES] })
+  const nas = await startStubNas(t, (_req, res) => { res.statusCode = 404; res.end() })
+  // The gateway reads the status from its audit.dir at each scrape: the directory the sweep writes to.
+  const gw = await startTestGateway(t, nas, { audit: { dir: s.audit } })
+  const gauges = async (): Promise<Record<string, number | undefined>> => {
+    const m = await scrape(gw.adminUrl)
+    return { recordings: m.get('nasguard_retention_overdue{what="recordings"}'), periods: m.get('nasguard_retention_overdue{what="periods"}'), undetermined: m.get('nasguard_retention_undetermined_periods') }
+  }
+  const status = (): Record<string, unknown> => JSON.parse(readFileSync(join(s.audit, 'retention-status.json'), 'utf8')) as Record<string, unknown>
+  const run = async (...args: string[]): Promise<Run> => {
+    const r = await sweep(s, ...args)
+    t.equal(r.status, 0, `retention sweep ${args.join(' ')} (${r.stderr.trim()})`)
+    return r
+  }
+
+  t.same(await gauges(), { recordings: undefined, periods: undefined, undetermined: 0 }, 'before any sweep: no overdue series')
+  await run()
+  t.same(await gauges(), { recordings: undefined, periods: 2, undetermined: 0 }, 'a dry run without --source: the periods; no plaintext series, as no sweep looked at the share')
+  await run('--source', s.root)
+  t.same(await gauges(), { recordings: 2, periods: 2, undetermined: 0 }, 'with --source: the plaintext recordings past retention')
+  const walked = status().recordingsTime
+  t.type(walked, 'number', 'the status says when the share was walked')
+  await run()
+  t.same(await gauges(), { recordings: 2, periods: 2, undetermined: 0 }, 'the next dry run without --source does not reset the plaintext count to 0')
+  t.equal(status().recordingsTime, walked, 'and still says when the share was last walked')
+
+  // Rules the sweep cannot date a sealed period by: a Last-Modified rule over all of it.
+  // 2016-01 and 2016-02 would be long past retention; this month is not; no period is erasable.
+  writeFileSync(s.config, configText(s).replace(RETENTION, '[{ name: by-nas, path: "/medicall/**", keepDays: 365 }]'))
+  const lm = await run()
+  for (const p of ['2016-01', '2016-02', YOUNG]) t.match(periodLine(lm, p), new RegExp(`^${p}\\s+undetermined\\s`), `${p} is undetermined`)
+  t.same(await gauges(), { recordings: 2, periods: 0, undetermined: 2 }, 'the two old undetermined periods are counted, this month\'s is not')
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  await holdAdd(t, s, '/medicall/2016/02/', 'CASE-9')
+  await run()
+  t.same(await gauges(), { recordings: 2, periods: 0, undetermined: 1 }, 'a hold on one of them takes it out of the count')
+  // A rule that dates by the path again, but covers no period whole: without --source each is undetermined, with it judged.
+  writeFileSync(s.config, configText(s).replace(RETENTION, '[{ name: calls, path: "/medicall/{yyyy}/{mm}/{dd}/**", keepDays: 365 }]'))
+  await run()
+  t.same(await gauges(), { recordings: 2, periods: 0, undetermined: 1 }, 'a rule covering no period whole, swept without --source: still undetermined')
+  await run('--source', s.root)
+  t.same(await gauges(), { recordings: 1, periods: 1, undetermined: 0 }, 'swept with --source: judged, 2016-01 overdue; 2016-02 and its plaintext held')
+  // The status gone (or unreadable): no stale count stays exported, and the last sweep reads as never (the stale-sweep alert fires).
+  rmSync(join(s.audit, 'retention-status.json'))
+  t.same(await gauges(), { recordings: undefined, periods: undefined, undetermined: 0 }, 'the status file removed: the overdue series are dropped')
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_retention_last_sweep_timestamp_seconds'), 0, 'and the last sweep reads 0')
 })
 
 t.test('a hold on the period, a day, part of a file name, or another case of it keeps the whole period; a lapsed one does not', async (t) => {

@@ -19,7 +19,7 @@ import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, pre
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
 import { sweptStatus, writeRetentionStatus } from './status.js'
-import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type SweepPlan } from './sweep.js'
+import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type PlainFile, type SweepPlan } from './sweep.js'
 
 /** A mistake in what the operator asked (exit 2). */
 export class HoldUsageError extends Error {}
@@ -151,6 +151,9 @@ function planText (plan: SweepPlan, doc: HoldsDoc | undefined, apply: boolean): 
 /** Erases one period: the keyring (unless done already), then every backup copy; the erasure event names what was reached. */
 async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[]): Promise<boolean> {
   const { period, rules } = p
+  const backups = c.sealing.keyBackups.length
+  // Recorded before anything is destroyed: a crash midway (or a trail that cannot be written) never leaves a destroyed identity without a record.
+  await record(c, { event: 'erasure', period, keyId: p.keyId, reason: `retention (${rules.join(', ')}): destroying the identity in ${p.state === 'erased' ? 'the backups left' : 'the keyring'}${backups ? ` and ${backups} backup(s)` : ''}; the next erasure record of this period says what was done (none: the sweep stopped midway, rerun it)` })
   let keyId = p.state === 'erased' ? undefined : eraseKey(c.sealing.keyring as string, period)
   const inKeyring = keyId !== undefined
   const missed: string[] = []
@@ -162,6 +165,30 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   }
   await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${inKeyring ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
   return missed.length === 0
+}
+
+/**
+ * Deletes one expired plaintext recording, recorded before it is deleted
+ * (a crash between the two never leaves a deletion without a record), and
+ * again if it then could not be. Whether it was deleted.
+ */
+async function deleteRecorded (c: Readonly<Config>, f: PlainFile, problems: string[]): Promise<boolean> {
+  try {
+    if (!(await lstat(f.file)).isFile()) return false
+  } catch {
+    return false
+  }
+  await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): deleted from the NAS` })
+  try {
+    await unlink(f.file)
+    return true
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true
+    const why = (e as Error).message.replace(f.file, '<file>')
+    problems.push(`a recording could not be deleted: ${why}`)
+    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
+    return false
+  }
 }
 
 /**
@@ -218,15 +245,7 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, generation: numb
       if (holdsOn(now.holds, f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
       // Its directory is still where the walk found it: a directory swapped for a link since would send the deletion elsewhere.
       if (!await inPlace(plan.plain.root, f.file, f.path.slice(1).split('/'))) { problems.push('a recording was not deleted: a directory on its path was replaced since the plan (a symbolic link?)'); continue }
-      try {
-        if (!(await lstat(f.file)).isFile()) continue
-        await unlink(f.file)
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(`a recording could not be deleted: ${(e as Error).message.replace(f.file, '<file>')}`)
-        continue
-      }
-      await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): deleted from the NAS` })
-      deleted++
+      if (await deleteRecorded(c, f, problems)) deleted++
     }
   }
   await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length, generation }, reason: problems.length ? 'incomplete' : 'applied' })

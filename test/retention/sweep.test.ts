@@ -296,8 +296,11 @@ t.test('dry run, refusals, then --apply erases exactly what expired; the erased 
   // The trail: intact; one erasure event for the period (with its key id) and one for the file; the hold's event.
   const [verify, erasures, holds, sweeps] = await Promise.all([cli(s, 'audit', 'verify'), events(t, s, 'erasure'), events(t, s, 'hold'), events(t, s, 'retention-sweep')])
   t.equal(verify.status, 0, `audit verify passes (${verify.stdout.trim()} ${verify.stderr.trim()})`)
-  t.equal(erasures.length, 2, 'two erasure events')
-  t.match(erasures.find((e) => e.period !== undefined), { period: '2016-01', keyId: oldKeyId, reason: /identity destroyed in the keyring and 1 of 1 backup/ })
+  t.equal(erasures.length, 3, 'three erasure events: the period\'s before and after its identity was destroyed, and the file\'s')
+  t.match(erasures.filter((e) => e.period !== undefined), [
+    { period: '2016-01', keyId: oldKeyId, reason: /destroying the identity in the keyring and 1 backup\(s\)/ },
+    { period: '2016-01', keyId: oldKeyId, reason: /identity destroyed in the keyring and 1 of 1 backup/ }
+  ], 'the period\'s: the one written before anything was destroyed, then the outcome')
   t.match(erasures.find((e) => e.path !== undefined), { path: OLD_PLAIN, reason: /deleted from the NAS/ })
   t.match(holds.find((e) => e.case === 'CASE-7'), { case: 'CASE-7', path: '/medicall/2016/02/', reason: 'add: litigation' })
   t.match(sweeps.filter((e) => e.reason !== 'dry run'), [{ counts: { erased: 1, deleted: 1, held: 0, failed: 0 }, reason: 'applied' }], 'one sweep record, for the one --apply that ran')
@@ -436,8 +439,8 @@ t.test('a key backup not mounted: the keyring\'s key is destroyed, the backup\'s
   t.ok(existsSync(join(unmounted, '2016-01.key')), 'the backup\'s is still there')
   t.match(JSON.parse(readFileSync(join(s.audit, 'retention-status.json'), 'utf8')), { overduePeriods: 1, applied: true }, 'still overdue for the metrics')
   const first = (await events(t, s, 'erasure')).filter((e) => e.period === '2016-01')
-  t.equal(first.length, 1)
-  t.match(first[0], { keyId, reason: new RegExp(`and 0 of 1 backup\\(s\\); NOT in ${s.backup.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) })
+  t.equal(first.length, 2, 'before, and after')
+  t.match(first[1], { keyId, reason: new RegExp(`and 0 of 1 backup\\(s\\); NOT in ${s.backup.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`) })
 
   renameSync(unmounted, s.backup)
   opensWith(t, s, OLD_SEALED, join(s.backup, '2016-01.key'))
@@ -452,10 +455,39 @@ t.test('a key backup not mounted: the keyring\'s key is destroyed, the backup\'s
   opensWithNone(t, s, OLD_SEALED)
   opensWith(t, s, YOUNG_SEALED, join(s.keyring, `${YOUNG}.key`))
   const last = (await events(t, s, 'erasure')).filter((e) => e.period === '2016-01')
-  t.equal(last.length, 2, 'a second erasure event for the period')
-  t.match(last[1].reason, /1 of 1 backup/)
-  t.notMatch(last[1].reason, /NOT in/)
+  t.equal(last.length, 4, 'the rerun records the period again, before and after')
+  t.match(last[2].reason, /destroying the identity in the backups left and 1 backup/)
+  t.match(last[3].reason, /1 of 1 backup/)
+  t.notMatch(last[3].reason, /NOT in/)
   t.equal(phraseOf(await sweep(s)), 'erase 0 periods and delete 0 files', 'then nothing is left to erase')
+})
+
+t.test('the audit trail cannot be written when --apply starts: nothing is destroyed, so no identity or recording is gone without a record', async (t) => {
+  const sites = {
+    'a period and a file to erase': { periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED], plain: [OLD_PLAIN] },
+    'a file alone to delete': { periods: [YOUNG], sealed: [YOUNG_SEALED], plain: [OLD_PLAIN] }
+  }
+  for (const [name, site] of Object.entries(sites)) {
+    const s = await makeSite(site)
+    t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+    const before = state(s)
+    // Between the confirmation and the first erasure the ops chain becomes unwritable (a broken disk, in effect): its directory replaced by a file.
+    const ops = join(s.audit, 'ops')
+    let thrown: Error | undefined
+    let status: number | undefined
+    try {
+      status = await retentionSweep(loadConfig({ file: s.config, env: {} }), {
+        apply: true,
+        json: false,
+        now: Date.now(),
+        source: s.root,
+        confirm: async (phrase) => { renameSync(ops, ops + '.aside'); writeFileSync(ops, 'not a directory\n'); return phrase }
+      }, () => {}, () => {})
+    } catch (err) { thrown = err as Error }
+    t.equal(status, undefined, `${name}: the sweep stops`)
+    t.match(thrown?.message, /the erasure event was not recorded/, `${name}: naming the record it could not write`)
+    t.same(sorted(state(s)), sorted(before), `${name}: no key destroyed in the keyring or the backup, no recording deleted`)
+  }
 })
 
 t.test('on a host where no gateway ran yet (audit.dir not made): the dry run and hold init make what they need', async (t) => {

@@ -14,7 +14,7 @@ import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { inPlace } from '../sealing/bulk/durable.js'
-import { eraseBackupKey, eraseKey } from '../sealing/keyring.js'
+import { eraseBackupKey, eraseKey, holdsPeriodKey } from '../sealing/keyring.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
@@ -154,7 +154,9 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   const backups = c.sealing.keyBackups.length
   // Recorded before anything is destroyed: a crash midway (or a trail that cannot be written) never leaves a destroyed identity without a record.
   await record(c, { event: 'erasure', period, keyId: p.keyId, reason: `retention (${rules.join(', ')}): destroying the identity in ${p.state === 'erased' ? 'the backups left' : 'the keyring'}${backups ? ` and ${backups} backup(s)` : ''}; the next erasure record of this period says what was done (none: the sweep stopped midway, rerun it)` })
-  let keyId = p.state === 'erased' ? undefined : eraseKey(c.sealing.keyring as string, period)
+  const keyring = c.sealing.keyring as string
+  // Erased already: what a crash or a restore left beside the keyring's tombstone, if anything.
+  let keyId = p.state !== 'erased' ? eraseKey(keyring, period) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, period) : undefined
   const inKeyring = keyId !== undefined
   const missed: string[] = []
   for (const dir of c.sealing.keyBackups) {

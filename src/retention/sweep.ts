@@ -156,7 +156,8 @@ export function planPeriods (config: Readonly<Config>, rules: readonly Retention
     const onShare = share ? share.periods.get(period) ?? { files: 0, unruled: 0, undecodable: 0 } : undefined
     const found: PeriodFinding = { period, state: 'kept', keyId: key?.keyId, expiresAt: judged.expiresAt, rules: judged.rules, holds: holdsOnPeriod(config, period, holds.holds, now).map((h) => h.case), ...(onShare ? { files: onShare.files } : {}) }
     if (!key) {
-      const left = s.keyBackups.filter((d) => holdsPeriodKey(d, period))
+      // A key file left beside the tombstone (in the keyring too) still holds the identity.
+      const left = [s.keyring as string, ...s.keyBackups].filter((d) => holdsPeriodKey(d, period))
       return { ...found, state: 'erased', ...(left.length > 0 ? { backups: left, why: `its identity is still in ${left.join(', ')} (or it cannot be read there)` } : {}) }
     }
     const undetermined = (why: string): PeriodFinding => ({ ...found, state: 'undetermined', why, dueBy: periodEnd(period) + judged.longestKeepDays * DAY_MS })

@@ -239,6 +239,9 @@ export class Keyring {
       roles[key.role] = { period: key.period, identity, keyId: keyIdOf(key.period, identity) }
       keys.set(key.period, roles)
     }
+    // The tombstone wins: a key file beside it (a crash midway through the erasure, or a copy put
+    // back from a backup) opens nothing; the sweep destroys it.
+    for (const period of erased) keys.delete(period)
     // Only the files read now are remembered: a destroyed key's identity is forgotten with this load.
     PARSED.set(real, parsed)
     return new Keyring(dir, nameKey, keys, erased)
@@ -273,7 +276,7 @@ export class Keyring {
 
   /** The period's identity was destroyed (its recordings are erased). */
   erased (period: string): boolean {
-    return this.erasedSet.has(period) && !this.keys.has(period)
+    return this.erasedSet.has(period)
   }
 
   /**
@@ -293,7 +296,7 @@ export class Keyring {
 
   /** The periods whose identity was destroyed. */
   erasedPeriods (): string[] {
-    return [...this.erasedSet].filter((p) => !this.keys.has(p))
+    return [...this.erasedSet]
   }
 
   /** One key per period: its primary. */

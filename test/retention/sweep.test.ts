@@ -544,3 +544,39 @@ t.test('a key backup a crash left half destroyed (renamed to .shred, not yet ove
   const again = await sweep(s)
   t.notMatch(again.stdout, /^to erase: erase 1 period/m, 'nothing is left to erase')
 })
+
+t.test('a key file put back beside its tombstone (restored from a backup, or a crash midway): it opens nothing, a gateway answers 410 without asking the NAS, and the sweep destroys it', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  const saved = join(s.dir, 'saved-2016-01.key')
+  copyFileSync(join(s.keyring, '2016-01.key'), saved)
+  const first = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
+  t.equal(first.status, 0, `the period erased (${first.stderr.trim()})`)
+  // Put back in the keyring, beside the tombstone, as a restore from an old backup would.
+  copyFileSync(saved, join(s.keyring, '2016-01.key'))
+  chmodSync(join(s.keyring, '2016-01.key'), 0o600)
+  rmSync(saved)
+  opensWith(t, s, OLD_SEALED, join(s.keyring, '2016-01.key'))
+
+  const mem = memoryNas()
+  for (const f of s.sealed.values()) mem.files.set(f.nasPath, readFileSync(f.disk))
+  const nas = await startStubNas(t, mem.handler)
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: s.keyring, periodPattern: PATTERN } })
+  const old = s.sealed.get(OLD_SEALED) as Sealed
+  for (const proto of PROTOCOLS) {
+    const res = await fetchAs(proto, gw, OLD_SEALED, bearer(gw.token()))
+    t.equal(res.status, 410, `${proto}: the erased period stays erased`)
+    t.equal(JSON.parse(res.body.toString()).error, 'NASGUARD_ERR_RECORDING_ERASED', `${proto}: NASGUARD_ERR_RECORDING_ERASED`)
+    t.equal((await fetchAs(proto, gw, YOUNG_SEALED, bearer(gw.token()))).status, 200, `${proto}: a kept period is served`)
+  }
+  t.equal(nas.requests.filter((r) => r.url === old.nasPath).length, 0, 'the NAS was not asked for the erased recording')
+
+  const dry = await sweep(s)
+  t.match(periodLine(dry, '2016-01'), new RegExp(`^2016-01\\s+erased\\s.*its identity is still in ${s.keyring.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`), 'the sweep names the keyring as still holding it')
+  t.equal(phraseOf(dry), 'erase 1 period and delete 0 files', 'and plans to destroy it')
+  const two = await sweep(s, '--apply', '--confirm', phraseOf(dry))
+  t.equal(two.status, 0, `--apply (${two.stderr.trim()})`)
+  t.notOk(existsSync(join(s.keyring, '2016-01.key')), 'the key put back is destroyed')
+  opensWithNone(t, s, OLD_SEALED)
+  t.equal(phraseOf(await sweep(s)), 'erase 0 periods and delete 0 files', 'then nothing is left to erase')
+})

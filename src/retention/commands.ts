@@ -14,7 +14,7 @@ import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { inPlace } from '../sealing/bulk/durable.js'
-import { eraseBackupKey, eraseKey, holdsPeriodKey } from '../sealing/keyring.js'
+import { eraseBackupKey, eraseKey, holdsPeriodKey, KeyringBusyError } from '../sealing/keyring.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
@@ -116,6 +116,8 @@ export interface SweepOptions {
   json: boolean
   /** The clock: tests and `--at` previews move it (never with --apply). */
   now: number
+  /** How long an erasure waits for the uploads being sealed to the keyring to finish; default a minute. */
+  drainMs?: number
 }
 
 async function sweepPlan (c: Readonly<Config>, doc: HoldsDoc, o: SweepOptions): Promise<SweepPlan> {
@@ -148,15 +150,31 @@ function planText (plan: SweepPlan, doc: HoldsDoc | undefined, apply: boolean): 
   return lines.join('\n') + '\n'
 }
 
-/** Erases one period: the keyring (unless done already), then every backup copy; the erasure event names what was reached. */
-async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[]): Promise<boolean> {
+const KEYRING_DRAIN_MS = 60_000
+
+/**
+ * Erases one period: the keyring (unless done already), then every backup
+ * copy; the erasure event names what was reached. Whether every copy was;
+ * undefined when the keyring stayed busy and nothing was destroyed.
+ */
+async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[], drainMs: number): Promise<boolean | undefined> {
   const { period, rules } = p
   const backups = c.sealing.keyBackups.length
   // Recorded before anything is destroyed: a crash midway (or a trail that cannot be written) never leaves a destroyed identity without a record.
   await record(c, { event: 'erasure', period, keyId: p.keyId, reason: `retention (${rules.join(', ')}): destroying the identity in ${p.state === 'erased' ? 'the backups left' : 'the keyring'}${backups ? ` and ${backups} backup(s)` : ''}; the next erasure record of this period says what was done (none: the sweep stopped midway, rerun it)` })
   const keyring = c.sealing.keyring as string
   // Erased already: what a crash or a restore left beside the keyring's tombstone, if anything.
-  let keyId = p.state !== 'erased' ? eraseKey(keyring, period) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, period) : undefined
+  // Uploads being sealed to the period finish first (a minute at most); new ones get 503 meanwhile.
+  const drain = { drainMs }
+  let keyId: string | undefined
+  try {
+    keyId = p.state !== 'erased' ? eraseKey(keyring, period, drain) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, period, drain) : undefined
+  } catch (err) {
+    if (!(err instanceof KeyringBusyError)) throw err
+    problems.push(`period ${period}: NOT erased: ${err.message}`)
+    await record(c, { event: 'erasure', period, keyId: p.keyId, reason: `retention (${rules.join(', ')}): NOT destroyed, the keyring stayed busy (${err.message})` })
+    return undefined
+  }
   const inKeyring = keyId !== undefined
   const missed: string[] = []
   for (const dir of c.sealing.keyBackups) {
@@ -218,10 +236,10 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
   const expected = confirmationOf(plan)
   const typed = await o.confirm(expected)
   if (typed !== expected) { err(`not confirmed: type exactly "${expected}" (or pass --confirm "${expected}"); nothing was changed\n`); return 2 }
-  return await applyPlan(c, plan, doc.generation, store, key, out, err)
+  return await applyPlan(c, plan, { generation: doc.generation, drainMs: o.drainMs ?? KEYRING_DRAIN_MS }, store, key, out, err)
 }
 
-async function applyPlan (c: Readonly<Config>, plan: SweepPlan, generation: number, store: ReturnType<typeof holdsStoreOf>, key: Buffer, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+async function applyPlan (c: Readonly<Config>, plan: SweepPlan, { generation, drainMs }: { generation: number, drainMs: number }, store: ReturnType<typeof holdsStoreOf>, key: Buffer, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const problems: string[] = []
   // Read again before each erasure: a hold placed since the plan wins, and a document gone since is no "no holds".
   const fresh = async (): Promise<HoldsDoc> => {
@@ -234,7 +252,9 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, generation: numb
   let heldBack = 0
   for (const p of toErase(plan)) {
     if (holdsOnPeriod(c, p.period, (await fresh()).holds, Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
-    if (await erasePeriod(c, p, problems)) erased++
+    const done = await erasePeriod(c, p, problems, drainMs)
+    if (done === undefined) { out(`period ${p.period}: NOT erased, the keyring stayed busy\n`); continue }
+    if (done) erased++
     out(`period ${p.period}: identity destroyed${p.keyId ? ` (${p.keyId})` : ' in the backups left'}\n`)
   }
   if (plan.plain && plan.plain.expired.length > 0) {

@@ -140,9 +140,12 @@ function holderOf (file: string): number | undefined {
  * Each side makes its lock file (whole: a temporary name, then a link),
  * then looks for the other's: of two that race, at least one sees the
  * other. A lock of a dead process is ignored (a stale exclusive one is
- * taken over). Throws KeyringBusyError naming the pid that holds it.
+ * taken over). Exclusive, with drainMs: once its own file is made (no new
+ * shared holder comes in), it waits up to drainMs for the shared holders
+ * already in to finish, blocking this thread. Throws KeyringBusyError
+ * naming the pid that holds it.
  */
-export function lockKeyring (dir: string, mode: 'shared' | 'exclusive'): () => void {
+export function lockKeyring (dir: string, mode: 'shared' | 'exclusive', o: { drainMs?: number } = {}): () => void {
   const me = `${process.pid} ${PROCESS_TOKEN}\n`
   const exclusive = join(dir, EXCLUSIVE_LOCK)
   const busy = (pid: number): KeyringBusyError => new KeyringBusyError(`the keyring ${dir} is locked by another run (pid ${pid}): ${mode === 'shared' ? 'a retirement or an erasure is under way' : 'recordings are being sealed to it'}; wait for it, then rerun`)
@@ -169,14 +172,33 @@ export function lockKeyring (dir: string, mode: 'shared' | 'exclusive'): () => v
     if (readFileSync(aside, 'utf8') !== seen) { try { linkSync(aside, exclusive) } catch {} }
     unlinkSync(aside)
   }
+  // Ours now: no new shared holder comes in; those already in (an upload being sealed) may finish first.
+  const deadline = Date.now() + (o.drainMs ?? 0)
+  for (;;) {
+    const holder = sharedHolder(dir)
+    if (holder === undefined) return release(exclusive)
+    if (Date.now() >= deadline) { release(exclusive)(); throw busy(holder) }
+    sleepSync(DRAIN_POLL_MS)
+  }
+}
+
+const DRAIN_POLL_MS = 50
+
+/** A live holder of a shared lock of the keyring (the locks of dead runs are removed). */
+function sharedHolder (dir: string): number | undefined {
   for (const name of readdirSync(dir)) {
     if (!SHARED_LOCK.test(name)) continue
     const holder = holderOf(join(dir, name))
-    if (holder !== undefined) { release(exclusive)(); throw busy(holder) }
+    if (holder !== undefined) return holder
     // A dead run's.
     try { unlinkSync(join(dir, name)) } catch {}
   }
-  return release(exclusive)
+  return undefined
+}
+
+/** Blocks this thread: a command line tool waiting for a lock, never the gateway. */
+function sleepSync (ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
 }
 
 /** A key file's identity as last read, told apart by the file's inode, size and mtime (ns). */
@@ -494,8 +516,8 @@ export function retireKey (dir: string, period: string): string | undefined {
  * or journaled one, may keep the old bytes: keep the keyring on storage
  * that does not, and out of backups that outlive retention.)
  */
-export function eraseKey (dir: string, period: string): string {
-  return eraseKeyIn(dir, period, false) as string
+export function eraseKey (dir: string, period: string, o: EraseOptions = {}): string {
+  return eraseKeyIn(dir, period, false, o) as string
 }
 
 /**
@@ -504,9 +526,9 @@ export function eraseKey (dir: string, period: string): string {
  * that never held the period gets the tombstone alone. Undefined then.
  * Throws when the directory cannot be reached.
  */
-export function eraseBackupKey (dir: string, period: string): string | undefined {
+export function eraseBackupKey (dir: string, period: string, o: EraseOptions = {}): string | undefined {
   if (!lstatSync(dir).isDirectory()) throw new Error(`${dir} is not a directory`)
-  return eraseKeyIn(dir, period, true)
+  return eraseKeyIn(dir, period, true, o)
 }
 
 /** Whether a keyring copy still holds any identity of the period (or cannot be read: it may). */
@@ -520,9 +542,17 @@ export function holdsPeriodKey (dir: string, period: string): boolean {
   return (['primary', 'next', 'old'] as const).some((r) => exists(keyFileOf(dir, period, r)) || exists(keyFileOf(dir, period, r) + SHRED_SUFFIX))
 }
 
-function eraseKeyIn (dir: string, period: string, missingOk: boolean): string | undefined {
+/**
+ * drainMs: how long to wait for the seals under way (uploads, a seal run:
+ * the keyring's shared holders) to finish before the keyring is reported
+ * busy; new ones are turned away (an upload gets 503) meanwhile. Default 0.
+ * This thread blocks while it waits: for a command line tool.
+ */
+export interface EraseOptions { drainMs?: number }
+
+function eraseKeyIn (dir: string, period: string, missingOk: boolean, o: EraseOptions): string | undefined {
   // No seal or rotation runs while it does (the keyring's lock, exclusive).
-  const unlock = lockKeyring(dir, 'exclusive')
+  const unlock = lockKeyring(dir, 'exclusive', { drainMs: o.drainMs })
   try {
     // During a rotation the period has more identities: each is destroyed.
     // (A rerun after a crash finds what is left of them.)

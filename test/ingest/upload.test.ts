@@ -6,7 +6,9 @@
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { pathToFileURL } from 'node:url'
 import t from 'tap'
 import type { Teardown } from '../helpers/gateway.js'
 import { toneWav } from '../../src/demo/recordings.js'
@@ -17,6 +19,7 @@ import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, PATTERN, sealedName } from '../helpers/sealed-nas.js'
 import { newPeriodKey } from '../../src/sealing/keyring.js'
 import { putAs } from '../helpers/upload.js'
+import { run } from '../helpers/process.js'
 import { waitFor } from '../helpers/wait.js'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
@@ -256,6 +259,36 @@ t.test('while a retirement or an erasure holds the keyring, an upload waits its 
   unlock()
   t.same(nasFiles(nas), [], 'nothing on the NAS')
   t.equal((await putAs('h2', gw, `/medicall/${CUR}/29/busy-after.wav`, writer, RECORDING)).status, 201, 'stored once the keyring is free')
+})
+
+t.test('an erasure waits for the uploads being sealed to finish, turning new ones away (503) meanwhile; then destroys the old period\'s key', async (t) => {
+  for (const [slow, other] of [['h1', 'h2'], ['h2', 'h1']] as const) {
+    const { gw, nas, keys, writer, reader } = await setup(t)
+    newPeriodKey(keys.dir, 'month', '2016-01')
+    const sharedLocks = (): string[] => readdirSync(keys.dir).filter((n) => /^\.keyring-shared-.*\.lock$/.test(n))
+    // An upload under way: half its body sent, the rest held back.
+    const body = new PassThrough()
+    const path = `/medicall/${CUR}/29/slow-${slow}.wav`
+    const stored = putAs(slow, gw, path, { ...writer, 'content-length': String(RECORDING.length) }, body)
+    body.write(RECORDING.subarray(0, 8 * 1024))
+    await waitFor(`${slow}: the upload to hold the keyring (shared)`, () => sharedLocks().length > 0 ? true : undefined, { tries: 500, intervalMs: 20 })
+    // The erasure, in a process of its own (as nasguard retention sweep --apply runs it).
+    const code = `import('${pathToFileURL(resolve('dist/sealing/keyring.js')).href}').then((m) => { m.eraseKey(process.argv[1], '2016-01', { drainMs: 120000 }) })`
+    const eraser = run(process.execPath, ['--input-type=module', '-e', code, keys.dir])
+    await waitFor(`${slow}: the erasure to take the keyring`, () => existsSync(join(keys.dir, '.keyring.lock')) ? true : undefined, { tries: 1000, intervalMs: 20 })
+    t.ok(existsSync(join(keys.dir, '2016-01.key')), `${slow}: the erasure waits for the upload under way`)
+    const turned = await putAs(other, gw, `/medicall/${CUR}/29/meanwhile-${other}.wav`, writer, RECORDING)
+    t.equal(turned.status, 503, `${other}: a new upload meanwhile: 503`)
+    t.equal(JSON.parse(turned.body.toString()).error, 'NASGUARD_ERR_KEYRING_BUSY', `${other}: says why`)
+    body.end(RECORDING.subarray(8 * 1024))
+    t.equal((await stored).status, 201, `${slow}: the upload under way is stored`)
+    const erased = await eraser
+    t.equal(erased.status, 0, `${slow}: then the erasure runs (${erased.stderr.trim()})`)
+    t.notOk(existsSync(join(keys.dir, '2016-01.key')), `${slow}: the old period's key is destroyed`)
+    t.ok(existsSync(join(keys.dir, '2016-01.erased')), `${slow}: its tombstone left`)
+    t.ok((await fetchAs(other, gw, path, reader)).body.equals(RECORDING), `${slow}: the upload is served back`)
+    t.notOk(nasFiles(nas).some((f) => f.includes('meanwhile')), `${slow}: nothing of the turned-away upload on the NAS`)
+  }
 })
 
 t.test('a gateway that makes no keys (sealing.makeKeysOnUpload: false) refuses an upload into a period without one (503), until an operator makes it', async (t) => {

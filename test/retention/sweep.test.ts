@@ -32,7 +32,7 @@ import { loadConfig } from '../../src/config/load.js'
 import { holdAdd as addHold, retentionSweep } from '../../src/retention/commands.js'
 import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
 import { diskPathOf } from '../../src/sealing/bulk/durable.js'
-import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
+import { eraseKey, initKeyring, Keyring, lockKeyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { bearer, scrape, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { runCli, type Run } from '../helpers/process.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
@@ -579,4 +579,24 @@ t.test('a key file put back beside its tombstone (restored from a backup, or a c
   t.notOk(existsSync(join(s.keyring, '2016-01.key')), 'the key put back is destroyed')
   opensWithNone(t, s, OLD_SEALED)
   t.equal(phraseOf(await sweep(s)), 'erase 0 periods and delete 0 files', 'then nothing is left to erase')
+})
+
+t.test('a keyring still busy when the wait is over (an upload being sealed): the period is NOT erased, and that is said and recorded; a rerun erases it', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  const before = state(s)
+  const unlock = lockKeyring(s.keyring, 'shared')
+  let stdout = ''
+  let stderr = ''
+  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), drainMs: 300, confirm: async (phrase) => phrase }, (x) => { stdout += x }, (x) => { stderr += x })
+  unlock()
+  t.equal(status, 1, 'exit 1')
+  t.match(stdout, 'period 2016-01: NOT erased, the keyring stayed busy')
+  t.match(stderr, /period 2016-01: NOT erased: the keyring .* is locked by another run/)
+  t.same(sorted(state(s)), sorted(before), 'no key destroyed, in the keyring or the backup')
+  const recorded = (await events(t, s, 'erasure')).filter((e) => e.period === '2016-01')
+  t.match(recorded, [{ reason: /destroying the identity/ }, { reason: /NOT destroyed, the keyring stayed busy/ }], 'recorded: about to, then not done')
+  const again = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
+  t.equal(again.status, 0, `the rerun, the keyring free (${again.stderr.trim()})`)
+  opensWithNone(t, s, OLD_SEALED)
 })

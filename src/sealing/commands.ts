@@ -3,7 +3,7 @@
 // over the mounted share (src/sealing/bulk/). Nothing here prints a secret:
 // `keys show` prints the recipient (public), which is all a recorder needs,
 // and where the identity file is, for `age -d -i`.
-import { existsSync, statSync } from 'node:fs'
+import { existsSync, lstatSync, statSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join, resolve as resolvePath, sep } from 'node:path'
 import type { Config } from '../config/schema.js'
@@ -12,7 +12,7 @@ import { jsonLines, progressBar } from './bulk/progress.js'
 import { rotateJob, notYetRotated } from './bulk/rotate.js'
 import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type SealRunRecord, type Summary } from './bulk/run.js'
 import { SealingKeys, sealJob } from './bulk/seal.js'
-import { initKeyring, keyFileOf, Keyring, KeyringBusyError, lockKeyring, newPeriodKey, nextPeriodKey, retireKey } from './keyring.js'
+import { copyNextKey, initKeyring, keyFileOf, Keyring, KeyringBusyError, lockKeyring, newPeriodKey, nextPeriodKey, retireBackupKey, retireKey } from './keyring.js'
 import { plainPathOf, sealedPathOf } from './names.js'
 import { compilePeriodPattern, periodAt, periodOf, validPeriod } from './period.js'
 
@@ -116,7 +116,7 @@ async function ended (summary: Summary, reporter: Reporter, io: BulkIO): Promise
   reporter.end(summary)
   // AUDIT: the one place a bulk run is handed to the audit trail (cli.ts wires `record`).
   await io.record?.(sealRunRecord(summary))
-  return summary.failed > 0 || summary.kept !== undefined ? 1 : 0
+  return summary.failed > 0 || summary.kept !== undefined || summary.backups !== undefined ? 1 : 0
 }
 
 /** nasguard seal: every recording of the share sealed under its sealed name; exit 1 when any failed. */
@@ -181,14 +181,46 @@ export async function keysRotate (c: Readonly<Config>, o: BulkOptions, io: BulkI
   }
 }
 
+/** Whether a copy of the keyring holds a rotation's identities still to be retired (or cannot be read: it may). */
+function pendingIn (backup: string, period: string): boolean {
+  return (['next', 'old'] as const).some((r) => { try { return lstatSync(keyFileOf(backup, period, r)) !== undefined } catch (err) { return (err as NodeJS.ErrnoException).code !== 'ENOENT' } })
+}
+
+/**
+ * The new identity put in every copy of the keyring (sealing.keyBackups)
+ * before the old one is retired: a copy without it could not open the
+ * re-sealed files. Why the old identity is kept, if a copy was not reached.
+ */
+function copyToBackups (c: Readonly<Config>, dir: string, period: string): string | undefined {
+  const missed: string[] = []
+  for (const b of c.sealing.keyBackups) {
+    try { copyNextKey(dir, b, period) } catch (err) { missed.push(`${b} (${(err as Error).message})`) }
+  }
+  return missed.length === 0 ? undefined : `the new identity could not be put in the key backup(s) ${missed.join(', ')}, which could then not open the re-sealed files; mount them and rerun`
+}
+
+/** The retirement in every copy of the keyring; what is left to do, if a copy was not reached. */
+function retireInBackups (c: Readonly<Config>, dir: string, period: string): string | undefined {
+  const missed: string[] = []
+  for (const b of c.sealing.keyBackups) {
+    try { retireBackupKey(dir, b, period) } catch (err) { missed.push(`${b} (${(err as Error).message})`) }
+  }
+  return missed.length === 0 ? undefined : `the old identity is still in the key backup(s) ${missed.join(', ')}; mount them and rerun nasguard keys rotate --period ${period} to retire it there`
+}
+
 async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, dir: string, period: string, ring: Keyring, reporter: Reporter): Promise<number> {
   const blank: Summary = { command: 'rotate', dryRun: false, sealed: 0, skipped: 0, failed: 0, bytes: 0, seconds: 0, tempsRemoved: 0, period }
-  if (ring.role(period, 'old')) {
+  // A retirement a crash or an unreachable backup left half done: finished, in the keyring and then its copies.
+  if (ring.role(period, 'old') || (!ring.role(period, 'next') && c.sealing.keyBackups.some((b) => pendingIn(b, period)))) {
     reporter.begin()
     const unlockRing = lockKeyring(dir, 'exclusive')
     let retired: string | undefined
-    try { retired = retireKey(dir, period) } finally { unlockRing() }
-    return await ended({ ...blank, retired }, reporter, io)
+    let backups: string | undefined
+    try {
+      retired = retireKey(dir, period)
+      backups = retireInBackups(c, dir, period)
+    } finally { unlockRing() }
+    return await ended({ ...blank, retired, ...(backups ? { backups } : {}) }, reporter, io)
   }
   const next = nextPeriodKey(dir, period)
   const settings = { root: resolvePath(o.source), pattern: compilePeriodPattern(c.sealing.periodPattern as string, c.sealing.period), nameSegments: c.sealing.names.segments, period }
@@ -216,8 +248,14 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
       }
       if (summary.kept === undefined) {
         const left = await notYetRotated(settings, rotating, next)
+        const uncopied = left > 0 ? undefined : copyToBackups(c, dir, period)
         if (left > 0) summary.kept = `${left} sealed file(s) of the period do not open with the new identity (written meanwhile with the old one?); rerun to finish`
-        else summary.retired = retireKey(dir, period)
+        else if (uncopied) summary.kept = uncopied
+        else {
+          summary.retired = retireKey(dir, period)
+          const backups = retireInBackups(c, dir, period)
+          if (backups) summary.backups = backups
+        }
       }
     }
   } finally {

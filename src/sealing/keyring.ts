@@ -508,6 +508,46 @@ export function retireKey (dir: string, period: string): string | undefined {
 }
 
 /**
+ * A rotation's new identity (the keyring's <period>.next.key), put in a copy
+ * of the keyring (sealing.keyBackups) before the keyring retires the old
+ * one, so that the copy opens the re-sealed files: as <period>.next.key
+ * beside the copy's <period>.key, or as <period>.key where the copy holds
+ * none. A rerun finds it there. Throws when the copy cannot be reached or
+ * holds another next identity.
+ */
+export function copyNextKey (keyring: string, backup: string, period: string): void {
+  if (!lstatSync(backup).isDirectory()) throw new Error(`${backup} is not a directory`)
+  const source = keyFileOf(keyring, period, 'next')
+  const fresh = keyIdOf(period, identityInFile(source))
+  const idIn = (file: string): string | undefined => exists(file) ? keyIdOf(period, identityInFile(file)) : undefined
+  const primary = keyFileOf(backup, period, 'primary')
+  const next = keyFileOf(backup, period, 'next')
+  if (idIn(primary) === fresh || idIn(next) === fresh) return
+  if (exists(next)) throw new Error(`${next} holds another identity than the keyring's ${source}: fix it by hand`)
+  const text = readFileSync(source, 'utf8')
+  if (!exists(primary)) createPrivate(primary, text)
+  else createPrivate(next, text)
+}
+
+/**
+ * The retirement in a copy of the keyring, once the keyring's is done: its
+ * old identity destroyed and the new one (put there by copyNextKey) made
+ * its <period>.key, as retireKey does in the keyring. The key id retired
+ * there, or undefined when there was nothing to retire. Throws when the
+ * copy cannot be reached or its next identity is not the keyring's.
+ */
+export function retireBackupKey (keyring: string, backup: string, period: string): string | undefined {
+  if (!lstatSync(backup).isDirectory()) throw new Error(`${backup} is not a directory`)
+  const next = keyFileOf(backup, period, 'next')
+  const old = keyFileOf(backup, period, 'old')
+  if (!exists(next) && !exists(old)) return undefined
+  const current = keyIdOf(period, identityInFile(keyFileOf(keyring, period, 'primary')))
+  const incoming = exists(next) ? next : keyFileOf(backup, period, 'primary')
+  if (keyIdOf(period, identityInFile(incoming)) !== current) throw new Error(`${incoming} is not the keyring's identity of period ${period}: fix it by hand`)
+  return retireKey(backup, period)
+}
+
+/**
  * Destroys a period's identity: the key file is overwritten with random
  * bytes and synced, then unlinked, and a tombstone (<period>.erased, naming
  * the key id and the time, no secret) is left so that the gateway answers

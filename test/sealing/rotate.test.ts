@@ -8,7 +8,8 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
@@ -229,4 +230,49 @@ t.test('the keyring lock: no retirement or erasure while a seal runs; no key mad
   writeFileSync(join(keys.dir, '2026-11.erased'), '# erasing\n', { mode: 0o600 })
   t.throws(() => nextPeriodKey(keys.dir, '2026-11'), /erased/)
   t.notOk(existsSync(keyFileOf(keys.dir, '2026-11', 'next')), 'no next identity made')
+})
+
+t.test('keys rotate with key backups (sealing.keyBackups): the new identity goes to every copy before the old is retired, and the old is retired there too', async (t) => {
+  const path = '/medicall/2016/01/101500_46701234567.wav'
+  const body = randomBytes(4000)
+  const backup = mkdtempSync(join(tmpdir(), 'nasguard-backup-'))
+  const share = makeShare([[path, body]], `, keyBackups: [${backup}]`)
+  const io = (lines: string[]): { out: (s: string) => void, tty: boolean } => ({ out: (s) => { lines.push(s) }, tty: false })
+  t.equal(await seal(share.config, { source: share.root, jobs: 1, removePlaintext: true }, io([])), 0)
+  // The operator's copy of the keyring.
+  for (const name of readdirSync(share.keyring).filter((n) => n.endsWith('.key'))) {
+    copyFileSync(join(share.keyring, name), join(backup, name))
+    chmodSync(join(backup, name), 0o600)
+  }
+  const oldKey = join(share.dir, 'old-2016-01.key')
+  copyFileSync(join(share.keyring, '2016-01.key'), oldKey)
+  const [sealed] = listFiles(share.root)
+  const opens = (keyFile: string): boolean => spawnSync('age', ['-d', '-i', keyFile, diskPathOf(share.root, sealed)]).status === 0
+
+  // The backup not mounted: the files are re-sealed, but the old identity is kept (the copy could not open them otherwise).
+  renameSync(backup, backup + '.away')
+  const first: string[] = []
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io(first)), 1, 'exit 1')
+  t.match(first.join(''), /the new identity could not be put in the key backup\(s\)/)
+  t.ok(existsSync(join(share.keyring, '2016-01.key')) && existsSync(join(share.keyring, '2016-01.next.key')), 'the keyring keeps both identities')
+  t.ok(opens(join(backup + '.away', '2016-01.key')) === false && opens(join(share.keyring, '2016-01.next.key')), 'the file is re-sealed to the new identity, which the backup does not hold yet')
+  renameSync(backup + '.away', backup)
+
+  // Mounted again: the rerun copies the new identity, retires the old one in the keyring and in the copy.
+  const second: string[] = []
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io(second)), 0, `the rerun: exit 0 (${second.join('').slice(-300)})`)
+  t.same(readdirSync(backup).filter((n) => n.startsWith('2016-01')), ['2016-01.key'], 'the copy holds one identity of the period')
+  t.equal(readFileSync(join(backup, '2016-01.key'), 'utf8'), readFileSync(join(share.keyring, '2016-01.key'), 'utf8'), 'the new one, as the keyring')
+  t.ok(opens(join(backup, '2016-01.key')), 'age -d opens the re-sealed file with the copy\'s key')
+  t.notOk(opens(oldKey), 'the old identity opens nothing')
+
+  // A copy left half done (unreachable while the keyring retired): the next rerun finishes it there.
+  const fresh = readFileSync(join(backup, '2016-01.key'), 'utf8')
+  renameSync(join(backup, '2016-01.key'), join(backup, '2016-01.next.key'))
+  copyFileSync(oldKey, join(backup, '2016-01.key'))
+  chmodSync(join(backup, '2016-01.key'), 0o600)
+  const third: string[] = []
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io(third)), 0, `a rerun finishes the copy (${third.join('').slice(-300)})`)
+  t.same(readdirSync(backup).filter((n) => n.startsWith('2016-01')), ['2016-01.key'], 'one identity there again')
+  t.equal(readFileSync(join(backup, '2016-01.key'), 'utf8'), fresh, 'the new one')
 })

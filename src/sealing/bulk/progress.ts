@@ -23,6 +23,7 @@ export function summaryText (s: Summary): string {
   if (s.tempsRemoved > 0) text += `; ${s.tempsRemoved} leftover temporary file(s) removed`
   if (s.retired) text += `\nretired the old identity ${s.retired}; period ${s.period ?? ''} now opens with its new one only`
   if (s.kept) text += `\nthe old identity of period ${s.period ?? ''} is kept: ${s.kept}`
+  if (s.backups) text += `\n${s.backups}`
   return text + '\n'
 }
 

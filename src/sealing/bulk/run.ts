@@ -37,13 +37,15 @@ export interface Summary extends Counts {
   retired?: string
   /** keys rotate: why the old identity was kept. */
   kept?: string
+  /** keys rotate: retired in the keyring, but still in these key backups. */
+  backups?: string
 }
 
 /** What the audit trail records of a run (the operator-event API takes it). */
 export interface SealRunRecord { event: 'seal' | 'rotate', reason: string, counts: Counts, period?: string }
 
 export function sealRunRecord (s: Summary): SealRunRecord {
-  const what = s.command === 'seal' ? `seal${s.period ? ` period ${s.period}` : ''}${s.dryRun ? ' (dry run)' : ''}` : `keys rotate period ${s.period ?? ''}${s.retired ? `, retired ${s.retired}` : ', old identity kept'}`
+  const what = s.command === 'seal' ? `seal${s.period ? ` period ${s.period}` : ''}${s.dryRun ? ' (dry run)' : ''}` : `keys rotate period ${s.period ?? ''}${s.retired ? `, retired ${s.retired}` : ', old identity kept'}${s.backups ? `; ${s.backups}` : ''}`
   return { event: s.command === 'seal' ? 'seal' : 'rotate', reason: `${what}: ${s.failed === 0 ? 'ok' : `${s.failed} failed`}`, counts: { sealed: s.sealed, skipped: s.skipped, failed: s.failed, bytes: s.bytes }, ...(s.period ? { period: s.period } : {}) }
 }
 

@@ -89,7 +89,14 @@ export async function holdRelease (c: Readonly<Config>, caseId: string, out: (s:
   const mine = doc?.holds.filter((h) => h.case === caseId) ?? []
   if (mine.length === 0) throw new HoldUsageError(`--case: no hold of case ${JSON.stringify(caseId)} (nasguard hold list)`)
   const { after } = await changeHolds(store, key, (d) => ({ ...d, holds: d.holds.filter((h) => h.case !== caseId) }))
-  for (const h of mine) await record(c, { event: 'hold', case: caseId, path: h.prefix, reason: 'release', counts: { generation: after.generation } })
+  try {
+    for (const h of mine) await record(c, { event: 'hold', case: caseId, path: h.prefix, reason: 'release', counts: { generation: after.generation } })
+  } catch (err) {
+    // A release the trail does not show would let the sweep erase what the case kept: undone.
+    await changeHolds(store, key, (d) => ({ ...d, holds: [...d.holds, ...mine.filter((h) => !d.holds.some((x) => x.case === h.case && x.prefix === h.prefix))] }))
+      .catch((undo: Error) => { throw new Error(`${(err as Error).message}; and the release could not be undone (${undo.message}): case ${caseId} is released without a record`) })
+    throw new Error(`${(err as Error).message}; the release was undone: case ${caseId} still holds`)
+  }
   out(`released: case ${caseId}, ${mine.length} prefix(es) (generation ${after.generation})\n`)
   return 0
 }

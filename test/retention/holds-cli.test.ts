@@ -10,7 +10,7 @@
 //   folding NAS (accepted under posix), an empty --case, an --until in the
 //   past, --at with --apply.
 import t, { type Test } from 'tap'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
@@ -141,4 +141,26 @@ t.test('usage errors exit 2 naming the option, and write nothing', async (t) => 
   t.ok(existsSync(join(s.keyring, '2016-01.key')), 'nothing erased')
   const r = await accepted
   t.equal(r.status, 0, `under posix a trailing dot is a name like another (${r.stderr.trim()})`)
+})
+
+t.test('a release the audit trail cannot record is undone: the case still holds, and the command says so', async (t) => {
+  const site = makeSite()
+  const config = site.config('a')
+  t.equal((await hold(config, 'init')).status, 0, 'hold init')
+  t.equal((await hold(config, 'add', '--path-prefix', '/medicall/2016/01/', '--case', 'CASE-U', '--reason', 'court order')).status, 0, 'hold add')
+  // The ops chain unwritable (a broken disk, in effect): its directory replaced by a file.
+  const ops = join(site.dir, 'audit-a', 'ops')
+  renameSync(ops, ops + '.aside')
+  writeFileSync(ops, 'not a directory\n')
+  const r = await hold(config, 'release', '--case', 'CASE-U')
+  t.equal(r.status, 1, 'exit 1')
+  t.match(r.stderr, /the hold event was not recorded.*the release was undone: case CASE-U still holds/)
+  t.match((await holdsListed(t, config)).holds, [{ case: 'CASE-U', prefix: '/medicall/2016/01/' }], 'the hold is in force')
+  const dry = await runCli(['retention', 'sweep', '--config', config])
+  t.match(dry.stdout, /^2016-01\s+held\s.*CASE-U/m, 'and the sweep keeps the period')
+  rmSync(ops)
+  renameSync(ops + '.aside', ops)
+  t.equal((await hold(config, 'release', '--case', 'CASE-U')).status, 0, 'once the trail can be written, the release goes through')
+  t.same((await holdsListed(t, config)).holds, [], 'released')
+  t.match((await events(t, config, 'hold')).filter((e) => e.reason === 'release'), [{ case: 'CASE-U' }], 'one release recorded')
 })

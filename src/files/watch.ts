@@ -3,6 +3,7 @@
 // new one, rename it over the old), which a watch on the file would lose.
 // Changes that come together (a certificate and its key) are taken as one.
 import { watch, type FSWatcher } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
 /** Calls onChange (at most once per burst of changes) when any of the files changes; returns stop(). */
@@ -11,27 +12,55 @@ export function watchFiles (files: readonly string[], onChange: () => void, sett
   return watchNames([...new Set(files.map((f) => dirname(f)))], (name) => names.has(name), onChange, settleMs)
 }
 
+/**
+ * How else a watch is kept: pollMs also lists the directories that often
+ * and calls onChange when the accepted names in them changed (inotify does
+ * not see a change another host makes on a network file system, and a
+ * watch can fail); onError hears of a directory that cannot be watched.
+ */
+export interface WatchOptions { pollMs?: number, onError?: (dir: string, err: Error) => void }
+
 /** Calls onChange (at most once per burst) when a name in the directories that `accept`s changes; returns stop(). */
-export function watchNames (dirs: readonly string[], accept: (name: string) => boolean, onChange: () => void, settleMs = 200): () => void {
+export function watchNames (dirs: readonly string[], accept: (name: string) => boolean, onChange: () => void, settleMs = 200, o: WatchOptions = {}): () => void {
   const watchers: FSWatcher[] = []
   let debounce: NodeJS.Timeout | null = null
+  const changed = (): void => {
+    if (debounce) clearTimeout(debounce)
+    debounce = setTimeout(() => { debounce = null; onChange() }, settleMs)
+    debounce.unref()
+  }
   for (const dir of dirs) {
     try {
       const w = watch(dir, (_event, file) => {
         if (file && !accept(file.toString())) return
-        if (debounce) clearTimeout(debounce)
-        debounce = setTimeout(() => { debounce = null; onChange() }, settleMs)
-        debounce.unref()
+        changed()
       })
-      w.on('error', () => {})
+      w.on('error', (err) => o.onError?.(dir, err))
       w.unref()
       watchers.push(w)
-    } catch {
-      // A directory that cannot be watched still reloads on SIGHUP.
+    } catch (err) {
+      // A directory that cannot be watched still reloads on SIGHUP (and by the poll, if any).
+      o.onError?.(dir, err as Error)
     }
   }
+  const poll = o.pollMs === undefined ? undefined : pollNames(dirs, accept, changed, o.pollMs)
   return () => {
     for (const w of watchers) w.close()
+    if (poll) clearInterval(poll)
     if (debounce) clearTimeout(debounce)
   }
+}
+
+/** Lists the directories every ms, and calls changed when the accepted names differ from the last listing. */
+function pollNames (dirs: readonly string[], accept: (name: string) => boolean, changed: () => void, ms: number): NodeJS.Timeout {
+  const listing = async (): Promise<string> => {
+    const all = await Promise.all(dirs.map(async (d) => await readdir(d).then((names) => names.filter(accept).sort().join('/'), (err: NodeJS.ErrnoException) => `! ${err.code ?? ''}`)))
+    return all.join('\n')
+  }
+  let last: Promise<string> = listing()
+  const timer = setInterval(() => {
+    last = Promise.all([last, listing()]).then(([before, now]) => { if (now !== before) changed(); return now })
+  }, ms)
+  timer.unref()
+  return timer
 }

@@ -41,6 +41,9 @@ function holdsClient (config: Readonly<Config>, log: () => FastifyBaseLogger): R
   return client
 }
 
+/** How often the keyring directory is listed besides its watch. */
+const KEYRING_POLL_MS = 2000
+
 export function retentionPartsOf (config: Readonly<Config>, metrics: GatewayMetrics, reloadKeyring: () => void, log: () => FastifyBaseLogger): RetentionParts {
   metrics.setRetentionStatus(() => readRetentionStatus(config.audit.dir))
   let view: HoldView | undefined
@@ -53,7 +56,13 @@ export function retentionPartsOf (config: Readonly<Config>, metrics: GatewayMetr
     if (dir === watched) return
     unwatch()
     watched = dir
-    unwatch = dir === undefined ? () => {} : watchNames([dir], (name) => name.endsWith('.erased') || name.endsWith('.key'), reloadKeyring)
+    // Also polled: an erasure on another host sharing the keyring (NFS) is no inotify event, and a watch can fail.
+    unwatch = dir === undefined
+      ? () => {}
+      : watchNames([dir], (name) => name.endsWith('.erased') || name.endsWith('.key'), reloadKeyring, 200, {
+        pollMs: KEYRING_POLL_MS,
+        onError: (_d, err) => { log().warn({ problem: err.message }, `the keyring directory cannot be watched: an erasure is seen within ${KEYRING_POLL_MS / 1000} s (its poll) or on SIGHUP`) }
+      })
   }
   follow(config)
   return {

@@ -1,0 +1,43 @@
+// Watching a directory: a burst of changes is one call; a directory that
+// cannot be watched is said (onError), and the poll (pollMs) still sees a
+// change the watch cannot: here the directory did not exist when the watch
+// began, as a keyring on a network mount that was not mounted yet.
+import t from 'tap'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { watchNames } from '../../src/files/watch.js'
+import { waitFor } from '../helpers/wait.js'
+
+const keyish = (name: string): boolean => name.endsWith('.key') || name.endsWith('.erased')
+
+t.test('a change in a watched directory calls onChange once per burst, and only for accepted names', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-watch-'))
+  let calls = 0
+  const stop = watchNames([dir], keyish, () => { calls++ }, 50)
+  t.teardown(stop)
+  writeFileSync(join(dir, 'notes.txt'), 'x')
+  writeFileSync(join(dir, '2016-01.erased'), 'x')
+  writeFileSync(join(dir, '2016-02.erased'), 'x')
+  await waitFor('the change to be seen', () => calls > 0 ? true : undefined, { tries: 500, intervalMs: 20 })
+  t.pass(`seen (${calls} call(s) for the burst)`)
+})
+
+t.test('a directory that cannot be watched is said, and its poll sees the change', async (t) => {
+  const parent = mkdtempSync(join(tmpdir(), 'nasguard-watch-'))
+  const dir = join(parent, 'keyring')
+  const errors: string[] = []
+  let calls = 0
+  const stop = watchNames([dir], keyish, () => { calls++ }, 20, { pollMs: 50, onError: (d, err) => errors.push(`${d}: ${(err as NodeJS.ErrnoException).code ?? err.message}`) })
+  t.teardown(stop)
+  t.same(errors, [`${dir}: ENOENT`], 'the watch that could not start is said')
+  mkdirSync(dir)
+  writeFileSync(join(dir, '2016-01.erased'), 'x')
+  await waitFor('the poll to see the tombstone', () => calls > 0 ? true : undefined, { tries: 500, intervalMs: 20 })
+  const seen = calls
+  writeFileSync(join(dir, 'notes.txt'), 'x')
+  rmSync(join(dir, 'notes.txt'))
+  writeFileSync(join(dir, '2016-02.erased'), 'x')
+  await waitFor('the poll to see the second tombstone', () => calls > seen ? true : undefined, { tries: 500, intervalMs: 20 })
+  t.pass('each change of accepted names is seen by the poll alone')
+})

@@ -3,8 +3,7 @@
 // to the holds and every erasure is an audit event in the ops chain, made
 // durable before the command says it is done; a change that could not be
 // recorded is reported (exit 1), never dropped.
-import { existsSync } from 'node:fs'
-import { lstat, unlink } from 'node:fs/promises'
+import { existsSync, lstatSync, unlinkSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { join } from 'node:path'
 import { chainKey, OPS_CHAIN, readChains } from '../audit/chains.js'
@@ -199,22 +198,30 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
  * (a crash between the two never leaves a deletion without a record), and
  * again if it then could not be. Whether it was deleted.
  */
-async function deleteRecorded (c: Readonly<Config>, f: PlainFile, problems: string[]): Promise<boolean> {
+async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, problems: string[]): Promise<boolean> {
+  const swapped = 'a directory on its path was replaced since the plan (a symbolic link?)'
+  if (!inPlace(root, f.file, f.path.slice(1).split('/'))) { problems.push(`a recording was not deleted: ${swapped}`); return false }
   try {
-    if (!(await lstat(f.file)).isFile()) return false
+    if (!lstatSync(f.file).isFile()) return false
   } catch {
     return false
   }
   await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): deleted from the NAS` })
+  const notDeleted = async (why: string): Promise<false> => {
+    problems.push(`a recording was not deleted: ${why}`)
+    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
+    return false
+  }
+  // Checked again after the record, and from the check to the unlink no await: its directory is still where
+  // the walk found it (a directory swapped for a link since would send the deletion onto another file).
+  if (!inPlace(root, f.file, f.path.slice(1).split('/'))) return await notDeleted(swapped)
   try {
-    await unlink(f.file)
+    if (!lstatSync(f.file).isFile()) return await notDeleted('it is no longer a file')
+    unlinkSync(f.file)
     return true
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true
-    const why = (e as Error).message.replace(f.file, '<file>')
-    problems.push(`a recording could not be deleted: ${why}`)
-    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
-    return false
+    return await notDeleted((e as Error).message.replace(f.file, '<file>'))
   }
 }
 
@@ -272,9 +279,7 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, { generation, dr
       const here = f.path.slice(0, f.path.lastIndexOf('/'))
       if (here !== dir) { now = await fresh(); dir = here }
       if (holdsOn(now.holds, f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
-      // Its directory is still where the walk found it: a directory swapped for a link since would send the deletion elsewhere.
-      if (!await inPlace(plan.plain.root, f.file, f.path.slice(1).split('/'))) { problems.push('a recording was not deleted: a directory on its path was replaced since the plan (a symbolic link?)'); continue }
-      if (await deleteRecorded(c, f, problems)) deleted++
+      if (await deleteRecorded(c, plan.plain.root, f, problems)) deleted++
     }
   }
   await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length, generation }, reason: problems.length ? 'incomplete' : 'applied' })

@@ -23,9 +23,9 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, watch, writeFileSync, type FSWatcher } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { basename, dirname, join, relative } from 'node:path'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
 import { loadConfig } from '../../src/config/load.js'
@@ -525,6 +525,42 @@ t.test('a directory swapped for a symbolic link between the plan and --apply: th
   t.equal(status, 1, `exit 1 (${stdout.trim()} / ${stderr.trim()})`)
   t.match(stderr, /a directory on its path was replaced since the plan/, 'and says why')
   t.same((await events(t, s, 'erasure')).filter((r) => String(r.path).startsWith('/medicall/2016/03/14/')), [], 'no erasure is recorded for the file not deleted')
+})
+
+t.test('a directory swapped for a symbolic link while the deletion\'s audit record is written: the deletion does not follow it onto a held recording', async (t) => {
+  const s = await makeSite({ periods: [], plain: [OLD_PLAIN, HELD_PLAIN] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  await holdAdd(t, s, '/medicall/2016/02/', 'LEGAL-1')
+  // The held day gets a file of the expired one's name: where a swapped link would send the deletion.
+  const decoy = join(s.root, 'medicall/2016/02/20', basename(OLD_PLAIN))
+  writeFileSync(decoy, 'held\n')
+  let swapped = false
+  let watcher: FSWatcher | undefined
+  let stderr = ''
+  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), {
+    apply: true,
+    json: false,
+    now: Date.now(),
+    source: s.root,
+    // As soon as the sweep writes to its ops chain (the deletion's record), a share writer swaps 2016/03/14 for a link to the held 2016/02/20.
+    confirm: async (expected) => {
+      watcher = watch(join(s.audit, 'ops'), () => {
+        if (swapped) return
+        swapped = true
+        const day = join(s.root, 'medicall/2016/03/14')
+        renameSync(day, `${day}.x`)
+        symlinkSync('../02/20', day)
+      })
+      return expected
+    }
+  }, () => {}, (x) => { stderr += x })
+  watcher?.close()
+  t.ok(swapped, 'swapped while the record was written')
+  t.ok(existsSync(decoy) && existsSync(join(s.root, HELD_PLAIN)), 'the held day is untouched')
+  t.ok(existsSync(join(s.root, OLD_PLAIN.replace('/14/', '/14.x/'))), 'the planned file, moved aside, is untouched too')
+  t.equal(status, 1, 'exit 1')
+  t.match(stderr, /a directory on its path was replaced since the plan/, 'and says why')
+  t.match((await events(t, s, 'erasure')).filter((r) => r.path === OLD_PLAIN), [{ reason: /deleted from the NAS/ }, { reason: /NOT deleted from the NAS after all \(a directory on its path was replaced/ }], 'the trail says it was not deleted after all')
 })
 
 t.test('a key backup a crash left half destroyed (renamed to .shred, not yet overwritten): the period stays on the plan, and --apply destroys it', async (t) => {

@@ -6,8 +6,8 @@
 // is removed the same way. A file's version (size, mtime in ns, inode) says
 // whether it changed while it was read.
 import { createHash, randomBytes } from 'node:crypto'
-import { constants, type BigIntStats } from 'node:fs'
-import { link, lstat, mkdir, open, realpath, rename, rm, unlink } from 'node:fs/promises'
+import { constants, realpathSync, type BigIntStats } from 'node:fs'
+import { link, lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { Transform, type TransformCallback } from 'node:stream'
 
@@ -17,8 +17,13 @@ import { Transform, type TransformCallback } from 'node:stream'
  * swapped for a symbolic link since. Asked before a file is sealed, re-sealed
  * or removed.
  */
-export async function inPlace (realRoot: string, file: string, segments: readonly string[]): Promise<boolean> {
-  return await realpath(dirname(file)).then((d) => d === join(realRoot, ...segments.slice(0, -1)), () => false)
+export function inPlace (realRoot: string, file: string, segments: readonly string[]): boolean {
+  // Synchronous: a caller that acts on the file next does so with no await between the check and the act.
+  try {
+    return realpathSync(dirname(file)) === join(realRoot, ...segments.slice(0, -1))
+  } catch {
+    return false
+  }
 }
 
 /** How much of a file is read at once, per job: with 1 MiB reads 100 MB sealed in 2.0 s instead of 3.3 s with the default 64 KiB (one run here). */

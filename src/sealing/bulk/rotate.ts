@@ -93,7 +93,7 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
   const realRoot = realpathSync(s.root)
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
     // Its directory is still where the walk found it: no directory on its path was swapped for a symbolic link.
-    if (!await inPlace(realRoot, file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
+    if (!inPlace(realRoot, file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
     const paths = pathsOf(s, ring, segments)
     if (!paths) {
       // Moved or renamed: it cannot be re-sealed (its binding is unknown), and while it needs the old identity that one stays.

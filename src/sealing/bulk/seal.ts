@@ -149,7 +149,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
   /** The plaintext's work is done: remove it when asked. */
   const finish = async (file: string, v0: FileVersion, r: FileResult, segments: string[]): Promise<FileResult> => {
     if (!s.removePlaintext) return r
-    if (!await inPlace(realRoot, file, segments)) return { ...r, result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not removed' }
+    if (!inPlace(realRoot, file, segments)) return { ...r, result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not removed' }
     if (!sameVersion(await versionAt(file) ?? v0, v0)) return { ...r, result: 'failed', reason: 'changed' }
     await removeDurably(file)
     return { ...r, removed: true }
@@ -158,7 +158,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
   const realRoot = realpathSync(s.root)
 
   const handle = async (file: string, segments: string[], progress: (n: number) => void): Promise<FileResult> => {
-    if (!await inPlace(realRoot, file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
+    if (!inPlace(realRoot, file, segments)) return { result: 'failed', reason: 'a directory on its path was replaced (a symbolic link?): not followed' }
     const planned = plan(segments)
     if (typeof planned === 'string') return { result: 'skipped', reason: planned }
     const { period } = planned

@@ -467,7 +467,7 @@ function retentionCommands (program: Command): void {
       // Even a dry run writes the status the gateway's metrics read.
       refuseForeignOwner([c.audit.dir, ...(o.apply && c.sealing.keyring ? [c.sealing.keyring, ...c.sealing.keyBackups] : [])], 'retention sweep')
       const now = o.at === undefined ? Date.now() : parseTimeMs(o.at)
-      return await retentionRun(async () => await (await retention()).retentionSweep(c, { source: o.source, apply: o.apply, json: o.json, now, confirm: async (expected) => await typedConfirmation(expected, o.confirm) }, out, err))
+      return await retentionRun(async () => await (await retention()).retentionSweep(c, { source: o.source, apply: o.apply, json: o.json, now, preview: o.at !== undefined, confirm: async (expected) => await typedConfirmation(expected, o.confirm) }, out, err))
     }))
 }
 

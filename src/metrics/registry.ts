@@ -63,6 +63,7 @@ export class GatewayMetrics {
   readonly retentionOverdue: Gauge<'what'>
   readonly retentionLastSweep: Gauge
   readonly retentionUndetermined: Gauge
+  readonly retentionLastWalk: Gauge
   private retentionStatus: () => RetentionStatus | undefined = () => undefined
   readonly timeToFirstByte: Histogram<'status_class'>
   readonly upstreamLatency: Histogram
@@ -376,6 +377,17 @@ export class GatewayMetrics {
       collect () {
         const st = self.retentionStatus()
         this.set(st?.undeterminedPeriods ?? 0)
+      }
+    })
+    this.retentionLastWalk = new Gauge({
+      name: 'nasguard_retention_share_walk_timestamp_seconds',
+      help: 'When the last retention sweep that walked the share (--source) finished, seconds since the epoch: nasguard_retention_overdue{what="recordings"} is as old as that. Absent until one did.',
+      registers,
+      aggregator: 'max',
+      collect () {
+        this.reset()
+        const at = self.retentionStatus()?.recordingsTime
+        if (at !== undefined) this.set(at / 1000)
       }
     })
     this.retentionLastSweep = new Gauge({

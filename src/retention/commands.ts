@@ -124,6 +124,8 @@ export interface SweepOptions {
   now: number
   /** How long an erasure waits for the uploads being sealed to the keyring to finish; default a minute. */
   drainMs?: number
+  /** A preview at another time (--at): its findings are not the present's, so neither the metrics' status nor the trail gets them. */
+  preview?: boolean
 }
 
 async function sweepPlan (c: Readonly<Config>, doc: HoldsDoc, o: SweepOptions): Promise<SweepPlan> {
@@ -174,7 +176,7 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   const drain = { drainMs }
   let keyId: string | undefined
   try {
-    keyId = p.state !== 'erased' ? eraseKey(keyring, period, drain) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, period, drain) : undefined
+    keyId = p.state !== 'erased' ? eraseKey(keyring, period, drain) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, keyring, period, drain) : undefined
   } catch (err) {
     if (!(err instanceof KeyringBusyError)) throw err
     problems.push(`period ${period}: NOT erased: ${err.message}`)
@@ -185,7 +187,7 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   const missed: string[] = []
   for (const dir of c.sealing.keyBackups) {
     try {
-      const destroyed = eraseBackupKey(dir, period)
+      const destroyed = eraseBackupKey(keyring, dir, period, drain)
       keyId ??= destroyed
     } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
   }
@@ -236,6 +238,7 @@ export async function retentionSweep (c: Readonly<Config>, o: SweepOptions, out:
   const doc = await loadHolds(store, key)
   const plan = await sweepPlan(c, doc ?? { version: 1, generation: 0, holds: [] }, o)
   out(o.json ? JSON.stringify({ ...plan, plain: plan.plain && { ...plan.plain, expired: plan.plain.expired.length } }) + '\n' : planText(plan, doc, o.apply))
+  if (!o.apply && o.preview === true) return 0
   if (!o.apply) {
     const overdue = overdueOf(plan)
     writeRetentionStatus(c.audit.dir, sweptStatus(c.audit.dir, overdue, false))
@@ -267,7 +270,8 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, { generation, dr
   for (const p of toErase(plan)) {
     if (holdsOnPeriod(c, p.period, (await fresh()).holds, Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
     const done = await erasePeriod(c, p, problems, drainMs)
-    if (done === undefined) { out(`period ${p.period}: NOT erased, the keyring stayed busy\n`); continue }
+    // The next periods would wait as long again, uploads turned away meanwhile: left for a rerun.
+    if (done === undefined) { out(`period ${p.period}: NOT erased, the keyring stayed busy; the periods after it are left for a rerun\n`); break }
     if (done) erased++
     out(`period ${p.period}: identity destroyed${p.keyId ? ` (${p.keyId})` : ' in the backups left'}\n`)
   }

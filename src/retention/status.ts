@@ -4,7 +4,7 @@
 // NasguardRetentionOverdue fires when something past its retention is
 // still present a day on; NasguardRetentionSweepStale when no sweep ran
 // for two days (no findings is not the same as nothing found).
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
 
@@ -49,12 +49,36 @@ export function writeRetentionStatus (auditDir: string, status: RetentionStatus)
 }
 
 /** The last sweep's status; undefined when none was written or it does not read (the gauges are then absent: the stale alert fires). */
-export function readRetentionStatus (auditDir: string): RetentionStatus | undefined {
+export function readRetentionStatus (auditDir: string, now = Date.now()): RetentionStatus | undefined {
   try {
-    const v = JSON.parse(readFileSync(join(auditDir, STATUS_FILE), 'utf8')) as RetentionStatus
+    const v = JSON.parse(readSmallFile(join(auditDir, STATUS_FILE))) as RetentionStatus
     const counts = [v.time, v.overdueRecordings, v.overduePeriods, v.recordingsTime ?? 0, v.undeterminedPeriods ?? 0]
-    return counts.every((n) => Number.isSafeInteger(n) && n >= 0) ? v : undefined
+    // A sweep from the future would keep the stale-sweep alert quiet for ever.
+    const times = [v.time, v.recordingsTime ?? 0]
+    return counts.every((n) => Number.isSafeInteger(n) && n >= 0) && times.every((ms) => ms <= now + FUTURE_SKEW_MS) ? v : undefined
   } catch {
     return undefined
+  }
+}
+
+const FUTURE_SKEW_MS = 5 * 60_000
+const MAX_STATUS_BYTES = 4096
+
+/**
+ * The file read at every scrape, as one that anyone with write access to
+ * audit.dir could have replaced: not through a link, never blocking (a
+ * FIFO), a regular file of a few KiB at most (not /dev/zero). Throws.
+ */
+function readSmallFile (file: string): string {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile() || st.size > MAX_STATUS_BYTES) throw new Error(`${file} is not a small regular file`)
+    const buf = Buffer.alloc(MAX_STATUS_BYTES + 1)
+    const n = readSync(fd, buf, 0, buf.length, 0)
+    if (n > MAX_STATUS_BYTES) throw new Error(`${file} is too large`)
+    return buf.subarray(0, n).toString('utf8')
+  } finally {
+    closeSync(fd)
   }
 }

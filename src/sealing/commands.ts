@@ -12,7 +12,7 @@ import { jsonLines, progressBar } from './bulk/progress.js'
 import { rotateJob, notYetRotated } from './bulk/rotate.js'
 import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type SealRunRecord, type Summary } from './bulk/run.js'
 import { SealingKeys, sealJob } from './bulk/seal.js'
-import { copyNextKey, initKeyring, keyFileOf, Keyring, KeyringBusyError, lockKeyring, newPeriodKey, nextPeriodKey, retireBackupKey, retireKey } from './keyring.js'
+import { copyNextKey, initKeyring, keyFileOf, Keyring, KeyringBusyError, lockCopy, lockKeyring, newPeriodKey, nextPeriodKey, retireBackupKey, retireKey } from './keyring.js'
 import { plainPathOf, sealedPathOf } from './names.js'
 import { compilePeriodPattern, periodAt, periodOf, validPeriod } from './period.js'
 
@@ -183,7 +183,9 @@ export async function keysRotate (c: Readonly<Config>, o: BulkOptions, io: BulkI
 
 /** Whether a copy of the keyring holds a rotation's identities still to be retired (or cannot be read: it may). */
 function pendingIn (backup: string, period: string): boolean {
-  return (['next', 'old'] as const).some((r) => { try { return lstatSync(keyFileOf(backup, period, r)) !== undefined } catch (err) { return (err as NodeJS.ErrnoException).code !== 'ENOENT' } })
+  // A key file a crash left half destroyed (renamed to .shred) counts too.
+  const files = (['next', 'old'] as const).flatMap((r) => [keyFileOf(backup, period, r), keyFileOf(backup, period, r) + '.shred'])
+  return files.some((f) => { try { return lstatSync(f) !== undefined } catch (err) { return (err as NodeJS.ErrnoException).code !== 'ENOENT' } })
 }
 
 /**
@@ -191,22 +193,66 @@ function pendingIn (backup: string, period: string): boolean {
  * before the old one is retired: a copy without it could not open the
  * re-sealed files. Why the old identity is kept, if a copy was not reached.
  */
-function copyToBackups (c: Readonly<Config>, dir: string, period: string): string | undefined {
+function copyToBackups (copies: readonly string[], dir: string, period: string): string | undefined {
   const missed: string[] = []
-  for (const b of c.sealing.keyBackups) {
+  for (const b of copies) {
     try { copyNextKey(dir, b, period) } catch (err) { missed.push(`${b} (${(err as Error).message})`) }
   }
   return missed.length === 0 ? undefined : `the new identity could not be put in the key backup(s) ${missed.join(', ')}, which could then not open the re-sealed files; mount them and rerun`
 }
 
 /** The retirement in every copy of the keyring; what is left to do, if a copy was not reached. */
-function retireInBackups (c: Readonly<Config>, dir: string, period: string): string | undefined {
+function retireInBackups (copies: readonly string[], dir: string, period: string): string | undefined {
   const missed: string[] = []
-  for (const b of c.sealing.keyBackups) {
+  for (const b of copies) {
     try { retireBackupKey(dir, b, period) } catch (err) { missed.push(`${b} (${(err as Error).message})`) }
   }
   return missed.length === 0 ? undefined : `the old identity is still in the key backup(s) ${missed.join(', ')}; mount them and rerun nasguard keys rotate --period ${period} to retire it there`
 }
+
+/**
+ * The end of a rotation, the keyring locked: the copies locked too (their
+ * uploads finished first), the new identity put in each, the final check
+ * that every file opens with it, then the old identity retired in the
+ * keyring and in each copy, recorded before it is destroyed.
+ */
+async function finishRotation (c: Readonly<Config>, dir: string, period: string, io: BulkIO, notYet: () => Promise<number>): Promise<Pick<Summary, 'kept' | 'retired' | 'backups'>> {
+  const copies = lockCopies(c, dir)
+  try {
+    if (copies.missed.length > 0) return { kept: `the key backup(s) ${copies.missed.join(', ')} could not be locked, so the new identity is not there and they could not open the re-sealed files; mount them (or wait for their runs) and rerun` }
+    const uncopied = copyToBackups(copies.locked, dir, period)
+    if (uncopied) return { kept: uncopied }
+    const left = await notYet()
+    if (left > 0) return { kept: `${left} sealed file(s) of the period do not open with the new identity (written meanwhile with the old one?); rerun to finish` }
+    await recordRetiring(io, period, Keyring.load(dir).role(period, 'primary')?.keyId ?? 'the old identity')
+    const retired = retireKey(dir, period)
+    const backups = retireInBackups(copies.locked, dir, period)
+    return { retired, ...(backups ? { backups } : {}) }
+  } finally {
+    copies.unlock()
+  }
+}
+
+/** Recorded before an old identity is destroyed: it is the only key to the copies of the period's files sealed before the rotation (NAS snapshots, backups). */
+async function recordRetiring (io: BulkIO, period: string, what: string): Promise<void> {
+  await io.record?.({ event: 'rotate', reason: `keys rotate period ${period}: retiring ${what} (a record of the outcome follows; none: the run stopped midway, rerun it)`, counts: { sealed: 0, skipped: 0, failed: 0, bytes: 0 }, period })
+}
+
+/** Every copy of the keyring locked exclusive (the uploads sealing to it there finish first): the ones that could not be. */
+function lockCopies (c: Readonly<Config>, dir: string): { unlock: () => void, locked: string[], missed: string[] } {
+  const unlocks: Array<() => void> = []
+  const locked: string[] = []
+  const missed: string[] = []
+  for (const b of c.sealing.keyBackups) {
+    try {
+      unlocks.push(lockCopy(dir, b, COPY_DRAIN_MS))
+      locked.push(b)
+    } catch (err) { missed.push(`${b} (${(err as Error).message})`) }
+  }
+  return { unlock: () => { for (const u of unlocks) u() }, locked, missed }
+}
+
+const COPY_DRAIN_MS = 60_000
 
 async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, dir: string, period: string, ring: Keyring, reporter: Reporter): Promise<number> {
   const blank: Summary = { command: 'rotate', dryRun: false, sealed: 0, skipped: 0, failed: 0, bytes: 0, seconds: 0, tempsRemoved: 0, period }
@@ -214,12 +260,18 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
   if (ring.role(period, 'old') || (!ring.role(period, 'next') && c.sealing.keyBackups.some((b) => pendingIn(b, period)))) {
     reporter.begin()
     const unlockRing = lockKeyring(dir, 'exclusive')
+    const copies = lockCopies(c, dir)
     let retired: string | undefined
     let backups: string | undefined
     try {
+      await recordRetiring(io, period, ring.role(period, 'old')?.keyId ?? 'the old identity left in the key backups')
       retired = retireKey(dir, period)
-      backups = retireInBackups(c, dir, period)
-    } finally { unlockRing() }
+      backups = retireInBackups(copies.locked, dir, period)
+      if (copies.missed.length > 0) backups = `${backups ? backups + '; ' : ''}the key backup(s) ${copies.missed.join(', ')} could not be locked: rerun to finish there`
+    } finally {
+      copies.unlock()
+      unlockRing()
+    }
     return await ended({ ...blank, retired, ...(backups ? { backups } : {}) }, reporter, io)
   }
   const next = nextPeriodKey(dir, period)
@@ -246,17 +298,7 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
         if (!(err instanceof KeyringBusyError)) throw err
         summary.kept = `${err.message}; the old identity is kept`
       }
-      if (summary.kept === undefined) {
-        const left = await notYetRotated(settings, rotating, next)
-        const uncopied = left > 0 ? undefined : copyToBackups(c, dir, period)
-        if (left > 0) summary.kept = `${left} sealed file(s) of the period do not open with the new identity (written meanwhile with the old one?); rerun to finish`
-        else if (uncopied) summary.kept = uncopied
-        else {
-          summary.retired = retireKey(dir, period)
-          const backups = retireInBackups(c, dir, period)
-          if (backups) summary.backups = backups
-        }
-      }
+      if (summary.kept === undefined) Object.assign(summary, await finishRotation(c, dir, period, io, async () => await notYetRotated(settings, rotating, next)))
     }
   } finally {
     unlockRing()

@@ -16,7 +16,8 @@
 // key, or a crash in a retirement, can never overwrite an identity. (The
 // one rename: a key file being destroyed becomes <file>.shred first.)
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { dirname, join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
 import { syncDir, writePrivate, writtenTemp } from '../files/private-file.js'
@@ -121,13 +122,28 @@ function processAlive (pid: number): boolean {
   }
 }
 
-/** The pid of the live holder of a lock file; undefined when it is gone or its holder is dead. */
+/**
+ * Where a pid means something: this host and pid namespace. A keyring on a
+ * shared mount (another host's, listed in sealing.keyBackups) holds locks
+ * of processes this one cannot see, and must not judge them dead.
+ */
+const PID_PLACE = (() => {
+  let ns = ''
+  try { ns = readlinkSync('/proc/self/ns/pid') } catch {}
+  return `${hostname()}/${ns}`.replace(/\s/g, '_')
+})()
+
+/** A lock file's text: this process, and where its pid means something. */
+const LOCK_TEXT = `${process.pid} ${PROCESS_TOKEN} ${PID_PLACE}\n`
+
+/** The pid of the live holder of a lock file; undefined when it is gone or its holder is dead. A holder elsewhere is taken as live. */
 function holderOf (file: string): number | undefined {
   let text: string
   try { text = readFileSync(file, 'utf8') } catch (err) { if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; throw err }
-  const [pidText, token] = text.trim().split(' ')
+  const [pidText, token, place] = text.trim().split(' ')
   const pid = Number(pidText)
   if (!Number.isInteger(pid) || pid <= 0) return undefined
+  if (place !== undefined && place !== PID_PLACE) return pid
   if (pid === process.pid) return token === PROCESS_TOKEN ? pid : undefined
   return processAlive(pid) ? pid : undefined
 }
@@ -146,9 +162,9 @@ function holderOf (file: string): number | undefined {
  * naming the pid that holds it.
  */
 export function lockKeyring (dir: string, mode: 'shared' | 'exclusive', o: { drainMs?: number } = {}): () => void {
-  const me = `${process.pid} ${PROCESS_TOKEN}\n`
+  const me = LOCK_TEXT
   const exclusive = join(dir, EXCLUSIVE_LOCK)
-  const busy = (pid: number): KeyringBusyError => new KeyringBusyError(`the keyring ${dir} is locked by another run (pid ${pid}): ${mode === 'shared' ? 'a retirement or an erasure is under way' : 'recordings are being sealed to it'}; wait for it, then rerun`)
+  const busy = (pid: number): KeyringBusyError => new KeyringBusyError(`the keyring ${dir} is locked by another run (pid ${pid}${holderPlace(dir)}): ${mode === 'shared' ? 'a retirement or an erasure is under way' : 'recordings are being sealed to it'}; wait for it, then rerun`)
   const release = (file: string) => (): void => {
     try { if (readFileSync(file, 'utf8') === me) { unlinkSync(file); syncDir(dir) } } catch {}
   }
@@ -183,6 +199,18 @@ export function lockKeyring (dir: string, mode: 'shared' | 'exclusive', o: { dra
 }
 
 const DRAIN_POLL_MS = 50
+
+/** ", on <host>" when a lock in dir is held on another host (whose process cannot be checked from here: remove its lock file if it is gone). */
+function holderPlace (dir: string): string {
+  let names: string[]
+  try { names = readdirSync(dir).filter((n) => n === EXCLUSIVE_LOCK || SHARED_LOCK.test(n)) } catch { return '' }
+  for (const n of names) {
+    let place: string | undefined
+    try { place = readFileSync(join(dir, n), 'utf8').trim().split(' ')[2] } catch { continue }
+    if (place !== undefined && place !== PID_PLACE) return `, on ${place.split('/')[0]}: if no nasguard runs there, remove ${join(dir, n)}`
+  }
+  return ''
+}
 
 /** A live holder of a shared lock of the keyring (the locks of dead runs are removed). */
 function sharedHolder (dir: string): number | undefined {
@@ -516,7 +544,7 @@ export function retireKey (dir: string, period: string): string | undefined {
  * holds another next identity.
  */
 export function copyNextKey (keyring: string, backup: string, period: string): void {
-  if (!lstatSync(backup).isDirectory()) throw new Error(`${backup} is not a directory`)
+  checkCopyOf(keyring, backup)
   const source = keyFileOf(keyring, period, 'next')
   const fresh = keyIdOf(period, identityInFile(source))
   const idIn = (file: string): string | undefined => exists(file) ? keyIdOf(period, identityInFile(file)) : undefined
@@ -537,7 +565,7 @@ export function copyNextKey (keyring: string, backup: string, period: string): v
  * copy cannot be reached or its next identity is not the keyring's.
  */
 export function retireBackupKey (keyring: string, backup: string, period: string): string | undefined {
-  if (!lstatSync(backup).isDirectory()) throw new Error(`${backup} is not a directory`)
+  checkCopyOf(keyring, backup)
   const next = keyFileOf(backup, period, 'next')
   const old = keyFileOf(backup, period, 'old')
   if (!exists(next) && !exists(old)) return undefined
@@ -556,8 +584,8 @@ export function retireBackupKey (keyring: string, backup: string, period: string
  * or journaled one, may keep the old bytes: keep the keyring on storage
  * that does not, and out of backups that outlive retention.)
  */
-export function eraseKey (dir: string, period: string, o: EraseOptions = {}): string {
-  return eraseKeyIn(dir, period, false, o) as string
+export function eraseKey (dir: string, period: string, o: EraseOptions = {}): string | undefined {
+  return eraseKeyIn(dir, period, false, o)
 }
 
 /**
@@ -566,15 +594,39 @@ export function eraseKey (dir: string, period: string, o: EraseOptions = {}): st
  * that never held the period gets the tombstone alone. Undefined then.
  * Throws when the directory cannot be reached.
  */
-export function eraseBackupKey (dir: string, period: string, o: EraseOptions = {}): string | undefined {
-  if (!lstatSync(dir).isDirectory()) throw new Error(`${dir} is not a directory`)
+export function eraseBackupKey (keyring: string, dir: string, period: string, o: EraseOptions = {}): string | undefined {
+  checkCopyOf(keyring, dir)
   return eraseKeyIn(dir, period, true, o)
+}
+
+/** A copy of the keyring (sealing.keyBackups) locked exclusive, waiting up to drainMs for its shared holders: its unlock. Throws when it is not a copy, or stays busy. */
+export function lockCopy (keyring: string, dir: string, drainMs: number): () => void {
+  checkCopyOf(keyring, dir)
+  return lockKeyring(dir, 'exclusive', { drainMs })
+}
+
+/**
+ * Throws unless dir is a copy of the keyring: a directory holding the same
+ * name key. An empty mount point (the backup volume not mounted) is not
+ * one: what is done there would be done to no copy, and said to be done.
+ */
+function checkCopyOf (keyring: string, dir: string): void {
+  if (!lstatSync(dir).isDirectory()) throw new Error(`${dir} is not a directory`)
+  const own = readFileSync(join(keyring, NAME_KEY_FILE), 'utf8').trim()
+  let there: string
+  try {
+    there = readFileSync(join(dir, NAME_KEY_FILE), 'utf8').trim()
+  } catch (err) {
+    throw new Error(`${dir} holds no copy of the keyring (no ${NAME_KEY_FILE}: not mounted?)`, { cause: err })
+  }
+  if (there !== own) throw new Error(`${dir} holds a copy of another keyring (its ${NAME_KEY_FILE} differs)`)
 }
 
 /** Whether a keyring copy still holds any identity of the period (or cannot be read: it may). */
 export function holdsPeriodKey (dir: string, period: string): boolean {
   try {
-    if (!lstatSync(dir).isDirectory()) return true
+    // No name key: not a copy of a keyring (a backup volume not mounted), so what it holds cannot be told.
+    if (!lstatSync(dir).isDirectory() || !exists(join(dir, NAME_KEY_FILE))) return true
   } catch {
     return true
   }
@@ -598,7 +650,8 @@ function eraseKeyIn (dir: string, period: string, missingOk: boolean, o: EraseOp
     // (A rerun after a crash finds what is left of them.)
     const filesNow = (): string[] => (['primary', 'next', 'old'] as const).map((r) => keyFileOf(dir, period, r)).filter(exists)
     const files = filesNow()
-    if (files.length === 0 && !missingOk) checkPrivate(keyFileOf(dir, period, 'primary'), false)
+    // None, and a tombstone: erased already (by a run that got here first).
+    if (files.length === 0 && !missingOk && !exists(join(dir, period + ERASED_SUFFIX))) checkPrivate(keyFileOf(dir, period, 'primary'), false)
     for (const f of files) checkPrivate(f, false)
     const keyId = files.length > 0 ? keyIdOf(period, identityInFile(files[0])) : undefined
     // The tombstone first: from here on no key of the period is made (newPeriodKey, nextPeriodKey refuse), whatever happens.

@@ -330,9 +330,14 @@ t.test('what the gateway exports: a sweep without --source keeps the last walk\'
   t.same(await gauges(), { recordings: 2, periods: 2, undetermined: 0 }, 'with --source: the plaintext recordings past retention')
   const walked = status().recordingsTime
   t.type(walked, 'number', 'the status says when the share was walked')
+  t.equal((await scrape(gw.adminUrl)).get('nasguard_retention_share_walk_timestamp_seconds'), (walked as number) / 1000, 'and the gateway exports it')
   await run()
   t.same(await gauges(), { recordings: 2, periods: 2, undetermined: 0 }, 'the next dry run without --source does not reset the plaintext count to 0')
   t.equal(status().recordingsTime, walked, 'and still says when the share was last walked')
+  const written = readFileSync(join(s.audit, 'retention-status.json'), 'utf8')
+  await run('--source', s.root, '--at', '2000-01-01T00:00:00Z')
+  t.equal(readFileSync(join(s.audit, 'retention-status.json'), 'utf8'), written, 'a preview at another time (--at) leaves the status as it was')
+  t.same(await gauges(), { recordings: 2, periods: 2, undetermined: 0 }, 'so it cannot make the metrics say nothing is overdue')
 
   // Rules the sweep cannot date a sealed period by: a Last-Modified rule over all of it.
   // 2016-01 and 2016-02 would be long past retention; this month is not; no period is erasable.

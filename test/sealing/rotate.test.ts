@@ -8,7 +8,7 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -249,13 +249,16 @@ t.test('keys rotate with key backups (sealing.keyBackups): the new identity goes
   const [sealed] = listFiles(share.root)
   const opens = (keyFile: string): boolean => spawnSync('age', ['-d', '-i', keyFile, diskPathOf(share.root, sealed)]).status === 0
 
-  // The backup not mounted: the files are re-sealed, but the old identity is kept (the copy could not open them otherwise).
+  // The backup volume not mounted (its mount point an empty directory): the files are re-sealed, but the old identity is kept (the copy could not open them otherwise).
   renameSync(backup, backup + '.away')
+  mkdirSync(backup)
   const first: string[] = []
   t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io(first)), 1, 'exit 1')
-  t.match(first.join(''), /the new identity could not be put in the key backup\(s\)/)
+  t.match(first.join(''), /the key backup\(s\) .*holds no copy of the keyring \(no names\.key: not mounted\?\)\) could not be locked/)
+  t.same(readdirSync(backup), [], 'nothing written in the empty mount point')
   t.ok(existsSync(join(share.keyring, '2016-01.key')) && existsSync(join(share.keyring, '2016-01.next.key')), 'the keyring keeps both identities')
   t.ok(opens(join(backup + '.away', '2016-01.key')) === false && opens(join(share.keyring, '2016-01.next.key')), 'the file is re-sealed to the new identity, which the backup does not hold yet')
+  rmdirSync(backup)
   renameSync(backup + '.away', backup)
 
   // Mounted again: the rerun copies the new identity, retires the old one in the keyring and in the copy.
@@ -275,4 +278,19 @@ t.test('keys rotate with key backups (sealing.keyBackups): the new identity goes
   t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, io(third)), 0, `a rerun finishes the copy (${third.join('').slice(-300)})`)
   t.same(readdirSync(backup).filter((n) => n.startsWith('2016-01')), ['2016-01.key'], 'one identity there again')
   t.equal(readFileSync(join(backup, '2016-01.key'), 'utf8'), fresh, 'the new one')
+})
+
+t.test('a retirement that cannot be recorded destroys nothing: the old identity is recorded as retiring before it goes', async (t) => {
+  const path = '/medicall/2016/01/101500_46701234567.wav'
+  const share = makeShare([[path, randomBytes(3000)]])
+  t.equal(await seal(share.config, { source: share.root, jobs: 1, removePlaintext: true }, { out: () => {}, tty: false }), 0)
+  const old = Keyring.load(share.keyring).key('2016-01')?.keyId as string
+  const records: string[] = []
+  const failing = { out: () => {}, tty: false, record: async (r: { reason: string }) => { records.push(r.reason); if (/retiring/.test(r.reason)) throw new Error('the rotate event was not recorded in <ops>: disk full') } }
+  await t.rejects(keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, failing), /the rotate event was not recorded/)
+  t.match(records, [new RegExp(`retiring ${old}`)], 'the retirement was to be recorded first')
+  t.equal(Keyring.load(share.keyring).role('2016-01', 'primary')?.keyId, old, 'the old identity is still there')
+  const recorded: string[] = []
+  t.equal(await keysRotate(share.config, { source: share.root, jobs: 1, period: '2016-01' }, { out: () => {}, tty: false, record: async (r) => { recorded.push(r.reason) } }), 0, 'the rerun, the trail writable')
+  t.match(recorded, [new RegExp(`retiring ${old}`), new RegExp(`retired ${old}`)], 'retiring, then retired')
 })

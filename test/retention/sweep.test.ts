@@ -641,3 +641,37 @@ t.test('a keyring still busy when the wait is over (an upload being sealed): the
   t.equal(again.status, 0, `the rerun, the keyring free (${again.stderr.trim()})`)
   opensWithNone(t, s, OLD_SEALED)
 })
+
+t.test('a key backup volume not mounted (an empty mount point): nothing is written there and no copy is claimed destroyed', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  renameSync(s.backup, s.backup + '.volume')
+  mkdirSync(s.backup, { mode: 0o700 })
+  const r = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
+  t.equal(r.status, 1, 'exit 1')
+  t.match(r.stderr, `${s.backup} holds no copy of the keyring (no names.key: not mounted?)`)
+  t.same(readdirSync(s.backup), [], 'no tombstone or lock left in the mount point')
+  const outcome = (await events(t, s, 'erasure')).filter((e) => e.period === '2016-01').pop()
+  t.match(outcome?.reason, /and 0 of 1 backup\(s\); NOT in /, 'the trail says the backup was not reached')
+  t.match(periodLine(await sweep(s), '2016-01'), /^2016-01\s+erased\s.*its identity is still in/, 'the period stays on the plan')
+  rmSync(s.backup, { recursive: true })
+  renameSync(s.backup + '.volume', s.backup)
+  t.equal((await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')).status, 0, 'mounted: the rerun destroys the copy')
+  opensWithNone(t, s, OLD_SEALED)
+})
+
+t.test('a keyring lock held on another host (a shared mount) is never judged dead: the erasure waits, then reports it naming its file', async (t) => {
+  const s = await makeSite({ periods: ['2016-01'], sealed: [OLD_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  // A pid that does not exist here, held on another host.
+  const lock = join(s.keyring, `.keyring-shared-${'ab'.repeat(8)}.lock`)
+  writeFileSync(lock, '4000000 0123456789abcdef otherhost/pid:[4026531836]\n', { mode: 0o600 })
+  let stderr = ''
+  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), drainMs: 200, confirm: async (p) => p }, () => {}, (x) => { stderr += x })
+  t.equal(status, 1, 'exit 1')
+  t.match(stderr, `on otherhost: if no nasguard runs there, remove ${lock}`)
+  t.ok(existsSync(lock), 'the other host\'s lock is left alone')
+  t.ok(existsSync(join(s.keyring, '2016-01.key')), 'nothing destroyed')
+  rmSync(lock)
+  t.equal((await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')).status, 0, 'its lock removed, the erasure runs')
+})

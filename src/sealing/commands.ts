@@ -12,7 +12,7 @@ import { jsonLines, progressBar } from './bulk/progress.js'
 import { rotateJob, notYetRotated } from './bulk/rotate.js'
 import { runBulk, sealRunRecord, survey, type ActiveTemps, type Reporter, type SealRunRecord, type Summary } from './bulk/run.js'
 import { SealingKeys, sealJob } from './bulk/seal.js'
-import { copyNextKey, initKeyring, keyFileOf, Keyring, KeyringBusyError, lockCopy, lockKeyring, newPeriodKey, nextPeriodKey, retireBackupKey, retireKey } from './keyring.js'
+import { copyNextKey, initKeyring, keyFileOf, Keyring, KeyringBusyError, lockCopy, lockKeyring, newPeriodKey, nextPeriodKey, retireBackupKey, retireKey, type PeriodKey } from './keyring.js'
 import { plainPathOf, sealedPathOf } from './names.js'
 import { compilePeriodPattern, periodAt, periodOf, validPeriod } from './period.js'
 
@@ -126,7 +126,6 @@ export async function seal (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Pr
   // A dry run makes nothing, not even the keyring.
   if (!dryRun) initKeyring(dir)
   else if (!existsSync(dir)) throw new Error(`sealing.keyring: ${dir} does not exist yet, and a dry run makes nothing (nasguard keys new makes it)`)
-  const keys = new SealingKeys(dir, c.sealing.period)
   const settings = {
     root: resolvePath(o.source),
     keyringDir: dir,
@@ -144,8 +143,9 @@ export async function seal (c: Readonly<Config>, o: BulkOptions, io: BulkIO): Pr
   const reporter = reporterOf(io)
   let unlockRing = (): void => {}
   try {
-    // No identity is retired or erased while recordings are sealed to it.
+    // No identity is retired or erased while recordings are sealed to it; read once the lock is held.
     if (!dryRun) unlockRing = lockKeyring(dir, 'shared')
+    const keys = new SealingKeys(dir, c.sealing.period)
     const journal = await Journal.open(journalOf(c, o, 'seal'), dryRun)
     const active: ActiveTemps = new Set()
     const job = sealJob(settings, keys, journal, active)
@@ -274,16 +274,25 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
     }
     return await ended({ ...blank, retired, ...(backups ? { backups } : {}) }, reporter, io)
   }
-  const next = nextPeriodKey(dir, period)
+  // Shared first, then the identities read: an erasure that ran before the lock is seen, and none runs after it.
+  let unlockRing = lockKeyring(dir, 'shared')
+  let next: PeriodKey
+  let rotating: Keyring
+  try {
+    next = nextPeriodKey(dir, period)
+    rotating = Keyring.load(dir)
+  } catch (err) {
+    unlockRing()
+    throw err
+  }
   const settings = { root: resolvePath(o.source), pattern: compilePeriodPattern(c.sealing.periodPattern as string, c.sealing.period), nameSegments: c.sealing.names.segments, period }
   const file = journalOf(c, o, 'rotate')
-  const journal = await Journal.open(file, false)
   const active: ActiveTemps = new Set()
-  const rotating = Keyring.load(dir)
-  const job = rotateJob(settings, rotating, next, journal, active)
   let summary: Summary
-  let unlockRing = lockKeyring(dir, 'shared')
+  let journal: Journal | undefined
   try {
+    journal = await Journal.open(file, false)
+    const job = rotateJob(settings, rotating, next, journal, active)
     reporter.begin(io.tty ? await survey(settings.root, job) : undefined)
     summary = await runBulk({ root: settings.root, jobs: o.jobs, job, reporter, active, command: 'rotate', dryRun: false, period })
     unlockRing()
@@ -302,7 +311,7 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
     }
   } finally {
     unlockRing()
-    await journal.close()
+    await journal?.close()
   }
   if (summary.retired !== undefined) await rm(file, { force: true })
   return await ended(summary, reporter, io)

@@ -18,7 +18,7 @@ import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, pre
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
 import { sweptStatus, writeRetentionStatus } from './status.js'
-import { confirmationOf, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type PlainFile, type SweepPlan } from './sweep.js'
+import { confirmationOf, erasedUnderHold, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type PlainFile, type SweepPlan } from './sweep.js'
 
 /** A mistake in what the operator asked (exit 2). */
 export class HoldUsageError extends Error {}
@@ -78,6 +78,8 @@ export async function holdAdd (c: Readonly<Config>, h: HoldRequest, out: (s: str
   const { after } = await changeHolds(store, keyOf(c), (doc) => ({ ...doc, holds: [...doc.holds.filter((x) => !(x.case === h.case && x.prefix === h.prefix)), hold] }))
   await record(c, { event: 'hold', case: h.case, path: h.prefix, reason: `add: ${h.reason}`, ...(until ? { until } : {}), counts: { generation: after.generation } })
   out(`hold placed: case ${h.case} on ${h.prefix}${until ? ` until ${until}` : ' until released'} (generation ${after.generation})\n`)
+  const gone = erasedUnderHold(c, hold, Date.now())
+  if (gone.length > 0) out(`note: period(s) ${gone.join(', ')} under it were erased already (their identity destroyed): this hold cannot bring back what they held\n`)
   return 0
 }
 

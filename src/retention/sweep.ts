@@ -96,6 +96,15 @@ export function holdsOnPeriod (config: Readonly<Config>, period: string, holds: 
   return holds.filter((h) => inForce(h, now) && prefixMeets(h.prefix, dir, config.upstream.fileSystem, false))
 }
 
+/** The erased periods a new hold meets: what it can no longer keep (none when sealing is off or the keyring cannot be read). */
+export function erasedUnderHold (config: Readonly<Config>, hold: Hold, now: number): string[] {
+  const s = config.sealing
+  if (s.mode === 'off' || !s.keyring || !s.periodPattern) return []
+  let erased: string[]
+  try { erased = Keyring.load(s.keyring).erasedPeriods() } catch { return [] }
+  return erased.filter((p) => holdsOnPeriod(config, p, [hold], now).length > 0).sort()
+}
+
 /** Why a rule that meets a period cannot date its recordings from the period's own directories, if it cannot. */
 function undatable (rule: RetentionRule, u: ReturnType<typeof globUnder>): string | undefined {
   if (u.kind === 'unaligned') return `rule ${rule.name} can read a date from below the period's directory (a ** comes first)`

@@ -14,7 +14,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writ
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { initKeyring, newPeriodKey } from '../../src/sealing/keyring.js'
+import { eraseKey, initKeyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { testCerts } from '../helpers/certs.js'
 import { runCli, type Run } from '../helpers/process.js'
 import { startRedis } from '../helpers/redis.js'
@@ -163,4 +163,16 @@ t.test('a release the audit trail cannot record is undone: the case still holds,
   t.equal((await hold(config, 'release', '--case', 'CASE-U')).status, 0, 'once the trail can be written, the release goes through')
   t.same((await holdsListed(t, config)).holds, [], 'released')
   t.match((await events(t, config, 'hold')).filter((e) => e.reason === 'release'), [{ case: 'CASE-U' }], 'one release recorded')
+})
+
+t.test('a hold placed on an erased period says it cannot bring it back', async (t) => {
+  const site = makeSite()
+  const config = site.config('a')
+  t.equal((await hold(config, 'init')).status, 0, 'hold init')
+  eraseKey(site.keyring, '2016-01')
+  const r = await hold(config, 'add', '--path-prefix', '/medicall/2016/01/14/4670', '--case', 'LATE-1', '--reason', 'too late')
+  t.equal(r.status, 0, 'placed all the same (it may cover recordings not yet sealed)')
+  t.match(r.stdout, 'note: period(s) 2016-01 under it were erased already (their identity destroyed): this hold cannot bring back what they held')
+  const young = await hold(config, 'add', '--path-prefix', '/medicall/2017/', '--case', 'OK-1', '--reason', 'in time')
+  t.notMatch(young.stdout, /note:/, 'no note for a hold on periods not erased')
 })

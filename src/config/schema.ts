@@ -22,8 +22,8 @@ export const BudgetsSchema = Type.Object({
   recordingsPerHour: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000000 })),
   /** Distinct recordings in any 24 h. */
   recordingsPerDay: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000000 })),
-  /** Bytes sent in any hour, counted as responses end: downloads in flight may pass it by what they carry. */
-  bytesPerHour: Type.Optional(Type.Integer({ minimum: 1 }))
+  /** Bytes sent in any hour, counted as responses end: downloads in flight may pass it by what they carry. At most 2^50 (1 PiB): every count stays exact across workers and in Redis. */
+  bytesPerHour: Type.Optional(Type.Integer({ minimum: 1, maximum: 1125899906842624 }))
 }, { additionalProperties: false })
 
 export const PolicyRuleSchema = Type.Object({

@@ -81,7 +81,8 @@ t.test('each bad value is refused naming its key and the reason', async (t) => {
     ['workers 0', (c) => { c.workers = 0 }, 'workers', /must be either an integer from 1 to 64 or auto \(got 0\)/],
     ['workers as a word', (c) => { c.workers = 'many' }, 'workers', /must be either an integer from 1 to 64 or auto \(got "many"\)/],
     ['NAS pipelining 0', (c) => { c.upstream.pipelining = 0 }, 'upstream.pipelining', /must be >= 1/],
-    ['token cache negative', (c) => { c.auth.jwt.cacheSize = -1 }, 'auth.jwt.cacheSize', /must be >= 0/]
+    ['token cache negative', (c) => { c.auth.jwt.cacheSize = -1 }, 'auth.jwt.cacheSize', /must be >= 0/],
+    ['a byte budget past exact counting', (c) => { c.policy[0].perSubject = { bytesPerHour: 1e16 } }, 'policy[0].perSubject.bytesPerHour', /must be <= 1125899906842624/]
   ]
   for (const [name, mutate, key, reason] of table) {
     const c = base()

@@ -8,7 +8,7 @@ import { Errors } from '../errors.js'
 import { LogThrottle } from '../logging.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
 import type { Budgets, Charge, Verdict } from './book.js'
-import type { BudgetStore } from './store.js'
+import { StoreMisconfigured, type BudgetStore } from './store.js'
 
 export type OnStoreError = 'open' | 'closed'
 
@@ -19,11 +19,13 @@ export function chargerOf (store: BudgetStore, metrics: GatewayMetrics, onStoreE
     return v
   }
   const failed = (err: Error): Verdict => {
-    const mode = onStoreError()
+    const mode = err instanceof StoreMisconfigured ? 'closed' : onStoreError()
     metrics.budgetStoreErrors.inc({ outcome: mode === 'open' ? 'allowed' : 'refused' })
     throttle.line((repeated) => log().warn({ reason: err.message, onStoreError: mode, repeated }, mode === 'open'
       ? 'the budgets cannot be checked: requests pass uncounted (limits.onStoreError: open)'
-      : 'the budgets cannot be checked: budgeted requests are refused (limits.onStoreError: closed)'))
+      : err instanceof StoreMisconfigured
+        ? 'the budgets are set up wrong: budgeted requests are refused, whatever limits.onStoreError says'
+        : 'the budgets cannot be checked: budgeted requests are refused (limits.onStoreError: closed)'))
     if (mode === 'open') return { ok: true }
     throw new Errors.BudgetsUnavailable()
   }

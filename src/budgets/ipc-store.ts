@@ -10,7 +10,7 @@
 // batch (summed per ledger), or go on their own after SPEND_DELAY_MS.
 // Settlements of leases go in order with the rest.
 import { BUDGETS, LEASE_REQUESTS, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
-import type { LeasingStore, LedgerUsage } from './store.js'
+import { StoreMisconfigured, type LeasingStore, type LedgerUsage } from './store.js'
 
 /** How long a worker waits for the primary's answer before the store counts as failed. */
 const ANSWER_MS = 2000
@@ -26,7 +26,7 @@ export type BudgetOp =
   | { op: 'near' }
 /** A batch of operations; answered (with one result per operation) unless it holds spends only. */
 export interface BudgetRequest { nasguard: 'budget', id: number, ops: BudgetOp[] }
-export interface BudgetReply { nasguard: 'budget-reply', id: number, results: Array<{ result?: unknown, error?: string }> }
+export interface BudgetReply { nasguard: 'budget-reply', id: number, results: Array<{ result?: unknown, error?: string, misconfigured?: true }> }
 
 /** How a worker talks to the primary (its IPC channel). */
 export interface Channel {
@@ -83,7 +83,8 @@ export class PrimaryBudgets implements LeasingStore {
       p.waiting.forEach((w, i) => {
         const r = m.results[i]
         if (w === undefined) return
-        if (r === undefined || r.error !== undefined) w.reject(new Error(r?.error ?? 'no answer for it'))
+        // A mistake in the setup stays one across the channel: refused whatever limits.onStoreError says.
+        if (r === undefined || r.error !== undefined) w.reject(r?.misconfigured === true ? new StoreMisconfigured(r.error as string) : new Error(r?.error ?? 'no answer for it'))
         else w.resolve(r.result)
       })
     })
@@ -208,7 +209,7 @@ export async function answerBudget (store: LeasingStore, m: BudgetRequest, reply
     try {
       results.push({ result: await answerOne(store, op) })
     } catch (err) {
-      results.push({ error: (err as Error).message })
+      results.push({ error: (err as Error).message, ...(err instanceof StoreMisconfigured ? { misconfigured: true as const } : {}) })
     }
   }
   if (m.ops.some((op) => op?.op !== 'spend')) reply({ nasguard: 'budget-reply', id: m.id, results })

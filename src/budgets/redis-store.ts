@@ -26,7 +26,7 @@ import { createHmac } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { redisClient, type RedisConfig } from '../state/redis.js'
 import { BUDGETS, HOLD_MS, LEASE_HOLDS, LEASE_REQUESTS, LEASE_SLOTS, budgetsKey, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
-import { NEAR, type LeasingStore, type LedgerUsage } from './store.js'
+import { NEAR, StoreMisconfigured, type LeasingStore, type LedgerUsage } from './store.js'
 
 // Shared by every script: windows, buckets, a ledger pruned and read
 // (L: its sums, usage and newest buckets, as loaded and as changed), and
@@ -426,7 +426,7 @@ export class RedisBudgets implements LeasingStore {
       this.connecting ??= this.client.connect().then(async () => await this.checkKey()).finally(() => { this.connecting = undefined })
     }
     if (this.connecting) await this.connecting
-    if (this.keyProblem !== undefined) throw new Error(this.keyProblem)
+    if (this.keyProblem !== undefined) throw new StoreMisconfigured(this.keyProblem)
   }
 
   private async checkKey (): Promise<void> {

@@ -12,6 +12,16 @@
 import type { Identity } from '../auth/identity.js'
 import { BudgetBook, type Budgets, type Charge, type Held, type Settlement, type Usage, type Verdict } from './book.js'
 
+/**
+ * The store is set up wrong, not out of reach (a gateway whose audit key
+ * differs from the one the shared budgets were written with): refused
+ * whatever limits.onStoreError says, since letting requests pass would
+ * switch the budgets off for as long as the mistake lasts.
+ */
+export class StoreMisconfigured extends Error {
+  override name = 'StoreMisconfigured'
+}
+
 export type LedgerKind = 'token' | 'certificate'
 export const LEDGER_KINDS: readonly LedgerKind[] = ['token', 'certificate']
 

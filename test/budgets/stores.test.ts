@@ -9,7 +9,11 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { LeasedBudgets } from '../../src/budgets/lease.js'
 import { RedisBudgets } from '../../src/budgets/redis-store.js'
-import { LEDGER_KINDS, LocalBudgets, ledgerKey, type LeasingStore } from '../../src/budgets/store.js'
+import { LEDGER_KINDS, LocalBudgets, ledgerKey, StoreMisconfigured, type LeasingStore } from '../../src/budgets/store.js'
+import { answerBudget, PrimaryBudgets, type Channel } from '../../src/budgets/ipc-store.js'
+import { chargerOf } from '../../src/budgets/charger.js'
+import { GatewayMetrics } from '../../src/metrics/registry.js'
+import type { FastifyBaseLogger } from 'fastify'
 import type { Budgets } from '../../src/budgets/book.js'
 import { startRedis } from '../helpers/redis.js'
 
@@ -163,4 +167,29 @@ t.test('a gateway that closes settles its leases first: nothing is left held in 
   const u = await reader.usage('t:z')
   t.same(u.held, { requests: 0, recordings: 0, bytes: 0 }, 'closed: nothing held')
   t.same(u.used, { requestsPerMinute: 5, recordingsPerHour: 5, recordingsPerDay: 5, bytesPerHour: 5000 }, 'and what it used was charged')
+})
+
+t.test('a store set up wrong (another audit key on the shared Redis) stays so through the workers\' channel, and is refused under onStoreError: open', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  const cfg = { url: redis.url, keyPrefix: 'keys:', timeoutMs: 5000 }
+  const budgets = { recordingsPerHour: 5 }
+  const fleet = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
+  t.teardown(async () => await fleet.close())
+  t.ok((await fleet.take({ subject: 't:a', recording: '/r.wav' }, budgets)).ok, 'the fleet\'s key is the one the budgets are written with')
+  // The primary of a gateway with another key, and one of its workers asking it over a channel.
+  const stranger = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
+  t.teardown(async () => await stranger.close())
+  const listeners: Array<(m: unknown) => void> = []
+  const channel: Channel = {
+    send: (m) => { void answerBudget(stranger, m, (r) => { for (const l of listeners) l(r) }); return true },
+    connected: () => true,
+    onMessage: (fn) => { listeners.push(fn) }
+  }
+  const worker = new PrimaryBudgets(channel)
+  await t.rejects(worker.take({ subject: 't:a', recording: '/r.wav' }, budgets), StoreMisconfigured, 'the worker gets the mistake as one')
+  const log = { warn: () => {} } as unknown as FastifyBaseLogger
+  const charge = chargerOf(new LeasedBudgets(worker), new GatewayMetrics(), () => 'open', () => log)
+  await t.rejects(async () => await charge({ subject: 't:a', recording: '/s.wav' }, budgets), { code: 'NASGUARD_ERR_BUDGETS_UNAVAILABLE' }, 'refused (503) under onStoreError: open')
+  const outage = chargerOf({ take: () => { throw new Error('connection refused') } } as unknown as LeasedBudgets, new GatewayMetrics(), () => 'open', () => log)
+  t.same(await outage({ subject: 't:a', recording: '/s.wav' }, budgets), { ok: true }, 'while an outage under open passes, as documented')
 })

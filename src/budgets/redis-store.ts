@@ -193,12 +193,18 @@ local function mark (nearKey, d, now, caps, u)
 end
 `
 
-// KEYS: the ledger's key base, the near set. ARGV: now ('' for Redis's
-// clock), recording digest ('' for none), the budgets (as m above), the
-// ledger digest, a lease id ('' for none). Returns {1, fresh, lease
-// requests, slots, bytes} charged (no lease: 0 requests), or {0, budget,
-// retryAfterMs, held}.
+const KEY_PROBLEM = 'the budgets in Redis were written by gateways with another audit key: give every gateway the same audit.keyFile'
+
+// KEYS: the ledger's key base, the near set, the key check. ARGV: now (''
+// for Redis's clock), recording digest ('' for none), the budgets (as m
+// above), the ledger digest, a lease id ('' for none), this gateway's key
+// check. Returns {1, fresh, lease requests, slots, bytes} charged (no
+// lease: 0 requests), {0, budget, retryAfterMs, held}, or {-1} when the
+// budgets were written with another key (checked at every take: after
+// Redis lost its data, the first gateway to take sets it again, and one
+// with another key is refused, not given ledgers of its own).
 const TAKE = PRELUDE + `
+if not redis.call('SET', KEYS[3], ARGV[6], 'NX') and redis.call('GET', KEYS[3]) ~= ARGV[6] then return { -1 } end
 -- A share of what is left below half the cap (BudgetBook's grant).
 local function share (cap, used, most)
   if not cap then return most end
@@ -361,7 +367,7 @@ const NEAR_SCAN = 1000
 
 type Now = number | string
 interface BudgetCommands {
-  budgetTake: (base: string, near: string, now: Now, rec: string, budgets: string, d: string, lease: string) => Promise<[number, number | string, number, number?, number?]>
+  budgetTake: (base: string, near: string, keyCheck: string, now: Now, rec: string, budgets: string, d: string, lease: string, check: string) => Promise<[number, number | string, number, number?, number?]>
   budgetSettle: (base: string, near: string, now: Now, id: string, requests: number, bytes: number, d: string, ...recordings: string[]) => Promise<number>
   budgetSpend: (base: string, near: string, now: Now, bytes: number, d: string) => Promise<number>
   budgetUsage: (base: string, now: Now) => Promise<[number, number, number, string, string, number, number, string]>
@@ -401,7 +407,7 @@ export class RedisBudgets implements LeasingStore {
     this.nearKey = `${this.prefix}near`
     // Checks sent in one turn of the event loop go in one write (each is still its own script).
     const client = redisClient(cfg, 'nasguard-budgets', true, { enableAutoPipelining: true })
-    client.defineCommand('budgetTake', { numberOfKeys: 2, lua: TAKE })
+    client.defineCommand('budgetTake', { numberOfKeys: 3, lua: TAKE })
     client.defineCommand('budgetSpend', { numberOfKeys: 2, lua: SPEND })
     client.defineCommand('budgetSettle', { numberOfKeys: 2, lua: SETTLE })
     client.defineCommand('budgetUsage', { numberOfKeys: 1, lua: USAGE })
@@ -434,7 +440,7 @@ export class RedisBudgets implements LeasingStore {
     try {
       await this.client.set(key, this.keyCheck, 'NX')
       const held = await this.client.get(key)
-      this.keyProblem = held === this.keyCheck ? undefined : 'the budgets in Redis were written by gateways with another audit key: give every gateway the same audit.keyFile'
+      this.keyProblem = held === this.keyCheck ? undefined : KEY_PROBLEM
     } catch {
       // Redis went again: the next connection checks.
     }
@@ -460,7 +466,8 @@ export class RedisBudgets implements LeasingStore {
     this.flushSpends()
     await this.connect()
     const d = this.digest(c.subject)
-    const r = await this.client.budgetTake(this.prefix + d, this.nearKey, this.now(), c.recording === undefined ? '' : this.digest(c.recording), budgetsKey(budgets), d, lease ?? '')
+    const r = await this.client.budgetTake(this.prefix + d, this.nearKey, `${this.prefix}key`, this.now(), c.recording === undefined ? '' : this.digest(c.recording), budgetsKey(budgets), d, lease ?? '', this.keyCheck)
+    if (Number(r[0]) === -1) throw new StoreMisconfigured(KEY_PROBLEM)
     if (Number(r[0]) !== 1) return { ok: false, budget: r[1] as Budget, retryAfterMs: Number(r[2]), ...(Number(r[3]) === 1 ? { held: true as const } : {}) }
     const bytes = Number(r[4])
     return {

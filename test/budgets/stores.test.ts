@@ -15,6 +15,7 @@ import { chargerOf } from '../../src/budgets/charger.js'
 import { GatewayMetrics } from '../../src/metrics/registry.js'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Budgets } from '../../src/budgets/book.js'
+import { Redis } from 'ioredis'
 import { startRedis } from '../helpers/redis.js'
 
 /** A small seeded PRNG (mulberry32): the same run every time, and another seed for another run. */
@@ -192,4 +193,21 @@ t.test('a store set up wrong (another audit key on the shared Redis) stays so th
   await t.rejects(async () => await charge({ subject: 't:a', recording: '/s.wav' }, budgets), { code: 'NASGUARD_ERR_BUDGETS_UNAVAILABLE' }, 'refused (503) under onStoreError: open')
   const outage = chargerOf({ take: () => { throw new Error('connection refused') } } as unknown as LeasedBudgets, new GatewayMetrics(), () => 'open', () => log)
   t.same(await outage({ subject: 't:a', recording: '/s.wav' }, budgets), { ok: true }, 'while an outage under open passes, as documented')
+})
+
+t.test('after Redis lost its data, a gateway with another audit key that joins does not get ledgers of its own: the key is checked at every take', async (t) => {
+  const redis = await startRedis(t, { init: false })
+  const cfg = { url: redis.url, keyPrefix: 'lost:', timeoutMs: 5000 }
+  const budgets = { recordingsPerHour: 5 }
+  const running = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
+  t.teardown(async () => await running.close())
+  t.ok((await running.take({ subject: 't:a', recording: '/0.wav' }, budgets)).ok, 'a gateway of the fleet runs')
+  const admin = new Redis(redis.port, '127.0.0.1')
+  t.teardown(async () => { await admin.quit() })
+  await admin.flushall()
+  // Another key joins while the marker is gone, and takes first: the budgets are now written with its key.
+  const joining = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
+  t.teardown(async () => await joining.close())
+  t.ok((await joining.take({ subject: 't:a', recording: '/1.wav' }, budgets)).ok, 'the first to take after the loss sets the key')
+  await t.rejects(running.take({ subject: 't:a', recording: '/2.wav' }, budgets), StoreMisconfigured, 'the running gateway with the other key is refused at its next take, not given a second ledger')
 })

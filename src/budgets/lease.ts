@@ -166,7 +166,9 @@ export class LeasedBudgets implements BudgetStore {
   private async settleLease (l: LeaseInUse): Promise<void> {
     clearTimeout(l.timer)
     if (this.leases.get(l.ledger) === l) this.leases.delete(l.ledger)
-    return this.send({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken], bytes: l.spent }, l.sentAt)
+    // What the store holds of bytes for it: the grant (what is left of it plus what was spent).
+    const held = l.bytes === undefined ? 0 : Math.max(0, l.spent + l.bytes)
+    return this.send({ subject: l.ledger, id: l.id, requests: l.used, recordings: [...l.taken], bytes: l.spent }, l.sentAt, held)
   }
 
   /**
@@ -176,13 +178,14 @@ export class LeasedBudgets implements BudgetStore {
    * could still count: they are spent on their own (a spend that fails is
    * counted as lost). Resolves once the first try is answered.
    */
-  private async send (s: Settlement, sentAt: number): Promise<void> {
+  private async send (s: Settlement, sentAt: number, held = 0): Promise<void> {
     const again = (): void => {
       if (performance.now() - sentAt > HOLD_MS) {
-        this.store.spend(s.subject, s.bytes)
+        // The hold was charged in full: only what went beyond it is still to count.
+        this.store.spend(s.subject, Math.max(0, s.bytes - held))
         return
       }
-      setTimeout(() => { void this.send(s, sentAt) }, LEASE_MS).unref()
+      setTimeout(() => { void this.send(s, sentAt, held) }, LEASE_MS).unref()
     }
     if (!this.store.reachable()) return again()
     try {

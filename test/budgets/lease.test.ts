@@ -212,3 +212,25 @@ async function waitUntil (ok: () => boolean): Promise<void> {
   for (let i = 0; i < 600 && !ok(); i++) await new Promise((resolve) => setTimeout(resolve, 50))
   if (!ok()) throw new Error('not within 30 s')
 }
+
+t.test('a settlement the store never took in time: its hold is charged in full, then only the bytes beyond the hold are spent (none twice)', async (t) => {
+  const book = new LocalBudgets(() => Date.now())
+  const remote = new Remote(book)
+  const leased = new LeasedBudgets(remote)
+  t.teardown(async () => await leased.close())
+  const budgets = { bytesPerHour: 1000 }
+  t.ok((await leased.take({ subject: 't:h' }, budgets)).ok)
+  const held = (await book.usage('t:h')).held.bytes
+  t.equal(held, 250, 'the lease holds 250 bytes')
+  leased.spend('t:h', 400)
+  remote.up = false
+  // The lease ends; its settlement (400 bytes) cannot be sent until the hold has run out.
+  await waitUntil(() => (leased as unknown as { leases: Map<string, unknown> }).leases.size === 0)
+  let used = 0
+  for (let i = 0; i < 600 && used < 400; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    used = (await book.usage('t:h')).used.bytesPerHour
+  }
+  await new Promise((resolve) => setTimeout(resolve, LEASE_MS * 3))
+  t.equal((await book.usage('t:h')).used.bytesPerHour, 400, `charged 400 bytes: the hold's ${held} in full, and the 150 beyond it (not the 400 again)`)
+})

@@ -79,6 +79,8 @@ export interface BulkOptions {
   journal?: string
   dryRun?: boolean
   removePlaintext?: boolean
+  /** keys rotate: how long its end waits for the uploads being sealed to the keyring (and each copy) to finish; default a minute. */
+  drainMs?: number
 }
 
 export interface BulkIO {
@@ -216,8 +218,8 @@ function retireInBackups (copies: readonly string[], dir: string, period: string
  * that every file opens with it, then the old identity retired in the
  * keyring and in each copy, recorded before it is destroyed.
  */
-async function finishRotation (c: Readonly<Config>, dir: string, period: string, io: BulkIO, notYet: () => Promise<number>): Promise<Pick<Summary, 'kept' | 'retired' | 'backups'>> {
-  const copies = lockCopies(c, dir)
+async function finishRotation (c: Readonly<Config>, dir: string, period: string, io: BulkIO, drainMs: number, notYet: () => Promise<number>): Promise<Pick<Summary, 'kept' | 'retired' | 'backups'>> {
+  const copies = lockCopies(c, dir, drainMs)
   try {
     if (copies.missed.length > 0) return { kept: `the key backup(s) ${copies.missed.join(', ')} could not be locked, so the new identity is not there and they could not open the re-sealed files; mount them (or wait for their runs) and rerun` }
     const uncopied = copyToBackups(copies.locked, dir, period)
@@ -239,28 +241,28 @@ async function recordRetiring (io: BulkIO, period: string, what: string): Promis
 }
 
 /** Every copy of the keyring locked exclusive (the uploads sealing to it there finish first): the ones that could not be. */
-function lockCopies (c: Readonly<Config>, dir: string): { unlock: () => void, locked: string[], missed: string[] } {
+function lockCopies (c: Readonly<Config>, dir: string, drainMs: number): { unlock: () => void, locked: string[], missed: string[] } {
   const unlocks: Array<() => void> = []
   const locked: string[] = []
   const missed: string[] = []
   for (const b of c.sealing.keyBackups) {
     try {
-      unlocks.push(lockCopy(dir, b, COPY_DRAIN_MS))
+      unlocks.push(lockCopy(dir, b, drainMs))
       locked.push(b)
     } catch (err) { missed.push(`${b} (${(err as Error).message})`) }
   }
   return { unlock: () => { for (const u of unlocks) u() }, locked, missed }
 }
 
-const COPY_DRAIN_MS = 60_000
+const RETIRE_DRAIN_MS = 60_000
 
 async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, dir: string, period: string, ring: Keyring, reporter: Reporter): Promise<number> {
   const blank: Summary = { command: 'rotate', dryRun: false, sealed: 0, skipped: 0, failed: 0, bytes: 0, seconds: 0, tempsRemoved: 0, period }
   // A retirement a crash or an unreachable backup left half done: finished, in the keyring and then its copies.
   if (ring.role(period, 'old') || (!ring.role(period, 'next') && c.sealing.keyBackups.some((b) => pendingIn(b, period)))) {
     reporter.begin()
-    const unlockRing = lockKeyring(dir, 'exclusive')
-    const copies = lockCopies(c, dir)
+    const unlockRing = lockKeyring(dir, 'exclusive', { drainMs: o.drainMs ?? RETIRE_DRAIN_MS })
+    const copies = lockCopies(c, dir, o.drainMs ?? RETIRE_DRAIN_MS)
     let retired: string | undefined
     let backups: string | undefined
     try {
@@ -302,12 +304,13 @@ async function rotateLocked (c: Readonly<Config>, o: BulkOptions, io: BulkIO, di
     } else {
       // The final check and the retirement with the keyring to itself: a seal run that began before the rotation may still seal to the old identity.
       try {
-        unlockRing = lockKeyring(dir, 'exclusive')
+        // Uploads being sealed finish first (new ones get 503 meanwhile): a steady stream of them cannot keep the retirement out.
+        unlockRing = lockKeyring(dir, 'exclusive', { drainMs: o.drainMs ?? RETIRE_DRAIN_MS })
       } catch (err) {
         if (!(err instanceof KeyringBusyError)) throw err
         summary.kept = `${err.message}; the old identity is kept`
       }
-      if (summary.kept === undefined) Object.assign(summary, await finishRotation(c, dir, period, io, async () => await notYetRotated(settings, rotating, next)))
+      if (summary.kept === undefined) Object.assign(summary, await finishRotation(c, dir, period, io, o.drainMs ?? RETIRE_DRAIN_MS, async () => await notYetRotated(settings, rotating, next)))
     }
   } finally {
     unlockRing()

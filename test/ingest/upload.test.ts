@@ -5,7 +5,8 @@
 // of what it was asked.
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { pathToFileURL } from 'node:url'
@@ -13,13 +14,13 @@ import t from 'tap'
 import type { Teardown } from '../helpers/gateway.js'
 import { toneWav } from '../../src/demo/recordings.js'
 import { recentPeriods } from '../../src/sealing/period.js'
-import { bearer, rawTls, scrape, startTestGateway, statusOf } from '../helpers/gateway.js'
+import { bearer, rawTls, scrape, startTestGateway, statusOf, testCerts } from '../helpers/gateway.js'
 import { startDavNas } from '../helpers/dav-nas.js'
 import { fetchAs, PROTOCOLS } from '../helpers/protocols.js'
 import { makeKeyring, PATTERN, sealedName } from '../helpers/sealed-nas.js'
 import { newPeriodKey } from '../../src/sealing/keyring.js'
 import { putAs } from '../helpers/upload.js'
-import { run } from '../helpers/process.js'
+import { run, runCli } from '../helpers/process.js'
 import { waitFor } from '../helpers/wait.js'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
@@ -289,6 +290,40 @@ t.test('an erasure waits for the uploads being sealed to finish, turning new one
     t.ok((await fetchAs(other, gw, path, reader)).body.equals(RECORDING), `${slow}: the upload is served back`)
     t.notOk(nasFiles(nas).some((f) => f.includes('meanwhile')), `${slow}: nothing of the turned-away upload on the NAS`)
   }
+})
+
+t.test('keys rotate\'s retirement waits for an upload being sealed to the keyring, as an erasure does, then retires the old identity', async (t) => {
+  const { gw, nas, keys, writer, reader } = await setup(t)
+  newPeriodKey(keys.dir, 'month', '2016-01')
+  const old = readFileSync(join(keys.dir, '2016-01.key'), 'utf8')
+  const sharedLocks = (): string[] => readdirSync(keys.dir).filter((n) => /^\.keyring-shared-.*\.lock$/.test(n))
+  const body = new PassThrough()
+  const path = `/medicall/${CUR}/29/slow-rotate.wav`
+  const stored = putAs('h2', gw, path, { ...writer, 'content-length': String(RECORDING.length) }, body)
+  body.write(RECORDING.subarray(0, 8 * 1024))
+  await waitFor('the upload to hold the keyring (shared)', () => sharedLocks().length > 0 ? true : undefined, { tries: 500, intervalMs: 20 })
+  // The rotation, in a process of its own: the share holds no file of 2016-01, so it goes straight to its end.
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-rotate-'))
+  const config = join(dir, 'nasguard.yaml')
+  writeFileSync(config, `listen: { port: 8443 }
+tls: { cert: ${testCerts().cert}, key: ${testCerts().key} }
+upstream: { url: "http://127.0.0.1:1" }
+auth: { jwt: { secret: "0123456789abcdef0123456789abcdef" } }
+policy: [{ name: r, path: "/medicall/**", scopes: [recordings:read] }]
+audit: { dir: ${join(dir, 'audit')} }
+sealing: { mode: require, keyring: ${keys.dir}, periodPattern: "${PATTERN}" }
+`)
+  const rotation = runCli(['keys', 'rotate', '--config', config, '--source', nas.root, '--period', '2016-01'])
+  await waitFor('the rotation to take the keyring', () => existsSync(join(keys.dir, '.keyring.lock')) ? true : undefined, { tries: 1500, intervalMs: 20 })
+  t.equal(readFileSync(join(keys.dir, '2016-01.key'), 'utf8'), old, 'the old identity waits for the upload under way')
+  const turned = await putAs('h1', gw, `/medicall/${CUR}/29/meanwhile-rotate.wav`, writer, RECORDING)
+  t.equal(turned.status, 503, 'a new upload meanwhile: 503')
+  body.end(RECORDING.subarray(8 * 1024))
+  t.equal((await stored).status, 201, 'the upload under way is stored')
+  const r = await rotation
+  t.equal(r.status, 0, `then the rotation retires the old identity (${r.stderr.trim()})`)
+  t.not(readFileSync(join(keys.dir, '2016-01.key'), 'utf8'), old, 'a new identity for 2016-01')
+  t.ok((await fetchAs('h1', gw, path, reader)).body.equals(RECORDING), 'the upload is served back')
 })
 
 t.test('a gateway that makes no keys (sealing.makeKeysOnUpload: false) refuses an upload into a period without one (503), until an operator makes it', async (t) => {

@@ -44,6 +44,8 @@ const BYTES_BUCKET = MINUTE
 
 /** How long a hold lasts unsettled before it is charged in full, ms (a lease is settled within LEASE_MS: src/budgets/lease.ts). */
 export const HOLD_MS = 5000
+/** What settling a lease answers when its hold is gone (charged in full when it ran out, or reset): nothing of it was charged now. */
+export const NO_HOLD = -1
 /** The most requests, and recording slots, one lease holds. */
 export const LEASE_REQUESTS = 1024
 export const LEASE_SLOTS = 64
@@ -145,14 +147,15 @@ export class BudgetBook {
    * What a lease's holder used: its requests and bytes are charged now,
    * its new recordings added (no more than its slots), the rest of the
    * hold is freed. A lease already charged in full (late), or reset, is
-   * ignored. Returns how many recordings were new to the hour.
+   * ignored: NO_HOLD, so that its holder spends what went beyond the hold.
+   * Returns how many recordings were new to the hour.
    */
   settle (s: Settlement, now: number): number {
     const l = this.ledgers.get(s.subject)
-    if (!l) return 0
+    if (!l) return NO_HOLD
     prune(l, now)
     const hold = l.holds.get(s.id)
-    if (!hold) return 0
+    if (!hold) return NO_HOLD
     l.holds.delete(s.id)
     const requests = Math.min(Math.max(0, s.requests), hold.requests)
     if (requests > 0) bump(l.requests, now, REQUEST_BUCKET, requests)

@@ -33,7 +33,7 @@
 import { randomBytes } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { HOLD_MS, tracksRecordings, type Budgets, type Charge, type Lease, type Settlement, type Verdict } from './book.js'
+import { HOLD_MS, NO_HOLD, tracksRecordings, type Budgets, type Charge, type Lease, type Settlement, type Verdict } from './book.js'
 import type { BudgetStore, LeasingStore, LedgerUsage } from './store.js'
 
 /** How long a lease is used before it is settled, ms (well within HOLD_MS). */
@@ -191,6 +191,8 @@ export class LeasedBudgets implements BudgetStore {
     try {
       const n = await this.store.settle(s)
       if (n > 0) this.opts.onFresh?.(n)
+      // Answered after the hold ran out (a slow store): it was charged in full, what went beyond it is still to count.
+      if (n === NO_HOLD) this.store.spend(s.subject, Math.max(0, s.bytes - held))
     } catch {
       again()
     }

@@ -25,7 +25,7 @@
 import { createHmac } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import { redisClient, type RedisConfig } from '../state/redis.js'
-import { BUDGETS, HOLD_MS, LEASE_HOLDS, LEASE_REQUESTS, LEASE_SLOTS, budgetsKey, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
+import { BUDGETS, HOLD_MS, LEASE_HOLDS, NO_HOLD, LEASE_REQUESTS, LEASE_SLOTS, budgetsKey, type Budget, type Budgets, type Charge, type Settlement, type Verdict } from './book.js'
 import { NEAR, StoreMisconfigured, type LeasingStore, type LedgerUsage } from './store.js'
 
 // Shared by every script: windows, buckets, a ledger pruned and read
@@ -282,7 +282,7 @@ local L = load(k, now)
 local h = redis.call('HGET', k .. ':l', id)
 if not h then
   save(L)
-  return 0
+  return ${NO_HOLD}
 end
 redis.call('HDEL', k .. ':l', id)
 local hr, slots, hb = string.match(h, '^(%d+),(%d+),(%d+),')

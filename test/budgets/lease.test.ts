@@ -234,3 +234,20 @@ t.test('a settlement the store never took in time: its hold is charged in full, 
   await new Promise((resolve) => setTimeout(resolve, LEASE_MS * 3))
   t.equal((await book.usage('t:h')).used.bytesPerHour, 400, `charged 400 bytes: the hold's ${held} in full, and the 150 beyond it (not the 400 again)`)
 })
+
+t.test('a settlement the store answers only after the hold ran out (a slow store): the hold was charged in full, and the bytes beyond it are spent', async (t) => {
+  let now = Date.UTC(2026, 10, 30, 9)
+  const book = new LocalBudgets(() => now)
+  const remote = new Remote(book)
+  const leased = new LeasedBudgets(remote)
+  t.teardown(async () => await leased.close())
+  const budgets = { bytesPerHour: 1000 }
+  t.ok((await leased.take({ subject: 't:j' }, budgets)).ok)
+  t.equal((await book.usage('t:j')).held.bytes, 250, 'the lease holds 250 bytes')
+  leased.spend('t:j', 400)
+  // The store's clock passes the hold's end before the settlement reaches it.
+  now += HOLD_MS + 1
+  await waitUntil(() => remote.settled.some((s) => s.subject === 't:j'))
+  await new Promise((resolve) => setTimeout(resolve, LEASE_MS * 2))
+  t.equal((await book.usage('t:j')).used.bytesPerHour, 400, 'charged 400: the hold\'s 250 in full, and the 150 beyond it')
+})

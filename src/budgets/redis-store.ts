@@ -427,12 +427,17 @@ export class RedisBudgets implements LeasingStore {
    * budget once per key, so it answers no check until that is fixed.
    */
   async connect (): Promise<void> {
+    await this.connected()
+    if (this.keyProblem !== undefined) throw new StoreMisconfigured(this.keyProblem)
+  }
+
+  /** Connecting, whatever the key check said: a take checks the key itself, and clears or sets the problem. */
+  private async connected (): Promise<void> {
     if (this.client.status === 'wait') {
       this.client.on('ready', () => { void this.checkKey() })
       this.connecting ??= this.client.connect().then(async () => await this.checkKey()).finally(() => { this.connecting = undefined })
     }
     if (this.connecting) await this.connecting
-    if (this.keyProblem !== undefined) throw new StoreMisconfigured(this.keyProblem)
   }
 
   private async checkKey (): Promise<void> {
@@ -464,10 +469,12 @@ export class RedisBudgets implements LeasingStore {
 
   async take (c: Charge, budgets: Budgets, lease?: string): Promise<Verdict> {
     this.flushSpends()
-    await this.connect()
+    await this.connected()
     const d = this.digest(c.subject)
     const r = await this.client.budgetTake(this.prefix + d, this.nearKey, `${this.prefix}key`, this.now(), c.recording === undefined ? '' : this.digest(c.recording), budgetsKey(budgets), d, lease ?? '', this.keyCheck)
-    if (Number(r[0]) === -1) throw new StoreMisconfigured(KEY_PROBLEM)
+    // Remembered either way: the other operations (settle, usage, reset, near) refuse while the key is not the budgets'.
+    this.keyProblem = Number(r[0]) === -1 ? KEY_PROBLEM : undefined
+    if (this.keyProblem !== undefined) throw new StoreMisconfigured(this.keyProblem)
     if (Number(r[0]) !== 1) return { ok: false, budget: r[1] as Budget, retryAfterMs: Number(r[2]), ...(Number(r[3]) === 1 ? { held: true as const } : {}) }
     const bytes = Number(r[4])
     return {

@@ -4,6 +4,7 @@
 // NasguardRetentionOverdue fires when something past its retention is
 // still present a day on; NasguardRetentionSweepStale when no sweep ran
 // for two days (no findings is not the same as nothing found).
+import { randomBytes } from 'node:crypto'
 import { closeSync, constants, fstatSync, openSync, readSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
@@ -43,8 +44,9 @@ export const STATUS_FILE = 'retention-status.json'
 export function writeRetentionStatus (auditDir: string, status: RetentionStatus): void {
   makeDir(auditDir)
   const file = join(auditDir, STATUS_FILE)
-  const tmp = `${file}.${process.pid}.tmp`
-  writeFileSync(tmp, JSON.stringify(status) + '\n', { mode: 0o600 })
+  // A fresh random name, made exclusively (wx: never through a link or onto a FIFO left there), then renamed over the file.
+  const tmp = `${file}.${randomBytes(8).toString('hex')}.tmp`
+  writeFileSync(tmp, JSON.stringify(status) + '\n', { mode: 0o600, flag: 'wx' })
   renameSync(tmp, file)
 }
 

@@ -16,7 +16,7 @@
 // key, or a crash in a retirement, can never overwrite an identity. (The
 // one rename: a key file being destroyed becomes <file>.shred first.)
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, unlinkSync, utimesSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { dirname, join } from 'node:path'
 import { makeDir } from '../files/ownership.js'
@@ -136,6 +136,22 @@ const PID_PLACE = (() => {
 /** A lock file's text: this process, and where its pid means something. */
 const LOCK_TEXT = `${process.pid} ${PROCESS_TOKEN} ${PID_PLACE}\n`
 
+/** How often a holder touches its lock file, and how long after the last touch a lock held on another host (or in a container since restarted) is judged dead. */
+const LOCK_BEAT_MS = 60_000
+const LOCK_STALE_MS = 5 * 60_000
+
+/** Whether a lock file was touched recently (its holder still beats). */
+function beating (file: string): boolean {
+  try { return Date.now() - lstatSync(file).mtimeMs < LOCK_STALE_MS } catch { return false }
+}
+
+/** A lock file, held: touched every LOCK_BEAT_MS until released. */
+function heldLock (file: string, release: () => void): () => void {
+  const beat = setInterval(() => { try { const now = new Date(); utimesSync(file, now, now) } catch {} }, LOCK_BEAT_MS)
+  beat.unref()
+  return () => { clearInterval(beat); release() }
+}
+
 /** The pid of the live holder of a lock file; undefined when it is gone or its holder is dead. A holder elsewhere is taken as live. */
 function holderOf (file: string): number | undefined {
   let text: string
@@ -143,7 +159,8 @@ function holderOf (file: string): number | undefined {
   const [pidText, token, place] = text.trim().split(' ')
   const pid = Number(pidText)
   if (!Number.isInteger(pid) || pid <= 0) return undefined
-  if (place !== undefined && place !== PID_PLACE) return pid
+  // Held elsewhere: its pid cannot be checked from here, but its holder touches the file every LOCK_BEAT_MS.
+  if (place !== undefined && place !== PID_PLACE) return beating(file) ? pid : undefined
   if (pid === process.pid) return token === PROCESS_TOKEN ? pid : undefined
   return processAlive(pid) ? pid : undefined
 }
@@ -173,7 +190,7 @@ export function lockKeyring (dir: string, mode: 'shared' | 'exclusive', o: { dra
     createPrivate(file, me)
     const holder = holderOf(exclusive)
     if (holder !== undefined) { release(file)(); throw busy(holder) }
-    return release(file)
+    return heldLock(file, release(file))
   }
   for (let attempt = 0; ; attempt++) {
     if (attempt === 8) throw new Error(`${exclusive}: could not take the lock (it keeps changing)`)
@@ -192,7 +209,7 @@ export function lockKeyring (dir: string, mode: 'shared' | 'exclusive', o: { dra
   const deadline = Date.now() + (o.drainMs ?? 0)
   for (;;) {
     const holder = sharedHolder(dir)
-    if (holder === undefined) return release(exclusive)
+    if (holder === undefined) return heldLock(exclusive, release(exclusive))
     if (Date.now() >= deadline) { release(exclusive)(); throw busy(holder) }
     sleepSync(DRAIN_POLL_MS)
   }
@@ -207,7 +224,7 @@ function holderPlace (dir: string): string {
   for (const n of names) {
     let place: string | undefined
     try { place = readFileSync(join(dir, n), 'utf8').trim().split(' ')[2] } catch { continue }
-    if (place !== undefined && place !== PID_PLACE) return `, on ${place.split('/')[0]}: if no nasguard runs there, remove ${join(dir, n)}`
+    if (place !== undefined && place !== PID_PLACE) return `, on ${place.split('/')[0]}, or in a container: judged gone 5 minutes after its holder last touched ${join(dir, n)}`
   }
   return ''
 }
@@ -655,7 +672,10 @@ function eraseKeyIn (dir: string, period: string, missingOk: boolean, o: EraseOp
     for (const f of files) checkPrivate(f, false)
     const keyId = files.length > 0 ? keyIdOf(period, identityInFile(files[0])) : undefined
     // The tombstone first: from here on no key of the period is made (newPeriodKey, nextPeriodKey refuse), whatever happens.
-    writePrivate(join(dir, period + ERASED_SUFFIX), `# nasguard: the identity of period ${period}${keyId ? ` (key id ${keyId})` : ''} was destroyed at ${new Date().toISOString()}\n`)
+    // An erasure again (a key put back, a rerun) adds its line: what the first one recorded is kept.
+    const tomb = join(dir, period + ERASED_SUFFIX)
+    const before = exists(tomb) ? readFileSync(tomb, 'utf8') : ''
+    writePrivate(tomb, `${before}# nasguard: the identity of period ${period}${keyId ? ` (key id ${keyId})` : ''} was destroyed at ${new Date().toISOString()}\n`)
     syncDir(dir)
     // Until none is left: one made by a process that looked before the tombstone was there is destroyed too.
     for (let left = filesNow(); left.length > 0; left = filesNow()) for (const f of left) destroyKeyFile(f)

@@ -210,4 +210,11 @@ t.test('after Redis lost its data, a gateway with another audit key that joins d
   t.teardown(async () => await joining.close())
   t.ok((await joining.take({ subject: 't:a', recording: '/1.wav' }, budgets)).ok, 'the first to take after the loss sets the key')
   await t.rejects(running.take({ subject: 't:a', recording: '/2.wav' }, budgets), StoreMisconfigured, 'the running gateway with the other key is refused at its next take, not given a second ledger')
+  await t.rejects(running.usage('t:a'), StoreMisconfigured, 'and the refusal is remembered by its other operations')
+  // Its key made the budgets' again (here: the marker gone, and it takes first): the refusal clears without a reconnect.
+  const marker = (await admin.keys('lost:*key'))
+  t.equal(marker.length, 1, 'one key marker')
+  await admin.del(marker[0])
+  t.ok((await running.take({ subject: 't:a', recording: '/3.wav' }, budgets)).ok, 'served again')
+  t.ok((await running.usage('t:a')).used.requestsPerMinute >= 1, 'and its other operations work again')
 })

@@ -23,7 +23,7 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, watch, writeFileSync, type FSWatcher } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, watch, writeFileSync, type FSWatcher } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join, relative } from 'node:path'
 import { loadAuditKey } from '../../src/audit/key.js'
@@ -660,18 +660,22 @@ t.test('a key backup volume not mounted (an empty mount point): nothing is writt
   opensWithNone(t, s, OLD_SEALED)
 })
 
-t.test('a keyring lock held on another host (a shared mount) is never judged dead: the erasure waits, then reports it naming its file', async (t) => {
+t.test('a keyring lock held on another host (a shared mount) or in a container: live while its holder touches it, gone 5 minutes after', async (t) => {
   const s = await makeSite({ periods: ['2016-01'], sealed: [OLD_SEALED] })
   t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
-  // A pid that does not exist here, held on another host.
+  // A pid that does not exist here, held elsewhere, touched just now.
   const lock = join(s.keyring, `.keyring-shared-${'ab'.repeat(8)}.lock`)
   writeFileSync(lock, '4000000 0123456789abcdef otherhost/pid:[4026531836]\n', { mode: 0o600 })
   let stderr = ''
   const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), drainMs: 200, confirm: async (p) => p }, () => {}, (x) => { stderr += x })
   t.equal(status, 1, 'exit 1')
-  t.match(stderr, `on otherhost: if no nasguard runs there, remove ${lock}`)
+  t.match(stderr, `on otherhost, or in a container: judged gone 5 minutes after its holder last touched ${lock}`)
   t.ok(existsSync(lock), 'the other host\'s lock is left alone')
   t.ok(existsSync(join(s.keyring, '2016-01.key')), 'nothing destroyed')
-  rmSync(lock)
-  t.equal((await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')).status, 0, 'its lock removed, the erasure runs')
+  // Its holder gone (a container killed mid-upload): no touch for 6 minutes.
+  const old = new Date(Date.now() - 6 * 60_000)
+  utimesSync(lock, old, old)
+  t.equal((await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')).status, 0, 'the stale lock is judged gone: the erasure runs')
+  t.notOk(existsSync(lock), 'and the stale lock removed')
+  opensWithNone(t, s, OLD_SEALED)
 })

@@ -3,9 +3,9 @@
 // to the holds and every erasure is an audit event in the ops chain, made
 // durable before the command says it is done; a change that could not be
 // recorded is reported (exit 1), never dropped.
-import { existsSync, lstatSync, unlinkSync } from 'node:fs'
+import { closeSync, constants, existsSync, lstatSync, openSync, realpathSync, unlinkSync } from 'node:fs'
 import { userInfo } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { chainKey, OPS_CHAIN, readChains } from '../audit/chains.js'
 import { loadAuditKey } from '../audit/key.js'
 import { trailFiles, walkTrail } from '../audit/verify.js'
@@ -216,16 +216,38 @@ async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, 
     await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
     return false
   }
-  // Checked again after the record, and from the check to the unlink no await: its directory is still where
-  // the walk found it (a directory swapped for a link since would send the deletion onto another file).
-  if (!inPlace(root, f.file, f.path.slice(1).split('/'))) return await notDeleted(swapped)
+  // The deletion goes through the directory opened and checked, not through the path again: its directory is
+  // still where the walk found it (a directory swapped for a link since would send the deletion onto
+  // another file), and a swap after the check changes nothing the unlink resolves.
+  const why = unlinkInPlace(root, f)
+  return why === undefined ? true : await notDeleted(why === 'swapped' ? swapped : why)
+}
+
+/**
+ * Unlinks a planned file through its opened directory (/proc/self/fd/N/name):
+ * only if that directory's real path is the one the walk found, and the name
+ * is a file. Undefined when deleted (or gone already); else why not.
+ */
+function unlinkInPlace (root: string, f: PlainFile): string | undefined {
+  let fd: number
   try {
-    if (!lstatSync(f.file).isFile()) return await notDeleted('it is no longer a file')
-    unlinkSync(f.file)
-    return true
+    fd = openSync(dirname(f.file), constants.O_RDONLY | constants.O_DIRECTORY)
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true
-    return await notDeleted((e as Error).message.replace(f.file, '<file>'))
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'swapped' : (e as Error).message.replace(dirname(f.file), '<directory>')
+  }
+  try {
+    const dir = `/proc/self/fd/${fd}`
+    if (realpathSync(dir) !== join(root, ...f.path.slice(1).split('/').slice(0, -1))) return 'swapped'
+    const target = join(dir, basename(f.file))
+    if (!lstatSync(target).isFile()) return 'it is no longer a file'
+    unlinkSync(target)
+    return undefined
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    // Never the file's name (it holds a phone number) in what is said.
+    return (e as Error).message.split(f.file).join('<file>').split(basename(f.file)).join('<file>').replace(/\/proc\/self\/fd\/\d+/g, '<directory>')
+  } finally {
+    closeSync(fd)
   }
 }
 

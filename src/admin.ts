@@ -5,7 +5,6 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Config } from './config/schema.js'
 import { readSecretFile } from './config/secrets.js'
-import { MAX_SUB } from './auth/identity.js'
 
 export interface Readiness { ready: boolean, checks: Record<string, string> }
 
@@ -64,7 +63,7 @@ export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, r
 function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedListener: boolean): void {
   const subjectOf = (q: unknown): string | undefined => {
     const sub = (q as { sub?: unknown }).sub
-    return typeof sub === 'string' && sub.length > 0 && sub.length <= MAX_SUB ? sub : undefined
+    return typeof sub === 'string' && sub.length > 0 && sub.length <= 256 ? sub : undefined
   }
   const guard = (reply: import('fastify').FastifyReply): boolean => {
     if (protectedListener) return true
@@ -74,7 +73,7 @@ function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedLi
   admin.get('/quota', async (request, reply) => {
     if (!guard(reply)) return reply
     const sub = subjectOf(request.query)
-    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: `sub: the subject, 1 to ${MAX_SUB} characters` })
+    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
     try {
       return { subject: sub, ...await quota.usage(sub) }
     } catch (err) {
@@ -84,7 +83,7 @@ function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedLi
   admin.post('/quota/reset', async (request, reply) => {
     if (!guard(reply)) return reply
     const sub = subjectOf(request.query)
-    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: `sub: the subject, 1 to ${MAX_SUB} characters` })
+    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
     const operator = String(request.headers['x-nasguard-operator'] ?? 'unknown').slice(0, 64)
     let done: boolean
     try {

@@ -65,9 +65,6 @@ function peerChain (socket: TLSSocket): X509Certificate[] {
 }
 
 /** Revocation verdicts per connection and CRL set (a reload brings a new set). */
-/** The longest token subject taken (OpenID Connect allows 255 ASCII characters): as long as nasguard quota and the admin API accept. */
-export const MAX_SUB = 256
-
 const revocationVerdicts = new WeakMap<TLSSocket, { crls: ClientCrls, why: string | undefined }>()
 
 function revocation (socket: TLSSocket, crls: ClientCrls): string | undefined {
@@ -229,8 +226,6 @@ export class Authenticator {
     const max = this.config.auth.jwt.maxLifetimeSec
     if (claims.exp - iat > max) throw new Errors.TokenInvalid('token lifetime longer than allowed')
     if (typeof claims.sub !== 'string' || claims.sub === '') throw new Errors.TokenInvalid('a required claim is missing')
-    // OpenID Connect's bound: every subject can be named to nasguard quota and revoke.
-    if (claims.sub.length > MAX_SUB) throw new Errors.TokenInvalid(`sub longer than ${MAX_SUB} characters`)
   }
 
   private identity (claims: Record<string, unknown>, now: number): Identity {

@@ -214,9 +214,7 @@ async function waitUntil (ok: () => boolean): Promise<void> {
 }
 
 t.test('a settlement the store never took in time: its hold is charged in full, then only the bytes beyond the hold are spent (none twice)', async (t) => {
-  const book = new LocalBudgets(() => Date.now())
-  const remote = new Remote(book)
-  const leased = new LeasedBudgets(remote)
+  const { book, remotes: [remote], leased: [leased] } = holders(1)
   t.teardown(async () => await leased.close())
   const budgets = { bytesPerHour: 1000 }
   t.ok((await leased.take({ subject: 't:h' }, budgets)).ok)
@@ -237,9 +235,7 @@ t.test('a settlement the store never took in time: its hold is charged in full, 
 
 t.test('a settlement the store answers only after the hold ran out (a slow store): the hold was charged in full, and the bytes beyond it are spent', async (t) => {
   let now = Date.UTC(2026, 10, 30, 9)
-  const book = new LocalBudgets(() => now)
-  const remote = new Remote(book)
-  const leased = new LeasedBudgets(remote)
+  const { book, remotes: [remote], leased: [leased] } = holders(1, () => now)
   t.teardown(async () => await leased.close())
   const budgets = { bytesPerHour: 1000 }
   t.ok((await leased.take({ subject: 't:j' }, budgets)).ok)

@@ -5,7 +5,7 @@
 // frees up, whether the recording was new), every usage and the near count
 // must be equal. Also: the Redis store refuses (rejects) while Redis is
 // down and answers again once it is back.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { LeasedBudgets } from '../../src/budgets/lease.js'
 import { RedisBudgets } from '../../src/budgets/redis-store.js'
@@ -170,16 +170,21 @@ t.test('a gateway that closes settles its leases first: nothing is left held in 
   t.same(u.used, { requestsPerMinute: 5, recordingsPerHour: 5, recordingsPerDay: 5, bytesPerHour: 5000 }, 'and what it used was charged')
 })
 
+/** A gateway's budgets in the test's Redis, with an audit key of its own, closed at the end. */
+function gatewayStore (t: Test, cfg: ConstructorParameters<typeof RedisBudgets>[0]): RedisBudgets {
+  const store = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
+  t.teardown(async () => await store.close())
+  return store
+}
+
 t.test('a store set up wrong (another audit key on the shared Redis) stays so through the workers\' channel, and is refused under onStoreError: open', async (t) => {
   const redis = await startRedis(t, { init: false })
   const cfg = { url: redis.url, keyPrefix: 'keys:', timeoutMs: 5000 }
   const budgets = { recordingsPerHour: 5 }
-  const fleet = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
-  t.teardown(async () => await fleet.close())
+  const fleet = gatewayStore(t, cfg)
   t.ok((await fleet.take({ subject: 't:a', recording: '/r.wav' }, budgets)).ok, 'the fleet\'s key is the one the budgets are written with')
   // The primary of a gateway with another key, and one of its workers asking it over a channel.
-  const stranger = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
-  t.teardown(async () => await stranger.close())
+  const stranger = gatewayStore(t, cfg)
   const listeners: Array<(m: unknown) => void> = []
   const channel: Channel = {
     send: (m) => { void answerBudget(stranger, m, (r) => { for (const l of listeners) l(r) }); return true },
@@ -199,15 +204,13 @@ t.test('after Redis lost its data, a gateway with another audit key that joins d
   const redis = await startRedis(t, { init: false })
   const cfg = { url: redis.url, keyPrefix: 'lost:', timeoutMs: 5000 }
   const budgets = { recordingsPerHour: 5 }
-  const running = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
-  t.teardown(async () => await running.close())
+  const running = gatewayStore(t, cfg)
   t.ok((await running.take({ subject: 't:a', recording: '/0.wav' }, budgets)).ok, 'a gateway of the fleet runs')
   const admin = new Redis(redis.port, '127.0.0.1')
   t.teardown(async () => { await admin.quit() })
   await admin.flushall()
   // Another key joins while the marker is gone, and takes first: the budgets are now written with its key.
-  const joining = new RedisBudgets(cfg, { key: randomBytes(32), onSpendError: () => {} })
-  t.teardown(async () => await joining.close())
+  const joining = gatewayStore(t, cfg)
   t.ok((await joining.take({ subject: 't:a', recording: '/1.wav' }, budgets)).ok, 'the first to take after the loss sets the key')
   await t.rejects(running.take({ subject: 't:a', recording: '/2.wav' }, budgets), StoreMisconfigured, 'the running gateway with the other key is refused at its next take, not given a second ledger')
   await t.rejects(running.usage('t:a'), StoreMisconfigured, 'and the refusal is remembered by its other operations')

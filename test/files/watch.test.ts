@@ -19,8 +19,9 @@ t.test('a change in a watched directory calls onChange once per burst, and only 
   writeFileSync(join(dir, 'notes.txt'), 'x')
   writeFileSync(join(dir, '2016-01.erased'), 'x')
   writeFileSync(join(dir, '2016-02.erased'), 'x')
-  await waitFor('the change to be seen', () => calls > 0 ? true : undefined, { tries: 500, intervalMs: 20 })
-  t.pass(`seen (${calls} call(s) for the burst)`)
+  const seen = await waitFor('the change to be seen', () => calls > 0 ? calls : undefined, { tries: 500, intervalMs: 20 })
+  // The watch reports each write as one or two events (six or more here); a burst comes as fewer calls than writes.
+  t.ok(seen >= 1 && seen < 3, `the burst of writes came as ${seen} call(s), fewer than the accepted writes`)
 })
 
 t.test('a directory that cannot be watched is said, and its poll sees the change', async (t) => {
@@ -38,6 +39,6 @@ t.test('a directory that cannot be watched is said, and its poll sees the change
   writeFileSync(join(dir, 'notes.txt'), 'x')
   rmSync(join(dir, 'notes.txt'))
   writeFileSync(join(dir, '2016-02.erased'), 'x')
-  await waitFor('the poll to see the second tombstone', () => calls > seen ? true : undefined, { tries: 500, intervalMs: 20 })
-  t.pass('each change of accepted names is seen by the poll alone')
+  const after = await waitFor('the poll to see the second tombstone', () => calls > seen ? calls : undefined, { tries: 500, intervalMs: 20 })
+  t.equal(after, seen + 1, 'one call for the one change of accepted names (the note written and removed is not one)')
 })

@@ -29,7 +29,7 @@ import { basename, dirname, join, relative } from 'node:path'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
 import { loadConfig } from '../../src/config/load.js'
-import { holdAdd as addHold, retentionSweep } from '../../src/retention/commands.js'
+import { holdAdd as addHold, retentionSweep, type SweepOptions } from '../../src/retention/commands.js'
 import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
 import { diskPathOf } from '../../src/sealing/bulk/durable.js'
 import { eraseKey, initKeyring, Keyring, lockKeyring, newPeriodKey } from '../../src/sealing/keyring.js'
@@ -153,10 +153,10 @@ async function holdAdd (t: Test, s: Site, prefix: string, caseId: string, config
 }
 
 /** `retention sweep --apply --confirm <phrase>` run by the command's own function, in this process. */
-async function sweepHere (s: Site, phrase: string): Promise<Run> {
+async function sweepHere (s: Site, o: Partial<SweepOptions> = {}): Promise<Run> {
   let stdout = ''
   let stderr = ''
-  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), confirm: async () => phrase }, (x) => { stdout += x }, (x) => { stderr += x })
+  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), confirm: async (expected) => expected, ...o }, (x) => { stdout += x }, (x) => { stderr += x })
   return { status, stdout, stderr } as Run
 }
 
@@ -374,7 +374,7 @@ t.test('a hold on the period, a day, part of a file name, or another case of it 
     else t.equal(await addHold(loadConfig({ file: s.config, env: {} }), { prefix, case: `HOLD-${i}`, reason: 'litigation' }, () => {}), 0, `hold add ${prefix} (in this process)`)
     // Had the hold not counted, the plan would be "erase 1 period": this phrase would not match (exit 2).
     // The first through the command line; the rest through the same command's code in this process (each process costs CPU the suite does not have).
-    const r = i === 0 ? await sweep(s, '--apply', '--confirm', nothing) : await sweepHere(s, nothing)
+    const r = i === 0 ? await sweep(s, '--apply', '--confirm', nothing) : await sweepHere(s, { confirm: async () => nothing })
     t.equal(r.status, 0, `${prefix}: --apply has nothing to erase (${r.stderr.trim()})`)
     t.match(periodLine(r, '2016-01'), new RegExp(`^2016-01\\s+held\\s.*HOLD-${i}`), `${prefix}: 2016-01 held by HOLD-${i}`)
     t.ok(existsSync(join(s.keyring, '2016-01.key')), `${prefix}: the period's key is kept`)
@@ -481,13 +481,7 @@ t.test('the audit trail cannot be written when --apply starts: nothing is destro
     let thrown: Error | undefined
     let status: number | undefined
     try {
-      status = await retentionSweep(loadConfig({ file: s.config, env: {} }), {
-        apply: true,
-        json: false,
-        now: Date.now(),
-        source: s.root,
-        confirm: async (phrase) => { renameSync(ops, ops + '.aside'); writeFileSync(ops, 'not a directory\n'); return phrase }
-      }, () => {}, () => {})
+      status = (await sweepHere(s, { source: s.root, confirm: async (phrase) => { renameSync(ops, ops + '.aside'); writeFileSync(ops, 'not a directory\n'); return phrase } })).status as number
     } catch (err) { thrown = err as Error }
     t.equal(status, undefined, `${name}: the sweep stops`)
     t.match(thrown?.message, /the erasure event was not recorded/, `${name}: naming the record it could not write`)
@@ -510,12 +504,7 @@ t.test('a directory swapped for a symbolic link between the plan and --apply: th
   const s = await makeSite({ periods: [], plain: [OLD_PLAIN, HELD_PLAIN] })
   t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
   await holdAdd(t, s, '/medicall/2016/02/', 'LEGAL-1')
-  let stdout = ''
-  let stderr = ''
-  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), {
-    apply: true,
-    json: false,
-    now: Date.now(),
+  const { status, stdout, stderr } = await sweepHere(s, {
     source: s.root,
     // While the operator reads the plan and types, a share writer swaps 2016/03/14 for a link to the held 2016/02/20.
     confirm: async (expected) => {
@@ -524,7 +513,7 @@ t.test('a directory swapped for a symbolic link between the plan and --apply: th
       symlinkSync('../02/20', day)
       return expected
     }
-  }, (x) => { stdout += x }, (x) => { stderr += x })
+  })
   t.ok(existsSync(join(s.root, HELD_PLAIN)), 'the held recording is still on the share')
   t.ok(existsSync(join(s.root, OLD_PLAIN.replace('/14/', '/14.x/'))), 'the planned file, moved aside, is untouched too')
   t.equal(status, 1, `exit 1 (${stdout.trim()} / ${stderr.trim()})`)
@@ -541,11 +530,7 @@ t.test('a directory swapped for a symbolic link while the deletion\'s audit reco
   writeFileSync(decoy, 'held\n')
   let swapped = false
   let watcher: FSWatcher | undefined
-  let stderr = ''
-  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), {
-    apply: true,
-    json: false,
-    now: Date.now(),
+  const { status, stderr } = await sweepHere(s, {
     source: s.root,
     // As soon as the sweep writes to its ops chain (the deletion's record), a share writer swaps 2016/03/14 for a link to the held 2016/02/20.
     confirm: async (expected) => {
@@ -558,7 +543,7 @@ t.test('a directory swapped for a symbolic link while the deletion\'s audit reco
       })
       return expected
     }
-  }, () => {}, (x) => { stderr += x })
+  })
   watcher?.close()
   t.ok(swapped, 'swapped while the record was written')
   t.ok(existsSync(decoy) && existsSync(join(s.root, HELD_PLAIN)), 'the held day is untouched')
@@ -627,9 +612,7 @@ t.test('a keyring still busy when the wait is over (an upload being sealed): the
   t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
   const before = state(s)
   const unlock = lockKeyring(s.keyring, 'shared')
-  let stdout = ''
-  let stderr = ''
-  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), drainMs: 300, confirm: async (phrase) => phrase }, (x) => { stdout += x }, (x) => { stderr += x })
+  const { status, stdout, stderr } = await sweepHere(s, { drainMs: 300 })
   unlock()
   t.equal(status, 1, 'exit 1')
   t.match(stdout, 'period 2016-01: NOT erased, the keyring stayed busy')
@@ -666,8 +649,7 @@ t.test('a keyring lock held on another host (a shared mount) or in a container: 
   // A pid that does not exist here, held elsewhere, touched just now.
   const lock = join(s.keyring, `.keyring-shared-${'ab'.repeat(8)}.lock`)
   writeFileSync(lock, '4000000 0123456789abcdef otherhost/pid:[4026531836]\n', { mode: 0o600 })
-  let stderr = ''
-  const status = await retentionSweep(loadConfig({ file: s.config, env: {} }), { apply: true, json: false, now: Date.now(), drainMs: 200, confirm: async (p) => p }, () => {}, (x) => { stderr += x })
+  const { status, stderr } = await sweepHere(s, { drainMs: 200 })
   t.equal(status, 1, 'exit 1')
   t.match(stderr, `on otherhost, or in a container: judged gone 5 minutes after its holder last touched ${lock}`)
   t.ok(existsSync(lock), 'the other host\'s lock is left alone')

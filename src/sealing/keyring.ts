@@ -217,7 +217,7 @@ export function lockKeyring (dir: string, mode: 'shared' | 'exclusive', o: { dra
 
 const DRAIN_POLL_MS = 50
 
-/** ", on <host>" when a lock in dir is held on another host (whose process cannot be checked from here: remove its lock file if it is gone). */
+/** ", on <host> ..." when a lock in dir is held on another host or in a container (whose process cannot be checked from here: judged by its heartbeat). */
 function holderPlace (dir: string): string {
   let names: string[]
   try { names = readdirSync(dir).filter((n) => n === EXCLUSIVE_LOCK || SHARED_LOCK.test(n)) } catch { return '' }

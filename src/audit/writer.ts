@@ -386,7 +386,10 @@ export class AuditWriter {
       const buf = Buffer.from(lines.join('\n') + '\n', 'utf8')
       await this.rotateIfDue(buf.length)
       h = await this.openFile()
-      await this.stillTheFile()
+      // In strict mode the check after the fsync is the one that counts (a
+      // group written into a file removed before it is taken back and
+      // refused there): one stat a group, not two (each costs ~40 µs of CPU).
+      if (this.opts.durability !== 'strict') await this.stillTheFile()
       // The length to roll back to is that of the file actually written
       // (after a reopen or a rotation it is not what memory said before).
       // Known from our own last write on this very handle; otherwise asked.

@@ -95,7 +95,9 @@ export class Deliveries {
     request.ng = state
     reply.raw.once('close', () => this.finished(request, reply))
     const raw = request.raw as RawRequest
-    if (raw.stream === undefined && raw.socket) closeWithConnection(raw.socket, reply.raw as unknown as ServerResponse)
+    // Only a response queued behind another (pipelined) has no socket yet; Node closes one that has.
+    const res = reply.raw as unknown as ServerResponse
+    if (raw.stream === undefined && raw.socket && !res.socket) closeWithConnection(raw.socket, res)
     return state
   }
 

@@ -67,6 +67,13 @@ t.test('50 pipelined pairs dropped early: every access completed, no stream or N
   const held = await waitFor('the NAS connections to be released', () => open === 0 ? 0 : undefined, { tries: 200, intervalMs: 50 }).catch(() => open)
   t.equal(held, 0, 'no NAS response is left open')
 
+  // The second request of each pair, queued behind the first when its
+  // client left, is finished too (counted, logged), not left waiting for
+  // a turn that never comes.
+  const finishedRequests = async (): Promise<number> => [...(await scrape(gw.adminUrl)).entries()].filter(([k]) => k.startsWith('nasguard_http_requests_total{')).reduce((n, [, v]) => n + v, 0)
+  const finished = await waitFor('both requests of every pair finished', async () => await finishedRequests() === 100 ? 100 : undefined, { tries: 200, intervalMs: 50 }).catch(finishedRequests)
+  t.equal(finished, 100, 'all 100 pipelined requests were finished')
+
   const closing = gw.gateway.close().then(() => 'closed' as const)
   const bound = new Promise<'stuck'>((resolve) => setTimeout(() => resolve('stuck'), 20000).unref())
   t.equal(await Promise.race([closing, bound]), 'closed', 'the gateway closes: no response holds it')

@@ -63,7 +63,7 @@ function jsonWith (record: object, fields: Readonly<Record<string, unknown>> | u
 /**
  * The line for a record: `{...record, ...fields, seq, prev, mac}` without
  * the newline. The MAC covers the JSON text up to (not including) the mac
- * field.
+ * field. `fields` is read once per object: pass a frozen one.
  */
 export function seal (record: object, seq: number, prev: string, key: Buffer | KeyObject, fields?: Readonly<Record<string, unknown>>): string {
   const body = jsonWith(record, fields, seq, prev)

@@ -181,7 +181,7 @@ export class AuditWriter {
     this.opts = opts
     this.file = join(opts.dir, AUDIT_FILE)
     this.macKey = createSecretKey(opts.key)
-    this.tail = { instance: opts.instance }
+    this.tail = Object.freeze({ instance: opts.instance })
   }
 
   /**

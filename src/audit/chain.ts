@@ -56,7 +56,9 @@ function jsonWith (record: object, fields: Readonly<Record<string, unknown>> | u
     Array.isArray(record) || typeof (record as { toJSON?: unknown }).toJSON === 'function') {
     return JSON.stringify({ ...record, ...fields, seq, prev })
   }
-  const own = JSON.stringify(record)
+  const own = JSON.stringify(record) as string | undefined
+  // (A boxed primitive is not written as an object: spread too. No record is one.)
+  if (own?.charCodeAt(0) !== 0x7b) return JSON.stringify({ ...record, ...fields, seq, prev })
   return `${own.length > 2 ? `${own.slice(0, -1)},` : '{'}${tail.text}"seq":${JSON.stringify(seq)},"prev":${JSON.stringify(prev)}}`
 }
 

@@ -460,7 +460,8 @@ t.test('a sealed line is the JSON of { ...record, ...fields, seq, prev } plus it
   const rand = (n: number): number => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n }
   const names = ['event', 'time', 'path', 'instance', 'seq', 'prev', 'mac', 'outcome', '__proto__x', 'a b', 'é', '0', '42']
   const records: object[] = [{}, { instance: 'own' }, { seq: 99 }, { prev: 'p', event: 'x' }, { only: undefined },
-    { event: 'x', toJSON: () => ({ other: 1 }) }, [1, 2], { when: new Date(0), event: 'd' }, JSON.parse('{"__proto__":{"a":1},"event":"p"}') as object]
+    { event: 'x', toJSON: () => ({ other: 1 }) }, [1, 2], { when: new Date(0), event: 'd' }, JSON.parse('{"__proto__":{"a":1},"event":"p"}') as object,
+    Object('ab') as object, Object(5) as object, Object(true) as object]
   for (let i = 0; i < 300; i++) {
     const r: Record<string, unknown> = {}
     for (let j = 1 + rand(8); j > 0; j--) r[names[rand(names.length)]] = values[rand(values.length)]

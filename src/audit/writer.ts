@@ -352,6 +352,10 @@ export class AuditWriter {
     const bySize = this.activeBytes > 0 && this.activeBytes + incoming > this.opts.rotateBytes
     const byDay = this.activeBytes > 0 && this.activeDay !== '' && this.activeDay !== today
     if (!bySize && !byDay) return
+    // The file renamed into the archive must be this chain's own: an impostor
+    // put in its place would be archived and the trail go on without a gap
+    // showing until a verify.
+    if (this.handle) await this.stillTheFile()
     const h = this.handle
     this.handle = null
     if (h) { try { await h.sync() } finally { await h.close() } }
@@ -386,10 +390,10 @@ export class AuditWriter {
       const buf = Buffer.from(lines.join('\n') + '\n', 'utf8')
       await this.rotateIfDue(buf.length)
       h = await this.openFile()
-      // In strict mode the check after the fsync is the one that counts (a
-      // group written into a file removed before it is taken back and
-      // refused there): one stat a group, not two (each costs ~40 µs of CPU).
-      if (this.opts.durability !== 'strict') await this.stillTheFile()
+      // Before the write too, not only after the fsync: a group made durable
+      // in a file moved away, even if taken back then, can be copied first
+      // (a backup, logrotate's compress) and carry records nobody was told of.
+      await this.stillTheFile()
       // The length to roll back to is that of the file actually written
       // (after a reopen or a rotation it is not what memory said before).
       // Known from our own last write on this very handle; otherwise asked.

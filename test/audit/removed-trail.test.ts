@@ -6,7 +6,7 @@
 // on a trail that ends before the seq audit.head names is refused instead
 // of starting the chain again and overwriting the head that says so.
 import t from 'tap'
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditRecord } from '../../src/audit/writer.js'
@@ -125,5 +125,36 @@ t.test('batched: a deferred fsync during a group that then fails does not count 
   await w.append(rec(3))
   t.equal(w.lastSeq, 2, 'the next group is written, after the one record on disk')
   t.equal(w.durableLastSeq <= 2, true, 'and nothing beyond what is on the file was called durable')
+  await w.close()
+})
+
+t.test('strict: a trail moved away between groups never gets the next group, not even for a moment (a copy taken during its fsync would hold it)', async (t) => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'nasguard-removed-')), 'audit')
+  const moved = join(dir, 'audit.jsonl.1')
+  const seqsIn = (file: string): number[] => readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { seq: number }).seq)
+  // What the moved file held whenever a group reached its fsync.
+  const atSync: number[][] = []
+  const w = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20, beforeSync: async () => { if (existsSync(moved)) atSync.push(seqsIn(moved)) } })
+  for (let i = 0; i < 3; i++) await w.append(rec(i))
+  renameSync(join(dir, AUDIT_FILE), moved)
+  await t.rejects(w.append(rec(3)), { code: 'EAUDITREPLACED' }, 'the group after the move is refused')
+  t.same(atSync, [], 'no group was written into the moved file (none reached its fsync there)')
+  t.same(seqsIn(moved), [1, 2, 3], 'the moved file holds the three records it had')
+  await w.close()
+})
+
+t.test('a file put in audit.jsonl\'s place is not archived by a rotation as if it were the trail: the group is refused', async (t) => {
+  const dir = join(mkdtempSync(join(tmpdir(), 'nasguard-removed-')), 'audit')
+  // Every group after the first rotates.
+  const w = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 })
+  for (let i = 0; i < 3; i++) await w.append(rec(i))
+  const archives = (): string[] => readdirSync(dir).filter((f) => /^audit-\d+\.jsonl$/.test(f)).sort()
+  const before = archives()
+  const impostor = join(dir, 'impostor')
+  writeFileSync(impostor, '')
+  renameSync(impostor, join(dir, AUDIT_FILE))
+  await t.rejects(w.append(rec(3)), { code: 'EAUDITREPLACED' }, 'the group that would rotate is refused')
+  t.same(archives(), before, 'the impostor was not renamed into the archives')
+  t.equal(readFileSync(join(dir, AUDIT_FILE), 'utf8'), '', 'and is left as it was')
   await w.close()
 })

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm run bench:profile [-- W1|W2|W3|W5] [bare|sealed]: one nasguard process (workers: 1)
+// npm run bench:profile [-- W1|W2|W3|W5] [bare|sealed]: one nasguard process (workers: 1;
+// BENCH_WORKERS=2 for the workers npm run bench runs, each worker's profile summed)
 // (with `sealed`, the files sealed on the NAS and sealing.mode require)
 // (or, with `bare`, the bare Node proxy of bare-proxy.mjs, for the side-by-side)
 // under `node --cpu-prof`, loaded by wrk for BENCH_SECONDS (15), then the
@@ -15,6 +16,8 @@ import { FILES, credentials, run, waitFor200, writeFixtures } from './lib/setup.
 import { SEALED_PATTERN, sealFixtures } from './lib/sealed.mjs'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15)
+/** Processes serving: 1 (a profile of one), or as npm run bench runs them with BENCH_WORKERS=2 (each worker's profile, summed). */
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 1)
 const workload = process.argv.slice(2).find((a) => /^W[1-5]$/.test(a)) ?? 'W1'
 const dir = mkdtempSync(join(tmpdir(), 'nasguard-profile-'))
 const root = writeFixtures(dir, workload === 'W3' ? ['small', 'huge'] : ['small', 'large'])
@@ -32,13 +35,13 @@ writeFileSync(join(dir, 'nasguard.json'), JSON.stringify({
   policy: [{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }],
   audit: { dir: join(dir, 'audit') },
   admin: { port: 19490 },
-  workers: 1
+  workers: WORKERS
 }))
 const profDir = join(dir, 'prof')
 const log = openSync(join(dir, 'nasguard.log'), 'a')
 const bare = process.argv.includes('bare')
 const target = bare
-  ? [resolve('test/bench/bare-proxy.mjs'), '18490', '18090', cert, key, secretFile, '1']
+  ? [resolve('test/bench/bare-proxy.mjs'), '18490', '18090', cert, key, secretFile, String(WORKERS)]
   : [resolve('dist/cli.js'), 'start', '--config', join(dir, 'nasguard.json')]
 const gw = spawn(process.execPath, ['--cpu-prof', '--cpu-prof-dir', profDir, ...target], { stdio: ['ignore', log, log] })
 const url = `https://127.0.0.1:18490${workload === 'W2' ? large : workload === 'W3' ? huge : small}`
@@ -66,33 +69,6 @@ gw.kill('SIGTERM')
 await new Promise((r) => gw.once('exit', r))
 nas.stop()
 
-const file = join(profDir, readdirSync(profDir).find((f) => f.endsWith('.cpuprofile')))
-const prof = JSON.parse(readFileSync(file, 'utf8'))
-const byId = new Map(prof.nodes.map((n) => [n.id, n]))
-const self = new Map()
-const dt = prof.timeDeltas
-let total = 0
-let at = prof.startTime
-for (let i = 0; i < prof.samples.length; i++) {
-  at += dt[i] ?? 0
-  if (at < loadFrom || at > loadTo) continue
-  const n = byId.get(prof.samples[i])
-  const us = dt[i] ?? 0
-  total += us
-  self.set(n, (self.get(n) ?? 0) + us)
-}
-const label = (n) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/(dist|src)\//, '$1/')}:${n.callFrame.lineNumber + 1}`
-const byLabel = new Map()
-for (const [n, us] of self) byLabel.set(label(n), (byLabel.get(label(n)) ?? 0) + us)
-const idle = [...self].filter(([n]) => n.callFrame.functionName === '(idle)').reduce((a, [, us]) => a + us, 0)
-const busyUs = total - idle
-console.log(`\nprofile ${file}: ${(total / 1e6).toFixed(1)} s sampled under load (startup left out), ${(100 - idle / total * 100).toFixed(0)}% busy, ${(busyUs / requests).toFixed(0)} µs of CPU per request`)
-console.log('top self time:')
-for (const [l, us] of [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${l}`)
-
-// Coarse split: charge each sample to the first frame (from the leaf up) that names a known area.
-const parent = new Map()
-for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n)
 const AREAS = [
   ['TLS write/encrypt', (f) => /writev|writeGeneric|writeBuffer|_writeGeneric|TLSWrap|tls_wrap/.test(f.functionName) || /_tls_wrap/.test(f.url)],
   ['audit (seal, write, fsync)', (f) => /\/audit\//.test(f.url)],
@@ -108,14 +84,59 @@ const AREAS = [
   ['GC', (f) => f.functionName === '(garbage collector)'],
   ['idle', (f) => f.functionName === '(idle)']
 ]
-const areas = new Map()
-for (const [n, us] of self) {
-  let area = 'other'
-  for (let m = n; m; m = parent.get(m.id)) {
-    const hit = AREAS.find(([, test]) => test(m.callFrame))
-    if (hit) { area = hit[0]; break }
+const label = (n) => `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/(dist|src)\//, '$1/')}:${n.callFrame.lineNumber + 1}`
+
+/** One process's profile within the load window: time by function and by area (self time charged to the nearest known caller), µs. */
+function analyse (prof) {
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]))
+  const parent = new Map()
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n)
+  const self = new Map()
+  const dt = prof.timeDeltas
+  let total = 0
+  let at = prof.startTime
+  for (let i = 0; i < prof.samples.length; i++) {
+    at += dt[i] ?? 0
+    if (at < loadFrom || at > loadTo) continue
+    const n = byId.get(prof.samples[i])
+    const us = dt[i] ?? 0
+    total += us
+    self.set(n, (self.get(n) ?? 0) + us)
   }
-  areas.set(area, (areas.get(area) ?? 0) + us)
+  const byLabel = new Map()
+  const areas = new Map()
+  for (const [n, us] of self) {
+    byLabel.set(label(n), (byLabel.get(label(n)) ?? 0) + us)
+    let area = 'other'
+    for (let m = n; m; m = parent.get(m.id)) {
+      const hit = AREAS.find(([, test]) => test(m.callFrame))
+      if (hit) { area = hit[0]; break }
+    }
+    areas.set(area, (areas.get(area) ?? 0) + us)
+  }
+  return { total, byLabel, areas }
 }
+
+// One profile per process: with BENCH_WORKERS > 1, the primary's and each worker's, summed
+// (a worker may write its profile after the primary has exited: waited for, up to 20 s).
+const expected = WORKERS > 1 ? WORKERS + 1 : 1
+const profiles = () => readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(profDir, f))
+for (let i = 0; i < 200 && profiles().length < expected; i++) await new Promise((r) => setTimeout(r, 100))
+const files = profiles()
+if (files.length < expected) console.log(`(only ${files.length} of ${expected} profiles were written)`)
+let total = 0
+const byLabel = new Map()
+const areas = new Map()
+for (const file of files) {
+  const one = analyse(JSON.parse(readFileSync(file, 'utf8')))
+  total += one.total
+  for (const [k, us] of one.byLabel) byLabel.set(k, (byLabel.get(k) ?? 0) + us)
+  for (const [k, us] of one.areas) areas.set(k, (areas.get(k) ?? 0) + us)
+}
+const idle = areas.get('idle') ?? 0
+const busyUs = total - idle
+console.log(`\nprofile${files.length > 1 ? `s of ${files.length} processes` : ''} ${files.join(', ')}: ${(total / 1e6).toFixed(1)} s sampled under load (startup left out), ${(100 - idle / total * 100).toFixed(0)}% busy, ${(busyUs / requests).toFixed(0)} µs of CPU per request`)
+console.log('top self time:')
+for (const [l, us] of [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${l}`)
 console.log('\nby area (self time charged to the nearest known caller; µs of CPU per request):')
 for (const [a, us] of [...areas].sort((x, y) => y[1] - x[1])) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${(us / requests).toFixed(1).padStart(6)} µs  ${a}`)

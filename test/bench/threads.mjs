@@ -7,7 +7,7 @@
 // turn by wrk (W1: 64 KB, 32 connections, 8 s a round, 3 rounds). Prints,
 // per request: user and system CPU of each process's main threads and of
 // its other threads (libuv's pool: audit writes, fsyncs, stats, log
-// writes; V8's GC helpers), and the whole machine's busy time (which also
+// writes; V8's GC helpers), with their context switches, and the whole machine's busy time (which also
 // holds the kernel's journal commits, wrk and the NAS).
 import { spawn } from 'node:child_process'
 import { mkdtempSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
@@ -59,9 +59,11 @@ function threadTicks (rootPid) {
       try {
         const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
         const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8')
+        const switches = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0)
         const kind = `${String(pid) === tid ? 'main threads' : 'other threads'}${pid === rootPid ? ' (primary)' : ''}`
-        const [u, k] = out.get(kind) ?? [0, 0]
-        out.set(kind, [u + Number(f[11]), k + Number(f[12])])
+        const [u, k, c] = out.get(kind) ?? [0, 0, 0]
+        out.set(kind, [u + Number(f[11]), k + Number(f[12]), c + switches])
       } catch {}
     }
   }
@@ -83,10 +85,10 @@ for (let round = 0; round < ROUNDS; round++) {
     t.machine += machineBusy() - m0
     const n = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0)
     t.requests += n
-    for (const [kind, [u, k]] of after) {
-      const [u0, k0] = before.get(kind) ?? [0, 0]
-      const [su, sk] = t.ticks.get(kind) ?? [0, 0]
-      t.ticks.set(kind, [su + u - u0, sk + k - k0])
+    for (const [kind, [u, k, c]] of after) {
+      const [u0, k0, c0] = before.get(kind) ?? [0, 0, 0]
+      const [su, sk, sc] = t.ticks.get(kind) ?? [0, 0, 0]
+      t.ticks.set(kind, [su + u - u0, sk + k - k0, sc + c - c0])
     }
     console.log(`round ${round + 1}: ${t.name} ${(n / 8).toFixed(0)} req/s`)
   }
@@ -95,12 +97,13 @@ const us = (ticks, n) => (ticks * 1e6 / TICKS / n).toFixed(1).padStart(7)
 console.log(`\nCPU µs per W1 request (${ROUNDS} rounds of 8 s each, interleaved; /proc ticks are 10 ms, so a line under ~2 µs is noise)`)
 for (const t of targets) {
   console.log(`\n${t.name}: ${(t.requests / (ROUNDS * 8)).toFixed(0)} req/s; the machine busy ${us(t.machine, t.requests)} µs a request`)
-  let [tu, tk] = [0, 0]
-  for (const [kind, [u, k]] of [...t.ticks].sort()) {
-    tu += u; tk += k
-    console.log(`  ${kind.padEnd(26)} user ${us(u, t.requests)}  system ${us(k, t.requests)}`)
+  let [tu, tk, tc] = [0, 0, 0]
+  const switches = (c) => (c / t.requests).toFixed(2).padStart(6)
+  for (const [kind, [u, k, c]] of [...t.ticks].sort()) {
+    tu += u; tk += k; tc += c
+    console.log(`  ${kind.padEnd(26)} user ${us(u, t.requests)}  system ${us(k, t.requests)}  context switches ${switches(c)}`)
   }
-  console.log(`  ${'all'.padEnd(26)} user ${us(tu, t.requests)}  system ${us(tk, t.requests)}`)
+  console.log(`  ${'all'.padEnd(26)} user ${us(tu, t.requests)}  system ${us(tk, t.requests)}  context switches ${switches(tc)}`)
 }
 for (const t of targets) t.proc.kill('SIGTERM')
 nas.stop()

@@ -5,6 +5,7 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Config } from './config/schema.js'
 import { readSecretFile } from './config/secrets.js'
+import { HEADER_LIMITS } from './tls/server.js'
 
 export interface Readiness { ready: boolean, checks: Record<string, string> }
 
@@ -56,24 +57,35 @@ export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, r
 }
 
 /**
- * GET /quota?sub=S (what S used) and POST /quota/reset?sub=S (audited):
- * only behind the admin credential, which the command line reads from the
- * config; without one they refuse, since the budgets say who took what.
+ * The longest subject asked about, in characters: as long as the gateway's
+ * request headers may be in bytes (a token's sub is longer in its header,
+ * base64url-encoded), so every subject a budget was charged to can be shown
+ * and reset.
+ */
+export const MAX_SUBJECT = HEADER_LIMITS.bytes
+
+/**
+ * POST /quota (what a subject used) and POST /quota/reset (audited), the
+ * subject in a JSON body `{"sub": S}` (a query string could not hold every
+ * subject a token can carry): only behind the admin credential, which the
+ * command line reads from the config; without one they refuse, since the
+ * budgets say who took what.
  */
 function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedListener: boolean): void {
-  const subjectOf = (q: unknown): string | undefined => {
-    const sub = (q as { sub?: unknown }).sub
-    return typeof sub === 'string' && sub.length > 0 && sub.length <= 256 ? sub : undefined
+  const subjectOf = (body: unknown): string | undefined => {
+    const sub = typeof body === 'object' && body !== null ? (body as { sub?: unknown }).sub : undefined
+    return typeof sub === 'string' && sub.length > 0 && sub.length <= MAX_SUBJECT ? sub : undefined
   }
+  const NO_SUBJECT = { error: 'NASGUARD_ERR_BAD_REQUEST', message: `the body must be JSON {"sub": S}: the subject, 1 to ${MAX_SUBJECT} characters` }
   const guard = (reply: import('fastify').FastifyReply): boolean => {
     if (protectedListener) return true
     void reply.code(403).send({ error: 'NASGUARD_ERR_FORBIDDEN', message: 'set admin.tokenFile or admin.basicAuth: the budgets are served only behind the admin credential' })
     return false
   }
-  admin.get('/quota', async (request, reply) => {
+  admin.post('/quota', async (request, reply) => {
     if (!guard(reply)) return reply
-    const sub = subjectOf(request.query)
-    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
+    const sub = subjectOf(request.body)
+    if (sub === undefined) return await reply.code(400).send(NO_SUBJECT)
     try {
       return { subject: sub, ...await quota.usage(sub) }
     } catch (err) {
@@ -82,8 +94,8 @@ function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedLi
   })
   admin.post('/quota/reset', async (request, reply) => {
     if (!guard(reply)) return reply
-    const sub = subjectOf(request.query)
-    if (sub === undefined) return await reply.code(400).send({ error: 'NASGUARD_ERR_BAD_REQUEST', message: 'sub: the subject, 1 to 256 characters' })
+    const sub = subjectOf(request.body)
+    if (sub === undefined) return await reply.code(400).send(NO_SUBJECT)
     const operator = String(request.headers['x-nasguard-operator'] ?? 'unknown').slice(0, 64)
     let done: boolean
     try {

@@ -6,12 +6,13 @@ import { userInfo } from 'node:os'
 import { adminCredential } from '../admin.js'
 import type { Config } from '../config/schema.js'
 
-function adminUrl (c: Readonly<Config>, path: string, subject: string): string {
+function adminUrl (c: Readonly<Config>, path: string): string {
   const host = c.admin.host === '0.0.0.0' || c.admin.host === '::' ? '127.0.0.1' : c.admin.host
-  return `http://${host.includes(':') ? `[${host}]` : host}:${c.admin.port}${path}?sub=${encodeURIComponent(subject)}`
+  return `http://${host.includes(':') ? `[${host}]` : host}:${c.admin.port}${path}`
 }
 
-async function ask (c: Readonly<Config>, method: 'GET' | 'POST', path: string, subject: string): Promise<Record<string, unknown>> {
+/** POSTs `{"sub": subject}` to the admin listener's path (src/admin.ts: a body holds any subject a token can carry). */
+async function ask (c: Readonly<Config>, path: string, subject: string): Promise<Record<string, unknown>> {
   if (!c.admin.enabled) throw new Error('admin.enabled is false: the budgets are reached through the admin listener')
   const credential = adminCredential(c)
   if (credential === undefined) throw new Error('admin.tokenFile (or admin.basicAuth) is not set: the budgets are served only behind the admin credential')
@@ -19,7 +20,7 @@ async function ask (c: Readonly<Config>, method: 'GET' | 'POST', path: string, s
   try { operator = userInfo().username } catch {}
   let res: Response
   try {
-    res = await fetch(adminUrl(c, path, subject), { method, headers: { authorization: credential, 'x-nasguard-operator': operator } })
+    res = await fetch(adminUrl(c, path), { method: 'POST', headers: { authorization: credential, 'x-nasguard-operator': operator, 'content-type': 'application/json' }, body: JSON.stringify({ sub: subject }) })
   } catch (err) {
     throw new Error(`the gateway's admin listener (admin.host ${c.admin.host}, admin.port ${c.admin.port}) cannot be reached: ${(err as { cause?: Error }).cause?.message ?? (err as Error).message}`)
   }
@@ -29,7 +30,7 @@ async function ask (c: Readonly<Config>, method: 'GET' | 'POST', path: string, s
 }
 
 export async function quotaShow (c: Readonly<Config>, subject: string, json: boolean, out: (s: string) => void): Promise<number> {
-  const r = await ask(c, 'GET', '/quota', subject)
+  const r = await ask(c, '/quota', subject)
   if (json) { out(JSON.stringify(r) + '\n'); return 0 }
   out(`subject ${subject}\n`)
   for (const [kind, title] of [['token', "as a token's sub (and its grants)"], ['certificate', "as a client certificate's subject"]] as const) {
@@ -44,7 +45,7 @@ export async function quotaShow (c: Readonly<Config>, subject: string, json: boo
 }
 
 export async function quotaReset (c: Readonly<Config>, subject: string, out: (s: string) => void): Promise<number> {
-  await ask(c, 'POST', '/quota/reset', subject)
+  await ask(c, '/quota/reset', subject)
   out(`the budgets of ${subject} were reset (audited: event quota-reset)\n`)
   return 0
 }

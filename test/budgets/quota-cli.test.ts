@@ -54,8 +54,53 @@ admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
 t.test('without an admin credential the budgets are not served', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas, { limits: { perSubject: { recordingsPerHour: 3 } } })
-  const res = await fetch(`${gw.adminUrl}/quota?sub=carol`)
+  const asked = { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sub: 'carol' }) }
+  const res = await fetch(`${gw.adminUrl}/quota`, asked)
   t.equal(res.status, 403)
-  const reset = await fetch(`${gw.adminUrl}/quota/reset?sub=carol`, { method: 'POST' })
+  const reset = await fetch(`${gw.adminUrl}/quota/reset`, asked)
   t.equal(reset.status, 403, 'nor reset')
+})
+
+t.test('a subject as long as a token can carry is shown and reset too; a body without one is refused, naming what it must hold', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-quota-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const tokenFile = join(dir, 'admin.token')
+  writeFileSync(tokenFile, ADMIN_TOKEN + '\n', { mode: 0o600 })
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { admin: { tokenFile }, limits: { perSubject: { recordingsPerHour: 1 } } })
+  // Over 5,000 characters that a query string would have to escape (past the admin listener's 16 KiB of headers as a URL), within the gateway's headers as a token.
+  const sub = 'https://idp.example/users/' + 'é&=?#%'.repeat(850)
+  t.ok(sub.length > 5000, `the subject is ${sub.length} characters`)
+  const token = gw.token({ sub })
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, `/medicall/2026/11/30/${proto}.wav`, bearer(token))).status, proto === PROTOCOLS[0] ? 200 : 429, `${proto}: its budget is charged`)
+
+  const adminPort = new URL(gw.adminUrl).port
+  const certs = testCerts()
+  const config = join(dir, 'nasguard.yaml')
+  writeFileSync(config, `tls: { cert: ${certs.cert}, key: ${certs.key} }
+upstream: { url: "${nas.url}" }
+auth: { jwt: { secret: "0123456789abcdef0123456789abcdef" } }
+policy: [{ name: recordings, path: "/medicall/**", scopes: [recordings:read] }]
+audit: { dir: ${join(dir, 'audit')} }
+admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
+`)
+  const subFile = join(dir, 'sub')
+  writeFileSync(subFile, sub)
+  const shown = await runCli(['quota', 'show', '--config', config, '--sub', sub, '--json'])
+  t.equal(shown.status, 0, shown.stderr.slice(0, 300))
+  t.match(JSON.parse(shown.stdout || '{}'), { token: { used: { recordingsPerHour: 1 } } }, 'shown: the one recording it took')
+  t.equal((JSON.parse(shown.stdout || '{}') as { subject?: string }).subject, sub, 'for that very subject')
+  const reset = await runCli(['quota', 'reset', '--config', config, '--sub', sub])
+  t.equal(reset.status, 0, reset.stderr.slice(0, 300))
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, `/medicall/2026/12/01/${proto}.wav`, bearer(token))).status, proto === PROTOCOLS[0] ? 200 : 429, `${proto}: after the reset, one recording again`)
+
+  const ask = async (body: string): Promise<{ status: number, message: string }> => {
+    const res = await fetch(`${gw.adminUrl}/quota`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body })
+    return { status: res.status, message: String(((await res.json()) as { message?: unknown }).message) }
+  }
+  for (const body of ['{}', '{"sub": ""}', '{"sub": 7}', '[]', 'null', JSON.stringify({ sub: 'x'.repeat(16 * 1024 + 1) })]) {
+    const r = await ask(body)
+    t.equal(r.status, 400, `${body.slice(0, 20)}: refused`)
+    t.match(r.message, /\{"sub": S\}.*1 to 16384 characters/, 'naming what the body must hold')
+  }
 })

@@ -143,6 +143,14 @@ async function firstLineOf (h: fsp.FileHandle): Promise<string | null> {
   return nl === -1 ? null : text.slice(0, nl)
 }
 
+/** What an archive's rename falls back to on a file system without hard links (vfat, some FUSE and SMB mounts) says. */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'])
+
+/** audit.jsonl is not (or no longer) the file the writer has open: nothing is written until it is put back. */
+function replacedError (file: string, how: string): Error {
+  return Object.assign(new Error(`${file} was ${how} while the gateway had it open: no record is written until it is put back`), { code: 'EAUDITREPLACED' })
+}
+
 export class AuditWriter {
   private readonly opts: AuditWriterOptions
   private handle: fsp.FileHandle | null = null
@@ -223,7 +231,11 @@ export class AuditWriter {
     if (this.handle) return this.handle
     // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
     // trail (or have its target's mode changed by the chmod below).
-    const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW, 0o600)
+    // After a rotation the file must be new (O_EXCL): one put at audit.jsonl
+    // meanwhile is not adopted as the trail's next file.
+    const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | (resume ? 0 : fsc.O_EXCL), 0o600).catch((err: NodeJS.ErrnoException) => {
+      throw err.code === 'EEXIST' ? replacedError(this.file, 'put back by something else during a rotation') : err
+    })
     let dropped = 0
     try {
       const st = await h.stat()
@@ -251,15 +263,61 @@ export class AuditWriter {
 
   /**
    * Refuses to write into a file that is no longer audit.jsonl: deleted
-   * (the records would go to an unlinked inode and vanish at exit) or
-   * moved away (logrotate, an operator's mv). The group is refused, so
-   * the gateway fails closed, and the next group reopens the trail, which
-   * resume() refuses while audit.head names records it does not hold.
+   * (the records would go to an unlinked inode and vanish at exit), moved
+   * away (logrotate, an operator's mv), or cut or written to in place
+   * (logrotate's copytruncate, `truncate -s0`) when its size is known. The
+   * group is refused, so the gateway fails closed, and the next group
+   * reopens the trail, which resume() refuses while audit.head, or this
+   * writer, names records it does not hold.
    */
-  private async stillTheFile (): Promise<void> {
+  private async stillTheFile (size?: number): Promise<void> {
     const now = await fsp.stat(this.file).catch(() => undefined)
-    if (now?.dev === this.identity.dev && now.ino === this.identity.ino) return
-    throw Object.assign(new Error(`${this.file} was ${now ? 'replaced' : 'removed'} while the gateway had it open: no record is written until it is put back`), { code: 'EAUDITREPLACED' })
+    if (now === undefined || !this.isOwn(now)) throw replacedError(this.file, now ? 'replaced' : 'removed')
+    if (size !== undefined && now.size !== size) throw replacedError(this.file, `cut or written to (${now.size} bytes where this gateway wrote ${size})`)
+  }
+
+  /** The file the writer has open, by device and inode. */
+  private isOwn (st: { dev: number, ino: number }): boolean {
+    return st.dev === this.identity.dev && st.ino === this.identity.ino
+  }
+
+  /**
+   * Moves audit.jsonl to its archive name `to`, only if it is this chain's
+   * own file and never over a file of that name: a hard link is made first
+   * (which fails if the name is taken), checked to be the file the writer
+   * had open (an impostor renamed over audit.jsonl is not archived: its
+   * link is removed and the group refused), and only then is audit.jsonl
+   * unlinked, if it is still that file (anything put there since stays, and
+   * the new file's exclusive open refuses it). Where the file system has no
+   * hard links, a rename, checked the same way and undone if it moved
+   * another file.
+   */
+  private async archive (to: string): Promise<void> {
+    try {
+      await fsp.link(this.file, to)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? ''
+      if (code === 'EEXIST') throw Object.assign(new Error(`${to} exists already: the trail is not archived over it (move it aside for whoever investigates, and run nasguard audit verify)`), { code: 'EAUDITCHAIN' })
+      if (code === 'ENOENT') throw replacedError(this.file, 'removed')
+      if (!NO_HARD_LINKS.has(code)) throw err
+      await this.renameChecked(to)
+      return
+    }
+    if (!this.isOwn(await fsp.stat(to))) {
+      await fsp.unlink(to)
+      throw replacedError(this.file, 'replaced')
+    }
+    const now = await fsp.stat(this.file).catch(() => undefined)
+    if (now !== undefined && this.isOwn(now)) await fsp.unlink(this.file)
+  }
+
+  /** archive() without hard links: a rename, refused over an existing name and undone if it moved another file. */
+  private async renameChecked (to: string): Promise<void> {
+    if (await fsp.lstat(to).then(() => true, () => false)) throw Object.assign(new Error(`${to} exists already: the trail is not archived over it (move it aside for whoever investigates, and run nasguard audit verify)`), { code: 'EAUDITCHAIN' })
+    await fsp.rename(this.file, to)
+    if (this.isOwn(await fsp.stat(to))) return
+    await fsp.rename(to, this.file).catch(() => {})
+    throw replacedError(this.file, 'replaced')
   }
 
   private async syncDir (): Promise<void> {
@@ -352,14 +410,10 @@ export class AuditWriter {
     const bySize = this.activeBytes > 0 && this.activeBytes + incoming > this.opts.rotateBytes
     const byDay = this.activeBytes > 0 && this.activeDay !== '' && this.activeDay !== today
     if (!bySize && !byDay) return
-    // The file renamed into the archive must be this chain's own: an impostor
-    // put in its place would be archived and the trail go on without a gap
-    // showing until a verify.
-    if (this.handle) await this.stillTheFile()
     const h = this.handle
     this.handle = null
     if (h) { try { await h.sync() } finally { await h.close() } }
-    await fsp.rename(this.file, join(this.opts.dir, archiveName(this.activeFirstSeq)))
+    await this.archive(join(this.opts.dir, archiveName(this.activeFirstSeq)))
     this.activeBytes = 0
     this.activeFirstSeq = 0
     this.activeDay = ''
@@ -393,7 +447,7 @@ export class AuditWriter {
       // Before the write too, not only after the fsync: a group made durable
       // in a file moved away, even if taken back then, can be copied first
       // (a backup, logrotate's compress) and carry records nobody was told of.
-      await this.stillTheFile()
+      await this.stillTheFile(this.sizeAfter?.handle === h ? this.sizeAfter.size : undefined)
       // The length to roll back to is that of the file actually written
       // (after a reopen or a rotation it is not what memory said before).
       // Known from our own last write on this very handle; otherwise asked.
@@ -424,7 +478,7 @@ export class AuditWriter {
           await this.opts.beforeSync?.()
           await h.datasync()
           // Removed while it was written: the records are on an unlinked inode.
-          await this.stillTheFile()
+          await this.stillTheFile(startSize + buf.length)
         } catch (err) {
           // Nobody will be told these records exist: take them back off the
           // file, so a reopen does not pick them up into the chain.

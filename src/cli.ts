@@ -475,13 +475,21 @@ function quotaCommands (program: Command): void {
   const quota = program.command('quota').description('per-subject download budgets (limits.perSubject), asked of the running gateway through its admin listener')
   quota.command('show').description('what a subject used of each budget, in the windows now')
     .addOption(configOption(true))
-    .requiredOption('--sub <subject>', 'the subject (a token\'s sub, a certificate\'s CN=...)')
+    .option('--sub <subject>', 'the subject (a token\'s sub, a certificate\'s CN=...)')
+    .option('--sub-json <json>', 'the subject as a JSON string, for one a command line cannot carry (e.g. \'"eve\\ud800"\')')
     .option('--json', 'one JSON document', false)
-    .action(action(async (o: { config: string, sub: string, json: boolean }) => await (await import('./budgets/commands.js')).quotaShow(await load(o.config), o.sub, o.json, out)))
+    .action(action(async (o: { config: string, sub?: string, subJson?: string, json: boolean }) => {
+      const c = await import('./budgets/commands.js')
+      return await c.quotaShow(await load(o.config), c.subjectOf(o), o.json, out)
+    }))
   quota.command('reset').description('forget what a subject used (audited by the gateway: event quota-reset)')
     .addOption(configOption(true))
-    .requiredOption('--sub <subject>', 'the subject')
-    .action(action(async (o: { config: string, sub: string }) => await (await import('./budgets/commands.js')).quotaReset(await load(o.config), o.sub, out)))
+    .option('--sub <subject>', 'the subject')
+    .option('--sub-json <json>', 'the subject as a JSON string')
+    .action(action(async (o: { config: string, sub?: string, subJson?: string }) => {
+      const c = await import('./budgets/commands.js')
+      return await c.quotaReset(await load(o.config), c.subjectOf(o), out)
+    }))
 }
 
 function probeCommand (program: Command): void {

@@ -29,10 +29,29 @@ async function ask (c: Readonly<Config>, path: string, subject: string): Promise
   return body
 }
 
+/**
+ * The subject named on the command line: --sub as text, or --sub-json as a
+ * JSON string, for a subject a command line cannot carry (a lone surrogate,
+ * a NUL). A --sub holding U+FFFD is refused: the command line most likely
+ * carried bytes that are not UTF-8, and another subject would be reset.
+ */
+export function subjectOf (o: { sub?: string, subJson?: string }): string {
+  if ((o.sub === undefined) === (o.subJson === undefined)) throw new Error('give the subject with --sub S, or as a JSON string with --sub-json \'"S"\' (one of them)')
+  if (o.sub !== undefined) {
+    if (o.sub.includes('\ufffd')) throw new Error('--sub holds U+FFFD, which a command line carries for bytes that are not UTF-8: give the subject as a JSON string with --sub-json (e.g. \'"eve\\ud800"\')')
+    if (o.sub === '') throw new Error('--sub is empty')
+    return o.sub
+  }
+  let parsed: unknown
+  try { parsed = JSON.parse(o.subJson as string) } catch { parsed = undefined }
+  if (typeof parsed !== 'string' || parsed === '') throw new Error('--sub-json must be a non-empty JSON string, e.g. \'"alice"\'')
+  return parsed
+}
+
 export async function quotaShow (c: Readonly<Config>, subject: string, json: boolean, out: (s: string) => void): Promise<number> {
   const r = await ask(c, '/quota', subject)
   if (json) { out(JSON.stringify(r) + '\n'); return 0 }
-  out(`subject ${subject}\n`)
+  out(`subject ${JSON.stringify(subject)}\n`)
   for (const [kind, title] of [['token', "as a token's sub (and its grants)"], ['certificate', "as a client certificate's subject"]] as const) {
     const ledger = r[kind] as { used: Record<string, number>, budgets: Record<string, number | undefined>, held?: { requests: number, recordings: number, bytes: number } } | undefined
     if (!ledger) continue
@@ -46,6 +65,6 @@ export async function quotaShow (c: Readonly<Config>, subject: string, json: boo
 
 export async function quotaReset (c: Readonly<Config>, subject: string, out: (s: string) => void): Promise<number> {
   await ask(c, '/quota/reset', subject)
-  out(`the budgets of ${subject} were reset (audited: event quota-reset)\n`)
+  out(`the budgets of ${JSON.stringify(subject)} were reset (audited: event quota-reset)\n`)
   return 0
 }

@@ -3,11 +3,13 @@
 // gives the subject its budget back; without an admin credential the
 // budgets are not served at all.
 import t from 'tap'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { bearer, get, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { runCli } from '../helpers/process.js'
+import { named } from '../../src/budgets/control.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 
 const ADMIN_TOKEN = 'quota-cli-admin-token-0123456789'
@@ -93,6 +95,31 @@ admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
   const reset = await runCli(['quota', 'reset', '--config', config, '--sub', sub])
   t.equal(reset.status, 0, reset.stderr.slice(0, 300))
   for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, `/medicall/2026/12/01/${proto}.wav`, bearer(token))).status, proto === PROTOCOLS[0] ? 200 : 429, `${proto}: after the reset, one recording again`)
+  // The record's reason is cut at 256 characters: a long subject is named by its start, its length and a digest.
+  const digest = createHash('sha256').update(JSON.stringify(sub)).digest('hex')
+  const resets = gw.auditRecords().filter((r) => r.event === 'quota-reset')
+  t.equal(resets.length, 1)
+  t.match(String(resets[0]?.reason), new RegExp(`\\(${sub.length} characters; sha256 of its JSON string ${digest}\\) were reset$`), 'the reset record names that very subject')
+
+  // A subject a command line cannot carry (a lone surrogate arrives as U+FFFD): --sub is refused rather than resetting another ledger; --sub-json reaches it.
+  const odd = 'eve\ud800'
+  const oddToken = gw.token({ sub: odd })
+  t.equal((await get(gw, '/medicall/2026/12/02/a.wav', { headers: bearer(oddToken) })).status, 200)
+  t.equal((await get(gw, '/medicall/2026/12/02/b.wav', { headers: bearer(oddToken) })).status, 429, 'its budget is spent')
+  const refused = await runCli(['quota', 'reset', '--config', config, '--sub', odd])
+  t.equal(refused.status, 1, 'a --sub that reached the command as U+FFFD is refused')
+  t.match(refused.stderr, /U\+FFFD.*--sub-json/)
+  t.equal(gw.auditRecords().filter((r) => r.event === 'quota-reset').length, 1, 'and nothing was reset or recorded')
+  const oddShown = await runCli(['quota', 'show', '--config', config, '--sub-json', JSON.stringify(odd), '--json'])
+  t.equal(oddShown.status, 0, oddShown.stderr)
+  t.match(JSON.parse(oddShown.stdout || '{}'), { token: { used: { recordingsPerHour: 1 } } }, '--sub-json shows it')
+  t.equal((await runCli(['quota', 'reset', '--config', config, '--sub-json', JSON.stringify(odd)])).status, 0)
+  t.equal((await get(gw, '/medicall/2026/12/02/c.wav', { headers: bearer(oddToken) })).status, 200, 'and resets it')
+  for (const args of [[], ['--sub', 'a', '--sub-json', '"a"'], ['--sub-json', '7'], ['--sub-json', '""'], ['--sub-json', 'nope']]) {
+    const r = await runCli(['quota', 'show', '--config', config, ...args])
+    t.equal(r.status, 1, `${args.join(' ') || 'no subject'}: refused`)
+    t.match(r.stderr, /--sub/, 'naming the option')
+  }
 
   const ask = async (body: string): Promise<{ status: number, message: string }> => {
     const res = await fetch(`${gw.adminUrl}/quota`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body })
@@ -103,4 +130,12 @@ admin: { host: 127.0.0.1, port: ${adminPort}, tokenFile: ${tokenFile} }
     t.equal(r.status, 400, `${body.slice(0, 20)}: refused`)
     t.match(r.message, /\{"sub": S\}.*1 to 16384 characters/, 'naming what the body must hold')
   }
+})
+
+t.test('a reset record names any subject within the reason\'s 256 characters, and tells long ones apart', async (t) => {
+  const reason = (s: string): string => `the budgets of subject ${named(s)} were reset`
+  const subjects = ['carol', 'x'.repeat(200), 'x'.repeat(200) + 'y', '\u0001'.repeat(500), '\ud800'.repeat(300), 'é'.repeat(16384)]
+  for (const s of subjects) t.ok(reason(s).length <= 256, `${JSON.stringify(s).slice(0, 12)}... (${s.length}): ${reason(s).length} characters`)
+  t.equal(new Set(subjects.map(reason)).size, subjects.length, 'no two alike')
+  t.equal(named('carol'), '"carol"', 'a short one whole')
 })

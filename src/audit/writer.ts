@@ -240,6 +240,10 @@ export class AuditWriter {
     try {
       const st = await h.stat()
       if (!st.isFile()) throw Object.assign(new Error(`${this.file} is not a regular file`), { code: 'EFTYPE' })
+      if (resume && st.nlink > 1 && await this.finishRotation(st)) {
+        await h.close()
+        return await this.openFile(true)
+      }
       this.identity = { dev: st.dev, ino: st.ino }
       await h.chmod(0o600)
       dropped = resume ? await this.resume(h) : 0
@@ -274,6 +278,24 @@ export class AuditWriter {
     const now = await fsp.stat(this.file).catch(() => undefined)
     if (now === undefined || !this.isOwn(now)) throw replacedError(this.file, now ? 'replaced' : 'removed')
     if (size !== undefined && now.size !== size) throw replacedError(this.file, `cut or written to (${now.size} bytes where this gateway wrote ${size})`)
+  }
+
+  /**
+   * A rotation stopped (a crash, a kill) between its archive's hard link
+   * and the removal of audit.jsonl leaves one file under both names: going
+   * on in audit.jsonl would grow the archive too, and the trail would hold
+   * its records twice. When an archive is that very file, the rotation is
+   * finished (audit.jsonl removed; the chain resumes from the archive).
+   * True when it was.
+   */
+  private async finishRotation (st: { dev: number, ino: number }): Promise<boolean> {
+    for (const name of (await fsp.readdir(this.opts.dir)).filter((f) => ARCHIVE.test(f))) {
+      const a = await fsp.lstat(join(this.opts.dir, name)).catch(() => undefined)
+      if (a?.dev !== st.dev || a.ino !== st.ino) continue
+      await fsp.unlink(this.file)
+      return true
+    }
+    return false
   }
 
   /** The file the writer has open, by device and inode. */

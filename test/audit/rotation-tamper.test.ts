@@ -7,7 +7,7 @@
 // deterministic by running the intruder inside the writer's own file
 // system calls.
 import t, { type Test } from 'tap'
-import { promises as fsp, mkdtempSync, readFileSync, readdirSync, renameSync, truncateSync, writeFileSync } from 'node:fs'
+import { promises as fsp, linkSync, mkdtempSync, readFileSync, readdirSync, renameSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, archiveName, type AuditRecord } from '../../src/audit/writer.js'
@@ -95,4 +95,22 @@ t.test('on a file system without hard links the rotation renames, and the trail 
   const walked = await walkTrail(dir, KEY)
   t.equal(walked.lastSeq, 5)
   t.same(walked.problems, [], 'verify finds no problem')
+})
+
+t.test('a rotation stopped between its archive link and the removal of audit.jsonl is finished at the next start: no record twice', async (t) => {
+  const { dir, w } = await writer(t, 1 << 20)
+  for (let i = 0; i < 3; i++) await w.append(rec(i))
+  await w.close()
+  // What a crash right after the link leaves: one file, two names.
+  linkSync(join(dir, AUDIT_FILE), join(dir, archiveName(1)))
+  const again = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key: KEY, instance: 'gateway', rotateBytes: 1 << 20 })
+  t.teardown(async () => { await again.close().catch(() => {}) })
+  t.equal(again.startupError, null, 'the start goes on')
+  await again.append(rec(3))
+  await again.close()
+  const walked = await walkTrail(dir, KEY)
+  t.equal(walked.lastSeq, 4, 'the chain went on from seq 3')
+  t.equal(walked.records, 4, 'each record once')
+  t.same(walked.problems, [], 'verify finds no problem')
+  t.equal(readFileSync(join(dir, archiveName(1)), 'utf8').split('\n').filter(Boolean).length, 3, 'the archive holds the three records it was made with')
 })

@@ -233,9 +233,10 @@ export class AuditWriter {
     // trail (or have its target's mode changed by the chmod below).
     // After a rotation the file must be new (O_EXCL): one put at audit.jsonl
     // meanwhile is not adopted as the trail's next file.
-    const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | (resume ? 0 : fsc.O_EXCL), 0o600).catch((err: NodeJS.ErrnoException) => {
-      throw err.code === 'EEXIST' ? replacedError(this.file, 'put back by something else during a rotation') : err
+    const h = await fsp.open(this.file, fsc.O_RDWR | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | (this.mustCreate ? fsc.O_EXCL : 0), 0o600).catch((err: NodeJS.ErrnoException) => {
+      throw err.code === 'EEXIST' ? replacedError(this.file, 'put there by something else after a rotation (move it aside)') : err
     })
+    this.mustCreate = false
     let dropped = 0
     try {
       const st = await h.stat()
@@ -262,6 +263,9 @@ export class AuditWriter {
     return h
   }
 
+  /** A rotation archived the last file and this writer has not made the next one yet: it is opened exclusively. */
+  private mustCreate = false
+
   /** The file the handle is open on (device and inode): audit.jsonl must still be it when a group is written. */
   private identity = { dev: 0, ino: 0 }
 
@@ -275,7 +279,8 @@ export class AuditWriter {
    * writer, names records it does not hold.
    */
   private async stillTheFile (size?: number): Promise<void> {
-    const now = await fsp.stat(this.file).catch(() => undefined)
+    // lstat: a symlink put in its place (to the file moved elsewhere) is not the file.
+    const now = await fsp.lstat(this.file).catch(() => undefined)
     if (now === undefined || !this.isOwn(now)) throw replacedError(this.file, now ? 'replaced' : 'removed')
     if (size !== undefined && now.size !== size) throw replacedError(this.file, `cut or written to (${now.size} bytes where this gateway wrote ${size})`)
   }
@@ -325,11 +330,11 @@ export class AuditWriter {
       await this.renameChecked(to)
       return
     }
-    if (!this.isOwn(await fsp.stat(to))) {
+    if (!this.isOwn(await fsp.lstat(to))) {
       await fsp.unlink(to)
       throw replacedError(this.file, 'replaced')
     }
-    const now = await fsp.stat(this.file).catch(() => undefined)
+    const now = await fsp.lstat(this.file).catch(() => undefined)
     if (now !== undefined && this.isOwn(now)) await fsp.unlink(this.file)
   }
 
@@ -337,7 +342,7 @@ export class AuditWriter {
   private async renameChecked (to: string): Promise<void> {
     if (await fsp.lstat(to).then(() => true, () => false)) throw Object.assign(new Error(`${to} exists already: the trail is not archived over it (move it aside for whoever investigates, and run nasguard audit verify)`), { code: 'EAUDITCHAIN' })
     await fsp.rename(this.file, to)
-    if (this.isOwn(await fsp.stat(to))) return
+    if (this.isOwn(await fsp.lstat(to))) return
     await fsp.rename(to, this.file).catch(() => {})
     throw replacedError(this.file, 'replaced')
   }
@@ -433,15 +438,22 @@ export class AuditWriter {
     const byDay = this.activeBytes > 0 && this.activeDay !== '' && this.activeDay !== today
     if (!bySize && !byDay) return
     const h = this.handle
+    // Cut or written to since this writer's last group (copytruncate before
+    // the day's first group): refused, not archived as the chain's.
+    if (h) await this.stillTheFile(this.sizeAfter?.handle === h ? this.sizeAfter.size : undefined)
     this.handle = null
     if (h) { try { await h.sync() } finally { await h.close() } }
     await this.archive(join(this.opts.dir, archiveName(this.activeFirstSeq)))
+    // Until this writer has made the next file itself, none put there is adopted.
+    this.mustCreate = true
     this.activeBytes = 0
     this.activeFirstSeq = 0
     this.activeDay = ''
     // The chain state is in memory (and already covers the group being
     // written): the new, empty file must not reset it from the archive.
-    await this.openFile(false)
+    const fresh = await this.openFile(false)
+    // Made empty just now: anything in it at the first write was put there by something else.
+    this.sizeAfter = { handle: fresh, size: 0 }
     await this.writeHead()
   }
 
@@ -479,8 +491,16 @@ export class AuditWriter {
         this.activeFirstSeq = before.seq + 1
         this.activeDay = group[0].record.time.slice(0, 10)
       }
-      const takeBack = async (): Promise<void> => {
+      // Takes the group's bytes back off the file: where O_APPEND put them (at
+      // the end, also of a file cut meanwhile), or else everything past where
+      // the group began.
+      const takeBack = async (written: number): Promise<void> => {
         const size = (await h.stat()).size
+        if (written > 0 && size >= written) {
+          const tail = Buffer.alloc(written)
+          await h.read(tail, 0, written, size - written)
+          if (tail.equals(buf.subarray(0, written))) { await h.truncate(size - written); return }
+        }
         if (size > startSize) await h.truncate(startSize)
       }
       let off = 0
@@ -491,7 +511,7 @@ export class AuditWriter {
         }
       } catch (err) {
         // Take back a partial line so the next group starts clean.
-        await takeBack().catch(() => {})
+        await takeBack(off).catch(() => {})
         throw err
       }
       this.activeBytes = startSize + buf.length
@@ -504,7 +524,7 @@ export class AuditWriter {
         } catch (err) {
           // Nobody will be told these records exist: take them back off the
           // file, so a reopen does not pick them up into the chain.
-          await takeBack().catch(() => {})
+          await takeBack(buf.length).catch(() => {})
           throw err
         }
         this.durableSeq = this.seq

@@ -7,7 +7,7 @@
 // deterministic by running the intruder inside the writer's own file
 // system calls.
 import t, { type Test } from 'tap'
-import { promises as fsp, linkSync, mkdtempSync, readFileSync, readdirSync, renameSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, constants as fsConstants, promises as fsp, linkSync, mkdtempSync, symlinkSync, readFileSync, readdirSync, renameSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, archiveName, type AuditRecord } from '../../src/audit/writer.js'
@@ -28,7 +28,7 @@ async function writer (t: Test, rotateBytes: number): Promise<{ dir: string, w: 
 }
 
 /** Runs `intrude` once, inside the next call of fs.promises[name], before (or after) the call itself. */
-function once (t: Test, name: 'link' | 'unlink', intrude: () => void, when: 'before' | 'after'): void {
+function once (t: Test, name: 'link' | 'unlink' | 'lstat' | 'open', intrude: () => void, when: 'before' | 'after'): void {
   const original = fsp[name] as (...a: unknown[]) => Promise<void>
   let done = false
   ;(fsp as unknown as Record<string, unknown>)[name] = async (...a: unknown[]) => {
@@ -113,4 +113,71 @@ t.test('a rotation stopped between its archive link and the removal of audit.jso
   t.equal(walked.records, 4, 'each record once')
   t.same(walked.problems, [], 'verify finds no problem')
   t.equal(readFileSync(join(dir, archiveName(1)), 'utf8').split('\n').filter(Boolean).length, 3, 'the archive holds the three records it was made with')
+})
+
+t.test('a trail cut or written to just before a group that rotates is refused, not archived as the chain\'s', async (t) => {
+  for (const [how, tamper] of [['cut to nothing', (f: string) => { truncateSync(f, 0) }], ['a line appended', (f: string) => { appendFileSync(f, IMPOSTOR) }]] as const) {
+    // Every group after the first rotates.
+    const { dir, w } = await writer(t, 1)
+    for (let i = 0; i < 3; i++) await w.append(rec(i))
+    const before = archives(dir)
+    tamper(join(dir, AUDIT_FILE))
+    await t.rejects(w.append(rec(3)), { code: 'EAUDITREPLACED', message: /cut or written to/ }, `${how}: the group is refused`)
+    await t.rejects(w.append(rec(4)), `${how}: and the next`)
+    t.same(archives(dir), before, `${how}: the tampered file was not archived`)
+  }
+})
+
+t.test('audit.jsonl moved out and replaced by a symlink to it is not the trail any more', async (t) => {
+  const { dir, w } = await writer(t, 1 << 20)
+  for (let i = 0; i < 3; i++) await w.append(rec(i))
+  const outside = join(mkdtempSync(join(tmpdir(), 'nasguard-outside-')), 'moved.jsonl')
+  renameSync(join(dir, AUDIT_FILE), outside)
+  symlinkSync(outside, join(dir, AUDIT_FILE))
+  await t.rejects(w.append(rec(3)), { code: 'EAUDITREPLACED' }, 'refused')
+  t.equal(readFileSync(outside, 'utf8').split('\n').filter(Boolean).length, 3, 'the moved file got nothing more')
+})
+
+t.test('a trail cut between the check before a group and its write: the refused group is taken back off the file, not left in it', async (t) => {
+  const { dir, w } = await writer(t, 1 << 20)
+  for (let i = 0; i < 5; i++) await w.append(rec(i))
+  const original = fsp.lstat
+  let armed = true
+  ;(fsp as unknown as Record<string, unknown>).lstat = async (...a: unknown[]) => {
+    const r = await (original as (...x: unknown[]) => Promise<unknown>)(...a)
+    if (armed) { armed = false; truncateSync(join(dir, AUDIT_FILE), 0) }
+    return r
+  }
+  t.teardown(() => { (fsp as unknown as Record<string, unknown>).lstat = original })
+  await t.rejects(w.append(rec(5)), { code: 'EAUDITREPLACED' }, 'refused after its fsync')
+  t.equal(readFileSync(join(dir, AUDIT_FILE), 'utf8'), '', 'the refused record is not in the file')
+  await t.rejects(w.append(rec(6)), { code: 'EAUDITCHAIN' }, 'the next reopen refuses a trail short of what this writer wrote')
+})
+
+t.test('a file put at audit.jsonl after a rotation is refused until it is moved aside; then the trail goes on', async (t) => {
+  const { dir, w } = await writer(t, 1)
+  for (let i = 0; i < 3; i++) await w.append(rec(i))
+  once(t, 'unlink', () => { writeFileSync(join(dir, AUDIT_FILE), '') }, 'after')
+  await t.rejects(w.append(rec(3)), { code: 'EAUDITREPLACED' })
+  await t.rejects(w.append(rec(4)), { code: 'EAUDITREPLACED' }, 'the next group too: an empty file put there is not adopted either')
+  renameSync(join(dir, AUDIT_FILE), join(dir, 'planted'))
+  await w.append(rec(5))
+  const walked = await walkTrail(dir, KEY)
+  t.equal(walked.lastSeq, 4, 'the chain went on: seq 4')
+  t.same(walked.problems, [], 'verify finds no problem')
+})
+
+t.test('bytes put into the new file between its exclusive open and the first group are not adopted', async (t) => {
+  const { dir, w } = await writer(t, 1)
+  for (let i = 0; i < 3; i++) await w.append(rec(i))
+  const original = fsp.open
+  let armed = true
+  ;(fsp as unknown as Record<string, unknown>).open = async (...a: unknown[]) => {
+    const h = await (original as (...x: unknown[]) => Promise<unknown>)(...a)
+    if (armed && a[0] === join(dir, AUDIT_FILE) && typeof a[1] === 'number' && (a[1] & fsConstants.O_EXCL) !== 0) { armed = false; appendFileSync(join(dir, AUDIT_FILE), IMPOSTOR) }
+    return h
+  }
+  t.teardown(() => { (fsp as unknown as Record<string, unknown>).open = original })
+  await t.rejects(w.append(rec(3)), { code: 'EAUDITREPLACED', message: /cut or written to/ })
+  t.equal(readFileSync(join(dir, AUDIT_FILE), 'utf8'), IMPOSTOR, 'nothing was appended to it')
 })

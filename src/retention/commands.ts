@@ -13,7 +13,7 @@ import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { inPlace } from '../sealing/bulk/durable.js'
-import { eraseBackupKey, eraseKey, holdsPeriodKey, KeyringBusyError } from '../sealing/keyring.js'
+import { eraseBackupKey, eraseKey, holdsPeriodKey, KeyringBusyError, lockKeyring } from '../sealing/keyring.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
@@ -167,7 +167,7 @@ const KEYRING_DRAIN_MS = 60_000
  * copy; the erasure event names what was reached. Whether every copy was;
  * undefined when the keyring stayed busy and nothing was destroyed.
  */
-async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[], drainMs: number): Promise<boolean | undefined> {
+async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: string[], drainMs: number, heldNow: () => Promise<boolean>): Promise<boolean | undefined | 'held'> {
   const { period, rules } = p
   const backups = c.sealing.keyBackups.length
   // Recorded before anything is destroyed: a crash midway (or a trail that cannot be written) never leaves a destroyed identity without a record.
@@ -177,13 +177,25 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   // Uploads being sealed to the period finish first (a minute at most); new ones get 503 meanwhile.
   const drain = { drainMs }
   let keyId: string | undefined
+  let unlock: () => void
   try {
-    keyId = p.state !== 'erased' ? eraseKey(keyring, period, drain) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, keyring, period, drain) : undefined
+    unlock = lockKeyring(keyring, 'exclusive', drain)
   } catch (err) {
     if (!(err instanceof KeyringBusyError)) throw err
     problems.push(`period ${period}: NOT erased: ${err.message}`)
     await record(c, { event: 'erasure', period, keyId: p.keyId, reason: `retention (${rules.join(', ')}): NOT destroyed, the keyring stayed busy (${err.message})` })
     return undefined
+  }
+  try {
+    // The holds once more, now that the uploads have drained (up to a minute): one placed meanwhile wins.
+    if (await heldNow()) {
+      await record(c, { event: 'erasure', period, keyId: p.keyId, reason: `retention (${rules.join(', ')}): NOT destroyed, a legal hold placed since the plan meets the period` })
+      return 'held'
+    }
+    const locked = { locked: true }
+    keyId = p.state !== 'erased' ? eraseKey(keyring, period, locked) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, keyring, period, locked) : undefined
+  } finally {
+    unlock()
   }
   const inKeyring = keyId !== undefined
   const missed: string[] = []
@@ -202,7 +214,7 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
  * (a crash between the two never leaves a deletion without a record), and
  * again if it then could not be. Whether it was deleted.
  */
-async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, problems: string[]): Promise<boolean> {
+async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, problems: string[], heldNow: () => Promise<boolean>): Promise<boolean | 'held'> {
   const swapped = 'a directory on its path was replaced since the plan (a symbolic link?)'
   if (!inPlace(root, f.file, f.path.slice(1).split('/'))) { problems.push(`a recording was not deleted: ${swapped}`); return false }
   try {
@@ -215,6 +227,11 @@ async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, 
     problems.push(`a recording was not deleted: ${why}`)
     await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
     return false
+  }
+  // The holds once more, after the record: one placed while it was written wins.
+  if (await heldNow()) {
+    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (a legal hold placed since meets it)` })
+    return 'held'
   }
   // The deletion goes through the directory opened and checked, not through the path again: its directory is
   // still where the walk found it (a directory swapped for a link since would send the deletion onto
@@ -292,8 +309,10 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, { generation, dr
   let deleted = 0
   let heldBack = 0
   for (const p of toErase(plan)) {
-    if (holdsOnPeriod(c, p.period, (await fresh()).holds, Date.now()).length > 0) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
-    const done = await erasePeriod(c, p, problems, drainMs)
+    const heldNow = async (): Promise<boolean> => holdsOnPeriod(c, p.period, (await fresh()).holds, Date.now()).length > 0
+    if (await heldNow()) { heldBack++; out(`period ${p.period}: held since the plan; kept\n`); continue }
+    const done = await erasePeriod(c, p, problems, drainMs, heldNow)
+    if (done === 'held') { heldBack++; out(`period ${p.period}: held since the plan (placed while uploads drained); kept\n`); continue }
     // The next periods would wait as long again, uploads turned away meanwhile: left for a rerun.
     if (done === undefined) { out(`period ${p.period}: NOT erased, the keyring stayed busy; the periods after it are left for a rerun\n`); break }
     if (done) erased++
@@ -306,8 +325,11 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, { generation, dr
       // Read again for each directory: a long deletion does not run on holds read at its start.
       const here = f.path.slice(0, f.path.lastIndexOf('/'))
       if (here !== dir) { now = await fresh(); dir = here }
-      if (holdsOn(now.holds, f.path.slice(1).split('/'), c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
-      if (await deleteRecorded(c, plan.plain.root, f, problems)) deleted++
+      const segments = f.path.slice(1).split('/')
+      if (holdsOn(now.holds, segments, c.upstream.fileSystem, Date.now()).length > 0) { heldBack++; continue }
+      const done = await deleteRecorded(c, plan.plain.root, f, problems, async () => holdsOn((await fresh()).holds, segments, c.upstream.fileSystem, Date.now()).length > 0)
+      if (done === 'held') heldBack++
+      else if (done) deleted++
     }
   }
   await record(c, { event: 'retention-sweep', counts: { erased, deleted, held: heldBack, failed: problems.length, generation }, reason: problems.length ? 'incomplete' : 'applied' })

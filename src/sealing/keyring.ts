@@ -657,11 +657,12 @@ export function holdsPeriodKey (dir: string, period: string): boolean {
  * busy; new ones are turned away (an upload gets 503) meanwhile. Default 0.
  * This thread blocks while it waits: for a command line tool.
  */
-export interface EraseOptions { drainMs?: number }
+/** drainMs: how long the exclusive lock waits for uploads being sealed; locked: the caller holds that lock already (lockKeyring). */
+export interface EraseOptions { drainMs?: number, locked?: boolean }
 
 function eraseKeyIn (dir: string, period: string, missingOk: boolean, o: EraseOptions): string | undefined {
   // No seal or rotation runs while it does (the keyring's lock, exclusive).
-  const unlock = lockKeyring(dir, 'exclusive', { drainMs: o.drainMs })
+  const unlock = o.locked === true ? () => {} : lockKeyring(dir, 'exclusive', { drainMs: o.drainMs })
   try {
     // During a rotation the period has more identities: each is destroyed.
     // (A rerun after a crash finds what is left of them.)

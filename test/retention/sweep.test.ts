@@ -21,7 +21,7 @@
 // - The audit trail verifies, with one erasure event per period and per
 //   deleted file, and a hold event per hold placed and released.
 import t, { type Test } from 'tap'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, watch, writeFileSync, type FSWatcher } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -553,6 +553,30 @@ t.test('a directory swapped for a symbolic link while the deletion\'s audit reco
   t.match((await events(t, s, 'erasure')).filter((r) => r.path === OLD_PLAIN), [{ reason: /deleted from the NAS/ }, { reason: /NOT deleted from the NAS after all \(a directory on its path was replaced/ }], 'the trail says it was not deleted after all')
 })
 
+t.test('a hold placed while a deletion\'s audit record is written wins: the recording stays, and the trail says so', async (t) => {
+  const s = await makeSite({ periods: [], plain: [OLD_PLAIN] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  let placed: number | null | undefined
+  let watcher: FSWatcher | undefined
+  const { status, stdout } = await sweepHere(s, {
+    source: s.root,
+    // As soon as the sweep writes to its ops chain (the deletion's record), an investigator places a hold on the file's day.
+    confirm: async (expected) => {
+      watcher = watch(join(s.audit, 'ops'), () => {
+        if (placed !== undefined) return
+        placed = spawnSync(process.execPath, [join(process.cwd(), 'dist/cli.js'), 'hold', 'add', '--config', s.config, '--path-prefix', OLD_PLAIN.slice(0, OLD_PLAIN.lastIndexOf('/') + 1), '--case', 'LATE-2', '--reason', 'placed during the deletion']).status
+      })
+      return expected
+    }
+  })
+  watcher?.close()
+  t.equal(placed, 0, 'the hold was placed while the record was written')
+  t.equal(status, 0, 'exit 0')
+  t.ok(existsSync(join(s.root, OLD_PLAIN)), 'the recording is still on the share')
+  t.match(stdout, 'deleted 0 file(s), 1 kept by holds placed since the plan')
+  t.match((await events(t, s, 'erasure')).filter((r) => r.path === OLD_PLAIN), [{ reason: /deleted from the NAS/ }, { reason: /NOT deleted from the NAS after all \(a legal hold placed since meets it\)/ }], 'the trail says it was not deleted after all')
+})
+
 t.test('a key backup a crash left half destroyed (renamed to .shred, not yet overwritten): the period stays on the plan, and --apply destroys it', async (t) => {
   const s = await makeSite({ periods: ['2016-01'], sealed: [OLD_SEALED] })
   t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
@@ -623,6 +647,38 @@ t.test('a keyring still busy when the wait is over (an upload being sealed): the
   const again = await sweep(s, '--apply', '--confirm', 'erase 1 period and delete 0 files')
   t.equal(again.status, 0, `the rerun, the keyring free (${again.stderr.trim()})`)
   opensWithNone(t, s, OLD_SEALED)
+})
+
+t.test('a hold placed while the erasure waits for uploads being sealed wins: the period is kept, and that is recorded', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  const before = state(s)
+  // Another process seals an upload (the keyring's shared lock). Once the
+  // erasure holds the exclusive lock and waits for it, that process places
+  // a hold on the period, and only then lets go: the hold is in before the
+  // erasure could go on, whatever the machine's speed.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { existsSync } from 'node:fs'
+    import { spawnSync } from 'node:child_process'
+    import { lockKeyring } from ${JSON.stringify(join(process.cwd(), 'dist/sealing/keyring.js'))}
+    const unlock = lockKeyring(${JSON.stringify(s.keyring)}, 'shared')
+    process.stdout.write('locked\\n')
+    while (!existsSync(${JSON.stringify(join(s.keyring, '.keyring.lock'))})) await new Promise((r) => setTimeout(r, 20))
+    const r = spawnSync(process.execPath, [${JSON.stringify(join(process.cwd(), 'dist/cli.js'))}, 'hold', 'add', '--config', ${JSON.stringify(s.config)}, '--path-prefix', '/medicall/2016/01/', '--case', 'LATE-1', '--reason', 'placed during the erasure'])
+    process.stdout.write('hold ' + r.status + '\\n')
+    unlock()
+  `], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let said = ''
+  child.stdout.on('data', (d: Buffer) => { said += d.toString() })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  await waitFor('the other process to hold the shared lock', () => said.includes('locked') ? true : undefined, { tries: 400, intervalMs: 50 })
+  const { status, stdout } = await sweepHere(s, { drainMs: 120000 })
+  await exited
+  t.match(said, 'hold 0', 'the hold was placed')
+  t.equal(status, 0, 'exit 0')
+  t.match(stdout, 'period 2016-01: held since the plan (placed while uploads drained); kept')
+  t.same(sorted(state(s)), sorted(before), 'no key destroyed, in the keyring or the backup')
+  t.match((await events(t, s, 'erasure')).filter((e) => e.period === '2016-01'), [{ reason: /destroying the identity/ }, { reason: /NOT destroyed, a legal hold placed since the plan meets the period/ }], 'recorded: about to, then kept')
 })
 
 t.test('a key backup volume not mounted (an empty mount point): nothing is written there and no copy is claimed destroyed', async (t) => {

@@ -13,7 +13,7 @@ import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { inPlace } from '../sealing/bulk/durable.js'
-import { eraseBackupKey, eraseKey, holdsPeriodKey, KeyringBusyError, lockKeyring } from '../sealing/keyring.js'
+import { eraseBackupKey, eraseKey, holdsPeriodKey, KeyringBusyError, lockCopy, lockKeyring } from '../sealing/keyring.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
@@ -176,10 +176,12 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
   // Erased already: what a crash or a restore left beside the keyring's tombstone, if anything.
   // Uploads being sealed to the period finish first (a minute at most); new ones get 503 meanwhile.
   const drain = { drainMs }
+  // The keyring is locked (its uploads drained) only when it still holds an identity of the period.
+  const inRing = p.state !== 'erased' || holdsPeriodKey(keyring, period)
   let keyId: string | undefined
-  let unlock: () => void
+  let unlock = (): void => {}
   try {
-    unlock = lockKeyring(keyring, 'exclusive', drain)
+    if (inRing) unlock = lockKeyring(keyring, 'exclusive', drain)
   } catch (err) {
     if (!(err instanceof KeyringBusyError)) throw err
     problems.push(`period ${period}: NOT erased: ${err.message}`)
@@ -193,19 +195,28 @@ async function erasePeriod (c: Readonly<Config>, p: PeriodFinding, problems: str
       return 'held'
     }
     const locked = { locked: true }
-    keyId = p.state !== 'erased' ? eraseKey(keyring, period, locked) : holdsPeriodKey(keyring, period) ? eraseBackupKey(keyring, keyring, period, locked) : undefined
+    keyId = !inRing ? undefined : p.state !== 'erased' ? eraseKey(keyring, period, locked) : eraseBackupKey(keyring, keyring, period, locked)
   } finally {
     unlock()
   }
   const inKeyring = keyId !== undefined
   const missed: string[] = []
+  const held: string[] = []
   for (const dir of c.sealing.keyBackups) {
+    // Each copy locked (its own uploads drained, up to a minute), and the holds read once more under that lock.
+    let unlockCopy: () => void
     try {
-      const destroyed = eraseBackupKey(keyring, dir, period, drain)
+      unlockCopy = lockCopy(keyring, dir, drainMs)
+    } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`); continue }
+    try {
+      if (await heldNow()) { held.push(dir); continue }
+      const destroyed = eraseBackupKey(keyring, dir, period, { locked: true })
       keyId ??= destroyed
-    } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be reached (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep once it is mounted`) }
+    } catch (err) { missed.push(dir); problems.push(`period ${period}: the key backup ${dir} could not be erased (${(err as Error).message}): its copy of the key was NOT destroyed; rerun the sweep`) } finally { unlockCopy() }
   }
-  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${inKeyring ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${c.sealing.keyBackups.length - missed.length} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}` })
+  const reached = c.sealing.keyBackups.length - missed.length - held.length
+  await record(c, { event: 'erasure', period, keyId, reason: `retention (${rules.join(', ')}): identity destroyed in ${inKeyring ? 'the keyring' : 'the backups left (the keyring\'s was already)'}${c.sealing.keyBackups.length ? ` and ${reached} of ${c.sealing.keyBackups.length} backup(s)` : ''}${missed.length ? `; NOT in ${missed.join(', ')}` : ''}${held.length ? `; NOT in ${held.join(', ')}: a legal hold placed since the plan meets the period` : ''}` })
+  if (held.length > 0) return 'held'
   return missed.length === 0
 }
 
@@ -228,8 +239,15 @@ async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, 
     await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
     return false
   }
-  // The holds once more, after the record: one placed while it was written wins.
-  if (await heldNow()) {
+  // The holds once more, after the record: one placed while it was written wins. Unreadable now: not deleted, and said.
+  let heldSince: boolean
+  try {
+    heldSince = await heldNow()
+  } catch (err) {
+    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (the legal holds could not be read again: ${(err as Error).message})` })
+    throw err
+  }
+  if (heldSince) {
     await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (a legal hold placed since meets it)` })
     return 'held'
   }

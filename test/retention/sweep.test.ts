@@ -152,6 +152,29 @@ async function holdAdd (t: Test, s: Site, prefix: string, caseId: string, config
   t.equal(r.status, 0, `hold add ${prefix} (${r.stderr.trim()})`)
 }
 
+/**
+ * Another process holding dir's shared keyring lock (an upload being sealed
+ * there): once a sweep holds dir's exclusive lock and waits for it, it
+ * places a hold (the CLI), and only then lets go.
+ */
+function holdUnderLock (s: Site, dir: string, prefix: string, caseId: string): { said: () => string, exited: Promise<unknown> } {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { existsSync } from 'node:fs'
+    import { spawnSync } from 'node:child_process'
+    import { lockKeyring } from ${JSON.stringify(join(process.cwd(), 'dist/sealing/keyring.js'))}
+    const unlock = lockKeyring(${JSON.stringify(dir)}, 'shared')
+    process.stdout.write('locked\\n')
+    while (!existsSync(${JSON.stringify(join(dir, '.keyring.lock'))})) await new Promise((r) => setTimeout(r, 20))
+    const r = spawnSync(process.execPath, [${JSON.stringify(join(process.cwd(), 'dist/cli.js'))}, 'hold', 'add', '--config', ${JSON.stringify(s.config)}, '--path-prefix', ${JSON.stringify(prefix)}, '--case', ${JSON.stringify(caseId)}, '--reason', 'placed during the erasure'])
+    process.stdout.write('hold ' + r.status + '\\n')
+    unlock()
+  `], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let said = ''
+  child.stdout.on('data', (d: Buffer) => { said += d.toString() })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  return { said: () => said, exited }
+}
+
 /** `retention sweep --apply --confirm <phrase>` run by the command's own function, in this process. */
 async function sweepHere (s: Site, o: Partial<SweepOptions> = {}): Promise<Run> {
   let stdout = ''
@@ -657,28 +680,51 @@ t.test('a hold placed while the erasure waits for uploads being sealed wins: the
   // erasure holds the exclusive lock and waits for it, that process places
   // a hold on the period, and only then lets go: the hold is in before the
   // erasure could go on, whatever the machine's speed.
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `
-    import { existsSync } from 'node:fs'
-    import { spawnSync } from 'node:child_process'
-    import { lockKeyring } from ${JSON.stringify(join(process.cwd(), 'dist/sealing/keyring.js'))}
-    const unlock = lockKeyring(${JSON.stringify(s.keyring)}, 'shared')
-    process.stdout.write('locked\\n')
-    while (!existsSync(${JSON.stringify(join(s.keyring, '.keyring.lock'))})) await new Promise((r) => setTimeout(r, 20))
-    const r = spawnSync(process.execPath, [${JSON.stringify(join(process.cwd(), 'dist/cli.js'))}, 'hold', 'add', '--config', ${JSON.stringify(s.config)}, '--path-prefix', '/medicall/2016/01/', '--case', 'LATE-1', '--reason', 'placed during the erasure'])
-    process.stdout.write('hold ' + r.status + '\\n')
-    unlock()
-  `], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let said = ''
-  child.stdout.on('data', (d: Buffer) => { said += d.toString() })
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  await waitFor('the other process to hold the shared lock', () => said.includes('locked') ? true : undefined, { tries: 400, intervalMs: 50 })
+  const other = holdUnderLock(s, s.keyring, '/medicall/2016/01/', 'LATE-1')
+  await waitFor('the other process to hold the shared lock', () => other.said().includes('locked') ? true : undefined, { tries: 400, intervalMs: 50 })
   const { status, stdout } = await sweepHere(s, { drainMs: 120000 })
-  await exited
-  t.match(said, 'hold 0', 'the hold was placed')
+  await other.exited
+  t.match(other.said(), 'hold 0', 'the hold was placed')
   t.equal(status, 0, 'exit 0')
   t.match(stdout, 'period 2016-01: held since the plan (placed while uploads drained); kept')
   t.same(sorted(state(s)), sorted(before), 'no key destroyed, in the keyring or the backup')
   t.match((await events(t, s, 'erasure')).filter((e) => e.period === '2016-01'), [{ reason: /destroying the identity/ }, { reason: /NOT destroyed, a legal hold placed since the plan meets the period/ }], 'recorded: about to, then kept')
+})
+
+t.test('a hold placed while a key backup waits for its own uploads wins there too: that copy of the identity is kept, and recorded', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  // As a sweep with the backup volume not mounted leaves it: the keyring's identity destroyed, the backup's not.
+  eraseKey(s.keyring, '2016-01')
+  t.ok(existsSync(join(s.backup, '2016-01.key')), 'the backup still holds the identity')
+  const other = holdUnderLock(s, s.backup, '/medicall/2016/01/', 'LATE-B')
+  await waitFor('the other process to hold the backup\'s shared lock', () => other.said().includes('locked') ? true : undefined, { tries: 400, intervalMs: 50 })
+  const { status, stdout } = await sweepHere(s, { drainMs: 120000 })
+  await other.exited
+  t.match(other.said(), 'hold 0', 'the hold was placed')
+  t.equal(status, 0, 'exit 0')
+  t.match(stdout, 'period 2016-01: held since the plan')
+  t.ok(existsSync(join(s.backup, '2016-01.key')), 'the last copy of the identity is kept')
+  t.match((await events(t, s, 'erasure')).filter((e) => e.period === '2016-01').at(-1), { reason: /NOT in .*: a legal hold placed since the plan meets the period/ }, 'recorded')
+})
+
+t.test('the holds document gone while a deletion\'s audit record is written: the file stays, and the trail says it was NOT deleted after all', async (t) => {
+  const s = await makeSite({ periods: [], plain: [OLD_PLAIN] })
+  t.equal((await cli(s, 'hold', 'init')).status, 0, 'hold init')
+  let gone = false
+  let watcher: FSWatcher | undefined
+  const run = await sweepHere(s, {
+    source: s.root,
+    confirm: async (expected) => {
+      watcher = watch(join(s.audit, 'ops'), () => { if (!gone) { gone = true; rmSync(join(s.audit, 'legal-holds.json')) } })
+      return expected
+    }
+  }).catch((err: Error) => err)
+  watcher?.close()
+  t.ok(gone, 'removed while the record was written')
+  t.match(run, { message: /is gone since the plan was made/ }, 'the sweep stops, naming why')
+  t.ok(existsSync(join(s.root, OLD_PLAIN)), 'the recording is still on the share')
+  t.match((await events(t, s, 'erasure')).filter((r) => r.path === OLD_PLAIN), [{ reason: /deleted from the NAS/ }, { reason: /NOT deleted from the NAS after all \(the legal holds could not be read again/ }], 'the trail says so')
 })
 
 t.test('a key backup volume not mounted (an empty mount point): nothing is written there and no copy is claimed destroyed', async (t) => {

@@ -143,12 +143,22 @@ async function firstLineOf (h: fsp.FileHandle): Promise<string | null> {
   return nl === -1 ? null : text.slice(0, nl)
 }
 
-/** What an archive's rename falls back to on a file system without hard links (vfat, some FUSE and SMB mounts) says. */
+/** The codes link() fails with on a file system without hard links (vfat, some FUSE and SMB mounts): the archive is made by a rename then. */
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'])
 
 /** audit.jsonl is not (or no longer) the file the writer has open: nothing is written until it is put back. */
 function replacedError (file: string, how: string): Error {
   return Object.assign(new Error(`${file} was ${how} while the gateway had it open: no record is written until it is put back`), { code: 'EAUDITREPLACED' })
+}
+
+/** An archive name already taken: the trail is never archived over it. */
+function archiveTakenError (to: string): Error {
+  return Object.assign(new Error(`${to} exists already: the trail is not archived over it (move it aside for whoever investigates, and run nasguard audit verify)`), { code: 'EAUDITCHAIN' })
+}
+
+/** Two stats name one file (device and inode). */
+function sameFile (a: { dev: number, ino: number }, b: { dev: number, ino: number }): boolean {
+  return a.dev === b.dev && a.ino === b.ino
 }
 
 export class AuditWriter {
@@ -296,7 +306,7 @@ export class AuditWriter {
   private async finishRotation (st: { dev: number, ino: number }): Promise<boolean> {
     for (const name of (await fsp.readdir(this.opts.dir)).filter((f) => ARCHIVE.test(f))) {
       const a = await fsp.lstat(join(this.opts.dir, name)).catch(() => undefined)
-      if (a?.dev !== st.dev || a.ino !== st.ino) continue
+      if (a === undefined || !sameFile(a, st)) continue
       await fsp.unlink(this.file)
       return true
     }
@@ -305,7 +315,12 @@ export class AuditWriter {
 
   /** The file the writer has open, by device and inode. */
   private isOwn (st: { dev: number, ino: number }): boolean {
-    return st.dev === this.identity.dev && st.ino === this.identity.ino
+    return sameFile(st, this.identity)
+  }
+
+  /** The size this writer left the file at with its last group through this handle, if known. */
+  private knownSize (h: fsp.FileHandle): number | undefined {
+    return this.sizeAfter?.handle === h ? this.sizeAfter.size : undefined
   }
 
   /**
@@ -324,7 +339,7 @@ export class AuditWriter {
       await fsp.link(this.file, to)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? ''
-      if (code === 'EEXIST') throw Object.assign(new Error(`${to} exists already: the trail is not archived over it (move it aside for whoever investigates, and run nasguard audit verify)`), { code: 'EAUDITCHAIN' })
+      if (code === 'EEXIST') throw archiveTakenError(to)
       if (code === 'ENOENT') throw replacedError(this.file, 'removed')
       if (!NO_HARD_LINKS.has(code)) throw err
       await this.renameChecked(to)
@@ -340,7 +355,7 @@ export class AuditWriter {
 
   /** archive() without hard links: a rename, refused over an existing name and undone if it moved another file. */
   private async renameChecked (to: string): Promise<void> {
-    if (await fsp.lstat(to).then(() => true, () => false)) throw Object.assign(new Error(`${to} exists already: the trail is not archived over it (move it aside for whoever investigates, and run nasguard audit verify)`), { code: 'EAUDITCHAIN' })
+    if (await fsp.lstat(to).then(() => true, () => false)) throw archiveTakenError(to)
     await fsp.rename(this.file, to)
     if (this.isOwn(await fsp.lstat(to))) return
     await fsp.rename(to, this.file).catch(() => {})
@@ -440,7 +455,7 @@ export class AuditWriter {
     const h = this.handle
     // Cut or written to since this writer's last group (copytruncate before
     // the day's first group): refused, not archived as the chain's.
-    if (h) await this.stillTheFile(this.sizeAfter?.handle === h ? this.sizeAfter.size : undefined)
+    if (h) await this.stillTheFile(this.knownSize(h))
     this.handle = null
     if (h) { try { await h.sync() } finally { await h.close() } }
     await this.archive(join(this.opts.dir, archiveName(this.activeFirstSeq)))
@@ -481,11 +496,11 @@ export class AuditWriter {
       // Before the write too, not only after the fsync: a group made durable
       // in a file moved away, even if taken back then, can be copied first
       // (a backup, logrotate's compress) and carry records nobody was told of.
-      await this.stillTheFile(this.sizeAfter?.handle === h ? this.sizeAfter.size : undefined)
+      await this.stillTheFile(this.knownSize(h))
       // The length to roll back to is that of the file actually written
       // (after a reopen or a rotation it is not what memory said before).
       // Known from our own last write on this very handle; otherwise asked.
-      const startSize = this.sizeAfter?.handle === h ? this.sizeAfter.size : (await h.stat()).size
+      const startSize = this.knownSize(h) ?? (await h.stat()).size
       this.sizeAfter = null
       if (startSize === 0) {
         this.activeFirstSeq = before.seq + 1

@@ -234,9 +234,12 @@ async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, 
     return false
   }
   await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): deleted from the NAS` })
+  const recordNotDeleted = async (why: string): Promise<void> => {
+    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
+  }
   const notDeleted = async (why: string): Promise<false> => {
     problems.push(`a recording was not deleted: ${why}`)
-    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (${why})` })
+    await recordNotDeleted(why)
     return false
   }
   // The holds once more, after the record: one placed while it was written wins. Unreadable now: not deleted, and said.
@@ -244,11 +247,11 @@ async function deleteRecorded (c: Readonly<Config>, root: string, f: PlainFile, 
   try {
     heldSince = await heldNow()
   } catch (err) {
-    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (the legal holds could not be read again: ${(err as Error).message})` })
+    await recordNotDeleted(`the legal holds could not be read again: ${(err as Error).message}`)
     throw err
   }
   if (heldSince) {
-    await record(c, { event: 'erasure', path: f.path, reason: `retention (${f.rule}): NOT deleted from the NAS after all (a legal hold placed since meets it)` })
+    await recordNotDeleted('a legal hold placed since meets it')
     return 'held'
   }
   // The deletion goes through the directory opened and checked, not through the path again: its directory is

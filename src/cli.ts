@@ -344,9 +344,10 @@ function certCommands (cert: Command): void {
     .option('--crl-url <url>', 'CRL distribution point to put in certificates')
     .option('--force', 'overwrite an existing server certificate (and, with --new-ca, the CA)', false)
     .option('--new-ca', 'with --force: replace an existing CA (every client certificate it issued stops working; to renew the server certificate, use cert renew)', false)
-    .action(certAction(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean, newCa: boolean }) => {
+    .option('--key-type <type>', 'the server certificate\'s key: ecdsa (P-256) or rsa (2048 bits, for clients without ECDSA)', 'ecdsa')
+    .action(certAction(async (o: { host: string[], dir: string, days: string, crlUrl?: string, force: boolean, newCa: boolean, keyType: string }) => {
       refuseForeignOwner([o.dir], 'cert init')
-      out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, newCa: o.newCa, crlUrl: o.crlUrl }) + '\n')
+      out((await commands()).certInit({ dir: o.dir, hosts: o.host, days: Number(o.days), force: o.force, newCa: o.newCa, crlUrl: o.crlUrl, keyType: o.keyType }) + '\n')
       return 0
     }))
   cert.command('renew').description('a new server certificate signed by the existing CA (same names unless --host); replaces server.crt/.key atomically')
@@ -354,9 +355,10 @@ function certCommands (cert: Command): void {
     .option('--days <n>', 'lifetime (at most 397)', '397')
     .option('--host <name>', 'a DNS name or IP address (repeat for more; default: the names of the current server.crt)', collect)
     .option('--crl-url <url>', 'CRL distribution point (default: the current certificate\'s)')
-    .action(certAction(async (o: { dir: string, days: string, host?: string[], crlUrl?: string }) => {
+    .option('--key-type <type>', 'ecdsa (P-256) or rsa (2048 bits) (default: the current certificate\'s, else ecdsa)')
+    .action(certAction(async (o: { dir: string, days: string, host?: string[], crlUrl?: string, keyType?: string }) => {
       refuseForeignOwner([o.dir], 'cert renew')
-      out((await commands()).certRenew({ dir: o.dir, hosts: o.host ?? [], days: Number(o.days), crlUrl: o.crlUrl }) + '\n')
+      out((await commands()).certRenew({ dir: o.dir, hosts: o.host ?? [], days: Number(o.days), crlUrl: o.crlUrl, keyType: o.keyType }) + '\n')
       return 0
     }))
   cert.command('crl').description('re-sign the revocation list (certs/ca.crl) with the same entries and a new nextUpdate')

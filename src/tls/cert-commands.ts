@@ -13,8 +13,9 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import {
-  MAX_SERVER_CERT_DAYS, buildCrl, certPaths, createCa, crlUrls, describeCertificates, issueClientCert,
-  issueServerCert, replaceFiles, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry
+  MAX_SERVER_CERT_DAYS, SERVER_KEY_TYPES, buildCrl, certPaths, createCa, crlUrls, describeCertificates, issueClientCert,
+  issueServerCert, replaceFiles, serverKeyType, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
+  type ServerKeyType
 } from './certificates.js'
 import { ClientCrls } from './client-crl.js'
 
@@ -67,10 +68,17 @@ function checkHosts (hosts: string[]): void {
   }
 }
 
-export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean, newCa?: boolean, crlUrl?: string }): string {
+/** --key-type: ecdsa or rsa. */
+function checkKeyType (keyType: string | undefined): ServerKeyType | undefined {
+  if (keyType === undefined || (SERVER_KEY_TYPES as readonly string[]).includes(keyType)) return keyType as ServerKeyType | undefined
+  throw new CertUsageError(`--key-type ${JSON.stringify(keyType)} is not one of ${SERVER_KEY_TYPES.join(', ')}`)
+}
+
+export function certInit (opts: { dir: string, hosts: string[], days: number, force: boolean, newCa?: boolean, crlUrl?: string, keyType?: string }): string {
   if (opts.hosts.length === 0) throw new CertUsageError('cert init needs at least one --host')
   checkDays(opts.days, MAX_SERVER_CERT_DAYS)
   checkHosts(opts.hosts)
+  const keyType = checkKeyType(opts.keyType)
   const p = certPaths(opts.dir)
   refuseOverwrite([p.caCert, p.caKey, p.serverCert, p.serverKey], opts.force)
   const caFiles = [p.caCert, p.caKey].filter((f) => existsSync(f))
@@ -86,7 +94,7 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
   writeFileSync(p.caCert, ca.certPem, { mode: 0o644 })
   let server: KeyAndCert
   try {
-    server = issueServerCert(ca, opts.hosts, opts.days, { crlUrl: opts.crlUrl })
+    server = issueServerCert(ca, opts.hosts, opts.days, { crlUrl: opts.crlUrl, keyType })
   } catch (err) {
     throw new CertCommandError((err as Error).message)
   }
@@ -184,8 +192,9 @@ function revocations (dir: string, ca: KeyAndCert): { revoked: RevokedEntry[], p
  * server.crt and server.key atomically, so a running gateway's watcher
  * picks it up whole.
  */
-export function certRenew (opts: { dir: string, hosts: string[], days: number, crlUrl?: string }): string {
+export function certRenew (opts: { dir: string, hosts: string[], days: number, crlUrl?: string, keyType?: string }): string {
   checkDays(opts.days, MAX_SERVER_CERT_DAYS)
+  let keyType = checkKeyType(opts.keyType)
   const ca = readCa(opts.dir)
   const p = certPaths(opts.dir)
   const current = existsSync(p.serverCert) ? readFileSync(p.serverCert, 'utf8') : undefined
@@ -195,6 +204,8 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
     try {
       if (hosts.length === 0) hosts = serverNames(current)
       crlUrl ??= crlUrls(current)[0]
+      // An RSA certificate stays RSA (chosen for clients without ECDSA) unless --key-type says otherwise.
+      keyType ??= serverKeyType(current)
     } catch (err) {
       throw new CertCommandError(`${p.serverCert}: ${(err as Error).message} (give the names with --host)`)
     }
@@ -205,7 +216,7 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
   let server: KeyAndCert
   try {
     if (!caCert.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error(`${p.caKey} does not belong to ${p.caCert}`)
-    server = issueServerCert(ca, hosts, opts.days, { crlUrl })
+    server = issueServerCert(ca, hosts, opts.days, { crlUrl, keyType })
   } catch (err) {
     throw new CertCommandError((err as Error).message)
   }
@@ -263,6 +274,7 @@ export function showCertificate (file: string, now = Date.now()): string {
       `  issuer:      ${s.issuer}`,
       ...(s.dns.length ? [`  DNS names:   ${s.dns.join(', ')}`] : []),
       ...(s.ips.length ? [`  IP addresses: ${s.ips.join(', ')}`] : []),
+      `  key:         ${s.key}`,
       `  valid:       ${s.notBefore} to ${s.notAfter} (${s.daysLeft} days left)`,
       `  serial:      ${s.serial}${s.isCa ? ' (CA)' : ''}`,
       `  SHA-256:     ${s.fingerprint256}`

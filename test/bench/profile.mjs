@@ -137,6 +137,6 @@ const idle = areas.get('idle') ?? 0
 const busyUs = total - idle
 console.log(`\nprofile${files.length > 1 ? `s of ${files.length} processes` : ''} ${files.join(', ')}: ${(total / 1e6).toFixed(1)} s sampled under load (startup left out), ${(100 - idle / total * 100).toFixed(0)}% busy, ${(busyUs / requests).toFixed(0)} µs of CPU per request`)
 console.log('top self time:')
-for (const [l, us] of [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, 30)) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${l}`)
+for (const [l, us] of [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.BENCH_TOP ?? 30))) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${l}`)
 console.log('\nby area (self time charged to the nearest known caller; µs of CPU per request):')
 for (const [a, us] of [...areas].sort((x, y) => y[1] - x[1])) console.log(`${(us / total * 100).toFixed(1).padStart(6)}%  ${(us / requests).toFixed(1).padStart(6)} µs  ${a}`)

@@ -4,20 +4,22 @@
 import { existsSync, mkdtempSync, renameSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createCa, issueServerCert, writeKeyFile } from '../../src/tls/certificates.js'
+import { createCa, issueServerCert, writeKeyFile, type ServerKeyType } from '../../src/tls/certificates.js'
 
-let certCache: { dir: string, ca: string, cert: string, key: string } | undefined
+const certCache = new Map<ServerKeyType, { dir: string, ca: string, cert: string, key: string }>()
 
 /**
- * A CA and a localhost server certificate, shared by every test process of
+ * A CA and a localhost server certificate (its key ECDSA P-256, as `cert
+ * init` makes it, or RSA-2048), shared by every test process of
  * this user on this day (two RSA-2048 keys are about 0.6 s of CPU, and
  * about 50 test files want them). Made in a private directory and renamed
  * into place, so a process sees all four files or none; a directory another
  * user made, or one left incomplete, is not used.
  */
-export function testCerts (): { dir: string, ca: string, cert: string, key: string } {
-  if (certCache) return certCache
-  const dir = join(tmpdir(), `nasguard-test-certs-${process.getuid?.() ?? 0}-${new Date().toISOString().slice(0, 10)}`)
+export function testCerts (keyType: ServerKeyType = 'ecdsa'): { dir: string, ca: string, cert: string, key: string } {
+  const cached = certCache.get(keyType)
+  if (cached) return cached
+  const dir = join(tmpdir(), `nasguard-test-certs-${keyType}-${process.getuid?.() ?? 0}-${new Date().toISOString().slice(0, 10)}`)
   const paths = { dir, ca: join(dir, 'ca.crt'), cert: join(dir, 'server.crt'), key: join(dir, 'server.key') }
   const usable = (): boolean => {
     try {
@@ -30,7 +32,7 @@ export function testCerts (): { dir: string, ca: string, cert: string, key: stri
   if (!usable()) {
     const tmp = mkdtempSync(join(tmpdir(), 'nasguard-certs-'))
     const ca = createCa('nasguard test CA')
-    const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
+    const server = issueServerCert(ca, ['localhost', '127.0.0.1'], undefined, { keyType })
     writeKeyFile(join(tmp, 'ca.key'), ca.keyPem)
     writeKeyFile(join(tmp, 'server.key'), server.keyPem)
     writeKeyFile(join(tmp, 'server.crt'), server.certPem)
@@ -43,6 +45,6 @@ export function testCerts (): { dir: string, ca: string, cert: string, key: stri
     }
     if (!usable()) throw new Error(`the shared test certificates in ${dir} are not usable (another owner, or incomplete): remove it`)
   }
-  certCache = paths
+  certCache.set(keyType, paths)
   return paths
 }

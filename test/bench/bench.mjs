@@ -15,7 +15,7 @@
 // BENCH_VARIANT (JSON config overrides: adds "nasguard (variant)"; null deletes a key),
 // BENCH_COMPARE (another checkout, built, or a comma list of them: each runs its dist/cli.js beside this one),
 // BENCH_PEERS (comma list to keep: nginx-auth,nginx,caddy,bare), BENCH_OUT (results JSON file),
-// BENCH_SERVER_KEY=ecdsa (every target's certificate ECDSA P-256 instead of RSA-2048),
+// BENCH_SERVER_KEY=rsa (every target's certificate RSA-2048 instead of ECDSA P-256, cert init's default),
 // BENCH_SEALED=1 (adds "nasguard (sealed)": the same files sealed on the NAS, sealing.mode require,
 // and prints the sealed/plain ratios and the decryption MB/s of one core).
 // Every table also prints nasguard's ratio to the bare Node proxy: what its features cost.

@@ -1,6 +1,6 @@
 // What every bench script prepares: the fixture recordings, a certificate,
 // a JWT secret and a token, and a wait until a URL answers 200.
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { closeSync, ftruncateSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
@@ -43,23 +43,20 @@ export function writeFixtures (dir, names) {
 }
 
 /**
- * A server certificate (RSA-2048 from nasguard's CA, as `cert init` makes;
- * or, with BENCH_SERVER_KEY=ecdsa, an ECDSA P-256 one from openssl, to
- * measure what the key type costs every peer), a JWT secret file and a
- * token with recordings:read (6 hours).
+ * A server certificate from nasguard's CA, as `cert init` makes it: ECDSA
+ * P-256, or RSA-2048 with BENCH_SERVER_KEY=rsa (to measure what the key type
+ * costs every peer); a JWT secret file and a token with recordings:read
+ * (6 hours).
  */
 export function credentials (dir) {
   const cert = join(dir, 'server.crt')
   const key = join(dir, 'server.key')
-  if (process.env.BENCH_SERVER_KEY === 'ecdsa') {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
-      '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' })
-  } else {
-    const ca = createCa('bench CA')
-    const server = issueServerCert(ca, ['localhost', '127.0.0.1'])
-    writeKeyFile(key, server.keyPem)
-    writeFileSync(cert, server.certPem)
-  }
+  const keyType = process.env.BENCH_SERVER_KEY ?? 'ecdsa'
+  if (keyType !== 'ecdsa' && keyType !== 'rsa') throw new Error(`BENCH_SERVER_KEY=${keyType}: ecdsa or rsa`)
+  const ca = createCa('bench CA')
+  const server = issueServerCert(ca, ['localhost', '127.0.0.1'], undefined, { keyType })
+  writeKeyFile(key, server.keyPem)
+  writeFileSync(cert, server.certPem)
   const secret = 'b'.repeat(48)
   const secretFile = join(dir, 'jwt.secret')
   writeFileSync(secretFile, secret)

@@ -17,7 +17,7 @@ export function elapsedMs (since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
 }
 
-type RawRequest = FastifyRequest['raw'] & { stream?: { aborted: boolean, closed: boolean, errored: Error | null, bufferSize: number } }
+type RawRequest = FastifyRequest['raw'] & { stream?: { aborted: boolean, closed: boolean, errored: Error | null, bufferSize: number, once: (event: 'aborted', listener: () => void) => void, destroy: () => void } }
 
 /**
  * Bytes written for the client that it has not taken: in its HTTP/2
@@ -95,6 +95,12 @@ export class Deliveries {
     request.ng = state
     reply.raw.once('close', () => this.finished(request, reply))
     const raw = request.raw as RawRequest
+    // An HTTP/2 client that resets its stream with NO_ERROR before the
+    // response ended has left as surely as one that says CANCEL, but Node
+    // keeps such a stream (its response's writes wait for ever): it is
+    // ended here, so that the response closes and the NAS request goes.
+    const stream = raw.stream
+    if (stream) stream.once('aborted', () => { stream.destroy() })
     // Only a response queued behind another (pipelined) has no socket yet; Node closes one that has.
     const res = reply.raw as unknown as ServerResponse
     if (raw.stream === undefined && raw.socket && !res.socket) closeWithConnection(raw.socket, res)

@@ -14,7 +14,7 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import {
   MAX_SERVER_CERT_DAYS, SERVER_KEY_TYPES, buildCrl, certPaths, createCa, crlUrls, describeCertificates, issueClientCert,
-  issueServerCert, replaceFiles, serverKeyType, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
+  issueServerCert, keyDescription, replaceFiles, serverKeyType, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
   type ServerKeyType
 } from './certificates.js'
 import { ClientCrls } from './client-crl.js'
@@ -185,6 +185,16 @@ function revocations (dir: string, ca: KeyAndCert): { revoked: RevokedEntry[], p
   return { revoked, previous: { nextUpdate: next.length > 0 ? Math.min(...next) : undefined } }
 }
 
+/** The certificate in a PEM text, or undefined for none or one OpenSSL cannot read. */
+function readable (pem: string | undefined): X509Certificate | undefined {
+  if (pem === undefined) return undefined
+  try {
+    return new X509Certificate(pem)
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * A new server certificate (and key) for the same names, or --host, signed
  * by the CA already in the directory: clients that trust ca.crt accept it,
@@ -204,11 +214,11 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
     try {
       if (hosts.length === 0) hosts = serverNames(current)
       crlUrl ??= crlUrls(current)[0]
-      // An RSA certificate stays RSA (chosen for clients without ECDSA) unless --key-type says otherwise.
-      keyType ??= serverKeyType(current)
     } catch (err) {
-      throw new CertCommandError(`${p.serverCert}: ${(err as Error).message} (give the names with --host)`)
+      throw new CertCommandError(`${p.serverCert}: ${(err as Error).message} (give the names with --host${crlUrl === undefined ? ' and any CRL distribution point with --crl-url' : ''})`)
     }
+    // An RSA certificate stays RSA (chosen for clients without ECDSA) unless --key-type says otherwise.
+    keyType ??= serverKeyType(current)
   }
   if (hosts.length === 0) throw new CertCommandError(current === undefined ? `no ${p.serverCert}: give the names with --host` : `${p.serverCert} names no DNS name or IP address: give them with --host`)
   checkHosts(hosts)
@@ -224,17 +234,19 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
     { file: p.serverKey, data: server.keyPem, mode: 0o600 },
     { file: p.serverCert, data: server.certPem, mode: 0o644 }
   ])
-  const previous = current === undefined ? undefined : new X509Certificate(current)
+  const previous = readable(current)
   const lines = [
     `server:   ${p.serverCert} (key ${p.serverKey}, 0600): a new certificate and key for ${hosts.join(', ')}, valid ${opts.days} days`,
     `signed by the CA in ${p.caCert} (unchanged: clients that trust it accept the new certificate, and client certificates it issued stay valid)`
   ]
+  if (current !== undefined && !previous) lines.push(`replaced: a ${p.serverCert} OpenSSL could not read`)
   if (previous) {
     lines.push(`replaced: the certificate valid until ${new Date(previous.validTo).toISOString()} (SHA-256 ${previous.fingerprint256})`)
     if (!previous.checkIssued(caCert) || !previous.verify(caCert.publicKey)) lines.push(`note:     the replaced certificate was issued by ${previous.issuer.replace(/\n/g, ', ')}, not by this CA: clients must trust ${p.caCert}`)
   }
-  if (crlUrl) lines.push(`CRL distribution point: ${crlUrl}`)
   const newLeaf = new X509Certificate(server.certPem)
+  if (previous && keyDescription(previous) !== keyDescription(newLeaf)) lines.push(`note:     the key is now ${keyDescription(newLeaf)}, not ${keyDescription(previous)} as before${opts.keyType === undefined ? ' (nasguard makes ECDSA P-256 or RSA 2048 keys: --key-type)' : ''}`)
+  if (crlUrl) lines.push(`CRL distribution point: ${crlUrl}`)
   if (Date.parse(caCert.validTo) < Date.parse(newLeaf.validTo)) lines.push(`WARNING:  the CA expires on ${new Date(caCert.validTo).toISOString()}, before this certificate; clients will refuse it from then on`)
   lines.push('A gateway whose tls.cert and tls.key are these files reloads them by itself (tls.watch), or on SIGHUP.', '', showCertificate(p.serverCert))
   return lines.join('\n')

@@ -146,6 +146,9 @@ export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SER
   if (hosts.length === 0) throw new Error('a server certificate needs at least one host')
   if (days > MAX_SERVER_CERT_DAYS) throw new Error(`a server certificate is valid at most ${MAX_SERVER_CERT_DAYS} days`)
   const keyType = opts.keyType ?? 'ecdsa'
+  const caCert = new X509Certificate(ca.certPem)
+  // node-forge signs with RSA only.
+  if (caCert.publicKey.asymmetricKeyType !== 'rsa') throw new Error(`the CA's key is ${keyDescription(caCert)}: a CA that signs nasguard's certificates has an RSA key`)
   const { keyPem, certPem } = signCertificate([{ name: 'commonName', value: hosts[0] }], days, [
     { name: 'basicConstraints', cA: false, critical: true },
     keyType === 'ecdsa' ? EC_LEAF_USAGE : LEAF_USAGE,
@@ -154,15 +157,23 @@ export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SER
     { name: 'subjectAltName', altNames: hosts.map((h) => isIP(h) ? { type: 7, ip: h } : { type: 2, value: h }) },
     ...crlDistributionPoint(opts.crlUrl)
   ], ca, keyType)
-  // Checked by OpenSSL, not forge: signed by the CA, and for this key.
+  // Checked by OpenSSL, not forge: issued by the CA (its name and key
+  // identifier; forge re-encodes some names), signed by it, and for this key.
   const x = new X509Certificate(certPem)
-  if (!x.verify(new X509Certificate(ca.certPem).publicKey) || !x.checkPrivateKey(createPrivateKey(keyPem))) throw new Error('the new server certificate does not verify: not written')
+  if (!x.checkIssued(caCert) || !x.verify(caCert.publicKey) || !x.checkPrivateKey(createPrivateKey(keyPem))) {
+    throw new Error(`a server certificate made under this CA (${caCert.subject.replace(/\n/g, ', ')}) does not chain to it (node-forge re-encodes some names: a CA with UTF-8 or multi-valued names cannot be used here)`)
+  }
   return { keyPem, certPem }
 }
 
 /** A certificate's key as `cert show` names it: "ECDSA P-256", "RSA 2048". */
 export function keyDescription (x: X509Certificate): string {
-  const k = x.publicKey
+  let k
+  try {
+    k = x.publicKey
+  } catch {
+    return 'unknown (OpenSSL cannot read it)'
+  }
   const d = k.asymmetricKeyDetails ?? {}
   if (k.asymmetricKeyType === 'ec') return `ECDSA ${d.namedCurve === 'prime256v1' ? 'P-256' : d.namedCurve === 'secp384r1' ? 'P-384' : d.namedCurve ?? ''}`.trim()
   if (k.asymmetricKeyType === 'rsa' || k.asymmetricKeyType === 'rsa-pss') return `${k.asymmetricKeyType.toUpperCase()} ${d.modulusLength ?? ''}`.trim()
@@ -171,7 +182,12 @@ export function keyDescription (x: X509Certificate): string {
 
 /** The key type of a server certificate (`cert renew` keeps it): undefined for one nasguard would not issue. */
 export function serverKeyType (certPem: string): ServerKeyType | undefined {
-  const type = new X509Certificate(certPem).publicKey.asymmetricKeyType
+  let type
+  try {
+    type = new X509Certificate(certPem).publicKey.asymmetricKeyType
+  } catch {
+    return undefined
+  }
   return type === 'ec' ? 'ecdsa' : type === 'rsa' ? 'rsa' : undefined
 }
 

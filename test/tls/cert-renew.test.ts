@@ -6,7 +6,8 @@
 // `npm run build` first) against a gateway on real sockets.
 import t from 'tap'
 import { X509Certificate, createPrivateKey } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
 import { request as httpsRequest } from 'node:https'
 import { connect as tlsConnect } from 'node:tls'
 import { tmpdir } from 'node:os'
@@ -187,6 +188,58 @@ t.test('the server key: ECDSA P-256 by default, RSA on request, and renew keeps 
   t.notOk(existsSync(join(work, 'bad')), 'nothing made for a bad --key-type')
   const after = snapshot(ecDir)
   for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `a refused renew leaves ${f} alone`)
+})
+
+/** openssl, quietly: the certificates nasguard did not make. */
+function openssl (args: string[]): void {
+  execFileSync('openssl', args, { stdio: 'ignore' })
+}
+
+t.test('cert renew with what an operator may have put in the directory', async (t) => {
+  const work = tmp('nasguard-renew-')
+  const fresh = (name: string): string => {
+    const dir = join(work, name)
+    certInit({ dir, hosts: ['gw.example.test'], days: 397, force: false })
+    return dir
+  }
+
+  // A server.crt nothing can read: with --host and --crl-url it is renewed all the same.
+  const garbled = fresh('garbled')
+  writeFileSync(join(garbled, 'server.crt'), 'not a certificate\n')
+  const recovered = await runCli(['cert', 'renew', '--dir', garbled, '--host', 'gw.example.test', '--crl-url', 'http://pki.lan/a.crl'])
+  t.equal(recovered.status, 0, `an unreadable server.crt is replaced when --host and --crl-url are given: ${recovered.stderr}`)
+  t.equal(keyOf(join(garbled, 'server.crt')), 'ec prime256v1', 'with an ECDSA key')
+  t.match(recovered.stdout, /replaced: a .*server\.crt OpenSSL could not read/, 'and it says what it replaced')
+  const stuck = await runCli(['cert', 'renew', '--dir', fresh('garbled-no-host')])
+  t.equal(stuck.status, 0, 'a readable one needs nothing')
+  writeFileSync(join(work, 'garbled-no-host', 'server.crt'), 'not a certificate\n')
+  const noHost = await runCli(['cert', 'renew', '--dir', join(work, 'garbled-no-host')])
+  t.equal(noHost.status, 1, 'an unreadable server.crt without --host: exit 1')
+  t.match(noHost.stderr, /give the names with --host and any CRL distribution point with --crl-url/, 'saying what to give')
+
+  // A P-384 key (not one nasguard makes): renewed as P-256, and said so.
+  const p384 = fresh('p384')
+  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp384r1', '-nodes', '-keyout', join(p384, 'server.key'), '-out', join(p384, 'server.crt'), '-days', '30', '-subj', '/CN=gw.example.test', '-addext', 'subjectAltName=DNS:gw.example.test'])
+  const fromP384 = await runCli(['cert', 'renew', '--dir', p384])
+  t.equal(fromP384.status, 0, fromP384.stderr)
+  t.match(fromP384.stdout, /note: +the key is now ECDSA P-256, not ECDSA P-384 as before/, 'a key of another kind is named as changed')
+
+  // CAs nasguard cannot sign with, or whose names forge would re-encode: refused, nothing written.
+  const cas: Array<{ name: string, make: (dir: string) => void, says: RegExp }> = [
+    { name: 'an EC CA', make: (dir) => { openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-days', '30', '-subj', '/CN=EC CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']) }, says: /the CA's key is ECDSA P-256: a CA that signs nasguard's certificates has an RSA key/ },
+    { name: 'a CA with a UTF-8 name', make: (dir) => { openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-utf8', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-days', '30', '-subj', '/CN=Ümlaut CA/O=Ä', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']) }, says: /does not chain to it/ }
+  ]
+  for (const c of cas) {
+    const dir = fresh(c.name.replace(/\W+/g, '-'))
+    c.make(dir)
+    const before = snapshot(dir)
+    const r = await runCli(['cert', 'renew', '--dir', dir])
+    t.equal(r.status, 1, `${c.name}: exit 1`)
+    t.match(r.stderr, c.says, `${c.name}: says why`)
+    t.notMatch(r.stderr, /\n\s+at /, `${c.name}: no stack trace`)
+    const after = snapshot(dir)
+    for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `${c.name}: ${f} untouched`)
+  }
 })
 
 t.test('cert init --force refuses to replace the CA without --new-ca', async (t) => {

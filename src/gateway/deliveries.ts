@@ -17,7 +17,18 @@ export function elapsedMs (since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100
 }
 
-type RawRequest = FastifyRequest['raw'] & { stream?: { aborted: boolean, closed: boolean, errored: Error | null, bufferSize: number, once: (event: 'aborted', listener: () => void) => void, destroy: () => void } }
+type RawRequest = FastifyRequest['raw'] & {
+  stream?: {
+    aborted: boolean
+    closed: boolean
+    destroyed: boolean
+    writableFinished: boolean
+    errored: Error | null
+    bufferSize: number
+    once: (event: 'aborted' | 'end', listener: () => void) => void
+    destroy: () => void
+  }
+}
 
 /**
  * Bytes written for the client that it has not taken: in its HTTP/2
@@ -75,6 +86,22 @@ function delivery (request: FastifyRequest, reply: FastifyReply): { complete: bo
   return { complete: false, bytes: taken(request, reply) }
 }
 
+/**
+ * An HTTP/2 client that resets its stream with NO_ERROR before it had the
+ * whole response has left as surely as one that says CANCEL, but Node
+ * destroys only the latter: the former's stream stays, closed, with its
+ * response's bytes queued for ever (and with them its admission, its NAS
+ * request and its place among the connection's streams). Node says so with
+ * 'aborted' when the response was not yet ended, and otherwise only by
+ * ending the request side: either way, a stream closed with bytes it can
+ * no longer send is destroyed here, so that the response closes.
+ */
+function endWhenReset (stream: NonNullable<RawRequest['stream']>): void {
+  const reset = (): void => { if (stream.closed && !stream.destroyed && !stream.writableFinished) stream.destroy() }
+  stream.once('aborted', reset)
+  stream.once('end', reset)
+}
+
 export class Deliveries {
   /** Responses of fetches in flight (access record written, not yet completed). */
   private readonly fetching = new Set<FastifyReply>()
@@ -95,12 +122,7 @@ export class Deliveries {
     request.ng = state
     reply.raw.once('close', () => this.finished(request, reply))
     const raw = request.raw as RawRequest
-    // An HTTP/2 client that resets its stream with NO_ERROR before the
-    // response ended has left as surely as one that says CANCEL, but Node
-    // keeps such a stream (its response's writes wait for ever): it is
-    // ended here, so that the response closes and the NAS request goes.
-    const stream = raw.stream
-    if (stream) stream.once('aborted', () => { stream.destroy() })
+    if (raw.stream) endWhenReset(raw.stream)
     // Only a response queued behind another (pipelined) has no socket yet; Node closes one that has.
     const res = reply.raw as unknown as ServerResponse
     if (raw.stream === undefined && raw.socket && !res.socket) closeWithConnection(raw.socket, res)

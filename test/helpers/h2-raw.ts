@@ -28,6 +28,8 @@ export interface H2StreamRequest {
    * them under 16384 bytes), the last with END_STREAM.
    */
   data?: Buffer[]
+  /** RST_STREAM with this error code, in the same write as the request (a client that drops the stream at once). */
+  resetWith?: number
 }
 
 export interface H2StreamResult {
@@ -210,6 +212,11 @@ function requestFrames (streamId: number, req: H2StreamRequest): Buffer {
   const endOnHeaders = req.endStream ?? data.length === 0
   const frames = headerFrames(streamId, encodeHeaderBlock(req.headers), endOnHeaders)
   data.forEach((d, i) => frames.push(frame(T.DATA, i === data.length - 1 ? F.END_STREAM : 0, streamId, d)))
+  if (req.resetWith !== undefined) {
+    const code = Buffer.alloc(4)
+    code.writeUInt32BE(req.resetWith, 0)
+    frames.push(frame(T.RST_STREAM, 0, streamId, code))
+  }
   return Buffer.concat(frames)
 }
 

@@ -14,7 +14,7 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import {
   MAX_SERVER_CERT_DAYS, SERVER_KEY_TYPES, buildCrl, certPaths, createCa, crlUrls, describeCertificates, issueClientCert,
-  issueServerCert, keyDescription, replaceFiles, serverKeyType, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
+  crlUrlProblem, issueServerCert, keyDescription, replaceFiles, serverKeyType, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
   type ServerKeyType
 } from './certificates.js'
 import { ClientCrls } from './client-crl.js'
@@ -79,6 +79,9 @@ export function certInit (opts: { dir: string, hosts: string[], days: number, fo
   checkDays(opts.days, MAX_SERVER_CERT_DAYS)
   checkHosts(opts.hosts)
   const keyType = checkKeyType(opts.keyType)
+  // Before anything is written: a CA made for a server certificate that is then refused would stay behind.
+  const crlProblem = opts.crlUrl === undefined ? undefined : crlUrlProblem(opts.crlUrl)
+  if (crlProblem) throw new CertUsageError(`--crl-url: ${crlProblem}`)
   const p = certPaths(opts.dir)
   refuseOverwrite([p.caCert, p.caKey, p.serverCert, p.serverKey], opts.force)
   const caFiles = [p.caCert, p.caKey].filter((f) => existsSync(f))

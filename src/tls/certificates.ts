@@ -136,9 +136,15 @@ export function createCa (commonName: string, days = 3650): KeyAndCert {
 /** Where clients can fetch the CA's revocation list (a cRLDistributionPoints extension, RFC 5280 §4.2.1.13). */
 export interface IssueOptions { crlUrl?: string }
 
+/** Why a CRL distribution point cannot go into a certificate, or undefined when it can. */
+export function crlUrlProblem (crlUrl: string): string | undefined {
+  return /^https?:\/\/[^\s]+$/.test(crlUrl) ? undefined : `not an http(s) URL: ${crlUrl}`
+}
+
 function crlDistributionPoint (crlUrl: string | undefined): object[] {
   if (!crlUrl) return []
-  if (!/^https?:\/\/[^\s]+$/.test(crlUrl)) throw new Error(`not an http(s) URL: ${crlUrl}`)
+  const problem = crlUrlProblem(crlUrl)
+  if (problem) throw new Error(problem)
   return [{ name: 'cRLDistributionPoints', altNames: [{ type: 6, value: crlUrl }] }]
 }
 

@@ -186,6 +186,10 @@ t.test('the server key: ECDSA P-256 by default, RSA on request, and renew keeps 
     t.match(bad.stderr, /--key-type "[^"]+" is not one of ecdsa, rsa/, 'naming the option and the choices')
   }
   t.notOk(existsSync(join(work, 'bad')), 'nothing made for a bad --key-type')
+  const badCrl = await runCli(['cert', 'init', '--host', 'localhost', '--dir', join(work, 'badcrl'), '--crl-url', 'ftp://pki.lan/ca.crl'])
+  t.equal(badCrl.status, 2, 'init --crl-url ftp://…: a usage error')
+  t.match(badCrl.stderr, /--crl-url: not an http\(s\) URL: ftp:\/\/pki\.lan\/ca\.crl/, 'naming the option')
+  t.notOk(existsSync(join(work, 'badcrl', 'ca.key')), 'and no CA left behind to block the next init')
   const after = snapshot(ecDir)
   for (const [f, bytes] of before) t.ok(bytes.equals(after.get(f) as Buffer), `a refused renew leaves ${f} alone`)
 })

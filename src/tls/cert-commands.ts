@@ -8,7 +8,7 @@
 // atomically (temporary file, then rename), so its watcher never loads half
 // a file; the CA itself is never replaced but by `cert init --force --new-ca`.
 import { makeDir } from '../files/ownership.js'
-import { X509Certificate, createPrivateKey } from 'node:crypto'
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto'
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
@@ -188,6 +188,15 @@ function revocations (dir: string, ca: KeyAndCert): { revoked: RevokedEntry[], p
   return { revoked, previous: { nextUpdate: next.length > 0 ? Math.min(...next) : undefined } }
 }
 
+/** The CA's private key; a key OpenSSL cannot read (an encrypted one, say) is named. */
+function readCaKey (file: string, pem: string): KeyObject {
+  try {
+    return createPrivateKey(pem)
+  } catch (err) {
+    throw new Error(`${file} is not a private key nasguard can read (an encrypted key cannot be used): ${(err as Error).message}`)
+  }
+}
+
 /** The certificate in a PEM text, or undefined for none or one OpenSSL cannot read. */
 function readable (pem: string | undefined): X509Certificate | undefined {
   if (pem === undefined) return undefined
@@ -228,7 +237,7 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
   const caCert = new X509Certificate(ca.certPem)
   let server: KeyAndCert
   try {
-    if (!caCert.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error(`${p.caKey} does not belong to ${p.caCert}`)
+    if (!caCert.checkPrivateKey(readCaKey(p.caKey, ca.keyPem))) throw new Error(`${p.caKey} does not belong to ${p.caCert}`)
     server = issueServerCert(ca, hosts, opts.days, { crlUrl, keyType })
   } catch (err) {
     throw new CertCommandError((err as Error).message)

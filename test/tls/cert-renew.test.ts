@@ -6,7 +6,7 @@
 // `npm run build` first) against a gateway on real sockets.
 import t from 'tap'
 import { X509Certificate, createPrivateKey } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { request as httpsRequest } from 'node:https'
 import { connect as tlsConnect } from 'node:tls'
@@ -231,6 +231,7 @@ t.test('cert renew with what an operator may have put in the directory', async (
   // CAs nasguard cannot sign with, or whose names forge would re-encode: refused, nothing written.
   const cas: Array<{ name: string, make: (dir: string) => void, says: RegExp }> = [
     { name: 'an EC CA', make: (dir) => { openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-days', '30', '-subj', '/CN=EC CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']) }, says: /the CA's key is ECDSA P-256: a CA that signs nasguard's certificates has an RSA key/ },
+    { name: 'an encrypted CA key', make: (dir) => { openssl(['pkey', '-in', join(dir, 'ca.key'), '-aes256', '-passout', 'pass:secret', '-out', join(dir, 'ca.key.enc')]); renameSync(join(dir, 'ca.key.enc'), join(dir, 'ca.key')) }, says: /ca\.key is not a private key nasguard can read \(an encrypted key cannot be used\)/ },
     { name: 'a CA with a UTF-8 name', make: (dir) => { openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-utf8', '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.crt'), '-days', '30', '-subj', '/CN=Ümlaut CA/O=Ä', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']) }, says: /does not chain to it/ }
   ]
   for (const c of cas) {

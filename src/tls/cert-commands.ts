@@ -14,7 +14,7 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import {
   MAX_SERVER_CERT_DAYS, SERVER_KEY_TYPES, buildCrl, certPaths, createCa, crlUrls, describeCertificates, issueClientCert,
-  crlUrlProblem, issueServerCert, keyDescription, replaceFiles, serverKeyType, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
+  crlUrlProblem, issueServerCert, keyDescription, replaceFiles, serverKey, serverNames, toPkcs12, writeKeyFile, type KeyAndCert, type RevokedEntry,
   type ServerKeyType
 } from './certificates.js'
 import { ClientCrls } from './client-crl.js'
@@ -217,6 +217,7 @@ function readable (pem: string | undefined): X509Certificate | undefined {
 export function certRenew (opts: { dir: string, hosts: string[], days: number, crlUrl?: string, keyType?: string }): string {
   checkDays(opts.days, MAX_SERVER_CERT_DAYS)
   let keyType = checkKeyType(opts.keyType)
+  let kept: ReturnType<typeof serverKey>
   const ca = readCa(opts.dir)
   const p = certPaths(opts.dir)
   const current = existsSync(p.serverCert) ? readFileSync(p.serverCert, 'utf8') : undefined
@@ -229,8 +230,9 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
     } catch (err) {
       throw new CertCommandError(`${p.serverCert}: ${(err as Error).message} (give the names with --host${crlUrl === undefined ? ' and any CRL distribution point with --crl-url' : ''})`)
     }
-    // An RSA certificate stays RSA (chosen for clients without ECDSA) unless --key-type says otherwise.
-    keyType ??= serverKeyType(current)
+    // An RSA certificate stays RSA (chosen for clients without ECDSA), of its size, unless --key-type says otherwise.
+    kept = serverKey(current)
+    keyType ??= kept?.type
   }
   if (hosts.length === 0) throw new CertCommandError(current === undefined ? `no ${p.serverCert}: give the names with --host` : `${p.serverCert} names no DNS name or IP address: give them with --host`)
   checkHosts(hosts)
@@ -238,7 +240,7 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
   let server: KeyAndCert
   try {
     if (!caCert.checkPrivateKey(readCaKey(p.caKey, ca.keyPem))) throw new Error(`${p.caKey} does not belong to ${p.caCert}`)
-    server = issueServerCert(ca, hosts, opts.days, { crlUrl, keyType })
+    server = issueServerCert(ca, hosts, opts.days, { crlUrl, keyType, keySize: kept?.type === keyType ? kept?.size : undefined })
   } catch (err) {
     throw new CertCommandError((err as Error).message)
   }
@@ -257,7 +259,7 @@ export function certRenew (opts: { dir: string, hosts: string[], days: number, c
     if (!previous.checkIssued(caCert) || !previous.verify(caCert.publicKey)) lines.push(`note:     the replaced certificate was issued by ${previous.issuer.replace(/\n/g, ', ')}, not by this CA: clients must trust ${p.caCert}`)
   }
   const newLeaf = new X509Certificate(server.certPem)
-  if (previous && keyDescription(previous) !== keyDescription(newLeaf)) lines.push(`note:     the key is now ${keyDescription(newLeaf)}, not ${keyDescription(previous)} as before${opts.keyType === undefined ? ' (nasguard makes ECDSA P-256 or RSA 2048 keys: --key-type)' : ''}`)
+  if (previous && keyDescription(previous) !== keyDescription(newLeaf)) lines.push(`note:     the key is now ${keyDescription(newLeaf)}, not ${keyDescription(previous)} as before${opts.keyType === undefined ? ' (nasguard makes ECDSA P-256 or P-384 and RSA 2048, 3072 or 4096 keys; --key-type picks the type)' : ''}`)
   if (crlUrl) lines.push(`CRL distribution point: ${crlUrl}`)
   if (Date.parse(caCert.validTo) < Date.parse(newLeaf.validTo)) lines.push(`WARNING:  the CA expires on ${new Date(caCert.validTo).toISOString()}, before this certificate; clients will refuse it from then on`)
   lines.push('A gateway whose tls.cert and tls.key are these files reloads them by itself (tls.watch), or on SIGHUP.', '', showCertificate(p.serverCert))

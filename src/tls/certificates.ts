@@ -26,20 +26,24 @@ export interface KeyAndCert { keyPem: string, certPem: string }
  */
 export const SERVER_KEY_TYPES = ['ecdsa', 'rsa'] as const
 export type ServerKeyType = typeof SERVER_KEY_TYPES[number]
+/** The sizes a server key may have (`cert renew` keeps one of these): RSA modulus bits, EC curve bits. */
+const KEY_SIZES: Record<ServerKeyType, readonly number[]> = { rsa: [2048, 3072, 4096], ecdsa: [256, 384] }
+const DEFAULT_KEY_SIZE: Record<ServerKeyType, number> = { rsa: 2048, ecdsa: 256 }
+const CURVES: Record<number, string> = { 256: 'prime256v1', 384: 'secp384r1' }
 
-function rsaKeyPair (): { privateKey: forge.pki.rsa.PrivateKey, publicKey: forge.pki.rsa.PublicKey } {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+function rsaKeyPair (bits = 2048): { privateKey: forge.pki.rsa.PrivateKey, publicKey: forge.pki.rsa.PublicKey } {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: bits })
   const priv = forge.pki.privateKeyFromPem(privateKey.export({ type: 'pkcs1', format: 'pem' }).toString()) as forge.pki.rsa.PrivateKey
   return { privateKey: priv, publicKey: forge.pki.setRsaPublicKey(priv.n, priv.e) }
 }
 
 /**
- * An ECDSA P-256 key: its PEM (PKCS#8), its SubjectPublicKeyInfo as forge's
+ * An ECDSA key (P-256 unless said otherwise): its PEM (PKCS#8), its SubjectPublicKeyInfo as forge's
  * ASN.1 and its key identifier (RFC 5280 §4.2.1.2, method 1: the SHA-1 of
  * the subjectPublicKey BIT STRING's value, unused-bits byte left out).
  */
-function ecKeyPair (): { keyPem: string, spki: forge.asn1.Asn1, keyId: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+function ecKeyPair (namedCurve = 'prime256v1'): { keyPem: string, spki: forge.asn1.Asn1, keyId: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve })
   // Its BIT STRING kept as bytes (forge would try to read an EC point as ASN.1).
   const fromDer = forge.asn1.fromDer as unknown as (der: string, options: { decodeBitStrings: boolean }) => forge.asn1.Asn1
   const spki = fromDer(publicKey.export({ type: 'spki', format: 'der' }).toString('binary'), { decodeBitStrings: false })
@@ -92,9 +96,9 @@ type Subject = forge.pki.CertificateField[]
  * when there is none), with the issuer's key identifier when signed by a CA.
  * An ECDSA key needs an issuer (the CA's key is RSA).
  */
-function signCertificate (subject: Subject, days: number, extensions: object[], issuer?: KeyAndCert, keyType: ServerKeyType = 'rsa'): KeyAndCert & { serial: string } {
-  const ec = keyType === 'ecdsa' ? ecKeyPair() : undefined
-  const rsa = ec ? undefined : rsaKeyPair()
+function signCertificate (subject: Subject, days: number, extensions: object[], issuer?: KeyAndCert, keyType: ServerKeyType = 'rsa', keySize = DEFAULT_KEY_SIZE[keyType]): KeyAndCert & { serial: string } {
+  const ec = keyType === 'ecdsa' ? ecKeyPair(CURVES[keySize]) : undefined
+  const rsa = ec ? undefined : rsaKeyPair(keySize)
   const cert = forge.pki.createCertificate()
   cert.serialNumber = serialNumber()
   validity(cert, days)
@@ -148,10 +152,12 @@ function crlDistributionPoint (crlUrl: string | undefined): object[] {
   return [{ name: 'cRLDistributionPoints', altNames: [{ type: 6, value: crlUrl }] }]
 }
 
-export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SERVER_CERT_DAYS, opts: IssueOptions & { keyType?: ServerKeyType } = {}): KeyAndCert {
+export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SERVER_CERT_DAYS, opts: IssueOptions & { keyType?: ServerKeyType, keySize?: number } = {}): KeyAndCert {
   if (hosts.length === 0) throw new Error('a server certificate needs at least one host')
   if (days > MAX_SERVER_CERT_DAYS) throw new Error(`a server certificate is valid at most ${MAX_SERVER_CERT_DAYS} days`)
   const keyType = opts.keyType ?? 'ecdsa'
+  const keySize = opts.keySize ?? DEFAULT_KEY_SIZE[keyType]
+  if (!KEY_SIZES[keyType].includes(keySize)) throw new Error(`a ${keyType} server key is ${KEY_SIZES[keyType].join(', ')} bits, not ${keySize}`)
   const caCert = new X509Certificate(ca.certPem)
   // node-forge signs with RSA only.
   if (caCert.publicKey.asymmetricKeyType !== 'rsa') throw new Error(`the CA's key is ${keyDescription(caCert)}: a CA that signs nasguard's certificates has an RSA key`)
@@ -162,7 +168,7 @@ export function issueServerCert (ca: KeyAndCert, hosts: string[], days = MAX_SER
     // DNS names are type 2, IP addresses type 7 (RFC 5280 §4.2.1.6).
     { name: 'subjectAltName', altNames: hosts.map((h) => isIP(h) ? { type: 7, ip: h } : { type: 2, value: h }) },
     ...crlDistributionPoint(opts.crlUrl)
-  ], ca, keyType)
+  ], ca, keyType, keySize)
   // Checked by OpenSSL, not forge: issued by the CA (its name and key
   // identifier; forge re-encodes some names), signed by it, and for this key.
   const x = new X509Certificate(certPem)
@@ -186,15 +192,23 @@ export function keyDescription (x: X509Certificate): string {
   return (k.asymmetricKeyType ?? 'unknown').toUpperCase()
 }
 
-/** The key type of a server certificate (`cert renew` keeps it): undefined for one nasguard would not issue. */
-export function serverKeyType (certPem: string): ServerKeyType | undefined {
-  let type
+/**
+ * A server certificate's key type and size, as `cert renew` keeps them: the
+ * size only when nasguard makes keys of it, and undefined for a key of a
+ * type it does not make (Ed25519, RSA-PSS) or cannot read.
+ */
+export function serverKey (certPem: string): { type: ServerKeyType, size?: number } | undefined {
+  let key
   try {
-    type = new X509Certificate(certPem).publicKey.asymmetricKeyType
+    key = new X509Certificate(certPem).publicKey
   } catch {
     return undefined
   }
-  return type === 'ec' ? 'ecdsa' : type === 'rsa' ? 'rsa' : undefined
+  const d = key.asymmetricKeyDetails ?? {}
+  if (key.asymmetricKeyType === 'rsa') return { type: 'rsa', size: KEY_SIZES.rsa.includes(d.modulusLength ?? 0) ? d.modulusLength : undefined }
+  if (key.asymmetricKeyType !== 'ec') return undefined
+  const curve = Object.entries(CURVES).find(([, name]) => name === d.namedCurve)?.[0]
+  return { type: 'ecdsa', size: curve === undefined ? undefined : Number(curve) }
 }
 
 export function writeKeyFile (file: string, pem: string): void {

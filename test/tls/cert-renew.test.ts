@@ -221,12 +221,22 @@ t.test('cert renew with what an operator may have put in the directory', async (
   t.equal(noHost.status, 1, 'an unreadable server.crt without --host: exit 1')
   t.match(noHost.stderr, /give the names with --host and any CRL distribution point with --crl-url/, 'saying what to give')
 
-  // A P-384 key (not one nasguard makes): renewed as P-256, and said so.
-  const p384 = fresh('p384')
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp384r1', '-nodes', '-keyout', join(p384, 'server.key'), '-out', join(p384, 'server.crt'), '-days', '30', '-subj', '/CN=gw.example.test', '-addext', 'subjectAltName=DNS:gw.example.test'])
-  const fromP384 = await runCli(['cert', 'renew', '--dir', p384])
-  t.equal(fromP384.status, 0, fromP384.stderr)
-  t.match(fromP384.stdout, /note: +the key is now ECDSA P-256, not ECDSA P-384 as before/, 'a key of another kind is named as changed')
+  // Keys of other sizes nasguard makes are renewed as they are; a key of a type it does not make becomes P-256, and it says so.
+  const others: Array<{ name: string, newkey: string[], want: string, note?: RegExp }> = [
+    { name: 'ECDSA P-384', newkey: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp384r1'], want: 'ec secp384r1' },
+    { name: 'RSA 3072', newkey: ['-newkey', 'rsa:3072'], want: 'rsa 3072' },
+    { name: 'Ed25519', newkey: ['-newkey', 'ed25519'], want: 'ec prime256v1', note: /note: +the key is now ECDSA P-256, not ED25519 as before/ }
+  ]
+  for (const o of others) {
+    const dir = fresh(o.name.replace(/\W+/g, '-'))
+    openssl(['req', '-x509', ...o.newkey, '-nodes', '-keyout', join(dir, 'server.key'), '-out', join(dir, 'server.crt'), '-days', '30', '-subj', '/CN=gw.example.test', '-addext', 'subjectAltName=DNS:gw.example.test'])
+    const r = await runCli(['cert', 'renew', '--dir', dir])
+    t.equal(r.status, 0, `${o.name}: ${r.stderr}`)
+    t.equal(keyOf(join(dir, 'server.crt')), o.want, `${o.name}: renewed as ${o.want}`)
+    if (o.note) t.match(r.stdout, o.note, `${o.name}: the change of key is said`)
+    else t.notMatch(r.stdout, /note: +the key is now/, `${o.name}: no change of key to report`)
+    t.ok(x509(join(dir, 'server.crt')).checkPrivateKey(createPrivateKey(readFileSync(join(dir, 'server.key')))), `${o.name}: the new key is the certificate's`)
+  }
 
   // CAs nasguard cannot sign with, or whose names forge would re-encode: refused, nothing written.
   const cas: Array<{ name: string, make: (dir: string) => void, says: RegExp }> = [

@@ -31,6 +31,12 @@ const KEY_SIZES: Record<ServerKeyType, readonly number[]> = { rsa: [2048, 3072, 
 const DEFAULT_KEY_SIZE: Record<ServerKeyType, number> = { rsa: 2048, ecdsa: 256 }
 const CURVES: Record<number, string> = { 256: 'prime256v1', 384: 'secp384r1' }
 
+/** A curve's size in bits, for the curves nasguard makes keys on; undefined for any other. */
+function curveBits (namedCurve: string | undefined): number | undefined {
+  const bits = Object.keys(CURVES).find((b) => CURVES[Number(b)] === namedCurve)
+  return bits === undefined ? undefined : Number(bits)
+}
+
 function rsaKeyPair (bits = 2048): { privateKey: forge.pki.rsa.PrivateKey, publicKey: forge.pki.rsa.PublicKey } {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: bits })
   const priv = forge.pki.privateKeyFromPem(privateKey.export({ type: 'pkcs1', format: 'pem' }).toString()) as forge.pki.rsa.PrivateKey
@@ -187,7 +193,10 @@ export function keyDescription (x: X509Certificate): string {
     return 'unknown (OpenSSL cannot read it)'
   }
   const d = k.asymmetricKeyDetails ?? {}
-  if (k.asymmetricKeyType === 'ec') return `ECDSA ${d.namedCurve === 'prime256v1' ? 'P-256' : d.namedCurve === 'secp384r1' ? 'P-384' : d.namedCurve ?? ''}`.trim()
+  if (k.asymmetricKeyType === 'ec') {
+    const bits = curveBits(d.namedCurve)
+    return `ECDSA ${bits === undefined ? d.namedCurve ?? '' : `P-${bits}`}`.trim()
+  }
   if (k.asymmetricKeyType === 'rsa' || k.asymmetricKeyType === 'rsa-pss') return `${k.asymmetricKeyType.toUpperCase()} ${d.modulusLength ?? ''}`.trim()
   return (k.asymmetricKeyType ?? 'unknown').toUpperCase()
 }
@@ -207,8 +216,7 @@ export function serverKey (certPem: string): { type: ServerKeyType, size?: numbe
   const d = key.asymmetricKeyDetails ?? {}
   if (key.asymmetricKeyType === 'rsa') return { type: 'rsa', size: KEY_SIZES.rsa.includes(d.modulusLength ?? 0) ? d.modulusLength : undefined }
   if (key.asymmetricKeyType !== 'ec') return undefined
-  const curve = Object.entries(CURVES).find(([, name]) => name === d.namedCurve)?.[0]
-  return { type: 'ecdsa', size: curve === undefined ? undefined : Number(curve) }
+  return { type: 'ecdsa', size: curveBits(d.namedCurve) }
 }
 
 export function writeKeyFile (file: string, pem: string): void {

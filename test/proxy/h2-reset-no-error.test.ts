@@ -5,12 +5,14 @@
 // client-aborted (not client-too-slow, which the slow-reader watch would
 // say a minute later), and the stream is not held: also when the gateway
 // had already ended the response (its last bytes waiting on the client's
-// window, or a refusal the client reset in the same write). (HTTP/1.1 has
-// no such frame: a client that leaves closes its connection,
-// test/proxy/abort.test.ts.)
+// window, or a refusal the client reset in the same write). HTTP/1.1 has
+// no such frame: its counterparts, at the end, close their connection. (A
+// response the gateway ended has no HTTP/1.1 counterpart: the socket's
+// buffers take it whole, and it counts as delivered.)
 import t from 'tap'
 import { connect, constants, type ClientHttp2Stream } from 'node:http2'
 import { readFileSync } from 'node:fs'
+import { connect as tlsConnect } from 'node:tls'
 import { bearer, scrape, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
 import { baseHeaders, h2Raw } from '../helpers/h2-raw.js'
@@ -106,4 +108,57 @@ t.test('a refusal whose stream the client reset with NO_ERROR in the same write 
   const m = await waitFor(`${N + 1} requests finished`, async () => { const s = await scrape(gw.adminUrl); return total(s) >= N + 1 ? s : undefined })
   t.equal(total(m), N + 1, 'every refused stream is finished and counted')
   t.equal(nas.requests.length, 1, 'the NAS got only the proper request')
+})
+
+// The same clients over HTTP/1.1, where leaving means closing the connection.
+
+/** An HTTP/1.1 request on its own TLS connection; `leave` closes it, when `when` says. */
+function h1Leave (gw: { port: number }, head: string, when: 'after the first body bytes' | 'as soon as it is sent'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, servername: 'localhost', ca: readFileSync(testCerts().ca), ALPNProtocols: ['http/1.1'] }, () => {
+      socket.write(head, () => { if (when === 'as soon as it is sent') { socket.destroy(); resolve('') } })
+    })
+    let got = ''
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1')
+      const end = got.indexOf('\r\n\r\n')
+      if (when === 'after the first body bytes' && end >= 0 && got.length > end + 4) {
+        socket.destroy()
+        resolve(/\r\nx-request-id: ([^\r]+)/i.exec(got)?.[1] ?? '')
+      }
+    })
+    socket.on('error', reject)
+  })
+}
+
+const h1Head = (token?: string): string => `GET ${PATH} HTTP/1.1\r\nHost: localhost\r\n${token ? `Authorization: Bearer ${token}\r\n` : ''}\r\n`
+
+t.test('HTTP/1.1: a client that closes its connection mid-body: NAS request cancelled, audit says client-aborted', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const nasClosed = new Promise<{ finished: boolean }>((resolve) => {
+    nas.handle((_req, res) => {
+      res.writeHead(200, { 'content-type': 'audio/wav' })
+      res.write(wav(CHUNK.length))
+      const timer = setInterval(() => res.write(CHUNK), 20)
+      res.once('close', () => { clearInterval(timer); resolve({ finished: res.writableFinished }) })
+    })
+  })
+  const requestId = await h1Leave(gw, h1Head(gw.token()), 'after the first body bytes')
+  t.equal((await nasClosed).finished, false, 'the NAS response was cut off, not finished')
+  const fetch = await waitFor('the fetch record', () => gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === requestId))
+  t.equal(fetch.outcome, 'client-aborted', 'the audit says the client left')
+  const m = await waitFor('no stream in flight', async () => { const s = await scrape(gw.adminUrl); return s.get('nasguard_active_streams') === 0 ? s : undefined })
+  t.equal((m.get('nasguard_slow_clients_total{reason="stalled"}') ?? 0) + (m.get('nasguard_slow_clients_total{reason="too_slow"}') ?? 0), 0, 'not counted as a slow client')
+})
+
+t.test('HTTP/1.1: refusals whose clients left as soon as they asked are finished and counted', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const N = 5
+  for (let i = 0; i < N; i++) await h1Leave(gw, h1Head(), 'as soon as it is sent')
+  const total = (m: Map<string, number>): number => [...m].filter(([k]) => k.startsWith('nasguard_http_requests_total')).reduce((a, [, v]) => a + v, 0)
+  const m = await waitFor(`${N} requests finished`, async () => { const s = await scrape(gw.adminUrl); return total(s) >= N ? s : undefined })
+  t.equal(total(m), N, 'every refused request is finished and counted')
+  t.equal(nas.requests.length, 0, 'the NAS got no request')
 })

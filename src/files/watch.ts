@@ -2,7 +2,7 @@
 // the files, because renewals and editors usually replace a file (write a
 // new one, rename it over the old), which a watch on the file would lose.
 // Changes that come together (a certificate and its key) are taken as one.
-import { watch, type FSWatcher } from 'node:fs'
+import { readdirSync, watch, type FSWatcher } from 'node:fs'
 import { readdir } from 'node:fs/promises'
 import { basename, dirname } from 'node:path'
 
@@ -51,13 +51,28 @@ export function watchNames (dirs: readonly string[], accept: (name: string) => b
   }
 }
 
-/** Lists the directories every ms, and calls changed when the accepted names differ from the last listing. */
+/** A directory's accepted names as one text (or the error that kept them from being listed). */
+function namesText (names: string[], accept: (name: string) => boolean): string {
+  return names.filter(accept).sort().join('/')
+}
+
+function listingError (err: NodeJS.ErrnoException): string {
+  return `! ${err.code ?? ''}`
+}
+
+/**
+ * Lists the directories every ms, and calls changed when the accepted names
+ * differ from the last listing. The first listing is taken at once, before
+ * this returns: taken later (in the thread pool), it could already hold a
+ * change made meanwhile, which no later listing would differ by.
+ */
 function pollNames (dirs: readonly string[], accept: (name: string) => boolean, changed: () => void, ms: number): NodeJS.Timeout {
   const listing = async (): Promise<string> => {
-    const all = await Promise.all(dirs.map(async (d) => await readdir(d).then((names) => names.filter(accept).sort().join('/'), (err: NodeJS.ErrnoException) => `! ${err.code ?? ''}`)))
+    const all = await Promise.all(dirs.map(async (d) => await readdir(d).then((names) => namesText(names, accept), listingError)))
     return all.join('\n')
   }
-  let last: Promise<string> = listing()
+  const first = dirs.map((d) => { try { return namesText(readdirSync(d), accept) } catch (err) { return listingError(err as NodeJS.ErrnoException) } })
+  let last: Promise<string> = Promise.resolve(first.join('\n'))
   const timer = setInterval(() => {
     last = Promise.all([last, listing()]).then(([before, now]) => { if (now !== before) changed(); return now })
   }, ms)

@@ -47,6 +47,9 @@ export function issueToken (jwt: Config['auth']['jwt'], req: TokenRequest): { to
     sub: req.sub,
     scope: req.scope,
     jti,
+    // iat from the same clock reading as exp: left to the signer, it could
+    // fall in the next second, and the lifetime be a second short.
+    iat: now,
     exp,
     ...(jwt.issuer ? { iss: jwt.issuer } : {}),
     ...(jwt.audience ? { aud: jwt.audience } : {})

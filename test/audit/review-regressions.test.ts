@@ -1,7 +1,7 @@
 // Regressions from the second review of the audit writer and verifier.
 import t from 'tap'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditWriterOptions } from '../../src/audit/writer.js'
@@ -109,14 +109,23 @@ t.test('a lock that is not a regular file (a FIFO, a link) is refused at once, n
 
 t.test('processes racing for a stale lock: exactly one takes it, every time', async (t) => {
   const script = `import { takeLock } from ${JSON.stringify(new URL('../../dist/audit/lock.js', import.meta.url).href)}
-try { await takeLock(process.argv[1]); console.log('took'); setTimeout(() => {}, 1500) } catch (e) { console.log(e.code) }`
+try { await takeLock(process.argv[1]); console.log('took') } catch (e) { console.log(e.code) }
+process.stdin.resume()`
   for (let round = 0; round < 4; round++) {
     const dir = mkdtempSync(join(tmpdir(), 'nasguard-lock-race-'))
     // Left by a process that died (pid 2^22+1 does not exist), or none at all.
     if (round % 2 === 0) writeFileSync(join(dir, 'audit.lock'), '4194305\n')
-    const outcomes = await Promise.all(Array.from({ length: 4 }, async () => await new Promise<string>((resolve) => {
-      execFile(process.execPath, ['--input-type=module', '-e', script, dir], (_err, stdout) => resolve(stdout.trim()))
+    // Each process says its outcome and lives on until all four have said
+    // theirs: the one that took the lock holds it while the others try
+    // (however late a busy machine starts them), never leaving it stale.
+    const children = Array.from({ length: 4 }, () => spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['pipe', 'pipe', 'inherit'] }))
+    t.teardown(() => { for (const c of children) c.kill() })
+    const outcomes = await Promise.all(children.map(async (c) => await new Promise<string>((resolve) => {
+      let out = ''
+      c.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('\n')) resolve(out.trim()) })
+      c.once('exit', () => resolve(out.trim()))
     })))
+    await Promise.all(children.map(async (c) => await new Promise((resolve) => { if (c.exitCode !== null || c.signalCode !== null) resolve(null); else { c.once('exit', resolve); c.stdin.end() } })))
     t.equal(outcomes.filter((o) => o === 'took').length, 1, `round ${round}: ${outcomes.join(',')}`)
     t.same(outcomes.filter((o) => o !== 'took'), ['EAUDITLOCKED', 'EAUDITLOCKED', 'EAUDITLOCKED'])
   }

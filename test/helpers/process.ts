@@ -1,20 +1,48 @@
 // Helpers for tests that run the built CLI or need a port nobody listens on.
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 
 export const CLI = resolve('dist/cli.js')
 
-/** A loopback port that was free a moment ago (nothing listens on it now). */
-export function freePort (): Promise<number> {
-  return new Promise((res, rej) => {
+/** The kernel's ephemeral ports (listen(0) and every outgoing connection take theirs from here). */
+function ephemeralRange (): [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    if (low > 0 && high >= low) return [low, high]
+  } catch {}
+  return [32768, 60999]
+}
+
+/** Handed-out ports come from here: below the ephemeral range, above the well-known services. */
+const [LOW, HIGH] = (() => {
+  const [ephemeralLow] = ephemeralRange()
+  return ephemeralLow > 12000 ? [10000, ephemeralLow - 1] : [61000, 65535]
+})()
+
+function bindsNow (port: number): Promise<boolean> {
+  return new Promise((res) => {
     const s = createServer()
-    s.once('error', rej)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => res(port))
-    })
+    s.once('error', () => res(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => res(true)))
   })
+}
+
+/**
+ * A loopback port that was free a moment ago (nothing listens on it now),
+ * for a server started later (a child gateway, nginx, Redis) or one that
+ * must stay unused. It is outside the kernel's ephemeral range, which
+ * listen(0) and outgoing connections of the test files running beside this
+ * one take theirs from: a port taken from there could be taken by one of
+ * them in the seconds before it is used (or while a server restarts on it).
+ */
+export async function freePort (): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = LOW + Math.floor(Math.random() * (HIGH - LOW + 1))
+    if (await bindsNow(port)) return port
+  }
+  throw new Error(`no free loopback port in ${LOW}-${HIGH} after 200 tries`)
 }
 
 export interface Run { status: number | null, stdout: string, stderr: string }

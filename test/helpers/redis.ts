@@ -1,6 +1,8 @@
 // A real Redis for tests of shared state: Debian's redis-server on a
 // loopback port of its own, with its data in a temporary directory (AOF
-// on, so a restart keeps what was written, as in production). stop() and
+// on, so a restart keeps what was written, as in production; fsync'd every
+// second, as Redis ships it: a kill keeps what Redis wrote, and a reply
+// never waits on a disk busy with the other test files' work). stop() and
 // start() take it down and bring it back on the same port: the tests of
 // "Redis is down" use them. It is initialised as `nasguard state init`
 // does (the epoch gateways need before they trust it), unless asked not to.
@@ -43,7 +45,7 @@ export async function startRedis (t: Teardown, opts: { init?: boolean } = {}): P
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-redis-'))
   const port = await freePort()
   writeFileSync(join(dir, 'redis.conf'), [
-    `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'appendonly yes', 'appendfsync always',
+    `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'appendonly yes', 'appendfsync everysec',
     'save ""', 'daemonize no', 'protected-mode yes', 'loglevel warning', `logfile ${join(dir, 'redis.log')}`
   ].join('\n') + '\n')
   let child: ChildProcess | undefined

@@ -385,7 +385,11 @@ for (const proto of PROTOCOLS) {
     t.equal(rec.outcome, 'client-too-slow', 'audited as client-too-slow')
     t.ok(Number(rec.bytes) < BIG, `bytes recorded (${String(rec.bytes)}) are less than the recording`)
     t.ok(Number(rec.bytes) >= end.got, `bytes recorded (${String(rec.bytes)}) cover what the client got (${end.got})`)
-    t.same(await slowCounts(gw), { stalled: 1, tooSlow: 0 }, 'counted as stalled')
+    // HTTP/2's window of 0 lets no byte through: no progress, ever. Over
+    // HTTP/1.1 the socket's buffers take bytes while they fill, and a watch
+    // tick that falls in that filling sees progress: too slow, then.
+    if (proto === 'h2') t.same(await slowCounts(gw), { stalled: 1, tooSlow: 0 }, 'counted as stalled')
+    else t.equal(Object.values(await slowCounts(gw)).reduce((a, b) => a + b, 0), 1, 'one slow client counted, as stalled (or too_slow, when a watch tick fell while the buffers filled)')
     t.equal(await activeStreamsBackToZero(gw), 0, 'nasguard_active_streams back to 0')
     if (proto === 'h2') t.equal(rec.bytes, 0, 'nothing left the gateway, nothing is recorded')
   })

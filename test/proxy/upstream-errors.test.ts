@@ -3,7 +3,7 @@
 // answered is asked twice: test/proxy/retry.test.ts), and the gateway keeps
 // serving.
 import t, { type Test } from 'tap'
-import { createServer } from 'node:net'
+import { freePort } from '../helpers/process.js'
 import { RECORDING, bearer, get, serveRecording, scrape, startStubNas, startTestGateway, type NasHandler, type StubNas, type TestGateway } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { H2_ERROR, baseHeaders, h2Raw } from '../helpers/h2-raw.js'
@@ -26,11 +26,8 @@ async function stillServes (t: Test, gw: TestGateway, nas: StubNas): Promise<voi
 }
 
 t.test('NAS unreachable (nothing listens on its port): 502 UPSTREAM_UNREACHABLE', async (t) => {
-  // Take a free port, then close it: connecting to it is refused.
-  const probe = createServer()
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
-  const port = (probe.address() as { port: number }).port
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  // A port nothing listens on: connecting to it is refused.
+  const port = await freePort()
 
   const gw = await startTestGateway(t, { url: `http://127.0.0.1:${port}` })
   const res = await get(gw, PATH, { headers: bearer(gw.token()) })

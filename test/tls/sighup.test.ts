@@ -3,7 +3,6 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { copyFileSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { connect } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -11,10 +10,7 @@ import { X509Certificate } from 'node:crypto'
 import { createCa, issueServerCert, writeKeyFile } from '../../src/tls/certificates.js'
 import { startStubNas } from '../helpers/stub-nas.js'
 import { waitFor } from '../helpers/wait.js'
-
-function freePort (): Promise<number> {
-  return new Promise((res) => { const s = createServer(); s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => res(p)) }) })
-}
+import { freePort } from '../helpers/process.js'
 
 function fingerprint (port: number, ca: string): Promise<string | undefined> {
   return new Promise((res) => {

@@ -50,7 +50,8 @@ export function exposedTokensOf (config: Readonly<Config>, o: { authenticator: A
       } else {
         failures.line((repeated) => o.log()?.error({ remoteAddress: clientIp, ...who, problem: r.problem, repeated }, 'a valid token was sent in plain HTTP (in the clear) and could NOT be revoked: revoke it by hand (nasguard token revoke)'))
       }
-      void o.records.write({ event: 'token-exposed', time: new Date().toISOString(), clientIp, ...who, reason: r.revoked ? 'sent in plain HTTP to the TLS port: revoked' : `sent in plain HTTP to the TLS port: NOT revoked (${r.problem})` })
+      // Nobody waits for it: kept and written again until the trail takes it.
+      o.records.keep({ event: 'token-exposed', time: new Date().toISOString(), clientIp, ...who, reason: r.revoked ? 'sent in plain HTTP to the TLS port: revoked' : `sent in plain HTTP to the TLS port: NOT revoked (${r.problem})` })
     }
   })
   return async (token, clientIp) => {

@@ -81,7 +81,7 @@ export class Records {
   }
 
   /** Writes a record nobody waits for; one the trail does not take now is kept and tried again. */
-  private keep (record: AuditRecord, logger?: FastifyBaseLogger): void {
+  keep (record: AuditRecord, logger?: FastifyBaseLogger): void {
     void this.write(record, logger).then((ok) => { if (!ok) this.later(record) })
   }
 

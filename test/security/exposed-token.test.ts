@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { createSigner } from 'fast-jwt'
 import { denylistEntries } from '../../src/auth/revocation.js'
+import type { AuditRecord } from '../../src/audit/writer.js'
 import { SECRET, bearer, rawPlain, scrape, startStubNas, startTestGateway, type TestGateway } from '../helpers/gateway.js'
 import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 import { startRedis } from '../helpers/redis.js'
@@ -94,8 +95,11 @@ t.test('a token without a jti goes by its subject and issue time; one that is no
   }
   const m = await scrape(gw.adminUrl)
   t.equal(m.get('nasguard_exposed_tokens_total{outcome="revoked"}'), 1, 'only the one token was revoked')
-  t.equal(gw.auditRecords().filter((r) => r.event === 'token-exposed').length, 1, 'and audited')
+  // A fetch's access record is durable before its answer, and the trail keeps
+  // order: every record queued before it (a token-exposed one is queued
+  // before the client is answered) is on disk once it has been served.
   t.same(await overTls(gw, gw.token({ jti: 'x-header' })), [200, 200], 'the token in another header was not revoked')
+  t.equal(gw.auditRecords().filter((r) => r.event === 'token-exposed').length, 1, 'and audited')
 })
 
 t.test('auth.revocation.revokeExposed: false revokes nothing', async (t) => {
@@ -131,6 +135,8 @@ t.test('a replayed token is revoked once; a half-closing client is answered; a d
     t.ok(answers.every((a) => REVOKED.test(bodyOf(a.text).message ?? '')), `sends ${i + 1}-${i + 5}: each answer says revoked`)
   }
   t.equal(denylistEntries(file).length, 1, 'the denylist holds one entry for it, not 20')
+  // Served after every answer above: the records queued before those answers are on disk.
+  t.same(await overTls(gw, gw.token({ jti: 'after-the-replays' })), [200, 200], 'a fetch after the replays is served')
   t.equal(gw.auditRecords().filter((r) => r.event === 'token-exposed').length, 1, 'one token-exposed record')
 
   // printf '...' | nc: the request, then FIN at once.
@@ -155,4 +161,24 @@ t.test('a replayed token is revoked once; a half-closing client is answered; a d
   t.same(await overTls(gw, revokedBefore), [503, 503], 'the token revoked before is still refused (503: closed), not served')
   t.equal((await scrape(gw.adminUrl)).get('nasguard_exposed_tokens_total{outcome="failed"}'), 1, 'counted as failed')
   t.ok(gw.logs.some((l) => /could NOT be revoked/.test(l)), 'and logged as an error')
+})
+
+t.test('a token-exposed record the trail refuses when it comes is kept, and written once the trail takes records again', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  const audit = gw.gateway.audit
+  const refusing = { on: true }
+  const append = audit.append.bind(audit)
+  audit.append = async (record: AuditRecord) => {
+    if (refusing.on && record.event === 'token-exposed') throw Object.assign(new Error('no space left (simulated)'), { code: 'ENOSPC' })
+    return await append(record)
+  }
+  const token = gw.token({ jti: 'exposed-while-full' })
+  t.match(bodyOf((await rawPlain(gw, plain(token))).text).message ?? '', REVOKED, 'revoked: the denylist took it')
+  await waitFor('the failure in the log', () => gw.logs.some((l) => l.includes('audit record could not be written')) ? true : undefined)
+  t.notOk(gw.auditRecords().some((r) => r.event === 'token-exposed'), 'not in the trail yet')
+  refusing.on = false
+  const record = await waitFor('the token-exposed record, written late', () => gw.auditRecords().find((r) => r.event === 'token-exposed'), { tries: 100, intervalMs: 50 })
+  t.match(record, { subject: 'alice', jti: 'exposed-while-full', reason: /revoked/ }, 'with its subject and jti')
+  noTokenIn(t, gw, token)
 })

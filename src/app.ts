@@ -116,6 +116,10 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const deliveries = new Deliveries(metrics, records, { windowMs: config.limits.sendTimeoutMs, minBytesPerSec: config.limits.minSendRate }, (ledger, bytes) => spend(ledger, bytes))
   // The NAS exchange forgets files opened with keys the keyring no longer holds: told through a late binding (it is registered later).
   let keyringChanged: (keyring: Keyring | undefined) => void = () => {}
+  // The keyring directory is watched (and its first listing taken) before the
+  // keyring is read: an erasure that comes between is then in the keyring
+  // read, and any after it differs from that listing (src/files/watch.ts).
+  const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
   const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log, keyringChanged: (k) => { keyringChanged(k) } })
   const budgets = budgetPartsOf(config, { store: opts.budgets, clock, testClock: opts.clock, metrics, records, live: () => live.settings, log: () => log })
   spend = budgets.spend
@@ -160,7 +164,6 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   const ownHeaders = registerResponses(app, { records, metrics, hsts })
 
-  const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
   const gate: GateContext = { live: () => live.settings, fileSystem: config.upstream.fileSystem, admission, record: async (r) => await records.write(r), sealing: () => live.sealing, periodKey: (period, upload) => live.periodKey(period, upload), holds: retention.holds, now: clock, charge: budgets.charge }
   registerGate(app, { gate, authenticator, deliveries, records, bodyDeadlineMs: config.limits.headersTimeoutMs * 3 })
   registerGrantsRoute(app, {
@@ -212,9 +215,9 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
     get drainTimeoutMs () { return live.drainTimeoutMs },
     reloadCertificate: () => tls?.reload() ?? false,
     reloadConfig: (next) => {
-      const result = live.reload(next)
+      // Watched before it is read, as at the start.
       retention.follow(next)
-      return result
+      return live.reload(next)
     },
     reloadKeyring: () => live.reloadKeyring(),
     quota: budgets.quota,

@@ -763,3 +763,38 @@ t.test('a keyring lock held on another host (a shared mount) or in a container: 
   t.notOk(existsSync(lock), 'and the stale lock removed')
   opensWithNone(t, s, OLD_SEALED)
 })
+
+t.test('a period erased while a gateway starts (after it read its keyring, before it watched the keyring directory) is refused with 410 without a SIGHUP', async (t) => {
+  const s = await makeSite({ periods: ['2016-01', YOUNG], sealed: [OLD_SEALED, YOUNG_SEALED] })
+  const mem = memoryNas()
+  for (const f of s.sealed.values()) mem.files.set(f.nasPath, readFileSync(f.disk))
+  const nas = await startStubNas(t, mem.handler)
+  // The erasure (as a sweep on another host sharing the keyring makes it)
+  // comes the moment the starting gateway has read its keyring.
+  const keyFile = join(s.keyring, '2016-01.key')
+  const load = Keyring.load.bind(Keyring)
+  let erased = false
+  const restore = (): void => { Keyring.load = load }
+  t.teardown(restore)
+  Keyring.load = (dir: string): Keyring => {
+    const ring = load(dir)
+    if (!erased && dir === s.keyring) {
+      erased = true
+      eraseKey(s.keyring, '2016-01')
+    }
+    return ring
+  }
+  const gw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: s.keyring, periodPattern: PATTERN } })
+  restore()
+  t.ok(erased && existsSync(join(s.keyring, '2016-01.erased')) && !existsSync(keyFile), 'the keyring was read by the gateway, then the period erased')
+  await waitFor('the gateway to answer 410 for the period erased as it started', async () => (await fetchAs('h1', gw, OLD_SEALED, bearer(gw.token()))).status === 410 ? true : undefined, { tries: 1500, intervalMs: 20 })
+  const old = s.sealed.get(OLD_SEALED) as Sealed
+  const asked = nas.requests.filter((r) => r.url === old.nasPath).length
+  for (const proto of PROTOCOLS) {
+    t.equal((await fetchAs(proto, gw, OLD_SEALED, bearer(gw.token()))).status, 410, `${proto}: 410 for the erased period`)
+    const young = await fetchAs(proto, gw, YOUNG_SEALED, bearer(gw.token()))
+    t.equal(young.status, 200, `${proto}: the kept period is served`)
+    t.same(young.body, s.sealed.get(YOUNG_SEALED)?.plain)
+  }
+  t.equal(nas.requests.filter((r) => r.url === old.nasPath).length, asked, 'the NAS was not asked for the erased recording')
+})

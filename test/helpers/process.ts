@@ -15,11 +15,26 @@ function ephemeralRange (): [number, number] {
   return [32768, 60999]
 }
 
-/** Handed-out ports come from here: below the ephemeral range, above the well-known services. */
+/**
+ * Handed-out ports come from the widest gap outside the ephemeral range
+ * (below it, above the well-known services, on Linux's default), split
+ * into one slice per tap job (TAP_JOB_ID), so that the test files running
+ * at once never draw the same port.
+ */
 const [LOW, HIGH] = (() => {
-  const [ephemeralLow] = ephemeralRange()
-  return ephemeralLow > 12000 ? [10000, ephemeralLow - 1] : [61000, 65535]
+  const [ephemeralLow, ephemeralHigh] = ephemeralRange()
+  const below: [number, number] = [10000, ephemeralLow - 1]
+  const above: [number, number] = [Math.max(10000, ephemeralHigh + 1), 65535]
+  const [low, high] = below[1] - below[0] >= above[1] - above[0] ? below : above
+  if (high - low < 2000) throw new Error(`no room for test ports outside the ephemeral range ${ephemeralLow}-${ephemeralHigh} (/proc/sys/net/ipv4/ip_local_port_range)`)
+  const slices = 8
+  const size = Math.floor((high - low + 1) / slices)
+  const job = Number(process.env.TAP_JOB_ID ?? 0) % slices
+  return [low + job * size, low + (job + 1) * size - 1]
 })()
+
+/** Ports this process handed out already: never twice (callers take several before binding any). */
+const handedOut = new Set<number>()
 
 function bindsNow (port: number): Promise<boolean> {
   return new Promise((res) => {
@@ -40,7 +55,9 @@ function bindsNow (port: number): Promise<boolean> {
 export async function freePort (): Promise<number> {
   for (let i = 0; i < 200; i++) {
     const port = LOW + Math.floor(Math.random() * (HIGH - LOW + 1))
-    if (await bindsNow(port)) return port
+    if (handedOut.has(port) || !await bindsNow(port)) continue
+    handedOut.add(port)
+    return port
   }
   throw new Error(`no free loopback port in ${LOW}-${HIGH} after 200 tries`)
 }

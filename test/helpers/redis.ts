@@ -1,13 +1,13 @@
 // A real Redis for tests of shared state: Debian's redis-server on a
 // loopback port of its own, with its data in a temporary directory (AOF
-// on, so a restart keeps what was written, as in production; fsync'd every
-// second, as Redis ships it: a kill keeps what Redis wrote, and a reply
-// never waits on a disk busy with the other test files' work). stop() and
+// on and fsync'd on every write, so a restart keeps what was acknowledged;
+// the directory is in /dev/shm where there is one, so that a reply never
+// waits on a disk busy with the other test files' work). stop() and
 // start() take it down and bring it back on the same port: the tests of
 // "Redis is down" use them. It is initialised as `nasguard state init`
 // does (the epoch gateways need before they trust it), unless asked not to.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,10 +42,10 @@ function ping (port: number): Promise<boolean> {
 }
 
 export async function startRedis (t: Teardown, opts: { init?: boolean } = {}): Promise<TestRedis> {
-  const dir = mkdtempSync(join(tmpdir(), 'nasguard-redis-'))
+  const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'nasguard-redis-'))
   const port = await freePort()
   writeFileSync(join(dir, 'redis.conf'), [
-    `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'appendonly yes', 'appendfsync everysec',
+    `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'appendonly yes', 'appendfsync always',
     'save ""', 'daemonize no', 'protected-mode yes', 'loglevel warning', `logfile ${join(dir, 'redis.log')}`
   ].join('\n') + '\n')
   let child: ChildProcess | undefined
@@ -60,7 +60,8 @@ export async function startRedis (t: Teardown, opts: { init?: boolean } = {}): P
     child = c
     await waitFor(`redis-server on port ${port}`, async () => c.exitCode === null && await ping(port) ? true : undefined, { intervalMs: 50 })
   }
-  t.teardown(stop)
+  // /dev/shm is memory: emptied when the test is done with it.
+  t.teardown(async () => { await stop(); rmSync(dir, { recursive: true, force: true }) })
   await start()
   const url = `redis://127.0.0.1:${port}`
   if (opts.init !== false) await initSharedRevocations({ url, keyPrefix: 'nasguard:', timeoutMs: 5000 }, [], 30)

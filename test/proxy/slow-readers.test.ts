@@ -363,7 +363,7 @@ for (const proto of PROTOCOLS) {
     t.equal(await activeStreamsBackToZero(gw), 0, 'nasguard_active_streams back to 0')
   })
 
-  t.test(`${proto}: a client that never reads is cut off as stalled, and its NAS request with it`, async (t) => {
+  t.test(`${proto}: a client that never reads is cut off (HTTP/2: as stalled), and its NAS request with it`, async (t) => {
     const nas = await slowNas(t)
     const gw = await startTestGateway(t, nas, { limits: LIMITS, upstream: UPSTREAM })
     // HTTP/1.1: no data listener on the response; HTTP/2: a stream window of 0, never opened.

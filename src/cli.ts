@@ -147,7 +147,7 @@ function buildProgram (): Command {
     .addOption(configOption(true))
     .option('--jti <jti>', 'one token')
     .option('--sub <subject>', 'every token and grant of a subject')
-    .option('--issued-before <time>', 'with --sub: issued before this (ISO 8601, epoch seconds, now)', 'now')
+    .option('--issued-before <time>', 'with --sub: issued before this (ISO 8601, epoch seconds, or now: every token issued so far, this second\'s too)', 'now')
     .action(action(async (o: { config: string, jti?: string, sub?: string, issuedBefore: string }) => {
       if (!o.jti === !o.sub) throw new UsageError(o.jti ? 'token revoke takes --jti or --sub, not both' : 'token revoke needs one of --jti or --sub')
       return await revoke(await load(o.config), o)
@@ -270,7 +270,7 @@ async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, iss
   if (!redis) refuseForeignOwner([dirname(denylistFile(c))], 'token revoke')
   // A damaged denylist is rewritten with what it still holds: say so, as
   // revocations in the damaged part are lost and may need to be redone.
-  const r = await addTo(c, (now) => o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: o.issuedBefore === 'now' ? now : parseTime(o.issuedBefore) }, (m) => err(`warning: ${m}\n`))
+  const r = await addTo(c, (now) => o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: o.issuedBefore === 'now' ? now + 1 : parseTime(o.issuedBefore) }, (m) => err(`warning: ${m}\n`))
   if (redis) {
     const { redisAddress } = await import('./state/redis.js')
     out(`revoked ${what(r.entry)}; ${redisAddress(redis)} holds ${r.kept} entr${r.kept === 1 ? 'y' : 'ies'}; published to ${r.heard} gateway connection${r.heard === 1 ? '' : 's'}, which apply it at once (gateways not connected now load it when they reconnect)\n`)

@@ -181,9 +181,12 @@ t.test('token revoke --sub without --issued-before revokes what the subject hold
   const [entry] = lines(file)
   t.equal(entry.type, 'sub')
   t.equal(entry.sub, 'carol')
-  t.ok((entry.issuedBefore as number) >= lo && (entry.issuedBefore as number) <= hi, 'issued-before defaults to now')
+  t.ok((entry.at as number) >= lo && (entry.at as number) <= hi, 'made now')
+  // Tokens carry whole seconds: one issued in the second of the revocation, before it, goes too.
+  t.equal(entry.issuedBefore, (entry.at as number) + 1, 'issued-before defaults to now: every token issued so far, this second\'s too')
 
   await until401(gw, carol, "carol's token to be refused")
+  t.equal((await get(gw, PATH, { headers: bearer(gw.token({ sub: 'carol', jti: 'carol-same-second', iat: entry.at as number })) })).status, 401, 'a token of carol issued in the second of the revocation is refused')
   const n = nas.requests.length
   t.equal((await get(gw, PATH, { headers: bearer(carol) })).status, 401)
   t.equal(nas.requests.length, n)

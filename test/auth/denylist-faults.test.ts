@@ -376,20 +376,24 @@ interface Blocking<T> {
  * pool do not add to; elsewhere the whole process's CPU time.
  */
 function loopCpuMs (): number {
-  if (threadCpu) return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ', 1)[0]) / 1e6
+  if (threadCpu) return threadCpuNs() / 1e6
   const cpu = process.cpuUsage()
   return (cpu.user + cpu.system) / 1000
+}
+
+/** This thread's time on the CPU, ns (the first field of its schedstat). */
+function threadCpuNs (): number {
+  return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ', 1)[0])
 }
 
 /** Whether this thread's schedstat can be read and counts: it moves by most of 20 ms of CPU this thread spins for. */
 const threadCpu = ((): boolean => {
   try {
-    const read = (): number => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ', 1)[0])
-    const before = read()
+    const before = threadCpuNs()
     const cpu = process.cpuUsage()
     const wallLimit = performance.now() + 2000
     while (process.cpuUsage(cpu).user < 20000 && performance.now() < wallLimit) {}
-    return read() - before >= 10e6
+    return threadCpuNs() - before >= 10e6
   } catch {
     return false
   }

@@ -13,7 +13,7 @@ import t from 'tap'
 import { connect, constants, type ClientHttp2Stream } from 'node:http2'
 import { readFileSync } from 'node:fs'
 import { connect as tlsConnect } from 'node:tls'
-import { bearer, scrape, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
+import { bearer, scrape, startStubNas, startTestGateway, testCerts, type StubNas } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
 import { baseHeaders, h2Raw } from '../helpers/h2-raw.js'
 
@@ -28,6 +28,18 @@ function wav (bytes: number): Buffer {
   return b
 }
 
+/** The NAS streams without end (a RIFF head first), 64 KB every 20 ms, until its response closes: whether it had finished then. */
+function streamWithoutEnd (nas: StubNas): Promise<{ finished: boolean }> {
+  return new Promise((resolve) => {
+    nas.handle((_req, res) => {
+      res.writeHead(200, { 'content-type': 'audio/wav' })
+      res.write(wav(CHUNK.length))
+      const timer = setInterval(() => res.write(CHUNK), 20)
+      res.once('close', () => { clearInterval(timer); resolve({ finished: res.writableFinished }) })
+    })
+  })
+}
+
 /** When the client resets its stream. */
 const CASES: Array<{ when: string, reset: (stream: ClientHttp2Stream, done: () => void) => void }> = [
   { when: 'mid-body', reset: (stream, done) => { stream.once('data', () => { stream.close(constants.NGHTTP2_NO_ERROR); done() }) } },
@@ -38,15 +50,7 @@ for (const c of CASES) {
   t.test(`RST_STREAM(NO_ERROR) ${c.when}: NAS request cancelled, audit says client-aborted`, async (t) => {
     const nas = await startStubNas(t)
     const gw = await startTestGateway(t, nas)
-    // The NAS streams without end (a RIFF head first), 64 KB every 20 ms, until its response closes.
-    const nasClosed = new Promise<{ finished: boolean }>((resolve) => {
-      nas.handle((_req, res) => {
-        res.writeHead(200, { 'content-type': 'audio/wav' })
-        res.write(wav(CHUNK.length))
-        const timer = setInterval(() => res.write(CHUNK), 20)
-        res.once('close', () => { clearInterval(timer); resolve({ finished: res.writableFinished }) })
-      })
-    })
+    const nasClosed = streamWithoutEnd(nas)
     const session = connect(`https://localhost:${gw.port}`, { ca: readFileSync(testCerts().ca) })
     t.teardown(() => session.destroy())
     const requestId = await new Promise<string>((resolve, reject) => {
@@ -136,14 +140,7 @@ const h1Head = (token?: string): string => `GET ${PATH} HTTP/1.1\r\nHost: localh
 t.test('HTTP/1.1: a client that closes its connection mid-body: NAS request cancelled, audit says client-aborted', async (t) => {
   const nas = await startStubNas(t)
   const gw = await startTestGateway(t, nas)
-  const nasClosed = new Promise<{ finished: boolean }>((resolve) => {
-    nas.handle((_req, res) => {
-      res.writeHead(200, { 'content-type': 'audio/wav' })
-      res.write(wav(CHUNK.length))
-      const timer = setInterval(() => res.write(CHUNK), 20)
-      res.once('close', () => { clearInterval(timer); resolve({ finished: res.writableFinished }) })
-    })
-  })
+  const nasClosed = streamWithoutEnd(nas)
   const requestId = await h1Leave(gw, h1Head(gw.token()), 'after the first body bytes')
   t.equal((await nasClosed).finished, false, 'the NAS response was cut off, not finished')
   const fetch = await waitFor('the fetch record', () => gw.auditRecords().find((r) => r.event === 'fetch' && r.requestId === requestId))

@@ -22,6 +22,7 @@ import { judgeAnswer } from './answer.js'
 import { lastModifiedRefusal } from '../gate/retention.js'
 import type { HeadCheck } from './head-check.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
+import { dropRawHeaders } from './raw-headers.js'
 
 /** NAS failures that are retried once, before any byte was sent: a reset connection. */
 const RESETS = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
@@ -86,6 +87,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
 
   onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     if (status < 200) return
+    dropRawHeaders(controller)
     this.guard(() => { this.answer(controller, status, headers) })
   }
 

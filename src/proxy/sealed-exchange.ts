@@ -18,6 +18,7 @@ import { judgeAnswer } from './answer.js'
 import { lastModifiedRefusal } from '../gate/retention.js'
 import { checkPartialAnswer } from './content-range.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
+import { dropRawHeaders } from './raw-headers.js'
 import { sameVersion, type SealedFile, type SealedFiles } from './sealed-files.js'
 
 export interface SealedHooks {
@@ -102,7 +103,8 @@ class ChunkStream implements Dispatcher.DispatchHandler {
     if (this.over) controller.abort(new Error('cancelled'))
   }
 
-  onResponseStart (_controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
+  onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
+    dropRawHeaders(controller)
     if (status < 200 || this.over) return
     this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9, status, this.file.path)
     const range = `bytes=${this.span.start}-${this.span.end}`

@@ -59,16 +59,15 @@ function gc (): void {
   (global as { gc?: () => void }).gc?.()
 }
 
-/** This process's ArrayBuffer bytes once nothing changes between two full collections. */
+/** This process's ArrayBuffer bytes once they stay put over three full collections, a quarter second apart. */
 async function settledBuffers (): Promise<number> {
-  let last = -1
+  const seen: number[] = []
   return await waitFor('the buffers to settle', () => {
     gc()
-    const now = process.memoryUsage().arrayBuffers
-    const settled = Math.abs(now - last) < 16 * KiB
-    last = now
-    return settled ? now : undefined
-  }, { tries: 600, intervalMs: 100 })
+    seen.push(process.memoryUsage().arrayBuffers)
+    const last = seen.slice(-3)
+    return last.length === 3 && Math.max(...last) - Math.min(...last) < 16 * KiB ? last[2] : undefined
+  }, { tries: 600, intervalMs: 250 })
 }
 
 for (const proto of ['h1', 'h2'] as const) {

@@ -10,6 +10,10 @@ import { join } from 'node:path'
 import { AuditWriter, ARCHIVE, AUDIT_FILE, HEAD_FILE, archiveName, type AuditRecord, type AuditWriterOptions } from '../../src/audit/writer.js'
 import { lineHash, open as openLine, seal, GENESIS } from '../../src/audit/chain.js'
 import { walkTrail, type VerifyReport } from '../../src/audit/verify.js'
+import { clearOfUtcMidnight } from '../helpers/wait.js'
+
+// The audit writer rotates by the wall clock's UTC day; records dated "now" and files counted: the whole file runs within one UTC day.
+await clearOfUtcMidnight(30_000)
 
 const KEY = Buffer.from('a'.repeat(32) + 'b'.repeat(32))
 const OTHER_KEY = Buffer.from('c'.repeat(64))

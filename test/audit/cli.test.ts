@@ -6,11 +6,14 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { RECORDING, bearer, get, startStubNas, startTestGateway, testCerts, type Response } from '../helpers/gateway.js'
-import { waitFor } from '../helpers/wait.js'
+import { waitFor, clearOfUtcMidnight } from '../helpers/wait.js'
 import { GENESIS, lineHash, seal } from '../../src/audit/chain.js'
 import { AUDIT_FILE, HEAD_FILE, archiveName } from '../../src/audit/writer.js'
 import { walkTrail } from '../../src/audit/verify.js'
 import { runCli } from '../helpers/process.js'
+
+// The audit writer rotates by the wall clock's UTC day; its trail is one file, so the whole file runs within one UTC day.
+await clearOfUtcMidnight(60_000)
 
 const cli = runCli
 

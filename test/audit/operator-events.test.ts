@@ -20,6 +20,10 @@ import { recordOperatorEvent, type OperatorRecord } from '../../src/audit/operat
 import { auditPrune } from '../../src/audit/prune.js'
 import { ARCHIVE, AuditWriter, type AuditRecord } from '../../src/audit/writer.js'
 import { runCli } from '../helpers/process.js'
+import { clearOfUtcMidnight } from '../helpers/wait.js'
+
+// The audit writer rotates by the wall clock's UTC day; files counted: the whole file runs within one UTC day.
+await clearOfUtcMidnight(30_000)
 
 const KEY_TEXT = 'f00d'.repeat(16)
 const KEY = Buffer.from(KEY_TEXT)

@@ -6,6 +6,10 @@ import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditWriterOptions } from '../../src/audit/writer.js'
 import { walkTrail } from '../../src/audit/verify.js'
+import { clearOfUtcMidnight } from '../helpers/wait.js'
+
+// The audit writer rotates by the wall clock's UTC day; files counted: the whole file runs within one UTC day.
+await clearOfUtcMidnight(30_000)
 
 const key = Buffer.from('r'.repeat(64))
 const opts = (dir: string, extra: Partial<AuditWriterOptions> = {}): AuditWriterOptions => ({ dir, durability: 'strict', batchMs: 100, key, instance: 't', rotateBytes: 1 << 26, ...extra })

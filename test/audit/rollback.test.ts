@@ -10,6 +10,10 @@ import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditRecord } from '../../src/audit/writer.js'
 import { chainKey, recordChains } from '../../src/audit/chains.js'
 import { runCli } from '../helpers/process.js'
+import { clearOfUtcMidnight } from '../helpers/wait.js'
+
+// The audit writer rotates by the wall clock's UTC day; trails cut by line: the whole file runs within one UTC day.
+await clearOfUtcMidnight(30_000)
 
 const KEY_TEXT = 'r'.repeat(64)
 const KEY = Buffer.from(KEY_TEXT)

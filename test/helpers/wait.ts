@@ -24,6 +24,17 @@ export async function waitFor<T> (what: string, probe: () => T | undefined | Pro
   throw new Error(`timed out waiting for ${what}`)
 }
 
+/**
+ * When UTC midnight is less than `marginMs` away, waits until it has
+ * passed. The audit writer rotates by the wall clock's UTC day: a test
+ * that counts a trail's files, or dates its records "today", must not
+ * straddle midnight.
+ */
+export async function clearOfUtcMidnight (marginMs: number): Promise<void> {
+  const left = 86_400_000 - (Date.now() % 86_400_000)
+  if (left < marginMs) await new Promise((resolve) => setTimeout(resolve, left + 1000))
+}
+
 export interface LooseResponse {
   status: number
   headers: IncomingMessage['headers']

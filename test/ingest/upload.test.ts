@@ -40,8 +40,8 @@ const POLICY = [
 const RECORDING = toneWav(440, 1.2)
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-async function setup (t: Teardown, sealing: Record<string, unknown> = {}): Promise<{ gw: Awaited<ReturnType<typeof startTestGateway>>, nas: Awaited<ReturnType<typeof startDavNas>>, keys: ReturnType<typeof makeKeyring>, writer: Record<string, string>, reader: Record<string, string> }> {
-  const keys = makeKeyring([])
+async function setup (t: Teardown, sealing: Record<string, unknown> = {}, keysAhead: string[] = []): Promise<{ gw: Awaited<ReturnType<typeof startTestGateway>>, nas: Awaited<ReturnType<typeof startDavNas>>, keys: ReturnType<typeof makeKeyring>, writer: Record<string, string>, reader: Record<string, string> }> {
+  const keys = makeKeyring(keysAhead)
   const nas = await startDavNas(t)
   const gw = await startTestGateway(t, nas, { policy: POLICY, sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN, ...sealing } })
   return { gw, nas, keys, writer: bearer(gw.token({ sub: 'recorder-7', scope: 'recordings:write' })), reader: bearer(gw.token({ scope: 'recordings:read' })) }
@@ -87,7 +87,9 @@ t.test('an upload is sealed on its way to the NAS, opens with stock age, and is 
 })
 
 t.test('an existing recording is not replaced (409) unless the rule allows it', async (t) => {
-  const { gw, nas, keys, writer } = await setup(t)
+  // PREV's key is made ahead, as an operator would: if the month turns
+  // mid-test, PREV is no longer a period an upload may open by itself.
+  const { gw, nas, keys, writer } = await setup(t, {}, [PREV_PERIOD])
   const path = `/medicall/${CUR}/29/111500_46709999999.wav`
   t.equal((await putAs('h1', gw, path, writer, RECORDING)).status, 201)
   const name = sealedName(keys.ring(), path)
@@ -171,7 +173,8 @@ t.test('a per-caller folder is taken when it is sealed too (names.segments 2), a
 })
 
 t.test('a legal hold keeps a recording from being replaced (409), and holds that cannot be read refuse replacing (503)', async (t) => {
-  const { gw, nas, keys, writer } = await setup(t)
+  // PREV's key made ahead (see above).
+  const { gw, nas, keys, writer } = await setup(t, {}, [PREV_PERIOD])
   const held = `/medicall/${PREV}/02/090000_46701111111.wav`
   const free = `/medicall/${PREV}/03/090000_46702222222.wav`
   for (const path of [held, free]) t.equal((await putAs('h1', gw, path, writer, RECORDING)).status, 201, `${path}: first upload`)

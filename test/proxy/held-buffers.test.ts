@@ -12,7 +12,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { setDefaultHighWaterMark } from 'node:stream'
 import { startStubNas, startTestGateway, testCerts, type TestGateway } from '../helpers/gateway.js'
-import { waitFor, within } from '../helpers/wait.js'
+import { waitFor } from '../helpers/wait.js'
 import { STREAM_HIGH_WATER_MARK } from '../../src/server.js'
 
 const KiB = 1024
@@ -97,7 +97,7 @@ for (const proto of ['h1', 'h2'] as const) {
     t.teardown(() => { child.kill() })
     let out = ''
     child.stdout.on('data', (b: Buffer) => { out += b.toString() })
-    const statuses = await within('every download to be answered', waitFor('the statuses', () => out.includes('\n') ? JSON.parse(out) as number[] : undefined, { tries: 600, intervalMs: 100 }))
+    const statuses = await waitFor('every download to be answered', () => out.includes('\n') ? JSON.parse(out) as number[] : undefined, { tries: 600, intervalMs: 100 })
     t.same(statuses, Array(HELD).fill(200), 'every download is answered 200')
     await waitFor('every NAS response to be held by backpressure', () => (asked === HELD && stalled === HELD ? true : undefined), { tries: 600, intervalMs: 100 })
     const held = await settledBuffers()

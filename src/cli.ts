@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { basename, dirname, join, resolve as resolvePath } from 'node:path'
 import cluster from 'node:cluster'
-import { Command, CommanderError, Option } from 'commander'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import type { Config } from './config/schema.js'
 import type { RevocationEntry } from './auth/revocation.js'
 import type { ChainAnchor } from './audit/commands.js'
@@ -49,6 +49,25 @@ const err = (s: string): void => { process.stderr.write(s) }
 
 /** A repeatable option's values, in order. */
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
+
+/**
+ * Refuses a single-valued option given twice (`--key-type rsa --key-type
+ * ecdsa`): commander would keep the last, and an operator who wrote both
+ * meant one of them. Repeatable options (collect, variadic) and flags pass.
+ */
+function refuseRepeats (cmd: Command): void {
+  for (const o of cmd.options) {
+    if (o.variadic || o.parseArg === collect || !(o.required || o.optional)) continue
+    const inner = o.parseArg
+    let given = false
+    o.parseArg = <T>(v: string, prev: T): T => {
+      if (given) throw new InvalidArgumentError(`${o.long ?? o.short ?? o.flags} is given more than once; give it once`)
+      given = true
+      return inner === undefined ? v as T : inner(v, prev)
+    }
+  }
+  for (const sub of cmd.commands) refuseRepeats(sub)
+}
 
 /** --config FILE, or NASGUARD_CONFIG. */
 const configOption = (required: boolean): Option => {
@@ -191,7 +210,7 @@ function buildProgram (): Command {
   filters(trail(audit.command('summary').description('per subject: files, fetches, bytes, first and last access')))
     .action(action(async (o: TrailOptions & FilterOptions) => await (await audits()).auditSummary(await trailOf(o, 'summary'), filtersOf(o), o.json, out, err)))
   trail(audit.command('report').description('GDPR art. 15 access report from the verified chain: every access to recordings whose path holds a phone number, or every recording access of one subject; exit 1 when the chain is not intact'))
-    .option('--phone <number>', 'recordings whose path holds this number (+46 70-123 45 67, 0046701234567, 46701234567); repeat for other spellings, e.g. the national 0701234567', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--phone <number>', 'recordings whose path holds this number (+46 70-123 45 67, 0046701234567, 46701234567); repeat for other spellings, e.g. the national 0701234567', collect)
     .option('--subject <subject>', 'what this identity accessed')
     .option('--since <time>', 'from this time (ISO 8601, epoch seconds, now)')
     .option('--until <time>', 'up to this time')
@@ -229,6 +248,7 @@ function buildProgram (): Command {
   retentionCommands(program)
   quotaCommands(program)
   probeCommand(program)
+  refuseRepeats(program)
   return program
 }
 

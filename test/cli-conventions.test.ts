@@ -93,7 +93,13 @@ t.test('usage errors exit 2 and say what is wrong; no arguments prints the usage
     [['cert', 'client', '--name', 'c', '--out', 'nowhere', '--dir', 'nowhere', '--days', '0'], /--days must be a whole number from 1 to 3650/],
     [['cert', 'client', '--name', 'c', '--out', 'nowhere', '--dir', 'nowhere', '--p12'], /--p12 needs --password-file/],
     [['cert', 'revoke', '--dir', 'nowhere'], /needs --cert FILE or --serial HEX/],
-    [['start', 'extra', 'args'], /too many arguments|unknown/]
+    [['start', 'extra', 'args'], /too many arguments|unknown/],
+    // A single-valued option given twice: neither is silently dropped.
+    [['cert', 'init', '--host', 'gw', '--key-type', 'rsa', '--key-type', 'ecdsa', '--dir', 'nowhere'], /--key-type is given more than once/],
+    [['cert', 'renew', '--days', '3', '--days=4', '--dir', 'nowhere'], /--days is given more than once/],
+    [['token', 'issue', '-c', 'x.yaml', '--config', 'y.yaml', '--sub', 'a', '--scope', 's'], /--config is given more than once/],
+    [['token', 'issue', '-c', 'x.yaml', '--sub', 'a', '--sub', 'b', '--scope', 's'], /--sub is given more than once/],
+    [['audit', 'verify', '--dir', 'a', '--dir', 'b'], /--dir is given more than once/]
   ]
   for (const [args, message] of cases) {
     const r = cli(args)
@@ -110,6 +116,8 @@ t.test('NASGUARD_CONFIG is honoured by every command that takes --config', async
   t.equal(check.status, 0, check.stderr)
   t.match(check.stdout, /config OK/)
   t.equal(cli(['config', 'check', '--config', file]).status, 0, 'config check takes --config too')
+  const both = cli(['token', 'issue', '--config', file, '--sub', 'alice', '--scope', 'recordings:read'], { NASGUARD_CONFIG: join(dir, 'missing.yaml') })
+  t.equal(both.status, 0, `--config wins over NASGUARD_CONFIG, and is not counted as given twice: ${both.stderr}`)
   const issued = cli(['token', 'issue', '--sub', 'alice', '--scope', 'recordings:read'], env)
   t.equal(issued.status, 0, issued.stderr)
   t.match(issued.stdout, /^ey/)

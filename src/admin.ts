@@ -65,6 +65,40 @@ export function buildAdmin (metrics: MetricsSource, logger: FastifyBaseLogger, r
 export const MAX_SUBJECT = HEADER_LIMITS.bytes
 
 /**
+ * The subject of a body that is exactly the JSON object `{"sub": S}`: a
+ * second member, another "sub" among them, is refused rather than one of
+ * them chosen.
+ */
+function subjectOf (text: unknown): string | undefined {
+  let body: unknown
+  try { body = JSON.parse(String(text)) } catch { return undefined }
+  if (typeof body !== 'object' || body === null || Object.keys(body).join() !== 'sub' || topLevelMembers(String(text)) !== 1) return undefined
+  const sub = (body as { sub: unknown }).sub
+  return typeof sub === 'string' && sub.length > 0 && sub.length <= MAX_SUBJECT ? sub : undefined
+}
+
+/** How many members the object in `json` (valid JSON) holds: its commas outside strings and nested values, plus one. */
+function topLevelMembers (json: string): number {
+  let depth = 0
+  let commas = 0
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i]
+    if (c === '"') i = stringEnd(json, i)
+    else if (c === '{' || c === '[') depth++
+    else if (c === '}' || c === ']') depth--
+    else if (c === ',' && depth === 1) commas++
+  }
+  return commas + 1
+}
+
+/** Where the JSON string opening at `start` closes. */
+function stringEnd (json: string, start: number): number {
+  let i = start + 1
+  while (json[i] !== '"') i += json[i] === '\\' ? 2 : 1
+  return i
+}
+
+/**
  * POST /quota (what a subject used) and POST /quota/reset (audited), the
  * subject in a JSON body `{"sub": S}` (a query string could not hold every
  * subject a token can carry): only behind the admin credential, which the
@@ -72,11 +106,11 @@ export const MAX_SUBJECT = HEADER_LIMITS.bytes
  * budgets say who took what.
  */
 function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedListener: boolean): void {
-  const subjectOf = (body: unknown): string | undefined => {
-    const sub = typeof body === 'object' && body !== null ? (body as { sub?: unknown }).sub : undefined
-    return typeof sub === 'string' && sub.length > 0 && sub.length <= MAX_SUBJECT ? sub : undefined
-  }
-  const NO_SUBJECT = { error: 'NASGUARD_ERR_BAD_REQUEST', message: `the body must be JSON {"sub": S}: the subject, 1 to ${MAX_SUBJECT} characters` }
+  // The body reaches the routes as text: JSON.parse lets the last of two
+  // "sub" members win, and a proxy or log in front may read the first.
+  admin.removeContentTypeParser('application/json')
+  admin.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => { done(null, body) })
+  const NO_SUBJECT = { error: 'NASGUARD_ERR_BAD_REQUEST', message: `the body must be the JSON object {"sub": S} and nothing else (one member): the subject, 1 to ${MAX_SUBJECT} characters` }
   const guard = (reply: import('fastify').FastifyReply): boolean => {
     if (protectedListener) return true
     void reply.code(403).send({ error: 'NASGUARD_ERR_FORBIDDEN', message: 'set admin.tokenFile or admin.basicAuth: the budgets are served only behind the admin credential' })

@@ -8,7 +8,8 @@
 import { writeFileSync } from 'node:fs'
 import { Ajv } from 'ajv'
 import standalone from 'ajv/dist/standalone/index.js'
-import { ConfigSchema, HMAC_ALGORITHMS } from '../dist/config/schema.js'
+import { ConfigSchema } from '../dist/config/schema.js'
+import { HMAC_ALGORITHMS } from '../dist/auth/algorithms.js'
 import { CONFIG_AJV_OPTIONS } from '../dist/config/ajv-options.js'
 
 const out = new URL('../dist/config/config-validator.js', import.meta.url)

@@ -262,7 +262,7 @@ async function started (fn: () => Promise<void>): Promise<void> {
 }
 
 async function demo (): Promise<void> {
-  const { runDemo } = await import('./server.js')
+  const { runDemo } = await import('./demo/run.js')
   await runDemo()
 }
 

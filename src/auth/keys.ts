@@ -6,7 +6,7 @@
 import { createPublicKey, type JsonWebKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { Config } from '../config/schema.js'
-import { HMAC_ALGORITHMS } from '../config/schema.js'
+import { HMAC_ALGORITHMS } from './algorithms.js'
 import { readSecretFile } from '../config/secrets.js'
 
 type JwtConfig = Config['auth']['jwt']

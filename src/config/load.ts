@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ErrorObject, ValidateFunction } from 'ajv'
+import { HMAC_ALGORITHMS } from '../auth/algorithms.js'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import type { Config } from './schema.js'
 import { CONFIG_AJV_OPTIONS } from './ajv-options.js'
@@ -60,7 +61,7 @@ async function validation (): Promise<Validation> {
     const m = await import(precompiled.href) as { validate: ValidateFunction, schema: SchemaNode, hmacAlgorithms: string[] }
     return { schema: m.schema, hmacAlgorithms: m.hmacAlgorithms, validator: () => m.validate }
   }
-  const [{ ConfigSchema, HMAC_ALGORITHMS }, { Ajv }] = await Promise.all([import('./schema.js'), import('ajv')])
+  const [{ ConfigSchema }, { Ajv }] = await Promise.all([import('./schema.js'), import('ajv')])
   let compiled: ValidateFunction | undefined
   return {
     schema: ConfigSchema as unknown as SchemaNode,

@@ -2,11 +2,10 @@
 // the README and deploy/nasguard.example.yaml follow it. Unknown keys are
 // errors (a typo must not silently fall back to a default).
 import { Type, type Static } from '@sinclair/typebox'
+import { HMAC_ALGORITHMS, PUBLIC_KEY_ALGORITHMS } from '../auth/algorithms.js'
 
 const strict = { additionalProperties: false } as const
 
-export const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'] as const
-export const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'EdDSA'] as const
 
 const AlgorithmList = Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })
 

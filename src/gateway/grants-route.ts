@@ -3,7 +3,6 @@
 // token). The body is checked against a schema; the path it names passes the
 // recording gate's own stages (retention too), as a GET of it would; the grant is audited
 // before it is handed out.
-import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Config } from '../config/schema.js'
 import type { GrantSigner } from '../auth/grants.js'
@@ -18,10 +17,14 @@ import { authorize } from '../gate/policy.js'
 import { enforceRetention } from '../gate/retention.js'
 import type { GateContext, GateRequest, RequestState } from '../gate/state.js'
 
-const GrantRequest = Type.Object({
-  path: Type.String({ minLength: 1, maxLength: 8192 }),
-  ttlSec: Type.Optional(Type.Integer({ minimum: 1 }))
-}, { additionalProperties: false })
+/** The body: a plain JSON schema (TypeBox, the config's, stays out of the gateway's processes). */
+const GrantRequest = {
+  type: 'object',
+  properties: { path: { type: 'string', minLength: 1, maxLength: 8192 }, ttlSec: { type: 'integer', minimum: 1 } },
+  required: ['path'],
+  additionalProperties: false
+} as const
+interface GrantBody { path: string, ttlSec?: number }
 
 export interface GrantsRoute {
   signer: GrantSigner
@@ -33,7 +36,7 @@ export interface GrantsRoute {
 }
 
 /** The path the grant opens: canonical, allowed to this identity by a rule, a file of a served type, not past its retention. */
-async function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: Static<typeof GrantRequest> }>, reply: FastifyReply): Promise<{ path: string, rule: string }> {
+async function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: GrantBody }>, reply: FastifyReply): Promise<{ path: string, rule: string }> {
   const target: RequestState = { ...request.ng, path: undefined, segments: undefined, rule: undefined }
   const asGet = { ...route.gateRequest(request, reply), method: 'GET', url: request.body.path }
   try {
@@ -47,7 +50,7 @@ async function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: S
 
 export function registerGrantsRoute (app: FastifyInstance, route: GrantsRoute): void {
   const g = route.settings
-  app.post<{ Body: Static<typeof GrantRequest> }>(GRANTS_PATH, { bodyLimit: 4096, schema: { body: GrantRequest } }, async (request, reply) => {
+  app.post<{ Body: GrantBody }>(GRANTS_PATH, { bodyLimit: 4096, schema: { body: GrantRequest } }, async (request, reply) => {
     const identity = request.ng.identity as Identity
     // A grant opens one recording; it never mints others.
     if (identity.method === 'grant') throw new Errors.GrantInvalid('a grant cannot mint grants')

@@ -71,8 +71,9 @@ export const MAX_SUBJECT = HEADER_LIMITS.bytes
  */
 function subjectOf (text: unknown): string | undefined {
   let body: unknown
-  try { body = JSON.parse(String(text)) } catch { return undefined }
-  if (typeof body !== 'object' || body === null || Object.keys(body).join() !== 'sub' || topLevelMembers(String(text)) !== 1) return undefined
+  const json = String(text).replace(/^\uFEFF/, '')
+  try { body = JSON.parse(json) } catch { return undefined }
+  if (typeof body !== 'object' || body === null || Object.keys(body).join() !== 'sub' || topLevelMembers(json) !== 1) return undefined
   const sub = (body as { sub: unknown }).sub
   return typeof sub === 'string' && sub.length > 0 && sub.length <= MAX_SUBJECT ? sub : undefined
 }
@@ -108,7 +109,9 @@ function stringEnd (json: string, start: number): number {
 function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedListener: boolean): void {
   // The body reaches the routes as text: JSON.parse lets the last of two
   // "sub" members win, and a proxy or log in front may read the first.
-  admin.removeContentTypeParser('application/json')
+  // Only JSON: a text/plain POST is a request a browser sends cross-site
+  // without asking first (with cached Basic credentials, a reset).
+  admin.removeAllContentTypeParsers()
   admin.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => { done(null, body) })
   const NO_SUBJECT = { error: 'NASGUARD_ERR_BAD_REQUEST', message: `the body must be the JSON object {"sub": S} and nothing else (one member): the subject, 1 to ${MAX_SUBJECT} characters` }
   const guard = (reply: import('fastify').FastifyReply): boolean => {

@@ -126,8 +126,16 @@ t.test('a subject as long as a token can carry is shown and reset too; a body wi
     t.equal(res.status, 400, `reset ${body}: refused`)
   }
   t.equal(gw.auditRecords().filter((r) => r.event === 'quota-reset').length, resetsBefore, 'nothing was reset or recorded')
-  // One member, however it is spelled, is the subject: commas, braces and quotes inside it are its own.
-  for (const [body, subject] of [[' { "sub" : "a,\\"b{[}, \\"sub\\": 1" } ', 'a,"b{[}, "sub": 1'], ['{"s\\u0075b":"carol"}', 'carol']]) {
+  // Only JSON: a text/plain POST (which a browser sends cross-site without asking first) is refused, whatever it holds.
+  for (const type of ['text/plain', 'TEXT/PLAIN;charset=UTF-8', 'application/x-www-form-urlencoded']) {
+    for (const route of ['/quota', '/quota/reset']) {
+      const res = await fetch(`${gw.adminUrl}${route}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': type }, body: '{"sub": "carol"}' })
+      t.equal(res.status, 415, `${type} to ${route}: refused`)
+    }
+  }
+  t.equal(gw.auditRecords().filter((r) => r.event === 'quota-reset').length, resetsBefore, 'nothing was reset or recorded')
+  // One member, however it is spelled, is the subject: commas, braces and quotes inside it are its own; a leading byte order mark is not part of the JSON.
+  for (const [body, subject] of [['\ufeff{"sub": "carol"}', 'carol'], [' { "sub" : "a,\\"b{[}, \\"sub\\": 1" } ', 'a,"b{[}, "sub": 1'], ['{"s\\u0075b":"carol"}', 'carol']]) {
     const res = await fetch(`${gw.adminUrl}/quota`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json; charset=utf-8' }, body })
     t.equal(res.status, 200, `${body}: answered`)
     t.equal(((await res.json()) as { subject?: unknown }).subject, subject, 'for that subject')

@@ -121,7 +121,12 @@ t.test('usage errors exit 2 naming the option, and write nothing', async (t) => 
   const s = makeSite()
   const folding = s.config('folding')
   const posix = s.config('posix', { fileSystem: 'posix' })
-  const add = (config: string, ...args: string[]): Promise<Run> => runCli(['hold', 'add', '--config', config, '--path-prefix', '/medicall/2016/01/', '--case', 'C-1', '--reason', 'litigation', ...args])
+  // Each option once (a second one is a usage error of its own): the case's value replaces the default.
+  const add = (config: string, option?: string, value?: string): Promise<Run> => {
+    const given: Record<string, string> = { '--path-prefix': '/medicall/2016/01/', '--case': 'C-1', '--reason': 'litigation' }
+    if (option !== undefined && value !== undefined) given[option] = value
+    return runCli(['hold', 'add', '--config', config, ...Object.entries(given).flat()])
+  }
   const cases: Array<[string, Promise<Run>, RegExp]> = [
     ['a relative prefix', add(folding, '--path-prefix', 'medicall/2016/01/'), /--path-prefix: it must start with \//],
     ['a .. segment', add(folding, '--path-prefix', '/medicall/2016/../2017/'), /--path-prefix: it has a \. or \.\. segment/],

@@ -69,7 +69,7 @@ export const MAX_SUBJECT = HEADER_LIMITS.bytes
  * second member, another "sub" among them, is refused rather than one of
  * them chosen.
  */
-function subjectOf (text: unknown): string | undefined {
+function bodySubject (text: unknown): string | undefined {
   let body: unknown
   const json = String(text).replace(/^\uFEFF/, '')
   try { body = JSON.parse(json) } catch { return undefined }
@@ -121,7 +121,7 @@ function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedLi
   }
   admin.post('/quota', async (request, reply) => {
     if (!guard(reply)) return reply
-    const sub = subjectOf(request.body)
+    const sub = bodySubject(request.body)
     if (sub === undefined) return await reply.code(400).send(NO_SUBJECT)
     try {
       return { subject: sub, ...await quota.usage(sub) }
@@ -131,7 +131,7 @@ function registerQuota (admin: FastifyInstance, quota: QuotaControl, protectedLi
   })
   admin.post('/quota/reset', async (request, reply) => {
     if (!guard(reply)) return reply
-    const sub = subjectOf(request.body)
+    const sub = bodySubject(request.body)
     if (sub === undefined) return await reply.code(400).send(NO_SUBJECT)
     const operator = String(request.headers['x-nasguard-operator'] ?? 'unknown').slice(0, 64)
     let done: boolean

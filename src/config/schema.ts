@@ -6,7 +6,6 @@ import { HMAC_ALGORITHMS, PUBLIC_KEY_ALGORITHMS } from '../auth/algorithms.js'
 
 const strict = { additionalProperties: false } as const
 
-
 const AlgorithmList = Type.Array(Type.Union([...HMAC_ALGORITHMS, ...PUBLIC_KEY_ALGORITHMS].map((a) => Type.Literal(a))), { minItems: 1, uniqueItems: true })
 
 /**

@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Config } from './config/schema.js'
 import { readSecretFile } from './config/secrets.js'
 import { HEADER_LIMITS } from './tls/server.js'
+import { repeatsKeys } from './json-keys.js'
 
 export interface Readiness { ready: boolean, checks: Record<string, string> }
 
@@ -73,30 +74,9 @@ function bodySubject (text: unknown): string | undefined {
   let body: unknown
   const json = String(text).replace(/^\uFEFF/, '')
   try { body = JSON.parse(json) } catch { return undefined }
-  if (typeof body !== 'object' || body === null || Object.keys(body).join() !== 'sub' || topLevelMembers(json) !== 1) return undefined
+  if (typeof body !== 'object' || body === null || Object.keys(body).join() !== 'sub' || repeatsKeys(json)) return undefined
   const sub = (body as { sub: unknown }).sub
   return typeof sub === 'string' && sub.length > 0 && sub.length <= MAX_SUBJECT ? sub : undefined
-}
-
-/** How many members the object in `json` (valid JSON) holds: its commas outside strings and nested values, plus one. */
-function topLevelMembers (json: string): number {
-  let depth = 0
-  let commas = 0
-  for (let i = 0; i < json.length; i++) {
-    const c = json[i]
-    if (c === '"') i = stringEnd(json, i)
-    else if (c === '{' || c === '[') depth++
-    else if (c === '}' || c === ']') depth--
-    else if (c === ',' && depth === 1) commas++
-  }
-  return commas + 1
-}
-
-/** Where the JSON string opening at `start` closes. */
-function stringEnd (json: string, start: number): number {
-  let i = start + 1
-  while (json[i] !== '"') i += json[i] === '\\' ? 2 : 1
-  return i
 }
 
 /**

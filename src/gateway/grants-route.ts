@@ -9,6 +9,7 @@ import type { GrantSigner } from '../auth/grants.js'
 import type { Identity } from '../auth/identity.js'
 import type { AuditRecord } from '../audit/writer.js'
 import { Errors } from '../errors.js'
+import { repeatsKeys } from '../json-keys.js'
 import { claimsUsed, grantingScopes } from '../policy/rules.js'
 import { canonicalTarget } from '../gate/canonical-path.js'
 import { guardFile } from '../gate/file-guard.js'
@@ -48,8 +49,27 @@ async function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: G
   return { path: target.path as string, rule: target.rule as string }
 }
 
+/**
+ * Bodies are parsed as Fastify does (a `__proto__` or `constructor.prototype`
+ * key is refused), and one that names a member twice is refused too: JSON.parse
+ * keeps the last `path`, while a WAF or log in front may have read the first.
+ */
+function registerBodyParser (app: FastifyInstance): void {
+  const parse = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = String(body)
+    parse(request, text, (err, value) => {
+      if (err) done(err, undefined)
+      else if (repeatsKeys(text)) done(new Errors.BadRequest('the body names a member twice'), undefined)
+      else done(null, value)
+    })
+  })
+}
+
 export function registerGrantsRoute (app: FastifyInstance, route: GrantsRoute): void {
   const g = route.settings
+  registerBodyParser(app)
   app.post<{ Body: GrantBody }>(GRANTS_PATH, { bodyLimit: 4096, schema: { body: GrantRequest } }, async (request, reply) => {
     const identity = request.ng.identity as Identity
     // A grant opens one recording; it never mints others.

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { GrantSigner, type GrantClaims } from '../../src/auth/grants.js'
 import { addRevocation } from '../../src/auth/revocation.js'
 import { RECORDING, bearer, get, post, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type TestGateway, type Teardown } from '../helpers/gateway.js'
+import { PROTOCOLS, postAs } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
 const GRANTS = '/_nasguard/grants'
@@ -181,6 +182,34 @@ t.test('minting is refused without a token, for a path the token may not read, f
   const seen = refusalsSeen.get(nas) ?? 0
   await waitFor('the refusal records', () => gw.auditRecords().filter((r) => r.event === 'refusal').length >= seen ? true : undefined)
   t.equal(gw.auditRecords().filter((r) => r.event === 'grant').length, 0, 'no grant was minted (no grant record)')
+  t.equal(nas.requests.length, 0)
+})
+
+t.test('a body that names a member twice, however spelt, or carries a prototype key is refused: nothing minted, over HTTP/1.1 and HTTP/2', async (t) => {
+  const { nas, gw } = await setup(t)
+  const token = gw.token({ sub: 'alice' })
+  const p = JSON.stringify(PATH)
+  const cases: Array<[string, string]> = [
+    // JSON.parse keeps the last member; a WAF or log in front may read the first.
+    [`{"path": "/secret/a.wav", "path": ${p}}`, 'path twice, the last one allowed'],
+    [`{"path": ${p}, "path": ${p}}`, 'path twice, the same value'],
+    [`{"path": ${p}, "p\\u0061th": "/secret/a.wav"}`, 'path twice, once escaped'],
+    [`{"p\\u0061th": "/secret/a.wav", "path": ${p}}`, 'path twice, the first escaped'],
+    [`{"path": ${p}, "ttlSec": 3600, "ttlSec": 1}`, 'ttlSec twice'],
+    [`{"ttlSec": 1, "path": ${p}, "ttlSec": 60}`, 'ttlSec twice, apart'],
+    [`{"path": ${p}, "__proto__": {"ttlSec": 1}}`, 'a __proto__ member'],
+    [`{"path": ${p}, "constructor": {"prototype": {"ttlSec": 1}}}`, 'a constructor.prototype member']
+  ]
+  for (const proto of PROTOCOLS) {
+    for (const [body, what] of cases) {
+      await refused(t, nas, () => postAs(proto, gw, GRANTS, body, { ...bearer(token), 'content-type': 'application/json' }), 400, 'NASGUARD_ERR_BAD_REQUEST', undefined, `${proto}: ${what}`)
+    }
+    // Control: a member spelt with an escape, named once, is that member.
+    const escaped = await postAs(proto, gw, GRANTS, `{"p\\u0061th": ${p}, "ttlSec": 60}`, { ...bearer(token), 'content-type': 'application/json' })
+    t.equal(escaped.status, 201, `${proto}: control: path spelt with an escape, once: minted`)
+    t.equal((json(escaped) as { url: string }).url.split('?')[0], PATH, `${proto}: control: for that path`)
+  }
+  t.equal(gw.auditRecords().filter((r) => r.event === 'grant').length, PROTOCOLS.length, 'only the controls minted a grant')
   t.equal(nas.requests.length, 0)
 })
 

@@ -5,7 +5,7 @@ import { connect as http2Connect, type ClientHttp2Session } from 'node:http2'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { readFileSync } from 'node:fs'
 import { testCerts } from './certs.js'
-import { get, type RequestOpts, type Response } from './gateway-client.js'
+import { get, post, type RequestOpts, type Response } from './gateway-client.js'
 
 export type Protocol = 'h1' | 'h2'
 export const PROTOCOLS: readonly Protocol[] = ['h1', 'h2']
@@ -27,6 +27,26 @@ export function fetchAs (proto: Protocol, gw: { port: number }, path: string, he
     stream.on('end', () => { session.close(); resolve({ status, headers: responseHeaders, body: Buffer.concat(chunks) }) })
     stream.on('error', (err) => { session.destroy(); reject(err) })
     stream.end()
+  })
+}
+
+/** A POST on a fresh connection; an object body is sent as JSON (application/json), a string as it is (give its content-type). */
+export function postAs (proto: Protocol, gw: { port: number }, path: string, body: string | object, headers: Record<string, string> = {}): Promise<Response> {
+  if (proto === 'h1') return post(gw, path, body, headers)
+  return new Promise((resolve, reject) => {
+    const session = http2Connect(`https://localhost:${gw.port}`, { ca: readFileSync(testCerts().ca) })
+    session.on('error', reject)
+    const payload = typeof body === 'string' ? body : JSON.stringify(body)
+    const type = typeof body === 'string' ? {} : { 'content-type': 'application/json' }
+    const stream = session.request({ ':method': 'POST', ':path': path, ...type, 'content-length': String(Buffer.byteLength(payload)), ...headers })
+    const chunks: Buffer[] = []
+    let status = 0
+    let h: Response['headers'] = {}
+    stream.on('response', (r) => { status = Number(r[':status']); h = Object.fromEntries(Object.entries(r).filter(([k]) => !k.startsWith(':'))) as Response['headers'] })
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    stream.on('end', () => { session.close(); resolve({ status, headers: h, body: Buffer.concat(chunks) }) })
+    stream.on('error', (err) => { session.destroy(); reject(err) })
+    stream.end(payload)
   })
 }
 

@@ -16,16 +16,15 @@
 // - A NAS that folds names: no spelling of an expired recording is served.
 import t, { type Test } from 'tap'
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs'
-import { connect as http2Connect } from 'node:http2'
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
 import { changeHolds, fileHoldsStore, holdsKeyOf, type Hold, type HoldsDoc } from '../../src/retention/holds.js'
 import { DAY_MS } from '../../src/retention/rules.js'
-import { DEFAULT_POLICY, RECORDING, bearer, post, scrape, serveRecording, startStubNas, startTestGateway, testCerts, type GatewayOverrides, type Response, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
+import { DEFAULT_POLICY, RECORDING, bearer, scrape, serveRecording, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
 import { startFoldingNas } from '../helpers/folding-nas.js'
-import { PROTOCOLS, fetchAs, type Protocol } from '../helpers/protocols.js'
+import { PROTOCOLS, fetchAs, postAs, type Protocol } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
 const EXPIRED = 'NASGUARD_ERR_RETENTION_EXPIRED'
@@ -270,27 +269,9 @@ t.test('dated by Last-Modified: old, missing or garbage is a 410 and no byte of 
   for (const f of fetches) t.match(f, { status: 410, bytes: 0, rule: 'lm', reason: EXPIRED }, `fetch record of ${String(f.path)}: 410, 0 bytes, and why`)
 })
 
-/** POST over HTTP/2 on a fresh connection. */
-function postH2 (gw: { port: number }, path: string, body: object, headers: Record<string, string>): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const session = http2Connect(`https://localhost:${gw.port}`, { ca: readFileSync(testCerts().ca) })
-    session.on('error', reject)
-    const payload = JSON.stringify(body)
-    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)), ...headers })
-    const chunks: Buffer[] = []
-    let status = 0
-    let h: Response['headers'] = {}
-    stream.on('response', (r) => { status = Number(r[':status']); h = Object.fromEntries(Object.entries(r).filter(([k]) => !k.startsWith(':'))) as Response['headers'] })
-    stream.on('data', (c: Buffer) => chunks.push(c))
-    stream.on('end', () => { session.close(); resolve({ status, headers: h, body: Buffer.concat(chunks) }) })
-    stream.on('error', (err) => { session.destroy(); reject(err) })
-    stream.end(payload)
-  })
-}
-
 const GRANTS = '/_nasguard/grants'
 const mintAs = async (proto: Protocol, gw: TestGateway, path: string): Promise<Response> =>
-  proto === 'h1' ? await post(gw, GRANTS, { path }, bearer(gw.token())) : await postH2(gw, GRANTS, { path }, bearer(gw.token()))
+  await postAs(proto, gw, GRANTS, { path }, bearer(gw.token()))
 
 t.test('grants: none for an expired recording, and one minted before expiry does not open it after', async (t) => {
   const { nas, gw, clock } = await setup(t, { authExtra: { grants: { secret: 'grant-secret-'.padEnd(48, 'x'), ttlSec: 600 } } }, serveRecording, OLD_EXPIRES - 1)

@@ -302,21 +302,21 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     reply.code(304).headers({ etag: file.etag, ...(file.lastModified ? { 'last-modified': file.lastModified } : {}) }).send()
     return
   }
+  const span = plan.kind === 'body' ? spanOf(file.geometry, plan.start, plan.end) : undefined
+  // The size an answer states is authenticated before it is stated, unless
+  // the answer ends with the last chunk (opened, flagged last, before its bytes go).
+  if (request.method === 'HEAD' || span === undefined || span.lastChunk < file.geometry.chunks - 1) await checkSize(p, request, file, cached, signal)
   if (plan.kind === 'unsatisfiable') {
     reply.header('content-range', `bytes */${file.geometry.size}`).send(new Errors.RangeNotSatisfiable())
     return
   }
   if (request.method === 'HEAD') {
-    // The length a HEAD states is authenticated: the last chunk, flagged
-    // last, opens where the size puts it (a truncated or extended file does not).
-    if (await p.files.fetchChunk(file, file.geometry.chunks - 1, request.id, signal) === 'changed') throw new Stale()
-    if (signal.aborted) throw new Error('gone')
     reply.hijack()
     reply.raw.writeHead(plan.status, headersOf(p, request, reply, file, plan.start, plan.end, plan.status === 206) as never)
     reply.raw.end()
     return
   }
-  const span = spanOf(file.geometry, plan.start, plan.end)
+  if (span === undefined) return
   if (p.checkMagic && span.firstChunk > 0 && file.magic === undefined) {
     const verdict = await p.files.judgeMagic(file, p.hooks.target(request).extension, request.id, signal)
     if (verdict === 'changed') { p.files.forget(file); throw new Stale() }
@@ -334,6 +334,23 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     started(s)
     p.pool.dispatch({ method: 'GET', path: file.path, headers: { ...p.own, ...sameVersion(file), 'x-request-id': request.id, range: `bytes=${span.start}-${span.end}` } }, s)
   })
+}
+
+/**
+ * The file's size, authenticated (SealedFiles.checkSize). A remembered
+ * header that no longer fits the file (a NAS that ignores If-Match) is
+ * asked again from the header, once, as a chunk that fails would be.
+ */
+async function checkSize (p: SealedParts, request: FastifyRequest, file: SealedFile, cached: boolean, signal: UpstreamSignal): Promise<void> {
+  let changed: 'changed' | undefined
+  try {
+    changed = await p.files.checkSize(file, request.id, signal)
+  } catch (err) {
+    if (err instanceof SealedIntegrityError && cached) changed = 'changed'
+    else throw err
+  }
+  if (changed) { p.files.forget(file); throw new Stale() }
+  if (signal.aborted) throw new Error('gone')
 }
 
 /**

@@ -34,6 +34,8 @@ export interface SealedFile {
   etag: string
   /** files.checkMagic's verdict on the decrypted head, once known. */
   magic?: boolean
+  /** The last chunk opened, flagged last, where the size puts it: the size is authenticated. */
+  sizeChecked?: boolean
 }
 
 export type Opened =
@@ -178,6 +180,19 @@ export class SealedFiles {
     if (file.magic !== undefined) return file.magic
     const chunk0 = await this.fetchChunk(file, 0, requestId, signal)
     return chunk0 === 'changed' ? chunk0 : this.judged(file, extension, chunk0)
+  }
+
+  /**
+   * Authenticates the file's size, once per file version: the last chunk,
+   * flagged last, opens where the size puts it (a truncated or extended
+   * file's does not: SealedIntegrityError). Before any answer states the
+   * size without sending the last chunk: a HEAD, a range short of the end, a 416.
+   */
+  async checkSize (file: SealedFile, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<'changed' | undefined> {
+    if (file.sizeChecked === true) return undefined
+    if (await this.fetchChunk(file, file.geometry.chunks - 1, requestId, signal) === 'changed') return 'changed'
+    file.sizeChecked = true
+    return undefined
   }
 
   /** Judges the decrypted chunk 0 and remembers the verdict with the file. */

@@ -197,6 +197,54 @@ async function headEtag (proto: Protocol, gw: TestGateway, path: string, auth: R
   return String((await fetchAs(proto, gw, path, auth, 'HEAD')).headers.etag)
 }
 
+t.test('a size is stated only once it is authenticated: a range short of the end, or a 416, of a truncated or extended file is a 502', async (t) => {
+  const { mem, nas, gw, ring } = await startSealed(t, ['2026-11'])
+  const auth = { authorization: `Bearer ${gw.token()}` }
+  let n = 0
+  // Each case: the file on the NAS made from a good one, and a range that stops short of its (apparent) last chunk or lies past its end.
+  const cases: Array<{ name: string, make: (g: Buffer) => Buffer, range: string }> = [
+    { name: 'truncated at a chunk boundary, the first bytes', make: (g) => g.subarray(0, chunkAt(3)), range: 'bytes=0-99' },
+    { name: 'truncated at a chunk boundary, the middle', make: (g) => g.subarray(0, chunkAt(3)), range: `bytes=${CHUNK}-${CHUNK + 99}` },
+    { name: 'truncated mid-chunk', make: (g) => g.subarray(0, chunkAt(2) + 1000), range: 'bytes=0-99' },
+    { name: 'an appended chunk', make: (g) => Buffer.concat([g, g.subarray(chunkAt(1), chunkAt(2))]), range: 'bytes=100-199' },
+    { name: 'an appended copy of the last chunk', make: (g) => Buffer.concat([g, g.subarray(chunkAt(3))]), range: `bytes=${2 * CHUNK}-${2 * CHUNK + 9}` },
+    { name: 'truncated, a range past the shortened end (a 416 would state the size)', make: (g) => g.subarray(0, chunkAt(3)), range: `bytes=${3 * CHUNK}-` }
+  ]
+  for (const proto of PROTOCOLS) {
+    for (const c of cases) {
+      const path = `/medicall/2026/11/29/1116${String(++n).padStart(2, '0')}_46701234567.wav`
+      mem.files.set(sealedName(ring, path), c.make(await sealBytes(ring, '2026-11', path, randomBytes(SIZE))))
+      const before = await metric(gw, 'nasguard_sealed_integrity_failures_total{where="before_body"}')
+      const res = await fetchLoose(proto, gw, path, { ...auth, range: c.range })
+      t.equal(res.status, 502, `${proto} ${c.name}: 502, no size stated`)
+      t.match(res.body.toString('latin1'), /"error":"NASGUARD_ERR_SEALED_INTEGRITY"/, `${proto} ${c.name}: the error code`)
+      t.equal(await metric(gw, 'nasguard_sealed_integrity_failures_total{where="before_body"}'), before + 1, `${proto} ${c.name}: counted before_body`)
+      const record = await waitFor(`${proto} ${c.name}: the completion record`, () => gw.auditRecords().find((r) => r.event === 'fetch' && r.path === path))
+      t.equal(record.outcome, 'integrity-error', `${proto} ${c.name}: outcome integrity-error`)
+    }
+
+    // Control: the good file is served in ranges, and its end is asked for once per version, not per seek.
+    const path = `/medicall/2026/11/29/1117${proto}_46701234567.wav`
+    const plain = randomBytes(SIZE)
+    const sealed = await sealBytes(ring, '2026-11', path, plain)
+    mem.files.set(sealedName(ring, path), sealed)
+    const endRange = `bytes=${chunkAt(3)}-${sealed.length - 1}`
+    const asked = nas.requests.length
+    for (const [from, to] of [[0, 99], [CHUNK + 5, CHUNK + 104], [2 * CHUNK, 2 * CHUNK + 9]]) {
+      const res = await fetchLoose(proto, gw, path, { ...auth, range: `bytes=${from}-${to}` })
+      t.equal(res.status, 206, `${proto} control ${from}-${to}: 206`)
+      t.equal(res.complete, true, `${proto} control ${from}-${to}: complete`)
+      t.ok(res.body.equals(plain.subarray(from, to + 1)), `${proto} control ${from}-${to}: the plaintext`)
+    }
+    const ends = nas.requests.slice(asked).filter((r) => r.headers.range === endRange).length
+    t.equal(ends, 1, `${proto} control: the last chunk was asked for once for three ranges`)
+    const tail = await fetchLoose(proto, gw, path, { ...auth, range: `bytes=${SIZE - 3}-` })
+    t.equal(tail.status, 206, `${proto} control: a range that ends the file`)
+    t.ok(tail.body.equals(plain.subarray(SIZE - 3)), `${proto} control: its bytes`)
+  }
+  t.notOk(gw.logs.some((l) => l.includes('46701234567')), 'no log line names a recording')
+})
+
 t.test('migrate: plaintext served for a period with a key is counted (action served)', async (t) => {
   const { mem, gw } = await startSealed(t, ['2026-11'], { sealing: { mode: 'migrate' } })
   mem.files.set('/medicall/2026/11/29/x.wav', randomBytes(100))

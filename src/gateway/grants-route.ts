@@ -53,6 +53,9 @@ async function authorised (route: GrantsRoute, request: FastifyRequest<{ Body: G
  * Bodies are parsed as Fastify does (a `__proto__` or `constructor.prototype`
  * key is refused), and one that names a member twice is refused too: JSON.parse
  * keeps the last `path`, while a WAF or log in front may have read the first.
+ * Registered on the gateway itself, not only this route: any JSON body it
+ * takes is read the same way (today, this route's is the only one; uploads
+ * have their own parser).
  */
 function registerBodyParser (app: FastifyInstance): void {
   const parse = app.getDefaultJsonParser('error', 'error')

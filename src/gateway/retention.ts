@@ -13,6 +13,7 @@ import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { watchNames } from '../files/watch.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
+import { auditedGeneration } from '../retention/audited-generation.js'
 import { HoldView, type HoldsNow } from '../retention/hold-view.js'
 import { holdsKeyOf } from '../retention/holds.js'
 import { holdsStoreOf } from '../retention/holds-redis.js'
@@ -69,7 +70,7 @@ export function retentionPartsOf (config: Readonly<Config>, metrics: GatewayMetr
     holds: async () => {
       if (!view) {
         client = holdsClient(config, log)
-        view = new HoldView(holdsStoreOf(config, client), holdsKeyOf(loadAuditKey(auditKeyFile(config))))
+        view = new HoldView(holdsStoreOf(config, client), holdsKeyOf(loadAuditKey(auditKeyFile(config))), undefined, async () => await auditedGeneration(config))
       }
       const now = await view.current()
       // Said once per problem, and once when it clears.

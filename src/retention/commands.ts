@@ -3,17 +3,16 @@
 // to the holds and every erasure is an audit event in the ops chain, made
 // durable before the command says it is done; a change that could not be
 // recorded is reported (exit 1), never dropped.
-import { closeSync, constants, existsSync, lstatSync, openSync, realpathSync, unlinkSync } from 'node:fs'
+import { closeSync, constants, lstatSync, openSync, realpathSync, unlinkSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { basename, dirname, join } from 'node:path'
-import { chainKey, OPS_CHAIN, readChains } from '../audit/chains.js'
 import { loadAuditKey } from '../audit/key.js'
-import { trailFiles, walkTrail } from '../audit/verify.js'
 import { recordOperatorEvent } from '../audit/operator-events.js'
 import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 import { inPlace } from '../sealing/bulk/durable.js'
 import { eraseBackupKey, eraseKey, holdsPeriodKey, KeyringBusyError, lockCopy, lockKeyring } from '../sealing/keyring.js'
+import { auditedGeneration } from './audited-generation.js'
 import { changeHolds, holdsKeyOf, holdsOn, HoldsProblem, inForce, loadHolds, prefixProblem, type Hold, type HoldsDoc } from './holds.js'
 import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
@@ -359,30 +358,4 @@ async function applyPlan (c: Readonly<Config>, plan: SweepPlan, { generation, dr
   out(`erased ${erased} period(s), deleted ${deleted} file(s)${heldBack ? `, ${heldBack} kept by holds placed since the plan` : ''}\n`)
   for (const p of problems) err(p + '\n')
   return problems.length > 0 ? 1 : 0
-}
-
-/**
- * The highest holds generation this host's ops chain records (0: none):
- * every hold change, and every sweep (which records the generation it
- * read, so that a document changed on another host through Redis and put
- * back here is caught too), read through the verified chain. A chain that
- * does not verify, or that audit.chains lists and is gone, is a reason
- * not to erase (a string saying so): removing it must not turn the check off.
- */
-async function auditedGeneration (c: Readonly<Config>): Promise<number | string> {
-  const auditKey = loadAuditKey(auditKeyFile(c), c.audit.dir)
-  const dir = join(c.audit.dir, OPS_CHAIN)
-  const listed = readChains(c.audit.dir, auditKey)
-  if (listed?.ok === false) return `${listed.reason} in ${c.audit.dir}: the hold changes the ops chain records cannot be checked (nasguard audit verify)`
-  if (!existsSync(dir) || trailFiles(dir).length === 0) {
-    if (listed?.ok === true && listed.chains.includes(OPS_CHAIN)) return `the ops chain of ${c.audit.dir} is listed in its audit.chains but its files are gone: the hold changes it recorded cannot be checked (nasguard audit verify)`
-    // Never recorded here (the holds were changed on another host, through Redis).
-    return 0
-  }
-  let highest = 0
-  const report = await walkTrail(dir, chainKey(auditKey, OPS_CHAIN), (r) => {
-    const g = (r.counts as { generation?: unknown } | undefined)?.generation
-    if ((r.event === 'hold' || r.event === 'retention-sweep') && typeof g === 'number' && g > highest) highest = g
-  })
-  return report.problems.length > 0 ? `the ops chain of ${c.audit.dir} does not verify (${report.problems[0].message}): the hold changes it records cannot be trusted (nasguard audit verify)` : highest
 }

@@ -2,6 +2,8 @@
 // recording past its retention, or one dated by Last-Modified), and kept
 // for a second, so that a burst of such requests reads the store once and a
 // hold placed or released is seen within a second. One read at a time.
+// The document never goes back in generation: not below the newest one
+// read, nor below the newest this host's audit trail records.
 import { HoldsProblem, loadHolds, type Hold, type HoldsStore } from './holds.js'
 
 export type HoldsNow = { ok: true, holds: readonly Hold[] } | { ok: false, problem: string }
@@ -11,8 +13,18 @@ export class HoldView {
   private pending: Promise<HoldsNow> | undefined
   /** The highest generation read: the document never goes back. */
   private seen = 0
+  /** Whether `floor` was read: until it is, no document is trusted. */
+  private floored: boolean
 
-  constructor (private readonly store: HoldsStore, private readonly key: Buffer, private readonly ttlMs = 1000) {}
+  /**
+   * `floor`: the newest generation known before this view's first read (this
+   * host's ops chain: auditedGeneration), or why it cannot be known; read
+   * until it is known, so that a document put back while no view was
+   * watching (a gateway stopped) is caught as one put back while it was.
+   */
+  constructor (private readonly store: HoldsStore, private readonly key: Buffer, private readonly ttlMs = 1000, private readonly floor?: () => Promise<number | string>) {
+    this.floored = floor === undefined
+  }
 
   async current (): Promise<HoldsNow> {
     const c = this.cached
@@ -26,6 +38,7 @@ export class HoldView {
     try {
       // None yet: no hold was ever placed. (The sweep, which destroys, asks for the document itself: hold init.)
       // But a document that was seen and is gone, or older than one seen, was removed or rolled back.
+      if (!this.floored) this.raiseFloor(await (this.floor as () => Promise<number | string>)())
       const doc = await loadHolds(this.store, this.key)
       const generation = doc?.generation ?? 0
       if (generation < this.seen) throw new HoldsProblem(`${this.store.where} ${doc ? `went back from generation ${this.seen} to ${generation}` : `is gone (generation ${this.seen} was seen)`}: restore the newest document`)
@@ -36,5 +49,11 @@ export class HoldView {
     }
     this.cached = { at: performance.now(), value }
     return value
+  }
+
+  private raiseFloor (floor: number | string): void {
+    if (typeof floor === 'string') throw new HoldsProblem(floor)
+    this.seen = Math.max(this.seen, floor)
+    this.floored = true
   }
 }

@@ -6,7 +6,9 @@
 //   NAS never asked, audited and counted by rule.
 // - A legal hold (the sealed file beside the audit trail) lets it be
 //   served; released or lapsed, 410 again; the document rolled back to an
-//   older sealed one, or removed, after a newer one was seen: 503.
+//   older sealed one, or removed, after a newer one was seen: 503; so is
+//   one put back before the gateway started, older than the generation
+//   this host's ops chain records, and any while that chain does not verify.
 // - A holds file that does not verify (edited, torn): 503 for expired
 //   recordings, young ones still served.
 // - Dated by the NAS's Last-Modified: an old, missing or garbage
@@ -15,14 +17,18 @@
 //   does not open it after.
 // - A NAS that folds names: no spelling of an expired recording is served.
 import t, { type Test } from 'tap'
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { OPS_CHAIN } from '../../src/audit/chains.js'
 import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
+import { loadConfig } from '../../src/config/load.js'
+import { holdAdd, holdRelease } from '../../src/retention/commands.js'
 import { changeHolds, fileHoldsStore, holdsKeyOf, type Hold, type HoldsDoc } from '../../src/retention/holds.js'
 import { DAY_MS } from '../../src/retention/rules.js'
-import { DEFAULT_POLICY, RECORDING, bearer, scrape, serveRecording, startStubNas, startTestGateway, type GatewayOverrides, type Response, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
+import { DEFAULT_POLICY, RECORDING, bearer, scrape, serveRecording, startStubNas, startTestGateway, testCerts, type GatewayOverrides, type Response, type StubNas, type Teardown, type TestGateway } from '../helpers/gateway.js'
 import { startFoldingNas } from '../helpers/folding-nas.js'
 import { PROTOCOLS, fetchAs, postAs, type Protocol } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
@@ -161,6 +167,47 @@ t.test('a legal hold lets an expired recording be served; released or lapsed, it
   for (const proto of PROTOCOLS) await served(t, gw, proto, OLD, `${proto}, held until tomorrow`)
   clock.now = OLD_EXPIRES + DAY_MS
   for (const proto of PROTOCOLS) await refused(t, nas, async () => await fetchAs(proto, gw, OLD, bearer(gw.token())), 410, EXPIRED, `${proto}, the hold lapsed`)
+})
+
+t.test('a gateway started after the holds document was put back refuses it: this host\'s ops chain records the newer generation', async (t) => {
+  // What `nasguard hold add` and `hold release` do (the document, and an ops chain record of its generation), with no gateway running.
+  const auditDir = join(mkdtempSync(join(tmpdir(), 'nasguard-ret-')), 'audit')
+  const certs = testCerts()
+  const config = loadConfig({ object: { tls: { cert: certs.cert, key: certs.key }, upstream: { url: 'http://127.0.0.1:9' }, auth: { jwt: { secret: 'x'.repeat(32) } }, policy: POLICY, audit: { dir: auditDir }, retention: RULES }, env: {} })
+  const quiet = (): void => {}
+  const file = join(auditDir, 'legal-holds.json')
+  await holdAdd(config, { prefix: '/medicall/2016/01/01/083012_46701234567', case: 'CASE-1', reason: 'litigation' }, quiet)
+  const withHold = readFileSync(file, 'utf8')
+  await holdRelease(config, 'CASE-1', quiet)
+  const released = readFileSync(file, 'utf8')
+  // Whoever may write the file but not read the key puts the older document, with the released hold, back.
+  writeFileSync(file, withHold)
+
+  const { nas, gw } = await setup(t, { audit: { dir: auditDir } })
+  for (const proto of PROTOCOLS) await refused(t, nas, async () => await fetchAs(proto, gw, OLD, bearer(gw.token())), 503, UNAVAILABLE, `${proto}, a document older than the ops chain's newest, at start`)
+  t.ok(gw.logs.some((l) => /went back from generation 2 to 1/.test(l)), 'the log says the document went back, and from which generation')
+  for (const proto of PROTOCOLS) await served(t, gw, proto, YOUNG, `${proto}, a young recording`)
+
+  writeFileSync(file, released)
+  await until(gw, OLD, 410, 'the newest document restored')
+  for (const proto of PROTOCOLS) await refused(t, nas, async () => await fetchAs(proto, gw, OLD, bearer(gw.token())), 410, EXPIRED, `${proto}, released`)
+  await holdAdd(config, { prefix: '/medicall/2016/01/', case: 'CASE-2', reason: 'a new case' }, quiet)
+  await until(gw, OLD, 200, 'a newer hold to be seen')
+  for (const proto of PROTOCOLS) await served(t, gw, proto, OLD, `${proto}, held again`)
+})
+
+t.test('an ops chain that does not verify: the holds cannot be checked against it, so expired recordings get 503', async (t) => {
+  const auditDir = join(mkdtempSync(join(tmpdir(), 'nasguard-ret-')), 'audit')
+  const certs = testCerts()
+  const config = loadConfig({ object: { tls: { cert: certs.cert, key: certs.key }, upstream: { url: 'http://127.0.0.1:9' }, auth: { jwt: { secret: 'x'.repeat(32) } }, policy: POLICY, audit: { dir: auditDir }, retention: RULES }, env: {} })
+  await holdAdd(config, { prefix: '/medicall/2016/01/', case: 'CASE-1', reason: 'litigation' }, () => {})
+  // The generation in the ops chain's record edited down (its MAC no longer holds).
+  const ops = join(auditDir, OPS_CHAIN, 'audit.jsonl')
+  writeFileSync(ops, readFileSync(ops, 'utf8').replace('"generation":1', '"generation":0'))
+  const { nas, gw } = await setup(t, { audit: { dir: auditDir } })
+  for (const proto of PROTOCOLS) await refused(t, nas, async () => await fetchAs(proto, gw, OLD, bearer(gw.token())), 503, UNAVAILABLE, `${proto}, the ops chain edited`)
+  for (const proto of PROTOCOLS) await served(t, gw, proto, YOUNG, `${proto}, a young recording`)
+  t.ok(gw.logs.some((l) => /ops chain/.test(l) && /does not verify/.test(l)), 'the log says the ops chain does not verify')
 })
 
 t.test('a holds file that does not verify: 503 for expired recordings, never "no holds" and never trusted; young ones served', async (t) => {

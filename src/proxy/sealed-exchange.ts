@@ -145,6 +145,7 @@ class ChunkStream implements Dispatcher.DispatchHandler {
     const plain = openChunk(this.file.key, this.index, last, this.buffer.subarray(0, length))
     this.decryptNs += process.hrtime.bigint() - t
     if (!plain) { this.fail(new SealedIntegrityError(`chunk ${this.index} does not authenticate`)); return }
+    if (last) this.file.sizeChecked = true
     if (this.index === 0 && this.p.checkMagic && this.request.method === 'GET' && this.file.magic === undefined) {
       if (!this.p.files.judged(this.file, this.p.hooks.target(this.request).extension, plain)) { this.fail({ kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'magic' }); return }
     }
@@ -303,9 +304,10 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     return
   }
   const span = plan.kind === 'body' ? spanOf(file.geometry, plan.start, plan.end) : undefined
-  // The size an answer states is authenticated before it is stated, unless
-  // the answer ends with the last chunk (opened, flagged last, before its bytes go).
-  if (request.method === 'HEAD' || span === undefined || span.lastChunk < file.geometry.chunks - 1) await checkSize(p, request, file, cached, signal)
+  // The size an answer states is authenticated before it is stated: the
+  // headers go out with the span's first chunk, so unless that chunk is the
+  // last one (opened, flagged last, before the headers), the last chunk is opened first.
+  if (request.method === 'HEAD' || span === undefined || span.firstChunk < file.geometry.chunks - 1) await checkSize(p, request, file, cached, signal)
   if (plan.kind === 'unsatisfiable') {
     reply.header('content-range', `bytes */${file.geometry.size}`).send(new Errors.RangeNotSatisfiable())
     return

@@ -186,7 +186,8 @@ export class SealedFiles {
    * Authenticates the file's size, once per file version: the last chunk,
    * flagged last, opens where the size puts it (a truncated or extended
    * file's does not: SealedIntegrityError). Before any answer states the
-   * size without sending the last chunk: a HEAD, a range short of the end, a 416.
+   * size before it has opened the last chunk: a HEAD, a 416, and every body
+   * but one of the last chunk alone (its headers go out with its first chunk).
    */
   async checkSize (file: SealedFile, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<'changed' | undefined> {
     if (file.sizeChecked === true) return undefined

@@ -23,13 +23,16 @@ function matchesAny (header: string, etag: string): boolean {
   return header.trim() === '*' || header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)
 }
 
-/** If-Range (§13.1.5): a strong ETag that matches, or the exact Last-Modified date. */
+/**
+ * If-Range (§13.1.5): a strong ETag that matches. A date never does: the
+ * Last-Modified is the NAS's, not authenticated, and a file sealed again
+ * within the same second (or under a date put back) keeps it, so a resume
+ * by date could splice two sealings. §13.1.5 lets a server treat a date it
+ * cannot vouch for as not strong: the whole file is sent.
+ */
 function rangeStillValid (ifRange: string | undefined, v: Version): boolean {
   if (ifRange === undefined) return true
-  const value = ifRange.trim()
-  if (value.startsWith('"')) return value === v.etag
-  if (value.startsWith('W/')) return false
-  return v.lastModified !== undefined && value === v.lastModified
+  return ifRange.trim() === v.etag
 }
 
 export function planAnswer (v: Version, headers: IncomingHttpHeaders): Plan {

@@ -141,8 +141,13 @@ t.test('the red team\'s cases: ETags, HEAD, low-order shares, NAS failures that 
     const etagA = await headEtag(proto, gw, a, auth)
     t.not(etagA, await headEtag(proto, gw, b, auth), `${proto}: two recordings of one size have two ETags`)
     void eb
+    const lastModifiedA = String((await fetchAs(proto, gw, a, auth, 'HEAD')).headers['last-modified'])
     const second = wav(100000)
     mem.files.set(sealedName(ring, a), await sealBytes(ring, '2026-11', a, second))
+    // Sealed again under the same Last-Modified (this NAS gives every file one date): a resume by that date is no proof of the version.
+    const byDate = await fetchLoose(proto, gw, a, { ...auth, range: 'bytes=50000-', 'if-range': lastModifiedA })
+    t.equal(byDate.status, 200, `${proto}: an If-Range resume by the NAS's date gets the whole new file, not a splice`)
+    t.ok(byDate.body.equals(second), `${proto}: the new file`)
     const after = await fetchLoose(proto, gw, a, { ...auth, 'if-none-match': etagA })
     t.equal(after.status, 200, `${proto}: re-sealed, the old ETag no longer matches`)
     t.ok(after.body.equals(second))

@@ -308,7 +308,7 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
   // headers go out with the span's first chunk, so unless that chunk is the
   // last one (opened, flagged last, before the headers), the last chunk is opened first.
   if (request.method === 'HEAD' || span === undefined || span.firstChunk < file.geometry.chunks - 1) await checkSize(p, request, file, cached, signal)
-  if (plan.kind === 'unsatisfiable') {
+  if (plan.kind === 'unsatisfiable' || span === undefined) {
     reply.header('content-range', `bytes */${file.geometry.size}`).send(new Errors.RangeNotSatisfiable())
     return
   }
@@ -318,7 +318,6 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     reply.raw.end()
     return
   }
-  if (span === undefined) return
   if (p.checkMagic && span.firstChunk > 0 && file.magic === undefined) {
     const verdict = await p.files.judgeMagic(file, p.hooks.target(request).extension, request.id, signal)
     if (verdict === 'changed') { p.files.forget(file); throw new Stale() }

@@ -125,14 +125,42 @@ export interface Anchor { seq: number, hash: string }
 export interface WalkOptions { fileStats?: boolean, anchors?: Anchor[], legacyKey?: Buffer, wants?: (line: string) => boolean }
 
 /**
+ * Longer than any record can be (record-bounds.ts bounds every field): a
+ * line past this many characters is cut here, and reads as no record. A
+ * file with no line break (junk put into the audit directory) then costs a
+ * walk linear time and bounded memory, not a copy of the growing line per
+ * chunk read.
+ */
+export const MAX_LINE = 1 << 20
+
+/** Where the first line break in `text` from `from` is, and where the text after it starts; undefined when there is none yet. */
+function afterBreak (text: string, from: number): number | undefined {
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x0a) return i + 1
+    if (c === 0x0d) return text.charCodeAt(i + 1) === 0x0a ? i + 2 : i + 1
+  }
+  return undefined
+}
+
+/**
  * A file's lines, split where readline splits them (\n, \r\n, or a lone
  * \r; no empty line after a final newline), without readline's cost per
- * line, which was a fifth of a walk over a million records.
+ * line, which was a fifth of a walk over a million records. A line longer
+ * than `maxLine` is yielded cut to it, and the rest of it skipped.
  */
-async function * linesOf (path: string): AsyncGenerator<string> {
+export async function * linesOf (path: string, maxLine = MAX_LINE): AsyncGenerator<string> {
   let rest = ''
+  let skipping = false
   for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 })) {
-    const text = rest + (chunk as string)
+    let text = rest + (chunk as string)
+    rest = ''
+    if (skipping) {
+      const from = afterBreak(text, 0)
+      if (from === undefined) continue
+      text = text.slice(from)
+      skipping = false
+    }
     const cr = text.includes('\r')
     let start = 0
     for (;;) {
@@ -141,15 +169,20 @@ async function * linesOf (path: string): AsyncGenerator<string> {
       if (r !== -1 && (nl === -1 || r < nl)) {
         // A \r last in the text may be the first half of a \r\n.
         if (r === text.length - 1) break
-        yield text.slice(start, r)
+        yield text.slice(start, Math.min(r, start + maxLine))
         start = text.charCodeAt(r + 1) === 0x0a ? r + 2 : r + 1
         continue
       }
       if (nl === -1) break
-      yield text.slice(start, nl)
+      yield text.slice(start, Math.min(nl, start + maxLine))
       start = nl + 1
     }
     rest = text.slice(start)
+    if (rest.length > maxLine) {
+      yield rest.slice(0, maxLine)
+      rest = ''
+      skipping = true
+    }
   }
   if (rest !== '') yield rest.endsWith('\r') ? rest.slice(0, -1) : rest
 }

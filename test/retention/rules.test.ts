@@ -394,3 +394,39 @@ t.test('fileHoldsStore: missing file is no holds, changes compare-and-swap, and 
   t.equal(broken.ok, false, 'a document that does not verify: not ok, never "no holds"')
   t.match(!broken.ok && broken.problem, /not JSON/)
 })
+
+t.test('HoldView with a floor: a document older than the floor is refused; a floor that cannot be read keeps every document untrusted, and is asked again only after its retry time', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-holds-'))
+  const key = holdsKeyOf(Buffer.from('d'.repeat(64)))
+  const store = fileHoldsStore(join(dir, 'legal-holds.json'))
+  await changeHolds(store, key, (d) => ({ ...d, holds: [hold()] }))
+  await changeHolds(store, key, (d) => ({ ...d, holds: [] }))
+
+  const above = await new HoldView(store, key, 0, async () => 3).current()
+  t.equal(above.ok, false, 'generation 2 under a floor of 3: not trusted')
+  t.match(!above.ok && above.problem, /went back from generation 3 to 2/)
+  t.same(await new HoldView(store, key, 0, async () => 2).current(), { ok: true, holds: [] }, 'at the floor: trusted')
+  t.same(await new HoldView(store, key, 0, async () => 0).current(), { ok: true, holds: [] }, 'a floor of 0 (nothing recorded): trusted')
+
+  let asked = 0
+  let answer: number | string = 'the ops chain does not verify'
+  const slow = new HoldView(store, key, 0, async () => { asked++; return answer }, 600_000)
+  for (let i = 0; i < 3; i++) {
+    const now = await slow.current()
+    t.equal(now.ok, false, `read ${i + 1}: not trusted while the floor is unknown`)
+    t.match(!now.ok && now.problem, /does not verify/)
+  }
+  t.equal(asked, 1, 'a floor that could not be read is not asked again within its retry time')
+  answer = 2
+  t.equal((await slow.current()).ok, false, 'still the remembered problem within the retry time')
+  t.equal(asked, 1)
+
+  const eager = new HoldView(store, key, 0, async () => { asked++; if (asked < 3) throw new Error('EACCES'); return answer }, 0)
+  const thrown = await eager.current()
+  t.equal(thrown.ok, false, 'a floor that throws: not trusted, no rejection')
+  t.match(!thrown.ok && thrown.problem, /cannot be read: EACCES/)
+  t.same(await eager.current(), { ok: true, holds: [] }, 'asked again after its retry time (0 here), and known: trusted')
+  t.equal(asked, 3, 'the floor, once known, is not asked again')
+  await eager.current()
+  t.equal(asked, 3)
+})

@@ -33,6 +33,7 @@ import { chainKey, legacyChainKey } from './chains.js'
 import { problemsText, walkAll, type ChainAnchor, type TrailLocation } from './commands.js'
 import { CHECKPOINT_EVENT, CHECKPOINT_FILE, readChainCheckpoint, type Checkpoint, type FileStat, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter, type AuditRecord } from './writer.js'
+import { holdsGeneration } from '../retention/audited-generation.js'
 
 export interface PruneOptions {
   /** The cut-off, in ms: files whose every record is older go. */
@@ -134,8 +135,10 @@ function writeCheckpoint (dir: string, key: Buffer, cp: Checkpoint, instance: st
   syncDir(dir)
 }
 
-function pruneRecord (cp: Checkpoint, note: string): PruneRecord {
+/** `generation`: the highest legal holds generation the chain recorded before the prune (0: none), carried into its record. */
+function pruneRecord (cp: Checkpoint, note: string, generation: number): PruneRecord {
   return {
+    ...(generation > 0 ? { counts: { generation } } : {}),
     event: 'prune',
     time: new Date().toISOString(),
     keptFrom: cp.seq,
@@ -154,7 +157,11 @@ const describe = (f: FileStat): string => `seq ${f.firstSeq}..${f.lastSeq} (${f.
 export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const cutoff = new Date(o.before).toISOString()
   const instance = o.instance ?? hostname()
-  const { chains, merged } = await walkAll(loc, undefined, { fileStats: true, anchors: o.anchors })
+  // The highest holds generation each chain records (the ops chain's hold
+  // changes and sweeps): its prune record carries it, so that what the
+  // gateways and the sweep check a holds document against is not lowered.
+  const generations = new Map<string, number>()
+  const { chains, merged } = await walkAll(loc, (r, chain) => { generations.set(chain, Math.max(generations.get(chain) ?? 0, holdsGeneration(r))) }, { fileStats: true, anchors: o.anchors })
   if (merged.files.length === 0 && merged.problems.length === 0) { err(`no audit files in ${loc.dir}\n`); return 1 }
   if (merged.problems.length > 0) {
     err(`${problemsText(merged)}\naudit prune refuses: the trail does not verify, and what it would remove may be evidence; nothing was pruned (see nasguard audit verify)\n`)
@@ -220,11 +227,11 @@ export async function auditPrune (loc: TrailLocation, o: PruneOptions, out: (s: 
       if (p.remove.length > 0) syncDir(p.dir)
       const w = writers.get(p) as AuditWriter
       if (p.complete) {
-        await w.append(pruneRecord(p.complete, `completes the prune interrupted at ${p.complete.time}: `))
+        await w.append(pruneRecord(p.complete, `completes the prune interrupted at ${p.complete.time}: `, generations.get(p.name) ?? 0))
         out(`${label(p) || 'the trail'}: recorded the interrupted prune of ${p.complete.time} (record seq ${w.lastSeq})\n`)
       }
       if (p.next) {
-        await w.append(pruneRecord(p.next, ''))
+        await w.append(pruneRecord(p.next, '', generations.get(p.name) ?? 0))
         out(`${label(p) || 'the trail'}: records before seq ${p.next.seq} pruned (${p.next.records} record(s) in ${p.next.files} file(s)); checkpoint ${label(p, CHECKPOINT_FILE)}; prune record seq ${w.lastSeq}\n`)
       }
       if (p.unfinished) out(`${label(p) || 'the trail'}: ${p.unfinished}\n`)

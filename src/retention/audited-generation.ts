@@ -11,6 +11,16 @@ import { auditKeyFile } from '../config/derived.js'
 import type { Config } from '../config/schema.js'
 
 /**
+ * The holds generation a record names (0: none): a hold change's, the one a
+ * sweep read, and the highest a prune removed the records of (so that
+ * pruning the ops chain does not lower what it records).
+ */
+export function holdsGeneration (r: Record<string, unknown>): number {
+  const g = (r.counts as { generation?: unknown } | undefined)?.generation
+  return (r.event === 'hold' || r.event === 'retention-sweep' || r.event === 'prune') && typeof g === 'number' && Number.isSafeInteger(g) ? g : 0
+}
+
+/**
  * The highest holds generation this host's ops chain records (0: none):
  * every hold change, and every sweep (which records the generation it
  * read, so that a document changed on another host through Redis and put
@@ -18,7 +28,7 @@ import type { Config } from '../config/schema.js'
  * does not verify, or that audit.chains lists and is gone, is a reason
  * not to erase (a string saying so): removing it must not turn the check off.
  */
-export async function auditedGeneration (c: Readonly<Config>): Promise<number | string> {
+export async function auditedGeneration (c: { readonly audit: Pick<Config['audit'], 'dir' | 'keyFile'> }): Promise<number | string> {
   const auditKey = loadAuditKey(auditKeyFile(c), c.audit.dir)
   const dir = join(c.audit.dir, OPS_CHAIN)
   const listed = readChains(c.audit.dir, auditKey)
@@ -29,9 +39,6 @@ export async function auditedGeneration (c: Readonly<Config>): Promise<number | 
     return 0
   }
   let highest = 0
-  const report = await walkTrail(dir, chainKey(auditKey, OPS_CHAIN), (r) => {
-    const g = (r.counts as { generation?: unknown } | undefined)?.generation
-    if ((r.event === 'hold' || r.event === 'retention-sweep') && typeof g === 'number' && g > highest) highest = g
-  })
+  const report = await walkTrail(dir, chainKey(auditKey, OPS_CHAIN), (r) => { highest = Math.max(highest, holdsGeneration(r)) })
   return report.problems.length > 0 ? `the ops chain of ${c.audit.dir} does not verify (${report.problems[0].message}): the hold changes it records cannot be trusted (nasguard audit verify)` : highest
 }

@@ -9,9 +9,10 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unl
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { seal } from '../../src/audit/chain.js'
-import { chainKey, recordChains } from '../../src/audit/chains.js'
+import { chainKey, OPS_CHAIN, recordChains } from '../../src/audit/chains.js'
 import { AuditWriter, ARCHIVE, AUDIT_FILE, HEAD_FILE, archiveName, type AuditRecord } from '../../src/audit/writer.js'
 import { trailFiles } from '../../src/audit/verify.js'
+import { auditedGeneration } from '../../src/retention/audited-generation.js'
 import { runCli } from '../helpers/process.js'
 import { testCerts } from '../helpers/certs.js'
 import { clearOfUtcMidnight } from '../helpers/wait.js'
@@ -391,6 +392,28 @@ t.test('workers: every chain is pruned, each with its checkpoint; verify checks 
     ['a kept file of one worker deleted', (c) => { unlinkSync(join(c, 'worker-1', archives(join(c, 'worker-1'))[0])) }, /worker-1: the trail starts at seq \d+, but audit\.pruned says/],
     ['one worker\'s checkpoint deleted', (c) => { unlinkSync(join(c, 'worker-0', CHECKPOINT)) }, /worker-0: the trail starts at seq/]
   ])
+})
+
+t.test('the ops chain: a prune carries the newest legal holds generation it removed into its record, so the holds check is not lowered', async (t) => {
+  const { dir, keyFile } = newTrail(t)
+  const ops = join(dir, OPS_CHAIN)
+  const w = await AuditWriter.open({ dir: ops, durability: 'batched', batchMs: 10, key: chainKey(KEY, OPS_CHAIN), instance: 'prune-test', rotateBytes: 4096 })
+  // The newest generation first: it is in the oldest file, which the prune removes.
+  for (let i = 0; i < OLD; i++) await w.append({ event: 'hold', time: at(i), case: 'CASE-1', path: '/medicall/2016/01/', reason: 'add: litigation', counts: { generation: OLD - i } })
+  for (let i = 0; i < NEW; i++) await w.append({ event: 'seal', time: at(2 * HOUR + i), reason: 'a seal run', counts: { sealed: 1 } })
+  await w.close()
+  recordChains(dir, KEY, [OPS_CHAIN])
+  t.equal(await auditedGeneration({ audit: { dir, keyFile } }), OLD, 'before the prune: the newest hold change')
+  const gone = expectedRemoved(ops, CUT)
+  t.ok(gone.length >= 1, 'the oldest file is pruned')
+  const r = await prune(dir, CUT)
+  t.equal(r.status, 0, r.stdout + r.stderr)
+  for (const a of gone) t.notOk(existsSync(join(ops, a)), `${a} removed`)
+  const [record] = pruneRecords(ops)
+  t.same(record?.counts, { generation: OLD }, 'the prune record names the newest generation')
+  t.equal(await auditedGeneration({ audit: { dir, keyFile } }), OLD, 'after the prune: the same, from its record')
+  const v = await verify(dir)
+  t.equal(v.status, 0, v.stdout + v.stderr)
 })
 
 t.test('usage errors exit 2', async (t) => {

@@ -26,7 +26,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { FILES, SIZES, credentials, run, waitFor200, writeFixtures } from './lib/setup.mjs'
 import { SEALED_PATTERN, decryptMbps, sealFixtures } from './lib/sealed.mjs'
-import { cpuSeconds, have, rssMb, startBareProxy, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
+import { cpuSeconds, have, pssMb, rssMb, startBareProxy, startCaddy, startNas, startNasguard, startNginxPeer, startValidator } from './lib/peers.mjs'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const env = process.env
@@ -262,14 +262,14 @@ async function runWorkload (id) {
   return { id, title: w.title, rows }
 }
 
-/** W4: slow readers against one target; RSS of its processes sampled every 2 s. */
+/** W4: slow readers against one target; RSS (and PSS) of its processes sampled every 2 s. */
 async function runW4 (t) {
   const samples = []
   const child = spawn(process.execPath, [join(here, 'slow-readers.mjs'), `https://127.0.0.1:${t.port}${LARGE}`, t.auth ? token : '', String(W4_READERS), String(W4_SECONDS), String(W4_RATE)], { stdio: ['ignore', 'pipe', 'inherit'] })
   let last = {}
   child.stdout.on('data', (b) => { for (const l of b.toString().split('\n').filter(Boolean)) last = JSON.parse(l) })
   const started = Date.now()
-  const sampler = setInterval(() => samples.push({ s: (Date.now() - started) / 1000, rss: rssMb(t.proc.pids()), streaming: last.streaming ?? 0 }), 2000)
+  const sampler = setInterval(() => samples.push({ s: (Date.now() - started) / 1000, rss: rssMb(t.proc.pids()), pss: pssMb(t.proc.pids()), streaming: last.streaming ?? 0 }), 2000)
   await new Promise((r) => child.once('exit', r))
   clearInterval(sampler)
   const after = samples.filter((x) => x.s >= 60) // after the ramp-up minute
@@ -278,6 +278,8 @@ async function runW4 (t) {
   const row = {
     target: t.name,
     peakRssMb: peakOf(samples),
+    // The same processes' PSS: shared pages (the Node binary) counted once, not once per process.
+    peakPssMb: Math.max(...samples.map((x) => x.pss)),
     firstHalfPeakMb: after.length ? peakOf(after.slice(0, half)) : NaN,
     secondHalfPeakMb: after.length ? peakOf(after.slice(half)) : NaN,
     streamingAtEnd: last.streaming,
@@ -286,7 +288,7 @@ async function runW4 (t) {
     statuses: last.statuses,
     series: samples.filter((_, i) => i % 15 === 0).map((x) => [Math.round(x.s), Math.round(x.rss), x.streaming])
   }
-  console.log(`${t.name.padEnd(22)} peak RSS ${row.peakRssMb.toFixed(0)} MB; peak in the first/second half after minute 1: ${row.firstHalfPeakMb.toFixed(0)}/${row.secondHalfPeakMb.toFixed(0)} MB; ` +
+  console.log(`${t.name.padEnd(22)} peak RSS ${row.peakRssMb.toFixed(0)} MB (peak PSS ${row.peakPssMb.toFixed(0)} MB: shared pages counted once); peak in the first/second half after minute 1: ${row.firstHalfPeakMb.toFixed(0)}/${row.secondHalfPeakMb.toFixed(0)} MB; ` +
     `streaming at the end ${row.streamingAtEnd}/${W4_READERS}; ${(row.bytes / 1024 ** 2).toFixed(0)} MB read; errors ${row.errors}; statuses ${JSON.stringify(row.statuses)}`)
   console.log(`  [s, RSS MB, streaming] every 30 s: ${JSON.stringify(row.series)}`)
   return row

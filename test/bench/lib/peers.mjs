@@ -41,6 +41,22 @@ export function rssMb (pids) {
   return kb / 1024
 }
 
+/**
+ * The processes' proportional set size summed (MiB): each shared page (the
+ * Node binary, mapped by every process) counted once across them, where
+ * the sum of RSS counts it once per process.
+ */
+export function pssMb (pids) {
+  let kb = 0
+  for (const p of pids) {
+    try {
+      const m = /^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))
+      if (m) kb += Number(m[1])
+    } catch {}
+  }
+  return kb / 1024
+}
+
 /** CPU seconds (user + system) the processes used so far. */
 export function cpuSeconds (pids) {
   let ticks = 0

@@ -29,33 +29,27 @@ export function treePids (root) {
   return out
 }
 
-/** Resident set size of the processes, MB. */
-export function rssMb (pids) {
+/** One kB figure of each process's /proc file (the first match of `field`), summed, in MiB. */
+function procKbSum (pids, file, field) {
   let kb = 0
   for (const p of pids) {
     try {
-      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))
+      const m = field.exec(readFileSync(`/proc/${p}/${file}`, 'utf8'))
       if (m) kb += Number(m[1])
     } catch {}
   }
   return kb / 1024
 }
 
+/** Resident set size of the processes, MB. */
+export const rssMb = (pids) => procKbSum(pids, 'status', /VmRSS:\s+(\d+)/)
+
 /**
  * The processes' proportional set size summed (MiB): each shared page (the
  * Node binary, mapped by every process) counted once across them, where
  * the sum of RSS counts it once per process.
  */
-export function pssMb (pids) {
-  let kb = 0
-  for (const p of pids) {
-    try {
-      const m = /^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))
-      if (m) kb += Number(m[1])
-    } catch {}
-  }
-  return kb / 1024
-}
+export const pssMb = (pids) => procKbSum(pids, 'smaps_rollup', /^Pss:\s+(\d+)/m)
 
 /** CPU seconds (user + system) the processes used so far. */
 export function cpuSeconds (pids) {

@@ -244,6 +244,7 @@ function semanticProblems (c: Config): ConfigProblem[] {
     if (url.pathname !== '/' || url.search || url.hash) problems.push({ key: 'upstream.url', reason: 'must be an origin only (no path, query or fragment): paths reach the NAS exactly as authorized' })
     if (url.username || url.password) problems.push({ key: 'upstream.url', reason: 'must not carry credentials; use upstream.username and upstream.passwordFile' })
   }
+  problems.push(...trustListProblems(c.listen.trustedProxies, 'listen.trustedProxies'))
   if (c.listen.proxyProtocol) problems.push(...trustListProblems(c.listen.proxyProtocol.trustedProxies, 'listen.proxyProtocol.trustedProxies'))
   // Behind a TCP proxy no HTTP proxy can add X-Forwarded-For: it would come from the client.
   if (c.listen.proxyProtocol && c.listen.trustedProxies.length > 0) problems.push({ key: 'listen.trustedProxies', reason: 'must be empty with listen.proxyProtocol: TLS passes through the proxy, so an X-Forwarded-For header can only come from the client' })

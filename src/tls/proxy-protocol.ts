@@ -152,7 +152,11 @@ function plainAddress (address: string): string {
  */
 const MIN_PREFIX = { ipv4: 8, ipv6: 16 }
 
-/** Problems with listen.proxyProtocol.trustedProxies entries: each an address or a CIDR. */
+/**
+ * Problems with a list of trusted proxies (listen.proxyProtocol.trustedProxies,
+ * and listen.trustedProxies, whose X-Forwarded-For names the audit's client):
+ * each an address or a CIDR no wider than MIN_PREFIX.
+ */
 export function trustListProblems (entries: readonly string[], key: string): Array<{ key: string, reason: string }> {
   const problems: Array<{ key: string, reason: string }> = []
   entries.forEach((entry, i) => {

@@ -82,6 +82,11 @@ t.test('each bad value is refused naming its key and the reason', async (t) => {
     ['workers as a word', (c) => { c.workers = 'many' }, 'workers', /must be either an integer from 1 to 64 or auto \(got "many"\)/],
     ['NAS pipelining 0', (c) => { c.upstream.pipelining = 0 }, 'upstream.pipelining', /must be >= 1/],
     ['token cache negative', (c) => { c.auth.jwt.cacheSize = -1 }, 'auth.jwt.cacheSize', /must be >= 0/],
+    ['X-Forwarded-For proxy not an address', (c) => { c.listen = { trustedProxies: ['not-an-ip'] } }, 'listen.trustedProxies[0]', /not an IP address or CIDR/],
+    ['X-Forwarded-For proxies: every address', (c) => { c.listen = { trustedProxies: ['0.0.0.0/0'] } }, 'listen.trustedProxies[0]', /too wide/],
+    ['X-Forwarded-For proxies: IPv4 in two halves', (c) => { c.listen = { trustedProxies: ['10.0.0.5', '128.0.0.0/1'] } }, 'listen.trustedProxies[1]', /too wide \(\/1\)/],
+    ['X-Forwarded-For proxies: all of IPv6', (c) => { c.listen = { trustedProxies: ['::/1'] } }, 'listen.trustedProxies[0]', /too wide/],
+    ['X-Forwarded-For proxies: a mapped range', (c) => { c.listen = { trustedProxies: ['::ffff:0.0.0.0/96'] } }, 'listen.trustedProxies[0]', /IPv4-mapped/],
     ['a byte budget past exact counting', (c) => { c.policy[0].perSubject = { bytesPerHour: 1e16 } }, 'policy[0].perSubject.bytesPerHour', /must be <= 1125899906842624/]
   ]
   for (const [name, mutate, key, reason] of table) {

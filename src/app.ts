@@ -120,7 +120,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   // keyring is read: an erasure that comes between is then in the keyring
   // read, and any after it differs from that listing (src/files/watch.ts).
   const retention = retentionPartsOf(config, metrics, () => live.reloadKeyring(), () => log)
-  const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log, keyringChanged: (k) => { keyringChanged(k) } })
+  const live = new LiveConfig(config, { admission, sendWatch: deliveries.sendWatch, metrics, log: () => log, keyringChanged: (k) => { keyringChanged(k) }, replaceJwtKeys: (jwt) => authenticator.replaceKeys(jwt) })
   const budgets = budgetPartsOf(config, { store: opts.budgets, clock, testClock: opts.clock, metrics, records, live: () => live.settings, log: () => log })
   spend = budgets.spend
   // One record and one line a second per address, however many connections it opens.

@@ -93,6 +93,14 @@ function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefine
   return { subject: `CN=${cn}`, serial: cert.serialNumber }
 }
 
+/** Every algorithm a token may be signed with: the configured keys' and the JWK Set's. */
+function algorithmsOf (statics: readonly VerificationKey[], jwt: Readonly<Config>['auth']['jwt']): string[] {
+  const algs = new Set<string>()
+  for (const k of statics) for (const a of k.algorithms) algs.add(a)
+  for (const a of jwt.jwks?.algorithms ?? []) algs.add(a)
+  return [...algs]
+}
+
 export interface AuthenticatorDeps {
   revocations: RevocationSource
   grants: GrantSigner
@@ -102,7 +110,7 @@ export interface AuthenticatorDeps {
 }
 
 export class Authenticator {
-  private readonly statics: VerificationKey[]
+  private statics: VerificationKey[]
   private readonly algorithms: string[]
   /** Verified tokens: exact token string -> claims, until when they may be reused. */
   private readonly verified = new Map<string, { claims: Record<string, unknown>, until: number }>()
@@ -112,10 +120,27 @@ export class Authenticator {
   constructor (private readonly config: Readonly<Config>, private readonly deps: AuthenticatorDeps) {
     this.statics = staticKeys(config.auth.jwt)
     this.jwks = deps.jwks
-    const algs = new Set<string>()
-    for (const k of this.statics) for (const a of k.algorithms) algs.add(a)
-    for (const a of config.auth.jwt.jwks?.algorithms ?? []) algs.add(a)
-    this.algorithms = [...algs]
+    this.algorithms = algorithmsOf(this.statics, config.auth.jwt)
+  }
+
+  /**
+   * The configured keys, read afresh (a config reload: a secret rotated in
+   * its file, a kid added or removed). Applied unless the algorithms they
+   * allow differ from the ones the verifier was built with (false: that
+   * needs a restart). Tokens remembered as verified are verified again.
+   */
+  replaceKeys (jwt: Readonly<Config>['auth']['jwt']): boolean {
+    let next: VerificationKey[]
+    try {
+      next = staticKeys(jwt)
+    } catch {
+      return false // a key file gone since the reload's checks: the keys in use stay
+    }
+    const algorithms = algorithmsOf(next, jwt)
+    if (algorithms.length !== this.algorithms.length || algorithms.some((a) => !this.algorithms.includes(a))) return false
+    this.statics = next
+    this.verified.clear()
+    return true
   }
 
   /** The key a token's header selects, or the refusal. */

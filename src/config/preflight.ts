@@ -103,7 +103,7 @@ function listenerProblems (c: Readonly<Config>): ConfigProblem[] {
 }
 
 /** The config's secret files: tls.key, the audit key, and every *secretFile, *passwordFile, *tokenFile and *privateKeyFile, by key. */
-function secretFiles (c: Readonly<Config>): Array<[string, string]> {
+export function secretFiles (c: Readonly<Config>): Array<[string, string]> {
   const found: Array<[string, string]> = [['tls.key', c.tls.key], ['audit.keyFile', auditKeyFile(c)]]
   const walk = (v: unknown, at: string): void => {
     if (Array.isArray(v)) v.forEach((x, i) => { walk(x, `${at}[${i}]`) })

@@ -5,7 +5,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../config/schema.js'
 import { processShare } from '../config/derived.js'
-import { RELOADABLE, changedKeys, type ReloadResult } from '../config/reload.js'
+import { RELOADABLE, changedKeys, changedMaterial, isJwtKey, materialDigests, type ReloadResult } from '../config/reload.js'
 import type { LiveSettings } from '../gate/state.js'
 import type { GatewayMetrics } from '../metrics/registry.js'
 import { compileRules } from '../policy/rules.js'
@@ -31,6 +31,8 @@ export interface LiveParts {
   log: () => FastifyBaseLogger
   /** Told the keyring now in use, after every load (what it no longer holds is forgotten). */
   keyringChanged: (keyring: Keyring | undefined) => void
+  /** Takes the JWT verification keys afresh; false when that needs a restart (Authenticator.replaceKeys). */
+  replaceJwtKeys: (jwt: Readonly<Config>['auth']['jwt']) => boolean
 }
 
 export class LiveConfig {
@@ -44,9 +46,12 @@ export class LiveConfig {
   /** The config last applied (this.config stays the one started with: what needs a restart is judged against it). */
   private current: Readonly<Config>
   private rereadAfter = 0
+  /** What the key files held at the start (digests), for a reload to tell a file rewritten in place. */
+  private readonly material: ReadonlyMap<string, string>
 
   constructor (private readonly config: Readonly<Config>, private readonly p: LiveParts) {
     this.current = config
+    this.material = materialDigests(config)
     this.settings = liveSettings(config)
     this.drainTimeoutMs = config.limits.drainTimeoutMs
     this.sealing = sealingOf(config)
@@ -142,8 +147,10 @@ export class LiveConfig {
 
   /** Applies a new, checked config: what can change in place now; the rest is reported as needing a restart. */
   reload (next: Readonly<Config>): ReloadResult {
-    const changed = changedKeys(this.config, next)
-    const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k))
+    const changed = [...new Set([...changedKeys(this.config, next), ...changedMaterial(this.material, materialDigests(next))])]
+    // Taken afresh at every reload, not only when they differ from the start's: a reload back to the start's keys must apply them too.
+    const rekeyed = this.p.replaceJwtKeys(next.auth.jwt)
+    const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k) || (rekeyed && isJwtKey(k)))
     this.settings = liveSettings(next)
     this.p.admission.setLimits({ queueTimeoutMs: next.upstream.queueTimeoutMs, clientFetches: processShare(next, next.limits.clientFetches) })
     this.p.sendWatch.setLimits({ windowMs: next.limits.sendTimeoutMs, minBytesPerSec: next.limits.minSendRate })
@@ -152,7 +159,9 @@ export class LiveConfig {
     this.reloadKeyring()
     const restart = changed.filter((k) => !applied.includes(k))
     this.p.metrics.configReloads.inc({ result: 'ok' })
-    this.p.log().info({ applied, ...(restart.length > 0 ? { restart } : {}) }, restart.length > 0 ? 'config reloaded; some changes need a restart' : 'config reloaded')
+    // What the file says and the gateway does differ until a restart: a warning (a key rotated out may still be accepted).
+    if (restart.length > 0) this.p.log().warn({ applied, restart }, 'config reloaded; some changes are not applied until a restart: the running gateway still uses what it started with for them')
+    else this.p.log().info({ applied }, 'config reloaded')
     return { applied, restart }
   }
 }

@@ -17,13 +17,13 @@ import { waitFor } from '../helpers/wait.js'
 const SECRET = 's'.repeat(40)
 const token = createSigner({ key: SECRET, algorithm: 'HS256' })({ sub: 'alice', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
 
-function config (o: { port: number, adminPort: number, nas: string, stockholm: boolean, workers: number, watch: boolean, broken?: boolean, drainTimeoutMs?: number }): string {
+function config (o: { port: number, adminPort: number, nas: string, stockholm: boolean, workers: number, watch: boolean, broken?: boolean, drainTimeoutMs?: number, auth?: string }): string {
   const certs = testCerts()
   return [
     `listen: { host: 127.0.0.1, port: ${o.port} }`,
     `tls: { cert: ${certs.cert}, key: ${certs.key}, watch: ${o.watch} }`,
     `upstream: { url: "${o.nas}" }`,
-    `auth: { jwt: { secret: "${SECRET}" } }`,
+    `auth: ${o.auth ?? `{ jwt: { secret: "${SECRET}" } }`}`,
     'policy:',
     '  - { name: recordings, path: /medicall/**, scopes: [recordings:read] }',
     ...(o.stockholm ? ['  - { name: stockholm, path: /stockholm/**, scopes: [recordings:read] }'] : []),
@@ -41,9 +41,9 @@ function replaceFile (file: string, text: string): void {
   renameSync(file + '.new', file)
 }
 
-function status (port: number, path: string): Promise<number> {
+function status (port: number, path: string, bearer = token): Promise<number> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(testCerts().ca), headers: { authorization: `Bearer ${token}` }, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+    const req = request({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(testCerts().ca), headers: { authorization: `Bearer ${bearer}` }, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
     req.on('error', () => resolve(0))
     req.end()
   })
@@ -143,3 +143,70 @@ t.test('a SIGHUP that lengthens limits.drainTimeoutMs lengthens the close\'s bac
   t.notMatch(gw.output(), /killed by timeout|did not finish within/)
   t.match(gw.output(), /closing/)
 })
+
+/** A token for alice signed with key (and kid). */
+function tokenFor (key: string, o: { kid?: string, algorithm?: 'HS256' | 'HS512' } = {}): string {
+  return createSigner({ key, algorithm: o.algorithm ?? 'HS256', ...(o.kid ? { kid: o.kid } : {}) })({ sub: 'alice', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
+}
+
+/** The statuses of `n` requests, each on its own connection (so every worker answers some). */
+async function statuses (port: number, bearer: string, n = 6): Promise<number[]> {
+  return await Promise.all(Array.from({ length: n }, async () => await status(port, '/medicall/a.wav', bearer)))
+}
+
+for (const workers of [1, 2]) {
+  t.test(`workers: ${workers}: JWT keys rotated by a reload, a secret rewritten in its own file included, are applied; the old key's tokens are refused, remembered or not`, async (t) => {
+    const nas = await startStubNas(t)
+    const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
+    const file = join(dir, 'nasguard.yaml')
+    const secretFile = join(dir, 'jwt.secret')
+    const grantsFile = join(dir, 'grants.secret')
+    const [a, b, k1, k2] = ['a', 'b', '1', '2'].map((c) => c.repeat(40))
+    writeFileSync(secretFile, a + '\n', { mode: 0o600 })
+    writeFileSync(grantsFile, 'g'.repeat(40), { mode: 0o600 })
+    const grants = `grants: { secretFile: ${grantsFile} }`
+    const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers, watch: false, auth: `{ jwt: { secretFile: ${secretFile} }, ${grants} }` }
+    writeFileSync(file, config(o))
+    const gw = await startCli(t, file, o.adminPort)
+    const reloads = (): number => gw.output().split('config reloaded').length - 1
+    const reload = async (what: string): Promise<void> => {
+      const before = reloads()
+      gw.child.kill('SIGHUP')
+      // Every process logs its own reload.
+      await waitFor(`the reload (${what})`, () => reloads() >= before + workers ? true : undefined, { tries: 300, intervalMs: 100 })
+    }
+    t.same(await statuses(o.port, tokenFor(a)), [200, 200, 200, 200, 200, 200], 'the first secret\'s tokens are served (and remembered)')
+
+    // The leaked secret replaced in the same file, written in place.
+    writeFileSync(secretFile, b + '\n')
+    await reload('the secret file rewritten')
+    t.same(await statuses(o.port, tokenFor(b)), [200, 200, 200, 200, 200, 200], 'the new secret\'s tokens are served')
+    t.same(await statuses(o.port, tokenFor(a)), [401, 401, 401, 401, 401, 401], 'the old secret\'s tokens are refused, though verified before')
+    t.match(gw.output(), /"applied":\["auth\.jwt\.secretFile"\],"msg":"config reloaded"/, 'the log names what was applied')
+
+    // Rotation by kid: k2 added beside k1, then k1 removed.
+    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k1, algorithms: [HS256], secret: "${k1}" }, { kid: k2, algorithms: [HS256], secret: "${k2}" }] }, ${grants} }` }))
+    await reload('k2 added')
+    t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 is accepted from the reload on')
+    t.same(await statuses(o.port, tokenFor(k1, { kid: 'k1' })), [200, 200, 200, 200, 200, 200], 'k1 still is')
+    t.same(await statuses(o.port, tokenFor(b)), [401, 401, 401, 401, 401, 401], 'the secret file\'s key is gone with it')
+    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }] }, ${grants} }` }))
+    await reload('k1 removed')
+    t.same(await statuses(o.port, tokenFor(k1, { kid: 'k1' })), [401, 401, 401, 401, 401, 401], 'k1 is refused once removed')
+    t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 serves on')
+
+    // Another algorithm: the verifier was built for HS256, so this waits for a restart, and says so as a warning.
+    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k3, algorithms: [HS512], secret: "${'3'.repeat(64)}" }] }, ${grants} }` }))
+    await reload('an HS512 key')
+    t.match(gw.output(), /"level":40[^\n]*"restart":\[[^\]]*"auth\.jwt\.keys"[^\n]*not applied until a restart/, 'a warning names the key')
+    t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'the keys in use stay until the restart')
+
+    // A secret only a restart takes, rewritten in place: reported, not passed over.
+    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }] }, ${grants} }` }))
+    writeFileSync(grantsFile, 'h'.repeat(40))
+    await reload('the grants secret rewritten')
+    t.match(gw.output(), /"level":40[^\n]*"restart":\["auth\.grants\.secretFile"\]/, 'the grants secret file is named as needing a restart')
+    t.notMatch(gw.output(), new RegExp([a, b, k1, k2, 'g'.repeat(40), 'h'.repeat(40)].join('|')), 'no secret in the log')
+    t.equal(gw.child.exitCode, null, 'still running')
+  })
+}

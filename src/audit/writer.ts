@@ -58,6 +58,8 @@ export interface AuditRecord {
   keyId?: string
   status?: number
   bytes?: number
+  /** event fetch: bytes written for the client past `bytes` that the transport had not confirmed sent when the response closed (the client had between bytes and bytes + unconfirmedBytes). */
+  unconfirmedBytes?: number
   durationMs?: number
   outcome?: Outcome
   reason?: string

@@ -48,8 +48,10 @@ export interface RequestState {
   accessRecorded?: boolean
   /** The access record is durable and the request goes to the NAS. */
   fetch: boolean
-  /** Body bytes handed to the response (queued); see delivered(). */
+  /** Body bytes handed to the response (queued); once it closed, those delivered (Deliveries.finished). */
   bytes: number
+  /** Once the response closed: bytes handed to it whose sending was not confirmed (the client may have had some of them). */
+  unconfirmed?: number
   /** The response is over (sent, or the client went away). */
   closed: boolean
   /** Cut by the drain deadline of a shutdown. */

@@ -171,8 +171,11 @@ export class Deliveries {
     state.closed = true
     const headersSent = reply.raw.headersSent
     const status = headersSent ? reply.statusCode : 0
+    // Every byte handed to the response: the most the client can have had.
+    const handed = state.bytes
     const { complete, bytes } = delivery(request, reply)
     state.bytes = Math.min(bytes, state.deliveredAtCut ?? bytes)
+    state.unconfirmed = handed - state.bytes
     state.ticket?.release()
     const outcome: Outcome = state.integrityError ? 'integrity-error' : state.upstreamError ? 'upstream-error' : complete ? 'complete' : state.shutdown ? 'shutdown' : state.tooSlow ? 'client-too-slow' : 'client-aborted'
     const durationMs = elapsedMs(state.started)
@@ -186,7 +189,10 @@ export class Deliveries {
       this.metrics.bytesSent.inc(state.bytes)
       this.metrics.servedBytes.inc({ storage: state.sealed ? 'sealed' : 'plaintext' }, state.bytes)
       this.records.completion(request, status, outcome, durationMs)
-      if (state.charged !== undefined) this.spent(state.charged, state.bytes)
+      // A budget is a ceiling: it is charged what may have left, not what was confirmed. (An HTTP/2
+      // write completes only once all of it is sent: a client whose window stops short of one would
+      // otherwise take up to a write per request for nothing, and walk a recording by Range.)
+      if (state.charged !== undefined) this.spent(state.charged, handed)
     }
     // The request id comes with the logger; never the path or a token.
     request.log.info({ method: request.method, status, rule: state.rule, bytes: state.bytes, durationMs, outcome, ...(state.refused ? { reason: state.refused } : {}), ...(state.upstreamError ? { upstream: state.upstreamError } : {}) }, REQUEST_LINE)

@@ -159,7 +159,7 @@ export class Records {
   completion (request: FastifyRequest, status: number, outcome: NonNullable<AuditRecord['outcome']>, durationMs: number): void {
     // A refusal judged on the NAS's answer (retention by Last-Modified, a listing) names its code, apart from the NAS's own status.
     const reason = request.ng.refused
-    this.keep({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, durationMs, outcome, ...(reason ? { reason } : {}) }, request.log)
+    this.keep({ event: 'fetch', time: new Date().toISOString(), ...this.fields(request), status, bytes: request.ng.bytes, ...(request.ng.unconfirmed ? { unconfirmedBytes: request.ng.unconfirmed } : {}), durationMs, outcome, ...(reason ? { reason } : {}) }, request.log)
   }
 
   /** Answers a refusal: counted, audited (unless the fetch's own records say it), with its challenge and headers. */

@@ -9,7 +9,8 @@
 // the same name keep separate ledgers. (Shared budgets: shared.test.ts and
 // workers.test.ts.)
 import t, { type Test } from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect as tlsConnect } from 'node:tls'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError, loadConfig } from '../../src/config/load.js'
@@ -18,6 +19,7 @@ import { RECORDING, bearer, post, scrape, startStubNas, startTestGateway, testCe
 import { HOUR_SEC, QUOTA, isQuota, listenerIsNotStopped, recording, retryAfter, scraperIsStopped } from './scenarios.js'
 import { PROTOCOLS, fetchAs, keepAliveClient } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
+import { baseHeaders, h2Raw } from '../helpers/h2-raw.js'
 
 const GRANT_SECRET = 'grant-secret-'.padEnd(48, 'x')
 /** Recordings a scraper walks per protocol. */
@@ -290,4 +292,77 @@ t.test('config: budgets load with workers and with state.redis; limits.onStoreEr
   t.equal(loadConfig({ object: base({ limits: { perSubject } }), env: {} }).limits.onStoreError, 'closed', 'onStoreError is closed by default')
   t.match(problems({ limits: { perSubject, onStoreError: 'maybe' } }), [{ key: 'limits.onStoreError' }], 'a wrong onStoreError names the key')
   t.match(problems({ limits: { perSubject: { recordingsPerHour: 0 } } }), [{ key: 'limits.perSubject.recordingsPerHour' }], 'a zero budget names the key')
+})
+
+// A client that takes part of each answer and leaves, then asks for the rest by Range. Over HTTP/2 it
+// picks a stream window just short of the gateway's 64 KiB writes: a write completes only once all of
+// it is sent, so the bytes it got were never confirmed, and a budget charged with confirmed bytes
+// only would let it walk the whole recording for nothing. Over HTTP/1.1 it reads as much and closes.
+const TAKE = 65000
+
+/** Over HTTP/1.1: the status, and the body bytes read (at most `take`) before the client closed. */
+function h1Take (gw: { port: number }, path: string, headers: Record<string, string>, take: number): Promise<{ status: number, bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: gw.port, servername: 'localhost', ca: readFileSync(testCerts().ca), ALPNProtocols: ['http/1.1'] }, () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`)
+    })
+    let got = Buffer.alloc(0)
+    const done = (): void => {
+      const end = got.indexOf('\r\n\r\n')
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(got.toString('latin1'))?.[1] ?? 0)
+      socket.destroy()
+      resolve({ status, bytes: Math.min(take, end < 0 ? 0 : got.length - end - 4) })
+    }
+    socket.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d])
+      const end = got.indexOf('\r\n\r\n')
+      if (end >= 0 && (got.length - end - 4 >= take || !got.subarray(0, 12).toString('latin1').includes('206'))) done()
+    })
+    socket.on('end', done)
+    socket.on('error', reject)
+  })
+}
+
+t.test('bytesPerHour: a client that takes part of each answer and asks for the rest by Range is stopped by its budget', async (t) => {
+  const FILE = Buffer.alloc(4 * 1024 * 1024, 0x55)
+  FILE.write('RIFF', 0, 'latin1')
+  FILE.write('WAVE', 8, 'latin1')
+  const nas = await startStubNas(t, (req, res) => {
+    const m = /^bytes=(\d+)-$/.exec(String(req.headers.range ?? ''))
+    const start = m ? Number(m[1]) : 0
+    res.writeHead(m ? 206 : 200, { 'content-type': 'audio/wav', 'content-length': String(FILE.length - start), ...(m ? { 'content-range': `bytes ${start}-${FILE.length - 1}/${FILE.length}` } : {}) })
+    res.on('error', () => {})
+    res.end(FILE.subarray(start))
+  })
+  const BYTES = 200_000
+  const gw = await startTestGateway(t, nas, { limits: { perSubject: { bytesPerHour: BYTES } } })
+  const path = recording(7)
+  for (const proto of PROTOCOLS) {
+    const subject = `walker-${proto}`
+    const token = gw.token({ sub: subject })
+    let received = 0
+    let refused: number | undefined
+    let served = 0
+    for (let i = 0; i < 40 && refused === undefined; i++) {
+      const range = `bytes=${received}-`
+      const r = proto === 'h2'
+        ? await h2Raw(gw, [{ headers: baseHeaders(path, [['authorization', `Bearer ${token}`], ['range', range]]) }], { windows: TAKE, leaveAfterBytes: TAKE, hangUp: 'reset', discardBody: true }).then((c) => ({ status: c.streams[0].status ?? 0, bytes: c.streams[0].bytes }))
+        : await h1Take(gw, path, { authorization: `Bearer ${token}`, range }, TAKE)
+      if (r.status === 429) refused = i
+      else {
+        t.equal(r.status, 206, `${proto}: ${range} is served until the budget is spent`)
+        received += r.bytes
+        served++
+      }
+    }
+    t.ok(refused !== undefined, `${proto}: refused with 429 after ${String(refused)} answers (${received} bytes taken)`)
+    // Each answer is charged at least what the client got; the last one let through may carry one more.
+    t.ok(received <= BYTES + TAKE, `${proto}: the client took ${received} bytes, within the budget (${BYTES}) and one answer`)
+    const fetches = await waitFor(`${proto}: the fetch records`, () => {
+      const found = gw.auditRecords().filter((r) => r.event === 'fetch' && r.subject === subject)
+      return found.length >= served ? found : undefined
+    })
+    const bound = fetches.reduce((a, r) => a + Number(r.bytes) + Number(r.unconfirmedBytes ?? 0), 0)
+    t.ok(bound >= received, `${proto}: the records' bytes and unconfirmedBytes (${bound}) cover what the client took (${received})`)
+  }
 })

@@ -47,10 +47,17 @@ function looksLikeListing (contentType: string | string[] | undefined): boolean 
   return ct === 'text/html' || ct.endsWith('/json') || ct.endsWith('/xml') || ct.endsWith('+xml') || ct.endsWith('+json')
 }
 
-function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, sealed: boolean): Answer {
-  if (sealed ? looksLikeListing(headers['content-type']) : !looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
+function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, o: { sealed: boolean, head: boolean }): Answer {
+  if (o.sealed ? looksLikeListing(headers['content-type']) : !looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
   const out = passedHeaders(headers)
-  if (status === 200) return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
+  if (status === 200) {
+    // A whole file is no part of one: the NAS's Content-Range is not passed on.
+    delete out['content-range']
+    // Neither a length nor chunks: the body ends when the NAS closes its connection, so a NAS that
+    // fails mid-body (a FIN) could not be told from one that finished. Refused before any byte.
+    if (!o.head && out['content-length'] === undefined && headers['transfer-encoding'] === undefined) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: 'no length' }
+    return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
+  }
   const answer = checkPartialAnswer(range, headers['content-range'], headers['content-length'])
   if (!answer.ok) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'range', reason: answer.reason }
   const { start, end, total } = answer.span
@@ -59,9 +66,12 @@ function recording (status: number, headers: IncomingHttpHeaders, range: string 
   return { kind: 'recording', headers: out, declared: Number(out['content-length']), start, whole: end + 1 === total }
 }
 
-/** The verdict on a NAS answer to a request that carried `range` (if any); `sealed` for an age file. */
-export function judgeAnswer (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, sealed = false): Answer {
-  if (status === 200 || status === 206) return recording(status, headers, range, sealed)
+/** The size a 416 may state (RFC 9110 §14.4: "bytes", a star, a slash and the complete length); anything else is not passed on. */
+const UNSATISFIED_RANGE = /^bytes \*\/(0|[1-9][0-9]{0,15})$/
+
+/** The verdict on a NAS answer to a request that carried `range` (if any); `sealed` for an age file, `head` for a HEAD (no body to end). */
+export function judgeAnswer (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, sealed = false, head = false): Answer {
+  if (status === 200 || status === 206) return recording(status, headers, range, { sealed, head })
   if (status === 304) {
     const { 'content-length': _, ...rest } = passedHeaders(headers)
     return { kind: 'not-modified', headers: rest }
@@ -69,7 +79,7 @@ export function judgeAnswer (status: number, headers: IncomingHttpHeaders, range
   if (status === 404 || status === 410) return { kind: 'refused', err: new Errors.NotFound(), upstreamKind: null }
   if (status === 416) {
     const cr = headers['content-range']
-    return { kind: 'unsatisfiable', ...(typeof cr === 'string' ? { contentRange: cr } : {}) }
+    return { kind: 'unsatisfiable', ...(typeof cr === 'string' && UNSATISFIED_RANGE.test(cr) ? { contentRange: cr } : {}) }
   }
   if (status >= 300 && status < 400) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'redirect' }
   return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: status === 401 || status === 403 ? 'auth' : `status_${Math.floor(status / 100)}xx` }

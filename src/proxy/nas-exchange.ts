@@ -94,7 +94,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
   private answer (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     this.p.hooks.onUpstreamResponse(this.request, Number(process.hrtime.bigint() - this.asked) / 1e9, status, this.p.hooks.target(this.request).path)
     if (this.phase === 'over' || this.reply.sent) { this.phase = 'over'; controller.abort(clientLeft()); return }
-    const answer = judgeAnswer(status, headers, this.request.headers.range)
+    const answer = judgeAnswer(status, headers, this.request.headers.range, false, this.request.method === 'HEAD')
     // A 416 is judged too when it says when the file was modified; one that does not, under a rule dated by it, does not tell the size.
     const dated = answer.kind === 'recording' || answer.kind === 'not-modified' || (answer.kind === 'unsatisfiable' && headers['last-modified'] !== undefined)
     const expired = dated ? lastModifiedRefusal(this.request.ng, headers['last-modified']) : undefined
@@ -119,7 +119,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
         return
       }
       case 'refused':
-        if (answer.reason) this.request.log.warn({ reason: answer.reason }, 'the NAS answered another range than was asked for')
+        if (answer.reason) this.request.log.warn({ reason: answer.reason }, answer.upstreamKind === 'range' ? 'the NAS answered another range than was asked for' : 'the NAS answered a whole file with neither a length nor chunks: where it ends could not be checked')
         this.refuse(answer.err, answer.upstreamKind)
     }
   }

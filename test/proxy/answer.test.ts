@@ -27,8 +27,24 @@ t.test('anything that does not say it is audio or binary is a listing', async (t
   for (const ct of ['text/html', 'application/json', 'application/xml', 'text/plain; charset=utf-8', undefined]) {
     t.match(judgeAnswer(200, ct === undefined ? {} : { 'content-type': ct }, undefined), { kind: 'refused', upstreamKind: 'listing', err: { statusCode: 502 } }, String(ct))
   }
-  t.match(judgeAnswer(200, { 'content-type': 'application/octet-stream' }, undefined), { kind: 'recording' })
+  t.match(judgeAnswer(200, { 'content-type': 'application/octet-stream', 'content-length': '10' }, undefined), { kind: 'recording' })
   t.match(judgeAnswer(200, { 'content-type': ['audio/wav', 'audio/wav'] } as never, undefined), { kind: 'refused' }, 'a repeated Content-Type says nothing')
+})
+
+t.test('a whole file must say where it ends: a length or chunks; a HEAD has no body to end', async (t) => {
+  t.match(judgeAnswer(200, { ...audio }, undefined), { kind: 'refused', upstreamKind: 'body', err: { statusCode: 502 }, reason: 'no length' }, 'neither: its end is the NAS closing, a failure included')
+  t.match(judgeAnswer(200, { ...audio, 'transfer-encoding': 'chunked' }, undefined), { kind: 'recording' }, 'chunks')
+  t.match(judgeAnswer(200, { ...audio, 'content-length': '10' }, undefined), { kind: 'recording', declared: 10 }, 'a length')
+  t.match(judgeAnswer(200, { ...audio }, undefined, false, true), { kind: 'recording' }, 'a HEAD')
+  t.match(judgeAnswer(200, { 'content-type': 'text/plain' }, undefined, true), { kind: 'refused', upstreamKind: 'body' }, 'a sealed file too')
+  t.same(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-range': 'bytes 0-9/1000' }, 'bytes=0-9'), { kind: 'recording', headers: { 'content-length': '10' }, declared: 10, start: 0, whole: true }, 'a 200 is no part of a file: no Content-Range')
+})
+
+t.test('a 416 passes on a Content-Range that states a size, and nothing else', async (t) => {
+  for (const cr of ['bytes */1000; path=/medicall/x.wav', 'bytes */', 'bytes */-1', 'bytes */01', 'bytes 0-1/1000', 'bytes */1000\r\nx: y', 'bytes */99999999999999999', 'Bytes */1000']) {
+    t.same(judgeAnswer(416, { 'content-range': cr }, 'bytes=5000-'), { kind: 'unsatisfiable' }, JSON.stringify(cr))
+  }
+  t.same(judgeAnswer(416, { 'content-range': 'bytes */0' }, 'bytes=5000-'), { kind: 'unsatisfiable', contentRange: 'bytes */0' })
 })
 
 t.test('other statuses', async (t) => {

@@ -77,6 +77,12 @@ const configOption = (required: boolean): Option => {
 
 const load = async (file: string): Promise<Readonly<Config>> => (await import('./config/load.js')).loadConfig({ file, env: process.env })
 
+/** The keys NASGUARD_* variables set, on stderr: a key the file sets too is a warning (its edits do nothing). */
+async function tellEnvOverrides (file: string): Promise<void> {
+  const { envOverrideLines, envOverrides } = await import('./config/load.js')
+  for (const line of envOverrideLines(envOverrides(process.env, file))) err(line + '\n')
+}
+
 /** What start checks before listening (and config check without listening); throws a ConfigError. */
 async function preflight (c: Readonly<Config>): Promise<typeof import('./config/preflight.js')> {
   const checks = await import('./config/preflight.js')
@@ -140,6 +146,7 @@ function buildProgram (): Command {
       const c = await load(f)
       const { portsInUse, readableSecrets } = await preflight(c)
       for (const p of readableSecrets(c)) err(`warning: config at ${p.key}: ${p.reason}\n`)
+      await tellEnvOverrides(f)
       // The running gateway holds its own ports: a warning, not an error.
       for (const p of await portsInUse(c)) err(`warning: config at ${p.key}: ${p.reason} (expected if this config's gateway is running)\n`)
       out(`config OK: ${f}\n  listen ${c.listen.host}:${c.listen.port} (TLS ${c.tls.profile}), upstream ${c.upstream.url}, ${c.policy.length} policy rule(s), audit in ${c.audit.dir} (${c.audit.durability})\n`)
@@ -270,6 +277,7 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
   // What config check checks, start refuses (config/preflight.ts).
   const { readableSecrets } = await preflight(config)
   for (const p of readableSecrets(config)) err(`warning: config at ${p.key}: ${p.reason}\n`)
+  await tellEnvOverrides(file)
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')
   if (workerCount(config) > 1) {

@@ -6,6 +6,7 @@ import { buildGateway, type Gateway, type GatewayOptions } from './app.js'
 import type { Config } from './config/schema.js'
 import { inheritedSockets, listenOn, notifySystemd, socketNote, warnUnusedAdminSocket } from './systemd.js'
 import { reloadable } from './config/reload.js'
+import { envOverrides } from './config/load.js'
 import { watchFiles } from './files/watch.js'
 
 export interface RunningGateway { gateway: Gateway, url: string, adminUrl: string | null }
@@ -110,5 +111,7 @@ export function reloadConfigFile (gateway: Gateway, file: string): Config | unde
     return undefined
   }
   gateway.reloadConfig(next.config)
+  const shadowed = envOverrides(process.env, file).filter((o) => o.shadows)
+  if (shadowed.length > 0) gateway.app.log.warn({ keys: shadowed.map((o) => o.key), variables: shadowed.map((o) => o.name) }, 'the environment overrides these keys of the config file: their values in the file do not apply')
   return next.config
 }

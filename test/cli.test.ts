@@ -60,6 +60,19 @@ t.test('config check: OK for a good file, key and reason for a bad one, no stack
   t.match(usage.stderr, /unknown command/)
 })
 
+t.test('config check names every key the environment sets, and warns for one it takes from the file (never a value)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-cli-'))
+  const policy = JSON.stringify([{ name: 'all', path: '/**', scopes: ['recordings:read'] }])
+  const r = cli(['config', 'check', writeConfig(dir)], { NASGUARD_POLICY: policy, NASGUARD_RETENTION: '[]', NASGUARD_UPSTREAM_TIMEOUT_MS: '1234' })
+  t.equal(r.status, 0, r.stderr)
+  t.match(r.stderr, /warning: config at policy: NASGUARD_POLICY in the environment overrides the file's value/, 'the file sets policy: a warning')
+  const note = /note: from the environment: (.*)/.exec(r.stderr)?.[1] ?? ''
+  t.same(note.split(', ').sort(), ['retention (NASGUARD_RETENTION)', 'upstream.timeoutMs (NASGUARD_UPSTREAM_TIMEOUT_MS)'], 'the file sets neither: a note names both')
+  t.notMatch(r.stderr + r.stdout, /1234|\/\*\*/, 'no value')
+  const none = cli(['config', 'check', writeConfig(dir)])
+  t.notMatch(none.stderr, /environment/, 'nothing without NASGUARD_ variables')
+})
+
 t.test('token issue prints a signed token with a jti that the config verifies', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-cli-'))
   const file = writeConfig(dir)

@@ -129,6 +129,34 @@ function applyEnv (raw: JsonObject, env: NodeJS.ProcessEnv): void {
   }
 }
 
+export interface EnvOverride {
+  /** The config key, dotted (policy, upstream.url). */
+  key: string
+  /** The variable that sets it. */
+  name: string
+  /** The file sets the key too: the environment wins, and edits to the file's value do nothing. */
+  shadows: boolean
+}
+
+/** The keys the environment sets (NASGUARD_*), each with its variable, and whether it overrides a value the file gives (names only: never a value). */
+export function envOverrides (env: NodeJS.ProcessEnv, file?: string): EnvOverride[] {
+  let raw: unknown = {}
+  try {
+    if (file) raw = parseYaml(readFileSync(file, 'utf8')) ?? {}
+  } catch {
+    // loadConfig said what is wrong with the file.
+  }
+  const inFile = (path: string[]): boolean => path.reduce<unknown>((node, seg) => (node !== null && typeof node === 'object' && !Array.isArray(node) ? (node as JsonObject)[seg] : undefined), raw) !== undefined
+  return ENV_KEYS.filter((k) => env[envName(k.path)] !== undefined).map((k) => ({ key: k.path.join('.'), name: envName(k.path), shadows: inFile(k.path) }))
+}
+
+/** What to tell an operator about envOverrides: a warning per key the environment takes from the file, a note for the rest. */
+export function envOverrideLines (overrides: readonly EnvOverride[]): string[] {
+  const shadowing = overrides.filter((o) => o.shadows).map((o) => `warning: config at ${o.key}: ${o.name} in the environment overrides the file's value (edit or unset ${o.name}; changing the file does nothing)`)
+  const rest = overrides.filter((o) => !o.shadows)
+  return rest.length === 0 ? shadowing : [...shadowing, `note: from the environment: ${rest.map((o) => `${o.key} (${o.name})`).join(', ')}`]
+}
+
 function keyOf (err: ErrorObject): string {
   const segs = err.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
   if (err.keyword === 'required') segs.push((err.params as { missingProperty: string }).missingProperty)

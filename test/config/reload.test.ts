@@ -49,8 +49,8 @@ function status (port: number, path: string, bearer = token): Promise<number> {
   })
 }
 
-async function startCli (t: { teardown: (fn: () => unknown) => void }, file: string, adminPort: number): Promise<{ child: ChildProcess, output: () => string }> {
-  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
+async function startCli (t: { teardown: (fn: () => unknown) => void }, file: string, adminPort: number, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess, output: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'start', '--config', file], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.on('data', (c: Buffer) => { output += c.toString() })
   child.stderr?.on('data', (c: Buffer) => { output += c.toString() })
@@ -210,3 +210,19 @@ for (const workers of [1, 2]) {
     t.equal(gw.child.exitCode, null, 'still running')
   })
 }
+
+t.test('a key the environment sets is named at start and at every reload: edits to it in the file do not apply', async (t) => {
+  const nas = await startStubNas(t)
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
+  const file = join(dir, 'nasguard.yaml')
+  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 1, watch: false }
+  writeFileSync(file, config(o))
+  const env = { NASGUARD_POLICY: JSON.stringify([{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }]) }
+  const gw = await startCli(t, file, o.adminPort, env)
+  t.match(gw.output(), /warning: config at policy: NASGUARD_POLICY in the environment overrides the file's value/, 'said at start')
+  replaceFile(file, config({ ...o, stockholm: true }))
+  gw.child.kill('SIGHUP')
+  await waitFor('the reload', () => /the environment overrides these keys/.test(gw.output()) ? true : undefined, { tries: 300, intervalMs: 100 })
+  t.match(gw.output(), /"level":40[^\n]*"keys":\["policy"\],"variables":\["NASGUARD_POLICY"\][^\n]*the environment overrides these keys of the config file/, 'a warning at the reload names the key and the variable')
+  t.equal(await status(o.port, '/stockholm/a.wav'), 403, 'the file\'s new rule does not apply: the environment\'s policy does')
+})

@@ -13,6 +13,7 @@ import type { ChainAnchor } from './audit/commands.js'
 import { loadAuditKey } from './audit/key.js'
 import { auditKeyFile } from './config/derived.js'
 import { refuseForeignOwner } from './files/ownership.js'
+import { parseTimeArg } from './time-arg.js'
 
 // Only commander and small modules load at start: each command imports what
 // it needs (the config schema, fast-jwt, x509, fastify) when it runs, so
@@ -22,13 +23,13 @@ const tokens = async (): Promise<typeof import('./auth/tokens.js')> => await imp
 
 class UsageError extends Error {}
 
-/** Like parseTime, to the millisecond: audit records carry milliseconds. */
+/** A command line time to the millisecond (audit records carry milliseconds); a bad one is a usage error. */
 function parseTimeMs (t: string): number {
-  if (/^\d{9,11}$/.test(t)) return Number(t) * 1000
-  if (t === 'now') return Date.now()
-  const ms = Date.parse(t)
-  if (Number.isNaN(ms)) throw new UsageError(`invalid time ${JSON.stringify(t)}: use ISO 8601 (2026-11-21T10:00:00Z), epoch seconds, or now`)
-  return ms
+  try {
+    return parseTimeArg(t)
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
 }
 
 /** --anchor values: each [chain@]seq:hash, and no two for one record with different hashes. */
@@ -291,14 +292,15 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
 }
 
 async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): Promise<number> {
-  const { parseTime } = await tokens()
+  // Checked before anything is touched: a time that is not one is a usage error (exit 2).
+  const before = o.jti === undefined && o.issuedBefore !== 'now' ? Math.floor(parseTimeMs(o.issuedBefore) / 1000) : undefined
   const { denylistFile, revoke: addTo } = await import('./auth/revoke.js')
   const what = (e: RevocationEntry): string => e.type === 'jti' ? `token ${e.jti}` : `every token and grant of ${e.sub} issued before ${new Date(e.issuedBefore * 1000).toISOString()}`
   const redis = c.state.redis
   if (!redis) refuseForeignOwner([dirname(denylistFile(c))], 'token revoke')
   // A damaged denylist is rewritten with what it still holds: say so, as
   // revocations in the damaged part are lost and may need to be redone.
-  const r = await addTo(c, (now) => o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: o.issuedBefore === 'now' ? now + 1 : parseTime(o.issuedBefore) }, (m) => err(`warning: ${m}\n`))
+  const r = await addTo(c, (now) => o.jti ? { jti: o.jti } : { sub: o.sub as string, issuedBefore: before ?? now + 1 }, (m) => err(`warning: ${m}\n`))
   if (redis) {
     const { redisAddress } = await import('./state/redis.js')
     out(`revoked ${what(r.entry)}; ${redisAddress(redis)} holds ${r.kept} entr${r.kept === 1 ? 'y' : 'ies'}; published to ${r.heard} gateway connection${r.heard === 1 ? '' : 's'}, which apply it at once (gateways not connected now load it when they reconnect)\n`)

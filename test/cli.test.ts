@@ -60,6 +60,17 @@ t.test('config check: OK for a good file, key and reason for a bad one, no stack
   t.match(usage.stderr, /unknown command/)
 })
 
+t.test('a time option that is no time is a usage error (exit 2) naming the forms, before anything is touched', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-cli-'))
+  const file = writeConfig(dir)
+  for (const args of [['token', 'revoke', '--config', file, '--sub', 'zed', '--issued-before', '12'], ['token', 'revoke', '--config', file, '--sub', 'zed', '--issued-before', 'garbage'], ['audit', 'prune', '--config', file, '--before', '2026-02-31T00:00:00Z', '--dry-run']]) {
+    const r = cli(args)
+    t.equal(r.status, 2, `${args.join(' ')}: exit 2 (${r.stderr.trim()})`)
+    t.match(r.stderr, /invalid time .*: use ISO 8601 with a time zone/, 'names the forms')
+  }
+  t.notOk(existsSync(join(dir, 'revoked.json')) && readFileSync(join(dir, 'revoked.json'), 'utf8').includes('zed'), 'nothing revoked')
+})
+
 t.test('config check names every key the environment sets, and warns for one it takes from the file (never a value)', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-cli-'))
   const policy = JSON.stringify([{ name: 'all', path: '/**', scopes: ['recordings:read'] }])

@@ -57,11 +57,3 @@ export function issueToken (jwt: Config['auth']['jwt'], req: TokenRequest): { to
   return { token, jti, exp }
 }
 
-/** '2026-11-21T10:00:00Z', an epoch in seconds, or 'now'. */
-export function parseTime (t: string): number {
-  if (t === 'now') return Math.floor(Date.now() / 1000)
-  if (/^\d{9,11}$/.test(t)) return Number(t)
-  const ms = Date.parse(t)
-  if (Number.isNaN(ms)) throw new Error(`invalid time ${JSON.stringify(t)}: use ISO 8601 (2026-11-21T10:00:00Z), epoch seconds, or now`)
-  return Math.floor(ms / 1000)
-}

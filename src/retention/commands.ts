@@ -18,6 +18,7 @@ import { holdsStoreOf } from './holds-redis.js'
 import { compileRetention } from './rules.js'
 import { sweptStatus, writeRetentionStatus } from './status.js'
 import { confirmationOf, erasedUnderHold, holdsOnPeriod, overdueOf, planPeriods, toErase, walkShare, type PeriodFinding, type PlainFile, type SweepPlan } from './sweep.js'
+import { isIsoTime } from '../time-arg.js'
 
 /** A mistake in what the operator asked (exit 2). */
 export class HoldUsageError extends Error {}
@@ -30,13 +31,6 @@ function operator (): string {
   try { return userInfo().username } catch { return `uid ${process.getuid?.() ?? '?'}` }
 }
 
-/** ISO 8601 with a time and a zone, naming a real date (2028-02-30 is refused, not moved to March). */
-function isoTime (t: string): boolean {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/.exec(t)
-  if (!m || Number.isNaN(Date.parse(t))) return false
-  const day = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])))
-  return day.getUTCMonth() === Number(m[2]) - 1 && day.getUTCDate() === Number(m[3]) && Number(m[4]) < 24 && Number(m[5]) < 60
-}
 
 const CASE = /^[\p{L}\p{N}][\p{L}\p{N} ._:/#-]{0,127}$/u
 
@@ -48,7 +42,7 @@ export function holdRequestProblem (c: Readonly<Config>, h: HoldRequest, now: nu
   if (p) return `--path-prefix: ${p}`
   if (!CASE.test(h.case)) return '--case: 1 to 128 letters, digits, spaces and . _ : / # -, starting with a letter or digit'
   if (h.reason.trim() === '' || h.reason.length > 512 || /[\x00-\x1f\x7f]/.test(h.reason)) return '--reason: 1 to 512 printable characters (why the recordings must be kept)'
-  if (h.until !== undefined && (!isoTime(h.until) || !(Date.parse(h.until) > now))) return '--until: a time in the future, ISO 8601 with its time zone (e.g. 2028-12-31T23:59:59Z)'
+  if (h.until !== undefined && (!isIsoTime(h.until, { timeRequired: true }) || !(Date.parse(h.until) > now))) return '--until: a time in the future, ISO 8601 with its time zone (e.g. 2028-12-31T23:59:59Z)'
   return undefined
 }
 

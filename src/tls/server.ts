@@ -2,7 +2,7 @@
 // the plaintext sniffer in front, optional client certificates, and
 // certificate reload without a restart: new handshakes get the new
 // certificate, connections already open keep theirs.
-import { X509Certificate, createHmac, createPrivateKey } from 'node:crypto'
+import { X509Certificate, createHmac, createPrivateKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type SecureServerOptions } from 'node:http2'
 import { METHODS, type IncomingHttpHeaders } from 'node:http'
@@ -32,6 +32,26 @@ export interface CertificateMaterial {
  * Reads and checks a certificate and key pair: both parse, the key belongs
  * to the leaf, and the leaf is currently valid. Throws with the reason.
  */
+/** The curves TLS clients take for a server certificate (RFC 8446 §4.2.7; browsers do P-256 and P-384). */
+const SERVER_CURVES = ['prime256v1', 'secp384r1', 'secp521r1']
+
+/** What is weak about a server certificate's key (undefined: nothing): RSA under 2048 bits (OpenSSL's default security level refuses it), a curve TLS clients do not take, DSA. */
+function weakKey (key: KeyObject): string | undefined {
+  const d = key.asymmetricKeyDetails ?? {}
+  switch (key.asymmetricKeyType) {
+    case 'rsa':
+    case 'rsa-pss':
+      return (d.modulusLength ?? 0) < 2048 ? `an RSA key of ${d.modulusLength ?? 0} bits (at least 2048)` : undefined
+    case 'ec':
+      return SERVER_CURVES.includes(d.namedCurve ?? '') ? undefined : `a key on the curve ${d.namedCurve ?? 'unknown'} (P-256, P-384 or P-521)`
+    case 'ed25519':
+    case 'ed448':
+      return undefined
+    default:
+      return `a ${key.asymmetricKeyType ?? 'unknown'} key (RSA of 2048 bits or more, or ECDSA)`
+  }
+}
+
 export function loadCertificate (certFile: string, keyFile: string, now = Date.now()): CertificateMaterial {
   const cert = readFileSync(certFile)
   const key = readFileSync(keyFile)
@@ -48,6 +68,8 @@ export function loadCertificate (certFile: string, keyFile: string, now = Date.n
     throw new Error(`${keyFile} is not a PEM private key (${(err as Error).message})`)
   }
   if (!leaf.checkPrivateKey(privateKey)) throw new Error(`${keyFile} does not belong to the certificate in ${certFile}`)
+  const weak = weakKey(leaf.publicKey)
+  if (weak) throw new Error(`the certificate in ${certFile} has ${weak}: clients refuse it (OpenSSL: "key too weak") or cannot use it; make a new one (nasguard cert renew --key-type ecdsa, or your CA)`)
   const notBefore = Date.parse(leaf.validFrom)
   const notAfter = Date.parse(leaf.validTo)
   if (now < notBefore) throw new Error(`the certificate in ${certFile} is not valid before ${leaf.validFrom}`)

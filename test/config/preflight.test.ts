@@ -18,6 +18,12 @@ function cli (args: string[]): { status: number | null, stdout: string, stderr: 
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** A self-signed weak.crt and weak.key in dir, with openssl's key options. */
+function weakCert (dir: string, keyArgs: string[]): void {
+  const r = spawnSync('openssl', ['req', '-x509', ...keyArgs, '-nodes', '-keyout', join(dir, 'weak.key'), '-out', join(dir, 'weak.crt'), '-days', '30', '-subj', '/CN=localhost'], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`)
+}
+
 async function writeConfig (dir: string, o: { cert?: string, key?: string, auditDir?: string, adminPort?: number, port?: number } = {}): Promise<string> {
   const certs = testCerts()
   writeFileSync(join(dir, 'jwt.secret'), 's'.repeat(40) + '\n')
@@ -42,6 +48,14 @@ t.test('configs that start refuses: config check refuses them too, naming the ke
       writeFileSync(join(dir, 'other.key'), other.keyPem)
       return await writeConfig(dir, { key: join(dir, 'other.key') })
     }, /config error at tls\.cert: .*does not belong to the certificate/],
+    ['an RSA-1024 server key', async (dir) => {
+      weakCert(dir, ['-newkey', 'rsa:1024'])
+      return await writeConfig(dir, { cert: join(dir, 'weak.crt'), key: join(dir, 'weak.key') })
+    }, /config error at tls\.cert: .*has an RSA key of 1024 bits \(at least 2048\)/],
+    ['a key on a curve TLS clients do not take', async (dir) => {
+      weakCert(dir, ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1'])
+      return await writeConfig(dir, { cert: join(dir, 'weak.crt'), key: join(dir, 'weak.key') })
+    }, /config error at tls\.cert: .*has a key on the curve secp256k1/],
     ['a certificate file that is not PEM', async (dir) => {
       writeFileSync(join(dir, 'bad.crt'), 'not a certificate\n')
       return await writeConfig(dir, { cert: join(dir, 'bad.crt') })

@@ -145,8 +145,8 @@ function buildProgram (): Command {
       const f = file ?? o.config
       if (!f) throw new UsageError('config check needs a FILE (or --config, or NASGUARD_CONFIG)')
       const c = await load(f)
-      const { portsInUse, readableSecrets } = await preflight(c)
-      for (const p of readableSecrets(c)) err(`warning: config at ${p.key}: ${p.reason}\n`)
+      const { portsInUse, readableSecrets, weakSettings } = await preflight(c)
+      for (const p of [...readableSecrets(c), ...weakSettings(c)]) err(`warning: config at ${p.key}: ${p.reason}\n`)
       await tellEnvOverrides(f)
       // The running gateway holds its own ports: a warning, not an error.
       for (const p of await portsInUse(c)) err(`warning: config at ${p.key}: ${p.reason} (expected if this config's gateway is running)\n`)
@@ -276,8 +276,8 @@ async function demo (): Promise<void> {
 
 async function start (config: Readonly<Config>, file: string): Promise<void> {
   // What config check checks, start refuses (config/preflight.ts).
-  const { readableSecrets } = await preflight(config)
-  for (const p of readableSecrets(config)) err(`warning: config at ${p.key}: ${p.reason}\n`)
+  const { readableSecrets, weakSettings } = await preflight(config)
+  for (const p of [...readableSecrets(config), ...weakSettings(config)]) err(`warning: config at ${p.key}: ${p.reason}\n`)
   await tellEnvOverrides(file)
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')

@@ -11,6 +11,7 @@ import { sealingOf } from '../sealing/settings.js'
 import type { Config } from './schema.js'
 import type { ConfigProblem } from './load.js'
 import { auditKeyFile } from './derived.js'
+import { readSecretFile } from './secrets.js'
 import { loadCertificate } from '../tls/server.js'
 import { ClientCrls } from '../tls/client-crl.js'
 import { loadAuditKey, trailEntries } from '../audit/key.js'
@@ -130,6 +131,34 @@ export function readableSecrets (c: Readonly<Config>): ConfigProblem[] {
     if ((mode & 0o004) === 0) return []
     return [{ key, reason: `${file} can be read by every user of this host (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): chmod o-r ${file}` }]
   })
+}
+
+/**
+ * Settings that are allowed but weaker than they look: warnings for
+ * `config check` and `start` (an operator may mean them).
+ */
+export function weakSettings (c: Readonly<Config>): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const loopback = /^(127\.|::1$|localhost$)/.test(c.admin.host)
+  if (c.admin.enabled && !loopback && !c.admin.tokenFile && !c.admin.basicAuth) problems.push({ key: 'admin.host', reason: `${c.admin.host} is reachable from other hosts and the admin listener has no credential: anyone who reaches it reads /metrics and /readyz (set admin.tokenFile or admin.basicAuth, or bind it to 127.0.0.1)` })
+  if (c.tls.hstsMaxAge === 0) problems.push({ key: 'tls.hstsMaxAge', reason: '0 tells browsers to forget that this host is HTTPS-only (Strict-Transport-Security: max-age=0)' })
+  if (c.tls.clientAuth === 'off') {
+    for (const k of ['clientCa', 'clientCrl'] as const) if (c.tls[k] !== undefined) problems.push({ key: `tls.${k}`, reason: 'is set, but tls.clientAuth is off: no client certificate is asked for or checked' })
+  }
+  const secretOf = (k: { secret?: string, secretFile?: string }): string | undefined => k.secret ?? (k.secretFile !== undefined ? safeRead(k.secretFile) : undefined)
+  const jwtSecrets = [c.auth.jwt, ...(c.auth.jwt.keys ?? [])].map(secretOf)
+  const grantSecret = secretOf(c.auth.grants)
+  if (grantSecret !== undefined && jwtSecrets.includes(grantSecret)) problems.push({ key: c.auth.grants.secret !== undefined ? 'auth.grants.secret' : 'auth.grants.secretFile', reason: 'is the JWT secret: give grants a key of their own (openssl rand -base64 48), so that one leaked key does not give both' })
+  return problems
+}
+
+/** A secret file's content, or undefined when it cannot be read (its own check says why). */
+function safeRead (file: string): string | undefined {
+  try {
+    return readSecretFile(file)
+  } catch {
+    return undefined
+  }
 }
 
 /** Ports another process holds now: a warning for `config check` (the running gateway holds its own), an error for `start`. */

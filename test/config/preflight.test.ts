@@ -3,7 +3,7 @@
 // with the key and the reason, exit 1.
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -122,4 +122,25 @@ t.test('secret files every user can read: a warning naming the key from config c
   const quiet = cli(['config', 'check', file])
   t.equal(quiet.status, 0)
   t.notMatch(quiet.stderr, /can be read by every user/, 'group-readable (the service layout) is fine')
+})
+
+t.test('settings weaker than they look: a warning naming the key from config check, exit 0; none for the safe setting', async (t) => {
+  const certs = testCerts()
+  const tlsWith = (more: string) => (text: string): string => text.replace(/tls: \{ (.*) \}/, (_m, inner: string) => `tls: { ${inner}, ${more} }`)
+  const cases: Array<[string, (text: string) => string, RegExp]> = [
+    ['the admin listener on every address, without a credential', (text) => text.replace('admin: { host: 127.0.0.1', 'admin: { host: 0.0.0.0'), /warning: config at admin\.host: 0\.0\.0\.0 is reachable from other hosts and the admin listener has no credential/],
+    ['HSTS max-age 0', tlsWith('hstsMaxAge: 0'), /warning: config at tls\.hstsMaxAge: 0 tells browsers to forget/],
+    ['a client CA without client authentication', tlsWith(`clientCa: ${certs.ca}`), /warning: config at tls\.clientCa: is set, but tls\.clientAuth is off/],
+    ['the grants key is the JWT secret', (text) => text.replace('auth: { jwt: { secretFile: jwt.secret } }', 'auth: { jwt: { secretFile: jwt.secret }, grants: { secretFile: jwt.secret } }'), /warning: config at auth\.grants\.secretFile: is the JWT secret/]
+  ]
+  for (const [name, edit, warning] of cases) {
+    const dir = mkdtempSync(join(tmpdir(), 'nasguard-preflight-'))
+    const file = await writeConfig(dir)
+    const safe = cli(['config', 'check', file])
+    t.notMatch(safe.stderr, /warning: config at (admin\.host|tls\.|auth\.grants)/, `${name}: no warning for the safe setting`)
+    writeFileSync(file, edit(readFileSync(file, 'utf8')))
+    const check = cli(['config', 'check', file])
+    t.equal(check.status, 0, `${name}: a warning, not an error: ${check.stderr}`)
+    t.match(check.stderr, warning, name)
+  }
 })

@@ -164,6 +164,9 @@ function buildProgram (): Command {
     .action(action(async (o: { config: string, sub: string, scope: string, ttl: string, kid?: string }) => {
       const { issueToken, parseTtl } = await tokens()
       const ttlSeconds = await withUsageErrors(async () => Error, async () => parseTtl(o.ttl))
+      // A token the gateway would refuse (no subject) or could not take (a header past its 16 KiB) is not issued.
+      if (!/^[^\x00-\x1f\x7f]{1,256}$/.test(o.sub)) throw new UsageError('--sub: 1 to 256 printable characters (the gateway refuses a token without a subject)')
+      if (o.scope.trim() === '') throw new UsageError('--scope: at least one scope (a token without one is refused by every rule)')
       const c = await load(o.config)
       const { token, jti, exp } = issueToken(c.auth.jwt, { sub: o.sub, scope: o.scope, ttlSeconds, kid: o.kid })
       out(token + '\n')

@@ -60,6 +60,23 @@ t.test('config check: OK for a good file, key and reason for a bad one, no stack
   t.match(usage.stderr, /unknown command/)
 })
 
+t.test('token issue refuses a subject or scope the gateway would refuse (exit 2), and cert revoke a file that holds no certificate, naming it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-cli-'))
+  const file = writeConfig(dir)
+  for (const [sub, scope] of [['', 'recordings:read'], ['x'.repeat(257), 'recordings:read'], ['a\nb', 'recordings:read'], ['alice', ' ']]) {
+    const r = cli(['token', 'issue', '--config', file, '--sub', sub, '--scope', scope])
+    t.equal(r.status, 2, `sub ${JSON.stringify(sub.slice(0, 10))} scope ${JSON.stringify(scope)}: exit 2`)
+    t.match(r.stderr, /--(sub|scope): /)
+    t.equal(r.stdout, '', 'no token')
+  }
+  t.equal(cli(['token', 'issue', '--config', file, '--sub', 'x'.repeat(256), '--scope', 'recordings:read']).status, 0, '256 characters are a subject')
+  t.equal(cli(['cert', 'init', '--dir', join(dir, 'certs'), '--host', 'localhost']).status, 0)
+  writeFileSync(join(dir, 'junk.txt'), 'not a certificate\n')
+  const revoke = cli(['cert', 'revoke', '--dir', join(dir, 'certs'), '--cert', join(dir, 'junk.txt')])
+  t.equal(revoke.status, 2, 'cert revoke of a junk file: exit 2')
+  t.match(revoke.stderr, /--cert .*junk\.txt: not a PEM certificate/)
+})
+
 t.test('a time option that is no time is a usage error (exit 2) naming the forms, before anything is touched', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nasguard-cli-'))
   const file = writeConfig(dir)

@@ -59,7 +59,7 @@ export function exposureWatchOf (cfg: Config['upstream'], parts: {
   return {
     check,
     once,
-    readiness: () => ({ check: describeExposure(check.state), blocks: check.state.kind === 'exposed' && !cfg.readyWhenExposed }),
+    readiness: () => ({ check: cfg.exposureCheckSec === 0 && check.state.kind === 'unchecked' ? 'off (upstream.exposureCheckSec: 0): never checked' : describeExposure(check.state), blocks: check.state.kind === 'exposed' && !cfg.readyWhenExposed }),
     start: () => {
       if (cfg.exposureCheckSec === 0 || timer !== undefined || stopped) return
       void once()

@@ -140,11 +140,21 @@ export function certClient (opts: { dir: string, name: string, out: string, days
   return lines.join('\n')
 }
 
+/** The certificate in a PEM file; a file that holds none is a usage error naming it. */
+function certificateIn (file: string): X509Certificate {
+  const pem = readFileSync(file)
+  try {
+    return new X509Certificate(pem)
+  } catch {
+    throw new CertUsageError(`--cert ${file}: not a PEM certificate`)
+  }
+}
+
 export function certRevoke (opts: { dir: string, certFile?: string, serial?: string }): string {
   if (!opts.certFile && !opts.serial) throw new CertUsageError('cert revoke needs --cert FILE or --serial HEX')
   const ca = readCa(opts.dir)
   let serial = opts.serial?.toLowerCase()
-  if (opts.certFile) serial = new X509Certificate(readFileSync(opts.certFile)).serialNumber.toLowerCase()
+  if (opts.certFile) serial = certificateIn(opts.certFile).serialNumber.toLowerCase()
   if (!serial || !/^[0-9a-f]+$/.test(serial)) throw new CertUsageError('cert revoke needs --cert FILE or --serial HEX')
   const { revoked } = revocations(opts.dir, ca)
   const wanted = serial.replace(/^0+(?=.)/, '')

@@ -206,7 +206,7 @@ t.test('a NAS that goes away: the check fails, the gauge keeps its verdict; expo
 
   const off: DavNas = await startDavNas(t, { autoindex: true })
   const quiet = await startTestGateway(t, off, { upstream: { exposureCheckSec: 0 } })
-  t.equal((await readyz(quiet)).body.checks.nasLockdown, 'not checked yet')
+  t.equal((await readyz(quiet)).body.checks.nasLockdown, 'off (upstream.exposureCheckSec: 0): never checked', 'readyz says the check is off, not that it is pending')
   t.same(off.exposureChecks(), [], 'the check asked the NAS nothing')
   t.equal(await checksOf(quiet, 'locked') + await checksOf(quiet, 'exposed') + await checksOf(quiet, 'failed'), 0)
 })

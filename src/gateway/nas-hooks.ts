@@ -20,14 +20,15 @@ const UPSTREAM_FAILURES: Record<string, string> = {
   redirect: 'the NAS answered with a redirect',
   magic: 'the file does not look like its type (files.checkMagic)',
   range: 'the NAS answered another range than was asked for',
-  body: 'the NAS failed in the middle of a body'
+  body: 'the NAS failed in the middle of a body, or answered a whole file without saying where it ends'
 }
 
 /** The bounded labels of nasguard_upstream_errors_total{kind}. */
 export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
 
 export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => void): UpstreamHooks & SealedHooks {
-  const failureLog = new LogThrottle()
+  // One throttle per kind: a burst of one kind (timeouts) must not hide the first of another (credentials refused).
+  const failureLogs = new Map<string, LogThrottle>()
   const integrityLog = new LogThrottle()
   const plaintextLog = new LogThrottle()
   return {
@@ -41,6 +42,8 @@ export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => 
     onUpstreamError: (request, kind) => {
       request.ng.upstreamError = kind
       metrics.upstreamErrors.inc({ kind })
+      let failureLog = failureLogs.get(kind)
+      if (failureLog === undefined) failureLogs.set(kind, failureLog = new LogThrottle())
       failureLog.line((repeated) => {
         request.log.warn({ kind, ...(repeated > 0 ? { repeated } : {}) }, UPSTREAM_FAILURES[kind] ?? 'the NAS request failed')
       })

@@ -89,6 +89,8 @@ export interface GatewayOptions {
   clock?: () => number
   /** Where the budgets are kept, when the caller shares them (a worker: the primary's); else state.redis or this process's memory. */
   budgets?: LeasingStore
+  /** A config reloaded since `config` was started with (a worker restarted after a reload): applied before the first request; its JWT keys are the ones read at the start. */
+  applied?: Readonly<Config>
 }
 
 export async function buildGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -105,7 +107,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   const g = config.auth.grants
   const grants = new GrantSigner(opts.grantsSecret ?? grantsSecret(config), g.bindIp)
   const jwksCfg = config.auth.jwt.jwks
-  const authenticator = new Authenticator(config, { revocations: revocations.source, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined, clientCrls: () => tls?.clientCrls })
+  const authenticator = new Authenticator(config, { revocations: revocations.source, grants, jwks: jwksCfg ? new JwksCache(jwksCfg) : undefined, clientCrls: () => tls?.clientCrls }, opts.applied?.auth.jwt)
   const hsts = `max-age=${config.tls.hstsMaxAge}; includeSubDomains`
   const connections = processShare(config, config.upstream.connections)
   const admission = new Admission({ connections, queueTimeoutMs: config.upstream.queueTimeoutMs, clientFetches: processShare(config, config.limits.clientFetches) })

@@ -24,7 +24,7 @@ export const STREAM_HIGH_WATER_MARK = 64 * 1024
  * restarted after a reload), applied as a reload is before the first
  * request: what needs a restart is still judged against `config`.
  */
-export async function startGateway (config: Readonly<Config>, opts: GatewayOptions & { applied?: Readonly<Config> } = {}): Promise<RunningGateway> {
+export async function startGateway (config: Readonly<Config>, opts: GatewayOptions = {}): Promise<RunningGateway> {
   // Bigger buffers mean fewer pause/resume round trips between the NAS
   // socket and the client's TLS socket on long recordings (bench W2).
   setDefaultHighWaterMark(false, STREAM_HIGH_WATER_MARK)

@@ -18,7 +18,7 @@ import type { ClientCrls } from '../tls/client-crl.js'
 import type { Config } from '../config/schema.js'
 import { Errors, isNasguardError } from '../errors.js'
 import { scopesOf, type Grantee } from '../policy/rules.js'
-import { JwksCache, staticKeys, type VerificationKey } from './keys.js'
+import { JwksCache, keySourceCount, staticKeys, type VerificationKey } from './keys.js'
 import type { RevocationSource } from './revocation.js'
 import { grantFromUrl, type GrantSigner } from './grants.js'
 
@@ -93,12 +93,29 @@ function clientCertificate (request: FastifyRequest, crls: ClientCrls | undefine
   return { subject: `CN=${cn}`, serial: cert.serialNumber }
 }
 
-/** Every algorithm a token may be signed with: the configured keys' and the JWK Set's. */
-function algorithmsOf (statics: readonly VerificationKey[], jwt: Readonly<Config>['auth']['jwt']): string[] {
+/** Every algorithm a token may be signed with, as the config declares them (no key file is read): the configured keys' and the JWK Set's. */
+function declaredAlgorithms (jwt: Readonly<Config>['auth']['jwt']): string[] {
   const algs = new Set<string>()
-  for (const k of statics) for (const a of k.algorithms) algs.add(a)
+  if (keySourceCount(jwt) === 1) for (const a of jwt.algorithms ?? ['HS256']) algs.add(a)
+  for (const k of jwt.keys ?? []) for (const a of k.algorithms) algs.add(a)
   for (const a of jwt.jwks?.algorithms ?? []) algs.add(a)
   return [...algs]
+}
+
+/**
+ * The keys as the verifier can use them: each with only the algorithms it
+ * was built for (`algorithms`); a key left with none is not used, and its
+ * source is named in `skipped` (it needs a restart).
+ */
+function usableKeys (keys: readonly VerificationKey[], algorithms: readonly string[]): { keys: VerificationKey[], skipped: string[] } {
+  const usable: VerificationKey[] = []
+  const skipped: string[] = []
+  for (const k of keys) {
+    const algs = [...k.algorithms].filter((a) => algorithms.includes(a))
+    if (algs.length === 0) skipped.push(k.source)
+    else usable.push({ ...k, algorithms: new Set(algs) })
+  }
+  return { keys: usable, skipped }
 }
 
 export interface AuthenticatorDeps {
@@ -117,30 +134,36 @@ export class Authenticator {
   private bareVerifier: ((token: string) => Promise<Record<string, unknown>>) | undefined
   readonly jwks?: JwksCache
 
-  constructor (private readonly config: Readonly<Config>, private readonly deps: AuthenticatorDeps) {
-    this.statics = staticKeys(config.auth.jwt)
+  /**
+   * @param keysFrom where the keys are read from, when not the config the
+   * verifier is built for: a worker restarted after a reload takes the keys
+   * the other workers use now, not the start's (which may be gone)
+   */
+  constructor (private readonly config: Readonly<Config>, private readonly deps: AuthenticatorDeps, keysFrom: Readonly<Config>['auth']['jwt'] = config.auth.jwt) {
     this.jwks = deps.jwks
-    this.algorithms = algorithmsOf(this.statics, config.auth.jwt)
+    this.algorithms = declaredAlgorithms(config.auth.jwt)
+    this.statics = usableKeys(staticKeys(keysFrom), this.algorithms).keys
   }
 
   /**
    * The configured keys, read afresh (a config reload: a secret rotated in
-   * its file, a kid added or removed). Applied unless the algorithms they
-   * allow differ from the ones the verifier was built with (false: that
-   * needs a restart). Tokens remembered as verified are verified again.
+   * its file, a kid added or removed). The verifier was built for the
+   * algorithms the start's config allows, so a key is used with those of
+   * its algorithms only; the sources of keys left with none are returned
+   * (they need a restart). Undefined when a key file cannot be read: the
+   * keys in use stay. Tokens remembered as verified are verified again.
    */
-  replaceKeys (jwt: Readonly<Config>['auth']['jwt']): boolean {
+  replaceKeys (jwt: Readonly<Config>['auth']['jwt']): string[] | undefined {
     let next: VerificationKey[]
     try {
       next = staticKeys(jwt)
     } catch {
-      return false // a key file gone since the reload's checks: the keys in use stay
+      return undefined
     }
-    const algorithms = algorithmsOf(next, jwt)
-    if (algorithms.length !== this.algorithms.length || algorithms.some((a) => !this.algorithms.includes(a))) return false
-    this.statics = next
+    const { keys, skipped } = usableKeys(next, this.algorithms)
+    this.statics = keys
     this.verified.clear()
-    return true
+    return skipped
   }
 
   /** The key a token's header selects, or the refusal. */

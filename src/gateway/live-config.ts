@@ -31,8 +31,8 @@ export interface LiveParts {
   log: () => FastifyBaseLogger
   /** Told the keyring now in use, after every load (what it no longer holds is forgotten). */
   keyringChanged: (keyring: Keyring | undefined) => void
-  /** Takes the JWT verification keys afresh; false when that needs a restart (Authenticator.replaceKeys). */
-  replaceJwtKeys: (jwt: Readonly<Config>['auth']['jwt']) => boolean
+  /** Takes the JWT verification keys afresh: the sources of keys that need a restart, or undefined when none could be read (Authenticator.replaceKeys). */
+  replaceJwtKeys: (jwt: Readonly<Config>['auth']['jwt']) => string[] | undefined
 }
 
 export class LiveConfig {
@@ -149,15 +149,16 @@ export class LiveConfig {
   reload (next: Readonly<Config>): ReloadResult {
     const changed = [...new Set([...changedKeys(this.config, next), ...changedMaterial(this.material, materialDigests(next))])]
     // Taken afresh at every reload, not only when they differ from the start's: a reload back to the start's keys must apply them too.
-    const rekeyed = this.p.replaceJwtKeys(next.auth.jwt)
-    const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k) || (rekeyed && isJwtKey(k)))
+    const skipped = this.p.replaceJwtKeys(next.auth.jwt)
+    const applied = changed.filter((k) => (RELOADABLE as readonly string[]).includes(k) || (skipped !== undefined && isJwtKey(k)))
     this.settings = liveSettings(next)
     this.p.admission.setLimits({ queueTimeoutMs: next.upstream.queueTimeoutMs, clientFetches: processShare(next, next.limits.clientFetches) })
     this.p.sendWatch.setLimits({ windowMs: next.limits.sendTimeoutMs, minBytesPerSec: next.limits.minSendRate })
     this.drainTimeoutMs = next.limits.drainTimeoutMs
     this.current = next
     this.reloadKeyring()
-    const restart = changed.filter((k) => !applied.includes(k))
+    // A key whose algorithms the verifier was not built for is not used until a restart.
+    const restart = [...changed.filter((k) => !applied.includes(k)), ...(skipped ?? []).map((source) => `${source} (its algorithms)`)]
     this.p.metrics.configReloads.inc({ result: 'ok' })
     // What the file says and the gateway does differ until a restart: a warning (a key rotated out may still be accepted).
     if (restart.length > 0) this.p.log().warn({ applied, restart }, 'config reloaded; some changes are not applied until a restart: the running gateway still uses what it started with for them')

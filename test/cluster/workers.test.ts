@@ -15,7 +15,7 @@ import { testCerts } from '../helpers/certs.js'
 import { startStubNas } from '../helpers/stub-nas.js'
 import { SECRET, bearer, get, rawPlain, requestOptions, scrape } from '../helpers/gateway-client.js'
 import { waitFor } from '../helpers/wait.js'
-import { CLI, freePort, runCli } from '../helpers/process.js'
+import { CLI, childPids, freePort, runCli } from '../helpers/process.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
 // The gateway as an operator runs it: not under tap's process hooks (NODE_OPTIONS).
@@ -48,17 +48,6 @@ function writeConfig (dir: string, o: { port: number, nas: string, workers: numb
 }
 
 /** Pids of the primary's children (the workers), from /proc. */
-function childPids (ppid: number): number[] {
-  const out: number[] = []
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d))
-    } catch {}
-  }
-  return out.sort()
-}
 
 /** Starts the gateway of `file` under the CLI, as an operator does; resolves with it and its first /readyz answer once it is ready. */
 async function startFleet (t: { teardown: (fn: () => void) => void }, file: string, admin: string): Promise<{ child: ChildProcess, ready: Response, output: () => string }> {

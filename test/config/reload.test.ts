@@ -4,14 +4,14 @@
 // CLI, for one process and for workers.
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync, renameSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs'
 import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import { testCerts } from '../helpers/certs.js'
 import { RECORDING, startStubNas } from '../helpers/stub-nas.js'
-import { CLI, freePort } from '../helpers/process.js'
+import { CLI, childPids, freePort } from '../helpers/process.js'
 import { waitFor } from '../helpers/wait.js'
 
 const SECRET = 's'.repeat(40)
@@ -195,11 +195,13 @@ for (const workers of [1, 2]) {
     t.same(await statuses(o.port, tokenFor(k1, { kid: 'k1' })), [401, 401, 401, 401, 401, 401], 'k1 is refused once removed')
     t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 serves on')
 
-    // Another algorithm: the verifier was built for HS256, so this waits for a restart, and says so as a warning.
-    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k3, algorithms: [HS512], secret: "${'3'.repeat(64)}" }] }, ${grants} }` }))
-    await reload('an HS512 key')
-    t.match(gw.output(), /"level":40[^\n]*"restart":\[[^\]]*"auth\.jwt\.keys"[^\n]*not applied until a restart/, 'a warning names the key')
-    t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'the keys in use stay until the restart')
+    // Another algorithm: the verifier was built for HS256, so that key waits for a restart, and a warning says so.
+    const k3 = '3'.repeat(64)
+    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }, { kid: k3, algorithms: [HS512], secret: "${k3}" }] }, ${grants} }` }))
+    await reload('an HS512 key beside k2')
+    t.match(gw.output(), /"level":40[^\n]*"restart":\[[^\]]*"auth\.jwt\.keys\[1\] \(its algorithms\)"[^\n]*not applied until a restart/, 'a warning names the key')
+    t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 serves on')
+    t.same(await statuses(o.port, tokenFor(k3, { kid: 'k3', algorithm: 'HS512' })), [401, 401, 401, 401, 401, 401], 'k3 waits for the restart')
 
     // A secret only a restart takes, rewritten in place: reported, not passed over.
     replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }] }, ${grants} }` }))
@@ -225,4 +227,38 @@ t.test('a key the environment sets is named at start and at every reload: edits 
   await waitFor('the reload', () => /the environment overrides these keys/.test(gw.output()) ? true : undefined, { tries: 300, intervalMs: 100 })
   t.match(gw.output(), /"level":40[^\n]*"keys":\["policy"\],"variables":\["NASGUARD_POLICY"\][^\n]*the environment overrides these keys of the config file/, 'a warning at the reload names the key and the variable')
   t.equal(await status(o.port, '/stockholm/a.wav'), 403, 'the file\'s new rule does not apply: the environment\'s policy does')
+})
+
+t.test('workers: 2: a reload that drops keys (an algorithm with them) holds in a worker restarted after it, though the dropped key\'s file is gone', async (t) => {
+  const nas = await startStubNas(t)
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
+  const file = join(dir, 'nasguard.yaml')
+  const k1File = join(dir, 'k1.secret')
+  const [k1, k2, k9] = ['1'.repeat(40), '2'.repeat(40), '9'.repeat(64)]
+  writeFileSync(k1File, k1, { mode: 0o600 })
+  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 2, watch: false, auth: `{ jwt: { keys: [{ kid: k1, algorithms: [HS256], secretFile: ${k1File} }, { kid: k9, algorithms: [HS512], secret: "${k9}" }] } }` }
+  writeFileSync(file, config(o))
+  const gw = await startCli(t, file, o.adminPort)
+  t.same(await statuses(o.port, tokenFor(k9, { kid: 'k9', algorithm: 'HS512' })), [200, 200, 200, 200, 200, 200], 'k9 (the only HS512 key) serves')
+  replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }] } }` }))
+  gw.child.kill('SIGHUP')
+  await waitFor('both workers reloaded', () => gw.output().split('config reloaded').length - 1 >= 2 ? true : undefined, { tries: 300, intervalMs: 100 })
+  const dropped = async (): Promise<void> => {
+    t.same(await statuses(o.port, tokenFor(k9, { kid: 'k9', algorithm: 'HS512' })), [401, 401, 401, 401, 401, 401], 'k9, leaked and removed, is refused though it was the only key of its algorithm')
+    t.same(await statuses(o.port, tokenFor(k1, { kid: 'k1' })), [401, 401, 401, 401, 401, 401], 'k1 is refused')
+    t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 serves')
+  }
+  await dropped()
+  // The operator cleans up, and a worker dies: the one started in its place must hold the keys the other holds.
+  rmSync(k1File)
+  const [dead] = childPids(gw.child.pid as number)
+  process.kill(dead, 'SIGKILL')
+  await waitFor('a replacement worker, ready', async () => {
+    const now = childPids(gw.child.pid as number)
+    if (now.length !== 2 || now.includes(dead)) return undefined
+    const r = await fetch(`http://127.0.0.1:${o.adminPort}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? true : undefined
+  }, { tries: 600, intervalMs: 100 })
+  await dropped()
+  t.notMatch(gw.output(), /worker restart failed/, 'the replacement started at the first try')
 })

@@ -1,7 +1,7 @@
 // Helpers for tests that run the built CLI or need a port nobody listens on.
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 
 export const CLI = resolve('dist/cli.js')
@@ -80,4 +80,17 @@ export function run (cmd: string, args: string[], env: NodeJS.ProcessEnv = proce
     child.on('error', rej)
     child.on('close', (status) => res({ status, stdout, stderr }))
   })
+}
+
+/** The pids of a process's children (a gateway's workers), from /proc. */
+export function childPids (ppid: number): number[] {
+  const out: number[] = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d))
+    } catch {}
+  }
+  return out.sort()
 }

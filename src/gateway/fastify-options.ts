@@ -12,6 +12,7 @@ import { clientErrorHandler } from './client-errors.js'
 import type { Deliveries } from './deliveries.js'
 import type { Records } from './records.js'
 import { securityHeaders } from './responses.js'
+import { TrustedProxies } from '../tls/proxy-protocol.js'
 
 export interface OptionParts {
   config: Readonly<Config>
@@ -24,6 +25,13 @@ export interface OptionParts {
   log: () => FastifyBaseLogger
 }
 
+/** Fastify's trustProxy for listen.trustedProxies: false for none, else whether a hop's address is one of them. */
+function trustedProxies (entries: readonly string[]): false | ((address: string) => boolean) {
+  if (entries.length === 0) return false
+  const trusted = new TrustedProxies(entries, 'listen.trustedProxies')
+  return (address) => trusted.includes(address)
+}
+
 export function fastifyOptions (p: OptionParts): object {
   const { config } = p
   const headers = securityHeaders(p.hsts)
@@ -31,8 +39,10 @@ export function fastifyOptions (p: OptionParts): object {
     loggerInstance: p.logger ?? createLogger(config.log.level),
     serverFactory: p.serverFactory,
     http2: true,
-    // X-Forwarded-For is believed only from the configured proxies.
-    trustProxy: config.listen.trustedProxies.length > 0 ? [...config.listen.trustedProxies] : false,
+    // X-Forwarded-For is believed only from the configured proxies, matched as the PROXY protocol's
+    // are: IPv4 and IPv6 apart (proxy-addr's own list would match an IPv4 client against
+    // an IPv6 range holding ::ffff:0:0/96, so ::/16 would trust every IPv4 host).
+    trustProxy: trustedProxies(config.listen.trustedProxies),
     // Request bodies (the grants endpoint) are validated, never repaired:
     // unknown keys and wrong types are refused, not stripped or coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },

@@ -184,7 +184,20 @@ function parseTrustEntry (entry: string): TrustEntry | string {
   const prefix = prefixText === undefined ? max : Number(prefixText)
   if (prefix > max) return bad
   if (prefix < MIN_PREFIX[family]) return `is too wide (/${prefix}): list the load balancers' own addresses, any host in the range could claim to be any client`
+  if (family === 'ipv6' && overlapsMapped(plain, prefix)) return 'holds IPv4-mapped addresses (::ffff:0:0/96): write IPv4 addresses and ranges as IPv4 (10.0.0.0/8)'
   return { address: plain, prefix, family }
+}
+
+/** The IPv4-mapped block, ::ffff:0:0/96. */
+const MAPPED = new BlockList()
+MAPPED.addSubnet('::ffff:0:0', 96, 'ipv6')
+
+/** Whether an IPv6 range and ::ffff:0:0/96 share an address (one holds the other, as CIDR blocks do). */
+function overlapsMapped (address: string, prefix: number): boolean {
+  if (prefix >= 96) return MAPPED.check(address, 'ipv6')
+  const range = new BlockList()
+  range.addSubnet(address, prefix, 'ipv6')
+  return range.check('::ffff:0:0', 'ipv6')
 }
 
 /**
@@ -196,10 +209,11 @@ function parseTrustEntry (entry: string): TrustEntry | string {
 export class TrustedProxies {
   private readonly lists = { ipv4: new BlockList(), ipv6: new BlockList() }
 
-  constructor (entries: readonly string[]) {
+  /** @param key the config key the entries come from, for the error */
+  constructor (entries: readonly string[], key = 'listen.proxyProtocol.trustedProxies') {
     for (const entry of entries) {
       const e = parseTrustEntry(entry)
-      if (typeof e === 'string') throw new Error(`listen.proxyProtocol.trustedProxies: ${JSON.stringify(entry)} ${e}`)
+      if (typeof e === 'string') throw new Error(`${key}: ${JSON.stringify(entry)} ${e}`)
       this.lists[e.family].addSubnet(e.address, e.prefix, e.family)
     }
   }

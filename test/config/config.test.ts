@@ -87,6 +87,12 @@ t.test('each bad value is refused naming its key and the reason', async (t) => {
     ['X-Forwarded-For proxies: IPv4 in two halves', (c) => { c.listen = { trustedProxies: ['10.0.0.5', '128.0.0.0/1'] } }, 'listen.trustedProxies[1]', /too wide \(\/1\)/],
     ['X-Forwarded-For proxies: all of IPv6', (c) => { c.listen = { trustedProxies: ['::/1'] } }, 'listen.trustedProxies[0]', /too wide/],
     ['X-Forwarded-For proxies: a mapped range', (c) => { c.listen = { trustedProxies: ['::ffff:0.0.0.0/96'] } }, 'listen.trustedProxies[0]', /IPv4-mapped/],
+    ['X-Forwarded-For proxies: the mapped block in hex', (c) => { c.listen = { trustedProxies: ['::ffff:0:0/96'] } }, 'listen.trustedProxies[0]', /holds IPv4-mapped addresses/],
+    ['X-Forwarded-For proxies: the mapped block spelled out', (c) => { c.listen = { trustedProxies: ['0:0:0:0:0:ffff:0:0/96'] } }, 'listen.trustedProxies[0]', /holds IPv4-mapped addresses/],
+    ['X-Forwarded-For proxies: half the mapped block', (c) => { c.listen = { trustedProxies: ['::ffff:0:0/97'] } }, 'listen.trustedProxies[0]', /holds IPv4-mapped addresses/],
+    ['X-Forwarded-For proxies: an IPv6 range holding the mapped block', (c) => { c.listen = { trustedProxies: ['::/80'] } }, 'listen.trustedProxies[0]', /holds IPv4-mapped addresses/],
+    ['X-Forwarded-For proxies: one mapped address in hex', (c) => { c.listen = { trustedProxies: ['::ffff:7f00:1'] } }, 'listen.trustedProxies[0]', /holds IPv4-mapped addresses/],
+    ['PROXY protocol proxies: the mapped block', (c) => { c.listen = { proxyProtocol: { trustedProxies: ['::ffff:0:0/96'] } } }, 'listen.proxyProtocol.trustedProxies[0]', /holds IPv4-mapped addresses/],
     ['a byte budget past exact counting', (c) => { c.policy[0].perSubject = { bytesPerHour: 1e16 } }, 'policy[0].perSubject.bytesPerHour', /must be <= 1125899906842624/]
   ]
   for (const [name, mutate, key, reason] of table) {

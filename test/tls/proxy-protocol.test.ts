@@ -122,7 +122,7 @@ t.test('trusted proxies: addresses and CIDRs, IPv4-mapped peers match IPv4 entri
 
 t.test('a trust list never reaches past what it names: IPv6 ranges never match IPv4 peers, no mapped ranges, nothing too wide', async (t) => {
   // Node's BlockList checks an IPv4 address against IPv6 rules as ::ffff:a.b.c.d.
-  const v6 = new TrustedProxies(['2001:db8::/64', '::/64', '::1'])
+  const v6 = new TrustedProxies(['2001:db8::/64', '::1'])
   for (const peer of ['8.8.8.8', '::ffff:8.8.8.8', '127.0.0.1', '0.0.0.1']) t.notOk(v6.includes(peer), `${peer} is not trusted by IPv6 entries`)
   t.ok(v6.includes('2001:db8::5'))
   const wrong = trustListProblems(['::/0', '0.0.0.0/0', '10.0.0.0/7', '::ffff:10.0.0.0/8', '::ffff:0.0.0.0/96', 'fe80::1%eth0'], 'k')
@@ -130,6 +130,10 @@ t.test('a trust list never reaches past what it names: IPv6 ranges never match I
   t.match(wrong[1].reason, /too wide/)
   t.match(wrong[3].reason, /write it as IPv4/)
   t.same(trustListProblems(['::ffff:10.0.0.1', '10.0.0.0/8', '2001:db8::/16'], 'k'), [], 'a single mapped address, /8 and /16 pass')
+  // An IPv6 range that holds IPv4-mapped addresses would, in a matcher that maps IPv4 peers (proxy-addr's), trust IPv4 hosts.
+  const mapped = trustListProblems(['::/64', '::ffff:0:0/96', '::ffff:0:0/97', '::ffff:7f00:1', '0:0:0:0:0:ffff:a00:0/104'], 'k')
+  t.same(mapped.map((p) => p.key), ['k[0]', 'k[1]', 'k[2]', 'k[3]', 'k[4]'], 'every range holding mapped addresses is refused')
+  for (const p of mapped) t.match(p.reason, /holds IPv4-mapped addresses/)
 })
 
 t.test('v1 addresses with zone ids are refused, and every IPv6 address is spelled as Node spells it', async (t) => {

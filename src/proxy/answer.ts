@@ -50,6 +50,14 @@ function looksLikeListing (contentType: string | string[] | undefined): boolean 
 function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, o: { sealed: boolean, head: boolean }): Answer {
   if (o.sealed ? looksLikeListing(headers['content-type']) : !looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
   const out = passedHeaders(headers)
+  // The body must be the file's bytes, framed in a way whose end is checked: chunked is the only
+  // transfer coding (undici decodes it and reads any other until the NAS closes, a failure
+  // included), and no content coding (a gzip body would reach the client as the recording).
+  const te = headers['transfer-encoding']
+  const ce = headers['content-encoding']
+  if (!o.head && ((te !== undefined && String(te).trim().toLowerCase() !== 'chunked') || (ce !== undefined && String(ce).trim().toLowerCase() !== 'identity'))) {
+    return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: te !== undefined && String(te).trim().toLowerCase() !== 'chunked' ? 'a transfer coding other than chunked' : 'a content coding' }
+  }
   if (status === 200) {
     // A whole file is no part of one: the NAS's Content-Range is not passed on.
     delete out['content-range']

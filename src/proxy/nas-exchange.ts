@@ -119,7 +119,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
         return
       }
       case 'refused':
-        if (answer.reason) this.request.log.warn({ reason: answer.reason }, answer.upstreamKind === 'range' ? 'the NAS answered another range than was asked for' : 'the NAS answered a whole file with neither a length nor chunks: where it ends could not be checked')
+        if (answer.reason) this.request.log.warn({ reason: answer.reason }, answer.upstreamKind === 'range' ? 'the NAS answered another range than was asked for' : 'the NAS answered with a body whose end could not be checked or that is not the file\'s bytes (no length nor chunks, another transfer coding, a content coding)')
         this.refuse(answer.err, answer.upstreamKind)
     }
   }

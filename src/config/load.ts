@@ -2,6 +2,7 @@
 // validation with defaults, then the checks a schema cannot express. The
 // result is frozen. Every failure names the key (and the env variable when
 // that is where the value came from) and says what is wrong.
+import { createPublicKey } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -341,6 +342,16 @@ function semanticProblems (c: Config): ConfigProblem[] {
 }
 
 /** Reads each file the config names, so `config check` catches a missing key file too. */
+/** A JWT public key file must hold one (a PEM public key or certificate): else every token of its algorithms would be refused, and a reload would take it. */
+function publicKeyProblems (key: string, file: string): ConfigProblem[] {
+  try {
+    const k = createPublicKey(readFileSync(file))
+    return k.asymmetricKeyType === undefined ? [{ key, reason: `${file} holds no public key` }] : []
+  } catch (err) {
+    return [{ key, reason: `${file} is not a PEM public key or certificate (${(err as Error).message})` }]
+  }
+}
+
 function fileProblems (c: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   for (const [key, get] of [...FILE_KEYS, ...keyListFiles(c)]) {
@@ -362,6 +373,9 @@ function fileProblems (c: Config): ConfigProblem[] {
     const s = secretOf(`auth.jwt.keys[${i}]`, k)
     if (s !== undefined) problems.push(...secretLengthProblems(`auth.jwt.keys[${i}].${k.secret !== undefined ? 'secret' : 'secretFile'}`, s, k.algorithms))
   })
+  for (const [key, file] of [['auth.jwt.publicKeyFile', jwt.publicKeyFile], ...(jwt.keys ?? []).map((k, i) => [`auth.jwt.keys[${i}].publicKeyFile`, k.publicKeyFile])] as Array<[string, string | undefined]>) {
+    if (file !== undefined && !unreadable.has(key)) problems.push(...publicKeyProblems(key, file))
+  }
   const grantSecret = secretOf('auth.grants', c.auth.grants)
   if (grantSecret !== undefined && Buffer.byteLength(grantSecret) < 32) problems.push({ key: c.auth.grants.secret !== undefined ? 'auth.grants.secret' : 'auth.grants.secretFile', reason: 'a grant key must be at least 32 bytes' })
   return problems

@@ -7,6 +7,9 @@ import { testCerts } from '../helpers/certs.js'
 
 const certs = testCerts()
 const SECRET = 'x'.repeat(32)
+/** A file that holds no key. */
+const JUNK = join(mkdtempSync(join(tmpdir(), 'nasguard-config-')), 'junk.pem')
+writeFileSync(JUNK, 'not a key\n')
 
 function base (): Record<string, any> {
   return {
@@ -67,6 +70,8 @@ t.test('each bad value is refused naming its key and the reason', async (t) => {
     ['lifetime cap too small', (c) => { c.auth.jwt.maxLifetimeSec = 5 }, 'auth.jwt.maxLifetimeSec', />= 60/],
     ['short HMAC secret', (c) => { c.auth.jwt.secret = 'short' }, 'auth.jwt.secret', /at least 32 bytes/],
     ['RS256 with a secret', (c) => { c.auth.jwt.algorithms = ['RS256'] }, 'auth.jwt.algorithms', /needs a public key/],
+    ['a public key file that holds none', (c) => { c.auth.jwt = { publicKeyFile: JUNK, algorithms: ['RS256'] } }, 'auth.jwt.publicKeyFile', /is not a PEM public key or certificate/],
+    ['keys[] public key file that holds none', (c) => { c.auth.jwt.keys = [{ kid: 'e', algorithms: ['ES256'], publicKeyFile: JUNK }] }, 'auth.jwt.keys[0].publicKeyFile', /is not a PEM public key or certificate/],
     ['HS256 with a public key', (c) => { c.auth.jwt = { publicKeyFile: certs.cert, algorithms: ['HS256'] } }, 'auth.jwt.algorithms', /key confusion/],
     ['public key without algorithms', (c) => { c.auth.jwt = { publicKeyFile: certs.cert } }, 'auth.jwt.algorithms', /required/],
     ['alg none', (c) => { c.auth.jwt.algorithms = ['none'] }, 'auth.jwt.algorithms[0]', /must be one of: HS256.*EdDSA/],

@@ -23,6 +23,8 @@ const tokens = async (): Promise<typeof import('./auth/tokens.js')> => await imp
 
 class UsageError extends Error {}
 
+const DAY_MS = 24 * 3600 * 1000
+
 /** A command line time to the millisecond (audit records carry milliseconds); a bad one is a usage error. */
 function parseTimeMs (t: string): number {
   try {
@@ -246,6 +248,8 @@ function buildProgram (): Command {
     .option('--anchor <anchor...>', 'as for verify: the trail must hold these records first (a rolled-back trail is not pruned)')
     .action(action(async (o: TrailOptions & { before: string, dryRun: boolean, anchor?: string[] }) => {
       const before = parseTimeMs(o.before)
+      // A typo (an extra digit of epoch seconds, a compact date read as one) would remove every rotated file.
+      if (before > Date.now() + DAY_MS) throw new UsageError(`--before ${o.before} is ${new Date(before).toISOString()}, more than a day from now: to prune every rotated file, say now`)
       const anchors = await anchorsOf(o.anchor)
       const c = o.config ? await load(o.config) : undefined
       const { auditPrune } = await import('./audit/prune.js')

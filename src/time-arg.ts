@@ -21,7 +21,7 @@ export function isIsoTime (t: string, o: { timeRequired?: boolean } = {}): boole
 /** The time in milliseconds since the epoch; throws, naming the forms, for anything else. */
 export function parseTimeArg (t: string, now = Date.now()): number {
   if (t === 'now') return now
-  if (/^\d{9,11}$/.test(t)) return Number(t) * 1000
+  if (/^[1-9]\d{8,10}$/.test(t)) return Number(t) * 1000
   if (!isIsoTime(t)) throw new Error(`invalid time ${JSON.stringify(t)}: ${TIME_FORMS}`)
   return Date.parse(t)
 }

@@ -35,20 +35,17 @@ export interface CertificateMaterial {
 /** The curves TLS clients take for a server certificate (RFC 8446 §4.2.7; browsers do P-256 and P-384). */
 const SERVER_CURVES = ['prime256v1', 'secp384r1', 'secp521r1']
 
-/** What is weak about a server certificate's key (undefined: nothing): RSA under 2048 bits (OpenSSL's default security level refuses it), a curve TLS clients do not take, DSA. */
+/** What is wrong with a server certificate's key for its clients (undefined: nothing): RSA under 2048 bits (OpenSSL's default security level refuses it), a curve TLS clients do not take, any other type. */
 function weakKey (key: KeyObject): string | undefined {
   const d = key.asymmetricKeyDetails ?? {}
   switch (key.asymmetricKeyType) {
     case 'rsa':
-    case 'rsa-pss':
       return (d.modulusLength ?? 0) < 2048 ? `an RSA key of ${d.modulusLength ?? 0} bits (at least 2048)` : undefined
     case 'ec':
       return SERVER_CURVES.includes(d.namedCurve ?? '') ? undefined : `a key on the curve ${d.namedCurve ?? 'unknown'} (P-256, P-384 or P-521)`
-    case 'ed25519':
-    case 'ed448':
-      return undefined
     default:
-      return `a ${key.asymmetricKeyType ?? 'unknown'} key (RSA of 2048 bits or more, or ECDSA)`
+      // Ed25519, Ed448 and RSA-PSS-only keys too: browsers (the call-center players) do not take them in a server certificate.
+      return `an ${key.asymmetricKeyType ?? 'unknown'} key (browsers take RSA of 2048 bits or more, or ECDSA)`
   }
 }
 

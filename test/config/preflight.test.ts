@@ -56,6 +56,10 @@ t.test('configs that start refuses: config check refuses them too, naming the ke
       weakCert(dir, ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:secp256k1'])
       return await writeConfig(dir, { cert: join(dir, 'weak.crt'), key: join(dir, 'weak.key') })
     }, /config error at tls\.cert: .*has a key on the curve secp256k1/],
+    ['an Ed25519 server key', async (dir) => {
+      weakCert(dir, ['-newkey', 'ed25519'])
+      return await writeConfig(dir, { cert: join(dir, 'weak.crt'), key: join(dir, 'weak.key') })
+    }, /config error at tls\.cert: .*has an ed25519 key \(browsers take RSA/],
     ['a certificate file that is not PEM', async (dir) => {
       writeFileSync(join(dir, 'bad.crt'), 'not a certificate\n')
       return await writeConfig(dir, { cert: join(dir, 'bad.crt') })

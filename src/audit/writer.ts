@@ -10,7 +10,7 @@
 // file length), so the chain never holds a record nobody was told about.
 // The writer keeps going, so it recovers by itself when the disk does.
 import { createSecretKey, type KeyObject } from 'node:crypto'
-import { promises as fsp, constants as fsc } from 'node:fs'
+import { lstatSync, promises as fsp, constants as fsc } from 'node:fs'
 import { releaseLock, takeLock } from './lock.js'
 import { makeDir } from '../files/ownership.js'
 import { join } from 'node:path'
@@ -213,6 +213,7 @@ export class AuditWriter {
   static async open (opts: AuditWriterOptions): Promise<AuditWriter> {
     const w = new AuditWriter(opts)
     makeDir(opts.dir)
+    w.dirIsLink = lstatSync(opts.dir).isSymbolicLink()
     w.lock = await takeLock(w.opts.dir)
     try {
       await w.openFile()
@@ -241,6 +242,8 @@ export class AuditWriter {
    */
   private async openFile (resume = true): Promise<fsp.FileHandle> {
     if (this.handle) return this.handle
+    // A directory that was one at the start and is now a symbolic link was replaced: nothing is made where it points.
+    if (!this.dirIsLink && (await fsp.lstat(this.opts.dir).catch(() => undefined))?.isSymbolicLink() === true) throw replacedError(this.opts.dir, 'replaced by a symbolic link')
     // O_NOFOLLOW: a symlink planted at audit.jsonl must not redirect the
     // trail (or have its target's mode changed by the chmod below).
     // After a rotation the file must be new (O_EXCL): one put at audit.jsonl
@@ -277,6 +280,9 @@ export class AuditWriter {
 
   /** A rotation archived the last file and this writer has not made the next one yet: it is opened exclusively. */
   private mustCreate = false
+
+  /** audit.dir was a symbolic link at the start (a configured one, followed as it was then). */
+  private dirIsLink = false
 
   /** The file the handle is open on (device and inode): audit.jsonl must still be it when a group is written. */
   private identity = { dev: 0, ino: 0 }

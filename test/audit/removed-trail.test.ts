@@ -6,7 +6,7 @@
 // on a trail that ends before the seq audit.head names is refused instead
 // of starting the chain again and overwriting the head that says so.
 import t from 'tap'
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, AUDIT_FILE, HEAD_FILE, type AuditRecord } from '../../src/audit/writer.js'
@@ -157,4 +157,21 @@ t.test('a file put in audit.jsonl\'s place is not archived by a rotation as if i
   t.same(archives(), before, 'the impostor was not renamed into the archives')
   t.equal(readFileSync(join(dir, AUDIT_FILE), 'utf8'), '', 'and is left as it was')
   await w.close()
+})
+
+t.test('an audit directory moved away and replaced by a symbolic link fails closed, and nothing is made where the link points', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas)
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 200, `${proto}: served`)
+  const elsewhere = mkdtempSync(join(tmpdir(), 'nasguard-elsewhere-'))
+  const kept = gw.auditDir + '.kept'
+  renameSync(gw.auditDir, kept)
+  symlinkSync(elsewhere, gw.auditDir)
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 503, `${proto}: 503 while the directory is a link`)
+  t.same(readdirSync(elsewhere), [], 'no audit.jsonl made where the link points')
+  t.ok(gw.logs.some((l) => /was (removed|replaced|replaced by a symbolic link) while the gateway had it open/.test(l)), 'the log says why')
+  rmSync(gw.auditDir)
+  renameSync(kept, gw.auditDir)
+  await waitFor('the gateway to serve again', async () => (await fetchAs('h1', gw, PATH, bearer(gw.token()))).status === 200 ? true : undefined, { tries: 100, intervalMs: 50 })
+  for (const proto of PROTOCOLS) t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 200, `${proto}: served again once the directory is back`)
 })

@@ -53,10 +53,13 @@ function recording (status: number, headers: IncomingHttpHeaders, range: string 
   // The body must be the file's bytes, framed in a way whose end is checked: chunked is the only
   // transfer coding (undici decodes it and reads any other until the NAS closes, a failure
   // included), and no content coding (a gzip body would reach the client as the recording).
+  // Compared exactly (no trim: JavaScript's would strip a TAB or a no-break space the NAS
+  // client's parser keeps, and it would then read the body until the NAS closes).
   const te = headers['transfer-encoding']
   const ce = headers['content-encoding']
-  if (!o.head && ((te !== undefined && String(te).trim().toLowerCase() !== 'chunked') || (ce !== undefined && String(ce).trim().toLowerCase() !== 'identity'))) {
-    return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: te !== undefined && String(te).trim().toLowerCase() !== 'chunked' ? 'a transfer coding other than chunked' : 'a content coding' }
+  const otherTransfer = te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))
+  if (!o.head && (otherTransfer || (ce !== undefined && !(typeof ce === 'string' && /^identity$/i.test(ce))))) {
+    return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: otherTransfer ? 'a transfer coding other than chunked' : 'a content coding' }
   }
   if (status === 200) {
     // A whole file is no part of one: the NAS's Content-Range is not passed on.

@@ -37,11 +37,11 @@ t.test('a whole file must say where it ends: a length or chunks; a HEAD has no b
   t.match(judgeAnswer(200, { ...audio, 'content-length': '10' }, undefined), { kind: 'recording', declared: 10 }, 'a length')
   t.match(judgeAnswer(200, { ...audio }, undefined, false, true), { kind: 'recording' }, 'a HEAD')
   t.match(judgeAnswer(200, { 'content-type': 'text/plain' }, undefined, true), { kind: 'refused', upstreamKind: 'body' }, 'a sealed file too')
-  for (const te of ['identity', 'gzip', 'chunked, identity', 'gzip, chunked', '', 'chunked, chunked']) {
+  for (const te of ['identity', 'gzip', 'chunked, identity', 'gzip, chunked', '', 'chunked, chunked', 'chunked\t', 'chunked\u00a0', '\u00a0chunked', 'chunked\x0b', 'chunked ']) {
     t.match(judgeAnswer(200, { ...audio, 'transfer-encoding': te }, undefined), { kind: 'refused', upstreamKind: 'body' }, `Transfer-Encoding: ${JSON.stringify(te)}`)
     t.match(judgeAnswer(206, { ...audio, 'transfer-encoding': te, 'content-range': 'bytes 0-9/100' }, 'bytes=0-9'), { kind: 'refused', upstreamKind: 'body' }, `a 206 with Transfer-Encoding: ${JSON.stringify(te)}`)
   }
-  t.match(judgeAnswer(200, { ...audio, 'transfer-encoding': ' Chunked ' }, undefined), { kind: 'recording' }, 'chunked in any case')
+  t.match(judgeAnswer(200, { ...audio, 'transfer-encoding': 'Chunked' }, undefined), { kind: 'recording' }, 'chunked in any case')
   for (const ce of ['gzip', 'br', 'identity, gzip']) t.match(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-encoding': ce }, undefined), { kind: 'refused', upstreamKind: 'body' }, `Content-Encoding: ${ce}`)
   t.match(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-encoding': 'identity' }, undefined), { kind: 'recording' }, 'identity is no coding')
   t.same(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-range': 'bytes 0-9/1000' }, 'bytes=0-9'), { kind: 'recording', headers: { 'content-length': '10' }, declared: 10, start: 0, whole: true }, 'a 200 is no part of a file: no Content-Range')

@@ -2,7 +2,7 @@
 // validation with defaults, then the checks a schema cannot express. The
 // result is frozen. Every failure names the key (and the env variable when
 // that is where the value came from) and says what is wrong.
-import { createPublicKey } from 'node:crypto'
+import { createPublicKey, type KeyObject } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -342,14 +342,37 @@ function semanticProblems (c: Config): ConfigProblem[] {
 }
 
 /** Reads each file the config names, so `config check` catches a missing key file too. */
-/** A JWT public key file must hold one (a PEM public key or certificate): else every token of its algorithms would be refused, and a reload would take it. */
-function publicKeyProblems (key: string, file: string): ConfigProblem[] {
+/** The key types (and EC curves) each public-key algorithm verifies with. */
+const KEY_TYPES: Record<string, (k: KeyObject) => boolean> = {
+  RS: (k) => k.asymmetricKeyType === 'rsa',
+  PS: (k) => k.asymmetricKeyType === 'rsa' || k.asymmetricKeyType === 'rsa-pss',
+  ES256: (k) => k.asymmetricKeyDetails?.namedCurve === 'prime256v1',
+  ES384: (k) => k.asymmetricKeyDetails?.namedCurve === 'secp384r1',
+  ES512: (k) => k.asymmetricKeyDetails?.namedCurve === 'secp521r1',
+  EdDSA: (k) => k.asymmetricKeyType === 'ed25519' || k.asymmetricKeyType === 'ed448'
+}
+
+/**
+ * A JWT public key file must hold a public key (or a certificate) of a
+ * type its algorithms verify with: else every token of the key would be
+ * refused (the verifier takes no private key, and no key of another type),
+ * and a reload would take it.
+ */
+function publicKeyProblems (key: string, file: string, algorithms: readonly string[]): ConfigProblem[] {
+  const pem = readFileSync(file, 'utf8')
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) return [{ key, reason: `${file} holds a private key: give the public key (the issuer keeps the private one)` }]
+  let k: KeyObject
   try {
-    const k = createPublicKey(readFileSync(file))
-    return k.asymmetricKeyType === undefined ? [{ key, reason: `${file} holds no public key` }] : []
+    k = createPublicKey(pem)
   } catch (err) {
     return [{ key, reason: `${file} is not a PEM public key or certificate (${(err as Error).message})` }]
   }
+  return algorithms.filter((a) => !(KEY_TYPES[a] ?? KEY_TYPES[a.slice(0, 2)])?.(k)).map((a) => ({ key, reason: `${file} holds ${describeKey(k)}, which ${a} does not verify with` }))
+}
+
+function describeKey (k: KeyObject): string {
+  const d = k.asymmetricKeyDetails
+  return d?.namedCurve !== undefined ? `an EC key on ${d.namedCurve}` : `an ${k.asymmetricKeyType ?? 'unknown'} key`
 }
 
 function fileProblems (c: Config): ConfigProblem[] {
@@ -373,8 +396,8 @@ function fileProblems (c: Config): ConfigProblem[] {
     const s = secretOf(`auth.jwt.keys[${i}]`, k)
     if (s !== undefined) problems.push(...secretLengthProblems(`auth.jwt.keys[${i}].${k.secret !== undefined ? 'secret' : 'secretFile'}`, s, k.algorithms))
   })
-  for (const [key, file] of [['auth.jwt.publicKeyFile', jwt.publicKeyFile], ...(jwt.keys ?? []).map((k, i) => [`auth.jwt.keys[${i}].publicKeyFile`, k.publicKeyFile])] as Array<[string, string | undefined]>) {
-    if (file !== undefined && !unreadable.has(key)) problems.push(...publicKeyProblems(key, file))
+  for (const [key, file, algs] of [['auth.jwt.publicKeyFile', jwt.publicKeyFile, jwt.algorithms ?? []], ...(jwt.keys ?? []).map((k, i) => [`auth.jwt.keys[${i}].publicKeyFile`, k.publicKeyFile, k.algorithms])] as Array<[string, string | undefined, readonly string[]]>) {
+    if (file !== undefined && !unreadable.has(key)) problems.push(...publicKeyProblems(key, file, algs))
   }
   const grantSecret = secretOf('auth.grants', c.auth.grants)
   if (grantSecret !== undefined && Buffer.byteLength(grantSecret) < 32) problems.push({ key: c.auth.grants.secret !== undefined ? 'auth.grants.secret' : 'auth.grants.secretFile', reason: 'a grant key must be at least 32 bytes' })

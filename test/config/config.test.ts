@@ -1,4 +1,5 @@
 import t from 'tap'
+import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,9 +8,17 @@ import { testCerts } from '../helpers/certs.js'
 
 const certs = testCerts()
 const SECRET = 'x'.repeat(32)
-/** A file that holds no key. */
-const JUNK = join(mkdtempSync(join(tmpdir(), 'nasguard-config-')), 'junk.pem')
+/** A file that holds no key; an EC P-256 public key; its private key. */
+const KEYS_DIR = mkdtempSync(join(tmpdir(), 'nasguard-config-'))
+const JUNK = join(KEYS_DIR, 'junk.pem')
 writeFileSync(JUNK, 'not a key\n')
+const EC = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+const EC_PUBLIC = join(KEYS_DIR, 'ec.pub')
+writeFileSync(EC_PUBLIC, EC.publicKey.export({ type: 'spki', format: 'pem' }))
+const EC_PRIVATE = join(KEYS_DIR, 'ec.key')
+writeFileSync(EC_PRIVATE, EC.privateKey.export({ type: 'pkcs8', format: 'pem' }))
+const RSA_PUBLIC = join(KEYS_DIR, 'rsa.pub')
+writeFileSync(RSA_PUBLIC, generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }))
 
 function base (): Record<string, any> {
   return {
@@ -44,6 +53,12 @@ t.test('defaults are filled in and the result is frozen', async (t) => {
   t.ok(Object.isFrozen(c) && Object.isFrozen(c.listen) && Object.isFrozen(c.policy[0]))
 })
 
+t.test('a public key of the type its algorithms verify with passes', async (t) => {
+  t.same(problems({ ...base(), auth: { jwt: { publicKeyFile: EC_PUBLIC, algorithms: ['ES256'] } } }), [])
+  t.same(problems({ ...base(), auth: { jwt: { publicKeyFile: RSA_PUBLIC, algorithms: ['RS256', 'PS256'] } } }), [], 'an RSA key for RS256 and PS256')
+  t.same(problems({ ...base(), auth: { jwt: { publicKeyFile: certs.cert, algorithms: ['ES256'] } } }), [], 'a certificate (the test CA\'s server certificate, P-256) for ES256')
+})
+
 t.test('each bad value is refused naming its key and the reason', async (t) => {
   const table: Array<[string, (c: Record<string, any>) => void, string, RegExp]> = [
     ['port not a number', (c) => { c.listen = { port: 'abc' } }, 'listen.port', /integer/],
@@ -71,6 +86,10 @@ t.test('each bad value is refused naming its key and the reason', async (t) => {
     ['short HMAC secret', (c) => { c.auth.jwt.secret = 'short' }, 'auth.jwt.secret', /at least 32 bytes/],
     ['RS256 with a secret', (c) => { c.auth.jwt.algorithms = ['RS256'] }, 'auth.jwt.algorithms', /needs a public key/],
     ['a public key file that holds none', (c) => { c.auth.jwt = { publicKeyFile: JUNK, algorithms: ['RS256'] } }, 'auth.jwt.publicKeyFile', /is not a PEM public key or certificate/],
+    ['a private key as the public key', (c) => { c.auth.jwt = { publicKeyFile: EC_PRIVATE, algorithms: ['ES256'] } }, 'auth.jwt.publicKeyFile', /holds a private key: give the public key/],
+    ['an EC key for RS256', (c) => { c.auth.jwt = { publicKeyFile: EC_PUBLIC, algorithms: ['RS256'] } }, 'auth.jwt.publicKeyFile', /holds an EC key on prime256v1, which RS256 does not verify with/],
+    ['a P-256 key for ES384', (c) => { c.auth.jwt.keys = [{ kid: 'e', algorithms: ['ES384'], publicKeyFile: EC_PUBLIC }] }, 'auth.jwt.keys[0].publicKeyFile', /which ES384 does not verify with/],
+    ['an RSA key for ES256', (c) => { c.auth.jwt.keys = [{ kid: 'e', algorithms: ['ES256'], publicKeyFile: RSA_PUBLIC }] }, 'auth.jwt.keys[0].publicKeyFile', /holds an rsa key, which ES256 does not verify with/],
     ['keys[] public key file that holds none', (c) => { c.auth.jwt.keys = [{ kid: 'e', algorithms: ['ES256'], publicKeyFile: JUNK }] }, 'auth.jwt.keys[0].publicKeyFile', /is not a PEM public key or certificate/],
     ['HS256 with a public key', (c) => { c.auth.jwt = { publicKeyFile: certs.cert, algorithms: ['HS256'] } }, 'auth.jwt.algorithms', /key confusion/],
     ['public key without algorithms', (c) => { c.auth.jwt = { publicKeyFile: certs.cert } }, 'auth.jwt.algorithms', /required/],

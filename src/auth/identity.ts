@@ -104,16 +104,18 @@ function declaredAlgorithms (jwt: Readonly<Config>['auth']['jwt']): string[] {
 
 /**
  * The keys as the verifier can use them: each with only the algorithms it
- * was built for (`algorithms`); a key left with none is not used, and its
- * source is named in `skipped` (it needs a restart).
+ * was built for (`algorithms`); a key left with none is not used. Every
+ * algorithm left out is named in `skipped` with its key's source
+ * (`auth.jwt.keys[1] (HS512)`): it needs a restart.
  */
 function usableKeys (keys: readonly VerificationKey[], algorithms: readonly string[]): { keys: VerificationKey[], skipped: string[] } {
   const usable: VerificationKey[] = []
   const skipped: string[] = []
   for (const k of keys) {
     const algs = [...k.algorithms].filter((a) => algorithms.includes(a))
-    if (algs.length === 0) skipped.push(k.source)
-    else usable.push({ ...k, algorithms: new Set(algs) })
+    const left = [...k.algorithms].filter((a) => !algorithms.includes(a))
+    if (left.length > 0) skipped.push(`${k.source} (${left.join(', ')})`)
+    if (algs.length > 0) usable.push({ ...k, algorithms: new Set(algs) })
   }
   return { keys: usable, skipped }
 }

@@ -158,7 +158,7 @@ export class LiveConfig {
     this.current = next
     this.reloadKeyring()
     // A key whose algorithms the verifier was not built for is not used until a restart.
-    const restart = [...changed.filter((k) => !applied.includes(k)), ...(skipped ?? []).map((source) => `${source} (its algorithms)`)]
+    const restart = [...changed.filter((k) => !applied.includes(k)), ...(skipped ?? [])]
     this.p.metrics.configReloads.inc({ result: 'ok' })
     // What the file says and the gateway does differ until a restart: a warning (a key rotated out may still be accepted).
     if (restart.length > 0) this.p.log().warn({ applied, restart }, 'config reloaded; some changes are not applied until a restart: the running gateway still uses what it started with for them')

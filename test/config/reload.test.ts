@@ -199,9 +199,14 @@ for (const workers of [1, 2]) {
     const k3 = '3'.repeat(64)
     replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }, { kid: k3, algorithms: [HS512], secret: "${k3}" }] }, ${grants} }` }))
     await reload('an HS512 key beside k2')
-    t.match(gw.output(), /"level":40[^\n]*"restart":\[[^\]]*"auth\.jwt\.keys\[1\] \(its algorithms\)"[^\n]*not applied until a restart/, 'a warning names the key')
+    t.match(gw.output(), /"level":40[^\n]*"restart":\[[^\]]*"auth\.jwt\.keys\[1\] \(HS512\)"[^\n]*not applied until a restart/, 'a warning names the key')
     t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 serves on')
     t.same(await statuses(o.port, tokenFor(k3, { kid: 'k3', algorithm: 'HS512' })), [401, 401, 401, 401, 401, 401], 'k3 waits for the restart')
+    // A key that keeps its algorithm and gains another: the one it gains is named too, not dropped in silence.
+    replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256, HS384], secret: "${k2.repeat(2)}" }] }, ${grants} }` }))
+    await reload('k2 with HS384 too')
+    t.match(gw.output(), /"level":40[^\n]*"restart":\[[^\]]*"auth\.jwt\.keys\[0\] \(HS384\)"/, 'the algorithm gained is named as needing a restart')
+    t.same(await statuses(o.port, tokenFor(k2.repeat(2), { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'its HS256 tokens serve')
 
     // A secret only a restart takes, rewritten in place: reported, not passed over.
     replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }] }, ${grants} }` }))

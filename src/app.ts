@@ -89,7 +89,7 @@ export interface GatewayOptions {
   clock?: () => number
   /** Where the budgets are kept, when the caller shares them (a worker: the primary's); else state.redis or this process's memory. */
   budgets?: LeasingStore
-  /** A config reloaded since `config` was started with (a worker restarted after a reload): applied before the first request; its JWT keys are the ones read at the start. */
+  /** A config reloaded since `config` was started with (a worker restarted after a reload): applied before the first request, and the JWT keys are read from it, not from `config`. */
   applied?: Readonly<Config>
 }
 

@@ -151,9 +151,10 @@ export class Authenticator {
    * The configured keys, read afresh (a config reload: a secret rotated in
    * its file, a kid added or removed). The verifier was built for the
    * algorithms the start's config allows, so a key is used with those of
-   * its algorithms only; the sources of keys left with none are returned
-   * (they need a restart). Undefined when a key file cannot be read: the
-   * keys in use stay. Tokens remembered as verified are verified again.
+   * its algorithms only; every algorithm left out is returned with its
+   * key's source (it needs a restart). Undefined when a key file cannot be
+   * read: the keys in use stay. Tokens remembered as verified are verified
+   * again.
    */
   replaceKeys (jwt: Readonly<Config>['auth']['jwt']): string[] | undefined {
     let next: VerificationKey[]

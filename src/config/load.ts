@@ -341,7 +341,6 @@ function semanticProblems (c: Config): ConfigProblem[] {
   return problems
 }
 
-/** Reads each file the config names, so `config check` catches a missing key file too. */
 /** The key types (and EC curves) each public-key algorithm verifies with. */
 const KEY_TYPES: Record<string, (k: KeyObject) => boolean> = {
   RS: (k) => k.asymmetricKeyType === 'rsa',
@@ -375,6 +374,7 @@ function describeKey (k: KeyObject): string {
   return d?.namedCurve !== undefined ? `an EC key on ${d.namedCurve}` : `an ${k.asymmetricKeyType ?? 'unknown'} key`
 }
 
+/** Reads each file the config names, so `config check` catches a missing key file too. */
 function fileProblems (c: Config): ConfigProblem[] {
   const problems: ConfigProblem[] = []
   for (const [key, get] of [...FILE_KEYS, ...keyListFiles(c)]) {

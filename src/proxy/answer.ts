@@ -47,26 +47,33 @@ function looksLikeListing (contentType: string | string[] | undefined): boolean 
   return ct === 'text/html' || ct.endsWith('/json') || ct.endsWith('/xml') || ct.endsWith('+xml') || ct.endsWith('+json')
 }
 
+/**
+ * What is wrong with how a body is framed or coded (undefined: nothing). It
+ * must be the file's bytes, with an end that is checked: chunked is the only
+ * transfer coding (undici decodes it, and reads any other until the NAS
+ * closes, a failure included), a whole file without chunks needs a length
+ * (else a NAS that fails mid-body, a FIN, could not be told from one that
+ * finished), and there is no content coding (gzip would reach the client as
+ * the recording). Compared exactly, not after JavaScript's trim, which
+ * strips a TAB or a no-break space that the NAS client's parser keeps.
+ */
+function framingProblem (status: number, headers: IncomingHttpHeaders): string | undefined {
+  const te = headers['transfer-encoding']
+  const ce = headers['content-encoding']
+  if (te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))) return 'a transfer coding other than chunked'
+  if (ce !== undefined && !(typeof ce === 'string' && /^identity$/i.test(ce))) return 'a content coding'
+  if (status === 200 && typeof headers['content-length'] !== 'string' && te === undefined) return 'no length'
+  return undefined
+}
+
 function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, o: { sealed: boolean, head: boolean }): Answer {
   if (o.sealed ? looksLikeListing(headers['content-type']) : !looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
   const out = passedHeaders(headers)
-  // The body must be the file's bytes, framed in a way whose end is checked: chunked is the only
-  // transfer coding (undici decodes it and reads any other until the NAS closes, a failure
-  // included), and no content coding (a gzip body would reach the client as the recording).
-  // Compared exactly (no trim: JavaScript's would strip a TAB or a no-break space the NAS
-  // client's parser keeps, and it would then read the body until the NAS closes).
-  const te = headers['transfer-encoding']
-  const ce = headers['content-encoding']
-  const otherTransfer = te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))
-  if (!o.head && (otherTransfer || (ce !== undefined && !(typeof ce === 'string' && /^identity$/i.test(ce))))) {
-    return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: otherTransfer ? 'a transfer coding other than chunked' : 'a content coding' }
-  }
+  const framing = o.head ? undefined : framingProblem(status, headers)
+  if (framing) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: framing }
   if (status === 200) {
     // A whole file is no part of one: the NAS's Content-Range is not passed on.
     delete out['content-range']
-    // Neither a length nor chunks: the body ends when the NAS closes its connection, so a NAS that
-    // fails mid-body (a FIN) could not be told from one that finished. Refused before any byte.
-    if (!o.head && out['content-length'] === undefined && headers['transfer-encoding'] === undefined) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: 'no length' }
     return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
   }
   const answer = checkPartialAnswer(range, headers['content-range'], headers['content-length'])

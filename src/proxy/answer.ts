@@ -57,11 +57,13 @@ function looksLikeListing (contentType: string | string[] | undefined): boolean 
  * the recording). Compared exactly, not after JavaScript's trim, which
  * strips a TAB or a no-break space that the NAS client's parser keeps.
  */
-function framingProblem (status: number, headers: IncomingHttpHeaders): string | undefined {
+function framingProblem (status: number, headers: IncomingHttpHeaders, head: boolean): string | undefined {
   const te = headers['transfer-encoding']
   const ce = headers['content-encoding']
-  if (te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))) return 'a transfer coding other than chunked'
+  // A HEAD's coded Content-Length would state the compressed size as the file's.
   if (ce !== undefined && !(typeof ce === 'string' && /^identity$/i.test(ce))) return 'a content coding'
+  if (head) return undefined
+  if (te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))) return 'a transfer coding other than chunked'
   if (status === 200 && typeof headers['content-length'] !== 'string' && te === undefined) return 'no length'
   return undefined
 }
@@ -69,7 +71,7 @@ function framingProblem (status: number, headers: IncomingHttpHeaders): string |
 function recording (status: number, headers: IncomingHttpHeaders, range: string | string[] | undefined, o: { sealed: boolean, head: boolean }): Answer {
   if (o.sealed ? looksLikeListing(headers['content-type']) : !looksLikeRecording(headers['content-type'])) return { kind: 'refused', err: new Errors.UpstreamListing(), upstreamKind: 'listing' }
   const out = passedHeaders(headers)
-  const framing = o.head ? undefined : framingProblem(status, headers)
+  const framing = framingProblem(status, headers, o.head)
   if (framing) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: framing }
   if (status === 200) {
     // A whole file is no part of one: the NAS's Content-Range is not passed on.

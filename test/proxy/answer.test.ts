@@ -44,6 +44,8 @@ t.test('a whole file must say where it ends: a length or chunks; a HEAD has no b
   t.match(judgeAnswer(200, { ...audio, 'transfer-encoding': 'Chunked' }, undefined), { kind: 'recording' }, 'chunked in any case')
   for (const ce of ['gzip', 'br', 'identity, gzip']) t.match(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-encoding': ce }, undefined), { kind: 'refused', upstreamKind: 'body' }, `Content-Encoding: ${ce}`)
   t.match(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-encoding': 'identity' }, undefined), { kind: 'recording' }, 'identity is no coding')
+  t.match(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-encoding': 'gzip' }, undefined, false, true), { kind: 'refused', upstreamKind: 'body' }, 'a HEAD too: its Content-Length would be the compressed size')
+  t.match(judgeAnswer(200, { ...audio, 'transfer-encoding': 'identity' }, undefined, false, true), { kind: 'recording' }, 'a HEAD has no body whose framing matters')
   t.same(judgeAnswer(200, { ...audio, 'content-length': '10', 'content-range': 'bytes 0-9/1000' }, 'bytes=0-9'), { kind: 'recording', headers: { 'content-length': '10' }, declared: 10, start: 0, whole: true }, 'a 200 is no part of a file: no Content-Range')
 })
 

@@ -2,7 +2,7 @@
 // and the per-request limits, not only certificates; a bad new config is
 // refused, logged and counted, and the running one stays. Through the real
 // CLI, for one process and for workers.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs'
 import { request } from 'node:https'
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import { testCerts } from '../helpers/certs.js'
-import { RECORDING, startStubNas } from '../helpers/stub-nas.js'
+import { RECORDING, startStubNas, type NasHandler } from '../helpers/stub-nas.js'
 import { CLI, childPids, freePort } from '../helpers/process.js'
 import { waitFor } from '../helpers/wait.js'
 
@@ -41,6 +41,13 @@ function replaceFile (file: string, text: string): void {
   renameSync(file + '.new', file)
 }
 
+/** A stub NAS (answering with `handler`, else as stub NASes do), a new directory with the config file's path in it, and the ports and NAS URL a config() needs. */
+async function setup (t: Test, handler?: NasHandler): Promise<{ dir: string, file: string, base: { port: number, adminPort: number, nas: string } }> {
+  const nas = await startStubNas(t, handler)
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
+  return { dir, file: join(dir, 'nasguard.yaml'), base: { port: await freePort(), adminPort: await freePort(), nas: nas.url } }
+}
+
 function status (port: number, path: string, bearer = token): Promise<number> {
   return new Promise((resolve) => {
     const req = request({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(testCerts().ca), headers: { authorization: `Bearer ${bearer}` }, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
@@ -64,10 +71,8 @@ async function startCli (t: { teardown: (fn: () => unknown) => void }, file: str
 
 for (const workers of [1, 2]) {
   t.test(`workers: ${workers}: SIGHUP applies a new policy; a bad config is refused and the running one stays`, async (t) => {
-    const nas = await startStubNas(t)
-    const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
-    const file = join(dir, 'nasguard.yaml')
-    const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers, watch: false }
+    const { file, base } = await setup(t)
+    const o = { ...base, stockholm: false, workers, watch: false }
     writeFileSync(file, config(o))
     const gw = await startCli(t, file, o.adminPort)
     t.equal(await status(o.port, '/stockholm/a.wav'), 403, 'no rule for /stockholm yet')
@@ -94,10 +99,8 @@ for (const workers of [1, 2]) {
 }
 
 t.test('with tls.watch, a changed config file is applied without a signal; restart-only keys are reported, not applied', async (t) => {
-  const nas = await startStubNas(t)
-  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
-  const file = join(dir, 'nasguard.yaml')
-  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 1, watch: true }
+  const { file, base } = await setup(t)
+  const o = { ...base, stockholm: false, workers: 1, watch: true }
   writeFileSync(file, config(o))
   const gw = await startCli(t, file, o.adminPort)
   t.equal(await status(o.port, '/stockholm/a.wav'), 403)
@@ -115,14 +118,12 @@ t.test('a SIGHUP that lengthens limits.drainTimeoutMs lengthens the close\'s bac
   // A download the NAS never finishes: the close must wait for the drain
   // deadline in force when it starts (12 s, after the reload), not for the
   // backstop set from the start's (0.1 s + 10 s), which would exit 1 first.
-  const nas = await startStubNas(t, (req, res) => {
+  const { file, base } = await setup(t, (req, res) => {
     res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': String(RECORDING.length * 100) })
     if (req.method === 'HEAD') res.end()
     else res.write(RECORDING)
   })
-  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
-  const file = join(dir, 'nasguard.yaml')
-  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 1, watch: false, drainTimeoutMs: 100 }
+  const o = { ...base, stockholm: false, workers: 1, watch: false, drainTimeoutMs: 100 }
   writeFileSync(file, config(o))
   const gw = await startCli(t, file, o.adminPort)
   replaceFile(file, config({ ...o, drainTimeoutMs: 12000 }))
@@ -156,16 +157,14 @@ async function statuses (port: number, bearer: string, n = 6): Promise<number[]>
 
 for (const workers of [1, 2]) {
   t.test(`workers: ${workers}: JWT keys rotated by a reload, a secret rewritten in its own file included, are applied; the old key's tokens are refused, remembered or not`, async (t) => {
-    const nas = await startStubNas(t)
-    const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
-    const file = join(dir, 'nasguard.yaml')
+    const { dir, file, base } = await setup(t)
     const secretFile = join(dir, 'jwt.secret')
     const grantsFile = join(dir, 'grants.secret')
     const [a, b, k1, k2] = ['a', 'b', '1', '2'].map((c) => c.repeat(40))
     writeFileSync(secretFile, a + '\n', { mode: 0o600 })
     writeFileSync(grantsFile, 'g'.repeat(40), { mode: 0o600 })
     const grants = `grants: { secretFile: ${grantsFile} }`
-    const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers, watch: false, auth: `{ jwt: { secretFile: ${secretFile} }, ${grants} }` }
+    const o = { ...base, stockholm: false, workers, watch: false, auth: `{ jwt: { secretFile: ${secretFile} }, ${grants} }` }
     writeFileSync(file, config(o))
     const gw = await startCli(t, file, o.adminPort)
     const reloads = (): number => gw.output().split('config reloaded').length - 1
@@ -219,10 +218,8 @@ for (const workers of [1, 2]) {
 }
 
 t.test('a key the environment sets is named at start and at every reload: edits to it in the file do not apply', async (t) => {
-  const nas = await startStubNas(t)
-  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
-  const file = join(dir, 'nasguard.yaml')
-  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 1, watch: false }
+  const { file, base } = await setup(t)
+  const o = { ...base, stockholm: false, workers: 1, watch: false }
   writeFileSync(file, config(o))
   const env = { NASGUARD_POLICY: JSON.stringify([{ name: 'recordings', path: '/medicall/**', scopes: ['recordings:read'] }]) }
   const gw = await startCli(t, file, o.adminPort, env)
@@ -235,13 +232,11 @@ t.test('a key the environment sets is named at start and at every reload: edits 
 })
 
 t.test('workers: 2: a reload that drops keys (an algorithm with them) holds in a worker restarted after it, though the dropped key\'s file is gone', async (t) => {
-  const nas = await startStubNas(t)
-  const dir = mkdtempSync(join(tmpdir(), 'nasguard-reload-'))
-  const file = join(dir, 'nasguard.yaml')
+  const { dir, file, base } = await setup(t)
   const k1File = join(dir, 'k1.secret')
   const [k1, k2, k9] = ['1'.repeat(40), '2'.repeat(40), '9'.repeat(64)]
   writeFileSync(k1File, k1, { mode: 0o600 })
-  const o = { port: await freePort(), adminPort: await freePort(), nas: nas.url, stockholm: false, workers: 2, watch: false, auth: `{ jwt: { keys: [{ kid: k1, algorithms: [HS256], secretFile: ${k1File} }, { kid: k9, algorithms: [HS512], secret: "${k9}" }] } }` }
+  const o = { ...base, stockholm: false, workers: 2, watch: false, auth: `{ jwt: { keys: [{ kid: k1, algorithms: [HS256], secretFile: ${k1File} }, { kid: k9, algorithms: [HS512], secret: "${k9}" }] } }` }
   writeFileSync(file, config(o))
   const gw = await startCli(t, file, o.adminPort)
   t.same(await statuses(o.port, tokenFor(k9, { kid: 'k9', algorithm: 'HS512' })), [200, 200, 200, 200, 200, 200], 'k9 (the only HS512 key) serves')

@@ -4,6 +4,7 @@
 import t from 'tap'
 import { bearer, get, startStubNas, startTestGateway } from '../helpers/gateway.js'
 import { waitFor } from '../helpers/wait.js'
+import { PROTOCOLS, fetchAs } from '../helpers/protocols.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
 const GOOD = 'Basic ' + Buffer.from('nasguard:right-password').toString('base64')
@@ -71,17 +72,19 @@ t.test('upstream.healthPath is what is asked for', async (t) => {
   t.ok(nas.checks.some((q) => q.method === 'HEAD' && q.url === '/health/ping'))
 })
 
-t.test('one NAS failure kind right after another is still logged: each kind has its own once-a-second line', async (t) => {
-  let refuse = false
-  const nas = await startStubNas(t, (_req, res) => {
-    res.writeHead(refuse ? 401 : 503, {})
-    res.end()
-  })
-  const gw = await startTestGateway(t, nas)
-  t.equal((await get(gw, PATH, { headers: bearer(gw.token()) })).status, 502, 'a 503 from the NAS')
-  await waitFor('the 5xx line', () => gw.logs.find((l) => l.includes('"kind":"status_5xx"')))
-  refuse = true
-  t.equal((await get(gw, PATH, { headers: bearer(gw.token()) })).status, 502, 'then the NAS refuses the gateway')
-  const line = await waitFor('the credentials line, within the first one\'s second', () => gw.logs.find((l) => l.includes('"kind":"auth"')))
-  t.match(line, /the NAS refused the gateway/)
+t.test('one NAS failure kind right after another is still logged: each kind has its own once-a-second line, over HTTP/1.1 and HTTP/2', async (t) => {
+  for (const proto of PROTOCOLS) {
+    let refuse = false
+    const nas = await startStubNas(t, (_req, res) => {
+      res.writeHead(refuse ? 401 : 503, {})
+      res.end()
+    })
+    const gw = await startTestGateway(t, nas)
+    t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 502, `${proto}: a 503 from the NAS`)
+    await waitFor('the 5xx line', () => gw.logs.find((l) => l.includes('"kind":"status_5xx"')))
+    refuse = true
+    t.equal((await fetchAs(proto, gw, PATH, bearer(gw.token()))).status, 502, `${proto}: then the NAS refuses the gateway`)
+    const line = await waitFor('the credentials line, within the first one\'s second', () => gw.logs.find((l) => l.includes('"kind":"auth"')))
+    t.match(line, /the NAS refused the gateway/)
+  }
 })

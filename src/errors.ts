@@ -161,7 +161,7 @@ export const Errors = {
     'The NAS answered 5xx, 401/403 (check the upstream credentials) or another unexpected status.'),
   UpstreamTimeout: define('NASGUARD_ERR_UPSTREAM_TIMEOUT', 504,
     'the NAS did not answer in time', 'upstream_timeout',
-    'No answer within upstream.timeoutMs (or no connection within connectTimeoutMs).'),
+    'No answer within upstream.timeoutMs (or no connection within connectTimeoutMs), or an answer that came slower than upstream.minRate.'),
   UpstreamBusy: define('NASGUARD_ERR_UPSTREAM_BUSY', 503,
     'every NAS connection is in use; try again shortly', 'upstream_busy',
     'No NAS connection came free within upstream.queueTimeoutMs (upstream.connections are all streaming). Sent with Retry-After; the NAS is not asked.', 2),

@@ -14,6 +14,7 @@ const UPSTREAM_FAILURES: Record<string, string> = {
   status_4xx: 'the NAS answered with an unexpected client error (4xx)',
   unreachable: 'the NAS could not be reached (refused, reset, or no route)',
   timeout: 'the NAS did not answer within upstream.timeoutMs',
+  slow: 'the NAS sent less than upstream.minRate bytes a second over a window of upstream.timeoutMs',
   connect_timeout: 'no connection to the NAS within upstream.connectTimeoutMs',
   tls: 'the TLS handshake with the NAS failed (check upstream.caFile and its certificate)',
   listing: 'the NAS answered with something that is not a recording (a listing or an error page)',
@@ -24,7 +25,7 @@ const UPSTREAM_FAILURES: Record<string, string> = {
 }
 
 /** The bounded labels of nasguard_upstream_errors_total{kind}. */
-export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
+export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'slow', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
 
 export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => void): UpstreamHooks & SealedHooks {
   // One throttle per kind: a burst of one kind (timeouts) must not hide the first of another (credentials refused).

@@ -266,8 +266,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
       this.reply.send(refusal)
       return
     }
-    // In the body: a NAS that stops sending is a timeout, any other failure a body error.
-    this.failInBody(kind === 'timeout' ? 'timeout' : 'body', refusal)
+    // In the body: a NAS that stops sending is a timeout, one that trickles is slow, any other failure a body error.
+    this.failInBody(kind === 'timeout' || kind === 'slow' ? kind : 'body', refusal)
   }
 
   /** The NAS failed in the body: once bytes are out, the client sees a cut, not an end; before, a refusal. */

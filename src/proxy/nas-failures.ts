@@ -4,6 +4,7 @@
 import { EventEmitter } from 'node:events'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Errors, type NasguardError } from '../errors.js'
+import { NAS_STALLED, NAS_TOO_SLOW } from './nas-pace.js'
 
 /** What the gateway decided about a request, filled in by the gate. */
 export interface ProxyTarget { path: string, extension: string }
@@ -38,7 +39,10 @@ export function classify (error: NasguardError & { cause?: { code?: string } }):
   switch (code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_BODY_TIMEOUT':
+    case NAS_STALLED:
       return { err: new Errors.UpstreamTimeout(), kind: 'timeout' }
+    case NAS_TOO_SLOW:
+      return { err: new Errors.UpstreamTimeout(), kind: 'slow' }
     case 'UND_ERR_CONNECT_TIMEOUT':
       return { err: new Errors.UpstreamTimeout(), kind: 'connect_timeout' }
     case 'ECONNREFUSED':

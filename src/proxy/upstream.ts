@@ -13,6 +13,7 @@ import { readSecretFile } from '../config/secrets.js'
 import { HeadCheck } from './head-check.js'
 import { fetchRecording, type ExchangeParts } from './nas-exchange.js'
 import { classify, type UpstreamHooks } from './nas-failures.js'
+import { nasPace } from './nas-pace.js'
 import { ingest, type IngestParts } from './ingest.js'
 import { fetchSealed, type SealedHooks, type SealedParts } from './sealed-exchange.js'
 import { WebDav } from './webdav.js'
@@ -35,10 +36,11 @@ function basicAuth (cfg: Config['upstream']): string | undefined {
  * The pool for `downloads` NAS connections (the admission's share), and an
  * eighth more for the short head checks a download may need on the side:
  * undici would otherwise queue those behind the downloads, without bound.
+ * Every answer is watched for trickling (nas-pace.ts).
  */
-export function createPool (cfg: Config['upstream'], downloads: number): Pool {
+export function createPool (cfg: Config['upstream'], downloads: number): Dispatcher {
   const url = new URL(cfg.url)
-  return new Pool(url.origin, {
+  const pool = new Pool(url.origin, {
     connections: downloads + Math.ceil(downloads / 8),
     pipelining: cfg.pipelining,
     keepAliveTimeout: 4000,
@@ -50,6 +52,8 @@ export function createPool (cfg: Config['upstream'], downloads: number): Pool {
       ...(cfg.caFile ? { ca: readFileSync(cfg.caFile) } : {})
     }
   })
+  const paced = nasPace({ minBytesPerSec: cfg.minRate, windowMs: cfg.timeoutMs })
+  return paced ? pool.compose(paced) : pool
 }
 
 export interface UpstreamOptions {
@@ -163,7 +167,7 @@ export const READINESS_USER_AGENT = 'nasguard (readiness check)'
  * takes the credentials (a 403 or 404 for a path is still an answer); else
  * why not: a 401 (wrong credentials), a 5xx, or the error that stopped it.
  */
-async function checkNas (pool: Pool, cfg: Config['upstream'], authorization: string | undefined): Promise<string> {
+async function checkNas (pool: Dispatcher, cfg: Config['upstream'], authorization: string | undefined): Promise<string> {
   try {
     const { statusCode, body } = await pool.request({
       method: 'HEAD',

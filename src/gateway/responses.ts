@@ -54,6 +54,9 @@ export function registerResponses (app: FastifyInstance, p: ResponseParts): (req
     done(null, payload)
   })
   app.setErrorHandler((error, request, reply) => {
+    // Fastify's body parser asks for `Connection: close` on a body it refused, whatever the
+    // protocol; HTTP/2 has no such header (RFC 9113 §8.2.2), and Node warns on stderr for it.
+    if (request.raw.httpVersionMajor === 2) reply.removeHeader('connection')
     if (isNasguardError(error) && specFor(error.code)) {
       p.records.refuse(request, reply, error, (error as NasguardError & { required?: string[] }).required)
       return

@@ -15,6 +15,10 @@ import { PROTOCOLS, postAs } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
 const GRANTS = '/_nasguard/grants'
+
+/** Node's warnings in this process: an HTTP/2 answer given a Connection header warns (UnsupportedWarning) on stderr, outside the JSON log. */
+const warnings: string[] = []
+process.on('warning', (w) => { warnings.push(`${w.name}: ${w.message}`) })
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
 const OTHER = '/medicall/2016/01/01/090000_46709999999.wav'
 const GRANT_SECRET = 'grant-secret-'.padEnd(48, 'x')
@@ -356,4 +360,24 @@ t.test('claims in rule paths: a grant minted under /home/{sub}/** opens alice\'s
   await refused(t, nas, () => get(gw, '/home/bob/a.wav?grant=' + grant), 401, 'NASGUARD_ERR_GRANT_INVALID', /another path/, "alice's grant on bob's file")
   await refused(t, nas, () => post(gw, GRANTS, { path: '/home/bob/a.wav' }, bearer(alice)), 403, 'NASGUARD_ERR_NO_RULE', undefined, "alice minting for bob's file")
   t.same(nas.requests.map((r) => r.url), ['/home/alice/a.wav'])
+})
+
+t.test('a body the parser refuses (not JSON, too large) is a 400 that closes an HTTP/1.1 connection and adds no Connection header to an HTTP/2 answer', async (t) => {
+  const { nas, gw } = await setup(t)
+  const token = gw.token({ sub: 'alice' })
+  const cases: Array<[string, string]> = [
+    ['{"path": ', 'truncated JSON'],
+    [JSON.stringify({ path: PATH, pad: 'x'.repeat(5000) }), 'over the 4096-byte body limit']
+  ]
+  for (const proto of PROTOCOLS) {
+    for (const [body, what] of cases) {
+      const r = await postAs(proto, gw, GRANTS, body, { ...bearer(token), 'content-type': 'application/json' })
+      t.equal(r.status, 400, `${proto}: ${what}: 400`)
+      if (proto === 'h1') t.equal(r.headers.connection, 'close', `h1: ${what}: the connection closes (the client may send more)`)
+      else t.equal(r.headers.connection, undefined, `h2: ${what}: no Connection header`)
+    }
+  }
+  t.equal(nas.requests.length, 0)
+  // Every test above ran in this process: none may have made Node warn.
+  t.same(warnings.filter((w) => w.startsWith('UnsupportedWarning')), [], 'no UnsupportedWarning on stderr')
 })

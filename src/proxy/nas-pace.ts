@@ -5,9 +5,11 @@
 // trickling: days, for one recording.
 //
 // Every request to the NAS goes through this interceptor (downloads, sealed
-// chunks, head checks, uploads' WebDAV calls). From its headers on, an answer
-// that comes slower than upstream.minRate bytes a second over any window of
-// upstream.timeoutMs is aborted. Only time in which the gateway waits on the
+// chunks, head checks, /readyz, uploads' WebDAV calls). From the moment it
+// is sent (a GET or HEAD) or from its first answer (a request with a body,
+// which may take long to send), an answer that comes slower than
+// upstream.minRate bytes a second over any window of upstream.timeoutMs is
+// aborted. Only time in which the gateway waits on the
 // NAS counts: while the answer's reader has paused it (its client is slow,
 // or its head is being judged on the side) the window starts again, as the
 // slow-reader watch does for clients (send-watch.ts, which judges both).
@@ -29,30 +31,50 @@ export interface NasPace {
 /** Watches one answer, passing every event on to the handler it wraps. */
 class PacedAnswer implements Dispatcher.DispatchHandler {
   private received = 0
+  private watched = false
 
-  constructor (private readonly inner: Dispatcher.DispatchHandler, private readonly watch: SendWatch) {}
+  /** @param bodiless a GET or HEAD: watched from the moment it is sent, since nothing of it is still to go out. */
+  constructor (private readonly inner: Dispatcher.DispatchHandler, private readonly watch: SendWatch, private readonly bodiless: boolean) {}
 
   onRequestStart (controller: Dispatcher.DispatchController, context: unknown): void {
+    if (this.bodiless) this.watchFrom(controller)
     this.inner.onRequestStart?.(controller, context)
   }
 
   onRequestUpgrade (controller: Dispatcher.DispatchController, status: number, headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>[2], socket: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>[3]): void {
+    this.watch.delete(this)
     this.inner.onRequestUpgrade?.(controller, status, headers, socket)
   }
 
+  /**
+   * Any answer, an interim one (1xx) too: undici restarts its headers
+   * timeout on each of those, so a NAS sending `102 Processing` forever
+   * would otherwise never be timed out. The window is not restarted by
+   * later answers: nothing counts but body bytes.
+   */
   onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2], message?: string): void {
-    if (status >= 200) {
-      this.watch.add(this, {
-        delivered: () => this.received,
-        // "Behind" is the NAS's side here: the gateway is waiting on it.
-        backlog: () => controller.paused || controller.aborted ? 0 : 1,
-        cut: (reason) => {
-          const stalled = reason === 'stalled'
-          controller.abort(Object.assign(new Error(stalled ? 'the NAS sent nothing for a window of upstream.timeoutMs' : 'the NAS sent less than upstream.minRate over a window of upstream.timeoutMs'), { code: stalled ? NAS_STALLED : NAS_TOO_SLOW }))
-        }
-      })
-    }
+    this.watchFrom(controller)
     this.inner.onResponseStart?.(controller, status, headers, message)
+  }
+
+  /**
+   * From here the answer must make progress. Nothing but body bytes counts
+   * (a request queued behind another on a pipelined connection, or an answer
+   * that is only interim ones, has none), and only while its reader has not
+   * paused it.
+   */
+  private watchFrom (controller: Dispatcher.DispatchController): void {
+    if (this.watched) return
+    this.watched = true
+    this.watch.add(this, {
+      delivered: () => this.received,
+      // "Behind" is the NAS's side here: the gateway is waiting on it.
+      backlog: () => controller.paused || controller.aborted ? 0 : 1,
+      cut: (reason) => {
+        const stalled = reason === 'stalled'
+        controller.abort(Object.assign(new Error(stalled ? 'the NAS sent nothing for a window of upstream.timeoutMs' : 'the NAS sent less than upstream.minRate over a window of upstream.timeoutMs'), { code: stalled ? NAS_STALLED : NAS_TOO_SLOW }))
+      }
+    })
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -75,5 +97,5 @@ class PacedAnswer implements Dispatcher.DispatchHandler {
 export function nasPace (pace: NasPace): Dispatcher.DispatcherComposeInterceptor | undefined {
   if (pace.minBytesPerSec === 0) return undefined
   const watch = new SendWatch({ windowMs: pace.windowMs, minBytesPerSec: pace.minBytesPerSec })
-  return (dispatch) => (opts, handler) => dispatch(opts, new PacedAnswer(handler, watch))
+  return (dispatch) => (opts, handler) => dispatch(opts, new PacedAnswer(handler, watch, opts.method === 'GET' || opts.method === 'HEAD'))
 }

@@ -166,6 +166,7 @@ export const READINESS_USER_AGENT = 'nasguard (readiness check)'
  * through the pool, as a download would go. 'ok' when the NAS answers and
  * takes the credentials (a 403 or 404 for a path is still an answer); else
  * why not: a 401 (wrong credentials), a 5xx, or the error that stopped it.
+ * Bounded by twice min(upstream.timeoutMs, 5 s), a wait for a pool connection included.
  */
 async function checkNas (pool: Dispatcher, cfg: Config['upstream'], authorization: string | undefined): Promise<string> {
   try {
@@ -174,13 +175,16 @@ async function checkNas (pool: Dispatcher, cfg: Config['upstream'], authorizatio
       path: cfg.healthPath,
       headers: { 'user-agent': READINESS_USER_AGENT, ...(authorization ? { authorization } : {}) },
       headersTimeout: Math.min(cfg.timeoutMs, 5000),
-      bodyTimeout: Math.min(cfg.timeoutMs, 5000)
+      bodyTimeout: Math.min(cfg.timeoutMs, 5000),
+      // The wait for a pool connection has no timer of its own.
+      signal: AbortSignal.timeout(2 * Math.min(cfg.timeoutMs, 5000))
     })
     body.resume()
     if (statusCode === 401) return `credentials refused (401): check upstream.username and upstream.password${cfg.username ? '' : ' (none are configured)'}`
     if (statusCode >= 500) return `failing (${statusCode})`
     return 'ok'
   } catch (err) {
+    if ((err as Error).name === 'TimeoutError') return `timeout (no answer within ${2 * Math.min(cfg.timeoutMs, 5000)} ms, a wait for a NAS connection included)`
     return classify(err as Parameters<typeof classify>[0]).kind + ` (${(err as { code?: string }).code ?? 'error'})`
   }
 }

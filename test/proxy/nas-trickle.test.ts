@@ -98,6 +98,36 @@ t.test('a NAS that trickles after 64 KiB: the response is cut, audited as upstre
   }
 })
 
+t.test('a NAS that answers only with interim answers (102 Processing, 103 Early Hints) forever: 504 after a window, GET and HEAD, and /readyz is not ready', async (t) => {
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 1000, minRate: 1024 } })
+  let cancelled = 0
+  let interim: 'processing' | 'hints' = 'processing'
+  // undici restarts its headers timeout on every interim answer: one every 300 ms never lets it fire.
+  nas.handle((_req, res) => {
+    const send = (): void => { if (interim === 'processing') res.writeProcessing(); else res.writeEarlyHints({ link: '</a.css>; rel=preload; as=style' }) }
+    const timer = setInterval(send, 300)
+    res.on('close', () => { clearInterval(timer); if (!res.writableFinished) cancelled++ })
+  })
+  for (const kind of ['processing', 'hints'] as const) {
+    interim = kind
+    for (const proto of PROTOCOLS) {
+      for (const method of ['GET', 'HEAD']) {
+        const sub = `interim-${kind}-${proto}-${method}`
+        const before = cancelled
+        const r = await within(`${sub}: an answer`, fetchAs(proto, gw, PATH, bearer(gw.token({ sub })), method))
+        t.equal(r.status, 504, `${sub}: 504`)
+        t.match(await fetchRecord(gw, sub), { status: 504, outcome: 'upstream-error' }, `${sub}: audited`)
+        await waitFor(`${sub}: the NAS request cancelled`, () => cancelled > before || undefined)
+      }
+    }
+  }
+  // The admin listener is plain HTTP on loopback.
+  const ready = await within('/readyz', fetch(gw.adminUrl + '/readyz'))
+  t.equal(ready.status, 503, '/readyz: not ready')
+  t.match(((await ready.json()) as { checks: { nas: string } }).checks.nas, /^timeout/, '/readyz: the NAS check timed out')
+})
+
 /** Starts a download, reads nothing for `pauseMs`, then reads it to the end; resolves with its size. */
 function pausedClient (proto: Protocol, gw: TestGateway, token: string, pauseMs: number): Promise<number> {
   const ca = readFileSync(testCerts().ca)

@@ -145,6 +145,9 @@ export function weakSettings (c: Readonly<Config>): ConfigProblem[] {
   if (c.tls.clientAuth === 'off') {
     for (const k of ['clientCa', 'clientCrl'] as const) if (c.tls[k] !== undefined) problems.push({ key: `tls.${k}`, reason: 'is set, but tls.clientAuth is off: no client certificate is asked for or checked' })
   }
+  // A real NAS streams one download at tens of MB a second at best: a floor above that cuts healthy ones.
+  if (c.upstream.minRate > 100 * 1024 * 1024) problems.push({ key: 'upstream.minRate', reason: `${c.upstream.minRate} bytes a second is more than a NAS sends one download: downloads would be cut as slow (kind="slow"); it is a floor against a NAS that trickles (default 1024)` })
+  if (c.upstream.pipelining > 1 && c.upstream.minRate > 0) problems.push({ key: 'upstream.pipelining', reason: `${c.upstream.pipelining} requests share a NAS connection: one queued behind a slow client's download waits on it, gets 504 after a window of upstream.timeoutMs, and closing the connection cuts that download too (use 1)` })
   const secretOf = (k: { secret?: string, secretFile?: string }): string | undefined => k.secret ?? (k.secretFile !== undefined ? safeRead(k.secretFile) : undefined)
   const jwtSecrets = [c.auth.jwt, ...(c.auth.jwt.keys ?? [])].map(secretOf)
   const grantSecret = secretOf(c.auth.grants)

@@ -135,13 +135,15 @@ t.test('settings weaker than they look: a warning naming the key from config che
     ['the admin listener on every address, without a credential', (text) => text.replace('admin: { host: 127.0.0.1', 'admin: { host: 0.0.0.0'), /warning: config at admin\.host: 0\.0\.0\.0 is reachable from other hosts and the admin listener has no credential/],
     ['HSTS max-age 0', tlsWith('hstsMaxAge: 0'), /warning: config at tls\.hstsMaxAge: 0 tells browsers to forget/],
     ['a client CA without client authentication', tlsWith(`clientCa: ${certs.ca}`), /warning: config at tls\.clientCa: is set, but tls\.clientAuth is off/],
+    ['a NAS rate floor no NAS reaches', (text) => text.replace('upstream: { url: "http://127.0.0.1:9" }', 'upstream: { url: "http://127.0.0.1:9", minRate: 209715200 }'), /warning: config at upstream\.minRate: 209715200 bytes a second is more than a NAS sends/],
+    ['pipelining to the NAS with a rate floor', (text) => text.replace('upstream: { url: "http://127.0.0.1:9" }', 'upstream: { url: "http://127.0.0.1:9", pipelining: 4 }'), /warning: config at upstream\.pipelining: 4 requests share a NAS connection/],
     ['the grants key is the JWT secret', (text) => text.replace('auth: { jwt: { secretFile: jwt.secret } }', 'auth: { jwt: { secretFile: jwt.secret }, grants: { secretFile: jwt.secret } }'), /warning: config at auth\.grants\.secretFile: is the JWT secret/]
   ]
   for (const [name, edit, warning] of cases) {
     const dir = mkdtempSync(join(tmpdir(), 'nasguard-preflight-'))
     const file = await writeConfig(dir)
     const safe = cli(['config', 'check', file])
-    t.notMatch(safe.stderr, /warning: config at (admin\.host|tls\.|auth\.grants)/, `${name}: no warning for the safe setting`)
+    t.notMatch(safe.stderr, /warning: config at (admin\.host|tls\.|auth\.grants|upstream\.)/, `${name}: no warning for the safe setting`)
     writeFileSync(file, edit(readFileSync(file, 'utf8')))
     const check = cli(['config', 'check', file])
     t.equal(check.status, 0, `${name}: a warning, not an error: ${check.stderr}`)

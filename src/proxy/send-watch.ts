@@ -7,6 +7,9 @@
 // Only time in which the client had bytes waiting counts against it: a
 // response waiting on a slow NAS is the NAS's business (upstream.timeoutMs).
 // One timer serves every response in flight.
+//
+// The same watch judges the NAS's side (nas-pace.ts), with "behind" meaning
+// that the gateway waits on the NAS, and "delivered" the bytes it sent.
 
 export interface Watched {
   /** Body bytes the client has taken so far. */

@@ -5,9 +5,6 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { Errors, type NasguardError } from '../errors.js'
 import { checkPartialAnswer } from './content-range.js'
 
-/** NAS response headers that may reach the client. Content-Type is set from the extension. */
-export const RESPONSE_HEADERS = ['content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified'] as const
-
 export type Answer =
   /** A recording: its headers for the client, and where in the file the body starts. */
   | { kind: 'recording', headers: Record<string, string>, declared: number, start: number, whole: boolean }
@@ -27,13 +24,35 @@ function looksLikeRecording (contentType: string | string[] | undefined): boolea
   return ct.startsWith('audio/') || ct === 'application/octet-stream'
 }
 
-/** The allow-listed NAS headers (one value each: a repeated header is not passed on). */
+/** An entity tag (RFC 9110 §8.8.3) of visible ASCII, bounded: the NAS's validator, passed back to it in conditional requests. */
+const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]{0,256}"$/
+const LENGTH = /^(0|[1-9][0-9]{0,15})$/
+
+/** A header's one value, without the optional whitespace around it (a string the client's parser would have to trim). */
+function single (headers: IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name]
+  return typeof v === 'string' ? v.replace(/^[ \t]+|[ \t]+$/g, '') : undefined
+}
+
+/**
+ * The NAS headers that may reach the client (Content-Length, Accept-Ranges,
+ * ETag, Last-Modified; Content-Type is set from the extension), one value
+ * each (a repeated header is not passed on), each only in its own grammar: the names are allow-listed, and
+ * so are the values, or a NAS could put a path (another caller's number) in
+ * an Accept-Ranges. A Last-Modified is written anew from the date it
+ * states; a Content-Range is checked and written anew by recording().
+ */
 export function passedHeaders (headers: IncomingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {}
-  for (const h of RESPONSE_HEADERS) {
-    const v = headers[h]
-    if (typeof v === 'string') out[h] = v
-  }
+  const length = single(headers, 'content-length')
+  if (length !== undefined && LENGTH.test(length)) out['content-length'] = length
+  const ranges = single(headers, 'accept-ranges')?.toLowerCase()
+  if (ranges === 'bytes' || ranges === 'none') out['accept-ranges'] = ranges
+  const etag = single(headers, 'etag')
+  if (etag !== undefined && ENTITY_TAG.test(etag)) out.etag = etag
+  const modified = single(headers, 'last-modified')
+  const at = modified === undefined ? NaN : Date.parse(modified)
+  if (Number.isFinite(at)) out['last-modified'] = new Date(at).toUTCString()
   return out
 }
 
@@ -64,7 +83,9 @@ function framingProblem (status: number, headers: IncomingHttpHeaders, head: boo
   if (ce !== undefined && !(typeof ce === 'string' && /^identity$/i.test(ce))) return 'a content coding'
   if (head) return undefined
   if (te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))) return 'a transfer coding other than chunked'
-  if (status === 200 && typeof headers['content-length'] !== 'string' && te === undefined) return 'no length'
+  const length = headers['content-length']
+  if (length !== undefined && !LENGTH.test(single(headers, 'content-length') ?? '')) return 'a malformed length'
+  if (status === 200 && length === undefined && te === undefined) return 'no length'
   return undefined
 }
 
@@ -73,17 +94,15 @@ function recording (status: number, headers: IncomingHttpHeaders, range: string 
   const out = passedHeaders(headers)
   const framing = framingProblem(status, headers, o.head)
   if (framing) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'body', reason: framing }
-  if (status === 200) {
-    // A whole file is no part of one: the NAS's Content-Range is not passed on.
-    delete out['content-range']
-    return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
-  }
+  // A whole file is no part of one: the NAS's Content-Range is not passed on.
+  if (status === 200) return { kind: 'recording', headers: out, declared: Number(out['content-length']), start: 0, whole: true }
   const answer = checkPartialAnswer(range, headers['content-range'], headers['content-length'])
   if (!answer.ok) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'range', reason: answer.reason }
   const { start, end, total } = answer.span
-  // A chunked 206 is given its span's length: never more is passed on.
-  out['content-length'] ??= String(end - start + 1)
-  return { kind: 'recording', headers: out, declared: Number(out['content-length']), start, whole: end + 1 === total }
+  // Both written from the span that was checked (a chunked 206 is given its span's length: never more is passed on).
+  out['content-range'] = `bytes ${start}-${end}/${total ?? '*'}`
+  out['content-length'] = String(end - start + 1)
+  return { kind: 'recording', headers: out, declared: end - start + 1, start, whole: end + 1 === total }
 }
 
 /** The size a 416 may state (RFC 9110 §14.4: "bytes", a star, a slash and the complete length); anything else is not passed on. */

@@ -108,6 +108,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
         this.hold(answer.start)
         return
       case 'not-modified':
+        // Only an answer to a question the client asked: a 304 to an unconditional request would leave it an empty body.
+        if (this.request.headers['if-none-match'] === undefined && this.request.headers['if-modified-since'] === undefined) { this.refuse(new Errors.UpstreamError(), 'status_3xx'); return }
         this.stopNas()
         this.reply.code(304).headers(answer.headers).send()
         return
@@ -195,6 +197,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
   private pass (chunk: Buffer): boolean {
     this.written += chunk.length
     if (this.written > this.declared) {
+      // Before the headers went out it is still a refusal (a 502 the client and the record can tell), after them a cut.
+      if (!this.headWritten) { this.refuse(new Errors.UpstreamError(), 'range'); return false }
       this.p.hooks.onUpstreamError(this.request, 'range')
       this.cut()
       return false

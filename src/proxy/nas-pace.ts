@@ -49,10 +49,14 @@ class PacedAnswer implements Dispatcher.DispatchHandler {
   /**
    * Any answer, an interim one (1xx) too: undici restarts its headers
    * timeout on each of those, so a NAS sending `102 Processing` forever
-   * would otherwise never be timed out. The window is not restarted by
-   * later answers: nothing counts but body bytes.
+   * would otherwise never be timed out. Interim answers do not restart the
+   * window; the final one does, once: its body gets a window of its own, as
+   * undici gives the headers one and each gap in the body one (a NAS slow
+   * to answer and then slow to its first byte, a disk spinning up, is not
+   * cut for the sum).
    */
   onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2], message?: string): void {
+    if (status >= 200) this.watched = false
     this.watchFrom(controller)
     this.inner.onResponseStart?.(controller, status, headers, message)
   }

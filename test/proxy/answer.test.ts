@@ -71,3 +71,24 @@ t.test('other statuses', async (t) => {
 t.test('a repeated NAS header is not passed on', async (t) => {
   t.same(passedHeaders({ etag: ['"a"', '"b"'] as unknown as string, 'last-modified': 'Mon, 01 Jan 2024 00:00:00 GMT' }), { 'last-modified': 'Mon, 01 Jan 2024 00:00:00 GMT' })
 })
+
+t.test('the passed headers are held to their own grammar, whatever the NAS writes in them', async (t) => {
+  const table: Array<[string, Record<string, string>, Record<string, string>]> = [
+    ['plain values pass', { 'accept-ranges': 'bytes', etag: '"abc-123"', 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT', 'content-length': '10' }, { 'accept-ranges': 'bytes', etag: '"abc-123"', 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT', 'content-length': '10' }],
+    ['whitespace around a value is dropped', { 'accept-ranges': ' bytes\t', etag: '\t"x" ', 'content-length': '10\t' }, { 'accept-ranges': 'bytes', etag: '"x"', 'content-length': '10' }],
+    ['Accept-Ranges: only bytes or none', { 'accept-ranges': 'bytes; file=/volume1/a_46701234567.wav' }, {}],
+    ['Accept-Ranges: none passes, lower-cased', { 'accept-ranges': 'NONE' }, { 'accept-ranges': 'none' }],
+    ['a weak ETag passes', { etag: 'W/"5f-1a2b"' }, { etag: 'W/"5f-1a2b"' }],
+    ['an ETag with text after it', { etag: '"x" /volume1/a_46701234567.wav' }, {}],
+    ['an ETag without quotes', { etag: '/volume1/a_46701234567.wav' }, {}],
+    ['an ETag with a space or a quote inside', { etag: '"a b"' }, {}],
+    ['an ETag with bytes beyond ASCII', { etag: '"\u00ff\u00fe/volume1"' }, {}],
+    ['an ETag longer than 256', { etag: `"${'a'.repeat(257)}"` }, {}],
+    ['a Last-Modified that is no date', { 'last-modified': 'see /volume1/a_46701234567.wav' }, {}],
+    ['a Last-Modified in an obsolete form, written anew', { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }, { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT' }],
+    ['a Content-Range is never among them', { 'content-range': 'bytes 0-9/10' }, {}]
+  ]
+  for (const [name, headers, want] of table) t.same(passedHeaders(headers), want, name)
+  t.match(judgeAnswer(200, { ...audio, 'content-length': '+10' }, undefined), { kind: 'refused', upstreamKind: 'body', reason: 'a malformed length' }, 'a length with a sign is refused')
+  t.match(judgeAnswer(206, { ...audio, 'content-range': 'BYTES 100-199/1000\t', 'content-length': '100' }, 'bytes=100-199'), { kind: 'recording', headers: { 'content-range': 'bytes 100-199/1000', 'content-length': '100' } }, "a 206's Content-Range is written anew from the checked span")
+})

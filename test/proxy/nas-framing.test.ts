@@ -4,7 +4,8 @@
 // the NAS cut short by failing: it is refused with 502 before any byte, and
 // audited so; chunks and a length can be checked, and pass. A Content-Range
 // reaches the client only on a 206, or on a 416 that states a size and
-// nothing else (the NAS's text, a path in it included, is not passed on).
+// nothing else (the NAS's text, a path in it included, is not passed on);
+// Accept-Ranges, ETag and Last-Modified only in their own grammar.
 // Over HTTP/1.1 and HTTP/2, from a NAS that writes its answers byte by byte.
 import t, { type Test } from 'tap'
 import { createServer, type Socket } from 'node:net'
@@ -29,7 +30,15 @@ async function rawNas (t: Test, answer: (s: Socket) => void): Promise<{ url: str
 
 const head = (status: string, headers: string[]): string => [status, ...headers, '', ''].join('\r\n')
 
-const CASES: Array<{ name: string, answer: (s: Socket) => void, range?: string, status: number, body?: Buffer, contentRange?: string | null }> = [
+/** Header values a NAS could use to pass text on: a path with another caller's number in it. */
+const LEAKY = ['Accept-Ranges: bytes; file=/volume1/medicall/secret_46709999999.wav', 'ETag: "x" /volume1/medicall/secret_46709999999.wav', 'Last-Modified: see /volume1/medicall/secret_46709999999.wav']
+
+const CASES: Array<{ name: string, answer: (s: Socket) => void, range?: string, status: number, body?: Buffer, contentRange?: string | null, headers?: Record<string, string | undefined> }> = [
+  { name: 'header values outside their grammar are not passed on; a Last-Modified is written anew', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.1 200 OK', ['Content-Type: audio/wav', `Content-Length: ${BODY.length}`, ...LEAKY, 'Connection: close'])), BODY])) }, status: 200, body: BODY, headers: { 'accept-ranges': undefined, etag: undefined, 'last-modified': undefined } },
+  { name: 'values in their grammar pass, without the whitespace around them', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.1 200 OK', ['Content-Type: audio/wav', `Content-Length: ${BODY.length}`, 'Accept-Ranges: Bytes\t', 'ETag: W/"5f-1a2b"\t', 'Last-Modified: Sunday, 29-Nov-26 10:15:00 GMT', 'Connection: close'])), BODY])) }, status: 200, body: BODY, headers: { 'accept-ranges': 'bytes', etag: 'W/"5f-1a2b"', 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT' } },
+  { name: 'a 206 whose Content-Range ends in a TAB: written anew from the checked span (an HTTP/2 client would drop it)', range: 'bytes=100-199', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.1 206 Partial Content', ['Content-Type: audio/wav', 'Content-Length: 100', 'Content-Range: BYTES 100-199/300\t', 'Connection: close'])), BODY.subarray(100, 200)])) }, status: 206, body: BODY.subarray(100, 200), contentRange: 'bytes 100-199/300' },
+  { name: 'a chunked 206 whose first chunk is longer than its span: a 502, not a bare reset', range: 'bytes=100-199', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.1 206 Partial Content', ['Content-Type: audio/wav', 'Content-Range: bytes 100-199/300', 'Transfer-Encoding: chunked', 'Connection: close'])), Buffer.from('96\r\n'), BODY.subarray(100, 250), Buffer.from('\r\n0\r\n\r\n')])) }, status: 502 },
+  { name: 'a 304 to a request that was not conditional: a 502, not an empty answer', answer: (s) => { s.end(head('HTTP/1.1 304 Not Modified', ['ETag: "x"', 'Connection: close'])) }, status: 502 },
   { name: 'HTTP/1.1 200 with neither a length nor chunks, cut by a FIN', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.1 200 OK', ['Content-Type: audio/wav', 'Connection: close'])), BODY])) }, status: 502 },
   { name: 'HTTP/1.0 200 without a length', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.0 200 OK', ['Content-Type: audio/wav'])), BODY])) }, status: 502 },
   { name: 'a 200 with Transfer-Encoding: identity, cut by a FIN', answer: (s) => { s.end(Buffer.concat([Buffer.from(head('HTTP/1.1 200 OK', ['Content-Type: audio/wav', 'Transfer-Encoding: identity', 'Connection: close'])), BODY])) }, status: 502 },
@@ -58,6 +67,8 @@ for (const c of CASES) {
         t.equal(f.bytes, 0, `${proto}: with no bytes`)
       }
       if (c.contentRange !== undefined) t.equal(r.headers['content-range'], c.contentRange ?? undefined, `${proto}: Content-Range ${c.contentRange ?? 'absent'}`)
+      for (const [name, value] of Object.entries(c.headers ?? {})) t.equal(r.headers[name], value, `${proto}: ${name} ${value ?? 'absent'}`)
+      t.notMatch(JSON.stringify(r.headers), /volume1|46709999999/, `${proto}: no NAS text in any header`)
     }
     t.notMatch(gw.logs.join('\n'), /46701234567/, 'no recording name in the log')
   })

@@ -128,6 +128,24 @@ t.test('a NAS that answers only with interim answers (102 Processing, 103 Early 
   t.match(((await ready.json()) as { checks: { nas: string } }).checks.nas, /^timeout/, '/readyz: the NAS check timed out')
 })
 
+t.test('a NAS slow to answer and then slow to its first byte (a disk spinning up), each within a window, is not cut for the sum', async (t) => {
+  const nas = await startStubNas(t)
+  nas.handle((_req, res) => {
+    setTimeout(() => {
+      res.writeHead(200, { 'content-type': 'audio/wav', 'content-length': WAV.length })
+      res.flushHeaders()
+      setTimeout(() => { res.end(WAV) }, 1800)
+    }, 1800)
+  })
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 3000, minRate: 1024 } })
+  for (const proto of PROTOCOLS) {
+    const r = await within(`${proto}: an answer`, fetchAs(proto, gw, PATH, bearer(gw.token({ sub: `spin-${proto}` }))))
+    t.equal(r.status, 200, `${proto}: 200`)
+    t.ok(r.body.equals(WAV), `${proto}: the whole recording`)
+    t.match(await fetchRecord(gw, `spin-${proto}`), { outcome: 'complete' }, `${proto}: audited complete`)
+  }
+})
+
 /** Starts a download, reads nothing for `pauseMs`, then reads it to the end; resolves with its size. */
 function pausedClient (proto: Protocol, gw: TestGateway, token: string, pauseMs: number): Promise<number> {
   const ca = readFileSync(testCerts().ca)

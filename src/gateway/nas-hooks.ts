@@ -19,7 +19,7 @@ const UPSTREAM_FAILURES: Record<string, string> = {
   tls: 'the TLS handshake with the NAS failed (check upstream.caFile and its certificate)',
   listing: 'the NAS answered with something that is not a recording (a listing or an error page)',
   redirect: 'the NAS answered with a redirect',
-  status_3xx: 'the NAS answered 304 Not Modified to a request that was not conditional',
+  status_3xx: 'the NAS answered 304 Not Modified to a request without If-None-Match or If-Modified-Since',
   magic: 'the file does not look like its type (files.checkMagic)',
   range: 'the NAS answered another range than was asked for',
   body: 'the NAS failed in the middle of a body, or answered a whole file without saying where it ends'

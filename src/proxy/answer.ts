@@ -26,7 +26,21 @@ function looksLikeRecording (contentType: string | string[] | undefined): boolea
 
 /** An entity tag (RFC 9110 §8.8.3) of visible ASCII, bounded: the NAS's validator, passed back to it in conditional requests. */
 const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]{0,256}"$/
-const LENGTH = /^(0|[1-9][0-9]{0,15})$/
+const LENGTH = /^[0-9]{1,16}$/
+const DAY = '(Mon|Tue|Wed|Thu|Fri|Sat|Sun)'
+const MONTH = '(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)'
+const TIME = '[0-2][0-9]:[0-5][0-9]:[0-6][0-9]'
+/**
+ * The three forms of an HTTP date a recipient must accept (RFC 9110
+ * §5.6.7: IMF-fixdate, RFC 850, asctime). Passed verbatim: the NAS compares
+ * the string it issued (If-Range, If-Unmodified-Since), and a date parsed
+ * and written anew could differ from it (asctime has no zone).
+ */
+const HTTP_DATE = [
+  new RegExp(`^${DAY}, [0-3][0-9] ${MONTH} [0-9]{4} ${TIME} GMT$`),
+  new RegExp(`^(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), [0-3][0-9]-${MONTH}-[0-9]{2} ${TIME} GMT$`),
+  new RegExp(`^${DAY} ${MONTH} ( [1-9]|[1-3][0-9]) ${TIME} [0-9]{4}$`)
+]
 
 /** A header's one value, without the optional whitespace around it (a string the client's parser would have to trim). */
 function single (headers: IncomingHttpHeaders, name: string): string | undefined {
@@ -39,8 +53,8 @@ function single (headers: IncomingHttpHeaders, name: string): string | undefined
  * ETag, Last-Modified; Content-Type is set from the extension), one value
  * each (a repeated header is not passed on), each only in its own grammar: the names are allow-listed, and
  * so are the values, or a NAS could put a path (another caller's number) in
- * an Accept-Ranges. A Last-Modified is written anew from the date it
- * states; a Content-Range is checked and written anew by recording().
+ * an Accept-Ranges. A Last-Modified must be an HTTP date; a Content-Range
+ * is checked and written anew by recording().
  */
 export function passedHeaders (headers: IncomingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {}
@@ -51,8 +65,7 @@ export function passedHeaders (headers: IncomingHttpHeaders): Record<string, str
   const etag = single(headers, 'etag')
   if (etag !== undefined && ENTITY_TAG.test(etag)) out.etag = etag
   const modified = single(headers, 'last-modified')
-  const at = modified === undefined ? NaN : Date.parse(modified)
-  if (Number.isFinite(at)) out['last-modified'] = new Date(at).toUTCString()
+  if (modified !== undefined && HTTP_DATE.some((d) => d.test(modified))) out['last-modified'] = modified
   return out
 }
 

@@ -7,6 +7,7 @@
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
+import { passedHeaders } from './answer.js'
 import { checkPartialAnswer } from './content-range.js'
 
 /** Reads at least n bytes (fewer if the stream ends first); ended says whether it did. */
@@ -78,8 +79,9 @@ export class HeadCheck {
     body.on('error', () => {})
     try {
       const h = res.headers
-      // Another version of the file than the one whose range was answered.
-      if ((file.etag !== undefined && h.etag !== file.etag) || (file.lastModified !== undefined && h['last-modified'] !== file.lastModified)) return 'changed'
+      // Another version of the file than the one whose range was answered (its validators as the answer passed them).
+      const version = passedHeaders(h)
+      if ((file.etag !== undefined && version.etag !== file.etag) || (file.lastModified !== undefined && version['last-modified'] !== file.lastModified)) return 'changed'
       let whole: boolean
       if (res.statusCode === 200) whole = true
       else if (res.statusCode === 206) {

@@ -85,7 +85,12 @@ t.test('the passed headers are held to their own grammar, whatever the NAS write
     ['an ETag with bytes beyond ASCII', { etag: '"\u00ff\u00fe/volume1"' }, {}],
     ['an ETag longer than 256', { etag: `"${'a'.repeat(257)}"` }, {}],
     ['a Last-Modified that is no date', { 'last-modified': 'see /volume1/a_46701234567.wav' }, {}],
-    ['a Last-Modified in an obsolete form, written anew', { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }, { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT' }],
+    ['a Last-Modified a lenient parser would take for a date', { 'last-modified': '1' }, {}],
+    ['a Last-Modified with a numeric zone (not an HTTP date)', { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 +0000' }, {}],
+    ['a Last-Modified with text after the date', { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT /volume1' }, {}],
+    ['a Last-Modified in RFC 850 form, verbatim', { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }, { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }],
+    ['a Last-Modified in asctime form, verbatim', { 'last-modified': 'Sun Nov  6 08:49:37 1994' }, { 'last-modified': 'Sun Nov  6 08:49:37 1994' }],
+    ['a length with leading zeros', { 'content-length': '0010' }, { 'content-length': '0010' }],
     ['a Content-Range is never among them', { 'content-range': 'bytes 0-9/10' }, {}]
   ]
   for (const [name, headers, want] of table) t.same(passedHeaders(headers), want, name)

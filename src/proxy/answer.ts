@@ -29,7 +29,8 @@ const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]{0,256}"$/
 const LENGTH = /^[0-9]{1,16}$/
 const DAY = '(Mon|Tue|Wed|Thu|Fri|Sat|Sun)'
 const MONTH = '(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)'
-const TIME = '[0-2][0-9]:[0-5][0-9]:[0-6][0-9]'
+const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)'
+const DD = '(0[1-9]|[12][0-9]|3[01])'
 /**
  * The three forms of an HTTP date a recipient must accept (RFC 9110
  * §5.6.7: IMF-fixdate, RFC 850, asctime). Passed verbatim: the NAS compares
@@ -37,13 +38,13 @@ const TIME = '[0-2][0-9]:[0-5][0-9]:[0-6][0-9]'
  * and written anew could differ from it (asctime has no zone).
  */
 const HTTP_DATE = [
-  new RegExp(`^${DAY}, [0-3][0-9] ${MONTH} [0-9]{4} ${TIME} GMT$`),
-  new RegExp(`^(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), [0-3][0-9]-${MONTH}-[0-9]{2} ${TIME} GMT$`),
-  new RegExp(`^${DAY} ${MONTH} ( [1-9]|[1-3][0-9]) ${TIME} [0-9]{4}$`)
+  new RegExp(`^${DAY}, ${DD} ${MONTH} [0-9]{4} ${TIME} GMT$`),
+  new RegExp(`^(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), ${DD}-${MONTH}-[0-9]{2} ${TIME} GMT$`),
+  new RegExp(`^${DAY} ${MONTH} ( [1-9]|${DD}) ${TIME} [0-9]{4}$`)
 ]
 
 /** A header's one value, without the optional whitespace around it (a string the client's parser would have to trim). */
-function single (headers: IncomingHttpHeaders, name: string): string | undefined {
+export function headerValue (headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name]
   return typeof v === 'string' ? v.replace(/^[ \t]+|[ \t]+$/g, '') : undefined
 }
@@ -58,13 +59,13 @@ function single (headers: IncomingHttpHeaders, name: string): string | undefined
  */
 export function passedHeaders (headers: IncomingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {}
-  const length = single(headers, 'content-length')
+  const length = headerValue(headers, 'content-length')
   if (length !== undefined && LENGTH.test(length)) out['content-length'] = length
-  const ranges = single(headers, 'accept-ranges')?.toLowerCase()
+  const ranges = headerValue(headers, 'accept-ranges')?.toLowerCase()
   if (ranges === 'bytes' || ranges === 'none') out['accept-ranges'] = ranges
-  const etag = single(headers, 'etag')
+  const etag = headerValue(headers, 'etag')
   if (etag !== undefined && ENTITY_TAG.test(etag)) out.etag = etag
-  const modified = single(headers, 'last-modified')
+  const modified = headerValue(headers, 'last-modified')
   if (modified !== undefined && HTTP_DATE.some((d) => d.test(modified))) out['last-modified'] = modified
   return out
 }
@@ -97,7 +98,7 @@ function framingProblem (status: number, headers: IncomingHttpHeaders, head: boo
   if (head) return undefined
   if (te !== undefined && !(typeof te === 'string' && /^chunked$/i.test(te))) return 'a transfer coding other than chunked'
   const length = headers['content-length']
-  if (length !== undefined && !LENGTH.test(single(headers, 'content-length') ?? '')) return 'a malformed length'
+  if (length !== undefined && !LENGTH.test(headerValue(headers, 'content-length') ?? '')) return 'a malformed length'
   if (status === 200 && length === undefined && te === undefined) return 'no length'
   return undefined
 }

@@ -292,7 +292,7 @@ async function answer (p: SealedParts, request: FastifyRequest, reply: FastifyRe
     file = opened.file
   }
   if (signal.aborted) throw new Error('gone')
-  const expired = lastModifiedRefusal(request.ng, file.lastModified)
+  const expired = lastModifiedRefusal(request.ng, file.nasLastModified)
   if (expired) throw { kind: 'refused', err: expired, upstreamKind: null }
   const plan = planAnswer({ size: file.geometry.size, etag: file.etag, lastModified: file.lastModified }, request.headers)
   // A 304 or 416 would be answered without asking the NAS again: from a

@@ -15,7 +15,7 @@ import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
 import { MAX_HEADER_BYTES, SealedIntegrityError } from '../sealing/age.js'
 import { openHeaderWithAny, type PeriodKey } from '../sealing/keyring.js'
 import { CHUNK, geometry, NONCE_BYTES, openChunk, payloadKey, spanOf, type Geometry } from '../sealing/payload.js'
-import { judgeAnswer } from './answer.js'
+import { headerValue, judgeAnswer } from './answer.js'
 import { peek } from './head-check.js'
 
 /** The header of a file sealed to one recipient (232 bytes), and the payload's nonce. */
@@ -29,7 +29,10 @@ export interface SealedFile {
   /** The payload key: opens every chunk. */
   key: Buffer
   nasEtag?: string
+  /** The Last-Modified the client is shown (only an HTTP date: answer.ts). */
   lastModified?: string
+  /** The NAS's Last-Modified as it wrote it (trimmed): what its age is judged by, and what goes back to it in If-Unmodified-Since. */
+  nasLastModified?: string
   /** The gateway's strong ETag for the plaintext. */
   etag: string
   /** files.checkMagic's verdict on the decrypted head, once known. */
@@ -48,7 +51,7 @@ type Requester = (opts: Dispatcher.RequestOptions) => Promise<Dispatcher.Respons
 /** The conditions under which a later request is answered only for this version of the file. */
 export function sameVersion (file: SealedFile): Record<string, string> {
   if (file.nasEtag?.startsWith('"')) return { 'if-match': file.nasEtag }
-  if (file.lastModified !== undefined) return { 'if-unmodified-since': file.lastModified }
+  if (file.nasLastModified !== undefined) return { 'if-unmodified-since': file.nasLastModified }
   return {}
 }
 
@@ -99,7 +102,7 @@ export class SealedFiles {
     for (;;) {
       const probe = await this.fetchStart(path, want, requestId, signal)
       if (probe.kind !== 'bytes') return probe
-      const { data, sealedSize, nasEtag, lastModified } = probe
+      const { data, sealedSize, nasEtag, lastModified, nasLastModified } = probe
       const header = openHeaderWithAny(data, identities, plainPath)?.header
       const needed = header === undefined ? MAX_HEADER_BYTES + NONCE_BYTES : header.length + NONCE_BYTES
       if (header === undefined || data.length < needed) {
@@ -116,9 +119,10 @@ export class SealedFiles {
         key: payloadKey(header.fileKey, data.subarray(header.length, header.length + NONCE_BYTES)),
         nasEtag,
         lastModified,
+        nasLastModified,
         etag: clientEtag(key.keyId, sealedSize, header.mac)
       }
-      if (nasEtag !== undefined || lastModified !== undefined) {
+      if (nasEtag !== undefined || nasLastModified !== undefined) {
         if (this.files.size >= this.maxEntries) this.files.delete(this.files.keys().next().value as string)
         this.files.set(`${path}\0${key.keyId}`, file)
       }
@@ -127,7 +131,7 @@ export class SealedFiles {
   }
 
   /** The first `want` bytes of the file, its size and version; or why not. */
-  private async fetchStart (path: string, want: number, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<Opened | { kind: 'bytes', data: Buffer, sealedSize: number, nasEtag?: string, lastModified?: string }> {
+  private async fetchStart (path: string, want: number, requestId: string, signal: Dispatcher.RequestOptions['signal']): Promise<Opened | { kind: 'bytes', data: Buffer, sealedSize: number, nasEtag?: string, lastModified?: string, nasLastModified?: string }> {
     const range = `bytes=0-${want - 1}`
     const res = await this.request({ method: 'GET', path, headers: { ...this.headers, 'x-request-id': requestId, range }, signal })
     const body = res.body as unknown as Readable
@@ -140,7 +144,7 @@ export class SealedFiles {
       const total = res.statusCode === 206 ? Number(/\/(\d+)$/.exec(answer.headers['content-range'] ?? '')?.[1]) : answer.declared
       if (!Number.isSafeInteger(total)) return { kind: 'refused', err: new Errors.UpstreamError(), upstreamKind: 'range' }
       const { head } = await peek(body, want)
-      return { kind: 'bytes', data: head.subarray(0, want), sealedSize: total, nasEtag: answer.headers.etag, lastModified: answer.headers['last-modified'] }
+      return { kind: 'bytes', data: head.subarray(0, want), sealedSize: total, nasEtag: answer.headers.etag, lastModified: answer.headers['last-modified'], nasLastModified: headerValue(res.headers, 'last-modified') }
     } finally {
       body.destroy()
     }

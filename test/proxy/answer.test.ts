@@ -91,6 +91,9 @@ t.test('the passed headers are held to their own grammar, whatever the NAS write
     ['a Last-Modified in RFC 850 form, verbatim', { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }, { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }],
     ['a Last-Modified in asctime form, verbatim', { 'last-modified': 'Sun Nov  6 08:49:37 1994' }, { 'last-modified': 'Sun Nov  6 08:49:37 1994' }],
     ['a length with leading zeros', { 'content-length': '0010' }, { 'content-length': '0010' }],
+    ['a date that cannot be (day 39, hour 29)', { 'last-modified': 'Sun, 39 Nov 2026 29:59:69 GMT' }, {}],
+    ['asctime with a two-digit day, verbatim', { 'last-modified': 'Fri Nov 06 10:15:00 2026' }, { 'last-modified': 'Fri Nov 06 10:15:00 2026' }],
+    ['a leap second, verbatim', { 'last-modified': 'Wed, 31 Dec 2026 23:59:60 GMT' }, { 'last-modified': 'Wed, 31 Dec 2026 23:59:60 GMT' }],
     ['a Content-Range is never among them', { 'content-range': 'bytes 0-9/10' }, {}]
   ]
   for (const [name, headers, want] of table) t.same(passedHeaders(headers), want, name)

@@ -77,3 +77,28 @@ for (const [form, validators] of FORMS) {
     }
   })
 }
+
+t.test('a sealed recording under a retention rule dated by Last-Modified is judged by the NAS\'s own date, in whatever form the NAS wrote it; the client is shown only an HTTP date', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const ring = keys.ring()
+  const sealed = await sealBytes(ring, '2026-11', PATH, WAV)
+  // Not one of RFC 9110's forms (a numeric zone, as PHP's date('r') writes it), but a date.
+  const validators = { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 +0000' }
+  const nas = await startStubNas(t, exactNas(sealedName(ring, PATH), sealed, validators))
+  const madeAt = Date.UTC(2026, 10, 29, 10, 15)
+  for (const [keepDays, status] of [[3650, 200], [1, 410]] as const) {
+    const gw = await startTestGateway(t, nas, {
+      sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN },
+      retention: [{ name: 'by-nas', path: '/medicall/**', keepDays }],
+      clock: () => madeAt + 3 * 86400000
+    })
+    for (const proto of PROTOCOLS) {
+      const r = await fetchAs(proto, gw, PATH, bearer(gw.token()))
+      t.equal(r.status, status, `kept ${keepDays} days, made 3 days ago, ${proto}: ${status}`)
+      if (status === 200) {
+        t.ok(r.body.equals(WAV), `${proto}: the recording`)
+        t.equal(r.headers['last-modified'], undefined, `${proto}: no Last-Modified outside the HTTP forms shown`)
+      }
+    }
+  }
+})

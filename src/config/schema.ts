@@ -90,7 +90,7 @@ export const ConfigSchema = Type.Object({
     passwordFile: Type.Optional(Type.String({ minLength: 1 })),
     /** Time allowed for the NAS's response headers, and between body chunks. Default 30000. */
     timeoutMs: Type.Integer({ default: 30000, minimum: 1, maximum: 600000 }),
-    /** Bytes a second the NAS must send, over any window of timeoutMs in which the gateway waits on it, once its headers came; 0 bounds only each gap. Default 1024. */
+    /** Bytes a second of body the NAS must send, over any window of timeoutMs in which the gateway waits on it (from the moment a GET or HEAD is sent, the window restarting once at its final answer); 0 bounds only each gap. Default 1024. */
     minRate: Type.Integer({ default: 1024, minimum: 0, maximum: 1073741824 }),
     /** Time allowed to open a connection to the NAS. Default 5000. */
     connectTimeoutMs: Type.Integer({ default: 5000, minimum: 1, maximum: 600000 }),

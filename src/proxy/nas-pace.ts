@@ -9,10 +9,12 @@
 // is sent (a GET or HEAD) or from its first answer (a request with a body,
 // which may take long to send), an answer that comes slower than
 // upstream.minRate bytes a second over any window of upstream.timeoutMs is
-// aborted. Only time in which the gateway waits on the
-// NAS counts: while the answer's reader has paused it (its client is slow,
-// or its head is being judged on the side) the window starts again, as the
-// slow-reader watch does for clients (send-watch.ts, which judges both).
+// aborted. Only time in which the gateway waits on the NAS counts: while the
+// answer's reader has paused it (its client is slow, or its head is being
+// judged on the side) the window starts again, as the slow-reader watch does
+// for clients (send-watch.ts, which judges both).
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { SendWatch } from './send-watch.js'
 
@@ -41,7 +43,7 @@ class PacedAnswer implements Dispatcher.DispatchHandler {
     this.inner.onRequestStart?.(controller, context)
   }
 
-  onRequestUpgrade (controller: Dispatcher.DispatchController, status: number, headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>[2], socket: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>[3]): void {
+  onRequestUpgrade (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders, socket: Duplex): void {
     this.watch.delete(this)
     this.inner.onRequestUpgrade?.(controller, status, headers, socket)
   }
@@ -55,7 +57,7 @@ class PacedAnswer implements Dispatcher.DispatchHandler {
    * to answer and then slow to its first byte, a disk spinning up, is not
    * cut for the sum).
    */
-  onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2], message?: string): void {
+  onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders, message?: string): void {
     if (status >= 200) this.watched = false
     this.watchFrom(controller)
     this.inner.onResponseStart?.(controller, status, headers, message)
@@ -86,7 +88,7 @@ class PacedAnswer implements Dispatcher.DispatchHandler {
     this.inner.onResponseData?.(controller, chunk)
   }
 
-  onResponseEnd (controller: Dispatcher.DispatchController, trailers: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseEnd']>>[1]): void {
+  onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
     this.watch.delete(this)
     this.inner.onResponseEnd?.(controller, trailers)
   }

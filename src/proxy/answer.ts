@@ -4,6 +4,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { Errors, type NasguardError } from '../errors.js'
 import { checkPartialAnswer } from './content-range.js'
+import { httpDateMs } from './http-date.js'
 
 export type Answer =
   /** A recording: its headers for the client, and where in the file the body starts. */
@@ -27,21 +28,6 @@ function looksLikeRecording (contentType: string | string[] | undefined): boolea
 /** An entity tag (RFC 9110 §8.8.3) of visible ASCII, bounded: the NAS's validator, passed back to it in conditional requests. */
 const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]{0,256}"$/
 const LENGTH = /^[0-9]{1,16}$/
-const DAY = '(Mon|Tue|Wed|Thu|Fri|Sat|Sun)'
-const MONTH = '(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)'
-const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)'
-const DD = '(0[1-9]|[12][0-9]|3[01])'
-/**
- * The three forms of an HTTP date a recipient must accept (RFC 9110
- * §5.6.7: IMF-fixdate, RFC 850, asctime). Passed verbatim: the NAS compares
- * the string it issued (If-Range, If-Unmodified-Since), and a date parsed
- * and written anew could differ from it (asctime has no zone).
- */
-const HTTP_DATE = [
-  new RegExp(`^${DAY}, ${DD} ${MONTH} [0-9]{4} ${TIME} GMT$`),
-  new RegExp(`^(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), ${DD}-${MONTH}-[0-9]{2} ${TIME} GMT$`),
-  new RegExp(`^${DAY} ${MONTH} ( [1-9]|${DD}) ${TIME} [0-9]{4}$`)
-]
 
 /** A header's one value, without the optional whitespace around it (a string the client's parser would have to trim). */
 export function headerValue (headers: IncomingHttpHeaders, name: string): string | undefined {
@@ -66,7 +52,9 @@ export function passedHeaders (headers: IncomingHttpHeaders): Record<string, str
   const etag = headerValue(headers, 'etag')
   if (etag !== undefined && ENTITY_TAG.test(etag)) out.etag = etag
   const modified = headerValue(headers, 'last-modified')
-  if (modified !== undefined && HTTP_DATE.some((d) => d.test(modified))) out['last-modified'] = modified
+  // Passed verbatim: the NAS compares the string it issued (If-Range,
+  // If-Unmodified-Since), and a date written anew could differ from it.
+  if (modified !== undefined && httpDateMs(modified) !== undefined) out['last-modified'] = modified
   return out
 }
 

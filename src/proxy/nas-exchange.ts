@@ -18,7 +18,7 @@ import type { Dispatcher } from 'undici'
 import { Errors, type NasguardError } from '../errors.js'
 import { contentTypeFor } from '../policy/file-types.js'
 import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
-import { judgeAnswer } from './answer.js'
+import { headerValue, judgeAnswer } from './answer.js'
 import { lastModifiedRefusal } from '../gate/retention.js'
 import type { HeadCheck } from './head-check.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
@@ -97,7 +97,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     const answer = judgeAnswer(status, headers, this.request.headers.range, false, this.request.method === 'HEAD')
     // A 416 is judged too when it says when the file was modified; one that does not, under a rule dated by it, does not tell the size.
     const dated = answer.kind === 'recording' || answer.kind === 'not-modified' || (answer.kind === 'unsatisfiable' && headers['last-modified'] !== undefined)
-    const expired = dated ? lastModifiedRefusal(this.request.ng, headers['last-modified']) : undefined
+    const expired = dated ? lastModifiedRefusal(this.request.ng, headerValue(headers, 'last-modified')) : undefined
     if (expired) { this.refuse(expired, null); return }
     switch (answer.kind) {
       case 'recording':

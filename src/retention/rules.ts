@@ -9,6 +9,7 @@
 import type { Config } from '../config/schema.js'
 import { foldName, type FileSystemMode } from '../policy/file-system.js'
 import { claimsUsed, compileGlob, globCaptures, type CompiledGlob } from '../policy/rules.js'
+import { nasDateMs } from '../proxy/http-date.js'
 
 export const DAY_MS = 86_400_000
 
@@ -84,7 +85,7 @@ export function retentionOf (rules: readonly RetentionRule[], segments: readonly
  */
 export function lastModifiedVerdict (lastModified: string | string[] | undefined, keepMs: number, now: number): 'kept' | 'expired' | 'unknown' {
   if (typeof lastModified !== 'string') return 'unknown'
-  const t = Date.parse(lastModified)
-  if (!Number.isFinite(t)) return 'unknown'
+  const t = nasDateMs(lastModified, now)
+  if (t === undefined) return 'unknown'
   return now >= t + keepMs ? 'expired' : 'kept'
 }

@@ -33,6 +33,9 @@ import { startFoldingNas } from '../helpers/folding-nas.js'
 import { PROTOCOLS, fetchAs, postAs, type Protocol } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
+// A Last-Modified in asctime has no zone and is UTC: read in this zone, it would be hours young.
+process.env.TZ = 'America/Los_Angeles'
+
 const EXPIRED = 'NASGUARD_ERR_RETENTION_EXPIRED'
 const UNAVAILABLE = 'NASGUARD_ERR_HOLDS_UNAVAILABLE'
 
@@ -240,6 +243,12 @@ t.test('a holds file that does not verify: 503 for expired recordings, never "no
   t.ok(gw.logs.every((l) => !l.includes('46701234567')), 'no log line names the recording')
 })
 
+/** An HTTP date in asctime form: Sun Nov  6 08:49:37 1994, UTC. */
+function asctime (ms: number): string {
+  const [wd, day, mon, year, time] = new Date(ms).toUTCString().replace(',', '').split(' ')
+  return `${wd} ${mon} ${day.replace(/^0/, ' ')} ${time} ${year}`
+}
+
 /** A NAS serving RECORDING with the Last-Modified its file name asks for, relative to the test clock. */
 function lastModifiedNas (clock: { now: number }): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
@@ -251,6 +260,11 @@ function lastModifiedNas (clock: { now: number }): (req: IncomingMessage, res: S
       'young.wav': new Date(clock.now - keep + 1000).toUTCString(),
       'none.wav': undefined,
       'garbage.wav': 'last tuesday',
+      // What Date.parse takes, but no date a NAS may send: 05/30/2024 (or is it 30/05?) is not guessed at.
+      'ambiguous.wav': '05/30/2024',
+      'asctime-old.wav': asctime(clock.now - keep - 3600000),
+      'asctime-young.wav': asctime(clock.now - keep + 3600000),
+      'numeric-zone.wav': new Date(clock.now - keep + 3600000 + 7200000).toUTCString().replace('GMT', '+0200'),
       'not-modified.wav': new Date(clock.now - keep).toUTCString()
     }
     const headers: Record<string, string | number> = { 'content-type': 'audio/wav', etag: '"rec-1"', ...(lm[name] !== undefined ? { 'last-modified': lm[name] as string } : {}) }
@@ -270,7 +284,7 @@ function lastModifiedNas (clock: { now: number }): (req: IncomingMessage, res: S
   }
 }
 
-t.test('dated by Last-Modified: old, missing or garbage is a 410 and no byte of the recording reaches the client', async (t) => {
+t.test('dated by Last-Modified (in any HTTP date form, UTC): old, missing, garbage or ambiguous is a 410 and no byte of the recording reaches the client', async (t) => {
   const clock = { now: Date.UTC(2024, 5, 1) }
   const { nas, gw } = await setup(t, { clock: () => clock.now }, lastModifiedNas(clock))
   const before = (await scrape(gw.adminUrl)).get(METRIC('by-nas')) ?? 0
@@ -283,6 +297,10 @@ t.test('dated by Last-Modified: old, missing or garbage is a 410 and no byte of 
     { file: 'ancient.wav', status: 410 },
     { file: 'none.wav', status: 410 },
     { file: 'garbage.wav', status: 410 },
+    { file: 'ambiguous.wav', status: 410 },
+    { file: 'asctime-old.wav', status: 410 },
+    { file: 'asctime-young.wav', status: 200 },
+    { file: 'numeric-zone.wav', status: 200 },
     { file: 'not-modified.wav', status: 410, headers: { 'if-none-match': '"rec-1"' } },
     { file: 'old-416.wav', status: 410, headers: { range: 'bytes=999999-' } },
     { file: 'young.wav', status: 200 }

@@ -18,6 +18,10 @@ import { EMPTY_HOLDS, HoldsProblem, changeHolds, fileHoldsStore, holdsKeyOf, hol
 import { DAY_MS, compileRetention, lastModifiedVerdict, retentionOf, type Retention } from '../../src/retention/rules.js'
 import { testCerts } from '../helpers/certs.js'
 
+// HTTP dates are UTC in every form; asctime has no zone, and a reading in
+// the host's zone (Date.parse) would move a recording's expiry by hours.
+process.env.TZ = 'America/Los_Angeles'
+
 const segs = (path: string): string[] => path.slice(1).split('/')
 
 const DAILY = { name: 'daily', path: '/medicall/{yyyy}/{mm}/{dd}/**', keepDays: 30 }
@@ -147,7 +151,35 @@ t.test('a rule without date fields dates by Last-Modified: exact boundary, and n
     [undefined, t0, 'unknown'],
     ['', t0, 'unknown'],
     ['yesterday', t0, 'unknown'],
-    [[lm, lm], t0, 'unknown']
+    [[lm, lm], t0, 'unknown'],
+    // The other two forms of an HTTP date (RFC 9110 §5.6.7), in UTC: asctime has no zone.
+    ['Mon Jan  1 00:00:00 2024', t0 + keep - 1, 'kept'],
+    ['Mon Jan  1 00:00:00 2024', t0 + keep, 'expired'],
+    ['Mon Jan 01 00:00:00 2024', t0 + keep, 'expired'],
+    ['Monday, 01-Jan-24 00:00:00 GMT', t0 + keep - 1, 'kept'],
+    ['Monday, 01-Jan-24 00:00:00 GMT', t0 + keep, 'expired'],
+    // RFC 850's two-digit year is the latest not more than 50 years ahead (of 2024): 80 is 1980, 60 is 2060.
+    ['Tuesday, 01-Jan-80 00:00:00 GMT', t0, 'expired'],
+    ['Thursday, 01-Jan-60 00:00:00 GMT', t0, 'kept'],
+    // What Date.parse would take but is no HTTP date: its age is not guessed at.
+    ['2023-12-31T00:00:00Z', t0, 'unknown'],
+    ['Sun, 31 Dec 2023 00:00:00 PST', t0, 'unknown'],
+    ['03/04/2019', t0, 'unknown'],
+    // RFC 5322's numeric zone (PHP's date('r')) names one instant: taken, with its offset.
+    ['Mon, 01 Jan 2024 01:00:00 +0100', t0 + keep - 1, 'kept'],
+    ['Mon, 01 Jan 2024 01:00:00 +0100', t0 + keep, 'expired'],
+    ['1 Jan 2024 00:00:00 +0000', t0 + keep, 'expired'],
+    ['Sun, 31 Dec 2023 16:00:00 -0800', t0 + keep - 1, 'kept'],
+    ['Sun, 31 Dec 2023 16:00:00 -0800', t0 + keep, 'expired'],
+    ['Sun, 31 Dec 2023 16:00:00 -2400', t0, 'unknown'],
+    ['Dec 31 2023', t0, 'unknown'],
+    ['1', t0, 'unknown'],
+    ['Mon, 01 Jan 2024 00:00:00 GMT and more', t0, 'unknown'],
+    ['Wed, 31 Apr 2024 00:00:00 GMT', t0, 'unknown'],
+    ['Thu, 29 Feb 2024 00:00:00 GMT', t0 + 66 * DAY_MS - 1, 'kept'],
+    ['Thu, 29 Feb 2024 00:00:00 GMT', t0 + 66 * DAY_MS, 'expired'],
+    ['Sun, 29 Feb 2023 00:00:00 GMT', t0, 'unknown'],
+    ['Mon, 01 Jan 2024 24:00:00 GMT', t0, 'unknown']
   ]
   for (const [value, now, want] of rows) t.equal(lastModifiedVerdict(value, keep, now), want, `${JSON.stringify(value)} at +${now - t0} ms: ${want}`)
 

@@ -24,6 +24,15 @@ import type { HeadCheck } from './head-check.js'
 import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 import { dropRawHeaders } from './raw-headers.js'
 
+/**
+ * NAS chunks shorter than this are gathered and written together, once the
+ * NAS read that carried them is parsed (or when this many are in): a NAS
+ * that sends 1-byte chunks would otherwise cost a write, a TLS record and
+ * an HTTP/1.1 chunk header (or an HTTP/2 frame) per byte, and hold a
+ * paused client's queue of 16 KiB as thousands of buffers.
+ */
+const GATHER_BYTES = 4096
+
 /** NAS failures that are retried once, before any byte was sent: a reset connection. */
 const RESETS = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
 
@@ -67,6 +76,9 @@ class NasExchange implements Dispatcher.DispatchHandler {
   /** The response is full: the NAS connection is paused until it drains. */
   private draining = false
   private headWritten = false
+  /** Short chunks passed but not yet written (GATHER_BYTES). */
+  private gathered: Buffer[] = []
+  private gatheredBytes = 0
   private readonly asked = process.hrtime.bigint()
 
   constructor (private readonly p: ExchangeParts, private readonly request: FastifyRequest, private readonly reply: FastifyReply, private readonly attempt: number) {}
@@ -191,8 +203,9 @@ class NasExchange implements Dispatcher.DispatchHandler {
   }
 
   /**
-   * Counts and writes one chunk; never more than the answer declared (a NAS
-   * that sends more is cut, not passed on). False once the response was cut.
+   * Counts and writes one chunk (a short one is gathered first); never more
+   * than the answer declared (a NAS that sends more is cut, not passed on).
+   * False once the response was cut.
    */
   private pass (chunk: Buffer): boolean {
     this.written += chunk.length
@@ -200,10 +213,30 @@ class NasExchange implements Dispatcher.DispatchHandler {
       // Before the headers went out it is still a refusal (a 502 the client and the record can tell), after them a cut.
       if (!this.headWritten) { this.refuse(new Errors.UpstreamError(), 'range'); return false }
       this.p.hooks.onUpstreamError(this.request, 'range')
+      this.flush()
       this.cut()
       return false
     }
     if (!this.headWritten) this.writeHead()
+    if (chunk.length >= GATHER_BYTES && this.gatheredBytes === 0) { this.write(chunk); return true }
+    this.gathered.push(chunk)
+    this.gatheredBytes += chunk.length
+    if (this.gatheredBytes >= GATHER_BYTES) this.flush()
+    else if (this.gathered.length === 1) queueMicrotask(() => { if (this.phase === 'streaming') this.guard(() => { this.flush() }) })
+    return true
+  }
+
+  /** Writes what was gathered, unless the client is gone. */
+  private flush (): void {
+    if (this.gatheredBytes === 0) return
+    const data = this.gathered.length === 1 ? this.gathered[0] : Buffer.concat(this.gathered, this.gatheredBytes)
+    this.gathered = []
+    this.gatheredBytes = 0
+    if (!clientGone(this.reply)) this.write(data)
+  }
+
+  /** Counts a chunk as sent and writes it; a full response pauses the NAS until it drains. */
+  private write (chunk: Buffer): void {
     this.p.hooks.onBody(this.request, chunk.length)
     if (!this.reply.raw.write(chunk) && !this.draining) {
       this.draining = true
@@ -213,7 +246,6 @@ class NasExchange implements Dispatcher.DispatchHandler {
         if (this.phase === 'streaming') this.controller?.resume()
       })
     }
-    return true
   }
 
   onResponseEnd (): void {
@@ -241,6 +273,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     }
     this.phase = 'over'
     if (!this.headWritten) this.writeHead()
+    this.flush()
     this.reply.raw.end()
   }
 
@@ -279,6 +312,8 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.phase = 'over'
     this.controller?.abort(clientLeft())
     this.p.hooks.onUpstreamError(this.request, kind)
+    // What the NAS sent before it failed goes out before the cut, as it came.
+    this.flush()
     if (this.headWritten) cutResponse(this.reply)
     else this.reply.send(refusal)
   }

@@ -79,6 +79,9 @@ export function cutResponse (reply: FastifyReply): void {
     // destroyed stream: without this its request would never be completed.
     if (!reply.raw.writableEnded) reply.raw.end()
   } else {
+    // Node holds a response's writes (the socket is corked) until the tick
+    // is over: what was written goes out before the connection is cut.
+    reply.raw.socket?.uncork()
     reply.raw.destroy()
   }
 }

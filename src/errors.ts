@@ -65,7 +65,7 @@ export const Errors = {
     'Bad signature, wrong algorithm, malformed token, missing exp or sub, wrong iss/aud, or not yet valid.'),
   GrantInvalid: define('NASGUARD_ERR_GRANT_INVALID', 401,
     'the playback grant is not valid: %s', 'grant_invalid',
-    'A grant parameter that is malformed, forged, expired, for another path or address, or revoked with its subject.'),
+    'A grant parameter that is malformed, forged, expired, for another path or address, revoked with its subject, or minted with a token whose JWT key was removed since.'),
   ClientCertInvalid: define('NASGUARD_ERR_CLIENT_CERT_INVALID', 401,
     'the client certificate is not trusted: %s', 'client_cert_invalid',
     'A client certificate was presented but does not verify against tls.clientCa (unknown CA, expired, revoked).'),

@@ -30,12 +30,15 @@ export interface GrantClaims {
   n?: string
   /** claim values the rule's path uses ({sub}, {region}) */
   c?: Record<string, string>
+  /** the tag (keyTag) of the JWT key its token was verified with: the grant dies with that key */
+  k?: string
 }
 
 const b64 = (b: Buffer): string => b.toString('base64url')
 
 export class GrantSigner {
   private readonly key: Buffer
+  private readonly tags = new Map<string, string>()
 
   /** @param bindIp every grant must carry a client address (auth.grants.bindIp) */
   constructor (key?: string, private readonly bindIp = false) {
@@ -44,6 +47,22 @@ export class GrantSigner {
 
   private mac (payload: string): Buffer {
     return createHmac('sha256', this.key).update('nasguard-grant-v1.').update(payload).digest()
+  }
+
+  /**
+   * A JWT verification key's tag, carried in the grants its tokens mint: a
+   * MAC under the grant key, so that a grant's holder learns nothing of the
+   * key (not even a hash to guess a weak secret against).
+   */
+  keyTag (material: string): string {
+    let tag = this.tags.get(material)
+    if (tag === undefined) {
+      tag = b64(createHmac('sha256', this.key).update('nasguard-jwt-key-v1.').update(material).digest().subarray(0, 16))
+      // A handful of keys, each tagged once; bounded anyway (JWKS rotates).
+      if (this.tags.size >= 256) this.tags.clear()
+      this.tags.set(material, tag)
+    }
+    return tag
   }
 
   sign (claims: GrantClaims): string {

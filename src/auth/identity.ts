@@ -35,6 +35,8 @@ export interface Identity {
   certSerial?: string
   /** The token's claims (for grants minted from it). */
   claims?: Record<string, unknown>
+  /** The tag of the key the token was verified with (GrantSigner.keyTag), for grants minted from it. */
+  keyTag?: string
   /** What policy rules are matched against. */
   grantee: Grantee
 }
@@ -128,11 +130,16 @@ export interface AuthenticatorDeps {
   clientCrls?: () => ClientCrls | undefined
 }
 
+/** A token that verified: its claims, and the tag of the key it was verified with. */
+interface Verified { claims: Record<string, unknown>, keyTag: string | undefined }
+
 export class Authenticator {
   private statics: VerificationKey[]
   private readonly algorithms: string[]
-  /** Verified tokens: exact token string -> claims, until when they may be reused. */
-  private readonly verified = new Map<string, { claims: Record<string, unknown>, until: number }>()
+  /** Verified tokens: exact token string -> claims and key tag, until when they may be reused. */
+  private readonly verified = new Map<string, Verified & { until: number }>()
+  /** The key material each request's token was checked against (set by the verifier's key callback). */
+  private readonly keyUsed = new WeakMap<FastifyRequest, string>()
   private bareVerifier: ((token: string) => Promise<Record<string, unknown>>) | undefined
   readonly jwks?: JwksCache
 
@@ -213,7 +220,11 @@ export class Authenticator {
       // The key is chosen from the token's header (alg, kid), so the secret
       // callback needs the complete decoded token.
       decode: { complete: true },
-      secret: (_request: FastifyRequest, token: { header?: Record<string, unknown> }) => this.keyFor(token?.header ?? {}),
+      secret: async (request: FastifyRequest, token: { header?: Record<string, unknown> }) => {
+        const material = await this.keyFor(token?.header ?? {})
+        this.keyUsed.set(request, material)
+        return material
+      },
       verify: this.claimRules()
     } as never)
     if (this.jwks) await this.jwks.prime()
@@ -225,13 +236,13 @@ export class Authenticator {
     const now = Math.floor(Date.now() / 1000)
     const token = h.slice(7)
     const cached = this.verified.get(token)
-    const claims = cached !== undefined && cached.until > Date.now() ? cached.claims : await this.verify(request, token, now)
+    const v = cached !== undefined && cached.until > Date.now() ? cached : await this.verify(request, token, now)
     // Whether verified now or remembered, revocation is checked below, every time.
-    return this.identity(claims, now)
+    return this.identity(v.claims, now, v.keyTag)
   }
 
   /** Signature and claims; a token that passes is remembered (until its exp, at most cacheTtlSec). */
-  private async verify (request: FastifyRequest, token: string, now: number): Promise<Record<string, unknown>> {
+  private async verify (request: FastifyRequest, token: string, now: number): Promise<Verified> {
     this.verified.delete(token)
     let claims: Record<string, unknown>
     try {
@@ -243,14 +254,16 @@ export class Authenticator {
       throw new Errors.TokenInvalid(describe(e))
     }
     this.checkClaims(claims, now)
+    const material = this.keyUsed.get(request)
+    const v = { claims: Object.freeze(claims), keyTag: material === undefined ? undefined : this.deps.grants.keyTag(material) }
     const jwt = this.config.auth.jwt
     if (jwt.cacheSize > 0) {
       // Bounded: the oldest entry goes first.
       if (this.verified.size >= jwt.cacheSize) this.verified.delete(this.verified.keys().next().value as string)
       const until = Math.min(Date.now() + jwt.cacheTtlSec * 1000, ((claims.exp as number) + jwt.clockToleranceSec) * 1000)
-      this.verified.set(token, { claims: Object.freeze(claims), until })
+      this.verified.set(token, { ...v, until })
     }
-    return claims
+    return v
   }
 
   /**
@@ -279,7 +292,7 @@ export class Authenticator {
     if (typeof claims.sub !== 'string' || claims.sub === '') throw new Errors.TokenInvalid('a required claim is missing')
   }
 
-  private identity (claims: Record<string, unknown>, now: number): Identity {
+  private identity (claims: Record<string, unknown>, now: number, keyTag: string | undefined): Identity {
     const iat = claims.iat as number
     const subject = claims.sub as string
     const jti = typeof claims.jti === 'string' ? claims.jti : undefined
@@ -287,7 +300,7 @@ export class Authenticator {
     if (this.deps.revocations.loadError) throw new Errors.RevocationUnavailable()
     const revoked = this.deps.revocations.check({ sub: subject, jti, iat }, now)
     if (revoked) throw new Errors.TokenInvalid(revoked)
-    return { method: 'jwt', subject, jti, exp: claims.exp as number, iat, claims, grantee: { scopes: scopesOf(claims), claims } }
+    return { method: 'jwt', subject, jti, exp: claims.exp as number, iat, claims, keyTag, grantee: { scopes: scopesOf(claims), claims } }
   }
 
   private grant (value: string, path: string, ip: string): Identity {
@@ -300,10 +313,18 @@ export class Authenticator {
     // earlier of its own and its token's issue time.
     const revoked = this.deps.revocations.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
+    // A grant minted with a token dies with the key that token was verified with (removed or replaced by a reload, gone from the JWKS).
+    if (c.k !== undefined && !this.keyLive(c.k)) throw new Errors.GrantInvalid('the key its token was verified with is no longer configured')
     // A grant minted with a client certificate dies with that certificate.
     if (c.n !== undefined && this.deps.clientCrls?.()?.lists(c.n) === true) throw new Errors.GrantInvalid('the client certificate it was minted with is revoked')
     const basis = c.m !== undefined ? { cert: c.m } : { scopes: new Set(Array.isArray(c.g) ? c.g : []) }
     return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, basis, claims: c.c } }
+  }
+
+  /** Whether a key with this tag is one tokens are verified with now. */
+  private keyLive (tag: string): boolean {
+    const tagged = (k: VerificationKey): boolean => this.deps.grants.keyTag(k.material) === tag
+    return this.statics.some(tagged) || (this.jwks !== undefined && [...this.jwks.cached()].some(tagged))
   }
 
   /** @param path the canonical path (a grant is checked against it) */

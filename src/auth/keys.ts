@@ -118,6 +118,11 @@ export class JwksCache {
     return this.inflight
   }
 
+  /** The keys fetched last, without fetching. */
+  cached (): IterableIterator<VerificationKey> {
+    return this.keys.values()
+  }
+
   /** The key for kid, refetching when the set is stale or the kid unknown (rate-limited). */
   async get (kid: string): Promise<VerificationKey | undefined> {
     const now = Date.now()

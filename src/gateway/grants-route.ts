@@ -94,6 +94,7 @@ export function registerGrantsRoute (app: FastifyInstance, route: GrantsRoute): 
       e: exp,
       ...(identity.jti ? { j: identity.jti } : {}),
       ...(identity.iat !== undefined ? { t: identity.iat } : {}),
+      ...(identity.keyTag !== undefined ? { k: identity.keyTag } : {}),
       ...(g.bindIp ? { a: request.ip } : {}),
       ...basis,
       ...(used.length > 0 ? { c: Object.fromEntries(used.map((n) => [n, String(identity.claims?.[n])])) } : {})

@@ -27,9 +27,9 @@ import { dropRawHeaders } from './raw-headers.js'
 /**
  * NAS chunks shorter than this are gathered and written together, once the
  * NAS read that carried them is parsed (or when this many are in): a NAS
- * that sends 1-byte chunks would otherwise cost a write, a TLS record and
- * an HTTP/1.1 chunk header (or an HTTP/2 frame) per byte, and hold a
- * paused client's queue of 16 KiB as thousands of buffers.
+ * that sends 1-byte chunks would otherwise cost a write per byte (and over
+ * HTTP/1.1 an HTTP chunk header and a TLS record each), and hold a paused
+ * client's queue of 16 KiB as thousands of buffers.
  */
 const GATHER_BYTES = 4096
 

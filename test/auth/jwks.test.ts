@@ -7,6 +7,7 @@ import { createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, typ
 import t from 'tap'
 import { bearer, get, startStubNas, startTestGateway, type StubNas, type TestGateway } from '../helpers/gateway.js'
 import { b64url, jws, nowSec, sendJson, startCountingServer, type CountingServer } from '../helpers/jws.js'
+import { PROTOCOLS, fetchAs, postAs } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
@@ -97,6 +98,22 @@ t.test('JWK Set: fetched at start, rotation by unknown kid, stale-while-down', a
   t.ok(idp.requests.every((r) => r.method === 'GET' && r.url === '/jwks.json'), 'only the configured URL is fetched')
 
   served(t, await ask(gw, nas, tok1()), 'kid k1 from the set')
+  // Playback grants minted with a k1 token, over each protocol: they die with k1.
+  const grants: string[] = []
+  for (const proto of PROTOCOLS) {
+    const minted = await postAs(proto, gw, '/_nasguard/grants', { path: PATH }, bearer(tok1()))
+    t.equal(minted.status, 201, `${proto}: a grant minted with a k1 token`)
+    grants.push(JSON.parse(minted.body.toString()).url as string)
+  }
+  const useGrants = async (): Promise<Array<{ status: number, nas: number }>> => {
+    const out: Array<{ status: number, nas: number }> = []
+    for (const [i, proto] of PROTOCOLS.entries()) {
+      const before = nas.requests.length
+      out.push({ status: (await fetchAs(proto, gw, grants[i])).status, nas: nas.requests.length - before })
+    }
+    return out
+  }
+  t.same(await useGrants(), [{ status: 200, nas: 1 }, { status: 200, nas: 1 }], 'the k1 grants serve while k1 is in the set (h1, h2)')
 
   // Before rotation, k2 is not in the set: refused.
   refused(t, await ask(gw, nas, tok2()), 'kid k2 before it is published')
@@ -116,6 +133,7 @@ t.test('JWK Set: fetched at start, rotation by unknown kid, stale-while-down', a
   t.ok(waits.slice(0, -1).every((s) => s === 401), `before the refetch, k2 was refused, never served or errored (saw ${[...new Set(waits)].join(', ')})`)
   t.ok(idp.requests.length > beforeRotation, 'the unknown kid made the gateway refetch the set')
   refused(t, await ask(gw, nas, tok1()), 'kid k1 after it was withdrawn from the set')
+  t.same(await useGrants(), [{ status: 401, nas: 0 }, { status: 401, nas: 0 }], 'the k1 grants are refused with k1, before their ttl, and the NAS is not asked (h1, h2)')
   refused(t, await ask(gw, nas, jws({ alg: 'RS256', typ: 'JWT', kid: 'k2' }, claims(), stranger.privateKey)), 'kid k2 in an RS256 header signed by a stranger')
 
   // The provider answers 500: the refetch an unknown kid triggers fails, and

@@ -48,9 +48,10 @@ async function setup (t: Test, handler?: NasHandler): Promise<{ dir: string, fil
   return { dir, file: join(dir, 'nasguard.yaml'), base: { port: await freePort(), adminPort: await freePort(), nas: nas.url } }
 }
 
+/** @param bearer the token, or '' for none (a grant's URL) */
 function status (port: number, path: string, bearer = token): Promise<number> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(testCerts().ca), headers: { authorization: `Bearer ${bearer}` }, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+    const req = request({ host: '127.0.0.1', port, path, servername: 'localhost', ca: readFileSync(testCerts().ca), headers: bearer === '' ? {} : { authorization: `Bearer ${bearer}` }, agent: false }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
     req.on('error', () => resolve(0))
     req.end()
   })
@@ -150,13 +151,27 @@ function tokenFor (key: string, o: { kid?: string, algorithm?: 'HS256' | 'HS512'
   return createSigner({ key, algorithm: o.algorithm ?? 'HS256', ...(o.kid ? { kid: o.kid } : {}) })({ sub: 'alice', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
 }
 
-/** The statuses of `n` requests, each on its own connection (so every worker answers some). */
-async function statuses (port: number, bearer: string, n = 6): Promise<number[]> {
-  return await Promise.all(Array.from({ length: n }, async () => await status(port, '/medicall/a.wav', bearer)))
+/** A playback grant's URL for /medicall/a.wav, minted with `bearer`. */
+function mintGrant (port: number, bearer: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/_nasguard/grants', method: 'POST', servername: 'localhost', ca: readFileSync(testCerts().ca), headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' }, agent: false }, (res) => {
+      const parts: Buffer[] = []
+      res.on('data', (d: Buffer) => parts.push(d))
+      res.on('end', () => { res.statusCode === 201 ? resolve(JSON.parse(Buffer.concat(parts).toString()).url as string) : reject(new Error(`grant: ${res.statusCode ?? 0}`)) })
+    })
+    req.on('error', reject)
+    req.end(JSON.stringify({ path: '/medicall/a.wav' }))
+  })
 }
 
+/** The statuses of `n` requests, each on its own connection (so every worker answers some). */
+async function statuses (port: number, bearer: string, n = 6, path = '/medicall/a.wav'): Promise<number[]> {
+  return await Promise.all(Array.from({ length: n }, async () => await status(port, path, bearer)))
+}
+const grantStatuses = async (port: number, url: string): Promise<number[]> => await statuses(port, '', 6, url)
+
 for (const workers of [1, 2]) {
-  t.test(`workers: ${workers}: JWT keys rotated by a reload, a secret rewritten in its own file included, are applied; the old key's tokens are refused, remembered or not`, async (t) => {
+  t.test(`workers: ${workers}: JWT keys rotated by a reload, a secret rewritten in its own file included, are applied; the old key's tokens are refused, remembered or not, and the grants they minted`, async (t) => {
     const { dir, file, base } = await setup(t)
     const secretFile = join(dir, 'jwt.secret')
     const grantsFile = join(dir, 'grants.secret')
@@ -175,12 +190,15 @@ for (const workers of [1, 2]) {
       await waitFor(`the reload (${what})`, () => reloads() >= before + workers ? true : undefined, { tries: 300, intervalMs: 100 })
     }
     t.same(await statuses(o.port, tokenFor(a)), [200, 200, 200, 200, 200, 200], 'the first secret\'s tokens are served (and remembered)')
+    const grantA = await mintGrant(o.port, tokenFor(a))
+    t.same(await grantStatuses(o.port, grantA), [200, 200, 200, 200, 200, 200], 'a grant minted with one of its tokens serves')
 
     // The leaked secret replaced in the same file, written in place.
     writeFileSync(secretFile, b + '\n')
     await reload('the secret file rewritten')
     t.same(await statuses(o.port, tokenFor(b)), [200, 200, 200, 200, 200, 200], 'the new secret\'s tokens are served')
     t.same(await statuses(o.port, tokenFor(a)), [401, 401, 401, 401, 401, 401], 'the old secret\'s tokens are refused, though verified before')
+    t.same(await grantStatuses(o.port, grantA), [401, 401, 401, 401, 401, 401], 'and so is the grant minted with one, before its ttl')
     t.match(gw.output(), /"applied":\["auth\.jwt\.secretFile"\],"msg":"config reloaded"/, 'the log names what was applied')
 
     // Rotation by kid: k2 added beside k1, then k1 removed.
@@ -188,11 +206,14 @@ for (const workers of [1, 2]) {
     await reload('k2 added')
     t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 is accepted from the reload on')
     t.same(await statuses(o.port, tokenFor(k1, { kid: 'k1' })), [200, 200, 200, 200, 200, 200], 'k1 still is')
+    const [grant1, grant2] = [await mintGrant(o.port, tokenFor(k1, { kid: 'k1' })), await mintGrant(o.port, tokenFor(k2, { kid: 'k2' }))]
     t.same(await statuses(o.port, tokenFor(b)), [401, 401, 401, 401, 401, 401], 'the secret file\'s key is gone with it')
     replaceFile(file, config({ ...o, auth: `{ jwt: { keys: [{ kid: k2, algorithms: [HS256], secret: "${k2}" }] }, ${grants} }` }))
     await reload('k1 removed')
     t.same(await statuses(o.port, tokenFor(k1, { kid: 'k1' })), [401, 401, 401, 401, 401, 401], 'k1 is refused once removed')
     t.same(await statuses(o.port, tokenFor(k2, { kid: 'k2' })), [200, 200, 200, 200, 200, 200], 'k2 serves on')
+    t.same(await grantStatuses(o.port, grant1), [401, 401, 401, 401, 401, 401], 'a grant minted with a k1 token is refused with k1')
+    t.same(await grantStatuses(o.port, grant2), [200, 200, 200, 200, 200, 200], 'one minted with k2 serves on')
 
     // Another algorithm: the verifier was built for HS256, so that key waits for a restart, and a warning says so.
     const k3 = '3'.repeat(64)

@@ -29,13 +29,15 @@ const FORMS: readonly RegExp[] = [
 const NUMERIC_ZONE = new RegExp(`^(?:${WEEKDAY}, )?(?<day>[1-9]|${DAY}) ${MONTH} (?<year>[0-9]{4}) ${TIME} (?<sign>[+-])(?<zh>[01][0-9]|2[0-3])(?<zm>[0-5][0-9])$`)
 
 /**
- * RFC 850's two-digit year: the most recent year with those digits that is
- * not more than 50 years ahead of now (RFC 9110 §5.6.7).
+ * RFC 850's two-digit year, in a Last-Modified: the latest year with those
+ * digits that is not after this one. A modification time is past; RFC
+ * 9110's rule for dates in general (up to 50 years ahead) would read a
+ * NAS's epoch-0 "01-Jan-70" as 2070, a recording young for decades.
  */
 function fullYear (yy: number, now: number): number {
   const thisYear = new Date(now).getUTCFullYear()
   let year = Math.floor(thisYear / 100) * 100 + yy
-  if (year > thisYear + 50) year -= 100
+  if (year > thisYear) year -= 100
   return year
 }
 

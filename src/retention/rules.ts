@@ -86,6 +86,7 @@ export function retentionOf (rules: readonly RetentionRule[], segments: readonly
 export function lastModifiedVerdict (lastModified: string | string[] | undefined, keepMs: number, now: number): 'kept' | 'expired' | 'unknown' {
   if (typeof lastModified !== 'string') return 'unknown'
   const t = nasDateMs(lastModified, now)
-  if (t === undefined) return 'unknown'
+  // A file modified in the future (beyond a NAS clock a day fast) would be young for as long as that: its age cannot be told.
+  if (t === undefined || t > now + DAY_MS) return 'unknown'
   return now >= t + keepMs ? 'expired' : 'kept'
 }

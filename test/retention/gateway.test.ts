@@ -263,6 +263,9 @@ function lastModifiedNas (clock: { now: number }): (req: IncomingMessage, res: S
       // What Date.parse takes, but no date a NAS may send: 05/30/2024 (or is it 30/05?) is not guessed at.
       'ambiguous.wav': '05/30/2024',
       'asctime-old.wav': asctime(clock.now - keep - 3600000),
+      // A NAS's epoch 0 in RFC 850's form is 1970, not 2070; a file modified in 2090 has no age that can be told.
+      'epoch-rfc850.wav': 'Thursday, 01-Jan-70 00:00:00 GMT',
+      'future.wav': 'Sun, 01 Jan 2090 00:00:00 GMT',
       'asctime-young.wav': asctime(clock.now - keep + 3600000),
       'numeric-zone.wav': new Date(clock.now - keep + 3600000 + 7200000).toUTCString().replace('GMT', '+0200'),
       'not-modified.wav': new Date(clock.now - keep).toUTCString()
@@ -299,6 +302,8 @@ t.test('dated by Last-Modified (in any HTTP date form, UTC): old, missing, garba
     { file: 'garbage.wav', status: 410 },
     { file: 'ambiguous.wav', status: 410 },
     { file: 'asctime-old.wav', status: 410 },
+    { file: 'epoch-rfc850.wav', status: 410 },
+    { file: 'future.wav', status: 410 },
     { file: 'asctime-young.wav', status: 200 },
     { file: 'numeric-zone.wav', status: 200 },
     { file: 'not-modified.wav', status: 410, headers: { 'if-none-match': '"rec-1"' } },

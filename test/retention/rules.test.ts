@@ -158,9 +158,16 @@ t.test('a rule without date fields dates by Last-Modified: exact boundary, and n
     ['Mon Jan 01 00:00:00 2024', t0 + keep, 'expired'],
     ['Monday, 01-Jan-24 00:00:00 GMT', t0 + keep - 1, 'kept'],
     ['Monday, 01-Jan-24 00:00:00 GMT', t0 + keep, 'expired'],
-    // RFC 850's two-digit year is the latest not more than 50 years ahead (of 2024): 80 is 1980, 60 is 2060.
+    // RFC 850's two-digit year in a modification time is the latest not after this year (2024): 70 is 1970 (a NAS's epoch 0), 24 is 2024, 25 is 1925.
+    ['Thursday, 01-Jan-70 00:00:00 GMT', t0, 'expired'],
     ['Tuesday, 01-Jan-80 00:00:00 GMT', t0, 'expired'],
-    ['Thursday, 01-Jan-60 00:00:00 GMT', t0, 'kept'],
+    ['Monday, 01-Jan-24 00:00:00 GMT', t0, 'kept'],
+    ['Wednesday, 01-Jan-25 00:00:00 GMT', t0, 'expired'],
+    // A modification time in the future: up to a day (a NAS clock that is fast) is young, beyond it unknown.
+    ['Mon, 01 Jan 2024 23:00:00 GMT', t0, 'kept'],
+    ['Tue, 02 Jan 2024 00:00:00 GMT', t0, 'kept'],
+    ['Tue, 02 Jan 2024 00:00:01 GMT', t0, 'unknown'],
+    ['Sun, 01 Jan 2090 00:00:00 GMT', t0, 'unknown'],
     // What Date.parse would take but is no HTTP date: its age is not guessed at.
     ['2023-12-31T00:00:00Z', t0, 'unknown'],
     ['Sun, 31 Dec 2023 00:00:00 PST', t0, 'unknown'],

@@ -303,7 +303,7 @@ export class Authenticator {
     return { method: 'jwt', subject, jti, exp: claims.exp as number, iat, claims, keyTag, grantee: { scopes: scopesOf(claims), claims } }
   }
 
-  private grant (value: string, path: string, ip: string): Identity {
+  private async grant (value: string, path: string, ip: string): Promise<Identity> {
     // As for tokens: a denylist that is not valid could hide the revocation of the grant's token.
     if (this.deps.revocations.loadError) throw new Errors.RevocationUnavailable()
     const v = this.deps.grants.verify(value, path, ip)
@@ -314,17 +314,17 @@ export class Authenticator {
     const revoked = this.deps.revocations.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
     // A grant minted with a token dies with the key that token was verified with (removed or replaced by a reload, gone from the JWKS).
-    if (c.k !== undefined && !this.keyLive(c.k)) throw new Errors.GrantInvalid('the key its token was verified with is no longer configured')
+    if (c.k !== undefined && !await this.keyLive(c.k)) throw new Errors.GrantInvalid('the key its token was verified with is no longer configured')
     // A grant minted with a client certificate dies with that certificate.
     if (c.n !== undefined && this.deps.clientCrls?.()?.lists(c.n) === true) throw new Errors.GrantInvalid('the client certificate it was minted with is revoked')
     const basis = c.m !== undefined ? { cert: c.m } : { scopes: new Set(Array.isArray(c.g) ? c.g : []) }
     return { method: 'grant', subject: c.s, jti: c.j, exp: c.e, grantee: { grantRule: c.r, basis, claims: c.c } }
   }
 
-  /** Whether a key with this tag is one tokens are verified with now. */
-  private keyLive (tag: string): boolean {
+  /** Whether a key with this tag is one tokens are verified with now (a JWK Set as fresh as for a token). */
+  private async keyLive (tag: string): Promise<boolean> {
     const tagged = (k: VerificationKey): boolean => this.deps.grants.keyTag(k.material) === tag
-    return this.statics.some(tagged) || (this.jwks !== undefined && [...this.jwks.cached()].some(tagged))
+    return this.statics.some(tagged) || (this.jwks !== undefined && [...await this.jwks.current()].some(tagged))
   }
 
   /** @param path the canonical path (a grant is checked against it) */
@@ -334,7 +334,7 @@ export class Authenticator {
     const cert = mode !== 'off' ? clientCertificate(request, mode === 'optional' ? this.deps.clientCrls?.() : undefined) : undefined
     if (request.headers.authorization !== undefined) return this.bearer(request)
     const grant = grantFromUrl(request.url)
-    if (grant !== undefined) return this.grant(grant, path, request.ip)
+    if (grant !== undefined) return await this.grant(grant, path, request.ip)
     if (cert) return { method: 'mtls', subject: cert.subject, certSerial: cert.serial, grantee: { cert: cert.subject } }
     throw new Errors.TokenMissing()
   }

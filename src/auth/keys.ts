@@ -118,18 +118,24 @@ export class JwksCache {
     return this.inflight
   }
 
-  /** The keys fetched last, without fetching. */
-  cached (): IterableIterator<VerificationKey> {
-    return this.keys.values()
+  /** Refetches the set when it is stale, or when asked for a kid it lacks (rate-limited). */
+  private async refreshIf (unknownKid: boolean): Promise<void> {
+    const now = Date.now()
+    const stale = now - this.fetchedAt > this.opts.cacheTtlSec * 1000
+    const mayRefetch = now - this.lastAttempt > this.opts.minRefreshIntervalSec * 1000
+    if ((stale || unknownKid) && mayRefetch) await this.refresh()
   }
 
   /** The key for kid, refetching when the set is stale or the kid unknown (rate-limited). */
   async get (kid: string): Promise<VerificationKey | undefined> {
-    const now = Date.now()
-    const stale = now - this.fetchedAt > this.opts.cacheTtlSec * 1000
-    const mayRefetch = now - this.lastAttempt > this.opts.minRefreshIntervalSec * 1000
-    if ((stale || !this.keys.has(kid)) && mayRefetch) await this.refresh()
+    await this.refreshIf(!this.keys.has(kid))
     return this.keys.get(kid)
+  }
+
+  /** Every key of the set, refetched first when it is stale (rate-limited). */
+  async current (): Promise<IterableIterator<VerificationKey>> {
+    await this.refreshIf(false)
+    return this.keys.values()
   }
 
   /** Warm the cache at start; failures are kept in lastError. */

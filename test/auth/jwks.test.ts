@@ -7,7 +7,7 @@ import { createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, typ
 import t from 'tap'
 import { bearer, get, startStubNas, startTestGateway, type StubNas, type TestGateway } from '../helpers/gateway.js'
 import { b64url, jws, nowSec, sendJson, startCountingServer, type CountingServer } from '../helpers/jws.js'
-import { PROTOCOLS, fetchAs, postAs } from '../helpers/protocols.js'
+import { PROTOCOLS, fetchAs, postAs, type Protocol } from '../helpers/protocols.js'
 import { waitFor } from '../helpers/wait.js'
 
 const PATH = '/medicall/2016/01/01/083012_46701234567.wav'
@@ -166,6 +166,39 @@ t.test('JWK Set: fetched at start, rotation by unknown kid, stale-while-down', a
   await idp.close()
   served(t, await ask(gw, nas, tok2()), 'kid k2 with the provider closed')
   refused(t, await ask(gw, nas, jws({ alg: 'RS256', typ: 'JWT', kid: 'unknown-after-close' }, claims(), stranger.privateKey)), 'an unknown kid with the provider closed')
+})
+
+t.test('JWK Set: a grant dies with its key withdrawn from the set, with only grants asked for (the stale set is refetched for them as for tokens)', async (t) => {
+  const k1 = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const k2 = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const jwk1 = publicJwk(k1.privateKey, { kid: 'k1', alg: 'ES256', use: 'sig' })
+  const jwk2 = publicJwk(k2.privateKey, { kid: 'k2', alg: 'ES256', use: 'sig' })
+  const idp = await startJwks(t, [jwk1, jwk2])
+  const nas = await startStubNas(t)
+  const gw = await startTestGateway(t, nas, { auth: { jwks: { url: `${idp.url}/jwks.json`, algorithms: ['ES256'], cacheTtlSec: 10, minRefreshIntervalSec: 1 } } })
+  const mint = async (proto: Protocol, key: KeyObject, kid: string): Promise<string> => {
+    const minted = await postAs(proto, gw, '/_nasguard/grants', { path: PATH }, bearer(jws({ alg: 'ES256', typ: 'JWT', kid }, claims(), key)))
+    t.equal(minted.status, 201, `${proto}: a grant minted with a ${kid} token`)
+    return JSON.parse(minted.body.toString()).url as string
+  }
+  const grants = await Promise.all(PROTOCOLS.map(async (proto) => ({ proto, k1: await mint(proto, k1.privateKey, 'k1'), k2: await mint(proto, k2.privateKey, 'k2') })))
+  // The provider withdraws k1; nothing but grants is asked for from here on.
+  idp.publish([jwk2])
+  const fetchesBefore = idp.requests.length
+  const seen: number[] = []
+  await waitFor('the k1 grants refused once the set is stale and refetched', async () => {
+    const statuses = await Promise.all(grants.map(async (g) => (await fetchAs(g.proto, gw, g.k1)).status))
+    seen.push(...statuses)
+    return statuses.every((s) => s === 401) ? true : undefined
+  }, { tries: 120, intervalMs: 500 })
+  t.ok(seen.every((s) => s === 200 || s === 401), `until then they were served, never errored (saw ${[...new Set(seen)].join(', ')})`)
+  t.ok(idp.requests.length > fetchesBefore, 'the set was refetched for the grants')
+  for (const g of grants) {
+    const before = nas.requests.length
+    t.equal((await fetchAs(g.proto, gw, g.k1)).status, 401, `${g.proto}: the k1 grant: 401`)
+    t.equal(nas.requests.length, before, `${g.proto}: the NAS was not asked`)
+    t.equal((await fetchAs(g.proto, gw, g.k2)).status, 200, `${g.proto}: the k2 grant serves on`)
+  }
 })
 
 t.test('JWK Set: a burst of unknown kids is rate-limited to the refresh interval', async (t) => {

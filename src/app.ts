@@ -177,7 +177,7 @@ export async function buildGateway (config: Readonly<Config>, opts: GatewayOptio
   })
   await authenticator.register(app)
   let exposure: ExposureWatch | undefined
-  const hooks = nasHooks(metrics, (nasPath) => { exposure?.check.served(nasPath) })
+  const hooks = nasHooks(metrics, (nasPath) => { exposure?.check.served(nasPath) }, (request, reply) => { deliveries.cut(request, reply) })
   const uploads = {
     holdSealingKey: (period: string) => live.holdSealingKey(period),
     limits: () => ({ maxBytes: live.settings.maxUploadBytes, windowMs: live.settings.sendTimeoutMs, minBytesPerSec: live.settings.minSendRate }),

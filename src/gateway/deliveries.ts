@@ -157,12 +157,16 @@ export class Deliveries {
 
   /**
    * Cuts a response the gateway gives up on (a slow reader, the drain
-   * deadline). Over HTTP/2 what was delivered is read first: once the stream
-   * is destroyed its buffer reads empty, and the record would count every
-   * byte ever queued. (An HTTP/1.1 socket still counts what it holds.)
+   * deadline, a NAS failing mid-body). What was delivered is read first:
+   * once destroyed, an HTTP/2 stream's buffer and an HTTP/1.1 socket's
+   * both read empty, and the record would count every byte ever queued as
+   * delivered. Over HTTP/1.1 Node holds a response's writes (the socket is
+   * corked) until the tick ends: they are let go first, and what a write
+   * still in progress keeps back is not counted.
    */
-  private cut (request: FastifyRequest, reply: FastifyReply): void {
-    if ((request.raw as RawRequest).stream !== undefined) request.ng.deliveredAtCut = taken(request, reply)
+  cut (request: FastifyRequest, reply: FastifyReply): void {
+    if ((request.raw as RawRequest).stream === undefined) (reply.raw as unknown as ServerResponse).socket?.uncork()
+    request.ng.deliveredAtCut = taken(request, reply)
     cutResponse(reply)
   }
 

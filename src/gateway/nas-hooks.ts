@@ -28,7 +28,8 @@ const UPSTREAM_FAILURES: Record<string, string> = {
 /** The bounded labels of nasguard_upstream_errors_total{kind}. */
 export const UPSTREAM_FAILURE_KINDS = ['unreachable', 'timeout', 'slow', 'connect_timeout', 'listing', 'redirect', 'magic', 'range', 'auth', 'status_5xx', 'body', 'tls', 'other']
 
-export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => void): UpstreamHooks & SealedHooks {
+/** @param cut cuts a response that cannot be completed (Deliveries.cut) */
+export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => void, cut: UpstreamHooks['cut']): UpstreamHooks & SealedHooks {
   // One throttle per kind: a burst of one kind (timeouts) must not hide the first of another (credentials refused).
   const failureLogs = new Map<string, LogThrottle>()
   const integrityLog = new LogThrottle()
@@ -36,6 +37,7 @@ export function nasHooks (metrics: GatewayMetrics, served: (nasPath: string) => 
   return {
     target: (request: FastifyRequest) => ({ path: request.ng.path as string, extension: request.ng.extension as string }),
     onBody: (request, n) => { request.ng.bytes += n },
+    cut,
     onUpstreamResponse: (_request, seconds, status, nasPath) => {
       metrics.upstreamLatency.observe(seconds)
       // The lockdown check asks for a recording the NAS really has.

@@ -21,7 +21,7 @@ import { MAGIC_BYTES, magicMatches } from '../policy/magic.js'
 import { headerValue, judgeAnswer } from './answer.js'
 import { lastModifiedRefusal } from '../gate/retention.js'
 import type { HeadCheck } from './head-check.js'
-import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
+import { classify, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 import { dropRawHeaders } from './raw-headers.js'
 
 /**
@@ -314,7 +314,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.p.hooks.onUpstreamError(this.request, kind)
     // What the NAS sent before it failed goes out before the cut, as it came.
     this.flush()
-    if (this.headWritten) cutResponse(this.reply)
+    if (this.headWritten) this.p.hooks.cut(this.request, this.reply)
     else this.reply.send(refusal)
   }
 
@@ -337,7 +337,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     this.request.log.error({ err: { type: err?.name, code: err?.code, stack: err?.stack } }, 'unexpected error in the NAS exchange')
     try {
       this.controller?.abort(clientLeft())
-      if (this.headWritten || this.reply.sent) cutResponse(this.reply)
+      if (this.headWritten || this.reply.sent) this.p.hooks.cut(this.request, this.reply)
       else this.reply.send(new Errors.Internal())
     } catch {
       this.reply.raw.destroy()
@@ -370,7 +370,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
 
   private cut (): void {
     this.stopNas()
-    cutResponse(this.reply)
+    this.p.hooks.cut(this.request, this.reply)
   }
 
   private extension (): string {

@@ -17,6 +17,8 @@ export interface UpstreamHooks {
   onUpstreamResponse: (request: FastifyRequest, seconds: number, status: number, nasPath: string) => void
   /** The NAS failed or answered something that is not passed on; kind is a bounded label. */
   onUpstreamError: (request: FastifyRequest, kind: string) => void
+  /** Cuts a response that cannot be completed, reading first what of it was delivered (cutResponse). */
+  cut: (request: FastifyRequest, reply: FastifyReply) => void
 }
 
 /**
@@ -79,9 +81,6 @@ export function cutResponse (reply: FastifyReply): void {
     // destroyed stream: without this its request would never be completed.
     if (!reply.raw.writableEnded) reply.raw.end()
   } else {
-    // Node holds a response's writes (the socket is corked) until the tick
-    // is over: what was written goes out before the connection is cut.
-    reply.raw.socket?.uncork()
     reply.raw.destroy()
   }
 }

@@ -17,7 +17,7 @@ import type { SealingSettings } from '../sealing/settings.js'
 import { judgeAnswer } from './answer.js'
 import { lastModifiedRefusal } from '../gate/retention.js'
 import { checkPartialAnswer } from './content-range.js'
-import { classify, cutResponse, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
+import { classify, UpstreamSignal, type UpstreamHooks } from './nas-failures.js'
 import { dropRawHeaders } from './raw-headers.js'
 import { sameVersion, type SealedFile, type SealedFiles } from './sealed-files.js'
 
@@ -219,7 +219,7 @@ class ChunkStream implements Dispatcher.DispatchHandler {
       this.p.hooks.onIntegrityError(this.request, 'in_body', err.reason)
     }
     else this.p.hooks.onUpstreamError(this.request, (err as { upstreamKind?: string }).upstreamKind ?? (err instanceof Error ? classify(err as NasguardError & { cause?: { code?: string } }).kind : 'body'))
-    cutResponse(this.reply)
+    this.p.hooks.cut(this.request, this.reply)
     this.settle()
   }
 }

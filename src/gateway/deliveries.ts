@@ -166,7 +166,8 @@ export class Deliveries {
    */
   cut (request: FastifyRequest, reply: FastifyReply): void {
     if ((request.raw as RawRequest).stream === undefined) (reply.raw as unknown as ServerResponse).socket?.uncork()
-    request.ng.deliveredAtCut = taken(request, reply)
+    // A second cut finds the response destroyed, its buffers empty: the first one's reading stands.
+    request.ng.deliveredAtCut ??= taken(request, reply)
     cutResponse(reply)
   }
 

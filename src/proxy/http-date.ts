@@ -28,14 +28,18 @@ const FORMS: readonly RegExp[] = [
  */
 const NUMERIC_ZONE = new RegExp(`^(?:${WEEKDAY}, )?(?<day>[1-9]|${DAY}) ${MONTH} (?<year>[0-9]{4}) ${TIME} (?<sign>[+-])(?<zh>[01][0-9]|2[0-3])(?<zm>[0-5][0-9])$`)
 
+/** How far ahead of the gateway's clock a NAS's may be: a modification time within it is taken as now. */
+export const NAS_CLOCK_SLACK_MS = 86400000
+
 /**
  * RFC 850's two-digit year, in a Last-Modified: the latest year with those
- * digits that is not after this one. A modification time is past; RFC
- * 9110's rule for dates in general (up to 50 years ahead) would read a
- * NAS's epoch-0 "01-Jan-70" as 2070, a recording young for decades.
+ * digits that is not after this one (or tomorrow's, across New Year, as a
+ * fast NAS clock may be). A modification time is past; RFC 9110's rule for
+ * dates in general (up to 50 years ahead) would read a NAS's epoch-0
+ * "01-Jan-70" as 2070, a recording young for decades.
  */
 function fullYear (yy: number, now: number): number {
-  const thisYear = new Date(now).getUTCFullYear()
+  const thisYear = new Date(now + NAS_CLOCK_SLACK_MS).getUTCFullYear()
   let year = Math.floor(thisYear / 100) * 100 + yy
   if (year > thisYear) year -= 100
   return year

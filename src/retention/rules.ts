@@ -9,7 +9,7 @@
 import type { Config } from '../config/schema.js'
 import { foldName, type FileSystemMode } from '../policy/file-system.js'
 import { claimsUsed, compileGlob, globCaptures, type CompiledGlob } from '../policy/rules.js'
-import { nasDateMs } from '../proxy/http-date.js'
+import { NAS_CLOCK_SLACK_MS, nasDateMs } from '../proxy/http-date.js'
 
 export const DAY_MS = 86_400_000
 
@@ -87,6 +87,6 @@ export function lastModifiedVerdict (lastModified: string | string[] | undefined
   if (typeof lastModified !== 'string') return 'unknown'
   const t = nasDateMs(lastModified, now)
   // A file modified in the future (beyond a NAS clock a day fast) would be young for as long as that: its age cannot be told.
-  if (t === undefined || t > now + DAY_MS) return 'unknown'
+  if (t === undefined || t > now + NAS_CLOCK_SLACK_MS) return 'unknown'
   return now >= t + keepMs ? 'expired' : 'kept'
 }

@@ -226,7 +226,9 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
       const mtime = await lstat(f.file).then((st) => st.mtimeMs, () => undefined)
       // Gone since the listing: nothing to judge.
       if (mtime === undefined) continue
-      expired = lastModifiedVerdict(new Date(mtime).toUTCString(), r.keepMs, now) !== 'kept'
+      // Only what is known to be past retention is destroyed: a file modified in the future (a NAS
+      // clock days fast) has no age that can be told, and the gateway refuses it rather than serve it young.
+      expired = lastModifiedVerdict(new Date(mtime).toUTCString(), r.keepMs, now) === 'expired'
     }
     if (!expired) { plain.kept++; continue }
     if (holdsOn(holds.holds, f.segments, mode, now).length > 0) { plain.held++; continue }

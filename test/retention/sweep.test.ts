@@ -30,7 +30,9 @@ import { loadAuditKey } from '../../src/audit/key.js'
 import { auditKeyFile } from '../../src/config/derived.js'
 import { loadConfig } from '../../src/config/load.js'
 import { holdAdd as addHold, retentionSweep, type SweepOptions } from '../../src/retention/commands.js'
-import { changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
+import { EMPTY_HOLDS, changeHolds, fileHoldsStore, holdsKeyOf } from '../../src/retention/holds.js'
+import { compileRetention } from '../../src/retention/rules.js'
+import { walkShare } from '../../src/retention/sweep.js'
 import { diskPathOf } from '../../src/sealing/bulk/durable.js'
 import { eraseKey, initKeyring, Keyring, lockKeyring, newPeriodKey } from '../../src/sealing/keyring.js'
 import { bearer, scrape, startStubNas, startTestGateway, testCerts } from '../helpers/gateway.js'
@@ -797,4 +799,19 @@ t.test('a period erased while a gateway starts (after it read its keyring, befor
     t.same(young.body, s.sealed.get(YOUNG_SEALED)?.plain)
   }
   t.equal(nas.requests.filter((r) => r.url === old.nasPath).length, asked, 'the NAS was not asked for the erased recording')
+})
+
+t.test('a plaintext recording dated by its mtime: past retention it is on the list to delete; one modified in the future (a NAS clock days fast) never is', async (t) => {
+  const s = await makeSite({ periods: [], plain: ['/medicall/old.wav', '/medicall/young.wav', '/medicall/ahead.wav', '/medicall/far-ahead.wav'] })
+  writeFileSync(s.config, configText(s).replace(RETENTION, '[{ name: by-nas, path: "/medicall/**", keepDays: 365 }]'))
+  const config = loadConfig({ file: s.config, env: {} })
+  const now = Date.now()
+  const at = (file: string, ms: number): void => { utimesSync(join(s.root, file), ms / 1000, ms / 1000) }
+  at('medicall/old.wav', now - 400 * 86400000)
+  at('medicall/young.wav', now - 3 * 86400000)
+  at('medicall/ahead.wav', now + 3 * 86400000)
+  at('medicall/far-ahead.wav', Date.UTC(2090, 0, 1))
+  const { plain } = await walkShare(config, s.root, compileRetention(config.retention), EMPTY_HOLDS, now)
+  t.same(plain.expired.map((e) => e.path), ['/medicall/old.wav'], 'only the recording past retention is to be deleted')
+  t.equal(plain.kept, 3, 'the young one and the two modified in the future are kept')
 })

@@ -35,6 +35,8 @@ export interface GrantClaims {
 }
 
 const b64 = (b: Buffer): string => b.toString('base64url')
+/** The MAC domain of grants (keyTag has its own). */
+const GRANT = 'nasguard-grant-v1.'
 
 export class GrantSigner {
   private readonly key: Buffer
@@ -45,8 +47,9 @@ export class GrantSigner {
     this.key = key ? Buffer.from(key) : randomBytes(32)
   }
 
-  private mac (payload: string): Buffer {
-    return createHmac('sha256', this.key).update('nasguard-grant-v1.').update(payload).digest()
+  /** The MAC of data under the grant key, for one purpose (its domain). */
+  private mac (domain: string, data: string): Buffer {
+    return createHmac('sha256', this.key).update(domain).update(data).digest()
   }
 
   /**
@@ -57,7 +60,7 @@ export class GrantSigner {
   keyTag (material: string): string {
     let tag = this.tags.get(material)
     if (tag === undefined) {
-      tag = b64(createHmac('sha256', this.key).update('nasguard-jwt-key-v1.').update(material).digest().subarray(0, 16))
+      tag = b64(this.mac('nasguard-jwt-key-v1.', material).subarray(0, 16))
       // A handful of keys, each tagged once; bounded anyway (JWKS rotates).
       if (this.tags.size >= 256) this.tags.clear()
       this.tags.set(material, tag)
@@ -67,7 +70,7 @@ export class GrantSigner {
 
   sign (claims: GrantClaims): string {
     const payload = b64(Buffer.from(JSON.stringify(claims)))
-    return `${payload}.${b64(this.mac(payload))}`
+    return `${payload}.${b64(this.mac(GRANT, payload))}`
   }
 
   /**
@@ -77,7 +80,7 @@ export class GrantSigner {
   verify (grant: string, path: string, ip: string, now = Math.floor(Date.now() / 1000)): { ok: true, claims: GrantClaims } | { ok: false, reason: string } {
     const m = /^([A-Za-z0-9_-]{1,4096})\.([A-Za-z0-9_-]{43})$/.exec(grant)
     if (!m) return { ok: false, reason: 'malformed grant' }
-    const expected = this.mac(m[1])
+    const expected = this.mac(GRANT, m[1])
     const given = Buffer.from(m[2], 'base64url')
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'bad grant signature' }
     let c: GrantClaims

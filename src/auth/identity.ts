@@ -314,7 +314,7 @@ export class Authenticator {
     const revoked = this.deps.revocations.check({ sub: c.s, jti: c.j, iat: Math.min(c.i, c.t ?? c.i) })
     if (revoked) throw new Errors.GrantInvalid(revoked)
     // A grant minted with a token dies with the key that token was verified with (removed or replaced by a reload, gone from the JWKS).
-    if (c.k !== undefined && !await this.keyLive(c.k)) throw new Errors.GrantInvalid('the key its token was verified with is no longer configured')
+    if (c.k !== undefined && !await this.keyLive(c.k)) throw new Errors.GrantInvalid('the key its token was verified with is gone (removed or replaced by a reload, or withdrawn from the JWK Set)')
     // A grant minted with a client certificate dies with that certificate.
     if (c.n !== undefined && this.deps.clientCrls?.()?.lists(c.n) === true) throw new Errors.GrantInvalid('the client certificate it was minted with is revoked')
     const basis = c.m !== undefined ? { cert: c.m } : { scopes: new Set(Array.isArray(c.g) ? c.g : []) }

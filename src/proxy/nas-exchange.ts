@@ -1,6 +1,7 @@
 // One download from the NAS, as an undici dispatch handler writing straight
-// into the client's response: no body stream of its own, no pipe, no copy.
-// Each NAS chunk is counted and written to the response; when the response
+// into the client's response: no body stream of its own, no pipe. Each NAS
+// chunk is counted and written to the response (short ones gathered into
+// one write, GATHER_BYTES); when the response
 // says it is full, the NAS connection is paused until it drains, so what is
 // buffered per download is bounded by the client's pace, not the NAS's.
 //
@@ -175,7 +176,7 @@ class NasExchange implements Dispatcher.DispatchHandler {
     else if (this.seeking && !this.draining) this.controller?.resume()
   }
 
-  /** The answer passed: from here every chunk is passed on as it comes. */
+  /** The answer passed: from here every chunk is passed on as it comes (short ones gathered). */
   private begin (): void {
     this.phase = 'streaming'
   }
@@ -218,7 +219,11 @@ class NasExchange implements Dispatcher.DispatchHandler {
       return false
     }
     if (!this.headWritten) this.writeHead()
-    if (chunk.length >= GATHER_BYTES && this.gatheredBytes === 0) { this.write(chunk); return true }
+    if (chunk.length >= GATHER_BYTES) {
+      this.flush()
+      this.write(chunk)
+      return true
+    }
     this.gathered.push(chunk)
     this.gatheredBytes += chunk.length
     if (this.gatheredBytes >= GATHER_BYTES) this.flush()
@@ -260,12 +265,12 @@ class NasExchange implements Dispatcher.DispatchHandler {
     })
   }
 
-  /** The NAS's body ended: the response ends too, unless the NAS sent less than it declared. */
   /** A body of this many bytes is not the one the answer declared (a HEAD's has none). */
   private short (bytes: number): boolean {
     return this.request.method !== 'HEAD' && Number.isFinite(this.declared) && bytes !== this.declared
   }
 
+  /** The NAS's body ended: the response ends too, unless the NAS sent less than it declared. */
   private end (): void {
     if (this.short(this.written)) {
       this.failInBody('body', new Errors.UpstreamError())

@@ -143,7 +143,7 @@ function planText (plan: SweepPlan, doc: HoldsDoc | undefined, apply: boolean): 
   }
   if (plan.plain) {
     const f = plan.plain
-    lines.push('', `plaintext recordings: ${f.expired.length} past retention, ${f.held} held past retention, ${f.kept} within retention, ${f.unruled} under no rule${f.unreadable ? `, ${f.unreadable} unreadable director${f.unreadable === 1 ? 'y' : 'ies'} not judged` : ''}`)
+    lines.push('', `plaintext recordings: ${f.expired.length} past retention, ${f.held} held past retention, ${f.kept} within retention, ${f.unruled} under no rule${f.undatable ? `, ${f.undatable} modified in the future (their age cannot be told: not deleted, refused by the gateway; check the NAS's clock)` : ''}${f.unreadable ? `, ${f.unreadable} unreadable director${f.unreadable === 1 ? 'y' : 'ies'} not judged` : ''}`)
     // Directories only: file names hold phone numbers.
     const byDir = new Map<string, number>()
     for (const e of f.expired) { const d = e.path.slice(0, e.path.lastIndexOf('/') + 1); byDir.set(d, (byDir.get(d) ?? 0) + 1) }

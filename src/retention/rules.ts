@@ -79,14 +79,16 @@ export function retentionOf (rules: readonly RetentionRule[], segments: readonly
 }
 
 /**
- * A Last-Modified against a rule: 'expired' at or past keepMs after it,
- * 'unknown' when the NAS sent none or one that does not parse (the
- * recording's age cannot be told, so it is not served as if it were young).
+ * A Last-Modified against a rule: 'expired' at or past keepMs after it (a
+ * time up to a day ahead, a NAS clock that is fast, counts as now),
+ * 'unknown' when the NAS sent none, one that does not parse, or one
+ * further ahead: the recording's age cannot be told, so the gateway does
+ * not serve it as if it were young, and the sweep does not delete it.
  */
 export function lastModifiedVerdict (lastModified: string | string[] | undefined, keepMs: number, now: number): 'kept' | 'expired' | 'unknown' {
   if (typeof lastModified !== 'string') return 'unknown'
   const t = nasDateMs(lastModified, now)
   // A file modified in the future (beyond a NAS clock a day fast) would be young for as long as that: its age cannot be told.
   if (t === undefined || t > now + NAS_CLOCK_SLACK_MS) return 'unknown'
-  return now >= t + keepMs ? 'expired' : 'kept'
+  return now >= Math.min(t, now) + keepMs ? 'expired' : 'kept'
 }

@@ -62,6 +62,8 @@ export interface PlainFindings {
   kept: number
   /** Recordings no rule matches: kept for as long as the NAS keeps them. */
   unruled: number
+  /** Dated by mtime, modified more than a day in the future: their age cannot be told, so they are not deleted (the gateway refuses them). */
+  undatable: number
   /** Directories that could not be read: what they hold was not judged. */
   unreadable: number
 }
@@ -193,7 +195,7 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
   const ring = s.mode !== 'off' && s.keyring ? Keyring.load(s.keyring) : undefined
   const pattern = ring && s.periodPattern ? compilePeriodPattern(s.periodPattern, s.period) : undefined
   const extensions = new Set(config.files.extensions)
-  const plain: PlainFindings = { root: realpathSync(source), expired: [], held: 0, kept: 0, unruled: 0, unreadable: 0 }
+  const plain: PlainFindings = { root: realpathSync(source), expired: [], held: 0, kept: 0, unruled: 0, undatable: 0, unreadable: 0 }
   const sealed: SealedOnShare = { periods: new Map(), unreadable: 0 }
   const count = (period: string): SealedCount => {
     const c = sealed.periods.get(period) ?? { files: 0, unruled: 0, undecodable: 0 }
@@ -227,8 +229,10 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
       // Gone since the listing: nothing to judge.
       if (mtime === undefined) continue
       // Only what is known to be past retention is destroyed: a file modified in the future (a NAS
-      // clock days fast) has no age that can be told, and the gateway refuses it rather than serve it young.
-      expired = lastModifiedVerdict(new Date(mtime).toUTCString(), r.keepMs, now) === 'expired'
+      // clock days fast) has no age that can be told; the gateway refuses it, and it is reported.
+      const verdict = lastModifiedVerdict(new Date(mtime).toUTCString(), r.keepMs, now)
+      if (verdict === 'unknown') { plain.undatable++; continue }
+      expired = verdict === 'expired'
     }
     if (!expired) { plain.kept++; continue }
     if (holdsOn(holds.holds, f.segments, mode, now).length > 0) { plain.held++; continue }

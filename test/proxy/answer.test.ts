@@ -88,6 +88,7 @@ t.test('the passed headers are held to their own grammar, whatever the NAS write
     ['a Last-Modified a lenient parser would take for a date', { 'last-modified': '1' }, {}],
     ['a Last-Modified with a numeric zone (not an HTTP date)', { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 +0000' }, {}],
     ['a Last-Modified with text after the date', { 'last-modified': 'Sun, 29 Nov 2026 10:15:00 GMT /volume1' }, {}],
+    ['a Last-Modified on a day its month lacks', { 'last-modified': 'Thu, 31 Apr 2026 10:15:00 GMT' }, {}],
     ['a Last-Modified in RFC 850 form, verbatim', { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }, { 'last-modified': 'Sunday, 29-Nov-26 10:15:00 GMT' }],
     ['a Last-Modified in asctime form, verbatim', { 'last-modified': 'Sun Nov  6 08:49:37 1994' }, { 'last-modified': 'Sun Nov  6 08:49:37 1994' }],
     ['a length with leading zeros', { 'content-length': '0010' }, { 'content-length': '0010' }],

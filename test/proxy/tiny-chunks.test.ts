@@ -72,14 +72,20 @@ function failingAnswer (c: typeof FAILING[number]): (s: Socket) => void {
 interface Got { status: number, body: Buffer, wire: number, writes: number }
 
 /** HTTP/1.1 over a raw TLS socket: the body as decoded, and every byte after the headers (the chunk framing included). */
-async function getH1 (gw: TestGateway, sub: string, range?: string): Promise<Got> {
+/** @param seen told how many bytes came after the headers so far (the chunk framing included) */
+async function getH1 (gw: TestGateway, sub: string, range: string | undefined, seen: (n: number) => void): Promise<Got> {
   const ca = readFileSync(testCerts().ca)
   const raw = await new Promise<Buffer>((resolve, reject) => {
     const parts: Buffer[] = []
     const s = tlsConnect({ host: '127.0.0.1', port: gw.port, servername: 'localhost', ca, ALPNProtocols: ['http/1.1'] }, () => {
       s.write(`GET ${PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${bearer(gw.token({ sub })).authorization}\r\n${range ? `Range: ${range}\r\n` : ''}Connection: close\r\n\r\n`)
     })
-    s.on('data', (d: Buffer) => { parts.push(d); if (Buffer.concat(parts).includes('\r\n\r\n')) clientSaw() })
+    s.on('data', (d: Buffer) => {
+      parts.push(d)
+      const so = Buffer.concat(parts)
+      const split = so.indexOf('\r\n\r\n')
+      if (split >= 0) seen(so.length - split - 4)
+    })
     s.on('error', () => {})
     s.on('close', () => { resolve(Buffer.concat(parts)) })
     s.setTimeout(60000, () => { reject(new Error('no end in 60 s')); s.destroy() })
@@ -104,7 +110,8 @@ async function getH1 (gw: TestGateway, sub: string, range?: string): Promise<Got
 }
 
 /** HTTP/2: the body, and how many DATA frames carried it (one 'data' event each). */
-async function getH2 (gw: TestGateway, sub: string, range?: string): Promise<Got> {
+/** @param seen told how many body bytes came so far */
+async function getH2 (gw: TestGateway, sub: string, range: string | undefined, seen: (n: number) => void): Promise<Got> {
   const ca = readFileSync(testCerts().ca)
   const session = http2Connect(`https://localhost:${gw.port}`, { ca })
   session.on('error', () => {})
@@ -114,7 +121,8 @@ async function getH2 (gw: TestGateway, sub: string, range?: string): Promise<Got
       let status = 0
       const parts: Buffer[] = []
       st.on('response', (h) => { status = Number(h[':status']) })
-      st.on('data', (d: Buffer) => { parts.push(d); clientSaw() })
+      let n = 0
+      st.on('data', (d: Buffer) => { parts.push(d); seen(n += d.length) })
       st.on('error', () => {})
       st.on('close', () => { const body = Buffer.concat(parts); resolve({ status, body, wire: body.length, writes: parts.length }) })
       st.end()
@@ -124,7 +132,7 @@ async function getH2 (gw: TestGateway, sub: string, range?: string): Promise<Got
   }
 }
 
-const get = async (proto: Protocol, gw: TestGateway, sub: string, range?: string): Promise<Got> => proto === 'h1' ? await getH1(gw, sub, range) : await getH2(gw, sub, range)
+const get = async (proto: Protocol, gw: TestGateway, sub: string, range?: string, seen: (n: number) => void = () => { clientSaw() }): Promise<Got> => proto === 'h1' ? await getH1(gw, sub, range, seen) : await getH2(gw, sub, range, seen)
 
 t.test('a NAS sending 1-byte chunks: the client gets the recording in few writes, and the record counts every byte', async (t) => {
   const nas = await rawNas(t, whole)
@@ -139,6 +147,24 @@ t.test('a NAS sending 1-byte chunks: the client gets the recording in few writes
     if (proto === 'h1') t.ok(r.wire <= SIZE * 1.05, `${proto}: ${r.wire} bytes of body on the client's wire for ${SIZE}`)
     const f = await waitFor(`${proto}: the completion record`, () => gw.auditRecords().find((x) => x.event === 'fetch' && x.subject === sub && x.bytes !== undefined))
     t.match(f, { status: 200, bytes: SIZE }, `${proto}: the record counts ${SIZE} bytes`)
+  }
+})
+
+t.test('a NAS that sends a few short chunks and then waits: they reach the client at once, not when the NAS goes on', async (t) => {
+  const FEW = 100
+  let sawFew: () => void = () => {}
+  const nas = await rawNas(t, (s) => {
+    const saw = new Promise<void>((resolve) => { sawFew = resolve })
+    s.write(Buffer.concat([Buffer.from(HEAD), oneByteChunks(BODY.subarray(0, FEW))]))
+    // The rest only once the client has the first FEW bytes: held back until more came, they never would.
+    void saw.then(() => { s.end(Buffer.concat([oneByteChunks(BODY.subarray(FEW)), Buffer.from('0\r\n\r\n')])) })
+  })
+  const gw = await startTestGateway(t, nas, { upstream: { timeoutMs: 5000 } })
+  for (const proto of PROTOCOLS) {
+    // Over HTTP/1.1 the first chunk's size line (4 bytes) comes before its FEW bytes.
+    const r = await get(proto, gw, `few-${proto}`, undefined, (n) => { if (n >= FEW + (proto === 'h1' ? 4 : 0)) sawFew() })
+    t.equal(r.status, 200, `${proto}: 200`)
+    t.ok(r.body.equals(BODY), `${proto}: the whole recording (${r.body.length} bytes): the first ${FEW} went out before the NAS sent the rest`)
   }
 })
 

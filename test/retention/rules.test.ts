@@ -192,6 +192,8 @@ t.test('a rule without date fields dates by Last-Modified: exact boundary, and n
     ['Mon, 01 Jan 2024 24:00:00 GMT', t0, 'unknown']
   ]
   for (const [value, now, want] of rows) t.equal(lastModifiedVerdict(value, keep, now), want, `${JSON.stringify(value)} at +${now - t0} ms: ${want}`)
+  // A time within the slack counts as now: under keepDays 0 it is expired at once, not 23 h later.
+  t.equal(lastModifiedVerdict('Mon, 01 Jan 2024 23:00:00 GMT', 0, t0), 'expired', 'keepDays 0, modified 23 h ahead: expired now')
 
   // Through the stage and the exchange's check: 'unknown' is refused like 'expired'.
   let now = t0 + keep

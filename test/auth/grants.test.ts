@@ -381,3 +381,27 @@ t.test('a body the parser refuses (not JSON, too large) is a 400 that closes an 
   // Every test above ran in this process: none may have made Node warn.
   t.same(warnings.filter((w) => w.startsWith('UnsupportedWarning')), [], 'no UnsupportedWarning on stderr')
 })
+
+t.test('a grant carries the tag of the JWT key its token was verified with: a MAC under the grant key, never the key or a bare hash of it', async (t) => {
+  const jwtSecret = 'j'.repeat(40)
+  const gw = await startTestGateway(t, await startStubNas(t), { authExtra: { grants: { secret: 'g'.repeat(48), ttlSec: 600 } } })
+  const token = gw.token({ sub: 'alice' })
+  for (const proto of PROTOCOLS) {
+    // Twice: the second is minted from the token the gateway remembers as verified, and carries the tag too.
+    for (const round of ['verified now', 'remembered']) {
+      const minted = await postAs(proto, gw, '/_nasguard/grants', { path: '/medicall/a.wav' }, bearer(token))
+      t.equal(minted.status, 201, `${proto}, ${round}: minted`)
+      const value = new URL(JSON.parse(minted.body.toString()).url as string, 'https://x').searchParams.get('grant') ?? ''
+      const claims = JSON.parse(Buffer.from(value.split('.')[0], 'base64url').toString()) as GrantClaims
+      t.match(claims.k, /^[A-Za-z0-9_-]{22}$/, `${proto}, ${round}: a key tag (16 bytes)`)
+    }
+  }
+  const a = new GrantSigner('a'.repeat(48))
+  const b = new GrantSigner('b'.repeat(48))
+  t.equal(a.keyTag(jwtSecret), a.keyTag(jwtSecret), 'the same key, the same tag')
+  t.not(a.keyTag(jwtSecret), b.keyTag(jwtSecret), 'another grant key, another tag: it is keyed')
+  t.not(a.keyTag(jwtSecret), a.keyTag('k'.repeat(40)), 'another JWT key, another tag')
+  const { createHash } = await import('node:crypto')
+  t.notMatch(createHash('sha256').update(jwtSecret).digest('base64url'), a.keyTag(jwtSecret), 'not a bare hash of the key')
+  t.notMatch(a.keyTag(jwtSecret), jwtSecret.slice(0, 8), 'nor the key itself')
+})

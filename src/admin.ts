@@ -12,9 +12,9 @@ export interface Readiness { ready: boolean, checks: Record<string, string> }
 
 /** The Authorization header value the admin listener expects, if it is protected. */
 export function adminCredential (config: Readonly<Config>): string | undefined {
-  if (config.admin.tokenFile) return `Bearer ${readSecretFile(config.admin.tokenFile)}`
+  if (config.admin.tokenFile) return `Bearer ${readSecretFile(config.admin.tokenFile, 'admin.tokenFile')}`
   const b = config.admin.basicAuth
-  if (b) return 'Basic ' + Buffer.from(`${b.username}:${readSecretFile(b.passwordFile)}`).toString('base64')
+  if (b) return 'Basic ' + Buffer.from(`${b.username}:${readSecretFile(b.passwordFile, 'admin.basicAuth.passwordFile')}`).toString('base64')
   return undefined
 }
 

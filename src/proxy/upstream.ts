@@ -28,7 +28,7 @@ const REQUEST_HEADERS = ['range', 'if-range', 'if-match', 'if-none-match', 'if-m
 
 function basicAuth (cfg: Config['upstream']): string | undefined {
   if (!cfg.username) return undefined
-  const password = cfg.password ?? (cfg.passwordFile ? readSecretFile(cfg.passwordFile) : '')
+  const password = cfg.password ?? (cfg.passwordFile ? readSecretFile(cfg.passwordFile, 'upstream.passwordFile') : '')
   return 'Basic ' + Buffer.from(`${cfg.username}:${password}`).toString('base64')
 }
 

@@ -31,7 +31,7 @@ export function redisOptions (cfg: RedisConfig, name: string, reconnect = true):
     port: u.port === '' ? 6379 : Number(u.port),
     db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
     username: cfg.username,
-    password: cfg.passwordFile === undefined ? undefined : readSecretFile(cfg.passwordFile),
+    password: cfg.passwordFile === undefined ? undefined : readSecretFile(cfg.passwordFile, 'state.redis.passwordFile'),
     // Only a DNS name is a server name (SNI); an IP address is checked as one.
     tls: tls ? { ...(isIP(host) === 0 ? { servername: host } : {}), ...(cfg.caFile === undefined ? {} : { ca: readFileSync(cfg.caFile) }) } : undefined,
     connectionName: name,

@@ -17,12 +17,12 @@ import { waitFor } from '../helpers/wait.js'
 const SECRET = 's'.repeat(40)
 const token = createSigner({ key: SECRET, algorithm: 'HS256' })({ sub: 'alice', scope: 'recordings:read', exp: Math.floor(Date.now() / 1000) + 3600 })
 
-function config (o: { port: number, adminPort: number, nas: string, stockholm: boolean, workers: number, watch: boolean, broken?: boolean, drainTimeoutMs?: number, auth?: string }): string {
+function config (o: { port: number, adminPort: number, nas: string, stockholm: boolean, workers: number, watch: boolean, broken?: boolean, drainTimeoutMs?: number, auth?: string, upstreamExtra?: string }): string {
   const certs = testCerts()
   return [
     `listen: { host: 127.0.0.1, port: ${o.port} }`,
     `tls: { cert: ${certs.cert}, key: ${certs.key}, watch: ${o.watch} }`,
-    `upstream: { url: "${o.nas}" }`,
+    `upstream: { url: "${o.nas}"${o.upstreamExtra ?? ''} }`,
     `auth: ${o.auth ?? `{ jwt: { secret: "${SECRET}" } }`}`,
     'policy:',
     '  - { name: recordings, path: /medicall/**, scopes: [recordings:read] }',
@@ -282,4 +282,29 @@ t.test('workers: 2: a reload that drops keys (an algorithm with them) holds in a
   }, { tries: 600, intervalMs: 100 })
   await dropped()
   t.notMatch(gw.output(), /worker restart failed/, 'the replacement started at the first try')
+})
+
+t.test('workers: 2: a restart-only secret file removed while running: a worker restarted after it fails naming the config key and the file, is retried, and starts once the file is back; the other worker serves on', async (t) => {
+  const { dir, file, base } = await setup(t)
+  const pw = join(dir, 'nas.password')
+  writeFileSync(pw, 'nas-password-kept-secret\n', { mode: 0o600 })
+  const o = { ...base, stockholm: false, workers: 2, watch: false, upstreamExtra: `, username: nasguard, passwordFile: ${pw}` }
+  writeFileSync(file, config(o))
+  const gw = await startCli(t, file, o.adminPort)
+  rmSync(pw)
+  const [dead] = childPids(gw.child.pid as number)
+  process.kill(dead, 'SIGKILL')
+  await waitFor('a failed restart', () => /worker restart failed/.test(gw.output()) ? true : undefined, { tries: 300, intervalMs: 100 })
+  t.match(gw.output(), new RegExp(`nasguard worker \\d: upstream\\.passwordFile: cannot read ${pw.replace(/[.]/g, '\\.')}: ENOENT`), 'the error names the config key and the file')
+  t.same(await statuses(o.port, token), [200, 200, 200, 200, 200, 200], 'the other worker serves on')
+  // The operator puts the file back: the next try starts the worker.
+  writeFileSync(pw, 'nas-password-kept-secret\n', { mode: 0o600 })
+  await waitFor('the replacement worker, ready', async () => {
+    const now = childPids(gw.child.pid as number)
+    if (now.length !== 2 || now.includes(dead)) return undefined
+    const r = await fetch(`http://127.0.0.1:${o.adminPort}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? true : undefined
+  }, { tries: 600, intervalMs: 100 })
+  t.notMatch(gw.output(), /nas-password-kept-secret/, 'the password is in no log line')
+  t.equal(gw.child.exitCode, null, 'still running')
 })

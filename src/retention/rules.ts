@@ -86,9 +86,14 @@ export function retentionOf (rules: readonly RetentionRule[], segments: readonly
  * not serve it as if it were young, and the sweep does not delete it.
  */
 export function lastModifiedVerdict (lastModified: string | string[] | undefined, keepMs: number, now: number): 'kept' | 'expired' | 'unknown' {
-  if (typeof lastModified !== 'string') return 'unknown'
-  const t = nasDateMs(lastModified, now)
+  return modifiedAtVerdict(typeof lastModified === 'string' ? nasDateMs(lastModified, now) : undefined, keepMs, now)
+}
+
+/** The same verdict for a modification time in ms (a file's mtime, as the sweep reads it), at the second (as a header states it). */
+export function modifiedAtVerdict (modifiedMs: number | undefined, keepMs: number, now: number): 'kept' | 'expired' | 'unknown' {
+  if (modifiedMs === undefined) return 'unknown'
+  const t = Math.floor(modifiedMs / 1000) * 1000
   // A file modified in the future (beyond a NAS clock a day fast) would be young for as long as that: its age cannot be told.
-  if (t === undefined || t > now + NAS_CLOCK_SLACK_MS) return 'unknown'
+  if (t > now + NAS_CLOCK_SLACK_MS) return 'unknown'
   return now >= Math.min(t, now) + keepMs ? 'expired' : 'kept'
 }

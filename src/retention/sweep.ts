@@ -27,7 +27,7 @@ import { plainPathOf } from '../sealing/names.js'
 import { compilePeriodPattern, periodOf, type PeriodPattern } from '../sealing/period.js'
 import { walk } from '../sealing/bulk/walk.js'
 import { holdsOn, inForce, prefixMeets, type Hold, type HoldsDoc } from './holds.js'
-import { acceptDate, DAY_MS, endOf, lastModifiedVerdict, retentionOf, type RetentionRule } from './rules.js'
+import { acceptDate, DAY_MS, endOf, modifiedAtVerdict, retentionOf, type RetentionRule } from './rules.js'
 
 export type PeriodState = 'kept' | 'expired' | 'held' | 'erased' | 'undetermined'
 
@@ -230,7 +230,7 @@ export async function walkShare (config: Readonly<Config>, source: string, rules
       if (mtime === undefined) continue
       // Only what is known to be past retention is destroyed: a file modified in the future (a NAS
       // clock days fast) has no age that can be told; the gateway refuses it, and it is reported.
-      const verdict = lastModifiedVerdict(new Date(mtime).toUTCString(), r.keepMs, now)
+      const verdict = modifiedAtVerdict(mtime, r.keepMs, now)
       if (verdict === 'unknown') { plain.undatable++; continue }
       expired = verdict === 'expired'
     }

@@ -70,6 +70,16 @@ async function startCli (t: { teardown: (fn: () => unknown) => void }, file: str
   return { child, output: () => output }
 }
 
+/** Two workers again, `dead` not among them, and the gateway ready: the primary's replacement for the killed worker started. */
+async function replacementReady (child: ChildProcess, dead: number, adminPort: number): Promise<void> {
+  await waitFor('a replacement worker, ready', async () => {
+    const now = childPids(child.pid as number)
+    if (now.length !== 2 || now.includes(dead)) return undefined
+    const r = await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined)
+    return r?.status === 200 ? true : undefined
+  }, { tries: 600, intervalMs: 100 })
+}
+
 for (const workers of [1, 2]) {
   t.test(`workers: ${workers}: SIGHUP applies a new policy; a bad config is refused and the running one stays`, async (t) => {
     const { file, base } = await setup(t)
@@ -274,12 +284,7 @@ t.test('workers: 2: a reload that drops keys (an algorithm with them) holds in a
   rmSync(k1File)
   const [dead] = childPids(gw.child.pid as number)
   process.kill(dead, 'SIGKILL')
-  await waitFor('a replacement worker, ready', async () => {
-    const now = childPids(gw.child.pid as number)
-    if (now.length !== 2 || now.includes(dead)) return undefined
-    const r = await fetch(`http://127.0.0.1:${o.adminPort}/readyz`).catch(() => undefined)
-    return r?.status === 200 ? true : undefined
-  }, { tries: 600, intervalMs: 100 })
+  await replacementReady(gw.child, dead, o.adminPort)
   await dropped()
   t.notMatch(gw.output(), /worker restart failed/, 'the replacement started at the first try')
 })
@@ -299,12 +304,7 @@ t.test('workers: 2: a restart-only secret file removed while running: a worker r
   t.same(await statuses(o.port, token), [200, 200, 200, 200, 200, 200], 'the other worker serves on')
   // The operator puts the file back: the next try starts the worker.
   writeFileSync(pw, 'nas-password-kept-secret\n', { mode: 0o600 })
-  await waitFor('the replacement worker, ready', async () => {
-    const now = childPids(gw.child.pid as number)
-    if (now.length !== 2 || now.includes(dead)) return undefined
-    const r = await fetch(`http://127.0.0.1:${o.adminPort}/readyz`).catch(() => undefined)
-    return r?.status === 200 ? true : undefined
-  }, { tries: 600, intervalMs: 100 })
+  await replacementReady(gw.child, dead, o.adminPort)
   t.notMatch(gw.output(), /nas-password-kept-secret/, 'the password is in no log line')
   t.equal(gw.child.exitCode, null, 'still running')
 })

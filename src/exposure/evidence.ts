@@ -63,9 +63,22 @@ export function looksLikeListing (contentType: string, body: string): boolean {
  */
 export function servesFile (status: number, headers: Record<string, string | string[] | undefined>): boolean {
   const range = String(headers['content-range'] ?? '')
-  if (status === 206) return /^bytes 0-\d+\//i.test(range)
+  // A multipart 206 carries its ranges inside the body: a part of the file all the same.
+  if (status === 206) return /^bytes 0-\d+\//i.test(range) || /^\s*multipart\/byteranges\b/i.test(String(headers['content-type'] ?? ''))
   if (status === 416) return /^bytes \*\/\d+/i.test(range)
   return status === 200 && !/text\/html/i.test(String(headers['content-type'] ?? ''))
+}
+
+/** What a login, error or landing page is written in: text, JSON or XML (not a recording's bytes). */
+const PAGE_TYPES = /^\s*(?:text\/|application\/(?:[\w.-]+\+)?(?:json|xml)\b)/i
+
+/**
+ * As servesFile, for the answer a redirect led to: a share link that hands
+ * out the file counts, a page (a login form, a "link expired" notice, an
+ * API's error) that answers 200 does not.
+ */
+export function servesFileAfterRedirect (status: number, headers: Record<string, string | string[] | undefined>): boolean {
+  return servesFile(status, headers) && !(status === 200 && PAGE_TYPES.test(String(headers['content-type'] ?? '')))
 }
 
 /**

@@ -49,8 +49,15 @@ const MAX_CRAWL = 12
  * A file is named by its directory only, and any run of 9 or more digits in it
  * is cut to its first two: recording names (and per-caller folders) hold phone
  * numbers, and this output lands in tickets. Dates (8 digits) stay readable.
+ * Each segment is masked as the NAS reads it, percent-decoded (a listing's
+ * link writes `070%20123%2045%2067`), and control characters are written
+ * back encoded.
  */
-const dirOf = (path: string): string => maskPhoneNumbers(path.slice(0, path.lastIndexOf('/') + 1))
+const dirOf = (path: string): string => path.slice(0, path.lastIndexOf('/') + 1).split('/').map((segment) => {
+  let decoded = segment
+  try { decoded = decodeURIComponent(segment) } catch {}
+  return maskPhoneNumbers(decoded).replace(/\p{Cc}/gu, (c) => encodeURIComponent(c))
+}).join('/')
 
 /** A directory's listing, by GET or else by WebDAV PROPFIND (any multistatus lists the collection). */
 async function listingAt (c: HttpContext, dir: string): Promise<{ how: string, body: string } | undefined> {

@@ -6,7 +6,7 @@
 // gateway refuses all of them; one that answers is exposed, as the leaked one
 // was. What was asked for is reported by kind, never by a recording's name.
 import type { Dispatcher } from 'undici'
-import { PROPFIND_BODY, looksLikeListing, peek, servesFile } from '../exposure/evidence.js'
+import { PROPFIND_BODY, looksLikeListing, peek, servesFile, servesFileAfterRedirect } from '../exposure/evidence.js'
 
 /** The user-agent of the check's requests, so that NAS logs tell them apart. */
 export const EXPOSURE_USER_AGENT = 'nasguard (exposure check: this request must be refused)'
@@ -123,8 +123,8 @@ export class ExposureCheck {
     const { res, redirected } = await this.get(path, { range: 'bytes=0-0' }, () => true)
     // Not read: a NAS that ignores Range would send the whole recording.
     discard(res.body)
-    // Where a redirect led, only the range's own evidence counts (a login page may answer 200).
-    const exposed = redirected ? (res.statusCode === 206 || res.statusCode === 416) && servesFile(res.statusCode, res.headers) : servesFile(res.statusCode, res.headers)
+    // Where a redirect led, a page answering 200 (a login form) is not the file.
+    const exposed = (redirected ? servesFileAfterRedirect : servesFile)(res.statusCode, res.headers)
     return { asked: redirected ? `${what}, through a redirect` : what, status: res.statusCode, exposed }
   }
 

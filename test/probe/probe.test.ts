@@ -191,6 +191,27 @@ t.test('a WebDAV share that answers PROPFIND only; an ordinary site with links i
   t.same(ids(plain.result, 'HIGH'), ['no-tls'], 'no listing, no file: only the plain HTTP')
 })
 
+t.test('per-caller folders are masked as the NAS reads them: a listing that percent-encodes the number (070%20123…) gets no readable number through', async (t) => {
+  const folders = ['070%20123%2045%2067', '%2B46%2070-123%2045%2067', '46701234567', '%0a46701234567']
+  const port = await serve(t, (req, res) => {
+    if (req.url === '/calls/') {
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<html><head><title>Index of /calls/</title></head><body><h1>Index of /calls/</h1><pre>' + folders.map((f) => `<a href="${f}/">${decodeURIComponent(f)}/</a>\n`).join('') + '</pre></body></html>')
+      return
+    }
+    const folder = folders.find((f) => req.url === `/calls/${f}/`)
+    if (folder !== undefined) { res.writeHead(200, { 'content-type': 'text/html' }).end('<html><head><title>Index of /calls/x/</title></head><body><pre><a href="call.wav">call.wav</a>\n</pre></body></html>'); return }
+    if (req.url?.endsWith('/call.wav') === true) { res.writeHead(206, { 'content-type': 'audio/wav', 'content-range': `bytes 0-0/${RECORDING.length}` }).end(RECORDING.subarray(0, 1)); return }
+    res.writeHead(404).end()
+  })
+  const found = await probeJson(t, [`http://127.0.0.1:${port}/`])
+  const title = found.result.findings.find((f) => f.id === 'anonymous-fetch')?.title ?? ''
+  t.match(title, /a file in \/calls\/07…\/ \(206\)/, 'spaces written %20')
+  t.match(title, /a file in \/calls\/46…\/ \(206\)/)
+  const everything = JSON.stringify(found.result)
+  for (const digits of ['1234567', '123%2045', '123 45', '45%2067', '45 67']) t.notOk(everything.includes(digits), `no ${digits} in the probe's output`)
+  t.notMatch(title, /[\n\r]/, 'a control character is written encoded')
+})
+
 t.test('a server that trickles every answer does not hold the probe past --deadline-ms, and says so', async (t) => {
   const port = await serve(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/html' })

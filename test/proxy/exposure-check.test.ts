@@ -84,6 +84,8 @@ t.test('a recording is given away by its first byte, its whole body, or its size
     [416, { 'content-range': 'bytes */0' }, true],
     [200, { 'content-type': 'text/html; charset=utf-8' }, false],
     [206, { 'content-range': 'bytes 0-0/24044', 'content-type': 'text/html' }, true],
+    [206, { 'content-type': 'multipart/byteranges; boundary=x' }, true],
+    [206, { 'content-type': 'audio/wav' }, false],
     [401, {}, false], [403, {}, false], [404, {}, false], [302, { location: '/login' }, false], [416, {}, false]
   ]
   for (const [status, headers, served] of table) t.equal(servesFile(status, headers), served, `${status} ${JSON.stringify(headers)}`)
@@ -266,4 +268,29 @@ t.test('a redirect within the NAS is followed once: a recording behind a redirec
   const away = await startTestGateway(t, { url }, { upstream: { exposureCheckRecording: '/away.wav' } })
   t.equal(await settled(away, 'locked'), 0)
   t.equal(elsewhere, 0, 'the other host was not asked')
+})
+
+t.test('where a redirect leads, a share link that hands out the file is exposure, and a page that answers 200 is not', async (t) => {
+  // [where the redirect leads, what it answers there, exposed?]
+  const table: Array<[string, number, Record<string, string>, string, boolean]> = [
+    ['the whole file, Range ignored', 200, { 'content-type': 'audio/wav' }, 'RIFF....WAVE', true],
+    ['the whole file, no content type', 200, {}, 'RIFF....WAVE', true],
+    ['the whole file as octet-stream', 200, { 'content-type': 'application/octet-stream' }, 'RIFF....WAVE', true],
+    ['a multipart 206 without a top-level Content-Range', 206, { 'content-type': 'multipart/byteranges; boundary=x' }, '--x\r\ncontent-range: bytes 0-0/4\r\n\r\nR\r\n--x--', true],
+    ['a login page', 200, { 'content-type': 'text/html; charset=utf-8' }, '<form><input name="user"></form>', false],
+    ['a "link expired" notice in text', 200, { 'content-type': 'text/plain' }, 'this link has expired', false],
+    ['an API\'s error in JSON', 200, { 'content-type': 'application/json' }, '{"success":false,"error":{"code":119}}', false],
+    ['an API\'s error in problem+json', 200, { 'content-type': 'application/problem+json' }, '{"title":"login required"}', false],
+    ['an XML error', 200, { 'content-type': 'application/xml' }, '<error>login</error>', false]
+  ]
+  for (const [what, status, headers, body, exposed] of table) {
+    const url = await nasFront(t, (req, res) => {
+      if (req.url === '/canary.wav') { res.writeHead(307, { location: '/canary.wav?dl=1' }).end(); return }
+      if (req.url === '/canary.wav?dl=1') { res.writeHead(status, headers).end(body); return }
+      res.writeHead(403).end()
+    })
+    const gw = await startTestGateway(t, { url }, { upstream: { exposureCheckRecording: '/canary.wav' } })
+    t.equal(await settled(gw, exposed ? 'exposed' : 'locked'), exposed ? 1 : 0, what)
+    t.match((await readyz(gw)).body.checks.nasLockdown, exposed ? /^exposed: the NAS answered the canary recording \(upstream.exposureCheckRecording\), through a redirect with 20[06] without credentials/ : /^ok$/, `${what}: /readyz`)
+  }
 })

@@ -138,6 +138,11 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
     ['a phone number in full-width digits', `/medicall/${CUR}/29/${encodeURIComponent('４６７０１２３４５６７')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
     ['a phone number as it is written', `/medicall/${CUR}/29/${encodeURIComponent('+46 70-123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a phone number in parentheses and spaces', `/medicall/${CUR}/29/${encodeURIComponent('(070) 123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    // A date beside the number in one directory name does not hide it.
+    ['a date and a phone number', `/medicall/${CUR}/29/${encodeURIComponent('20261129 0701234567')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a written date and a written phone number', `/medicall/${CUR}/29/${encodeURIComponent('2026-11-29 070-123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a phone number with underscores for spaces', `/medicall/${CUR}/29/${encodeURIComponent('+46_70_123_45_67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a phone number with en dashes', `/medicall/${CUR}/29/${encodeURIComponent('070–123–4567')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a phone number in Arabic-Indic digits', `/medicall/${CUR}/29/${encodeURIComponent('٤٦٧٠١٢٣٤٥٦٧')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a WAV header whose chunks run past its first 4 KiB', `/medicall/${CUR}/29/l.wav`, writer, Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVEJUNK\xf0\xff\xff\x7f', 'latin1'), Buffer.from('<html>not audio</html>'.repeat(400))]), 415, 'NASGUARD_ERR_UPLOAD_TYPE']
   ]

@@ -34,12 +34,20 @@ export const resolveSealing: Stage = (request, state, ctx) => {
     // A recent period's first upload makes its key, once its body is judged (src/proxy/ingest.ts), unless this gateway makes none.
     if (!key && !recentPeriods(s.pattern.unit, new Date()).includes(period)) throw new Errors.UploadPeriod()
     if (!key && !s.makeKeys) throw new Errors.PeriodKeyMissing()
-    state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key?.keyId ?? `${period}:new` }
+    const sealedPath = s.sealedPath(state.path as string, segments)
+    if (sealedPath === null) throw new Errors.UploadNameTooLong()
+    state.sealed = { path: sealedPath, period, keyId: key?.keyId ?? `${period}:new` }
     return
   }
   if (!key) {
     if (s.mode === 'require') throw new Errors.RecordingErased()
     return
   }
-  state.sealed = { path: s.sealedPath(state.path as string, segments), period, keyId: key.keyId }
+  const sealedPath = s.sealedPath(state.path as string, segments)
+  if (sealedPath === null) {
+    // No sealed recording can have this name: under migrate the NAS may still hold it in plaintext.
+    if (s.mode === 'require') throw new Errors.NotFound()
+    return
+  }
+  state.sealed = { path: sealedPath, period, keyId: key.keyId }
 }

@@ -48,18 +48,26 @@ export function decodeSegment (key: Buffer, parent: string, sealedName: string):
   }
 }
 
+/** A segment whose sealed name would be longer than a NAS takes: no sealed recording can have its path. */
+export class SealedNameTooLong extends Error {
+  constructor (segment: number, bytes: number) {
+    super(`the sealed name of segment ${segment} would be ${bytes} bytes, over the ${MAX_SEGMENT} a NAS takes (a sealed segment holds up to about 140 bytes of name)`)
+    this.name = 'SealedNameTooLong'
+  }
+}
+
 /**
  * The sealed path of a canonical plaintext path, given as its decoded
  * segments; the segments left readable are percent-encoded as the canonical
- * path is (src/policy/canonical-path.ts). Throws when a sealed segment would
- * be longer than a NAS takes.
+ * path is (src/policy/canonical-path.ts). Throws SealedNameTooLong when a
+ * sealed segment would be longer than a NAS takes.
  */
 export function sealedPathOf (key: Buffer, segments: string[], count: number): string {
   const from = readableSegments(segments, count).length
   const out = segments.map((s, i) => {
     if (i < from) return encodeReadable(s)
     const sealed = encodeSegment(key, parentOf(segments, i), s)
-    if (sealed.length > MAX_SEGMENT) throw new Error(`the sealed name of segment ${i + 1} would be ${sealed.length} bytes, over the ${MAX_SEGMENT} a NAS takes`)
+    if (sealed.length > MAX_SEGMENT) throw new SealedNameTooLong(i + 1, sealed.length)
     return sealed
   })
   return '/' + out.join('/')

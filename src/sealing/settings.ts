@@ -3,7 +3,7 @@
 // at start, and again on reload: SIGHUP).
 import type { Config } from '../config/schema.js'
 import { Keyring } from './keyring.js'
-import { sealedPathOf } from './names.js'
+import { SealedNameTooLong, sealedPathOf } from './names.js'
 import { compilePeriodPattern, type PeriodPattern } from './period.js'
 
 export interface SealingSettings {
@@ -14,17 +14,31 @@ export interface SealingSettings {
   nameSegments: number
   /** sealing.makeKeysOnUpload: a recent period's first upload makes its key. */
   makeKeys: boolean
-  /** The NAS's name for a canonical path (its decoded segments), remembered: AES-SIV in JavaScript is the costly part of the sealing stage. */
-  sealedPath: (path: string, segments: string[]) => string
+  /**
+   * The NAS's name for a canonical path (its decoded segments), remembered:
+   * AES-SIV in JavaScript is the costly part of the sealing stage. Null
+   * when a sealed segment would be longer than a NAS takes: no sealed
+   * recording can have this path.
+   */
+  sealedPath: (path: string, segments: string[]) => string | null
+}
+
+function sealedOrNull (key: Buffer, segments: string[], count: number): string | null {
+  try {
+    return sealedPathOf(key, segments, count)
+  } catch (err) {
+    if (err instanceof SealedNameTooLong) return null
+    throw err
+  }
 }
 
 /** Sealed names remembered per canonical path, the oldest dropped first; a new keyring starts afresh. */
 function rememberedNames (keyring: Keyring, count: number, max = 10000): SealingSettings['sealedPath'] {
-  const names = new Map<string, string>()
+  const names = new Map<string, string | null>()
   return (path, segments) => {
     let sealed = names.get(path)
     if (sealed === undefined) {
-      sealed = sealedPathOf(keyring.nameKey, segments, count)
+      sealed = sealedOrNull(keyring.nameKey, segments, count)
       if (names.size >= max) names.delete(names.keys().next().value as string)
       names.set(path, sealed)
     }

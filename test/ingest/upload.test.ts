@@ -138,6 +138,7 @@ t.test('refused before the NAS is asked anything: wrong type, no write scope, to
     ['a phone number in full-width digits', `/medicall/${CUR}/29/${encodeURIComponent('４６７０１２３４５６７')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_BAD_PATH'],
     ['a phone number as it is written', `/medicall/${CUR}/29/${encodeURIComponent('+46 70-123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a phone number in parentheses and spaces', `/medicall/${CUR}/29/${encodeURIComponent('(070) 123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
+    ['a name too long to seal (145 bytes: 262 sealed, over 255)', `/medicall/${CUR}/29/${'n'.repeat(141)}.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_NAME_TOO_LONG'],
     // A date beside the number in one directory name does not hide it.
     ['a date and a phone number', `/medicall/${CUR}/29/${encodeURIComponent('20261129 0701234567')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],
     ['a written date and a written phone number', `/medicall/${CUR}/29/${encodeURIComponent('2026-11-29 070-123 45 67')}/p.wav`, writer, RECORDING, 400, 'NASGUARD_ERR_UPLOAD_READABLE_NUMBER'],

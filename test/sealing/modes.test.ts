@@ -58,6 +58,31 @@ t.test('migrate: the sealed name first, then the plaintext one; require: only se
   }
 })
 
+t.test('a name too long to have a sealed name (over about 140 bytes): migrate serves the plaintext, require answers 404, neither is an internal error', async (t) => {
+  const keys = makeKeyring(['2026-11'])
+  const mem = memoryNas()
+  const nas = await startStubNas(t, mem.handler)
+  // A 145-byte name: its sealed name would be 262 bytes, over the 255 a NAS takes (a 140-byte one seals to 254).
+  const longPath = '/medicall/2026/11/29/101500_46701234567_' + 'z'.repeat(122) + '.wav'
+  const plain = randomBytes(5000)
+  mem.files.set(longPath, plain)
+  const migrate = await startTestGateway(t, nas, { sealing: { mode: 'migrate', keyring: keys.dir, periodPattern: PATTERN } })
+  const requireGw = await startTestGateway(t, nas, { sealing: { mode: 'require', keyring: keys.dir, periodPattern: PATTERN } })
+  for (const proto of PROTOCOLS) {
+    const before = nas.requests.length
+    const m = await fetchAs(proto, migrate, longPath, { authorization: `Bearer ${migrate.token()}` })
+    t.equal(m.status, 200, `${proto} migrate: served`)
+    t.ok(m.body.equals(plain), `${proto} migrate: the plaintext recording`)
+    t.same(nas.requests.slice(before).map((x) => x.url), [longPath], `${proto} migrate: no sealed name was asked for: none can exist`)
+    const n0 = nas.requests.length
+    const r = await fetchAs(proto, requireGw, longPath, { authorization: `Bearer ${requireGw.token()}` })
+    t.equal(r.status, 404, `${proto} require: 404`)
+    t.equal(JSON.parse(r.body.toString()).error, 'NASGUARD_ERR_NOT_FOUND', `${proto} require: no such recording`)
+    t.equal(nas.requests.length, n0, `${proto} require: the NAS was not asked`)
+  }
+  t.notOk([...migrate.logs, ...requireGw.logs].some((l) => /unexpected error|"level":50/.test(l)), 'no internal error was logged')
+})
+
 t.test('HEAD, If-None-Match, If-Range and ETag in plaintext terms', async (t) => {
   const keys = makeKeyring(['2026-11'])
   const ring = keys.ring()

@@ -132,8 +132,9 @@ function buildProgram (): Command {
         return
       }
       const file = o.config
+      const release = holdReloads()
       const config = await load(file)
-      await started(async () => { await start(config, file) })
+      await started(async () => { await start(config, file, release) })
     })
 
   program.command('demo').description('run the demo: embedded NAS, local CA, demo token')
@@ -281,7 +282,22 @@ async function demo (): Promise<void> {
   await runDemo()
 }
 
-async function start (config: Readonly<Config>, file: string): Promise<void> {
+/**
+ * A SIGHUP that comes while the gateway starts would end the process
+ * (Node's default for it, silently): it is held, and applied as a reload
+ * once the gateway's own handler is in place (the returned function).
+ */
+function holdReloads (): () => void {
+  let held = false
+  const hold = (): void => { held = true }
+  process.on('SIGHUP', hold)
+  return () => {
+    process.removeListener('SIGHUP', hold)
+    if (held) process.emit('SIGHUP', 'SIGHUP')
+  }
+}
+
+async function start (config: Readonly<Config>, file: string, release: () => void): Promise<void> {
   // What config check checks, start refuses (config/preflight.ts).
   const { readableSecrets, weakSettings } = await preflight(config)
   for (const p of [...readableSecrets(config), ...weakSettings(config)]) err(`warning: config at ${p.key}: ${p.reason}\n`)
@@ -289,13 +305,17 @@ async function start (config: Readonly<Config>, file: string): Promise<void> {
   // Loaded on demand: a primary needs neither the app nor node-forge.
   const { runPrimary, workerCount } = await import('./cluster.js')
   if (workerCount(config) > 1) {
-    await runPrimary(config, file)
+    // The primary's handler is in place once runPrimary is called (a reload then reaches each worker once it is ready).
+    const primary = runPrimary(config, file)
+    release()
+    await primary
     return
   }
   const { closeOnSignals, startGateway } = await import('./server.js')
   const running = await startGateway(config)
   closeOnSignals(running, async () => {}, { configFile: file, watchConfig: config.tls.watch })
   running.gateway.app.log.info({ address: running.url, admin: running.adminUrl }, 'nasguard listening')
+  release()
 }
 
 async function revoke (c: Readonly<Config>, o: { jti?: string, sub?: string, issuedBefore: string }): Promise<number> {

@@ -3,8 +3,9 @@
 // refused, logged and counted, and the running one stays. Through the real
 // CLI, for one process and for workers.
 import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { request } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -308,3 +309,40 @@ t.test('workers: 2: a restart-only secret file removed while running: a worker r
   t.notMatch(gw.output(), /nas-password-kept-secret/, 'the password is in no log line')
   t.equal(gw.child.exitCode, null, 'still running')
 })
+
+for (const workers of [1, 2]) {
+  t.test(`workers: ${workers}: a SIGHUP while the gateway starts is held and applied once it is up, not the end of it`, async (t) => {
+    const { dir, file, base } = await setup(t)
+    // The JWT secret is a FIFO: the gateway's first read of it blocks until
+    // this test writes it, so the SIGHUP lands while the start is under way.
+    // Every later read (the workers', the reload's) finds a plain file.
+    const secret = join(dir, 'jwt.secret')
+    const fifo = join(dir, 'jwt.fifo')
+    execFileSync('mkfifo', ['-m', '600', fifo])
+    renameSync(fifo, secret)
+    writeFileSync(file, config({ ...base, stockholm: false, workers, watch: false, auth: `{ jwt: { secretFile: "${secret}" } }` }))
+    const child = spawn(process.execPath, [CLI, 'start', '--config', file], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout?.on('data', (c: Buffer) => { output += c.toString() })
+    child.stderr?.on('data', (c: Buffer) => { output += c.toString() })
+    const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(`exited with ${String(code ?? signal)}`)))
+    t.teardown(async () => {
+      if (child.exitCode === null && child.signalCode === null) { child.kill('SIGTERM'); await exited }
+    })
+    const writer = await open(secret, 'w') // resolves once the gateway opened the secret to read it: it is starting
+    t.equal(child.exitCode, null, 'starting')
+    child.kill('SIGHUP')
+    writeFileSync(secret + '.new', SECRET, { mode: 0o600 })
+    renameSync(secret + '.new', secret)
+    await writer.write(SECRET)
+    await writer.close()
+    const ready = await Promise.race([
+      waitFor(`the gateway to be ready: ${output}`, async () => (await fetch(`http://127.0.0.1:${base.adminPort}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined, { tries: 600, intervalMs: 100 }).then(() => 'ready'),
+      exited.then((how) => `${how}: ${output}`)
+    ])
+    t.equal(ready, 'ready', 'the gateway started')
+    t.equal(await status(base.port, '/medicall/2024/05/06/101010_46701234567.wav'), 200, 'and serves')
+    await waitFor('the held reload applied', async () => /config (reloaded|unchanged)|"applied"/.test(output) ? true : undefined, { tries: 300, intervalMs: 100 })
+    t.equal(child.exitCode, null, 'still running')
+  })
+}

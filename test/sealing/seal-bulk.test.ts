@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { seal, type BulkOptions } from '../../src/sealing/commands.js'
 import { eraseKey, initKeyring, Keyring, newPeriodKey } from '../../src/sealing/keyring.js'
@@ -298,4 +298,23 @@ t.test('a directory swapped for a symbolic link during the walk is not followed 
   const r = await inner.handle(join(share.root, 'medicall/2016/04/090000_46700000002.wav'), ['medicall', '2016', '04', '090000_46700000002.wav'], () => {})
   t.match(r.reason, /replaced \(a symbolic link\?\)/)
   t.same(readdirSync(outside), ['090000_46700000002.wav'])
+})
+
+t.test('a recording swapped for a FIFO after the walk found it fails as not a regular file, at once: the run (and its locks) is not held', async (t) => {
+  const share = makeShare(recordings())
+  initKeyring(share.keyring)
+  const settings = { root: share.root, keyringDir: share.keyring, unit: 'month' as const, pattern: compilePeriodPattern('/medicall/{yyyy}/{mm}/**', 'month'), nameSegments: 1, extensions: new Set(['.wav']), dryRun: false, removePlaintext: true }
+  const journal = await Journal.open(join(share.dir, 'j'), false)
+  t.teardown(async () => { await journal.close() })
+  const job = sealJob(settings, new SealingKeys(share.keyring, 'month'), journal, new Set())
+  const [path] = recordings()[0]
+  const file = join(share.root, path)
+  rmSync(file)
+  execFileSync('mkfifo', [file])
+  const r = await job.handle(file, path.split('/').slice(1), () => {})
+  t.same([r.result, r.reason], ['failed', 'not a regular file'])
+  t.ok(listFiles(share.root).every((p) => !/\.nasguard-seal-/.test(p)), 'no temporary file')
+  // Swapped between the check of the name and the open: the open does not wait for a writer either.
+  const { openRegular } = await import('../../src/sealing/bulk/durable.js')
+  await t.rejects(openRegular(file), { message: 'not a regular file' })
 })

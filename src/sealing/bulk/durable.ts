@@ -7,8 +7,9 @@
 // whether it changed while it was read.
 import { createHash, randomBytes } from 'node:crypto'
 import { constants, realpathSync, type BigIntStats } from 'node:fs'
-import { link, lstat, mkdir, open, rename, rm, unlink } from 'node:fs/promises'
+import { link, lstat, mkdir, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { FileFailure } from './run.js'
 import { Transform, type TransformCallback } from 'node:stream'
 
 /**
@@ -65,6 +66,22 @@ export async function versionAt (file: string): Promise<FileVersion | undefined>
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw err
   }
+}
+
+/**
+ * A file on the share opened to read, only if it is a regular file and not
+ * a symbolic link: a FIFO or a device a share writer put in a recording's
+ * place would block the read (and the run, with its locks) for ever, so it
+ * is opened without waiting and refused. Its stat comes with it.
+ */
+export async function openRegular (file: string): Promise<{ fh: FileHandle, st: BigIntStats }> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  const st = await fh.stat({ bigint: true }).catch(async (err: unknown) => { await fh.close(); throw err })
+  if (!st.isFile()) {
+    await fh.close()
+    throw new FileFailure('not a regular file')
+  }
+  return { fh, st }
 }
 
 export async function syncDir (dir: string): Promise<void> {

@@ -7,14 +7,14 @@
 // the old identity is retired (keyring.ts retireKey). The walk, the pool,
 // the journal and the reports are seal's (run.ts, journal.ts).
 import { realpathSync } from 'node:fs'
-import { lstat, open } from 'node:fs/promises'
+import { lstat } from 'node:fs/promises'
 import { MAX_HEADER_BYTES, SealedIntegrityError } from '../age.js'
 import { openHeaderWithAny, type Keyring, type PeriodKey } from '../keyring.js'
 import { plainPathOf, SEALED_SUFFIX } from '../names.js'
 import { NONCE_BYTES } from '../payload.js'
 import { periodOf, type PeriodPattern } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { inPlace, replace, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
+import { inPlace, openRegular, replace, Digest, READ_BYTES, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -58,7 +58,7 @@ const UNWRAPPED = new Set(['the header was altered (MAC)', 'no path binding', 's
 
 /** Whether one of `keys` unwraps the file key of a sealed file's header, whatever path it is bound to. */
 async function unwrapsWith (file: string, keys: readonly PeriodKey[]): Promise<boolean> {
-  const fh = await open(file, 'r')
+  const { fh } = await openRegular(file)
   try {
     const { buffer, bytesRead } = await fh.read(Buffer.alloc(MAX_HEADER_BYTES + NONCE_BYTES), 0, MAX_HEADER_BYTES + NONCE_BYTES, 0)
     for (const key of keys) {
@@ -78,7 +78,7 @@ async function unwrapsWith (file: string, keys: readonly PeriodKey[]): Promise<b
 
 /** The identity a sealed file's header opens with (of `keys`). */
 async function openerOf (file: string, keys: readonly PeriodKey[], binding: string): Promise<PeriodKey> {
-  const fh = await open(file, 'r')
+  const { fh } = await openRegular(file)
   try {
     const { buffer, bytesRead } = await fh.read(Buffer.alloc(MAX_HEADER_BYTES + NONCE_BYTES), 0, MAX_HEADER_BYTES + NONCE_BYTES, 0)
     const opened = openHeaderWithAny(buffer.subarray(0, bytesRead), keys, binding)
@@ -111,6 +111,7 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
     let bytes: number | undefined
     try {
       const st0 = await lstat(file, { bigint: true })
+      if (!st0.isFile()) return { result: 'failed', sealed, reason: 'not a regular file' }
       const v0 = versionOf(st0)
       bytes = Number(v0.size)
       const entry = journal.get(sealed)
@@ -125,8 +126,8 @@ export function rotateJob (s: RotateSettings, ring: Keyring, next: PeriodKey, jo
         await journalIt((await openedDigest(file, [next], binding)).sha256)
         return { result: 'skipped', reason: 'already-sealed-to-the-new-identity', sealed, bytes }
       }
-      const fh = await open(file, 'r')
-      const opened = versionOf(await fh.stat({ bigint: true }))
+      const { fh, st } = await openRegular(file)
+      const opened = versionOf(st)
       const digest = new Digest(progress)
       let ino: bigint
       try {

@@ -9,7 +9,7 @@
 // (reported as a conflict), and never seals an erased period.
 import { constants } from 'node:fs'
 import { realpathSync } from 'node:fs'
-import { chown, lstat, open } from 'node:fs/promises'
+import { chown, lstat, open, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { encodeSegment as encodeReadable } from '../../policy/canonical-path.js'
@@ -18,7 +18,7 @@ import { KeyExistsError, Keyring, newPeriodKey, type PeriodKey } from '../keyrin
 import { SEALED_SUFFIX, sealedPathOf } from '../names.js'
 import { periodOf, type PeriodPattern, type PeriodUnit } from '../period.js'
 import { SealStream } from '../seal-stream.js'
-import { commit, Digest, READ_BYTES, diskPathOf, inPlace, makeDirs, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
+import { commit, Digest, READ_BYTES, diskPathOf, inPlace, makeDirs, openRegular, removeDurably, removeIfThere, sameVersion, tempFileOf, versionAt, versionOf, type FileVersion } from './durable.js'
 import { entryMatches, type Journal } from './journal.js'
 import { OpenStream } from './open-stream.js'
 import { FileFailure, reasonOf, type ActiveTemps, type FileResult, type Job } from './run.js'
@@ -80,8 +80,8 @@ export class SealingKeys {
 
 /** SHA-256 of a sealed file's plaintext, opened with one of `keys` and bound to `binding`, and the key that opened it; with `ino`, only when the file is that inode. */
 export async function openedDigest (file: string, keys: readonly PeriodKey[], binding: string, ino?: bigint): Promise<{ sha256: string, bytes: number, key: PeriodKey }> {
-  const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW)
-  if (ino !== undefined && (await fh.stat({ bigint: true })).ino !== ino) {
+  const { fh, st } = await openRegular(file)
+  if (ino !== undefined && st.ino !== ino) {
     await fh.close()
     throw new FileFailure('the temporary file was replaced')
   }
@@ -92,9 +92,9 @@ export async function openedDigest (file: string, keys: readonly PeriodKey[], bi
 }
 
 async function plainDigest (file: string, v0: FileVersion): Promise<string> {
-  const fh = await open(file, 'r')
+  const { fh, st } = await openRegular(file)
   const digest = new Digest()
-  const before = versionOf(await fh.stat({ bigint: true }))
+  const before = versionOf(st)
   await pipeline(fh.createReadStream({ highWaterMark: READ_BYTES }), digest, async function * (source) { for await (const _ of source); })
   if (!sameVersion(before, v0) || !sameVersion(await versionAt(file) ?? before, v0)) throw new FileFailure('changed')
   return digest.hex()
@@ -107,6 +107,15 @@ export async function verifyWritten (file: string, key: PeriodKey, binding: stri
     return check.sha256 === sha256 ? undefined : 'verification failed (SHA-256 differs)'
   } catch (err) {
     return `verification failed (${reasonOf(err)})`
+  }
+}
+
+/** Writes all of `data`: a write cut short (a disk filling up) is carried on, so that its error (ENOSPC) is what is reported. */
+async function writeAll (out: FileHandle, data: Buffer): Promise<void> {
+  for (let at = 0; at < data.length;) {
+    const { bytesWritten } = await out.write(data, at, data.length - at)
+    if (bytesWritten === 0) throw new Error('a write to the temporary file made no progress')
+    at += bytesWritten
   }
 }
 
@@ -123,7 +132,7 @@ export async function writeTemp (temp: string, source: NodeJS.ReadableStream, tr
   let ino: bigint
   try {
     ino = (await out.stat({ bigint: true })).ino
-    await pipeline(source, ...transforms as [NodeJS.ReadWriteStream], async (sealed: AsyncIterable<string | Buffer>) => { for await (const b of sealed) await out.write(b as Buffer) })
+    await pipeline(source, ...transforms as [NodeJS.ReadWriteStream], async (sealed: AsyncIterable<string | Buffer>) => { for await (const b of sealed) await writeAll(out, b as Buffer) })
     await out.utimes(Number(like.atimeMs) / 1000, Number(like.mtimeMs) / 1000)
     await out.sync()
     await out.chmod(Number(like.mode & 0o777n))
@@ -175,6 +184,7 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
     try {
       if (keys.keyring().erased(period)) return { result: 'failed', sealed, reason: `period ${period} is erased: its key was destroyed, so its recordings are not sealed again` }
       const st0 = await lstat(file, { bigint: true })
+      if (!st0.isFile()) return { result: 'failed', sealed, reason: 'not a regular file' }
       const v0 = versionOf(st0)
       bytes = Number(v0.size)
       const there = await versionAt(target)
@@ -203,8 +213,8 @@ export function sealJob (s: SealSettings, keys: SealingKeys, journal: Journal, a
         return { result: 'failed', sealed, reason: 'conflict', bytes }
       }
       await makeDirs(s.root, dirname(target))
-      const fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW)
-      const opened = versionOf(await fh.stat({ bigint: true }))
+      const { fh, st } = await openRegular(file)
+      const opened = versionOf(st)
       const digest = new Digest(progress)
       let ino: bigint
       try {

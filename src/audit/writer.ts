@@ -434,12 +434,27 @@ export class AuditWriter {
    * before it lost records from its end (a deleted or moved audit.jsonl, a
    * restored older copy). Writing on would start the chain again from
    * there, and overwrite the head that says so: refused, naming the gap.
-   * (A head that does not open is left to `audit verify`.)
+   * A trail is never without its head (a new one gets it before its first
+   * record, durably), so a trail with records whose head is missing, or
+   * does not open as a head, had it removed or spoilt, which is how records
+   * cut from its end would be hidden: refused too.
    */
   private async checkHead (known: number): Promise<void> {
-    const text = await fsp.readFile(join(this.opts.dir, HEAD_FILE), 'utf8').catch(() => undefined)
+    const text = await fsp.readFile(join(this.opts.dir, HEAD_FILE), 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined
+      throw err
+    })
     const head = text === undefined ? undefined : this.openOwn(text.trim())
-    const headSeq = head?.ok === true && head.value.record.event === 'head' ? head.value.record.seq : 0
+    const headSeq = head?.ok === true && head.value.record.event === 'head' ? head.value.record.seq : undefined
+    if (headSeq === undefined && this.seq > 0) {
+      const what = text === undefined ? 'is missing' : 'does not open as a head (edited or replaced)'
+      throw Object.assign(new Error(`${join(this.opts.dir, HEAD_FILE)} ${what}, though the trail holds records up to seq ${this.seq}: records may have been cut from its end, and writing on would hide it. Run nasguard audit verify; keep the directory as it is for whoever investigates, move it aside (its key stays), and start again`), { code: 'EAUDITCHAIN' })
+    }
+    if (headSeq === undefined) {
+      // A new trail: its head (seq 0) is made durable before its first record.
+      await this.writeHead()
+      return
+    }
     // The head is written up to a second late: what this process knows durable counts too.
     const [last, by] = known > headSeq ? [known, 'this gateway wrote'] : [headSeq, `${HEAD_FILE} names`]
     if (last <= this.seq) return
@@ -639,12 +654,23 @@ export class AuditWriter {
     return next
   }
 
+  /**
+   * Durable, so that after a power loss the head is the last one written or
+   * the one before, never missing or empty: a start refuses a trail with
+   * records and no head.
+   */
   private async writeHeadNow (): Promise<void> {
-    if (this.durableSeq === 0) return
     const line = seal({ event: 'head', time: new Date().toISOString(), instance: this.opts.instance, hash: this.durablePrev }, this.durableSeq, this.durablePrev, this.opts.key)
     const tmp = join(this.opts.dir, `${HEAD_FILE}.${process.pid}.tmp`)
-    await fsp.writeFile(tmp, line + '\n', { mode: 0o600 })
+    const h = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600)
+    try {
+      await h.writeFile(line + '\n')
+      await h.sync()
+    } finally {
+      await h.close()
+    }
     await fsp.rename(tmp, join(this.opts.dir, HEAD_FILE))
+    await this.syncDir()
   }
 
   /** Waits for queued records, syncs, records the head, and closes the file. */

@@ -371,6 +371,7 @@ t.test('rotation by UTC day: a trail from yesterday is archived when a record is
   }
   mkdirSync(dir, { mode: 0o700 })
   writeLines(join(dir, AUDIT_FILE), old)
+  writeLines(join(dir, HEAD_FILE), [seal({ event: 'head', time: yesterday, instance: 'chain-test', hash: prev }, 3, prev, KEY)])
 
   const w = await openWriter(dir)
   t.equal(w.lastSeq, 3)
@@ -434,6 +435,34 @@ t.test('audit.head must be a head: a record line copied over it does not hide re
   writeFileSync(join(dir, HEAD_FILE), ls[6] + '\n')
   const r = await walkTrail(dir, KEY)
   t.ok(r.problems.some((p) => p.file === HEAD_FILE && /not a head: it was replaced/.test(p.message)), 'reported')
+})
+
+t.test('a trail with records but no head, or a spoilt one, is not written on: records cut from its end would be hidden; a new trail has its head before its first record', async (t) => {
+  const fresh = join(tempDir(t), 'audit')
+  const w0 = await openWriter(fresh)
+  await w0.append(rec(1))
+  const genesis = openLine(readFileSync(join(fresh, HEAD_FILE), 'utf8').trim(), KEY)
+  t.ok(genesis.ok && genesis.value.record.event === 'head', 'a new trail has a head once its first record is acknowledged')
+  await w0.close()
+  const src = await trailOf(t, 10)
+  const ls = lines(join(src, AUDIT_FILE))
+  const cases: Array<[string, (dir: string) => void, RegExp]> = [
+    ['the head deleted, the last records cut', (dir) => { rmSync(join(dir, HEAD_FILE)); writeLines(join(dir, AUDIT_FILE), ls.slice(0, 7)) }, /audit\.head is missing, though the trail holds records up to seq 7/],
+    ['the head deleted, nothing cut', (dir) => { rmSync(join(dir, HEAD_FILE)) }, /audit\.head is missing, though the trail holds records up to seq 10/],
+    ['the head filled with garbage', (dir) => { writeFileSync(join(dir, HEAD_FILE), 'garbage\n'); writeLines(join(dir, AUDIT_FILE), ls.slice(0, 7)) }, /does not open as a head/],
+    ['the head emptied', (dir) => { writeFileSync(join(dir, HEAD_FILE), '') }, /does not open as a head/],
+    ['a record copied over the head', (dir) => { writeFileSync(join(dir, HEAD_FILE), ls[6] + '\n'); writeLines(join(dir, AUDIT_FILE), ls.slice(0, 7)) }, /does not open as a head/]
+  ]
+  for (const [what, spoil, message] of cases) {
+    const dir = copyOf(t, src)
+    spoil(dir)
+    const before = readFileSync(join(dir, AUDIT_FILE))
+    const w = await openWriter(dir)
+    await t.rejects(w.append(rec(99)), { code: 'EAUDITCHAIN', message }, `${what}: refused`)
+    await w.close().catch(() => {})
+    t.ok(readFileSync(join(dir, AUDIT_FILE)).equals(before), `${what}: nothing written`)
+    t.ok((await walkTrail(dir, KEY)).problems.length > 0, `${what}: audit verify still sees it`)
+  }
 })
 
 t.test('batched durability: close() leaves a head that names the last record', async (t) => {

@@ -149,7 +149,13 @@ t.test('writer: audit.head never claims a record that is not yet durable', async
   setBeforeSync(w, s.hook)
   let acknowledged = false
   const second = w.append({ event: 'access', time: new Date().toISOString(), requestId: 'h-2' }).then(() => { acknowledged = true })
-  const head = await waitFor('audit.head', () => existsSync(join(dir, HEAD_FILE)) ? readFileSync(join(dir, HEAD_FILE), 'utf8').trim() : undefined, { tries: 150, intervalMs: 20 })
+  // The new trail's first head names seq 0; the one written after record 1 is the one to read.
+  const headAfterFirst = (): string | undefined => {
+    const text = existsSync(join(dir, HEAD_FILE)) ? readFileSync(join(dir, HEAD_FILE), 'utf8').trim() : ''
+    const o = openLine(text, KEY)
+    return o.ok && o.value.record.seq > 0 ? text : undefined
+  }
+  const head = await waitFor('audit.head after record 1', headAfterFirst, { tries: 150, intervalMs: 20 })
   t.equal(acknowledged, false, 'record 2 is still waiting for its sync')
   const opened = openLine(head, KEY)
   t.ok(opened.ok, 'the head is sealed')

@@ -106,6 +106,8 @@ export async function walkAll (loc: TrailLocation, onRecord?: (r: Record<string,
   }
   const torn = chains.find((c) => c.report.truncatedTail)
   if (torn?.report.truncatedTail) merged.truncatedTail = { ...torn.report.truncatedTail, file: prefix(torn.name, torn.report.truncatedTail.file) }
+  const rotated = chains.find((c) => c.report.interruptedRotation !== undefined)
+  if (rotated?.report.interruptedRotation !== undefined) merged.interruptedRotation = prefix(rotated.name, rotated.report.interruptedRotation)
   return { chains, merged }
 }
 
@@ -127,6 +129,7 @@ export function problemsText (r: VerifyReport): string {
     if (r.problems.length > 20) lines.push(`  … and ${r.problems.length - 20} more`)
   }
   if (r.truncatedTail) lines.push(`note: ${r.truncatedTail.file} ends in a truncated record (${r.truncatedTail.bytes} bytes): a crash while writing, not tampering; it was never acknowledged`)
+  if (r.interruptedRotation !== undefined) lines.push(`note: audit.jsonl is the same file as ${r.interruptedRotation} (read once): a rotation cut short by a crash, not tampering; the gateway's next start finishes it`)
   return lines.join('\n')
 }
 

@@ -28,6 +28,8 @@ export interface VerifyReport {
   problems: Problem[]
   /** A last line cut by a crash: reported, and not tampering. */
   truncatedTail?: { file: string, bytes: number }
+  /** audit.jsonl is this archive's very file: a rotation cut short by a crash (read once). */
+  interruptedRotation?: string
   /** The valid prune checkpoint of this chain, if it has one. */
   pruned?: Checkpoint
   /** The newest prune record read in the chain: its seq, and the first seq it kept. */
@@ -98,7 +100,27 @@ export function trailFiles (dir: string): string[] {
   // a FIFO) is not read, so the records it should hold show as missing.
   const isFile = (f: string): boolean => { try { return statSync(join(dir, f)).isFile() } catch { return false } }
   const archives = readdirSync(dir).filter((f) => ARCHIVE.test(f) && isFile(f)).sort()
-  return [...archives, ...(isFile(AUDIT_FILE) ? [AUDIT_FILE] : [])]
+  const active = isFile(AUDIT_FILE) && interruptedRotation(dir, archives) === undefined ? [AUDIT_FILE] : []
+  return [...archives, ...active]
+}
+
+/**
+ * The archive that audit.jsonl is the very file of (one inode, two names):
+ * a rotation links the active file to its archive name, then unlinks
+ * audit.jsonl, and a crash between the two leaves both (the next start
+ * finishes it). Read once, under its archive name.
+ */
+export function interruptedRotation (dir: string, archives = readdirSync(dir).filter((f) => ARCHIVE.test(f))): string | undefined {
+  let active
+  try { active = statSync(join(dir, AUDIT_FILE)) } catch { return undefined }
+  return archives.find((a) => {
+    try {
+      const st = statSync(join(dir, a))
+      return st.ino === active.ino && st.dev === active.dev
+    } catch {
+      return false
+    }
+  })
 }
 
 /** audit.dir holds a trail written by a single process (the chain `.`, beside any chain directories). */
@@ -209,6 +231,8 @@ class SeqSet {
 export async function walkTrail (dir: string, key: Buffer, onRecord?: (r: Record<string, unknown>) => void, opts: WalkOptions = {}): Promise<VerifyReport> {
   const files = trailFiles(dir)
   const report: VerifyReport = { files, records: 0, firstSeq: 0, lastSeq: 0, lastHash: '', problems: [] }
+  const rotated = interruptedRotation(dir)
+  if (rotated !== undefined) report.interruptedRotation = rotated
   const anchors = new Map((opts.anchors ?? []).map((a) => [a.seq, a.hash]))
   let legacy = opts.legacyKey
   const seen = new SeqSet()

@@ -4,12 +4,13 @@
 // right kind, at the right file and line; a crash (a torn last line) must
 // not be called tampering.
 import t from 'tap'
-import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { AuditWriter, ARCHIVE, AUDIT_FILE, HEAD_FILE, archiveName, type AuditRecord, type AuditWriterOptions } from '../../src/audit/writer.js'
 import { lineHash, open as openLine, seal, GENESIS } from '../../src/audit/chain.js'
 import { walkTrail, type VerifyReport } from '../../src/audit/verify.js'
+import { problemsText } from '../../src/audit/commands.js'
 import { clearOfUtcMidnight } from '../helpers/wait.js'
 
 // The audit writer rotates by the wall clock's UTC day; records dated "now" and files counted: the whole file runs within one UTC day.
@@ -463,6 +464,24 @@ t.test('a trail with records but no head, or a spoilt one, is not written on: re
     t.ok(readFileSync(join(dir, AUDIT_FILE)).equals(before), `${what}: nothing written`)
     t.ok((await walkTrail(dir, KEY)).problems.length > 0, `${what}: audit verify still sees it`)
   }
+})
+
+t.test('a rotation cut short by a crash (audit.jsonl linked to its archive name, not yet unlinked) is no tampering: read once, noted, finished at the next start', async (t) => {
+  const dir = await trailOf(t, 6)
+  const first = openLine(lines(join(dir, AUDIT_FILE))[0], KEY)
+  if (!first.ok) throw new Error('unreadable')
+  const archive = archiveName(first.value.record.seq)
+  linkSync(join(dir, AUDIT_FILE), join(dir, archive))
+  const r = await walkTrail(dir, KEY)
+  t.same(r.problems, [], 'no problem')
+  t.equal(r.records, 6, 'every record read once')
+  t.equal(r.interruptedRotation, archive, 'noted')
+  t.match(problemsText(r), new RegExp(`note: audit.jsonl is the same file as ${archive}.*not tampering`))
+  const w = await openWriter(dir)
+  await w.append(rec(7))
+  await w.close()
+  const after = await walkTrail(dir, KEY)
+  t.same([after.problems, after.records, after.interruptedRotation], [[], 7, undefined], 'the next start finished the rotation')
 })
 
 t.test('batched durability: close() leaves a head that names the last record', async (t) => {

@@ -30,6 +30,7 @@ import { LocalBudgets } from './budgets/store.js'
 import { auditKeyFile, grantsSecret, workerCount } from './config/derived.js'
 import { loadAuditKey } from './audit/key.js'
 import { chainName, recordChains } from './audit/chains.js'
+import { releaseLock, takeLock } from './audit/lock.js'
 import { trailFiles } from './audit/verify.js'
 import { AUDIT_FILE, HEAD_FILE } from './audit/writer.js'
 import type { Config } from './config/schema.js'
@@ -101,6 +102,10 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
   // Made here once: the workers must not race to create the audit key.
   const auditKey = loadAuditKey(auditKeyFile(config), config.audit.dir)
   mkdirSync(config.audit.dir, { recursive: true, mode: 0o700 })
+  // One gateway per audit directory: the primary holds the directory's own
+  // lock (the one a single-process gateway writes under) while it runs, so
+  // neither starts beside the other (each would rewrite audit.chains).
+  const dirLock = await takeLock(config.audit.dir)
   // A trail written by a single process in audit.dir is a chain of the list
   // too, so that deleting it once workers run is reported as well.
   if (trailFiles(config.audit.dir).length > 0 || existsSync(join(config.audit.dir, HEAD_FILE))) recordChains(config.audit.dir, auditKey, ['.'])
@@ -226,6 +231,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     void notifySystemd('stopping', log)
     await stopWorkers()
     await admin?.close()
+    await releaseLock(dirLock)
   })
 
   let url: string
@@ -236,6 +242,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
     // A failed start ends with its error and exit code 1, not a graceful 0.
     grace.uninstall()
     await stopWorkers()
+    await releaseLock(dirLock)
     throw err
   }
 
@@ -300,6 +307,7 @@ export async function runPrimary (config: Readonly<Config>, configFile?: string)
       // As for a worker that cannot listen: the start fails, the workers go.
       grace.uninstall()
       await stopWorkers()
+      await releaseLock(dirLock)
       throw err
     }
   }

@@ -1,12 +1,13 @@
 // `nasguard audit verify | search | summary`: for investigators. Every
 // command walks the whole chain and verifies it; search and summary say so
 // when what they read was not intact.
-import { existsSync, lstatSync, readFileSync, renameSync, statSync } from 'node:fs'
+import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, statSync } from 'node:fs'
 import { makeDir } from '../files/ownership.js'
 import { hostname } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { createKey, trailEntries } from './key.js'
-import { byChainOrder, chainDirs, chainKey, CHAINS_FILE, legacyChainKey, OPS_CHAIN, readChains } from './chains.js'
+import { byChainOrder, chainDirs, chainKey, CHAINS_FILE, isChainDir, legacyChainKey, OPS_CHAIN, readChains } from './chains.js'
+import { releaseLock, takeLock } from './lock.js'
 import { CHECKPOINT_FILE as CHECKPOINT_NAME, hasSingleProcessTrail, trailFiles, walkTrail, type Anchor, type Checkpoint, type Problem, type VerifyReport } from './verify.js'
 import { AUDIT_FILE, AuditWriter } from './writer.js'
 
@@ -249,6 +250,27 @@ export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: b
 }
 
 /**
+ * Takes the lock of audit.dir itself and of every chain directory in it
+ * (worker-<i>, ops): a running gateway (or an operator tool recording its
+ * event) holds one, and its trail must not be moved from under it. All or
+ * none: refused naming the holder, with nothing changed.
+ */
+async function lockEveryChain (dir: string): Promise<{ own: { file: string, text: string }, chains: Map<string, { file: string, text: string }> }> {
+  const chains = new Map<string, { file: string, text: string }>()
+  let own: { file: string, text: string } | undefined
+  try {
+    own = await takeLock(dir)
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (isChainDir(e.name) && e.isDirectory()) chains.set(e.name, await takeLock(join(dir, e.name)))
+    return { own, chains }
+  } catch (err) {
+    if (own !== undefined) await releaseLock(own)
+    for (const lock of chains.values()) await releaseLock(lock)
+    if ((err as NodeJS.ErrnoException).code !== 'EAUDITLOCKED') throw err
+    throw new Error(`${(err as Error).message}. A gateway (or an operator tool) is writing this trail: stop it, every worker, before audit new-key; nothing was changed`)
+  }
+}
+
+/**
  * `nasguard audit new-key`: the deliberate way to a new audit key once the
  * old one is lost. The trail sealed with the old key is moved, whole, into
  * retired-<time>/ inside the audit directory (it cannot be verified without
@@ -256,16 +278,31 @@ export async function auditSummary (loc: TrailLocation, f: SearchFilter, json: b
  * new chain's first record says so. Refused while the key exists.
  */
 export async function auditNewKey (dir: string, keyFile: string, instance: string | undefined, out: (s: string) => void): Promise<number> {
-  if (existsSync(keyFile)) throw new Error(`the audit key ${keyFile} exists: a new one would make the trail unverifiable; nothing was changed`)
-  // A prune checkpoint belongs to the old trail (sealed with the lost key) and goes with it.
-  const entries = [...trailEntries(dir), ...(existsSync(join(dir, CHECKPOINT_NAME)) ? [CHECKPOINT_NAME] : [])]
-  const retired = `retired-${new Date().toISOString().replace(/[:.]/g, '-')}`
-  if (entries.length > 0) {
-    makeDir(join(dir, retired))
-    for (const e of entries) renameSync(join(dir, e), join(dir, retired, e))
+  const exists = (): Error => new Error(`the audit key ${keyFile} exists: a new one would make the trail unverifiable; nothing was changed`)
+  if (existsSync(keyFile)) throw exists()
+  makeDir(dir)
+  const locks = await lockEveryChain(dir)
+  let writer: AuditWriter
+  let entries: string[]
+  let retired: string
+  try {
+    if (existsSync(keyFile)) throw exists()
+    // A prune checkpoint belongs to the old trail (sealed with the lost key) and goes with it.
+    entries = [...trailEntries(dir), ...(existsSync(join(dir, CHECKPOINT_NAME)) ? [CHECKPOINT_NAME] : [])]
+    retired = `retired-${new Date().toISOString().replace(/[:.]/g, '-')}`
+    if (entries.length > 0) {
+      makeDir(join(dir, retired))
+      for (const e of entries) renameSync(join(dir, e), join(dir, retired, e))
+    }
+    // A chain directory's lock moved with it: it is let go there.
+    for (const [chain, lock] of locks.chains) await releaseLock({ ...lock, file: entries.includes(chain) ? join(dir, retired, chain, basename(lock.file)) : lock.file })
+    const key = createKey(keyFile)
+    writer = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key, instance: instance ?? hostname(), rotateBytes: 64 * 1024 * 1024, lock: locks.own })
+  } catch (err) {
+    await releaseLock(locks.own)
+    for (const lock of locks.chains.values()) await releaseLock(lock)
+    throw err
   }
-  const key = createKey(keyFile)
-  const writer = await AuditWriter.open({ dir, durability: 'strict', batchMs: 100, key, instance: instance ?? hostname(), rotateBytes: 64 * 1024 * 1024 })
   try {
     await writer.append({
       event: 'new-key',

@@ -108,6 +108,8 @@ export interface AuditWriterOptions {
   onSyncError?: (err: Error) => void
   /** Tests: runs before each fsync (to stall it). */
   beforeSync?: () => Promise<void>
+  /** The directory's lock, taken by the caller before it changed the directory (audit new-key): adopted, not taken again. */
+  lock?: { file: string, text: string }
 }
 
 interface Pending { record: AuditRecord, resolve: () => void, reject: (err: Error) => void }
@@ -214,7 +216,7 @@ export class AuditWriter {
     const w = new AuditWriter(opts)
     makeDir(opts.dir)
     w.dirIsLink = lstatSync(opts.dir).isSymbolicLink()
-    w.lock = await takeLock(w.opts.dir)
+    w.lock = opts.lock ?? await takeLock(w.opts.dir)
     try {
       await w.openFile()
     } catch (err) {

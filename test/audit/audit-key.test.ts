@@ -10,7 +10,9 @@ import { join } from 'node:path'
 import { testCerts } from '../helpers/certs.js'
 import { startStubNas } from '../helpers/stub-nas.js'
 import { SECRET, bearer, get } from '../helpers/gateway-client.js'
-import { freePort, runCli } from '../helpers/process.js'
+import { CLI, freePort, runCli } from '../helpers/process.js'
+import { waitFor } from '../helpers/wait.js'
+import { spawn } from 'node:child_process'
 import { buildGateway } from '../../src/app.js'
 import { loadConfig } from '../../src/config/load.js'
 
@@ -75,4 +77,47 @@ t.test('a missing audit key beside a trail stops the start; audit new-key is the
   const gw2 = await buildGateway(config)
   t.teardown(() => gw2.close())
   t.ok(gw2, 'the gateway starts with the new key')
+})
+
+t.test('one gateway per audit directory: audit new-key is refused while one runs (one process or workers), and a single-process gateway and a cluster do not start beside each other', async (t) => {
+  const nas = await startStubNas(t)
+  const dir = mkdtempSync(join(tmpdir(), 'nasguard-auditkey-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const keyFile = join(dir, 'audit.key')
+  const snapshot = (): string => JSON.stringify(readdirSync(join(dir, 'audit'), { recursive: true }).sort())
+  for (const workers of [1, 2]) {
+    const port = await freePort()
+    const file = writeConfig(dir, nas.url, port, workers)
+    const child = spawn(process.execPath, [CLI, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    child.stdout?.on('data', (c: Buffer) => { output += c.toString() })
+    child.stderr?.on('data', (c: Buffer) => { output += c.toString() })
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+    await waitFor(`workers: ${workers}: the gateway listening: ${output}`, async () => /nasguard listening/.test(output) ? true : undefined, { tries: 600, intervalMs: 100 })
+
+    // The other kind of gateway on the same directory does not start beside it.
+    const unchanged = snapshot()
+    const other = await runCli(['start', '--config', writeConfig(dir, nas.url, await freePort(), workers === 1 ? 2 : 1)], 120_000)
+    t.equal(other.status, 1, `a ${workers === 1 ? 'cluster' : 'single-process gateway'} beside it does not start`)
+    t.match(other.stderr + other.stdout, /one writer per directory/, 'one writer per audit directory')
+
+    t.equal(snapshot(), unchanged, 'and changed nothing')
+
+    // The key file lost while it runs (the message of a restarted worker then names audit new-key).
+    rmSync(keyFile)
+    const before = snapshot()
+    const made = await runCli(['audit', 'new-key', '--config', file])
+    t.equal(made.status, 1, `workers: ${workers}: audit new-key is refused while the gateway runs`)
+    t.match(made.stderr, /writes to the audit trail .*stop it, every worker, before audit new-key; nothing was changed/, `workers: ${workers}: and says why`)
+    t.equal(snapshot(), before, `workers: ${workers}: nothing was moved`)
+    t.notOk(existsSync(keyFile), `workers: ${workers}: no key was made`)
+
+    child.kill('SIGTERM')
+    await exited
+    const after = await runCli(['audit', 'new-key', '--config', file])
+    t.equal(after.status, 0, `workers: ${workers}: once it stopped, audit new-key goes on: ${after.stderr}`)
+    t.notOk(readdirSync(join(dir, 'audit'), { recursive: true }).some((f) => String(f).endsWith('audit.lock') && !String(f).startsWith('retired-') && String(f) !== 'audit.lock'), 'no chain lock left behind')
+    const verify = await runCli(['audit', 'verify', '--config', file])
+    t.equal(verify.status, 0, `the new chain verifies: ${verify.stdout}${verify.stderr}`)
+  }
 })

@@ -64,15 +64,15 @@ export async function freePort (): Promise<number> {
 
 export interface Run { status: number | null, stdout: string, stderr: string }
 
-/** Runs the built CLI to its end, with a clean environment. */
-export function runCli (args: string[]): Promise<Run> {
-  return run(process.execPath, [CLI, ...args], { PATH: process.env.PATH })
+/** Runs the built CLI to its end, with a clean environment; timeoutMs bounds a run that should end by itself (it is then sent SIGTERM). */
+export function runCli (args: string[], timeoutMs?: number): Promise<Run> {
+  return run(process.execPath, [CLI, ...args], { PATH: process.env.PATH }, timeoutMs)
 }
 
 /** Runs a command to its end without blocking this process (a stub NAS may answer from it). */
-export function run (cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+export function run (cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs?: number): Promise<Run> {
   return new Promise((res, rej) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
